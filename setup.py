@@ -1,0 +1,46 @@
+"""slapfed: a federated, recursive cloud orchestrator in the line of SlapOS."""
+from setuptools import find_packages, setup
+
+setup(
+    name="slapfed",
+    version="0.1.0",
+    description="Federated, recursive cloud orchestrator: one verb, request",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["slapfed", "slapfed.*"]),
+    include_package_data=True,
+    package_data={"slapfed": ["master/openapi.json"]},
+    install_requires=[
+        "Flask>=3.1,<4",
+        "ZODB>=6.0,<7",
+        "ZEO>=6.0,<7",
+        "BTrees",
+        "persistent",
+        "transaction",
+        "zc.buildout>=4,<7",
+        "zc.recipe.egg",
+        "supervisor>=4.2,<5",
+        "networkx>=3.2",
+        "requests>=2.31",
+        "click>=8.1",
+        "gunicorn>=22",
+        "cryptography>=42",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6"],
+    },
+    entry_points={
+        "console_scripts": [
+            "slapfed = slapfed.cli.main:main",
+            "slapfed-hello-web = slapfed.samples.hello:main",
+        ],
+        "zc.buildout": [
+            "file = slapfed.recipe:FileRecipe",
+            "service = slapfed.recipe:ServiceRecipe",
+            "promise = slapfed.recipe:PromiseRecipe",
+            "publish = slapfed.recipe:PublishRecipe",
+            "fail = slapfed.recipe:FailRecipe",
+        ],
+    },
+)

@@ -1,0 +1,107 @@
+"""Shared CLI plumbing: exit codes, the one error boundary, output in text or --json.
+
+Depends on core.errors and click.
+"""
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import os
+import sys
+
+import click
+
+from ..core import errors
+
+
+class Exit(enum.IntEnum):
+    """Documented exit codes of every slapfed command."""
+
+    OK = 0
+    ERROR = 1            # unexpected failure
+    USAGE = 2            # bad command line (click's own code)
+    INVALID = 3          # the master (or the CLI) refused the input as invalid
+    NOT_FOUND = 4
+    CONFLICT = 5         # conflict or no capacity
+    UNREACHABLE = 6      # no answer from the master
+    TIMEOUT = 7          # --wait ran out
+    FAILED = 8           # the instance (or release) reported failure
+    FORBIDDEN = 9        # authentication or authorization refused
+
+
+EXIT_BY_CODE = {
+    errors.InvalidInput.code: Exit.INVALID,
+    errors.UnknownSoftwareType.code: Exit.INVALID,
+    errors.PayloadTooLarge.code: Exit.INVALID,
+    errors.NotFound.code: Exit.NOT_FOUND,
+    errors.Conflict.code: Exit.CONFLICT,
+    errors.NoCapacity.code: Exit.CONFLICT,
+    errors.MasterUnreachable.code: Exit.UNREACHABLE,
+    errors.StorageError.code: Exit.UNREACHABLE,
+    errors.Timeout.code: Exit.TIMEOUT,
+    errors.Unauthenticated.code: Exit.FORBIDDEN,
+    errors.Forbidden.code: Exit.FORBIDDEN,
+}
+
+
+class InstanceFailed(errors.SlapfedError):
+    """Client side: the instance reached the failed state while the CLI waited."""
+
+    code = "instance_failed"
+
+
+EXIT_BY_CODE[InstanceFailed.code] = Exit.FAILED
+
+
+def error_boundary(func):
+    """Turn every SlapfedError into one clear line on stderr and a documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except errors.SlapfedError as exc:
+            ctx = click.get_current_context(silent=True)
+            as_json = bool(ctx and ctx.find_root().params.get("as_json")) or bool(
+                ctx and ctx.params.get("as_json"))
+            if as_json:
+                click.echo(json.dumps(exc.to_json()), err=True)
+            else:
+                click.echo(f"slapfed: error: {exc.message}", err=True)
+                for d in exc.details[:20]:
+                    if isinstance(d, dict) and "field" in d:
+                        click.echo(f"  - {d['field']}: {d.get('problem', '')}", err=True)
+                    else:
+                        click.echo(f"  - {d}", err=True)
+            sys.exit(int(EXIT_BY_CODE.get(exc.code, Exit.ERROR)))
+
+    return wrapper
+
+
+def emit(data, as_json: bool, text: str | None = None) -> None:
+    """Print ``data`` as JSON (``--json``) or the human ``text`` rendering."""
+    if as_json:
+        click.echo(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        click.echo(text if text is not None else json.dumps(data, indent=2, sort_keys=True))
+
+
+def parse_pairs(pairs, what: str) -> dict:
+    """``k=v`` options into a dict; a missing ``=`` is a usage error naming the option."""
+    out = {}
+    for item in pairs:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not of the form key=value", param_hint=what)
+        k, v = item.split("=", 1)
+        if not k:
+            raise click.BadParameter(f"{item!r} has an empty key", param_hint=what)
+        out[k] = v
+    return out
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+
+
+def env_default(name: str, default=None):
+    return os.environ.get(name, default)

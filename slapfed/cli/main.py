@@ -1,0 +1,35 @@
+"""Entry point of the ``slapfed`` command: the root group and the user-facing verbs.
+
+Depends on every layer below the CLI; subcommand groups live in sibling modules.
+"""
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .master_cmd import master
+from .node_cmd import node
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="slapfed")
+def cli():
+    """slapfed: a federated, recursive cloud orchestrator. One verb: request.
+
+    \b
+    Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 invalid input, 4 not found,
+    5 conflict or no capacity, 6 master unreachable, 7 timeout, 8 instance failed,
+    9 authentication/authorization refused.
+    """
+
+
+cli.add_command(master)
+cli.add_command(node)
+
+
+def main():  # console script
+    cli(prog_name="slapfed")
+
+
+if __name__ == "__main__":
+    main()

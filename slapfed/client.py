@@ -1,0 +1,155 @@
+"""HTTP client of the master's /api/v1: used by the CLI, the node agent and benchmarks.
+
+Depends on core (errors, wire) and requests. Every method returns decoded JSON or
+raises a typed SlapfedError rebuilt from the master's canonical error body;
+MasterUnreachable when no answer came at all.
+"""
+from __future__ import annotations
+
+import time
+from urllib.parse import quote
+
+import requests
+
+from .core.errors import MasterUnreachable, SlapfedError, Timeout
+from .core.wire import software_hash
+
+API = "/api/v1"
+
+
+class MasterClient:
+    def __init__(self, url: str, timeout: float = 30.0, requester: str | None = None):
+        if not url:
+            raise MasterUnreachable("no master URL given (use --master, SLAPFED_MASTER "
+                                    "or the client config file)")
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.requester = requester
+        self.session = requests.Session()
+        self.session.trust_env = False  # this machine sets REQUESTS_CA_BUNDLE; be explicit
+
+    # -- plumbing ---------------------------------------------------------------
+    def _call(self, method: str, path: str, json_body=None, params=None, headers=None,
+              expect_304=False):
+        url = self.url + API + path
+        try:
+            resp = self.session.request(method, url, json=json_body, params=params,
+                                        headers=headers, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise MasterUnreachable(f"cannot reach the master at {self.url}: {exc}") from None
+        if expect_304 and resp.status_code == 304:
+            return resp
+        if resp.status_code >= 400:
+            try:
+                body = resp.json()
+            except ValueError:
+                body = {"error": {"code": "error",
+                                  "message": f"master answered HTTP {resp.status_code}: "
+                                             f"{resp.text[:200]}"}}
+            raise SlapfedError.from_json(resp.status_code, body)
+        return resp
+
+    def _json(self, *args, **kw):
+        resp = self._call(*args, **kw)
+        return resp.json() if resp.content else None
+
+    # -- general ----------------------------------------------------------------
+    def health(self) -> dict:
+        return self._json("GET", "/health")
+
+    def openapi(self) -> dict:
+        return self._json("GET", "/openapi.json")
+
+    # -- instances (the requester's side) --------------------------------------
+    def request(self, reference: str, software_url: str, software_type: str = "default",
+                parameters: dict | None = None, sla: dict | None = None, state: str = "started",
+                shared: bool = False, parent: str | None = None) -> dict:
+        body = {"reference": reference, "software_url": software_url,
+                "software_type": software_type, "parameters": parameters or {},
+                "sla": sla or {}, "state": state, "shared": shared}
+        if self.requester:
+            body["requester"] = self.requester
+        if parent:
+            body["parent"] = parent
+        return self._json("POST", "/instances", json_body=body)
+
+    def list_instances(self, **filters) -> list[dict]:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._json("GET", "/instances", params=params)["instances"]
+
+    def show(self, instance_id: str) -> dict:
+        return self._json("GET", f"/instances/{quote(instance_id, safe='')}")
+
+    def find(self, reference: str) -> dict:
+        """The instance this client's requester holds under ``reference``."""
+        params = {"reference": reference}
+        if self.requester:
+            params["requester"] = self.requester
+        found = self._json("GET", "/instances", params=params)["instances"]
+        if not found:
+            from .core.errors import NotFound
+            who = f" for requester {self.requester!r}" if self.requester else ""
+            raise NotFound(f"no instance with reference {reference!r}{who}")
+        return found[0]
+
+    def change_state(self, instance_id: str, state: str) -> dict:
+        return self._json("PUT", f"/instances/{quote(instance_id, safe='')}/state",
+                          json_body={"state": state})
+
+    def destroy(self, instance_id: str) -> dict:
+        return self._json("DELETE", f"/instances/{quote(instance_id, safe='')}")
+
+    def wait_ready(self, instance_id: str, timeout: float, interval: float = 0.2) -> dict:
+        """Poll until the instance reports its requested state for its current revision.
+
+        Raises Timeout, or returns the instance (check ``status.state`` for failed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            inst = self.show(instance_id)
+            status = inst["status"]
+            if status["revision"] == inst["revision"] and status["state"] in (
+                    inst["requested_state"], "failed"):
+                return inst
+            if time.monotonic() >= deadline:
+                raise Timeout(f"instance {inst['reference']!r} is {status['state']} after "
+                              f"{timeout:g}s (wanted {inst['requested_state']})")
+            time.sleep(interval)
+
+    # -- computers (administration and nodes) ----------------------------------
+    def register_computer(self, registration: dict) -> dict:
+        return self._json("POST", "/computers", json_body=registration)
+
+    def list_computers(self) -> list[dict]:
+        return self._json("GET", "/computers")["computers"]
+
+    def show_computer(self, computer_id: str) -> dict:
+        return self._json("GET", f"/computers/{quote(computer_id, safe='')}")
+
+    def supply(self, computer_id: str, url: str, state: str = "available") -> dict:
+        return self._json("POST", f"/computers/{quote(computer_id, safe='')}/software",
+                          json_body={"url": url, "state": state})
+
+    def unsupply(self, computer_id: str, url: str) -> dict:
+        return self._json("DELETE", f"/computers/{quote(computer_id, safe='')}/software/"
+                                    f"{software_hash(url)}")
+
+    def desired_state(self, computer_id: str, etag: str | None = None):
+        """Returns (etag, document) or (etag, None) when nothing changed since ``etag``."""
+        headers = {"If-None-Match": etag} if etag else None
+        resp = self._call("GET", f"/computers/{quote(computer_id, safe='')}/desired-state",
+                          headers=headers, expect_304=True)
+        if resp.status_code == 304:
+            return etag, None
+        return resp.headers.get("ETag"), resp.json()
+
+    def report_software(self, computer_id: str, url: str, status: str, log_tail: str = "",
+                        software_types=()) -> dict:
+        return self._json(
+            "PUT", f"/computers/{quote(computer_id, safe='')}/software/{software_hash(url)}/status",
+            json_body={"status": status, "log_tail": log_tail,
+                       "software_types": list(software_types)})
+
+    def report_partition(self, computer_id: str, partition_id: str, report: dict) -> dict:
+        return self._json(
+            "PUT", f"/computers/{quote(computer_id, safe='')}/partitions/"
+                   f"{quote(partition_id, safe='')}/status", json_body=report)

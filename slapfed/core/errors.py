@@ -1,0 +1,118 @@
+"""Typed errors with stable codes; the only exceptions slapfed code raises on purpose.
+
+Depends on nothing. The web layer maps them to the canonical JSON error body
+(``{"error": {"code", "message", "details"}}``) and the CLI to exit codes.
+"""
+from __future__ import annotations
+
+
+class SlapfedError(Exception):
+    """Base of every expected failure. ``code`` is stable; ``message`` is for people."""
+
+    code = "error"
+    http_status = 500
+
+    def __init__(self, message: str, details: list | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = list(details or [])
+
+    def to_json(self) -> dict:
+        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+
+    @classmethod
+    def from_json(cls, status: int, body: dict) -> "SlapfedError":
+        """Rebuild the typed error a master answered with (used by clients)."""
+        err = (body or {}).get("error") or {}
+        code = err.get("code", "error")
+        klass = ERROR_CLASSES.get(code)
+        if klass is None:
+            klass = type("RemoteError", (SlapfedError,), {"code": code, "http_status": status})
+        return klass(err.get("message") or f"master answered HTTP {status}", err.get("details"))
+
+
+class InvalidInput(SlapfedError):
+    """The input was malformed; ``details`` lists every problem as {field, problem}."""
+
+    code = "invalid_input"
+    http_status = 400
+
+
+class NotFound(SlapfedError):
+    code = "not_found"
+    http_status = 404
+
+
+class Conflict(SlapfedError):
+    """The request contradicts the current state (e.g. changing a destroyed instance)."""
+
+    code = "conflict"
+    http_status = 409
+
+
+class NoCapacity(SlapfedError):
+    """No partition fits the request; ``details`` explains the refusals."""
+
+    code = "no_capacity"
+    http_status = 409
+
+
+class UnknownSoftwareType(SlapfedError):
+    code = "unknown_software_type"
+    http_status = 422
+
+
+class Unauthenticated(SlapfedError):
+    code = "unauthenticated"
+    http_status = 401
+
+
+class Forbidden(SlapfedError):
+    code = "forbidden"
+    http_status = 403
+
+
+class MethodNotAllowed(SlapfedError):
+    code = "method_not_allowed"
+    http_status = 405
+
+
+class PayloadTooLarge(SlapfedError):
+    code = "payload_too_large"
+    http_status = 413
+
+
+class StorageError(SlapfedError):
+    """The storage could not be opened or evolved."""
+
+    code = "storage_error"
+    http_status = 503
+
+
+class MasterUnreachable(SlapfedError):
+    """A client could not talk to the master at all (client side only)."""
+
+    code = "master_unreachable"
+    http_status = 503
+
+
+class Timeout(SlapfedError):
+    """A client gave up waiting (client side only)."""
+
+    code = "timeout"
+    http_status = 504
+
+
+class InternalError(SlapfedError):
+    code = "internal_error"
+    http_status = 500
+
+
+ERROR_CLASSES: dict[str, type[SlapfedError]] = {
+    k.code: k
+    for k in (
+        SlapfedError, InvalidInput, NotFound, Conflict, NoCapacity, UnknownSoftwareType,
+        Unauthenticated, Forbidden, MethodNotAllowed, PayloadTooLarge, StorageError,
+        MasterUnreachable, Timeout, InternalError,
+    )
+}

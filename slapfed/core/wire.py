@@ -1,0 +1,369 @@
+"""Wire types: the JSON bodies the master accepts, parsed into frozen value objects.
+
+Depends on core.errors and core.states only. Parsing collects *every* problem and
+raises one InvalidInput whose details are ``{"field": ..., "problem": ...}`` items;
+unknown fields are refused, never ignored. Master and node share only these types.
+"""
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import InvalidInput
+from .states import (
+    AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES, SLA_KEYS,
+    SOFTWARE_REPORT_STATES, STARTED, SUPPLY_STATES,
+)
+
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+SOFTWARE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+PARAMETER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+URL_RE = re.compile(r"^(https?|file)://\S+$")
+MAX_REFERENCE = 200
+MAX_URL = 2048
+MAX_TEXT = 256
+MAX_LOG_TAIL = 64 * 1024
+MAX_PARAMETERS_BYTES = 256 * 1024
+
+
+def software_hash(url: str) -> str:
+    """The key of a software release on disk and in routes: stable for a URL."""
+    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
+
+
+class _Fields:
+    """Reads a JSON object field by field, collecting problems instead of raising."""
+
+    def __init__(self, body: Any, what: str, allowed: tuple[str, ...], prefix: str = ""):
+        self.problems: list[dict] = []
+        self.prefix = prefix
+        if not isinstance(body, dict):
+            self.body = {}
+            self.problem("", f"{what} must be a JSON object, got {type(body).__name__}")
+            return
+        self.body = body
+        for key in body:
+            if key not in allowed:
+                self.problem(key, f"unknown field (known: {', '.join(allowed)})")
+
+    def problem(self, name: str, problem: str) -> None:
+        fname = f"{self.prefix}{name}" if name else (self.prefix.rstrip(".") or "body")
+        self.problems.append({"field": fname, "problem": problem})
+
+    def string(self, name, *, required=False, default=None, max_len=MAX_TEXT, pattern=None,
+               choices=None, allow_empty=False):
+        if name not in self.body or self.body[name] is None:
+            if required:
+                self.problem(name, "is required")
+            return default
+        value = self.body[name]
+        if not isinstance(value, str):
+            self.problem(name, f"must be a string, got {type(value).__name__}")
+            return default
+        if not value and not allow_empty:
+            self.problem(name, "must not be empty")
+            return default
+        if len(value) > max_len:
+            self.problem(name, f"is {len(value)} characters long, the limit is {max_len}")
+            return default
+        if any(ord(c) < 32 for c in value) and max_len <= MAX_URL:
+            self.problem(name, "must not contain control characters")
+            return default
+        if choices is not None and value not in choices:
+            self.problem(name, f"must be one of {', '.join(choices)}, got {value!r}")
+            return default
+        if pattern is not None and not pattern.match(value):
+            self.problem(name, f"{value!r} does not match {pattern.pattern}")
+            return default
+        return value
+
+    def boolean(self, name, default=False):
+        if name not in self.body or self.body[name] is None:
+            return default
+        value = self.body[name]
+        if not isinstance(value, bool):
+            self.problem(name, f"must be true or false, got {json.dumps(value)[:40]}")
+            return default
+        return value
+
+    def integer(self, name, *, required=False, default=None, minimum=None, maximum=None):
+        if name not in self.body or self.body[name] is None:
+            if required:
+                self.problem(name, "is required")
+            return default
+        value = self.body[name]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.problem(name, f"must be an integer, got {json.dumps(value)[:40]}")
+            return default
+        if minimum is not None and value < minimum:
+            self.problem(name, f"must be >= {minimum}, got {value}")
+            return default
+        if maximum is not None and value > maximum:
+            self.problem(name, f"must be <= {maximum}, got {value}")
+            return default
+        return value
+
+    def obj(self, name, default=None):
+        if name not in self.body or self.body[name] is None:
+            return {} if default is None else default
+        value = self.body[name]
+        if not isinstance(value, dict):
+            self.problem(name, f"must be a JSON object, got {type(value).__name__}")
+            return {} if default is None else default
+        return value
+
+    def array(self, name):
+        if name not in self.body or self.body[name] is None:
+            return []
+        value = self.body[name]
+        if not isinstance(value, list):
+            self.problem(name, f"must be a JSON array, got {type(value).__name__}")
+            return []
+        return value
+
+    def raise_if_any(self, what: str) -> None:
+        if self.problems:
+            n = len(self.problems)
+            first = self.problems[0]
+            more = f" (and {n - 1} more)" if n > 1 else ""
+            raise InvalidInput(
+                f"invalid {what}: {first['field']} {first['problem']}{more}", self.problems)
+
+
+def _check_software_url(f: _Fields, name: str, required=True):
+    url = f.string(name, required=required, max_len=MAX_URL)
+    if url is not None and not (url.startswith("/") or URL_RE.match(url)):
+        f.problem(name, f"must be an absolute path or an http(s):// or file:// URL, got {url!r}")
+        return None
+    return url
+
+
+def _check_parameters(f: _Fields, name: str) -> dict:
+    params = f.obj(name)
+    for key, value in params.items():
+        if not PARAMETER_KEY_RE.match(key):
+            f.problem(f"{name}.{key}", f"parameter name must match {PARAMETER_KEY_RE.pattern}")
+        if isinstance(value, (dict, list)) or value is None:
+            continue
+        if not isinstance(value, (str, int, float, bool)):
+            f.problem(f"{name}.{key}", "must be a JSON value")
+    if params and len(json.dumps(params)) > MAX_PARAMETERS_BYTES:
+        f.problem(name, f"is larger than {MAX_PARAMETERS_BYTES} bytes")
+    return params
+
+
+def _check_string_map(f: _Fields, name: str, keys: tuple[str, ...] | None = None) -> dict:
+    raw = f.obj(name)
+    out = {}
+    for key, value in raw.items():
+        if keys is not None and key not in keys:
+            f.problem(f"{name}.{key}", f"unknown {name} key (known: {', '.join(keys)})")
+            continue
+        if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
+            f.problem(f"{name}.{key}", f"must be a non-empty string of at most {MAX_TEXT} characters")
+            continue
+        out[key] = value
+    return out
+
+
+@dataclass(frozen=True)
+class InstanceRequest:
+    """``POST /api/v1/instances``: the one verb."""
+
+    reference: str
+    software_url: str
+    software_type: str = DEFAULT_SOFTWARE_TYPE
+    parameters: dict = field(default_factory=dict)
+    sla: dict = field(default_factory=dict)
+    state: str = STARTED
+    shared: bool = False
+    requester: str = "anonymous"
+    parent: str | None = None
+
+    FIELDS = ("reference", "software_url", "software_type", "parameters", "sla", "state",
+              "shared", "requester", "parent")
+
+    @classmethod
+    def from_json(cls, body: Any, sla_keys: tuple[str, ...] = SLA_KEYS) -> "InstanceRequest":
+        f = _Fields(body, "request", cls.FIELDS)
+        reference = f.string("reference", required=True, max_len=MAX_REFERENCE)
+        url = _check_software_url(f, "software_url")
+        stype = f.string("software_type", default=DEFAULT_SOFTWARE_TYPE, pattern=SOFTWARE_TYPE_RE)
+        params = _check_parameters(f, "parameters")
+        sla = _check_string_map(f, "sla", sla_keys)
+        state = f.string("state", default=STARTED, choices=REQUESTED_STATES)
+        shared = f.boolean("shared")
+        requester = f.string("requester", default="anonymous", max_len=MAX_TEXT)
+        parent = f.string("parent", pattern=ID_RE)
+        f.raise_if_any("request")
+        return cls(reference, url, stype, params, sla, state, shared, requester, parent)
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+
+@dataclass(frozen=True)
+class StateChange:
+    """``PUT /api/v1/instances/<id>/state``."""
+
+    state: str
+
+    @classmethod
+    def from_json(cls, body: Any) -> "StateChange":
+        f = _Fields(body, "state change", ("state",))
+        state = f.string("state", required=True, choices=REQUESTED_STATES)
+        f.raise_if_any("state change")
+        return cls(state)
+
+
+@dataclass(frozen=True)
+class PartitionSpec:
+    id: str
+    address: str
+    port_base: int
+    port_count: int
+
+    FIELDS = ("id", "address", "port_base", "port_count")
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+
+@dataclass(frozen=True)
+class ComputerRegistration:
+    """``POST /api/v1/computers``: a node declares itself and its partitions."""
+
+    id: str
+    host: str | None = None
+    lan: str | None = None
+    country: str | None = None
+    continent: str | None = None
+    labels: dict = field(default_factory=dict)
+    partitions: tuple[PartitionSpec, ...] = ()
+
+    FIELDS = ("id", "host", "lan", "country", "continent", "labels", "partitions")
+
+    @classmethod
+    def from_json(cls, body: Any) -> "ComputerRegistration":
+        f = _Fields(body, "computer", cls.FIELDS)
+        cid = f.string("id", required=True, pattern=ID_RE)
+        loc = {k: f.string(k) for k in ("host", "lan", "country", "continent")}
+        labels = _check_string_map(f, "labels")
+        parts = []
+        seen = set()
+        for i, raw in enumerate(f.array("partitions")):
+            pf = _Fields(raw, "partition", PartitionSpec.FIELDS, prefix=f"partitions[{i}].")
+            pid = pf.string("id", required=True, pattern=ID_RE)
+            address = pf.string("address", required=True)
+            if address is not None:
+                try:
+                    ipaddress.ip_address(address)
+                except ValueError:
+                    pf.problem("address", f"{address!r} is not an IP address")
+            port_base = pf.integer("port_base", required=True, minimum=1, maximum=65535)
+            port_count = pf.integer("port_count", default=10, minimum=1, maximum=65535)
+            if pid in seen:
+                pf.problem("id", f"partition {pid!r} is declared twice")
+            seen.add(pid)
+            f.problems.extend(pf.problems)
+            if not pf.problems:
+                parts.append(PartitionSpec(pid, address, port_base, port_count))
+        f.raise_if_any("computer")
+        return cls(cid, labels=labels, partitions=tuple(parts), **loc)
+
+    def to_json(self) -> dict:
+        out = {k: getattr(self, k) for k in self.FIELDS}
+        out["partitions"] = [p.to_json() for p in self.partitions]
+        return out
+
+
+@dataclass(frozen=True)
+class Supply:
+    """``POST /api/v1/computers/<id>/software``: supply (or unsupply) a release."""
+
+    url: str
+    state: str = AVAILABLE
+
+    @classmethod
+    def from_json(cls, body: Any) -> "Supply":
+        f = _Fields(body, "supply", ("url", "state"))
+        url = _check_software_url(f, "url")
+        state = f.string("state", default=AVAILABLE, choices=SUPPLY_STATES)
+        f.raise_if_any("supply")
+        return cls(url, state)
+
+
+@dataclass(frozen=True)
+class SoftwareReport:
+    """``PUT /api/v1/computers/<id>/software/<hash>/status``: the node's install outcome."""
+
+    status: str
+    log_tail: str = ""
+    software_types: tuple[str, ...] = ()
+
+    @classmethod
+    def from_json(cls, body: Any) -> "SoftwareReport":
+        f = _Fields(body, "software report", ("status", "log_tail", "software_types"))
+        status = f.string("status", required=True, choices=SOFTWARE_REPORT_STATES)
+        log_tail = f.string("log_tail", default="", max_len=MAX_LOG_TAIL, allow_empty=True)
+        types = []
+        for i, t in enumerate(f.array("software_types")):
+            if not isinstance(t, str) or not SOFTWARE_TYPE_RE.match(t):
+                f.problem(f"software_types[{i}]", f"must match {SOFTWARE_TYPE_RE.pattern}")
+            else:
+                types.append(t)
+        f.raise_if_any("software report")
+        return cls(status, log_tail or "", tuple(sorted(set(types))))
+
+
+@dataclass(frozen=True)
+class PromiseResult:
+    name: str
+    ok: bool
+    message: str = ""
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "message": self.message}
+
+
+@dataclass(frozen=True)
+class PartitionReport:
+    """``PUT /api/v1/computers/<id>/partitions/<pid>/status``: what the node observed."""
+
+    instance_id: str
+    revision: int
+    state: str
+    log_tail: str = ""
+    connection: dict = field(default_factory=dict)
+    promises: tuple[PromiseResult, ...] = ()
+
+    FIELDS = ("instance_id", "revision", "state", "log_tail", "connection", "promises")
+
+    @classmethod
+    def from_json(cls, body: Any) -> "PartitionReport":
+        f = _Fields(body, "partition report", cls.FIELDS)
+        iid = f.string("instance_id", required=True, pattern=ID_RE)
+        revision = f.integer("revision", required=True, minimum=0)
+        state = f.string("state", required=True, choices=PARTITION_REPORT_STATES)
+        log_tail = f.string("log_tail", default="", max_len=MAX_LOG_TAIL, allow_empty=True)
+        connection = _check_parameters(f, "connection")
+        promises = []
+        for i, raw in enumerate(f.array("promises")):
+            pf = _Fields(raw, "promise", ("name", "ok", "message"), prefix=f"promises[{i}].")
+            name = pf.string("name", required=True)
+            ok = pf.boolean("ok")
+            msg = pf.string("message", default="", max_len=MAX_LOG_TAIL, allow_empty=True)
+            f.problems.extend(pf.problems)
+            if not pf.problems:
+                promises.append(PromiseResult(name, ok, msg or ""))
+        f.raise_if_any("partition report")
+        return cls(iid, revision, state, log_tail or "", connection, tuple(promises))
+
+    def to_json(self) -> dict:
+        out = {k: getattr(self, k) for k in self.FIELDS}
+        out["promises"] = [p.to_json() for p in self.promises]
+        return out
