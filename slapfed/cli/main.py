@@ -9,6 +9,8 @@ import click
 from .. import __version__
 from .master_cmd import master
 from .node_cmd import node
+from .user_cmd import COMMANDS
+from .demo_cmd import demo
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -25,6 +27,9 @@ def cli():
 
 cli.add_command(master)
 cli.add_command(node)
+cli.add_command(demo)
+for _command in COMMANDS:
+    cli.add_command(_command)
 
 
 def main():  # console script

@@ -1,0 +1,143 @@
+"""Master benchmarks: request throughput and latency with 1 and 16 clients at 500
+partitions; the node's desired-state read at 500 and 5000 partitions (bytes and time,
+changed and unchanged).
+
+Run: .venv/bin/python bench/bench_master.py   (about a minute; prints a table and writes
+bench/results/master.json). Clients are separate processes speaking HTTP/1.1 keep-alive,
+so client-side Python does not share the server's GIL; on 2 cores they still share CPUs.
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import register, save, start_master, summary_ms  # noqa: E402
+
+from slapfed.client import MasterClient  # noqa: E402
+
+RELEASE = "/bench/software.cfg"
+
+
+def _client_worker(args):
+    url, bodies, barrier_at = args
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    lat = []
+    errors = 0
+    while time.time() < barrier_at:  # start together
+        time.sleep(0.001)
+    for body in bodies:
+        t0 = time.perf_counter()
+        conn.request("POST", "/api/v1/instances", body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        lat.append(time.perf_counter() - t0)
+        if resp.status >= 300:
+            errors += 1
+    conn.close()
+    return lat, errors
+
+
+def run_clients(url: str, bodies: list[bytes], clients: int) -> dict:
+    shares = [bodies[i::clients] for i in range(clients)]
+    start_at = time.time() + 0.5
+    with mp.Pool(clients) as pool:
+        t0 = time.time()
+        results = pool.map(_client_worker, [(url, s, start_at) for s in shares])
+        wall = time.time() - max(t0, start_at)
+    lat = [x for r in results for x in r[0]]
+    errors = sum(r[1] for r in results)
+    return dict(summary_ms(lat), clients=clients, requests=len(lat), errors=errors,
+                per_second=round(len(lat) / wall, 1))
+
+
+def body(ref: str, params: dict | None = None) -> bytes:
+    return json.dumps({"reference": ref, "software_url": RELEASE, "requester": "bench",
+                       "parameters": params or {}}).encode()
+
+
+def bench_requests(tmp: Path, clients: int, partitions: int = 500) -> dict:
+    proc, url = start_master(tmp / f"req-{clients}")
+    try:
+        client = MasterClient(url)
+        register(client, "bench", partitions)
+        client.supply("bench", RELEASE)
+        out = {}
+        # new allocations: each request places a new instance on a free partition
+        out["allocate"] = run_clients(url, [body(f"i{i}") for i in range(partitions)], clients)
+        # idempotent re-requests, nothing changed: a read-only path
+        n = 4000
+        out["re_request_unchanged"] = run_clients(
+            url, [body(f"i{i % partitions}") for i in range(n)], clients)
+        # re-requests that change a parameter: one write transaction each
+        out["re_request_changed"] = run_clients(
+            url, [body(f"i{i % partitions}", {"n": i}) for i in range(n)], clients)
+        comp = client.show_computer("bench")
+        owners = [p["instance"] for p in comp["partitions"] if p["instance"]]
+        out["partitions_given_twice"] = len(owners) - len(set(owners))
+        return out
+    finally:
+        proc.stop()
+
+
+def bench_desired_state(tmp: Path, partitions: int) -> dict:
+    proc, url = start_master(tmp / f"ds-{partitions}")
+    try:
+        client = MasterClient(url, requester="bench")
+        register(client, "node", partitions)
+        client.supply("node", RELEASE)
+        run_clients(url, [body(f"i{i}", {"greeting": "hello", "index": i})
+                          for i in range(partitions)], 4)
+        parts = urlsplit(url)
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+        path = "/api/v1/computers/node/desired-state"
+
+        def read(etag=None):
+            t0 = time.perf_counter()
+            conn.request("GET", path, headers={"If-None-Match": etag} if etag else {})
+            resp = conn.getresponse()
+            data = resp.read()
+            return time.perf_counter() - t0, resp.status, resp.getheader("ETag"), len(data)
+
+        changed, unchanged = [], []
+        size = 0
+        for i in range(15):
+            client.request(f"i{i}", RELEASE, parameters={"greeting": f"changed-{i}", "index": i})
+            dt, status, etag, size = read()
+            assert status == 200, status
+            changed.append(dt)
+            for _ in range(20):
+                dt, status, _, _ = read(etag)
+                assert status == 304, status
+                unchanged.append(dt)
+        conn.close()
+        return {"partitions": partitions, "bytes": size,
+                "changed": summary_ms(changed), "unchanged_304": summary_ms(unchanged)}
+    finally:
+        proc.stop()
+
+
+def main() -> dict:
+    with tempfile.TemporaryDirectory(prefix="slapfed-bench-") as d:
+        tmp = Path(d)
+        results = {"requests_1_client": bench_requests(tmp, 1),
+                   "requests_16_clients": bench_requests(tmp, 16),
+                   "desired_state_500": bench_desired_state(tmp, 500),
+                   "desired_state_5000": bench_desired_state(tmp, 5000)}
+    path = save("master", results)
+    print(json.dumps(results, indent=2))
+    print(f"written to {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

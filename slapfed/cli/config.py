@@ -1,0 +1,67 @@
+"""Where the CLI finds its master and requester: flag, then environment, then config file.
+
+Depends on the standard library and core.errors. The file is JSON:
+``{"master": "http://127.0.0.1:8000", "requester": "alice"}`` at ``$SLAPFED_CONFIG`` or
+``~/.config/slapfed/client.json``.
+"""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+from pathlib import Path
+
+from ..core.errors import InvalidInput
+
+ENV_MASTER = "SLAPFED_MASTER"
+ENV_REQUESTER = "SLAPFED_REQUESTER"
+ENV_CONFIG = "SLAPFED_CONFIG"
+CONFIG_KEYS = ("master", "requester")
+
+
+def config_path() -> Path:
+    explicit = os.environ.get(ENV_CONFIG)
+    if explicit:
+        return Path(explicit)
+    return Path(os.path.expanduser("~")) / ".config" / "slapfed" / "client.json"
+
+
+def read_config() -> dict:
+    path = config_path()
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the client config {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"client config {path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"client config {path} must hold a JSON object")
+    unknown = sorted(set(data) - set(CONFIG_KEYS))
+    if unknown:
+        raise InvalidInput(f"client config {path} has unknown keys {unknown} "
+                           f"(known: {', '.join(CONFIG_KEYS)})")
+    return data
+
+
+def write_config(values: dict) -> Path:
+    path = config_path()
+    data = read_config()
+    data.update({k: v for k, v in values.items() if v is not None})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def resolve_master(flag: str | None) -> str | None:
+    return flag or os.environ.get(ENV_MASTER) or read_config().get("master")
+
+
+def resolve_requester(flag: str | None) -> str:
+    return (flag or os.environ.get(ENV_REQUESTER) or read_config().get("requester")
+            or getpass.getuser())

@@ -1,0 +1,269 @@
+"""The requester's verbs: request, list, show, start, stop, destroy; and supply, computers,
+config. Thin wrappers over MasterClient with one error boundary each.
+
+Depends on slapfed.client, core and the CLI plumbing.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import click
+
+from ..client import MasterClient
+from ..core import states
+from ..core.errors import InvalidInput
+from . import config as cfg
+from .common import InstanceFailed, emit, error_boundary, json_option, parse_pairs
+
+master_option = click.option(
+    "--master", "master_url", metavar="URL",
+    help=f"Master URL (default: ${cfg.ENV_MASTER}, then the client config file).")
+requester_option = click.option(
+    "--as", "requester", metavar="NAME",
+    help=f"Requester name (default: ${cfg.ENV_REQUESTER}, the config file, then your login).")
+
+
+def make_client(master_url, requester=None) -> MasterClient:
+    return MasterClient(cfg.resolve_master(master_url), requester=cfg.resolve_requester(requester))
+
+
+def absolute_release(url: str) -> str:
+    """A release given as a local path (relative or not) becomes an absolute path."""
+    if "://" in url or url.startswith("/"):
+        return url
+    if os.path.exists(url):
+        return os.path.abspath(url)
+    raise InvalidInput(f"software release {url!r} is neither a URL nor an existing path")
+
+
+def parse_params(pairs, json_pairs) -> dict:
+    params = parse_pairs(pairs, "--param")
+    for k, v in parse_pairs(json_pairs, "--param-json").items():
+        try:
+            params[k] = json.loads(v)
+        except ValueError as exc:
+            raise click.BadParameter(f"{k}: {v!r} is not JSON ({exc})", param_hint="--param-json")
+    return params
+
+
+def render_instance(inst: dict) -> str:
+    st = inst["status"]
+    place = inst.get("placement")
+    where = (f"{place['computer']}/{place['partition']} ({place['address']})" if place
+             else ("shared" if inst.get("shared") else "-"))
+    lines = [
+        f"reference:  {inst['reference']}",
+        f"id:         {inst['id']}",
+        f"requester:  {inst['requester']}",
+        f"software:   {inst['software_url']} [{inst['software_type']}]",
+        f"requested:  {inst['requested_state']} (revision {inst['revision']})",
+        f"status:     {st['state']} (reported revision {st['revision']}, at {st.get('reported_at') or '-'})",
+        f"placement:  {where}",
+    ]
+    if inst.get("sla"):
+        lines.append("sla:        " + ", ".join(f"{k}={v}" for k, v in sorted(inst["sla"].items())))
+    if inst.get("parameters"):
+        lines.append("parameters:")
+        lines += [f"  {k} = {v}" for k, v in sorted(inst["parameters"].items())]
+    if inst.get("connection"):
+        lines.append("connection:")
+        lines += [f"  {k} = {v}" for k, v in sorted(inst["connection"].items())]
+    for p in st.get("promises") or []:
+        lines.append(f"promise:    {'ok  ' if p['ok'] else 'FAIL'} {p['name']} {p.get('message', '')}".rstrip())
+    if st.get("log_tail") and st["state"] == states.FAILED:
+        lines.append("log tail:")
+        lines += ["  " + ln for ln in st["log_tail"].rstrip().splitlines()[-25:]]
+    return "\n".join(lines)
+
+
+def render_connection(inst: dict) -> str:
+    if not inst.get("connection"):
+        return f"{inst['reference']}: {inst['status']['state']} (no connection parameters yet)"
+    return "\n".join(f"{k} = {v}" for k, v in sorted(inst["connection"].items()))
+
+
+def wait_and_check(client: MasterClient, inst: dict, wait: float) -> dict:
+    inst = client.wait_ready(inst["id"], wait)
+    if inst["status"]["state"] == states.FAILED:
+        tail = inst["status"].get("log_tail", "").rstrip().splitlines()[-15:]
+        raise InstanceFailed(f"instance {inst['reference']!r} failed", tail)
+    return inst
+
+
+@click.command()
+@click.argument("reference")
+@click.argument("software_url")
+@click.option("--type", "software_type", default=states.DEFAULT_SOFTWARE_TYPE, show_default=True,
+              help="Software type (which instance profile of the release).")
+@click.option("--param", "params", multiple=True, metavar="K=V", help="Instance parameter (repeatable).")
+@click.option("--param-json", "params_json", multiple=True, metavar="K=JSON",
+              help="Instance parameter given as JSON (repeatable).")
+@click.option("--sla", "sla", multiple=True, metavar="K=V",
+              help="Placement condition, e.g. lan=lan-a or computer_guid=node-1 (repeatable).")
+@click.option("--state", type=click.Choice(states.REQUESTED_STATES), default=states.STARTED,
+              show_default=True)
+@click.option("--shared", is_flag=True, help="Ask for a shared instance (no partition of its own).")
+@click.option("--parent", metavar="INSTANCE_ID", help="Request as a child of this instance.")
+@click.option("--wait", type=float, default=0.0, metavar="SECONDS",
+              help="Wait until the instance reaches the requested state, then print its "
+                   "connection parameters.")
+@master_option
+@requester_option
+@json_option
+@error_boundary
+def request(reference, software_url, software_type, params, params_json, sla, state, shared,
+            parent, wait, master_url, requester, as_json):
+    """Ask the master for REFERENCE, an instance of SOFTWARE_URL (a buildout profile).
+
+    Asking again with the same REFERENCE updates the same instance."""
+    client = make_client(master_url, requester)
+    inst = client.request(reference, absolute_release(software_url), software_type,
+                          parse_params(params, params_json), parse_pairs(sla, "--sla"), state,
+                          shared, parent)
+    if wait > 0:
+        inst = wait_and_check(client, inst, wait)
+    emit(inst, as_json, render_connection(inst) if wait > 0 else render_instance(inst))
+
+
+@click.command(name="list")
+@master_option
+@requester_option
+@click.option("--everyone", is_flag=True, help="List every requester's instances.")
+@json_option
+@error_boundary
+def list_(master_url, requester, everyone, as_json):
+    """List instances (yours, or everyone's with --everyone)."""
+    client = make_client(master_url, requester)
+    instances = client.list_instances(requester=None if everyone else client.requester)
+    rows = [f"{'REFERENCE':24} {'REQUESTED':10} {'STATUS':10} {'WHERE':24} SOFTWARE"]
+    for i in instances:
+        place = i.get("placement")
+        where = f"{place['computer']}/{place['partition']}" if place else ("shared" if i["shared"] else "-")
+        rows.append(f"{i['reference'][:24]:24} {i['requested_state']:10} {i['status']['state']:10} "
+                    f"{where[:24]:24} {i['software_url']} [{i['software_type']}]")
+    emit({"instances": instances}, as_json, "\n".join(rows))
+
+
+@click.command()
+@click.argument("reference")
+@master_option
+@requester_option
+@json_option
+@error_boundary
+def show(reference, master_url, requester, as_json):
+    """Show one of your instances by REFERENCE."""
+    inst = make_client(master_url, requester).find(reference)
+    emit(inst, as_json, render_instance(inst))
+
+
+def _state_command(name: str, target: str, doc: str):
+    @click.command(name=name, help=doc)
+    @click.argument("reference")
+    @click.option("--wait", type=float, default=0.0, metavar="SECONDS",
+                  help="Wait until the node confirms.")
+    @master_option
+    @requester_option
+    @json_option
+    @error_boundary
+    def command(reference, wait, master_url, requester, as_json):
+        client = make_client(master_url, requester)
+        inst = client.find(reference)
+        inst = (client.destroy(inst["id"]) if target == states.DESTROYED
+                else client.change_state(inst["id"], target))
+        if wait > 0:
+            inst = wait_and_check(client, inst, wait)
+        emit(inst, as_json, f"{inst['reference']}: requested {inst['requested_state']}, "
+                            f"status {inst['status']['state']}")
+    return command
+
+
+start = _state_command("start", states.STARTED, "Ask for REFERENCE to run.")
+stop = _state_command("stop", states.STOPPED, "Ask for REFERENCE to stop (its partition is kept).")
+destroy = _state_command("destroy", states.DESTROYED,
+                         "Destroy REFERENCE: its node wipes the partition and frees it.")
+
+
+@click.command()
+@click.argument("software_url")
+@click.option("--computer", "computer_id", required=True, metavar="ID")
+@click.option("--remove", is_flag=True, help="Unsupply: uninstall the release from the computer.")
+@master_option
+@json_option
+@error_boundary
+def supply(software_url, computer_id, remove, master_url, as_json):
+    """Supply SOFTWARE_URL to a computer (its node installs it once)."""
+    client = make_client(master_url)
+    url = absolute_release(software_url)
+    sw = client.unsupply(computer_id, url) if remove else client.supply(computer_id, url)
+    emit(sw, as_json, f"{computer_id}: {url} {sw.get('state')} (status {sw.get('status')})")
+
+
+@click.group()
+def computer():
+    """Inspect computers known to the master."""
+
+
+@computer.command(name="list")
+@master_option
+@json_option
+@error_boundary
+def computer_list(master_url, as_json):
+    """List computers with their locality and free partitions."""
+    comps = make_client(master_url).list_computers()
+    rows = [f"{'COMPUTER':20} {'HOST':12} {'LAN':10} {'COUNTRY':8} {'CONTINENT':10} "
+            f"{'FREE':>5} {'USED':>5} LAST CONTACT"]
+    for c in comps:
+        used = sum(1 for p in c["partitions"] if p["instance"])
+        rows.append(f"{c['id'][:20]:20} {(c['host'] or '-')[:12]:12} {(c['lan'] or '-')[:10]:10} "
+                    f"{(c['country'] or '-')[:8]:8} {(c['continent'] or '-')[:10]:10} "
+                    f"{len(c['partitions']) - used:5d} {used:5d} {c.get('last_contact') or '-'}")
+    emit({"computers": comps}, as_json, "\n".join(rows))
+
+
+@computer.command(name="show")
+@click.argument("computer_id")
+@master_option
+@json_option
+@error_boundary
+def computer_show(computer_id, master_url, as_json):
+    """Show a computer: partitions, their instances, supplied releases."""
+    c = make_client(master_url).show_computer(computer_id)
+    lines = [f"computer {c['id']}  host={c['host']} lan={c['lan']} country={c['country']} "
+             f"continent={c['continent']}  last contact {c.get('last_contact') or '-'}"]
+    for s in c["software"]:
+        lines.append(f"  software {s['url']}  {s['state']}/{s['status']}")
+    for p in c["partitions"]:
+        lines.append(f"  {p['id']:10} {p['address']:16} ports {p['port_base']}+{p['port_count']}"
+                     f"  {p['instance'] or 'free'}")
+    emit(c, as_json, "\n".join(lines))
+
+
+@click.group(name="config")
+def config_group():
+    """Read or write the client config file."""
+
+
+@config_group.command(name="set")
+@click.option("--master", "master_url", metavar="URL")
+@click.option("--requester", metavar="NAME")
+@error_boundary
+def config_set(master_url, requester):
+    """Record the master URL and/or requester name for later commands."""
+    if not master_url and not requester:
+        raise click.UsageError("give --master and/or --requester")
+    path = cfg.write_config({"master": master_url, "requester": requester})
+    click.echo(f"wrote {path}")
+
+
+@config_group.command(name="show")
+@json_option
+@error_boundary
+def config_show(as_json):
+    """Print the effective configuration and where each value comes from."""
+    data = {"config_file": str(cfg.config_path()), "master": cfg.resolve_master(None),
+            "requester": cfg.resolve_requester(None)}
+    emit(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+COMMANDS = [request, list_, show, start, stop, destroy, supply, computer, config_group]

@@ -1,0 +1,108 @@
+"""Background processes started by slapfed itself (demo, benchmarks, tests): start with a
+log file, wait for readiness, stop by PID (SIGTERM, then SIGKILL) — never by name.
+
+Depends on the standard library only.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+class Proc:
+    """A child process started in its own session, logging to a file."""
+
+    def __init__(self, argv: list[str], log: Path, cwd: str | None = None, env: dict | None = None):
+        self.argv = argv
+        self.log = Path(log)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.popen = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=cwd, env=env, start_new_session=True)
+        self.pid = self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, size: int = 3000) -> str:
+        try:
+            data = self.log.read_bytes()
+        except OSError:
+            return ""
+        return data[-size:].decode("utf-8", "replace")
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        return stop_pid(self.pid, timeout, popen=self.popen)
+
+
+def stop_pid(pid: int, timeout: float = 10.0, popen: subprocess.Popen | None = None):
+    """SIGTERM ``pid`` and wait; SIGKILL it if it is still there after ``timeout``."""
+    def gone() -> bool:
+        if popen is not None:
+            return popen.poll() is not None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        # a zombie of ours would stay "alive" to kill(0): reap it if we can
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            return done == pid
+        except ChildProcessError:
+            return _is_zombie(pid)
+
+    if gone():
+        return popen.returncode if popen is not None else None
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return None
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if gone():
+            return popen.returncode if popen is not None else None
+        time.sleep(0.05)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    if popen is not None:
+        popen.wait(5)
+        return popen.returncode
+    return None
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05, proc: Proc | None = None):
+    """Poll ``predicate`` until it returns a truthy value; raise RuntimeError naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and not proc.alive():
+            raise RuntimeError(f"{what}: process {proc.pid} exited with {proc.popen.returncode}; "
+                               f"log tail:\n{proc.log_tail()}")
+        if time.monotonic() >= deadline:
+            tail = f"; log tail:\n{proc.log_tail()}" if proc is not None else ""
+            raise RuntimeError(f"timed out after {timeout:g}s waiting for {what}{tail}")
+        time.sleep(interval)
+
+
+def slapfed_argv(*args: str) -> list[str]:
+    """argv running the slapfed CLI with this interpreter (works without bin/ on PATH)."""
+    return [sys.executable, "-m", "slapfed.cli.main", *args]
