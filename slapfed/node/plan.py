@@ -1,0 +1,384 @@
+"""The node's pure planner: desired state (from the master) + local state -> actions.
+
+Depends on core.states only (plus hashlib/json for a digest). No I/O, no clock: the
+caller passes ``now``. The agent applies the actions in order, one partition at a
+time; ``--dry-run`` prints them.
+
+Rules (the whole policy lives here):
+- a release is installed when supplied (state available) or used by a live instance;
+  a failed install is retried only after a backoff; a release unsupplied (destroyed)
+  is removed (once) after every partition action;
+- a partition gets actions only when its (instance id, revision) changed, or when its
+  last attempt failed and the backoff elapsed (or the release it waited for is now
+  installed);
+- a partition whose release failed is reported failed with the release's log tail,
+  once per revision (and again when the release is retried);
+- a partition that now holds another instance (or none) is wiped first.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass, field, is_dataclass
+from typing import Any, ClassVar, Iterable
+
+from ..core.states import (
+    AVAILABLE, DEFAULT_SOFTWARE_TYPE, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED,
+)
+
+# -- local state ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SoftwareRecord:
+    """What the node knows of one release it tried to install."""
+
+    url: str
+    status: str                       # INSTALLED, FAILED or DESTROYED (removed)
+    attempts: int = 0                 # consecutive failed attempts
+    last_attempt: float = 0.0
+    log_tail: str = ""
+    software_types: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class PartitionRecord:
+    """What the node last applied to one partition (and what it observed)."""
+
+    instance_id: str | None = None
+    revision: int = 0
+    state: str = DESTROYED            # STARTED, STOPPED, DESTROYED or FAILED (observed)
+    digest: str | None = None         # digest of the applied configuration, None if none
+    software_hash: str | None = None
+    attempts: int = 0                 # consecutive failed attempts of this revision
+    last_attempt: float = 0.0
+    blocked_on: str | None = None     # failed because this release failed
+    log_tail: str = ""
+
+
+@dataclass(frozen=True)
+class LocalState:
+    software: dict = field(default_factory=dict)       # hash -> SoftwareRecord
+    partitions: dict = field(default_factory=dict)     # pid -> PartitionRecord
+
+    def to_json(self) -> dict:
+        return {"version": 1,
+                "software": {h: asdict(r) for h, r in sorted(self.software.items())},
+                "partitions": {p: asdict(r) for p, r in sorted(self.partitions.items())}}
+
+    @classmethod
+    def from_json(cls, data: dict | None) -> "LocalState":
+        data = data or {}
+        software = {}
+        for h, r in (data.get("software") or {}).items():
+            r = dict(r)
+            r["software_types"] = tuple(r.get("software_types") or ())
+            software[h] = SoftwareRecord(**r)
+        partitions = {p: PartitionRecord(**r) for p, r in (data.get("partitions") or {}).items()}
+        return cls(software, partitions)
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Delay before retrying after ``attempts`` consecutive failures."""
+
+    base: float = 10.0
+    factor: float = 2.0
+    cap: float = 600.0
+
+    def delay(self, attempts: int) -> float:
+        if attempts <= 0:
+            return 0.0
+        return min(self.cap, self.base * self.factor ** (attempts - 1))
+
+    def due(self, attempts: int, last_attempt: float, now: float) -> bool:
+        return now >= last_attempt + self.delay(attempts)
+
+
+# -- desired state, as read from the master's document -------------------------------
+
+
+@dataclass(frozen=True)
+class Slot:
+    """A partition as the master sees it."""
+
+    id: str
+    address: str
+    port_base: int
+    port_count: int
+
+
+@dataclass(frozen=True, eq=True)
+class InstanceSpec:
+    id: str
+    reference: str
+    software_url: str
+    software_hash: str
+    software_type: str
+    requested_state: str
+    revision: int
+    parameters: Any = field(default_factory=dict, compare=True, hash=False)
+    shared_instances: Any = field(default_factory=list, compare=True, hash=False)
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "InstanceSpec":
+        return cls(
+            id=raw["id"], reference=raw.get("reference") or raw["id"],
+            software_url=raw["software_url"], software_hash=raw["software_hash"],
+            software_type=raw.get("software_type") or DEFAULT_SOFTWARE_TYPE,
+            requested_state=raw.get("requested_state") or STARTED,
+            revision=int(raw.get("revision") or 0),
+            parameters=dict(raw.get("parameters") or {}),
+            shared_instances=list(raw.get("shared_instances") or []))
+
+    def digest(self) -> str:
+        """Identifies what a buildout run depends on (not the requested state)."""
+        payload = json.dumps([self.id, self.reference, self.software_url, self.software_type,
+                              self.parameters, self.shared_instances], sort_keys=True,
+                             default=str)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "reference": self.reference, "software_url": self.software_url,
+                "software_hash": self.software_hash, "software_type": self.software_type,
+                "requested_state": self.requested_state, "revision": self.revision,
+                "parameters": self.parameters, "shared_instances": self.shared_instances}
+
+
+# -- actions --------------------------------------------------------------------------
+
+
+class Action:
+    """Base of the value objects a plan is made of; ``partition`` is None for releases."""
+
+    def to_json(self) -> dict:
+        out = {"action": type(self).__name__}
+        for k, v in self.__dict__.items():
+            out[k] = v.to_json() if hasattr(v, "to_json") else asdict(v) if is_dataclass(v) \
+                else v
+        return out
+
+
+@dataclass(frozen=True)
+class InstallSoftware(Action):
+    partition: ClassVar[None] = None
+    software_hash: str
+    url: str
+
+    def describe(self) -> str:
+        return f"install release {self.url} ({self.software_hash})"
+
+
+@dataclass(frozen=True)
+class RemoveSoftware(Action):
+    partition: ClassVar[None] = None
+    software_hash: str
+    url: str
+
+    def describe(self) -> str:
+        return f"remove release {self.url} ({self.software_hash})"
+
+
+@dataclass(frozen=True)
+class Destroy(Action):
+    """Stop the partition's services, remove its group, wipe its directory.
+
+    ``report`` is false when wiping an instance the master no longer places here."""
+
+    partition: str
+    instance_id: str | None
+    revision: int
+    report: bool = True
+
+    def describe(self) -> str:
+        why = "" if self.report else " (no longer placed here)"
+        return f"{self.partition}: destroy {self.instance_id}{why}"
+
+
+@dataclass(frozen=True)
+class Instantiate(Action):
+    partition: str
+    slot: Slot
+    instance: InstanceSpec
+
+    def describe(self) -> str:
+        i = self.instance
+        return (f"{self.partition}: instantiate {i.id} ({i.reference!r}) revision {i.revision}"
+                f" type {i.software_type} of {i.software_url}")
+
+
+@dataclass(frozen=True)
+class Start(Action):
+    partition: str
+    instance: InstanceSpec
+
+    def describe(self) -> str:
+        return f"{self.partition}: start {self.instance.id} revision {self.instance.revision}"
+
+
+@dataclass(frozen=True)
+class Stop(Action):
+    partition: str
+    instance: InstanceSpec
+
+    def describe(self) -> str:
+        return f"{self.partition}: stop {self.instance.id} revision {self.instance.revision}"
+
+
+@dataclass(frozen=True)
+class ReportFailed(Action):
+    """Nothing to run: tell the master this revision failed (its release failed)."""
+
+    partition: str
+    instance: InstanceSpec
+    software_hash: str
+    log_tail: str
+
+    def describe(self) -> str:
+        return (f"{self.partition}: report {self.instance.id} revision "
+                f"{self.instance.revision} failed (release {self.instance.software_url} "
+                f"failed to install)")
+
+
+@dataclass(frozen=True)
+class Plan:
+    actions: tuple = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.actions)
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def __iter__(self):
+        return iter(self.actions)
+
+    def describe(self) -> list[str]:
+        return [a.describe() for a in self.actions]
+
+    def to_json(self) -> list[dict]:
+        return [a.to_json() for a in self.actions]
+
+
+def by_partition(actions: Iterable[Action]) -> list[tuple[str | None, list[Action]]]:
+    """Consecutive actions grouped by partition (None: a release action, alone)."""
+    groups: list[tuple[str | None, list[Action]]] = []
+    for action in actions:
+        pid = action.partition
+        if pid is not None and groups and groups[-1][0] == pid:
+            groups[-1][1].append(action)
+        else:
+            groups.append((pid, [action]))
+    return groups
+
+
+# -- the planner ----------------------------------------------------------------------
+
+_NUM = re.compile(r"(\d+)")
+
+
+def _natural(pid: str):
+    return [int(t) if t.isdigit() else t for t in _NUM.split(pid)]
+
+
+def _slot(raw: dict) -> Slot:
+    return Slot(raw["id"], raw.get("address", ""), int(raw.get("port_base") or 0),
+                int(raw.get("port_count") or 0))
+
+
+def _live(record: PartitionRecord | None) -> bool:
+    """Does the partition (as far as we know) hold something to wipe?"""
+    return record is not None and record.instance_id is not None and record.state != DESTROYED
+
+
+def plan(desired: dict, local: LocalState, now: float, backoff: Backoff = Backoff()) -> Plan:
+    """The ordered actions bringing the node from ``local`` to ``desired``."""
+    parts = sorted(desired.get("partitions") or [], key=lambda p: _natural(p["id"]))
+    specs = {p["id"]: InstanceSpec.from_json(p["instance"]) if p.get("instance") else None
+             for p in parts}
+
+    # 1. releases: wanted = supplied as available, or used by a live instance.
+    wanted: dict[str, str] = {}
+    unwanted: dict[str, str] = {}
+    for sw in desired.get("software") or []:
+        (wanted if sw.get("state", AVAILABLE) == AVAILABLE else unwanted)[sw["hash"]] = sw["url"]
+    for spec in specs.values():
+        if spec is not None and spec.requested_state != DESTROYED:
+            wanted.setdefault(spec.software_hash, spec.software_url)
+            unwanted.pop(spec.software_hash, None)
+
+    installs = []
+    retried: set[str] = set()
+    for h, url in sorted(wanted.items()):
+        rec = local.software.get(h)
+        if rec is None:
+            installs.append(InstallSoftware(h, url))
+        elif rec.status != INSTALLED and backoff.due(rec.attempts, rec.last_attempt, now):
+            installs.append(InstallSoftware(h, url))
+            retried.add(h)
+    pending_install = {a.software_hash for a in installs}
+
+    # 2. partitions, in natural order of their ids.
+    partition_actions: list[Action] = []
+    for raw in parts:
+        pid = raw["id"]
+        spec = specs[pid]
+        rec = local.partitions.get(pid)
+        partition_actions.extend(_plan_partition(pid, _slot(raw), spec, rec, local,
+                                                 pending_install, retried, now, backoff))
+
+    # 3. removals, once no partition action may still need the release.
+    removals = [RemoveSoftware(h, url) for h, url in sorted(unwanted.items())
+                if getattr(local.software.get(h), "status", None) != DESTROYED]
+    return Plan(tuple(installs + partition_actions + removals))
+
+
+def _plan_partition(pid, slot, spec, rec, local, pending_install, retried, now, backoff):
+    out: list[Action] = []
+    if spec is None:
+        if _live(rec):
+            out.append(Destroy(pid, rec.instance_id, rec.revision, report=False))
+        return out
+
+    same = rec is not None and rec.instance_id == spec.id
+    if not same and _live(rec):  # reassigned: wipe the previous tenant first
+        out.append(Destroy(pid, rec.instance_id, rec.revision, report=False))
+        rec = None
+
+    if spec.requested_state == DESTROYED:
+        if same and rec.revision == spec.revision and rec.state == DESTROYED:
+            return out
+        if same and rec.revision == spec.revision and rec.state == FAILED \
+                and not backoff.due(rec.attempts, rec.last_attempt, now):
+            return out
+        out.append(Destroy(pid, spec.id, spec.revision, report=True))
+        return out
+
+    current = same and rec.revision == spec.revision
+    if current and rec.state == spec.requested_state:
+        return out                                     # applied and healthy: nothing to do
+    if current and rec.state == FAILED:
+        if rec.blocked_on is not None:
+            sw = local.software.get(rec.blocked_on)
+            unblocked = (sw is not None and sw.status == INSTALLED) or \
+                rec.blocked_on in pending_install
+            if not unblocked:
+                return out
+        elif not backoff.due(rec.attempts, rec.last_attempt, now):
+            return out
+
+    sw = local.software.get(spec.software_hash)
+    if spec.software_hash not in pending_install and (sw is None or sw.status != INSTALLED):
+        # the release failed and is not retried now: report, once per revision
+        if current and rec.state == FAILED and rec.blocked_on == spec.software_hash:
+            return out
+        out.append(ReportFailed(pid, spec, spec.software_hash, sw.log_tail if sw else ""))
+        return out
+
+    applied = (same and rec.digest == spec.digest() and rec.state in (STARTED, STOPPED)
+               and spec.software_hash not in pending_install)
+    if not applied:
+        out.append(Instantiate(pid, slot, spec))
+    out.append(Start(pid, spec) if spec.requested_state == STARTED else Stop(pid, spec))
+    return out

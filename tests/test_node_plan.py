@@ -1,0 +1,266 @@
+"""The node planner: tables of (desired, local) -> actions, and hypothesis properties."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slapfed.core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
+from slapfed.node.plan import (
+    Backoff, Destroy, InstallSoftware, Instantiate, InstanceSpec, LocalState, PartitionRecord,
+    RemoveSoftware, ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
+)
+
+URL = "/srv/hello/software.cfg"
+H = "h-hello"
+URL2 = "/srv/other/software.cfg"
+H2 = "h-other"
+NOW = 1000.0
+BACKOFF = Backoff(base=10, factor=2, cap=100)
+
+
+def inst(iid="i1", revision=1, state=STARTED, url=URL, h=H, params=None, stype="default"):
+    return {"id": iid, "reference": f"ref-{iid}", "requester": "alice", "software_url": url,
+            "software_hash": h, "software_type": stype, "parameters": params or {},
+            "requested_state": state, "revision": revision, "shared_instances": []}
+
+
+def doc(*instances, software=((URL, H, "available"),), partitions=None):
+    n = partitions if partitions is not None else max(len(instances), 1)
+    parts = []
+    for i in range(n):
+        parts.append({"id": f"part{i}", "address": f"127.1.1.{i + 1}", "port_base": 10000,
+                      "port_count": 10, "instance": instances[i] if i < len(instances) else None})
+    return {"computer": "c1", "serial": 1,
+            "software": [{"url": u, "hash": h, "state": s} for u, h, s in software],
+            "partitions": parts}
+
+
+def applied(i, state=None, **kw):
+    """The record a successful application of instance dict ``i`` leaves."""
+    spec = InstanceSpec.from_json(i)
+    base = dict(instance_id=i["id"], revision=i["revision"],
+                state=state or i["requested_state"], digest=spec.digest(),
+                software_hash=i["software_hash"])
+    base.update(kw)
+    return PartitionRecord(**base)
+
+
+INSTALLED_HELLO = {H: SoftwareRecord(URL, INSTALLED, software_types=("default",))}
+
+
+def names(p):
+    return [(type(a).__name__, a.partition) for a in p]
+
+
+I1 = inst()
+I1_R2 = inst(revision=2, params={"greeting": "hi"})
+I1_STOP = inst(revision=2, state=STOPPED)
+I1_DESTROY = inst(revision=3, state=DESTROYED)
+
+CASES = [
+    ("fresh node installs then instantiates and starts",
+     doc(I1), LocalState(),
+     [("InstallSoftware", None), ("Instantiate", "part0"), ("Start", "part0")]),
+    ("nothing changed: no action",
+     doc(I1), LocalState(INSTALLED_HELLO, {"part0": applied(I1)}), []),
+    ("empty partitions and installed release: no action",
+     doc(partitions=3), LocalState(INSTALLED_HELLO), []),
+    ("new revision with new parameters re-instantiates",
+     doc(I1_R2), LocalState(INSTALLED_HELLO, {"part0": applied(I1)}),
+     [("Instantiate", "part0"), ("Start", "part0")]),
+    ("only the requested state changed: stop without buildout",
+     doc(I1_STOP), LocalState(INSTALLED_HELLO, {"part0": applied(I1)}),
+     [("Stop", "part0")]),
+    ("requested destroyed: destroy and report",
+     doc(I1_DESTROY), LocalState(INSTALLED_HELLO, {"part0": applied(I1)}),
+     [("Destroy", "part0")]),
+    ("requested destroyed, never applied here: still destroy (frees the partition)",
+     doc(I1_DESTROY), LocalState(INSTALLED_HELLO), [("Destroy", "part0")]),
+    ("destroyed and reported: no action",
+     doc(I1_DESTROY), LocalState(INSTALLED_HELLO, {"part0": applied(I1_DESTROY)}), []),
+    ("partition freed by the master after destruction: no action",
+     doc(partitions=1), LocalState(INSTALLED_HELLO, {"part0": applied(I1_DESTROY)}), []),
+    ("partition emptied while an instance still lives there: wipe without report",
+     doc(partitions=1), LocalState(INSTALLED_HELLO, {"part0": applied(I1)}),
+     [("Destroy", "part0")]),
+    ("partition reassigned to another instance: wipe the old one first",
+     doc(inst("i2")), LocalState(INSTALLED_HELLO, {"part0": applied(I1)}),
+     [("Destroy", "part0"), ("Instantiate", "part0"), ("Start", "part0")]),
+    ("failed buildout, backoff not elapsed: no action",
+     doc(I1), LocalState(INSTALLED_HELLO, {"part0": applied(
+         I1, state=FAILED, attempts=1, last_attempt=NOW - 5)}), []),
+    ("failed buildout, backoff elapsed: retry",
+     doc(I1), LocalState(INSTALLED_HELLO, {"part0": applied(
+         I1, state=FAILED, attempts=1, last_attempt=NOW - 11)}),
+     [("Instantiate", "part0"), ("Start", "part0")]),
+    ("failed release, not yet retried: report partitions failed once",
+     doc(I1), LocalState({H: SoftwareRecord(URL, FAILED, 1, NOW - 1, "boom")}),
+     [("ReportFailed", "part0")]),
+    ("failed release already reported for this revision: no action",
+     doc(I1), LocalState({H: SoftwareRecord(URL, FAILED, 1, NOW - 1, "boom")},
+                         {"part0": applied(I1, state=FAILED, blocked_on=H, digest=None)}), []),
+    ("failed release retried after backoff: install then instantiate",
+     doc(I1), LocalState({H: SoftwareRecord(URL, FAILED, 1, NOW - 11, "boom")},
+                         {"part0": applied(I1, state=FAILED, blocked_on=H, digest=None,
+                                           attempts=5, last_attempt=NOW)}),
+     [("InstallSoftware", None), ("Instantiate", "part0"), ("Start", "part0")]),
+    ("unsupplied release is removed after partition actions",
+     doc(inst(url=URL2, h=H2), software=((URL, H, "destroyed"), (URL2, H2, "available"))),
+     LocalState({**INSTALLED_HELLO, H2: SoftwareRecord(URL2, INSTALLED)}),
+     [("Instantiate", "part0"), ("Start", "part0"), ("RemoveSoftware", None)]),
+    ("removed release is not removed again",
+     doc(software=((URL, H, "destroyed"),)),
+     LocalState({H: SoftwareRecord(URL, DESTROYED)}), []),
+    ("release used by an instance is installed even if not supplied",
+     doc(I1, software=()), LocalState(),
+     [("InstallSoftware", None), ("Instantiate", "part0"), ("Start", "part0")]),
+    ("partitions are planned in natural order",
+     doc(*[inst(f"i{k}") for k in range(11)]), LocalState(INSTALLED_HELLO),
+     [(kind, f"part{k}") for k in range(11) for kind in ("Instantiate", "Start")]),
+]
+
+
+@pytest.mark.parametrize("desired,local,expected", [c[1:] for c in CASES],
+                         ids=[c[0] for c in CASES])
+def test_plan_table(desired, local, expected):
+    assert names(plan(desired, local, NOW, BACKOFF)) == expected
+
+
+def test_failed_release_report_carries_the_release_log_tail():
+    local = LocalState({H: SoftwareRecord(URL, FAILED, 1, NOW - 1, "Error: boom")})
+    (action,) = plan(doc(I1), local, NOW, BACKOFF)
+    assert isinstance(action, ReportFailed) and action.log_tail == "Error: boom"
+
+
+def test_failed_release_is_not_retried_every_cycle():
+    local = LocalState({H: SoftwareRecord(URL, FAILED, 3, NOW - 39, "x")})
+    assert not any(isinstance(a, InstallSoftware) for a in plan(doc(), local, NOW, BACKOFF))
+    local = LocalState({H: SoftwareRecord(URL, FAILED, 3, NOW - 41, "x")})
+    assert any(isinstance(a, InstallSoftware) for a in plan(doc(), local, NOW, BACKOFF))
+
+
+@pytest.mark.parametrize("attempts,delay", [(0, 0), (1, 10), (2, 20), (3, 40), (4, 80),
+                                            (5, 100), (50, 100)])
+def test_backoff_grows_and_is_capped(attempts, delay):
+    assert BACKOFF.delay(attempts) == delay
+
+
+def test_state_round_trips_through_json():
+    local = LocalState({H: SoftwareRecord(URL, INSTALLED, software_types=("a", "b"))},
+                       {"part0": applied(I1, log_tail="x")})
+    assert LocalState.from_json(local.to_json()) == local
+
+
+def test_by_partition_groups_consecutive_actions():
+    p = plan(doc(I1, inst("i2")), LocalState(), NOW, BACKOFF)
+    assert [(pid, len(acts)) for pid, acts in by_partition(p)] == [
+        (None, 1), ("part0", 2), ("part1", 2)]
+
+
+def test_dry_run_rendering_names_every_action():
+    p = plan(doc(I1), LocalState(), NOW, BACKOFF)
+    assert p.describe()[1].startswith("part0: instantiate i1")
+    assert [a["action"] for a in p.to_json()] == ["InstallSoftware", "Instantiate", "Start"]
+    json.dumps(p.to_json())
+
+
+# -- properties ----------------------------------------------------------------------
+
+params = st.dictionaries(st.sampled_from(["a", "b", "greeting"]),
+                         st.one_of(st.integers(0, 3), st.text(max_size=3)), max_size=2)
+instances = st.one_of(st.none(), st.builds(
+    lambda iid, rev, state, p, second: inst(
+        iid, rev, state, URL2 if second else URL, H2 if second else H, p),
+    st.sampled_from(["i1", "i2", "i3"]), st.integers(1, 4),
+    st.sampled_from([STARTED, STOPPED, DESTROYED]), params, st.booleans()))
+sw_records = st.one_of(st.none(), st.builds(
+    lambda url, status, attempts, ago: SoftwareRecord(url, status, attempts, NOW - ago, "tail"),
+    st.just(URL), st.sampled_from([INSTALLED, FAILED, DESTROYED]), st.integers(0, 4),
+    st.floats(0, 200)))
+records = st.one_of(st.none(), st.builds(
+    lambda iid, rev, state, attempts, ago, blocked: PartitionRecord(
+        iid, rev, state, None, H, attempts, NOW - ago, H if blocked else None, ""),
+    st.sampled_from(["i1", "i2", None]), st.integers(0, 4),
+    st.sampled_from([STARTED, STOPPED, DESTROYED, FAILED]), st.integers(0, 4),
+    st.floats(0, 200), st.booleans()))
+
+
+@st.composite
+def worlds(draw):
+    n = draw(st.integers(0, 4))
+    insts = [draw(instances) for _ in range(n)]
+    desired = doc(*insts, software=((URL, H, draw(st.sampled_from(["available", "destroyed"]))),),
+                  partitions=n)
+    sw = draw(sw_records)
+    local = LocalState({H: sw} if sw else {},
+                       {f"part{i}": r for i in range(n) if (r := draw(records)) is not None})
+    return desired, local
+
+
+def apply_success(desired: dict, local: LocalState, p) -> LocalState:
+    """A model of the agent applying ``p`` with every step succeeding."""
+    software = dict(local.software)
+    partitions = dict(local.partitions)
+    for a in p:
+        if isinstance(a, InstallSoftware):
+            software[a.software_hash] = SoftwareRecord(a.url, INSTALLED)
+        elif isinstance(a, RemoveSoftware):
+            software[a.software_hash] = SoftwareRecord(a.url, DESTROYED)
+        elif isinstance(a, Destroy):
+            partitions[a.partition] = PartitionRecord(a.instance_id, a.revision, DESTROYED)
+        elif isinstance(a, (Start, Stop)):
+            s = a.instance
+            partitions[a.partition] = PartitionRecord(
+                s.id, s.revision, STARTED if isinstance(a, Start) else STOPPED, s.digest(),
+                s.software_hash)
+    return LocalState(software, partitions)
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds())
+def test_plan_converges_after_one_successful_application(world):
+    desired, local = world
+    after = apply_success(desired, local, plan(desired, local, NOW, BACKOFF))
+    # releases that are still failed but not due are left alone: ignore them here
+    second = [a for a in plan(desired, after, NOW, BACKOFF)
+              if not isinstance(a, ReportFailed)]
+    assert second == []
+
+
+@settings(max_examples=300, deadline=None)
+@given(worlds())
+def test_plan_is_well_formed(world):
+    desired, local = world
+    p = plan(desired, local, NOW, BACKOFF)
+    assert plan(desired, local, NOW, BACKOFF) == p                  # deterministic
+    kinds = [type(a) for a in p]
+    installs = [i for i, k in enumerate(kinds) if k is InstallSoftware]
+    removals = [i for i, k in enumerate(kinds) if k is RemoveSoftware]
+    others = [i for i, k in enumerate(kinds) if k not in (InstallSoftware, RemoveSoftware)]
+    assert all(i < j for i in installs for j in others + removals)  # installs first
+    assert all(j < i for i in removals for j in others)             # removals last
+    seen = [pid for pid, _ in by_partition(p) if pid is not None]
+    assert len(seen) == len(set(seen))                              # one block per partition
+    for a in p:
+        if isinstance(a, Instantiate):                              # something to run
+            assert a.instance.requested_state != DESTROYED
+    for pid, acts in by_partition(p):
+        if pid is not None:
+            last = acts[-1]
+            assert isinstance(last, (Start, Stop, Destroy, ReportFailed))
+
+
+@settings(max_examples=200, deadline=None)
+@given(worlds())
+def test_untouched_partitions_get_no_actions(world):
+    """A partition whose applied (id, revision, state) matches the desired one is left alone."""
+    desired, local = world
+    touched = {a.partition for a in plan(desired, local, NOW, BACKOFF)}
+    for raw in desired["partitions"]:
+        i, rec = raw["instance"], local.partitions.get(raw["id"])
+        if i and rec and rec.instance_id == i["id"] and rec.revision == i["revision"] \
+                and rec.state == i["requested_state"]:
+            assert raw["id"] not in touched

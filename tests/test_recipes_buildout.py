@@ -1,0 +1,211 @@
+"""Real buildout runs of the sample profiles (offline, in tmp_path) and the recipes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from slapfed.core.wire import software_hash
+from slapfed.node import buildout as nb
+from slapfed.node.layout import PartitionConfig, Paths
+from slapfed.recipe import command_argv, render_wrapper
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PROFILES = os.path.join(os.path.dirname(HERE), "profiles")
+HELLO = os.path.join(PROFILES, "hello", "software.cfg")
+FAILING = os.path.join(PROFILES, "failing", "software.cfg")
+
+
+@pytest.fixture(scope="module")
+def runner():
+    r = nb.ForkRunner()
+    r.warm_up()
+    return r
+
+
+@pytest.fixture(scope="module")
+def hello_node(tmp_path_factory, runner):
+    """A node root with the hello release installed once for the whole module."""
+    paths = Paths(str(tmp_path_factory.mktemp("node")))
+    for d in paths.skeleton():
+        os.makedirs(d)
+    result = nb.install_software(paths, HELLO, software_hash(HELLO), runner)
+    assert result.ok, result.log_tail
+    return paths
+
+
+def instance(iid="i1", url=HELLO, stype="default", **params):
+    return {"id": iid, "reference": f"ref {iid}", "software_url": url,
+            "software_hash": software_hash(url), "software_type": stype,
+            "parameters": params, "revision": 1, "shared_instances": []}
+
+
+PART = PartitionConfig("part0", "127.31.0.1", 10000, 10)
+
+
+def test_hello_release_installs_its_script_and_instance_profile(hello_node):
+    sdir = hello_node.software_dir(software_hash(HELLO))
+    assert nb.software_types(sdir) == ("default",)
+    assert os.access(os.path.join(sdir, "bin", "slapfed-hello-web"), os.X_OK)
+    out = subprocess.run([os.path.join(sdir, "bin", "slapfed-hello-web"), "--help"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0 and "--greeting" in out.stdout
+
+
+def test_install_is_idempotent(hello_node, runner):
+    result = nb.install_software(hello_node, HELLO, software_hash(HELLO), runner)
+    assert result.ok and result.software_types == ("default",)
+
+
+def test_hello_instance_writes_service_promise_and_connection(hello_node, runner):
+    result = nb.instantiate(hello_node, PART, "c1", instance(greeting="bonjour à tous"), runner)
+    assert result.ok, result.log_tail
+    assert result.connection == {"url": "http://127.31.0.1:10000/"}
+    pp = hello_node.partition("part0")
+    web = open(os.path.join(pp.services, "web")).read()
+    assert "'--greeting=bonjour à tous'" in web and "--port=10000" in web
+    assert os.access(os.path.join(pp.promises, "health"), os.X_OK)
+    cfg = open(pp.buildout_cfg).read()
+    for key in ("id", "path", "address", "port-base", "port-count", "computer", "instance-id",
+                "reference", "software-type", "software", "bin", "services", "promises",
+                "log", "run", "tmp", "connection-file", "python"):
+        assert f"\n{key} = " in cfg, key
+
+
+def test_default_greeting_applies_without_parameters(hello_node, runner):
+    result = nb.instantiate(hello_node, PART, "c1", instance(), runner)
+    assert result.ok, result.log_tail
+    web = open(os.path.join(hello_node.partition("part0").services, "web")).read()
+    assert "--greeting=hello" in web
+
+
+def test_removed_part_files_disappear_on_re_instantiation(hello_node, runner, tmp_path):
+    # the failing-free way to shrink a profile: instantiate a type whose profile has fewer
+    # parts; buildout uninstalls the web wrapper it no longer has
+    sdir = hello_node.software_dir(software_hash(HELLO))
+    with open(os.path.join(sdir, "instance-small.cfg"), "w") as fh:
+        fh.write("[buildout]\nparts = publish\n[publish]\nrecipe = slapfed:publish\n"
+                 "url = x\n")
+    try:
+        assert nb.instantiate(hello_node, PART, "c1", instance(), runner).ok
+        web = os.path.join(hello_node.partition("part0").services, "web")
+        assert os.path.exists(web)
+        result = nb.instantiate(hello_node, PART, "c1", instance(stype="small"), runner)
+        assert result.ok, result.log_tail
+        assert not os.path.exists(web)
+        assert result.connection == {"url": "x"}
+    finally:
+        os.unlink(os.path.join(sdir, "instance-small.cfg"))
+
+
+@pytest.mark.parametrize("value,expected", [
+    ("plain", "plain"),
+    ("cost $5", "cost $5"),
+    ("a # not a comment", "a # not a comment"),
+    ("${partition:path}", "$${partition:path}"),      # never expanded
+    (3, "3"),
+    (True, "true"),
+    ({"k": [1, 2]}, '{"k": [1, 2]}'),
+], ids=["plain", "dollar", "hash", "substitution-inert", "int", "bool", "json"])
+def test_parameters_reach_the_profile_verbatim_or_inert(hello_node, runner, value, expected):
+    result = nb.instantiate(hello_node, PART, "c1", instance(greeting=value), runner)
+    assert result.ok, result.log_tail
+    argv = open(os.path.join(hello_node.partition("part0").services, "web")).read()
+    import shlex
+    words = shlex.split(argv.splitlines()[-1])
+    assert f"--greeting={expected}" in words
+
+
+def test_unknown_software_type_fails_clearly(hello_node, runner):
+    result = nb.instantiate(hello_node, PART, "c1", instance(stype="foo"), runner)
+    assert not result.ok
+    assert f"release {HELLO} has no software type 'foo' (has: default)" in result.log_tail
+
+
+def test_failing_release_installs_but_its_instance_fails(tmp_path, runner):
+    paths = Paths(str(tmp_path))
+    for d in paths.skeleton():
+        os.makedirs(d)
+    sw = nb.install_software(paths, FAILING, software_hash(FAILING), runner)
+    assert sw.ok and sw.software_types == ("default",)
+    result = nb.instantiate(paths, PART, "c1", instance(url=FAILING, reason="testing"), runner)
+    assert not result.ok
+    assert "fails on purpose (parameter reason: testing)" in result.log_tail
+
+
+def test_missing_release_fails_with_a_clear_log_tail(tmp_path, runner):
+    paths = Paths(str(tmp_path))
+    url = str(tmp_path / "nowhere" / "software.cfg")
+    result = nb.install_software(paths, url, software_hash(url), runner)
+    assert not result.ok
+    assert f"release {url} does not exist" in result.log_tail
+
+
+def test_broken_release_reports_buildout_error(tmp_path, runner):
+    release = tmp_path / "broken.cfg"
+    release.write_text("[buildout]\nparts = x\n[x]\nrecipe = slapfed:fail\nmessage = nope\n")
+    paths = Paths(str(tmp_path / "root"))
+    result = nb.install_software(paths, str(release), software_hash(str(release)), runner)
+    assert not result.ok and "[x] nope" in result.log_tail
+
+
+def test_release_without_instance_profile_fails(tmp_path, runner):
+    release = tmp_path / "empty.cfg"
+    release.write_text("[buildout]\nparts =\n")
+    paths = Paths(str(tmp_path / "root"))
+    result = nb.install_software(paths, str(release), software_hash(str(release)), runner)
+    assert not result.ok and "provides no instance profile" in result.log_tail
+
+
+def test_subprocess_runner_gives_the_same_result(hello_node):
+    result = nb.instantiate(hello_node, PART, "c1", instance(greeting="sub"),
+                            nb.SubprocessRunner())
+    assert result.ok, result.log_tail
+    assert "--greeting=sub" in open(os.path.join(hello_node.partition("part0").services,
+                                                 "web")).read()
+
+
+def test_fork_runner_leaves_cwd_and_logging_alone(hello_node, runner):
+    import logging
+    cwd, handlers = os.getcwd(), list(logging.getLogger().handlers)
+    for _ in range(3):
+        assert nb.instantiate(hello_node, PART, "c1", instance(), runner).ok
+    assert os.getcwd() == cwd and logging.getLogger().handlers == handlers
+
+
+def test_fork_runner_is_fast(hello_node, runner):
+    import time
+    times = []
+    for n in range(5):
+        started = time.monotonic()
+        assert nb.instantiate(hello_node, PART, "c1", instance(n=n), runner).ok
+        times.append(time.monotonic() - started)
+    assert min(times) < 0.15, times
+
+
+# -- recipes on their own -------------------------------------------------------------
+
+@pytest.mark.parametrize("command,argv", [
+    ("/bin/echo a b", ["/bin/echo", "a", "b"]),
+    ("\n  /bin/echo\n  --greeting=hello world\n\n", ["/bin/echo", "--greeting=hello world"]),
+], ids=["one-line-splits-on-spaces", "one-argument-per-line"])
+def test_command_argv(command, argv):
+    assert command_argv(command) == argv
+
+
+def test_wrapper_execs_argv_without_shell_interpretation(tmp_path):
+    script = tmp_path / "w"
+    script.write_text(render_wrapper(["/bin/echo", "$HOME `id` ;x", "b"], {"GREETING": "a b"}))
+    script.chmod(0o755)
+    out = subprocess.run([str(script), "extra"], capture_output=True, text=True, timeout=10)
+    assert out.stdout == "$HOME `id` ;x b extra\n"
+
+
+def test_publish_recipe_writes_connection_json(tmp_path):
+    from slapfed.recipe import PublishRecipe
+    target = tmp_path / "c.json"
+    options = {"recipe": "slapfed:publish", "file": str(target), "url": "http://x/"}
+    assert PublishRecipe({}, "publish", options).install() == [str(target)]
+    assert json.loads(target.read_text()) == {"url": "http://x/"}
