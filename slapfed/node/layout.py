@@ -113,6 +113,19 @@ def atomic_write_json(path: str, data, indent: int | None = 1) -> None:
 # -- paths --------------------------------------------------------------------------
 
 
+MAX_SOCKET_PATH = 100  # AF_UNIX paths are limited to 107 bytes on Linux
+
+
+def _socket_path(wanted: str) -> str:
+    """<root>/var/supervisord.sock, or a name in the temp dir when that path is too long."""
+    if len(wanted.encode()) <= MAX_SOCKET_PATH:
+        return wanted
+    import tempfile
+
+    digest = hashlib.sha256(wanted.encode()).hexdigest()[:16]
+    return os.path.join(tempfile.gettempdir(), f"slapfed-{digest}.sock")
+
+
 class Paths:
     """Every path of a node root, in one place."""
 
@@ -125,7 +138,7 @@ class Paths:
         self.log = os.path.join(self.var, "log")
         self.supervisord_conf = os.path.join(self.etc, "supervisord.conf")
         self.supervisord_d = os.path.join(self.etc, "supervisord.d")
-        self.supervisord_sock = os.path.join(self.var, "supervisord.sock")
+        self.supervisord_sock = _socket_path(os.path.join(self.var, "supervisord.sock"))
         self.supervisord_pid = os.path.join(self.var, "supervisord.pid")
         self.state = os.path.join(self.var, "state.json")
         self.desired = os.path.join(self.var, "desired.json")

@@ -1,5 +1,7 @@
 """The sample service of profiles/hello: a tiny JSON web server, plus its health check.
 
+GET / answers {"greeting", "name", "reference", "pid"}; GET /health answers {"status"}.
+
 Depends on the standard library only. ``slapfed-hello-web --address A --port P ...``
 serves; ``slapfed-hello-web --check URL [--wait S]`` is the promise (exit 0 = healthy).
 """
@@ -14,7 +16,9 @@ import time
 def make_handler(payload: dict):
     from http.server import BaseHTTPRequestHandler
 
-    body_root = json.dumps(payload).encode()
+    import os
+
+    body_root = json.dumps(dict(payload, pid=os.getpid())).encode()
     body_health = json.dumps({"status": "ok"}).encode()
 
     class Handler(BaseHTTPRequestHandler):

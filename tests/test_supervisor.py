@@ -1,0 +1,151 @@
+"""A real supervisord in tmp_path: groups added, changed, removed; neighbours untouched."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from slapfed.node.layout import Paths
+from slapfed.node.supervisor import (
+    Supervisor, list_services, program_name, render_group_conf,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def write_service(directory: str, name: str, body: str) -> str:
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, name)
+    with open(path, "w") as fh:
+        fh.write("#!/bin/sh\n" + body + "\n")
+    os.chmod(path, 0o755)
+    return path
+
+
+def sync(sup: Supervisor, pid: str, autostart=True):
+    pp = sup.paths.partition(pid)
+    return sup.sync_group(pid, pp.path, pp.services, pp.log, autostart)
+
+
+def pids_of(sup: Supervisor, pid: str) -> dict:
+    return {i["name"]: i["pid"] for i in sup.rpc.getAllProcessInfo() if i["group"] == pid}
+
+
+def test_group_conf_has_one_program_per_service(tmp_path):
+    services = [("web", "/p/etc/service/web"), ("my job", "/p/etc/service/my job")]
+    conf = render_group_conf("part0", "/p", "/p/var/log", services, autostart=False)
+    assert "[group:part0]\nprograms = part0_web,part0_my_job" in conf
+    assert "[program:part0_my_job]" in conf and "autostart = false" in conf
+    assert "stopasgroup = true" in conf and "killasgroup = true" in conf
+    assert "stderr_logfile = /p/var/log/my_job.err.log" in conf
+
+
+def test_only_executables_are_services(tmp_path):
+    write_service(str(tmp_path), "b", "true")
+    write_service(str(tmp_path), "a", "true")
+    (tmp_path / "notes.txt").write_text("not a service")
+    assert [n for n, _ in list_services(str(tmp_path))] == ["a", "b"]
+    assert list_services(str(tmp_path / "absent")) == []
+
+
+def test_groups_live_independently(supervisor):
+    sup = supervisor
+    for pid in ("part0", "part1"):
+        write_service(sup.paths.partition(pid).services, "sleeper", "exec sleep 300")
+        assert sync(sup, pid) == [program_name(pid, "sleeper")]
+        assert sup.start_group(pid).ok
+    before = pids_of(sup, "part1")
+    assert all(before.values())
+
+    # change part0: a second service appears, the first one's command changes
+    write_service(sup.paths.partition("part0").services, "other", "exec sleep 301")
+    sync(sup, "part0")
+    health = sup.start_group("part0")
+    assert health.ok and set(health.states) == {"part0_sleeper", "part0_other"}
+    assert pids_of(sup, "part1") == before                    # neighbour untouched
+
+    # stop part0 quickly (no blocking wait), part1 still runs
+    started = time.monotonic()
+    sup.stop_group("part0")
+    assert time.monotonic() - started < 0.7
+    assert set(sup.group_states("part0").values()) == {"STOPPED"}
+    assert set(sup.group_states("part1").values()) <= {"STARTING", "RUNNING"}
+
+    # remove part0 entirely
+    sup.remove_group("part0")
+    assert sup.group_states("part0") == {}
+    assert not os.path.exists(sup.paths.group_conf("part0"))
+    assert pids_of(sup, "part1") == before
+
+
+def test_unchanged_group_is_not_restarted(supervisor):
+    sup = supervisor
+    write_service(sup.paths.partition("part2").services, "sleeper", "exec sleep 300")
+    sync(sup, "part2")
+    assert sup.start_group("part2").ok
+    before = pids_of(sup, "part2")
+    sync(sup, "part2")
+    assert sup.start_group("part2").ok
+    assert pids_of(sup, "part2") == before
+
+
+def test_crashing_service_is_reported_with_its_stderr(supervisor):
+    sup = supervisor
+    write_service(sup.paths.partition("part3").services, "crasher",
+                  "echo 'cannot bind: address in use' >&2; exit 3")
+    sync(sup, "part3")
+    health = sup.start_group("part3", settle=3)
+    assert not health.ok
+    assert "part3_crasher" in health.message and "cannot bind" in health.message
+    sup.remove_group("part3")
+
+
+def test_autostart_false_group_stays_stopped_until_started(supervisor):
+    sup = supervisor
+    write_service(sup.paths.partition("part4").services, "sleeper", "exec sleep 300")
+    sync(sup, "part4", autostart=False)
+    time.sleep(0.2)
+    assert set(sup.group_states("part4").values()) == {"STOPPED"}
+    assert sup.start_group("part4").ok
+    sup.remove_group("part4")
+
+
+def test_empty_service_dir_removes_the_group(supervisor):
+    sup = supervisor
+    d = sup.paths.partition("part5").services
+    write_service(d, "sleeper", "exec sleep 300")
+    sync(sup, "part5")
+    os.unlink(os.path.join(d, "sleeper"))
+    assert sync(sup, "part5") == []
+    assert sup.group_states("part5") == {}
+
+
+def test_shutdown_stops_supervisord_and_services(tmp_path):
+    paths = Paths(str(tmp_path / "n"))
+    sup = Supervisor(paths)
+    try:
+        sup.ensure_running()
+        sup.ensure_running()                                   # idempotent
+        write_service(paths.partition("part0").services, "sleeper", "exec sleep 300")
+        sync(sup, "part0")
+        assert sup.start_group("part0").ok
+        child = pids_of(sup, "part0")["part0_sleeper"]
+        daemon = sup.pid()
+        assert sup.shutdown() is True
+        assert not _alive(daemon) and not _alive(child)
+        assert sup.shutdown() is False
+    finally:
+        _kill(sup)
+
+
+def _alive(pid):
+    from slapfed.node.supervisor import _pid_alive
+    return _pid_alive(pid)
+
+
+def _kill(sup: Supervisor):
+    """Finalizer: make sure no supervisord of this test survives (by PID)."""
+    pid = sup.pid()
+    if pid and _alive(pid):
+        sup.shutdown(timeout=10)
