@@ -1,7 +1,80 @@
-"""``slapfed master ...``: run and administer a master."""
+"""``slapfed master ...``: run (serve) and administer (migrate) a master.
+
+Depends on click, cli.common, master.server and store. Listens on loopback unless a
+non-loopback address is given explicitly.
+"""
+from __future__ import annotations
+
 import click
+
+from ..core.errors import InvalidInput
+from .common import emit, env_default, error_boundary, json_option
+
+DEFAULT_DATA = "slapfed-master"
+DEFAULT_LISTEN = "127.0.0.1:8470"
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT``, ``:PORT`` or ``PORT`` (host defaults to 127.0.0.1)."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "", value
+    host = host.strip("[]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        raise InvalidInput(f"--listen {value!r} must look like HOST:PORT (port 0 picks a "
+                           "free one)", [{"field": "listen", "problem": "bad port"}])
+    return host, int(port)
 
 
 @click.group()
 def master():
     """Run a master."""
+
+
+@master.command()
+@click.option("--data", "data_dir", default=lambda: env_default("SLAPFED_MASTER_DATA",
+                                                                DEFAULT_DATA),
+              show_default=f"$SLAPFED_MASTER_DATA or ./{DEFAULT_DATA}",
+              help="Data directory (FileStorage, master.url, master.pid, ZEO files).")
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True,
+              help="HOST:PORT to bind; port 0 picks a free port (see DATA/master.url).")
+@click.option("--storage", default=None,
+              help="Storage URI: file (default), file:///abs/path.fs or zeo://HOST:PORT.")
+@click.option("--start-zeo", is_flag=True,
+              help="Start a ZEO server on 127.0.0.1 over DATA/master.fs (allows --workers).")
+@click.option("--workers", default=1, show_default=True, type=int,
+              help="gunicorn worker processes (more than 1 needs ZEO).")
+@click.option("--threads", default=16, show_default=True, type=int,
+              help="Threads per worker.")
+@click.option("--access-log", default=None, help="Access log file ('-' for stderr).")
+@error_boundary
+def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log):
+    """Serve the master API with gunicorn until SIGTERM or Ctrl-C."""
+    from ..master.server import ServeOptions, serve as run_server
+    host, port = parse_listen(listen)
+    run_server(ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
+                            start_zeo=start_zeo, workers=workers, threads=threads,
+                            access_log=access_log))
+
+
+@master.command()
+@click.option("--data", "data_dir", default=lambda: env_default("SLAPFED_MASTER_DATA",
+                                                                DEFAULT_DATA),
+              show_default=f"$SLAPFED_MASTER_DATA or ./{DEFAULT_DATA}",
+              help="Data directory of the master.")
+@click.option("--storage", default=None,
+              help="Storage URI: file (default), file:///abs/path.fs or zeo://HOST:PORT.")
+@json_option
+@error_boundary
+def migrate(data_dir, storage, as_json):
+    """Apply the pending schema generations (evolve steps) and print them."""
+    from ..store import LATEST_GENERATION, evolve, open_db
+    db = open_db(storage, data_dir, evolve_schema=False)
+    try:
+        ran = evolve(db)
+    finally:
+        db.close()
+    result = {"generation": LATEST_GENERATION, "applied": ran}
+    text = (f"applied {', '.join(ran)}; now at generation {LATEST_GENERATION}" if ran
+            else f"nothing to do; already at generation {LATEST_GENERATION}")
+    emit(result, as_json, text)

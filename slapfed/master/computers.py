@@ -1,0 +1,90 @@
+"""Routes of computers: registration, supply, desired state and node reports.
+
+Depends on Flask, core.wire and services; bodies are parsed with core.wire.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from ..core.wire import ComputerRegistration, PartitionReport, SoftwareReport, Supply
+from .. import services
+from .app import connection, json_body, state_of
+
+blueprint = Blueprint("computers", __name__)
+
+
+@blueprint.post("/computers")
+def register():
+    reg = ComputerRegistration.from_json(json_body())
+    created, body = services.register_computer(connection(), reg)
+    return jsonify(body), 201 if created else 200
+
+
+@blueprint.get("/computers")
+def list_all():
+    return jsonify({"computers": services.list_computers(connection())})
+
+
+@blueprint.get("/computers/<cid>")
+def show(cid):
+    return jsonify(services.show_computer(connection(), cid))
+
+
+@blueprint.post("/computers/<cid>/software")
+def supply(cid):
+    body = Supply.from_json(json_body())
+    return jsonify(services.supply(connection(), cid, body))
+
+
+@blueprint.delete("/computers/<cid>/software/<software_hash>")
+def unsupply(cid, software_hash):
+    return jsonify(services.unsupply(connection(), cid, software_hash))
+
+
+@blueprint.put("/computers/<cid>/software/<software_hash>/status")
+def report_software(cid, software_hash):
+    report = SoftwareReport.from_json(json_body())
+    return jsonify(services.report_software(connection(), cid, software_hash, report))
+
+
+@blueprint.put("/computers/<cid>/partitions/<pid>/status")
+def report_partition(cid, pid):
+    report = PartitionReport.from_json(json_body())
+    return jsonify(services.report_partition(connection(), cid, pid, report))
+
+
+@blueprint.get("/computers/<cid>/desired-state")
+def desired_state(cid):
+    known = parse_if_none_match(request.headers.get("If-None-Match", ""))
+    renderer = state_of(current_app).renderer
+    serial, body = services.desired_state(connection(), cid, known, renderer)
+    etag = f'"{serial}"'
+    if body is None:
+        return Response(status=304, headers={"ETag": etag})
+    return Response(body, status=200, mimetype="application/json", headers={"ETag": etag})
+
+
+class _AnySerial:
+    """``If-None-Match: *``: the node has whatever the current serial is."""
+
+    def __contains__(self, _serial) -> bool:
+        return True
+
+
+ANY_SERIAL = _AnySerial()
+
+
+def parse_if_none_match(header: str):
+    """The serials a node already has: ``"5"``, ``W/"5"``, lists; ``*`` matches any."""
+    header = header.strip()
+    if header == "*":
+        return ANY_SERIAL
+    serials = set()
+    for item in header.split(","):
+        item = item.strip()
+        if item.startswith("W/"):
+            item = item[2:]
+        item = item.strip('"')
+        if item.isdigit():
+            serials.add(int(item))
+    return serials

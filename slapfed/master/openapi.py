@@ -1,0 +1,293 @@
+"""The OpenAPI 3.1 description of /api/v1, kept next to the routes it describes.
+
+Depends on core (states, wire limits) only. A test checks that every route of the
+app appears here with the same methods, and that every documented route exists.
+"""
+from __future__ import annotations
+
+import functools
+
+from .. import __version__
+from ..core.states import (
+    INSTANCE_STATUSES, PARTITION_REPORT_STATES, REQUESTED_STATES, SLA_KEYS,
+    SOFTWARE_REPORT_STATES, SOFTWARE_STATUSES, SUPPLY_STATES,
+)
+
+
+def _ref(name: str) -> dict:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict, required=(), additional=False) -> dict:
+    out = {"type": "object", "properties": properties, "additionalProperties": additional}
+    if required:
+        out["required"] = list(required)
+    return out
+
+
+STR = {"type": "string"}
+NSTR = {"type": ["string", "null"]}
+INT = {"type": "integer"}
+ISO = {"type": ["string", "null"], "format": "date-time"}
+ANY_OBJ = {"type": "object", "additionalProperties": True}
+STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+
+
+def _enum(values) -> dict:
+    return {"type": "string", "enum": list(values)}
+
+
+SCHEMAS = {
+    "Error": _obj({"error": _obj({
+        "code": STR, "message": STR,
+        "details": {"type": "array", "items": {}}}, ["code", "message", "details"])},
+        ["error"]),
+    "Health": _obj({"status": _enum(["ok"]), "generation": INT, "version": STR},
+                   ["status", "generation", "version"]),
+    "PartitionSpec": _obj({"id": STR, "address": {"type": "string", "format": "ip"},
+                           "port_base": {"type": "integer", "minimum": 1, "maximum": 65535},
+                           "port_count": {"type": "integer", "minimum": 1, "default": 10}},
+                          ["id", "address", "port_base"]),
+    "ComputerRegistration": _obj({
+        "id": STR, "host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR,
+        "labels": STR_MAP,
+        "partitions": {"type": "array", "items": _ref("PartitionSpec")}}, ["id"]),
+    "Partition": _obj({"id": STR, "address": STR, "port_base": INT, "port_count": INT,
+                       "instance": {"type": ["string", "null"],
+                                    "description": "id of the hosted instance"}},
+                      ["id", "address", "port_base", "port_count", "instance"]),
+    "Software": _obj({"url": STR, "hash": STR, "state": _enum(SUPPLY_STATES),
+                      "status": _enum(SOFTWARE_STATUSES), "log_tail": STR,
+                      "software_types": {"type": "array", "items": STR},
+                      "reported_at": ISO},
+                     ["url", "hash", "state", "status", "log_tail", "software_types",
+                      "reported_at"]),
+    "Computer": _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
+                      "continent": NSTR, "labels": STR_MAP, "last_contact": ISO,
+                      "serial": INT,
+                      "partitions": {"type": "array", "items": _ref("Partition")},
+                      "software": {"type": "array", "items": _ref("Software")}},
+                     ["id", "host", "lan", "country", "continent", "labels", "last_contact",
+                      "serial", "partitions", "software"]),
+    "ComputerList": _obj({"computers": {"type": "array", "items": _ref("Computer")}},
+                         ["computers"]),
+    "Supply": _obj({"url": STR, "state": {**_enum(SUPPLY_STATES), "default": "available"}},
+                   ["url"]),
+    "SoftwareReport": _obj({"status": _enum(SOFTWARE_REPORT_STATES), "log_tail": STR,
+                            "software_types": {"type": "array", "items": STR}}, ["status"]),
+    "PromiseResult": _obj({"name": STR, "ok": {"type": "boolean"}, "message": STR},
+                          ["name"]),
+    "PartitionReport": _obj({
+        "instance_id": STR, "revision": {"type": "integer", "minimum": 0},
+        "state": _enum(PARTITION_REPORT_STATES), "log_tail": STR, "connection": ANY_OBJ,
+        "promises": {"type": "array", "items": _ref("PromiseResult")}},
+        ["instance_id", "revision", "state"]),
+    "SharedInstanceEntry": _obj({"id": STR, "reference": STR, "parameters": ANY_OBJ},
+                                ["id", "reference", "parameters"]),
+    "DesiredInstance": _obj({
+        "id": STR, "reference": STR, "requester": STR, "software_url": STR,
+        "software_hash": STR, "software_type": STR, "parameters": ANY_OBJ,
+        "requested_state": _enum(REQUESTED_STATES), "revision": INT,
+        "shared_instances": {"type": "array", "items": _ref("SharedInstanceEntry")}},
+        ["id", "reference", "requester", "software_url", "software_hash", "software_type",
+         "parameters", "requested_state", "revision", "shared_instances"]),
+    "DesiredPartition": _obj({
+        "id": STR, "address": STR, "port_base": INT, "port_count": INT,
+        "instance": {"oneOf": [{"type": "null"}, _ref("DesiredInstance")]}},
+        ["id", "address", "port_base", "port_count", "instance"]),
+    "DesiredState": _obj({
+        "computer": STR, "serial": INT,
+        "software": {"type": "array", "items": _obj({"url": STR, "hash": STR,
+                                                      "state": _enum(SUPPLY_STATES)},
+                                                     ["url", "hash", "state"])},
+        "partitions": {"type": "array", "items": _ref("DesiredPartition")}},
+        ["computer", "serial", "software", "partitions"]),
+    "InstanceRequest": _obj({
+        "reference": STR, "software_url": STR,
+        "software_type": {"type": "string", "default": "default"},
+        "parameters": {**ANY_OBJ, "default": {}},
+        "sla": _obj({k: STR for k in SLA_KEYS}),
+        "state": {**_enum(REQUESTED_STATES), "default": "started"},
+        "shared": {"type": "boolean", "default": False},
+        "requester": {"type": "string", "default": "anonymous"},
+        "parent": {"type": ["string", "null"], "description": "id of the parent instance"}},
+        ["reference", "software_url"]),
+    "StateChange": _obj({"state": _enum(REQUESTED_STATES)}, ["state"]),
+    "Placement": _obj({"computer": STR, "partition": STR, "address": STR, "port_base": INT,
+                       "port_count": INT},
+                      ["computer", "partition", "address", "port_base", "port_count"]),
+    "InstanceStatus": _obj({
+        "state": _enum(INSTANCE_STATUSES),
+        "revision": {"type": "integer", "description": "revision the node last reported on"},
+        "reported_at": ISO, "log_tail": STR,
+        "promises": {"type": "array", "items": _ref("PromiseResult")}},
+        ["state", "revision", "reported_at", "log_tail", "promises"]),
+    "Instance": _obj({
+        "id": STR, "reference": STR, "requester": STR, "parent": NSTR,
+        "children": {"type": "array", "items": STR}, "software_url": STR,
+        "software_hash": STR, "software_type": STR, "parameters": ANY_OBJ,
+        "sla": STR_MAP, "requested_state": _enum(REQUESTED_STATES),
+        "shared": {"type": "boolean"}, "revision": INT,
+        "placement": {"oneOf": [{"type": "null"}, _ref("Placement")]},
+        "host_instance": {"type": ["string", "null"],
+                          "description": "shared instances: id of the hosting instance"},
+        "shared_instances": {"type": "array", "items": STR,
+                             "description": "hosts: ids of the shared instances attached"},
+        "status": _ref("InstanceStatus"), "connection": ANY_OBJ,
+        "created_at": ISO, "updated_at": ISO},
+        ["id", "reference", "requester", "parent", "children", "software_url",
+         "software_hash", "software_type", "parameters", "sla", "requested_state", "shared",
+         "revision", "placement", "host_instance", "shared_instances", "status",
+         "connection", "created_at", "updated_at"]),
+    "InstanceList": _obj({"instances": {"type": "array", "items": _ref("Instance")}},
+                         ["instances"]),
+}
+
+ERROR_TEXT = {
+    "400": "invalid_input: malformed JSON or invalid fields (details list every problem)",
+    "404": "not_found",
+    "405": "method_not_allowed",
+    "409": "conflict or no_capacity (details explain the refusals)",
+    "413": "payload_too_large",
+    "422": "unknown_software_type",
+    "500": "internal_error",
+    "503": "storage_error",
+}
+
+
+def _json(schema_name: str, description: str) -> dict:
+    return {"description": description,
+            "content": {"application/json": {"schema": _ref(schema_name)}}}
+
+
+def _body(schema_name: str) -> dict:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema_name)}}}
+
+
+def _errors(*codes) -> dict:
+    return {c: {"$ref": f"#/components/responses/E{c}"} for c in codes}
+
+
+def _path_param(name: str, description: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": STR,
+            "description": description}
+
+
+CID = _path_param("cid", "computer id")
+PID = _path_param("pid", "partition id")
+HASH = _path_param("software_hash", "software hash (sha256 of the URL, 32 hex digits)")
+IID = _path_param("iid", "instance id")
+
+
+def _op(summary: str, responses: dict, body: str | None = None, parameters=(),
+        op_id: str | None = None) -> dict:
+    out = {"summary": summary, "operationId": op_id, "responses": responses}
+    if body:
+        out["requestBody"] = _body(body)
+    if parameters:
+        out["parameters"] = list(parameters)
+    return out
+
+
+PATHS = {
+    "/health": {"get": _op("Liveness and schema generation",
+                           {"200": _json("Health", "the master is up"), **_errors("500", "503")},
+                           op_id="health")},
+    "/openapi.json": {"get": _op("This document", {"200": {
+        "description": "OpenAPI 3.1 document",
+        "content": {"application/json": {"schema": {"type": "object"}}}}},
+        op_id="openapi")},
+    "/computers": {
+        "post": _op("Register a computer (idempotent: known partitions are kept, new ones "
+                    "added, locality and labels updated)",
+                    {"201": _json("Computer", "registered"),
+                     "200": _json("Computer", "already known, updated"),
+                     **_errors("400", "413")}, body="ComputerRegistration",
+                    op_id="register_computer"),
+        "get": _op("List computers", {"200": _json("ComputerList", "every computer")},
+                   op_id="list_computers")},
+    "/computers/{cid}": {"get": _op("Show a computer",
+                                    {"200": _json("Computer", "the computer"),
+                                     **_errors("404")}, parameters=[CID],
+                                    op_id="show_computer")},
+    "/computers/{cid}/software": {"post": _op(
+        "Supply a release to a computer (state destroyed asks the node to remove it)",
+        {"200": _json("Software", "the release on this computer"),
+         **_errors("400", "404", "409")}, body="Supply", parameters=[CID], op_id="supply")},
+    "/computers/{cid}/software/{software_hash}": {"delete": _op(
+        "Ask the node to remove a release (desired state destroyed); 409 while instances "
+        "on this computer still use it",
+        {"200": _json("Software", "the release, now desired destroyed"),
+         **_errors("404", "409")}, parameters=[CID, HASH], op_id="unsupply")},
+    "/computers/{cid}/software/{software_hash}/status": {"put": _op(
+        "Node report of a release install (status destroyed removes the release)",
+        {"200": _json("Software", "recorded"), **_errors("400", "404")},
+        body="SoftwareReport", parameters=[CID, HASH], op_id="report_software")},
+    "/computers/{cid}/desired-state": {"get": {
+        "summary": "What the computer should have; 304 when If-None-Match holds its serial",
+        "operationId": "desired_state",
+        "parameters": [CID, {"name": "If-None-Match", "in": "header", "required": False,
+                             "schema": STR,
+                             "description": 'serial the node has, as "<serial>" (or *)'}],
+        "responses": {
+            "200": {**_json("DesiredState", "the desired state"),
+                    "headers": {"ETag": {"schema": STR,
+                                         "description": 'the serial, as "<serial>"'}}},
+            "304": {"description": "unchanged since the serial given in If-None-Match",
+                    "headers": {"ETag": {"schema": STR}}},
+            **_errors("404")}}},
+    "/computers/{cid}/partitions/{pid}/status": {"put": _op(
+        "Node report of a partition's instance; state destroyed (of an instance whose "
+        "requested state is destroyed) frees the partition",
+        {"200": _json("Instance", "the instance, with the recorded status"),
+         **_errors("400", "404", "409")}, body="PartitionReport", parameters=[CID, PID],
+        op_id="report_partition")},
+    "/instances": {
+        "post": _op("Request an instance (idempotent on requester + reference)",
+                    {"201": _json("Instance", "created"),
+                     "200": _json("Instance", "existing; changes applied"),
+                     **_errors("400", "409", "413", "422")}, body="InstanceRequest",
+                    op_id="request_instance"),
+        "get": {"summary": "List instances matching every filter given",
+                "operationId": "list_instances",
+                "parameters": [
+                    {"name": "requester", "in": "query", "schema": STR},
+                    {"name": "reference", "in": "query", "schema": STR},
+                    {"name": "state", "in": "query", "schema": _enum(REQUESTED_STATES),
+                     "description": "requested state"},
+                    {"name": "status", "in": "query", "schema": _enum(INSTANCE_STATUSES),
+                     "description": "observed state (status.state)"}],
+                "responses": {"200": _json("InstanceList", "matching instances"),
+                              **_errors("400")}}},
+    "/instances/{iid}": {
+        "get": _op("Show an instance", {"200": _json("Instance", "the instance"),
+                                        **_errors("404")}, parameters=[IID],
+                   op_id="show_instance"),
+        "delete": _op("Destroy an instance (requested state destroyed)",
+                      {"200": _json("Instance", "the instance"), **_errors("404")},
+                      parameters=[IID], op_id="destroy_instance")},
+    "/instances/{iid}/state": {"put": _op(
+        "Change the requested state (started on a destroyed instance places it again)",
+        {"200": _json("Instance", "the instance"), **_errors("400", "404", "409")},
+        body="StateChange", parameters=[IID], op_id="change_state")},
+}
+
+
+@functools.lru_cache(maxsize=1)
+def _document() -> dict:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "slapfed master API", "version": __version__,
+                 "description": "Every error answers {\"error\": {\"code\", \"message\", "
+                                "\"details\"}} with the status of its code."},
+        "servers": [{"url": "/api/v1"}],
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {f"E{code}": _json("Error", text) for code, text in ERROR_TEXT.items()},
+        },
+    }
+
+
+def openapi_document() -> dict:
+    return _document()

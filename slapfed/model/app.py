@@ -1,0 +1,85 @@
+"""The App root object: the containers every use case starts from, and their indexes.
+
+Depends on persistent/BTrees and the sibling model classes. Containers are created by
+the store's evolve steps (class-level defaults are None until then).
+"""
+from __future__ import annotations
+
+import uuid
+
+from BTrees.OOBTree import OOBTree, OOTreeSet
+from persistent import Persistent
+
+ROOT_KEY = "slapfed"
+
+# The largest string we compare tuple keys against when scanning a key range.
+_HIGH = "\U0010ffff"
+
+
+class App(Persistent):
+    """Root of the master's data; ``generation`` records the applied evolve steps."""
+
+    generation = 0
+    computers = None       # OOBTree: computer id -> Computer
+    instances = None       # OOBTree: instance id -> Instance
+    by_request = None      # OOBTree: (requester, reference) -> instance id
+    hosts_by_release = None  # OOTreeSet of (software_hash, software_type, instance id), non-shared
+
+    def create_containers(self) -> None:
+        """Create the root containers that do not exist yet (idempotent)."""
+        if self.computers is None:
+            self.computers = OOBTree()
+        if self.instances is None:
+            self.instances = OOBTree()
+        if self.by_request is None:
+            self.by_request = OOBTree()
+        if self.hosts_by_release is None:
+            self.hosts_by_release = OOTreeSet()
+
+    # -- computers --------------------------------------------------------------
+    def add_computer(self, computer) -> None:
+        self.computers[computer.id] = computer
+
+    # -- instances --------------------------------------------------------------
+    def new_instance_id(self) -> str:
+        """A fresh random id; random so that concurrent writers never race on a counter."""
+        while True:
+            iid = "i-" + uuid.uuid4().hex[:16]
+            if iid not in self.instances:
+                return iid
+
+    def add_instance(self, instance) -> None:
+        key = (instance.requester, instance.reference)
+        if key in self.by_request:
+            raise ValueError(f"{key!r} is already indexed")
+        self.instances[instance.id] = instance
+        self.by_request[key] = instance.id
+        self.index_release(instance)
+
+    def find_instance(self, requester: str, reference: str):
+        iid = self.by_request.get((requester, reference))
+        return None if iid is None else self.instances[iid]
+
+    def instance_ids_of(self, requester: str):
+        """Instance ids of one requester, in reference order."""
+        for _key, iid in self.by_request.items(min=(requester,), max=(requester, _HIGH)):
+            yield iid
+
+    # -- the release index, used to find hosts of shared instances ---------------
+    def index_release(self, instance) -> None:
+        if not instance.shared:
+            self.hosts_by_release.add(
+                (instance.software_hash, instance.software_type, instance.id))
+
+    def unindex_release(self, instance) -> None:
+        if not instance.shared:
+            key = (instance.software_hash, instance.software_type, instance.id)
+            if key in self.hosts_by_release:
+                self.hosts_by_release.remove(key)
+
+    def instance_ids_of_release(self, software_hash: str, software_type: str):
+        """Ids of the non-shared instances of one release and type, in id order."""
+        low = (software_hash, software_type)
+        high = (software_hash, software_type, _HIGH)
+        for _h, _t, iid in self.hosts_by_release.keys(min=low, max=high):
+            yield iid

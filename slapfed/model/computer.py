@@ -1,0 +1,167 @@
+"""Computers, their partitions and the software releases supplied to them.
+
+Depends on core.states and persistent/BTrees. A partition is its own persistent
+object so that two transactions allocating it conflict on it (and one retries).
+"""
+from __future__ import annotations
+
+from BTrees.Length import Length
+from BTrees.OOBTree import OOBTree, OOTreeSet
+from persistent import Persistent
+
+from ..core.states import AVAILABLE, PENDING
+
+LOCALITY_KEYS = ("host", "lan", "country", "continent")
+
+
+class Partition(Persistent):
+    """A slot on a computer hosting at most one instance."""
+
+    id = None
+    address = None
+    port_base = 0
+    port_count = 0
+    instance_id = None
+
+    def __init__(self, pid: str, address: str, port_base: int, port_count: int):
+        self.id = pid
+        self.address = address
+        self.port_base = port_base
+        self.port_count = port_count
+
+
+class SoftwareRelease(Persistent):
+    """A release supplied to one computer: desired state and what the node observed."""
+
+    url = None
+    hash = None
+    state = AVAILABLE          # desired: available | destroyed
+    status = PENDING           # observed: pending | installed | failed | destroyed
+    log_tail = ""
+    software_types = ()
+    reported_at = None
+
+    def __init__(self, url: str, software_hash: str, state: str = AVAILABLE):
+        self.url = url
+        self.hash = software_hash
+        self.state = state
+
+
+class Computer(Persistent):
+    """A machine running a node agent, with its locality and partitions.
+
+    ``serial`` bumps on every change of the computer's desired-state document;
+    it and the free-partition count are ``Length`` objects so that concurrent
+    allocations on one computer resolve instead of conflicting on a counter.
+    """
+
+    id = None
+    host = None
+    lan = None
+    country = None
+    continent = None
+    labels = {}              # replaced as a whole, never mutated in place
+    partitions = None        # OOBTree: partition id -> Partition
+    free = None              # OOTreeSet of free partition ids
+    free_count = None        # Length
+    software = None          # OOBTree: software hash -> SoftwareRelease
+    serial_counter = None    # Length
+    last_contact = None      # epoch seconds of the last desired-state read or report
+    created_at = None
+
+    def __init__(self, cid: str, now: float):
+        self.id = cid
+        self.partitions = OOBTree()
+        self.free = OOTreeSet()
+        self.free_count = Length(0)
+        self.software = OOBTree()
+        self.serial_counter = Length(1)
+        self.created_at = now
+
+    # -- locality ---------------------------------------------------------------
+    @property
+    def locality(self) -> dict:
+        return {k: getattr(self, k) for k in LOCALITY_KEYS}
+
+    def update_locality(self, locality: dict, labels: dict) -> bool:
+        """Set locality and labels; True when anything changed."""
+        changed = False
+        for key in LOCALITY_KEYS:
+            if getattr(self, key) != locality.get(key):
+                setattr(self, key, locality.get(key))
+                changed = True
+        if dict(self.labels) != labels:
+            self.labels = dict(labels)
+            changed = True
+        return changed
+
+    # -- serial -----------------------------------------------------------------
+    @property
+    def serial(self) -> int:
+        return self.serial_counter()
+
+    def bump_serial(self) -> None:
+        self.serial_counter.change(1)
+
+    # -- partitions -------------------------------------------------------------
+    def add_partition(self, pid: str, address: str, port_base: int, port_count: int) -> bool:
+        """Add a partition unless it exists (existing ones are kept); True if added."""
+        if pid in self.partitions:
+            return False
+        self.partitions[pid] = Partition(pid, address, port_base, port_count)
+        self.free.add(pid)
+        self.free_count.change(1)
+        return True
+
+    def free_partition_ids(self, limit: int) -> tuple:
+        """Up to ``limit`` free partition ids, in id order."""
+        out = []
+        for pid in self.free:
+            out.append(pid)
+            if len(out) >= limit:
+                break
+        return tuple(out)
+
+    def allocate(self, pid: str, instance_id: str) -> "Partition":
+        """Give the free partition ``pid`` to an instance (ValueError if it is not free)."""
+        partition = self.partitions[pid]
+        if partition.instance_id is not None:
+            raise ValueError(f"partition {pid} already hosts {partition.instance_id}")
+        partition.instance_id = instance_id
+        self.free.remove(pid)
+        self.free_count.change(-1)
+        self.bump_serial()
+        return partition
+
+    def release(self, pid: str) -> None:
+        """Free a partition (no-op when already free)."""
+        partition = self.partitions[pid]
+        if partition.instance_id is None:
+            return
+        partition.instance_id = None
+        self.free.add(pid)
+        self.free_count.change(1)
+        self.bump_serial()
+
+    # -- software ---------------------------------------------------------------
+    def available_release_hashes(self) -> frozenset:
+        return frozenset(h for h, sw in self.software.items() if sw.state == AVAILABLE)
+
+    def supply(self, url: str, software_hash: str, state: str):
+        """Set the desired state of a release; returns (release, changed)."""
+        sw = self.software.get(software_hash)
+        if sw is None:
+            sw = SoftwareRelease(url, software_hash, state)
+            self.software[software_hash] = sw
+            self.bump_serial()
+            return sw, True
+        if sw.state != state:
+            sw.state = state          # the observed status stays until the node reports
+            self.bump_serial()
+            return sw, True
+        return sw, False
+
+    def remove_software(self, software_hash: str) -> None:
+        if software_hash in self.software:
+            del self.software[software_hash]
+            self.bump_serial()

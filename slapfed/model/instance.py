@@ -1,0 +1,106 @@
+"""Instances: the promise made by one request, with its placement and observed status.
+
+Depends on core.states and persistent. Values are immutable (dicts and tuples are
+replaced as a whole, never mutated in place), so assignment marks the object changed.
+"""
+from __future__ import annotations
+
+from persistent import Persistent
+
+from ..core.states import PENDING, STARTED
+
+EMPTY_STATUS = {"state": PENDING, "revision": 0, "reported_at": None, "log_tail": "",
+                "promises": ()}
+
+
+class Instance(Persistent):
+    """One instance, identified by (requester, reference).
+
+    ``revision`` bumps on every change of parameters, requested state, software
+    type or release (and of the shared instances it hosts), so a node knows when to
+    re-instantiate. A placed instance has ``computer_id``/``partition_id``; a shared
+    one has ``host_id`` instead.
+    """
+
+    id = None
+    requester = None
+    reference = None
+    parent = None
+    children = ()
+    software_url = None
+    software_hash = None
+    software_type = None
+    parameters = {}
+    sla = {}
+    requested_state = STARTED
+    shared = False
+    revision = 1
+    computer_id = None
+    partition_id = None
+    host_id = None           # shared instances: the instance hosting them
+    shared_ids = ()          # hosts: ids of the shared instances attached, in id order
+    status = EMPTY_STATUS
+    connection = {}
+    created_at = None
+    updated_at = None
+
+    def __init__(self, iid: str, requester: str, reference: str, software_url: str,
+                 software_hash: str, software_type: str, parameters: dict, sla: dict,
+                 requested_state: str, shared: bool, parent: str | None, now: float):
+        self.id = iid
+        self.requester = requester
+        self.reference = reference
+        self.software_url = software_url
+        self.software_hash = software_hash
+        self.software_type = software_type
+        self.parameters = dict(parameters)
+        self.sla = dict(sla)
+        self.requested_state = requested_state
+        self.shared = shared
+        self.parent = parent
+        self.created_at = now
+        self.updated_at = now
+
+    @property
+    def placed(self) -> bool:
+        return self.partition_id is not None
+
+    @property
+    def attached(self) -> bool:
+        return self.host_id is not None
+
+    def touch(self, now: float) -> None:
+        self.updated_at = now
+
+    def bump_revision(self, now: float) -> None:
+        self.revision += 1
+        self.updated_at = now
+
+    def set_status(self, **changes) -> None:
+        status = dict(self.status)
+        status.update(changes)
+        self.status = status
+
+    def place(self, computer_id: str, partition_id: str) -> None:
+        self.computer_id = computer_id
+        self.partition_id = partition_id
+
+    def unplace(self) -> None:
+        self.computer_id = None
+        self.partition_id = None
+
+    def add_child(self, child_id: str) -> None:
+        if child_id not in self.children:
+            self.children = tuple(self.children) + (child_id,)
+
+    def attach_shared(self, shared_id: str) -> bool:
+        if shared_id in self.shared_ids:
+            return False
+        self.shared_ids = tuple(sorted(set(self.shared_ids) | {shared_id}))
+        return True
+
+    def detach_shared(self, shared_id: str) -> bool:
+        if shared_id not in self.shared_ids:
+            return False
+        self.shared_ids = tuple(i for i in self.shared_ids if i != shared_id)
+        return True

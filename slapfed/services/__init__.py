@@ -1,0 +1,21 @@
+"""Use cases of the master: one write transaction each, retried on conflict.
+
+Depends on core, model, placement. The web layer parses bodies with core.wire and
+calls these; nothing here knows HTTP.
+"""
+from .computers import (
+    list_computers, register_computer, report_partition, report_software, show_computer,
+    supply, unsupply,
+)
+from .desired import DesiredStateRenderer, desired_state
+from .instances import (
+    change_state, destroy_instance, list_instances, request_instance, show_instance,
+)
+from .tx import WRITE_LOCK, app_root, read, write
+
+__all__ = [
+    "register_computer", "list_computers", "show_computer", "supply", "unsupply",
+    "report_software", "report_partition", "desired_state", "DesiredStateRenderer",
+    "request_instance", "change_state", "destroy_instance", "list_instances",
+    "show_instance", "WRITE_LOCK", "app_root", "read", "write",
+]

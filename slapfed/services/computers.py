@@ -1,0 +1,195 @@
+"""Use cases on computers: register, supply/unsupply releases, node reports, listing.
+
+Depends on core, model and services.tx/render/instances. Each write use case is ONE
+transaction (retried on conflict). Serials bump exactly when a computer's
+desired-state document changes.
+"""
+from __future__ import annotations
+
+from ..core.errors import Conflict, NotFound
+from ..core.states import (
+    AVAILABLE, DESTROYED, FAILED, PENDING, STARTED, STOPPED,
+)
+from ..core.wire import ComputerRegistration, PartitionReport, SoftwareReport, Supply, \
+    software_hash
+from ..model import Computer
+from . import render
+from .tx import clock, read, write
+
+# A node's contact is recorded at most this often by reads (so unchanged reads are free).
+CONTACT_INTERVAL = 30.0
+
+
+def register_computer(conn, reg: ComputerRegistration) -> tuple[bool, dict]:
+    """Create or update a computer; known partitions are kept, new ones added.
+
+    Returns (created, computer JSON)."""
+    def use_case(app):
+        now = clock()
+        comp = app.computers.get(reg.id)
+        created = comp is None
+        if created:
+            comp = Computer(reg.id, now)
+            app.add_computer(comp)
+        comp.update_locality({"host": reg.host, "lan": reg.lan, "country": reg.country,
+                              "continent": reg.continent}, reg.labels)
+        added = [comp.add_partition(p.id, p.address, p.port_base, p.port_count)
+                 for p in reg.partitions]
+        if any(added) and not created:
+            comp.bump_serial()
+        comp.last_contact = now
+        return created, render.computer_json(comp)
+
+    return write(conn, use_case)
+
+
+def list_computers(conn) -> list[dict]:
+    return read(conn, lambda app: [render.computer_json(c) for c in app.computers.values()])
+
+
+def show_computer(conn, computer_id: str) -> dict:
+    return read(conn, lambda app: render.computer_json(get_computer(app, computer_id)))
+
+
+def supply(conn, computer_id: str, request: Supply) -> dict:
+    """Ask a computer to install (available) or remove (destroyed) a release.
+
+    Raises NotFound, Conflict (removing a release that live instances use)."""
+    h = software_hash(request.url)
+    if request.state == DESTROYED:
+        return unsupply(conn, computer_id, h)
+
+    def use_case(app):
+        comp = get_computer(app, computer_id)
+        sw, _changed = comp.supply(request.url, h, AVAILABLE)
+        return render.software_json(sw)
+
+    return write(conn, use_case)
+
+
+def unsupply(conn, computer_id: str, h: str) -> dict:
+    """Set a supplied release's desired state to destroyed (by software hash)."""
+    def use_case(app):
+        comp = get_computer(app, computer_id)
+        sw = get_software(comp, h)
+        users = [inst.reference for inst in _instances_on(app, comp)
+                 if inst.software_hash == h and inst.requested_state != DESTROYED]
+        if users:
+            shown = ", ".join(sorted(users)[:5]) + (", ..." if len(users) > 5 else "")
+            raise Conflict(f"release {sw.url} is used by {len(users)} instance(s) on computer "
+                           f"{comp.id} ({shown}); destroy them first",
+                           [{"instance": ref} for ref in sorted(users)])
+        sw, _changed = comp.supply(sw.url, h, DESTROYED)
+        return render.software_json(sw)
+
+    return write(conn, use_case)
+
+
+def report_software(conn, computer_id: str, h: str, report: SoftwareReport) -> dict:
+    """Record a node's install outcome; status destroyed removes the release."""
+    def use_case(app):
+        now = clock()
+        comp = get_computer(app, computer_id)
+        sw = get_software(comp, h)
+        _contact(comp, now)
+        if report.status == DESTROYED:
+            body = render.software_json(sw)
+            body.update(status=DESTROYED, log_tail=report.log_tail,
+                        software_types=list(report.software_types),
+                        reported_at=render.iso(now))
+            comp.remove_software(h)
+            return body
+        sw.status = report.status
+        sw.log_tail = report.log_tail
+        sw.software_types = tuple(report.software_types)
+        sw.reported_at = now
+        return render.software_json(sw)
+
+    return write(conn, use_case)
+
+
+def report_partition(conn, computer_id: str, partition_id: str,
+                     report: PartitionReport) -> dict:
+    """Record what a node observed of a partition's instance.
+
+    Raises NotFound, Conflict (the partition does not host that instance, or the
+    report is ahead of the instance's revision). A destroyed report of an instance
+    whose requested state is destroyed frees the partition."""
+    def use_case(app):
+        now = clock()
+        comp = get_computer(app, computer_id)
+        partition = comp.partitions.get(partition_id)
+        if partition is None:
+            raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
+        if partition.instance_id != report.instance_id:
+            hosted = (f"hosts instance {partition.instance_id}" if partition.instance_id
+                      else "hosts no instance")
+            raise Conflict(f"partition {partition_id} of computer {computer_id} {hosted}, "
+                           f"not {report.instance_id} (stale report?)")
+        inst = app.instances[report.instance_id]
+        if report.revision > inst.revision:
+            raise Conflict(f"report on revision {report.revision} of instance "
+                           f"{inst.reference!r}, which is only at revision {inst.revision}")
+        _contact(comp, now)
+        inst.set_status(state=report.state, revision=report.revision, reported_at=now,
+                        log_tail=report.log_tail,
+                        promises=tuple(p.to_json() for p in report.promises))
+        if report.connection:
+            inst.connection = dict(report.connection)
+        if report.state == DESTROYED and inst.requested_state == DESTROYED:
+            _free(app, comp, inst, now)
+        elif report.revision == inst.revision and report.state in (STARTED, STOPPED, FAILED):
+            _relay_to_shared(app, inst, report.state, now)
+        return render.instance_json(app, inst)
+
+    return write(conn, use_case)
+
+
+# -- steps ------------------------------------------------------------------------
+def get_computer(app, computer_id: str):
+    comp = app.computers.get(computer_id)
+    if comp is None:
+        raise NotFound(f"no computer with id {computer_id!r}")
+    return comp
+
+
+def get_software(comp, h: str):
+    sw = comp.software.get(h)
+    if sw is None:
+        raise NotFound(f"computer {comp.id} is not supplied any release with hash {h!r}")
+    return sw
+
+
+def _contact(comp, now: float) -> None:
+    if comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL:
+        comp.last_contact = now
+
+
+def _instances_on(app, comp):
+    for p in comp.partitions.values():
+        if p.instance_id is not None:
+            yield app.instances[p.instance_id]
+
+
+def _free(app, comp, inst, now: float) -> None:
+    comp.release(inst.partition_id)
+    inst.unplace()
+    inst.connection = {}
+    inst.touch(now)
+    for sid in inst.shared_ids:
+        shared = app.instances[sid]
+        shared.host_id = None
+        shared.set_status(state=PENDING, log_tail=f"host instance {inst.reference} was "
+                                                  "destroyed; request again to attach")
+    inst.shared_ids = ()
+
+
+def _relay_to_shared(app, host, state: str, now: float) -> None:
+    """A host that applied its latest revision has applied its shared instances too."""
+    for sid in host.shared_ids:
+        shared = app.instances[sid]
+        if shared.requested_state == DESTROYED:
+            continue
+        if shared.status["state"] != state or shared.status["revision"] != shared.revision:
+            shared.set_status(state=state, revision=shared.revision, reported_at=now,
+                              log_tail="", promises=())

@@ -1,0 +1,117 @@
+"""The desired-state read of a node: what its computer should have, cached per serial.
+
+Depends on services.tx/render/computers and ZODB. The serial is read on the request's
+connection (an unchanged read, If-None-Match, costs one attribute read). A changed
+one is rendered by a DesiredStateRenderer: one dedicated connection whose object
+cache stays warm, and per-partition encoded entries reused while the hosted
+instance's revision is unchanged; the bytes are kept per (computer, serial).
+"""
+from __future__ import annotations
+
+import threading
+
+import transaction
+
+from . import render
+from .computers import CONTACT_INTERVAL, get_computer
+from .tx import app_root, clock, write
+
+
+class DesiredStateRenderer:
+    """Renders and caches desired-state documents for one DB, in this process."""
+
+    def __init__(self, db):
+        self._db = db
+        self._tm = transaction.TransactionManager()
+        self._conn = None
+        self._lock = threading.Lock()
+        self._documents: dict[str, tuple[int, bytes]] = {}
+        # (computer, partition) -> (partition facts, instance id, revision, encoded entry)
+        self._partitions: dict[tuple, tuple] = {}
+
+    def cached(self, computer_id: str, serial: int) -> bytes | None:
+        entry = self._documents.get(computer_id)
+        return entry[1] if entry is not None and entry[0] == serial else None
+
+    def document(self, computer_id: str, serial: int) -> tuple[int, bytes]:
+        """(serial, bytes) of the computer's document at ``serial`` or newer."""
+        body = self.cached(computer_id, serial)
+        if body is not None:
+            return serial, body
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._db.open(self._tm)
+            self._tm.begin()
+            try:
+                app = app_root(self._conn)
+                comp = get_computer(app, computer_id)
+                current = comp.serial
+                body = self.cached(computer_id, current)
+                if body is None:
+                    body = render.desired_state_bytes(app, comp, current,
+                                                      self._partition_texts(app, comp))
+                    self._documents[computer_id] = (current, body)
+                return current, body
+            finally:
+                self._tm.abort()
+
+    def _partition_texts(self, app, comp):
+        instances = app.instances
+        cache = self._partitions
+        cid = comp.id
+        for p in comp.partitions.values():
+            iid = p.instance_id
+            inst = None if iid is None else instances[iid]
+            facts = (p.address, p.port_base, p.port_count)
+            revision = 0 if inst is None else inst.revision
+            key = (cid, p.id)
+            hit = cache.get(key)
+            if hit is not None and hit[0] == facts and hit[1] == iid and hit[2] == revision:
+                yield hit[3]
+                continue
+            text = render.desired_partition_text(app, p, inst)
+            cache[key] = (facts, iid, revision, text)
+            yield text
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._tm.abort()
+                self._conn.close()
+                self._conn = None
+
+
+def desired_state(conn, computer_id: str, known_serials=(),
+                  renderer: DesiredStateRenderer | None = None) -> tuple[int, bytes | None]:
+    """(serial, document bytes), or (serial, None) when serial is in ``known_serials``.
+
+    Records the node's contact at most every CONTACT_INTERVAL seconds. Raises NotFound."""
+    tm = conn.transaction_manager
+    tm.begin()
+    try:
+        comp = get_computer(app_root(conn), computer_id)
+        now = clock()
+        if comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL:
+            tm.abort()
+            write(conn, lambda app: _record_contact(app, computer_id, now))
+            tm.begin()
+            comp = get_computer(app_root(conn), computer_id)
+        serial = comp.serial
+        if serial in known_serials:
+            return serial, None
+        if renderer is None:
+            app = app_root(conn)
+            texts = (render.desired_partition_text(
+                app, p, None if p.instance_id is None else app.instances[p.instance_id])
+                for p in comp.partitions.values())
+            return serial, render.desired_state_bytes(app, comp, serial, texts)
+    finally:
+        tm.abort()
+    serial, body = renderer.document(computer_id, serial)
+    return (serial, None) if serial in known_serials else (serial, body)
+
+
+def _record_contact(app, computer_id: str, now: float) -> None:
+    comp = get_computer(app, computer_id)
+    if comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL:
+        comp.last_contact = now

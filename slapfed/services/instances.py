@@ -1,0 +1,260 @@
+"""Use cases on instances: request (the one verb), change state, destroy, list, show.
+
+Depends on core, model, placement and services.tx/render. Each write use case is ONE
+transaction (retried on conflict); a typed error aborts it and nothing is written.
+"""
+from __future__ import annotations
+
+from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, UnknownSoftwareType
+from ..core.states import DESTROYED, PENDING, STARTED
+from ..core.wire import InstanceRequest, software_hash
+from ..model import Instance
+from ..placement import Candidate, place
+from ..placement.simple import sla_refusal
+from . import render
+from .tx import clock, read, write
+
+# How many free partition ids of each computer placement samples from.
+FREE_SAMPLE = 16
+# Statuses of a non-shared instance that make it a fit host for shared instances.
+HOSTABLE_STATUSES = (PENDING, STARTED)
+
+
+# -- use cases ------------------------------------------------------------------
+def request_instance(conn, req: InstanceRequest) -> tuple[bool, dict]:
+    """Find or create the instance of (requester, reference) and converge it.
+
+    Returns (created, instance JSON). Raises InvalidInput (unknown parent),
+    UnknownSoftwareType, NoCapacity, Conflict."""
+    def use_case(app):
+        now = clock()
+        inst = app.find_instance(req.requester, req.reference)
+        if inst is None:
+            inst = _create(app, req, now)
+            created = True
+        else:
+            _update(app, inst, req, now)
+            created = False
+        return created, render.instance_json(app, inst)
+
+    return write(conn, use_case)
+
+
+def change_state(conn, instance_id: str, state: str) -> dict:
+    """Set the requested state of an instance; placing it again if it had been destroyed.
+
+    Raises NotFound, NoCapacity."""
+    def use_case(app):
+        now = clock()
+        inst = _get(app, instance_id)
+        if inst.requested_state != state:
+            inst.requested_state = state
+            inst.bump_revision(now)
+            _document_changed(app, inst, now)
+        _converge(app, inst, now)
+        return render.instance_json(app, inst)
+
+    return write(conn, use_case)
+
+
+def destroy_instance(conn, instance_id: str) -> dict:
+    """Request destruction; the partition is freed when the node reports it destroyed."""
+    return change_state(conn, instance_id, DESTROYED)
+
+
+def show_instance(conn, instance_id: str) -> dict:
+    return read(conn, lambda app: render.instance_json(app, _get(app, instance_id)))
+
+
+def list_instances(conn, requester: str | None = None, reference: str | None = None,
+                   state: str | None = None, status: str | None = None) -> list[dict]:
+    """Instances matching every given filter (``state``: requested state, ``status``:
+    observed state), by requester then reference when a requester is given."""
+    def query(app):
+        if requester is not None and reference is not None:
+            inst = app.find_instance(requester, reference)
+            found = [] if inst is None else [inst]
+        elif requester is not None:
+            found = (app.instances[iid] for iid in app.instance_ids_of(requester))
+        else:
+            found = app.instances.values()
+        out = []
+        for inst in found:
+            if reference is not None and inst.reference != reference:
+                continue
+            if state is not None and inst.requested_state != state:
+                continue
+            if status is not None and inst.status["state"] != status:
+                continue
+            out.append(render.instance_json(app, inst))
+        return out
+
+    return read(conn, query)
+
+
+# -- steps (no transaction handling below this line) -----------------------------
+def _get(app, instance_id: str):
+    inst = app.instances.get(instance_id)
+    if inst is None:
+        raise NotFound(f"no instance with id {instance_id!r}")
+    return inst
+
+
+def _create(app, req: InstanceRequest, now: float):
+    parent = None
+    if req.parent is not None:
+        parent = app.instances.get(req.parent)
+        if parent is None:
+            raise InvalidInput(f"invalid request: parent {req.parent!r} is not an instance",
+                               [{"field": "parent", "problem": f"no instance with id "
+                                                              f"{req.parent!r}"}])
+    h = software_hash(req.software_url)
+    check_software_type(app, req.software_url, h, req.software_type)
+    inst = Instance(app.new_instance_id(), req.requester, req.reference, req.software_url, h,
+                    req.software_type, req.parameters, req.sla, req.state, req.shared,
+                    req.parent, now)
+    app.add_instance(inst)
+    if parent is not None:
+        parent.add_child(inst.id)
+    _converge(app, inst, now)
+    return inst
+
+
+def _update(app, inst, req: InstanceRequest, now: float) -> None:
+    """Apply a repeated request; the revision bumps only if something it covers changed."""
+    if req.shared != inst.shared:
+        if inst.placed or inst.attached:
+            raise Conflict(
+                f"instance {inst.reference!r} is {'shared' if inst.shared else 'not shared'}; "
+                "the shared flag cannot change while it is placed (destroy it first or "
+                "use another reference)")
+        app.unindex_release(inst)
+        inst.shared = req.shared
+        app.index_release(inst)
+    changed = False
+    if req.software_url != inst.software_url or req.software_type != inst.software_type:
+        _change_release(app, inst, req.software_url, req.software_type, now)
+        changed = True
+    if req.parameters != inst.parameters:
+        inst.parameters = dict(req.parameters)
+        changed = True
+    if req.state != inst.requested_state:
+        inst.requested_state = req.state
+        changed = True
+    if req.sla != inst.sla:
+        inst.sla = dict(req.sla)   # applies at the next placement; never moves it now
+        inst.touch(now)
+    if changed:
+        inst.bump_revision(now)
+        _document_changed(app, inst, now)
+    _converge(app, inst, now)
+
+
+def _change_release(app, inst, url: str, software_type: str, now: float) -> None:
+    h = software_hash(url)
+    check_software_type(app, url, h, software_type)
+    if inst.shared_ids:
+        raise Conflict(f"instance {inst.reference!r} hosts {len(inst.shared_ids)} shared "
+                       "instances; its release and software type cannot change")
+    if inst.placed:
+        comp = app.computers[inst.computer_id]
+        if h not in comp.available_release_hashes():
+            raise Conflict(f"instance {inst.reference!r} is on computer {comp.id}, which is "
+                           f"not supplied release {url}; supply it there first")
+    if inst.attached:
+        _detach_shared(app, inst, now)
+    app.unindex_release(inst)
+    inst.software_url, inst.software_hash, inst.software_type = url, h, software_type
+    app.index_release(inst)
+
+
+def check_software_type(app, url: str, h: str, software_type: str) -> None:
+    """UnknownSoftwareType when some computer reported the release's types without it."""
+    known = set()
+    for comp in app.computers.values():
+        sw = comp.software.get(h)
+        if sw is not None and sw.software_types:
+            known.update(sw.software_types)
+    if known and software_type not in known:
+        raise UnknownSoftwareType(
+            f"software type {software_type!r} is not provided by release {url} "
+            f"(known: {', '.join(sorted(known))})",
+            [{"field": "software_type", "problem": f"not among {sorted(known)}"}])
+
+
+def _document_changed(app, inst, now: float) -> None:
+    """Bump the serial of the computer whose desired-state document shows ``inst``."""
+    if inst.placed:
+        app.computers[inst.computer_id].bump_serial()
+    elif inst.attached:
+        host = app.instances.get(inst.host_id)
+        if host is not None:
+            host.bump_revision(now)
+            _document_changed(app, host, now)
+
+
+def _converge(app, inst, now: float) -> None:
+    """Place, attach or detach so the instance matches its requested state."""
+    if inst.requested_state == DESTROYED:
+        if inst.attached:
+            _detach_shared(app, inst, now)
+        if not inst.placed and inst.status["state"] != DESTROYED:
+            # Nothing runs anywhere: destruction is complete at once.
+            inst.set_status(state=DESTROYED, revision=inst.revision, log_tail="", promises=())
+        return
+    if inst.shared:
+        if not inst.attached:
+            _attach_shared(app, inst, now)
+    elif not inst.placed:
+        _place(app, inst)
+
+
+def _snapshot(app) -> list[Candidate]:
+    return [Candidate(comp.id, comp.locality, dict(comp.labels),
+                      comp.available_release_hashes(), comp.free_partition_ids(FREE_SAMPLE),
+                      comp.free_count())
+            for comp in app.computers.values()]
+
+
+def _place(app, inst) -> None:
+    choice = place(inst.reference, inst.software_hash, dict(inst.sla), _snapshot(app))
+    app.computers[choice.computer].allocate(choice.partition, inst.id)
+    inst.place(choice.computer, choice.partition)
+    inst.set_status(state=PENDING, log_tail="", promises=())
+    inst.connection = {}
+
+
+def _attach_shared(app, inst, now: float) -> None:
+    host, refused = None, {}
+    for iid in app.instance_ids_of_release(inst.software_hash, inst.software_type):
+        cand = app.instances[iid]
+        if (cand.id == inst.id or cand.requested_state != STARTED or not cand.placed
+                or cand.status["state"] not in HOSTABLE_STATUSES):
+            continue
+        comp = app.computers[cand.computer_id]
+        reason = sla_refusal(comp.id, comp.locality, inst.sla)
+        if reason is not None:
+            refused[reason] = refused.get(reason, 0) + 1
+            continue
+        host = cand
+        break
+    if host is None:
+        why = ", ".join(f"{n} refused by {r}" for r, n in sorted(refused.items()))
+        raise NoCapacity(
+            f"no host for shared instance {inst.reference}: no started instance of "
+            f"{inst.software_url} with software type {inst.software_type!r}"
+            + (f" fits ({why})" if why else " exists; request a non-shared one first"),
+            [{"reason": r, "count": n} for r, n in sorted(refused.items())])
+    inst.host_id = host.id
+    host.attach_shared(inst.id)
+    host.bump_revision(now)
+    _document_changed(app, host, now)
+    inst.set_status(state=PENDING, log_tail="", promises=())
+
+
+def _detach_shared(app, inst, now: float) -> None:
+    host = app.instances.get(inst.host_id)
+    inst.host_id = None
+    if host is not None and host.detach_shared(inst.id):
+        host.bump_revision(now)
+        _document_changed(app, host, now)

@@ -1,0 +1,92 @@
+"""Rendering model objects into the JSON documents of the API (plain dicts).
+
+Depends on model objects only through their attributes; no I/O. Persistent classes
+hold state, this module holds their wire shape.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")
+
+
+def software_json(sw) -> dict:
+    return {"url": sw.url, "hash": sw.hash, "state": sw.state, "status": sw.status,
+            "log_tail": sw.log_tail, "software_types": list(sw.software_types),
+            "reported_at": iso(sw.reported_at)}
+
+
+def partition_json(p) -> dict:
+    return {"id": p.id, "address": p.address, "port_base": p.port_base,
+            "port_count": p.port_count, "instance": p.instance_id}
+
+
+def computer_json(comp) -> dict:
+    return {"id": comp.id, "host": comp.host, "lan": comp.lan, "country": comp.country,
+            "continent": comp.continent, "labels": dict(comp.labels),
+            "last_contact": iso(comp.last_contact), "serial": comp.serial,
+            "partitions": [partition_json(p) for p in comp.partitions.values()],
+            "software": [software_json(sw) for sw in comp.software.values()]}
+
+
+def placement_json(app, inst) -> dict | None:
+    if inst.partition_id is None:
+        return None
+    p = app.computers[inst.computer_id].partitions[inst.partition_id]
+    return {"computer": inst.computer_id, "partition": p.id, "address": p.address,
+            "port_base": p.port_base, "port_count": p.port_count}
+
+
+def status_json(status: dict) -> dict:
+    return {"state": status["state"], "revision": status["revision"],
+            "reported_at": iso(status["reported_at"]), "log_tail": status["log_tail"],
+            "promises": [dict(p) for p in status["promises"]]}
+
+
+def instance_json(app, inst) -> dict:
+    return {"id": inst.id, "reference": inst.reference, "requester": inst.requester,
+            "parent": inst.parent, "children": list(inst.children),
+            "software_url": inst.software_url, "software_hash": inst.software_hash,
+            "software_type": inst.software_type, "parameters": dict(inst.parameters),
+            "sla": dict(inst.sla), "requested_state": inst.requested_state,
+            "shared": inst.shared, "revision": inst.revision,
+            "placement": placement_json(app, inst), "host_instance": inst.host_id,
+            "shared_instances": list(inst.shared_ids),
+            "status": status_json(inst.status), "connection": dict(inst.connection),
+            "created_at": iso(inst.created_at), "updated_at": iso(inst.updated_at)}
+
+
+def desired_instance_json(app, inst) -> dict:
+    instances = app.instances
+    shared = []
+    for sid in inst.shared_ids:
+        s = instances[sid]
+        shared.append({"id": s.id, "reference": s.reference, "parameters": s.parameters})
+    return {"id": inst.id, "reference": inst.reference, "requester": inst.requester,
+            "software_url": inst.software_url, "software_hash": inst.software_hash,
+            "software_type": inst.software_type, "parameters": inst.parameters,
+            "requested_state": inst.requested_state, "revision": inst.revision,
+            "shared_instances": shared}
+
+
+def desired_partition_text(app, p, inst) -> str:
+    """One partition entry of a desired-state document, JSON-encoded."""
+    return json.dumps({"id": p.id, "address": p.address, "port_base": p.port_base,
+                       "port_count": p.port_count,
+                       "instance": None if inst is None else desired_instance_json(app, inst)},
+                      separators=(",", ":"))
+
+
+def desired_state_bytes(app, comp, serial: int, partition_texts) -> bytes:
+    """Assemble a desired-state document from its already-encoded partition entries."""
+    software = [{"url": sw.url, "hash": sw.hash, "state": sw.state}
+                for sw in comp.software.values()]
+    head = json.dumps({"computer": comp.id, "serial": serial, "software": software},
+                      separators=(",", ":"))
+    return (head[:-1] + ',"partitions":[' + ",".join(partition_texts) + "]}").encode("utf-8")

@@ -1,0 +1,71 @@
+"""Schema generations: the ordered evolve steps and the code that applies them.
+
+Depends on model and transaction. Each step is small, takes the ZODB root mapping,
+never commits; ``evolve`` runs every missing step inside ONE transaction and records
+the reached generation on the App root.
+"""
+from __future__ import annotations
+
+import transaction
+from ZODB.POSException import ConflictError
+
+from ..core.errors import StorageError
+from ..model import ROOT_KEY, App
+
+
+def evolve1(root) -> None:
+    """Create the App root and its containers."""
+    app = root.get(ROOT_KEY)
+    if app is None:
+        app = root[ROOT_KEY] = App()
+    app.create_containers()
+
+
+# Index i holds the step reaching generation i + 1. Append, never reorder.
+EVOLVE_STEPS = (evolve1,)
+LATEST_GENERATION = len(EVOLVE_STEPS)
+
+
+def current_generation(root) -> int:
+    app = root.get(ROOT_KEY)
+    return 0 if app is None else app.generation
+
+
+def evolve(db, attempts: int = 10) -> list[str]:
+    """Bring the storage of ``db`` to LATEST_GENERATION; returns the names of the steps run.
+
+    Raises StorageError when the storage was written by newer code."""
+    tm = transaction.TransactionManager()
+    conn = db.open(tm)
+    try:
+        for attempt in range(attempts):
+            tm.begin()
+            try:
+                root = conn.root()
+                start = current_generation(root)
+                if start > LATEST_GENERATION:
+                    raise StorageError(
+                        f"the storage is at schema generation {start}, newer than this "
+                        f"code knows ({LATEST_GENERATION}); upgrade slapfed")
+                ran = []
+                for number in range(start + 1, LATEST_GENERATION + 1):
+                    step = EVOLVE_STEPS[number - 1]
+                    step(root)
+                    ran.append(step.__name__)
+                if ran:
+                    root[ROOT_KEY].generation = LATEST_GENERATION
+                    tm.get().note(f"slapfed: evolve to generation {LATEST_GENERATION}")
+                    tm.commit()
+                else:
+                    tm.abort()
+                return ran
+            except ConflictError:
+                tm.abort()
+                if attempt == attempts - 1:
+                    raise StorageError("could not evolve the storage: it kept conflicting "
+                                       f"with other writers ({attempts} attempts)") from None
+            except BaseException:
+                tm.abort()
+                raise
+    finally:
+        conn.close()

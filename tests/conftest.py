@@ -1,0 +1,151 @@
+"""Shared pytest fixtures and factories (one section per owner)."""
+
+# -- master fixtures --
+# Factories and fixtures for the master's tests (store, services, API, servers).
+# Everything runs on a real FileStorage in tmp_path; servers bind 127.0.0.1 with ports
+# chosen at run time, and every process started is stopped by PID even on failure.
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+SOFTWARE_URL = "/srv/releases/hello/software.cfg"
+
+
+def computer_body(cid="c1", partitions=4, prefix="p", **locality):
+    """A ComputerRegistration body with ``partitions`` partitions p000, p001, ..."""
+    body = {"id": cid, "partitions": [
+        {"id": f"{prefix}{i:03d}", "address": f"127.0.{i // 250}.{i % 250 + 1}",
+         "port_base": 20000 + 10 * i, "port_count": 10} for i in range(partitions)]}
+    body.update(locality)
+    return body
+
+
+def instance_body(reference="web-1", url=SOFTWARE_URL, **extra):
+    body = {"reference": reference, "software_url": url}
+    body.update(extra)
+    return body
+
+
+@pytest.fixture
+def master_factories():
+    """The body factories, for tests that build many of them."""
+    class Factories:
+        computer = staticmethod(computer_body)
+        instance = staticmethod(instance_body)
+        url = SOFTWARE_URL
+    return Factories
+
+
+@pytest.fixture
+def master_db(tmp_path):
+    """A ZODB DB over a real FileStorage in tmp_path, evolved to the latest generation."""
+    from slapfed.store import open_db
+    db = open_db(None, str(tmp_path / "master"))
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def master_conn(master_db):
+    conn = master_db.open()
+    yield conn
+    conn.transaction_manager.abort()
+    conn.close()
+
+
+@pytest.fixture
+def master_app(master_db):
+    from slapfed.master import close_app, create_app
+    app = create_app({"DB": master_db})
+    app.config["TESTING"] = False   # exercise the real error handler, not re-raising
+    yield app
+    close_app(app)
+
+
+@pytest.fixture
+def api(master_app):
+    """A Flask test client of a master app over a real FileStorage."""
+    return master_app.test_client()
+
+
+def last_tid(db) -> bytes:
+    """The storage's last committed transaction id (to prove nothing was written)."""
+    return db.storage.lastTransaction()
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """SIGTERM a process we started (by PID), SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    try:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+    except ProcessLookupError:
+        pass
+
+
+def start_master_process(data_dir, *args, timeout=30.0):
+    """Run `slapfed master serve --listen 127.0.0.1:0` and wait for <data>/master.url."""
+    os.makedirs(data_dir, exist_ok=True)
+    url_file = os.path.join(data_dir, "master.url")
+    if os.path.exists(url_file):
+        os.unlink(url_file)
+    log = open(os.path.join(data_dir, "serve.log"), "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "slapfed.cli.main", "master", "serve", "--data", str(data_dir),
+         "--listen", "127.0.0.1:0", *args],
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+    log.close()
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"master exited with {proc.returncode}: "
+                                   + open(os.path.join(data_dir, "serve.log")).read()[-3000:])
+            if os.path.exists(url_file):
+                url = open(url_file).read().strip()
+                if url:
+                    import requests
+                    try:
+                        requests.get(url + "/api/v1/health", timeout=2)
+                        return proc, url
+                    except requests.ConnectionError:
+                        pass
+            time.sleep(0.05)
+        raise RuntimeError("master did not come up: "
+                           + open(os.path.join(data_dir, "serve.log")).read()[-3000:])
+    except BaseException:
+        stop_process(proc)
+        raise
+
+
+# -- node fixtures --
+# A real supervisord per test in tmp_path (shut down by its PID in a finalizer, even when
+# the test fails), and helpers to build node roots.
+
+
+@pytest.fixture
+def supervisor(tmp_path):
+    """A running node supervisord under tmp_path/node (slapfed.node.supervisor.Supervisor)."""
+    from slapfed.node.layout import Paths
+    from slapfed.node.supervisor import Supervisor
+    sup = Supervisor(Paths(str(tmp_path / "node")))
+    try:
+        sup.ensure_running()
+        yield sup
+    finally:
+        shutdown_node_supervisord(sup.paths.root)
+
+
+def shutdown_node_supervisord(root) -> None:
+    """Stop the supervisord of node root ``root`` (XML-RPC, then by PID), if any."""
+    from slapfed.node.layout import Paths
+    from slapfed.node.supervisor import Supervisor
+    Supervisor(Paths(str(root))).shutdown(timeout=15)

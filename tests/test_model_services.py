@@ -1,0 +1,316 @@
+"""Use cases over a real FileStorage: requests, revisions and serials, reports, shared
+instances, refusals. Every write goes through the services (one transaction each)."""
+import json
+import time
+
+import pytest
+
+from slapfed import services as svc
+from slapfed.core import errors
+from slapfed.core.states import DESTROYED, PENDING, STARTED, STOPPED
+from slapfed.core.wire import (
+    ComputerRegistration, InstanceRequest, PartitionReport, SoftwareReport, Supply,
+    software_hash,
+)
+from slapfed.services import computers as computer_svc
+
+URL = "/srv/releases/hello/software.cfg"
+OTHER_URL = "/srv/releases/other/software.cfg"
+
+
+@pytest.fixture
+def conn(master_conn, master_factories):
+    """A master with computer c1 (4 partitions, lan-a) supplied URL."""
+    svc.register_computer(master_conn, ComputerRegistration.from_json(
+        master_factories.computer("c1", 4, lan="lan-a")))
+    svc.supply(master_conn, "c1", Supply(URL))
+    return master_conn
+
+
+def request(conn, reference="web-1", **extra):
+    return svc.request_instance(conn, InstanceRequest.from_json(
+        {"reference": reference, "software_url": URL, **extra}))
+
+
+def serial(conn, cid="c1"):
+    return svc.show_computer(conn, cid)["serial"]
+
+
+def desired(conn, cid="c1"):
+    _serial, body = svc.desired_state(conn, cid)
+    return json.loads(body)
+
+
+def report(conn, inst, state, revision=None, **extra):
+    p = inst["placement"]
+    return svc.report_partition(conn, p["computer"], p["partition"], PartitionReport.from_json(
+        {"instance_id": inst["id"], "revision": inst["revision"] if revision is None
+         else revision, "state": state, **extra}))
+
+
+def free_partitions(conn, cid="c1"):
+    return [p["id"] for p in svc.show_computer(conn, cid)["partitions"] if p["instance"] is None]
+
+
+# -- request ------------------------------------------------------------------------
+def test_new_request_places_instance_on_a_free_partition(conn):
+    created, inst = request(conn)
+    assert created
+    assert inst["placement"]["computer"] == "c1"
+    assert inst["status"] == {"state": PENDING, "revision": 0, "reported_at": None,
+                              "log_tail": "", "promises": []}
+    assert inst["revision"] == 1
+    assert inst["placement"]["partition"] not in free_partitions(conn)
+
+
+def test_repeated_request_is_idempotent_and_writes_nothing(conn, master_db):
+    _, first = request(conn, parameters={"a": "1"})
+    before = master_db.storage.lastTransaction()
+    created, again = request(conn, parameters={"a": "1"})
+    assert not created
+    assert again["id"] == first["id"] and again["revision"] == first["revision"]
+    assert master_db.storage.lastTransaction() == before
+
+
+@pytest.mark.parametrize("change", [
+    {"parameters": {"a": "2"}}, {"state": STOPPED}, {"software_type": "other"},
+], ids=["parameters", "state", "software-type"])
+def test_change_bumps_revision_and_serial(conn, change):
+    _, first = request(conn, parameters={"a": "1"})
+    s0 = serial(conn)
+    _, second = request(conn, **{"parameters": {"a": "1"}, **change})
+    assert second["revision"] == first["revision"] + 1
+    assert serial(conn) == s0 + 1
+    entry = next(p for p in desired(conn)["partitions"] if p["id"] ==
+                 first["placement"]["partition"])["instance"]
+    assert entry["revision"] == second["revision"]
+
+
+def test_sla_change_does_not_bump_revision(conn):
+    _, first = request(conn)
+    _, second = request(conn, sla={"lan": "lan-a"})
+    assert second["revision"] == first["revision"] and second["sla"] == {"lan": "lan-a"}
+
+
+def test_requester_scopes_references(conn):
+    _, a = request(conn, requester="alice")
+    _, b = request(conn, requester="bob")
+    assert a["id"] != b["id"]
+    assert [i["id"] for i in svc.list_instances(conn, requester="alice")] == [a["id"]]
+    assert [i["id"] for i in svc.list_instances(conn, reference="web-1")] != []
+
+
+def test_child_is_listed_on_its_parent(conn):
+    _, parent = request(conn, reference="root")
+    _, child = request(conn, reference="leaf", parent=parent["id"])
+    assert svc.show_instance(conn, parent["id"])["children"] == [child["id"]]
+    with pytest.raises(errors.InvalidInput):
+        request(conn, reference="orphan", parent="i-nope")
+
+
+def test_no_capacity_explains_and_writes_nothing(conn, master_db):
+    for i in range(4):
+        request(conn, reference=f"web-{i}")
+    before = master_db.storage.lastTransaction()
+    with pytest.raises(errors.NoCapacity) as info:
+        request(conn, reference="web-4")
+    assert "no partition fits web-4: 1 computer refused by capacity" == info.value.message
+    with pytest.raises(errors.NoCapacity) as info:
+        request(conn, reference="web-5", sla={"lan": "lan-b"})
+    assert "lan=lan-b" in info.value.message
+    assert master_db.storage.lastTransaction() == before
+    assert svc.list_instances(conn, reference="web-4") == []
+
+
+def test_release_not_supplied_is_refused(conn):
+    with pytest.raises(errors.NoCapacity) as info:
+        svc.request_instance(conn, InstanceRequest.from_json(
+            {"reference": "x", "software_url": OTHER_URL}))
+    assert "release not supplied" in info.value.message
+
+
+# -- software ---------------------------------------------------------------------
+def test_unknown_software_type_once_types_are_reported(conn):
+    request(conn, reference="before", software_type="anything")  # nothing reported yet
+    svc.report_software(conn, "c1", software_hash(URL),
+                        SoftwareReport.from_json({"status": "installed",
+                                                  "software_types": ["default", "db"]}))
+    request(conn, reference="db-1", software_type="db")
+    with pytest.raises(errors.UnknownSoftwareType) as info:
+        request(conn, reference="x", software_type="cache")
+    assert "known: db, default" in info.value.message
+
+
+def test_software_report_records_status_and_destroyed_removes(conn):
+    h = software_hash(URL)
+    sw = svc.report_software(conn, "c1", h, SoftwareReport.from_json(
+        {"status": "failed", "log_tail": "boom"}))
+    assert sw["status"] == "failed" and sw["log_tail"] == "boom" and sw["reported_at"]
+    s0 = serial(conn)
+    svc.unsupply(conn, "c1", h)
+    assert serial(conn) == s0 + 1
+    assert desired(conn)["software"] == [{"url": URL, "hash": h, "state": DESTROYED}]
+    svc.report_software(conn, "c1", h, SoftwareReport.from_json({"status": "destroyed"}))
+    assert svc.show_computer(conn, "c1")["software"] == []
+    with pytest.raises(errors.NotFound):
+        svc.report_software(conn, "c1", h, SoftwareReport.from_json({"status": "installed"}))
+
+
+def test_unsupply_refused_while_instances_use_the_release(conn):
+    request(conn)
+    with pytest.raises(errors.Conflict) as info:
+        svc.supply(conn, "c1", Supply(URL, DESTROYED))
+    assert "web-1" in info.value.message
+
+
+def test_registering_again_keeps_partitions_and_adds_new_ones(conn, master_factories):
+    _, inst = request(conn)
+    s0 = serial(conn)
+    created, comp = svc.register_computer(conn, ComputerRegistration.from_json(
+        master_factories.computer("c1", 6, lan="lan-z")))
+    assert not created and comp["lan"] == "lan-z" and len(comp["partitions"]) == 6
+    assert comp["serial"] == s0 + 1
+    hosting = [p for p in comp["partitions"] if p["instance"] == inst["id"]]
+    assert len(hosting) == 1
+
+
+# -- partition reports ------------------------------------------------------------
+def test_report_records_status_without_bumping_serial(conn):
+    _, inst = request(conn)
+    s0 = serial(conn)
+    got = report(conn, inst, STARTED, connection={"url": "http://x"},
+                 promises=[{"name": "http", "ok": True}])
+    assert got["status"]["state"] == STARTED and got["status"]["revision"] == 1
+    assert got["connection"] == {"url": "http://x"}
+    assert got["status"]["promises"] == [{"name": "http", "ok": True, "message": ""}]
+    assert serial(conn) == s0
+
+
+def test_destroyed_instance_frees_its_partition(conn):
+    _, inst = request(conn)
+    pid = inst["placement"]["partition"]
+    destroyed = svc.destroy_instance(conn, inst["id"])
+    assert destroyed["requested_state"] == DESTROYED and destroyed["placement"] is not None
+    freed = report(conn, destroyed, DESTROYED)
+    assert freed["placement"] is None and freed["status"]["state"] == DESTROYED
+    assert pid in free_partitions(conn)
+    assert all(p["instance"] is None for p in desired(conn)["partitions"])
+
+
+def test_destroyed_instance_requested_again_is_placed_again(conn):
+    _, inst = request(conn)
+    report(conn, svc.destroy_instance(conn, inst["id"]), DESTROYED)
+    created, again = request(conn)
+    assert not created and again["id"] == inst["id"]
+    assert again["placement"] is not None and again["status"]["state"] == PENDING
+
+
+def test_destroying_an_unplaced_instance_completes_at_once(conn):
+    _, inst = request(conn, state=DESTROYED)
+    assert inst["placement"] is None and inst["status"]["state"] == DESTROYED
+
+
+def test_report_of_another_instance_is_a_conflict(conn, master_db):
+    _, a = request(conn, reference="a")
+    _, b = request(conn, reference="b")
+    before = master_db.storage.lastTransaction()
+    stale = dict(b, placement=a["placement"])
+    with pytest.raises(errors.Conflict) as info:
+        report(conn, stale, STARTED)
+    assert a["id"] in info.value.message and b["id"] in info.value.message
+    with pytest.raises(errors.Conflict):
+        report(conn, a, STARTED, revision=a["revision"] + 1)
+    assert master_db.storage.lastTransaction() == before
+
+
+def test_report_on_freed_partition_is_a_conflict(conn):
+    _, inst = request(conn)
+    report(conn, svc.destroy_instance(conn, inst["id"]), DESTROYED)
+    with pytest.raises(errors.Conflict):
+        report(conn, inst, STARTED)
+
+
+def test_destroyed_report_while_restarted_keeps_the_partition(conn):
+    _, inst = request(conn)
+    destroying = svc.destroy_instance(conn, inst["id"])
+    restarted = svc.change_state(conn, inst["id"], STARTED)
+    got = report(conn, destroying, DESTROYED)   # the node acted on the older revision
+    assert got["placement"] == restarted["placement"]
+
+
+# -- shared instances ----------------------------------------------------------------
+def test_shared_instance_without_a_host_is_refused(conn):
+    with pytest.raises(errors.NoCapacity) as info:
+        request(conn, reference="site-1", shared=True)
+    assert "no host for shared instance site-1" in info.value.message
+
+
+def test_shared_instance_attaches_to_a_host(conn):
+    _, host = request(conn, reference="front")
+    s0 = serial(conn)
+    _, site = request(conn, reference="site-1", shared=True, parameters={"domain": "a.org"})
+    assert site["placement"] is None and site["host_instance"] == host["id"]
+    host_now = svc.show_instance(conn, host["id"])
+    assert host_now["revision"] == host["revision"] + 1
+    assert host_now["shared_instances"] == [site["id"]]
+    assert serial(conn) > s0
+    entry = next(p["instance"] for p in desired(conn)["partitions"]
+                 if p["instance"] and p["instance"]["id"] == host["id"])
+    assert entry["shared_instances"] == [{"id": site["id"], "reference": "site-1",
+                                          "parameters": {"domain": "a.org"}}]
+    # the host applying its latest revision makes the shared instance started
+    report(conn, host_now, STARTED)
+    assert svc.show_instance(conn, site["id"])["status"]["state"] == STARTED
+    # changing the shared instance's parameters changes the host's document
+    s1 = serial(conn)
+    request(conn, reference="site-1", shared=True, parameters={"domain": "b.org"})
+    assert serial(conn) == s1 + 1
+    # destroying it detaches it at once
+    gone = svc.destroy_instance(conn, site["id"])
+    assert gone["host_instance"] is None and gone["status"]["state"] == DESTROYED
+    assert svc.show_instance(conn, host["id"])["shared_instances"] == []
+
+
+def test_shared_flag_cannot_flip_while_placed(conn):
+    request(conn, reference="front")
+    with pytest.raises(errors.Conflict):
+        request(conn, reference="front", shared=True)
+
+
+# -- desired state -------------------------------------------------------------------
+def test_desired_state_is_unchanged_until_serial_moves(conn, master_db):
+    renderer = svc.DesiredStateRenderer(master_db)
+    try:
+        _, inst = request(conn)
+        s, body = svc.desired_state(conn, "c1", (), renderer)
+        assert svc.desired_state(conn, "c1", (s,), renderer) == (s, None)
+        assert json.loads(body) == desired(conn)
+        svc.change_state(conn, inst["id"], STOPPED)
+        s2, body2 = svc.desired_state(conn, "c1", (s,), renderer)
+        assert s2 == s + 1 and json.loads(body2) == desired(conn)
+    finally:
+        renderer.close()
+
+
+def test_contact_is_recorded_at_most_every_30_seconds(conn, master_db, monkeypatch):
+    now = [time.time() + 100]  # registration recorded a contact just now
+    monkeypatch.setattr(computer_svc, "clock", lambda: now[0])
+    from slapfed.services import desired as desired_mod
+    monkeypatch.setattr(desired_mod, "clock", lambda: now[0])
+    svc.desired_state(conn, "c1")
+    tid = master_db.storage.lastTransaction()
+    now[0] += 10
+    svc.desired_state(conn, "c1")
+    assert master_db.storage.lastTransaction() == tid
+    now[0] += 25
+    svc.desired_state(conn, "c1")
+    assert master_db.storage.lastTransaction() != tid
+
+
+def test_unknown_computer_and_instance_are_not_found(conn):
+    with pytest.raises(errors.NotFound):
+        svc.desired_state(conn, "nope")
+    with pytest.raises(errors.NotFound):
+        svc.show_instance(conn, "i-nope")
+    with pytest.raises(errors.NotFound):
+        svc.supply(conn, "nope", Supply(URL))

@@ -1,0 +1,151 @@
+"""Table tests of the wire parsers (core.wire): valid bodies parse, invalid ones list
+every problem by field."""
+import pytest
+
+from slapfed.core.errors import InvalidInput
+from slapfed.core.wire import (
+    ComputerRegistration, InstanceRequest, PartitionReport, SoftwareReport, StateChange,
+    Supply, software_hash,
+)
+
+URL = "/srv/releases/hello/software.cfg"
+
+
+def problems_of(parser, body):
+    with pytest.raises(InvalidInput) as info:
+        parser(body)
+    return {d["field"] for d in info.value.details}
+
+
+# -- InstanceRequest ------------------------------------------------------------------
+@pytest.mark.parametrize("body, expected", [
+    ({"reference": "web-1", "software_url": URL},
+     dict(software_type="default", parameters={}, sla={}, state="started", shared=False,
+          requester="anonymous", parent=None)),
+    ({"reference": "web-1", "software_url": "https://example.org/sw.cfg", "software_type": "db",
+      "parameters": {"port": 8080, "name": "x", "tags": ["a"]}, "sla": {"lan": "lan-a"},
+      "state": "stopped", "shared": True, "requester": "alice", "parent": "i-123"},
+     dict(software_type="db", parameters={"port": 8080, "name": "x", "tags": ["a"]},
+          sla={"lan": "lan-a"}, state="stopped", shared=True, requester="alice",
+          parent="i-123")),
+    ({"reference": "r", "software_url": "file:///srv/sw.cfg", "parameters": None, "sla": None},
+     dict(parameters={}, sla={})),
+], ids=["defaults", "every-field", "nulls-mean-defaults"])
+def test_instance_request_parses(body, expected):
+    req = InstanceRequest.from_json(body)
+    for key, value in expected.items():
+        assert getattr(req, key) == value
+    assert InstanceRequest.from_json(req.to_json()) == req
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({}, {"reference", "software_url"}),
+    ([], {"body", "reference", "software_url"}),
+    ({"reference": "", "software_url": "relative/sw.cfg"}, {"reference", "software_url"}),
+    ({"reference": "r", "software_url": URL, "colour": "red"}, {"colour"}),
+    ({"reference": "r", "software_url": URL, "state": "running"}, {"state"}),
+    ({"reference": "r", "software_url": URL, "software_type": "a b"}, {"software_type"}),
+    ({"reference": "r", "software_url": URL, "sla": {"planet": "mars"}}, {"sla.planet"}),
+    ({"reference": "r", "software_url": URL, "sla": {"lan": 3}}, {"sla.lan"}),
+    ({"reference": "r", "software_url": URL, "parameters": []}, {"parameters"}),
+    ({"reference": "r", "software_url": URL, "parameters": {"bad key": 1}},
+     {"parameters.bad key"}),
+    ({"reference": "r", "software_url": URL, "shared": "yes"}, {"shared"}),
+    ({"reference": "r", "software_url": URL, "parent": "../x"}, {"parent"}),
+    ({"reference": 5, "software_url": URL, "state": "x", "shared": 1},
+     {"reference", "state", "shared"}),
+    ({"reference": "r" * 201, "software_url": URL}, {"reference"}),
+], ids=["empty", "not-object", "empty-and-relative", "unknown-field", "bad-state", "bad-type",
+        "unknown-sla-key", "sla-not-string", "parameters-not-object", "bad-parameter-name",
+        "shared-not-bool", "bad-parent", "three-problems-at-once", "reference-too-long"])
+def test_instance_request_lists_every_problem(body, fields):
+    assert problems_of(InstanceRequest.from_json, body) == fields
+
+
+# -- StateChange, Supply -------------------------------------------------------------
+@pytest.mark.parametrize("parser, body, ok", [
+    (StateChange.from_json, {"state": "stopped"}, True),
+    (StateChange.from_json, {"state": "paused"}, False),
+    (StateChange.from_json, {}, False),
+    (Supply.from_json, {"url": URL}, True),
+    (Supply.from_json, {"url": URL, "state": "destroyed"}, True),
+    (Supply.from_json, {"url": URL, "state": "installed"}, False),
+    (Supply.from_json, {"url": "ftp://x"}, False),
+], ids=["state-ok", "state-unknown", "state-missing", "supply-ok", "supply-destroyed",
+        "supply-bad-state", "supply-bad-url"])
+def test_small_bodies(parser, body, ok):
+    if ok:
+        parser(body)
+    else:
+        with pytest.raises(InvalidInput):
+            parser(body)
+
+
+# -- ComputerRegistration -------------------------------------------------------------
+def test_computer_registration_parses_partitions():
+    reg = ComputerRegistration.from_json({
+        "id": "c1", "lan": "lan-a", "labels": {"disk": "ssd"},
+        "partitions": [{"id": "p0", "address": "127.0.0.2", "port_base": 20000},
+                       {"id": "p1", "address": "::1", "port_base": 20010, "port_count": 5}]})
+    assert reg.lan == "lan-a" and reg.labels == {"disk": "ssd"}
+    assert [(p.id, p.port_count) for p in reg.partitions] == [("p0", 10), ("p1", 5)]
+    assert ComputerRegistration.from_json(reg.to_json()) == reg
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({"partitions": []}, {"id"}),
+    ({"id": "c 1"}, {"id"}),
+    ({"id": "c1", "partitions": [{"id": "p0", "address": "nowhere", "port_base": 0}]},
+     {"partitions[0].address", "partitions[0].port_base"}),
+    ({"id": "c1", "partitions": [{"id": "p0", "address": "127.0.0.2", "port_base": 1},
+                                 {"id": "p0", "address": "127.0.0.3", "port_base": 2}]},
+     {"partitions[1].id"}),
+    ({"id": "c1", "partitions": [{"id": "p0", "address": "127.0.0.2", "port_base": 1,
+                                  "size": 3}]}, {"partitions[0].size"}),
+    ({"id": "c1", "labels": {"k": ""}}, {"labels.k"}),
+], ids=["missing-id", "bad-id", "bad-address-and-port", "duplicate-partition",
+        "unknown-partition-field", "empty-label"])
+def test_computer_registration_problems(body, fields):
+    assert problems_of(ComputerRegistration.from_json, body) == fields
+
+
+# -- node reports ------------------------------------------------------------------
+def test_software_report_sorts_and_dedups_types():
+    rep = SoftwareReport.from_json({"status": "installed", "software_types": ["web", "db", "web"]})
+    assert rep.software_types == ("db", "web") and rep.log_tail == ""
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({}, {"status"}),
+    ({"status": "pending"}, {"status"}),
+    ({"status": "failed", "software_types": ["ok", "not ok"]}, {"software_types[1]"}),
+], ids=["missing-status", "status-not-reportable", "bad-type-name"])
+def test_software_report_problems(body, fields):
+    assert problems_of(SoftwareReport.from_json, body) == fields
+
+
+def test_partition_report_parses_promises():
+    rep = PartitionReport.from_json({
+        "instance_id": "i-1", "revision": 3, "state": "started",
+        "connection": {"url": "http://127.0.0.2:8080"},
+        "promises": [{"name": "http", "ok": True}, {"name": "disk", "ok": False,
+                                                    "message": "full"}]})
+    assert rep.revision == 3 and rep.promises[1].message == "full"
+    assert PartitionReport.from_json(rep.to_json()) == rep
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({}, {"instance_id", "revision", "state"}),
+    ({"instance_id": "i-1", "revision": -1, "state": "started"}, {"revision"}),
+    ({"instance_id": "i-1", "revision": True, "state": "pending"}, {"revision", "state"}),
+    ({"instance_id": "i-1", "revision": 1, "state": "started", "promises": [{"ok": True}]},
+     {"promises[0].name"}),
+], ids=["empty", "negative-revision", "bool-revision-and-bad-state", "promise-without-name"])
+def test_partition_report_problems(body, fields):
+    assert problems_of(PartitionReport.from_json, body) == fields
+
+
+def test_software_hash_is_stable_and_short():
+    assert software_hash(URL) == software_hash(URL)
+    assert software_hash(URL) != software_hash(URL + "x")
+    assert len(software_hash(URL)) == 32
