@@ -1,0 +1,497 @@
+"""The node loop: fetch the desired state, plan, apply one partition at a time, report.
+
+Depends on core, slapfed.client and the node adapters (layout, plan, buildout,
+supervisor, promises). Single threaded by design. Each partition is applied inside its
+own error boundary: a failure becomes that partition's failed report and never stops
+the others. The local state (<root>/var/state.json) is written atomically after each
+release and each partition; reports that could not be sent wait in an outbox there.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field, replace
+
+from ..client import MasterClient
+from ..core.errors import Conflict, MasterUnreachable, NotFound, SlapfedError
+from ..core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
+from ..core.wire import MAX_LOG_TAIL, PARAMETER_KEY_RE
+from . import buildout as nb
+from .layout import NodeConfig, Paths, atomic_write_json, chown_tree, load_config
+from .plan import (
+    Backoff, Destroy, InstallSoftware, Instantiate, LocalState, PartitionRecord, Plan,
+    RemoveSoftware, ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
+)
+from .promises import run_promises, summary
+from .supervisor import Supervisor
+
+log = logging.getLogger("slapfed.node")
+
+
+class PartitionUnknown(SlapfedError):
+    code = "partition_unknown"
+    http_status = 500
+
+
+@dataclass
+class Outcome:
+    """What applying one block of actions gave (one release or one partition)."""
+
+    target: str
+    state: str
+    seconds: float
+    log_tail: str = ""
+    actions: list = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"target": self.target, "state": self.state, "seconds": round(self.seconds, 4),
+                "log_tail": self.log_tail, "actions": self.actions}
+
+
+@dataclass
+class CycleResult:
+    fetched: bool                    # the master sent a new document (not a 304)
+    plan: Plan
+    outcomes: list
+    seconds: float
+    dry_run: bool = False
+
+    def to_json(self) -> dict:
+        return {"fetched": self.fetched, "dry_run": self.dry_run,
+                "plan": self.plan.to_json(), "describe": self.plan.describe(),
+                "outcomes": [o.to_json() for o in self.outcomes],
+                "seconds": round(self.seconds, 4)}
+
+
+def _tail(text: str, size: int = nb.TAIL_BYTES) -> str:
+    return text if len(text) <= size else "..." + text[-size:]
+
+
+def _clean_connection(data: dict) -> dict:
+    return {k: v for k, v in data.items() if isinstance(k, str) and PARAMETER_KEY_RE.match(k)}
+
+
+class Agent:
+    """One node agent over one node root."""
+
+    def __init__(self, root: str, client: MasterClient | None = None, runner=None,
+                 supervisor: Supervisor | None = None, backoff: Backoff = Backoff(),
+                 clock=time.time, promise_timeout: float = 20.0, settle: float = 0.3):
+        self.config: NodeConfig = load_config(root)
+        self.paths = Paths(self.config.root)
+        self.client = client or MasterClient(self.config.master)
+        self.runner = runner or nb.make_runner("fork")
+        self.sup = supervisor or Supervisor(self.paths, f"slapfed-{self.config.computer}")
+        self.backoff = backoff
+        self.clock = clock
+        self.promise_timeout = promise_timeout
+        self.settle = settle
+        self.local, self.outbox, self.health = self._load_state()
+        self.etag, self.desired = self._load_desired()
+        self.stopping = False
+
+    # -- persistence -----------------------------------------------------------------
+    def _load_state(self):
+        try:
+            with open(self.paths.state, encoding="utf-8") as fh:
+                raw = json.load(fh)
+        except FileNotFoundError:
+            return LocalState(), {}, {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable %s: %s", self.paths.state, exc)
+            return LocalState(), {}, {}
+        return LocalState.from_json(raw), dict(raw.get("outbox") or {}), \
+            dict(raw.get("health") or {})
+
+    def save_state(self) -> None:
+        data = self.local.to_json()
+        data["outbox"] = self.outbox
+        data["health"] = self.health
+        atomic_write_json(self.paths.state, data, indent=None)
+
+    def _load_desired(self):
+        try:
+            with open(self.paths.desired, encoding="utf-8") as fh:
+                raw = json.load(fh)
+            return raw.get("etag"), raw.get("document")
+        except (OSError, ValueError):
+            return None, None
+
+    # -- the cycle --------------------------------------------------------------------
+    def fetch(self, persist: bool = True) -> bool:
+        """GET the desired state (304 when unchanged). True when a new document came."""
+        etag, doc = self.client.desired_state(self.config.computer,
+                                              self.etag if self.desired is not None else None)
+        if doc is None:
+            return False
+        self.etag, self.desired = etag, doc
+        if persist:
+            atomic_write_json(self.paths.desired, {"etag": etag, "document": doc}, indent=None)
+        return True
+
+    def plan(self) -> Plan:
+        return plan(self.desired or {}, self.local, self.clock(), self.backoff)
+
+    def once(self, dry_run: bool = False) -> CycleResult:
+        """One cycle. Raises MasterUnreachable (and other SlapfedErrors of the GET)."""
+        started = time.monotonic()
+        if not dry_run:
+            self.flush_outbox()
+        fetched = self.fetch(persist=not dry_run)
+        actions = self.plan()
+        outcomes = [] if dry_run or not actions else self.apply(actions)
+        return CycleResult(fetched, actions, outcomes, time.monotonic() - started, dry_run)
+
+    def apply(self, actions: Plan) -> list[Outcome]:
+        outcomes = []
+        for pid, block in by_partition(actions):
+            if self.stopping:
+                break
+            if pid is None:
+                outcomes.append(self._apply_software(block[0]))
+            else:
+                outcomes.append(self._apply_partition(pid, block))
+            self.save_state()
+        return outcomes
+
+    # -- releases ----------------------------------------------------------------------
+    def _apply_software(self, action) -> Outcome:
+        started = time.monotonic()
+        h, url = action.software_hash, action.url
+        prev = self.local.software.get(h)
+        try:
+            if isinstance(action, InstallSoftware):
+                log.info("installing release %s", url)
+                res = nb.install_software(self.paths, url, h, self.runner)
+                if res.ok:
+                    rec = SoftwareRecord(url, INSTALLED, 0, self.clock(), "", res.software_types)
+                else:
+                    rec = self._software_failed(prev, url, res.log_tail)
+            else:
+                log.info("removing release %s", url)
+                if os.path.isdir(self.paths.software_dir(h)):
+                    shutil.rmtree(self.paths.software_dir(h))
+                rec = SoftwareRecord(url, DESTROYED, 0, self.clock())
+        except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+            rec = self._software_failed(prev, url, f"slapfed: {exc}")
+        except Exception:  # an agent bug must not stop the loop: report it with its traceback
+            log.exception("unexpected error on release %s", url)
+            rec = self._software_failed(prev, url, traceback.format_exc())
+        self.local = replace(self.local, software={**self.local.software, h: rec})
+        self._send(("software", h), {"url": url, "status": rec.status,
+                                     "log_tail": _tail(rec.log_tail, MAX_LOG_TAIL),
+                                     "software_types": list(rec.software_types)})
+        seconds = time.monotonic() - started
+        log.info("release %s: %s in %.3fs", url, rec.status, seconds)
+        return Outcome(url, rec.status, seconds, rec.log_tail, [action.describe()])
+
+    def _software_failed(self, prev, url, tail) -> SoftwareRecord:
+        attempts = (prev.attempts if prev is not None and prev.status == FAILED else 0) + 1
+        return SoftwareRecord(url, FAILED, attempts, self.clock(), tail)
+
+    # -- partitions --------------------------------------------------------------------
+    def _apply_partition(self, pid: str, block: list) -> Outcome:
+        started = time.monotonic()
+        prev = self.local.partitions.get(pid)
+        work = _Work(pid)
+        try:
+            for action in block:
+                log.info("%s", action.describe())
+                self._do(action, work)
+                if work.record is not None and work.record.state == FAILED:
+                    break
+        except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+            work.fail(f"slapfed: {type(exc).__name__}: {exc}")
+        except Exception:  # an agent bug must not stop the loop: report it with its traceback
+            log.exception("unexpected error on partition %s", pid)
+            work.fail(traceback.format_exc())
+        record = self._record(prev, work)
+        self.local = replace(self.local, partitions={**self.local.partitions, pid: record})
+        if work.report and work.instance_id is not None:
+            self._send(("partition", pid), {
+                "instance_id": work.instance_id, "revision": work.revision,
+                "state": record.state, "log_tail": _tail(record.log_tail, MAX_LOG_TAIL),
+                "connection": work.connection, "promises": work.promises})
+        if record.state == STARTED:
+            self.health[pid] = {"ok": True, "checked": self.clock()}
+        else:
+            self.health.pop(pid, None)
+        seconds = time.monotonic() - started
+        log.info("%s: %s in %.3fs%s", pid, record.state, seconds,
+                 f"\n{record.log_tail}" if record.state == FAILED else "")
+        return Outcome(pid, record.state, seconds, record.log_tail,
+                       [a.describe() for a in block])
+
+    def _record(self, prev: PartitionRecord | None, work: "_Work") -> PartitionRecord:
+        if work.record is None:
+            return prev or PartitionRecord()
+        rec = work.record
+        if rec.state == FAILED:
+            same = prev is not None and prev.instance_id == rec.instance_id \
+                and prev.revision == rec.revision and prev.state == FAILED
+            attempts = (prev.attempts if same else 0) + 1
+            rec = replace(rec, attempts=attempts, last_attempt=self.clock())
+        else:
+            rec = replace(rec, attempts=0, last_attempt=self.clock())
+        return rec
+
+    def _partition_config(self, pid: str):
+        part = self.config.partition(pid)
+        if part is None:
+            raise PartitionUnknown(f"partition {pid} is not formatted on this node "
+                                   f"(node.json has: {', '.join(p.id for p in self.config.partitions)})")
+        return part
+
+    def _do(self, action, work: "_Work") -> None:
+        pid = work.pid
+        pp = self.paths.partition(pid)
+        if isinstance(action, Destroy):
+            work.target(action.instance_id, action.revision, action.report)
+            self.sup.remove_group(pid)
+            pp.wipe()
+            work.connection = {}
+            work.record = PartitionRecord(action.instance_id, action.revision, DESTROYED)
+            self.health.pop(pid, None)
+            return
+
+        spec = action.instance
+        work.target(spec.id, spec.revision, True)
+        if isinstance(action, ReportFailed):
+            work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
+                                          spec.software_hash, blocked_on=spec.software_hash,
+                                          log_tail=self._release_failure(spec, action.log_tail))
+            return
+
+        part = self._partition_config(pid)
+        if isinstance(action, Instantiate):
+            sw = self.local.software.get(spec.software_hash)
+            if sw is None or sw.status != INSTALLED:
+                work.record = PartitionRecord(
+                    spec.id, spec.revision, FAILED, None, spec.software_hash,
+                    blocked_on=spec.software_hash,
+                    log_tail=self._release_failure(spec, sw.log_tail if sw else ""))
+                return
+            res = nb.instantiate(self.paths, part, self.config.computer, spec.to_json(),
+                                 self.runner)
+            if part.user:
+                chown_tree(pp.path, part.user)
+            if not res.ok:
+                work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
+                                              spec.software_hash, log_tail=res.log_tail)
+                return
+            work.connection = _clean_connection(res.connection)
+            work.instantiated = True
+            work.record = PartitionRecord(spec.id, spec.revision, STOPPED, spec.digest(),
+                                          spec.software_hash)
+            return
+
+        # Start / Stop
+        self.sup.ensure_running()
+        if not work.instantiated:
+            work.connection = _clean_connection(nb.read_connection(pp.connection_file))
+        digest = spec.digest()
+        if isinstance(action, Stop):
+            self.sup.stop_group(pid)
+            self.sup.sync_group(pid, pp.path, pp.services, pp.log, autostart=False,
+                                user=part.user)
+            work.record = PartitionRecord(spec.id, spec.revision, STOPPED, digest,
+                                          spec.software_hash)
+            return
+        assert isinstance(action, Start)
+        if work.instantiated:       # new configuration: restart the services
+            self.sup.stop_group(pid)
+        self.sup.sync_group(pid, pp.path, pp.services, pp.log, autostart=True, user=part.user)
+        health = self.sup.start_group(pid, settle=self.settle)
+        problems = [] if health.ok else [health.message]
+        work.promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
+                                     user=part.user)
+        if summary(work.promises):
+            problems.append(summary(work.promises))
+        if health.ok:   # promises took a while: a service may have died meanwhile
+            health = self.sup.health(pid)
+            if not health.ok:
+                problems.append(health.message)
+        if problems:
+            work.record = PartitionRecord(spec.id, spec.revision, FAILED, digest,
+                                          spec.software_hash, log_tail="\n".join(problems))
+        else:
+            work.record = PartitionRecord(spec.id, spec.revision, STARTED, digest,
+                                          spec.software_hash)
+
+    def _release_failure(self, spec, tail: str) -> str:
+        return (f"release {spec.software_url} failed to install on this node; its log "
+                f"tail:\n{tail}")
+
+    # -- reports -----------------------------------------------------------------------
+    def _send(self, key: tuple, body: dict) -> None:
+        """Report now; keep the report in the outbox when the master is unreachable."""
+        okey = f"{key[0]}:{key[1]}"
+        self.outbox.pop(okey, None)
+        try:
+            self._deliver(key, body)
+        except MasterUnreachable as exc:
+            log.warning("master unreachable, report of %s kept for later: %s", okey, exc)
+            self.outbox[okey] = body
+        except (Conflict, NotFound) as exc:
+            log.warning("master refused the report of %s (%s): %s", okey, exc.code, exc.message)
+        except SlapfedError as exc:
+            log.error("master refused the report of %s (%s): %s", okey, exc.code, exc.message)
+
+    def _deliver(self, key: tuple, body: dict) -> None:
+        kind, name = key
+        if kind == "software":
+            self.client.report_software(self.config.computer, body["url"], body["status"],
+                                        body["log_tail"], body["software_types"])
+        else:
+            self.client.report_partition(self.config.computer, name, body)
+
+    def flush_outbox(self) -> None:
+        if not self.outbox:
+            return
+        for okey, body in list(self.outbox.items()):
+            kind, _, name = okey.partition(":")
+            self._send((kind, name), body)
+            if okey in self.outbox:       # still unreachable: try again next cycle
+                break
+        self.save_state()
+
+    # -- health of started partitions ---------------------------------------------------
+    def check_health(self, interval: float, budget: float = 1.0) -> list[str]:
+        """Re-run promises (and look at the processes) of started partitions whose last
+        check is older than ``interval``; report only those whose health changed.
+        Spends at most about ``budget`` seconds. Returns the partitions reported."""
+        started = time.monotonic()
+        now = self.clock()
+        reported = []
+        # started partitions, and those a previous check found failing (until re-applied)
+        due = sorted((self.health.get(pid, {}).get("checked", rec.last_attempt), pid)
+                     for pid, rec in self.local.partitions.items()
+                     if rec.state == STARTED or (rec.state == FAILED
+                                                 and self.health.get(pid, {}).get("ok") is False))
+        for checked, pid in due:
+            if now - checked < interval or time.monotonic() - started > budget:
+                break
+            rec = self.local.partitions[pid]
+            pp = self.paths.partition(pid)
+            part = self.config.partition(pid)
+            try:
+                health = self.sup.health(pid)
+                promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
+                                        user=part.user if part else None)
+            except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+                log.warning("health check of %s failed: %s", pid, exc)
+                continue
+            problems = ([] if health.ok else [health.message]) + \
+                ([summary(promises)] if summary(promises) else [])
+            ok = not problems
+            was_ok = self.health.get(pid, {}).get("ok", True)
+            self.health[pid] = {"ok": ok, "checked": self.clock()}
+            if ok == was_ok:
+                continue
+            tail = "\n".join(problems)
+            new = replace(rec, state=STARTED if ok else FAILED, log_tail=tail,
+                          attempts=0 if ok else 1, last_attempt=self.clock())
+            self.local = replace(self.local, partitions={**self.local.partitions, pid: new})
+            log.warning("%s: health changed to %s%s", pid, "ok" if ok else "failed",
+                        f"\n{tail}" if tail else "")
+            self._send(("partition", pid), {
+                "instance_id": rec.instance_id, "revision": rec.revision, "state": new.state,
+                "log_tail": _tail(tail, MAX_LOG_TAIL),
+                "connection": _clean_connection(nb.read_connection(pp.connection_file)),
+                "promises": promises})
+            reported.append(pid)
+        if reported or due:
+            self.save_state()
+        return reported
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, interval: float = 2.0, promise_interval: float = 30.0) -> None:
+        """Loop ``once`` every ``interval`` seconds until SIGTERM/SIGINT."""
+        def stop(signum, frame):
+            log.info("signal %d received: stopping after the current step", signum)
+            self.stopping = True
+
+        old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            if any(r.state == STARTED for r in self.local.partitions.values()):
+                self.sup.ensure_running()      # after a reboot: bring the services back
+            log.info("node %s: loop every %gs against %s", self.config.computer, interval,
+                     self.config.master)
+            while not self.stopping:
+                began = time.monotonic()
+                try:
+                    result = self.once()
+                    if result.plan:
+                        log.info("cycle: %d action(s) in %.3fs", len(result.plan),
+                                 result.seconds)
+                    self.check_health(promise_interval)
+                except MasterUnreachable as exc:
+                    log.warning("%s", exc.message)
+                except SlapfedError as exc:
+                    log.error("cycle failed (%s): %s", exc.code, exc.message)
+                self._sleep(interval - (time.monotonic() - began))
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+            log.info("node agent stopped")
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + max(0.0, seconds)
+        while not self.stopping:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.1))
+
+    # -- local view ------------------------------------------------------------------------
+    def status(self) -> dict:
+        processes = self.sup.all_states() if self.sup.running() else None
+        parts = []
+        for p in self.config.partitions:
+            rec = self.local.partitions.get(p.id)
+            parts.append({
+                "id": p.id, "address": p.address, "port_base": p.port_base,
+                "port_count": p.port_count, "user": p.user,
+                "instance_id": rec.instance_id if rec else None,
+                "revision": rec.revision if rec else None,
+                "state": rec.state if rec else None,
+                "attempts": rec.attempts if rec else 0,
+                "log_tail": rec.log_tail if rec else "",
+                "processes": (processes or {}).get(p.id, {}),
+            })
+        return {"computer": self.config.computer, "master": self.config.master,
+                "root": self.config.root, "supervisord": processes is not None,
+                "etag": self.etag,
+                "software": {h: {"url": r.url, "status": r.status,
+                                 "software_types": list(r.software_types)}
+                             for h, r in sorted(self.local.software.items())},
+                "partitions": parts, "outbox": sorted(self.outbox)}
+
+
+class _Work:
+    """Scratch state of one partition's block of actions."""
+
+    def __init__(self, pid: str):
+        self.pid = pid
+        self.instance_id: str | None = None
+        self.revision = 0
+        self.report = False
+        self.record: PartitionRecord | None = None
+        self.connection: dict = {}
+        self.promises: list = []
+        self.instantiated = False
+
+    def target(self, instance_id, revision, report) -> None:
+        self.instance_id, self.revision, self.report = instance_id, revision, report
+
+    def fail(self, tail: str) -> None:
+        rec = self.record
+        self.record = PartitionRecord(self.instance_id, self.revision, FAILED, None,
+                                      rec.software_hash if rec else None,
+                                      blocked_on=None, log_tail=tail)
