@@ -29,7 +29,7 @@ from .plan import (
     RemoveSoftware, ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
 )
 from .promises import run_promises, summary
-from .supervisor import Supervisor
+from .supervisor import Supervisor, list_services
 
 log = logging.getLogger("slapfed.node")
 
@@ -307,14 +307,17 @@ class Agent:
         if work.instantiated:       # new configuration: restart the services
             self.sup.stop_group(pid)
         self.sup.sync_group(pid, pp.path, pp.services, pp.log, autostart=True, user=part.user)
-        health = self.sup.start_group(pid, settle=self.settle)
+        # Promises (which wait for the services to answer) double as the settling time:
+        # without promises, watch the processes for ``settle`` seconds instead.
+        has_promises = bool(list_services(pp.promises))
+        health = self.sup.start_group(pid, settle=0.0 if has_promises else self.settle)
         problems = [] if health.ok else [health.message]
-        work.promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
-                                     user=part.user)
-        if summary(work.promises):
-            problems.append(summary(work.promises))
-        if health.ok:   # promises took a while: a service may have died meanwhile
-            health = self.sup.health(pid)
+        if health.ok and has_promises:
+            work.promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
+                                         user=part.user)
+            if summary(work.promises):
+                problems.append(summary(work.promises))
+            health = self.sup.health(pid)   # a service may have died meanwhile
             if not health.ok:
                 problems.append(health.message)
         if problems:

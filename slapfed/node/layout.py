@@ -103,10 +103,11 @@ def save_config(config: NodeConfig) -> None:
 
 
 def atomic_write_json(path: str, data, indent: int | None = 1) -> None:
+    # json.dumps (one shot) uses the C encoder; json.dump would not
+    text = json.dumps(data, indent=indent, sort_keys=True)
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=indent, sort_keys=True)
-        fh.write("\n")
+        fh.write(text + "\n")
     os.replace(tmp, path)
 
 

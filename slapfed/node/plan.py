@@ -63,9 +63,12 @@ class LocalState:
     partitions: dict = field(default_factory=dict)     # pid -> PartitionRecord
 
     def to_json(self) -> dict:
-        return {"version": 1,
-                "software": {h: asdict(r) for h, r in sorted(self.software.items())},
-                "partitions": {p: asdict(r) for p, r in sorted(self.partitions.items())}}
+        # vars() rather than asdict(): the records hold only flat values (asdict is slow)
+        software = {}
+        for h, r in self.software.items():
+            software[h] = dict(vars(r), software_types=list(r.software_types))
+        return {"version": 1, "software": software,
+                "partitions": {p: dict(vars(r)) for p, r in self.partitions.items()}}
 
     @classmethod
     def from_json(cls, data: dict | None) -> "LocalState":
