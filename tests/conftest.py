@@ -149,3 +149,14 @@ def shutdown_node_supervisord(root) -> None:
     from slapfed.node.layout import Paths
     from slapfed.node.supervisor import Supervisor
     Supervisor(Paths(str(root))).shutdown(timeout=15)
+
+
+@pytest.fixture
+def node_roots():
+    """A list to append node roots to; each one's supervisord is shut down at the end."""
+    roots = []
+    try:
+        yield roots
+    finally:
+        for root in roots:
+            shutdown_node_supervisord(root)

@@ -383,6 +383,7 @@ class Agent:
             rec = self.local.partitions[pid]
             pp = self.paths.partition(pid)
             part = self.config.partition(pid)
+            checked_any = True
             try:
                 health = self.sup.health(pid)
                 promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
@@ -409,7 +410,7 @@ class Agent:
                 "connection": _clean_connection(nb.read_connection(pp.connection_file)),
                 "promises": promises})
             reported.append(pid)
-        if reported or due:
+        if checked_any:
             self.save_state()
         return reported
 
