@@ -91,6 +91,25 @@ def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
         pass
 
 
+@pytest.fixture
+def master_server(tmp_path):
+    """Start real `slapfed master serve` processes; returns start(*args, data=None) -> URL.
+
+    Each binds 127.0.0.1 on a port chosen at run time and is stopped by PID (SIGTERM,
+    then SIGKILL) at teardown, even when the test failed."""
+    started = []
+
+    def start(*args, data=None):
+        data_dir = str(data or tmp_path / f"master-{len(started)}")
+        proc, url = start_master_process(data_dir, *args)
+        started.append(proc)
+        return url
+
+    yield start
+    for proc in reversed(started):
+        stop_process(proc, timeout=15)
+
+
 def start_master_process(data_dir, *args, timeout=30.0):
     """Run `slapfed master serve --listen 127.0.0.1:0` and wait for <data>/master.url."""
     os.makedirs(data_dir, exist_ok=True)

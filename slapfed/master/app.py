@@ -13,7 +13,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ..core import errors
-from ..services import DesiredStateRenderer
+from ..services import DesiredStateRenderer, close_writer
 from ..store import open_db
 
 API_PREFIX = "/api/v1"
@@ -33,6 +33,7 @@ class MasterState:
 
     def close(self) -> None:
         self.renderer.close()
+        close_writer(self.db)
         if self.owns_db:
             self.db.close()
 

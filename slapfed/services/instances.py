@@ -25,7 +25,12 @@ def request_instance(conn, req: InstanceRequest) -> tuple[bool, dict]:
     """Find or create the instance of (requester, reference) and converge it.
 
     Returns (created, instance JSON). Raises InvalidInput (unknown parent),
-    UnknownSoftwareType, NoCapacity, Conflict."""
+    UnknownSoftwareType, NoCapacity, Conflict. A repeated request that changes
+    nothing is answered from a read-only snapshot, without the write lock."""
+    unchanged = read(conn, lambda app: _render_if_unchanged(app, req))
+    if unchanged is not None:
+        return False, unchanged
+
     def use_case(app):
         now = clock()
         inst = app.find_instance(req.requester, req.reference)
@@ -118,6 +123,21 @@ def _create(app, req: InstanceRequest, now: float):
         parent.add_child(inst.id)
     _converge(app, inst, now)
     return inst
+
+
+def _render_if_unchanged(app, req: InstanceRequest) -> dict | None:
+    """The instance JSON when ``req`` would change nothing at all, else None."""
+    inst = app.find_instance(req.requester, req.reference)
+    if inst is None or not (
+            req.shared == inst.shared and req.software_url == inst.software_url
+            and req.software_type == inst.software_type and req.state == inst.requested_state
+            and req.parameters == inst.parameters and req.sla == inst.sla):
+        return None
+    if inst.requested_state == DESTROYED:
+        converged = not inst.attached and (inst.placed or inst.status["state"] == DESTROYED)
+    else:
+        converged = inst.attached if inst.shared else inst.placed
+    return render.instance_json(app, inst) if converged else None
 
 
 def _update(app, inst, req: InstanceRequest, now: float) -> None:
