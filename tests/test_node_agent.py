@@ -303,3 +303,65 @@ def test_cli_once_without_format_says_what_to_do(tmp_path):
 
     out = CliRunner().invoke(cli, ["node", "once", "--root", str(tmp_path / "none")])
     assert out.exit_code != 0 and "format the node first" in out.output
+
+
+def test_run_loop_applies_changes_and_stops_on_sigterm(tmp_path, master, node_roots):
+    import signal
+    import subprocess
+    import sys
+
+    root = str(tmp_path / "loop")
+    config = format_node(root, master["url"], "loop-c", 2)
+    client = master["client"]
+    client.register_computer(config.registration())
+    node_roots.append(root)
+    client.supply("loop-c", HELLO)
+    inst = client.request("looped", HELLO, parameters={"greeting": "loop"})
+    log = open(tmp_path / "loop.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "slapfed.cli.main", "node", "run", "--root",
+                             root, "--interval", "0.2"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while client.show(inst["id"])["status"]["state"] != "started":
+            assert proc.poll() is None, (tmp_path / "loop.log").read_text()
+            assert time.monotonic() < deadline, (tmp_path / "loop.log").read_text()
+            time.sleep(0.1)
+        assert get(client.show(inst["id"])["connection"]["url"])["greeting"] == "loop"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        assert "node agent stopped" in (tmp_path / "loop.log").read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+
+
+def test_users_option_names_one_user_per_partition():
+    from slapfed.node.layout import plan_partitions
+    from slapfed.node.supervisor import render_group_conf
+
+    parts = plan_partitions([], 3, "comp", None, 10000, 10, users=True)
+    users = [p.user for p in parts]
+    assert len(set(users)) == 3 and all(u.startswith("slapfed-") and len(u) <= 32 for u in users)
+    conf = render_group_conf("part0", "/p", "/p/var/log", [("web", "/p/etc/service/web")],
+                             True, user=users[0])
+    assert f"user = {users[0]}" in conf
+    assert all(p.user is None for p in plan_partitions([], 2, "comp", None, 10000, 10, False))
+
+
+@pytest.mark.parametrize("base,count,ok", [
+    ("127.9.0.1", 300, True),
+    ("127.255.255.250", 10, False),
+    ("10.0.0.1", 2, True),
+], ids=["grows-into-next-block", "leaves-loopback", "explicit-non-loopback-base"])
+def test_address_base(base, count, ok):
+    from slapfed.core.errors import InvalidInput
+    from slapfed.node.layout import plan_partitions
+
+    if ok:
+        parts = plan_partitions([], count, "c", base, 10000, 10, False)
+        assert len({p.address for p in parts}) == count
+    else:
+        with pytest.raises(InvalidInput):
+            plan_partitions([], count, "c", base, 10000, 10, False)

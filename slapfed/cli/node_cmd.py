@@ -108,7 +108,8 @@ def run_cmd(root, interval, promise_interval, runner, verbose):
 @json_option
 @error_boundary
 def once_cmd(root, dry_run, runner, as_json):
-    """Run one cycle (or print its plan with --dry-run)."""
+    """Run one cycle (or print its plan with --dry-run). Exit code 8 when a release or
+    a partition failed in this cycle."""
     if not as_json:
         _setup_logging(False)
     result = _agent(root, runner).once(dry_run=dry_run)

@@ -372,6 +372,7 @@ class Agent:
         started = time.monotonic()
         now = self.clock()
         reported = []
+        checked_any = False
         # started partitions, and those a previous check found failing (until re-applied)
         due = sorted((self.health.get(pid, {}).get("checked", rec.last_attempt), pid)
                      for pid, rec in self.local.partitions.items()
@@ -439,6 +440,8 @@ class Agent:
                     log.warning("%s", exc.message)
                 except SlapfedError as exc:
                     log.error("cycle failed (%s): %s", exc.code, exc.message)
+                except Exception:  # a bug outside the per-partition boundaries: keep looping
+                    log.exception("cycle failed unexpectedly; retrying next cycle")
                 self._sleep(interval - (time.monotonic() - began))
         finally:
             for s, h in old.items():

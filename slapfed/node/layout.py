@@ -207,9 +207,17 @@ def default_address_base(computer: str) -> str:
 
 
 def partition_address(base: str, index: int) -> str:
-    addr = ipaddress.ip_address(base) + index
-    if addr not in LOOPBACK or addr == LOOPBACK.broadcast_address:
-        raise InvalidInput(f"partition {index} would get address {addr}, outside 127.0.0.0/8",
+    """The address of partition ``index``: a loopback base must stay inside 127.0.0.0/8
+    (any address there can be bound without set-up); another base is taken as given."""
+    start = ipaddress.ip_address(base)
+    try:
+        addr = start + index
+    except ipaddress.AddressValueError:
+        addr = None
+    if addr is None or (start in LOOPBACK and (addr not in LOOPBACK
+                                               or addr == LOOPBACK.broadcast_address)):
+        raise InvalidInput(f"partition {index} would get address {addr or 'beyond IPv4'}, "
+                           f"outside {'127.0.0.0/8' if start in LOOPBACK else 'IPv4'}",
                            [{"field": "address_base", "problem": f"{base} leaves no room for "
                                                                  f"{index + 1} partitions"}])
     return str(addr)
