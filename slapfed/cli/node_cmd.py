@@ -75,8 +75,9 @@ def _agent(root, runner="fork"):
     return Agent(root, runner=make_runner(runner))
 
 
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
+def _setup_logging(verbose: bool, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
@@ -105,13 +106,13 @@ def run_cmd(root, interval, promise_interval, runner, verbose):
 @root_option
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @runner_option
+@click.option("-v", "--verbose", is_flag=True, help="Log every step on stderr.")
 @json_option
 @error_boundary
-def once_cmd(root, dry_run, runner, as_json):
+def once_cmd(root, dry_run, runner, verbose, as_json):
     """Run one cycle (or print its plan with --dry-run). Exit code 8 when a release or
     a partition failed in this cycle."""
-    if not as_json:
-        _setup_logging(False)
+    _setup_logging(verbose, quiet=not verbose)
     result = _agent(root, runner).once(dry_run=dry_run)
     lines = []
     if dry_run:

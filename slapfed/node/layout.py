@@ -15,7 +15,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
 
-from ..core.errors import InvalidInput, SlapfedError
+from ..core.errors import InvalidInput, NotFound, SlapfedError
 from ..core.wire import ComputerRegistration
 
 CONFIG_NAME = "node.json"
@@ -80,14 +80,14 @@ def config_path(root: str) -> str:
 
 
 def load_config(root: str) -> NodeConfig:
-    """Read <root>/node.json. Raises LayoutError when absent or malformed."""
+    """Read <root>/node.json. Raises NotFound when absent, LayoutError when malformed."""
     root = os.path.abspath(root)
     path = config_path(root)
     try:
         with open(path, encoding="utf-8") as fh:
             raw = json.load(fh)
     except FileNotFoundError:
-        raise LayoutError(f"{path} does not exist: format the node first "
+        raise NotFound(f"{path} does not exist: format the node first "
                           f"(slapfed node format --root {root} ...)") from None
     except (OSError, ValueError) as exc:
         raise LayoutError(f"cannot read {path}: {exc}") from None
