@@ -87,6 +87,13 @@ def connection():
     return conn
 
 
+def database():
+    """The app's DB, for write use cases (they run on the DB's writer connection and
+    need no connection of the request's own)."""
+    from flask import current_app
+    return state_of(current_app).db
+
+
 def _close_connection(_exc=None) -> None:
     conn = g.pop("zodb_connection", None)
     if conn is not None:

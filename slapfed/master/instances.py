@@ -10,7 +10,7 @@ from .. import services
 from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 from ..core.wire import InstanceRequest, StateChange
-from .app import connection, json_body
+from .app import connection, database, json_body
 
 blueprint = Blueprint("instances", __name__)
 
@@ -20,7 +20,7 @@ LIST_FILTERS = ("requester", "reference", "state", "status")
 @blueprint.post("/instances")
 def request_instance():
     req = InstanceRequest.from_json(json_body())
-    created, body = services.request_instance(connection(), req)
+    created, body = services.request_instance(database(), req)
     return jsonify(body), 201 if created else 200
 
 

@@ -25,13 +25,13 @@ def request_instance(conn, req: InstanceRequest) -> tuple[bool, dict]:
     """Find or create the instance of (requester, reference) and converge it.
 
     Returns (created, instance JSON). Raises InvalidInput (unknown parent),
-    UnknownSoftwareType, NoCapacity, Conflict. A repeated request that changes
-    nothing is answered from a read-only snapshot, without the write lock."""
-    unchanged = read(conn, lambda app: _render_if_unchanged(app, req))
-    if unchanged is not None:
-        return False, unchanged
-
+    UnknownSoftwareType, NoCapacity, Conflict. It runs on the writer connection, whose
+    cache is never invalidated by this process; a repeated request that changes
+    nothing modifies nothing, so its share of the group commit costs no write."""
     def use_case(app):
+        unchanged = _render_if_unchanged(app, req)
+        if unchanged is not None:
+            return False, unchanged
         now = clock()
         inst = app.find_instance(req.requester, req.reference)
         if inst is None:

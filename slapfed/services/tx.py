@@ -15,6 +15,7 @@ import weakref
 from collections import deque
 
 import transaction
+from ZODB.DB import DB
 from transaction.interfaces import TransientError
 
 from ..core.errors import Conflict, StorageError
@@ -174,12 +175,14 @@ def close_writer(db) -> None:
 def write(conn, use_case, note: str | None = None, attempts: int = MAX_ATTEMPTS):
     """Run ``use_case(app)`` atomically and commit it; retry on transient conflicts.
 
-    ``conn`` only names the database: the use case runs on its writer connection,
+    ``conn`` (a connection, or the DB itself) only names the database: the use case
+    runs on its writer connection,
     possibly committed together with other concurrent use cases (group commit; see
     Writer). ``use_case`` may run more than once and must only touch the database.
     Typed errors raised by the use case undo what it did and propagate. Raises
     Conflict when every attempt conflicted."""
-    return writer_of(conn.db()).submit(use_case, note, attempts)
+    db = conn if isinstance(conn, DB) else conn.db()
+    return writer_of(db).submit(use_case, note, attempts)
 
 
 def read(conn, query):
