@@ -149,3 +149,32 @@ def _kill(sup: Supervisor):
     pid = sup.pid()
     if pid and _alive(pid):
         sup.shutdown(timeout=10)
+
+
+def test_one_group_file_is_read_alone_and_says_what_changed(supervisor):
+    sup = supervisor
+    pid = "part7"
+    pp = sup.paths.partition(pid)
+    assert sup.load_group_file(pid) == "absent"
+    write_service(pp.services, "sleeper", "exec sleep 300")
+    assert sync(sup, pid) == [program_name(pid, "sleeper")]
+    assert sup.load_group_file(pid) == "unchanged"
+    # a new service changes the file: reported as changed, and no other group is re-read
+    write_service(pp.services, "second", "exec sleep 300")
+    conf = render_group_conf(pid, pp.path, pp.log, list_services(pp.services), True)
+    with open(sup.paths.group_conf(pid), "w") as fh:
+        fh.write(conf)
+    assert sup.load_group_file(pid) == "changed"
+    os.unlink(sup.paths.group_conf(pid))
+    assert sup.load_group_file(pid) == "removed"
+
+
+def test_a_broken_group_file_is_refused_with_its_path(supervisor):
+    from slapfed.node.supervisor import SupervisorError
+    sup = supervisor
+    os.makedirs(os.path.dirname(sup.paths.group_conf("bad")), exist_ok=True)
+    with open(sup.paths.group_conf("bad"), "w") as fh:
+        fh.write("[group:bad]\nprograms = bad_x\n[program:bad_x]\ncommand =\nstartsecs = x\n")
+    with pytest.raises(SupervisorError) as exc:
+        sup.load_group_file("bad")
+    assert "bad.conf" in exc.value.message

@@ -82,7 +82,7 @@ class Agent:
 
     def __init__(self, root: str, client: MasterClient | None = None, runner=None,
                  supervisor: Supervisor | None = None, backoff: Backoff = Backoff(),
-                 clock=time.time, promise_timeout: float = 20.0, settle: float = 0.3):
+                 clock=time.time, promise_timeout: float = 20.0, settle: float = 0.1):
         self.config: NodeConfig = load_config(root)
         self.paths = Paths(self.config.root)
         self.client = client or MasterClient(self.config.master)

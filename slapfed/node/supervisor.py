@@ -23,7 +23,8 @@ from .layout import Paths
 
 STOPPED_STATES = ("STOPPED", "EXITED", "FATAL")
 FAILED_STATES = ("BACKOFF", "FATAL", "EXITED")
-BAD_NAME = 10           # supervisor.xmlrpc.Faults
+UNKNOWN_METHOD = 1      # supervisor.xmlrpc.Faults
+BAD_NAME = 10
 ALREADY_STARTED = 60
 NOT_RUNNING = 70
 ALREADY_ADDED = 90
@@ -88,6 +89,9 @@ nodaemon = false
 
 [rpcinterface:supervisor]
 supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[rpcinterface:slapfed]
+supervisor.rpcinterface_factory = slapfed.node.supervisord_rpc:make_interface
 
 [supervisorctl]
 serverurl = unix://{_q(paths.supervisord_sock)}
@@ -260,38 +264,84 @@ class Supervisor:
             self.remove_group(pid)
             return []
         os.makedirs(log_dir, exist_ok=True)
+        previous = self.group_programs(pid)
         _write_if_changed(conf, render_group_conf(pid, partition_path, log_dir, services,
                                                   autostart, user))
-        added, changed, removed = self._call("reload its configuration", "reloadConfig")[0]
-        if pid in changed:
-            self.stop_group(pid)
+        what = self.load_group_file(pid)
+        if what == "changed":
+            self.stop_group(pid, programs=previous)
             self._call(f"remove group {pid}", "removeProcessGroup", pid, tolerate=(BAD_NAME,))
-        if pid in changed or pid in added:
+        if what in ("changed", "added"):
             self._call(f"add group {pid}", "addProcessGroup", pid, tolerate=(ALREADY_ADDED,))
         return [program_name(pid, name) for name, _ in services]
+
+    def load_group_file(self, pid: str) -> str:
+        """Have supervisord re-read the group's file only; 'added', 'changed',
+        'unchanged', 'removed' or 'absent'. A supervisord started without the slapfed
+        namespace re-reads its whole configuration instead."""
+        try:
+            self.rpc  # noqa: B018 - opens the proxy
+            return self._proxy.slapfed.loadGroupFile(pid, self.paths.group_conf(pid))
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode != UNKNOWN_METHOD:
+                raise SupervisorError(f"supervisord refused to load {pid}'s configuration: "
+                                      f"{fault.faultString}") from None
+        except OSError as exc:
+            self._reset()
+            raise SupervisorError(f"cannot reach supervisord: {exc}") from None
+        added, changed, removed = self._call("reload its configuration", "reloadConfig")[0]
+        return ("added" if pid in added else "changed" if pid in changed
+                else "removed" if pid in removed else "unchanged")
 
     def remove_group(self, pid: str) -> None:
         """Stop the group, drop its config and forget it (no-op when absent)."""
         conf = self.paths.group_conf(pid)
         existed = os.path.exists(conf)
+        programs = self.group_programs(pid)
         if existed:
             os.unlink(conf)
         if not self.running():
             return
-        if self.group_states(pid):
-            self.stop_group(pid)
+        if self.group_states(pid, programs):
+            self.stop_group(pid, programs=programs)
             self._call(f"remove group {pid}", "removeProcessGroup", pid, tolerate=(BAD_NAME,))
         if existed:
-            self._call("reload its configuration", "reloadConfig")
+            self.load_group_file(pid)
 
-    def group_states(self, pid: str) -> dict:
-        """{program name: state name} of one group ({} when the group is unknown)."""
+    def group_programs(self, pid: str) -> list[str] | None:
+        """The program names the group's config file declares (None without a file)."""
         try:
-            infos = self.rpc.getAllProcessInfo()
+            with open(self.paths.group_conf(pid), encoding="utf-8") as fh:
+                for line in fh:
+                    if line.startswith("programs ="):
+                        return [p for p in line.split("=", 1)[1].strip().split(",") if p]
+        except OSError:
+            return None
+        return []
+
+    def group_states(self, pid: str, programs: list[str] | None = None) -> dict:
+        """{program name: state name} of one group ({} when the group is unknown).
+
+        Asks only for the group's own programs (one multicall), so its cost does not
+        grow with the number of partitions; without a config file to name them it
+        falls back to listing every process."""
+        if programs is None:
+            programs = self.group_programs(pid)
+        try:
+            if programs is None:
+                infos = self.rpc.getAllProcessInfo()
+                return {i["name"]: i["statename"] for i in infos if i["group"] == pid}
+            if not programs:
+                return {}
+            calls = [{"methodName": "supervisor.getProcessInfo", "params": [f"{pid}:{p}"]}
+                     for p in programs]
+            self.rpc  # noqa: B018 - opens the proxy
+            answers = self._proxy.system.multicall(calls)
         except OSError as exc:
             self._reset()
             raise SupervisorError(f"cannot reach supervisord: {exc}") from None
-        return {i["name"]: i["statename"] for i in infos if i["group"] == pid}
+        return {a["name"]: a["statename"] for a in answers
+                if isinstance(a, dict) and "statename" in a}
 
     def all_states(self) -> dict:
         """{group: {program: state name}} of every process supervisord runs."""
@@ -300,17 +350,19 @@ class Supervisor:
             out.setdefault(i["group"], {})[i["name"]] = i["statename"]
         return out
 
-    def stop_group(self, pid: str, timeout: float = 30.0) -> None:
+    def stop_group(self, pid: str, timeout: float = 30.0, programs=None) -> None:
         """Ask every process of the group to stop, without supervisord's blocking wait,
         then poll until they are all stopped."""
-        if not self.group_states(pid):
+        if programs is None:
+            programs = self.group_programs(pid)
+        if not self.group_states(pid, programs):
             return
         self._call(f"stop group {pid}", "stopProcessGroup", pid, False,
                    tolerate=(BAD_NAME, NOT_RUNNING))
         deadline = time.monotonic() + timeout
         delay = 0.005
         while True:
-            states = self.group_states(pid)
+            states = self.group_states(pid, programs)
             if all(s in STOPPED_STATES for s in states.values()):
                 return
             if time.monotonic() > deadline:
@@ -330,9 +382,10 @@ class Supervisor:
             health = self.health(pid)
             if not health.ok or all(s == "RUNNING" for s in health.states.values()):
                 return health
-            if time.monotonic() > deadline:
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return health
-            time.sleep(delay)
+            time.sleep(min(delay, left))
             delay = min(delay * 2, 0.1)
 
     def health(self, pid: str) -> GroupHealth:
