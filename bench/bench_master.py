@@ -11,7 +11,6 @@ from __future__ import annotations
 import http.client
 import json
 import multiprocessing as mp
-import statistics
 import sys
 import tempfile
 import time

@@ -7,7 +7,6 @@ Depends on slapfed.client, slapfed.procs and the CLI plumbing.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 import urllib.request
