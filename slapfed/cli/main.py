@@ -11,6 +11,7 @@ from .master_cmd import master
 from .node_cmd import node
 from .user_cmd import COMMANDS
 from .demo_cmd import demo
+from .topology_cmd import topology
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -28,6 +29,7 @@ def cli():
 cli.add_command(master)
 cli.add_command(node)
 cli.add_command(demo)
+cli.add_command(topology)
 for _command in COMMANDS:
     cli.add_command(_command)
 
