@@ -209,3 +209,48 @@ def test_publish_recipe_writes_connection_json(tmp_path):
     options = {"recipe": "slapfed:publish", "file": str(target), "url": "http://x/"}
     assert PublishRecipe({}, "publish", options).install() == [str(target)]
     assert json.loads(target.read_text()) == {"url": "http://x/"}
+
+
+def test_a_run_past_its_timeout_is_killed_with_everything_it_started(tmp_path):
+    """A hanging buildout (and what it spawned) is killed by process group and noted."""
+    import os
+    import signal
+    import time
+
+    from slapfed.node.buildout import _wait_or_kill
+
+    log = tmp_path / "run.log"
+    log.write_text("")
+    child_pid_file = tmp_path / "grandchild.pid"
+    pid = os.fork()
+    if pid == 0:  # the "buildout": its own group, with a grandchild, both hanging
+        os.setsid()
+        gc = os.fork()
+        if gc == 0:
+            time.sleep(60)
+            os._exit(0)
+        child_pid_file.write_text(str(gc))
+        time.sleep(60)
+        os._exit(0)
+    for _ in range(200):
+        if child_pid_file.exists() and child_pid_file.read_text():
+            break
+        time.sleep(0.01)
+    grandchild = int(child_pid_file.read_text())
+    started = time.monotonic()
+    code = _wait_or_kill(pid, 0.3, str(log))
+    assert code == -signal.SIGTERM
+    assert time.monotonic() - started < 5
+    assert "killed" in log.read_text()
+    for _ in range(200):  # the grandchild got the group's SIGTERM too (reaped by init)
+        try:
+            os.kill(grandchild, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{grandchild}/stat") as fh:
+            if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+        time.sleep(0.01)
+    else:
+        os.kill(grandchild, signal.SIGKILL)
+        raise AssertionError("the grandchild survived the timeout")

@@ -68,11 +68,11 @@ def format_cmd(master, computer, partitions, root, host, lan, country, continent
     emit(data, as_json, "\n".join(lines))
 
 
-def _agent(root, runner="fork"):
+def _agent(root, runner="fork", timeout=None):
     from ..node.agent import Agent
-    from ..node.buildout import make_runner
+    from ..node.buildout import DEFAULT_TIMEOUT, make_runner
 
-    return Agent(root, runner=make_runner(runner))
+    return Agent(root, runner=make_runner(runner, timeout or DEFAULT_TIMEOUT))
 
 
 def _setup_logging(verbose: bool, quiet: bool = False) -> None:
@@ -85,6 +85,10 @@ runner_option = click.option("--runner", type=click.Choice(["fork", "subprocess"
                              default="fork", show_default=True,
                              help="How buildout runs: forked from the warm agent, or a "
                                   "fresh interpreter.")
+timeout_option = click.option("--buildout-timeout", "buildout_timeout", type=click.FloatRange(1),
+                              default=1800.0, show_default=True,
+                              help="Seconds one buildout run may take; past it, it is killed "
+                                   "and reported failed.")
 
 
 @node.command("run")
@@ -94,26 +98,28 @@ runner_option = click.option("--runner", type=click.Choice(["fork", "subprocess"
 @click.option("--promise-interval", type=click.FloatRange(0.1), default=30.0,
               show_default=True, help="Seconds between promise checks of a started partition.")
 @runner_option
+@timeout_option
 @click.option("-v", "--verbose", is_flag=True)
 @error_boundary
-def run_cmd(root, interval, promise_interval, runner, verbose):
+def run_cmd(root, interval, promise_interval, runner, buildout_timeout, verbose):
     """Run the node loop until SIGTERM/SIGINT."""
     _setup_logging(verbose)
-    _agent(root, runner).run(interval=interval, promise_interval=promise_interval)
+    _agent(root, runner, buildout_timeout).run(interval=interval, promise_interval=promise_interval)
 
 
 @node.command("once")
 @root_option
 @click.option("--dry-run", is_flag=True, help="Print the plan; change nothing.")
 @runner_option
+@timeout_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every step on stderr.")
 @json_option
 @error_boundary
-def once_cmd(root, dry_run, runner, verbose, as_json):
+def once_cmd(root, dry_run, runner, buildout_timeout, verbose, as_json):
     """Run one cycle (or print its plan with --dry-run). Exit code 8 when a release or
     a partition failed in this cycle."""
     _setup_logging(verbose, quiet=not verbose)
-    result = _agent(root, runner).once(dry_run=dry_run)
+    result = _agent(root, runner, buildout_timeout).once(dry_run=dry_run)
     lines = []
     if dry_run:
         lines.append("plan (dry run, nothing changed):" if result.plan else

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import select
 import signal
 import sys
 import tempfile
@@ -195,21 +196,67 @@ def _buildout_args(cfg: str) -> list[str]:
     return ["-U", "-c", cfg]
 
 
+DEFAULT_TIMEOUT = 1800.0   # seconds one buildout run may take before it is killed
+
+
+def _wait_or_kill(pid: int, timeout: float, log_path: str) -> int:
+    """Wait for child ``pid`` (the leader of its own process group); past ``timeout``
+    kill the whole group (TERM, then KILL) and note it in the log. Returns the exit
+    code (negative: killed by that signal)."""
+    deadline = time.monotonic() + timeout
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        fd = None
+    try:
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            if fd is not None:
+                select.select([fd], [], [], left)
+            else:
+                time.sleep(min(0.02, left))
+    finally:
+        if fd is not None:
+            os.close(fd)
+    with open(log_path, "a", encoding="utf-8") as fh:
+        fh.write(f"\nslapfed: buildout still running after {timeout:g}s; killed\n")
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        end = time.monotonic() + grace
+        while time.monotonic() < end:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            time.sleep(0.02)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
 class SubprocessRunner:
     """One fresh interpreter per run: slow (~430 ms) but shares nothing with the agent."""
 
     name = "subprocess"
     CODE = "import sys; from zc.buildout.buildout import main; main(sys.argv[1:])"
 
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT):
+        self.timeout = timeout
+
     def run(self, cfg: str, cwd: str, log_path: str) -> RunResult:
         import subprocess
 
         started = time.monotonic()
         with open(log_path, "wb") as log:
-            proc = subprocess.run([sys.executable, "-c", self.CODE, *_buildout_args(cfg)],
-                                  cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
-        code = proc.returncode
+            proc = subprocess.Popen([sys.executable, "-c", self.CODE, *_buildout_args(cfg)],
+                                    cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        code = _wait_or_kill(proc.pid, self.timeout, log_path)
+        proc.returncode = code
         return RunResult(code == 0, code, "" if code == 0 else log_tail(log_path),
                          time.monotonic() - started)
 
@@ -222,8 +269,9 @@ class ForkRunner:
 
     name = "fork"
 
-    def __init__(self):
+    def __init__(self, timeout: float = DEFAULT_TIMEOUT):
         self.warm = False
+        self.timeout = timeout
 
     def warm_up(self) -> None:
         """Import zc.buildout and run one tiny buildout in-process, restoring cwd and
@@ -274,6 +322,7 @@ class ForkRunner:
         if pid == 0:  # child: never return from here
             code = 1
             try:
+                os.setsid()   # its own process group, so a timeout kills what it started
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
                 os.close(fd)
@@ -297,8 +346,7 @@ class ForkRunner:
                     sys.stdout.flush()
                 os._exit(code)
         os.close(fd)
-        _, status = os.waitpid(pid, 0)
-        code = os.waitstatus_to_exitcode(status)
+        code = _wait_or_kill(pid, self.timeout, log_path)
         return RunResult(code == 0, code, "" if code == 0 else log_tail(log_path),
                          time.monotonic() - started)
 
@@ -306,9 +354,9 @@ class ForkRunner:
 RUNNERS = {"fork": ForkRunner, "subprocess": SubprocessRunner}
 
 
-def make_runner(name: str = "fork"):
+def make_runner(name: str = "fork", timeout: float = DEFAULT_TIMEOUT):
     try:
-        return RUNNERS[name]()
+        return RUNNERS[name](timeout)
     except KeyError:
         raise ValueError(f"unknown buildout runner {name!r} (known: {', '.join(RUNNERS)})") \
             from None
