@@ -153,3 +153,8 @@ class MasterClient:
         return self._json(
             "PUT", f"/computers/{quote(computer_id, safe='')}/partitions/"
                    f"{quote(partition_id, safe='')}/status", json_body=report)
+
+    # -- topology -----------------------------------------------------------------
+    def topology(self) -> dict:
+        """The master's topology files and live state (GET /topology)."""
+        return self._json("GET", "/topology")

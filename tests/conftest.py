@@ -179,3 +179,49 @@ def node_roots():
     finally:
         for root in roots:
             shutdown_node_supervisord(root)
+
+
+# -- topology fixtures --
+# Master apps started with topology files, and a real HTTP server for the topology CLI:
+# werkzeug on 127.0.0.1, port chosen at run time, shut down at teardown.
+TOPOLOGY_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "topology")
+
+
+@pytest.fixture
+def topology_app(master_db):
+    """make(files=(), name=None) -> a master app over master_db with those topology files."""
+    from slapfed.master import close_app, create_app
+    apps = []
+
+    def make(files=(), name=None):
+        app = create_app({"DB": master_db, "TOPOLOGY_FILES": [str(f) for f in files],
+                          "MASTER_NAME": name})
+        app.config["TESTING"] = False
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        close_app(app)
+
+
+@pytest.fixture
+def serve_app():
+    """serve(app) -> URL: serve a Flask app on 127.0.0.1 (run-time port) in a thread."""
+    import threading
+    from werkzeug.serving import make_server
+    servers = []
+
+    def serve(app):
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield serve
+    for server, thread in servers:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()

@@ -47,14 +47,23 @@ def master():
 @click.option("--threads", default=16, show_default=True, type=int,
               help="Threads per worker.")
 @click.option("--access-log", default=None, help="Access log file ('-' for stderr).")
+@click.option("--topology", "topology_files", multiple=True, metavar="FILE",
+              type=click.Path(dir_okay=False),
+              help="Topology file (TOML, repeatable): validated at start; fills the "
+                   "locality of registering computers and refuses contradictions.")
+@click.option("--name", "master_name", default=None, metavar="NAME",
+              help="This master's name in the topology files (default: the only master "
+                   "they declare).")
 @error_boundary
-def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log):
+def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, topology_files,
+          master_name):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C."""
     from ..master.server import ServeOptions, serve as run_server
     host, port = parse_listen(listen)
     run_server(ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
                             start_zeo=start_zeo, workers=workers, threads=threads,
-                            access_log=access_log))
+                            access_log=access_log, topology_files=topology_files,
+                            master_name=master_name))
 
 
 @master.command()

@@ -42,8 +42,9 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the master app.
 
     config keys: ``DB`` (an open ZODB DB, not closed by the app) or ``STORAGE`` (URI)
-    and ``DATA_DIR``; ``MAX_CONTENT_LENGTH`` (bytes). Raises InvalidInput/StorageError
-    when the storage cannot be opened."""
+    and ``DATA_DIR``; ``MAX_CONTENT_LENGTH`` (bytes); ``TOPOLOGY_FILES`` (paths) and
+    ``MASTER_NAME`` (this master in them). Raises InvalidInput/StorageError when the
+    storage cannot be opened or the topology files are invalid."""
     config = dict(config or {})
     app = Flask("slapfed.master")
     app.config["MAX_CONTENT_LENGTH"] = DEFAULT_MAX_CONTENT_LENGTH
@@ -57,8 +58,8 @@ def create_app(config: dict | None = None) -> Flask:
         db = open_db(config.get("STORAGE"), config.get("DATA_DIR"))
     app.extensions[EXTENSION] = MasterState(db, owns)
 
-    from . import computers, instances, meta
-    for module in (meta, computers, instances):
+    from . import computers, instances, meta, topology
+    for module in (meta, computers, instances, topology):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
 
     app.teardown_appcontext(_close_connection)

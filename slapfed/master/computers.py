@@ -9,13 +9,14 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from ..core.wire import ComputerRegistration, PartitionReport, SoftwareReport, Supply
 from .. import services
 from .app import connection, json_body, state_of
+from .topology import complete_registration
 
 blueprint = Blueprint("computers", __name__)
 
 
 @blueprint.post("/computers")
 def register():
-    reg = ComputerRegistration.from_json(json_body())
+    reg = complete_registration(ComputerRegistration.from_json(json_body()))
     created, body = services.register_computer(connection(), reg)
     return jsonify(body), 201 if created else 200
 

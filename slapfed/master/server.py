@@ -17,6 +17,7 @@ from ..core.errors import InvalidInput
 from ..store import open_db, parse_storage_uri
 from ..store.zeo import start_zeo_server
 from .app import close_app, create_app
+from .topology import load_topology
 
 URL_FILE = "master.url"
 PID_FILE = "master.pid"
@@ -34,6 +35,8 @@ class ServeOptions:
     workers: int = 1
     threads: int = 16
     access_log: str | None = None
+    topology_files: tuple = ()      # topology files, validated before serving
+    master_name: str | None = None  # this master's name in them
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -97,7 +100,9 @@ class MasterApplication(BaseApplication):
             self.cfg.set(key, value)
 
     def load(self):
-        return create_app({"STORAGE": self.storage_uri, "DATA_DIR": self.opts.data_dir})
+        return create_app({"STORAGE": self.storage_uri, "DATA_DIR": self.opts.data_dir,
+                           "TOPOLOGY_FILES": self.opts.topology_files,
+                           "MASTER_NAME": self.opts.master_name})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):
@@ -128,6 +133,9 @@ class MasterApplication(BaseApplication):
 def serve(opts: ServeOptions) -> None:
     """Run the master until SIGTERM/SIGINT. Raises InvalidInput or StorageError."""
     check_options(opts)
+    # Refuse to start on invalid topology files (workers would only crash-loop on them).
+    opts.topology_files = tuple(os.path.abspath(p) for p in opts.topology_files)
+    opts.master_name = load_topology(opts.topology_files, opts.master_name).name
     opts.data_dir = os.path.abspath(opts.data_dir)
     os.makedirs(opts.data_dir, exist_ok=True)
     zeo = None

@@ -129,11 +129,11 @@ class Topology:
         Returns (locality, problems); problems name every contradiction."""
         out = {lvl: given.get(lvl) for lvl in LEVELS}
         problems: list[dict] = []
-        sources: list[tuple[str, dict, str]] = []   # (what, its locality, field)
+        sources: list[tuple[str, dict, str, Origin | None]] = []  # what, locality, field
         declared = self.computers.get(computer_id)
         if declared is not None:
-            sources.append((f"computer {computer_id} is declared at site {declared.site!r} "
-                            f"({declared.origin})", self.locality_of(declared.site), "id"))
+            sources.append((f"computer {computer_id} (declared at site {declared.site!r})",
+                            self.locality_of(declared.site), "id", declared.origin))
         for level in LEVELS:
             name = given.get(level)
             if name is None:
@@ -143,12 +143,12 @@ class Topology:
                 continue
             if site.level != level:
                 problems.append({"field": level, "problem": (
-                    f"{name!r} is a {site.level} in the topology ({site.origin}), "
-                    f"not a {level}")})
+                    f"{name!r} is a {TITLE[site.level]} in the topology ({site.origin}), "
+                    f"not a {TITLE[level]}")})
                 continue
-            sources.append((f"{level} {name!r} is in the topology ({site.origin})",
-                            self.locality_of(name), level))
-        for what, loc, fname in sources:
+            sources.append((f"{TITLE[level]} {name!r}", self.locality_of(name), level,
+                            site.origin))
+        for what, loc, fname, origin in sources:
             for level in LEVELS:
                 want = loc[level]
                 if want is None:
@@ -157,10 +157,31 @@ class Topology:
                 if have is None:
                     out[level] = want
                 elif have != want:
+                    where = f" ({origin})" if origin else ""
                     problems.append({"field": level if given.get(level) else fname,
-                                     "problem": f"is {have!r} but {what} says {level} "
-                                                f"{want!r}"})
+                                     "problem": f"is {have!r}, but the topology puts {what} "
+                                                f"in {TITLE[level]} {want!r}{where}"})
         return out, problems
+
+    @classmethod
+    def from_json(cls, doc: dict) -> "Topology":
+        """The inverse of to_json (a master's GET /topology answer); trusts its input,
+        which a master validated when it read the files."""
+        sites = {s["name"]: Site(s["name"], s["level"], s.get("parent"),
+                                 s.get("description") or "") for s in doc.get("sites", ())}
+        masters = {m["name"]: Master(m["name"], m.get("site") or "", m.get("url"),
+                                     m.get("description") or "")
+                   for m in doc.get("masters", ())}
+        computers = {c["id"]: Computer(c["id"], c["site"], c.get("master"),
+                                       MappingProxyType(dict(c.get("labels") or {})),
+                                       tuple(c.get("capabilities") or ()),
+                                       c.get("partitions"), c.get("description") or "")
+                     for c in doc.get("computers", ())}
+        links = tuple(Link(ln["from"], ln["to"], float(ln["latency_ms"]),
+                           float(ln.get("cost", 0.0)), ln.get("trust", DEFAULT_TRUST),
+                           ln.get("description") or "") for ln in doc.get("links", ()))
+        return cls(tuple(doc.get("files", ())), MappingProxyType(sites),
+                   MappingProxyType(masters), MappingProxyType(computers), links)
 
     def to_json(self) -> dict:
         return {

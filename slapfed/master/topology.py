@@ -1,0 +1,77 @@
+"""The master's topology: the files it was started with, locality filling at registration,
+and GET /api/v1/topology (the files plus the live state the CLI draws).
+
+Depends on Flask, topology.files and services.topology_state. The files are read once, when
+the app is built; nothing here runs on the request_instance path.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from flask import Blueprint, current_app, jsonify
+
+from ..core.errors import InvalidInput
+from ..services.topology_state import live_state
+from ..topology import files
+from .app import connection
+
+blueprint = Blueprint("topology", __name__)
+EXTENSION = "slapfed.topology"
+
+
+@dataclasses.dataclass(frozen=True)
+class MasterTopology:
+    topology: files.Topology
+    name: str | None
+
+
+def load_topology(paths, name: str | None) -> MasterTopology:
+    """Read the topology files and settle this master's name in them.
+
+    Without ``name``, a topology declaring exactly one master names this one. Raises
+    InvalidInput (every problem of the files, or a name the files do not declare)."""
+    topo = files.load(paths) if paths else files.EMPTY
+    if name is None and len(topo.masters) == 1:
+        name = next(iter(topo.masters))
+    if name is not None and topo.masters and name not in topo.masters:
+        known = ", ".join(sorted(topo.masters))
+        raise InvalidInput(f"--name {name!r} is not a master of the topology (declared: "
+                           f"{known})", [{"field": "name", "problem": f"not among {known}"}])
+    return MasterTopology(topo, name)
+
+
+@blueprint.record_once
+def _load(state) -> None:
+    config = state.app.config
+    state.app.extensions[EXTENSION] = load_topology(config.get("TOPOLOGY_FILES") or (),
+                                                    config.get("MASTER_NAME"))
+
+
+def master_topology() -> MasterTopology:
+    return current_app.extensions[EXTENSION]
+
+
+def complete_registration(reg):
+    """A registration with the outer levels of its locality filled from the topology.
+
+    Raises InvalidInput naming every contradiction with the topology."""
+    mt = master_topology()
+    topo = mt.topology
+    if not topo.sites and not topo.computers:
+        return reg
+    given = {"host": reg.host, "lan": reg.lan, "country": reg.country,
+             "continent": reg.continent}
+    filled, problems = topo.complete_locality(reg.id, given)
+    if problems:
+        first = problems[0]
+        raise InvalidInput(f"computer {reg.id} contradicts the topology: {first['field']} "
+                           f"{first['problem']}", problems)
+    return reg if filled == given else dataclasses.replace(reg, **filled)
+
+
+@blueprint.get("/topology")
+def show():
+    mt = master_topology()
+    live = live_state(connection())
+    return jsonify({"master": mt.name, "topology": mt.topology.to_json(),
+                    "live": {"master": mt.name, **live}})

@@ -1,0 +1,36 @@
+"""The master's live state as the topology sees it: computers with locality and partitions,
+instances with placement. Read-only; one read transaction.
+
+Depends on services.tx and services.render; returns plain dicts (the ``live`` part of
+GET /api/v1/topology) that slapfed.topology.graph builds on.
+"""
+from __future__ import annotations
+
+from . import render
+from .tx import read
+
+
+def live_state(conn) -> dict:
+    """{"computers": [...], "instances": [...]}: every computer and every instance."""
+    def query(app):
+        computers = []
+        for comp in app.computers.values():
+            computers.append({
+                "id": comp.id, **comp.locality, "labels": dict(comp.labels),
+                "last_contact": render.iso(comp.last_contact),
+                "partitions": [render.partition_json(p) for p in comp.partitions.values()]})
+        instances = []
+        for inst in app.instances.values():
+            place = render.placement_json(app, inst)
+            instances.append({
+                "id": inst.id, "reference": inst.reference, "requester": inst.requester,
+                "parent": inst.parent, "children": list(inst.children),
+                "shared": inst.shared, "host_instance": inst.host_id,
+                "software_url": inst.software_url, "software_type": inst.software_type,
+                "requested_state": inst.requested_state, "state": inst.status["state"],
+                "placement": None if place is None else {
+                    "computer": place["computer"], "partition": place["partition"],
+                    "address": place["address"]}})
+        return {"computers": computers, "instances": instances}
+
+    return read(conn, query)
