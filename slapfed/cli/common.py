@@ -12,6 +12,7 @@ import sys
 
 import click
 
+from ..ca import errors as ca_errors
 from ..core import errors
 
 
@@ -52,6 +53,11 @@ class InstanceFailed(errors.SlapfedError):
 
 
 EXIT_BY_CODE[InstanceFailed.code] = Exit.FAILED
+
+# The CA's errors take the exit code of the core error they refine (401 → FORBIDDEN, ...).
+for _klass in ca_errors.CA_ERRORS:
+    _base = next(b for b in _klass.__mro__[1:] if b.code in EXIT_BY_CODE)
+    EXIT_BY_CODE[_klass.code] = EXIT_BY_CODE[_base.code]
 
 
 def error_boundary(func):

@@ -12,6 +12,7 @@ from .node_cmd import node
 from .user_cmd import COMMANDS
 from .demo_cmd import demo
 from .topology_cmd import topology
+from .ca_cmd import ca
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -30,6 +31,7 @@ cli.add_command(master)
 cli.add_command(node)
 cli.add_command(demo)
 cli.add_command(topology)
+cli.add_command(ca)
 for _command in COMMANDS:
     cli.add_command(_command)
 

@@ -1,0 +1,78 @@
+"""Typed errors of the certificate authority, each with a stable code for clients and the CLI.
+
+Depends on slapfed.core.errors only. Every failure to prove who you are is an
+Unauthenticated (401); refusals of what you asked are Forbidden (403) and live in core.
+"""
+from __future__ import annotations
+
+from ..core import errors as core
+
+
+class BadCertificate(core.Unauthenticated):
+    """The bytes presented are not a parsable X509 certificate."""
+
+    code = "bad_certificate"
+
+
+class ForeignCertificate(core.Unauthenticated):
+    """The certificate was issued by another certificate authority than this master's."""
+
+    code = "foreign_certificate"
+
+
+class InvalidCertificateSignature(core.Unauthenticated):
+    """The certificate names this CA as issuer but its signature does not verify (tampered)."""
+
+    code = "invalid_certificate_signature"
+
+
+class CertificateExpired(core.Unauthenticated):
+    code = "certificate_expired"
+
+
+class CertificateNotYetValid(core.Unauthenticated):
+    code = "certificate_not_yet_valid"
+
+
+class CertificateRevoked(core.Unauthenticated):
+    code = "certificate_revoked"
+
+
+class NoIdentity(core.Unauthenticated):
+    """The certificate carries no slapfed identity, or more than one."""
+
+    code = "no_identity"
+
+
+class InvalidToken(core.Unauthenticated):
+    """A registration token that is unknown, already used or malformed."""
+
+    code = "invalid_token"
+
+
+class TokenExpired(core.Unauthenticated):
+    code = "token_expired"
+
+
+class CANotInitialized(core.NotFound):
+    """The data directory holds no certificate authority yet (run ``slapfed ca init``)."""
+
+    code = "ca_not_initialized"
+
+
+class CAExists(core.Conflict):
+    """``init`` refuses to overwrite an existing certificate authority."""
+
+    code = "ca_exists"
+
+
+CA_ERRORS: tuple[type[core.SlapfedError], ...] = (
+    BadCertificate, ForeignCertificate, InvalidCertificateSignature, CertificateExpired,
+    CertificateNotYetValid, CertificateRevoked, NoIdentity, InvalidToken, TokenExpired,
+    CANotInitialized, CAExists,
+)
+
+# Clients rebuild typed errors from a master's answer through core's registry: make the
+# CA's codes known there too, so `except CertificateRevoked` works on the client side.
+for _klass in CA_ERRORS:
+    core.ERROR_CLASSES.setdefault(_klass.code, _klass)
