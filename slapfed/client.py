@@ -154,7 +154,18 @@ class MasterClient:
             "PUT", f"/computers/{quote(computer_id, safe='')}/partitions/"
                    f"{quote(partition_id, safe='')}/status", json_body=report)
 
-    # -- topology -----------------------------------------------------------------
-    def topology(self) -> dict:
-        """The master's topology files and live state (GET /topology)."""
-        return self._json("GET", "/topology")
+    # -- placement (explain without writing) -----------------------------------
+    def explain(self, reference: str, software_url: str, software_type: str = "default",
+                parameters: dict | None = None, sla: dict | list | None = None,
+                state: str = "started", shared: bool = False,
+                parent: str | None = None) -> dict:
+        """The decision ``request`` with the same arguments would make, and why
+        (POST /placements); the master writes nothing."""
+        body = {"reference": reference, "software_url": software_url,
+                "software_type": software_type, "parameters": parameters or {},
+                "sla": sla if sla is not None else {}, "state": state, "shared": shared}
+        if self.requester:
+            body["requester"] = self.requester
+        if parent:
+            body["parent"] = parent
+        return self._json("POST", "/placements", json_body=body)

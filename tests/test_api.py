@@ -8,6 +8,7 @@ from slapfed import services
 from slapfed.core import errors
 from slapfed.core.wire import software_hash
 from slapfed.master.openapi import openapi_document
+from slapfed.store import LATEST_GENERATION
 
 API = "/api/v1"
 URL = "/srv/releases/hello/software.cfg"
@@ -44,7 +45,7 @@ def assert_error(resp, status, code):
 def test_health(api):
     r = api.get(f"{API}/health")
     assert r.status_code == 200
-    assert r.json["status"] == "ok" and r.json["generation"] == 1 and r.json["version"]
+    assert r.json["status"] == "ok" and r.json["generation"] == LATEST_GENERATION and r.json["version"]
 
 
 def test_computer_routes(ready, master_factories):
@@ -125,7 +126,8 @@ def test_no_capacity_and_unknown_type_render(ready):
                                                              "software_url": URL}),
                        409, "no_capacity")
     assert err["message"] == "no partition fits web-9: 1 computer refused by capacity"
-    assert err["details"] == [{"computer": "c1", "reason": "capacity"}]
+    assert err["details"] == [{"alternative": 0, "sla": "anywhere", "plugin": "capacity",
+                               "reason": "capacity", "count": 1}]
     ready.put(f"{API}/computers/c1/software/{H}/status",
               json={"status": "installed", "software_types": ["default"]})
     assert_error(ready.post(f"{API}/instances", json={"reference": "db", "software_url": URL,

@@ -27,6 +27,8 @@ SOFTWARE_REPORT_STATES = (INSTALLED, FAILED, DESTROYED)
 
 DEFAULT_SOFTWARE_TYPE = "default"
 
-# Absolute SLA keys understood by placement (relative keys arrive with topology).
+# SLA keys understood by placement (the language itself is core.sla): locality levels,
+# innermost first, then every key; labels are written "label.KEY".
 SLA_LOCALITY_KEYS = ("host", "lan", "country", "continent")
-SLA_KEYS = ("computer_guid",) + SLA_LOCALITY_KEYS
+SLA_KEYS = (("computer_guid",) + SLA_LOCALITY_KEYS + ("capability",)
+            + tuple(f"{m}_{lv}" for m in ("same", "different") for lv in SLA_LOCALITY_KEYS))

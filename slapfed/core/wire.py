@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidInput
+from .sla import is_capability_name, parse_sla
 from .states import (
-    AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES, SLA_KEYS,
+    AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES,
     SOFTWARE_REPORT_STATES, STARTED, SUPPLY_STATES,
 )
 
@@ -28,6 +29,7 @@ MAX_URL = 2048
 MAX_TEXT = 256
 MAX_LOG_TAIL = 64 * 1024
 MAX_PARAMETERS_BYTES = 256 * 1024
+MAX_CAPABILITIES = 32
 
 
 def software_hash(url: str) -> str:
@@ -172,13 +174,16 @@ def _check_string_map(f: _Fields, name: str, keys: tuple[str, ...] | None = None
 
 @dataclass(frozen=True)
 class InstanceRequest:
-    """``POST /api/v1/instances``: the one verb."""
+    """``POST /api/v1/instances``: the one verb.
+
+    ``sla`` keeps the normal wire shape (core.sla): one object, or an array of at most
+    MAX_ALTERNATIVES objects tried in order; ``sla_terms()`` parses it."""
 
     reference: str
     software_url: str
     software_type: str = DEFAULT_SOFTWARE_TYPE
     parameters: dict = field(default_factory=dict)
-    sla: dict = field(default_factory=dict)
+    sla: dict | list = field(default_factory=dict)
     state: str = STARTED
     shared: bool = False
     requester: str = "anonymous"
@@ -188,13 +193,13 @@ class InstanceRequest:
               "shared", "requester", "parent")
 
     @classmethod
-    def from_json(cls, body: Any, sla_keys: tuple[str, ...] = SLA_KEYS) -> "InstanceRequest":
+    def from_json(cls, body: Any) -> "InstanceRequest":
         f = _Fields(body, "request", cls.FIELDS)
         reference = f.string("reference", required=True, max_len=MAX_REFERENCE)
         url = _check_software_url(f, "software_url")
         stype = f.string("software_type", default=DEFAULT_SOFTWARE_TYPE, pattern=SOFTWARE_TYPE_RE)
         params = _check_parameters(f, "parameters")
-        sla = _check_string_map(f, "sla", sla_keys)
+        sla = parse_sla(f.body.get("sla"), "sla", reference, f.problems).to_json()
         state = f.string("state", default=STARTED, choices=REQUESTED_STATES)
         shared = f.boolean("shared")
         requester = f.string("requester", default="anonymous", max_len=MAX_TEXT)
@@ -204,6 +209,10 @@ class InstanceRequest:
 
     def to_json(self) -> dict:
         return {k: getattr(self, k) for k in self.FIELDS}
+
+    def sla_terms(self):
+        """The parsed SLA (core.sla.Sla); InvalidInput when it was built invalid."""
+        return parse_sla(self.sla, "sla", self.reference)
 
 
 @dataclass(frozen=True)
@@ -220,22 +229,47 @@ class StateChange:
         return cls(state)
 
 
+def _check_capabilities(f: _Fields, name: str) -> tuple:
+    """A list of capability names (core.sla.NAME_RE), sorted, without repeats."""
+    raw = f.array(name)
+    if len(raw) > MAX_CAPABILITIES:
+        f.problem(name, f"has {len(raw)} capabilities, the limit is {MAX_CAPABILITIES}")
+        return ()
+    out = set()
+    for i, cap in enumerate(raw):
+        if not is_capability_name(cap):
+            f.problem(f"{name}[{i}]", f"{cap!r} is not a capability name "
+                                      "(letters, digits, _ . : - ; at most 64)")
+        else:
+            out.add(cap)
+    return tuple(sorted(out))
+
+
 @dataclass(frozen=True)
 class PartitionSpec:
+    """A partition as a node declares it; a tagged partition (``capabilities``) only
+    hosts instances whose SLA asks for one of its capabilities."""
+
     id: str
     address: str
     port_base: int
     port_count: int
+    capabilities: tuple = ()
 
-    FIELDS = ("id", "address", "port_base", "port_count")
+    FIELDS = ("id", "address", "port_base", "port_count", "capabilities")
 
     def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in self.FIELDS}
+        out = {k: getattr(self, k) for k in self.FIELDS}
+        out["capabilities"] = list(self.capabilities)
+        return out
 
 
 @dataclass(frozen=True)
 class ComputerRegistration:
-    """``POST /api/v1/computers``: a node declares itself and its partitions."""
+    """``POST /api/v1/computers``: a node declares itself and its partitions.
+
+    ``capabilities`` tag the whole computer: it then only hosts instances whose SLA
+    asks for one of them (``capability=gpu``)."""
 
     id: str
     host: str | None = None
@@ -244,8 +278,10 @@ class ComputerRegistration:
     continent: str | None = None
     labels: dict = field(default_factory=dict)
     partitions: tuple[PartitionSpec, ...] = ()
+    capabilities: tuple = ()
 
-    FIELDS = ("id", "host", "lan", "country", "continent", "labels", "partitions")
+    FIELDS = ("id", "host", "lan", "country", "continent", "labels", "partitions",
+              "capabilities")
 
     @classmethod
     def from_json(cls, body: Any) -> "ComputerRegistration":
@@ -253,6 +289,7 @@ class ComputerRegistration:
         cid = f.string("id", required=True, pattern=ID_RE)
         loc = {k: f.string(k) for k in ("host", "lan", "country", "continent")}
         labels = _check_string_map(f, "labels")
+        capabilities = _check_capabilities(f, "capabilities")
         parts = []
         seen = set()
         for i, raw in enumerate(f.array("partitions")):
@@ -266,18 +303,21 @@ class ComputerRegistration:
                     pf.problem("address", f"{address!r} is not an IP address")
             port_base = pf.integer("port_base", required=True, minimum=1, maximum=65535)
             port_count = pf.integer("port_count", default=10, minimum=1, maximum=65535)
+            part_caps = _check_capabilities(pf, "capabilities")
             if pid in seen:
                 pf.problem("id", f"partition {pid!r} is declared twice")
             seen.add(pid)
             f.problems.extend(pf.problems)
             if not pf.problems:
-                parts.append(PartitionSpec(pid, address, port_base, port_count))
+                parts.append(PartitionSpec(pid, address, port_base, port_count, part_caps))
         f.raise_if_any("computer")
-        return cls(cid, labels=labels, partitions=tuple(parts), **loc)
+        return cls(cid, labels=labels, partitions=tuple(parts), capabilities=capabilities,
+                   **loc)
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.FIELDS}
         out["partitions"] = [p.to_json() for p in self.partitions]
+        out["capabilities"] = list(self.capabilities)
         return out
 
 

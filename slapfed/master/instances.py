@@ -1,4 +1,4 @@
-"""Routes of instances: request (the one verb), list, show, change state, destroy.
+"""Routes of instances: request (the one verb), explain (dry run), list, show, change state, destroy.
 
 Depends on Flask, core (wire, errors, states) and services.
 """
@@ -22,6 +22,13 @@ def request_instance():
     req = InstanceRequest.from_json(json_body())
     created, body = services.request_instance(database(), req)
     return jsonify(body), 201 if created else 200
+
+
+@blueprint.post("/placements")
+def explain_placement():
+    """The decision POST /instances would make, with its explanation; writes nothing."""
+    req = InstanceRequest.from_json(json_body())
+    return jsonify(services.explain_request(database(), req))
 
 
 @blueprint.get("/instances")

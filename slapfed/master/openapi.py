@@ -8,9 +8,12 @@ from __future__ import annotations
 import functools
 
 from .. import __version__
+from ..core.sla import (
+    ABSOLUTE_KEYS, LABEL_PREFIX, MAX_ALTERNATIVES, MAX_REFERENCES_PER_KEY, RELATIVE_KEYS,
+)
 from ..core.states import (
-    INSTANCE_STATUSES, PARTITION_REPORT_STATES, REQUESTED_STATES, SLA_KEYS,
-    SOFTWARE_REPORT_STATES, SOFTWARE_STATUSES, SUPPLY_STATES,
+    INSTANCE_STATUSES, PARTITION_REPORT_STATES, REQUESTED_STATES, SOFTWARE_REPORT_STATES,
+    SOFTWARE_STATUSES, SUPPLY_STATES,
 )
 
 
@@ -37,6 +40,26 @@ def _enum(values) -> dict:
     return {"type": "string", "enum": list(values)}
 
 
+CAPS = {"type": "array", "items": STR, "description": "capability names; a tagged computer "
+        "or partition only hosts instances whose SLA asks for one of them"}
+_REFS = {"oneOf": [STR, {"type": "array", "items": STR, "minItems": 1,
+                         "maxItems": MAX_REFERENCES_PER_KEY}],
+         "description": "reference(s) of other instances of the same requester or "
+                        "instance tree"}
+SLA_ALTERNATIVE = {
+    "type": "object",
+    "description": "Conditions that must all hold: absolute keys, labels as "
+                   f"'{LABEL_PREFIX}KEY', relative keys naming other instances. "
+                   "Unknown keys are refused.",
+    "properties": {**{k: STR for k in ABSOLUTE_KEYS}, **{k: _REFS for k in RELATIVE_KEYS}},
+    "patternProperties": {r"^label\.[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$": STR},
+    "additionalProperties": False}
+SLA = {"oneOf": [SLA_ALTERNATIVE, {"type": "array", "items": SLA_ALTERNATIVE, "minItems": 1,
+                                   "maxItems": MAX_ALTERNATIVES}],
+       "description": "one alternative, or alternatives tried in order "
+                      "([{\"continent\": \"europe\"}, {}] = Europe, else anywhere)"}
+
+
 SCHEMAS = {
     "Error": _obj({"error": _obj({
         "code": STR, "message": STR,
@@ -46,16 +69,19 @@ SCHEMAS = {
                    ["status", "generation", "version"]),
     "PartitionSpec": _obj({"id": STR, "address": {"type": "string", "format": "ip"},
                            "port_base": {"type": "integer", "minimum": 1, "maximum": 65535},
-                           "port_count": {"type": "integer", "minimum": 1, "default": 10}},
+                           "port_count": {"type": "integer", "minimum": 1, "default": 10},
+                           "capabilities": CAPS},
                           ["id", "address", "port_base"]),
     "ComputerRegistration": _obj({
         "id": STR, "host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR,
-        "labels": STR_MAP,
+        "labels": STR_MAP, "capabilities": CAPS,
         "partitions": {"type": "array", "items": _ref("PartitionSpec")}}, ["id"]),
     "Partition": _obj({"id": STR, "address": STR, "port_base": INT, "port_count": INT,
                        "instance": {"type": ["string", "null"],
-                                    "description": "id of the hosted instance"}},
-                      ["id", "address", "port_base", "port_count", "instance"]),
+                                    "description": "id of the hosted instance"},
+                       "capabilities": CAPS},
+                      ["id", "address", "port_base", "port_count", "instance",
+                       "capabilities"]),
     "Software": _obj({"url": STR, "hash": STR, "state": _enum(SUPPLY_STATES),
                       "status": _enum(SOFTWARE_STATUSES), "log_tail": STR,
                       "software_types": {"type": "array", "items": STR},
@@ -63,12 +89,12 @@ SCHEMAS = {
                      ["url", "hash", "state", "status", "log_tail", "software_types",
                       "reported_at"]),
     "Computer": _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
-                      "continent": NSTR, "labels": STR_MAP, "last_contact": ISO,
-                      "serial": INT,
+                      "continent": NSTR, "labels": STR_MAP, "capabilities": CAPS,
+                      "last_contact": ISO, "serial": INT,
                       "partitions": {"type": "array", "items": _ref("Partition")},
                       "software": {"type": "array", "items": _ref("Software")}},
-                     ["id", "host", "lan", "country", "continent", "labels", "last_contact",
-                      "serial", "partitions", "software"]),
+                     ["id", "host", "lan", "country", "continent", "labels", "capabilities",
+                      "last_contact", "serial", "partitions", "software"]),
     "ComputerList": _obj({"computers": {"type": "array", "items": _ref("Computer")}},
                          ["computers"]),
     "Supply": _obj({"url": STR, "state": {**_enum(SUPPLY_STATES), "default": "available"}},
@@ -106,7 +132,7 @@ SCHEMAS = {
         "reference": STR, "software_url": STR,
         "software_type": {"type": "string", "default": "default"},
         "parameters": {**ANY_OBJ, "default": {}},
-        "sla": _obj({k: STR for k in SLA_KEYS}),
+        "sla": SLA,
         "state": {**_enum(REQUESTED_STATES), "default": "started"},
         "shared": {"type": "boolean", "default": False},
         "requester": {"type": "string", "default": "anonymous"},
@@ -126,7 +152,7 @@ SCHEMAS = {
         "id": STR, "reference": STR, "requester": STR, "parent": NSTR,
         "children": {"type": "array", "items": STR}, "software_url": STR,
         "software_hash": STR, "software_type": STR, "parameters": ANY_OBJ,
-        "sla": STR_MAP, "requested_state": _enum(REQUESTED_STATES),
+        "sla": SLA, "requested_state": _enum(REQUESTED_STATES),
         "shared": {"type": "boolean"}, "revision": INT,
         "placement": {"oneOf": [{"type": "null"}, _ref("Placement")]},
         "host_instance": {"type": ["string", "null"],
@@ -141,6 +167,37 @@ SCHEMAS = {
          "connection", "created_at", "updated_at"]),
     "InstanceList": _obj({"instances": {"type": "array", "items": _ref("Instance")}},
                          ["instances"]),
+    "Refusal": _obj({"plugin": STR, "reason": STR, "count": INT,
+                     "sample": {"type": "array", "items": STR,
+                                "description": "a few of the computers refused"}},
+                    ["plugin", "reason", "count"]),
+    "Ranked": _obj({"computer": STR, "score": {"type": "number"},
+                    "scores": {"type": "object", "additionalProperties": {"type": "number"}}},
+                   ["computer", "score", "scores"]),
+    "PlacementAttempt": _obj({
+        "alternative": INT, "sla": STR, "candidates": INT, "feasible": INT, "scored": INT,
+        "refusals": {"type": "array", "items": _ref("Refusal")},
+        "top": {"type": "array", "items": _ref("Ranked")}},
+        ["alternative", "sla", "candidates", "feasible", "scored", "refusals", "top"]),
+    "PlacementDecision": _obj({
+        "reference": STR, "requester": STR, "placed": {"type": "boolean"},
+        "computer": NSTR, "partition": NSTR,
+        "alternative": {"type": ["integer", "null"],
+                        "description": "index of the SLA alternative that matched"},
+        "message": STR,
+        "attempts": {"type": "array", "items": _ref("PlacementAttempt")},
+        "instance": {"type": ["string", "null"],
+                     "description": "id of the existing instance of requester+reference"},
+        "current": {"oneOf": [{"type": "null"},
+                              _obj({"computer": STR, "partition": STR},
+                                   ["computer", "partition"])],
+                    "description": "where the existing instance runs (a repeated request "
+                                   "keeps it there)"},
+        "anchors": {"type": "object", "additionalProperties": _obj(
+            {"computer": NSTR, "why": NSTR}, ["computer", "why"]),
+            "description": "where the instances named by relative keys run"}},
+        ["reference", "requester", "placed", "computer", "partition", "alternative",
+         "message", "attempts", "instance", "current", "anchors"]),
 }
 
 ERROR_TEXT = {
@@ -259,6 +316,12 @@ PATHS = {
                      "description": "observed state (status.state)"}],
                 "responses": {"200": _json("InstanceList", "matching instances"),
                               **_errors("400")}}},
+    "/placements": {"post": _op(
+        "Explain a request without making it: the placement decision, candidates and "
+        "refusals per plugin, per SLA alternative. Writes nothing; nothing fitting is a "
+        "200 with placed=false",
+        {"200": _json("PlacementDecision", "the decision and its explanation"),
+         **_errors("400", "413", "422")}, body="InstanceRequest", op_id="explain_placement")},
     "/instances/{iid}": {
         "get": _op("Show an instance", {"200": _json("Instance", "the instance"),
                                         **_errors("404")}, parameters=[IID],
@@ -271,60 +334,6 @@ PATHS = {
         {"200": _json("Instance", "the instance"), **_errors("400", "404", "409")},
         body="StateChange", parameters=[IID], op_id="change_state")},
 }
-
-
-# -- topology (the files the master was started with, plus its live state) ----------
-_TOPO_SITE = _obj({"name": STR, "level": _enum(["continent", "country", "lan", "host"]),
-                   "parent": NSTR, "description": STR},
-                  ["name", "level", "parent", "description"])
-_TOPO_MASTER = _obj({"name": STR, "url": NSTR, "site": STR, "description": STR},
-                    ["name", "url", "site", "description"])
-_LOCALITY = _obj({"host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR},
-                 ["host", "lan", "country", "continent"])
-_TOPO_COMPUTER = _obj({"id": STR, "site": STR, "master": NSTR, "labels": STR_MAP,
-                       "capabilities": {"type": "array", "items": STR},
-                       "partitions": {"type": ["integer", "null"]}, "description": STR,
-                       "locality": _LOCALITY},
-                      ["id", "site", "master", "labels", "capabilities", "partitions",
-                       "description", "locality"])
-_TOPO_LINK = _obj({"from": STR, "to": STR, "latency_ms": {"type": "number"},
-                   "cost": {"type": "number"},
-                   "trust": _enum(["observe", "delegate", "full"]), "description": STR},
-                  ["from", "to", "latency_ms", "cost", "trust", "description"])
-_LIVE_COMPUTER = _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
-                       "continent": NSTR, "labels": STR_MAP, "last_contact": ISO,
-                       "partitions": {"type": "array", "items": _ref("Partition")}},
-                      ["id", "host", "lan", "country", "continent", "labels", "last_contact",
-                       "partitions"], additional=True)
-_LIVE_INSTANCE = _obj({
-    "id": STR, "reference": STR, "requester": STR, "parent": NSTR,
-    "children": {"type": "array", "items": STR}, "shared": {"type": "boolean"},
-    "host_instance": NSTR, "software_url": STR, "software_type": STR,
-    "requested_state": _enum(REQUESTED_STATES), "state": _enum(INSTANCE_STATUSES),
-    "placement": {"oneOf": [{"type": "null"}, _obj(
-        {"computer": STR, "partition": STR, "address": STR},
-        ["computer", "partition", "address"])]}},
-    ["id", "reference", "requester", "parent", "children", "shared", "host_instance",
-     "software_url", "software_type", "requested_state", "state", "placement"])
-SCHEMAS["TopologyView"] = _obj({
-    "master": {"type": ["string", "null"],
-               "description": "this master's name in the topology files"},
-    "topology": _obj({"files": {"type": "array", "items": STR},
-                      "sites": {"type": "array", "items": _TOPO_SITE},
-                      "masters": {"type": "array", "items": _TOPO_MASTER},
-                      "computers": {"type": "array", "items": _TOPO_COMPUTER},
-                      "links": {"type": "array", "items": _TOPO_LINK}},
-                     ["files", "sites", "masters", "computers", "links"]),
-    "live": _obj({"master": NSTR,
-                  "computers": {"type": "array", "items": _LIVE_COMPUTER},
-                  "instances": {"type": "array", "items": _LIVE_INSTANCE}},
-                 ["master", "computers", "instances"])},
-    ["master", "topology", "live"])
-PATHS["/topology"] = {"get": _op(
-    "The topology files this master was started with (--topology) and its live state: "
-    "computers with locality and partitions, instances with placement",
-    {"200": _json("TopologyView", "the topology and the live state")},
-    op_id="show_topology")}
 
 
 @functools.lru_cache(maxsize=1)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 
+from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree, OOTreeSet
 from persistent import Persistent
 
@@ -24,6 +25,8 @@ class App(Persistent):
     instances = None       # OOBTree: instance id -> Instance
     by_request = None      # OOBTree: (requester, reference) -> instance id
     hosts_by_release = None  # OOTreeSet of (software_hash, software_type, instance id), non-shared
+    supplied = None          # OOTreeSet of (software_hash, computer id), any desired state
+    placement_changes = None  # Length: bumped by every change placement snapshots depend on
 
     def create_containers(self) -> None:
         """Create the root containers that do not exist yet (idempotent)."""
@@ -35,10 +38,33 @@ class App(Persistent):
             self.by_request = OOBTree()
         if self.hosts_by_release is None:
             self.hosts_by_release = OOTreeSet()
+        if self.supplied is None:
+            self.supplied = OOTreeSet()
+            for comp in self.computers.values():
+                for h in comp.software.keys():
+                    self.supplied.add((h, comp.id))
+        if self.placement_changes is None:
+            self.placement_changes = Length(0)
 
     # -- computers --------------------------------------------------------------
     def add_computer(self, computer) -> None:
         self.computers[computer.id] = computer
+
+    # -- the supply index: which computers know a release --------------------------
+    def note_supplied(self, software_hash: str, computer_id: str) -> None:
+        self.supplied.add((software_hash, computer_id))
+
+    def note_unsupplied(self, software_hash: str, computer_id: str) -> None:
+        if (software_hash, computer_id) in self.supplied:
+            self.supplied.remove((software_hash, computer_id))
+
+    def computer_ids_supplied(self, software_hash: str):
+        """Ids of the computers a release was supplied to (any desired state), in order."""
+        for _h, cid in self.supplied.keys(min=(software_hash,), max=(software_hash, _HIGH)):
+            yield cid
+
+    def placement_changed(self) -> None:
+        self.placement_changes.change(1)
 
     # -- instances --------------------------------------------------------------
     def new_instance_id(self) -> str:

@@ -22,12 +22,16 @@ class Partition(Persistent):
     port_base = 0
     port_count = 0
     instance_id = None
+    capabilities = ()        # tags: only requests asking one of them land here
 
-    def __init__(self, pid: str, address: str, port_base: int, port_count: int):
+    def __init__(self, pid: str, address: str, port_base: int, port_count: int,
+                 capabilities: tuple = ()):
         self.id = pid
         self.address = address
         self.port_base = port_base
         self.port_count = port_count
+        if capabilities:
+            self.capabilities = tuple(capabilities)
 
 
 class SoftwareRelease(Persistent):
@@ -61,6 +65,8 @@ class Computer(Persistent):
     country = None
     continent = None
     labels = {}              # replaced as a whole, never mutated in place
+    capabilities = ()        # tags of the whole computer (a tuple, replaced as a whole)
+    partition_tags = {}      # partition id -> capabilities, tagged partitions only (replaced)
     partitions = None        # OOBTree: partition id -> Partition
     free = None              # OOTreeSet of free partition ids
     free_count = None        # Length
@@ -83,9 +89,12 @@ class Computer(Persistent):
     def locality(self) -> dict:
         return {k: getattr(self, k) for k in LOCALITY_KEYS}
 
-    def update_locality(self, locality: dict, labels: dict) -> bool:
-        """Set locality and labels; True when anything changed."""
+    def update_locality(self, locality: dict, labels: dict, capabilities: tuple = ()) -> bool:
+        """Set locality, labels and capabilities; True when anything changed."""
         changed = False
+        if tuple(self.capabilities) != tuple(capabilities):
+            self.capabilities = tuple(capabilities)
+            changed = True
         for key in LOCALITY_KEYS:
             if getattr(self, key) != locality.get(key):
                 setattr(self, key, locality.get(key))
@@ -104,13 +113,32 @@ class Computer(Persistent):
         self.serial_counter.change(1)
 
     # -- partitions -------------------------------------------------------------
-    def add_partition(self, pid: str, address: str, port_base: int, port_count: int) -> bool:
-        """Add a partition unless it exists (existing ones are kept); True if added."""
-        if pid in self.partitions:
-            return False
-        self.partitions[pid] = Partition(pid, address, port_base, port_count)
+    def add_partition(self, pid: str, address: str, port_base: int, port_count: int,
+                      capabilities: tuple = ()) -> bool:
+        """Add a partition unless it exists (existing ones are kept, their capabilities
+        updated); True if added or its capabilities changed."""
+        existing = self.partitions.get(pid)
+        if existing is not None:
+            return self.tag_partition(existing, capabilities)
+        self.partitions[pid] = Partition(pid, address, port_base, port_count, capabilities)
         self.free.add(pid)
         self.free_count.change(1)
+        if capabilities:
+            self.partition_tags = {**self.partition_tags, pid: tuple(capabilities)}
+        return True
+
+    def tag_partition(self, partition: "Partition", capabilities: tuple) -> bool:
+        """Set a partition's capabilities; True when they changed."""
+        capabilities = tuple(capabilities)
+        if tuple(partition.capabilities) == capabilities:
+            return False
+        partition.capabilities = capabilities
+        tags = dict(self.partition_tags)
+        if capabilities:
+            tags[partition.id] = capabilities
+        else:
+            tags.pop(partition.id, None)
+        self.partition_tags = tags
         return True
 
     def free_partition_ids(self, limit: int) -> tuple:

@@ -31,7 +31,7 @@ class Instance(Persistent):
     software_hash = None
     software_type = None
     parameters = {}
-    sla = {}
+    sla = {}                 # wire shape: one object, or a list of objects (alternatives)
     requested_state = STARTED
     shared = False
     revision = 1
@@ -54,7 +54,7 @@ class Instance(Persistent):
         self.software_hash = software_hash
         self.software_type = software_type
         self.parameters = dict(parameters)
-        self.sla = dict(sla)
+        self.sla = [dict(a) for a in sla] if isinstance(sla, (list, tuple)) else dict(sla)
         self.requested_state = requested_state
         self.shared = shared
         self.parent = parent

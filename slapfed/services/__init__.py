@@ -9,13 +9,14 @@ from .computers import (
 )
 from .desired import DesiredStateRenderer, desired_state
 from .instances import (
-    change_state, destroy_instance, list_instances, request_instance, show_instance,
+    change_state, destroy_instance, explain_request, list_instances, request_instance,
+    show_instance,
 )
 from .tx import WRITE_LOCK, app_root, close_writer, read, write
 
 __all__ = [
     "register_computer", "list_computers", "show_computer", "supply", "unsupply",
     "report_software", "report_partition", "desired_state", "DesiredStateRenderer",
-    "request_instance", "change_state", "destroy_instance", "list_instances",
+    "request_instance", "explain_request", "change_state", "destroy_instance", "list_instances",
     "show_instance", "WRITE_LOCK", "app_root", "close_writer", "read", "write",
 ]

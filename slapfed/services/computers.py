@@ -13,7 +13,7 @@ from ..core.states import (
 from ..core.wire import ComputerRegistration, PartitionReport, SoftwareReport, Supply, \
     software_hash
 from ..model import Computer
-from . import render
+from . import placement, render
 from .tx import clock, read, write
 
 # A node's contact is recorded at most this often by reads (so unchanged reads are free).
@@ -31,12 +31,16 @@ def register_computer(conn, reg: ComputerRegistration) -> tuple[bool, dict]:
         if created:
             comp = Computer(reg.id, now)
             app.add_computer(comp)
-        comp.update_locality({"host": reg.host, "lan": reg.lan, "country": reg.country,
-                              "continent": reg.continent}, reg.labels)
-        added = [comp.add_partition(p.id, p.address, p.port_base, p.port_count)
+        moved = comp.update_locality({"host": reg.host, "lan": reg.lan, "country": reg.country,
+                                      "continent": reg.continent}, reg.labels,
+                                     reg.capabilities)
+        added = [comp.add_partition(p.id, p.address, p.port_base, p.port_count,
+                                    p.capabilities)
                  for p in reg.partitions]
         if any(added) and not created:
             comp.bump_serial()
+        if created or moved or any(added):
+            placement.touch(app, comp)
         comp.last_contact = now
         return created, render.computer_json(comp)
 
@@ -61,7 +65,10 @@ def supply(conn, computer_id: str, request: Supply) -> dict:
 
     def use_case(app):
         comp = get_computer(app, computer_id)
-        sw, _changed = comp.supply(request.url, h, AVAILABLE)
+        sw, changed = comp.supply(request.url, h, AVAILABLE)
+        if changed:
+            app.note_supplied(h, comp.id)
+            placement.touch(app, comp)
         return render.software_json(sw)
 
     return write(conn, use_case)
@@ -79,7 +86,9 @@ def unsupply(conn, computer_id: str, h: str) -> dict:
             raise Conflict(f"release {sw.url} is used by {len(users)} instance(s) on computer "
                            f"{comp.id} ({shown}); destroy them first",
                            [{"instance": ref} for ref in sorted(users)])
-        sw, _changed = comp.supply(sw.url, h, DESTROYED)
+        sw, changed = comp.supply(sw.url, h, DESTROYED)
+        if changed:
+            placement.touch(app, comp)
         return render.software_json(sw)
 
     return write(conn, use_case)
@@ -98,6 +107,8 @@ def report_software(conn, computer_id: str, h: str, report: SoftwareReport) -> d
                         software_types=list(report.software_types),
                         reported_at=render.iso(now))
             comp.remove_software(h)
+            app.note_unsupplied(h, comp.id)
+            placement.touch(app, comp)
             return body
         sw.status = report.status
         sw.log_tail = report.log_tail
@@ -173,6 +184,7 @@ def _instances_on(app, comp):
 
 def _free(app, comp, inst, now: float) -> None:
     comp.release(inst.partition_id)
+    placement.touch(app, comp)
     inst.unplace()
     inst.connection = {}
     inst.touch(now)

@@ -9,13 +9,15 @@ from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, UnknownS
 from ..core.states import DESTROYED, PENDING, STARTED
 from ..core.wire import InstanceRequest, software_hash
 from ..model import Instance
-from ..placement import Candidate, place
-from ..placement.simple import sla_refusal
-from . import render
+from ..placement import Context
+from ..placement.filters import FILTERS
+from . import placement, render
 from .tx import clock, read, write
 
-# How many free partition ids of each computer placement samples from.
-FREE_SAMPLE = 16
+# Filters that judge where a shared instance's host runs (it gets no partition of its
+# own, so release and capacity do not apply).
+SHARED_FILTERS = tuple(n for n in placement.DEFAULT.filters if n not in ("release", "capacity",
+                                                                          "capability"))
 # Statuses of a non-shared instance that make it a fit host for shared instances.
 HOSTABLE_STATUSES = (PENDING, STARTED)
 
@@ -65,6 +67,19 @@ def change_state(conn, instance_id: str, state: str) -> dict:
 def destroy_instance(conn, instance_id: str) -> dict:
     """Request destruction; the partition is freed when the node reports it destroyed."""
     return change_state(conn, instance_id, DESTROYED)
+
+
+def explain_request(conn, req: InstanceRequest) -> dict:
+    """What requesting ``req`` would decide (placement, refusals per plugin), written
+    nowhere. Raises InvalidInput (unknown parent or relative reference) and
+    UnknownSoftwareType. It runs on the writer connection (the placement snapshot lives
+    there) and modifies no object, so its transaction commits nothing."""
+    def use_case(app):
+        h = software_hash(req.software_url)
+        check_software_type(app, req.software_url, h, req.software_type)
+        return placement.explain(app, req.requester, req.reference, h, req.sla, req.parent)
+
+    return write(conn, use_case)
 
 
 def show_instance(conn, instance_id: str) -> dict:
@@ -162,7 +177,7 @@ def _update(app, inst, req: InstanceRequest, now: float) -> None:
         inst.requested_state = req.state
         changed = True
     if req.sla != inst.sla:
-        inst.sla = dict(req.sla)   # applies at the next placement; never moves it now
+        inst.sla = copy_sla(req.sla)   # applies at the next placement; never moves it now
         inst.touch(now)
     if changed:
         inst.bump_revision(now)
@@ -188,11 +203,21 @@ def _change_release(app, inst, url: str, software_type: str, now: float) -> None
     app.index_release(inst)
 
 
+def copy_sla(sla):
+    """A private copy of an SLA in its wire shape (an object, or an array of objects)."""
+    if isinstance(sla, (list, tuple)):
+        return [dict(alt) for alt in sla]
+    return dict(sla or {})
+
+
 def check_software_type(app, url: str, h: str, software_type: str) -> None:
-    """UnknownSoftwareType when some computer reported the release's types without it."""
+    """UnknownSoftwareType when some computer reported the release's types without it.
+
+    Reads only the computers the release was supplied to (App.supplied index)."""
     known = set()
-    for comp in app.computers.values():
-        sw = comp.software.get(h)
+    for cid in app.computer_ids_supplied(h):
+        comp = app.computers.get(cid)
+        sw = None if comp is None else comp.software.get(h)
         if sw is not None and sw.software_types:
             known.update(sw.software_types)
     if known and software_type not in known:
@@ -229,35 +254,42 @@ def _converge(app, inst, now: float) -> None:
         _place(app, inst)
 
 
-def _snapshot(app) -> list[Candidate]:
-    return [Candidate(comp.id, comp.locality, dict(comp.labels),
-                      comp.available_release_hashes(), comp.free_partition_ids(FREE_SAMPLE),
-                      comp.free_count())
-            for comp in app.computers.values()]
-
-
 def _place(app, inst) -> None:
-    choice = place(inst.reference, inst.software_hash, dict(inst.sla), _snapshot(app))
-    app.computers[choice.computer].allocate(choice.partition, inst.id)
-    inst.place(choice.computer, choice.partition)
+    placement.place(app, inst)
     inst.set_status(state=PENDING, log_tail="", promises=())
     inst.connection = {}
 
 
-def _attach_shared(app, inst, now: float) -> None:
-    host, refused = None, {}
-    for iid in app.instance_ids_of_release(inst.software_hash, inst.software_type):
-        cand = app.instances[iid]
-        if (cand.id == inst.id or cand.requested_state != STARTED or not cand.placed
-                or cand.status["state"] not in HOSTABLE_STATUSES):
-            continue
-        comp = app.computers[cand.computer_id]
-        reason = sla_refusal(comp.id, comp.locality, inst.sla)
+def _host_refusal(ctx, view) -> str | None:
+    for name in SHARED_FILTERS:
+        reason = FILTERS[name].fits(view, ctx)
         if reason is not None:
-            refused[reason] = refused.get(reason, 0) + 1
-            continue
-        host = cand
-        break
+            return reason
+    return None
+
+
+def _attach_shared(app, inst, now: float) -> None:
+    """Attach a shared instance to the first started host of its release and type whose
+    computer satisfies the SLA (alternatives in order; locality, labels, relative keys)."""
+    request = placement.request_of(app, inst)
+    snap = placement.snapshot_of(app)
+    hosts = [app.instances[iid]
+             for iid in app.instance_ids_of_release(inst.software_hash, inst.software_type)]
+    hosts = [c for c in hosts if c.id != inst.id and c.requested_state == STARTED and c.placed
+             and c.status["state"] in HOSTABLE_STATUSES]
+    host, refused = None, {}
+    for alternative in request.sla.alternatives:
+        ctx = Context(request, alternative, snap)
+        for cand in hosts:
+            view = snap.get(cand.computer_id)
+            reason = "computer unknown" if view is None else _host_refusal(ctx, view)
+            if reason is not None:
+                refused[reason] = refused.get(reason, 0) + 1
+                continue
+            host = cand
+            break
+        if host is not None:
+            break
     if host is None:
         why = ", ".join(f"{n} refused by {r}" for r, n in sorted(refused.items()))
         raise NoCapacity(

@@ -24,13 +24,14 @@ def software_json(sw) -> dict:
 
 def partition_json(p) -> dict:
     return {"id": p.id, "address": p.address, "port_base": p.port_base,
-            "port_count": p.port_count, "instance": p.instance_id}
+            "port_count": p.port_count, "instance": p.instance_id,
+            "capabilities": list(p.capabilities)}
 
 
 def computer_json(comp) -> dict:
     return {"id": comp.id, "host": comp.host, "lan": comp.lan, "country": comp.country,
             "continent": comp.continent, "labels": dict(comp.labels),
-            "last_contact": iso(comp.last_contact), "serial": comp.serial,
+            "capabilities": list(comp.capabilities), "last_contact": iso(comp.last_contact), "serial": comp.serial,
             "partitions": [partition_json(p) for p in comp.partitions.values()],
             "software": [software_json(sw) for sw in comp.software.values()]}
 
@@ -49,12 +50,19 @@ def status_json(status: dict) -> dict:
             "promises": [dict(p) for p in status["promises"]]}
 
 
+def sla_json(sla):
+    """An instance's SLA in its wire shape: one object, or an array of alternatives."""
+    if isinstance(sla, (list, tuple)):
+        return [dict(alt) for alt in sla]
+    return dict(sla)
+
+
 def instance_json(app, inst) -> dict:
     return {"id": inst.id, "reference": inst.reference, "requester": inst.requester,
             "parent": inst.parent, "children": list(inst.children),
             "software_url": inst.software_url, "software_hash": inst.software_hash,
             "software_type": inst.software_type, "parameters": dict(inst.parameters),
-            "sla": dict(inst.sla), "requested_state": inst.requested_state,
+            "sla": sla_json(inst.sla), "requested_state": inst.requested_state,
             "shared": inst.shared, "revision": inst.revision,
             "placement": placement_json(app, inst), "host_instance": inst.host_id,
             "shared_instances": list(inst.shared_ids),

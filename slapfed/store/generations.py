@@ -21,8 +21,14 @@ def evolve1(root) -> None:
     app.create_containers()
 
 
+def evolve2(root) -> None:
+    """Placement indexes: the supply index (release -> computers) and the counter of
+    placement-relevant changes that keeps in-memory placement snapshots honest."""
+    root[ROOT_KEY].create_containers()
+
+
 # Index i holds the step reaching generation i + 1. Append, never reorder.
-EVOLVE_STEPS = (evolve1,)
+EVOLVE_STEPS = (evolve1, evolve2)
 LATEST_GENERATION = len(EVOLVE_STEPS)
 
 

@@ -1,0 +1,276 @@
+"""Placement on the master: the per-DB in-memory snapshot, anchors of relative SLA keys, and place/explain steps.
+
+Depends on core, model objects (through their attributes) and placement (pure); runs
+inside use cases on the writer connection (services.tx). The snapshot belongs to the
+DB's writer: write use cases keep it current (``touch``) inside their transaction, an
+undo journal reverts it when the transaction aborts, and a persistent counter
+(App.placement_changes, a BTrees.Length) tells when another process changed the
+database under it, which rebuilds it.
+"""
+from __future__ import annotations
+
+import threading
+import weakref
+
+from ..core.errors import InvalidInput, NoCapacity
+from ..core.sla import Sla, parse_sla
+from ..core.states import AVAILABLE, DESTROYED
+from ..placement import Anchor, ComputerView, PipelineConfig, PlacementRequest, build, decide
+from ..placement.pipeline import DEFAULT
+from ..placement.snapshot import FREE_SAMPLE
+
+# How often a stale choice (its partition taken under the snapshot) is decided again
+# before the whole snapshot is rebuilt.
+RETRIES = 3
+# Bounds of the instance-tree search for relative references.
+MAX_TREE_DEPTH = 64
+MAX_TREE_SIZE = 10_000
+
+_lock = threading.Lock()
+_states: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+class PlacementState:
+    """What one DB's writer keeps for placement: the snapshot and the configuration."""
+
+    def __init__(self, config: PipelineConfig = DEFAULT):
+        self.config = config
+        self.snapshot = None
+        self.txn = None            # the transaction the journal belongs to
+        self.built_in_txn = False  # the snapshot was (re)built inside that transaction
+        self.rebuilds = 0
+
+    # -- transaction hooks ----------------------------------------------------------
+    def _finish(self, committed: bool) -> None:
+        if self.txn is None:
+            return
+        self.txn = None
+        snap = self.snapshot
+        if snap is None:
+            return
+        if committed:
+            snap.commit()
+        elif self.built_in_txn:
+            self.snapshot = None          # it saw writes that are now undone
+        else:
+            snap.rollback()
+        self.built_in_txn = False
+
+    def after_commit(self, status: bool) -> None:
+        self._finish(bool(status))
+
+    def after_abort(self) -> None:
+        self._finish(False)
+
+
+def state_of(db) -> PlacementState:
+    with _lock:
+        state = _states.get(db)
+        if state is None:
+            state = _states[db] = PlacementState()
+        return state
+
+
+def configure(db, raw: dict | None) -> PipelineConfig:
+    """Set the pipeline configuration of ``db``'s master (InvalidInput when wrong)."""
+    config = PipelineConfig.from_json(raw)
+    state_of(db).config = config
+    return config
+
+
+# -- building views and the snapshot --------------------------------------------------
+def view_of(comp) -> ComputerView:
+    """The placement view of a persistent Computer (reads only what placement needs)."""
+    releases = frozenset(h for h, sw in comp.software.items() if sw.state == AVAILABLE)
+    locality = comp.locality
+    if not comp.capabilities and not comp.partition_tags:
+        free_count = comp.free_count()
+        total = len(comp.partitions)
+        return ComputerView(comp.id, locality["host"], locality["lan"], locality["country"],
+                            locality["continent"], dict(comp.labels), frozenset(), frozenset(),
+                            True, releases, comp.free_partition_ids(FREE_SAMPLE), free_count,
+                            {}, total, total - free_count)
+    tags, free = comp.partition_tags, comp.free
+    parts = ((pid, tags.get(pid, ()), pid not in free) for pid in comp.partitions.keys())
+    return ComputerView.of(comp.id, locality=locality, labels=comp.labels,
+                           capabilities=comp.capabilities, releases=releases, partitions=parts)
+
+
+def snapshot_of(app):
+    """The writer's snapshot, current for this transaction (rebuilt when another
+    process changed the database). Only call it from a use case (services.tx.write)."""
+    jar = app._p_jar
+    state = state_of(jar.db())
+    txn = jar.transaction_manager.get()
+    snap = state.snapshot
+    if state.txn is not txn:
+        state.txn = txn
+        state.built_in_txn = False
+        txn.addAfterCommitHook(lambda status: state.after_commit(status))
+        txn.addAfterAbortHook(state.after_abort)
+        counter = app.placement_changes()
+        if snap is None or snap.version != counter:
+            snap = state.snapshot = build((view_of(c) for c in app.computers.values()), counter)
+            state.built_in_txn = True
+            state.rebuilds += 1
+        snap.begin()
+    return snap
+
+
+def touch(app, comp) -> None:
+    """Record that ``comp`` changed in ways placement sees (partitions, supplies,
+    locality, labels, capabilities): refresh its view and bump the shared counter."""
+    snap = snapshot_of(app)
+    snap.put(view_of(comp))
+    snap.bump()
+    app.placement_changed()
+
+
+# -- relative keys: who is "db-1"? ------------------------------------------------------
+def find_related(app, requester: str, parent_id: str | None, reference: str):
+    """The instance ``reference`` names: the requester's own, else one of the instance
+    tree the request belongs to (through its parent), else None."""
+    inst = app.find_instance(requester, reference)
+    if inst is not None or parent_id is None:
+        return inst
+    root = app.instances.get(parent_id)
+    for _ in range(MAX_TREE_DEPTH):
+        if root is None or root.parent is None:
+            break
+        up = app.instances.get(root.parent)
+        if up is None:
+            break
+        root = up
+    queue, seen = [root] if root is not None else [], 0
+    while queue and seen < MAX_TREE_SIZE:
+        node = queue.pop(0)
+        seen += 1
+        if node.reference == reference:
+            return node
+        queue.extend(app.instances[c] for c in node.children if c in app.instances)
+    return None
+
+
+def where_runs(app, inst) -> tuple[str | None, str]:
+    """(computer id, why not) of an instance: its own partition's computer, or for a
+    shared instance its host's."""
+    if inst.requested_state == DESTROYED:
+        return None, "is being destroyed"
+    if inst.placed:
+        return inst.computer_id, ""
+    if inst.attached:
+        host = app.instances.get(inst.host_id)
+        if host is not None and host.placed:
+            return host.computer_id, ""
+    return None, "is not placed"
+
+
+def anchors_for(app, requester: str, parent_id: str | None, sla: Sla, own_id=None) -> dict:
+    """Resolve every reference ``sla`` names. InvalidInput lists the unknown ones."""
+    anchors, problems = {}, []
+    for ref in sla.references:
+        other = find_related(app, requester, parent_id, ref)
+        if other is None or other.id == own_id:
+            for i, alt in enumerate(sla.alternatives):
+                prefix = "sla" if len(sla.alternatives) == 1 else f"sla[{i}]"
+                for rel in alt.relative:
+                    if rel.reference == ref:
+                        problems.append({"field": f"{prefix}.{rel.key}", "problem": (
+                            f"no other instance {ref!r} of requester {requester!r}"
+                            + (" or of its instance tree" if parent_id else ""))})
+            continue
+        computer, why = where_runs(app, other)
+        anchors[ref] = Anchor(ref, computer, why)
+    if problems:
+        raise InvalidInput(f"invalid sla: {problems[0]['field']} {problems[0]['problem']}",
+                           problems)
+    return anchors
+
+
+def request_of(app, inst) -> PlacementRequest:
+    """The pure placement request of a persistent instance (anchors resolved)."""
+    sla = parse_sla(inst.sla, "sla", inst.reference)
+    near = ()
+    if inst.parent is not None:
+        parent = app.instances.get(inst.parent)
+        if parent is not None:
+            computer, _why = where_runs(app, parent)
+            near = (computer,) if computer else ()
+    return PlacementRequest(inst.reference, inst.software_hash, sla, inst.requester,
+                            anchors_for(app, inst.requester, inst.parent, sla, inst.id), near)
+
+
+# -- deciding and committing --------------------------------------------------------------
+def _still_fits(app, decision, capability) -> bool:
+    comp = app.computers.get(decision.computer)
+    if comp is None:
+        return False
+    part = comp.partitions.get(decision.partition)
+    if part is None or part.instance_id is not None:
+        return False
+    effective = set(comp.capabilities) | set(part.capabilities)
+    if (capability is None and effective) or (capability is not None
+                                              and capability not in effective):
+        return False
+    return True
+
+
+def place(app, inst):
+    """Decide where ``inst`` goes and allocate it there. Raises NoCapacity (with the
+    per-plugin breakdown) or InvalidInput (an SLA naming an unknown instance).
+
+    The snapshot may be stale about one computer; the choice is checked against the
+    database inside this transaction and decided again if it no longer holds."""
+    state = state_of(app._p_jar.db())
+    request = request_of(app, inst)
+    for attempt in range(RETRIES + 1):
+        snap = snapshot_of(app)
+        if attempt == RETRIES:      # last resort: a snapshot from scratch
+            state.snapshot = None
+            state.txn = None
+            snap = snapshot_of(app)
+        decision = decide(snap, request, state.config).raise_if_refused()
+        alt = request.sla.alternatives[decision.alternative]
+        if _still_fits(app, decision, alt.get("capability")):
+            comp = app.computers[decision.computer]
+            comp.allocate(decision.partition, inst.id)
+            inst.place(decision.computer, decision.partition)
+            touch(app, comp)
+            return decision
+        comp = app.computers.get(decision.computer)
+        if comp is None:
+            snap.remove(decision.computer)
+        else:
+            snap.put(view_of(comp))      # refresh what was stale, then decide again
+    raise NoCapacity(f"no partition fits {inst.reference}: the placement snapshot kept "
+                     "disagreeing with the database; try again")
+
+
+def explain(app, requester: str, reference: str, software_hash: str, sla_json,
+            parent_id: str | None) -> dict:
+    """The decision placement would make for a request, with every refusal; writes
+    nothing. Raises InvalidInput (unknown parent or relative reference)."""
+    state = state_of(app._p_jar.db())
+    sla = parse_sla(sla_json, "sla", reference)
+    existing = app.find_instance(requester, reference)
+    near = ()
+    if parent_id is not None:
+        parent = app.instances.get(parent_id)
+        if parent is None:
+            raise InvalidInput(f"invalid request: parent {parent_id!r} is not an instance",
+                               [{"field": "parent", "problem": f"no instance with id "
+                                                              f"{parent_id!r}"}])
+        computer, _why = where_runs(app, parent)
+        near = (computer,) if computer else ()
+    own = existing.id if existing is not None else None
+    request = PlacementRequest(reference, software_hash, sla, requester,
+                               anchors_for(app, requester, parent_id, sla, own), near)
+    decision = decide(snapshot_of(app), request, state.config, explain=True)
+    out = decision.to_json()
+    out["requester"] = requester
+    out["instance"] = None if existing is None else existing.id
+    out["current"] = None if existing is None or not existing.placed else {
+        "computer": existing.computer_id, "partition": existing.partition_id}
+    out["anchors"] = {ref: {"computer": a.computer, "why": a.why or None}
+                      for ref, a in request.anchors.items()}
+    return out
