@@ -22,6 +22,7 @@ setup(
         "zc.recipe.egg",
         "supervisor>=4.2,<5",
         "networkx>=3.2",
+        "Pillow>=10.1",          # slapfed topology export --format png
         "requests>=2.31",
         "click>=8.1",
         "gunicorn>=22",

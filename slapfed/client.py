@@ -154,6 +154,11 @@ class MasterClient:
             "PUT", f"/computers/{quote(computer_id, safe='')}/partitions/"
                    f"{quote(partition_id, safe='')}/status", json_body=report)
 
+    # -- topology -----------------------------------------------------------------
+    def topology(self) -> dict:
+        """The master's topology files and live state (GET /topology)."""
+        return self._json("GET", "/topology")
+
     # -- placement (explain without writing) -----------------------------------
     def explain(self, reference: str, software_url: str, software_type: str = "default",
                 parameters: dict | None = None, sla: dict | list | None = None,

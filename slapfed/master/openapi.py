@@ -336,6 +336,60 @@ PATHS = {
 }
 
 
+# -- topology (the files the master was started with, plus its live state) ----------
+_TOPO_SITE = _obj({"name": STR, "level": _enum(["continent", "country", "lan", "host"]),
+                   "parent": NSTR, "description": STR},
+                  ["name", "level", "parent", "description"])
+_TOPO_MASTER = _obj({"name": STR, "url": NSTR, "site": STR, "description": STR},
+                    ["name", "url", "site", "description"])
+_LOCALITY = _obj({"host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR},
+                 ["host", "lan", "country", "continent"])
+_TOPO_COMPUTER = _obj({"id": STR, "site": STR, "master": NSTR, "labels": STR_MAP,
+                       "capabilities": {"type": "array", "items": STR},
+                       "partitions": {"type": ["integer", "null"]}, "description": STR,
+                       "locality": _LOCALITY},
+                      ["id", "site", "master", "labels", "capabilities", "partitions",
+                       "description", "locality"])
+_TOPO_LINK = _obj({"from": STR, "to": STR, "latency_ms": {"type": "number"},
+                   "cost": {"type": "number"},
+                   "trust": _enum(["observe", "delegate", "full"]), "description": STR},
+                  ["from", "to", "latency_ms", "cost", "trust", "description"])
+_LIVE_COMPUTER = _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
+                       "continent": NSTR, "labels": STR_MAP, "last_contact": ISO,
+                       "partitions": {"type": "array", "items": _ref("Partition")}},
+                      ["id", "host", "lan", "country", "continent", "labels", "last_contact",
+                       "partitions"], additional=True)
+_LIVE_INSTANCE = _obj({
+    "id": STR, "reference": STR, "requester": STR, "parent": NSTR,
+    "children": {"type": "array", "items": STR}, "shared": {"type": "boolean"},
+    "host_instance": NSTR, "software_url": STR, "software_type": STR,
+    "requested_state": _enum(REQUESTED_STATES), "state": _enum(INSTANCE_STATUSES),
+    "placement": {"oneOf": [{"type": "null"}, _obj(
+        {"computer": STR, "partition": STR, "address": STR},
+        ["computer", "partition", "address"])]}},
+    ["id", "reference", "requester", "parent", "children", "shared", "host_instance",
+     "software_url", "software_type", "requested_state", "state", "placement"])
+SCHEMAS["TopologyView"] = _obj({
+    "master": {"type": ["string", "null"],
+               "description": "this master's name in the topology files"},
+    "topology": _obj({"files": {"type": "array", "items": STR},
+                      "sites": {"type": "array", "items": _TOPO_SITE},
+                      "masters": {"type": "array", "items": _TOPO_MASTER},
+                      "computers": {"type": "array", "items": _TOPO_COMPUTER},
+                      "links": {"type": "array", "items": _TOPO_LINK}},
+                     ["files", "sites", "masters", "computers", "links"]),
+    "live": _obj({"master": NSTR,
+                  "computers": {"type": "array", "items": _LIVE_COMPUTER},
+                  "instances": {"type": "array", "items": _LIVE_INSTANCE}},
+                 ["master", "computers", "instances"])},
+    ["master", "topology", "live"])
+PATHS["/topology"] = {"get": _op(
+    "The topology files this master was started with (--topology) and its live state: "
+    "computers with locality and partitions, instances with placement",
+    {"200": _json("TopologyView", "the topology and the live state")},
+    op_id="show_topology")}
+
+
 @functools.lru_cache(maxsize=1)
 def _document() -> dict:
     return {
