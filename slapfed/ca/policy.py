@@ -239,7 +239,7 @@ def authorize(identity: Identity | None, action: str, resource=None) -> None:
                         f"a {identity.role} never may (allowed: {roles or 'nobody'})")
     if not grant(identity, resource):
         raise Forbidden(f"{identity.principal} may not {action.replace('_', ' ')} "
-                        f"{describe(resource)}: {grant.__doc__}")
+                        f"({describe(resource)}): a {identity.role} may touch {grant.__doc__}")
 
 
 def can(identity: Identity | None, action: str, resource=None) -> bool:
