@@ -437,3 +437,12 @@ def test_measured_cost_of_verify_with_revocation_check(authority, capsys):
               f"revocation check alone (stat + set): {revocation * 1e6:.1f} µs; "
               f"first verify (parse + ECDSA signature): {cold * 1e6:.0f} µs")
     assert warm < 100e-6 and cold < 5e-3
+
+
+@pytest.mark.parametrize("content", ["{not json", "[]"], ids=["malformed", "not-an-object"])
+def test_a_corrupt_revocation_file_fails_closed(authority, tmp_path, content):
+    from slapfed.core.errors import StorageError
+    record = authority.issue(ALICE, generate_key().public_key())
+    (tmp_path / "data" / "ca" / REVOKED_FILE).write_text(content)
+    with pytest.raises(StorageError, match="restore it from a backup"):
+        authority.verify(record.certificate_pem)

@@ -113,3 +113,12 @@ def test_no_command_ever_prints_a_private_key(data, run, tmp_path):
 def test_help_works(argv):
     out = CliRunner().invoke(cli, argv + ["--help"])
     assert out.exit_code == 0 and "Usage:" in out.output
+
+
+def test_every_ca_error_code_has_the_exit_code_of_what_it_refines():
+    from slapfed.ca.errors import CA_ERRORS
+    from slapfed.cli.common import EXIT_BY_CODE
+    from slapfed.core.errors import Unauthenticated
+    for klass in CA_ERRORS:
+        expected = Exit.FORBIDDEN if issubclass(klass, Unauthenticated) else None
+        assert EXIT_BY_CODE[klass.code] == (expected or EXIT_BY_CODE[klass.__mro__[1].code])

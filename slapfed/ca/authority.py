@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..core.errors import Conflict, InvalidInput, NotFound
+from ..core.errors import Conflict, InvalidInput, NotFound, StorageError
 from . import identity as ids
 from .errors import (BadCertificate, CAExists, CANotInitialized, CertificateExpired,
                      CertificateNotYetValid, CertificateRevoked, ForeignCertificate,
@@ -209,6 +209,8 @@ class RevocationList:
 
 
 def read_json(path: Path) -> dict:
+    """A CA state file ({} when absent). A corrupt one raises StorageError (503): the CA
+    fails closed rather than guess, e.g., which certificates are revoked."""
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -216,9 +218,9 @@ def read_json(path: Path) -> dict:
     try:
         data = json.loads(raw)
     except ValueError as exc:
-        raise InvalidInput(f"{path} is not valid JSON ({exc}); restore it from a backup") from None
+        raise StorageError(f"{path} is not valid JSON ({exc}); restore it from a backup") from None
     if not isinstance(data, dict):
-        raise InvalidInput(f"{path} must hold a JSON object")
+        raise StorageError(f"{path} must hold a JSON object; restore it from a backup")
     return data
 
 

@@ -71,8 +71,3 @@ CA_ERRORS: tuple[type[core.SlapfedError], ...] = (
     CertificateNotYetValid, CertificateRevoked, NoIdentity, InvalidToken, TokenExpired,
     CANotInitialized, CAExists,
 )
-
-# Clients rebuild typed errors from a master's answer through core's registry: make the
-# CA's codes known there too, so `except CertificateRevoked` works on the client side.
-for _klass in CA_ERRORS:
-    core.ERROR_CLASSES.setdefault(_klass.code, _klass)
