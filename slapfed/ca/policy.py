@@ -30,6 +30,7 @@ REPORT_SOFTWARE = "report_software"                # PUT /computers/<id>/softwar
 REPORT_PARTITION = "report_partition"              # PUT /computers/<id>/partitions/<pid>/status
 READ_TOPOLOGY = "read_topology"                    # GET /topology
 ISSUE_CERTIFICATE = "issue_certificate"
+CERTIFY_PARTITION = "certify_partition"            # a node gets its partition's CSR signed
 RENEW_CERTIFICATE = "renew_certificate"
 REVOKE_CERTIFICATE = "revoke_certificate"
 LIST_CERTIFICATES = "list_certificates"
@@ -203,6 +204,9 @@ RULES: dict[str, Rule] = {r.action: r for r in (
     Rule(READ_TOPOLOGY, "admins and peer masters (the live part names every placement)",
          grants={ADMIN: anything, MASTER: anything}),
     Rule(ISSUE_CERTIFICATE, "admins only", grants={ADMIN: anything}),
+    Rule(CERTIFY_PARTITION, "a node has the keys of its own partitions certified (the key "
+         "is made in the partition); an admin any", PartitionFacts,
+         grants={ADMIN: anything, COMPUTER: partition_of_own_computer}),
     Rule(RENEW_CERTIFICATE, "an admin, or the certificate's own holder", CertificateFacts,
          grants={**_every_role(own_certificate), ADMIN: anything}),
     Rule(REVOKE_CERTIFICATE, "an admin, or the certificate's own holder (a key it lost "
