@@ -35,6 +35,9 @@ def node():
 @click.option("--country", default=None)
 @click.option("--continent", default=None)
 @click.option("--label", "labels", multiple=True, metavar="K=V", help="Label (repeatable).")
+@click.option("--capability", "capabilities", multiple=True, metavar="NAME",
+              help="Tag this computer (repeatable): it then only hosts instances whose SLA "
+                   "asks capability=NAME.")
 @click.option("--address-base", default=None, metavar="IP",
               help="First partition address (default: 127.X.Y.1 derived from the computer id).")
 @click.option("--port-base", type=click.IntRange(1, 65535), default=10000, show_default=True)
@@ -46,13 +49,14 @@ def node():
 @json_option
 @error_boundary
 def format_cmd(master, computer, partitions, root, host, lan, country, continent, labels,
-               address_base, port_base, port_count, users, no_register, as_json):
+               capabilities, address_base, port_base, port_count, users, no_register, as_json):
     """Create the partitions and register the computer on the master (idempotent)."""
     from ..node.layout import format_node
 
     config = format_node(root, master, computer, partitions, host=host, lan=lan,
                          country=country, continent=continent,
-                         labels=parse_pairs(labels, "--label"), address_base=address_base,
+                         labels=parse_pairs(labels, "--label"), capabilities=capabilities,
+                         address_base=address_base,
                          port_base=port_base, port_count=port_count, users=users)
     registered = None
     if not no_register:

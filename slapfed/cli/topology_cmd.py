@@ -194,3 +194,28 @@ def describe_counts(counts: dict) -> str:
     return ", ".join((n("continents", "continent"), n("countries", "country", "countries"),
                       n("lans", "LAN"), n("hosts", "host"), n("masters", "master"),
                       n("computers", "computer"), n("links", "link")))
+
+
+# ====================================================================================
+# -- `slapfed topology explain` (placement helper's block: the same arguments as
+# `slapfed request`; it asks POST /api/v1/placements, which writes nothing) ----------
+# ====================================================================================
+from .common import emit as _emit, error_boundary as _error_boundary  # noqa: E402
+from .user_cmd import (  # noqa: E402
+    explain_request as _explain_request, make_client as _make_client,
+    render_decision as _render_decision, request_options as _request_options,
+)
+
+
+@topology.command()
+@_request_options
+@_error_boundary
+def explain(reference, software_url, software_type, params, params_json, sla, sla_fallbacks,
+            state, shared, parent, master_url, requester, as_json):
+    """Where REFERENCE would be placed and why: candidates, refusals per plugin, scores
+    and the choice, per SLA alternative. Same arguments as `slapfed request`; nothing
+    is written (like `slapfed request --dry-run`)."""
+    client = _make_client(master_url, requester)
+    decision = _explain_request(client, reference, software_url, software_type, params,
+                                params_json, sla, sla_fallbacks, state, shared, parent)
+    _emit(decision, as_json, _render_decision(decision))

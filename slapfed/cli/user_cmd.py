@@ -62,7 +62,10 @@ def render_instance(inst: dict) -> str:
         f"placement:  {where}",
     ]
     if inst.get("sla"):
-        lines.append("sla:        " + ", ".join(f"{k}={v}" for k, v in sorted(inst["sla"].items())))
+        alternatives = inst["sla"] if isinstance(inst["sla"], list) else [inst["sla"]]
+        lines.append("sla:        " + " | else ".join(
+            ", ".join(f"{k}={v}" for k, v in sorted(alt.items())) or "anywhere"
+            for alt in alternatives))
     if inst.get("parameters"):
         lines.append("parameters:")
         lines += [f"  {k} = {v}" for k, v in sorted(inst["parameters"].items())]
@@ -91,36 +94,132 @@ def wait_and_check(client: MasterClient, inst: dict, wait: float) -> dict:
     return inst
 
 
+def parse_sla_pairs(pairs, what: str) -> dict:
+    """``k=v`` SLA terms into one alternative; a relative key (same_*/different_*) given
+    several times names several instances, any other key given twice is an error."""
+    out: dict = {}
+    for item in pairs:
+        if "=" not in item:
+            raise click.BadParameter(f"{item!r} is not of the form key=value", param_hint=what)
+        k, v = (part.strip() for part in item.split("=", 1))
+        if not k:
+            raise click.BadParameter(f"{item!r} has an empty key", param_hint=what)
+        if k not in out:
+            out[k] = v
+        elif k.startswith(("same_", "different_")):
+            prev = out[k]
+            out[k] = (prev if isinstance(prev, list) else [prev]) + [v]
+        else:
+            raise click.BadParameter(f"{k} is given twice", param_hint=what)
+    return out
+
+
+def build_sla(sla_pairs, fallbacks):
+    """The wire ``sla``: the --sla terms, then each --sla-fallback in order (an array
+    when there is any fallback); ``--sla-fallback ''`` means anywhere."""
+    first = parse_sla_pairs(sla_pairs, "--sla")
+    if not fallbacks:
+        return first
+    rest = [parse_sla_pairs([t for t in text.split(",") if t.strip()], "--sla-fallback")
+            for text in fallbacks]
+    return [first] + rest
+
+
+def request_options(command):
+    """The options of `request`, shared by `request --dry-run` and `topology explain`."""
+    for option in reversed([
+        click.argument("reference"),
+        click.argument("software_url"),
+        click.option("--type", "software_type", default=states.DEFAULT_SOFTWARE_TYPE,
+                     show_default=True,
+                     help="Software type (which instance profile of the release)."),
+        click.option("--param", "params", multiple=True, metavar="K=V",
+                     help="Instance parameter (repeatable)."),
+        click.option("--param-json", "params_json", multiple=True, metavar="K=JSON",
+                     help="Instance parameter given as JSON (repeatable)."),
+        click.option("--sla", "sla", multiple=True, metavar="K=V",
+                     help="Placement condition (repeatable, all must hold): computer_guid, "
+                          "host, lan, country, continent, capability, label.KEY, or "
+                          "same_/different_ host|lan|country|continent = another instance's "
+                          "reference, e.g. --sla continent=europe --sla different_host=db-1."),
+        click.option("--sla-fallback", "sla_fallbacks", multiple=True, metavar="'K=V,K=V'",
+                     help="An alternative tried when the previous ones fit nowhere "
+                          "(repeatable, in order); '' means anywhere."),
+        click.option("--state", type=click.Choice(states.REQUESTED_STATES),
+                     default=states.STARTED, show_default=True),
+        click.option("--shared", is_flag=True,
+                     help="Ask for a shared instance (no partition of its own)."),
+        click.option("--parent", metavar="INSTANCE_ID",
+                     help="Request as a child of this instance."),
+        master_option,
+        requester_option,
+        json_option,
+    ]):
+        command = option(command)
+    return command
+
+
+def explain_request(client, reference, software_url, software_type, params, params_json, sla,
+                    sla_fallbacks, state, shared, parent) -> dict:
+    return client.explain(reference, absolute_release(software_url), software_type,
+                          parse_params(params, params_json), build_sla(sla, sla_fallbacks),
+                          state, shared, parent)
+
+
+def render_decision(d: dict) -> str:
+    """A placement decision (POST /placements) as text a person reads top-down."""
+    if d["placed"]:
+        n = len(d["attempts"])
+        head = (f"{d['reference']}: would go to {d['computer']}/{d['partition']} "
+                f"(alternative {d['alternative'] + 1} of {n}: "
+                f"{d['attempts'][d['alternative']]['sla']})")
+    else:
+        head = d["message"]
+    lines = [head]
+    if d.get("current"):
+        lines.append(f"  already placed on {d['current']['computer']}/"
+                     f"{d['current']['partition']}; a repeated request keeps it there")
+    for ref, a in sorted((d.get("anchors") or {}).items()):
+        lines.append(f"  {ref} runs on {a['computer']}" if a["computer"]
+                     else f"  {ref} {a['why']}")
+    for a in d["attempts"]:
+        lines.append(f"  [{a['alternative'] + 1}] {a['sla']}: {a['feasible']} of "
+                     f"{a['candidates']} computers fit"
+                     + (f", {a['scored']} scored" if a["scored"] else ""))
+        for r in a["refusals"]:
+            sample = f"  e.g. {', '.join(r['sample'])}" if r.get("sample") else ""
+            lines.append(f"        {r['count']:>6} refused by {r['reason']}"
+                         f" [{r['plugin']}]{sample}")
+        for t in a["top"]:
+            parts = ", ".join(f"{k} {v:g}" for k, v in t["scores"].items())
+            lines.append(f"        score {t['score']:.3f} {t['computer']} ({parts})")
+    lines.append("nothing written (dry run)")
+    return "\n".join(lines)
+
+
 @click.command()
-@click.argument("reference")
-@click.argument("software_url")
-@click.option("--type", "software_type", default=states.DEFAULT_SOFTWARE_TYPE, show_default=True,
-              help="Software type (which instance profile of the release).")
-@click.option("--param", "params", multiple=True, metavar="K=V", help="Instance parameter (repeatable).")
-@click.option("--param-json", "params_json", multiple=True, metavar="K=JSON",
-              help="Instance parameter given as JSON (repeatable).")
-@click.option("--sla", "sla", multiple=True, metavar="K=V",
-              help="Placement condition, e.g. lan=lan-a or computer_guid=node-1 (repeatable).")
-@click.option("--state", type=click.Choice(states.REQUESTED_STATES), default=states.STARTED,
-              show_default=True)
-@click.option("--shared", is_flag=True, help="Ask for a shared instance (no partition of its own).")
-@click.option("--parent", metavar="INSTANCE_ID", help="Request as a child of this instance.")
+@request_options
 @click.option("--wait", type=float, default=0.0, metavar="SECONDS",
               help="Wait until the instance reaches the requested state, then print its "
                    "connection parameters.")
-@master_option
-@requester_option
-@json_option
+@click.option("--dry-run", is_flag=True,
+              help="Print where the instance would go and why (candidates, refusals per "
+                   "plugin, scores); write nothing.")
 @error_boundary
-def request(reference, software_url, software_type, params, params_json, sla, state, shared,
-            parent, wait, master_url, requester, as_json):
+def request(reference, software_url, software_type, params, params_json, sla, sla_fallbacks,
+            state, shared, parent, wait, dry_run, master_url, requester, as_json):
     """Ask the master for REFERENCE, an instance of SOFTWARE_URL (a buildout profile).
 
     Asking again with the same REFERENCE updates the same instance."""
     client = make_client(master_url, requester)
+    if dry_run:
+        decision = explain_request(client, reference, software_url, software_type, params,
+                                   params_json, sla, sla_fallbacks, state, shared, parent)
+        emit(decision, as_json, render_decision(decision))
+        return
     inst = client.request(reference, absolute_release(software_url), software_type,
-                          parse_params(params, params_json), parse_pairs(sla, "--sla"), state,
-                          shared, parent)
+                          parse_params(params, params_json), build_sla(sla, sla_fallbacks),
+                          state, shared, parent)
     if wait > 0:
         inst = wait_and_check(client, inst, wait)
     emit(inst, as_json, render_connection(inst) if wait > 0 else render_instance(inst))

@@ -55,12 +55,13 @@ class NodeConfig:
     continent: str | None = None
     labels: dict = field(default_factory=dict)
     partitions: list[PartitionConfig] = field(default_factory=list)
+    capabilities: list = field(default_factory=list)
 
     def registration(self) -> dict:
         """The ComputerRegistration body sent to the master."""
         return {"id": self.computer, "host": self.host, "lan": self.lan,
                 "country": self.country, "continent": self.continent,
-                "labels": dict(self.labels),
+                "labels": dict(self.labels), "capabilities": list(self.capabilities),
                 "partitions": [p.spec() for p in self.partitions]}
 
     def partition(self, pid: str) -> PartitionConfig | None:
@@ -280,7 +281,7 @@ def plan_partitions(existing: list[PartitionConfig], count: int, computer: str,
 
 def format_node(root: str, master: str, computer: str, partitions: int, *,
                 host=None, lan=None, country=None, continent=None, labels=None,
-                address_base: str | None = None, port_base: int = DEFAULT_PORT_BASE,
+                capabilities=(), address_base: str | None = None, port_base: int = DEFAULT_PORT_BASE,
                 port_count: int = DEFAULT_PORT_COUNT, users: bool = False) -> NodeConfig:
     """Create (or extend) the node root and write node.json. Does not talk to the master.
 
@@ -288,7 +289,8 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
     root = os.path.abspath(root)
     reg = ComputerRegistration.from_json(
         {"id": computer, "host": host, "lan": lan, "country": country,
-         "continent": continent, "labels": labels or {}})
+         "continent": continent, "labels": labels or {},
+         "capabilities": list(capabilities)})
     if partitions < 0:
         raise InvalidInput("--partitions must be >= 0",
                            [{"field": "partitions", "problem": "must be >= 0"}])
@@ -305,7 +307,7 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
     config = NodeConfig(
         root=root, master=master, computer=reg.id, host=reg.host, lan=reg.lan,
         country=reg.country, continent=reg.continent, labels=dict(reg.labels),
-        partitions=plan_partitions(existing, partitions, computer, address_base, port_base,
+        capabilities=list(reg.capabilities), partitions=plan_partitions(existing, partitions, computer, address_base, port_base,
                                    port_count, users))
     paths = Paths(root)
     try:
