@@ -91,7 +91,7 @@ INVALID = [
     ("computer-label-not-string", '[[computers]]\nid = "c2"\nsite = "fr"\nlabels = { ram = 4 }',
      26, "computers[1].labels.ram", "must be a string"),
     ("computer-bad-capability", '[[computers]]\nid = "c2"\nsite = "fr"\ncapabilities = ["GPU!"]',
-     26, "computers[1].capabilities[0]", "lower-case name"),
+     26, "computers[1].capabilities[0]", "capability name"),
     ("computer-negative-partitions", '[[computers]]\nid = "c2"\nsite = "fr"\npartitions = -1',
      26, "computers[1].partitions", "whole number >= 0"),
     ("computer-bad-id", '[[computers]]\nid = "c 2"\nsite = "fr"', 24, "computers[1].id",

@@ -149,3 +149,18 @@ def test_master_serve_with_topology_answers_it(master_server):
     r = requests.post(url + "/api/v1/computers", timeout=10, json={
         "id": "c1", "lan": "tyo-1", "partitions": []})
     assert r.status_code == 201 and r.json()["continent"] == "asia"
+
+
+def test_a_declared_computer_gets_its_labels_and_capabilities(topology_app, master_factories):
+    api = topology_app([HOME]).test_client()
+    body = master_factories.computer("nuc-2", 1, labels={"disk": "nvme"})
+    r = api.post(f"{API}/computers", json=body)
+    assert r.status_code == 201, r.json
+    assert r.json["labels"] == {"disk": "nvme"}          # the registration's value wins
+    assert r.json["capabilities"] == ["gpu"]
+    assert r.json["lan"] == "home"
+    live = api.get(f"{API}/topology").json["live"]["computers"][0]
+    assert live["capabilities"] == ["gpu"]
+    body = master_factories.computer("nas", 1)
+    assert api.post(f"{API}/computers", json=body).json["labels"] == {
+        "disk": "hdd", "role": "storage"}

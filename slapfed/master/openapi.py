@@ -355,10 +355,11 @@ _TOPO_LINK = _obj({"from": STR, "to": STR, "latency_ms": {"type": "number"},
                    "trust": _enum(["observe", "delegate", "full"]), "description": STR},
                   ["from", "to", "latency_ms", "cost", "trust", "description"])
 _LIVE_COMPUTER = _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
-                       "continent": NSTR, "labels": STR_MAP, "last_contact": ISO,
+                       "continent": NSTR, "labels": STR_MAP,
+                       "capabilities": {"type": "array", "items": STR}, "last_contact": ISO,
                        "partitions": {"type": "array", "items": _ref("Partition")}},
-                      ["id", "host", "lan", "country", "continent", "labels", "last_contact",
-                       "partitions"], additional=True)
+                      ["id", "host", "lan", "country", "continent", "labels", "capabilities",
+                       "last_contact", "partitions"])
 _LIVE_INSTANCE = _obj({
     "id": STR, "reference": STR, "requester": STR, "parent": NSTR,
     "children": {"type": "array", "items": STR}, "shared": {"type": "boolean"},

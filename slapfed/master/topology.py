@@ -52,9 +52,11 @@ def master_topology() -> MasterTopology:
 
 
 def complete_registration(reg):
-    """A registration with the outer levels of its locality filled from the topology.
+    """A registration completed from the topology: the outer levels of its locality filled
+    from the sites; for a computer the files declare, its labels (the registration's win)
+    and its capabilities (when the registration gives none).
 
-    Raises InvalidInput naming every contradiction with the topology."""
+    Raises InvalidInput naming every contradiction of locality with the topology."""
     mt = master_topology()
     topo = mt.topology
     if not topo.sites and not topo.computers:
@@ -66,7 +68,16 @@ def complete_registration(reg):
         first = problems[0]
         raise InvalidInput(f"computer {reg.id} contradicts the topology: {first['field']} "
                            f"{first['problem']}", problems)
-    return reg if filled == given else dataclasses.replace(reg, **filled)
+    changes = {k: v for k, v in filled.items() if given[k] != v}
+    declared = topo.computers.get(reg.id)
+    if declared is not None:
+        labels = {**declared.labels, **reg.labels}
+        if labels != reg.labels:
+            changes["labels"] = labels
+        if declared.capabilities and not getattr(reg, "capabilities", None) \
+                and hasattr(reg, "capabilities"):
+            changes["capabilities"] = tuple(sorted(declared.capabilities))
+    return dataclasses.replace(reg, **changes) if changes else reg
 
 
 @blueprint.get("/topology")

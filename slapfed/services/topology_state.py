@@ -17,6 +17,7 @@ def live_state(conn) -> dict:
         for comp in app.computers.values():
             computers.append({
                 "id": comp.id, **comp.locality, "labels": dict(comp.labels),
+                "capabilities": list(getattr(comp, "capabilities", ())),
                 "last_contact": render.iso(comp.last_contact),
                 "partitions": [render.partition_json(p) for p in comp.partitions.values()]})
         instances = []

@@ -1,7 +1,7 @@
 """Topology files (TOML): parse, validate and merge them into one frozen Topology value.
 
-Pure except for reading the files the caller names; depends on core.errors, core.wire (the
-id pattern) and topology.locality. Validation collects every problem of every file.
+Pure except for reading the files the caller names; depends on core.errors, core.wire and
+core.sla (name patterns) and topology.locality. Validation collects every problem of every file.
 """
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Iterable, Mapping
 
 from ..core.errors import InvalidInput
+from ..core.sla import NAME_RE as CAPABILITY_RE
 from ..core.wire import ID_RE
 from .locality import LEVELS
 
@@ -25,7 +26,6 @@ CHILD_LEVEL = {"continent": "country", "country": "lan", "lan": "host"}
 TRUST_LEVELS = ("observe", "delegate", "full")
 DEFAULT_TRUST = "delegate"
 URL_RE = re.compile(r"^https?://[^\s/]+\S*$")
-CAPABILITY_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
 TOP_KEYS = ("version", "description", "sites", "masters", "computers", "links")
 MASTER_KEYS = ("name", "url", "site", "description")
@@ -502,7 +502,8 @@ class _Validator:
         for i, cap in enumerate(caps):
             cpath = f"{path}.capabilities[{i}]"
             if not isinstance(cap, str) or not CAPABILITY_RE.match(cap):
-                self.problem(cpath, f"must be a lower-case name such as \"gpu\", got {cap!r}")
+                self.problem(cpath, f"must be a capability name such as \"gpu\" "
+                                    f"({CAPABILITY_RE.pattern}), got {cap!r}")
             elif cap in clean_caps:
                 self.problem(cpath, f"capability {cap!r} is listed twice")
             else:
