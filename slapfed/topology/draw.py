@@ -41,7 +41,7 @@ ROW_NAMES = {"master": "masters", "continent": "continents", "country": "countri
              "partition": "partitions", "instance": "instances", "shared": "shared"}
 ROWS = ("master", "continent", "country", "lan", "host", "computer", "partition",
         "instance", "shared")
-# One hue per master (its box, its computers' accent strip, its "located at" line).
+# One hue per master: its box, its computers' accent strip, a badge on the site it runs at.
 MASTER_HUES = ("#4f46e5", "#0891b2", "#c026d3", "#059669", "#d97706", "#dc2626",
                "#7c3aed", "#0d9488", "#65a30d", "#db2777")
 STATE_COLOURS = {"started": "#16a34a", "stopped": "#64748b", "pending": "#f59e0b",
