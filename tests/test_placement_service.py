@@ -9,6 +9,7 @@ from slapfed.core.errors import InvalidInput, NoCapacity
 from slapfed.core.wire import ComputerRegistration, InstanceRequest, Supply
 from slapfed.model import ROOT_KEY
 from slapfed.placement import build
+from slapfed.placement.filters import FILTERS
 from slapfed.services import placement
 from slapfed.store import generations, open_db
 
@@ -263,3 +264,18 @@ def test_explain_reports_the_current_placement(ready):
     assert body["instance"] == inst["id"]
     assert body["current"] == {"computer": inst["placement"]["computer"],
                                "partition": inst["placement"]["partition"]}
+
+
+def test_the_master_config_sets_the_pipeline(master_db):
+    from slapfed.master import close_app, create_app
+    app = create_app({"DB": master_db, "PLACEMENT": {"sample": 4,
+                                                      "scores": {"spread": 1.0}}})
+    try:
+        config = placement.state_of(master_db).config
+        assert config.sample == 4 and config.scores == (("spread", 1.0),)
+    finally:
+        close_app(app)
+    with pytest.raises(InvalidInput) as info:
+        create_app({"DB": master_db, "PLACEMENT": {"filters": ["lan", "luck"]}})
+    assert info.value.details == [{"field": "placement.filters", "problem": (
+        "unknown filter 'luck' (known: " + ", ".join(FILTERS) + ")")}]

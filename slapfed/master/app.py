@@ -13,7 +13,7 @@ from flask import Flask, Response, g, request
 from werkzeug.exceptions import HTTPException
 
 from ..core import errors
-from ..services import DesiredStateRenderer, close_writer
+from ..services import DesiredStateRenderer, close_writer, configure_placement
 from ..store import open_db
 
 API_PREFIX = "/api/v1"
@@ -43,8 +43,10 @@ def create_app(config: dict | None = None) -> Flask:
 
     config keys: ``DB`` (an open ZODB DB, not closed by the app) or ``STORAGE`` (URI)
     and ``DATA_DIR``; ``MAX_CONTENT_LENGTH`` (bytes); ``TOPOLOGY_FILES`` (paths) and
-    ``MASTER_NAME`` (this master in them). Raises InvalidInput/StorageError when the
-    storage cannot be opened or the topology files are invalid."""
+    ``MASTER_NAME`` (this master in them); ``PLACEMENT`` (the placement pipeline's
+    filters, score weights and sample size over placement.DEFAULT_CONFIG). Raises
+    InvalidInput/StorageError when the storage cannot be opened or the topology files
+    or placement settings are invalid."""
     config = dict(config or {})
     app = Flask("slapfed.master")
     app.config["MAX_CONTENT_LENGTH"] = DEFAULT_MAX_CONTENT_LENGTH
@@ -57,6 +59,11 @@ def create_app(config: dict | None = None) -> Flask:
     if owns:
         db = open_db(config.get("STORAGE"), config.get("DATA_DIR"))
     app.extensions[EXTENSION] = MasterState(db, owns)
+    try:
+        configure_placement(db, config.get("PLACEMENT"))
+    except BaseException:
+        close_app(app)
+        raise
 
     from . import computers, instances, meta, topology
     for module in (meta, computers, instances, topology):

@@ -12,11 +12,12 @@ from .instances import (
     change_state, destroy_instance, explain_request, list_instances, request_instance,
     show_instance,
 )
+from .placement import configure as configure_placement
 from .tx import WRITE_LOCK, app_root, close_writer, read, write
 
 __all__ = [
     "register_computer", "list_computers", "show_computer", "supply", "unsupply",
     "report_software", "report_partition", "desired_state", "DesiredStateRenderer",
     "request_instance", "explain_request", "change_state", "destroy_instance", "list_instances",
-    "show_instance", "WRITE_LOCK", "app_root", "close_writer", "read", "write",
+    "show_instance", "configure_placement", "WRITE_LOCK", "app_root", "close_writer", "read", "write",
 ]
