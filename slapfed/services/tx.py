@@ -21,7 +21,7 @@ from transaction.interfaces import TransientError
 from ..core.errors import Conflict, StorageError
 from ..model import ROOT_KEY
 
-MAX_ATTEMPTS = 10
+MAX_ATTEMPTS = 20
 # Guards the registry of writers; each writer has its own lock serialising its writes.
 WRITE_LOCK = threading.Lock()
 _writers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
@@ -143,7 +143,7 @@ class Writer:
                         for item in pending:
                             item.error, item.result = err, None
                         break
-                    time.sleep(random.uniform(0, 0.002 * conflicts))
+                    time.sleep(random.uniform(0, min(0.2, 0.001 * 2 ** conflicts)))
                     continue
                 except BaseException as exc:  # noqa: BLE001 - every caller learns it
                     tm.abort()
