@@ -59,8 +59,10 @@ def federation(tmp_path_factory):
         url = url_file.read_text().strip()
         env = dict(os.environ, SLAPFED_MASTER=url, SLAPFED_REQUESTER="alice",
                    SLAPFED_CONFIG=str(base / "no-config.json"))
+        # addresses of this run's own, so that two suites on one machine never collide
         cli("node", "format", "--master", url, "--computer", COMPUTER, "--partitions", "4",
-            "--root", str(root), "--lan", "lan-e2e", "--continent", "europe", env=env)
+            "--root", str(root), "--lan", "lan-e2e", "--continent", "europe",
+            "--address-base", f"127.{20 + os.getpid() % 200}.201.1", env=env)
         node = Proc(slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
                     base / "node.log")
         procs.append(node)

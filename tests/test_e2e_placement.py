@@ -63,10 +63,12 @@ def federation(tmp_path_factory):
         url = url_file.read_text().strip()
         env = dict(os.environ, SLAPFED_MASTER=url, SLAPFED_REQUESTER="ops",
                    SLAPFED_CONFIG=str(base / "no-config.json"))
-        for computer, (host, lan) in NODES.items():
+        for k, (computer, (host, lan)) in enumerate(NODES.items()):
             root = base / computer
+            # addresses of this run's own, so that two suites on one machine never collide
             cli("node", "format", "--master", url, "--computer", computer, "--partitions", "2",
-                "--root", str(root), "--host", host, "--lan", lan, env=env)
+                "--root", str(root), "--host", host, "--lan", lan, "--address-base",
+                f"127.{20 + os.getpid() % 200}.{210 + k}.1", env=env)
             roots.append(root)
             procs.append(Proc(slapfed_argv("node", "run", "--root", str(root), "--interval",
                                            "0.3"), base / f"{computer}.log"))
