@@ -11,6 +11,9 @@ from __future__ import annotations
 import http.client
 import json
 import multiprocessing as mp
+import re
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -88,6 +91,44 @@ def bench_requests(tmp: Path, clients: int, partitions: int = 500) -> dict:
         proc.stop()
 
 
+WRK_SCRIPT = """
+counter = 0
+request = function()
+  counter = counter + 1
+  local body = '{"reference": "i' .. (counter %% %(partitions)d) .. '", "software_url": "%(release)s", '
+    .. '"requester": "bench", "parameters": {"n": ' .. counter .. '}}'
+  return wrk.format("POST", "/api/v1/instances", {["Content-Type"]="application/json"}, body)
+end
+"""
+
+
+def bench_requests_wrk(tmp: Path, partitions: int = 500, seconds: int = 8) -> dict | None:
+    """Changing re-requests from wrk (a C load generator: 2 threads, 16 connections), when
+    it is installed, so that client-side Python does not eat the 2 cores."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    proc, url = start_master(tmp / "req-wrk")
+    try:
+        client = MasterClient(url)
+        register(client, "bench", partitions)
+        client.supply("bench", RELEASE)
+        run_clients(url, [body(f"i{i}") for i in range(partitions)], 4)
+        script = tmp / "wrk.lua"
+        script.write_text(WRK_SCRIPT % {"partitions": partitions, "release": RELEASE})
+        out = subprocess.run([wrk, "-t2", "-c16", f"-d{seconds}s", "--latency", "-s", str(script),
+                              url + "/api/v1/instances"], capture_output=True, text=True).stdout
+        rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        p50 = re.search(r"50%\s+([\d.]+)(us|ms|s)", out)
+        p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+        scale = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+        return {"clients": 16, "per_second": float(rate.group(1)) if rate else None,
+                "p50_ms": round(float(p50.group(1)) * scale[p50.group(2)], 3) if p50 else None,
+                "p99_ms": round(float(p99.group(1)) * scale[p99.group(2)], 3) if p99 else None}
+    finally:
+        proc.stop()
+
+
 def bench_desired_state(tmp: Path, partitions: int) -> dict:
     proc, url = start_master(tmp / f"ds-{partitions}")
     try:
@@ -130,6 +171,7 @@ def main() -> dict:
         tmp = Path(d)
         results = {"requests_1_client": bench_requests(tmp, 1),
                    "requests_16_clients": bench_requests(tmp, 16),
+                   "re_request_changed_wrk_16": bench_requests_wrk(tmp),
                    "desired_state_500": bench_desired_state(tmp, 500),
                    "desired_state_5000": bench_desired_state(tmp, 5000)}
     path = save("master", results)
