@@ -40,51 +40,44 @@ class Proc:
         return stop_pid(self.pid, timeout, popen=self.popen)
 
 
-def stop_pid(pid: int, timeout: float = 10.0, popen: subprocess.Popen | None = None):
-    """SIGTERM ``pid`` and wait; SIGKILL it if it is still there after ``timeout``."""
-    def gone() -> bool:
-        if popen is not None:
-            return popen.poll() is not None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie counts as gone; a child of ours is reaped)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
             return False
-        # a zombie of ours would stay "alive" to kill(0): reap it if we can
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-            return done == pid
-        except ChildProcessError:
-            return _is_zombie(pid)
-
-    if gone():
-        return popen.returncode if popen is not None else None
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if gone():
-            return popen.returncode if popen is not None else None
-        time.sleep(0.05)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
+    except ChildProcessError:
         pass
-    if popen is not None:
-        popen.wait(5)
-        return popen.returncode
-    return None
-
-
-def _is_zombie(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_pid(pid: int, timeout: float = 10.0, popen: subprocess.Popen | None = None):
+    """SIGTERM ``pid`` and wait; SIGKILL it if it is still there after ``timeout``.
+    Returns the exit code when ``popen`` is given, else None."""
+    def gone() -> bool:
+        return popen.poll() is not None if popen is not None else not pid_alive(pid)
+
+    for sig, grace in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+        if gone():
+            break
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while not gone() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return popen.returncode if popen is not None else None
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05, proc: Proc | None = None):

@@ -3,7 +3,6 @@ buildout runs and a real supervisord, driven through the slapfed CLI as a user w
 import json
 import os
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path

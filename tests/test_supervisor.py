@@ -140,8 +140,8 @@ def test_shutdown_stops_supervisord_and_services(tmp_path):
 
 
 def _alive(pid):
-    from slapfed.node.supervisor import _pid_alive
-    return _pid_alive(pid)
+    from slapfed.procs import pid_alive
+    return pid_alive(pid)
 
 
 def _kill(sup: Supervisor):

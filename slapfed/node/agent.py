@@ -26,7 +26,7 @@ from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, chown_tree, load_config
 from .plan import (
     Backoff, Destroy, InstallSoftware, Instantiate, LocalState, PartitionRecord, Plan,
-    RemoveSoftware, ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
+    ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
 )
 from .promises import run_promises, summary
 from .supervisor import Supervisor, list_services

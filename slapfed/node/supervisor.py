@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
 import subprocess
 import sys
@@ -19,6 +18,7 @@ import xmlrpc.client
 from dataclasses import dataclass
 
 from ..core.errors import SlapfedError
+from ..procs import pid_alive, stop_pid
 from .layout import Paths
 
 STOPPED_STATES = ("STOPPED", "EXITED", "FATAL")
@@ -134,20 +134,6 @@ def render_group_conf(pid: str, partition_path: str, log_dir: str,
     return "\n".join(out)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie nobody reaps yet is as good as gone
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 class Supervisor:
     """Controller of the node's supervisord. Every method raises SupervisorError."""
 
@@ -223,21 +209,12 @@ class Supervisor:
             except (OSError, xmlrpc.client.Error):
                 pass
             self._reset()
-        if pid is None or not _pid_alive(pid):
+        if pid is None or not pid_alive(pid):
             return was_running
         deadline = time.monotonic() + timeout
-        while _pid_alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not _pid_alive(pid):
-                break
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                break
-            end = time.monotonic() + 5
-            while _pid_alive(pid) and time.monotonic() < end:
-                time.sleep(0.05)
+        stop_pid(pid, 5.0)
         return True
 
     # -- groups -----------------------------------------------------------------------

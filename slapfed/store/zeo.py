@@ -7,13 +7,13 @@ reads it back and keeps the child's PID to stop it.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 
 from ..core.errors import StorageError
+from ..procs import pid_alive, stop_pid
 
 ZEO_STORAGE_NAME = "master.fs"
 ADDRESS_FILE = "zeo.address"
@@ -37,45 +37,11 @@ class ZeoServer:
     def alive(self) -> bool:
         if self.process is not None:
             return self.process.poll() is None
-        try:
-            os.kill(self.pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
+        return pid_alive(self.pid)
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM the server by PID, then SIGKILL if it does not exit in ``timeout``."""
         stop_pid(self.pid, timeout, self.process)
-
-
-def stop_pid(pid: int, timeout: float = 10.0, process: subprocess.Popen | None = None) -> None:
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None:
-            if process.poll() is not None:
-                return
-        else:
-            try:
-                done, _status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:   # not our child: poll for existence
-                done = 0
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    return
-            if done:
-                return
-        time.sleep(0.02)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    if process is not None:
-        process.wait(5)
 
 
 def start_zeo_server(data_dir: str, host: str = "127.0.0.1", port: int = 0,
