@@ -51,7 +51,7 @@ def federation(tmp_path_factory):
     root = base / "node"
     try:
         master = Proc(slapfed_argv("master", "serve", "--data", str(base / "master"),
-                                   "--listen", "127.0.0.1:0"), base / "master.log")
+                                   "--listen", "127.0.0.1:0", "--insecure-http"), base / "master.log")
         procs.append(master)
         url_file = base / "master" / "master.url"
         wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,

@@ -64,7 +64,7 @@ def demo_start(directory, partitions, profiles, timeout):
     url_file = base / "master" / "master.url"
     url_file.unlink(missing_ok=True)
     master = Proc(slapfed_argv("master", "serve", "--data", str(base / "master"),
-                               "--listen", "127.0.0.1:0"), base / "master.log")
+                               "--listen", "127.0.0.1:0", "--insecure-http"), base / "master.log")
     state["pids"]["master"] = master.pid
     save()
     try:
