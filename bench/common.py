@@ -18,7 +18,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def start_master(data: Path, *extra: str) -> tuple[Proc, str]:
     url_file = data / "master.url"
     proc = Proc(slapfed_argv("master", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
-                             *extra), data.parent / f"{data.name}.log")
+                             "--insecure-http", *extra), data.parent / f"{data.name}.log")
     wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30, "master URL", proc=proc)
     url = url_file.read_text().strip()
     client = MasterClient(url)

@@ -2,7 +2,10 @@
 
 Depends on core (errors, wire) and requests. Every method returns decoded JSON or
 raises a typed SlapfedError rebuilt from the master's canonical error body;
-MasterUnreachable when no answer came at all.
+MasterUnreachable when no answer came at all. Over HTTPS the master is verified against
+the CA certificate given (``ca``) and the client proves itself with ``cert``/``key``;
+``verify`` and ``cert`` are passed on every call (this machine's REQUESTS_CA_BUNDLE would
+otherwise override a session setting).
 """
 from __future__ import annotations
 
@@ -18,13 +21,19 @@ API = "/api/v1"
 
 
 class MasterClient:
-    def __init__(self, url: str, timeout: float = 30.0, requester: str | None = None):
+    def __init__(self, url: str, timeout: float = 30.0, requester: str | None = None,
+                 ca: str | None = None, cert: str | None = None, key: str | None = None):
         if not url:
             raise MasterUnreachable("no master URL given (use --master, SLAPFED_MASTER "
                                     "or the client config file)")
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.requester = requester
+        # With a certificate the master decides who we are; the requester name is only
+        # sent to a master in development mode (no certificate).
+        self.requester = None if cert else requester
+        self.verify = ca if ca else True
+        self.cert = (cert, key) if cert and key else (cert or None)
+        self._principal = None
         self.session = requests.Session()
         self.session.trust_env = False  # this machine sets REQUESTS_CA_BUNDLE; be explicit
 
@@ -34,7 +43,8 @@ class MasterClient:
         url = self.url + API + path
         try:
             resp = self.session.request(method, url, json=json_body, params=params,
-                                        headers=headers, timeout=self.timeout)
+                                        headers=headers, timeout=self.timeout,
+                                        verify=self.verify, cert=self.cert)
         except requests.RequestException as exc:
             raise MasterUnreachable(f"cannot reach the master at {self.url}: {exc}") from None
         if expect_304 and resp.status_code == 304:
@@ -60,6 +70,34 @@ class MasterClient:
     def openapi(self) -> dict:
         return self._json("GET", "/openapi.json")
 
+    # -- identity ---------------------------------------------------------------
+    def whoami(self) -> dict:
+        return self._json("GET", "/whoami")
+
+    def principal(self) -> str | None:
+        """Who this client is to the master (``person/alice``); None without a certificate."""
+        if self.cert is None:
+            return None
+        if self._principal is None:
+            self._principal = self.whoami()["principal"]
+        return self._principal
+
+    def redeem_token(self, token: str, csr_pem: str) -> dict:
+        """A node's computer certificate for its one-time token and CSR (public route)."""
+        return self._json("POST", "/node-certificates", json_body={"token": token,
+                                                                   "csr": csr_pem})
+
+    def certify_partition(self, computer_id: str, partition_id: str, csr_pem: str) -> dict:
+        return self._json("POST", f"/computers/{quote(computer_id, safe='')}/partitions/"
+                                  f"{quote(partition_id, safe='')}/certificate",
+                          json_body={"csr": csr_pem})
+
+    def create_token(self, computer_id: str, ttl: int | None = None) -> dict:
+        body = {"computer": computer_id}
+        if ttl:
+            body["ttl"] = ttl
+        return self._json("POST", "/tokens", json_body=body)
+
     # -- instances (the requester's side) --------------------------------------
     def request(self, reference: str, software_url: str, software_type: str = "default",
                 parameters: dict | None = None, sla: dict | None = None, state: str = "started",
@@ -83,12 +121,13 @@ class MasterClient:
     def find(self, reference: str) -> dict:
         """The instance this client's requester holds under ``reference``."""
         params = {"reference": reference}
-        if self.requester:
-            params["requester"] = self.requester
+        requester = self.requester or self.principal()
+        if requester:
+            params["requester"] = requester
         found = self._json("GET", "/instances", params=params)["instances"]
         if not found:
             from .core.errors import NotFound
-            who = f" for requester {self.requester!r}" if self.requester else ""
+            who = f" for requester {requester!r}" if requester else ""
             raise NotFound(f"no instance with reference {reference!r}{who}")
         return found[0]
 

@@ -60,7 +60,7 @@ def master_conn(master_db):
 @pytest.fixture
 def master_app(master_db):
     from slapfed.master import close_app, create_app
-    app = create_app({"DB": master_db})
+    app = create_app({"INSECURE": True, "DB": master_db})
     app.config["TESTING"] = False   # exercise the real error handler, not re-raising
     yield app
     close_app(app)
@@ -99,9 +99,9 @@ def master_server(tmp_path):
     then SIGKILL) at teardown, even when the test failed."""
     started = []
 
-    def start(*args, data=None):
+    def start(*args, data=None, secure=False):
         data_dir = str(data or tmp_path / f"master-{len(started)}")
-        proc, url = start_master_process(data_dir, *args)
+        proc, url = start_master_process(data_dir, *args, secure=secure)
         started.append(proc)
         return url
 
@@ -110,8 +110,9 @@ def master_server(tmp_path):
         stop_process(proc, timeout=15)
 
 
-def start_master_process(data_dir, *args, timeout=30.0):
-    """Run `slapfed master serve --listen 127.0.0.1:0` and wait for <data>/master.url."""
+def start_master_process(data_dir, *args, timeout=30.0, secure=False):
+    """Run `slapfed master serve --listen 127.0.0.1:0` and wait for <data>/master.url:
+    over HTTPS with client certificates when ``secure``, else with --insecure-http."""
     os.makedirs(data_dir, exist_ok=True)
     url_file = os.path.join(data_dir, "master.url")
     if os.path.exists(url_file):
@@ -119,7 +120,7 @@ def start_master_process(data_dir, *args, timeout=30.0):
     log = open(os.path.join(data_dir, "serve.log"), "ab")
     proc = subprocess.Popen(
         [sys.executable, "-m", "slapfed.cli.main", "master", "serve", "--data", str(data_dir),
-         "--listen", "127.0.0.1:0", *args],
+         "--listen", "127.0.0.1:0", *(() if secure else ("--insecure-http",)), *args],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL)
     log.close()
     deadline = time.monotonic() + timeout
@@ -133,7 +134,8 @@ def start_master_process(data_dir, *args, timeout=30.0):
                 if url:
                     import requests
                     try:
-                        requests.get(url + "/api/v1/health", timeout=2)
+                        verify = os.path.join(data_dir, "ca", "ca.crt") if secure else True
+                        requests.get(url + "/api/v1/health", timeout=2, verify=verify)
                         return proc, url
                     except requests.ConnectionError:
                         pass
@@ -195,7 +197,7 @@ def topology_app(master_db):
     apps = []
 
     def make(files=(), name=None):
-        app = create_app({"DB": master_db, "TOPOLOGY_FILES": [str(f) for f in files],
+        app = create_app({"INSECURE": True, "DB": master_db, "TOPOLOGY_FILES": [str(f) for f in files],
                           "MASTER_NAME": name})
         app.config["TESTING"] = False
         apps.append(app)
@@ -225,3 +227,99 @@ def serve_app():
         server.shutdown()
         thread.join(10)
         server.server_close()
+
+
+# -- identity fixtures --
+# A master app enforcing identities (its own CA in tmp_path) and a world of actors with
+# certificates: people A and B, an admin, nodes X and Y, the partitions of A's and B's
+# instances, a peer master, and certificates that must be refused (revoked, expired,
+# issued by another CA). Certificates reach the app as DER in the WSGI environ.
+AUTHZ_URL = "/srv/releases/hello/software.cfg"
+
+
+class AuthzWorld:
+    """What the authorization tests act on. ``call(actor, method, path, json)``."""
+
+    ACTORS = ("anonymous", "person_a", "person_b", "admin", "node_x", "node_y",
+              "partition_a", "partition_b", "peer", "revoked", "expired", "foreign")
+    REFUSED_CERTS = {"anonymous": "unauthenticated", "revoked": "certificate_revoked",
+                     "expired": "certificate_expired", "foreign": "foreign_certificate"}
+
+    def __init__(self, app, ca, foreign_ca, db):
+        self.app, self.ca, self.db = app, ca, db
+        self.client = app.test_client()
+        self.certs = {"anonymous": None}
+        self.serials = {}
+        from slapfed.ca import identity as ids
+        for actor, identity in (("person_a", ids.person("alice")), ("person_b", ids.person("bob")),
+                                ("admin", ids.admin("root")), ("node_x", ids.computer("node-x")),
+                                ("node_y", ids.computer("node-y")),
+                                ("peer", ids.master("peer-1"))):
+            self.certs[actor], self.serials[actor] = self._issue(ca, identity)
+        self.certs["revoked"], serial = self._issue(ca, ids.person("carol"))
+        ca.revoke(serial)
+        import datetime as dt
+        now = dt.datetime.now(dt.timezone.utc)
+        self.certs["expired"], _ = self._issue(ca, ids.person("dave"),
+                                               not_before=now - dt.timedelta(days=10),
+                                               not_after=now - dt.timedelta(days=1))
+        self.certs["foreign"], _ = self._issue(foreign_ca, ids.admin("root"))
+        # The federation: two nodes, A's tree on X (and a child on Y), B's on Y, the peer's on X.
+        for node in ("node-x", "node-y"):
+            self.ok(self.call("admin", "POST", "/computers", computer_body(node, 3)))
+            self.ok(self.call("admin", "POST", f"/computers/{node}/software",
+                              {"url": AUTHZ_URL}))
+        self.a_root = self.ok(self.call("person_a", "POST", "/instances", self.instance(
+            "a-root", "node-x")))
+        self.b_root = self.ok(self.call("person_b", "POST", "/instances", self.instance(
+            "b-root", "node-y")))
+        self.m_root = self.ok(self.call("peer", "POST", "/instances", self.instance(
+            "m-root", "node-x")))
+        for actor, inst in (("partition_a", self.a_root), ("partition_b", self.b_root)):
+            p = inst["placement"]
+            self.certs[actor], self.serials[actor] = self._issue(
+                ca, ids.partition(p["computer"], p["partition"]))
+        self.a_child = self.ok(self.call("partition_a", "POST", "/instances", self.instance(
+            "a-child", "node-y")))
+
+    @staticmethod
+    def instance(reference, computer=None, **extra):
+        body = {"reference": reference, "software_url": AUTHZ_URL, **extra}
+        if computer:
+            body["sla"] = {"computer_guid": computer}
+        return body
+
+    @staticmethod
+    def _issue(ca, identity, **window):
+        from cryptography.hazmat.primitives import serialization
+        from slapfed.ca.keys import generate_key
+        record = ca.issue(identity, generate_key().public_key(), **window)
+        from cryptography import x509
+        cert = x509.load_pem_x509_certificate(record.certificate_pem.encode())
+        return cert.public_bytes(serialization.Encoding.DER), record.serial
+
+    def call(self, actor, method, path, json=None, **kw):
+        der = self.certs[actor]
+        environ = {} if der is None else {"slapfed.peer_certificate": der}
+        return self.client.open("/api/v1" + path, method=method, json=json,
+                                environ_base=environ, **kw)
+
+    @staticmethod
+    def ok(resp):
+        assert resp.status_code < 300, (resp.status_code, resp.get_data(as_text=True))
+        return resp.json
+
+
+@pytest.fixture
+def authz_world(tmp_path, master_db):
+    """An AuthzWorld over a fresh master (FileStorage + CA in tmp_path)."""
+    from slapfed.ca.authority import CertificateAuthority
+    from slapfed.master import close_app, create_app
+    ca_dir = tmp_path / "ca"
+    app = create_app({"DB": master_db, "CA_DIR": str(ca_dir), "MASTER_NAME": "test"})
+    app.config["TESTING"] = False
+    foreign = CertificateAuthority.init(tmp_path / "other-ca", "another master CA")
+    try:
+        yield AuthzWorld(app, app.extensions["slapfed.ca"], foreign, master_db)
+    finally:
+        close_app(app)

@@ -52,7 +52,28 @@ def test_config_set_then_show(config_file):
     out = runner.invoke(cli, ["config", "show", "--json"])
     assert out.exit_code == 0
     assert json.loads(out.output) == {"config_file": str(config_file), "master": "http://m:1",
-                                      "requester": "bob"}
+                                      "requester": "bob", "ca": None, "cert": None, "key": None}
+
+
+def test_config_set_identity_records_the_three_files(config_file, tmp_path):
+    from slapfed.ca import identity as ids
+    from slapfed.ca.authority import CertificateAuthority
+    ca = CertificateAuthority.init(tmp_path / "ca", "test CA")
+    ca.issue_with_new_key(ids.person("alice"), tmp_path / "alice")
+    runner = CliRunner()
+    out = runner.invoke(cli, ["config", "set", "--master", "https://m:1",
+                              "--identity", str(tmp_path / "alice")])
+    assert out.exit_code == 0, out.output
+    saved = json.loads(config_file.read_text())
+    assert saved == {"master": "https://m:1", "ca": str(tmp_path / "alice" / "ca.crt"),
+                     "cert": str(tmp_path / "alice" / "identity.crt"),
+                     "key": str(tmp_path / "alice" / "identity.key")}
+    assert "PRIVATE" not in out.output
+
+
+def test_config_set_identity_refuses_a_directory_without_an_identity(config_file, tmp_path):
+    out = CliRunner().invoke(cli, ["config", "set", "--identity", str(tmp_path)])
+    assert out.exit_code == 3 and "identity.crt" in out.output
 
 
 @pytest.mark.parametrize("pairs,expected", [

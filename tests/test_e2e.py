@@ -1,5 +1,6 @@
-"""End to end: a real master process (gunicorn, FileStorage), a real node process, real
-buildout runs and a real supervisord, driven through the slapfed CLI as a user would."""
+"""End to end: a real master process (gunicorn, FileStorage) over mutual TLS, a real node
+process enrolled with a one-time token, real buildout runs and a real supervisord, driven
+through the slapfed CLI as a user would (alice, a person identity; supplies by an admin)."""
 import json
 import os
 import subprocess
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from slapfed.ca import identity as ids
+from slapfed.ca.authority import CertificateAuthority
 from slapfed.client import MasterClient
 from slapfed.cli.common import Exit
 from slapfed.procs import Proc, slapfed_argv, wait_for
@@ -56,17 +59,30 @@ def federation(tmp_path_factory):
         wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
                  "master URL", proc=master)
         url = url_file.read_text().strip()
-        env = dict(os.environ, SLAPFED_MASTER=url, SLAPFED_REQUESTER="alice",
-                   SLAPFED_CONFIG=str(base / "no-config.json"))
+        assert url.startswith("https://")
+        ca = CertificateAuthority(base / "master" / "ca")
+        identities = {who: ca.issue_with_new_key(identity, base / who)
+                      for who, identity in (("alice", ids.person("alice")),
+                                            ("root", ids.admin("root")))}
+        envs = {}
+        for who in identities:
+            envs[who] = dict(os.environ, SLAPFED_CONFIG=str(base / f"{who}.json"))
+            envs[who].pop("SLAPFED_MASTER", None)
+            cli("config", "set", "--master", url, "--identity", str(base / who), env=envs[who])
+        env = envs["alice"]
         # addresses of this run's own, so that two suites on one machine never collide
         cli("node", "format", "--master", url, "--computer", COMPUTER, "--partitions", "4",
             "--root", str(root), "--lan", "lan-e2e", "--continent", "europe",
-            "--address-base", f"127.{20 + os.getpid() % 200}.201.1", env=env)
+            "--address-base", f"127.{20 + os.getpid() % 200}.201.1",
+            "--token", ca.token_for(COMPUTER), "--ca", str(ca.directory / "ca.crt"), env=env)
         node = Proc(slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
                     base / "node.log")
         procs.append(node)
-        yield {"url": url, "env": env, "root": root, "base": base, "node": node,
-               "client": MasterClient(url, requester="alice")}
+        tls = {who: {"ca": str(made.ca_path), "cert": str(made.cert_path),
+                     "key": str(made.key_path)} for who, made in identities.items()}
+        yield {"url": url, "env": env, "admin_env": envs["root"], "root": root, "base": base,
+               "node": node, "client": MasterClient(url, **tls["alice"]),
+               "admin": MasterClient(url, **tls["root"])}
     finally:
         for p in reversed(procs):
             p.stop()
@@ -82,7 +98,7 @@ def instance(fed, reference):
 def test_request_runs_a_service_through_its_whole_life(federation):
     fed, env = federation, federation["env"]
     client = fed["client"]
-    cli("supply", HELLO, "--computer", COMPUTER, env=env)
+    cli("supply", HELLO, "--computer", COMPUTER, env=fed["admin_env"])
 
     # request -> a process answers on the URL published as a connection parameter
     out = cli("request", "hello-a", HELLO, "--param", "greeting=one", "--wait", "120", "--json", env=env)
@@ -125,7 +141,7 @@ def test_request_runs_a_service_through_its_whole_life(federation):
     cli("destroy", "hello-a", "--wait", "60", env=env)
     gone = instance(fed, "hello-a")
     assert gone["status"]["state"] == "destroyed" and gone["placement"] is None
-    comp = client.show_computer(COMPUTER)
+    comp = fed["admin"].show_computer(COMPUTER)
     assert [p["instance"] for p in comp["partitions"] if p["id"] == part] == [None]
     assert refuses(url_a)
     part_dir = fed["root"] / "partitions" / part
@@ -141,13 +157,13 @@ def test_request_runs_a_service_through_its_whole_life(federation):
 def test_failures_are_reported_with_their_log_and_disturb_nothing(federation):
     fed, env = federation, federation["env"]
     client = fed["client"]
-    cli("supply", HELLO, "--computer", COMPUTER, env=env)
+    cli("supply", HELLO, "--computer", COMPUTER, env=fed["admin_env"])
     healthy = json.loads(cli("request", "hello-healthy", HELLO, "--wait", "120", "--json",
                              env=env).stdout)
     pid = get(healthy["connection"]["url"])["pid"]
 
     # an instance buildout that fails: exit code 8, failed status with the log tail
-    cli("supply", FAILING, "--computer", COMPUTER, env=env)
+    cli("supply", FAILING, "--computer", COMPUTER, env=fed["admin_env"])
     done = cli("request", "broken", FAILING, "--wait", "120", env=env, check=False)
     assert done.returncode == Exit.FAILED, done.stderr
     broken = instance(fed, "broken")
@@ -155,27 +171,29 @@ def test_failures_are_reported_with_their_log_and_disturb_nothing(federation):
     assert "fails on purpose" in broken["status"]["log_tail"]
 
     # a release that does not exist: the software fails with its log tail, and so does the instance
-    cli("supply", MISSING, "--computer", COMPUTER, env=env)
+    cli("supply", MISSING, "--computer", COMPUTER, env=fed["admin_env"])
     done = cli("request", "ghost", MISSING, "--wait", "120", env=env, check=False)
     assert done.returncode == Exit.FAILED, done.stderr
     ghost = instance(fed, "ghost")
     assert ghost["status"]["state"] == "failed" and ghost["status"]["log_tail"]
-    sw = [s for s in client.show_computer(COMPUTER)["software"] if s["url"] == MISSING]
+    sw = [s for s in fed["admin"].show_computer(COMPUTER)["software"] if s["url"] == MISSING]
     assert sw and sw[0]["status"] == "failed" and sw[0]["log_tail"]
 
     # an unknown software type of a release whose types are known: refused, nothing written
     done = cli("request", "typo", HELLO, "--type", "no-such-type", env=env, check=False)
     assert done.returncode == Exit.INVALID, done.stderr
     assert "no-such-type" in done.stderr
-    assert not [i for i in client.list_instances(requester="alice") if i["reference"] == "typo"]
+    assert not [i for i in client.list_instances(requester="person/alice") if i["reference"] == "typo"]
 
-    # malformed input over HTTP: 400 with every problem listed
-    req = urllib.request.Request(fed["url"] + "/api/v1/instances", data=b"{oops",
-                                 headers={"Content-Type": "application/json"}, method="POST")
-    with pytest.raises(urllib.error.HTTPError) as exc:
-        urllib.request.urlopen(req, timeout=5)
-    assert exc.value.code == 400
-    assert json.loads(exc.value.read())["error"]["code"] == "invalid_input"
+    # malformed input over mutual TLS: 400 with every problem listed; without a
+    # certificate: 401 before the body is even read
+    import requests
+    for cert, status, code in ((client.cert, 400, "invalid_input"),
+                               (None, 401, "unauthenticated")):
+        resp = requests.post(fed["url"] + "/api/v1/instances", data=b"{oops",
+                             headers={"Content-Type": "application/json"},
+                             verify=client.verify, cert=cert, timeout=5)
+        assert resp.status_code == status and resp.json()["error"]["code"] == code
 
     # the healthy instance never restarted
     assert get(healthy["connection"]["url"])["pid"] == pid

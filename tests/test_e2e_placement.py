@@ -54,7 +54,7 @@ def federation(tmp_path_factory):
     procs, roots = [], []
     try:
         master = Proc(slapfed_argv("master", "serve", "--data", str(base / "master"),
-                                   "--listen", "127.0.0.1:0", "--topology", str(topo),
+                                   "--listen", "127.0.0.1:0", "--insecure-http", "--topology", str(topo),
                                    "--name", "root"), base / "master.log")
         procs.append(master)
         url_file = base / "master" / "master.url"

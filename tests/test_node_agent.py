@@ -40,7 +40,7 @@ def master(tmp_path):
             pass
 
     db = open_db(None, str(tmp_path / "master"))
-    app = create_app({"DB": db})
+    app = create_app({"INSECURE": True, "DB": db})
     server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=Quiet)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

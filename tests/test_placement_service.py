@@ -268,7 +268,7 @@ def test_explain_reports_the_current_placement(ready):
 
 def test_the_master_config_sets_the_pipeline(master_db):
     from slapfed.master import close_app, create_app
-    app = create_app({"DB": master_db, "PLACEMENT": {"sample": 4,
+    app = create_app({"INSECURE": True, "DB": master_db, "PLACEMENT": {"sample": 4,
                                                       "scores": {"spread": 1.0}}})
     try:
         config = placement.state_of(master_db).config
@@ -276,6 +276,6 @@ def test_the_master_config_sets_the_pipeline(master_db):
     finally:
         close_app(app)
     with pytest.raises(InvalidInput) as info:
-        create_app({"DB": master_db, "PLACEMENT": {"filters": ["lan", "luck"]}})
+        create_app({"INSECURE": True, "DB": master_db, "PLACEMENT": {"filters": ["lan", "luck"]}})
     assert info.value.details == [{"field": "placement.filters", "problem": (
         "unknown filter 'luck' (known: " + ", ".join(FILTERS) + ")")}]

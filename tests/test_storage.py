@@ -142,3 +142,32 @@ def test_migrate_command(tmp_path):
     assert '"applied": ' + json.dumps(applied, indent=2).replace("\n", "\n  ") in first.output
     second = runner.invoke(cli, ["master", "migrate", "--data", str(tmp_path)])
     assert second.exit_code == 0 and "nothing to do" in second.output
+
+
+def test_evolve3_records_each_instance_tree_owner(tmp_path):
+    """Generation 3: root_requester on every instance, from the root of its tree."""
+    import transaction
+    from slapfed.model import Instance
+    db = open_db(None, str(tmp_path))
+    try:
+        conn = db.open()
+        app = conn.root()[ROOT_KEY]
+        made = {}
+        for iid, requester, parent in (("i-root", "person/alice", None),
+                                       ("i-child", "i-root", "i-root"),
+                                       ("i-grandchild", "i-child", "i-child"),
+                                       ("i-other", "person/bob", None)):
+            inst = Instance(iid, requester, iid, "/r.cfg", "h", "default", {}, {}, "started",
+                            False, parent, 0.0)
+            del inst.root_requester          # as written before generation 3
+            app.instances[iid] = made[iid] = inst
+        transaction.commit()
+        assert made["i-grandchild"].root_requester is None
+        generations.evolve3(conn.root())
+        assert {i: made[i].root_requester for i in made} == {
+            "i-root": "person/alice", "i-child": "person/alice",
+            "i-grandchild": "person/alice", "i-other": "person/bob"}
+        transaction.abort()
+        conn.close()
+    finally:
+        db.close()

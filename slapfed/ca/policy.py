@@ -246,6 +246,23 @@ def authorize(identity: Identity | None, action: str, resource=None) -> None:
                         f"({describe(resource)}): a {identity.role} may touch {grant.__doc__}")
 
 
+def admit(identity: Identity | None, action: str) -> None:
+    """The part of ``authorize`` that needs no resource: public actions pass, a missing
+    identity is Unauthenticated, a role the action never grants is Forbidden. The web
+    layer calls it before loading a resource, so that a refusal never depends on whether
+    the resource exists; ``authorize`` then decides on the resource's facts."""
+    rule = RULES[action]
+    if rule.public:
+        return
+    if identity is None:
+        raise Unauthenticated(f"{action.replace('_', ' ')} needs a client certificate issued "
+                              f"by this master's certificate authority")
+    if identity.role not in (rule.grants or {}):
+        roles = ", ".join(r for r in ROLES if r in (rule.grants or {}))
+        raise Forbidden(f"{identity.principal} may not {action.replace('_', ' ')}: "
+                        f"a {identity.role} never may (allowed: {roles or 'nobody'})")
+
+
 def can(identity: Identity | None, action: str, resource=None) -> bool:
     """``authorize`` as a boolean (for filtering lists)."""
     try:

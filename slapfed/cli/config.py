@@ -1,8 +1,9 @@
 """Where the CLI finds its master and requester: flag, then environment, then config file.
 
 Depends on the standard library and core.errors. The file is JSON:
-``{"master": "http://127.0.0.1:8000", "requester": "alice"}`` at ``$SLAPFED_CONFIG`` or
-``~/.config/slapfed/client.json``.
+``{"master": "https://127.0.0.1:8470", "ca": ".../ca.crt", "cert": ".../identity.crt",
+"key": ".../identity.key"}`` (``requester`` only for a master in development mode) at
+``$SLAPFED_CONFIG`` or ``~/.config/slapfed/client.json``. Paths are absolute.
 """
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from ..core.errors import InvalidInput
 ENV_MASTER = "SLAPFED_MASTER"
 ENV_REQUESTER = "SLAPFED_REQUESTER"
 ENV_CONFIG = "SLAPFED_CONFIG"
-CONFIG_KEYS = ("master", "requester")
+CONFIG_KEYS = ("master", "requester", "ca", "cert", "key")
+TLS_KEYS = ("ca", "cert", "key")
+# The files `slapfed ca issue --out DIR` writes: what `config set --identity DIR` records.
+IDENTITY_FILES = {"ca": "ca.crt", "cert": "identity.crt", "key": "identity.key"}
 
 
 def config_path() -> Path:
@@ -65,3 +69,22 @@ def resolve_master(flag: str | None) -> str | None:
 def resolve_requester(flag: str | None) -> str:
     return (flag or os.environ.get(ENV_REQUESTER) or read_config().get("requester")
             or getpass.getuser())
+
+
+def resolve_tls() -> dict:
+    """``{"ca", "cert", "key"}`` from the config file (None where unset)."""
+    data = read_config()
+    return {k: data.get(k) for k in TLS_KEYS}
+
+
+def identity_files(directory: str) -> dict:
+    """The three files of an identity directory, as absolute paths; InvalidInput listing
+    every missing one."""
+    base = Path(directory).expanduser().resolve()
+    found = {k: str(base / name) for k, name in IDENTITY_FILES.items()}
+    missing = [{"field": k, "problem": f"{found[k]} does not exist"}
+               for k in IDENTITY_FILES if not Path(found[k]).is_file()]
+    if missing:
+        raise InvalidInput(f"{base} is not an identity directory (slapfed ca issue --out "
+                           f"DIR writes one): {missing[0]['problem']}", missing)
+    return found

@@ -2,7 +2,10 @@
 requested and answering. Processes run in the background; their PIDs are kept in
 <dir>/demo.json so ``demo stop`` stops exactly them.
 
-Depends on slapfed.client, slapfed.procs and the CLI plumbing.
+The master serves HTTPS with client certificates; the demo issues an administrator
+identity for you (<dir>/identity) and a one-time token for its node from the master's CA,
+so nobody touches a certificate. Depends on slapfed.client, slapfed.ca, slapfed.procs and
+the CLI plumbing.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ from pathlib import Path
 
 import click
 
+from ..ca import identity as ids
+from ..ca.authority import LOCAL_CA_FILE, LOCAL_CERT_FILE, LOCAL_KEY_FILE, CertificateAuthority
 from ..client import MasterClient
 from ..core.errors import SlapfedError
 from ..procs import Proc, slapfed_argv, stop_pid, wait_for
@@ -73,7 +78,9 @@ def demo_start(directory, partitions, profiles, timeout):
         master_url = url_file.read_text().strip()
         state["master"] = master_url
         save()
-        client = MasterClient(master_url, requester="demo")
+        ca = CertificateAuthority(base / "master" / "ca")
+        tls = _demo_identity(ca, base / "identity")
+        client = MasterClient(master_url, **tls)
         wait_for(lambda: _healthy(client), 15, "the master to answer", proc=master)
         _say(f"master answers at {master_url}")
 
@@ -81,7 +88,8 @@ def demo_start(directory, partitions, profiles, timeout):
         _run_cli("node", "format", "--master", master_url, "--computer", COMPUTER,
                  "--partitions", str(partitions), "--root", str(base / "node"),
                  "--host", "demo-host", "--lan", "demo-lan", "--country", "fr",
-                 "--continent", "europe", cwd=base)
+                 "--continent", "europe", "--token", ca.token_for(COMPUTER, ttl=600),
+                 "--ca", tls["ca"], cwd=base)
         node = Proc(slapfed_argv("node", "run", "--root", str(base / "node"), "--interval", "1"),
                     base / "node.log")
         state["pids"]["node"] = node.pid
@@ -111,7 +119,7 @@ def demo_start(directory, partitions, profiles, timeout):
         raise
 
     cfg_file = base / "client.json"
-    cfg_file.write_text(json.dumps({"master": master_url, "requester": "demo"}, indent=2) + "\n")
+    cfg_file.write_text(json.dumps({"master": master_url, **tls}, indent=2) + "\n")
     click.echo(f"""
 The master and the node keep running in the background (logs: {base}/master.log, {base}/node.log).
 Look around:
@@ -125,6 +133,15 @@ Look around:
     slapfed node status --root {base / 'node'}
 (slapfed is {Path(sys.executable).parent / 'slapfed'}; activate the virtualenv or use that path.)
 Stop everything (node services, node, master) with:  make demo-stop   (or: slapfed demo stop --dir {directory})""")
+
+
+def _demo_identity(ca: CertificateAuthority, directory: Path) -> dict:
+    """The demo user's administrator identity (made once, kept with the demo's data)."""
+    files = {"ca": str(directory / LOCAL_CA_FILE), "cert": str(directory / LOCAL_CERT_FILE),
+             "key": str(directory / LOCAL_KEY_FILE)}
+    if not Path(files["cert"]).exists():
+        ca.issue_with_new_key(ids.admin("demo"), directory)
+    return files
 
 
 def _healthy(client: MasterClient) -> bool:

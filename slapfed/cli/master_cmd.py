@@ -54,16 +54,21 @@ def master():
 @click.option("--name", "master_name", default=None, metavar="NAME",
               help="This master's name in the topology files (default: the only master "
                    "they declare).")
+@click.option("--insecure-http", is_flag=True,
+              help="Development mode: plain HTTP, no client certificates, every caller "
+                   "acts as the local administrator. Refused unless HOST is loopback.")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, topology_files,
-          master_name):
-    """Serve the master API with gunicorn until SIGTERM or Ctrl-C."""
+          master_name, insecure_http):
+    """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
+    certificates from DATA/ca (created on first start), or plain HTTP on loopback with
+    --insecure-http."""
     from ..master.server import ServeOptions, serve as run_server
     host, port = parse_listen(listen)
     run_server(ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
                             start_zeo=start_zeo, workers=workers, threads=threads,
                             access_log=access_log, topology_files=topology_files,
-                            master_name=master_name))
+                            master_name=master_name, insecure_http=insecure_http))
 
 
 @master.command()

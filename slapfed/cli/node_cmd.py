@@ -46,21 +46,33 @@ def node():
               help="One unix user per partition (root only; the node's Python must be "
                    "executable by every user).")
 @click.option("--no-register", is_flag=True, help="Only write the local layout.")
+@click.option("--token", default=None, metavar="TOKEN",
+              help="One-time registration token (slapfed ca token): the node makes its key "
+                   "in ROOT/etc, trades the token for its certificate and uses it from then on.")
+@click.option("--ca", "ca_file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
+              help="The master's CA certificate (DATA/ca/ca.crt), to verify the master; "
+                   "needed with --token.")
 @json_option
 @error_boundary
 def format_cmd(master, computer, partitions, root, host, lan, country, continent, labels,
-               capabilities, address_base, port_base, port_count, users, no_register, as_json):
+               capabilities, address_base, port_base, port_count, users, no_register, token,
+               ca_file, as_json):
     """Create the partitions and register the computer on the master (idempotent)."""
-    from ..node.layout import format_node
+    from ..node.identity import enroll
+    from ..node.layout import Paths, format_node, save_config
 
     config = format_node(root, master, computer, partitions, host=host, lan=lan,
                          country=country, continent=continent,
                          labels=parse_pairs(labels, "--label"), capabilities=capabilities,
                          address_base=address_base,
                          port_base=port_base, port_count=port_count, users=users)
+    if token:
+        config.tls = enroll(Paths(config.root).etc, master, token, ca_file)
+        save_config(config)
     registered = None
     if not no_register:
-        registered = MasterClient(master).register_computer(config.registration())
+        registered = MasterClient(master, **config.client_options()).register_computer(
+            config.registration())
     data = {"root": config.root, "computer": config.computer, "master": config.master,
             "partitions": [p.spec() | {"user": p.user} for p in config.partitions],
             "registered": registered is not None}

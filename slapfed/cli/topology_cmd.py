@@ -36,7 +36,7 @@ def load_federation(master_url, topology_paths, need_live=False):
                          else cfg.resolve_master(None))
     live = None
     if url or topo is None or need_live:
-        view = MasterClient(url).topology()
+        view = MasterClient(url, **cfg.resolve_tls()).topology()
         live = view["live"]
         if topo is None:
             topo = topology_files.Topology.from_json(view["topology"])

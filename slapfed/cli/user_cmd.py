@@ -25,7 +25,8 @@ requester_option = click.option(
 
 
 def make_client(master_url, requester=None) -> MasterClient:
-    return MasterClient(cfg.resolve_master(master_url), requester=cfg.resolve_requester(requester))
+    return MasterClient(cfg.resolve_master(master_url), requester=cfg.resolve_requester(requester),
+                        **cfg.resolve_tls())
 
 
 def absolute_release(url: str) -> str:
@@ -345,13 +346,20 @@ def config_group():
 
 @config_group.command(name="set")
 @click.option("--master", "master_url", metavar="URL")
-@click.option("--requester", metavar="NAME")
+@click.option("--requester", metavar="NAME",
+              help="Requester name, for a master in development mode only.")
+@click.option("--identity", "identity_dir", metavar="DIR", type=click.Path(file_okay=False),
+              help="Identity directory written by `slapfed ca issue --out DIR`: records "
+                   "its CA certificate, certificate and key.")
 @error_boundary
-def config_set(master_url, requester):
-    """Record the master URL and/or requester name for later commands."""
-    if not master_url and not requester:
-        raise click.UsageError("give --master and/or --requester")
-    path = cfg.write_config({"master": master_url, "requester": requester})
+def config_set(master_url, requester, identity_dir):
+    """Record the master URL, your identity and/or requester name for later commands."""
+    if not master_url and not requester and not identity_dir:
+        raise click.UsageError("give --master, --identity and/or --requester")
+    values = {"master": master_url, "requester": requester}
+    if identity_dir:
+        values.update(cfg.identity_files(identity_dir))
+    path = cfg.write_config(values)
     click.echo(f"wrote {path}")
 
 
@@ -361,7 +369,7 @@ def config_set(master_url, requester):
 def config_show(as_json):
     """Print the effective configuration and where each value comes from."""
     data = {"config_file": str(cfg.config_path()), "master": cfg.resolve_master(None),
-            "requester": cfg.resolve_requester(None)}
+            "requester": cfg.resolve_requester(None), **cfg.resolve_tls()}
     emit(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
 
 

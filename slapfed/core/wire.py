@@ -407,3 +407,94 @@ class PartitionReport:
         out = {k: getattr(self, k) for k in self.FIELDS}
         out["promises"] = [p.to_json() for p in self.promises]
         return out
+
+
+# -- identity and certificates ------------------------------------------------------
+MAX_PEM = 16 * 1024          # a CSR of any accepted key type fits easily
+MAX_HOSTS = 16
+
+
+@dataclass(frozen=True)
+class CertificateSigning:
+    """``POST /computers/<cid>/partitions/<pid>/certificate``: a partition's CSR (PEM)."""
+
+    csr: str
+
+    @classmethod
+    def from_json(cls, body: Any) -> "CertificateSigning":
+        f = _Fields(body, "certificate signing request", ("csr",))
+        csr = f.string("csr", required=True, max_len=MAX_PEM)
+        f.raise_if_any("certificate signing request")
+        return cls(csr)
+
+
+@dataclass(frozen=True)
+class TokenRedemption:
+    """``POST /node-certificates``: a node trades its one-time token and CSR for a certificate."""
+
+    token: str
+    csr: str
+
+    @classmethod
+    def from_json(cls, body: Any) -> "TokenRedemption":
+        f = _Fields(body, "token redemption", ("token", "csr"))
+        token = f.string("token", required=True, max_len=256)
+        csr = f.string("csr", required=True, max_len=MAX_PEM)
+        f.raise_if_any("token redemption")
+        return cls(token, csr)
+
+
+@dataclass(frozen=True)
+class CertificateIssue:
+    """``POST /certificates`` (admins): certify a CSR as ``role``/``name``."""
+
+    role: str
+    name: str
+    csr: str
+    days: int | None = None
+    hosts: tuple = ()
+
+    @classmethod
+    def from_json(cls, body: Any) -> "CertificateIssue":
+        f = _Fields(body, "certificate", ("role", "name", "csr", "days", "hosts"))
+        role = f.string("role", required=True, max_len=32)
+        name = f.string("name", required=True, max_len=200)
+        csr = f.string("csr", required=True, max_len=MAX_PEM)
+        days = f.integer("days", minimum=1, maximum=3650)
+        hosts = f.array("hosts")
+        if len(hosts) > MAX_HOSTS or not all(isinstance(h, str) and 0 < len(h) <= 253
+                                             for h in hosts):
+            f.problem("hosts", f"must be at most {MAX_HOSTS} host names or addresses")
+            hosts = []
+        f.raise_if_any("certificate")
+        return cls(role, name, csr, days, tuple(hosts))
+
+
+@dataclass(frozen=True)
+class TokenCreation:
+    """``POST /tokens`` (admins): a one-time registration token for a computer."""
+
+    computer: str
+    ttl: int | None = None
+
+    @classmethod
+    def from_json(cls, body: Any) -> "TokenCreation":
+        f = _Fields(body, "token", ("computer", "ttl"))
+        computer = f.string("computer", required=True, pattern=ID_RE)
+        ttl = f.integer("ttl", minimum=1, maximum=30 * 24 * 3600)
+        f.raise_if_any("token")
+        return cls(computer, ttl)
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """``POST /certificates/<serial>/revocation``."""
+
+    reason: str = "unspecified"
+
+    @classmethod
+    def from_json(cls, body: Any) -> "Revocation":
+        f = _Fields(body, "revocation", ("reason",))
+        reason = f.string("reason", default="unspecified", max_len=64)
+        f.raise_if_any("revocation")
+        return cls(reason)

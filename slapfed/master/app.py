@@ -44,7 +44,10 @@ def create_app(config: dict | None = None) -> Flask:
     config keys: ``DB`` (an open ZODB DB, not closed by the app) or ``STORAGE`` (URI)
     and ``DATA_DIR``; ``MAX_CONTENT_LENGTH`` (bytes); ``TOPOLOGY_FILES`` (paths) and
     ``MASTER_NAME`` (this master in them); ``PLACEMENT`` (the placement pipeline's
-    filters, score weights and sample size over placement.DEFAULT_CONFIG). Raises
+    filters, score weights and sample size over placement.DEFAULT_CONFIG); ``CA_DIR``
+    (default ``DATA_DIR``/ca, created on first start, named after ``MASTER_NAME``) whose
+    certificates authenticate callers, or ``INSECURE`` (development mode: every caller
+    is the local administrator, see master.auth). Raises
     InvalidInput/StorageError when the storage cannot be opened or the topology files
     or placement settings are invalid."""
     config = dict(config or {})
@@ -65,9 +68,14 @@ def create_app(config: dict | None = None) -> Flask:
         close_app(app)
         raise
 
-    from . import computers, instances, meta, topology
-    for module in (meta, computers, instances, topology):
+    from . import auth, computers, identity, instances, meta, topology
+    for module in (meta, identity, computers, instances, topology):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
+    try:
+        auth.install(app, config)
+    except BaseException:
+        close_app(app)
+        raise
 
     app.teardown_appcontext(_close_connection)
     app.register_error_handler(Exception, render_error)
@@ -109,8 +117,19 @@ def _close_connection(_exc=None) -> None:
         conn.close()
 
 
+_NO_BODY = object()
+
+
 def json_body():
-    """The request body as JSON; InvalidInput when empty or malformed."""
+    """The request body as JSON (parsed once per request: the guard and the view share
+    it); InvalidInput when empty or malformed."""
+    parsed = g.get("json_body", _NO_BODY)
+    if parsed is _NO_BODY:
+        parsed = g.json_body = _parse_body()
+    return parsed
+
+
+def _parse_body():
     data = request.get_data(cache=False)
     if not data.strip():
         raise errors.InvalidInput("the request body is empty; send a JSON object",

@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from ..core.wire import ComputerRegistration, PartitionReport, SoftwareReport, Supply
 from .. import services
 from .app import connection, json_body, state_of
+from .auth import visible_computers
 from .topology import complete_registration
 
 blueprint = Blueprint("computers", __name__)
@@ -23,7 +24,7 @@ def register():
 
 @blueprint.get("/computers")
 def list_all():
-    return jsonify({"computers": services.list_computers(connection())})
+    return jsonify({"computers": visible_computers(services.list_computers(connection()))})
 
 
 @blueprint.get("/computers/<cid>")

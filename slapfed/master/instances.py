@@ -9,8 +9,9 @@ from flask import Blueprint, jsonify, request
 from .. import services
 from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
-from ..core.wire import InstanceRequest, StateChange
+from ..core.wire import StateChange
 from .app import connection, database, json_body
+from .auth import instance_filter, instance_request
 
 blueprint = Blueprint("instances", __name__)
 
@@ -19,16 +20,14 @@ LIST_FILTERS = ("requester", "reference", "state", "status")
 
 @blueprint.post("/instances")
 def request_instance():
-    req = InstanceRequest.from_json(json_body())
-    created, body = services.request_instance(database(), req)
+    created, body = services.request_instance(database(), instance_request())
     return jsonify(body), 201 if created else 200
 
 
 @blueprint.post("/placements")
 def explain_placement():
     """The decision POST /instances would make, with its explanation; writes nothing."""
-    req = InstanceRequest.from_json(json_body())
-    return jsonify(services.explain_request(database(), req))
+    return jsonify(services.explain_request(database(), instance_request()))
 
 
 @blueprint.get("/instances")
@@ -48,7 +47,7 @@ def list_instances():
         raise InvalidInput(f"invalid filters: {first['field']} {first['problem']}", problems)
     found = services.list_instances(connection(), requester=args.get("requester"),
                                     reference=args.get("reference"), state=state,
-                                    status=status)
+                                    status=status, allow=instance_filter())
     return jsonify({"instances": found})
 
 

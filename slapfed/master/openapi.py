@@ -202,6 +202,11 @@ SCHEMAS = {
 
 ERROR_TEXT = {
     "400": "invalid_input: malformed JSON or invalid fields (details list every problem)",
+    "401": "unauthenticated (no client certificate) or a refused certificate: "
+           "certificate_expired, certificate_revoked, foreign_certificate, "
+           "invalid_certificate_signature, no_identity, bad_certificate, invalid_token, "
+           "token_expired",
+    "403": "forbidden: the policy refuses this identity this action on this resource",
     "404": "not_found",
     "405": "method_not_allowed",
     "409": "conflict or no_capacity (details explain the refusals)",
@@ -389,6 +394,69 @@ PATHS["/topology"] = {"get": _op(
     "computers with locality and partitions, instances with placement",
     {"200": _json("TopologyView", "the topology and the live state")},
     op_id="show_topology")}
+
+
+# -- identities and certificates (master.identity) ----------------------------------------
+_IDENTITY = _obj({"role": _enum(("person", "admin", "computer", "partition", "master")),
+                  "name": STR, "uri": STR, "computer": STR, "partition": STR},
+                 ["role", "name", "uri"])
+_CERT_FIELDS = {"serial": STR, "identity": _IDENTITY, "not_before": ISO, "not_after": ISO,
+                "fingerprint": STR, "hosts": {"type": "array", "items": STR},
+                "revoked": {"type": "boolean"}, "revocation": ANY_OBJ}
+_CERT_REQUIRED = ["serial", "identity", "not_before", "not_after", "fingerprint", "hosts",
+                  "revoked"]
+PEM = {"type": "string", "description": "PEM text"}
+SCHEMAS.update({
+    "Identity": _IDENTITY,
+    "WhoAmI": _obj({"identity": _IDENTITY, "principal": STR,
+                    "development_mode": {"type": "boolean"}},
+                   ["identity", "principal", "development_mode"]),
+    "Certificate": _obj(_CERT_FIELDS, _CERT_REQUIRED),
+    "IssuedCertificate": _obj({**_CERT_FIELDS, "certificate": PEM, "ca_certificate": PEM},
+                              _CERT_REQUIRED + ["certificate", "ca_certificate"]),
+    "CertificateList": _obj({"certificates": {"type": "array", "items": _ref("Certificate")}},
+                            ["certificates"]),
+    "TokenRedemption": _obj({"token": STR, "csr": PEM}, ["token", "csr"]),
+    "CertificateSigning": _obj({"csr": PEM}, ["csr"]),
+    "CertificateIssue": _obj({"role": STR, "name": STR, "csr": PEM,
+                              "days": {"type": "integer", "minimum": 1, "maximum": 3650},
+                              "hosts": {"type": "array", "items": STR}},
+                             ["role", "name", "csr"]),
+    "Revocation": _obj({"reason": STR}),
+    "TokenCreation": _obj({"computer": STR, "ttl": INT}, ["computer"]),
+    "Token": _obj({"computer": STR, "token": STR}, ["computer", "token"]),
+})
+SERIAL = _path_param("serial", "certificate serial (hexadecimal)")
+PATHS.update({
+    "/whoami": {"get": _op("Who the master thinks the caller is (from its client certificate)",
+                           {"200": _json("WhoAmI", "the caller's identity"),
+                            **_errors("401")}, op_id="whoami")},
+    "/node-certificates": {"post": _op(
+        "Public: a node trades a one-time registration token and the CSR of a key it made "
+        "for its computer certificate (and the CA certificate)",
+        {"201": _json("IssuedCertificate", "issued"), **_errors("400", "401")},
+        body="TokenRedemption", op_id="redeem_token")},
+    "/computers/{cid}/partitions/{pid}/certificate": {"post": _op(
+        "A node has the key its partition generated certified as that partition",
+        {"201": _json("IssuedCertificate", "issued"), **_errors("400", "401", "403", "404")},
+        body="CertificateSigning", parameters=(CID, PID), op_id="certify_partition")},
+    "/certificates": {
+        "get": _op("Every certificate this master's CA issued (admins; public material only)",
+                   {"200": _json("CertificateList", "the certificates"),
+                    **_errors("401", "403")}, op_id="list_certificates"),
+        "post": _op("Certify a CSR as an identity (admins)",
+                    {"201": _json("IssuedCertificate", "issued"),
+                     **_errors("400", "401", "403")},
+                    body="CertificateIssue", op_id="issue_certificate")},
+    "/certificates/{serial}/revocation": {"post": _op(
+        "Revoke a certificate (admins, or its own holder); refused from the next request on",
+        {"200": _json("Certificate", "revoked"), **_errors("400", "401", "403", "404")},
+        body="Revocation", parameters=(SERIAL,), op_id="revoke_certificate")},
+    "/tokens": {"post": _op(
+        "A one-time registration token for a computer (admins); shown once",
+        {"201": _json("Token", "the token"), **_errors("400", "401", "403")},
+        body="TokenCreation", op_id="create_token")},
+})
 
 
 @functools.lru_cache(maxsize=1)

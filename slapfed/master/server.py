@@ -4,11 +4,17 @@ Depends on gunicorn, store and the app factory. The arbiter evolves the schema a
 start a ZEO server; each worker opens its own DB (never the arbiter). A FileStorage
 admits exactly one worker (many threads); ZEO admits several. The URL actually bound
 (port 0 picks one) is written to <data>/master.url, the arbiter's PID to master.pid.
+TLS: the arbiter issues the master's own server certificate from its CA (<data>/tls/) and
+gunicorn asks every client for a certificate (optional at the handshake, so /health and
+token redemption work without one; the app answers 401 itself). gunicorn already puts
+the TLS socket in the environ (``gunicorn.socket``); master.auth reads the peer from it.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
+import ssl
 from dataclasses import dataclass
 
 from gunicorn.app.base import BaseApplication
@@ -16,9 +22,17 @@ from gunicorn.app.base import BaseApplication
 from ..core.errors import InvalidInput
 from ..store import open_db, parse_storage_uri
 from ..store.zeo import start_zeo_server
+from ..ca import identity as ids
+from ..ca.keys import generate_key, make_private_dir, write_private_key
 from .app import close_app, create_app
+from .auth import open_authority
 from .topology import load_topology
 
+TLS_DIR = "tls"                 # <data>/tls: the master's own server key and certificate
+SERVER_KEY = "master.key"
+SERVER_CERT = "master.crt"
+DEFAULT_MASTER_NAME = "master"
+LOOPBACK_NAMES = ("localhost",)
 URL_FILE = "master.url"
 PID_FILE = "master.pid"
 
@@ -37,6 +51,7 @@ class ServeOptions:
     access_log: str | None = None
     topology_files: tuple = ()      # topology files, validated before serving
     master_name: str | None = None  # this master's name in them
+    insecure_http: bool = False     # development mode: plain HTTP on loopback, no identities
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -59,6 +74,10 @@ def check_options(opts: ServeOptions) -> None:
                 problems.append({"field": "workers", "problem": (
                     f"{opts.workers} workers cannot share one FileStorage (one process "
                     "only); use --start-zeo or --storage zeo://HOST:PORT, or --workers 1")})
+    if opts.insecure_http and not is_loopback(opts.host):
+        problems.append({"field": "insecure_http", "problem": (
+            f"plain HTTP is only served on loopback, not on {opts.host}; drop "
+            "--insecure-http to serve HTTPS with client certificates")})
     if problems:
         first = problems[0]
         raise InvalidInput(f"cannot serve: {first['field']} {first['problem']}", problems)
@@ -67,8 +86,10 @@ def check_options(opts: ServeOptions) -> None:
 class MasterApplication(BaseApplication):
     """gunicorn's view of the master: config from ServeOptions, the app built per worker."""
 
-    def __init__(self, opts: ServeOptions, storage_uri: str | None, on_exit=None):
+    def __init__(self, opts: ServeOptions, storage_uri: str | None, on_exit=None,
+                 tls: "ServerTLS | None" = None):
         self.opts = opts
+        self.tls = tls
         self.storage_uri = storage_uri
         self._on_exit = on_exit
         super().__init__()
@@ -96,18 +117,24 @@ class MasterApplication(BaseApplication):
             "worker_exit": self._worker_exit,
             "on_exit": self._arbiter_exit,
         }
+        if self.tls is not None:
+            settings.update(certfile=self.tls.certfile, keyfile=self.tls.keyfile,
+                            ca_certs=self.tls.ca_certs, cert_reqs=ssl.CERT_OPTIONAL,
+                            ssl_context=_tls12_or_later)
         for key, value in settings.items():
             self.cfg.set(key, value)
 
     def load(self):
         return create_app({"STORAGE": self.storage_uri, "DATA_DIR": self.opts.data_dir,
                            "TOPOLOGY_FILES": self.opts.topology_files,
-                           "MASTER_NAME": self.opts.master_name})
+                           "MASTER_NAME": self.opts.master_name,
+                           "INSECURE": self.opts.insecure_http})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):
         host, port = server.LISTENERS[0].sock.getsockname()[:2]
-        url = f"http://{_host_for_url(host)}:{port}"
+        scheme = "http" if self.tls is None else "https"
+        url = f"{scheme}://{_host_for_url(host)}:{port}"
         _write_atomically(os.path.join(self.opts.data_dir, URL_FILE), url + "\n")
         server.log.info("slapfed master listening on %s (storage %s, %d worker(s) x %d "
                         "threads)", url, self.storage_uri or "file", self.opts.workers,
@@ -147,11 +174,64 @@ def serve(opts: ServeOptions) -> None:
         # Create the root containers once, before any worker serves; then let go of the
         # storage so that the worker can open it (a FileStorage admits one process).
         open_db(storage_uri, opts.data_dir).close()
+        tls = None if opts.insecure_http else prepare_tls(opts)
         _write_atomically(os.path.join(opts.data_dir, PID_FILE), f"{os.getpid()}\n")
-        MasterApplication(opts, storage_uri, on_exit=zeo.stop if zeo else None).run()
+        MasterApplication(opts, storage_uri, on_exit=zeo.stop if zeo else None,
+                          tls=tls).run()
     finally:
         if zeo is not None and zeo.alive():
             zeo.stop()
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    certfile: str
+    keyfile: str
+    ca_certs: str
+
+
+def is_loopback(host: str) -> bool:
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def server_hosts(listen_host: str) -> list[str]:
+    """The names the master's certificate is valid for: loopback plus the listen host."""
+    hosts = ["127.0.0.1", "::1", "localhost"]
+    host = listen_host.strip("[]")
+    try:
+        unspecified = ipaddress.ip_address(host).is_unspecified
+    except ValueError:
+        unspecified = False
+    if host and not unspecified and host not in hosts:
+        hosts.append(host)
+    return hosts
+
+
+def prepare_tls(opts: ServeOptions) -> ServerTLS:
+    """Open (or create) the CA and issue the master's server certificate for this start:
+    a fresh key made here in <data>/tls (0600), identity master/<name>."""
+    config = {"DATA_DIR": opts.data_dir, "MASTER_NAME": opts.master_name}
+    ca = open_authority(config)
+    tls_dir = make_private_dir(os.path.join(opts.data_dir, TLS_DIR))
+    key_path, cert_path = tls_dir / SERVER_KEY, tls_dir / SERVER_CERT
+    key_path.unlink(missing_ok=True)
+    key = generate_key()
+    write_private_key(key_path, key)
+    identity = ids.master(opts.master_name or DEFAULT_MASTER_NAME)
+    record = ca.issue(identity, key.public_key(), hosts=server_hosts(opts.host))
+    _write_atomically(str(cert_path), record.certificate_pem)
+    return ServerTLS(str(cert_path), str(key_path), str(ca.directory / "ca.crt"))
+
+
+def _tls12_or_later(config, default_factory):
+    context = default_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def _host_for_bind(host: str) -> str:

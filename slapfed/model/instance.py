@@ -24,6 +24,7 @@ class Instance(Persistent):
 
     id = None
     requester = None
+    root_requester = None    # requester of the tree's root (its owner); None before generation 3
     reference = None
     parent = None
     children = ()
@@ -46,9 +47,11 @@ class Instance(Persistent):
 
     def __init__(self, iid: str, requester: str, reference: str, software_url: str,
                  software_hash: str, software_type: str, parameters: dict, sla: dict,
-                 requested_state: str, shared: bool, parent: str | None, now: float):
+                 requested_state: str, shared: bool, parent: str | None, now: float,
+                 root_requester: str | None = None):
         self.id = iid
         self.requester = requester
+        self.root_requester = root_requester or requester
         self.reference = reference
         self.software_url = software_url
         self.software_hash = software_hash
@@ -60,6 +63,11 @@ class Instance(Persistent):
         self.parent = parent
         self.created_at = now
         self.updated_at = now
+
+    @property
+    def owner(self) -> str:
+        """Whose tree this instance belongs to (the root's requester)."""
+        return self.root_requester or self.requester
 
     @property
     def placed(self) -> bool:

@@ -19,6 +19,7 @@ import traceback
 from dataclasses import dataclass, field, replace
 
 from ..client import MasterClient
+from .identity import partition_identity
 from ..core.errors import Conflict, MasterUnreachable, NotFound, SlapfedError
 from ..core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
 from ..core.wire import MAX_LOG_TAIL, PARAMETER_KEY_RE
@@ -85,7 +86,8 @@ class Agent:
                  clock=time.time, promise_timeout: float = 20.0, settle: float = 0.1):
         self.config: NodeConfig = load_config(root)
         self.paths = Paths(self.config.root)
-        self.client = client or MasterClient(self.config.master)
+        self.client = client or MasterClient(self.config.master,
+                                             **self.config.client_options())
         self.runner = runner or nb.make_runner("fork")
         self.sup = supervisor or Supervisor(self.paths, f"slapfed-{self.config.computer}")
         self.backoff = backoff
@@ -248,6 +250,15 @@ class Agent:
                                    f"(node.json has: {', '.join(p.id for p in self.config.partitions)})")
         return part
 
+    def _partition_identity(self, pid: str) -> dict:
+        """The [partition] options naming the partition's own key, certificate, CA and
+        master (empty over plain HTTP): an instance calls the master as itself."""
+        if not self.config.tls:
+            return {}
+        files = partition_identity(self.paths.partition(pid).private, self.client,
+                                   self.config.computer, pid, self.config.tls["ca"])
+        return {**files, "master-url": self.config.master}
+
     def _do(self, action, work: "_Work") -> None:
         pid = work.pid
         pp = self.paths.partition(pid)
@@ -278,7 +289,7 @@ class Agent:
                     log_tail=self._release_failure(spec, sw.log_tail if sw else ""))
                 return
             res = nb.instantiate(self.paths, part, self.config.computer, spec.to_json(),
-                                 self.runner)
+                                 self.runner, identity=self._partition_identity(pid))
             if part.user:
                 chown_tree(pp.path, part.user)
             if not res.ok:

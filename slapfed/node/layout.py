@@ -56,6 +56,11 @@ class NodeConfig:
     labels: dict = field(default_factory=dict)
     partitions: list[PartitionConfig] = field(default_factory=list)
     capabilities: list = field(default_factory=list)
+    tls: dict = field(default_factory=dict)   # {"ca", "cert", "key"}: the node's identity files
+
+    def client_options(self) -> dict:
+        """MasterClient keyword arguments for this node's identity (none over plain HTTP)."""
+        return {k: self.tls.get(k) for k in ("ca", "cert", "key")} if self.tls else {}
 
     def registration(self) -> dict:
         """The ComputerRegistration body sent to the master."""
@@ -297,9 +302,10 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
     if users and os.geteuid() != 0:
         raise InvalidInput("--users needs root (it creates one unix user per partition)",
                            [{"field": "users", "problem": "requires root"}])
-    existing = []
+    existing, tls = [], {}
     if os.path.exists(config_path(root)):
         old = load_config(root)
+        tls = dict(old.tls)
         if old.computer != computer:
             raise LayoutError(f"{root} is already formatted for computer {old.computer!r}, "
                               f"not {computer!r}")
@@ -308,7 +314,7 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
         root=root, master=master, computer=reg.id, host=reg.host, lan=reg.lan,
         country=reg.country, continent=reg.continent, labels=dict(reg.labels),
         capabilities=list(reg.capabilities), partitions=plan_partitions(existing, partitions, computer, address_base, port_base,
-                                   port_count, users))
+                                   port_count, users), tls=tls)
     paths = Paths(root)
     try:
         for d in paths.skeleton():

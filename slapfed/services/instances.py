@@ -87,9 +87,11 @@ def show_instance(conn, instance_id: str) -> dict:
 
 
 def list_instances(conn, requester: str | None = None, reference: str | None = None,
-                   state: str | None = None, status: str | None = None) -> list[dict]:
+                   state: str | None = None, status: str | None = None,
+                   allow=None) -> list[dict]:
     """Instances matching every given filter (``state``: requested state, ``status``:
-    observed state), by requester then reference when a requester is given."""
+    observed state), by requester then reference when a requester is given;
+    ``allow(app, inst)``, when given, keeps only what the caller may read."""
     def query(app):
         if requester is not None and reference is not None:
             inst = app.find_instance(requester, reference)
@@ -105,6 +107,8 @@ def list_instances(conn, requester: str | None = None, reference: str | None = N
             if state is not None and inst.requested_state != state:
                 continue
             if status is not None and inst.status["state"] != status:
+                continue
+            if allow is not None and not allow(app, inst):
                 continue
             out.append(render.instance_json(app, inst))
         return out
@@ -132,7 +136,8 @@ def _create(app, req: InstanceRequest, now: float):
     check_software_type(app, req.software_url, h, req.software_type)
     inst = Instance(app.new_instance_id(), req.requester, req.reference, req.software_url, h,
                     req.software_type, req.parameters, req.sla, req.state, req.shared,
-                    req.parent, now)
+                    req.parent, now,
+                    root_requester=parent.owner if parent is not None else req.requester)
     app.add_instance(inst)
     if parent is not None:
         parent.add_child(inst.id)

@@ -27,8 +27,22 @@ def evolve2(root) -> None:
     root[ROOT_KEY].create_containers()
 
 
+def evolve3(root) -> None:
+    """Record on every instance the requester of its tree's root (its owner), so that
+    authorization reads one attribute instead of walking parents."""
+    instances = root[ROOT_KEY].instances
+    for inst in instances.values():
+        if inst.root_requester is not None:
+            continue
+        seen, top = set(), inst
+        while top.parent is not None and top.parent in instances and top.id not in seen:
+            seen.add(top.id)
+            top = instances[top.parent]
+        inst.root_requester = top.requester
+
+
 # Index i holds the step reaching generation i + 1. Append, never reorder.
-EVOLVE_STEPS = (evolve1, evolve2)
+EVOLVE_STEPS = (evolve1, evolve2, evolve3)
 LATEST_GENERATION = len(EVOLVE_STEPS)
 
 

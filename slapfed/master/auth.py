@@ -1,0 +1,250 @@
+"""Who is calling and may they: the client certificate → an Identity, then ONE guard per route
+(action + resource loader) handed to ca.policy before the view runs.
+
+Depends on Flask, ca (authority, identity, policy), core and services.authz. Nothing here
+decides a permission: ca.policy does; this module gathers the facts and asks it.
+
+Where the certificate comes from: the WSGI environ key ``slapfed.peer_certificate``
+(DER bytes), filled by ``PeerCertificate`` from the TLS socket gunicorn
+(``gunicorn.socket``) or werkzeug (``werkzeug.socket``) put in the environ; the Flask test
+client sets the key itself. Development mode (``INSECURE``): no certificate is read, every
+caller acts as the local administrator ``admin/local`` with authorization skipped, and a
+request's ``requester`` comes from its body, as before identities existed.
+"""
+from __future__ import annotations
+
+import logging
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from flask import current_app, g, request
+
+from ..ca import identity as ids
+from ..ca import policy
+from ..ca.authority import CertificateAuthority
+from ..ca.errors import CANotInitialized
+from ..ca.policy import ComputerFacts, PartitionFacts
+from ..core.errors import InternalError, InvalidInput, NotFound, SlapfedError
+from ..core.wire import ComputerRegistration, InstanceRequest, TokenCreation
+from ..services import authz
+from .app import connection, json_body
+
+PEER_CERT_ENVIRON = "slapfed.peer_certificate"
+CA_EXTENSION = "slapfed.ca"
+INSECURE_IDENTITY = ids.admin("local")
+DEFAULT_CA_NAME = "slapfed master"
+
+log = logging.getLogger("slapfed.master.auth")
+
+
+class PeerCertificate:
+    """WSGI middleware: put the TLS peer's certificate (DER) into the environ.
+
+    When the request came over a TLS socket, that socket is the only source (a value
+    already in the environ is replaced, so nothing upstream can forge it)."""
+
+    def __init__(self, wsgi_app):
+        self.wsgi_app = wsgi_app
+
+    def __call__(self, environ, start_response):
+        sock = environ.get("gunicorn.socket") or environ.get("werkzeug.socket")
+        if isinstance(sock, ssl.SSLSocket):
+            try:
+                environ[PEER_CERT_ENVIRON] = sock.getpeercert(binary_form=True)
+            except (ValueError, ssl.SSLError):
+                environ[PEER_CERT_ENVIRON] = None
+        elif sock is not None:
+            environ.pop(PEER_CERT_ENVIRON, None)   # plain socket: nobody proved anything
+        return self.wsgi_app(environ, start_response)
+
+
+# -- set-up -----------------------------------------------------------------------------
+def open_authority(config: dict) -> CertificateAuthority | None:
+    """The master's CA: ``CA_DIR``, else ``DATA_DIR``/ca, created on first start and named
+    after the master. None without either (allowed in development mode only)."""
+    directory = config.get("CA_DIR") or (
+        str(Path(config["DATA_DIR"]) / "ca") if config.get("DATA_DIR") else None)
+    if directory is None:
+        return None
+    try:
+        return CertificateAuthority(directory)
+    except CANotInitialized:
+        name = config.get("MASTER_NAME") or DEFAULT_CA_NAME
+        return CertificateAuthority.init(directory, f"{name} CA"[:ids.CN_MAX])
+
+
+def install(app, config: dict) -> None:
+    """Open the CA, wrap the WSGI app, and guard every route (a route without a guard is a
+    programming error, refused here rather than served open)."""
+    insecure = bool(config.get("INSECURE"))
+    authority = open_authority(config)
+    if authority is None and not insecure:
+        raise InvalidInput("a master needs its certificate authority: give DATA_DIR or "
+                           "CA_DIR, or INSECURE for development mode",
+                           [{"field": "CA_DIR", "problem": "is required"}])
+    app.extensions[CA_EXTENSION] = authority
+    app.config["INSECURE"] = insecure
+    unguarded = sorted(e for e in app.view_functions if e != "static" and e not in GUARDS)
+    if unguarded:
+        raise InternalError(f"routes without an authorization guard: {', '.join(unguarded)}")
+    app.wsgi_app = PeerCertificate(app.wsgi_app)
+    app.before_request(_guard_request)
+
+
+def authority() -> CertificateAuthority:
+    """The CA; CANotInitialized when this master runs without one (development mode)."""
+    ca = current_app.extensions.get(CA_EXTENSION)
+    if ca is None:
+        raise CANotInitialized("this master runs in development mode without a certificate "
+                               "authority (start it with --data)")
+    return ca
+
+
+def insecure() -> bool:
+    return bool(current_app.config.get("INSECURE"))
+
+
+def current_identity() -> ids.Identity | None:
+    return g.get("identity")
+
+
+def _authenticate() -> ids.Identity | None:
+    """The identity the peer certificate proves; None without one. Raises the CA's
+    Unauthenticated errors (expired, revoked, foreign, ...) for a bad one."""
+    if insecure():
+        return INSECURE_IDENTITY
+    der = request.environ.get(PEER_CERT_ENVIRON)
+    if not der:
+        return None
+    return authority().verify(bytes(der))
+
+
+# -- the guard of each route ----------------------------------------------------------
+Loader = Callable[[ids.Identity, dict], object]
+
+
+@dataclass(frozen=True)
+class Guard:
+    action: str
+    load: Loader | None = None      # (identity, view args) -> the facts to decide on
+
+
+def _guard_request() -> None:
+    guard = GUARDS.get(request.endpoint)
+    if guard is None:            # no route matched: let Flask answer 404/405
+        return
+    if insecure():
+        g.identity = INSECURE_IDENTITY
+        return
+    rule = policy.RULES[guard.action]
+    try:
+        identity = _authenticate()
+    except SlapfedError:
+        if not rule.public:
+            raise
+        identity = None          # public routes serve anyone, even a bad certificate
+    g.identity = identity
+    policy.admit(identity, guard.action)
+    if guard.load is not None:
+        policy.authorize(identity, guard.action, guard.load(identity, request.view_args or {}))
+    elif not rule.public:
+        policy.authorize(identity, guard.action)
+
+
+# -- loaders ----------------------------------------------------------------------------
+def _instance(identity, args):
+    return authz.instance_facts(connection(), args["iid"])
+
+
+def _instance_request(identity, args):
+    body = json_body()
+    req = InstanceRequest.from_json(body)
+    given = body.get("requester") if isinstance(body, dict) else None
+    resolved, facts = authz.resolve_request(connection(), identity, req, given)
+    g.instance_request = resolved
+    return facts
+
+
+def instance_request() -> InstanceRequest:
+    """The request as the master records it: resolved by the guard (requester = the
+    caller), or, in development mode, as the body says."""
+    req = g.get("instance_request")
+    return req if req is not None else InstanceRequest.from_json(json_body())
+
+
+def _computer(identity, args):
+    return ComputerFacts(args["cid"])
+
+
+def _registered_computer(identity, args):
+    return ComputerFacts(ComputerRegistration.from_json(json_body()).id)
+
+
+def _partition(identity, args):
+    return PartitionFacts(args["cid"], args["pid"])
+
+
+def _existing_partition(identity, args):
+    def query(app):
+        comp = app.computers.get(args["cid"])
+        if comp is None or args["pid"] not in comp.partitions:
+            raise NotFound(f"computer {args['cid']!r} has no partition {args['pid']!r}")
+    from ..services import read
+    read(connection(), query)
+    return PartitionFacts(args["cid"], args["pid"])
+
+
+def _token_computer(identity, args):
+    return ComputerFacts(TokenCreation.from_json(json_body()).computer)
+
+
+def _certificate(identity, args):
+    record = authority().show(args["serial"])
+    return policy.CertificateFacts(record.identity)
+
+
+GUARDS: dict[str, Guard] = {
+    "meta.health": Guard(policy.HEALTH),
+    "meta.openapi": Guard(policy.OPENAPI),
+    "identity.whoami": Guard(policy.WHOAMI),
+    "identity.redeem_token": Guard(policy.REDEEM_TOKEN),
+    "identity.certify_partition": Guard(policy.CERTIFY_PARTITION, _existing_partition),
+    "identity.list_certificates": Guard(policy.LIST_CERTIFICATES),
+    "identity.issue_certificate": Guard(policy.ISSUE_CERTIFICATE),
+    "identity.revoke_certificate": Guard(policy.REVOKE_CERTIFICATE, _certificate),
+    "identity.create_token": Guard(policy.CREATE_TOKEN, _token_computer),
+    "instances.request_instance": Guard(policy.REQUEST_INSTANCE, _instance_request),
+    "instances.explain_placement": Guard(policy.REQUEST_INSTANCE, _instance_request),
+    "instances.list_instances": Guard(policy.LIST_INSTANCES),
+    "instances.show": Guard(policy.READ_INSTANCE, _instance),
+    "instances.change_state": Guard(policy.CHANGE_INSTANCE_STATE, _instance),
+    "instances.destroy": Guard(policy.DESTROY_INSTANCE, _instance),
+    "computers.register": Guard(policy.REGISTER_COMPUTER, _registered_computer),
+    "computers.list_all": Guard(policy.LIST_COMPUTERS),
+    "computers.show": Guard(policy.READ_COMPUTER, _computer),
+    "computers.supply": Guard(policy.SUPPLY_SOFTWARE, _computer),
+    "computers.unsupply": Guard(policy.UNSUPPLY_SOFTWARE, _computer),
+    "computers.report_software": Guard(policy.REPORT_SOFTWARE, _computer),
+    "computers.report_partition": Guard(policy.REPORT_PARTITION, _partition),
+    "computers.desired_state": Guard(policy.READ_DESIRED_STATE, _computer),
+    "topology.show": Guard(policy.READ_TOPOLOGY),
+}
+
+
+# -- filtering lists --------------------------------------------------------------------
+def instance_filter():
+    """``(app, inst) -> bool`` for services.list_instances; None in development mode."""
+    if insecure():
+        return None
+    identity = current_identity()
+    return authz.visible_instance_filter(
+        identity, lambda who, facts: policy.can(who, policy.READ_INSTANCE, facts))
+
+
+def visible_computers(items: list[dict]) -> list[dict]:
+    if insecure():
+        return items
+    return list(policy.visible(current_identity(), policy.READ_COMPUTER,
+                               ((c, ComputerFacts(c["id"])) for c in items)))

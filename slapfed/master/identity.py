@@ -1,0 +1,77 @@
+"""Routes of identities: whoami, token redemption by nodes, partition certificates, and the
+administration of certificates (issue, list, revoke) and registration tokens.
+
+Depends on Flask, ca (authority, identity), core.wire and master.auth. Every answer carries
+public material only (certificates, serials, identities): a private key never reaches this
+module — callers send certificate signing requests.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from ..ca import identity as ids
+from ..ca.authority import DEFAULT_DAYS
+from ..core.wire import (CertificateIssue, CertificateSigning, Revocation, TokenCreation,
+                         TokenRedemption)
+from .app import json_body
+from .auth import authority, current_identity, insecure
+
+blueprint = Blueprint("identity", __name__)
+
+
+def _issued(record) -> dict:
+    """A new certificate with the CA certificate that verifies it (public material)."""
+    return {**record.to_json(with_certificate=True),
+            "ca_certificate": authority().certificate_pem}
+
+
+@blueprint.get("/whoami")
+def whoami():
+    identity = current_identity()
+    return jsonify({"identity": identity.to_json(), "principal": identity.principal,
+                    "development_mode": insecure()})
+
+
+@blueprint.post("/node-certificates")
+def redeem_token():
+    """Public: the token is the credential. A node sends its one-time token and the CSR
+    of a key it made itself; it gets its computer certificate and the CA certificate."""
+    body = TokenRedemption.from_json(json_body())
+    return jsonify(_issued(authority().redeem(body.token, body.csr))), 201
+
+
+@blueprint.post("/computers/<cid>/partitions/<pid>/certificate")
+def certify_partition(cid, pid):
+    """A node has the key its partition generated certified as that partition."""
+    body = CertificateSigning.from_json(json_body())
+    record = authority().issue(ids.partition(cid, pid), body.csr)
+    return jsonify(_issued(record)), 201
+
+
+@blueprint.get("/certificates")
+def list_certificates():
+    return jsonify({"certificates": [r.to_json() for r in authority().list()]})
+
+
+@blueprint.post("/certificates")
+def issue_certificate():
+    body = CertificateIssue.from_json(json_body())
+    identity = ids.make(body.role, body.name)
+    record = authority().issue(identity, body.csr, days=body.days or DEFAULT_DAYS,
+                               hosts=body.hosts)
+    return jsonify(_issued(record)), 201
+
+
+@blueprint.post("/certificates/<serial>/revocation")
+def revoke_certificate(serial):
+    body = Revocation.from_json(json_body())
+    return jsonify(authority().revoke(serial, body.reason).to_json())
+
+
+@blueprint.post("/tokens")
+def create_token():
+    """A one-time registration token for a computer (shown once; only its hash is kept)."""
+    body = TokenCreation.from_json(json_body())
+    kwargs = {"ttl": body.ttl} if body.ttl else {}
+    return jsonify({"computer": body.computer,
+                    "token": authority().token_for(body.computer, **kwargs)}), 201
