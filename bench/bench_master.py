@@ -29,9 +29,13 @@ RELEASE = "/bench/software.cfg"
 
 
 def _client_worker(args):
-    url, bodies, barrier_at = args
+    url, bodies, barrier_at, creds = args
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    if creds is None:
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    else:
+        conn = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=30,
+                                           context=creds.ssl_context())
     headers = {"Content-Type": "application/json"}
     lat = []
     errors = 0
@@ -49,12 +53,12 @@ def _client_worker(args):
     return lat, errors
 
 
-def run_clients(url: str, bodies: list[bytes], clients: int) -> dict:
+def run_clients(url: str, bodies: list[bytes], clients: int, creds=None) -> dict:
     shares = [bodies[i::clients] for i in range(clients)]
     start_at = time.time() + 0.5
     with mp.Pool(clients) as pool:
         t0 = time.time()
-        results = pool.map(_client_worker, [(url, s, start_at) for s in shares])
+        results = pool.map(_client_worker, [(url, s, start_at, creds) for s in shares])
         wall = time.time() - max(t0, start_at)
     lat = [x for r in results for x in r[0]]
     errors = sum(r[1] for r in results)
@@ -62,28 +66,39 @@ def run_clients(url: str, bodies: list[bytes], clients: int) -> dict:
                 per_second=round(len(lat) / wall, 1))
 
 
-def body(ref: str, params: dict | None = None) -> bytes:
-    return json.dumps({"reference": ref, "software_url": RELEASE, "requester": "bench",
-                       "parameters": params or {}}).encode()
+def body(ref: str, params: dict | None = None, requester: str | None = "bench") -> bytes:
+    out = {"reference": ref, "software_url": RELEASE, "parameters": params or {}}
+    if requester:
+        out["requester"] = requester
+    return json.dumps(out).encode()
 
 
-def bench_requests(tmp: Path, clients: int, partitions: int = 500) -> dict:
-    proc, url = start_master(tmp / f"req-{clients}")
+def bench_requests(tmp: Path, clients: int, partitions: int = 500, tls: bool = False) -> dict:
+    """Allocations, unchanged and changing re-requests. With ``tls`` the master serves
+    HTTPS with client certificates (production mode) and clients present a person's."""
+    if tls:
+        proc, url, creds = start_master(tmp / f"req-{clients}-tls", tls=True)
+        admin, person = creds["admin"].client(url), creds["person"]
+        who = None
+    else:
+        proc, url = start_master(tmp / f"req-{clients}")
+        admin, person, who = MasterClient(url), None, "bench"
     try:
-        client = MasterClient(url)
-        register(client, "bench", partitions)
-        client.supply("bench", RELEASE)
+        register(admin, "bench", partitions)
+        admin.supply("bench", RELEASE)
         out = {}
         # new allocations: each request places a new instance on a free partition
-        out["allocate"] = run_clients(url, [body(f"i{i}") for i in range(partitions)], clients)
-        # idempotent re-requests, nothing changed: a read-only path
+        out["allocate"] = run_clients(
+            url, [body(f"i{i}", requester=who) for i in range(partitions)], clients, person)
+        # idempotent re-requests, nothing changed
         n = 4000
         out["re_request_unchanged"] = run_clients(
-            url, [body(f"i{i % partitions}") for i in range(n)], clients)
-        # re-requests that change a parameter: one write transaction each
+            url, [body(f"i{i % partitions}", requester=who) for i in range(n)], clients, person)
+        # re-requests that change a parameter: one write each (commits are shared)
         out["re_request_changed"] = run_clients(
-            url, [body(f"i{i % partitions}", {"n": i}) for i in range(n)], clients)
-        comp = client.show_computer("bench")
+            url, [body(f"i{i % partitions}", {"n": i}, requester=who) for i in range(n)],
+            clients, person)
+        comp = admin.show_computer("bench")
         owners = [p["instance"] for p in comp["partitions"] if p["instance"]]
         out["partitions_given_twice"] = len(owners) - len(set(owners))
         return out
@@ -171,6 +186,7 @@ def main() -> dict:
         tmp = Path(d)
         results = {"requests_1_client": bench_requests(tmp, 1),
                    "requests_16_clients": bench_requests(tmp, 16),
+                   "requests_16_clients_mtls": bench_requests(tmp, 16, tls=True),
                    "re_request_changed_wrk_16": bench_requests_wrk(tmp),
                    "desired_state_500": bench_desired_state(tmp, 500),
                    "desired_state_5000": bench_desired_state(tmp, 5000)}

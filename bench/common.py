@@ -15,15 +15,46 @@ from slapfed.procs import Proc, slapfed_argv, wait_for
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def start_master(data: Path, *extra: str) -> tuple[Proc, str]:
+class Creds:
+    """Client identity files for a master served over mutual TLS."""
+
+    def __init__(self, files):
+        self.ca, self.cert, self.key = str(files.ca_path), str(files.cert_path), str(files.key_path)
+
+    def client(self, url: str, **kw) -> MasterClient:
+        return MasterClient(url, ca=self.ca, cert=self.cert, key=self.key, **kw)
+
+    def ssl_context(self):
+        import ssl
+        ctx = ssl.create_default_context(cafile=self.ca)
+        ctx.load_cert_chain(self.cert, self.key)
+        return ctx
+
+
+def start_master(data: Path, *extra: str, tls: bool = False):
+    """A master process on 127.0.0.1 (port chosen at run time). Plain HTTP (development
+    mode) returns (proc, url); with ``tls`` it serves HTTPS with client certificates and
+    returns (proc, url, {"admin": Creds, "person": Creds})."""
     url_file = data / "master.url"
+    mode = () if tls else ("--insecure-http",)
     proc = Proc(slapfed_argv("master", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
-                             "--insecure-http", *extra), data.parent / f"{data.name}.log")
+                             *mode, *extra), data.parent / f"{data.name}.log")
     wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30, "master URL", proc=proc)
     url = url_file.read_text().strip()
-    client = MasterClient(url)
+    if not tls:
+        client = MasterClient(url)
+        wait_for(lambda: _healthy(client), 15, "master health", proc=proc)
+        return proc, url
+    from slapfed.ca import identity as ids
+    from slapfed.ca.authority import CertificateAuthority
+    ca = CertificateAuthority(data / "ca")
+    creds = {"admin": Creds(ca.issue_with_new_key(ids.admin("bench-admin"),
+                                                  data.parent / f"{data.name}-admin")),
+             "person": Creds(ca.issue_with_new_key(ids.person("bench"),
+                                                   data.parent / f"{data.name}-person"))}
+    client = creds["admin"].client(url)
     wait_for(lambda: _healthy(client), 15, "master health", proc=proc)
-    return proc, url
+    return proc, url, creds
 
 
 def _healthy(client):

@@ -162,7 +162,7 @@ def _instance_request(identity, args):
     body = json_body()
     req = InstanceRequest.from_json(body)
     given = body.get("requester") if isinstance(body, dict) else None
-    resolved, facts = authz.resolve_request(connection(), identity, req, given)
+    resolved, facts = authz.resolve_request(connection, identity, req, given)
     g.instance_request = resolved
     return facts
 

@@ -45,11 +45,28 @@ def hosted_instance_id(app, computer_id: str, partition_id: str) -> str | None:
 def resolve_request(conn, identity: Identity, req: InstanceRequest,
                     body_requester: str | None) -> tuple[InstanceRequest, InstanceFacts]:
     """The request as the master will record it, and the facts to authorize it on.
+    ``conn`` is a connection, or a callable returning one (opened only when needed).
 
     The requester is the caller's principal (``person/alice``, ``master/b``); for a
     partition it is the instance the partition hosts, and the parent defaults to that
     instance. A body ``requester`` naming anyone else is refused (Forbidden), as is a
-    partition that hosts no instance."""
+    partition that hosts no instance.
+
+    A person, admin or peer asking without a parent needs no read: whatever it finds
+    under (its principal, reference) it requested itself, in a tree it owns (a child in
+    someone else's tree needs a parent, which the policy checks), so the facts are
+    known without opening the database on this hot path."""
+    if identity.role != PARTITION and req.parent is None:
+        requester = identity.principal
+        if body_requester is not None and body_requester != requester:
+            raise Forbidden(f"requester {body_requester!r} is not who the certificate "
+                            f"speaks for ({requester}); leave the requester out")
+        resolved = InstanceRequest(req.reference, req.software_url, req.software_type,
+                                   req.parameters, req.sla, req.state, req.shared,
+                                   requester, None)
+        return resolved, InstanceFacts(requester=requester, root_requester=requester,
+                                       parent=None, parent_placement=None)
+
     def query(app):
         parent_id = req.parent
         if identity.role == PARTITION:
@@ -73,7 +90,7 @@ def resolve_request(conn, identity: Identity, req: InstanceRequest,
         owner = parent.owner if parent is not None else requester
         return resolved, InstanceFacts(requester=requester, root_requester=owner,
                                        parent=parent_id, parent_placement=_placement(parent))
-    return read(conn, query)
+    return read(conn() if callable(conn) else conn, query)
 
 
 def visible_instance_filter(identity: Identity, can) -> callable:
