@@ -7,12 +7,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 import click
 
 from ..client import MasterClient
-from ..core.errors import InvalidInput
-from .common import emit, error_boundary, json_option, parse_pairs
+from ..core.errors import InvalidInput, SlapfedError
+from .common import EXIT_BY_CODE, Exit, emit, error_boundary, json_option, parse_pairs
 
 root_option = click.option("--root", required=True, type=click.Path(file_okay=False),
                            help="The node root directory (holds node.json).")
@@ -23,52 +24,103 @@ def node():
     """Format and run a node."""
 
 
-@node.command("format")
-@click.option("--master", envvar="SLAPFED_MASTER", required=True,
-              help="Master URL (or $SLAPFED_MASTER).")
-@click.option("--computer", required=True, help="This computer's id on the master.")
-@click.option("--partitions", type=click.IntRange(0, 4096), required=True,
-              help="How many partitions (re-running can add more, never removes).")
-@root_option
-@click.option("--host", default=None)
-@click.option("--lan", default=None)
-@click.option("--country", default=None)
-@click.option("--continent", default=None)
-@click.option("--label", "labels", multiple=True, metavar="K=V", help="Label (repeatable).")
-@click.option("--capability", "capabilities", multiple=True, metavar="NAME",
-              help="Tag this computer (repeatable): it then only hosts instances whose SLA "
-                   "asks capability=NAME.")
-@click.option("--address-base", default=None, metavar="IP",
-              help="First partition address (default: 127.X.Y.1 derived from the computer id).")
-@click.option("--port-base", type=click.IntRange(1, 65535), default=10000, show_default=True)
-@click.option("--port-count", type=click.IntRange(1, 65535), default=10, show_default=True)
-@click.option("--users", is_flag=True,
-              help="One unix user per partition (root only; the node's Python must be "
-                   "executable by every user).")
-@click.option("--no-register", is_flag=True, help="Only write the local layout.")
-@click.option("--token", default=None, metavar="TOKEN",
-              help="One-time registration token (slapfed ca token): the node makes its key "
-                   "in ROOT/etc, trades the token for its certificate and uses it from then on.")
-@click.option("--ca", "ca_file", default=None, type=click.Path(dir_okay=False), metavar="FILE",
-              help="The master's CA certificate (DATA/ca/ca.crt), to verify the master; "
-                   "needed with --token.")
-@json_option
-@error_boundary
-def format_cmd(master, computer, partitions, root, host, lan, country, continent, labels,
-               capabilities, address_base, port_base, port_count, users, no_register, token,
-               ca_file, as_json):
-    """Create the partitions and register the computer on the master (idempotent)."""
+def _format_options(func):
+    """The options of ``node format``, shared with ``node boot`` (defined once)."""
+    options = [
+        click.option("--master", envvar="SLAPFED_MASTER", required=True,
+                     help="Master URL (or $SLAPFED_MASTER)."),
+        click.option("--computer", required=True, help="This computer's id on the master."),
+        click.option("--partitions", type=click.IntRange(0, 4096), required=True,
+                     help="How many partitions (re-running can add more, never removes)."),
+        root_option,
+        click.option("--host", default=None),
+        click.option("--lan", default=None),
+        click.option("--country", default=None),
+        click.option("--continent", default=None),
+        click.option("--label", "labels", multiple=True, metavar="K=V",
+                     help="Label (repeatable)."),
+        click.option("--capability", "capabilities", multiple=True, metavar="NAME",
+                     help="Tag this computer (repeatable): it then only hosts instances whose "
+                          "SLA asks capability=NAME."),
+        click.option("--address-base", default=None, metavar="IP",
+                     help="First partition address (default: 127.X.Y.1 derived from the "
+                          "computer id)."),
+        click.option("--port-base", type=click.IntRange(1, 65535), default=10000,
+                     show_default=True),
+        click.option("--port-count", type=click.IntRange(1, 65535), default=10,
+                     show_default=True),
+        click.option("--users", is_flag=True,
+                     help="One unix user per partition (root only; the node's Python must be "
+                          "executable by every user)."),
+        click.option("--token", default=None, metavar="TOKEN",
+                     help="One-time registration token (slapfed ca token): the node makes its "
+                          "key in ROOT/etc, trades the token for its certificate and uses it "
+                          "from then on."),
+        click.option("--token-file", default=None, type=click.Path(dir_okay=False),
+                     metavar="FILE", help="Read the token from FILE (an empty file: no token)."),
+        click.option("--ca", "ca_file", default=None, type=click.Path(dir_okay=False),
+                     metavar="FILE",
+                     help="The master's CA certificate (DATA/ca/ca.crt), to verify the master; "
+                          "needed with --token."),
+        click.option("--supervisord", "supervisord", default=None,
+                     type=click.Choice(["own", "external"]),
+                     help="own (the default): the agent starts the node's supervisord; "
+                          "external: 'slapfed node supervisord' runs it in the foreground "
+                          "(a node deployed in a partition). Kept in node.json."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _blank_to_none(value):
+    return value if value not in ("", None) else None
+
+
+def _read_token(token, token_file) -> str | None:
+    if token_file:
+        try:
+            with open(token_file, encoding="utf-8") as fh:
+                return fh.read().strip() or None
+        except OSError as exc:
+            raise InvalidInput(f"cannot read --token-file {token_file}: {exc.strerror}",
+                               [{"field": "token_file", "problem": "unreadable"}]) from None
+    return _blank_to_none(token)
+
+
+def _format(opts: dict, enroll_again: bool):
+    """Lay the node root out and enroll (with a token); returns its NodeConfig. With
+    ``enroll_again`` False, a node that already holds a certificate keeps it and its
+    token is never presented again (a spent token would be refused)."""
     from ..node.identity import enroll
     from ..node.layout import Paths, format_node, save_config
 
-    config = format_node(root, master, computer, partitions, host=host, lan=lan,
-                         country=country, continent=continent,
-                         labels=parse_pairs(labels, "--label"), capabilities=capabilities,
-                         address_base=address_base,
-                         port_base=port_base, port_count=port_count, users=users)
-    if token:
-        config.tls = enroll(Paths(config.root).etc, master, token, ca_file)
+    if not opts["master"]:
+        raise InvalidInput("--master is empty: the node needs its master's URL",
+                           [{"field": "master", "problem": "required"}])
+    config = format_node(
+        opts["root"], opts["master"], opts["computer"], opts["partitions"],
+        host=_blank_to_none(opts["host"]), lan=_blank_to_none(opts["lan"]),
+        country=_blank_to_none(opts["country"]), continent=_blank_to_none(opts["continent"]),
+        labels=parse_pairs(opts["labels"], "--label"), capabilities=opts["capabilities"],
+        address_base=_blank_to_none(opts["address_base"]), port_base=opts["port_base"],
+        port_count=opts["port_count"], users=opts["users"], supervisord=opts["supervisord"])
+    token = _read_token(opts["token"], opts["token_file"])
+    if token and (enroll_again or not config.tls):
+        config.tls = enroll(Paths(config.root).etc, opts["master"], token, opts["ca_file"])
         save_config(config)
+    return config
+
+
+@node.command("format")
+@_format_options
+@click.option("--no-register", is_flag=True, help="Only write the local layout.")
+@json_option
+@error_boundary
+def format_cmd(no_register, as_json, **opts):
+    """Create the partitions and register the computer on the master (idempotent)."""
+    config = _format(opts, enroll_again=True)
+    master = config.master
     registered = None
     if not no_register:
         registered = MasterClient(master, **config.client_options()).register_computer(
@@ -121,6 +173,129 @@ def run_cmd(root, interval, promise_interval, runner, buildout_timeout, verbose)
     """Run the node loop until SIGTERM/SIGINT."""
     _setup_logging(verbose)
     _agent(root, runner, buildout_timeout).run(interval=interval, promise_interval=promise_interval)
+
+
+def _register_until_answered(config, log) -> None:
+    """Register the computer, retrying while the master is unreachable (a node started
+    with its master, or before it, waits for it instead of failing)."""
+    from ..core.errors import MasterUnreachable
+
+    delay = 0.5
+    while True:
+        try:
+            MasterClient(config.master, **config.client_options()).register_computer(
+                config.registration())
+            return
+        except MasterUnreachable as exc:
+            log.warning("registering %s: %s; retrying in %gs", config.computer, exc.message,
+                        delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+
+
+@node.command("boot")
+@_format_options
+@click.option("--interval", type=click.FloatRange(0.05), default=2.0, show_default=True,
+              help="Seconds between cycles.")
+@click.option("--promise-interval", type=click.FloatRange(0.1), default=30.0,
+              show_default=True, help="Seconds between promise checks of a started partition.")
+@runner_option
+@timeout_option
+@click.option("-v", "--verbose", is_flag=True)
+@error_boundary
+def boot_cmd(interval, promise_interval, runner, buildout_timeout, verbose, **opts):
+    """Format the node (idempotent; a node already enrolled never presents its token
+    again), register it, then run the node loop: one command for a node deployed as a
+    service (profiles/node)."""
+    _setup_logging(verbose)
+    config = _format(opts, enroll_again=False)
+    _register_until_answered(config, logging.getLogger("slapfed.node"))
+    _agent(config.root, runner, buildout_timeout).run(interval=interval,
+                                                      promise_interval=promise_interval)
+
+
+@node.command("supervisord")
+@root_option
+@click.option("--identifier", default=None,
+              help="supervisord's identifier (default: slapfed-<computer> from node.json).")
+@error_boundary
+def supervisord_cmd(root, identifier):
+    """Run the node's supervisord in the FOREGROUND (it replaces this process), for a node
+    whose node.json says supervisord=external: its agent then uses this one."""
+    from ..core.errors import NotFound
+    from ..node.layout import Paths, load_config
+    from ..node.supervisor import EXTERNAL, Supervisor
+
+    if identifier is None:
+        try:
+            identifier = f"slapfed-{load_config(root).computer}"
+        except NotFound:
+            identifier = "slapfed-node"
+    sup = Supervisor(Paths(root), identifier, mode=EXTERNAL)
+    sup.write_main_conf()
+    argv = sup.foreground_argv()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.chdir(sup.paths.root)
+    os.execv(argv[0], argv)
+
+
+class NodeUnhealthy(SlapfedError):
+    """``slapfed node check``: the node is not (yet) formatted, supervised and known."""
+
+    code = "node_unhealthy"
+
+
+EXIT_BY_CODE[NodeUnhealthy.code] = Exit.FAILED
+
+
+def _node_problems(root: str) -> tuple[list[str], dict]:
+    from ..core.errors import NotFound
+    from ..node.layout import Paths, load_config
+    from ..node.supervisor import Supervisor
+
+    try:
+        config = load_config(root)
+    except NotFound:
+        return [f"{root} is not formatted yet (no node.json)"], {}
+    paths = Paths(config.root)
+    problems = []
+    if not Supervisor(paths, mode=config.supervisord).running():
+        problems.append(f"supervisord does not answer on {paths.supervisord_sock}")
+    if not os.path.exists(paths.desired):
+        problems.append("the agent has not fetched its desired state yet")
+    try:
+        computer = MasterClient(config.master, **config.client_options()).show_computer(
+            config.computer)
+    except SlapfedError as exc:
+        problems.append(f"the master does not show computer {config.computer}: {exc.message}")
+        computer = {}
+    facts = {"computer": config.computer, "master": config.master, "root": config.root,
+             "partitions": len(computer.get("partitions") or [])}
+    return problems, facts
+
+
+@node.command("check")
+@root_option
+@click.option("--wait", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Seconds to keep checking before giving up.")
+@json_option
+@error_boundary
+def check_cmd(root, wait, as_json):
+    """Exit 0 when the node is formatted, its supervisord answers, its agent has fetched
+    its desired state and the master knows its computer; else exit 8 saying what is not."""
+    deadline = time.monotonic() + wait
+    while True:
+        problems, facts = _node_problems(root)
+        if not problems or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if problems:
+        raise NodeUnhealthy(f"node in {root} is not healthy: {'; '.join(problems)}",
+                            problems)
+    emit(facts | {"ok": True}, as_json,
+         f"node {facts['computer']} is up: {facts['partitions']} partition(s) on "
+         f"{facts['master']}")
 
 
 @node.command("once")

@@ -89,7 +89,8 @@ class Agent:
         self.client = client or MasterClient(self.config.master,
                                              **self.config.client_options())
         self.runner = runner or nb.make_runner("fork")
-        self.sup = supervisor or Supervisor(self.paths, f"slapfed-{self.config.computer}")
+        self.sup = supervisor or Supervisor(self.paths, f"slapfed-{self.config.computer}",
+                                            mode=self.config.supervisord)
         self.backoff = backoff
         self.clock = clock
         self.promise_timeout = promise_timeout

@@ -57,6 +57,7 @@ class NodeConfig:
     partitions: list[PartitionConfig] = field(default_factory=list)
     capabilities: list = field(default_factory=list)
     tls: dict = field(default_factory=dict)   # {"ca", "cert", "key"}: the node's identity files
+    supervisord: str = "own"   # "external": run in the foreground by `slapfed node supervisord`
 
     def client_options(self) -> dict:
         """MasterClient keyword arguments for this node's identity (none over plain HTTP)."""
@@ -287,8 +288,10 @@ def plan_partitions(existing: list[PartitionConfig], count: int, computer: str,
 def format_node(root: str, master: str, computer: str, partitions: int, *,
                 host=None, lan=None, country=None, continent=None, labels=None,
                 capabilities=(), address_base: str | None = None, port_base: int = DEFAULT_PORT_BASE,
-                port_count: int = DEFAULT_PORT_COUNT, users: bool = False) -> NodeConfig:
+                port_count: int = DEFAULT_PORT_COUNT, users: bool = False,
+                supervisord: str | None = None) -> NodeConfig:
     """Create (or extend) the node root and write node.json. Does not talk to the master.
+    ``supervisord`` ("own" or "external") is kept from an existing node.json when None.
 
     Raises InvalidInput for bad arguments, LayoutError for filesystem/user problems."""
     root = os.path.abspath(root)
@@ -302,10 +305,14 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
     if users and os.geteuid() != 0:
         raise InvalidInput("--users needs root (it creates one unix user per partition)",
                            [{"field": "users", "problem": "requires root"}])
-    existing, tls = [], {}
+    if supervisord not in (None, "own", "external"):
+        raise InvalidInput(f"supervisord mode {supervisord!r} is neither own nor external",
+                           [{"field": "supervisord", "problem": "must be own or external"}])
+    existing, tls, mode = [], {}, supervisord or "own"
     if os.path.exists(config_path(root)):
         old = load_config(root)
         tls = dict(old.tls)
+        mode = supervisord or old.supervisord
         if old.computer != computer:
             raise LayoutError(f"{root} is already formatted for computer {old.computer!r}, "
                               f"not {computer!r}")
@@ -314,7 +321,7 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
         root=root, master=master, computer=reg.id, host=reg.host, lan=reg.lan,
         country=reg.country, continent=reg.continent, labels=dict(reg.labels),
         capabilities=list(reg.capabilities), partitions=plan_partitions(existing, partitions, computer, address_base, port_base,
-                                   port_count, users), tls=tls)
+                                   port_count, users), tls=tls, supervisord=mode)
     paths = Paths(root)
     try:
         for d in paths.skeleton():
