@@ -103,12 +103,17 @@ def _nested_node_lifecycle(fed, nested_address_base: str):
     cli("supply", NODE, "--computer", OUTER, env=env)
     params = ["--param", f"master-url={fed['url']}", "--param", f"computer-id={nested}",
               "--param", "partitions=2", "--param", f"address-base={nested_address_base}",
-              "--param", "interval=0.3", "--param", "lan=lan-nested"]
+              "--param", "lan=lan-nested"]
     if fed["tls"]:
         params += ["--param", f"token={fed['ca'].token_for(nested)}",
                    "--param", f"ca={fed['ca_pem']}"]
-    node = json.loads(cli("request", "node-1", NODE, *params, "--sla",
-                          f"computer_guid={OUTER}", "--wait", "90", "--json", env=env).stdout)
+
+    def request_node(interval):
+        return json.loads(cli("request", "node-1", NODE, *params, "--param",
+                              f"interval={interval}", "--sla", f"computer_guid={OUTER}",
+                              "--wait", "90", "--json", env=env).stdout)
+
+    node = request_node(0.3)
     assert node["status"]["state"] == "started", node["status"]
     conn = node["connection"]
     assert conn["computer-id"] == nested and conn["partitions"] == "2"
@@ -120,6 +125,11 @@ def _nested_node_lifecycle(fed, nested_address_base: str):
     assert [p["id"] for p in comp["partitions"]] == ["part0", "part1"]
     outer_addresses = {p["address"] for p in client.show_computer(OUTER)["partitions"]}
     assert not outer_addresses & {p["address"] for p in comp["partitions"]}
+
+    # a changed parameter re-instantiates the partition and restarts the agent, which
+    # must not present its (spent) token again: the hello request below needs it alive
+    again = request_node(0.25)
+    assert again["revision"] > node["revision"] and again["status"]["state"] == "started"
 
     # a service placed on the nested computer answers
     cli("supply", HELLO, "--computer", nested, env=env)
