@@ -37,3 +37,19 @@ def test_an_external_supervisord_is_awaited_never_started(tmp_path):
         sup.ensure_running(timeout=0.2)
     assert not (tmp_path / "etc" / "supervisord.conf").exists()
     assert sup.foreground_argv()[-3:] == ["-n", "-c", sup.paths.supervisord_conf]
+
+
+def test_check_names_every_missing_piece_and_exits_8(tmp_path):
+    from click.testing import CliRunner
+
+    from slapfed.cli.common import Exit
+    from slapfed.cli.main import cli
+
+    unformatted = CliRunner().invoke(cli, ["node", "check", "--root", str(tmp_path / "none")])
+    assert unformatted.exit_code == Exit.FAILED and "not formatted" in unformatted.output
+    format_node(str(tmp_path), "http://127.0.0.1:9", "c1", 1, supervisord=EXTERNAL)
+    down = CliRunner().invoke(cli, ["node", "check", "--root", str(tmp_path)])
+    assert down.exit_code == Exit.FAILED
+    for piece in ("supervisord does not answer", "no node agent runs",
+                  "the master does not show computer c1"):
+        assert piece in down.output

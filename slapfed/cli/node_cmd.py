@@ -251,8 +251,10 @@ EXIT_BY_CODE[NodeUnhealthy.code] = Exit.FAILED
 
 def _node_problems(root: str) -> tuple[list[str], dict]:
     from ..core.errors import NotFound
+    from ..node.agent import read_agent_pid
     from ..node.layout import Paths, load_config
     from ..node.supervisor import Supervisor
+    from ..procs import pid_alive
 
     try:
         config = load_config(root)
@@ -262,7 +264,11 @@ def _node_problems(root: str) -> tuple[list[str], dict]:
     problems = []
     if not Supervisor(paths, mode=config.supervisord).running():
         problems.append(f"supervisord does not answer on {paths.supervisord_sock}")
-    if not os.path.exists(paths.desired):
+    agent = read_agent_pid(paths)
+    if agent is None or not pid_alive(agent):
+        problems.append(f"no node agent runs on {config.root} "
+                        f"({'no' if agent is None else 'stale'} {paths.agent_pid})")
+    elif not os.path.exists(paths.desired):
         problems.append("the agent has not fetched its desired state yet")
     try:
         computer = MasterClient(config.master, **config.client_options()).show_computer(
@@ -282,8 +288,9 @@ def _node_problems(root: str) -> tuple[list[str], dict]:
 @json_option
 @error_boundary
 def check_cmd(root, wait, as_json):
-    """Exit 0 when the node is formatted, its supervisord answers, its agent has fetched
-    its desired state and the master knows its computer; else exit 8 saying what is not."""
+    """Exit 0 when the node is formatted, its supervisord answers, its agent runs and has
+    fetched its desired state, and the master knows its computer; else exit 8 saying what
+    is not."""
     deadline = time.monotonic() + wait
     while True:
         problems, facts = _node_problems(root)

@@ -435,6 +435,7 @@ class Agent:
             self.stopping = True
 
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
+        _write_pid(self.paths.agent_pid)
         try:
             if any(r.state == STARTED for r in self.local.partitions.values()):
                 self.sup.ensure_running()      # after a reboot: bring the services back
@@ -458,6 +459,7 @@ class Agent:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+            _remove_own_pid(self.paths.agent_pid)
             log.info("node agent stopped")
 
     def _sleep(self, seconds: float) -> None:
@@ -491,6 +493,32 @@ class Agent:
                                  "software_types": list(r.software_types)}
                              for h, r in sorted(self.local.software.items())},
                 "partitions": parts, "outbox": sorted(self.outbox)}
+
+
+def _write_pid(path: str) -> None:
+    """Record the running agent's PID (read by ``slapfed node check``)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write(f"{os.getpid()}\n")
+
+
+def _remove_own_pid(path: str) -> None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if fh.read().strip() != str(os.getpid()):
+                return
+        os.unlink(path)
+    except OSError:
+        return
+
+
+def read_agent_pid(paths: Paths) -> int | None:
+    """The PID a running agent recorded, or None."""
+    try:
+        with open(paths.agent_pid, encoding="utf-8") as fh:
+            return int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
 
 
 class _Work:

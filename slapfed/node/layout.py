@@ -149,6 +149,7 @@ class Paths:
         self.supervisord_sock = _socket_path(os.path.join(self.var, "supervisord.sock"))
         self.supervisord_pid = os.path.join(self.var, "supervisord.pid")
         self.state = os.path.join(self.var, "state.json")
+        self.agent_pid = os.path.join(self.var, "agent.pid")
         self.desired = os.path.join(self.var, "desired.json")
 
     def software_dir(self, software_hash: str) -> str:
