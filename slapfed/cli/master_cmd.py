@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from ..core.errors import InvalidInput
+from ..core.provenance import DEFAULT_MAX_DEPTH
 from .common import emit, env_default, error_boundary, json_option
 
 DEFAULT_DATA = "slapfed-master"
@@ -57,9 +58,15 @@ def master():
 @click.option("--insecure-http", is_flag=True,
               help="Development mode: plain HTTP, no client certificates, every caller "
                    "acts as the local administrator. Refused unless HOST is loopback.")
+@click.option("--max-depth", default=DEFAULT_MAX_DEPTH, show_default=True, type=int,
+              help="Refuse a request that already crossed this many masters "
+                   "(recursion_refused), and any request that already crossed this one.")
+@click.option("--ancestor", "ancestry", multiple=True, metavar="NAME",
+              help="A master above this one (repeatable, root first): the provenance of "
+                   "requests that carry none.")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, topology_files,
-          master_name, insecure_http):
+          master_name, insecure_http, max_depth, ancestry):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http."""
@@ -68,7 +75,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, to
     run_server(ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
                             start_zeo=start_zeo, workers=workers, threads=threads,
                             access_log=access_log, topology_files=topology_files,
-                            master_name=master_name, insecure_http=insecure_http))
+                            master_name=master_name, insecure_http=insecure_http,
+                            max_depth=max_depth, ancestry=tuple(ancestry)))
 
 
 @master.command()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidInput
+from .provenance import check_chain
 from .sla import is_capability_name, parse_sla
 from .states import (
     AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES,
@@ -188,9 +189,10 @@ class InstanceRequest:
     shared: bool = False
     requester: str = "anonymous"
     parent: str | None = None
+    provenance: tuple = ()      # the masters this request crossed, first to last
 
     FIELDS = ("reference", "software_url", "software_type", "parameters", "sla", "state",
-              "shared", "requester", "parent")
+              "shared", "requester", "parent", "provenance")
 
     @classmethod
     def from_json(cls, body: Any) -> "InstanceRequest":
@@ -204,11 +206,16 @@ class InstanceRequest:
         shared = f.boolean("shared")
         requester = f.string("requester", default="anonymous", max_len=MAX_TEXT)
         parent = f.string("parent", pattern=ID_RE)
+        problems, provenance = check_chain(f.body.get("provenance"))
+        f.problems.extend(problems)
         f.raise_if_any("request")
-        return cls(reference, url, stype, params, sla, state, shared, requester, parent)
+        return cls(reference, url, stype, params, sla, state, shared, requester, parent,
+                   provenance)
 
     def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in self.FIELDS}
+        out = {k: getattr(self, k) for k in self.FIELDS}
+        out["provenance"] = list(self.provenance)
+        return out
 
     def sla_terms(self):
         """The parsed SLA (core.sla.Sla); InvalidInput when it was built invalid."""

@@ -138,6 +138,7 @@ def _create(app, req: InstanceRequest, now: float):
                     req.software_type, req.parameters, req.sla, req.state, req.shared,
                     req.parent, now,
                     root_requester=parent.owner if parent is not None else req.requester)
+    inst.provenance = tuple(req.provenance)
     app.add_instance(inst)
     if parent is not None:
         parent.add_child(inst.id)
