@@ -100,3 +100,38 @@ def migrate(data_dir, storage, as_json):
     text = (f"applied {', '.join(ran)}; now at generation {LATEST_GENERATION}" if ran
             else f"nothing to do; already at generation {LATEST_GENERATION}")
     emit(result, as_json, text)
+
+
+@master.command()
+@click.argument("url")
+@click.option("--ca", "ca_file", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="CA certificate that must have issued the master's server certificate.")
+@click.option("--wait", default=0.0, show_default=True, type=float,
+              help="Keep trying for this many seconds before giving up.")
+@json_option
+@error_boundary
+def health(url, ca_file, wait, as_json):
+    """Check that the master at URL answers GET /api/v1/health over TLS verified with the
+    CA certificate (a promise of profiles/master). Exit 6 when it does not answer."""
+    import time
+
+    import requests
+
+    from ..core.errors import MasterUnreachable
+    deadline = time.monotonic() + max(wait, 0.0)
+    session = requests.Session()
+    session.trust_env = False          # REQUESTS_CA_BUNDLE must not override the CA
+    while True:
+        try:
+            resp = session.get(url.rstrip("/") + "/api/v1/health", verify=ca_file, timeout=5)
+            if resp.status_code == 200:
+                body = resp.json()
+                emit(body, as_json, f"{url} answers (schema generation "
+                                    f"{body.get('generation')})")
+                return
+            problem = f"HTTP {resp.status_code}"
+        except (requests.RequestException, ValueError) as exc:
+            problem = str(exc)
+        if time.monotonic() >= deadline:
+            raise MasterUnreachable(f"master {url} does not answer its health check: {problem}")
+        time.sleep(0.3)
