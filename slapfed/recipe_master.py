@@ -39,11 +39,12 @@ class MasterRecipe:
     ``port-base``, ``storage`` (zeo or file), ``runzeo`` (the runzeo script), ``services``
     (where the ZEO wrapper goes), ``connection-file``; optional ``host``/``lan``/
     ``country``/``continent``, ``provenance`` (the masters above, space separated),
-    ``max-depth``. Computes, for other parts: ``url``, ``zeo-port``, ``master-port``,
+    ``max-depth``, ``register-with-parent`` (registers this master with the master that
+    placed the partition, as the partition). Computes, for other parts: ``url``, ``zeo-port``, ``master-port``,
     ``storage-uri``, ``extra-args`` (one serve argument per line)."""
 
     def __init__(self, buildout, name, options):
-        self.name, self.options = name, options
+        self.buildout, self.name, self.options = buildout, name, options
         master = _required(options, name, "name")
         storage = options.get("storage", "zeo").strip() or "zeo"
         if storage not in STORAGES:
@@ -100,10 +101,35 @@ class MasterRecipe:
         connection = {"name": o["name"], "url": o["url"], "ca-certificate": ca.certificate_pem,
                       "admin-token": token, "admin": ids.admin(OWNER).principal,
                       "storage": o["storage-uri"]}
+        if _truthy(o.get("register-with-parent", "")):
+            self.register_with_parent(ca.certificate_pem)
         path = _required(o, self.name, "connection-file")
         _write(path, json.dumps(connection, indent=1, sort_keys=True) + "\n", 0o600)
         created.append(path)
         return created
+
+    def register_with_parent(self, ca_pem: str) -> None:
+        """Tell the master that placed this instance that it runs this master, as the
+        partition itself (its own certificate; the node enrolled with a token gives it)."""
+        from .client import MasterClient
+        from .core.errors import SlapfedError
+        part = self.buildout["partition"]
+        facts = {k: part.get(k, "").strip() for k in ("cert", "key", "ca", "master-url",
+                                                      "instance-id")}
+        missing = sorted(k for k, v in facts.items() if not v)
+        if missing:
+            raise zc.buildout.UserError(
+                f"[{self.name}] register-with-parent needs the partition's own identity "
+                f"([partition] {', '.join(missing)}): enrol the node with a token")
+        client = MasterClient(facts["master-url"], ca=facts["ca"], cert=facts["cert"],
+                              key=facts["key"], timeout=15)
+        try:
+            client.register_child_master(facts["instance-id"], self.options["name"],
+                                         self.options["url"], ca_pem)
+        except SlapfedError as exc:
+            raise zc.buildout.UserError(
+                f"[{self.name}] could not register master {self.options['name']} with its "
+                f"parent {facts['master-url']}: {exc.message}") from None
 
     def update(self):
         return self.install()

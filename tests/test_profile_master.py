@@ -217,7 +217,8 @@ def test_a_master_requests_a_child_master_that_serves_and_goes_away(root_federat
     fed["admin"].supply(E2E_COMPUTER, MASTER_RELEASE)
     alice = fed["alice"]
     inst = alice.request("child-1", MASTER_RELEASE,
-                         parameters={"name": "child-1", "max-depth": "2"})
+                         parameters={"name": "child-1", "max-depth": "2",
+                                     "register-with-parent": "true"})
     done = alice.wait_ready(inst["id"], 120)
     assert done["status"]["state"] == "started", done["status"]
     assert done["provenance"] == ["root"]
@@ -226,6 +227,17 @@ def test_a_master_requests_a_child_master_that_serves_and_goes_away(root_federat
     assert conn["ca-certificate"].startswith("-----BEGIN CERTIFICATE-----")
     assert "PRIVATE KEY" not in __import__("json").dumps(conn)
     assert [(p["name"], p["ok"]) for p in done["status"]["promises"]] == [("health", True)]
+
+    # the parent knows its child master, as the instance that runs it and in its topology
+    assert done["child_master"]["name"] == "child-1"
+    assert done["child_master"]["url"] == conn["url"]
+    live = fed["admin"].topology()["live"]
+    assert live["masters"] == [{"name": "child-1", "url": conn["url"], "instance": inst["id"],
+                                "reference": "child-1"}]
+    from slapfed.topology import graph, report
+    from slapfed.topology.files import EMPTY
+    text = report.tree_text(report.tree(graph.build(EMPTY, live)))
+    assert f"master child-1  {conn['url']}  [child of root, instance {inst['id']}]" in text
 
     # the requester enrols with its one-time token and calls the child over mutual TLS
     ca, cert, key = _enrol(conn, fed["base"] / "child-admin")
@@ -259,3 +271,41 @@ def test_a_master_requests_a_child_master_that_serves_and_goes_away(root_federat
     wait_for(lambda: not any(pid_alive(p) for p in pids), 20, "the child's processes to end")
     comp = fed["admin"].show_computer(E2E_COMPUTER)
     assert [p["instance"] for p in comp["partitions"] if p["id"] == part] == [None]
+    assert fed["admin"].topology()["live"]["masters"] == []
+
+
+# -- parent and child -------------------------------------------------------------------
+PEM = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({}, ["name", "url", "ca_certificate"]),
+    ({"name": "bad name", "url": "http://x", "ca_certificate": "nope"},
+     ["name", "url", "ca_certificate"]),
+    ({"name": "c", "url": "https://x", "ca_certificate": PEM, "extra": 1}, ["extra"]),
+], ids=["empty", "malformed", "unknown-field"])
+def test_a_malformed_child_registration_lists_every_problem(bounded_api, body, fields):
+    iid = bounded_api.post("/api/v1/instances",
+                           json={"reference": "m", "software_url": URL}).json["id"]
+    resp = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
+    assert resp.status_code == 400
+    assert sorted(d["field"] for d in resp.json["error"]["details"]) == sorted(fields)
+
+
+def test_a_child_master_is_known_until_its_instance_is_destroyed(bounded_api):
+    iid = bounded_api.post("/api/v1/instances",
+                           json={"reference": "m", "software_url": URL}).json["id"]
+    body = {"name": "kid", "url": "https://127.0.0.9:1", "ca_certificate": PEM}
+    first = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
+    assert first.status_code == 200 and first.json["child_master"] == body
+    again = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
+    assert again.json["updated_at"] == first.json["updated_at"]      # nothing changed
+    other = bounded_api.put(f"/api/v1/instances/{iid}/child-master",
+                            json={**body, "name": "other"})
+    assert other.status_code == 409 and other.json["error"]["code"] == "conflict"
+    live = bounded_api.get("/api/v1/topology").json["live"]
+    assert [m["name"] for m in live["masters"]] == ["kid"]
+    assert bounded_api.delete(f"/api/v1/instances/{iid}").json["child_master"] is None
+    assert bounded_api.get("/api/v1/topology").json["live"]["masters"] == []
+    refused = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
+    assert refused.status_code == 409

@@ -12,7 +12,7 @@ from .. import services
 from ..core import provenance
 from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
-from ..core.wire import StateChange
+from ..core.wire import ChildMasterRegistration, StateChange
 from .app import connection, database, json_body
 from .auth import instance_filter, instance_request
 
@@ -77,6 +77,13 @@ def show(iid):
 def change_state(iid):
     change = StateChange.from_json(json_body())
     return jsonify(services.change_state(connection(), iid, change.state))
+
+
+@blueprint.put("/instances/<iid>/child-master")
+def register_child_master(iid):
+    """The partition of instance <iid> registers the master it runs (recursion)."""
+    reg = ChildMasterRegistration.from_json(json_body())
+    return jsonify(services.register_child_master(database(), iid, reg))
 
 
 @blueprint.delete("/instances/<iid>")

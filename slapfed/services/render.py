@@ -68,6 +68,7 @@ def instance_json(app, inst) -> dict:
             "shared_instances": list(inst.shared_ids),
             "status": status_json(inst.status), "connection": dict(inst.connection),
             "provenance": list(inst.provenance),
+            "child_master": None if inst.child_master is None else dict(inst.child_master),
             "created_at": iso(inst.created_at), "updated_at": iso(inst.updated_at)}
 
 
