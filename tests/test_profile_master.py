@@ -309,3 +309,44 @@ def test_a_child_master_is_known_until_its_instance_is_destroyed(bounded_api):
     assert bounded_api.get("/api/v1/topology").json["live"]["masters"] == []
     refused = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
     assert refused.status_code == 409
+
+
+# -- the slapfed:master recipe's computed options -------------------------------------------
+@pytest.mark.parametrize("given, url, storage, extra", [
+    ({}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
+    ({"storage": "file"}, "https://127.0.0.5:2001", "file", ""),
+    ({"provenance": "root eu", "max-depth": "3"}, "https://127.0.0.5:2001",
+     "zeo://127.0.0.5:2000", "--ancestor\nroot\n--ancestor\neu\n--max-depth\n3"),
+    ({"host": "h", "lan": "l", "country": "c", "continent": "k"}, "https://127.0.0.5:2001",
+     "zeo://127.0.0.5:2000", "--topology\n/d/topology.toml"),
+    ({"host": "h"}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
+], ids=["defaults", "file", "ancestry", "site", "partial-site-ignored"])
+def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url, storage,
+                                                                      extra):
+    from slapfed.recipe_master import MasterRecipe
+    options = {"name": "m", "address": "127.0.0.5", "port-base": "2000", "data": "/d", **given}
+    MasterRecipe({}, "master-setup", options)
+    assert (options["url"], options["storage-uri"], options["extra-args"]) == (url, storage,
+                                                                               extra)
+
+
+@pytest.mark.parametrize("given, words", [
+    ({"name": ""}, "'name' is required"),
+    ({"storage": "s3"}, "storage must be one of zeo, file"),
+    ({"port-base": "x"}, "port-base must be an integer"),
+], ids=["no-name", "bad-storage", "bad-port"])
+def test_the_master_recipe_refuses_bad_parameters(given, words):
+    import zc.buildout
+    from slapfed.recipe_master import MasterRecipe
+    options = {"name": "m", "address": "127.0.0.5", "port-base": "2000", "data": "/d", **given}
+    with pytest.raises(zc.buildout.UserError, match=words):
+        MasterRecipe({}, "master-setup", options)
+
+
+def test_the_topology_file_declares_the_master_at_its_site():
+    from slapfed.recipe_master import topology_text
+    from slapfed.topology import files
+    text = topology_text("m", {"continent": "europe", "country": "fr", "lan": "par-1",
+                               "host": "par-1-a"})
+    topology, problems = files.parse([("t.toml", text)])
+    assert problems == [] and set(topology.masters) == {"m"}
