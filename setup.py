@@ -42,6 +42,7 @@ setup(
             "promise = slapfed.recipe:PromiseRecipe",
             "publish = slapfed.recipe:PublishRecipe",
             "fail = slapfed.recipe:FailRecipe",
+            "master = slapfed.recipe_master:MasterRecipe",
         ],
     },
 )

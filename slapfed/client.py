@@ -135,6 +135,12 @@ class MasterClient:
         return self._json("PUT", f"/instances/{quote(instance_id, safe='')}/state",
                           json_body={"state": state})
 
+    def register_child_master(self, instance_id: str, name: str, url: str,
+                              ca_certificate: str) -> dict:
+        """The partition hosting ``instance_id`` registers the master it runs."""
+        return self._json("PUT", f"/instances/{instance_id}/child-master",
+                          json_body={"name": name, "url": url, "ca_certificate": ca_certificate})
+
     def destroy(self, instance_id: str) -> dict:
         return self._json("DELETE", f"/instances/{quote(instance_id, safe='')}")
 

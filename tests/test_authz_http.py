@@ -36,6 +36,11 @@ def _unused_release(w, node):
     return "DELETE", f"/computers/{node}/software/{software_hash('/srv/other.cfg')}", None
 
 
+def _child_master():
+    pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    return {"name": "child-1", "url": "https://127.0.0.9:8470", "ca_certificate": pem}
+
+
 # (id, build(world) -> (method, path, body), actors allowed)
 CASES = [
     ("health", lambda w: ("GET", "/health", None), EVERYONE),
@@ -77,6 +82,11 @@ CASES = [
     ("destroy-b-root", lambda w: ("DELETE", f"/instances/{w.b_root['id']}", None), {"person_b"}),
     ("destroy-a-child", lambda w: ("DELETE", f"/instances/{w.a_child['id']}", None),
      {"person_a", "partition_a"}),
+    # recursion: the partition hosting an instance registers the master it runs
+    ("register-child-master-a-root", lambda w: ("PUT", f"/instances/{w.a_root['id']}/child-master",
+                                                _child_master()), {"admin", "partition_a"}),
+    ("register-child-master-a-child", lambda w: (
+        "PUT", f"/instances/{w.a_child['id']}/child-master", _child_master()), {"admin"}),
     # computers
     ("list-computers", lambda w: ("GET", "/computers", None), AUTHENTICATED),
     ("register-x", lambda w: ("POST", "/computers", computer_body("node-x", 3)),

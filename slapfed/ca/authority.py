@@ -519,22 +519,29 @@ class CertificateAuthority:
         """A one-time token with which the node of ``computer_id`` gets its certificate
         (``redeem``) within ``ttl`` seconds. Only its SHA-256 is stored; the token itself
         is returned once and exists nowhere else."""
-        identity = ids.computer(computer_id)
+        return self.enrolment_token(ids.computer(computer_id), ttl)
+
+    def enrolment_token(self, identity: Identity, ttl: int = DEFAULT_TOKEN_TTL) -> str:
+        """A one-time token that ``redeem`` trades, with a CSR, for a certificate of
+        ``identity`` (a computer, or e.g. the admin a master release hands its requester,
+        so that no private key is ever made for someone else). Only its hash is kept."""
         if not isinstance(ttl, int) or not 1 <= ttl <= MAX_TOKEN_TTL:
             raise InvalidInput(f"token lifetime {ttl!r} must be 1..{MAX_TOKEN_TTL} seconds",
                                [{"field": "ttl", "problem": f"1..{MAX_TOKEN_TTL}"}])
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         now = self.clock()
+        entry = ({"computer": identity.name} if identity.role == ids.COMPUTER
+                 else {"role": identity.role, "name": identity.name})
+        entry["expires_at"] = (now + dt.timedelta(seconds=ttl)).isoformat()
         with self._locked():
             tokens = self._live_tokens(now)
-            tokens[_token_hash(token)] = {"computer": identity.name,
-                                          "expires_at": (now + dt.timedelta(seconds=ttl)).isoformat()}
+            tokens[_token_hash(token)] = entry
             write_json_atomically(self.directory / TOKENS_FILE, tokens, 0o600)
-        log.info("registration token issued for computer %s (ttl %ss)", identity.name, ttl)
+        log.info("enrolment token issued for %s (ttl %ss)", identity.principal, ttl)
         return token
 
     def redeem(self, token: str, material, days: int = DEFAULT_DAYS) -> CertificateRecord:
-        """Spend a registration token: certify ``material`` (the node's CSR) as the computer
+        """Spend a one-time token: certify ``material`` (the holder's CSR) as the identity
         the token was made for. Single use. Raises InvalidToken (unknown, used, malformed),
         TokenExpired, InvalidInput (bad CSR — the token is then not spent)."""
         public_key = public_key_from(material)
@@ -550,10 +557,12 @@ class CertificateAuthority:
                                    "administrator for a new one (slapfed ca token)")
             live = {h: e for h, e in tokens.items() if not _token_expired(e, now)}
             write_json_atomically(self.directory / TOKENS_FILE, live, 0o600)
+        identity = (ids.computer(entry["computer"]) if "computer" in entry
+                    else ids.make(entry["role"], entry["name"]))
         if _token_expired(entry, now):
-            raise TokenExpired(f"the registration token for computer {entry['computer']} "
+            raise TokenExpired(f"the registration token for {identity.principal} "
                                f"expired at {entry['expires_at']}; ask for a new one")
-        return self.issue(ids.computer(entry["computer"]), public_key, days=days)
+        return self.issue(identity, public_key, days=days)
 
     def _live_tokens(self, now) -> dict:
         return {h: e for h, e in read_json(self.directory / TOKENS_FILE).items()

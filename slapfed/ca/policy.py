@@ -36,6 +36,7 @@ REVOKE_CERTIFICATE = "revoke_certificate"
 LIST_CERTIFICATES = "list_certificates"
 CREATE_TOKEN = "create_token"                      # one-time registration token for a computer
 REDEEM_TOKEN = "redeem_token"                      # a node trades its token for a certificate
+REGISTER_CHILD_MASTER = "register_child_master"    # PUT /instances/<id>/child-master
 DELEGATE_INSTANCE = "delegate_instance"            # a peer master requests here, as itself
 RELAY_DELEGATION = "relay_delegation"              # a delegate reports back on what it hosts
 REGISTER_PEER = "register_peer"
@@ -105,6 +106,11 @@ def in_own_tree(identity: Identity, facts: InstanceFacts) -> bool:
 def own_instance_or_child(identity: Identity, facts: InstanceFacts) -> bool:
     """only its own instance and the children it requested"""
     return _here(identity) in (facts.placement, facts.parent_placement)
+
+
+def own_instance(identity: Identity, facts: InstanceFacts) -> bool:
+    """only the instance it hosts"""
+    return facts.placement is not None and facts.placement == _here(identity)
 
 
 def own_child(identity: Identity, facts: InstanceFacts) -> bool:
@@ -185,6 +191,9 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          InstanceFacts, grants=_tree_owners(**{PARTITION: own_child})),
     Rule(DESTROY_INSTANCE, "owners destroy in their trees; a partition its children",
          InstanceFacts, grants=_tree_owners(**{PARTITION: own_child})),
+    Rule(REGISTER_CHILD_MASTER, "the partition hosting a child master registers it as the "
+         "master its own instance runs; an admin any", InstanceFacts,
+         grants={ADMIN: anything, PARTITION: own_instance}),
     Rule(REGISTER_COMPUTER, "an admin registers any computer; a node re-registers itself "
          "(its certificate came from an admin's token)", ComputerFacts,
          grants={ADMIN: anything, COMPUTER: own_computer}),

@@ -38,6 +38,7 @@ EXIT_BY_CODE = {
     errors.NotFound.code: Exit.NOT_FOUND,
     errors.Conflict.code: Exit.CONFLICT,
     errors.NoCapacity.code: Exit.CONFLICT,
+    errors.RecursionRefused.code: Exit.CONFLICT,
     errors.MasterUnreachable.code: Exit.UNREACHABLE,
     errors.StorageError.code: Exit.UNREACHABLE,
     errors.Timeout.code: Exit.TIMEOUT,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import click
 
 from ..core.errors import InvalidInput
+from ..core.provenance import DEFAULT_MAX_DEPTH
 from .common import emit, env_default, error_boundary, json_option
 
 DEFAULT_DATA = "slapfed-master"
@@ -57,9 +58,15 @@ def master():
 @click.option("--insecure-http", is_flag=True,
               help="Development mode: plain HTTP, no client certificates, every caller "
                    "acts as the local administrator. Refused unless HOST is loopback.")
+@click.option("--max-depth", default=DEFAULT_MAX_DEPTH, show_default=True, type=int,
+              help="Refuse a request that already crossed this many masters "
+                   "(recursion_refused), and any request that already crossed this one.")
+@click.option("--ancestor", "ancestry", multiple=True, metavar="NAME",
+              help="A master above this one (repeatable, root first): the provenance of "
+                   "requests that carry none.")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, topology_files,
-          master_name, insecure_http):
+          master_name, insecure_http, max_depth, ancestry):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http."""
@@ -68,7 +75,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, to
     run_server(ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
                             start_zeo=start_zeo, workers=workers, threads=threads,
                             access_log=access_log, topology_files=topology_files,
-                            master_name=master_name, insecure_http=insecure_http))
+                            master_name=master_name, insecure_http=insecure_http,
+                            max_depth=max_depth, ancestry=tuple(ancestry)))
 
 
 @master.command()
@@ -92,3 +100,38 @@ def migrate(data_dir, storage, as_json):
     text = (f"applied {', '.join(ran)}; now at generation {LATEST_GENERATION}" if ran
             else f"nothing to do; already at generation {LATEST_GENERATION}")
     emit(result, as_json, text)
+
+
+@master.command()
+@click.argument("url")
+@click.option("--ca", "ca_file", required=True, type=click.Path(dir_okay=False, exists=True),
+              help="CA certificate that must have issued the master's server certificate.")
+@click.option("--wait", default=0.0, show_default=True, type=float,
+              help="Keep trying for this many seconds before giving up.")
+@json_option
+@error_boundary
+def health(url, ca_file, wait, as_json):
+    """Check that the master at URL answers GET /api/v1/health over TLS verified with the
+    CA certificate (a promise of profiles/master). Exit 6 when it does not answer."""
+    import time
+
+    import requests
+
+    from ..core.errors import MasterUnreachable
+    deadline = time.monotonic() + max(wait, 0.0)
+    session = requests.Session()
+    session.trust_env = False          # REQUESTS_CA_BUNDLE must not override the CA
+    while True:
+        try:
+            resp = session.get(url.rstrip("/") + "/api/v1/health", verify=ca_file, timeout=5)
+            if resp.status_code == 200:
+                body = resp.json()
+                emit(body, as_json, f"{url} answers (schema generation "
+                                    f"{body.get('generation')})")
+                return
+            problem = f"HTTP {resp.status_code}"
+        except (requests.RequestException, ValueError) as exc:
+            problem = str(exc)
+        if time.monotonic() >= deadline:
+            raise MasterUnreachable(f"master {url} does not answer its health check: {problem}")
+        time.sleep(0.3)

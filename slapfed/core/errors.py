@@ -57,6 +57,14 @@ class NoCapacity(SlapfedError):
     http_status = 409
 
 
+class RecursionRefused(SlapfedError):
+    """A request crossed too many masters, or came back to one it already crossed;
+    ``details`` name the chain (core.provenance)."""
+
+    code = "recursion_refused"
+    http_status = 409
+
+
 class UnknownSoftwareType(SlapfedError):
     code = "unknown_software_type"
     http_status = 422
@@ -111,7 +119,8 @@ class InternalError(SlapfedError):
 ERROR_CLASSES: dict[str, type[SlapfedError]] = {
     k.code: k
     for k in (
-        SlapfedError, InvalidInput, NotFound, Conflict, NoCapacity, UnknownSoftwareType,
+        SlapfedError, InvalidInput, NotFound, Conflict, NoCapacity, RecursionRefused,
+        UnknownSoftwareType,
         Unauthenticated, Forbidden, MethodNotAllowed, PayloadTooLarge, StorageError,
         MasterUnreachable, Timeout, InternalError,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import InvalidInput
+from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
 from .sla import is_capability_name, parse_sla
 from .states import (
     AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES,
@@ -23,6 +24,7 @@ from .states import (
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 SOFTWARE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 PARAMETER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
+HTTPS_URL_RE = re.compile(r"^https://\S+$")
 URL_RE = re.compile(r"^(https?|file)://\S+$")
 MAX_REFERENCE = 200
 MAX_URL = 2048
@@ -188,9 +190,10 @@ class InstanceRequest:
     shared: bool = False
     requester: str = "anonymous"
     parent: str | None = None
+    provenance: tuple = ()      # the masters this request crossed, first to last
 
     FIELDS = ("reference", "software_url", "software_type", "parameters", "sla", "state",
-              "shared", "requester", "parent")
+              "shared", "requester", "parent", "provenance")
 
     @classmethod
     def from_json(cls, body: Any) -> "InstanceRequest":
@@ -204,15 +207,47 @@ class InstanceRequest:
         shared = f.boolean("shared")
         requester = f.string("requester", default="anonymous", max_len=MAX_TEXT)
         parent = f.string("parent", pattern=ID_RE)
+        problems, provenance = check_chain(f.body.get("provenance"))
+        f.problems.extend(problems)
         f.raise_if_any("request")
-        return cls(reference, url, stype, params, sla, state, shared, requester, parent)
+        return cls(reference, url, stype, params, sla, state, shared, requester, parent,
+                   provenance)
 
     def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in self.FIELDS}
+        out = {k: getattr(self, k) for k in self.FIELDS}
+        out["provenance"] = list(self.provenance)
+        return out
 
     def sla_terms(self):
         """The parsed SLA (core.sla.Sla); InvalidInput when it was built invalid."""
         return parse_sla(self.sla, "sla", self.reference)
+
+
+@dataclass(frozen=True)
+class ChildMasterRegistration:
+    """``PUT /api/v1/instances/<id>/child-master``: the master an instance runs, as it
+    registers with the master that placed the instance (its parent)."""
+
+    name: str
+    url: str
+    ca_certificate: str
+
+    FIELDS = ("name", "url", "ca_certificate")
+    MAX_PEM = 16 * 1024
+
+    @classmethod
+    def from_json(cls, body: Any) -> "ChildMasterRegistration":
+        f = _Fields(body, "child master registration", cls.FIELDS)
+        name = f.string("name", required=True, pattern=MASTER_NAME_RE)
+        url = f.string("url", required=True, max_len=MAX_URL, pattern=HTTPS_URL_RE)
+        pem = f.string("ca_certificate", required=True, max_len=cls.MAX_PEM)
+        if pem is not None and not pem.lstrip().startswith("-----BEGIN CERTIFICATE-----"):
+            f.problem("ca_certificate", "must be a PEM certificate")
+        f.raise_if_any("child master registration")
+        return cls(name, url, pem)
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS}
 
 
 @dataclass(frozen=True)

@@ -221,6 +221,7 @@ GUARDS: dict[str, Guard] = {
     "instances.show": Guard(policy.READ_INSTANCE, _instance),
     "instances.change_state": Guard(policy.CHANGE_INSTANCE_STATE, _instance),
     "instances.destroy": Guard(policy.DESTROY_INSTANCE, _instance),
+    "instances.register_child_master": Guard(policy.REGISTER_CHILD_MASTER, _instance),
     "computers.register": Guard(policy.REGISTER_COMPUTER, _registered_computer),
     "computers.list_all": Guard(policy.LIST_COMPUTERS),
     "computers.show": Guard(policy.READ_COMPUTER, _computer),

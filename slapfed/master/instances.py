@@ -4,12 +4,15 @@ Depends on Flask, core (wire, errors, states) and services.
 """
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from dataclasses import replace
+
+from flask import Blueprint, current_app, jsonify, request
 
 from .. import services
+from ..core import provenance
 from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
-from ..core.wire import StateChange
+from ..core.wire import ChildMasterRegistration, StateChange
 from .app import connection, database, json_body
 from .auth import instance_filter, instance_request
 
@@ -18,16 +21,30 @@ blueprint = Blueprint("instances", __name__)
 LIST_FILTERS = ("requester", "reference", "state", "status")
 
 
+DEFAULT_NAME = "master"
+
+
+def bounded(req):
+    """The request with this master appended to its provenance. The chain is the one the
+    request carries, else this master's own ancestry (``ANCESTRY``: the masters above it,
+    root first). Raises RecursionRefused (too deep: ``MAX_DEPTH``; or a loop)."""
+    config = current_app.config
+    chain = req.provenance or tuple(config.get("ANCESTRY") or ())
+    name = config.get("MASTER_NAME") or DEFAULT_NAME
+    limit = config.get("MAX_DEPTH") or provenance.DEFAULT_MAX_DEPTH
+    return replace(req, provenance=provenance.extend(chain, name, limit))
+
+
 @blueprint.post("/instances")
 def request_instance():
-    created, body = services.request_instance(database(), instance_request())
+    created, body = services.request_instance(database(), bounded(instance_request()))
     return jsonify(body), 201 if created else 200
 
 
 @blueprint.post("/placements")
 def explain_placement():
     """The decision POST /instances would make, with its explanation; writes nothing."""
-    return jsonify(services.explain_request(database(), instance_request()))
+    return jsonify(services.explain_request(database(), bounded(instance_request())))
 
 
 @blueprint.get("/instances")
@@ -60,6 +77,13 @@ def show(iid):
 def change_state(iid):
     change = StateChange.from_json(json_body())
     return jsonify(services.change_state(connection(), iid, change.state))
+
+
+@blueprint.put("/instances/<iid>/child-master")
+def register_child_master(iid):
+    """The partition of instance <iid> registers the master it runs (recursion)."""
+    reg = ChildMasterRegistration.from_json(json_body())
+    return jsonify(services.register_child_master(database(), iid, reg))
 
 
 @blueprint.delete("/instances/<iid>")

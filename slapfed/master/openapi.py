@@ -136,7 +136,9 @@ SCHEMAS = {
         "state": {**_enum(REQUESTED_STATES), "default": "started"},
         "shared": {"type": "boolean", "default": False},
         "requester": {"type": "string", "default": "anonymous"},
-        "parent": {"type": ["string", "null"], "description": "id of the parent instance"}},
+        "parent": {"type": ["string", "null"], "description": "id of the parent instance"},
+        "provenance": {"type": "array", "items": STR, "default": [],
+                       "description": "masters the request already crossed, root first"}},
         ["reference", "software_url"]),
     "StateChange": _obj({"state": _enum(REQUESTED_STATES)}, ["state"]),
     "Placement": _obj({"computer": STR, "partition": STR, "address": STR, "port_base": INT,
@@ -160,11 +162,19 @@ SCHEMAS = {
         "shared_instances": {"type": "array", "items": STR,
                              "description": "hosts: ids of the shared instances attached"},
         "status": _ref("InstanceStatus"), "connection": ANY_OBJ,
+        "provenance": {"type": "array", "items": STR,
+                       "description": "masters its request crossed, this one last"},
+        "child_master": {"oneOf": [{"type": "null"}, _ref("ChildMasterRegistration")],
+                         "description": "the master this instance runs, once registered"},
         "created_at": ISO, "updated_at": ISO},
         ["id", "reference", "requester", "parent", "children", "software_url",
          "software_hash", "software_type", "parameters", "sla", "requested_state", "shared",
          "revision", "placement", "host_instance", "shared_instances", "status",
-         "connection", "created_at", "updated_at"]),
+         "connection", "provenance", "child_master", "created_at", "updated_at"]),
+    "ChildMasterRegistration": _obj({"name": STR, "url": STR,
+                                     "ca_certificate": {"type": "string",
+                                                        "description": "PEM text"}},
+                                    ["name", "url", "ca_certificate"]),
     "InstanceList": _obj({"instances": {"type": "array", "items": _ref("Instance")}},
                          ["instances"]),
     "Refusal": _obj({"plugin": STR, "reason": STR, "count": INT,
@@ -209,7 +219,8 @@ ERROR_TEXT = {
     "403": "forbidden: the policy refuses this identity this action on this resource",
     "404": "not_found",
     "405": "method_not_allowed",
-    "409": "conflict or no_capacity (details explain the refusals)",
+    "409": "conflict, no_capacity (details explain the refusals) or recursion_refused "
+           "(the chain of masters is too long or loops)",
     "413": "payload_too_large",
     "422": "unknown_software_type",
     "500": "internal_error",
@@ -334,6 +345,11 @@ PATHS = {
         "delete": _op("Destroy an instance (requested state destroyed)",
                       {"200": _json("Instance", "the instance"), **_errors("404")},
                       parameters=[IID], op_id="destroy_instance")},
+    "/instances/{iid}/child-master": {"put": _op(
+        "The partition hosting the instance registers the master it runs (recursion): "
+        "the parent then knows it as a child master",
+        {"200": _json("Instance", "the instance"), **_errors("400", "401", "403", "404", "409")},
+        body="ChildMasterRegistration", parameters=[IID], op_id="register_child_master")},
     "/instances/{iid}/state": {"put": _op(
         "Change the requested state (started on a destroyed instance places it again)",
         {"200": _json("Instance", "the instance"), **_errors("400", "404", "409")},
@@ -386,8 +402,11 @@ SCHEMAS["TopologyView"] = _obj({
                      ["files", "sites", "masters", "computers", "links"]),
     "live": _obj({"master": NSTR,
                   "computers": {"type": "array", "items": _LIVE_COMPUTER},
-                  "instances": {"type": "array", "items": _LIVE_INSTANCE}},
-                 ["master", "computers", "instances"])},
+                  "instances": {"type": "array", "items": _LIVE_INSTANCE},
+                  "masters": {"type": "array", "items": _obj(
+                      {"name": STR, "url": STR, "instance": STR, "reference": STR},
+                      ["name", "url", "instance", "reference"])}},
+                 ["master", "computers", "instances", "masters"])},
     ["master", "topology", "live"])
 PATHS["/topology"] = {"get": _op(
     "The topology files this master was started with (--topology) and its live state: "

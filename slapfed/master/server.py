@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from gunicorn.app.base import BaseApplication
 
 from ..core.errors import InvalidInput
+from ..core.provenance import DEFAULT_MAX_DEPTH, check_chain
 from ..store import open_db, parse_storage_uri
 from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
@@ -52,6 +53,8 @@ class ServeOptions:
     topology_files: tuple = ()      # topology files, validated before serving
     master_name: str | None = None  # this master's name in them
     insecure_http: bool = False     # development mode: plain HTTP on loopback, no identities
+    max_depth: int = DEFAULT_MAX_DEPTH  # longest chain of masters a request may have crossed
+    ancestry: tuple = ()            # the masters above this one, root first
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -74,6 +77,10 @@ def check_options(opts: ServeOptions) -> None:
                 problems.append({"field": "workers", "problem": (
                     f"{opts.workers} workers cannot share one FileStorage (one process "
                     "only); use --start-zeo or --storage zeo://HOST:PORT, or --workers 1")})
+    if isinstance(opts.max_depth, bool) or not isinstance(opts.max_depth, int) \
+            or opts.max_depth < 1:
+        problems.append({"field": "max_depth", "problem": "must be an integer >= 1"})
+    problems.extend(check_chain(list(opts.ancestry), "ancestor")[0])
     if opts.insecure_http and not is_loopback(opts.host):
         problems.append({"field": "insecure_http", "problem": (
             f"plain HTTP is only served on loopback, not on {opts.host}; drop "
@@ -128,7 +135,9 @@ class MasterApplication(BaseApplication):
         return create_app({"STORAGE": self.storage_uri, "DATA_DIR": self.opts.data_dir,
                            "TOPOLOGY_FILES": self.opts.topology_files,
                            "MASTER_NAME": self.opts.master_name,
-                           "INSECURE": self.opts.insecure_http})
+                           "INSECURE": self.opts.insecure_http,
+                           "MAX_DEPTH": self.opts.max_depth,
+                           "ANCESTRY": tuple(self.opts.ancestry)})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):

@@ -44,6 +44,8 @@ class Instance(Persistent):
     connection = {}
     created_at = None
     updated_at = None
+    child_master = None      # {"name", "url", "ca_certificate"}: the master it runs, once registered
+    provenance = ()          # masters the request crossed, this one last; () before recursion
 
     def __init__(self, iid: str, requester: str, reference: str, software_url: str,
                  software_hash: str, software_type: str, parameters: dict, sla: dict,

@@ -150,6 +150,8 @@ def partition_section(paths: Paths, partition: PartitionConfig, computer: str,
         "user": partition.user or "",
         "shared-instances": buildout_value(json.dumps(instance.get("shared_instances") or [],
                                                       sort_keys=True)),
+        # the masters the instance's request crossed, root first (this master last)
+        "provenance": " ".join(instance.get("provenance") or ()),
     }
 
 

@@ -9,7 +9,8 @@ from .computers import (
 )
 from .desired import DesiredStateRenderer, desired_state
 from .instances import (
-    change_state, destroy_instance, explain_request, list_instances, request_instance,
+    change_state, destroy_instance, explain_request, list_instances, register_child_master,
+    request_instance,
     show_instance,
 )
 from .placement import configure as configure_placement
@@ -19,5 +20,6 @@ __all__ = [
     "register_computer", "list_computers", "show_computer", "supply", "unsupply",
     "report_software", "report_partition", "desired_state", "DesiredStateRenderer",
     "request_instance", "explain_request", "change_state", "destroy_instance", "list_instances",
+    "register_child_master",
     "show_instance", "configure_placement", "WRITE_LOCK", "app_root", "close_writer", "read", "write",
 ]

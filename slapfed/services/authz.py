@@ -5,6 +5,8 @@ itself (ca.policy does) and writes nothing.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..ca.identity import PARTITION, Identity
 from ..ca.policy import InstanceFacts, Placement
 from ..core.errors import Forbidden, NotFound
@@ -61,9 +63,7 @@ def resolve_request(conn, identity: Identity, req: InstanceRequest,
         if body_requester is not None and body_requester != requester:
             raise Forbidden(f"requester {body_requester!r} is not who the certificate "
                             f"speaks for ({requester}); leave the requester out")
-        resolved = InstanceRequest(req.reference, req.software_url, req.software_type,
-                                   req.parameters, req.sla, req.state, req.shared,
-                                   requester, None)
+        resolved = replace(req, requester=requester, parent=None)
         return resolved, InstanceFacts(requester=requester, root_requester=requester,
                                        parent=None, parent_placement=None)
 
@@ -80,9 +80,7 @@ def resolve_request(conn, identity: Identity, req: InstanceRequest,
         if body_requester is not None and body_requester != requester:
             raise Forbidden(f"requester {body_requester!r} is not who the certificate "
                             f"speaks for ({requester}); leave the requester out")
-        resolved = InstanceRequest(req.reference, req.software_url, req.software_type,
-                                   req.parameters, req.sla, req.state, req.shared,
-                                   requester, parent_id)
+        resolved = replace(req, requester=requester, parent=parent_id)
         existing = app.find_instance(requester, req.reference)
         if existing is not None:
             return resolved, facts_of(app, existing)

@@ -64,6 +64,26 @@ def change_state(conn, instance_id: str, state: str) -> dict:
     return write(conn, use_case)
 
 
+def register_child_master(conn, instance_id: str, reg) -> dict:
+    """Record that the instance runs a child master (``reg``: ChildMasterRegistration).
+
+    Raises NotFound, Conflict (a destroyed instance, or another master already there)."""
+    def use_case(app):
+        inst = _get(app, instance_id)
+        if inst.requested_state == DESTROYED:
+            raise Conflict(f"instance {inst.reference!r} is destroyed; it hosts no master")
+        record = reg.to_json()
+        if inst.child_master is not None and inst.child_master.get("name") != reg.name:
+            raise Conflict(f"instance {inst.reference!r} already runs master "
+                           f"{inst.child_master['name']!r}, not {reg.name!r}")
+        if inst.child_master != record:
+            inst.child_master = record
+            inst.touch(clock())
+        return render.instance_json(app, inst)
+
+    return write(conn, use_case)
+
+
 def destroy_instance(conn, instance_id: str) -> dict:
     """Request destruction; the partition is freed when the node reports it destroyed."""
     return change_state(conn, instance_id, DESTROYED)
@@ -138,6 +158,7 @@ def _create(app, req: InstanceRequest, now: float):
                     req.software_type, req.parameters, req.sla, req.state, req.shared,
                     req.parent, now,
                     root_requester=parent.owner if parent is not None else req.requester)
+    inst.provenance = tuple(req.provenance)
     app.add_instance(inst)
     if parent is not None:
         parent.add_child(inst.id)
@@ -246,6 +267,8 @@ def _document_changed(app, inst, now: float) -> None:
 def _converge(app, inst, now: float) -> None:
     """Place, attach or detach so the instance matches its requested state."""
     if inst.requested_state == DESTROYED:
+        if inst.child_master is not None:
+            inst.child_master = None     # the master it ran is going away with it
         if inst.attached:
             _detach_shared(app, inst, now)
         if not inst.placed and inst.status["state"] != DESTROYED:

@@ -67,6 +67,8 @@ def instance_json(app, inst) -> dict:
             "placement": placement_json(app, inst), "host_instance": inst.host_id,
             "shared_instances": list(inst.shared_ids),
             "status": status_json(inst.status), "connection": dict(inst.connection),
+            "provenance": list(inst.provenance),
+            "child_master": None if inst.child_master is None else dict(inst.child_master),
             "created_at": iso(inst.created_at), "updated_at": iso(inst.updated_at)}
 
 
@@ -80,7 +82,7 @@ def desired_instance_json(app, inst) -> dict:
             "software_url": inst.software_url, "software_hash": inst.software_hash,
             "software_type": inst.software_type, "parameters": inst.parameters,
             "requested_state": inst.requested_state, "revision": inst.revision,
-            "shared_instances": shared}
+            "shared_instances": shared, "provenance": list(inst.provenance)}
 
 
 def desired_partition_text(app, p, inst) -> str:

@@ -11,7 +11,8 @@ from .tx import read
 
 
 def live_state(conn) -> dict:
-    """{"computers": [...], "instances": [...]}: every computer and every instance."""
+    """{"computers": [...], "instances": [...], "masters": [...]}: every computer, every
+    instance, and the child masters instances run (registered with this master)."""
     def query(app):
         computers = []
         for comp in app.computers.values():
@@ -20,8 +21,12 @@ def live_state(conn) -> dict:
                 "capabilities": list(getattr(comp, "capabilities", ())),
                 "last_contact": render.iso(comp.last_contact),
                 "partitions": [render.partition_json(p) for p in comp.partitions.values()]})
-        instances = []
+        instances, masters = [], []
         for inst in app.instances.values():
+            if inst.child_master is not None:
+                masters.append({"name": inst.child_master["name"],
+                                "url": inst.child_master["url"], "instance": inst.id,
+                                "reference": inst.reference})
             place = render.placement_json(app, inst)
             instances.append({
                 "id": inst.id, "reference": inst.reference, "requester": inst.requester,
@@ -32,6 +37,6 @@ def live_state(conn) -> dict:
                 "placement": None if place is None else {
                     "computer": place["computer"], "partition": place["partition"],
                     "address": place["address"]}})
-        return {"computers": computers, "instances": instances}
+        return {"computers": computers, "instances": instances, "masters": masters}
 
     return read(conn, query)

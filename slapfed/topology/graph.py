@@ -25,6 +25,7 @@ HOSTS_SHARED = "hosts_shared"  # host instance -> shared instance attached to it
 REQUESTED = "requested"       # parent instance -> child instance (the instance tree)
 MANAGES = "manages"           # master -> computer registered with (or declared for) it
 LOCATED_AT = "located_at"     # master -> the site it runs at
+PARENT_OF = "parent_of"       # master -> a child master one of its instances runs
 LINK = "link"                 # master <-> master (both directions, same attributes)
 # Failure domain levels, innermost first.
 DOMAIN_LEVELS = ("computer",) + locality.LEVELS
@@ -268,6 +269,16 @@ def build(topology: Topology | None = None, live: dict | None = None,
         g.add_edge(node_id("master", ln.b), node_id("master", ln.a), **attrs)
         fg.masters.add_edge(ln.a, ln.b, latency_ms=ln.latency_ms, cost=ln.cost,
                             trust=ln.trust)
+
+    # child masters: run by instances of this master and registered with it
+    for raw in live.get("masters") or ():
+        if raw["name"] not in fg.masters:
+            _add_master(fg, raw["name"], url=raw.get("url"), site=None, declared=False,
+                        description=f"runs in instance {raw.get('reference')}")
+        fg.masters.nodes[raw["name"]].update(parent=local_master, instance=raw.get("instance"))
+        if local_master:
+            g.add_edge(node_id("master", local_master), node_id("master", raw["name"]),
+                       kind=PARENT_OF, instance=raw.get("instance"))
 
     # computers: declared ones, then the registered ones (which win on locality)
     for c in topology.computers.values():

@@ -28,6 +28,7 @@ def tree(fed: FederationGraph) -> dict:
         attrs = fed.masters.nodes[name] if name in fed.masters else {}
         site = attrs.get("site")
         node = {"kind": "master", "name": name, "url": attrs.get("url"), "site": site,
+                "parent": attrs.get("parent"), "instance": attrs.get("instance"),
                 "local": name == fed.local_master and name != NO_MASTER,
                 "locality": (fed.topology.locality_of(site)
                              if site in fed.topology.sites else None),
@@ -111,6 +112,8 @@ def tree_text(data: dict, all_partitions: bool = False) -> str:
                 head += f"  at {m['site']}" + (f" ({', '.join(around)})" if around else "")
             if m.get("local"):
                 head += "  [this master]"
+            if m.get("parent"):
+                head += f"  [child of {m['parent']}, instance {m.get('instance')}]"
         lines.append(head)
         children = [("site", s) for s in m["sites"]] + [("computer", c)
                                                          for c in m["computers"]]

@@ -1,0 +1,135 @@
+"""The slapfed:master recipe: prepares a master inside a partition at buildout time.
+
+Depends on zc.buildout, slapfed.recipe (file helpers) and slapfed.ca (the authority).
+It creates the master's CA once (idempotent), writes its topology file, the ZEO service,
+and publishes url, CA certificate and a one-time enrolment token for the requester.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import zc.buildout
+
+from .recipe import WRAPPER_MODE, _required, _write, render_wrapper
+
+TOKEN_TTL = 7 * 24 * 3600          # the requester's enrolment token lives a week
+STORAGES = ("zeo", "file")
+OWNER = "owner"                    # the admin identity the requester enrols as
+LOCALITY = ("continent", "country", "lan", "host")
+
+
+def _truthy(value: str) -> bool:
+    return value.strip().lower() in ("1", "true", "yes", "on")
+
+
+def topology_text(name: str, locality: dict[str, str]) -> str:
+    """A topology file declaring this master at its site (empty when no site is given).
+
+    Sites nest (continent ⊃ country ⊃ lan ⊃ host): the file needs every level."""
+    if not all(locality.get(k) for k in LOCALITY):
+        return ""
+    site = f'{locality["continent"]}.{locality["country"]}.{locality["lan"]}'
+    return (f'[sites.{site}]\nhosts = ["{locality["host"]}"]\n\n'
+            f'[[masters]]\nname = "{name}"\nsite = "{locality["host"]}"\n')
+
+
+class MasterRecipe:
+    """Options: ``data`` (the master's data directory), ``name``, ``address``,
+    ``port-base``, ``storage`` (zeo or file), ``runzeo`` (the runzeo script), ``services``
+    (where the ZEO wrapper goes), ``connection-file``; optional ``host``/``lan``/
+    ``country``/``continent``, ``provenance`` (the masters above, space separated),
+    ``max-depth``, ``register-with-parent`` (registers this master with the master that
+    placed the partition, as the partition). Computes, for other parts: ``url``, ``zeo-port``, ``master-port``,
+    ``storage-uri``, ``extra-args`` (one serve argument per line)."""
+
+    def __init__(self, buildout, name, options):
+        self.buildout, self.name, self.options = buildout, name, options
+        master = _required(options, name, "name")
+        storage = options.get("storage", "zeo").strip() or "zeo"
+        if storage not in STORAGES:
+            raise zc.buildout.UserError(f"[{name}] storage must be one of "
+                                        f"{', '.join(STORAGES)}, got {storage!r}")
+        address = _required(options, name, "address")
+        try:
+            base = int(_required(options, name, "port-base"))
+        except ValueError:
+            raise zc.buildout.UserError(f"[{name}] port-base must be an integer") from None
+        data = _required(options, name, "data")
+        options["master-port"] = str(base + 1)
+        options["zeo-port"] = str(base)
+        host = f"[{address}]" if ":" in address else address
+        options["url"] = f"https://{host}:{base + 1}"
+        options["storage-uri"] = f"zeo://{host}:{base}" if storage == "zeo" else "file"
+        extra = [f"--ancestor\n{a}" for a in options.get("provenance", "").split()]
+        depth = options.get("max-depth", "").strip()
+        if depth:
+            extra.append(f"--max-depth\n{depth}")
+        locality = {k: options.get(k, "").strip() for k in LOCALITY}
+        if topology_text(master, locality):
+            extra.append(f"--topology\n{os.path.join(data, 'topology.toml')}")
+        options["extra-args"] = "\n".join(extra)
+
+    def install(self):
+        from .ca import identity as ids
+        from .ca.authority import CertificateAuthority
+        from .ca.errors import CANotInitialized
+        o, created = self.options, []
+        data = o["data"]
+        os.makedirs(data, mode=0o700, exist_ok=True)
+        ca_dir = os.path.join(data, "ca")
+        try:
+            ca = CertificateAuthority(ca_dir)
+        except CANotInitialized:
+            ca = CertificateAuthority.init(ca_dir, f"{o['name']} CA"[:ids.CN_MAX])
+        topology = topology_text(o["name"], {k: o.get(k, "").strip() for k in LOCALITY})
+        if topology:
+            path = os.path.join(data, "topology.toml")
+            _write(path, topology, 0o644)
+            created.append(path)
+        if o["storage-uri"].startswith("zeo://"):
+            zeo_dir = os.path.join(data, "zeo")
+            os.makedirs(zeo_dir, exist_ok=True)
+            wrapper = os.path.join(_required(o, self.name, "services"), "zeo")
+            argv = [_required(o, self.name, "runzeo"), "-a",
+                    f"{o['address']}:{o['zeo-port']}", "-f", os.path.join(zeo_dir, "master.fs")]
+            _write(wrapper, render_wrapper(argv, {}), WRAPPER_MODE)
+            created.append(wrapper)
+        # A fresh one-time token at every run: the requester trades it with a CSR of a key
+        # it makes itself (POST /api/v1/node-certificates); only its hash stays here.
+        token = ca.enrolment_token(ids.admin(OWNER), TOKEN_TTL)
+        connection = {"name": o["name"], "url": o["url"], "ca-certificate": ca.certificate_pem,
+                      "admin-token": token, "admin": ids.admin(OWNER).principal,
+                      "storage": o["storage-uri"]}
+        if _truthy(o.get("register-with-parent", "")):
+            self.register_with_parent(ca.certificate_pem)
+        path = _required(o, self.name, "connection-file")
+        _write(path, json.dumps(connection, indent=1, sort_keys=True) + "\n", 0o600)
+        created.append(path)
+        return created
+
+    def register_with_parent(self, ca_pem: str) -> None:
+        """Tell the master that placed this instance that it runs this master, as the
+        partition itself (its own certificate; the node enrolled with a token gives it)."""
+        from .client import MasterClient
+        from .core.errors import SlapfedError
+        part = self.buildout["partition"]
+        facts = {k: part.get(k, "").strip() for k in ("cert", "key", "ca", "master-url",
+                                                      "instance-id")}
+        missing = sorted(k for k, v in facts.items() if not v)
+        if missing:
+            raise zc.buildout.UserError(
+                f"[{self.name}] register-with-parent needs the partition's own identity "
+                f"([partition] {', '.join(missing)}): enrol the node with a token")
+        client = MasterClient(facts["master-url"], ca=facts["ca"], cert=facts["cert"],
+                              key=facts["key"], timeout=15)
+        try:
+            client.register_child_master(facts["instance-id"], self.options["name"],
+                                         self.options["url"], ca_pem)
+        except SlapfedError as exc:
+            raise zc.buildout.UserError(
+                f"[{self.name}] could not register master {self.options['name']} with its "
+                f"parent {facts['master-url']}: {exc.message}") from None
+
+    def update(self):
+        return self.install()

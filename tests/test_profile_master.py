@@ -1,0 +1,352 @@
+"""Recursion: provenance and the depth limit (tables), and the master release profile.
+
+Depends on slapfed (core.provenance, master app, store) and pytest; the end-to-end tests
+start real processes and stop them by PID.
+"""
+import pytest
+
+from slapfed.core import errors, provenance
+from slapfed.core.wire import InstanceRequest
+
+URL = "/srv/releases/hello/software.cfg"
+
+
+# -- the pure rule --------------------------------------------------------------------
+@pytest.mark.parametrize("chain, name, limit, expected", [
+    ((), "root", 8, ("root",)),
+    (("root",), "child", 8, ("root", "child")),
+    (("a", "b"), "c", 3, ("a", "b", "c")),
+    (("a",), "b", 2, ("a", "b")),
+], ids=["empty", "one-up", "just-under-limit", "limit-2"])
+def test_a_master_appends_itself_to_the_chain(chain, name, limit, expected):
+    assert provenance.extend(chain, name, limit) == expected
+
+
+@pytest.mark.parametrize("chain, name, limit, problem, words", [
+    (("a", "b"), "c", 2, "too_deep", "nested 2 masters deep (limit 2): a -> b -> c"),
+    (("a",), "b", 1, "too_deep", "limit 1"),
+    (("a", "b"), "a", 8, "loop", "a loop): a -> b -> a"),
+    (("a",), "a", 1, "loop", "already crossed it"),
+], ids=["too-deep", "limit-1", "loop", "loop-wins-over-depth"])
+def test_a_runaway_chain_is_refused_naming_the_chain(chain, name, limit, problem, words):
+    with pytest.raises(errors.RecursionRefused) as info:
+        provenance.extend(chain, name, limit)
+    assert info.value.code == "recursion_refused" and info.value.http_status == 409
+    assert words in info.value.message
+    assert info.value.details[0]["problem"] == problem
+    assert info.value.details[0]["chain"] == list(chain)
+
+
+@pytest.mark.parametrize("value, fields", [
+    ("root", ["provenance"]),
+    ([1, "ok", "bad name"], ["provenance[0]", "provenance[2]"]),
+    (["m"] * (provenance.MAX_CHAIN + 1), ["provenance"]),
+], ids=["not-a-list", "bad-names", "too-long"])
+def test_a_malformed_chain_is_invalid_input_listing_every_problem(value, fields):
+    body = {"reference": "r", "software_url": URL, "provenance": value}
+    with pytest.raises(errors.InvalidInput) as info:
+        InstanceRequest.from_json(body)
+    assert [d["field"] for d in info.value.details] == fields
+
+
+def test_the_chain_travels_in_the_request_body():
+    req = InstanceRequest.from_json({"reference": "r", "software_url": URL,
+                                     "provenance": ["root", "eu"]})
+    assert req.provenance == ("root", "eu")
+    assert req.to_json()["provenance"] == ["root", "eu"]
+    assert InstanceRequest.from_json({"reference": "r", "software_url": URL}).provenance == ()
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "3"])
+def test_the_depth_limit_is_a_positive_integer(bad):
+    with pytest.raises(errors.InvalidInput):
+        provenance.check_max_depth(bad)
+
+
+# -- the master ------------------------------------------------------------------------
+@pytest.fixture
+def bounded_api(master_db, master_factories):
+    from slapfed.master import close_app, create_app
+    app = create_app({"INSECURE": True, "DB": master_db, "MASTER_NAME": "child",
+                      "MAX_DEPTH": 2, "ANCESTRY": ("root",)})
+    client = app.test_client()
+    assert client.post("/api/v1/computers", json=master_factories.computer()).status_code == 201
+    assert client.post("/api/v1/computers/c1/software",
+                       json={"url": URL, "state": "available"}).status_code in (200, 201)
+    yield client
+    close_app(app)
+
+
+def test_an_instance_records_the_chain_its_request_crossed(bounded_api):
+    resp = bounded_api.post("/api/v1/instances", json={"reference": "w", "software_url": URL})
+    assert resp.status_code == 201, resp.json
+    assert resp.json["provenance"] == ["root", "child"]
+    shown = bounded_api.get(f"/api/v1/instances/{resp.json['id']}").json
+    assert shown["provenance"] == ["root", "child"]
+    desired = bounded_api.get("/api/v1/computers/c1/desired-state").json
+    placed = [p["instance"] for p in desired["partitions"] if p["instance"]]
+    assert placed[0]["provenance"] == ["root", "child"]
+
+
+@pytest.mark.parametrize("chain, problem", [
+    (["a", "b"], "too_deep"),
+    (["root", "child"], "loop"),
+], ids=["too-deep", "loop"])
+def test_the_master_refuses_runaway_nesting_and_writes_nothing(bounded_api, master_db, chain,
+                                                                problem):
+    from conftest import last_tid
+    before = last_tid(master_db)
+    for route in ("/api/v1/instances", "/api/v1/placements"):
+        resp = bounded_api.post(route, json={"reference": "w", "software_url": URL,
+                                             "provenance": chain})
+        assert resp.status_code == 409
+        assert resp.json["error"]["code"] == "recursion_refused"
+        assert resp.json["error"]["details"][0]["problem"] == problem
+        assert " -> ".join(chain) in resp.json["error"]["message"]
+    assert last_tid(master_db) == before
+
+
+def test_an_instance_stored_before_recursion_has_an_empty_chain():
+    from slapfed.model import Instance
+    assert Instance.provenance == ()
+
+
+# -- end to end: a master requests a master ----------------------------------------------
+MASTER_RELEASE = str(__import__("pathlib").Path(__file__).resolve().parents[1]
+                     / "profiles" / "master" / "software.cfg")
+E2E_COMPUTER = "rec-node"
+
+
+def _has_master_recipe() -> bool:
+    from importlib.metadata import entry_points
+    return any(e.name == "master" and e.value.startswith("slapfed.")
+               for e in entry_points(group="zc.buildout"))
+
+
+def _pids_under(path) -> list[int]:
+    """PIDs of the processes whose command line names ``path`` (read from /proc)."""
+    import os
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                cmd = fh.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if str(path) in cmd:
+            found.append(int(entry))
+    return found
+
+
+@pytest.fixture(scope="module")
+def root_federation(tmp_path_factory):
+    import os
+    import subprocess
+    from slapfed.ca import identity as ids
+    from slapfed.ca.authority import CertificateAuthority
+    from slapfed.client import MasterClient
+    from slapfed.procs import Proc, slapfed_argv, wait_for
+    if not _has_master_recipe():
+        pytest.skip("the slapfed:master recipe is not registered in this environment: "
+                    "reinstall slapfed (make test does when setup.py changes)")
+    base = tmp_path_factory.mktemp("recursion")
+    procs, node_root = [], base / "node"
+    try:
+        master = Proc(slapfed_argv("master", "serve", "--data", str(base / "root"), "--name",
+                                   "root", "--listen", "127.0.0.1:0"), base / "root.log")
+        procs.append(master)
+        url_file = base / "root" / "master.url"
+        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
+                 "root master URL", proc=master)
+        url = url_file.read_text().strip()
+        ca = CertificateAuthority(base / "root" / "ca")
+        made = {who: ca.issue_with_new_key(identity, base / who)
+                for who, identity in (("alice", ids.person("alice")),
+                                      ("admin", ids.admin("root")))}
+        clients = {who: MasterClient(url, ca=str(m.ca_path), cert=str(m.cert_path),
+                                     key=str(m.key_path)) for who, m in made.items()}
+        subprocess.run(slapfed_argv(
+            "node", "format", "--master", url, "--computer", E2E_COMPUTER, "--partitions", "2",
+            "--root", str(node_root), "--address-base", f"127.{20 + os.getpid() % 200}.211.1",
+            "--token", ca.token_for(E2E_COMPUTER), "--ca", str(ca.directory / "ca.crt")),
+            check=True, capture_output=True, timeout=120)
+        node = Proc(slapfed_argv("node", "run", "--root", str(node_root), "--interval", "0.3"),
+                    base / "node.log")
+        procs.append(node)
+        yield {"url": url, "alice": clients["alice"], "admin": clients["admin"],
+               "node_root": node_root, "base": base, "node": node}
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        if (node_root / "node.json").exists():
+            subprocess.run(slapfed_argv("node", "stop", "--root", str(node_root)),
+                           capture_output=True, timeout=60)
+
+
+def _enrol(connection, where):
+    """Trade the published one-time token for a certificate of a key made here."""
+    import requests
+    from cryptography.hazmat.primitives import serialization
+    from slapfed.ca.keys import csr_for, generate_key, write_private_key
+    where.mkdir()
+    ca_path = where / "ca.crt"
+    ca_path.write_text(connection["ca-certificate"])
+    key = generate_key()
+    write_private_key(where / "key.pem", key)
+    csr = csr_for(key).public_bytes(serialization.Encoding.PEM).decode()
+    resp = requests.post(connection["url"] + "/api/v1/node-certificates",
+                         json={"token": connection["admin-token"], "csr": csr},
+                         verify=str(ca_path), timeout=10)
+    assert resp.status_code == 201, resp.text
+    (where / "cert.pem").write_text(resp.json()["certificate"])
+    again = requests.post(connection["url"] + "/api/v1/node-certificates",
+                          json={"token": connection["admin-token"], "csr": csr},
+                          verify=str(ca_path), timeout=10)
+    assert again.status_code == 401 and again.json()["error"]["code"] == "invalid_token"
+    return str(ca_path), str(where / "cert.pem"), str(where / "key.pem")
+
+
+@pytest.mark.timeout(300)
+def test_a_master_requests_a_child_master_that_serves_and_goes_away(root_federation):
+    from slapfed.client import MasterClient
+    from slapfed.core.errors import NoCapacity, RecursionRefused
+    from slapfed.procs import pid_alive, wait_for
+    fed = root_federation
+    fed["admin"].supply(E2E_COMPUTER, MASTER_RELEASE)
+    alice = fed["alice"]
+    inst = alice.request("child-1", MASTER_RELEASE,
+                         parameters={"name": "child-1", "max-depth": "2",
+                                     "register-with-parent": "true"})
+    done = alice.wait_ready(inst["id"], 120)
+    assert done["status"]["state"] == "started", done["status"]
+    assert done["provenance"] == ["root"]
+    conn = done["connection"]
+    assert conn["url"].startswith("https://") and conn["name"] == "child-1"
+    assert conn["ca-certificate"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "PRIVATE KEY" not in __import__("json").dumps(conn)
+    assert [(p["name"], p["ok"]) for p in done["status"]["promises"]] == [("health", True)]
+
+    # the parent knows its child master, as the instance that runs it and in its topology
+    assert done["child_master"]["name"] == "child-1"
+    assert done["child_master"]["url"] == conn["url"]
+    live = fed["admin"].topology()["live"]
+    assert live["masters"] == [{"name": "child-1", "url": conn["url"], "instance": inst["id"],
+                                "reference": "child-1"}]
+    from slapfed.topology import graph, report
+    from slapfed.topology.files import EMPTY
+    text = report.tree_text(report.tree(graph.build(EMPTY, live)))
+    assert f"master child-1  {conn['url']}  [child of root, instance {inst['id']}]" in text
+
+    # the requester enrols with its one-time token and calls the child over mutual TLS
+    ca, cert, key = _enrol(conn, fed["base"] / "child-admin")
+    child = MasterClient(conn["url"], ca=ca, cert=cert, key=key)
+    assert child.health()
+    assert child.whoami()["principal"] == "admin/owner"
+    with pytest.raises(NoCapacity):
+        child.request("web-1", "/srv/releases/hello/software.cfg")
+    listed = child.list_instances()
+    assert listed == [] or all(i["provenance"] == ["root", "child-1"] for i in listed)
+
+    # bounded: the child (max-depth 2, below root) refuses a deeper chain and a loop
+    import requests
+    for chain, problem in ((["a", "b"], "too_deep"), (["child-1"], "loop")):
+        resp = requests.post(conn["url"] + "/api/v1/instances",
+                             json={"reference": "deep", "provenance": chain,
+                                   "software_url": "/srv/releases/hello/software.cfg"},
+                             verify=ca, cert=(cert, key), timeout=10)
+        assert resp.status_code == 409, resp.text
+        assert resp.json()["error"]["code"] == RecursionRefused.code
+        assert resp.json()["error"]["details"][0]["problem"] == problem
+
+    # destroy: the child master and its ZEO stop, the partition is freed
+    part = done["placement"]["partition"]
+    part_dir = fed["node_root"] / "partitions" / part
+    pids = _pids_under(part_dir / "srv" / "master")
+    assert len(pids) >= 2, pids      # runzeo and the master (gunicorn arbiter, worker)
+    alice.destroy(inst["id"])
+    wait_for(lambda: alice.show(inst["id"])["status"]["state"] == "destroyed", 60,
+             "the child master to be destroyed", proc=fed["node"])
+    wait_for(lambda: not any(pid_alive(p) for p in pids), 20, "the child's processes to end")
+    comp = fed["admin"].show_computer(E2E_COMPUTER)
+    assert [p["instance"] for p in comp["partitions"] if p["id"] == part] == [None]
+    assert fed["admin"].topology()["live"]["masters"] == []
+
+
+# -- parent and child -------------------------------------------------------------------
+PEM = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize("body, fields", [
+    ({}, ["name", "url", "ca_certificate"]),
+    ({"name": "bad name", "url": "http://x", "ca_certificate": "nope"},
+     ["name", "url", "ca_certificate"]),
+    ({"name": "c", "url": "https://x", "ca_certificate": PEM, "extra": 1}, ["extra"]),
+], ids=["empty", "malformed", "unknown-field"])
+def test_a_malformed_child_registration_lists_every_problem(bounded_api, body, fields):
+    iid = bounded_api.post("/api/v1/instances",
+                           json={"reference": "m", "software_url": URL}).json["id"]
+    resp = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
+    assert resp.status_code == 400
+    assert sorted(d["field"] for d in resp.json["error"]["details"]) == sorted(fields)
+
+
+def test_a_child_master_is_known_until_its_instance_is_destroyed(bounded_api):
+    iid = bounded_api.post("/api/v1/instances",
+                           json={"reference": "m", "software_url": URL}).json["id"]
+    body = {"name": "kid", "url": "https://127.0.0.9:1", "ca_certificate": PEM}
+    first = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
+    assert first.status_code == 200 and first.json["child_master"] == body
+    again = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
+    assert again.json["updated_at"] == first.json["updated_at"]      # nothing changed
+    other = bounded_api.put(f"/api/v1/instances/{iid}/child-master",
+                            json={**body, "name": "other"})
+    assert other.status_code == 409 and other.json["error"]["code"] == "conflict"
+    live = bounded_api.get("/api/v1/topology").json["live"]
+    assert [m["name"] for m in live["masters"]] == ["kid"]
+    assert bounded_api.delete(f"/api/v1/instances/{iid}").json["child_master"] is None
+    assert bounded_api.get("/api/v1/topology").json["live"]["masters"] == []
+    refused = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
+    assert refused.status_code == 409
+
+
+# -- the slapfed:master recipe's computed options -------------------------------------------
+@pytest.mark.parametrize("given, url, storage, extra", [
+    ({}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
+    ({"storage": "file"}, "https://127.0.0.5:2001", "file", ""),
+    ({"provenance": "root eu", "max-depth": "3"}, "https://127.0.0.5:2001",
+     "zeo://127.0.0.5:2000", "--ancestor\nroot\n--ancestor\neu\n--max-depth\n3"),
+    ({"host": "h", "lan": "l", "country": "c", "continent": "k"}, "https://127.0.0.5:2001",
+     "zeo://127.0.0.5:2000", "--topology\n/d/topology.toml"),
+    ({"host": "h"}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
+], ids=["defaults", "file", "ancestry", "site", "partial-site-ignored"])
+def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url, storage,
+                                                                      extra):
+    from slapfed.recipe_master import MasterRecipe
+    options = {"name": "m", "address": "127.0.0.5", "port-base": "2000", "data": "/d", **given}
+    MasterRecipe({}, "master-setup", options)
+    assert (options["url"], options["storage-uri"], options["extra-args"]) == (url, storage,
+                                                                               extra)
+
+
+@pytest.mark.parametrize("given, words", [
+    ({"name": ""}, "'name' is required"),
+    ({"storage": "s3"}, "storage must be one of zeo, file"),
+    ({"port-base": "x"}, "port-base must be an integer"),
+], ids=["no-name", "bad-storage", "bad-port"])
+def test_the_master_recipe_refuses_bad_parameters(given, words):
+    import zc.buildout
+    from slapfed.recipe_master import MasterRecipe
+    options = {"name": "m", "address": "127.0.0.5", "port-base": "2000", "data": "/d", **given}
+    with pytest.raises(zc.buildout.UserError, match=words):
+        MasterRecipe({}, "master-setup", options)
+
+
+def test_the_topology_file_declares_the_master_at_its_site():
+    from slapfed.recipe_master import topology_text
+    from slapfed.topology import files
+    text = topology_text("m", {"continent": "europe", "country": "fr", "lan": "par-1",
+                               "host": "par-1-a"})
+    topology, problems = files.parse([("t.toml", text)])
+    assert problems == [] and set(topology.masters) == {"m"}
