@@ -123,6 +123,7 @@ class InstanceSpec:
     revision: int
     parameters: Any = field(default_factory=dict, compare=True, hash=False)
     shared_instances: Any = field(default_factory=list, compare=True, hash=False)
+    provenance: tuple = ()          # the masters the request crossed, root first
 
     @classmethod
     def from_json(cls, raw: dict) -> "InstanceSpec":
@@ -133,12 +134,14 @@ class InstanceSpec:
             requested_state=raw.get("requested_state") or STARTED,
             revision=int(raw.get("revision") or 0),
             parameters=dict(raw.get("parameters") or {}),
-            shared_instances=list(raw.get("shared_instances") or []))
+            shared_instances=list(raw.get("shared_instances") or []),
+            provenance=tuple(raw.get("provenance") or ()))
 
     def digest(self) -> str:
         """Identifies what a buildout run depends on (not the requested state)."""
         payload = json.dumps([self.id, self.reference, self.software_url, self.software_type,
-                              self.parameters, self.shared_instances], sort_keys=True,
+                              self.parameters, self.shared_instances, self.provenance],
+                             sort_keys=True,
                              default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
@@ -146,7 +149,8 @@ class InstanceSpec:
         return {"id": self.id, "reference": self.reference, "software_url": self.software_url,
                 "software_hash": self.software_hash, "software_type": self.software_type,
                 "requested_state": self.requested_state, "revision": self.revision,
-                "parameters": self.parameters, "shared_instances": self.shared_instances}
+                "parameters": self.parameters, "shared_instances": self.shared_instances,
+                "provenance": list(self.provenance)}
 
 
 # -- actions --------------------------------------------------------------------------

@@ -1,0 +1,164 @@
+"""Recursion end to end, three levels of masters on one machine, all real processes:
+root master + node → a child master (profiles/master) → a node for the child
+(profiles/node, enrolled with the child's token) → the sample service from the child
+answers; then the same one level deeper (a grandchild, requested from the child, with a
+node requested from the child). Destroying the child tears down everything below it."""
+import json
+import os
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+import requests
+from cryptography.hazmat.primitives import serialization
+
+from slapfed.ca import identity as ids
+from slapfed.ca.authority import CertificateAuthority
+from slapfed.ca.keys import csr_for, generate_key, write_private_key
+from slapfed.client import MasterClient
+from slapfed.procs import Proc, pid_alive, slapfed_argv, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+MASTER = str(REPO / "profiles" / "master" / "software.cfg")
+NODE = str(REPO / "profiles" / "node" / "software.cfg")
+HELLO = str(REPO / "profiles" / "hello" / "software.cfg")
+ROOT_NODE = "root-node"
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def enrol(connection: dict, where: Path) -> MasterClient:
+    """Trade a child master's published one-time token for a certificate of a key made
+    here, and return a client of that master acting as its owner."""
+    where.mkdir(parents=True)
+    ca_path = where / "ca.crt"
+    ca_path.write_text(connection["ca-certificate"])
+    key = generate_key()
+    write_private_key(where / "key.pem", key)
+    csr = csr_for(key).public_bytes(serialization.Encoding.PEM).decode()
+    resp = requests.post(connection["url"] + "/api/v1/node-certificates",
+                         json={"token": connection["admin-token"], "csr": csr},
+                         verify=str(ca_path), timeout=10)
+    assert resp.status_code == 201, resp.text
+    (where / "cert.pem").write_text(resp.json()["certificate"])
+    return MasterClient(connection["url"], ca=str(ca_path), cert=str(where / "cert.pem"),
+                        key=str(where / "key.pem"))
+
+
+def nested_pid_files(base: Path) -> list[Path]:
+    return sorted(base.rglob("supervisord.pid"))
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    base = tmp_path_factory.mktemp("three-levels")
+    procs, node_root = [], base / "node"
+    try:
+        master = Proc(slapfed_argv("master", "serve", "--data", str(base / "root"), "--name",
+                                   "root", "--listen", "127.0.0.1:0"), base / "root.log")
+        procs.append(master)
+        url_file = base / "root" / "master.url"
+        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
+                 "root master URL", proc=master)
+        url = url_file.read_text().strip()
+        ca = CertificateAuthority(base / "root" / "ca")
+        made = ca.issue_with_new_key(ids.admin("ops"), base / "ops")
+        admin = MasterClient(url, ca=str(made.ca_path), cert=str(made.cert_path),
+                             key=str(made.key_path))
+        subprocess.run(slapfed_argv(
+            "node", "format", "--master", url, "--computer", ROOT_NODE, "--partitions", "3",
+            "--root", str(node_root), "--address-base", f"127.{20 + os.getpid() % 200}.221.1",
+            "--token", ca.token_for(ROOT_NODE), "--ca", str(ca.directory / "ca.crt")),
+            check=True, capture_output=True, timeout=120)
+        procs.append(Proc(slapfed_argv("node", "run", "--root", str(node_root), "--interval",
+                                       "0.3"), base / "node.log"))
+        for release in (MASTER, NODE):
+            admin.supply(ROOT_NODE, release)
+        yield {"base": base, "admin": admin, "node_root": node_root}
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        if (node_root / "node.json").exists():
+            subprocess.run(slapfed_argv("node", "stop", "--root", str(node_root)),
+                           capture_output=True, timeout=60)
+        for pid_file in nested_pid_files(base):   # nested supervisords left by a failure
+            try:
+                pid = int(pid_file.read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid_alive(pid):
+                from slapfed.procs import stop_pid
+                stop_pid(pid, 10)
+
+
+def level(parent: MasterClient, host_computer: str, name: str, octet: int, base: Path,
+          partitions: int, releases: tuple) -> dict:
+    """From ``parent``: request master ``name`` and a node for it on ``host_computer``;
+    enrol as the new master's owner; supply ``releases`` to its node; request hello there.
+    Returns the new master's client, its instances at the parent and hello's URL."""
+    inst = parent.request(name, MASTER, parameters={"name": name,
+                                                    "register-with-parent": "true"},
+                          sla={"computer_guid": host_computer})
+    done = parent.wait_ready(inst["id"], 180)
+    assert done["status"]["state"] == "started", done["status"]
+    child = enrol(done["connection"], base / f"{name}-owner")
+    assert child.whoami()["principal"] == "admin/owner"
+
+    computer = f"{name}-node"
+    token = child.create_token(computer)["token"]
+    node = parent.request(f"{name}-node", NODE, sla={"computer_guid": host_computer},
+                          parameters={"master-url": done["connection"]["url"],
+                                      "token": token, "ca": done["connection"]["ca-certificate"],
+                                      "computer-id": computer, "partitions": str(partitions),
+                                      "address-base": f"127.{20 + os.getpid() % 200}.{octet}.1",
+                                      "interval": "0.3"})
+    node = parent.wait_ready(node["id"], 180)
+    assert node["status"]["state"] == "started", node["status"]
+    wait_for(lambda: any(c["id"] == computer for c in child.list_computers()), 60,
+             f"{computer} to register with {name}")
+
+    for release in (HELLO,) + releases:
+        child.supply(computer, release)
+    hello = child.request(f"hello-{name}", HELLO, parameters={"greeting": f"hi from {name}"},
+                          sla={"computer_guid": computer})
+    hello = child.wait_ready(hello["id"], 180)
+    assert hello["status"]["state"] == "started", hello["status"]
+    with urllib.request.urlopen(hello["connection"]["url"], timeout=10) as resp:
+        assert json.loads(resp.read())["greeting"] == f"hi from {name}"
+    return {"client": child, "instance": done, "node": node, "computer": computer,
+            "hello_url": hello["connection"]["url"]}
+
+
+def test_three_levels_of_masters_each_serving_the_sample_service(root):
+    base, admin = root["base"], root["admin"]
+    # level 1: the root's child, and a node for it, both on the root's node
+    child = level(admin, ROOT_NODE, "child", 222, base, partitions=3, releases=(MASTER, NODE))
+    assert child["instance"]["provenance"] == ["root"]
+    assert [m["name"] for m in admin.topology()["live"]["masters"]] == ["child"]
+
+    # level 2: the child's child, and a node for it, on the child's own (nested) node
+    grand = level(child["client"], child["computer"], "grandchild", 223, base, partitions=2,
+                  releases=())
+    assert grand["instance"]["provenance"] == ["root", "child"]
+    assert [m["name"] for m in child["client"].topology()["live"]["masters"]] == ["grandchild"]
+
+    # destroying the child (and its node) at the root tears everything below down
+    root_part_dirs = [root["node_root"] / "partitions" / i["placement"]["partition"]
+                      for i in (child["instance"], child["node"])]
+    nested = [int(p.read_text()) for p in nested_pid_files(base) if
+              any(str(d) in str(p) for d in root_part_dirs)]
+    assert nested, "nested supervisords run below the root's partitions"
+    for inst in (child["node"], child["instance"]):
+        admin.destroy(inst["id"])
+    for inst in (child["node"], child["instance"]):
+        wait_for(lambda: admin.show(inst["id"])["status"]["state"] == "destroyed", 120,
+                 f"{inst['reference']} to be destroyed")
+    wait_for(lambda: not any(pid_alive(p) for p in nested), 30,
+             "every nested supervisord to stop")
+    for url in (child["hello_url"], grand["hello_url"]):
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=3)
+    comp = admin.show_computer(ROOT_NODE)
+    assert all(p["instance"] is None for p in comp["partitions"])
+    assert admin.topology()["live"]["masters"] == []
