@@ -69,7 +69,7 @@ def demo_start(directory, partitions, profiles, timeout):
     url_file = base / "master" / "master.url"
     url_file.unlink(missing_ok=True)
     master = Proc(slapfed_argv("master", "serve", "--data", str(base / "master"),
-                               "--listen", "127.0.0.1:0"), base / "master.log")
+                               "--listen", "127.0.0.1:0", "--name", "demo-root"), base / "master.log")
     state["pids"]["master"] = master.pid
     save()
     try:
@@ -113,6 +113,8 @@ def demo_start(directory, partitions, profiles, timeout):
                 body = resp.read().decode()
             _say(f"GET {url} ->")
             click.echo(f"    {body.strip()}")
+        _child_master(client, base, Path(profiles).resolve() / "master" / "software.cfg",
+                      timeout)
     except BaseException:
         click.echo(f"slapfed: the demo did not come up; logs are in {base}; stopping it", err=True)
         _stop(base)
@@ -131,6 +133,8 @@ Look around:
     slapfed stop hello-demo --wait 30 ; slapfed start hello-demo --wait 30
     slapfed destroy hello-demo --wait 30
     slapfed node status --root {base / 'node'}
+    slapfed topology show             # the tree of masters, with demo-child under the root
+    SLAPFED_CONFIG={base / 'child-client.json'} slapfed computer list   # the child master
 (slapfed is {Path(sys.executable).parent / 'slapfed'}; activate the virtualenv or use that path.)
 Stop everything (node services, node, master) with:  make demo-stop   (or: slapfed demo stop --dir {directory})""")
 
@@ -142,6 +146,44 @@ def _demo_identity(ca: CertificateAuthority, directory: Path) -> dict:
     if not Path(files["cert"]).exists():
         ca.issue_with_new_key(ids.admin("demo"), directory)
     return files
+
+
+def _child_master(client: MasterClient, base: Path, release: Path, timeout: float) -> None:
+    """Recursion: request a master from the master, enrol as its owner, and call it."""
+    from cryptography.hazmat.primitives import serialization
+
+    from ..ca.keys import csr_for, generate_key, write_private_key
+
+    _say(f"requesting a master from the master: instance 'child-master' of {release}")
+    client.supply(COMPUTER, str(release))
+    t0 = time.monotonic()
+    inst = client.request("child-master", str(release),
+                          parameters={"name": "demo-child", "register-with-parent": "true"})
+    inst = client.wait_ready(inst["id"], timeout)
+    if inst["status"]["state"] != "started":
+        raise SlapfedError(f"child-master is {inst['status']['state']}:\n"
+                           f"{inst['status']['log_tail']}")
+    conn = inst["connection"]
+    _say(f"child-master started in {time.monotonic() - t0:.1f}s (ZEO + master in one "
+         f"partition); it serves {conn['url']} with its own CA")
+    owner = base / "child-owner"
+    owner.mkdir(mode=0o700, exist_ok=True)
+    (owner / "ca.crt").write_text(conn["ca-certificate"])
+    key = generate_key()
+    write_private_key(owner / "identity.key", key)
+    csr = csr_for(key).public_bytes(serialization.Encoding.PEM).decode()
+    answer = MasterClient(conn["url"], ca=str(owner / "ca.crt")).redeem_token(
+        conn["admin-token"], csr)
+    (owner / "identity.crt").write_text(answer["certificate"])
+    child = MasterClient(conn["url"], ca=str(owner / "ca.crt"),
+                         cert=str(owner / "identity.crt"), key=str(owner / "identity.key"))
+    who = child.whoami()["principal"]
+    chain = " -> ".join(inst["provenance"] + [conn["name"]])
+    _say(f"enrolled with its one-time token: the child master knows you as {who}; "
+         f"chain of masters: {chain}")
+    (base / "child-client.json").write_text(json.dumps({
+        "master": conn["url"], "ca": str(owner / "ca.crt"), "cert": str(owner / "identity.crt"),
+        "key": str(owner / "identity.key")}, indent=2) + "\n")
 
 
 def _healthy(client: MasterClient) -> bool:
