@@ -26,9 +26,18 @@ def _hammer(url: str) -> list[dict]:
     def request(n):
         if not hasattr(local, "s"):
             local.s = _session()
-        r = local.s.post(f"{url}/api/v1/instances", timeout=60,
-                         json={"reference": f"web-{n % INSTANCES}", "software_url": URL,
-                               "parameters": {"n": n % INSTANCES}})
+        for attempt in range(3):
+            try:
+                r = local.s.post(f"{url}/api/v1/instances", timeout=60,
+                                 json={"reference": f"web-{n % INSTANCES}", "software_url": URL,
+                                       "parameters": {"n": n % INSTANCES}})
+                break
+            except requests.ConnectionError:
+                # a dropped keep-alive connection: asking again is safe, a request is
+                # idempotent on (requester, reference) — which this test also proves
+                local.s = _session()
+                if attempt == 2:
+                    raise
         assert r.status_code in (200, 201), r.text
         return r.status_code, r.json()
 
@@ -36,7 +45,10 @@ def _hammer(url: str) -> list[dict]:
     with ThreadPoolExecutor(THREADS) as pool:
         results = list(pool.map(request, order))
     created = [body for code, body in results if code == 201]
-    assert len(created) == INSTANCES, "every reference is created exactly once"
+    # every reference is created once (a retried request whose first answer was lost
+    # gets 200 for what it created); _check_bijection counts the instances themselves
+    assert len(created) <= INSTANCES
+    assert len({body["reference"] for _, body in results}) == INSTANCES
     return [body for _, body in results]
 
 
