@@ -96,8 +96,38 @@ def _instance(fed: FederationGraph, iid: str) -> dict:
 
 
 # -- the tree as text ------------------------------------------------------------------
+def masters_tree_lines(data: dict) -> list[str]:
+    """The tree of masters (parent → child masters it requested), when there is one."""
+    masters = [m for m in data["masters"] if m["name"] != NO_MASTER]
+    kids: dict = {}
+    for m in masters:
+        if m.get("parent"):
+            kids.setdefault(m["parent"], []).append(m)
+    if not kids:
+        return []
+    known = {m["name"] for m in masters}
+    roots = [m for m in masters if not m.get("parent") or m["parent"] not in known]
+    lines = ["tree of masters"]
+
+    def walk(m: dict, prefix: str, last: bool, seen: frozenset) -> None:
+        label = m["name"] + ("  [this master]" if m.get("local") else "")
+        if m.get("url"):
+            label += f"  {m['url']}"
+        if m.get("instance"):
+            label += f"  (instance {m['instance']})"
+        lines.append(f"{prefix}{'└─ ' if last else '├─ '}{label}")
+        below = [c for c in kids.get(m["name"], ()) if c["name"] not in seen]
+        for i, child in enumerate(below):
+            walk(child, prefix + ("   " if last else "│  "), i == len(below) - 1,
+                 seen | {child["name"]})
+
+    for i, m in enumerate(roots):
+        walk(m, "", i == len(roots) - 1, frozenset({m["name"]}))
+    return lines + [""]
+
+
 def tree_text(data: dict, all_partitions: bool = False) -> str:
-    lines: list[str] = []
+    lines: list[str] = masters_tree_lines(data)
     for m in data["masters"]:
         head = f"master {m['name']}"
         if m["name"] == NO_MASTER:
