@@ -5,6 +5,7 @@ An expired or foreign certificate may already fail at the handshake instead of a
 count as refused.
 """
 import datetime as dt
+from pathlib import Path
 
 import pytest
 import requests
@@ -106,3 +107,29 @@ def test_plain_http_is_refused_off_loopback(tmp_path):
 def test_is_loopback(host, loopback):
     from slapfed.master.server import is_loopback
     assert is_loopback(host) is loopback
+
+
+def test_config_enrol_trades_a_token_for_an_identity_made_here(tls_master, tmp_path, monkeypatch):
+    """`slapfed config enrol`: the key is made locally, the token is spent, the client
+    config then speaks for that identity."""
+    import json as _json
+
+    from click.testing import CliRunner
+
+    from slapfed.cli.main import cli
+    url, ca_file, _ = tls_master
+    ca = CertificateAuthority(Path(ca_file).parent)
+    token = ca.enrolment_token(ids.person("erin"))
+    monkeypatch.setenv("SLAPFED_CONFIG", str(tmp_path / "client.json"))
+    monkeypatch.delenv("SLAPFED_MASTER", raising=False)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["config", "enrol", "--master", url, "--ca", ca_file,
+                              "--token", token, "--out", str(tmp_path / "erin")])
+    assert out.exit_code == 0, out.output
+    assert "enrolled as person/erin" in out.output
+    assert oct((tmp_path / "erin" / "identity.key").stat().st_mode & 0o777) == "0o600"
+    shown = _json.loads(runner.invoke(cli, ["config", "show", "--json"]).output)
+    assert shown["master"] == url and shown["cert"].endswith("identity.crt")
+    again = runner.invoke(cli, ["config", "enrol", "--master", url, "--ca", ca_file,
+                                "--token", token, "--out", str(tmp_path / "erin-2")])
+    assert again.exit_code == 9, again.output       # the spent token: 401 invalid_token

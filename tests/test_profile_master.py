@@ -186,26 +186,20 @@ def root_federation(tmp_path_factory):
 
 
 def _enrol(connection, where):
-    """Trade the published one-time token for a certificate of a key made here."""
+    """Trade the published one-time token for a certificate of a key made here; the
+    token then no longer works."""
     import requests
+    from slapfed.ca.keys import csr_for, generate_key
     from cryptography.hazmat.primitives import serialization
-    from slapfed.ca.keys import csr_for, generate_key, write_private_key
-    where.mkdir()
-    ca_path = where / "ca.crt"
-    ca_path.write_text(connection["ca-certificate"])
-    key = generate_key()
-    write_private_key(where / "key.pem", key)
-    csr = csr_for(key).public_bytes(serialization.Encoding.PEM).decode()
-    resp = requests.post(connection["url"] + "/api/v1/node-certificates",
-                         json={"token": connection["admin-token"], "csr": csr},
-                         verify=str(ca_path), timeout=10)
-    assert resp.status_code == 201, resp.text
-    (where / "cert.pem").write_text(resp.json()["certificate"])
+    from slapfed.enrol import enrol
+    client = enrol(connection["url"], connection["ca-certificate"], connection["admin-token"],
+                   where)
+    csr = csr_for(generate_key()).public_bytes(serialization.Encoding.PEM).decode()
     again = requests.post(connection["url"] + "/api/v1/node-certificates",
                           json={"token": connection["admin-token"], "csr": csr},
-                          verify=str(ca_path), timeout=10)
+                          verify=client.verify, timeout=10)
     assert again.status_code == 401 and again.json()["error"]["code"] == "invalid_token"
-    return str(ca_path), str(where / "cert.pem"), str(where / "key.pem")
+    return client.verify, client.cert[0], client.cert[1]
 
 
 @pytest.mark.timeout(300)

@@ -10,13 +10,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import requests
-from cryptography.hazmat.primitives import serialization
-
 from slapfed.ca import identity as ids
 from slapfed.ca.authority import CertificateAuthority
-from slapfed.ca.keys import csr_for, generate_key, write_private_key
 from slapfed.client import MasterClient
+from slapfed.enrol import enrol as slapfed_enrol
 from slapfed.procs import Proc, pid_alive, slapfed_argv, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,21 +26,9 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def enrol(connection: dict, where: Path) -> MasterClient:
-    """Trade a child master's published one-time token for a certificate of a key made
-    here, and return a client of that master acting as its owner."""
-    where.mkdir(parents=True)
-    ca_path = where / "ca.crt"
-    ca_path.write_text(connection["ca-certificate"])
-    key = generate_key()
-    write_private_key(where / "key.pem", key)
-    csr = csr_for(key).public_bytes(serialization.Encoding.PEM).decode()
-    resp = requests.post(connection["url"] + "/api/v1/node-certificates",
-                         json={"token": connection["admin-token"], "csr": csr},
-                         verify=str(ca_path), timeout=10)
-    assert resp.status_code == 201, resp.text
-    (where / "cert.pem").write_text(resp.json()["certificate"])
-    return MasterClient(connection["url"], ca=str(ca_path), cert=str(where / "cert.pem"),
-                        key=str(where / "key.pem"))
+    """A client of a child master, as its owner, from its published one-time token."""
+    return slapfed_enrol(connection["url"], connection["ca-certificate"],
+                         connection["admin-token"], where)
 
 
 def nested_pid_files(base: Path) -> list[Path]:

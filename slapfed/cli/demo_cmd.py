@@ -150,9 +150,7 @@ def _demo_identity(ca: CertificateAuthority, directory: Path) -> dict:
 
 def _child_master(client: MasterClient, base: Path, release: Path, timeout: float) -> None:
     """Recursion: request a master from the master, enrol as its owner, and call it."""
-    from cryptography.hazmat.primitives import serialization
-
-    from ..ca.keys import csr_for, generate_key, write_private_key
+    from ..enrol import enrol
 
     _say(f"requesting a master from the master: instance 'child-master' of {release}")
     client.supply(COMPUTER, str(release))
@@ -167,23 +165,14 @@ def _child_master(client: MasterClient, base: Path, release: Path, timeout: floa
     _say(f"child-master started in {time.monotonic() - t0:.1f}s (ZEO + master in one "
          f"partition); it serves {conn['url']} with its own CA")
     owner = base / "child-owner"
-    owner.mkdir(mode=0o700, exist_ok=True)
-    (owner / "ca.crt").write_text(conn["ca-certificate"])
-    key = generate_key()
-    write_private_key(owner / "identity.key", key)
-    csr = csr_for(key).public_bytes(serialization.Encoding.PEM).decode()
-    answer = MasterClient(conn["url"], ca=str(owner / "ca.crt")).redeem_token(
-        conn["admin-token"], csr)
-    (owner / "identity.crt").write_text(answer["certificate"])
-    child = MasterClient(conn["url"], ca=str(owner / "ca.crt"),
-                         cert=str(owner / "identity.crt"), key=str(owner / "identity.key"))
+    child = enrol(conn["url"], conn["ca-certificate"], conn["admin-token"], owner)
     who = child.whoami()["principal"]
     chain = " -> ".join(inst["provenance"] + [conn["name"]])
     _say(f"enrolled with its one-time token: the child master knows you as {who}; "
          f"chain of masters: {chain}")
     (base / "child-client.json").write_text(json.dumps({
-        "master": conn["url"], "ca": str(owner / "ca.crt"), "cert": str(owner / "identity.crt"),
-        "key": str(owner / "identity.key")}, indent=2) + "\n")
+        "master": conn["url"], "ca": child.verify, "cert": child.cert[0], "key": child.cert[1]},
+        indent=2) + "\n")
 
 
 def _healthy(client: MasterClient) -> bool:

@@ -363,6 +363,26 @@ def config_set(master_url, requester, identity_dir):
     click.echo(f"wrote {path}")
 
 
+@config_group.command(name="enrol")
+@click.option("--master", "master_url", metavar="URL", required=True)
+@click.option("--ca", "ca_file", metavar="FILE", required=True,
+              type=click.Path(exists=True, dir_okay=False),
+              help="The master's CA certificate (PEM), e.g. a child master's ca-certificate.")
+@click.option("--token", required=True, help="The one-time token the master gave you.")
+@click.option("--out", "out_dir", metavar="DIR", required=True, type=click.Path(file_okay=False),
+              help="Where to make your key and keep your certificate.")
+@error_boundary
+def config_enrol(master_url, ca_file, token, out_dir):
+    """Trade a one-time token for an identity (the key is made here) and record it."""
+    from ..enrol import enrol
+
+    with open(ca_file, encoding="utf-8") as fh:
+        client = enrol(master_url, fh.read(), token, out_dir)
+    who = client.whoami()["principal"]
+    path = cfg.write_config({"master": master_url, **cfg.identity_files(out_dir)})
+    click.echo(f"enrolled as {who}; wrote {path}")
+
+
 @config_group.command(name="show")
 @json_option
 @error_boundary
