@@ -219,3 +219,45 @@ class MasterClient:
         if parent:
             body["parent"] = parent
         return self._json("POST", "/placements", json_body=body)
+
+    # -- federation ---------------------------------------------------------------
+    def create_master_token(self, master_name: str, ttl: int | None = None) -> dict:
+        """A one-time token with which master ``master_name`` gets an identity here (the
+        first half of peering: give it, with this master's URL and CA, to that master)."""
+        body = {"master": master_name}
+        if ttl:
+            body["ttl"] = ttl
+        return self._json("POST", "/tokens", json_body=body)
+
+    def forward(self, body: dict) -> dict:
+        """POST /instances with a whole request body (a delegating master's call)."""
+        return self._json("POST", "/instances", json_body=body)
+
+    def changes(self, since: str | None = None, wait: float = 0.0) -> dict:
+        """The instances this master requested here that changed after cursor ``since``
+        (GET /federation/changes), waiting up to ``wait`` seconds for one."""
+        params = {"wait": f"{wait:g}"}
+        if since:
+            params["since"] = since
+        return self._json("GET", "/federation/changes", params=params)
+
+    def summary(self) -> dict:
+        return self._json("GET", "/federation/summary")
+
+    def list_peers(self) -> list[dict]:
+        return self._json("GET", "/peers")["peers"]
+
+    def show_peer(self, name: str) -> dict:
+        return self._json("GET", f"/peers/{quote(name, safe='')}")
+
+    def add_peer(self, body: dict) -> dict:
+        return self._json("POST", "/peers", json_body=body)
+
+    def remove_peer(self, name: str) -> dict:
+        return self._json("DELETE", f"/peers/{quote(name, safe='')}")
+
+    def policy(self) -> dict:
+        return self._json("GET", "/federation/policy")
+
+    def set_policy(self, doc: dict) -> dict:
+        return self._json("PUT", "/federation/policy", json_body=doc)

@@ -41,6 +41,16 @@ def _child_master():
     return {"name": "child-1", "url": "https://127.0.0.9:8470", "ca_certificate": pem}
 
 
+def _a_peer(w, name: str) -> str:
+    """A peer record (paired, credentials not used here) for the peer routes."""
+    from slapfed.master.app import state_of
+    from slapfed.services import federation as fed
+    pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+    fed.save_peer(state_of(w.app).db, name, "https://127.0.0.9:8470", pem,
+                  credentials="/nonexistent")
+    return name
+
+
 # (id, build(world) -> (method, path, body), actors allowed)
 CASES = [
     ("health", lambda w: ("GET", "/health", None), EVERYONE),
@@ -121,6 +131,20 @@ CASES = [
                                      {"role": "person", "name": "erin", "csr": _csr()}),
      {"admin"}),
     ("create-token", lambda w: ("POST", "/tokens", {"computer": "node-z"}), {"admin"}),
+    ("create-master-token", lambda w: ("POST", "/tokens", {"master": "m-z"}), {"admin"}),
+    # federation
+    ("list-peers", lambda w: ("GET", "/peers", None), {"admin"}),
+    ("show-peer", lambda w: ("GET", f"/peers/{_a_peer(w, 'p-show')}", None), {"admin"}),
+    ("remove-peer", lambda w: ("DELETE", f"/peers/{_a_peer(w, 'p-rm')}", None), {"admin"}),
+    ("update-peer", lambda w: ("POST", "/peers", {
+        "name": _a_peer(w, "p-upd"), "url": "https://127.0.0.9:8470", "cost": 2,
+        "ca_certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}),
+     {"admin"}),
+    ("show-policy", lambda w: ("GET", "/federation/policy", None), {"admin"}),
+    ("set-policy", lambda w: ("PUT", "/federation/policy", {"rules": [{"to": ["b"]}]}),
+     {"admin"}),
+    ("federation-summary", lambda w: ("GET", "/federation/summary", None), {"admin", "peer"}),
+    ("federation-changes", lambda w: ("GET", "/federation/changes", None), {"peer"}),
     ("revoke-a-certificate", lambda w: ("POST",
                                         f"/certificates/{w.serials['person_a']}/revocation",
                                         {}), {"admin", "person_a"}),

@@ -39,8 +39,10 @@ REDEEM_TOKEN = "redeem_token"                      # a node trades its token for
 REGISTER_CHILD_MASTER = "register_child_master"    # PUT /instances/<id>/child-master
 DELEGATE_INSTANCE = "delegate_instance"            # a peer master requests here, as itself
 RELAY_DELEGATION = "relay_delegation"              # a delegate reports back on what it hosts
-REGISTER_PEER = "register_peer"
-LIST_PEERS = "list_peers"
+REGISTER_PEER = "register_peer"                    # POST/DELETE /peers, PUT /federation/policy
+LIST_PEERS = "list_peers"                          # GET /peers, GET /federation/policy
+READ_SUMMARY = "read_federation_summary"           # GET /federation/summary
+FOLLOW_DELEGATIONS = "follow_delegations"          # GET /federation/changes (long poll)
 
 
 # -- the facts a decision needs --------------------------------------------------------
@@ -228,6 +230,10 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          DelegationFacts, grants={MASTER: delegated_to_it}),
     Rule(REGISTER_PEER, "admins only", grants={ADMIN: anything}),
     Rule(LIST_PEERS, "admins only", grants={ADMIN: anything}),
+    Rule(READ_SUMMARY, "admins and peer masters (where this master's computers are, what "
+         "they are supplied)", grants={ADMIN: anything, MASTER: anything}),
+    Rule(FOLLOW_DELEGATIONS, "peer masters, each answered with the instances it requested "
+         "only", grants={MASTER: anything}),
 )}
 
 ACTIONS = tuple(RULES)

@@ -64,9 +64,13 @@ def master():
 @click.option("--ancestor", "ancestry", multiple=True, metavar="NAME",
               help="A master above this one (repeatable, root first): the provenance of "
                    "requests that carry none.")
+@click.option("--peer-retry-max", default=30.0, show_default=True, type=float,
+              metavar="SECONDS",
+              help="Longest back-off between two calls to a peer master that fails; a "
+                   "peer that comes back is called again at once.")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, topology_files,
-          master_name, insecure_http, max_depth, ancestry):
+          master_name, insecure_http, max_depth, ancestry, peer_retry_max):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http."""
@@ -76,7 +80,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, to
                             start_zeo=start_zeo, workers=workers, threads=threads,
                             access_log=access_log, topology_files=topology_files,
                             master_name=master_name, insecure_http=insecure_http,
-                            max_depth=max_depth, ancestry=tuple(ancestry)))
+                            max_depth=max_depth, ancestry=tuple(ancestry),
+                            peer_retry_max=peer_retry_max))
 
 
 @master.command()

@@ -7,7 +7,8 @@ malformed values are refused, never ignored.
 Language (one alternative is a JSON object; ``sla`` may be one object or an array of
 objects tried in order, ``[{"continent": "europe"}, {}]`` = "Europe, else anywhere"):
 
-- absolute keys: ``computer_guid``, ``host``, ``lan``, ``country``, ``continent``,
+- absolute keys: ``master`` (the master that must serve it: this one, or a peer the
+  request is delegated to), ``computer_guid``, ``host``, ``lan``, ``country``, ``continent``,
   ``capability`` (a tag of the computer or of the partition), and labels written
   ``label.KEY`` (``{"label.disk": "ssd"}`` = the computer's label ``disk`` is ``ssd``);
   values are non-empty strings.
@@ -30,8 +31,9 @@ LEVELS = SLA_LOCALITY_KEYS
 
 PIN_KEY = "computer_guid"
 CAPABILITY_KEY = "capability"
+MASTER_KEY = "master"                       # the master that must serve it (federation)
 LOCALITY_KEYS = LEVELS                      # host, lan, country, continent
-ABSOLUTE_KEYS = (PIN_KEY,) + LOCALITY_KEYS + (CAPABILITY_KEY,)
+ABSOLUTE_KEYS = (MASTER_KEY, PIN_KEY) + LOCALITY_KEYS + (CAPABILITY_KEY,)
 LABEL_PREFIX = "label."
 SAME, DIFFERENT = "same", "different"
 RELATIVE_KEYS = tuple(f"{mode}_{level}" for mode in (SAME, DIFFERENT) for level in LEVELS)
@@ -153,8 +155,9 @@ def _alternative(raw: Any, field: str, problems: list, own_reference: str | None
                 problems.append({"field": where, "problem": f"must be a non-empty string of at "
                                                             f"most {MAX_VALUE} characters"})
                 continue
-            if key == CAPABILITY_KEY and not NAME_RE.match(value):
-                problems.append({"field": where, "problem": f"{value!r} is not a capability "
+            if key in (CAPABILITY_KEY, MASTER_KEY) and not NAME_RE.match(value):
+                what = "capability" if key == CAPABILITY_KEY else "master"
+                problems.append({"field": where, "problem": f"{value!r} is not a {what} "
                                                             f"name ({NAME_RE.pattern})"})
                 continue
             if key in ABSOLUTE_KEYS:

@@ -507,18 +507,64 @@ class CertificateIssue:
 
 @dataclass(frozen=True)
 class TokenCreation:
-    """``POST /tokens`` (admins): a one-time registration token for a computer."""
+    """``POST /tokens`` (admins): a one-time registration token for a computer, or for a
+    peer master (``master``: the name it will have here)."""
 
-    computer: str
+    computer: str | None
     ttl: int | None = None
+    master: str | None = None
 
     @classmethod
     def from_json(cls, body: Any) -> "TokenCreation":
-        f = _Fields(body, "token", ("computer", "ttl"))
-        computer = f.string("computer", required=True, pattern=ID_RE)
+        f = _Fields(body, "token", ("computer", "master", "ttl"))
+        computer = f.string("computer", pattern=ID_RE)
+        master = f.string("master", pattern=MASTER_NAME_RE)
+        if (computer is None) == (master is None) and not f.problems:
+            f.problem("computer", "give exactly one of computer and master")
         ttl = f.integer("ttl", minimum=1, maximum=30 * 24 * 3600)
         f.raise_if_any("token")
-        return cls(computer, ttl)
+        return cls(computer, ttl, master)
+
+
+@dataclass(frozen=True)
+class PeerAddition:
+    """``POST /peers`` (admins): pair with a peer master — its URL, its CA certificate and
+    the one-time token it gave this master — plus what this master knows of the link."""
+
+    name: str
+    url: str
+    ca_certificate: str
+    token: str | None = None
+    trust: str | None = None
+    cost: float | None = None
+    latency_ms: float | None = None
+    site: str | None = None
+
+    FIELDS = ("name", "url", "ca_certificate", "token", "trust", "cost", "latency_ms", "site")
+    TRUST = ("observe", "delegate", "full")
+
+    @classmethod
+    def from_json(cls, body: Any) -> "PeerAddition":
+        f = _Fields(body, "peer", cls.FIELDS)
+        name = f.string("name", required=True, pattern=MASTER_NAME_RE)
+        url = f.string("url", required=True, max_len=MAX_URL, pattern=HTTPS_URL_RE)
+        pem = f.string("ca_certificate", required=True, max_len=MAX_PEM)
+        if pem is not None and not pem.lstrip().startswith("-----BEGIN CERTIFICATE-----"):
+            f.problem("ca_certificate", "must be a PEM certificate")
+        token = f.string("token", max_len=MAX_TEXT)
+        trust = f.string("trust", choices=cls.TRUST)
+        site = f.string("site", pattern=ID_RE)
+        numbers = {}
+        for key in ("cost", "latency_ms"):
+            value = f.body.get(key)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float)) or value < 0):
+                f.problem(key, "must be a number >= 0")
+            elif value is not None:
+                numbers[key] = float(value)
+        f.raise_if_any("peer")
+        return cls(name, url.rstrip("/"), pem, token, trust, numbers.get("cost"),
+                   numbers.get("latency_ms"), site)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException
 
 from ..core import errors
 from ..services import DesiredStateRenderer, close_writer, configure_placement
+from ..services import federation
 from ..store import open_db
 
 API_PREFIX = "/api/v1"
@@ -30,8 +31,12 @@ class MasterState:
         self.db = db
         self.owns_db = owns_db
         self.renderer = DesiredStateRenderer(db)
+        self.forwarder = None
 
     def close(self) -> None:
+        if self.forwarder is not None:
+            self.forwarder.stop()
+            self.forwarder = None
         self.renderer.close()
         close_writer(self.db)
         if self.owns_db:
@@ -63,13 +68,16 @@ def create_app(config: dict | None = None) -> Flask:
         db = open_db(config.get("STORAGE"), config.get("DATA_DIR"))
     app.extensions[EXTENSION] = MasterState(db, owns)
     try:
-        configure_placement(db, config.get("PLACEMENT"))
+        configure_placement(db, config.get("PLACEMENT"), config.get("MASTER_NAME") or "master")
+        federation.configure(db, config.get("MASTER_NAME") or "master", config.get("MAX_DEPTH"),
+                             config.get("PEER_RETRY_MAX"))
     except BaseException:
         close_app(app)
         raise
 
     from . import auth, computers, identity, instances, meta, topology
-    for module in (meta, identity, computers, instances, topology):
+    from . import federation as federation_routes
+    for module in (meta, identity, computers, instances, topology, federation_routes):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     try:
         auth.install(app, config)
@@ -79,7 +87,23 @@ def create_app(config: dict | None = None) -> Flask:
 
     app.teardown_appcontext(_close_connection)
     app.register_error_handler(Exception, render_error)
+    if config.get("FORWARDER"):
+        start_forwarder(app)
     return app
+
+
+def start_forwarder(app):
+    """Run the forwarder in this process unless another process of the same data
+    directory already does (gunicorn workers elect one with a file lock)."""
+    from ..federation.forwarder import Forwarder
+    from .federation import FORWARDER_EXTENSION
+    state = state_of(app)
+    fwd = Forwarder(state.db, app.config.get("DATA_DIR"),
+                    poll_wait=app.config.get("PEER_POLL_WAIT") or 20.0)
+    if fwd.start():
+        app.extensions[FORWARDER_EXTENSION] = fwd
+        state.forwarder = fwd
+    return fwd
 
 
 def close_app(app: Flask) -> None:

@@ -197,7 +197,8 @@ def _existing_partition(identity, args):
 
 
 def _token_computer(identity, args):
-    return ComputerFacts(TokenCreation.from_json(json_body()).computer)
+    body = TokenCreation.from_json(json_body())
+    return ComputerFacts(body.computer or f"master:{body.master}")
 
 
 def _certificate(identity, args):
@@ -231,6 +232,14 @@ GUARDS: dict[str, Guard] = {
     "computers.report_partition": Guard(policy.REPORT_PARTITION, _partition),
     "computers.desired_state": Guard(policy.READ_DESIRED_STATE, _computer),
     "topology.show": Guard(policy.READ_TOPOLOGY),
+    "federation.list_peers": Guard(policy.LIST_PEERS),
+    "federation.show_peer": Guard(policy.LIST_PEERS),
+    "federation.add_peer": Guard(policy.REGISTER_PEER),
+    "federation.remove_peer": Guard(policy.REGISTER_PEER),
+    "federation.show_policy": Guard(policy.LIST_PEERS),
+    "federation.set_policy": Guard(policy.REGISTER_PEER),
+    "federation.summary": Guard(policy.READ_SUMMARY),
+    "federation.changes": Guard(policy.FOLLOW_DELEGATIONS),
 }
 
 

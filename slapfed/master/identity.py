@@ -70,8 +70,14 @@ def revoke_certificate(serial):
 
 @blueprint.post("/tokens")
 def create_token():
-    """A one-time registration token for a computer (shown once; only its hash is kept)."""
+    """A one-time registration token for a computer, or for a peer master (shown once;
+    only its hash is kept)."""
     body = TokenCreation.from_json(json_body())
     kwargs = {"ttl": body.ttl} if body.ttl else {}
+    if body.master is not None:
+        identity = ids.master(body.master)
+        return jsonify({"master": body.master, "principal": identity.principal,
+                        "token": authority().enrolment_token(identity, **kwargs),
+                        "ca_certificate": authority().certificate_pem}), 201
     return jsonify({"computer": body.computer,
                     "token": authority().token_for(body.computer, **kwargs)}), 201

@@ -15,6 +15,7 @@ from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 from ..core.wire import ChildMasterRegistration, StateChange
 from .app import connection, database, json_body
 from .auth import instance_filter, instance_request
+from .federation import kick_forwarder
 
 blueprint = Blueprint("instances", __name__)
 
@@ -38,6 +39,8 @@ def bounded(req):
 @blueprint.post("/instances")
 def request_instance():
     created, body = services.request_instance(database(), bounded(instance_request()))
+    if body.get("delegation") is not None:
+        kick_forwarder()
     return jsonify(body), 201 if created else 200
 
 
@@ -76,7 +79,10 @@ def show(iid):
 @blueprint.put("/instances/<iid>/state")
 def change_state(iid):
     change = StateChange.from_json(json_body())
-    return jsonify(services.change_state(connection(), iid, change.state))
+    body = services.change_state(connection(), iid, change.state)
+    if body.get("delegation") is not None:
+        kick_forwarder()
+    return jsonify(body)
 
 
 @blueprint.put("/instances/<iid>/child-master")
@@ -88,4 +94,7 @@ def register_child_master(iid):
 
 @blueprint.delete("/instances/<iid>")
 def destroy(iid):
-    return jsonify(services.destroy_instance(connection(), iid))
+    body = services.destroy_instance(connection(), iid)
+    if body.get("delegation") is not None:
+        kick_forwarder()
+    return jsonify(body)

@@ -11,6 +11,7 @@ from .. import __version__
 from ..core.sla import (
     ABSOLUTE_KEYS, LABEL_PREFIX, MAX_ALTERNATIVES, MAX_REFERENCES_PER_KEY, RELATIVE_KEYS,
 )
+from ..model.federation import FORWARD_STATES
 from ..core.states import (
     INSTANCE_STATUSES, PARTITION_REPORT_STATES, REQUESTED_STATES, SOFTWARE_REPORT_STATES,
     SOFTWARE_STATUSES, SUPPLY_STATES,
@@ -166,11 +167,25 @@ SCHEMAS = {
                        "description": "masters its request crossed, this one last"},
         "child_master": {"oneOf": [{"type": "null"}, _ref("ChildMasterRegistration")],
                          "description": "the master this instance runs, once registered"},
+        "delegation": {"oneOf": [{"type": "null"}, _ref("Delegation")],
+                       "description": "delegated instances: the peer serving it and the "
+                                      "chain beyond"},
         "created_at": ISO, "updated_at": ISO},
         ["id", "reference", "requester", "parent", "children", "software_url",
          "software_hash", "software_type", "parameters", "sla", "requested_state", "shared",
          "revision", "placement", "host_instance", "shared_instances", "status",
-         "connection", "provenance", "child_master", "created_at", "updated_at"]),
+         "connection", "provenance", "child_master", "delegation", "created_at",
+         "updated_at"]),
+    "Delegation": _obj({
+        "peer": STR, "state": _enum(FORWARD_STATES), "reason": STR,
+        "remote_reference": {"type": "string", "description": "origin master, requester "
+                             "and reference: asking again never duplicates"},
+        "remote_id": NSTR, "accepted": {"type": "boolean"}, "attempts": INT,
+        "next_attempt_at": ISO, "fallbacks": {"type": "array", "items": STR},
+        "chain": {"type": "array", "items": ANY_OBJ,
+                  "description": "masters beyond this one, then the computer"},
+        "updated_at": ISO},
+        ["peer", "state", "reason", "remote_reference", "chain"]),
     "ChildMasterRegistration": _obj({"name": STR, "url": STR,
                                      "ca_certificate": {"type": "string",
                                                         "description": "PEM text"}},
@@ -442,8 +457,10 @@ SCHEMAS.update({
                               "hosts": {"type": "array", "items": STR}},
                              ["role", "name", "csr"]),
     "Revocation": _obj({"reason": STR}),
-    "TokenCreation": _obj({"computer": STR, "ttl": INT}, ["computer"]),
-    "Token": _obj({"computer": STR, "token": STR}, ["computer", "token"]),
+    "TokenCreation": {**_obj({"computer": STR, "master": STR, "ttl": INT}),
+                      "description": "exactly one of computer (a node) and master (a peer)"},
+    "Token": _obj({"computer": STR, "master": STR, "principal": STR, "token": STR,
+                   "ca_certificate": PEM}, ["token"]),
 })
 SERIAL = _path_param("serial", "certificate serial (hexadecimal)")
 PATHS.update({
@@ -475,6 +492,88 @@ PATHS.update({
         "A one-time registration token for a computer (admins); shown once",
         {"201": _json("Token", "the token"), **_errors("400", "401", "403")},
         body="TokenCreation", op_id="create_token")},
+})
+
+
+NAME = _path_param("name", "peer master name")
+SCHEMAS.update({
+    "PeerAddition": _obj({
+        "name": STR, "url": {"type": "string", "description": "https URL of the peer"},
+        "ca_certificate": PEM,
+        "token": {"type": "string", "description": "the one-time token the peer issued "
+                                                   "for this master (pairs once)"},
+        "trust": _enum(("observe", "delegate", "full")), "cost": {"type": "number"},
+        "latency_ms": {"type": "number"}, "site": STR},
+        ["name", "url", "ca_certificate"]),
+    "Peer": _obj({
+        "name": STR, "url": STR, "origin": _enum(("cli", "topology", "child")),
+        "paired": {"type": "boolean"}, "principal": NSTR, "trust": STR,
+        "cost": {"type": "number"}, "latency_ms": {"type": ["number", "null"]}, "site": NSTR,
+        "last_contact": ISO, "last_error": NSTR, "last_error_at": ISO,
+        "link": _enum(("up", "down", "unknown")),
+        "forwards": {"type": "object", "additionalProperties": INT,
+                     "description": "open forwards by state"},
+        "pending_forwards": INT, "summary": ANY_OBJ, "added_at": ISO},
+        ["name", "url", "paired", "link", "forwards", "pending_forwards"]),
+    "PeerList": _obj({"peers": {"type": "array", "items": _ref("Peer")}}, ["peers"]),
+    "DelegationPolicy": _obj({
+        "auto": {"type": "boolean", "default": True,
+                 "description": "no local fit: delegate to a peer whose summary fits"},
+        "rules": {"type": "array", "items": _obj({
+            "release": {"type": "string", "description": "glob on the release URL"},
+            "software_type": STR, "shared": {"type": "boolean"},
+            "when": _enum(("always", "no-local-fit")),
+            "to": {"type": "array", "items": STR, "description": "peers, fallbacks after"},
+            "fallback": {"type": "boolean"}, "description": STR}, ["to"])}}),
+    "FederationSummary": _obj({
+        "name": STR, "localities": {"type": "array", "items": STR_MAP},
+        "software": {"type": "array", "items": STR},
+        "hosting": {"type": "array", "items": {"type": "array", "items": STR}},
+        "capabilities": {"type": "array", "items": STR}, "free_partitions": INT,
+        "reach": {"type": "array", "items": ANY_OBJ}},
+        ["name", "localities", "software", "hosting", "capabilities", "free_partitions",
+         "reach"]),
+    "Changes": _obj({"cursor": STR, "instances": {"type": "array", "items": _ref("Instance")}},
+                    ["cursor", "instances"]),
+})
+PATHS.update({
+    "/peers": {
+        "get": _op("The peer masters, with the state of each link (admins)",
+                   {"200": _json("PeerList", "peers"), **_errors("401", "403")},
+                   op_id="list_peers"),
+        "post": _op("Pair with a peer master: redeem its one-time token there (admins)",
+                    {"200": _json("Peer", "updated"), "201": _json("Peer", "paired"),
+                     **_errors("400", "401", "403", "503")},
+                    body="PeerAddition", op_id="add_peer")},
+    "/peers/{name}": {
+        "get": _op("One peer (admins)", {"200": _json("Peer", "the peer"),
+                                         **_errors("401", "403", "404")},
+                   parameters=(NAME,), op_id="show_peer"),
+        "delete": _op("Forget a peer that serves no delegated instance (admins)",
+                      {"200": _json("Peer", "forgotten"), **_errors("401", "403", "404", "409")},
+                      parameters=(NAME,), op_id="remove_peer")},
+    "/federation/policy": {
+        "get": _op("The delegation policy (admins)",
+                   {"200": _json("DelegationPolicy", "the policy"), **_errors("401", "403")},
+                   op_id="show_policy"),
+        "put": _op("Replace the delegation policy (admins); validated, nothing written "
+                   "when invalid",
+                   {"200": _json("DelegationPolicy", "the policy"),
+                    **_errors("400", "401", "403")},
+                   body="DelegationPolicy", op_id="set_policy")},
+    "/federation/summary": {"get": _op(
+        "What this master offers its peers (admins and peer masters)",
+        {"200": _json("FederationSummary", "the summary"), **_errors("401", "403")},
+        op_id="federation_summary")},
+    "/federation/changes": {"get": _op(
+        "Long poll: the instances the calling peer master requested here that changed "
+        "after cursor `since` (none: all), waiting up to `wait` seconds (at most 60)",
+        {"200": _json("Changes", "changed instances and the next cursor"),
+         **_errors("400", "401", "403")},
+        parameters=({"name": "since", "in": "query", "required": False, "schema": STR},
+                    {"name": "wait", "in": "query", "required": False,
+                     "schema": {"type": "number", "minimum": 0, "maximum": 60}}),
+        op_id="federation_changes")},
 })
 
 

@@ -55,6 +55,7 @@ class ServeOptions:
     insecure_http: bool = False     # development mode: plain HTTP on loopback, no identities
     max_depth: int = DEFAULT_MAX_DEPTH  # longest chain of masters a request may have crossed
     ancestry: tuple = ()            # the masters above this one, root first
+    peer_retry_max: float = 30.0    # longest back-off (s) between calls to a failing peer
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -137,7 +138,9 @@ class MasterApplication(BaseApplication):
                            "MASTER_NAME": self.opts.master_name,
                            "INSECURE": self.opts.insecure_http,
                            "MAX_DEPTH": self.opts.max_depth,
-                           "ANCESTRY": tuple(self.opts.ancestry)})
+                           "ANCESTRY": tuple(self.opts.ancestry),
+                           "FORWARDER": True,
+                           "PEER_RETRY_MAX": self.opts.peer_retry_max})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):

@@ -27,6 +27,11 @@ class App(Persistent):
     hosts_by_release = None  # OOTreeSet of (software_hash, software_type, instance id), non-shared
     supplied = None          # OOTreeSet of (software_hash, computer id), any desired state
     placement_changes = None  # Length: bumped by every change placement snapshots depend on
+    peers = None             # OOBTree: peer master name -> Peer
+    forwards = None          # OOBTree: instance id -> Forward (the forward table)
+    open_forwards = None     # OOTreeSet of instance ids whose forward is not closed
+    forward_refs = None      # OOBTree: (peer, remote reference) -> instance id
+    federation_policy = ()   # the delegation rules, as validated JSON objects
 
     def create_containers(self) -> None:
         """Create the root containers that do not exist yet (idempotent)."""
@@ -45,6 +50,31 @@ class App(Persistent):
                     self.supplied.add((h, comp.id))
         if self.placement_changes is None:
             self.placement_changes = Length(0)
+        if self.peers is None:
+            self.peers = OOBTree()
+        if self.forwards is None:
+            self.forwards = OOBTree()
+            self.open_forwards = OOTreeSet()
+            self.forward_refs = OOBTree()
+
+    # -- the forward table ----------------------------------------------------------
+    def add_forward(self, fwd) -> None:
+        self.forwards[fwd.instance_id] = fwd
+        self.open_forwards.add(fwd.instance_id)
+        self.forward_refs[(fwd.peer, fwd.remote_reference)] = fwd.instance_id
+
+    def move_forward(self, fwd, peer: str) -> None:
+        """Point ``fwd`` at another peer (a fallback), keeping the indexes right."""
+        self.forward_refs.pop((fwd.peer, fwd.remote_reference), None)
+        fwd.peer = peer
+        self.forward_refs[(peer, fwd.remote_reference)] = fwd.instance_id
+
+    def close_forward(self, fwd) -> None:
+        if fwd.instance_id in self.open_forwards:
+            self.open_forwards.remove(fwd.instance_id)
+
+    def reopen_forward(self, fwd) -> None:
+        self.open_forwards.add(fwd.instance_id)
 
     # -- computers --------------------------------------------------------------
     def add_computer(self, computer) -> None:

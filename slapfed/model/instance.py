@@ -46,6 +46,7 @@ class Instance(Persistent):
     updated_at = None
     child_master = None      # {"name", "url", "ca_certificate"}: the master it runs, once registered
     provenance = ()          # masters the request crossed, this one last; () before recursion
+    delegated = False        # served by a peer master (its row is in App.forwards)
 
     def __init__(self, iid: str, requester: str, reference: str, software_url: str,
                  software_hash: str, software_type: str, parameters: dict, sla: dict,

@@ -33,6 +33,7 @@ class PlacementRequest:
     requester: str = "anonymous"
     anchors: dict = field(default_factory=dict)       # reference -> Anchor
     near: tuple = ()                                    # computer ids
+    here: str | None = None                             # this master's name (SLA key master)
 
     @property
     def seed(self) -> int:

@@ -8,7 +8,8 @@ at once through the snapshot's indexes (``ids`` None = every computer). Both mus
 """
 from __future__ import annotations
 
-from ..core.sla import CAPABILITY_KEY, DIFFERENT, LABEL_PREFIX, LEVELS, PIN_KEY, SAME, Relative
+from ..core.sla import (CAPABILITY_KEY, DIFFERENT, LABEL_PREFIX, LEVELS, MASTER_KEY, PIN_KEY,
+                        SAME, Relative)
 from ..topology.locality import shares
 from .context import Context
 from .snapshot import ComputerView, Snapshot
@@ -72,6 +73,29 @@ class PinFilter(Filter):
     def terms(self, ctx):
         cid = ctx.alternative.get(PIN_KEY)
         return [] if cid is None else [_PinTerm(cid)]
+
+
+# -- master: another master's wish is never served here --------------------------------
+class _ElsewhereTerm(Term):
+    def __init__(self, master: str):
+        self.reason = f"{MASTER_KEY}={master}"
+
+    def fits(self, view):
+        return False
+
+    def narrow(self, snapshot, ids):
+        return set()
+
+
+class MasterFilter(Filter):
+    """An alternative naming another master (federation delegates it there) fits no
+    computer of this one; naming this master is no condition at all."""
+
+    name = MASTER_KEY
+
+    def terms(self, ctx):
+        name = ctx.alternative.get(MASTER_KEY)
+        return [] if name is None or name == ctx.request.here else [_ElsewhereTerm(name)]
 
 
 # -- host / lan / country / continent ---------------------------------------------------
@@ -230,7 +254,7 @@ class CapacityFilter(Filter):
 
 def registry() -> dict:
     """Every filter plugin by name."""
-    plugins = [PinFilter(), *(LevelFilter(level) for level in LEVELS), LabelFilter(),
+    plugins = [MasterFilter(), PinFilter(), *(LevelFilter(level) for level in LEVELS), LabelFilter(),
                CapabilityFilter(),
                *(RelativeFilter(mode, level) for mode in (SAME, DIFFERENT) for level in LEVELS),
                ReleaseFilter(), CapacityFilter()]

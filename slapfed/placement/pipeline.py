@@ -20,6 +20,7 @@ from .snapshot import Snapshot
 # computer is the one its refusal is counted against:
 DEFAULT_CONFIG = {
     "filters": [
+        "master",                 # another master's wish: delegated, never placed here
         "computer_guid",          # an explicit pin: the narrowest wish, answered first
         "host", "lan", "country", "continent",    # absolute locality, innermost first
         "label",                  # operator-defined labels (label.KEY=VALUE)

@@ -11,7 +11,7 @@ from ..core.wire import InstanceRequest, software_hash
 from ..model import Instance
 from ..placement import Context
 from ..placement.filters import FILTERS
-from . import placement, render
+from . import federation, placement, render
 from .tx import clock, read, write
 
 # Filters that judge where a shared instance's host runs (it gets no partition of its
@@ -97,7 +97,14 @@ def explain_request(conn, req: InstanceRequest) -> dict:
     def use_case(app):
         h = software_hash(req.software_url)
         check_software_type(app, req.software_url, h, req.software_type)
-        return placement.explain(app, req.requester, req.reference, h, req.sla, req.parent)
+        out = placement.explain(app, req.requester, req.reference, h, req.sla, req.parent)
+
+        def local_fit():
+            return None if out.get("placed") else out.get("message")
+        route = federation.route_request(app, req.software_url, req.software_type,
+                                         req.shared, req.sla, req.provenance, local_fit)
+        out["route"] = route.to_json()
+        return out
 
     return write(conn, use_case)
 
@@ -174,7 +181,9 @@ def _render_if_unchanged(app, req: InstanceRequest) -> dict | None:
             and req.software_type == inst.software_type and req.state == inst.requested_state
             and req.parameters == inst.parameters and req.sla == inst.sla):
         return None
-    if inst.requested_state == DESTROYED:
+    if inst.delegated:
+        converged = True        # the forwarder pushes what changed to the peer
+    elif inst.requested_state == DESTROYED:
         converged = not inst.attached and (inst.placed or inst.status["state"] == DESTROYED)
     else:
         converged = inst.attached if inst.shared else inst.placed
@@ -265,7 +274,10 @@ def _document_changed(app, inst, now: float) -> None:
 
 
 def _converge(app, inst, now: float) -> None:
-    """Place, attach or detach so the instance matches its requested state."""
+    """Place, attach, delegate or detach so the instance matches its requested state."""
+    if inst.delegated:
+        federation.converge_delegated(app, inst, now)
+        return
     if inst.requested_state == DESTROYED:
         if inst.child_master is not None:
             inst.child_master = None     # the master it ran is going away with it
@@ -277,9 +289,35 @@ def _converge(app, inst, now: float) -> None:
         return
     if inst.shared:
         if not inst.attached:
-            _attach_shared(app, inst, now)
+            _serve(app, inst, now, lambda: _attach_shared(app, inst, now))
     elif not inst.placed:
-        _place(app, inst)
+        _serve(app, inst, now, lambda: _place(app, inst))
+
+
+def _serve(app, inst, now: float, serve_here) -> None:
+    """Serve the instance here (``serve_here``) or delegate it to a peer, as routing
+    decides. Serving here is tried only when routing asks whether it would fit (a
+    success is kept: the decision is then local)."""
+    local_error: list = []
+
+    def local_fit():
+        try:
+            serve_here()
+        except NoCapacity as exc:
+            local_error.append(exc)
+            return exc.message
+        return None
+
+    route = federation.route_request(app, inst.software_url, inst.software_type, inst.shared,
+                                     inst.sla, inst.provenance, local_fit)
+    if route.delegated:
+        federation.delegate(app, inst, route, now)
+        return
+    if inst.placed or inst.attached:
+        return
+    if local_error:
+        raise local_error[0]
+    serve_here()
 
 
 def _place(app, inst) -> None:

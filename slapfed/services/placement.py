@@ -35,6 +35,7 @@ class PlacementState:
 
     def __init__(self, config: PipelineConfig = DEFAULT):
         self.config = config
+        self.here = None           # this master's name: SLA alternatives naming it fit here
         self.snapshot = None
         self.txn = None            # the transaction the journal belongs to
         self.built_in_txn = False  # the snapshot was (re)built inside that transaction
@@ -71,11 +72,18 @@ def state_of(db) -> PlacementState:
         return state
 
 
-def configure(db, raw: dict | None) -> PipelineConfig:
-    """Set the pipeline configuration of ``db``'s master (InvalidInput when wrong)."""
+def configure(db, raw: dict | None, here: str | None = None) -> PipelineConfig:
+    """Set the pipeline configuration of ``db``'s master (InvalidInput when wrong) and
+    its name (``here``: an SLA alternative naming another master fits no computer)."""
     config = PipelineConfig.from_json(raw)
-    state_of(db).config = config
+    state = state_of(db)
+    state.config = config
+    state.here = here
     return config
+
+
+def here_of(app) -> str | None:
+    return state_of(app._p_jar.db()).here
 
 
 # -- building views and the snapshot --------------------------------------------------
@@ -197,7 +205,8 @@ def request_of(app, inst) -> PlacementRequest:
             computer, _why = where_runs(app, parent)
             near = (computer,) if computer else ()
     return PlacementRequest(inst.reference, inst.software_hash, sla, inst.requester,
-                            anchors_for(app, inst.requester, inst.parent, sla, inst.id), near)
+                            anchors_for(app, inst.requester, inst.parent, sla, inst.id), near,
+                            here_of(app))
 
 
 # -- deciding and committing --------------------------------------------------------------
@@ -264,7 +273,8 @@ def explain(app, requester: str, reference: str, software_hash: str, sla_json,
         near = (computer,) if computer else ()
     own = existing.id if existing is not None else None
     request = PlacementRequest(reference, software_hash, sla, requester,
-                               anchors_for(app, requester, parent_id, sla, own), near)
+                               anchors_for(app, requester, parent_id, sla, own), near,
+                               state.here)
     decision = decide(snapshot_of(app), request, state.config, explain=True)
     out = decision.to_json()
     out["requester"] = requester

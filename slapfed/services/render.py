@@ -39,9 +39,12 @@ def computer_json(comp) -> dict:
 def placement_json(app, inst) -> dict | None:
     if inst.partition_id is None:
         return None
-    p = app.computers[inst.computer_id].partitions[inst.partition_id]
+    comp = app.computers[inst.computer_id]
+    p = comp.partitions[inst.partition_id]
     return {"computer": inst.computer_id, "partition": p.id, "address": p.address,
-            "port_base": p.port_base, "port_count": p.port_count}
+            "port_base": p.port_base, "port_count": p.port_count,
+            "locality": {"host": comp.host, "lan": comp.lan, "country": comp.country,
+                         "continent": comp.continent}}
 
 
 def status_json(status: dict) -> dict:
@@ -69,7 +72,24 @@ def instance_json(app, inst) -> dict:
             "status": status_json(inst.status), "connection": dict(inst.connection),
             "provenance": list(inst.provenance),
             "child_master": None if inst.child_master is None else dict(inst.child_master),
+            "delegation": delegation_json(app, inst),
             "created_at": iso(inst.created_at), "updated_at": iso(inst.updated_at)}
+
+
+def delegation_json(app, inst) -> dict | None:
+    """Where a delegated instance is served: the peer, the state of its forward, and the
+    chain beyond the peer (masters, then the computer), as the peer reported it."""
+    if not inst.delegated:
+        return None
+    fwd = app.forwards.get(inst.id)
+    if fwd is None:
+        return None
+    return {"peer": fwd.peer, "state": fwd.state, "reason": fwd.reason,
+            "remote_reference": fwd.remote_reference, "remote_id": fwd.remote_id,
+            "accepted": fwd.accepted, "attempts": fwd.attempts,
+            "next_attempt_at": iso(fwd.next_attempt_at) if fwd.attempts else None,
+            "fallbacks": list(fwd.fallbacks), "chain": [dict(c) for c in fwd.chain],
+            "updated_at": iso(fwd.updated_at)}
 
 
 def desired_instance_json(app, inst) -> dict:

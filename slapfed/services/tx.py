@@ -25,6 +25,9 @@ MAX_ATTEMPTS = 20
 # Guards the registry of writers; each writer has its own lock serialising its writes.
 WRITE_LOCK = threading.Lock()
 _writers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# Notified after every commit of this process's writers: long polls wait on it (and
+# re-read at a short interval anyway, for the commits of other processes).
+COMMITTED = threading.Condition()
 
 
 def clock() -> float:
@@ -128,6 +131,8 @@ class Writer:
                     if notes:
                         tm.get().note("; ".join(notes))
                     tm.commit()
+                    with COMMITTED:
+                        COMMITTED.notify_all()
                 except TransientError:
                     tm.abort()
                     if len(pending) > 1:

@@ -41,8 +41,13 @@ def evolve3(root) -> None:
         inst.root_requester = top.requester
 
 
+def evolve4(root) -> None:
+    """Federation: the peers and the forward table (with its open set and index)."""
+    root[ROOT_KEY].create_containers()
+
+
 # Index i holds the step reaching generation i + 1. Append, never reorder.
-EVOLVE_STEPS = (evolve1, evolve2, evolve3)
+EVOLVE_STEPS = (evolve1, evolve2, evolve3, evolve4)
 LATEST_GENERATION = len(EVOLVE_STEPS)
 
 

@@ -1,0 +1,230 @@
+"""The forwarder: works through the forward table, calling peer masters.
+
+Depends on services (federation use cases), federation.peers (credentials, pairing) and
+core.errors. One forwarder runs per data directory (a file lock elects it among gunicorn
+workers). Its threads:
+
+- the pusher: requests every due forward at its peer (a small pool; one call per
+  instance at a time) and records the answer — accepted, or a failure with back-off;
+- one watcher per paired peer: a long poll of the peer's ``/federation/changes``
+  applying status and connection parameters as soon as the peer commits them; when
+  the peer stops answering, its instances show ``unknown`` and the poll retries with
+  back-off, then reads everything again (so nothing changed meanwhile is missed);
+- every ``summary_interval`` the peers' summaries are read again, and child masters
+  waiting to be paired are paired.
+
+Nothing here decides routing or destroys anything: a peer being unreachable only
+delays.
+"""
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from ..core.errors import MasterUnreachable, SlapfedError
+from ..services import federation as fed
+from .peers import client_for, pair
+
+log = logging.getLogger("slapfed.federation")
+
+LOCK_FILE = "forwarder.lock"
+POLL_WAIT = 20.0               # seconds a long poll waits at the peer
+IDLE_INTERVAL = 0.5            # the pusher looks at the table at least this often
+SUMMARY_INTERVAL = 30.0
+PUSH_WORKERS = 8
+
+
+def _reason(exc: Exception) -> str:
+    text = getattr(exc, "message", None) or str(exc)
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, MasterUnreachable) or (
+        isinstance(exc, SlapfedError) and getattr(exc, "http_status", 500) >= 500)
+
+
+class Forwarder:
+    def __init__(self, db, data_dir: str | None, poll_wait: float = POLL_WAIT,
+                 summary_interval: float = SUMMARY_INTERVAL, timeout: float = 15.0):
+        self.db = db
+        self.data_dir = data_dir
+        self.poll_wait = poll_wait
+        self.summary_interval = summary_interval
+        self.timeout = timeout
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watchers: dict[str, threading.Thread] = {}
+        self._inflight: set[str] = set()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(PUSH_WORKERS, thread_name_prefix="slapfed-push")
+        self._peers: dict[str, tuple[str, str]] = {}     # name -> (url, credentials)
+        self._summaries_at: dict[str, float] = {}
+        self._lock_fd = None
+
+    # -- life -------------------------------------------------------------------------
+    def start(self) -> bool:
+        """Start unless another process of this data directory runs the forwarder;
+        returns whether this one runs it."""
+        if self.data_dir:
+            fd = os.open(os.path.join(self.data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                return False
+            self._lock_fd = fd
+        t = threading.Thread(target=self._run, name="slapfed-forwarder", daemon=True)
+        t.start()
+        self._threads.append(t)
+        return True
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        for t in list(self._threads) + list(self._watchers.values()):
+            t.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def kick(self) -> None:
+        """Something was delegated or changed: look at the table now."""
+        self._wake.set()
+
+    # -- the pusher -------------------------------------------------------------------
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            next_at = None
+            try:
+                self._refresh_peers()
+                pushes, next_at = fed.due_pushes(self.db)
+                for push in pushes:
+                    self._submit(push)
+            except Exception:  # noqa: BLE001 - the forwarder must outlive any one failure
+                log.exception("forwarder cycle failed")
+            wait = IDLE_INTERVAL
+            if next_at is not None:
+                wait = max(0.0, min(wait, next_at - time.time()))
+            self._wake.wait(wait)
+
+    def _submit(self, push) -> None:
+        with self._lock:
+            if push.instance_id in self._inflight:
+                return
+            self._inflight.add(push.instance_id)
+        try:
+            self._pool.submit(self._push, push)
+        except RuntimeError:          # shutting down
+            with self._lock:
+                self._inflight.discard(push.instance_id)
+
+    def _push(self, push) -> None:
+        try:
+            peer = self._peers.get(push.peer)
+            if peer is None:
+                fed.record_failure(self.db, push.instance_id, push.peer,
+                                   f"{push.peer} is not a paired peer of this master", False)
+                return
+            if not push.contacted:
+                fed.mark_contacted(self.db, push.instance_id, push.peer)
+            client = client_for(peer[1], peer[0], self.timeout)
+            try:
+                answer = client.forward(push.body)
+            except SlapfedError as exc:
+                fed.record_failure(self.db, push.instance_id, push.peer, _reason(exc),
+                                   _transient(exc))
+                return
+            fed.record_accepted(self.db, push.instance_id, push.peer, push.revision, answer)
+        except Exception:  # noqa: BLE001
+            log.exception("forwarding instance %s to %s failed", push.instance_id, push.peer)
+        finally:
+            with self._lock:
+                self._inflight.discard(push.instance_id)
+            self._wake.set()
+
+    # -- peers: credentials, summaries, watchers ------------------------------------------
+    def _refresh_peers(self) -> None:
+        self._peers = fed.peer_credentials(self.db)
+        now = time.monotonic()
+        for name, (url, creds) in self._peers.items():
+            if name not in self._watchers or not self._watchers[name].is_alive():
+                t = threading.Thread(target=self._watch, args=(name,),
+                                     name=f"slapfed-watch-{name}", daemon=True)
+                self._watchers[name] = t
+                t.start()
+            if now - self._summaries_at.get(name, -1e9) >= self.summary_interval:
+                self._summaries_at[name] = now
+                self._pool.submit(self._read_summary, name, url, creds)
+        if self.data_dir:
+            for name, url, ca_pem, token in fed.pending_pairings(self.db):
+                self._pool.submit(self._pair, name, url, ca_pem, token)
+
+    def _read_summary(self, name: str, url: str, creds: str) -> None:
+        try:
+            fed.store_summary(self.db, name, client_for(creds, url, self.timeout).summary())
+        except SlapfedError as exc:
+            log.info("peer %s: summary not read: %s", name, _reason(exc))
+        except Exception:  # noqa: BLE001
+            log.exception("reading the summary of peer %s failed", name)
+
+    def _pair(self, name: str, url: str, ca_pem: str, token: str) -> None:
+        try:
+            p = pair(self.data_dir, name, url, ca_pem, token, self.timeout)
+        except SlapfedError as exc:
+            fed.record_pairing_failure(self.db, name, f"pairing failed: {_reason(exc)}")
+            return
+        except Exception:  # noqa: BLE001
+            log.exception("pairing with %s failed", name)
+            return
+        fed.save_peer(self.db, name, url, ca_pem, credentials=p.credentials,
+                      principal=p.principal, origin="child", summary=p.summary)
+        self._wake.set()
+
+    def _watch(self, name: str) -> None:
+        since, failures = None, 0
+        while not self._stop.is_set():
+            peer = self._peers.get(name)
+            if peer is None:
+                return
+            client = client_for(peer[1], peer[0], self.poll_wait + self.timeout)
+            try:
+                answer = client.changes(since, wait=self.poll_wait)
+            except SlapfedError as exc:
+                if failures == 0:
+                    try:
+                        fed.peer_unreachable(self.db, name, _reason(exc))
+                    except Exception:  # noqa: BLE001
+                        log.exception("recording peer %s unreachable failed", name)
+                failures += 1
+                since = None
+                self._stop.wait(min(fed.FIRST_RETRY * 2 ** failures,
+                                    fed.settings_of(self.db).retry_max))
+                continue
+            except Exception:  # noqa: BLE001
+                log.exception("watching peer %s failed", name)
+                self._stop.wait(1.0)
+                continue
+            if failures:
+                failures = 0
+                try:
+                    fed.peer_back(self.db, name)
+                except Exception:  # noqa: BLE001
+                    log.exception("recording peer %s back failed", name)
+                self._wake.set()
+            try:
+                if answer.get("instances"):
+                    fed.apply_changes(self.db, name, answer["instances"])
+                elif since is None:
+                    fed.apply_changes(self.db, name, [])      # records the contact
+                since = answer.get("cursor") or since
+            except Exception:  # noqa: BLE001
+                log.exception("applying changes of peer %s failed", name)
+                self._stop.wait(1.0)

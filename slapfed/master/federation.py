@@ -1,0 +1,109 @@
+"""Routes of federation: peers (pairing), the delegation policy, and what peers ask of
+this master — its summary, and the long poll of the instances they delegated here.
+
+Depends on Flask, core (wire, errors), services (federation use cases) and
+federation.peers (pairing talks to the peer). Forwarding itself runs in the forwarder
+(slapfed.federation.forwarder), started by the app.
+"""
+from __future__ import annotations
+
+from flask import Blueprint, current_app, jsonify, request
+
+from ..core.errors import InvalidInput
+from ..core.wire import PeerAddition
+from ..federation.peers import pair
+from ..services import federation as fed
+from .app import connection, database, json_body
+from .auth import current_identity
+
+blueprint = Blueprint("federation", __name__)
+MAX_WAIT = 60.0
+FORWARDER_EXTENSION = "slapfed.forwarder"
+
+
+def kick_forwarder() -> None:
+    """Tell this process's forwarder (if it runs here) to look at the table now."""
+    fwd = current_app.extensions.get(FORWARDER_EXTENSION)
+    if fwd is not None:
+        fwd.kick()
+
+
+@blueprint.get("/peers")
+def list_peers():
+    return jsonify({"peers": fed.list_peers(connection())})
+
+
+@blueprint.get("/peers/<name>")
+def show_peer(name):
+    return jsonify(fed.show_peer(connection(), name))
+
+
+@blueprint.post("/peers")
+def add_peer():
+    """Pair with a peer: redeem its token there (this master makes the key), check the
+    identity it got, read the peer's summary, then record the peer. Without a token,
+    only an already paired peer's link facts (trust, cost, ...) are updated."""
+    body = PeerAddition.from_json(json_body())
+    credentials = principal = summary = None
+    if body.token:
+        p = pair(current_app.config.get("DATA_DIR"), body.name, body.url,
+                 body.ca_certificate, body.token)
+        credentials, principal, summary = p.credentials, p.principal, p.summary
+    else:
+        known = {p["name"]: p for p in fed.list_peers(connection())}
+        if not (known.get(body.name) or {}).get("paired"):
+            raise InvalidInput(f"peer {body.name} is not paired yet: give the one-time "
+                               "token it issued for this master (slapfed peer invite on it)",
+                               [{"field": "token", "problem": "is required to pair"}])
+    created, out = fed.save_peer(database(), body.name, body.url, body.ca_certificate,
+                                 credentials=credentials, principal=principal, origin="cli",
+                                 trust=body.trust, cost=body.cost, latency_ms=body.latency_ms,
+                                 site=body.site, summary=summary)
+    kick_forwarder()
+    return jsonify(out), 201 if created else 200
+
+
+@blueprint.delete("/peers/<name>")
+def remove_peer(name):
+    return jsonify(fed.remove_peer(database(), name))
+
+
+@blueprint.get("/federation/policy")
+def show_policy():
+    return jsonify(fed.show_policy(connection()))
+
+
+@blueprint.put("/federation/policy")
+def set_policy():
+    return jsonify(fed.set_policy(database(), json_body()))
+
+
+@blueprint.get("/federation/summary")
+def summary():
+    identity = current_identity()
+    asker = identity.name if identity is not None and identity.role == "master" else None
+    return jsonify(fed.summary(connection(), asker))
+
+
+@blueprint.get("/federation/changes")
+def changes():
+    """Long poll: the instances the calling master requested here that changed after
+    ``since`` (a cursor from a previous answer; none = all), waiting up to ``wait``
+    seconds (at most 60) for one."""
+    args = request.args
+    problems = [{"field": k, "problem": "unknown parameter (known: since, wait)"}
+                for k in args if k not in ("since", "wait")]
+    try:
+        wait = float(args.get("wait", "0"))
+        if not 0 <= wait <= MAX_WAIT:
+            raise ValueError
+    except ValueError:
+        problems.append({"field": "wait", "problem": f"must be a number of seconds in "
+                                                     f"0..{MAX_WAIT:g}"})
+    if problems:
+        raise InvalidInput(f"invalid parameters: {problems[0]['field']} "
+                           f"{problems[0]['problem']}", problems)
+    since = fed.check_cursor(args.get("since"))
+    requester = current_identity().principal
+    cursor, items = fed.wait_changes(connection(), requester, since, wait)
+    return jsonify({"cursor": cursor, "instances": items})
