@@ -13,6 +13,7 @@ from .user_cmd import COMMANDS
 from .demo_cmd import demo
 from .topology_cmd import topology
 from .ca_cmd import ca
+from .peer_cmd import peer
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +33,7 @@ cli.add_command(node)
 cli.add_command(demo)
 cli.add_command(topology)
 cli.add_command(ca)
+cli.add_command(peer)
 for _command in COMMANDS:
     cli.add_command(_command)
 

@@ -48,11 +48,42 @@ def parse_params(pairs, json_pairs) -> dict:
     return params
 
 
+def delegation_chain(inst: dict, here: str = "here") -> str:
+    """``here -> b -> c -> computer c-1 (lan tokyo-lan, asia)`` for a delegated instance."""
+    d = inst.get("delegation")
+    if not d:
+        return ""
+    hops = [here]
+    for hop in d.get("chain") or [{"master": d["peer"]}]:
+        if "master" in hop:
+            hops.append(hop["master"])
+        elif "computer" in hop:
+            where = ", ".join(f"{k} {hop[k]}" for k in ("lan", "country", "continent")
+                              if hop.get(k))
+            hops.append(f"computer {hop['computer']}" + (f" ({where})" if where else ""))
+        elif "host_instance" in hop:
+            hops.append(f"shared on {hop['host_instance']}")
+    return " -> ".join(hops)
+
+
+def where_cell(inst: dict) -> str:
+    place = inst.get("placement")
+    if place:
+        return f"{place['computer']}/{place['partition']}"
+    d = inst.get("delegation")
+    if d:
+        return f"=> {d['peer']}" + (f" ({d['state']})" if d["state"] != "forwarded" else "")
+    return "shared" if inst.get("shared") else "-"
+
+
 def render_instance(inst: dict) -> str:
     st = inst["status"]
     place = inst.get("placement")
     where = (f"{place['computer']}/{place['partition']} ({place['address']})" if place
              else ("shared" if inst.get("shared") else "-"))
+    d = inst.get("delegation")
+    if d:
+        where = f"delegated to {d['peer']} ({d['state']})"
     lines = [
         f"reference:  {inst['reference']}",
         f"id:         {inst['id']}",
@@ -62,6 +93,12 @@ def render_instance(inst: dict) -> str:
         f"status:     {st['state']} (reported revision {st['revision']}, at {st.get('reported_at') or '-'})",
         f"placement:  {where}",
     ]
+    if d:
+        lines.append(f"chain:      {delegation_chain(inst)}")
+        lines.append(f"remote:     {d['remote_reference']}"
+                     + (f" (id {d['remote_id']} at {d['peer']})" if d.get("remote_id") else ""))
+        if d.get("reason"):
+            lines.append(f"delegation: {d['reason']}")
     if inst.get("sla"):
         alternatives = inst["sla"] if isinstance(inst["sla"], list) else [inst["sla"]]
         lines.append("sla:        " + " | else ".join(
@@ -75,6 +112,8 @@ def render_instance(inst: dict) -> str:
         lines += [f"  {k} = {v}" for k, v in sorted(inst["connection"].items())]
     for p in st.get("promises") or []:
         lines.append(f"promise:    {'ok  ' if p['ok'] else 'FAIL'} {p['name']} {p.get('message', '')}".rstrip())
+    if st.get("log_tail") and st["state"] in (states.PENDING, states.UNKNOWN) and d:
+        lines.append(f"why:        {st['log_tail'].strip().splitlines()[-1]}")
     if st.get("log_tail") and st["state"] == states.FAILED:
         lines.append("log tail:")
         lines += ["  " + ln for ln in st["log_tail"].rstrip().splitlines()[-25:]]
@@ -238,8 +277,7 @@ def list_(master_url, requester, everyone, as_json):
     instances = client.list_instances(requester=None if everyone else client.requester)
     rows = [f"{'REFERENCE':24} {'REQUESTED':10} {'STATUS':10} {'WHERE':24} SOFTWARE"]
     for i in instances:
-        place = i.get("placement")
-        where = f"{place['computer']}/{place['partition']}" if place else ("shared" if i["shared"] else "-")
+        where = where_cell(i)
         rows.append(f"{i['reference'][:24]:24} {i['requested_state']:10} {i['status']['state']:10} "
                     f"{where[:24]:24} {i['software_url']} [{i['software_type']}]")
     emit({"instances": instances}, as_json, "\n".join(rows))

@@ -4,7 +4,7 @@ Depends on Flask, store and the sibling app/openapi modules.
 """
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from .. import __version__
 from ..services import read
@@ -17,7 +17,8 @@ blueprint = Blueprint("meta", __name__)
 @blueprint.get("/health")
 def health():
     generation = read(connection(), lambda app: app.generation)
-    return jsonify({"status": "ok", "generation": generation, "version": __version__})
+    return jsonify({"status": "ok", "generation": generation, "version": __version__,
+                    "name": current_app.config.get("MASTER_NAME") or "master"})
 
 
 @blueprint.get("/openapi.json")

@@ -66,7 +66,7 @@ SCHEMAS = {
         "code": STR, "message": STR,
         "details": {"type": "array", "items": {}}}, ["code", "message", "details"])},
         ["error"]),
-    "Health": _obj({"status": _enum(["ok"]), "generation": INT, "version": STR},
+    "Health": _obj({"status": _enum(["ok"]), "generation": INT, "version": STR, "name": STR},
                    ["status", "generation", "version"]),
     "PartitionSpec": _obj({"id": STR, "address": {"type": "string", "format": "ip"},
                            "port_base": {"type": "integer", "minimum": 1, "maximum": 65535},

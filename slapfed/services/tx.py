@@ -191,7 +191,14 @@ def write(conn, use_case, note: str | None = None, attempts: int = MAX_ATTEMPTS)
 
 
 def read(conn, query):
-    """Run ``query(app)`` on a fresh snapshot, then abort (nothing is ever written)."""
+    """Run ``query(app)`` on a fresh snapshot, then abort (nothing is ever written).
+    ``conn`` may be the DB itself: a pooled connection is then used for this read."""
+    if isinstance(conn, DB):
+        own = conn.open()
+        try:
+            return read(own, query)
+        finally:
+            own.close()
     tm = conn.transaction_manager
     tm.begin()
     try:

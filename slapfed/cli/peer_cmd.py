@@ -1,0 +1,158 @@
+"""``slapfed peer``: pairing with peer masters and the delegation policy.
+
+Depends on the CLI plumbing and slapfed.client. Pairing takes two commands, one on each
+master: ``peer invite NAME`` on the master that will serve (it prints an invitation:
+its URL, CA certificate and a one-time token for NAME), then ``peer add`` on the master
+that will delegate, which trades the token for an identity of its own there.
+"""
+from __future__ import annotations
+
+import json
+import tomllib
+
+import click
+
+from ..core.errors import InvalidInput
+from .common import emit, error_boundary, json_option
+from .user_cmd import make_client, master_option
+
+
+@click.group()
+def peer():
+    """Peer masters: pair, list, forget; the delegation policy."""
+
+
+@peer.command()
+@click.argument("name")
+@click.option("--url", "public_url", default=None, metavar="URL",
+              help="This master's URL as the peer reaches it (default: --master).")
+@click.option("--ttl", type=int, default=None, help="Token lifetime in seconds.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the invitation to this file (mode 0600) instead of stdout.")
+@master_option
+@error_boundary
+def invite(name, public_url, ttl, out, master_url):
+    """Invite master NAME to delegate here: print an invitation (URL, CA certificate,
+    one-time token) to hand to NAME's operator for `slapfed peer add`."""
+    client = make_client(master_url)
+    answer = client.create_master_token(name, ttl)
+    me = client.health().get("name")
+    invitation = {"peer": me, "url": public_url or client.url, "for": name,
+                  "principal": answer["principal"], "token": answer["token"],
+                  "ca_certificate": answer["ca_certificate"]}
+    text = json.dumps(invitation, indent=2) + "\n"
+    if out:
+        import os
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        click.echo(f"invitation for {name} written to {out} (the token is single use)")
+    else:
+        click.echo(text, nl=False)
+
+
+@peer.command()
+@click.argument("invitation", type=click.File("r"))
+@click.option("--name", default=None, help="The peer's name here (default: its own).")
+@click.option("--trust", type=click.Choice(["observe", "delegate", "full"]), default=None)
+@click.option("--cost", type=float, default=None, help="Relative cost of delegating there.")
+@click.option("--latency-ms", type=float, default=None)
+@click.option("--site", default=None, help="The peer's site in this master's topology.")
+@master_option
+@json_option
+@error_boundary
+def add(invitation, name, trust, cost, latency_ms, site, master_url, as_json):
+    """Pair with the peer of INVITATION (a file from `slapfed peer invite`, - for stdin):
+    this master makes a key, trades the token for a certificate there, and records the
+    peer with what it offers."""
+    try:
+        inv = json.load(invitation)
+    except ValueError as exc:
+        raise InvalidInput(f"the invitation is not JSON ({exc})",
+                           [{"field": "invitation", "problem": "malformed JSON"}]) from None
+    if not isinstance(inv, dict) or not all(k in inv for k in ("url", "token",
+                                                               "ca_certificate")):
+        raise InvalidInput("the invitation lacks url, token or ca_certificate",
+                           [{"field": "invitation", "problem": "incomplete"}])
+    body = {"name": name or inv.get("peer"), "url": inv["url"], "token": inv["token"],
+            "ca_certificate": inv["ca_certificate"]}
+    for key, value in (("trust", trust), ("cost", cost), ("latency_ms", latency_ms),
+                       ("site", site)):
+        if value is not None:
+            body[key] = value
+    out = make_client(master_url).add_peer(body)
+    emit(out, as_json, f"paired with {out['name']} at {out['url']} as {out['principal']}; "
+                       f"it offers {len(out['summary']['localities'])} site(s), "
+                       f"{len(out['summary']['software'])} release(s)")
+
+
+def render_peers(peers: list[dict]) -> str:
+    rows = [f"{'PEER':16} {'LINK':6} {'LAST CONTACT':26} {'PENDING':8} {'FORWARDS':10} URL"]
+    for p in peers:
+        total = sum(p["forwards"].values())
+        rows.append(f"{p['name'][:16]:16} {p['link']:6} {(p['last_contact'] or '-'):26} "
+                    f"{p['pending_forwards']:<8} {total:<10} {p['url']}")
+        if p.get("last_error"):
+            rows.append(f"  error: {p['last_error']}")
+    return "\n".join(rows)
+
+
+@peer.command(name="list")
+@master_option
+@json_option
+@error_boundary
+def list_(master_url, as_json):
+    """The peers, the state of each link and their pending forwards."""
+    peers = make_client(master_url).list_peers()
+    emit({"peers": peers}, as_json, render_peers(peers))
+
+
+@peer.command()
+@click.argument("name")
+@master_option
+@json_option
+@error_boundary
+def remove(name, master_url, as_json):
+    """Forget peer NAME (refused while it serves delegated instances)."""
+    out = make_client(master_url).remove_peer(name)
+    emit(out, as_json, f"peer {name} forgotten")
+
+
+@peer.group()
+def policy():
+    """The delegation policy: rules (release, software type, shared -> peers) and auto."""
+
+
+@policy.command(name="show")
+@master_option
+@json_option
+@error_boundary
+def policy_show(master_url, as_json):
+    doc = make_client(master_url).policy()
+    lines = [f"auto: {'on' if doc['auto'] else 'off'} (no local fit -> a peer that fits)"]
+    for i, r in enumerate(doc["rules"], 1):
+        what = ", ".join(f"{k}={r[k]}" for k in ("release", "software_type", "shared") if k in r)
+        lines.append(f"{i}. {what or 'every request'} [{r['when']}] -> "
+                     f"{' then '.join(r['to'])}" + ("" if r["fallback"] else " (no fallback)"))
+    emit(doc, as_json, "\n".join(lines))
+
+
+@policy.command(name="set")
+@click.argument("file", type=click.File("rb"))
+@master_option
+@json_option
+@error_boundary
+def policy_set(file, master_url, as_json):
+    """Replace the policy with FILE (TOML or JSON: auto = true, [[rules]] ...)."""
+    raw = file.read()
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        try:
+            doc = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"the policy file is neither JSON nor TOML ({exc})",
+                               [{"field": "file", "problem": str(exc)}]) from None
+    out = make_client(master_url).set_policy(doc)
+    emit(out, as_json, f"policy set: {len(out['rules'])} rule(s), auto "
+                       f"{'on' if out['auto'] else 'off'}")

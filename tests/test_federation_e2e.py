@@ -1,0 +1,235 @@
+"""End to end, federation: three real masters on loopback (a, b, c) over mutual TLS, each
+with a real node; a is paired with b, b with c.
+
+- a request at a whose SLA only c can satisfy goes a -> b -> c, its connection
+  parameters come back to a, asking again duplicates nothing, destroying it at a tears
+  it down at c;
+- b is stopped while a has delegations in flight: a's instances say why, nothing is
+  lost; b comes back on the same address and everything converges, with no duplicate.
+"""
+import os
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from slapfed.ca import identity as ids
+from slapfed.ca.authority import CertificateAuthority
+from slapfed.client import MasterClient
+from slapfed.procs import Proc, slapfed_argv, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+HELLO = str(REPO / "profiles" / "hello" / "software.cfg")
+
+pytestmark = pytest.mark.timeout(600)
+
+SITES = {"a": ("europe", "fr", "par"), "b": ("north-america", "us", "nyc"),
+         "c": ("asia", "jp", "tyo")}
+
+
+class Master:
+    def __init__(self, base: Path, name: str, octet: int):
+        self.base, self.name, self.octet = base, name, octet
+        self.data = base / name
+        self.proc = None
+        self.url = None
+        self.node_proc = None
+        self.node_root = base / f"{name}-node"
+        self.listen = "127.0.0.1:0"
+
+    def start(self):
+        self.proc = Proc(slapfed_argv("master", "serve", "--data", str(self.data), "--name",
+                                      self.name, "--listen", self.listen,
+                                      "--peer-retry-max", "1"),
+                         self.base / f"{self.name}.log")
+        url_file = self.data / "master.url"
+        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
+                 f"master {self.name} URL", proc=self.proc)
+        self.url = url_file.read_text().strip()
+        self.listen = self.url.split("://", 1)[1]       # restart on the same address
+
+    def stop(self):
+        if self.proc is not None:
+            self.proc.stop()
+            self.proc = None
+
+    @property
+    def ca(self) -> CertificateAuthority:
+        return CertificateAuthority(self.data / "ca")
+
+    def client(self, identity, where: str) -> MasterClient:
+        d = self.base / f"{self.name}-{where}"
+        if not (d / "identity.crt").exists():
+            self.ca.issue_with_new_key(identity, d)
+        return MasterClient(self.url, ca=str(d / "ca.crt"), cert=str(d / "identity.crt"),
+                            key=str(d / "identity.key"))
+
+    def start_node(self):
+        import subprocess
+        continent, country, lan = SITES[self.name]
+        computer = f"{self.name}-node"
+        subprocess.run(slapfed_argv(
+            "node", "format", "--master", self.url, "--computer", computer, "--partitions",
+            "3", "--root", str(self.node_root), "--host", f"{self.name}-h1", "--lan", lan,
+            "--country", country, "--continent", continent, "--address-base",
+            f"127.{20 + os.getpid() % 200}.{self.octet}.1",
+            "--token", self.ca.token_for(computer), "--ca", str(self.data / "ca" / "ca.crt")),
+            check=True, capture_output=True, timeout=120)
+        self.node_proc = Proc(slapfed_argv("node", "run", "--root", str(self.node_root),
+                                           "--interval", "0.3"),
+                              self.base / f"{self.name}-node.log")
+        self.admin.supply(computer, HELLO)
+
+    def stop_node(self):
+        import subprocess
+        if self.node_proc is not None:
+            self.node_proc.stop()
+        if (self.node_root / "node.json").exists():
+            subprocess.run(slapfed_argv("node", "stop", "--root", str(self.node_root)),
+                           capture_output=True, timeout=60)
+
+
+def pair(delegating: Master, serving: Master):
+    """``slapfed peer invite`` on the serving master, ``peer add`` on the delegating one,
+    through the same API calls the CLI makes."""
+    token = serving.admin.create_master_token(delegating.name)
+    return delegating.admin.add_peer({"name": serving.name, "url": serving.url,
+                                      "ca_certificate": token["ca_certificate"],
+                                      "token": token["token"]})
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("federation")
+    masters = {n: Master(base, n, 230 + i) for i, n in enumerate("abc")}
+    try:
+        for m in masters.values():
+            m.start()
+            m.admin = m.client(ids.admin("ops"), "ops")
+        for m in masters.values():
+            m.start_node()
+        pair(masters["b"], masters["c"])          # b first: a then learns what b reaches
+        pair(masters["a"], masters["b"])
+        alice = masters["a"].client(ids.person("alice"), "alice")
+        yield {"m": masters, "alice": alice, "base": base}
+    finally:
+        for m in masters.values():
+            m.stop_node()
+        for m in masters.values():
+            m.stop()
+
+
+def wait_instance(client, reference, predicate, timeout=90, what="instance"):
+    last = {}
+
+    def check():
+        nonlocal last
+        try:
+            last = client.find(reference)
+        except Exception as exc:  # noqa: BLE001 - a master restarting
+            last = {"error": str(exc)}
+            return False
+        return predicate(last)
+    try:
+        wait_for(check, timeout, what)
+    except Exception as exc:
+        raise AssertionError(f"{what}: last seen {last}") from exc
+    return last
+
+
+def started(inst):
+    st = inst.get("status") or {}
+    return st.get("state") == "started" and st.get("revision") == inst.get("revision") \
+        and inst.get("connection", {}).get("url")
+
+
+def instances_at(master: Master, requester: str) -> list[dict]:
+    return [i for i in master.admin.list_instances() if i["requester"] == requester]
+
+
+def test_peers_show_their_links(world):
+    a = world["m"]["a"]
+    peers = {p["name"]: p for p in a.admin.list_peers()}
+    assert peers["b"]["paired"] and peers["b"]["principal"] == "master/a"
+    reach = peers["b"]["summary"]["reach"]
+    assert "c" in reach                       # b told a it reaches c
+    assert a.admin.summary()["name"] == "a"
+
+
+def test_local_fit_stays_local(world):
+    alice = world["alice"]
+    inst = alice.request("near", HELLO, sla={"continent": "europe"})
+    assert inst["delegation"] is None and inst["placement"]["computer"] == "a-node"
+    done = wait_instance(alice, "near", started, what="near started")
+    assert requests.get(done["connection"]["url"], timeout=5).status_code == 200
+
+
+def test_two_hops_there_and_back_and_destroyed_at_the_far_end(world):
+    a, b, c = (world["m"][n] for n in "abc")
+    alice = world["alice"]
+    t0 = time.monotonic()
+    inst = alice.request("far", HELLO, parameters={"greeting": "konnichiwa"},
+                         sla={"continent": "asia"})
+    assert inst["delegation"]["peer"] == "b"
+    assert inst["delegation"]["remote_reference"] == "a:person/alice:far"
+    done = wait_instance(alice, "far", started, what="far started at a")
+    elapsed = time.monotonic() - t0
+    chain = done["delegation"]["chain"]
+    assert [h.get("master") for h in chain[:2]] == ["b", "c"]
+    assert chain[2]["computer"] == "c-node" and chain[2]["continent"] == "asia"
+    body = requests.get(done["connection"]["url"], timeout=5).json()
+    assert "konnichiwa" in str(body)
+    # one instance at b (requested by a), one at c (requested by b)
+    assert len(instances_at(b, "master/a")) == 1
+    at_c = instances_at(c, "master/b")
+    assert [i["reference"] for i in at_c] == ["b:master/a:a:person/alice:far"]
+    # asking again changes nothing and duplicates nothing
+    again = alice.request("far", HELLO, parameters={"greeting": "konnichiwa"},
+                          sla={"continent": "asia"})
+    assert again["id"] == done["id"]
+    assert len(instances_at(c, "master/b")) == 1
+    # a parameter change flows to c
+    alice.request("far", HELLO, parameters={"greeting": "ohayo"}, sla={"continent": "asia"})
+    changed = wait_instance(alice, "far", lambda i: started(i) and "ohayo" in str(
+        requests.get(i["connection"]["url"], timeout=5).json()), what="far re-instantiated")
+    assert changed["revision"] > done["revision"]
+    # destroyed at a -> torn down at c, its partition freed
+    alice.destroy(done["id"])
+    wait_instance(alice, "far", lambda i: i["status"]["state"] == "destroyed",
+                  what="far destroyed at a")
+    far_c = c.admin.list_instances()
+    far_c = [i for i in far_c if i["reference"] == at_c[0]["reference"]][0]
+    assert far_c["status"]["state"] == "destroyed" and far_c["placement"] is None
+    assert elapsed < 60
+
+
+def test_peer_outage_then_convergence_without_duplicates(world):
+    a, b, c = (world["m"][n] for n in "abc")
+    alice = world["alice"]
+    alice.request("steady", HELLO, sla={"continent": "asia"})
+    wait_instance(alice, "steady", started, what="steady started")
+    b.stop()
+    # a delegation made while b is down: durable at a, pending with the reason
+    inst = alice.request("late", HELLO, sla={"continent": "asia"})
+    assert inst["delegation"]["peer"] == "b"
+    late = wait_instance(alice, "late", lambda i: i["delegation"]["state"] == "unreachable",
+                         what="late unreachable")
+    assert late["status"]["state"] == "pending"
+    assert "unreachable" in late["delegation"]["reason"]
+    steady = wait_instance(alice, "steady", lambda i: i["status"]["state"] == "unknown",
+                           what="steady unknown")
+    assert "b" in steady["status"]["log_tail"]
+    peers = {p["name"]: p for p in a.admin.list_peers()}
+    assert peers["b"]["link"] == "down" and peers["b"]["pending_forwards"] >= 1
+    time.sleep(2)
+    b.start()
+    t0 = time.monotonic()
+    wait_instance(alice, "late", started, what="late started after b came back")
+    wait_instance(alice, "steady", started, what="steady started again")
+    converged = time.monotonic() - t0
+    refs = [i["reference"] for i in instances_at(c, "master/b")]
+    assert refs.count("b:master/a:a:person/alice:late") == 1
+    assert refs.count("b:master/a:a:person/alice:steady") == 1
+    assert len([i for i in instances_at(b, "master/a") if i["reference"].endswith("late")]) == 1
+    assert converged < 60
