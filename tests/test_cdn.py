@@ -1,17 +1,15 @@
 """The cdn sample (slapfed.samples.cdn): table tests of its pure half (site table,
 routing, cache policy, the cache), then the proxy itself over loopback, in front of
-small backends started by the test on ports chosen at run time."""
+small origins (conftest) started by the test on ports chosen at run time."""
 from __future__ import annotations
 
 import asyncio
 import json
 import socket
 import threading
-import urllib.error
-import urllib.request
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from conftest import http_fetch as fetch
 
 from slapfed.samples import cdn
 
@@ -172,51 +170,6 @@ def test_cache_expires_evicts_least_recently_used_and_honours_vary():
 
 
 # -- the proxy over loopback ------------------------------------------------------------
-class Backend:
-    """A tiny HTTP origin in a thread: answers its name, the path it got and a count."""
-
-    def __init__(self, name: str):
-        self.name, self.hits = name, 0
-        backend = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 (http.server's naming)
-                backend.hits += 1
-                body = json.dumps({"backend": backend.name, "path": self.path,
-                                   "hits": backend.hits,
-                                   "forwarded_host": self.headers.get("X-Forwarded-Host")})
-                self._send(200, body.encode(), self.path.endswith("/private")
-                           and "no-store")
-
-            def do_POST(self):  # noqa: N802
-                backend.hits += 1
-                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                self._send(201, b"posted " + data, None)
-
-            def _send(self, status, body, cache_control):
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                if cache_control:
-                    self.send_header("Cache-Control", cache_control)
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/"
-        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                       daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.thread.join(10)
-        self.server.server_close()
-
-
 class Front:
     """slapfed.samples.cdn's app served on 127.0.0.1 (a port chosen at bind time) by an
     event loop in a thread; ``clock`` is the proxy's, so tests can move time."""
@@ -237,7 +190,11 @@ class Front:
             await site.start()
             return self.runner.addresses[0][1]
 
-        self.port = self._run(start())
+        try:
+            self.port = self._run(start())
+        except BaseException:
+            self.stop()
+            raise
         self.url = f"http://127.0.0.1:{self.port}/"
 
     def _run(self, coro):
@@ -252,23 +209,10 @@ class Front:
             self.loop.close()
 
 
-def fetch(url, method="GET", host=None, data=None, headers=None):
-    """(status, headers, body) without following redirects or using proxies."""
-    req = urllib.request.Request(url, method=method, data=data, headers=dict(headers or {}))
-    if host:
-        req.add_header("Host", host)
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(req, timeout=10) as resp:
-            return resp.status, resp.headers, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers, exc.read()
-
-
 @pytest.fixture
-def front():
-    """Two backends and the proxy over sites a, b (domain www.b.example) and down."""
-    one, two = Backend("one"), Backend("two")
+def front(origins):
+    """Two origins and the proxy over sites a, b (domain www.b.example) and down."""
+    one, two = origins("one"), origins("two")
     closed = socket.socket()            # bound, never listening: connections are refused
     closed.bind(("127.0.0.1", 0))
     made = []
@@ -283,8 +227,6 @@ def front():
     finally:
         for f in made:
             f.stop()
-        one.stop()
-        two.stop()
         closed.close()
 
 
