@@ -273,14 +273,14 @@ def test_shared_instance_attaches_to_a_host(conn):
 
 def test_host_report_gives_each_shared_instance_its_connection(conn):
     _, host = request(conn, reference="front")
-    _, front_b = request(conn, reference="front-b")
+    _, other = request(conn, reference="other", software_type="other")   # hosts none of them
     _, a = request(conn, reference="site-a", shared=True, parameters={"site": "a"})
     _, b = request(conn, reference="site-b", shared=True, parameters={"site": "b"})
     assert a["host_instance"] == b["host_instance"] == host["id"]
     host = svc.show_instance(conn, host["id"])
     published = {a["id"]: {"url": "http://127.0.0.1:10000/a/", "site": "a"},
                  b["id"]: {"error": "parameter 'backend' is required"},
-                 front_b["id"]: {"url": "http://evil/"},      # not attached to this host
+                 other["id"]: {"url": "http://evil/"},      # not attached to this host
                  "i-unknown": {"url": "http://nowhere/"}}
     got = report(conn, host, STARTED, connection={"url": "http://127.0.0.1:10000/"},
                  shared_connections=published)
@@ -289,7 +289,7 @@ def test_host_report_gives_each_shared_instance_its_connection(conn):
     assert a_now["connection"] == published[a["id"]]
     assert b_now["connection"] == published[b["id"]]
     assert a_now["status"]["state"] == STARTED
-    assert svc.show_instance(conn, front_b["id"])["connection"] == {}
+    assert svc.show_instance(conn, other["id"])["connection"] == {}
     # the same report again leaves the shared instances untouched
     report(conn, host, STARTED, shared_connections=published)
     assert svc.show_instance(conn, a["id"])["updated_at"] == a_now["updated_at"]
