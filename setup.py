@@ -27,6 +27,7 @@ setup(
         "click>=8.1",
         "gunicorn>=22",
         "cryptography>=42",
+        "aiohttp>=3.9,<4",       # slapfed-cdn-front (profiles/cdn): server and client
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6"],
@@ -35,6 +36,7 @@ setup(
         "console_scripts": [
             "slapfed = slapfed.cli.main:main",
             "slapfed-hello-web = slapfed.samples.hello:main",
+            "slapfed-cdn-front = slapfed.samples.cdn:main",
         ],
         "zc.buildout": [
             "file = slapfed.recipe:FileRecipe",
@@ -43,6 +45,7 @@ setup(
             "publish = slapfed.recipe:PublishRecipe",
             "fail = slapfed.recipe:FailRecipe",
             "master = slapfed.recipe_master:MasterRecipe",
+            "cdn-sites = slapfed.recipe_cdn:CdnSitesRecipe",
         ],
     },
 )

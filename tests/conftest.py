@@ -323,3 +323,87 @@ def authz_world(tmp_path, master_db):
         yield AuthzWorld(app, app.extensions["slapfed.ca"], foreign, master_db)
     finally:
         close_app(app)
+
+
+# -- cdn fixtures --
+# Small HTTP origins for the CDN front's tests: each a ThreadingHTTPServer on 127.0.0.1
+# (port chosen at bind time) in a thread, shut down at teardown even on failure.
+class Origin:
+    """Answers GET with JSON {backend, path, hits, forwarded_host} (``Cache-Control:
+    no-store`` for paths ending in /private) and POST with 201 ``posted <body>``."""
+
+    def __init__(self, name: str):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.name, self.hits = name, 0
+        origin = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (http.server's naming)
+                origin.hits += 1
+                body = json.dumps({"backend": origin.name, "path": self.path,
+                                   "hits": origin.hits,
+                                   "forwarded_host": self.headers.get("X-Forwarded-Host")})
+                self._send(200, body.encode(),
+                           "no-store" if self.path.endswith("/private") else None)
+
+            def do_POST(self):  # noqa: N802
+                origin.hits += 1
+                data = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                self._send(201, b"posted " + data, None)
+
+            def _send(self, status, body, cache_control):
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                if cache_control:
+                    self.send_header("Cache-Control", cache_control)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
+                                       daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(10)
+        self.server.server_close()
+
+
+@pytest.fixture
+def origins():
+    """start(name) -> a running Origin; every one is stopped at the end."""
+    started = []
+
+    def start(name: str) -> Origin:
+        started.append(Origin(name))
+        return started[-1]
+
+    yield start
+    for origin in started:
+        origin.stop()
+
+
+def http_fetch(url, method="GET", host=None, data=None, headers=None, timeout=10):
+    """(status, headers, body) of one request, error statuses included, never through a
+    proxy from the environment."""
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(url, method=method, data=data, headers=dict(headers or {}))
+    if host:
+        req.add_header("Host", host)
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=timeout) as resp:
+            return resp.status, resp.headers, resp.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()

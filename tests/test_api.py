@@ -203,8 +203,13 @@ def test_http_errors_use_the_same_body(api, method, path, kwargs, status, code):
      {"status", "software_types[0]"}),
     ("put", "/computers/c1/partitions/p000/status", {"revision": -1},
      {"instance_id", "revision", "state"}),
+    ("put", "/computers/c1/partitions/p000/status",
+     {"instance_id": "i-1", "revision": 1, "state": "started",
+      "shared_connections": {"i-x": "http://x", "bad id": {}}},
+     {"shared_connections.i-x", "shared_connections.bad id"}),
     ("put", "/instances/i-1/state", {"state": "paused", "extra": 1}, {"state", "extra"}),
-], ids=["request", "register", "supply", "software-report", "partition-report", "state"])
+], ids=["request", "register", "supply", "software-report", "partition-report",
+        "shared-connections", "state"])
 def test_invalid_input_lists_every_problem_and_writes_nothing(ready, master_db, method, path,
                                                               body, fields):
     before = master_db.storage.lastTransaction()

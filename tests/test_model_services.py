@@ -271,6 +271,46 @@ def test_shared_instance_attaches_to_a_host(conn):
     assert svc.show_instance(conn, host["id"])["shared_instances"] == []
 
 
+def test_host_report_gives_each_shared_instance_its_connection(conn):
+    _, host = request(conn, reference="front")
+    _, other = request(conn, reference="other", software_type="other")   # hosts none of them
+    _, a = request(conn, reference="site-a", shared=True, parameters={"site": "a"})
+    _, b = request(conn, reference="site-b", shared=True, parameters={"site": "b"})
+    assert a["host_instance"] == b["host_instance"] == host["id"]
+    host = svc.show_instance(conn, host["id"])
+    published = {a["id"]: {"url": "http://127.0.0.1:10000/a/", "site": "a"},
+                 b["id"]: {"error": "parameter 'backend' is required"},
+                 other["id"]: {"url": "http://evil/"},      # not attached to this host
+                 "i-unknown": {"url": "http://nowhere/"}}
+    got = report(conn, host, STARTED, connection={"url": "http://127.0.0.1:10000/"},
+                 shared_connections=published)
+    assert got["connection"] == {"url": "http://127.0.0.1:10000/"}
+    a_now, b_now = svc.show_instance(conn, a["id"]), svc.show_instance(conn, b["id"])
+    assert a_now["connection"] == published[a["id"]]
+    assert b_now["connection"] == published[b["id"]]
+    assert a_now["status"]["state"] == STARTED
+    assert svc.show_instance(conn, other["id"])["connection"] == {}
+    # the same report again leaves the shared instances untouched
+    report(conn, host, STARTED, shared_connections=published)
+    assert svc.show_instance(conn, a["id"])["updated_at"] == a_now["updated_at"]
+    # a detached shared instance loses what its host published for it
+    gone = svc.destroy_instance(conn, b["id"])
+    assert gone["connection"] == {}
+
+
+def test_invalid_shared_connections_are_refused_and_nothing_is_written(conn, master_db):
+    _, host = request(conn, reference="front")
+    _, site = request(conn, reference="site-a", shared=True)
+    before = master_db.storage.lastTransaction()
+    with pytest.raises(errors.InvalidInput) as info:
+        report(conn, svc.show_instance(conn, host["id"]), STARTED, shared_connections={
+            site["id"]: {"bad key": "x"}, "not an id": {}})
+    assert {d["field"] for d in info.value.details} == {
+        f"shared_connections.{site['id']}.bad key", "shared_connections.not an id"}
+    assert master_db.storage.lastTransaction() == before
+    assert svc.show_instance(conn, site["id"])["connection"] == {}
+
+
 def test_shared_flag_cannot_flip_while_placed(conn):
     request(conn, reference="front")
     with pytest.raises(errors.Conflict):

@@ -365,3 +365,17 @@ def test_address_base(base, count, ok):
     else:
         with pytest.raises(InvalidInput):
             plan_partitions([], count, "c", base, 10000, 10, False)
+
+
+def test_shared_connections_are_reported_as_the_master_accepts_them():
+    from slapfed.core.wire import PartitionReport
+    from slapfed.node.agent import _clean_shared_connections, _partition_report
+
+    published = {"i-a": {"url": "http://x/a/", "bad key": 1}, "not an id": {"url": "u"},
+                 "i-b": "http://x/b/", 5: {}}
+    cleaned = _clean_shared_connections(published)
+    assert cleaned == {"i-a": {"url": "http://x/a/"}}
+    body = _partition_report("i-1", 2, "started", "", {"url": "http://x/"}, [], cleaned)
+    assert PartitionReport.from_json(body).shared_connections == cleaned
+    # nothing published: the field is left out (a master predating it would refuse it)
+    assert "shared_connections" not in _partition_report("i-1", 2, "started", "", {}, [], {})

@@ -145,6 +145,35 @@ def test_partition_report_problems(body, fields):
     assert problems_of(PartitionReport.from_json, body) == fields
 
 
+def test_partition_report_carries_shared_connections():
+    rep = PartitionReport.from_json({
+        "instance_id": "i-1", "revision": 2, "state": "started",
+        "shared_connections": {"i-a": {"url": "http://127.0.0.2:8080/a/", "site": "a"},
+                               "i-b": {"error": "no backend"}}})
+    assert rep.shared_connections["i-a"]["site"] == "a"
+    assert PartitionReport.from_json(rep.to_json()) == rep
+    bare = PartitionReport.from_json({"instance_id": "i-1", "revision": 2, "state": "started"})
+    assert bare.shared_connections == {}
+
+
+BASE = {"instance_id": "i-1", "revision": 1, "state": "started"}
+
+
+@pytest.mark.parametrize("shared, fields", [
+    (["i-a"], {"shared_connections"}),
+    ({"not an id": {"url": "x"}}, {"shared_connections.not an id"}),
+    ({"i-a": "http://x"}, {"shared_connections.i-a"}),
+    ({"i-a": {"bad key": "x", "ok": 1}, "i-b": {"url": "fine"}},
+     {"shared_connections.i-a.bad key"}),
+    ({"i-a": {"big": "x" * 300_000}}, {"shared_connections.i-a"}),
+    ({"i-a": None, "-b": {}}, {"shared_connections.i-a", "shared_connections.-b"}),
+], ids=["not-an-object", "bad-id", "value-not-an-object", "bad-parameter-name",
+        "too-large", "two-problems-at-once"])
+def test_partition_report_shared_connection_problems(shared, fields):
+    assert problems_of(PartitionReport.from_json, {**BASE, "shared_connections": shared}) \
+        == fields
+
+
 def test_software_hash_is_stable_and_short():
     assert software_hash(URL) == software_hash(URL)
     assert software_hash(URL) != software_hash(URL + "x")

@@ -147,7 +147,10 @@ def _check_software_url(f: _Fields, name: str, required=True):
 
 
 def _check_parameters(f: _Fields, name: str) -> dict:
-    params = f.obj(name)
+    return _check_parameter_object(f, name, f.obj(name))
+
+
+def _check_parameter_object(f: _Fields, name: str, params: dict) -> dict:
     for key, value in params.items():
         if not PARAMETER_KEY_RE.match(key):
             f.problem(f"{name}.{key}", f"parameter name must match {PARAMETER_KEY_RE.pattern}")
@@ -158,6 +161,24 @@ def _check_parameters(f: _Fields, name: str) -> dict:
     if params and len(json.dumps(params)) > MAX_PARAMETERS_BYTES:
         f.problem(name, f"is larger than {MAX_PARAMETERS_BYTES} bytes")
     return params
+
+
+def _check_shared_connections(f: _Fields, name: str) -> dict:
+    """{shared instance id: connection parameters}, each checked like ``connection``."""
+    out = {}
+    for sid, params in f.obj(name).items():
+        if not ID_RE.match(sid):
+            f.problem(f"{name}.{sid}", f"instance id must match {ID_RE.pattern}")
+            continue
+        if not isinstance(params, dict):
+            f.problem(f"{name}.{sid}", f"must be a JSON object of connection parameters, "
+                                       f"got {type(params).__name__}")
+            continue
+        before = len(f.problems)
+        _check_parameter_object(f, f"{name}.{sid}", params)
+        if len(f.problems) == before:
+            out[sid] = params
+    return out
 
 
 def _check_string_map(f: _Fields, name: str, keys: tuple[str, ...] | None = None) -> dict:
@@ -407,7 +428,10 @@ class PromiseResult:
 
 @dataclass(frozen=True)
 class PartitionReport:
-    """``PUT /api/v1/computers/<id>/partitions/<pid>/status``: what the node observed."""
+    """``PUT /api/v1/computers/<id>/partitions/<pid>/status``: what the node observed.
+
+    ``shared_connections`` (optional): the connection parameters a host instance
+    published for each of its shared instances, by shared instance id."""
 
     instance_id: str
     revision: int
@@ -415,8 +439,10 @@ class PartitionReport:
     log_tail: str = ""
     connection: dict = field(default_factory=dict)
     promises: tuple[PromiseResult, ...] = ()
+    shared_connections: dict = field(default_factory=dict)
 
-    FIELDS = ("instance_id", "revision", "state", "log_tail", "connection", "promises")
+    FIELDS = ("instance_id", "revision", "state", "log_tail", "connection", "promises",
+              "shared_connections")
 
     @classmethod
     def from_json(cls, body: Any) -> "PartitionReport":
@@ -435,8 +461,10 @@ class PartitionReport:
             f.problems.extend(pf.problems)
             if not pf.problems:
                 promises.append(PromiseResult(name, ok, msg or ""))
+        shared_connections = _check_shared_connections(f, "shared_connections")
         f.raise_if_any("partition report")
-        return cls(iid, revision, state, log_tail or "", connection, tuple(promises))
+        return cls(iid, revision, state, log_tail or "", connection, tuple(promises),
+                   shared_connections)
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.FIELDS}

@@ -107,7 +107,13 @@ SCHEMAS = {
     "PartitionReport": _obj({
         "instance_id": STR, "revision": {"type": "integer", "minimum": 0},
         "state": _enum(PARTITION_REPORT_STATES), "log_tail": STR, "connection": ANY_OBJ,
-        "promises": {"type": "array", "items": _ref("PromiseResult")}},
+        "promises": {"type": "array", "items": _ref("PromiseResult")},
+        "shared_connections": {
+            "type": "object", "additionalProperties": ANY_OBJ,
+            "description": "connection parameters the host instance published for its "
+                           "shared instances, by shared instance id; each becomes that "
+                           "shared instance's connection (ids it does not host are "
+                           "ignored)"}},
         ["instance_id", "revision", "state"]),
     "SharedInstanceEntry": _obj({"id": STR, "reference": STR, "parameters": ANY_OBJ},
                                 ["id", "reference", "parameters"]),

@@ -22,7 +22,7 @@ from ..client import MasterClient
 from .identity import partition_identity
 from ..core.errors import Conflict, MasterUnreachable, NotFound, SlapfedError
 from ..core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
-from ..core.wire import MAX_LOG_TAIL, PARAMETER_KEY_RE
+from ..core.wire import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
 from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, chown_tree, load_config
 from .plan import (
@@ -76,6 +76,25 @@ def _tail(text: str, size: int = nb.TAIL_BYTES) -> str:
 
 def _clean_connection(data: dict) -> dict:
     return {k: v for k, v in data.items() if isinstance(k, str) and PARAMETER_KEY_RE.match(k)}
+
+
+def _clean_shared_connections(data: dict) -> dict:
+    """{shared instance id: connection} as a host published it, minus what the master
+    would refuse (ids that are not instance ids, entries that are not objects)."""
+    return {sid: _clean_connection(conn) for sid, conn in data.items()
+            if isinstance(sid, str) and ID_RE.match(sid) and isinstance(conn, dict)}
+
+
+def _partition_report(instance_id, revision, state, log_tail, connection, promises,
+                      shared_connections) -> dict:
+    """The body of a partition report; ``shared_connections`` only when the host
+    published some (a master that predates the field is not sent it needlessly)."""
+    body = {"instance_id": instance_id, "revision": revision, "state": state,
+            "log_tail": _tail(log_tail, MAX_LOG_TAIL), "connection": connection,
+            "promises": promises}
+    if shared_connections:
+        body["shared_connections"] = shared_connections
+    return body
 
 
 class Agent:
@@ -217,10 +236,9 @@ class Agent:
         record = self._record(prev, work)
         self.local = replace(self.local, partitions={**self.local.partitions, pid: record})
         if work.report and work.instance_id is not None:
-            self._send(("partition", pid), {
-                "instance_id": work.instance_id, "revision": work.revision,
-                "state": record.state, "log_tail": _tail(record.log_tail, MAX_LOG_TAIL),
-                "connection": work.connection, "promises": work.promises})
+            self._send(("partition", pid), _partition_report(
+                work.instance_id, work.revision, record.state, record.log_tail,
+                work.connection, work.promises, work.shared_connections))
         if record.state == STARTED:
             self.health[pid] = {"ok": True, "checked": self.clock()}
         else:
@@ -268,6 +286,7 @@ class Agent:
             self.sup.remove_group(pid)
             pp.wipe()
             work.connection = {}
+            work.shared_connections = {}
             work.record = PartitionRecord(action.instance_id, action.revision, DESTROYED)
             self.health.pop(pid, None)
             return
@@ -298,6 +317,7 @@ class Agent:
                                               spec.software_hash, log_tail=res.log_tail)
                 return
             work.connection = _clean_connection(res.connection)
+            work.shared_connections = _clean_shared_connections(res.shared_connections)
             work.instantiated = True
             work.record = PartitionRecord(spec.id, spec.revision, STOPPED, spec.digest(),
                                           spec.software_hash)
@@ -307,6 +327,8 @@ class Agent:
         self.sup.ensure_running()
         if not work.instantiated:
             work.connection = _clean_connection(nb.read_connection(pp.connection_file))
+            work.shared_connections = _clean_shared_connections(
+                nb.read_connection(pp.shared_connection_file))
         digest = spec.digest()
         if isinstance(action, Stop):
             self.sup.stop_group(pid)
@@ -417,11 +439,10 @@ class Agent:
             self.local = replace(self.local, partitions={**self.local.partitions, pid: new})
             log.warning("%s: health changed to %s%s", pid, "ok" if ok else "failed",
                         f"\n{tail}" if tail else "")
-            self._send(("partition", pid), {
-                "instance_id": rec.instance_id, "revision": rec.revision, "state": new.state,
-                "log_tail": _tail(tail, MAX_LOG_TAIL),
-                "connection": _clean_connection(nb.read_connection(pp.connection_file)),
-                "promises": promises})
+            self._send(("partition", pid), _partition_report(
+                rec.instance_id, rec.revision, new.state, tail,
+                _clean_connection(nb.read_connection(pp.connection_file)), promises,
+                _clean_shared_connections(nb.read_connection(pp.shared_connection_file))))
             reported.append(pid)
         if checked_any:
             self.save_state()
@@ -531,6 +552,7 @@ class _Work:
         self.report = False
         self.record: PartitionRecord | None = None
         self.connection: dict = {}
+        self.shared_connections: dict = {}
         self.promises: list = []
         self.instantiated = False
 

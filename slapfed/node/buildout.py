@@ -53,6 +53,7 @@ class InstanceResult:
     log_tail: str
     seconds: float = 0.0
     connection: dict = field(default_factory=dict)
+    shared_connections: dict = field(default_factory=dict)
 
 
 def log_tail(path: str, size: int = TAIL_BYTES) -> str:
@@ -146,6 +147,7 @@ def partition_section(paths: Paths, partition: PartitionConfig, computer: str,
         "run": pp.run,
         "tmp": pp.tmp,
         "connection-file": pp.connection_file,
+        "shared-connection-file": pp.shared_connection_file,
         "python": sys.executable,
         "user": partition.user or "",
         "shared-instances": buildout_value(json.dumps(instance.get("shared_instances") or [],
@@ -405,7 +407,8 @@ def install_software(paths: Paths, url: str, software_hash: str, runner) -> Soft
 
 
 def read_connection(path: str) -> dict:
-    """The connection parameters an instance published ({} when none or unreadable)."""
+    """The JSON object an instance published in ``path`` ({} when none or unreadable):
+    its connection parameters, or those of its shared instances."""
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -440,4 +443,5 @@ def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instanc
         return InstanceResult(False, result.log_tail or _fail(
             pp.buildout_log, f"buildout exited with {result.code}", started), result.seconds)
     return InstanceResult(True, "", time.monotonic() - started,
-                          read_connection(pp.connection_file))
+                          read_connection(pp.connection_file),
+                          read_connection(pp.shared_connection_file))

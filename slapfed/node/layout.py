@@ -180,6 +180,8 @@ class PartitionPaths:
         self.tmp = os.path.join(path, "tmp")
         self.private = os.path.join(path, ".slapfed")
         self.connection_file = os.path.join(self.private, "connection.json")
+        # a host of shared instances publishes theirs here: {shared id: {key: value}}
+        self.shared_connection_file = os.path.join(self.private, "shared-connection.json")
         self.buildout_cfg = os.path.join(path, "buildout.cfg")
         self.buildout_log = os.path.join(self.private, "buildout.log")
 

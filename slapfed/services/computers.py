@@ -125,7 +125,8 @@ def report_partition(conn, computer_id: str, partition_id: str,
 
     Raises NotFound, Conflict (the partition does not host that instance, or the
     report is ahead of the instance's revision). A destroyed report of an instance
-    whose requested state is destroyed frees the partition."""
+    whose requested state is destroyed frees the partition. ``shared_connections``
+    become the connection parameters of the shared instances the host holds."""
     def use_case(app):
         now = clock()
         comp = get_computer(app, computer_id)
@@ -147,6 +148,8 @@ def report_partition(conn, computer_id: str, partition_id: str,
                         promises=tuple(p.to_json() for p in report.promises))
         if report.connection:
             inst.connection = dict(report.connection)
+        if report.shared_connections:
+            _publish_shared(app, inst, report.shared_connections, now)
         if report.state == DESTROYED and inst.requested_state == DESTROYED:
             _free(app, comp, inst, now)
         elif report.revision == inst.revision and report.state in (STARTED, STOPPED, FAILED):
@@ -191,6 +194,7 @@ def _free(app, comp, inst, now: float) -> None:
     for sid in inst.shared_ids:
         shared = app.instances[sid]
         shared.host_id = None
+        shared.connection = {}
         shared.set_status(state=PENDING, log_tail=f"host instance {inst.reference} was "
                                                   "destroyed; request again to attach")
     inst.shared_ids = ()
@@ -205,3 +209,18 @@ def _relay_to_shared(app, host, state: str, now: float) -> None:
         if shared.status["state"] != state or shared.status["revision"] != shared.revision:
             shared.set_status(state=state, revision=shared.revision, reported_at=now,
                               log_tail="", promises=())
+
+
+def _publish_shared(app, host, connections: dict, now: float) -> None:
+    """Give each shared instance attached to ``host`` the connection parameters the host
+    published for it; ids the host does not hold are ignored, and an unchanged value
+    is not written again."""
+    for sid in host.shared_ids:
+        params = connections.get(sid)
+        if params is None:
+            continue
+        shared = app.instances[sid]
+        if shared.requested_state == DESTROYED or shared.connection == params:
+            continue
+        shared.connection = dict(params)
+        shared.touch(now)

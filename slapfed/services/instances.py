@@ -373,6 +373,7 @@ def _attach_shared(app, inst, now: float) -> None:
 def _detach_shared(app, inst, now: float) -> None:
     host = app.instances.get(inst.host_id)
     inst.host_id = None
+    inst.connection = {}        # what the host published for it no longer holds
     if host is not None and host.detach_shared(inst.id):
         host.bump_revision(now)
         _document_changed(app, host, now)

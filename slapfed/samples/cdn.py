@@ -1,0 +1,521 @@
+"""The service of profiles/cdn: a caching reverse proxy in front of many sites.
+
+Owns the site table (built from a host partition's shared instances), the cache policy
+and the proxy itself. The top half is pure (no I/O: table building, routing,
+Cache-Control decisions, the in-memory cache); the bottom half is the aiohttp adapter,
+imported lazily so the recipe and the tests of the pure half need no event loop.
+Depends on the standard library, and on aiohttp in ``make_app``/``serve`` only.
+
+``slapfed-cdn-front --address A --port P --table FILE [--cache-ttl S]`` serves;
+``slapfed-cdn-front --check URL [--wait S]`` is the promise (exit 0 = healthy).
+The table is read once at start: the node restarts a partition's services after
+every instantiation, so a new table always comes with a new process.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
+from urllib.parse import urlsplit
+
+HEALTH_PATH = "/.well-known/slapfed-cdn"
+SITE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+                       r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
+DEFAULT_TTL = 60.0
+DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
+DEFAULT_ENTRY_BYTES = 8 * 1024 * 1024
+CACHEABLE_METHODS = ("GET", "HEAD")
+# RFC 9110 7.6.1: never forwarded, in either direction
+HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate",
+                        "proxy-authorization", "proxy-connection", "te", "trailer",
+                        "transfer-encoding", "upgrade"))
+
+
+# -- the site table ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Site:
+    """One routed site: reached at /<name>/ and by Host <name> or <domain>."""
+
+    name: str
+    backend: str
+    instance_id: str
+    reference: str = ""
+    domain: str | None = None
+
+    @property
+    def hosts(self) -> tuple[str, ...]:
+        return (self.name,) + ((self.domain,) if self.domain else ())
+
+    def to_json(self) -> dict:
+        return {"backend": self.backend, "instance": self.instance_id,
+                "reference": self.reference, "domain": self.domain}
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """What one shared instance asks for, or why it cannot be served."""
+
+    instance_id: str
+    reference: str
+    site: str | None
+    backend: str | None = None
+    domain: str | None = None
+    error: str | None = None
+
+
+def _claim(entry: dict) -> _Claim:
+    sid = str(entry.get("id", ""))
+    reference = str(entry.get("reference") or sid)
+    params = entry.get("parameters") or {}
+    if not isinstance(params, dict):
+        return _Claim(sid, reference, None, error="its parameters are not a JSON object")
+    site = params.get("site", reference)
+    if not isinstance(site, str) or not SITE_RE.match(site):
+        given = "parameter 'site'" if "site" in params else "the reference (the default site)"
+        return _Claim(sid, reference, None, error=(
+            f"{given} {site!r} is not a site name: use 1 to 63 lowercase letters, digits "
+            "and '-' (not at either end)"))
+    backend = params.get("backend")
+    if backend is None or backend == "":
+        return _Claim(sid, reference, site, error=(
+            "parameter 'backend' is required: the http(s) URL of the site's origin server"))
+    problem = _backend_problem(backend)
+    if problem:
+        return _Claim(sid, reference, site, error=problem)
+    domain = params.get("domain")
+    if domain in (None, ""):
+        domain = None
+    elif not isinstance(domain, str) or not DOMAIN_RE.match(domain.lower().rstrip(".")):
+        return _Claim(sid, reference, site, error=(
+            f"parameter 'domain' {domain!r} is not a host name"))
+    else:
+        domain = domain.lower().rstrip(".")
+    return _Claim(sid, reference, site, backend, domain)
+
+
+def _backend_problem(backend) -> str | None:
+    if not isinstance(backend, str):
+        return f"parameter 'backend' must be a URL string, got {json.dumps(backend)[:60]}"
+    try:
+        parts = urlsplit(backend)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        return f"backend {backend!r} is not a URL: {exc}"
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return f"backend {backend!r} is not an http(s) URL with a host"
+    if parts.query or parts.fragment or any(c.isspace() for c in backend):
+        return f"backend {backend!r} must be a base URL, without query, fragment or spaces"
+    return None
+
+
+def build_sites(shared_instances: list, front_url: str,
+                previous: dict | None = None) -> tuple[dict, dict]:
+    """The site table and each shared instance's connection parameters.
+
+    ``shared_instances``: ``[{"id", "reference", "parameters"}]`` as the node passes
+    them; ``front_url``: the proxy's base URL (ending with /); ``previous``: {site name:
+    instance id} of the table in place, so that a site keeps the shared instance that
+    had it (a newcomer asking for a taken name or domain gets an error, never the site).
+    Others are served in id order. Returns ({name: Site}, {instance id: connection}).
+    """
+    previous = previous or {}
+    claims = [_claim(e) for e in shared_instances if isinstance(e, dict)]
+    claims.sort(key=lambda c: (previous.get(c.site) != c.instance_id, c.instance_id))
+    sites: dict[str, Site] = {}
+    owner_of: dict[str, str] = {}          # host name -> site name
+    connections: dict[str, dict] = {}
+    for c in claims:
+        error = c.error
+        if error is None:
+            hosts = (c.site,) + ((c.domain,) if c.domain else ())
+            taken = next((h for h in hosts if h in owner_of), None)
+            if taken is not None:
+                what = "site" if taken == c.site else "domain"
+                error = (f"{what} {taken!r} is already served for another shared "
+                         f"instance; choose another {what}")
+        if error is not None:
+            connections[c.instance_id] = {"error": error, **({"site": c.site} if c.site else {})}
+            continue
+        site = Site(c.site, c.backend, c.instance_id, c.reference, c.domain)
+        sites[site.name] = site
+        for h in site.hosts:
+            owner_of[h] = site.name
+        connections[c.instance_id] = {"url": f"{front_url}{site.name}/", "site": site.name,
+                                      "backend": site.backend,
+                                      **({"domain": site.domain} if site.domain else {})}
+    return sites, connections
+
+
+def table_json(sites: dict) -> dict:
+    return {"sites": {name: site.to_json() for name, site in sorted(sites.items())}}
+
+
+def sites_from_json(data) -> dict:
+    """The sites of a table file's JSON; ValueError saying what is wrong."""
+    if not isinstance(data, dict) or not isinstance(data.get("sites"), dict):
+        raise ValueError('a site table is a JSON object {"sites": {name: {...}}}')
+    out = {}
+    for name, raw in data["sites"].items():
+        if not SITE_RE.match(name) or not isinstance(raw, dict) \
+                or _backend_problem(raw.get("backend")):
+            raise ValueError(f"site {name!r} of the table is malformed")
+        out[name] = Site(name, raw["backend"], str(raw.get("instance") or ""),
+                         str(raw.get("reference") or ""), raw.get("domain") or None)
+    return out
+
+
+def owners(sites: dict) -> dict:
+    """{site name: instance id}: the ``previous`` argument of ``build_sites``."""
+    return {name: site.instance_id for name, site in sites.items()}
+
+
+# -- routing -------------------------------------------------------------------------
+def host_name(host_header: str | None) -> str:
+    """The host of a Host header, lowercased, without port or final dot."""
+    host = (host_header or "").strip().lower()
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0].rstrip(".") if ":" in host else host.rstrip(".")
+
+
+class Routes:
+    """Which site serves a request: its host name (the site's name or domain) first,
+    then the path prefix /<site>/ (which is removed before asking the backend)."""
+
+    def __init__(self, sites: dict):
+        self.sites = dict(sites)
+        self.by_host = {h: site for site in self.sites.values() for h in site.hosts}
+
+    def __len__(self) -> int:
+        return len(self.sites)
+
+    def route(self, host_header: str | None, raw_path: str):
+        """(site, path and query to ask its backend), or None when no site serves it."""
+        site = self.by_host.get(host_name(host_header))
+        if site is not None:
+            return site, raw_path
+        path, sep, query = raw_path.partition("?")
+        first, _, rest = path.lstrip("/").partition("/")
+        site = self.sites.get(first)
+        if site is None:
+            return None
+        return site, "/" + rest + sep + query
+
+
+def upstream_url(site: Site, path: str) -> str:
+    return site.backend.rstrip("/") + path
+
+
+# -- cache policy --------------------------------------------------------------------
+def _values(headers, name: str) -> list[str]:
+    """Every value of header ``name`` in ``headers`` ((name, value) pairs)."""
+    name = name.lower()
+    return [v for k, v in headers if k.lower() == name]
+
+
+def cache_control(headers) -> dict:
+    """Cache-Control directives of (name, value) pairs: {directive: argument or None}."""
+    out = {}
+    for value in _values(headers, "cache-control"):
+        for part in value.split(","):
+            key, sep, arg = part.strip().partition("=")
+            if key:
+                out[key.strip().lower()] = arg.strip().strip('"') if sep else None
+    return out
+
+
+def _seconds(value) -> float | None:
+    try:
+        return float(int(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def request_may_use_cache(headers) -> bool:
+    """False when the client asks to bypass stored responses (no-cache, no-store,
+    max-age=0, Pragma: no-cache)."""
+    cc = cache_control(headers)
+    if "no-cache" in cc or "no-store" in cc or _seconds(cc.get("max-age", "x")) == 0:
+        return False
+    return not any("no-cache" in v.lower() for v in _values(headers, "pragma"))
+
+
+def response_ttl(method: str, status: int, request_headers, response_headers,
+                 default_ttl: float, now: float) -> float:
+    """How long a shared cache may keep this response (0: do not store).
+
+    Only GET/HEAD 200 responses may be stored; never with no-store, private, no-cache,
+    Vary: *, or Set-Cookie, nor for a request with Authorization unless the response
+    says public or s-maxage; s-maxage, then max-age, then Expires give the lifetime,
+    else ``default_ttl``."""
+    if method not in CACHEABLE_METHODS or status != 200:
+        return 0.0
+    req_cc, cc = cache_control(request_headers), cache_control(response_headers)
+    if "no-store" in req_cc or any(k in cc for k in ("no-store", "private", "no-cache")):
+        return 0.0
+    if any(v.strip() == "*" for v in _values(response_headers, "vary")) \
+            or _values(response_headers, "set-cookie"):
+        return 0.0
+    if _values(request_headers, "authorization") and "public" not in cc \
+            and "s-maxage" not in cc:
+        return 0.0
+    for directive in ("s-maxage", "max-age"):
+        if directive in cc:
+            return max(0.0, _seconds(cc[directive]) or 0.0)
+    expires = _values(response_headers, "expires")
+    if expires:
+        try:
+            when = parsedate_to_datetime(expires[0]).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return 0.0            # an invalid Expires means already expired (RFC 9111)
+        return max(0.0, when - now)
+    return max(0.0, default_ttl)
+
+
+def vary_names(response_headers) -> tuple[str, ...]:
+    names = set()
+    for value in _values(response_headers, "vary"):
+        names.update(n.strip().lower() for n in value.split(",") if n.strip())
+    return tuple(sorted(names))
+
+
+# -- the cache -----------------------------------------------------------------------
+@dataclass
+class Entry:
+    status: int
+    headers: list                 # (name, value) pairs, hop-by-hop headers removed
+    body: bytes
+    stored_at: float
+    ttl: float
+    vary: dict = field(default_factory=dict)   # request header -> value it was stored for
+
+    def fresh(self, now: float) -> bool:
+        return now < self.stored_at + self.ttl
+
+    def matches(self, request_headers) -> bool:
+        return all(", ".join(_values(request_headers, name)) == value
+                   for name, value in self.vary.items())
+
+
+class ResponseCache:
+    """Stored responses by (site, path and query), least recently used evicted first,
+    at most ``max_bytes`` of bodies and ``max_entry`` bytes each. One variant per key
+    (the last stored); an entry only serves requests matching its Vary headers."""
+
+    def __init__(self, max_bytes: int = DEFAULT_CACHE_BYTES,
+                 max_entry: int = DEFAULT_ENTRY_BYTES):
+        self.max_bytes = max_bytes
+        self.max_entry = max_entry
+        self.entries: OrderedDict = OrderedDict()
+        self.size = 0
+
+    def get(self, key, request_headers, now: float) -> Entry | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if not entry.fresh(now):
+            self.drop(key)
+            return None
+        if not entry.matches(request_headers):
+            return None
+        self.entries.move_to_end(key)
+        return entry
+
+    def put(self, key, entry: Entry, response_headers=(), request_headers=()) -> bool:
+        if len(entry.body) > self.max_entry or len(entry.body) > self.max_bytes:
+            return False
+        entry.vary = {n: ", ".join(_values(request_headers, n))
+                      for n in vary_names(response_headers)}
+        self.drop(key)
+        self.entries[key] = entry
+        self.size += len(entry.body)
+        while self.size > self.max_bytes:
+            self.drop(next(iter(self.entries)))
+        return True
+
+    def drop(self, key) -> None:
+        entry = self.entries.pop(key, None)
+        if entry is not None:
+            self.size -= len(entry.body)
+
+
+def forward_headers(headers) -> list:
+    """(name, value) pairs minus hop-by-hop headers and those Connection names."""
+    named = {t.strip().lower() for v in _values(headers, "connection") for t in v.split(",")}
+    return [(k, v) for k, v in headers if k.lower() not in HOP_BY_HOP and k.lower() not in named]
+
+
+def error_body(code: str, message: str) -> bytes:
+    """slapfed's one error shape, for the proxy's own answers."""
+    return json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
+
+
+# -- the aiohttp adapter ---------------------------------------------------------------
+# Request headers the proxy sets itself rather than passing on.
+OWN_REQUEST_HEADERS = frozenset(("host", "x-forwarded-for", "x-forwarded-host",
+                                 "x-forwarded-proto"))
+# Stored headers recomputed when a stored response is served.
+RECOMPUTED_ON_HIT = frozenset(("content-length", "age", "x-cache"))
+
+
+def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache | None = None,
+             clock=time.time, timeout: float = 30.0):
+    """The aiohttp application proxying to ``sites`` ({name: Site}) with one ``cache``.
+
+    GET responses are stored (HEAD is answered from them too); every other method, and
+    whatever the cache policy refuses, goes to the backend each time."""
+    import asyncio
+
+    import aiohttp
+    from aiohttp import web
+    from yarl import URL
+
+    routes = Routes(sites)
+    cache = cache if cache is not None else ResponseCache()
+    session_key = web.AppKey("session", aiohttp.ClientSession)
+
+    async def client_session(app):
+        async with aiohttp.ClientSession(
+                auto_decompress=False, trust_env=False,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=timeout,
+                                              sock_read=timeout)) as session:
+            app[session_key] = session
+            yield
+
+    def answer(status: int, code: str, message: str):
+        return web.Response(status=status, body=error_body(code, message),
+                            content_type="application/json")
+
+    async def handle(request: web.Request):
+        if request.path == HEALTH_PATH:
+            return web.json_response({"status": "ok", "sites": len(routes)})
+        found = routes.route(request.headers.get("Host"), request.raw_path)
+        if found is None:
+            return answer(404, "unknown_site", (
+                f"no site is served for host {host_name(request.headers.get('Host'))!r} "
+                f"and path {request.path!r}: a site is reached at /<site>/ or by its "
+                "host name"))
+        site, path = found
+        req_headers = list(request.headers.items())
+        key = ("GET", site.name, path)
+        if request.method in CACHEABLE_METHODS and request_may_use_cache(req_headers):
+            entry = cache.get(key, req_headers, clock())
+            if entry is not None:
+                headers = [(k, v) for k, v in entry.headers
+                           if k.lower() not in RECOMPUTED_ON_HIT]
+                headers += [("X-Cache", "HIT"), ("Age", str(int(clock() - entry.stored_at)))]
+                return web.Response(status=entry.status, headers=headers, body=entry.body)
+        try:
+            return await forward(request, site, path, req_headers, key)
+        except asyncio.TimeoutError:
+            return answer(504, "backend_timeout",
+                          f"site {site.name!r}: its backend {site.backend} did not answer "
+                          f"within {timeout:g}s")
+        except aiohttp.ClientError as exc:
+            return answer(502, "backend_unreachable",
+                          f"site {site.name!r}: its backend {site.backend} cannot be "
+                          f"reached: {exc or type(exc).__name__}")
+
+    async def forward(request, site: Site, path: str, req_headers: list, key: tuple):
+        drop = OWN_REQUEST_HEADERS | (set() if request.body_exists else {"content-length"})
+        headers = [(k, v) for k, v in forward_headers(req_headers) if k.lower() not in drop]
+        prior = request.headers.get("X-Forwarded-For")
+        peer = request.remote or ""
+        headers += [("X-Forwarded-For", f"{prior}, {peer}" if prior else peer),
+                    ("X-Forwarded-Host", request.headers.get("Host", "")),
+                    ("X-Forwarded-Proto", request.scheme)]
+        url = URL(upstream_url(site, path), encoded=True)
+        async with request.app[session_key].request(
+                request.method, url, headers=headers, allow_redirects=False,
+                data=request.content if request.body_exists else None) as upstream:
+            return await relay(request, upstream, req_headers, key)
+
+    async def relay(request, upstream, req_headers: list, key: tuple):
+        resp_headers = forward_headers(list(upstream.headers.items()))
+        ttl = response_ttl(request.method, upstream.status, req_headers, resp_headers,
+                           default_ttl, clock()) if request.method == "GET" else 0.0
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
+                                      headers=resp_headers + [("X-Cache", "MISS")])
+        await response.prepare(request)
+        kept, size = [], 0
+        try:
+            async for chunk in upstream.content.iter_any():
+                await response.write(chunk)
+                if ttl > 0 and size <= cache.max_entry:
+                    kept.append(chunk)
+                    size += len(chunk)
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            # headers are gone already: cut the connection so the client sees a
+            # truncated answer, and store nothing
+            response.force_close()
+            return response
+        await response.write_eof()
+        if ttl > 0 and size <= cache.max_entry:
+            cache.put(key, Entry(upstream.status, resp_headers, b"".join(kept), clock(), ttl),
+                      resp_headers, req_headers)
+        return response
+
+    app = web.Application()
+    app.cleanup_ctx.append(client_session)
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def load_table(path: str) -> dict:
+    """The sites of table file ``path``; SystemExit with the reason when unusable."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return sites_from_json(json.load(fh))
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"slapfed-cdn-front: cannot use the site table {path}: {exc}") \
+            from None
+
+
+def serve(address: str, port: int, table: str, default_ttl: float, cache_bytes: int) -> None:
+    import logging
+
+    from aiohttp import web
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout,
+                        format="%(asctime)s %(name)s %(message)s")
+    sites = load_table(table)
+    app = make_app(sites, default_ttl, ResponseCache(cache_bytes))
+    print(f"cdn: serving {len(sites)} site(s) ({', '.join(sorted(sites)) or 'none'}) on "
+          f"http://{address}:{port}/", flush=True)
+    web.run_app(app, host=address, port=port, print=None, shutdown_timeout=2.0)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="slapfed-cdn-front",
+        description="A caching reverse proxy serving the sites of a site table, by host "
+                    "name or by path prefix /<site>/; or, with --check, its health check.")
+    parser.add_argument("--address", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--table", help="the site table (JSON) written by slapfed:cdn-sites")
+    parser.add_argument("--cache-ttl", type=float, default=DEFAULT_TTL,
+                        help="seconds to keep a response whose backend gives no lifetime")
+    parser.add_argument("--cache-bytes", type=int, default=DEFAULT_CACHE_BYTES,
+                        help="memory for stored responses")
+    parser.add_argument("--check", metavar="URL", help="health check mode: GET URL")
+    parser.add_argument("--wait", type=float, default=0.0,
+                        help="with --check: keep trying for this many seconds")
+    args = parser.parse_args(argv)
+    if args.check:
+        from .hello import check
+
+        return check(args.check, args.wait)
+    if not args.table:
+        parser.error("--table is required to serve")
+    serve(args.address, args.port, args.table, args.cache_ttl, args.cache_bytes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""The cdn sample (slapfed.samples.cdn): table tests of its pure half (site table,
+routing, cache policy, the cache), then the proxy itself over loopback, in front of
+small origins (conftest) started by the test on ports chosen at run time."""
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+
+import pytest
+from conftest import http_fetch as fetch
+
+from slapfed.samples import cdn
+
+FRONT = "http://127.0.0.2:10000/"
+NOW = 1_700_000_000.0
+
+
+def shared(sid, reference=None, **params):
+    return {"id": sid, "reference": reference or sid, "parameters": params}
+
+
+# -- the site table ---------------------------------------------------------------------
+@pytest.mark.parametrize("entries, previous, served, errors", [
+    ([shared("i-1", "shop", backend="http://b1/")], {}, {"shop": "i-1"}, {}),
+    ([shared("i-1", "Shop 1", site="a", backend="https://b1:8443/base/")], {},
+     {"a": "i-1"}, {}),
+    ([shared("i-1", "a")], {}, {}, {"i-1": "parameter 'backend' is required"}),
+    ([shared("i-1", "a", backend="ftp://b1/")], {}, {}, {"i-1": "not an http(s) URL"}),
+    ([shared("i-1", "a", backend="http://b1/?x=1")], {}, {}, {"i-1": "without query"}),
+    ([shared("i-1", "a", backend=["http://b1/"])], {}, {}, {"i-1": "must be a URL string"}),
+    ([shared("i-1", "Shop 1", backend="http://b1/")], {}, {},
+     {"i-1": "the reference (the default site) 'Shop 1' is not a site name"}),
+    ([shared("i-1", "a", site="-a", backend="http://b1/")], {}, {},
+     {"i-1": "parameter 'site' '-a' is not a site name"}),
+    ([shared("i-2", "x", site="a", backend="http://b2/"),
+      shared("i-1", "y", site="a", backend="http://b1/")], {}, {"a": "i-1"},
+     {"i-2": "site 'a' is already served"}),
+    ([shared("i-2", "x", site="a", backend="http://b2/"),
+      shared("i-1", "y", site="a", backend="http://b1/")], {"a": "i-2"}, {"a": "i-2"},
+     {"i-1": "site 'a' is already served"}),
+    ([shared("i-1", "a", domain="Shop.Example.", backend="http://b1/"),
+      shared("i-2", "b", domain="shop.example", backend="http://b2/")], {}, {"a": "i-1"},
+     {"i-2": "domain 'shop.example' is already served"}),
+    ([shared("i-1", "a", backend="http://b1/"),
+      shared("i-2", "b", domain="a", backend="http://b2/")], {}, {"a": "i-1"},
+     {"i-2": "domain 'a' is already served"}),
+    ([shared("i-1", "a", domain="not a host", backend="http://b1/")], {}, {},
+     {"i-1": "parameter 'domain' 'not a host' is not a host name"}),
+    ([{"id": "i-1", "reference": "a", "parameters": "oops"}], {}, {},
+     {"i-1": "not a JSON object"}),
+], ids=["site-defaults-to-reference", "explicit-site-and-base-path", "backend-missing",
+        "backend-not-http", "backend-with-query", "backend-not-a-string",
+        "reference-is-no-site-name", "bad-site-name", "lowest-id-wins-a-new-name",
+        "previous-owner-keeps-its-site", "domain-taken", "domain-is-another-site",
+        "bad-domain", "parameters-not-an-object"])
+def test_build_sites(entries, previous, served, errors):
+    sites, connections = cdn.build_sites(entries, FRONT, previous)
+    assert {name: site.instance_id for name, site in sites.items()} == served
+    assert set(connections) == {e["id"] for e in entries}
+    for sid, problem in errors.items():
+        assert problem in connections[sid]["error"] and "url" not in connections[sid]
+    for name, sid in served.items():
+        assert connections[sid]["url"] == f"{FRONT}{name}/"
+        assert connections[sid]["site"] == name
+        assert connections[sid]["backend"] == sites[name].backend
+
+
+def test_connections_of_a_site_name_the_domain_and_survive_the_table_file():
+    sites, connections = cdn.build_sites(
+        [shared("i-1", "a", backend="http://b1/", domain="Shop.Example")], FRONT)
+    assert connections == {"i-1": {"url": FRONT + "a/", "site": "a", "backend": "http://b1/",
+                                   "domain": "shop.example"}}
+    again = cdn.sites_from_json(json.loads(json.dumps(cdn.table_json(sites))))
+    assert again == sites and cdn.owners(again) == {"a": "i-1"}
+    with pytest.raises(ValueError):
+        cdn.sites_from_json({"sites": {"a": {"backend": "nope"}}})
+
+
+# -- routing ----------------------------------------------------------------------------
+ROUTES = cdn.Routes(cdn.build_sites([shared("i-a", "a", backend="http://b1/"),
+                                     shared("i-b", "b", backend="http://b2/",
+                                            domain="www.b.example")], FRONT)[0])
+
+
+@pytest.mark.parametrize("host, raw_path, site, path", [
+    ("127.0.0.2:10000", "/a/x/y?q=1", "a", "/x/y?q=1"),
+    ("127.0.0.2", "/a", "a", "/"),
+    ("127.0.0.2", "/a?q=1", "a", "/?q=1"),
+    ("A:8080", "/b/x", "a", "/b/x"),
+    ("www.B.example.", "/x", "b", "/x"),
+    (None, "/b/", "b", "/"),
+    ("127.0.0.2", "/c/x", None, None),
+    ("127.0.0.2", "/", None, None),
+    ("[::1]:80", "/ab/", None, None),
+], ids=["path-prefix", "bare-prefix", "bare-prefix-with-query", "host-wins-over-path",
+        "domain-any-case-final-dot", "no-host-header", "unknown-site", "root", "ipv6-host"])
+def test_routes(host, raw_path, site, path):
+    found = ROUTES.route(host, raw_path)
+    if site is None:
+        assert found is None
+    else:
+        assert (found[0].name, found[1]) == (site, path)
+
+
+# -- cache policy -----------------------------------------------------------------------
+HTTP_DATE_IN_30S = "Tue, 14 Nov 2023 22:13:50 GMT"   # NOW + 30 s
+
+
+@pytest.mark.parametrize("method, status, request_headers, response_headers, ttl", [
+    ("GET", 200, [], [], 60.0),
+    ("HEAD", 200, [], [], 60.0),
+    ("POST", 200, [], [], 0.0),
+    ("GET", 404, [], [], 0.0),
+    ("GET", 200, [], [("Cache-Control", "max-age=10")], 10.0),
+    ("GET", 200, [], [("cache-control", "public, max-age=10, s-maxage=20")], 20.0),
+    ("GET", 200, [], [("Cache-Control", "max-age=0")], 0.0),
+    ("GET", 200, [], [("Cache-Control", "no-store")], 0.0),
+    ("GET", 200, [], [("Cache-Control", "private, max-age=100")], 0.0),
+    ("GET", 200, [], [("Cache-Control", 'no-cache="Set-Cookie"')], 0.0),
+    ("GET", 200, [], [("Cache-Control", "public"), ("Cache-Control", "no-cache")], 0.0),
+    ("GET", 200, [("Cache-Control", "no-store")], [], 0.0),
+    ("GET", 200, [], [("Vary", "*")], 0.0),
+    ("GET", 200, [], [("Set-Cookie", "id=1")], 0.0),
+    ("GET", 200, [("Authorization", "Basic eA==")], [("Cache-Control", "max-age=5")], 0.0),
+    ("GET", 200, [("Authorization", "Basic eA==")], [("Cache-Control", "s-maxage=5")], 5.0),
+    ("GET", 200, [], [("Expires", HTTP_DATE_IN_30S)], 30.0),
+    ("GET", 200, [], [("Expires", "0")], 0.0),
+    ("GET", 200, [], [("Cache-Control", "max-age=7"), ("Expires", "0")], 7.0),
+    ("GET", 200, [], [("Cache-Control", "max-age=soon")], 0.0),
+], ids=["silent-backend-default-ttl", "head", "post", "not-200", "max-age",
+        "s-maxage-wins", "max-age-0", "no-store", "private", "qualified-no-cache",
+        "directives-over-two-headers", "client-no-store", "vary-star", "set-cookie",
+        "authorization-private-by-default", "authorization-with-s-maxage", "expires",
+        "invalid-expires", "max-age-beats-expires", "max-age-not-a-number"])
+def test_response_ttl(method, status, request_headers, response_headers, ttl):
+    assert cdn.response_ttl(method, status, request_headers, response_headers, 60.0,
+                            NOW) == pytest.approx(ttl)
+
+
+@pytest.mark.parametrize("headers, allowed", [
+    ([], True),
+    ([("Cache-Control", "max-age=60")], True),
+    ([("Cache-Control", "no-cache")], False),
+    ([("Cache-Control", "no-store")], False),
+    ([("Cache-Control", "max-age=0")], False),
+    ([("Pragma", "no-cache")], False),
+], ids=["plain", "max-age", "no-cache", "no-store", "max-age-0", "pragma"])
+def test_request_may_use_cache(headers, allowed):
+    assert cdn.request_may_use_cache(headers) is allowed
+
+
+def test_cache_expires_evicts_least_recently_used_and_honours_vary():
+    cache = cdn.ResponseCache(max_bytes=10, max_entry=6)
+
+    def entry(body, ttl=60):
+        return cdn.Entry(200, [], body, NOW, ttl)
+
+    assert cache.put("a", entry(b"aaaa")) and cache.put("b", entry(b"bbbb"))
+    assert not cache.put("big", entry(b"x" * 7))           # larger than one entry may be
+    assert cache.get("a", [], NOW + 1).body == b"aaaa"     # a is now the most recent
+    cache.put("c", entry(b"cccc"))                         # 12 bytes > 10: b goes
+    assert cache.get("b", [], NOW + 1) is None and cache.size == 8
+    cache.put("short", entry(b"s", ttl=5))
+    assert cache.get("short", [], NOW + 4) and cache.get("short", [], NOW + 5) is None
+    cache.put("v", entry(b"gz"), [("Vary", "Accept-Encoding")], [("Accept-Encoding", "gzip")])
+    assert cache.get("v", [("accept-encoding", "gzip")], NOW)
+    assert cache.get("v", [], NOW) is None
+
+
+# -- the proxy over loopback ------------------------------------------------------------
+class Front:
+    """slapfed.samples.cdn's app served on 127.0.0.1 (a port chosen at bind time) by an
+    event loop in a thread; ``clock`` is the proxy's, so tests can move time."""
+
+    def __init__(self, sites: dict, ttl: float = 60.0):
+        from aiohttp import web
+
+        self.now = NOW
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+        app = cdn.make_app(sites, ttl, clock=lambda: self.now, timeout=5)
+        self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+
+        async def start():
+            await self.runner.setup()
+            site = web.TCPSite(self.runner, "127.0.0.1", 0)
+            await site.start()
+            return self.runner.addresses[0][1]
+
+        try:
+            self.port = self._run(start())
+        except BaseException:
+            self.stop()
+            raise
+        self.url = f"http://127.0.0.1:{self.port}/"
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
+
+    def stop(self):
+        try:
+            self._run(self.runner.cleanup())
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+@pytest.fixture
+def front(origins):
+    """Two origins and the proxy over sites a, b (domain www.b.example) and down."""
+    one, two = origins("one"), origins("two")
+    closed = socket.socket()            # bound, never listening: connections are refused
+    closed.bind(("127.0.0.1", 0))
+    made = []
+    try:
+        sites, _ = cdn.build_sites([
+            shared("i-a", "a", backend=one.url),
+            shared("i-b", "b", backend=two.url + "base/", domain="www.b.example"),
+            shared("i-d", "down", backend=f"http://127.0.0.1:{closed.getsockname()[1]}/"),
+        ], FRONT)
+        made.append(Front(sites))
+        yield made[0], one, two
+    finally:
+        for f in made:
+            f.stop()
+        closed.close()
+
+
+def test_second_get_is_a_hit_until_the_ttl_runs_out(front):
+    proxy, one, _ = front
+    status, headers, body = fetch(proxy.url + "a/page?x=1")
+    assert status == 200 and headers["X-Cache"] == "MISS"
+    assert json.loads(body) == {"backend": "one", "path": "/page?x=1", "hits": 1,
+                                "forwarded_host": f"127.0.0.1:{proxy.port}"}
+    status, headers, again = fetch(proxy.url + "a/page?x=1")
+    assert status == 200 and headers["X-Cache"] == "HIT" and again == body
+    assert one.hits == 1
+    status, headers, head = fetch(proxy.url + "a/page?x=1", method="HEAD")
+    assert headers["X-Cache"] == "HIT" and head == b""
+    assert headers["Content-Length"] == str(len(body))
+    # the client may bypass the cache; the default TTL (60 s) ends it for everyone
+    assert fetch(proxy.url + "a/page?x=1",
+                 headers={"Cache-Control": "no-cache"})[1]["X-Cache"] == "MISS"
+    proxy.now += 61
+    status, headers, late = fetch(proxy.url + "a/page?x=1")
+    assert headers["X-Cache"] == "MISS" and json.loads(late)["hits"] == 3
+
+
+def test_no_store_is_never_served_from_the_cache(front):
+    proxy, one, _ = front
+    for _ in range(2):
+        status, headers, _body = fetch(proxy.url + "a/private")
+        assert status == 200 and headers["X-Cache"] == "MISS"
+        assert headers["Cache-Control"] == "no-store"
+    assert one.hits == 2
+
+
+def test_sites_are_routed_by_path_and_by_host(front):
+    proxy, one, two = front
+    by_path = json.loads(fetch(proxy.url + "b/x")[2])
+    assert by_path["backend"] == "two" and by_path["path"] == "/base/x"
+    by_host = fetch(proxy.url + "x", host="WWW.B.example")
+    assert json.loads(by_host[2])["path"] == "/base/x" and by_host[1]["X-Cache"] == "HIT"
+    assert json.loads(fetch(proxy.url + "b/x", host="a")[2])["backend"] == "one"
+    assert two.hits == 1
+
+
+def test_other_methods_pass_through(front):
+    proxy, one, _ = front
+    for n in (1, 2):
+        status, headers, body = fetch(proxy.url + "a/form", method="POST", data=b"k=v")
+        assert (status, body, headers["X-Cache"]) == (201, b"posted k=v", "MISS")
+        assert one.hits == n
+
+
+def test_unknown_site_is_a_404_that_says_how_to_reach_a_site(front):
+    proxy, _, _ = front
+    status, headers, body = fetch(proxy.url + "nope/x")
+    assert status == 404 and headers["Content-Type"].startswith("application/json")
+    error = json.loads(body)["error"]
+    assert error["code"] == "unknown_site"
+    assert "'/nope/x'" in error["message"] and "/<site>/" in error["message"]
+
+
+def test_unreachable_backend_is_a_502_naming_the_site(front):
+    proxy, _, _ = front
+    status, _, body = fetch(proxy.url + "down/x")
+    error = json.loads(body)["error"]
+    assert status == 502 and error["code"] == "backend_unreachable"
+    assert "site 'down'" in error["message"]
+    assert fetch(proxy.url + "a/still-fine")[0] == 200
+
+
+def test_health_path_answers_whatever_the_host(front):
+    proxy, _, _ = front
+    for host in (None, "a"):
+        status, _, body = fetch(proxy.url + ".well-known/slapfed-cdn", host=host)
+        assert status == 200 and json.loads(body) == {"status": "ok", "sites": 3}

@@ -1,0 +1,121 @@
+"""End to end, the CDN release: a real master process (gunicorn, FileStorage) over mutual
+TLS, a real node process enrolled with a one-time token, real buildout runs, a real
+supervisord running slapfed-cdn-front, and origins started by the test; two shared
+requests become two sites of one front, each with its own URL."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import http_fetch
+
+from slapfed.ca import identity as ids
+from slapfed.ca.authority import CertificateAuthority
+from slapfed.client import MasterClient
+from slapfed.procs import Proc, slapfed_argv, wait_for
+
+REPO = Path(__file__).resolve().parents[1]
+CDN = str(REPO / "profiles" / "cdn" / "software.cfg")
+COMPUTER = "e2e-cdn-node"
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def cli(*args, env):
+    done = subprocess.run(slapfed_argv(*args), capture_output=True, text=True, env=env,
+                          timeout=300)
+    if done.returncode != 0:
+        raise AssertionError(f"slapfed {' '.join(args)} exited {done.returncode}:\n"
+                             f"{done.stdout}\n{done.stderr}")
+    return done
+
+
+def request(env, reference, *args):
+    return json.loads(cli("request", reference, CDN, *args, "--wait", "120", "--json",
+                          env=env).stdout)
+
+
+@pytest.fixture(scope="module")
+def federation(tmp_path_factory):
+    """A master and a node of two partitions; alice requests, root supplies. Every
+    process is stopped by PID at the end, the node's supervisord and services too."""
+    base = tmp_path_factory.mktemp("e2e-cdn")
+    procs = []
+    root = base / "node"
+    try:
+        master = Proc(slapfed_argv("master", "serve", "--data", str(base / "master"),
+                                   "--listen", "127.0.0.1:0"), base / "master.log")
+        procs.append(master)
+        url_file = base / "master" / "master.url"
+        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
+                 "master URL", proc=master)
+        url = url_file.read_text().strip()
+        ca = CertificateAuthority(base / "master" / "ca")
+        made = {who: ca.issue_with_new_key(identity, base / who)
+                for who, identity in (("alice", ids.person("alice")),
+                                      ("root", ids.admin("root")))}
+        envs = {}
+        for who in made:
+            envs[who] = dict(os.environ, SLAPFED_CONFIG=str(base / f"{who}.json"))
+            envs[who].pop("SLAPFED_MASTER", None)
+            cli("config", "set", "--master", url, "--identity", str(base / who), env=envs[who])
+        # addresses of this run's own, so that two suites on one machine never collide
+        cli("node", "format", "--master", url, "--computer", COMPUTER, "--partitions", "2",
+            "--root", str(root), "--address-base", f"127.{20 + os.getpid() % 200}.231.1",
+            "--token", ca.token_for(COMPUTER), "--ca", str(ca.directory / "ca.crt"),
+            env=envs["alice"])
+        procs.append(Proc(slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
+                          base / "node.log"))
+        alice = made["alice"]
+        yield {"env": envs["alice"], "admin_env": envs["root"],
+               "client": MasterClient(url, ca=str(alice.ca_path), cert=str(alice.cert_path),
+                                      key=str(alice.key_path))}
+    finally:
+        for p in reversed(procs):
+            p.stop()
+        if (root / "node.json").exists():
+            subprocess.run(slapfed_argv("node", "stop", "--root", str(root)),
+                           capture_output=True, timeout=60)
+
+
+def test_shared_requests_become_sites_of_one_front(federation, origins):
+    fed, env = federation, federation["env"]
+    client = fed["client"]
+    cli("supply", CDN, "--computer", COMPUTER, env=fed["admin_env"])
+    front = request(env, "cdn-front")
+    assert front["status"]["state"] == "started", front["status"]["log_tail"]
+    front_url = front["connection"]["url"]
+    status, _, body = http_fetch(front_url + ".well-known/slapfed-cdn")
+    assert status == 200 and json.loads(body)["sites"] == 0
+
+    one, two = origins("one"), origins("two")
+    a = request(env, "site-a", "--shared", "--param", "site=a", "--param", f"backend={one.url}")
+    b = request(env, "site-b", "--shared", "--param", "site=b", "--param", f"backend={two.url}")
+    broken = request(env, "site-c", "--shared", "--param", "site=c")
+    assert a["host_instance"] == b["host_instance"] == front["id"]
+    # each shared instance has its own connection parameters, published by the front
+    a, b = client.show(a["id"]), client.show(b["id"])
+    assert a["connection"] == {"url": front_url + "a/", "site": "a", "backend": one.url}
+    assert b["connection"]["url"] == front_url + "b/"
+    assert "'backend' is required" in client.show(broken["id"])["connection"]["error"]
+    assert client.show(front["id"])["connection"] == {"url": front_url}
+
+    for site, origin in ((a, one), (b, two)):
+        status, headers, body = http_fetch(site["connection"]["url"] + "page")
+        assert status == 200 and headers["X-Cache"] == "MISS"
+        assert json.loads(body)["backend"] == origin.name
+        status, headers, again = http_fetch(site["connection"]["url"] + "page")
+        assert headers["X-Cache"] == "HIT" and again == body
+        assert origin.hits == 1
+
+    # destroying a shared request removes its route; the other site keeps serving
+    cli("destroy", "site-a", "--wait", "60", env=env)
+    assert client.show(a["id"])["connection"] == {}
+    applied = client.wait_ready(front["id"], 120)
+    assert applied["status"]["state"] == "started", applied["status"]["log_tail"]
+    status, _, body = http_fetch(a["connection"]["url"] + "page")
+    assert status == 404 and json.loads(body)["error"]["code"] == "unknown_site"
+    status, headers, body = http_fetch(b["connection"]["url"] + "page")
+    assert status == 200 and json.loads(body)["backend"] == "two"
+    assert client.show(b["id"])["connection"]["url"] == front_url + "b/"
