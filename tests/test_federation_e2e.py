@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from conftest import http_fetch
 
 from slapfed.ca import identity as ids
 from slapfed.ca.authority import CertificateAuthority
@@ -21,6 +22,7 @@ from slapfed.procs import Proc, slapfed_argv, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO = str(REPO / "profiles" / "hello" / "software.cfg")
+CDN = str(REPO / "profiles" / "cdn" / "software.cfg")
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -202,6 +204,30 @@ def test_two_hops_there_and_back_and_destroyed_at_the_far_end(world):
     far_c = [i for i in far_c if i["reference"] == at_c[0]["reference"]][0]
     assert far_c["status"]["state"] == "destroyed" and far_c["placement"] is None
     assert elapsed < 60
+
+
+def test_a_shared_cdn_request_at_a_is_served_by_bs_front(world, origins):
+    a, b = world["m"]["a"], world["m"]["b"]
+    alice = world["alice"]
+    b.admin.supply("b-node", CDN)
+    b.admin.request("cdn-front", CDN)
+    front = wait_instance(b.admin, "cdn-front", started, what="b's cdn front started")
+    # a's policy: every request of the cdn release goes to b
+    a.admin.set_policy({"rules": [{"release": "*/profiles/cdn/*", "to": ["b"]}]})
+    shop = origins("shop")
+    inst = alice.request("shop", CDN, parameters={"site": "shop", "backend": shop.url},
+                         shared=True)
+    assert inst["delegation"]["peer"] == "b" and "rule 1" in inst["delegation"]["reason"]
+    done = wait_instance(alice, "shop", started, what="shop's site published back at a")
+    assert done["connection"]["url"] == front["connection"]["url"] + "shop/"
+    assert done["delegation"]["chain"][-1] == {"host_instance": front["id"]}
+    status, headers, body = http_fetch(done["connection"]["url"] + "page")
+    assert status == 200 and headers["X-Cache"] == "MISS" and b"shop" in body
+    status, headers, _ = http_fetch(done["connection"]["url"] + "page")
+    assert status == 200 and headers["X-Cache"] == "HIT" and shop.hits == 1
+    # at b it is one shared instance of a's, attached to the front
+    at_b = [i for i in instances_at(b, "master/a") if i["reference"] == "a:person/alice:shop"]
+    assert len(at_b) == 1 and at_b[0]["host_instance"] == front["id"]
 
 
 def test_peer_outage_then_convergence_without_duplicates(world):
