@@ -180,6 +180,13 @@ def test_two_hops_there_and_back_and_destroyed_at_the_far_end(world):
     chain = done["delegation"]["chain"]
     assert [h.get("master") for h in chain[:2]] == ["b", "c"]
     assert chain[2]["computer"] == "c-node" and chain[2]["continent"] == "asia"
+    # slapfed topology where at a: the chain and the far computer's sites
+    from slapfed.topology import files as topology_files, graph as topology_graph
+    view = a.admin.topology()
+    w = topology_graph.build(topology_files.Topology.from_json(view["topology"]),
+                             view["live"]).where("far", "person/alice")
+    assert w["delegation"] == ["b", "c"] and w["master"] == "c"
+    assert (w["computer"], w["continent"]) == ("c-node", "asia")
     body = requests.get(done["connection"]["url"], timeout=5).json()
     assert "konnichiwa" in str(body)
     # one instance at b (requested by a), one at c (requested by b)

@@ -36,7 +36,8 @@ def live_state(conn) -> dict:
                 "requested_state": inst.requested_state, "state": inst.status["state"],
                 "placement": None if place is None else {
                     "computer": place["computer"], "partition": place["partition"],
-                    "address": place["address"]}})
+                    "address": place["address"]},
+                "delegation": render.delegation_json(app, inst)})
         return {"computers": computers, "instances": instances, "masters": masters}
 
     return read(conn, query)

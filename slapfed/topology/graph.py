@@ -119,8 +119,19 @@ class FederationGraph:
                "host_instance": None, "placed": False, "computer": None, "partition": None,
                "address": None, "port_base": None, "port_count": None, "master": None,
                **dict.fromkeys(locality.LEVELS),
-               # Filled once delegation exists: the masters the request crossed, in order.
+               # delegated instances: the masters beyond this one, in order
                "delegation": []}
+        d = inst.get("delegation")
+        if d:
+            chain = d.get("chain") or [{"master": d.get("peer")}]
+            out["delegation"] = [h["master"] for h in chain if h.get("master")]
+            out["master"] = out["delegation"][-1] if out["delegation"] else None
+            last = chain[-1]
+            if last.get("computer"):
+                out.update(placed=True, computer=last["computer"],
+                           partition=last.get("partition"),
+                           **{lv: last.get(lv) for lv in locality.LEVELS})
+            return out
         host_id = inst.get("host_instance")
         if inst["shared"] and host_id:
             host = self.instances.get(host_id, {})
@@ -310,7 +321,7 @@ def build(topology: Topology | None = None, live: dict | None = None,
     for raw in live.get("instances") or ():
         rec = {k: raw.get(k) for k in (
             "id", "reference", "requester", "parent", "shared", "host_instance",
-            "software_url", "software_type", "requested_state", "state")}
+            "software_url", "software_type", "requested_state", "state", "delegation")}
         rec["children"] = list(raw.get("children") or ())
         rec["shared"] = bool(rec["shared"])
         fg.instances[rec["id"]] = rec

@@ -249,12 +249,14 @@ def where_text(w: dict) -> str:
         ports = (f", ports {w['port_base']}-{w['port_base'] + w['port_count'] - 1}"
                  if w.get("port_base") and w.get("port_count") else "")
         lines += [f"computer:   {w['computer']}",
-                  f"partition:  {w['partition']} ({w['address']}{ports})"]
+                  f"partition:  {w['partition']} ({w['address'] or 'at the remote master'}"
+                  f"{ports})"]
         for level in locality.LEVELS:
             lines.append(f"{LEVEL_WORD[level] + ':':<11} {w.get(level) or '-'}")
         lines.append(f"master:     {w.get('master') or '-'}")
     chain = w.get("delegation") or []
-    lines.append("delegation: " + (" -> ".join(chain) if chain else "- (placed by this "
+    lines.append("delegation: " + ("this master -> " + " -> ".join(chain) if chain
+                                   else "- (placed by this "
                                                                       "master, no delegation)"))
     return "\n".join(lines)
 
