@@ -438,8 +438,9 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
 
     async def relay(request, upstream, req_headers: list, key: tuple):
         resp_headers = forward_headers(list(upstream.headers.items()))
+        received = clock()        # the entry's age counts from here, not from the store
         ttl = response_ttl(request.method, upstream.status, req_headers, resp_headers,
-                           default_ttl, clock()) if request.method == "GET" else 0.0
+                           default_ttl, received) if request.method == "GET" else 0.0
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason,
                                       headers=resp_headers + [("X-Cache", "MISS")])
         await response.prepare(request)
@@ -455,10 +456,11 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
             # truncated answer, and store nothing
             response.force_close()
             return response
-        await response.write_eof()
+        # stored before the client sees the end of the answer, so its next request hits
         if ttl > 0 and size <= cache.max_entry:
-            cache.put(key, Entry(upstream.status, resp_headers, b"".join(kept), clock(), ttl),
+            cache.put(key, Entry(upstream.status, resp_headers, b"".join(kept), received, ttl),
                       resp_headers, req_headers)
+        await response.write_eof()
         return response
 
     app = web.Application()
