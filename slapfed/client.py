@@ -136,10 +136,13 @@ class MasterClient:
                           json_body={"state": state})
 
     def register_child_master(self, instance_id: str, name: str, url: str,
-                              ca_certificate: str) -> dict:
-        """The partition hosting ``instance_id`` registers the master it runs."""
-        return self._json("PUT", f"/instances/{instance_id}/child-master",
-                          json_body={"name": name, "url": url, "ca_certificate": ca_certificate})
+                              ca_certificate: str, pairing_token: str | None = None) -> dict:
+        """The partition hosting ``instance_id`` registers the master it runs (with a
+        one-time token of that master for this one, the parent pairs with it as a peer)."""
+        body = {"name": name, "url": url, "ca_certificate": ca_certificate}
+        if pairing_token:
+            body["pairing_token"] = pairing_token
+        return self._json("PUT", f"/instances/{instance_id}/child-master", json_body=body)
 
     def destroy(self, instance_id: str) -> dict:
         return self._json("DELETE", f"/instances/{quote(instance_id, safe='')}")

@@ -102,15 +102,18 @@ class MasterRecipe:
                       "admin-token": token, "admin": ids.admin(OWNER).principal,
                       "storage": o["storage-uri"]}
         if _truthy(o.get("register-with-parent", "")):
-            self.register_with_parent(ca.certificate_pem)
+            self.register_with_parent(ca)
         path = _required(o, self.name, "connection-file")
         _write(path, json.dumps(connection, indent=1, sort_keys=True) + "\n", 0o600)
         created.append(path)
         return created
 
-    def register_with_parent(self, ca_pem: str) -> None:
+    def register_with_parent(self, ca: "CertificateAuthority") -> None:
         """Tell the master that placed this instance that it runs this master, as the
-        partition itself (its own certificate; the node enrolled with a token gives it)."""
+        partition itself (its own certificate; the node enrolled with a token gives it),
+        with a one-time token of this master's CA for the parent: the parent redeems it
+        and so becomes able to delegate here (the child is its peer)."""
+        from .ca import identity as ids
         from .client import MasterClient
         from .core.errors import SlapfedError
         part = self.buildout["partition"]
@@ -124,8 +127,10 @@ class MasterRecipe:
         client = MasterClient(facts["master-url"], ca=facts["ca"], cert=facts["cert"],
                               key=facts["key"], timeout=15)
         try:
+            parent = client.health().get("name") or "master"
+            token = ca.enrolment_token(ids.master(parent), TOKEN_TTL)
             client.register_child_master(facts["instance-id"], self.options["name"],
-                                         self.options["url"], ca_pem)
+                                         self.options["url"], ca.certificate_pem, token)
         except SlapfedError as exc:
             raise zc.buildout.UserError(
                 f"[{self.name}] could not register master {self.options['name']} with its "

@@ -3,6 +3,7 @@
 Depends on slapfed (core.provenance, master app, store) and pytest; the end-to-end tests
 start real processes and stop them by PID.
 """
+import json
 import pytest
 
 from slapfed.core import errors, provenance
@@ -303,6 +304,57 @@ def test_a_child_master_is_known_until_its_instance_is_destroyed(bounded_api):
     assert bounded_api.get("/api/v1/topology").json["live"]["masters"] == []
     refused = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
     assert refused.status_code == 409
+
+
+def test_a_child_master_with_a_pairing_token_becomes_a_peer_until_destroyed(bounded_api):
+    iid = bounded_api.post("/api/v1/instances",
+                           json={"reference": "m", "software_url": URL}).json["id"]
+    body = {"name": "kid", "url": "https://127.0.0.9:1", "ca_certificate": PEM,
+            "pairing_token": "t-1"}
+    resp = bounded_api.put(f"/api/v1/instances/{iid}/child-master", json=body)
+    assert resp.status_code == 200, resp.json
+    assert "pairing_token" not in resp.json["child_master"]        # the secret stays inside
+    assert "t-1" not in json.dumps(bounded_api.get(f"/api/v1/instances/{iid}").json)
+    peers = {p["name"]: p for p in bounded_api.get("/api/v1/peers").json["peers"]}
+    kid = peers["kid"]
+    assert (kid["origin"], kid["instance"], kid["paired"], kid["url"]) == \
+        ("child", iid, False, "https://127.0.0.9:1")
+    assert "t-1" not in json.dumps(kid)
+    # another instance cannot take over the name of a peer (it would capture delegations)
+    other = bounded_api.post("/api/v1/instances",
+                             json={"reference": "m2", "software_url": URL}).json["id"]
+    stolen = bounded_api.put(f"/api/v1/instances/{other}/child-master",
+                             json={**body, "url": "https://127.0.0.10:1"})
+    assert stolen.status_code == 409 and "already known" in stolen.json["error"]["message"]
+    assert bounded_api.get("/api/v1/peers/kid").json["url"] == "https://127.0.0.9:1"
+    # nor take this master's own name
+    own = bounded_api.put(f"/api/v1/instances/{other}/child-master",
+                          json={**body, "name": "child"})
+    assert own.status_code == 409
+    # destroying the instance forgets the peer (nothing is delegated to it)
+    bounded_api.delete(f"/api/v1/instances/{iid}")
+    assert "kid" not in {p["name"] for p in bounded_api.get("/api/v1/peers").json["peers"]}
+
+
+def test_a_childs_trust_follows_who_owns_the_tree(master_db, master_factories):
+    """An admin's child master serves delegations; a person's is only observed."""
+    from types import SimpleNamespace
+
+    from slapfed.core.wire import ChildMasterRegistration
+    from slapfed.services import federation as fed
+    from slapfed.services.tx import write
+
+    def adopt(requester, name):
+        def use_case(app):
+            inst = SimpleNamespace(id=f"i-{name}", requester=f"{requester}-child",
+                                   root_requester=requester)
+            reg = ChildMasterRegistration(name, "https://127.0.0.9:1", PEM, "tok")
+            fed.adopt_child(app, inst, reg, 1.0)
+            return app.peers[name].trust
+        return write(master_db, use_case)
+
+    assert adopt("admin/ops", "ops-kid") == "delegate"
+    assert adopt("person/alice", "alice-kid") == "observe"
 
 
 # -- the slapfed:master recipe's computed options -------------------------------------------

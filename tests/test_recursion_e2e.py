@@ -41,7 +41,8 @@ def root(tmp_path_factory):
     procs, node_root = [], base / "node"
     try:
         master = Proc(slapfed_argv("master", "serve", "--data", str(base / "root"), "--name",
-                                   "root", "--listen", "127.0.0.1:0"), base / "root.log")
+                                   "root", "--listen", "127.0.0.1:0", "--peer-retry-max", "2"),
+                      base / "root.log")
         procs.append(master)
         url_file = base / "root" / "master.url"
         wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
@@ -122,6 +123,27 @@ def test_three_levels_of_masters_each_serving_the_sample_service(root):
     assert child["instance"]["provenance"] == ["root"]
     assert [m["name"] for m in admin.topology()["live"]["masters"]] == ["child"]
 
+    # the child became a peer of the root by itself: the root delegates to it on request
+    def paired():
+        peers = {p["name"]: p for p in admin.list_peers()}
+        return peers.get("child", {}).get("paired")
+    wait_for(paired, 60, "the root to pair with its child master")
+    peer = admin.show_peer("child")
+    assert (peer["origin"], peer["principal"], peer["trust"]) == ("child", "master/root",
+                                                                  "delegate")
+    far = admin.request("hello-far", HELLO, parameters={"greeting": "hi through child"},
+                        sla={"master": "child"})
+    far = admin.wait_ready(far["id"], 180)
+    assert far["status"]["state"] == "started", far["status"]
+    assert far["delegation"]["peer"] == "child"
+    with urllib.request.urlopen(far["connection"]["url"], timeout=10) as resp:
+        assert json.loads(resp.read())["greeting"] == "hi through child"
+    at_child = [i for i in child["client"].list_instances() if i["requester"] == "master/root"]
+    assert [i["reference"] for i in at_child] == ["root:admin/ops:hello-far"]
+    admin.destroy(far["id"])
+    wait_for(lambda: admin.show(far["id"])["status"]["state"] == "destroyed", 120,
+             "the delegated hello to be destroyed at the child")
+
     # level 2: the child's child, and a node for it, on the child's own (nested) node
     grand = level(child["client"], child["computer"], "grandchild", 223, base, partitions=2,
                   releases=())
@@ -147,3 +169,4 @@ def test_three_levels_of_masters_each_serving_the_sample_service(root):
     comp = admin.show_computer(ROOT_NODE)
     assert all(p["instance"] is None for p in comp["partitions"])
     assert admin.topology()["live"]["masters"] == []
+    assert "child" not in {p["name"] for p in admin.list_peers()}   # forgotten with it

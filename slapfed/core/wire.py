@@ -252,8 +252,10 @@ class ChildMasterRegistration:
     name: str
     url: str
     ca_certificate: str
+    pairing_token: str | None = None   # a one-time token of the child's CA for the parent
 
-    FIELDS = ("name", "url", "ca_certificate")
+    FIELDS = ("name", "url", "ca_certificate", "pairing_token")
+    RECORD = ("name", "url", "ca_certificate")     # what the parent shows of it
     MAX_PEM = 16 * 1024
 
     @classmethod
@@ -264,11 +266,13 @@ class ChildMasterRegistration:
         pem = f.string("ca_certificate", required=True, max_len=cls.MAX_PEM)
         if pem is not None and not pem.lstrip().startswith("-----BEGIN CERTIFICATE-----"):
             f.problem("ca_certificate", "must be a PEM certificate")
+        token = f.string("pairing_token", max_len=256)
         f.raise_if_any("child master registration")
-        return cls(name, url, pem)
+        return cls(name, url, pem, token or None)
 
     def to_json(self) -> dict:
-        return {k: getattr(self, k) for k in self.FIELDS}
+        """The registration as the parent records and shows it (never the token)."""
+        return {k: getattr(self, k) for k in self.RECORD}
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ class Forwarder:
         self._pool = ThreadPoolExecutor(PUSH_WORKERS, thread_name_prefix="slapfed-push")
         self._peers: dict[str, tuple[str, str]] = {}     # name -> (url, credentials)
         self._summaries_at: dict[str, float] = {}
+        self._pairings: dict[str, tuple[bool, float, int]] = {}   # name -> busy, due, failures
         self._lock_fd = None
 
     # -- life -------------------------------------------------------------------------
@@ -165,6 +166,11 @@ class Forwarder:
                 self._pool.submit(self._read_summary, name, url, creds)
         if self.data_dir:
             for name, url, ca_pem, token in fed.pending_pairings(self.db):
+                with self._lock:
+                    busy, due, failures = self._pairings.get(name, (False, 0.0, 0))
+                    if busy or due > now:
+                        continue
+                    self._pairings[name] = (True, due, failures)
                 self._pool.submit(self._pair, name, url, ca_pem, token)
 
     def _read_summary(self, name: str, url: str, creds: str) -> None:
@@ -176,17 +182,24 @@ class Forwarder:
             log.exception("reading the summary of peer %s failed", name)
 
     def _pair(self, name: str, url: str, ca_pem: str, token: str) -> None:
+        """Redeem a peer's pending token (a child master's, or an invitation a topology
+        file names); retried with back-off while the peer does not answer yet."""
+        ok = False
         try:
             p = pair(self.data_dir, name, url, ca_pem, token, self.timeout)
+            ok = fed.complete_pairing(self.db, name, token, p.credentials, p.principal,
+                                      p.summary)
         except SlapfedError as exc:
             fed.record_pairing_failure(self.db, name, f"pairing failed: {_reason(exc)}")
-            return
         except Exception:  # noqa: BLE001
             log.exception("pairing with %s failed", name)
-            return
-        fed.save_peer(self.db, name, url, ca_pem, credentials=p.credentials,
-                      principal=p.principal, origin="child", summary=p.summary)
-        self._wake.set()
+        finally:
+            with self._lock:
+                failures = 0 if ok else self._pairings.get(name, (0, 0, 0))[2] + 1
+                delay = 0.0 if ok else min(fed.FIRST_RETRY * 2 ** failures,
+                                           fed.settings_of(self.db).retry_max)
+                self._pairings[name] = (False, time.monotonic() + delay, failures)
+            self._wake.set()
 
     def _watch(self, name: str) -> None:
         since, failures = None, 0

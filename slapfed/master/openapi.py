@@ -194,7 +194,12 @@ SCHEMAS = {
         ["peer", "state", "reason", "remote_reference", "chain"]),
     "ChildMasterRegistration": _obj({"name": STR, "url": STR,
                                      "ca_certificate": {"type": "string",
-                                                        "description": "PEM text"}},
+                                                        "description": "PEM text"},
+                                     "pairing_token": {
+                                         "type": "string", "description":
+                                         "a one-time token of the child's CA for "
+                                         "master/<this master>: the parent pairs with the "
+                                         "child as a peer (origin child)"}},
                                     ["name", "url", "ca_certificate"]),
     "InstanceList": _obj({"instances": {"type": "array", "items": _ref("Instance")}},
                          ["instances"]),
@@ -519,7 +524,9 @@ SCHEMAS.update({
         "link": _enum(("up", "down", "unknown")),
         "forwards": {"type": "object", "additionalProperties": INT,
                      "description": "open forwards by state"},
-        "pending_forwards": INT, "summary": ANY_OBJ, "added_at": ISO},
+        "pending_forwards": INT, "summary": ANY_OBJ, "added_at": ISO,
+        "instance": {"type": ["string", "null"],
+                     "description": "child masters: the instance running it"}},
         ["name", "url", "paired", "link", "forwards", "pending_forwards"]),
     "PeerList": _obj({"peers": {"type": "array", "items": _ref("Peer")}}, ["peers"]),
     "DelegationPolicy": _obj({

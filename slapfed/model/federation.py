@@ -42,7 +42,8 @@ class Peer(Persistent):
     last_error = None
     last_error_at = None
     added_at = None
-    pairing_token = None       # child masters: a one-time token not redeemed yet
+    pairing_token = None       # a one-time token of the peer's not redeemed yet
+    instance_id = None         # child masters: the instance of this master running it
 
     def __init__(self, name: str, url: str, ca_certificate: str, now: float):
         self.name = name

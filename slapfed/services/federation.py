@@ -83,6 +83,7 @@ def peer_json(app, peer, now: float | None = None) -> dict:
                         "software": list(summary.get("software") or ()),
                         "reach": [r.get("master") for r in summary.get("reach") or ()],
                         "at": render.iso(peer.summary_at)},
+            "instance": peer.instance_id,
             "added_at": render.iso(peer.added_at)}
 
 
@@ -171,6 +172,59 @@ def pending_pairings(conn) -> list[tuple[str, str, str, str]]:
     return read(conn, lambda app: [(p.name, p.url, p.ca_certificate, p.pairing_token)
                                    for p in app.peers.values()
                                    if p.credentials is None and p.pairing_token])
+
+
+def adopt_child(app, inst, reg, now: float) -> None:
+    """The master ``inst`` runs registered with a one-time token for this master: make it
+    a peer (origin ``child``) that the forwarder pairs with. A child of an admin's tree is
+    trusted to serve delegations; a person's child master is only observed (its capacity
+    is its owner's, not the federation's).
+
+    Raises Conflict when another peer (not this instance's child) holds the name."""
+    if reg.name == _settings_app(app).here:
+        raise Conflict(f"a child master cannot take its parent's name {reg.name!r}")
+    peer = app.peers.get(reg.name)
+    if peer is not None and not (peer.origin == "child" and peer.instance_id == inst.id):
+        raise Conflict(f"a peer master named {reg.name!r} is already known here "
+                       f"(origin {peer.origin}); name the child master otherwise")
+    owner = inst.root_requester or inst.requester
+    created = peer is None
+    if created:
+        peer = app.peers[reg.name] = Peer(reg.name, reg.url, reg.ca_certificate, now)
+        peer.origin = "child"
+        peer.instance_id = inst.id
+        peer.trust = "delegate" if owner.startswith("admin/") else "observe"
+    if peer.url != reg.url or peer.ca_certificate != reg.ca_certificate:
+        # the child moved or was rebuilt: what was paired before no longer holds
+        peer.url, peer.ca_certificate = reg.url, reg.ca_certificate
+        peer.credentials = None
+    if peer.credentials is None and peer.pairing_token != reg.pairing_token:
+        peer.pairing_token = reg.pairing_token
+
+
+def forget_child(app, inst) -> None:
+    """The instance running a child master is being destroyed: forget that peer, unless
+    instances are still delegated to it (they show why once it stops answering)."""
+    for name, peer in list(app.peers.items()):
+        if peer.origin == "child" and peer.instance_id == inst.id \
+                and not any(True for _ in _forwards_of(app, name)):
+            del app.peers[name]
+
+
+def complete_pairing(conn, name: str, token: str, credentials: str, principal: str,
+                     summary: dict) -> bool:
+    """The forwarder redeemed peer ``name``'s pending ``token``: record the credentials,
+    unless the peer changed meanwhile (forgotten, or given another token)."""
+    def use_case(app):
+        now = clock()
+        peer = app.peers.get(name)
+        if peer is None or peer.pairing_token != token:
+            return False
+        peer.credentials, peer.principal, peer.pairing_token = credentials, principal, None
+        peer.summary, peer.summary_at = summary, now
+        peer.contact(now)
+        return True
+    return write(conn, use_case)
 
 
 def record_pairing_failure(conn, name: str, reason: str) -> None:

@@ -76,9 +76,12 @@ def register_child_master(conn, instance_id: str, reg) -> dict:
         if inst.child_master is not None and inst.child_master.get("name") != reg.name:
             raise Conflict(f"instance {inst.reference!r} already runs master "
                            f"{inst.child_master['name']!r}, not {reg.name!r}")
+        now = clock()
+        if reg.pairing_token:
+            federation.adopt_child(app, inst, reg, now)
         if inst.child_master != record:
             inst.child_master = record
-            inst.touch(clock())
+            inst.touch(now)
         return render.instance_json(app, inst)
 
     return write(conn, use_case)
@@ -281,6 +284,7 @@ def _converge(app, inst, now: float) -> None:
     if inst.requested_state == DESTROYED:
         if inst.child_master is not None:
             inst.child_master = None     # the master it ran is going away with it
+            federation.forget_child(app, inst)
         if inst.attached:
             _detach_shared(app, inst, now)
         if not inst.placed and inst.status["state"] != DESTROYED:
