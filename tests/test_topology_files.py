@@ -217,3 +217,74 @@ def test_complete_locality(cid, given, expected, bad_fields):
     assert [p["field"] for p in problems][:len(bad_fields)] == bad_fields
     if expected is not None:
         assert locality == expected
+
+
+# -- invitations: links that pair their ends --------------------------------------------
+PEM = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+def _invitation(path, **override):
+    import json
+    doc = {"peer": "de", "for": "eu", "url": "https://127.0.0.9:9", "principal": "master/eu",
+           "token": "tok-1", "ca_certificate": PEM, **override}
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _linked(tmp_path, invitation):
+    topo = tmp_path / "t.toml"
+    topo.write_text(BASE + f'\n[[links]]\nfrom = "eu"\nto = "de"\nlatency_ms = 12\n'
+                           f'invitation = {invitation!r}\n'.replace("'", '"'))
+    return topo
+
+
+def test_an_invitation_is_read_relative_to_its_topology_file(tmp_path):
+    (tmp_path / "inv").mkdir()
+    _invitation(tmp_path / "inv" / "de-for-eu.json")
+    topo = files.load([_linked(tmp_path, "inv/de-for-eu.json")])
+    assert topo.links[0].invitations == (str(tmp_path / "inv" / "de-for-eu.json"),)
+    found, problems = files.read_invitations(topo, "eu")
+    assert problems == []
+    assert [(i.peer, i.for_, i.url, i.token) for i in found] == \
+        [("de", "eu", "https://127.0.0.9:9", "tok-1")]
+    assert files.read_invitations(topo, "de")[0] == []        # it is eu's, not de's
+
+
+def test_the_topology_url_of_the_inviting_master_wins(tmp_path):
+    _invitation(tmp_path / "i.json")
+    path = _linked(tmp_path, "i.json")
+    path.write_text(path.read_text().replace('name = "de"\n',
+                                             'name = "de"\nurl = "https://de.example:8443/"\n'))
+    found, _ = files.read_invitations(files.load([path]), "eu")
+    assert found[0].url == "https://de.example:8443"
+
+
+@pytest.mark.parametrize("make, words", [
+    (lambda p: None, "cannot read the invitation"),
+    (lambda p: p.write_text("{not json"), "is not an invitation (JSON)"),
+    (lambda p: p.write_text("[1]"), "is not an invitation"),
+    (lambda p: _invitation(p, token=""), "lacks token"),
+    (lambda p: _invitation(p, peer="far"), "invites 'eu' to 'far', but the link joins"),
+    (lambda p: _invitation(p, ca_certificate="nope"), "not a PEM certificate"),
+], ids=["missing", "not-json", "not-object", "no-token", "wrong-ends", "bad-pem"])
+def test_a_bad_invitation_names_the_link_and_the_file(tmp_path, make, words):
+    inv = tmp_path / "i.json"
+    make(inv)
+    with pytest.raises(InvalidInput) as err:
+        files.load([_linked(tmp_path, "i.json")])
+    detail = err.value.details[0]
+    assert detail["key"] == "links[0].invitation" and detail["line"]
+    assert str(inv) in detail["problem"] and words in detail["problem"]
+
+
+@pytest.mark.parametrize("value, words", [
+    ("3", "must be the path of an invitation file"),
+    ('["a.json", "b.json", "c.json"]', "at most two invitations"),
+])
+def test_an_invitation_key_of_the_wrong_shape_is_refused(tmp_path, value, words):
+    topo = tmp_path / "t.toml"
+    topo.write_text(BASE + f'\n[[links]]\nfrom = "eu"\nto = "de"\nlatency_ms = 1\n'
+                           f'invitation = {value}\n')
+    with pytest.raises(InvalidInput) as err:
+        files.load([topo])
+    assert words in err.value.details[0]["problem"]

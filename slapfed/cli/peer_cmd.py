@@ -87,11 +87,14 @@ def add(invitation, name, trust, cost, latency_ms, site, master_url, as_json):
 
 
 def render_peers(peers: list[dict]) -> str:
-    rows = [f"{'PEER':16} {'LINK':6} {'LAST CONTACT':26} {'PENDING':8} {'FORWARDS':10} URL"]
+    rows = [f"{'PEER':16} {'LINK':10} {'ORIGIN':8} {'TRUST':8} {'LAST CONTACT':26} "
+            f"{'PENDING':8} {'FORWARDS':10} URL"]
     for p in peers:
         total = sum(p["forwards"].values())
-        rows.append(f"{p['name'][:16]:16} {p['link']:6} {(p['last_contact'] or '-'):26} "
-                    f"{p['pending_forwards']:<8} {total:<10} {p['url']}")
+        link = p["link"] if p["paired"] else "not paired"
+        rows.append(f"{p['name'][:16]:16} {link:10} {p['origin']:8} {p['trust']:8} "
+                    f"{(p['last_contact'] or '-'):26} {p['pending_forwards']:<8} {total:<10} "
+                    f"{p['url']}")
         if p.get("last_error"):
             rows.append(f"  error: {p['last_error']}")
     return "\n".join(rows)

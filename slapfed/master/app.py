@@ -81,6 +81,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     try:
         auth.install(app, config)
+        federation.declare_peers(db, topology.master_topology_of(app).declared_peers())
     except BaseException:
         close_app(app)
         raise

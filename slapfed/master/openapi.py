@@ -399,7 +399,9 @@ _TOPO_COMPUTER = _obj({"id": STR, "site": STR, "master": NSTR, "labels": STR_MAP
                        "description", "locality"])
 _TOPO_LINK = _obj({"from": STR, "to": STR, "latency_ms": {"type": "number"},
                    "cost": {"type": "number"},
-                   "trust": _enum(["observe", "delegate", "full"]), "description": STR},
+                   "trust": _enum(["observe", "delegate", "full"]), "description": STR,
+                   "invitations": {"type": "array", "items": STR,
+                                   "description": "invitation files pairing its ends"}},
                   ["from", "to", "latency_ms", "cost", "trust", "description"])
 _LIVE_COMPUTER = _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
                        "continent": NSTR, "labels": STR_MAP,
@@ -431,8 +433,15 @@ SCHEMAS["TopologyView"] = _obj({
                   "instances": {"type": "array", "items": _LIVE_INSTANCE},
                   "masters": {"type": "array", "items": _obj(
                       {"name": STR, "url": STR, "instance": STR, "reference": STR},
-                      ["name", "url", "instance", "reference"])}},
-                 ["master", "computers", "instances", "masters"])},
+                      ["name", "url", "instance", "reference"])},
+                  "peers": {"type": "array", "items": _obj(
+                      {"name": STR, "url": STR, "origin": STR, "trust": STR,
+                       "paired": {"type": "boolean"}, "link": _enum(("up", "down", "unknown")),
+                       "last_contact": ISO, "last_error": NSTR, "pending_forwards": INT,
+                       "forwards": INT, "latency_ms": {"type": ["number", "null"]},
+                       "site": NSTR, "instance": NSTR},
+                      ["name", "url", "paired", "link", "pending_forwards", "forwards"])}},
+                 ["master", "computers", "instances", "masters", "peers"])},
     ["master", "topology", "live"])
 PATHS["/topology"] = {"get": _op(
     "The topology files this master was started with (--topology) and its live state: "

@@ -24,6 +24,28 @@ class MasterTopology:
     topology: files.Topology
     name: str | None
 
+    def declared_peers(self) -> list[dict]:
+        """The peers the files declare for this master: the other end of each link of
+        its, with what the link says (trust, latency, cost), the peer's site and, when a
+        link names an invitation for this master, what pairing needs (url, CA, token)."""
+        if not self.name:
+            return []
+        invited = {inv.peer: inv for inv in files.read_invitations(self.topology,
+                                                                   self.name)[0]}
+        out = []
+        for link in self.topology.links:
+            if self.name not in (link.a, link.b):
+                continue
+            other = link.other(self.name)
+            master = self.topology.masters.get(other)
+            inv = invited.get(other)
+            out.append({"name": other, "trust": link.trust, "latency_ms": link.latency_ms,
+                        "cost": link.cost, "site": master.site if master else None,
+                        "url": inv.url if inv else (master.url if master else None),
+                        "ca_certificate": inv.ca_certificate if inv else None,
+                        "token": inv.token if inv else None})
+        return out
+
 
 def load_topology(paths, name: str | None) -> MasterTopology:
     """Read the topology files and settle this master's name in them.
@@ -37,7 +59,8 @@ def load_topology(paths, name: str | None) -> MasterTopology:
         known = ", ".join(sorted(topo.masters))
         raise InvalidInput(f"--name {name!r} is not a master of the topology (declared: "
                            f"{known})", [{"field": "name", "problem": f"not among {known}"}])
-    return MasterTopology(topo, name)
+    mt = MasterTopology(topo, name)
+    return mt
 
 
 @blueprint.record_once
@@ -48,7 +71,11 @@ def _load(state) -> None:
 
 
 def master_topology() -> MasterTopology:
-    return current_app.extensions[EXTENSION]
+    return master_topology_of(current_app)
+
+
+def master_topology_of(app) -> MasterTopology:
+    return app.extensions[EXTENSION]
 
 
 def complete_registration(reg):

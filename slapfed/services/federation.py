@@ -131,6 +131,38 @@ def save_peer(conn, name: str, url: str, ca_certificate: str, *, credentials: st
     return write(conn, use_case)
 
 
+def declare_peers(conn, declared: list[dict]) -> None:
+    """Apply what the topology files say of this master's peers (master start): a link
+    with an invitation for this master makes the peer (origin ``topology``), paired by
+    the forwarder; a link to a known peer sets its trust, latency, cost and site. A peer
+    paired already keeps its credentials (an invitation is used once). Nothing is
+    written when nothing changed."""
+    if not declared:
+        return
+
+    def use_case(app):
+        now = clock()
+        here = _settings_app(app).here
+        for d in declared:
+            name = d["name"]
+            peer = app.peers.get(name)
+            if name == here or (peer is None and not d.get("token")):
+                continue
+            if peer is None:
+                peer = app.peers[name] = Peer(name, d["url"], d["ca_certificate"], now)
+                peer.origin = "topology"
+            changes = {k: d[k] for k in ("trust", "latency_ms", "cost", "site")
+                       if d.get(k) is not None}
+            if d.get("token") and not peer.paired:
+                changes.update(url=d["url"], ca_certificate=d["ca_certificate"],
+                               pairing_token=d["token"])
+            for key, value in changes.items():
+                if getattr(peer, key) != value:
+                    setattr(peer, key, value)
+
+    write(conn, use_case)
+
+
 def list_peers(conn) -> list[dict]:
     return read(conn, lambda app: [peer_json(app, p) for p in app.peers.values()])
 

@@ -7,12 +7,18 @@ GET /api/v1/topology) that slapfed.topology.graph builds on.
 from __future__ import annotations
 
 from . import render
+from .federation import peer_json
 from .tx import read
+
+# What the topology shows of each peer (its link's state), not its credentials' details.
+PEER_FIELDS = ("name", "url", "origin", "trust", "paired", "link", "last_contact",
+               "last_error", "pending_forwards", "latency_ms", "site", "instance")
 
 
 def live_state(conn) -> dict:
-    """{"computers": [...], "instances": [...], "masters": [...]}: every computer, every
-    instance, and the child masters instances run (registered with this master)."""
+    """{"computers": [...], "instances": [...], "masters": [...], "peers": [...]}: every
+    computer, every instance, the child masters instances run (registered with this
+    master) and this master's peers with the state of each link."""
     def query(app):
         computers = []
         for comp in app.computers.values():
@@ -38,6 +44,12 @@ def live_state(conn) -> dict:
                     "computer": place["computer"], "partition": place["partition"],
                     "address": place["address"]},
                 "delegation": render.delegation_json(app, inst)})
-        return {"computers": computers, "instances": instances, "masters": masters}
+        peers = []
+        for peer in app.peers.values():
+            doc = peer_json(app, peer)
+            peers.append({**{k: doc[k] for k in PEER_FIELDS},
+                          "forwards": sum(doc["forwards"].values())})
+        return {"computers": computers, "instances": instances, "masters": masters,
+                "peers": peers}
 
     return read(conn, query)

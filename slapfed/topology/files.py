@@ -5,7 +5,9 @@ core.sla (name patterns) and topology.locality. Validation collects every proble
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -31,7 +33,8 @@ TOP_KEYS = ("version", "description", "sites", "masters", "computers", "links")
 MASTER_KEYS = ("name", "url", "site", "description")
 COMPUTER_KEYS = ("id", "site", "master", "labels", "capabilities", "partitions",
                  "description")
-LINK_KEYS = ("from", "to", "latency_ms", "cost", "trust", "description")
+LINK_KEYS = ("from", "to", "latency_ms", "cost", "trust", "description", "invitation")
+INVITATION_KEYS = ("url", "token", "ca_certificate", "peer", "for")
 LAN_KEYS = ("hosts", "description")
 TITLE = {"continent": "continent", "country": "country", "lan": "LAN", "host": "host"}
 
@@ -89,9 +92,24 @@ class Link:
     trust: str = DEFAULT_TRUST
     description: str = ""
     origin: Origin | None = field(default=None, compare=False)
+    invitations: tuple[str, ...] = ()   # invitation files (absolute paths) pairing its ends
 
     def other(self, name: str) -> str:
         return self.b if name == self.a else self.a
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """An invitation file a link names: master ``for_`` may pair with master ``peer`` (the
+    one that wrote it with ``slapfed peer invite``) at ``url`` with one-time ``token``."""
+
+    peer: str
+    for_: str
+    url: str
+    ca_certificate: str
+    token: str
+    link: Link
+    path: str
 
 
 @dataclass(frozen=True)
@@ -179,7 +197,9 @@ class Topology:
                      for c in doc.get("computers", ())}
         links = tuple(Link(ln["from"], ln["to"], float(ln["latency_ms"]),
                            float(ln.get("cost", 0.0)), ln.get("trust", DEFAULT_TRUST),
-                           ln.get("description") or "") for ln in doc.get("links", ()))
+                           ln.get("description") or "",
+                           invitations=tuple(ln.get("invitations") or ()))
+                      for ln in doc.get("links", ()))
         return cls(tuple(doc.get("files", ())), MappingProxyType(sites),
                    MappingProxyType(masters), MappingProxyType(computers), links)
 
@@ -196,7 +216,8 @@ class Topology:
                            "locality": self.locality_of(c.site)}
                           for c in self.computers.values()],
             "links": [{"from": ln.a, "to": ln.b, "latency_ms": ln.latency_ms,
-                       "cost": ln.cost, "trust": ln.trust, "description": ln.description}
+                       "cost": ln.cost, "trust": ln.trust, "description": ln.description,
+                       "invitations": list(ln.invitations)}
                       for ln in self.links],
         }
 
@@ -221,6 +242,8 @@ def load(paths: Iterable[str]) -> Topology:
             continue
         sources.append((path, raw))
     topo, more = parse(sources)
+    if not more:
+        more = read_invitations(topo)[1]
     order = {p: i for i, p in enumerate(paths)}
     problems = sorted(problems + more, key=lambda p: (order.get(p["file"], -1), p["line"] or 0))
     if problems:
@@ -544,6 +567,7 @@ class _Validator:
                                           f"got {trust!r}")
             trust = None
         description = self.string(body, "description", f"{path}.description") or ""
+        invitations = self.invitation_paths(body, f"{path}.invitation")
         if a is None or b is None:
             return
         if a == b:
@@ -560,9 +584,25 @@ class _Validator:
             return
         if latency is None or trust is None:
             return
-        link = Link(a, b, latency, cost, trust, description, self.origin(path))
+        link = Link(a, b, latency, cost, trust, description, self.origin(path), invitations)
         self._link_pairs[pair] = link
         self.links.append(link)
+
+    def invitation_paths(self, body: dict, path: str) -> tuple[str, ...]:
+        """``invitation``: a file, or an array of files (one per direction), relative to
+        the topology file."""
+        raw = body.get("invitation", [])
+        items = [raw] if isinstance(raw, str) else raw
+        if not isinstance(items, list) or not all(isinstance(x, str) and x for x in items):
+            self.problem(path, "must be the path of an invitation file (from slapfed peer "
+                               f"invite --out), or an array of them, got {_kind(raw)}")
+            return ()
+        if len(items) > 2:
+            self.problem(path, f"a link has at most two invitations (one per direction), "
+                               f"got {len(items)}")
+            return ()
+        here = os.path.dirname(os.path.abspath(self._file)) if self._file else os.getcwd()
+        return tuple(os.path.normpath(os.path.join(here, x)) for x in items)
 
     # -- references, once every file is read ----------------------------------------
     def resolve(self) -> None:
@@ -577,6 +617,62 @@ class _Validator:
                                      + (f" (did you mean {hint!r}?)" if hint else "")
                                      + (f"; known {kind}s: {listed}" if known
                                         else f"; no {kind} is declared"), origin)
+
+
+def read_invitations(topo: Topology, here: str | None = None
+                     ) -> tuple[list[Invitation], list[dict]]:
+    """Read the invitation files the links name (only those for master ``here`` when
+    given). Returns (invitations, problems); each problem names the link and the file.
+    An invitation must be for one end of its link from the other, and its URL is the
+    inviting master's as the topology declares it, when it does."""
+    found: list[Invitation] = []
+    problems: list[dict] = []
+    for link in topo.links:
+        o = link.origin or Origin("", "links")
+        key = f"{o.key}.invitation"
+        for path in link.invitations:
+            def bad(problem: str) -> None:
+                problems.append(_problem(o.file, o.line, key, f"{path}: {problem}"))
+            try:
+                with open(path, "rb") as f:
+                    doc = json.loads(f.read().decode("utf-8"))
+            except OSError as exc:
+                bad(f"cannot read the invitation: {exc.strerror or exc}")
+                continue
+            except (ValueError, UnicodeDecodeError) as exc:
+                bad(f"is not an invitation (JSON): {exc}")
+                continue
+            if not isinstance(doc, dict):
+                bad("is not an invitation (a JSON object from slapfed peer invite)")
+                continue
+            missing = [k for k in INVITATION_KEYS if not isinstance(doc.get(k), str)
+                       or not doc.get(k)]
+            if missing:
+                bad(f"lacks {', '.join(missing)} (write it with slapfed peer invite NAME "
+                    "--out FILE)")
+                continue
+            ends = {link.a, link.b}
+            if {doc["peer"], doc["for"]} != ends:
+                bad(f"invites {doc['for']!r} to {doc['peer']!r}, but the link joins "
+                    f"{link.a!r} and {link.b!r}")
+                continue
+            if here is not None and doc["for"] != here:
+                continue
+            if not doc["ca_certificate"].lstrip().startswith("-----BEGIN CERTIFICATE-----"):
+                bad("its ca_certificate is not a PEM certificate")
+                continue
+            declared = topo.masters.get(doc["peer"])
+            url = (declared.url if declared is not None and declared.url else doc["url"])
+            found.append(Invitation(doc["peer"], doc["for"], url.rstrip("/"),
+                                    doc["ca_certificate"], doc["token"], link, path))
+    directions = {}
+    for inv in found:
+        if (inv.for_, inv.peer) in directions:
+            o = inv.link.origin or Origin("", "links")
+            problems.append(_problem(o.file, o.line, f"{o.key}.invitation",
+                                     f"two invitations for {inv.for_!r} to {inv.peer!r}"))
+        directions[(inv.for_, inv.peer)] = inv
+    return found, problems
 
 
 def _closest(name: str, known: list[str]) -> str | None:

@@ -54,6 +54,7 @@ class FederationGraph:
     instances: dict = field(default_factory=dict)        # id -> instance record
     by_reference: dict = field(default_factory=dict)     # reference -> [instance ids]
     located: dict = field(default_factory=dict)          # instance id -> (computer, partition)
+    peers: dict = field(default_factory=dict)            # name -> the local master's peer record
 
     # -- lookups ---------------------------------------------------------------------
     def computer(self, computer_id: str) -> dict:
@@ -290,6 +291,13 @@ def build(topology: Topology | None = None, live: dict | None = None,
         if local_master:
             g.add_edge(node_id("master", local_master), node_id("master", raw["name"]),
                        kind=PARENT_OF, instance=raw.get("instance"))
+
+    # the local master's peers (the masters it delegates to) and the state of each link
+    for raw in live.get("peers") or ():
+        fg.peers[raw["name"]] = dict(raw)
+        if raw["name"] not in fg.masters:
+            _add_master(fg, raw["name"], url=raw.get("url"), site=None, declared=False,
+                        description=f"peer of {local_master}")
 
     # computers: declared ones, then the registered ones (which win on locality)
     for c in topology.computers.values():

@@ -37,7 +37,8 @@ def tree(fed: FederationGraph) -> dict:
         masters.append(node)
     links = [{"from": u, "to": v, **d} for u, v, d in sorted(
         fed.masters.edges(data=True), key=lambda e: (e[2]["latency_ms"], e[0], e[1]))]
-    return {"masters": masters, "links": links}
+    peers = [fed.peers[n] for n in sorted(fed.peers)]
+    return {"masters": masters, "links": links, "peers": peers}
 
 
 def _place_computers(fed: FederationGraph, master: dict, cids: list[str]) -> None:
@@ -158,7 +159,29 @@ def tree_text(data: dict, all_partitions: bool = False) -> str:
             pair = f"{ln['from']} <-> {ln['to']}"
             lines.append(f"  {pair:<{width}}  {_ms(ln['latency_ms']):>8}  cost {ln['cost']:g}"
                          f"  trust {ln['trust']}")
+    if data.get("peers"):
+        if data["links"]:
+            lines.append("")
+        lines.extend(peers_lines(data["peers"], next((m["name"] for m in data["masters"]
+                                                      if m.get("local")), None)))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def peers_lines(peers: list[dict], local: str | None) -> list[str]:
+    """This master's peers and their links: up/down, last contact, pending forwards."""
+    lines = [f"peers of {local}" if local else "peers"]
+    width = max(len(p["name"]) for p in peers)
+    for p in peers:
+        state = p["link"] if p.get("paired") else "not paired"
+        line = (f"  {p['name']:<{width}}  {state:<10}  {p.get('origin') or '-':<8}  "
+                f"trust {p.get('trust') or '-':<8}  last contact {p.get('last_contact') or '-'}"
+                f"  pending {p.get('pending_forwards', 0)}/{p.get('forwards', 0)} forwards")
+        if p.get("url"):
+            line += f"  {p['url']}"
+        lines.append(line)
+        if p.get("last_error"):
+            lines.append(f"  {'':<{width}}  error: {p['last_error']}")
+    return lines
 
 
 def _children_text(lines, children, prefix, all_partitions) -> None:
