@@ -92,13 +92,24 @@ def test_shared_requests_become_sites_of_one_front(federation, origins):
     one, two = origins("one"), origins("two")
     a = request(env, "site-a", "--shared", "--param", "site=a", "--param", f"backend={one.url}")
     b = request(env, "site-b", "--shared", "--param", "site=b", "--param", f"backend={two.url}")
-    broken = request(env, "site-c", "--shared", "--param", "site=c")
+    # a site the front cannot serve fails, and `request --wait` says why (exit 8)
+    refused = subprocess.run(slapfed_argv("request", "site-c", CDN, "--shared", "--param",
+                                          "site=c", "--wait", "120", "--json"),
+                             capture_output=True, text=True, env=env, timeout=300)
+    assert refused.returncode == 8, refused.stderr
+    error = json.loads(refused.stdout or refused.stderr)["error"]
+    assert error["code"] == "instance_failed"
+    assert "cdn-front cannot serve it: parameter 'backend' is required" in error["details"][0]
+    broken = client.find("site-c")
     assert a["host_instance"] == b["host_instance"] == front["id"]
     # each shared instance has its own connection parameters, published by the front
     a, b = client.show(a["id"]), client.show(b["id"])
     assert a["connection"] == {"url": front_url + "a/", "site": "a", "backend": one.url}
     assert b["connection"]["url"] == front_url + "b/"
-    assert "'backend' is required" in client.show(broken["id"])["connection"]["error"]
+    broken = client.show(broken["id"])
+    assert "'backend' is required" in broken["connection"]["error"]
+    assert broken["status"]["state"] == "failed" and "'backend' is required" in \
+        broken["status"]["log_tail"]
     assert client.show(front["id"])["connection"] == {"url": front_url}
 
     for site, origin in ((a, one), (b, two)):

@@ -7,7 +7,7 @@ import pytest
 
 from slapfed import services as svc
 from slapfed.core import errors
-from slapfed.core.states import DESTROYED, PENDING, STARTED, STOPPED
+from slapfed.core.states import DESTROYED, FAILED, PENDING, STARTED, STOPPED
 from slapfed.core.wire import (
     ComputerRegistration, InstanceRequest, PartitionReport, SoftwareReport, Supply,
     software_hash,
@@ -289,6 +289,9 @@ def test_host_report_gives_each_shared_instance_its_connection(conn):
     assert a_now["connection"] == published[a["id"]]
     assert b_now["connection"] == published[b["id"]]
     assert a_now["status"]["state"] == STARTED
+    # the host refused b (it published only an error for it): b is failed, saying why
+    assert b_now["status"]["state"] == FAILED and b_now["status"]["revision"] == b["revision"]
+    assert "cannot serve it: parameter 'backend' is required" in b_now["status"]["log_tail"]
     assert svc.show_instance(conn, other["id"])["connection"] == {}
     # the same report again leaves the shared instances untouched
     report(conn, host, STARTED, shared_connections=published)

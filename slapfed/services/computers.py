@@ -201,14 +201,22 @@ def _free(app, comp, inst, now: float) -> None:
 
 
 def _relay_to_shared(app, host, state: str, now: float) -> None:
-    """A host that applied its latest revision has applied its shared instances too."""
+    """A host that applied its latest revision has applied its shared instances too;
+    a running host refuses one of them by publishing an ``error`` for it: that one is
+    failed, with the host's reason."""
     for sid in host.shared_ids:
         shared = app.instances[sid]
         if shared.requested_state == DESTROYED:
             continue
-        if shared.status["state"] != state or shared.status["revision"] != shared.revision:
-            shared.set_status(state=state, revision=shared.revision, reported_at=now,
-                              log_tail="", promises=())
+        own, log_tail = state, ""
+        refused = shared.connection.get("error") if state == STARTED else None
+        if refused:
+            own = FAILED
+            log_tail = f"host instance {host.reference} cannot serve it: {refused}"
+        if shared.status["state"] != own or shared.status["revision"] != shared.revision \
+                or shared.status["log_tail"] != log_tail:
+            shared.set_status(state=own, revision=shared.revision, reported_at=now,
+                              log_tail=log_tail, promises=())
 
 
 def _publish_shared(app, host, connections: dict, now: float) -> None:
