@@ -25,6 +25,9 @@ from . import render
 from .tx import COMMITTED, clock, read, write
 
 MAX_REMOTE_REFERENCE = 200
+# Set when this process's server stops: long polls answer at once with what they have
+# (else each holds the shutdown for the server's whole grace period).
+STOPPING = threading.Event()
 DEFAULT_RETRY_MAX = 30.0          # seconds: the longest back-off between two attempts
 FIRST_RETRY = 0.5
 
@@ -588,7 +591,7 @@ def wait_changes(conn, requester: str, since: str | None, wait: float,
     while True:
         cursor, items = changes(conn, requester, since)
         left = deadline - time.monotonic()
-        if items or left <= 0:
+        if items or left <= 0 or STOPPING.is_set():
             return cursor, items
         with COMMITTED:
             COMMITTED.wait(min(poll, left))
