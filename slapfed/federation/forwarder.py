@@ -196,7 +196,9 @@ class Forwarder:
                 return
             client = client_for(peer[1], peer[0], self.poll_wait + self.timeout)
             try:
-                answer = client.changes(since, wait=self.poll_wait)
+                # after a failure, ask without waiting: the peer is back as soon as it
+                # answers, even when nothing of ours changed there
+                answer = client.changes(since, wait=0 if failures else self.poll_wait)
             except SlapfedError as exc:
                 if failures == 0:
                     try:
