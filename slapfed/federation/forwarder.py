@@ -209,13 +209,16 @@ class Forwarder:
                 return
             client = client_for(peer[1], peer[0], self.poll_wait + self.timeout)
             try:
-                answer = client.changes(since, wait=self.poll_wait)
+                # after a failure, ask without waiting: the peer is back as soon as it
+                # answers, even when nothing of ours changed there
+                answer = client.changes(since, wait=0 if failures else self.poll_wait)
             except SlapfedError as exc:
-                if failures == 0:
-                    try:
-                        fed.peer_unreachable(self.db, name, _reason(exc))
-                    except Exception:  # noqa: BLE001
-                        log.exception("recording peer %s unreachable failed", name)
+                # at every failure, not only the first: the pusher may have reached the
+                # peer (and had an instance accepted) since the previous one
+                try:
+                    fed.peer_unreachable(self.db, name, _reason(exc))
+                except Exception:  # noqa: BLE001
+                    log.exception("recording peer %s unreachable failed", name)
                 failures += 1
                 since = None
                 self._stop.wait(min(fed.FIRST_RETRY * 2 ** failures,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import os
+import signal
 import ssl
 from dataclasses import dataclass
 
@@ -25,6 +26,7 @@ from ..store import open_db, parse_storage_uri
 from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
 from ..ca.keys import generate_key, make_private_dir, write_private_key
+from ..services import federation
 from .app import close_app, create_app
 from .auth import open_authority
 from .topology import load_topology
@@ -122,6 +124,7 @@ class MasterApplication(BaseApplication):
             # on one machine would fight over it, and nothing here uses it.
             "control_socket_disable": True,
             "when_ready": self._when_ready,
+            "post_worker_init": self._post_worker_init,
             "worker_exit": self._worker_exit,
             "on_exit": self._arbiter_exit,
         }
@@ -152,6 +155,20 @@ class MasterApplication(BaseApplication):
                         "threads)", url, self.storage_uri or "file", self.opts.workers,
                         self.opts.threads)
         print(f"slapfed master listening on {url}", flush=True)
+
+    @staticmethod
+    def _post_worker_init(worker):
+        """SIGTERM: the worker stops once its requests are answered; its long polls
+        (GET /federation/changes) answer now instead of holding it for the grace period."""
+        graceful = signal.getsignal(signal.SIGTERM)
+
+        def handle_term(sig, frame):
+            federation.STOPPING.set()
+            if callable(graceful):
+                graceful(sig, frame)
+
+        signal.signal(signal.SIGTERM, handle_term)
+        signal.siginterrupt(signal.SIGTERM, False)     # as gunicorn sets it
 
     @staticmethod
     def _worker_exit(server, worker):

@@ -25,6 +25,9 @@ from . import render
 from .tx import COMMITTED, clock, read, write
 
 MAX_REMOTE_REFERENCE = 200
+# Set when this process's server stops: long polls answer at once with what they have
+# (else each holds the shutdown for the server's whole grace period).
+STOPPING = threading.Event()
 DEFAULT_RETRY_MAX = 30.0          # seconds: the longest back-off between two attempts
 FIRST_RETRY = 0.5
 
@@ -674,7 +677,7 @@ def wait_changes(conn, requester: str, since: str | None, wait: float,
     while True:
         cursor, items = changes(conn, requester, since)
         left = deadline - time.monotonic()
-        if items or left <= 0:
+        if items or left <= 0 or STOPPING.is_set():
             return cursor, items
         with COMMITTED:
             COMMITTED.wait(min(poll, left))
@@ -686,10 +689,8 @@ def check_cursor(value) -> str | None:
     if not isinstance(value, str) or len(value) != 16:
         raise InvalidInput("invalid cursor: must be the 16 hex digits a previous answer "
                            "gave", [{"field": "since", "problem": "not a cursor"}])
-    try:
-        bytes.fromhex(value)
-    except ValueError:
+    if not all(c in "0123456789abcdefABCDEF" for c in value):  # bytes.fromhex skips spaces
         raise InvalidInput("invalid cursor: must be hex digits",
-                           [{"field": "since", "problem": "not hex"}]) from None
+                           [{"field": "since", "problem": "not hex"}])
     return value
 
