@@ -122,7 +122,8 @@ def test_a_malformed_cursor_is_refused_before_any_wait(world, since):
 
 
 @pytest.mark.parametrize("wait", ["-1", "-0.001", f"{MAX_WAIT + 1:g}", f"{MAX_WAIT + 0.5:g}",
-                                  "nan", "NaN", "inf", "-inf", "1e400", "soon", "", "0x10"])
+                                  "nan", "NaN", "inf", "-inf", "1e400", "soon", "", "0x10",
+                                  "1_0", "%201%20", "+1", "1."])
 def test_a_wait_out_of_bounds_is_refused(world, wait):
     status, body, took = changes(world.client("x"), f"wait={wait}")
     details = refused(status, body, "wait")
@@ -140,6 +141,15 @@ def test_an_unknown_parameter_is_refused(world, query, unknown):
     details = refused(status, body, unknown[0])
     assert [d["field"] for d in details] == unknown
     assert all("unknown parameter" in d["problem"] for d in details)
+    assert took < 2
+
+
+@pytest.mark.parametrize("query, field", [("wait=0&wait=70", "wait"),
+                                           ("since=&since=zz", "since")])
+def test_a_parameter_given_twice_is_refused(world, query, field):
+    status, body, took = changes(world.client("x"), query)
+    details = refused(status, body, field)
+    assert any(d["field"] == field and "more than once" in d["problem"] for d in details)
     assert took < 2
 
 

@@ -203,44 +203,57 @@ class Forwarder:
 
     def _watch(self, name: str) -> None:
         since, failures = None, 0
-        while not self._stop.is_set():
-            peer = self._peers.get(name)
-            if peer is None:
-                return
-            client = client_for(peer[1], peer[0], self.poll_wait + self.timeout)
+        client, client_of = None, None
+        try:
+            while not self._stop.is_set():
+                peer = self._peers.get(name)
+                if peer is None:
+                    return
+                if client_of != peer:          # first poll, or new credentials / URL
+                    if client is not None:
+                        client.session.close()
+                    client = client_for(peer[1], peer[0], self.poll_wait + self.timeout)
+                    client_of = peer
+                since, failures = self._poll(name, client, since, failures)
+        finally:
+            if client is not None:
+                client.session.close()
+
+    def _poll(self, name: str, client, since, failures: int) -> tuple:
+        """One long poll of peer ``name``; returns the next (cursor, failures)."""
+        try:
+            # after a failure, ask without waiting: the peer is back as soon as it
+            # answers, even when nothing of ours changed there
+            answer = client.changes(since, wait=0 if failures else self.poll_wait)
+        except SlapfedError as exc:
+            # at every failure, not only the first: the pusher may have reached the
+            # peer (and had an instance accepted) since the previous one
             try:
-                # after a failure, ask without waiting: the peer is back as soon as it
-                # answers, even when nothing of ours changed there
-                answer = client.changes(since, wait=0 if failures else self.poll_wait)
-            except SlapfedError as exc:
-                # at every failure, not only the first: the pusher may have reached the
-                # peer (and had an instance accepted) since the previous one
-                try:
-                    fed.peer_unreachable(self.db, name, _reason(exc))
-                except Exception:  # noqa: BLE001
-                    log.exception("recording peer %s unreachable failed", name)
-                failures += 1
-                since = None
-                self._stop.wait(min(fed.FIRST_RETRY * 2 ** failures,
-                                    fed.settings_of(self.db).retry_max))
-                continue
+                fed.peer_unreachable(self.db, name, _reason(exc))
             except Exception:  # noqa: BLE001
-                log.exception("watching peer %s failed", name)
-                self._stop.wait(1.0)
-                continue
-            if failures:
-                failures = 0
-                try:
-                    fed.peer_back(self.db, name)
-                except Exception:  # noqa: BLE001
-                    log.exception("recording peer %s back failed", name)
-                self._wake.set()
+                log.exception("recording peer %s unreachable failed", name)
+            failures += 1
+            self._stop.wait(min(fed.FIRST_RETRY * 2 ** failures,
+                                fed.settings_of(self.db).retry_max))
+            return None, failures            # read everything again once it answers
+        except Exception:  # noqa: BLE001
+            log.exception("watching peer %s failed", name)
+            self._stop.wait(1.0)
+            return since, failures
+        if failures:
+            failures = 0
             try:
-                if answer.get("instances"):
-                    fed.apply_changes(self.db, name, answer["instances"])
-                elif since is None:
-                    fed.apply_changes(self.db, name, [])      # records the contact
-                since = answer.get("cursor") or since
+                fed.peer_back(self.db, name)
             except Exception:  # noqa: BLE001
-                log.exception("applying changes of peer %s failed", name)
-                self._stop.wait(1.0)
+                log.exception("recording peer %s back failed", name)
+            self._wake.set()
+        try:
+            if answer.get("instances"):
+                fed.apply_changes(self.db, name, answer["instances"])
+            elif since is None:
+                fed.apply_changes(self.db, name, [])      # records the contact
+            return answer.get("cursor") or since, failures
+        except Exception:  # noqa: BLE001
+            log.exception("applying changes of peer %s failed", name)
+            self._stop.wait(1.0)
+            return since, failures

@@ -12,7 +12,7 @@ Policy document (JSON, or the same shape in TOML)::
                 "software_type": "default", "shared": true,   # optional
                 "when": "always",       # or "no-local-fit"
                 "to": ["b", "c"],       # peers in order: later ones are fallbacks
-                "fallback": true}]}     # try later peers while earlier are unreachable
+                "fallback": true}]}     # later peers while no earlier one accepted it
 
 The SLA key ``master`` names the master that must serve an alternative: this one, a
 peer, or a master a peer reaches (multi-hop).

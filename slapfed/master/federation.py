@@ -7,6 +7,8 @@ federation.peers (pairing talks to the peer). Forwarding itself runs in the forw
 """
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, current_app, jsonify, request
 
 from ..core.errors import InvalidInput
@@ -18,6 +20,7 @@ from .auth import current_identity
 
 blueprint = Blueprint("federation", __name__)
 MAX_WAIT = 60.0
+WAIT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")      # plain decimal seconds
 FORWARDER_EXTENSION = "slapfed.forwarder"
 
 
@@ -93,8 +96,13 @@ def changes():
     args = request.args
     problems = [{"field": k, "problem": "unknown parameter (known: since, wait)"}
                 for k in args if k not in ("since", "wait")]
+    problems += [{"field": k, "problem": "given more than once"}
+                 for k in ("since", "wait") if len(args.getlist(k)) > 1]
     try:
-        wait = float(args.get("wait", "0"))
+        raw = args.get("wait", "0")
+        if not WAIT_RE.match(raw):
+            raise ValueError
+        wait = float(raw)
         if not 0 <= wait <= MAX_WAIT:
             raise ValueError
     except ValueError:
