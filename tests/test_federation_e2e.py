@@ -159,6 +159,32 @@ def test_peers_show_their_links(world):
     assert a.admin.summary()["name"] == "a"
 
 
+def test_dry_run_prints_the_route_and_every_peer_considered(world):
+    """`slapfed request --dry-run` (text) says where a request would be delegated, and
+    `topology explain --json` gives the same route; nothing is written."""
+    import json
+    import subprocess
+    a = world["m"]["a"]
+    d = world["base"] / "a-ops"
+    conf = world["base"] / "a-cli.json"
+    conf.write_text(json.dumps({"master": a.url, "ca": str(d / "ca.crt"),
+                                "cert": str(d / "identity.crt"), "key": str(d / "identity.key")}))
+    env = {**os.environ, "SLAPFED_CONFIG": str(conf)}
+    before = len(a.admin.list_instances())
+    text = subprocess.run(slapfed_argv("request", "far-away", HELLO, "--sla", "continent=asia",
+                                       "--dry-run"), env=env, capture_output=True, text=True,
+                          timeout=60)
+    assert text.returncode == 0, text.stderr
+    assert "route: delegated to b" in text.stdout
+    assert "peer b: " in text.stdout and "nothing written (dry run)" in text.stdout
+    shown = subprocess.run(slapfed_argv("topology", "explain", "far-away", HELLO, "--sla",
+                                        "continent=asia", "--json"), env=env,
+                           capture_output=True, text=True, timeout=60)
+    route = json.loads(shown.stdout)["route"]
+    assert route["kind"] == "delegate" and route["peers"][0] == "b"
+    assert len(a.admin.list_instances()) == before
+
+
 def test_local_fit_stays_local(world):
     alice = world["alice"]
     inst = alice.request("near", HELLO, sla={"continent": "europe"})

@@ -233,6 +233,15 @@ def render_decision(d: dict) -> str:
         for t in a["top"]:
             parts = ", ".join(f"{k} {v:g}" for k, v in t["scores"].items())
             lines.append(f"        score {t['score']:.3f} {t['computer']} ({parts})")
+    route = d.get("route")
+    if route:
+        if route["kind"] == "delegate":
+            lines.append(f"route: delegated to {' then '.join(route['peers'])} "
+                         f"({route['reason']})")
+        else:
+            lines.append(f"route: served here ({route['reason']})")
+        for c in route.get("considered") or ():
+            lines.append(f"        peer {c['peer']}: {c['verdict']}")
     lines.append("nothing written (dry run)")
     return "\n".join(lines)
 
