@@ -37,7 +37,28 @@ class Proc:
         return data[-size:].decode("utf-8", "replace")
 
     def stop(self, timeout: float = 10.0) -> int | None:
-        return stop_pid(self.pid, timeout, popen=self.popen)
+        """Stop it by PID; then whatever is left of the process group it leads (e.g.
+        a server's workers when the server itself had to be killed)."""
+        code = stop_pid(self.pid, timeout, popen=self.popen)
+        stop_group(self.pid)
+        return code
+
+
+def stop_group(pgid: int, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, the processes left in group ``pgid`` (one we started with
+    its own session, so its id is our child's PID)."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                return
+            time.sleep(0.02)
 
 
 def pid_alive(pid: int) -> bool:
