@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import threading
+import time
 
 import pytest
 from conftest import http_fetch as fetch
@@ -169,19 +171,78 @@ def test_cache_expires_evicts_least_recently_used_and_honours_vary():
     assert cache.get("v", [], NOW) is None
 
 
+@pytest.mark.parametrize("new, stale", [
+    ({"a": ("http://b1/", None), "b": ("http://b2/", "b.example")}, set()),
+    ({"a": ("http://b1/", None)}, {"b"}),
+    ({"a": ("http://b9/", None), "b": ("http://b2/", "b.example")}, {"a"}),
+    ({"a": ("http://b1/", None), "b": ("http://b2/", "other.example")}, {"b"}),
+    ({"a": ("http://b1/", None), "b": ("http://b2/", "b.example"),
+      "c": ("http://b3/", None)}, set()),
+], ids=["same", "removed", "backend-changed", "domain-changed", "added"])
+def test_a_new_table_makes_stale_only_the_sites_whose_route_changed(new, stale):
+    old = {"a": cdn.Site("a", "http://b1/", "i-a"),
+           "b": cdn.Site("b", "http://b2/", "i-b", domain="b.example")}
+    new = {n: cdn.Site(n, backend, f"i-{n}-new", domain=domain)     # owners may change
+           for n, (backend, domain) in new.items()}
+    assert cdn.stale_sites(old, new) == stale
+
+
+def test_the_cache_drops_the_entries_of_given_sites():
+    cache = cdn.ResponseCache()
+    for site in ("a", "b"):
+        for path in ("/x", "/y"):
+            cache.put(("GET", site, path), cdn.Entry(200, [], b"body", NOW, 60))
+    assert cache.drop_sites({"a", "nope"}) == 2
+    assert sorted(cache.entries) == [("GET", "b", "/x"), ("GET", "b", "/y")]
+    assert cache.size == 8
+
+
+def write_table(path, sites: dict) -> None:
+    """Replace ``path`` atomically, as the recipe does."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(cdn.table_json(sites), fh)
+    os.replace(tmp, path)
+
+
+def test_the_table_file_is_reloaded_when_it_changes_and_kept_when_unusable(tmp_path):
+    path = tmp_path / "sites.json"
+    one = {"a": cdn.Site("a", "http://b1/", "i-a")}
+    write_table(path, one)
+    table = cdn.TableFile(str(path))
+    assert table.load() == one and table.error is None
+    first = table.digest
+    assert table.poll() is None                              # unchanged: nothing to do
+    write_table(path, one)
+    assert table.poll() is None and table.digest == first    # rewritten, same content
+    two = {**one, "b": cdn.Site("b", "http://b2/", "i-b")}
+    write_table(path, two)
+    assert table.poll() == two and table.digest != first
+    path.write_text('{"sites": {"c": {"backend": "nope"}}}')
+    assert table.poll() is None and "site 'c' of the table is malformed" in table.error
+    path.unlink()
+    assert table.poll() is None and "No such file" in table.error
+    write_table(path, two)                                   # back as it was: no change
+    assert table.poll() is None and table.error is None
+    with pytest.raises(ValueError, match="cannot read"):
+        cdn.TableFile(str(tmp_path / "absent.json")).load()
+
+
 # -- the proxy over loopback ------------------------------------------------------------
 class Front:
     """slapfed.samples.cdn's app served on 127.0.0.1 (a port chosen at bind time) by an
     event loop in a thread; ``clock`` is the proxy's, so tests can move time."""
 
-    def __init__(self, sites: dict, ttl: float = 60.0):
+    def __init__(self, sites: dict, ttl: float = 60.0, table=None, reload_interval=0.5):
         from aiohttp import web
 
         self.now = NOW
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        app = cdn.make_app(sites, ttl, clock=lambda: self.now, timeout=5)
+        self.cache = cdn.ResponseCache()
+        app = cdn.make_app(sites, ttl, self.cache, clock=lambda: self.now, timeout=5,
+                           table=table, reload_interval=reload_interval)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
 
         async def start():
@@ -299,4 +360,104 @@ def test_health_path_answers_whatever_the_host(front):
     proxy, _, _ = front
     for host in (None, "a"):
         status, _, body = fetch(proxy.url + ".well-known/slapfed-cdn", host=host)
-        assert status == 200 and json.loads(body) == {"status": "ok", "sites": 3}
+        assert status == 200 and json.loads(body) == {"status": "ok", "sites": 3,
+                                                      "pid": os.getpid(), "table": None}
+
+
+def test_the_front_follows_its_table_and_keeps_the_cache_of_unchanged_sites(origins,
+                                                                             tmp_path,
+                                                                             capsys):
+    one, two = origins("one"), origins("two")
+    path = tmp_path / "sites.json"
+    write_table(path, {"a": cdn.Site("a", one.url, "i-a")})
+    table = cdn.TableFile(str(path))
+    proxy = Front(table.load(), table=table, reload_interval=0.05)
+    try:
+        def served_table():
+            return json.loads(fetch(proxy.url + ".well-known/slapfed-cdn")[2])
+
+        def wait_for_table():
+            deadline = time.monotonic() + 10
+            while served_table()["table"] != cdn.table_digest(path.read_bytes()):
+                assert time.monotonic() < deadline, served_table()
+                time.sleep(0.02)
+
+        assert fetch(proxy.url + "a/page")[1]["X-Cache"] == "MISS"
+        assert fetch(proxy.url + "a/page")[1]["X-Cache"] == "HIT"
+        assert fetch(proxy.url + "b/page")[0] == 404
+
+        # a second site: served at once, and the first one's cache survives
+        write_table(path, {"a": cdn.Site("a", one.url, "i-a"),
+                           "b": cdn.Site("b", two.url, "i-b")})
+        deadline = time.monotonic() + 10
+        while fetch(proxy.url + "b/page")[0] == 404:          # seen by the poll alone
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        status, headers, body = fetch(proxy.url + "a/page")
+        assert headers["X-Cache"] == "HIT" and one.hits == 1
+        assert json.loads(fetch(proxy.url + "b/page")[2])["backend"] == "two"
+
+        # a table that does not parse is refused; the one in place keeps serving
+        health = proxy.url + ".well-known/slapfed-cdn"
+        assert cdn.check(health, 0, str(path)) == 0                 # the promise passes
+        path.write_text("{not json")
+        answer = served_table()
+        assert "cannot use" in answer["table_error"] and answer["sites"] == 2
+        assert fetch(proxy.url + "a/page")[1]["X-Cache"] == "HIT"
+        capsys.readouterr()
+        assert cdn.check(health, 0.1, str(path)) == 1               # ... and now fails
+        assert "does not serve the table of" in capsys.readouterr().out
+
+        # site a moves to another backend: its cached responses go, b's stay
+        write_table(path, {"a": cdn.Site("a", two.url, "i-a"),
+                           "b": cdn.Site("b", two.url, "i-b")})
+        wait_for_table()
+        assert "table_error" not in served_table()
+        status, headers, body = fetch(proxy.url + "a/page")
+        assert headers["X-Cache"] == "MISS" and json.loads(body)["backend"] == "two"
+        assert fetch(proxy.url + "b/page")[1]["X-Cache"] == "HIT"
+
+        # a removed site is no longer served, nor kept in the cache
+        write_table(path, {"b": cdn.Site("b", two.url, "i-b")})
+        wait_for_table()
+        assert fetch(proxy.url + "a/page")[0] == 404
+        assert [key for key in proxy.cache.entries if key[1] == "a"] == []
+    finally:
+        proxy.stop()
+
+
+def test_the_front_process_reloads_its_table_on_sighup(origins, tmp_path):
+    """The real slapfed-cdn-front process, polling too rarely to notice by itself: a
+    SIGHUP makes it load the new table at once."""
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import stop_process
+
+    one = origins("one")
+    path = tmp_path / "sites.json"
+    write_table(path, {})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    log = open(tmp_path / "front.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "slapfed.samples.cdn", "--address",
+                             "127.0.0.1", "--port", str(port), "--table", str(path),
+                             "--reload-interval", "3600"], stdout=log, stderr=log)
+    log.close()
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        assert cdn.check(url + ".well-known/slapfed-cdn", 20) == 0, \
+            (tmp_path / "front.log").read_text()
+        write_table(path, {"a": cdn.Site("a", one.url, "i-a")})
+        assert fetch(url + "a/page")[0] == 404                # not polled yet
+        os.kill(proc.pid, signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while fetch(url + "a/page")[0] != 200:
+            assert time.monotonic() < deadline and proc.poll() is None, \
+                (tmp_path / "front.log").read_text()
+            time.sleep(0.02)
+        assert "site table" in (tmp_path / "front.log").read_text()
+    finally:
+        stop_process(proc)

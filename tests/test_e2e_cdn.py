@@ -1,7 +1,8 @@
 """End to end, the CDN release: a real master process (gunicorn, FileStorage) over mutual
 TLS, a real node process enrolled with a one-time token, real buildout runs, a real
 supervisord running slapfed-cdn-front, and origins started by the test; two shared
-requests become two sites of one front, each with its own URL."""
+requests become two sites of one front, each with its own URL, and the front (its
+process, its cache) lives through sites coming and going."""
 import json
 import os
 import subprocess
@@ -91,7 +92,18 @@ def test_shared_requests_become_sites_of_one_front(federation, origins):
 
     one, two = origins("one"), origins("two")
     a = request(env, "site-a", "--shared", "--param", "site=a", "--param", f"backend={one.url}")
+    status, headers, page_a = http_fetch(a["connection"]["url"] + "page")
+    assert status == 200 and headers["X-Cache"] == "MISS"
+    assert http_fetch(a["connection"]["url"] + "page")[1]["X-Cache"] == "HIT"
+    front_pid = json.loads(http_fetch(front_url + ".well-known/slapfed-cdn")[2])["pid"]
+
+    # a second site: the front follows its table, the node does not restart it, so the
+    # first site's cached response survives (served without asking its backend again)
     b = request(env, "site-b", "--shared", "--param", "site=b", "--param", f"backend={two.url}")
+    health = json.loads(http_fetch(front_url + ".well-known/slapfed-cdn")[2])
+    assert health["pid"] == front_pid and health["sites"] == 2
+    status, headers, again = http_fetch(a["connection"]["url"] + "page")
+    assert headers["X-Cache"] == "HIT" and again == page_a and one.hits == 1
     # a site the front cannot serve fails, and `request --wait` says why (exit 8)
     refused = subprocess.run(slapfed_argv("request", "site-c", CDN, "--shared", "--param",
                                           "site=c", "--wait", "120", "--json"),
@@ -112,13 +124,14 @@ def test_shared_requests_become_sites_of_one_front(federation, origins):
         broken["status"]["log_tail"]
     assert client.show(front["id"])["connection"] == {"url": front_url}
 
-    for site, origin in ((a, one), (b, two)):
-        status, headers, body = http_fetch(site["connection"]["url"] + "page")
-        assert status == 200 and headers["X-Cache"] == "MISS"
-        assert json.loads(body)["backend"] == origin.name
-        status, headers, again = http_fetch(site["connection"]["url"] + "page")
-        assert headers["X-Cache"] == "HIT" and again == body
-        assert origin.hits == 1
+    status, headers, body = http_fetch(b["connection"]["url"] + "page")
+    assert status == 200 and headers["X-Cache"] == "MISS"
+    assert json.loads(body)["backend"] == "two"
+    status, headers, again = http_fetch(b["connection"]["url"] + "page")
+    assert headers["X-Cache"] == "HIT" and again == body
+    assert two.hits == 1
+    status, headers, again = http_fetch(a["connection"]["url"] + "page")
+    assert headers["X-Cache"] == "HIT" and again == page_a and one.hits == 1
 
     # destroying a shared request removes its route; the other site keeps serving
     cli("destroy", "site-a", "--wait", "60", env=env)
@@ -129,4 +142,7 @@ def test_shared_requests_become_sites_of_one_front(federation, origins):
     assert status == 404 and json.loads(body)["error"]["code"] == "unknown_site"
     status, headers, body = http_fetch(b["connection"]["url"] + "page")
     assert status == 200 and json.loads(body)["backend"] == "two"
+    assert headers["X-Cache"] == "HIT"                     # b's cache survived a's removal
     assert client.show(b["id"])["connection"]["url"] == front_url + "b/"
+    health = json.loads(http_fetch(front_url + ".well-known/slapfed-cdn")[2])
+    assert health["pid"] == front_pid and health["sites"] == 1

@@ -121,6 +121,7 @@ def test_hello_lives_its_whole_life(node, master):
     assert not result.fetched and not result.plan
 
     # a parameter change re-instantiates only that partition, and restarts its service
+    # (the greeting is on its command line: its wrapper changed)
     pid_b = get(url_b)["pid"]
     reported_b = client.show(b["id"])["status"]["reported_at"]
     client.request("hello-a", HELLO, parameters={"greeting": "uno"})
@@ -379,3 +380,108 @@ def test_shared_connections_are_reported_as_the_master_accepts_them():
     assert PartitionReport.from_json(body).shared_connections == cleaned
     # nothing published: the field is left out (a master predating it would refuse it)
     assert "shared_connections" not in _partition_report("i-1", 2, "started", "", {}, [], {})
+
+
+# -- restarting only what changed ------------------------------------------------------
+
+SERVICES_PROFILE = """\
+[buildout]
+parts = one two ${parameters:more} publish
+
+[parameters]
+one = 1
+two = 2
+more =
+note = x
+
+[one]
+recipe = slapfed:service
+path = ${partition:services}/one
+command = /bin/sleep 100000${parameters:one}
+
+[two]
+recipe = slapfed:service
+path = ${partition:services}/two
+command = /bin/sleep 100000${parameters:two}
+
+[three]
+recipe = slapfed:service
+path = ${partition:services}/three
+command = /bin/sleep 1000003
+
+[publish]
+recipe = slapfed:publish
+note = ${parameters:note}
+"""
+
+
+@pytest.fixture
+def services_release(tmp_path):
+    """A release whose instance runs services one and two (and three when the parameter
+    more=three), each wrapper depending on its own parameter only."""
+    release = tmp_path / "services" / "software.cfg"
+    release.parent.mkdir()
+    (release.parent / "instance-default.cfg").write_text(SERVICES_PROFILE)
+    release.write_text("[buildout]\nparts = i\n[i]\nrecipe = slapfed:file\n"
+                       "source = ${release:directory}/instance-default.cfg\n"
+                       "path = ${buildout:directory}/instance-default.cfg\n")
+    return str(release)
+
+
+def service_pids(agent: Agent, part: str) -> dict:
+    """{service: PID} of the partition's running programs."""
+    return {i["name"][len(part) + 1:]: i["pid"] for i in agent.sup.rpc.getAllProcessInfo()
+            if i["group"] == part and i["statename"] in ("STARTING", "RUNNING")}
+
+
+def test_only_services_whose_wrapper_changed_restart(node, master, services_release):
+    client = master["client"]
+    client.supply("c1", services_release)
+    inst = client.request("svc", services_release)
+    settle(node)
+    part = client.show(inst["id"])["placement"]["partition"]
+
+    def apply(**params):
+        client.request("svc", services_release, parameters=params)
+        result = node.once()
+        assert [type(a).__name__ for a in result.plan] == ["Instantiate", "Start"]
+        status = client.show(inst["id"])["status"]
+        assert status["state"] == "started", status["log_tail"]
+        return service_pids(node, part)
+
+    first = service_pids(node, part)
+    assert set(first) == {"one", "two"} and all(first.values())
+
+    # re-instantiated, no wrapper changed: every process keeps running
+    assert apply(note="y") == first
+    # one wrapper changed: that service alone restarts
+    now = apply(note="y", two="5")
+    assert now["one"] == first["one"] and now["two"] != first["two"]
+    # a new service is started, the others keep running
+    added = apply(note="y", two="5", more="three")
+    assert {k: added[k] for k in now} == now and added["three"]
+    # a removed service is stopped, the others keep running
+    assert apply(note="y", two="5") == now
+    assert not os.path.exists(os.path.join(node.paths.partition(part).services, "three"))
+    assert not any(i["name"] == f"{part}_three" for i in node.sup.rpc.getAllProcessInfo())
+
+    # a dead service is started again, even when its wrapper did not change
+    node.sup.stop_programs(part, [f"{part}_one"])
+    revived = apply(note="z", two="5")
+    assert revived["one"] not in (0, now["one"]) and revived["two"] == now["two"]
+
+    # a new agent over the same node (restarted) keeps what did not change running
+    again = Agent(node.config.root, backoff=Backoff(base=60), promise_timeout=10)
+    assert not again.once().plan
+    client.request("svc", services_release, parameters={"note": "z", "two": "6"})
+    assert [type(a).__name__ for a in again.once().plan] == ["Instantiate", "Start"]
+    last = service_pids(again, part)
+    assert last["one"] == revived["one"] and last["two"] != revived["two"]
+
+    # stopped, then started: everything starts (nothing was running)
+    client.change_state(inst["id"], "stopped")
+    settle(again)
+    assert service_pids(again, part) == {}
+    client.change_state(inst["id"], "started")
+    settle(again)
+    assert set(service_pids(again, part)) == {"one", "two"}

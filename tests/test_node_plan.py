@@ -264,3 +264,41 @@ def test_untouched_partitions_get_no_actions(world):
         if i and rec and rec.instance_id == i["id"] and rec.revision == i["revision"] \
                 and rec.state == i["requested_state"]:
             assert raw["id"] not in touched
+
+
+# -- which services restart (slapfed.node.restarts) ---------------------------------------
+
+@pytest.mark.parametrize("current, recorded, states, created, start, restart, keep", [
+    ({"a": "1", "b": "2"}, {"a": "1", "b": "2"}, {"a": "RUNNING", "b": "STARTING"}, (),
+     (), (), ("a", "b")),
+    ({"a": "1", "b": "3"}, {"a": "1", "b": "2"}, {"a": "RUNNING", "b": "RUNNING"}, (),
+     (), ("b",), ("a",)),
+    ({"a": "1", "b": "2"}, {"a": "1", "b": "2"}, {"a": "STOPPED", "b": "STOPPED"}, (),
+     ("a", "b"), (), ()),
+    ({"a": "1", "b": "2"}, {"a": "1", "b": "2"}, {"a": "FATAL", "b": "EXITED"}, (),
+     ("a", "b"), (), ()),
+    ({"a": "1"}, {"a": "1"}, {"a": "BACKOFF"}, (), (), ("a",), ()),
+    ({"a": "1"}, {"a": "1"}, {"a": "STOPPING"}, (), (), ("a",), ()),
+    ({"a": "1", "c": "9"}, {"a": "1"}, {"a": "RUNNING", "c": "STARTING"}, ("c",),
+     ("c",), (), ("a",)),
+    ({"a": "1", "c": "9"}, {"a": "1"}, {"a": "RUNNING"}, (), ("c",), (), ("a",)),
+    ({"a": "1"}, None, {"a": "RUNNING"}, (), (), ("a",), ()),
+    ({"a": "1"}, None, {}, (), ("a",), (), ()),
+    ({}, {"gone": "1"}, {}, (), (), (), ()),
+], ids=["unchanged-keep-running", "changed-wrapper-restarts-alone", "stopped-group-starts",
+        "failed-services-start-again", "backoff-restarts", "stopping-restarts",
+        "just-created-is-started-not-restarted", "new-service-starts",
+        "no-record-restarts-running", "no-record-no-group-starts", "no-services"])
+def test_plan_services(current, recorded, states, created, start, restart, keep):
+    from slapfed.node.restarts import plan_services
+
+    got = plan_services(current, recorded, states, set(created))
+    assert (got.start, got.restart, got.keep) == (start, restart, keep)
+    assert sorted(got.start + got.restart + got.keep) == sorted(current)
+
+
+def test_service_plan_describes_itself():
+    from slapfed.node.restarts import ServicePlan
+
+    assert ServicePlan(("c",), ("b",), ("a",)).describe() == "restart b; start c; keep a"
+    assert ServicePlan().describe() == "no services"

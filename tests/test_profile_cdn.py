@@ -72,6 +72,20 @@ def test_instance_without_shared_instances_serves_an_empty_table(cdn_node, runne
     assert "cdn-sites.json" in front
     promise = open(os.path.join(pp.promises, "front")).read()
     assert f"--check={FRONT}.well-known/slapfed-cdn" in promise
+    assert "--table=" in promise and "cdn-sites.json" in promise
+
+
+def test_a_new_site_leaves_the_front_wrapper_alone(cdn_node, runner):
+    """The front follows its table file: a new shared instance rewrites the table, not
+    the wrapper, so the node leaves the running front (and its cache) alone."""
+    wrapper = os.path.join(cdn_node.partition("part0").services, "front")
+    assert nb.instantiate(cdn_node, PART, "c1", instance(), runner).ok
+    before = open(wrapper).read()
+    one = [shared("i-a", site="a", backend="http://127.0.0.1:8001/")]
+    result = nb.instantiate(cdn_node, PART, "c1", instance(one, revision=2), runner)
+    assert result.ok, result.log_tail
+    assert set(table_of(cdn_node)) == {"a"}
+    assert open(wrapper).read() == before
 
 
 def test_each_shared_instance_gets_a_route_or_the_reason_why_not(cdn_node, runner):

@@ -396,3 +396,43 @@ def test_the_topology_file_declares_the_master_at_its_site():
                                "host": "par-1-a"})
     topology, problems = files.parse([("t.toml", text)])
     assert problems == [] and set(topology.masters) == {"m"}
+
+
+@pytest.mark.timeout(300)
+def test_the_master_wrapper_changes_with_its_topology_file_and_the_zeo_one_does_not(tmp_path):
+    """Real buildout runs of the master profile: a changed site rewrites only the topology
+    file, which the master's wrapper hashes (hash-files), so the node restarts the master
+    and leaves its ZEO server running."""
+    import os
+    from slapfed.core.wire import software_hash
+    from slapfed.node import buildout as nb
+    from slapfed.node.layout import PartitionConfig, Paths
+    if not _has_master_recipe():
+        pytest.skip("the slapfed:master recipe is not registered in this environment")
+    paths = Paths(str(tmp_path / "node"))
+    for d in paths.skeleton():
+        os.makedirs(d)
+    runner = nb.ForkRunner()
+    installed = nb.install_software(paths, MASTER_RELEASE, software_hash(MASTER_RELEASE),
+                                    runner)
+    assert installed.ok, installed.log_tail
+    part = PartitionConfig("part0", "127.31.0.9", 10000, 10)
+    services = paths.partition("part0").services
+
+    def wrappers(**site):
+        params = {"name": "eu-1", "continent": "europe", "country": "fr", "lan": "par-1",
+                  **site}
+        result = nb.instantiate(paths, part, "c1", {
+            "id": "i-m", "reference": "m", "software_url": MASTER_RELEASE,
+            "software_hash": software_hash(MASTER_RELEASE), "software_type": "default",
+            "parameters": params, "revision": 1, "shared_instances": []}, runner)
+        assert result.ok, result.log_tail
+        return {name: open(os.path.join(services, name)).read() for name in ("master", "zeo")}
+
+    first = wrappers(host="h1")
+    assert "# hash-files sha256 " in first["master"]
+    assert wrappers(host="h1") == first
+    moved = wrappers(host="h2")
+    assert moved["master"] != first["master"] and moved["zeo"] == first["zeo"]
+    topology = os.path.join(paths.partition("part0").path, "srv", "master", "topology.toml")
+    assert '"h2"' in open(topology).read()

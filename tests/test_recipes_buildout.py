@@ -100,6 +100,60 @@ def test_removed_part_files_disappear_on_re_instantiation(hello_node, runner, tm
         os.unlink(os.path.join(sdir, "instance-small.cfg"))
 
 
+def test_hash_files_change_the_wrapper_when_a_listed_file_changes(hello_node, runner):
+    sdir = hello_node.software_dir(software_hash(HELLO))
+    with open(os.path.join(sdir, "instance-hashed.cfg"), "w") as fh:
+        fh.write("[buildout]\nparts = conf svc\n"
+                 "[parameters]\nconf = a\nother = 1\n"
+                 "[conf]\nrecipe = slapfed:file\npath = ${partition:path}/etc/svc.conf\n"
+                 "content = ${parameters:conf}\n"
+                 "[svc]\nrecipe = slapfed:service\npath = ${partition:services}/svc\n"
+                 "command = /bin/cat ${conf:path}\n"
+                 "hash-files = ${conf:path}\n    ${partition:path}/etc/never-written\n")
+    wrapper = os.path.join(hello_node.partition("part0").services, "svc")
+
+    def wrapper_after(**params):
+        result = nb.instantiate(hello_node, PART, "c1", instance(stype="hashed", **params),
+                                runner)
+        assert result.ok, result.log_tail
+        with open(wrapper) as fh:
+            return fh.read()
+
+    try:
+        first = wrapper_after(conf="a")
+        assert "# hash-files sha256 " in first
+        assert wrapper_after(conf="a", other="2") == first      # the file did not change
+        changed = wrapper_after(conf="b")
+        assert changed != first and changed.splitlines()[-1] == first.splitlines()[-1]
+        assert wrapper_after(conf="a") == first
+        out = subprocess.run([wrapper], capture_output=True, text=True, timeout=10)
+        assert out.stdout == "a\n"
+    finally:
+        os.unlink(os.path.join(sdir, "instance-hashed.cfg"))
+
+
+def test_hash_files_count_missing_files_as_absent_and_refuse_unreadable_ones(tmp_path):
+    import zc.buildout
+
+    from slapfed.recipe import ServiceRecipe
+
+    conf, wrapper = tmp_path / "conf", tmp_path / "svc"
+
+    def install(hash_files):
+        options = {"path": str(wrapper), "command": "/bin/true", "hash-files": hash_files}
+        ServiceRecipe({}, "svc", options).install()
+        return wrapper.read_text()
+
+    absent = install(str(conf))
+    conf.write_text("")
+    empty = install(str(conf))
+    assert absent != empty and "# hash-files sha256 " in absent
+    assert install(str(conf)) == empty
+    assert "hash-files" not in install("  ")
+    with pytest.raises(zc.buildout.UserError, match=r"\[svc\] cannot read .* of hash-files"):
+        install(str(tmp_path))                             # a directory is not a file
+
+
 @pytest.mark.parametrize("value,expected", [
     ("plain", "plain"),
     ("cost $5", "cost $5"),

@@ -1,4 +1,5 @@
-"""A real supervisord in tmp_path: groups added, changed, removed; neighbours untouched."""
+"""A real supervisord in tmp_path: groups added, changed, removed; neighbours untouched;
+programs added, removed, stopped and started one by one."""
 from __future__ import annotations
 
 import os
@@ -53,16 +54,18 @@ def test_groups_live_independently(supervisor):
     sup = supervisor
     for pid in ("part0", "part1"):
         write_service(sup.paths.partition(pid).services, "sleeper", "exec sleep 300")
-        assert sync(sup, pid) == [program_name(pid, "sleeper")]
+        assert sync(sup, pid).programs == [program_name(pid, "sleeper")]
         assert sup.start_group(pid).ok
     before = pids_of(sup, "part1")
     assert all(before.values())
 
-    # change part0: a second service appears, the first one's command changes
+    # change part0: a second service appears; the first one keeps running
+    first = pids_of(sup, "part0")["part0_sleeper"]
     write_service(sup.paths.partition("part0").services, "other", "exec sleep 301")
-    sync(sup, "part0")
+    assert sync(sup, "part0").created == ["part0_other"]
     health = sup.start_group("part0")
     assert health.ok and set(health.states) == {"part0_sleeper", "part0_other"}
+    assert pids_of(sup, "part0")["part0_sleeper"] == first
     assert pids_of(sup, "part1") == before                    # neighbour untouched
 
     # stop part0 quickly (no blocking wait), part1 still runs
@@ -88,6 +91,79 @@ def test_unchanged_group_is_not_restarted(supervisor):
     sync(sup, "part2")
     assert sup.start_group("part2").ok
     assert pids_of(sup, "part2") == before
+
+
+def test_services_added_and_removed_touch_only_their_programs(supervisor):
+    sup = supervisor
+    pid = "part8"
+    d = sup.paths.partition(pid).services
+    for name in ("a", "b"):
+        write_service(d, name, "exec sleep 300")
+    assert sync(sup, pid).created == ["part8_a", "part8_b"]
+    assert sup.start_group(pid).ok
+    before = pids_of(sup, pid)
+
+    write_service(d, "c", "exec sleep 300")                  # added: created, then started
+    done = sync(sup, pid)
+    assert done.programs == ["part8_a", "part8_b", "part8_c"] and done.created == ["part8_c"]
+    assert sup.start_programs(pid, ["part8_c"]).ok
+    now = pids_of(sup, pid)
+    assert now["part8_c"] and {k: now[k] for k in before} == before
+
+    os.unlink(os.path.join(d, "b"))                          # removed: stopped, forgotten
+    child = now["part8_b"]
+    assert sync(sup, pid).created == []
+    assert pids_of(sup, pid) == {"part8_a": before["part8_a"], "part8_c": now["part8_c"]}
+    assert not _alive(child) or _zombie(child)
+    with open(sup.paths.group_conf(pid)) as fh:
+        assert "part8_b" not in fh.read()
+
+    # a program whose configuration changed (here: autostart) is replaced, stopped first
+    assert set(sync(sup, pid, autostart=False).created) == {"part8_a", "part8_c"}
+    assert set(sup.group_states(pid).values()) == {"STOPPED"}
+    sup.remove_group(pid)
+
+
+def test_single_programs_stop_and_start_alone(supervisor):
+    sup = supervisor
+    pid = "part9"
+    d = sup.paths.partition(pid).services
+    for name in ("a", "b"):
+        write_service(d, name, "exec sleep 300")
+    sync(sup, pid)
+    assert sup.start_group(pid).ok
+    before = pids_of(sup, pid)
+    sup.stop_programs(pid, ["part9_a"])
+    states = sup.group_states(pid)
+    assert states["part9_a"] == "STOPPED" and states["part9_b"] in ("STARTING", "RUNNING")
+    assert pids_of(sup, pid)["part9_b"] == before["part9_b"]
+    health = sup.start_programs(pid, ["part9_a", "part9_b"], settle=2)  # b runs: left alone
+    assert health.ok and health.states == {"part9_a": "RUNNING", "part9_b": "RUNNING"}
+    after = pids_of(sup, pid)
+    assert after["part9_a"] not in (0, before["part9_a"]) and after["part9_b"] == before["part9_b"]
+    # a program that cannot start is reported, its stderr with it
+    write_service(d, "a", "echo 'no config' >&2; exit 2")
+    sup.stop_programs(pid, ["part9_a"])
+    health = sup.start_programs(pid, ["part9_a"], settle=3)
+    assert not health.ok and "no config" in health.message
+    sup.remove_group(pid)
+
+
+def test_without_update_in_place_a_changed_group_is_replaced_whole(supervisor):
+    class OldSupervisor(Supervisor):
+        def _update_in_place(self, pid):          # a supervisord predating updateGroup
+            return None
+
+    sup = OldSupervisor(supervisor.paths)
+    pid = "part10"
+    d = sup.paths.partition(pid).services
+    write_service(d, "a", "exec sleep 300")
+    sync(sup, pid)
+    assert sup.start_group(pid).ok
+    write_service(d, "b", "exec sleep 300")
+    assert sync(sup, pid).created == ["part10_a", "part10_b"]
+    assert sup.start_group(pid).ok
+    sup.remove_group(pid)
 
 
 def test_crashing_service_is_reported_with_its_stderr(supervisor):
@@ -117,7 +193,7 @@ def test_empty_service_dir_removes_the_group(supervisor):
     write_service(d, "sleeper", "exec sleep 300")
     sync(sup, "part5")
     os.unlink(os.path.join(d, "sleeper"))
-    assert sync(sup, "part5") == []
+    assert sync(sup, "part5").programs == []
     assert sup.group_states("part5") == {}
 
 
@@ -144,6 +220,14 @@ def _alive(pid):
     return pid_alive(pid)
 
 
+def _zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
 def _kill(sup: Supervisor):
     """Finalizer: make sure no supervisord of this test survives (by PID)."""
     pid = sup.pid()
@@ -157,7 +241,7 @@ def test_one_group_file_is_read_alone_and_says_what_changed(supervisor):
     pp = sup.paths.partition(pid)
     assert sup.load_group_file(pid) == "absent"
     write_service(pp.services, "sleeper", "exec sleep 300")
-    assert sync(sup, pid) == [program_name(pid, "sleeper")]
+    assert sync(sup, pid).programs == [program_name(pid, "sleeper")]
     assert sup.load_group_file(pid) == "unchanged"
     # a new service changes the file: reported as changed, and no other group is re-read
     write_service(pp.services, "second", "exec sleep 300")

@@ -1,13 +1,16 @@
 """The node loop: fetch the desired state, plan, apply one partition at a time, report.
 
-Depends on core, slapfed.client and the node adapters (layout, plan, buildout,
+Depends on core, slapfed.client and the node adapters (layout, plan, restarts, buildout,
 supervisor, promises). Single threaded by design. Each partition is applied inside its
 own error boundary: a failure becomes that partition's failed report and never stops
 the others. The local state (<root>/var/state.json) is written atomically after each
 release and each partition; reports that could not be sent wait in an outbox there.
+Starting a partition restarts only the services whose wrapper changed since the node
+last started them (digests kept in the partition's .slapfed/services.json).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -30,7 +33,8 @@ from .plan import (
     ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
 )
 from .promises import run_promises, summary
-from .supervisor import Supervisor, list_services
+from .restarts import plan_services
+from .supervisor import GroupHealth, GroupSync, Supervisor, list_services, program_name
 
 log = logging.getLogger("slapfed.node")
 
@@ -338,13 +342,13 @@ class Agent:
                                           spec.software_hash)
             return
         assert isinstance(action, Start)
-        if work.instantiated:       # new configuration: restart the services
-            self.sup.stop_group(pid)
-        self.sup.sync_group(pid, pp.path, pp.services, pp.log, autostart=True, user=part.user)
+        sync = self.sup.sync_group(pid, pp.path, pp.services, pp.log, autostart=True,
+                                   user=part.user)
         # Promises (which wait for the services to answer) double as the settling time:
         # without promises, watch the processes for ``settle`` seconds instead.
         has_promises = bool(list_services(pp.promises))
-        health = self.sup.start_group(pid, settle=0.0 if has_promises else self.settle)
+        health = self._start_services(pid, pp, sync,
+                                      settle=0.0 if has_promises else self.settle)
         problems = [] if health.ok else [health.message]
         if health.ok and has_promises:
             work.promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
@@ -360,6 +364,23 @@ class Agent:
         else:
             work.record = PartitionRecord(spec.id, spec.revision, STARTED, digest,
                                           spec.software_hash)
+
+    def _start_services(self, pid: str, pp, sync: GroupSync, settle: float) -> GroupHealth:
+        """Start what does not run, restart what runs another wrapper than the one it was
+        started with, leave the rest alone; then record the wrappers' digests."""
+        current = service_digests(sync.services)
+        programs = {name: program_name(pid, name) for name, _ in sync.services}
+        states = self.sup.group_states(pid, sync.programs)
+        created = set(sync.created)
+        decision = plan_services(current, read_service_record(pp.services_record),
+                                 {n: states.get(p) for n, p in programs.items()},
+                                 {n for n, p in programs.items() if p in created})
+        log.info("%s: services: %s", pid, decision.describe())
+        self.sup.stop_programs(pid, [programs[n] for n in decision.restart])
+        health = self.sup.start_programs(
+            pid, [programs[n] for n in decision.restart + decision.start], settle=settle)
+        write_service_record(pp.services_record, current)
+        return health
 
     def _release_failure(self, spec, tail: str) -> str:
         return (f"release {spec.software_url} failed to install on this node; its log "
@@ -514,6 +535,42 @@ class Agent:
                                  "software_types": list(r.software_types)}
                              for h, r in sorted(self.local.software.items())},
                 "partitions": parts, "outbox": sorted(self.outbox)}
+
+
+def service_digests(services: list) -> dict:
+    """{service name: sha256 of its wrapper's content} of (name, path) pairs; a wrapper
+    that cannot be read gets "" (it never matches a recorded digest)."""
+    out = {}
+    for name, path in services:
+        try:
+            with open(path, "rb") as fh:
+                out[name] = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            out[name] = ""
+    return out
+
+
+def read_service_record(path: str) -> dict | None:
+    """The digests recorded when the partition's services were last (re)started; None
+    when there is no usable record (then every running service restarts once)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable %s: %s", path, exc)
+        return None
+    services = raw.get("services") if isinstance(raw, dict) else None
+    if not isinstance(services, dict):
+        log.warning("ignoring %s: it has no services object", path)
+        return None
+    return {k: v for k, v in services.items() if isinstance(k, str) and isinstance(v, str)}
+
+
+def write_service_record(path: str, digests: dict) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    atomic_write_json(path, {"version": 1, "services": digests})
 
 
 def _write_pid(path: str) -> None:

@@ -184,6 +184,8 @@ class PartitionPaths:
         self.shared_connection_file = os.path.join(self.private, "shared-connection.json")
         self.buildout_cfg = os.path.join(path, "buildout.cfg")
         self.buildout_log = os.path.join(self.private, "buildout.log")
+        # {service: sha256 of its wrapper} when the node last (re)started each service
+        self.services_record = os.path.join(self.private, "services.json")
 
     def skeleton(self) -> list[str]:
         return [self.services, self.promises, self.log, self.run, self.tmp, self.private]

@@ -3,7 +3,11 @@
 Depends on core.errors, node.layout and supervisor (its XML-RPC transport). Talks
 XML-RPC over <root>/var/supervisord.sock; writes <root>/etc/supervisord.conf and one
 <root>/etc/supervisord.d/<pid>.conf per partition, and only ever reloads the group it
-changed. Stops never use supervisord's blocking wait (~0.7 s a group): they poll.
+changed. A group whose services were added or removed changes in place (the slapfed
+namespace's updateGroup): only the programs added, removed or reconfigured are touched.
+Single programs are stopped and started by name (<pid>:<program>), so a partition's
+services can restart one by one. Stops never use supervisord's blocking wait (~0.7 s a
+group): they poll.
 Processes are stopped or killed by PID only, never by name. A node deployed inside a
 partition (profiles/node) runs its supervisord in the foreground as a service of the
 outer partition ("external"): the agent then only waits for it and never starts one.
@@ -27,6 +31,9 @@ STOPPED_STATES = ("STOPPED", "EXITED", "FATAL")
 FAILED_STATES = ("BACKOFF", "FATAL", "EXITED")
 UNKNOWN_METHOD = 1      # supervisor.xmlrpc.Faults
 BAD_NAME = 10
+NO_FILE = 20
+NOT_EXECUTABLE = 21
+SPAWN_ERROR = 50
 ALREADY_STARTED = 60
 NOT_RUNNING = 70
 ALREADY_ADDED = 90
@@ -39,6 +46,17 @@ class SupervisorError(SlapfedError):
 
     code = "supervisor_error"
     http_status = 500
+
+
+@dataclass(frozen=True)
+class GroupSync:
+    """What ``sync_group`` left: the partition's services ((name, path) pairs), their
+    programs (same order), and the programs it has just created or replaced (they run,
+    or are about to run, the current wrappers)."""
+
+    services: list
+    programs: list
+    created: list
 
 
 @dataclass(frozen=True)
@@ -155,13 +173,18 @@ class Supervisor:
 
     # -- daemon -----------------------------------------------------------------------
     @property
-    def rpc(self):
+    def server(self):
+        """The XML-RPC proxy (its namespaces: supervisor, system, slapfed)."""
         if self._proxy is None:
             from supervisor.xmlrpc import SupervisorTransport
 
             transport = SupervisorTransport(None, None, "unix://" + self.paths.supervisord_sock)
             self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
-        return self._proxy.supervisor
+        return self._proxy
+
+    @property
+    def rpc(self):
+        return self.server.supervisor
 
     def _reset(self) -> None:
         if self._proxy is not None:
@@ -246,9 +269,9 @@ class Supervisor:
         return True
 
     # -- groups -----------------------------------------------------------------------
-    def _call(self, what: str, method: str, *args, tolerate=()):
+    def _call(self, what: str, method: str, *args, tolerate=(), namespace="supervisor"):
         try:
-            return getattr(self.rpc, method)(*args)
+            return getattr(getattr(self.server, namespace), method)(*args)
         except xmlrpc.client.Fault as fault:
             if fault.faultCode in tolerate:
                 return None
@@ -259,34 +282,59 @@ class Supervisor:
             raise SupervisorError(f"cannot reach supervisord to {what}: {exc}") from None
 
     def sync_group(self, pid: str, partition_path: str, services_dir: str, log_dir: str,
-                   autostart: bool, user: str | None = None) -> list[str]:
-        """Make supervisord's group ``pid`` match the partition's services; returns the
-        program names. A changed group is stopped, removed and added again; others are
-        left alone."""
+                   autostart: bool, user: str | None = None) -> GroupSync:
+        """Make supervisord's group ``pid`` match the partition's services. In a changed
+        group only the programs added, removed or reconfigured are touched (those removed
+        or reconfigured are stopped first); the others keep running. A supervisord
+        without the slapfed namespace's updateGroup gets the group stopped, removed and
+        added again."""
         services = list_services(services_dir)
         conf = self.paths.group_conf(pid)
         if not services:
             self.remove_group(pid)
-            return []
+            return GroupSync([], [], [])
         os.makedirs(log_dir, exist_ok=True)
+        programs = [program_name(pid, name) for name, _ in services]
         previous = self.group_programs(pid)
         _write_if_changed(conf, render_group_conf(pid, partition_path, log_dir, services,
                                                   autostart, user))
         what = self.load_group_file(pid)
+        created: list = []
         if what == "changed":
-            self.stop_group(pid, programs=previous)
-            self._call(f"remove group {pid}", "removeProcessGroup", pid, tolerate=(BAD_NAME,))
-        if what in ("changed", "added"):
+            created = self._update_in_place(pid)
+            if created is None:
+                self.stop_group(pid, programs=previous)
+                self._call(f"remove group {pid}", "removeProcessGroup", pid,
+                           tolerate=(BAD_NAME,))
+        if what == "added" or (what == "changed" and created is None):
             self._call(f"add group {pid}", "addProcessGroup", pid, tolerate=(ALREADY_ADDED,))
-        return [program_name(pid, name) for name, _ in services]
+            created = programs
+        return GroupSync(services, programs, sorted(created))
+
+    def _update_in_place(self, pid: str) -> list | None:
+        """Apply a changed group file to the running group program by program; the
+        programs created or replaced, or None when it must be replaced whole."""
+        try:
+            diff = self.server.slapfed.diffGroup(pid)
+        except xmlrpc.client.Fault as fault:
+            if fault.faultCode in (UNKNOWN_METHOD, BAD_NAME):
+                return None
+            raise SupervisorError(f"supervisord refused to compare group {pid} with its "
+                                  f"configuration: {fault.faultString}") from None
+        except OSError as exc:
+            self._reset()
+            raise SupervisorError(f"cannot reach supervisord: {exc}") from None
+        if not diff["in_place"]:
+            return None
+        self.stop_programs(pid, diff["removed"] + diff["changed"])
+        return self._call(f"update group {pid}", "updateGroup", pid, namespace="slapfed")
 
     def load_group_file(self, pid: str) -> str:
         """Have supervisord re-read the group's file only; 'added', 'changed',
         'unchanged', 'removed' or 'absent'. A supervisord started without the slapfed
         namespace re-reads its whole configuration instead."""
         try:
-            self.rpc  # noqa: B018 - opens the proxy
-            return self._proxy.slapfed.loadGroupFile(pid, self.paths.group_conf(pid))
+            return self.server.slapfed.loadGroupFile(pid, self.paths.group_conf(pid))
         except xmlrpc.client.Fault as fault:
             if fault.faultCode != UNKNOWN_METHOD:
                 raise SupervisorError(f"supervisord refused to load {pid}'s configuration: "
@@ -340,8 +388,7 @@ class Supervisor:
                 return {}
             calls = [{"methodName": "supervisor.getProcessInfo", "params": [f"{pid}:{p}"]}
                      for p in programs]
-            self.rpc  # noqa: B018 - opens the proxy
-            answers = self._proxy.system.multicall(calls)
+            answers = self.server.system.multicall(calls)
         except OSError as exc:
             self._reset()
             raise SupervisorError(f"cannot reach supervisord: {exc}") from None
@@ -364,6 +411,20 @@ class Supervisor:
             return
         self._call(f"stop group {pid}", "stopProcessGroup", pid, False,
                    tolerate=(BAD_NAME, NOT_RUNNING))
+        self._wait_stopped(pid, programs, timeout, f"group {pid}")
+
+    def stop_programs(self, pid: str, programs: list, timeout: float = 30.0) -> None:
+        """Stop some programs of the group (names without the group), then poll until
+        they are stopped; the group's other programs are left alone."""
+        if not programs:
+            return
+        for program in programs:
+            self._call(f"stop {pid}:{program}", "stopProcess", f"{pid}:{program}", False,
+                       tolerate=(BAD_NAME, NOT_RUNNING))
+        self._wait_stopped(pid, list(programs), timeout,
+                           f"{', '.join(programs)} of group {pid}")
+
+    def _wait_stopped(self, pid: str, programs, timeout: float, what: str) -> None:
         deadline = time.monotonic() + timeout
         delay = 0.005
         while True:
@@ -371,7 +432,7 @@ class Supervisor:
             if all(s in STOPPED_STATES for s in states.values()):
                 return
             if time.monotonic() > deadline:
-                raise SupervisorError(f"group {pid} did not stop within {timeout:g}s: {states}")
+                raise SupervisorError(f"{what} did not stop within {timeout:g}s: {states}")
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
@@ -381,6 +442,20 @@ class Supervisor:
             return GroupHealth(True, {})
         self._call(f"start group {pid}", "startProcessGroup", pid, False,
                    tolerate=(ALREADY_STARTED,))
+        return self._watch(pid, settle)
+
+    def start_programs(self, pid: str, programs: list, settle: float = 0.3) -> GroupHealth:
+        """Start some programs of the group (names without the group; those running are
+        left alone), then watch the whole group for ``settle`` seconds."""
+        for program in programs:
+            # a wrapper that cannot be executed is reported by the health below
+            self._call(f"start {pid}:{program}", "startProcess", f"{pid}:{program}", False,
+                       tolerate=(ALREADY_STARTED, NO_FILE, NOT_EXECUTABLE, SPAWN_ERROR))
+        if not programs:
+            return self.health(pid)
+        return self._watch(pid, settle)
+
+    def _watch(self, pid: str, settle: float) -> GroupHealth:
         deadline = time.monotonic() + settle
         delay = 0.01
         while True:

@@ -2,19 +2,32 @@
 
 Owns the site table (built from a host partition's shared instances), the cache policy
 and the proxy itself. The top half is pure (no I/O: table building, routing,
-Cache-Control decisions, the in-memory cache); the bottom half is the aiohttp adapter,
-imported lazily so the recipe and the tests of the pure half need no event loop.
+Cache-Control decisions, the in-memory cache); the bottom half does I/O: the table file
+it follows, and the aiohttp adapter, imported lazily so the recipe and the tests of the
+pure half need no event loop.
 Depends on the standard library, and on aiohttp in ``make_app``/``serve`` only.
 
 ``slapfed-cdn-front --address A --port P --table FILE [--cache-ttl S]`` serves;
-``slapfed-cdn-front --check URL [--wait S]`` is the promise (exit 0 = healthy).
-The table is read once at start: the node restarts a partition's services after
-every instantiation, so a new table always comes with a new process.
+``slapfed-cdn-front --check URL [--table FILE] [--wait S]`` is the promise (exit 0 =
+healthy; with --table, only once the front serves that file's table).
+The front follows its table file while it runs: it looks at the file's identity (inode,
+size, modification time) every ``--reload-interval`` seconds (0.5), when asked for its
+health, and on SIGHUP, and loads it when it changed. A new table keeps the cached
+responses of the sites whose route (backend, domain) did not change and drops those of
+sites removed or changed; a file that is missing or does not parse leaves the table in
+place (the reason is logged and shown by the health answer). The node restarts a
+service only when its wrapper changed, and a new table leaves the wrapper alone:
+connections in flight and the cache survive a new site. The slapfed:cdn-sites recipe
+writes the file atomically (a temporary file renamed into place), so a half-written
+table is never read.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import logging
+import os
 import re
 import sys
 import time
@@ -30,6 +43,7 @@ DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 DEFAULT_TTL = 60.0
 DEFAULT_CACHE_BYTES = 64 * 1024 * 1024
 DEFAULT_ENTRY_BYTES = 8 * 1024 * 1024
+DEFAULT_RELOAD_INTERVAL = 0.5
 CACHEABLE_METHODS = ("GET", "HEAD")
 # RFC 9110 7.6.1: never forwarded, in either direction
 HOP_BY_HOP = frozenset(("connection", "keep-alive", "proxy-authenticate",
@@ -173,6 +187,24 @@ def sites_from_json(data) -> dict:
 def owners(sites: dict) -> dict:
     """{site name: instance id}: the ``previous`` argument of ``build_sites``."""
     return {name: site.instance_id for name, site in sites.items()}
+
+
+def route_of(site: Site) -> tuple:
+    """What a cached response of the site depends on: where it comes from, and the host
+    name it answers to."""
+    return (site.backend, site.domain)
+
+
+def stale_sites(old: dict, new: dict) -> set:
+    """Names of the sites of table ``old`` whose cached responses a switch to table
+    ``new`` must drop: those removed, and those whose route changed."""
+    return {name for name, site in old.items()
+            if name not in new or route_of(new[name]) != route_of(site)}
+
+
+def table_digest(raw: bytes) -> str:
+    """The identity of a table file's content (the health answer's ``table``)."""
+    return hashlib.sha256(raw).hexdigest()
 
 
 # -- routing -------------------------------------------------------------------------
@@ -344,6 +376,16 @@ class ResponseCache:
         if entry is not None:
             self.size -= len(entry.body)
 
+    def drop_sites(self, names) -> int:
+        """Drop every entry of the sites ``names`` (keys are (method, site, path)); how
+        many were dropped."""
+        names = set(names)
+        doomed = [k for k in self.entries if isinstance(k, tuple) and len(k) > 1
+                  and k[1] in names]
+        for key in doomed:
+            self.drop(key)
+        return len(doomed)
+
 
 def forward_headers(headers) -> list:
     """(name, value) pairs minus hop-by-hop headers and those Connection names."""
@@ -356,6 +398,61 @@ def error_body(code: str, message: str) -> bytes:
     return json.dumps({"error": {"code": code, "message": message, "details": []}}).encode()
 
 
+# -- the table file --------------------------------------------------------------------
+log = logging.getLogger("slapfed.cdn")
+
+
+class TableFile:
+    """The site table file, as the front last loaded it: ``poll`` gives the new sites
+    when the file changed and parses, and None otherwise (keep the table in place).
+
+    A change is seen by the file's identity (inode, size, modification time), so a poll
+    of an unchanged file costs one stat; a file replaced by an equal one is no change.
+    ``error`` says why the file in place is not the table served (None when it is)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.signature = None       # identity of the file last read (or "missing")
+        self.digest: str | None = None
+        self.error: str | None = None
+
+    def load(self) -> dict:
+        """The sites of the file now; ValueError saying why when it is unusable."""
+        sites = self.poll(force=True)
+        if sites is None:
+            raise ValueError(self.error or "unchanged")
+        return sites
+
+    def poll(self, force: bool = False) -> dict | None:
+        try:
+            st = os.stat(self.path)
+        except OSError as exc:
+            if self.signature != "missing":
+                # buildout removes the file for a moment when it rewrites it: not alarming
+                self.signature = "missing"
+                self.error = f"cannot read {self.path}: {exc.strerror}"
+                log.info("site table: %s; the table in place stays", self.error)
+            return None
+        signature = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if signature == self.signature and not force:
+            return None
+        self.signature = signature
+        try:
+            with open(self.path, "rb") as fh:
+                raw = fh.read()
+            sites = sites_from_json(json.loads(raw))
+        except (OSError, ValueError) as exc:
+            self.error = f"cannot use {self.path}: {getattr(exc, 'strerror', None) or exc}"
+            log.warning("site table: %s; the table in place stays", self.error)
+            return None
+        digest = table_digest(raw)
+        self.error = None
+        if digest == self.digest and not force:
+            return None
+        self.digest = digest
+        return sites
+
+
 # -- the aiohttp adapter ---------------------------------------------------------------
 # Request headers the proxy sets itself rather than passing on.
 OWN_REQUEST_HEADERS = frozenset(("host", "x-forwarded-for", "x-forwarded-host",
@@ -365,20 +462,63 @@ RECOMPUTED_ON_HIT = frozenset(("content-length", "age", "x-cache"))
 
 
 def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache | None = None,
-             clock=time.time, timeout: float = 30.0):
+             clock=time.time, timeout: float = 30.0, table: TableFile | None = None,
+             reload_interval: float = DEFAULT_RELOAD_INTERVAL, sighup: bool = False):
     """The aiohttp application proxying to ``sites`` ({name: Site}) with one ``cache``.
 
     GET responses are stored (HEAD is answered from them too); every other method, and
-    whatever the cache policy refuses, goes to the backend each time."""
+    whatever the cache policy refuses, goes to the backend each time. With ``table``
+    (the file ``sites`` were loaded from), the sites follow the file: it is polled every
+    ``reload_interval`` seconds, at each health request, and on SIGHUP with ``sighup``
+    (which needs the main thread)."""
     import asyncio
+    import contextlib
 
     import aiohttp
     from aiohttp import web
     from yarl import URL
 
-    routes = Routes(sites)
+    current = {"sites": dict(sites), "routes": Routes(sites)}
     cache = cache if cache is not None else ResponseCache()
     session_key = web.AppKey("session", aiohttp.ClientSession)
+
+    def reload(force: bool = False) -> None:
+        """Switch to the table file's sites when it changed (see TableFile)."""
+        if table is None:
+            return
+        new = table.poll(force)
+        if new is None:
+            return
+        stale = stale_sites(current["sites"], new)
+        dropped = cache.drop_sites(stale)
+        added = sorted(set(new) - set(current["sites"]))
+        current.update(sites=dict(new), routes=Routes(new))
+        log.info("site table %s loaded: %d site(s)%s%s%s", table.path, len(new),
+                 f"; new: {', '.join(added)}" if added else "",
+                 f"; removed or changed: {', '.join(sorted(stale))}" if stale else "",
+                 f"; {dropped} cached response(s) dropped" if dropped else "")
+
+    async def watch_table(app):
+        async def poll():
+            while True:
+                await asyncio.sleep(reload_interval)
+                try:
+                    reload()
+                except Exception:  # the front keeps serving whatever goes wrong here
+                    log.exception("site table %s: reload failed", table.path)
+
+        import signal
+
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(poll())
+        if sighup:
+            loop.add_signal_handler(signal.SIGHUP, reload, True)
+        yield
+        if sighup:
+            loop.remove_signal_handler(signal.SIGHUP)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def client_session(app):
         async with aiohttp.ClientSession(
@@ -394,8 +534,13 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
 
     async def handle(request: web.Request):
         if request.path == HEALTH_PATH:
-            return web.json_response({"status": "ok", "sites": len(routes)})
-        found = routes.route(request.headers.get("Host"), request.raw_path)
+            reload()
+            body = {"status": "ok", "sites": len(current["routes"]), "pid": os.getpid(),
+                    "table": table.digest if table is not None else None}
+            if table is not None and table.error:
+                body["table_error"] = table.error
+            return web.json_response(body)
+        found = current["routes"].route(request.headers.get("Host"), request.raw_path)
         if found is None:
             return answer(404, "unknown_site", (
                 f"no site is served for host {host_name(request.headers.get('Host'))!r} "
@@ -434,9 +579,9 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
         async with request.app[session_key].request(
                 request.method, url, headers=headers, allow_redirects=False,
                 data=request.content if request.body_exists else None) as upstream:
-            return await relay(request, upstream, req_headers, key)
+            return await relay(request, upstream, req_headers, key, site)
 
-    async def relay(request, upstream, req_headers: list, key: tuple):
+    async def relay(request, upstream, req_headers: list, key: tuple, site: Site):
         resp_headers = forward_headers(list(upstream.headers.items()))
         received = clock()        # the entry's age counts from here, not from the store
         ttl = response_ttl(request.method, upstream.status, req_headers, resp_headers,
@@ -456,8 +601,11 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
             # truncated answer, and store nothing
             response.force_close()
             return response
-        # stored before the client sees the end of the answer, so its next request hits
-        if ttl > 0 and size <= cache.max_entry:
+        # stored before the client sees the end of the answer, so its next request hits;
+        # not when a new table changed the site's route meanwhile
+        still = current["sites"].get(site.name)
+        if ttl > 0 and size <= cache.max_entry and still is not None \
+                and route_of(still) == route_of(site):
             cache.put(key, Entry(upstream.status, resp_headers, b"".join(kept), received, ttl),
                       resp_headers, req_headers)
         await response.write_eof()
@@ -465,32 +613,80 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
 
     app = web.Application()
     app.cleanup_ctx.append(client_session)
+    if table is not None:
+        app.cleanup_ctx.append(watch_table)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
 
-def load_table(path: str) -> dict:
-    """The sites of table file ``path``; SystemExit with the reason when unusable."""
+def load_table(path: str) -> tuple[TableFile, dict]:
+    """The table file ``path`` and its sites; SystemExit with the reason when unusable."""
+    table = TableFile(path)
     try:
-        with open(path, encoding="utf-8") as fh:
-            return sites_from_json(json.load(fh))
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"slapfed-cdn-front: cannot use the site table {path}: {exc}") \
-            from None
+        return table, table.load()
+    except ValueError as exc:
+        raise SystemExit(f"slapfed-cdn-front: {exc}") from None
 
 
-def serve(address: str, port: int, table: str, default_ttl: float, cache_bytes: int) -> None:
-    import logging
-
+def serve(address: str, port: int, table_path: str, default_ttl: float, cache_bytes: int,
+          reload_interval: float = DEFAULT_RELOAD_INTERVAL) -> None:
     from aiohttp import web
 
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(message)s")
-    sites = load_table(table)
-    app = make_app(sites, default_ttl, ResponseCache(cache_bytes))
+    table, sites = load_table(table_path)
+    app = make_app(sites, default_ttl, ResponseCache(cache_bytes), table=table,
+                   reload_interval=reload_interval, sighup=True)
     print(f"cdn: serving {len(sites)} site(s) ({', '.join(sorted(sites)) or 'none'}) on "
-          f"http://{address}:{port}/", flush=True)
+          f"http://{address}:{port}/, following {table_path}", flush=True)
     web.run_app(app, host=address, port=port, print=None, shutdown_timeout=2.0)
+
+
+def check(url: str, wait: float, table: str | None = None) -> int:
+    """GET the health ``url`` until it answers 200 (and, with ``table``, until the front
+    serves that file's table) or ``wait`` seconds pass; print why not."""
+    import urllib.request
+
+    deadline = time.monotonic() + wait
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while True:
+        problem = _health_problem(opener, url, table)
+        if problem is None:
+            print(f"{url} answered 200" + (f", serving the table of {table}" if table else ""))
+            return 0
+        if time.monotonic() >= deadline:
+            print(problem)
+            return 1
+        time.sleep(0.05)
+
+
+def _health_problem(opener, url: str, table: str | None) -> str | None:
+    import urllib.error
+
+    try:
+        with opener.open(url, timeout=2) as resp:
+            raw = resp.read()
+    except urllib.error.HTTPError as exc:
+        return f"{url} answered HTTP {exc.code}"
+    except (OSError, ValueError) as exc:
+        return f"{url} is unreachable: {getattr(exc, 'reason', exc)}"
+    if table is None:
+        return None
+    try:
+        with open(table, "rb") as fh:
+            want = table_digest(fh.read())
+    except OSError as exc:
+        return f"cannot read the site table {table}: {exc.strerror}"
+    try:
+        answer = json.loads(raw)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        return f"{url} answered 200 but not with the front's health (a JSON object)"
+    if answer.get("table") == want:
+        return None
+    why = f": {answer['table_error']}" if answer.get("table_error") else ""
+    return f"{url} answered 200 but does not serve the table of {table}{why}"
 
 
 def main(argv=None) -> int:
@@ -500,22 +696,28 @@ def main(argv=None) -> int:
                     "name or by path prefix /<site>/; or, with --check, its health check.")
     parser.add_argument("--address", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
-    parser.add_argument("--table", help="the site table (JSON) written by slapfed:cdn-sites")
+    parser.add_argument("--table", help="the site table (JSON) written by slapfed:cdn-sites, "
+                                        "followed while serving")
     parser.add_argument("--cache-ttl", type=float, default=DEFAULT_TTL,
                         help="seconds to keep a response whose backend gives no lifetime")
     parser.add_argument("--cache-bytes", type=int, default=DEFAULT_CACHE_BYTES,
                         help="memory for stored responses")
-    parser.add_argument("--check", metavar="URL", help="health check mode: GET URL")
+    parser.add_argument("--reload-interval", type=float, default=DEFAULT_RELOAD_INTERVAL,
+                        help="seconds between two looks at the table file")
+    parser.add_argument("--check", metavar="URL",
+                        help="health check mode: GET URL (with --table: until the front "
+                             "serves that table)")
     parser.add_argument("--wait", type=float, default=0.0,
                         help="with --check: keep trying for this many seconds")
     args = parser.parse_args(argv)
     if args.check:
-        from .hello import check
-
-        return check(args.check, args.wait)
+        return check(args.check, args.wait, args.table)
     if not args.table:
         parser.error("--table is required to serve")
-    serve(args.address, args.port, args.table, args.cache_ttl, args.cache_bytes)
+    if args.reload_interval <= 0:
+        parser.error("--reload-interval must be positive")
+    serve(args.address, args.port, args.table, args.cache_ttl, args.cache_bytes,
+          args.reload_interval)
     return 0
 
 
