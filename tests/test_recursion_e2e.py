@@ -170,3 +170,8 @@ def test_three_levels_of_masters_each_serving_the_sample_service(root):
     assert all(p["instance"] is None for p in comp["partitions"])
     assert admin.topology()["live"]["masters"] == []
     assert "child" not in {p["name"] for p in admin.list_peers()}   # forgotten with it
+    # nothing that ran below the destroyed partitions is left running (a nested
+    # supervisord killed after its stop timeout would orphan its services)
+    from slapfed.node.leftovers import processes_under
+    left = [pid for d in root_part_dirs for pid in processes_under(str(d))]
+    assert left == [], f"processes left under destroyed partitions: {left}"

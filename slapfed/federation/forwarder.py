@@ -85,11 +85,14 @@ class Forwarder:
         self._threads.append(t)
         return True
 
-    def stop(self, timeout: float = 5.0) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the threads, waiting ``timeout`` seconds in all for them (a thread
+        blocked on an unreachable storage is a daemon: it does not hold the process)."""
         self._stop.set()
         self._wake.set()
+        deadline = time.monotonic() + timeout
         for t in list(self._threads) + list(self._watchers.values()):
-            t.join(timeout)
+            t.join(max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._lock_fd is not None:
             os.close(self._lock_fd)

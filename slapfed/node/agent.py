@@ -33,6 +33,7 @@ from .plan import (
     ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
 )
 from .promises import run_promises, summary
+from .leftovers import stop_leftovers
 from .restarts import plan_services
 from .supervisor import GroupHealth, GroupSync, Supervisor, list_services, program_name
 
@@ -288,6 +289,7 @@ class Agent:
         if isinstance(action, Destroy):
             work.target(action.instance_id, action.revision, action.report)
             self.sup.remove_group(pid)
+            stop_leftovers(pp.path)
             pp.wipe()
             work.connection = {}
             work.shared_connections = {}
@@ -336,6 +338,7 @@ class Agent:
         digest = spec.digest()
         if isinstance(action, Stop):
             self.sup.stop_group(pid)
+            stop_leftovers(pp.path)
             self.sup.sync_group(pid, pp.path, pp.services, pp.log, autostart=False,
                                 user=part.user)
             work.record = PartitionRecord(spec.id, spec.revision, STOPPED, digest,

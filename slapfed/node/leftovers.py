@@ -1,0 +1,90 @@
+"""Processes a partition left behind: found by PID in /proc, stopped by PID.
+
+Depends on the standard library only. supervisord stops the processes it started, but
+not what those started in their own process groups once it is killed itself (a nested
+node's supervisord killed after its stop timeout leaves its services running, orphaned).
+A process belongs to a partition when its working directory or its program lies inside
+the partition's directory; partitions' directories never overlap, so nothing of another
+partition, of the node or of its supervisord is ever touched. Processes with a
+controlling terminal (someone's shell in the partition's directory) are left alone.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+
+log = logging.getLogger("slapfed.node")
+
+
+def _inside(path: str, root: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def processes_under(root: str, proc: str = "/proc") -> list[int]:
+    """PIDs of the processes whose working directory or program (the executable, or
+    the script an interpreter runs) is inside ``root``; never this process."""
+    root = os.path.realpath(root)
+    me = os.getpid()
+    found = []
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return []
+    for entry in entries:
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        base = os.path.join(proc, entry)
+        paths = []
+        for link in ("cwd", "exe"):
+            try:
+                paths.append(os.readlink(os.path.join(base, link)))
+            except OSError:
+                pass
+        try:
+            with open(os.path.join(base, "cmdline"), "rb") as f:
+                argv = f.read().split(b"\0")[:2]
+            paths += [os.fsdecode(a) for a in argv if a.startswith(b"/")]
+        except OSError:
+            pass
+        if any(_inside(p, root) for p in paths) and not _has_terminal(base):
+            found.append(int(entry))
+    return sorted(found)
+
+
+def _has_terminal(base: str) -> bool:
+    try:
+        with open(os.path.join(base, "stat")) as f:
+            return int(f.read().rsplit(")", 1)[1].split()[4]) != 0     # tty_nr
+    except (OSError, IndexError, ValueError):
+        return False
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def stop_leftovers(root: str, grace: float = 5.0) -> list[int]:
+    """SIGTERM every process left inside ``root``, then SIGKILL those still there after
+    ``grace`` seconds; returns their PIDs (logged: a partition should leave none)."""
+    pids = processes_under(root)
+    if not pids:
+        return []
+    log.warning("partition %s left %d process(es) running after its services stopped: "
+                "%s; stopping them", root, len(pids), ", ".join(map(str, pids)))
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
+        live = [p for p in pids if _alive(p)]
+        for pid in live:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+        deadline = time.monotonic() + wait
+        while any(_alive(p) for p in live) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    return pids
