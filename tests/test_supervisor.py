@@ -262,3 +262,24 @@ def test_a_broken_group_file_is_refused_with_its_path(supervisor):
     with pytest.raises(SupervisorError) as exc:
         sup.load_group_file("bad")
     assert "bad.conf" in exc.value.message
+
+
+def test_services_whose_names_make_the_same_program_are_refused(tmp_path):
+    """"a b" and "a_b" would both be supervisord program part0_a_b: the partition fails
+    with both names, before supervisord is asked anything."""
+    from slapfed.node.layout import Paths
+    from slapfed.node.supervisor import Supervisor, SupervisorError, program_clash
+
+    services = tmp_path / "services"
+    services.mkdir()
+    for name in ("a b", "a_b", "web"):
+        (services / name).write_text("#!/bin/sh\nexec sleep 100\n")
+        (services / name).chmod(0o755)
+    listed = [(n, str(services / n)) for n in ("a b", "a_b", "web")]
+    assert "'a b' and 'a_b'" in program_clash("part0", listed)
+    assert program_clash("part0", listed[1:]) is None
+    sup = Supervisor(Paths(str(tmp_path / "root")))
+    with pytest.raises(SupervisorError) as err:
+        sup.sync_group("part0", str(tmp_path), str(services), str(tmp_path / "log"), True)
+    assert "would both be supervisord program 'part0_a_b'" in err.value.message
+    assert not (tmp_path / "log").exists()                 # nothing was written

@@ -70,6 +70,20 @@ def program_name(pid: str, service: str) -> str:
     return f"{pid}_{_NAME_RE.sub('_', service)}"
 
 
+def program_clash(pid: str, services: list[tuple[str, str]]) -> str | None:
+    """Why two services of partition ``pid`` cannot both run (their names make the same
+    supervisord program, e.g. "a b" and "a_b"), or None."""
+    seen: dict[str, str] = {}
+    for name, _path in services:
+        prog = program_name(pid, name)
+        if prog in seen:
+            return (f"services {seen[prog]!r} and {name!r} of partition {pid} would both be "
+                    f"supervisord program {prog!r} (characters other than letters, digits, "
+                    "'_', '.' and '-' become '_'); rename one of them")
+        seen[prog] = name
+    return None
+
+
 def list_services(services_dir: str) -> list[tuple[str, str]]:
     """(name, path) of every executable regular file in a partition's service dir."""
     try:
@@ -289,6 +303,9 @@ class Supervisor:
         without the slapfed namespace's updateGroup gets the group stopped, removed and
         added again."""
         services = list_services(services_dir)
+        clash = program_clash(pid, services)
+        if clash:
+            raise SupervisorError(clash)
         conf = self.paths.group_conf(pid)
         if not services:
             self.remove_group(pid)
