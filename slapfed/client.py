@@ -256,6 +256,9 @@ class MasterClient:
     def add_peer(self, body: dict) -> dict:
         return self._json("POST", "/peers", json_body=body)
 
+    def update_peer(self, name: str, changes: dict) -> dict:
+        return self._json("PATCH", f"/peers/{quote(name, safe='')}", json_body=changes)
+
     def remove_peer(self, name: str) -> dict:
         return self._json("DELETE", f"/peers/{quote(name, safe='')}")
 

@@ -140,6 +140,8 @@ CASES = [
         "name": _a_peer(w, "p-upd"), "url": "https://127.0.0.9:8470", "cost": 2,
         "ca_certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}),
      {"admin"}),
+    ("patch-peer", lambda w: ("PATCH", f"/peers/{_a_peer(w, 'p-patch')}",
+                              {"trust": "observe"}), {"admin"}),
     ("show-policy", lambda w: ("GET", "/federation/policy", None), {"admin"}),
     ("set-policy", lambda w: ("PUT", "/federation/policy", {"rules": [{"to": ["b"]}]}),
      {"admin"}),

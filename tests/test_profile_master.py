@@ -331,6 +331,17 @@ def test_a_child_master_with_a_pairing_token_becomes_a_peer_until_destroyed(boun
     own = bounded_api.put(f"/api/v1/instances/{other}/child-master",
                           json={**body, "name": "child"})
     assert own.status_code == 409
+    # an admin changes what this master knows of the link; origin and pairing stay
+    patched = bounded_api.patch("/api/v1/peers/kid", json={"trust": "observe", "cost": 3})
+    assert patched.status_code == 200, patched.json
+    assert (patched.json["trust"], patched.json["cost"], patched.json["origin"],
+            patched.json["instance"]) == ("observe", 3.0, "child", iid)
+    for body, field in (({}, "trust"), ({"cost": -1}, "cost"), ({"trust": "all"}, "trust"),
+                        ({"latency_ms": True}, "latency_ms"), ({"url": "https://x"}, "url")):
+        bad = bounded_api.patch("/api/v1/peers/kid", json=body)
+        assert bad.status_code == 400 and bad.json["error"]["details"][0]["field"] == field
+    assert bounded_api.get("/api/v1/peers/kid").json["trust"] == "observe"   # unchanged
+    assert bounded_api.patch("/api/v1/peers/nobody", json={"cost": 1}).status_code == 404
     # destroying the instance forgets the peer (nothing is delegated to it)
     bounded_api.delete(f"/api/v1/instances/{iid}")
     assert "kid" not in {p["name"] for p in bounded_api.get("/api/v1/peers").json["peers"]}

@@ -110,6 +110,27 @@ def list_(master_url, as_json):
     emit({"peers": peers}, as_json, render_peers(peers))
 
 
+@peer.command(name="set")
+@click.argument("name")
+@click.option("--trust", type=click.Choice(["observe", "delegate", "full"]), default=None,
+              help="observe: read its summary only; delegate: also send it requests.")
+@click.option("--cost", type=float, default=None, help="Relative cost of delegating there.")
+@click.option("--latency-ms", type=float, default=None)
+@click.option("--site", default=None, help="The peer's site in this master's topology.")
+@master_option
+@json_option
+@error_boundary
+def set_(name, trust, cost, latency_ms, site, master_url, as_json):
+    """Change what this master knows of peer NAME's link (e.g. trust a child master a
+    person owns with --trust delegate); its pairing stays."""
+    changes = {k: v for k, v in (("trust", trust), ("cost", cost), ("latency_ms", latency_ms),
+                                 ("site", site)) if v is not None}
+    out = make_client(master_url).update_peer(name, changes)
+    emit(out, as_json, f"peer {name}: trust {out['trust']}, cost {out['cost']:g}, latency "
+                       f"{out['latency_ms'] if out['latency_ms'] is not None else '-'} ms, "
+                       f"site {out['site'] or '-'}")
+
+
 @peer.command()
 @click.argument("name")
 @master_option

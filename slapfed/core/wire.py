@@ -600,6 +600,41 @@ class PeerAddition:
 
 
 @dataclass(frozen=True)
+class PeerUpdate:
+    """``PATCH /peers/<name>`` (admins): what this master knows of a peer's link; only
+    the fields given change."""
+
+    trust: str | None = None
+    cost: float | None = None
+    latency_ms: float | None = None
+    site: str | None = None
+
+    FIELDS = ("trust", "cost", "latency_ms", "site")
+
+    @classmethod
+    def from_json(cls, body: Any) -> "PeerUpdate":
+        f = _Fields(body, "peer update", cls.FIELDS)
+        trust = f.string("trust", choices=PeerAddition.TRUST)
+        site = f.string("site", pattern=ID_RE)
+        numbers = {}
+        for key in ("cost", "latency_ms"):
+            value = f.body.get(key)
+            if value is not None and (isinstance(value, bool)
+                                      or not isinstance(value, (int, float)) or value < 0
+                                      or value != value or value == float("inf")):
+                f.problem(key, "must be a finite number >= 0")
+            elif value is not None:
+                numbers[key] = float(value)
+        if not f.problems and not any(f.body.get(k) is not None for k in cls.FIELDS):
+            f.problem("trust", f"give at least one of {', '.join(cls.FIELDS)}")
+        f.raise_if_any("peer update")
+        return cls(trust, numbers.get("cost"), numbers.get("latency_ms"), site)
+
+    def changes(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS if getattr(self, k) is not None}
+
+
+@dataclass(frozen=True)
 class Revocation:
     """``POST /certificates/<serial>/revocation``."""
 

@@ -236,6 +236,7 @@ GUARDS: dict[str, Guard] = {
     "federation.show_peer": Guard(policy.LIST_PEERS),
     "federation.add_peer": Guard(policy.REGISTER_PEER),
     "federation.remove_peer": Guard(policy.REGISTER_PEER),
+    "federation.update_peer": Guard(policy.REGISTER_PEER),
     "federation.show_policy": Guard(policy.LIST_PEERS),
     "federation.set_policy": Guard(policy.REGISTER_PEER),
     "federation.summary": Guard(policy.READ_SUMMARY),

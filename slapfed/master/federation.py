@@ -12,7 +12,7 @@ import re
 from flask import Blueprint, current_app, jsonify, request
 
 from ..core.errors import InvalidInput
-from ..core.wire import PeerAddition
+from ..core.wire import PeerAddition, PeerUpdate
 from ..federation.peers import pair
 from ..services import federation as fed
 from .app import connection, database, json_body
@@ -64,6 +64,14 @@ def add_peer():
                                  site=body.site, summary=summary)
     kick_forwarder()
     return jsonify(out), 201 if created else 200
+
+
+@blueprint.patch("/peers/<name>")
+def update_peer(name):
+    """Change a peer's link facts (trust, cost, latency_ms, site); e.g. trust a child
+    master a person owns, or stop delegating to a peer (observe)."""
+    body = PeerUpdate.from_json(json_body())
+    return jsonify(fed.update_peer(database(), name, body.changes()))
 
 
 @blueprint.delete("/peers/<name>")

@@ -525,6 +525,9 @@ SCHEMAS.update({
         "trust": _enum(("observe", "delegate", "full")), "cost": {"type": "number"},
         "latency_ms": {"type": "number"}, "site": STR},
         ["name", "url", "ca_certificate"]),
+    "PeerUpdate": _obj({"trust": _enum(("observe", "delegate", "full")),
+                        "cost": {"type": "number", "minimum": 0},
+                        "latency_ms": {"type": "number", "minimum": 0}, "site": STR}, []),
     "Peer": _obj({
         "name": STR, "url": STR, "origin": _enum(("cli", "topology", "child")),
         "paired": {"type": "boolean"}, "principal": NSTR, "trust": STR,
@@ -571,6 +574,10 @@ PATHS.update({
         "get": _op("One peer (admins)", {"200": _json("Peer", "the peer"),
                                          **_errors("401", "403", "404")},
                    parameters=(NAME,), op_id="show_peer"),
+        "patch": _op("Change a peer's link facts: trust, cost, latency_ms, site (admins); "
+                     "the fields given change, nothing else",
+                     {"200": _json("Peer", "updated"), **_errors("400", "401", "403", "404")},
+                     body="PeerUpdate", parameters=(NAME,), op_id="update_peer"),
         "delete": _op("Forget a peer that serves no delegated instance (admins)",
                       {"200": _json("Peer", "forgotten"), **_errors("401", "403", "404", "409")},
                       parameters=(NAME,), op_id="remove_peer")},

@@ -203,7 +203,12 @@ def serve(opts: ServeOptions) -> None:
         # Create the root containers once, before any worker serves; then let go of the
         # storage so that the worker can open it (a FileStorage admits one process).
         open_db(storage_uri, opts.data_dir).close()
-        tls = None if opts.insecure_http else prepare_tls(opts)
+        if opts.insecure_http:
+            # the CA exists before the workers start (each would else race to create it)
+            open_authority({"DATA_DIR": opts.data_dir, "MASTER_NAME": opts.master_name})
+            tls = None
+        else:
+            tls = prepare_tls(opts)
         _write_atomically(os.path.join(opts.data_dir, PID_FILE), f"{os.getpid()}\n")
         MasterApplication(opts, storage_uri, on_exit=zeo.stop if zeo else None,
                           tls=tls).run()

@@ -166,6 +166,19 @@ def declare_peers(conn, declared: list[dict]) -> None:
     write(conn, use_case)
 
 
+def update_peer(conn, name: str, changes: dict) -> dict:
+    """Change what this master knows of peer ``name``'s link (trust, cost, latency,
+    site); its credentials and origin stay. Raises NotFound."""
+    def use_case(app):
+        peer = _peer(app, name)
+        for key, value in changes.items():
+            if getattr(peer, key) != value:
+                setattr(peer, key, value)
+        return peer_json(app, peer)
+
+    return write(conn, use_case)
+
+
 def list_peers(conn) -> list[dict]:
     return read(conn, lambda app: [peer_json(app, p) for p in app.peers.values()])
 
