@@ -153,6 +153,14 @@ def test_a_peer_declared_in_the_topology_pairs_by_itself(pair_world):
     assert again["paired"] and again["principal"] == "master/d"
     wait_for(lambda: d_admin.show_peer("e")["link"] == "up", 30, "the link to come back")
     assert d_admin.show_peer("e")["last_error"] is None
+    # `slapfed peer set` changes the link's facts; the pairing and the origin stay
+    out = cli(d_conf, "peer", "set", "e", "--cost", "5", "--latency-ms", "190").stdout
+    assert "peer e: trust delegate, cost 5, latency 190.0 ms, site tyo-1" in out
+    peer = d_admin.show_peer("e")
+    assert (peer["cost"], peer["latency_ms"], peer["origin"], peer["paired"]) == \
+        (5.0, 190.0, "topology", True)
+    refused = cli(d_conf, "peer", "set", "e", "--cost", "-1", check=False)
+    assert refused.returncode == 3 and "cost" in refused.stderr
     d_admin.destroy(inst["id"])
     wait_for(lambda: e_admin.show(at_e[0]["id"])["requested_state"] == "destroyed", 30,
              "the destruction to reach e")
