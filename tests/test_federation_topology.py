@@ -181,3 +181,23 @@ def test_a_wrong_invitation_stops_the_master_naming_the_link(tmp_path):
     assert "links[0].invitation" in out.stderr and str(inv) in out.stderr
     assert "invites 'd' to 'x', but the link joins 'd' and 'e'" in out.stderr
     assert not (tmp_path / "d" / "master.url").exists()
+
+
+def test_peer_invite_then_peer_add_over_the_cli(pair_world):
+    """The two commands of the README's pairing, with link facts given to `peer add`."""
+    base, e, running = pair_world
+    _e_admin, e_conf = e.admin()
+    invitation = base / "e-for-f.json"
+    cli(e_conf, "peer", "invite", "f", "--out", str(invitation))
+    assert oct(invitation.stat().st_mode & 0o777) == "0o600"
+    f = Running(base, "f").start()
+    running.append(f)
+    f_admin, f_conf = f.admin()
+    out = cli(f_conf, "peer", "add", str(invitation), "--trust", "observe", "--cost", "2",
+              "--site", "tyo-1").stdout
+    assert "paired with e at" in out and "as master/f" in out
+    peer = f_admin.show_peer("e")
+    assert (peer["paired"], peer["origin"], peer["trust"], peer["cost"], peer["site"],
+            peer["latency_ms"]) == (True, "cli", "observe", 2.0, "tyo-1", None)
+    again = cli(f_conf, "peer", "add", str(invitation), check=False)   # the token is spent
+    assert again.returncode != 0 and "token" in again.stderr.lower()

@@ -7,6 +7,7 @@ that will delegate, which trades the token for an identity of its own there.
 """
 from __future__ import annotations
 
+import functools
 import json
 import tomllib
 
@@ -51,17 +52,37 @@ def invite(name, public_url, ttl, out, master_url):
         click.echo(text, nl=False)
 
 
+def link_options(command):
+    """--trust, --cost, --latency-ms, --site: what this master knows of a peer's link;
+    the command gets them as ``link`` (only those given)."""
+    options = [
+        click.option("--trust", type=click.Choice(["observe", "delegate", "full"]),
+                     default=None,
+                     help="observe: read its summary only; delegate: also send it requests."),
+        click.option("--cost", type=float, default=None,
+                     help="Relative cost of delegating there."),
+        click.option("--latency-ms", type=float, default=None),
+        click.option("--site", default=None, help="The peer's site in this master's topology.")]
+
+    @functools.wraps(command)
+    def wrapper(*args, trust, cost, latency_ms, site, **kwargs):
+        link = {k: v for k, v in (("trust", trust), ("cost", cost),
+                                  ("latency_ms", latency_ms), ("site", site)) if v is not None}
+        return command(*args, link=link, **kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 @peer.command()
 @click.argument("invitation", type=click.File("r"))
 @click.option("--name", default=None, help="The peer's name here (default: its own).")
-@click.option("--trust", type=click.Choice(["observe", "delegate", "full"]), default=None)
-@click.option("--cost", type=float, default=None, help="Relative cost of delegating there.")
-@click.option("--latency-ms", type=float, default=None)
-@click.option("--site", default=None, help="The peer's site in this master's topology.")
+@link_options
 @master_option
 @json_option
 @error_boundary
-def add(invitation, name, trust, cost, latency_ms, site, master_url, as_json):
+def add(invitation, name, link, master_url, as_json):
     """Pair with the peer of INVITATION (a file from `slapfed peer invite`, - for stdin):
     this master makes a key, trades the token for a certificate there, and records the
     peer with what it offers."""
@@ -75,11 +96,7 @@ def add(invitation, name, trust, cost, latency_ms, site, master_url, as_json):
         raise InvalidInput("the invitation lacks url, token or ca_certificate",
                            [{"field": "invitation", "problem": "incomplete"}])
     body = {"name": name or inv.get("peer"), "url": inv["url"], "token": inv["token"],
-            "ca_certificate": inv["ca_certificate"]}
-    for key, value in (("trust", trust), ("cost", cost), ("latency_ms", latency_ms),
-                       ("site", site)):
-        if value is not None:
-            body[key] = value
+            "ca_certificate": inv["ca_certificate"], **link}
     out = make_client(master_url).add_peer(body)
     emit(out, as_json, f"paired with {out['name']} at {out['url']} as {out['principal']}; "
                        f"it offers {len(out['summary']['localities'])} site(s), "
@@ -112,20 +129,14 @@ def list_(master_url, as_json):
 
 @peer.command(name="set")
 @click.argument("name")
-@click.option("--trust", type=click.Choice(["observe", "delegate", "full"]), default=None,
-              help="observe: read its summary only; delegate: also send it requests.")
-@click.option("--cost", type=float, default=None, help="Relative cost of delegating there.")
-@click.option("--latency-ms", type=float, default=None)
-@click.option("--site", default=None, help="The peer's site in this master's topology.")
+@link_options
 @master_option
 @json_option
 @error_boundary
-def set_(name, trust, cost, latency_ms, site, master_url, as_json):
+def set_(name, link, master_url, as_json):
     """Change what this master knows of peer NAME's link (e.g. trust a child master a
     person owns with --trust delegate); its pairing stays."""
-    changes = {k: v for k, v in (("trust", trust), ("cost", cost), ("latency_ms", latency_ms),
-                                 ("site", site)) if v is not None}
-    out = make_client(master_url).update_peer(name, changes)
+    out = make_client(master_url).update_peer(name, link)
     emit(out, as_json, f"peer {name}: trust {out['trust']}, cost {out['cost']:g}, latency "
                        f"{out['latency_ms'] if out['latency_ms'] is not None else '-'} ms, "
                        f"site {out['site'] or '-'}")

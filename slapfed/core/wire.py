@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -584,19 +585,24 @@ class PeerAddition:
         if pem is not None and not pem.lstrip().startswith("-----BEGIN CERTIFICATE-----"):
             f.problem("ca_certificate", "must be a PEM certificate")
         token = f.string("token", max_len=MAX_TEXT)
-        trust = f.string("trust", choices=cls.TRUST)
-        site = f.string("site", pattern=ID_RE)
-        numbers = {}
-        for key in ("cost", "latency_ms"):
-            value = f.body.get(key)
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, float)) or value < 0):
-                f.problem(key, "must be a number >= 0")
-            elif value is not None:
-                numbers[key] = float(value)
+        link = _link_facts(f)
         f.raise_if_any("peer")
-        return cls(name, url.rstrip("/"), pem, token, trust, numbers.get("cost"),
-                   numbers.get("latency_ms"), site)
+        return cls(name, url.rstrip("/"), pem, token, **link)
+
+
+def _link_facts(f: _Fields) -> dict:
+    """What a master knows of a link to a peer: trust, cost, latency_ms, site (each
+    optional; numbers finite and >= 0)."""
+    out = {"trust": f.string("trust", choices=PeerAddition.TRUST)}
+    for key in ("cost", "latency_ms"):
+        value = f.body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value) or value < 0):
+            f.problem(key, "must be a finite number >= 0")
+            value = None
+        out[key] = None if value is None else float(value)
+    out["site"] = f.string("site", pattern=ID_RE)
+    return out
 
 
 @dataclass(frozen=True)
@@ -614,21 +620,11 @@ class PeerUpdate:
     @classmethod
     def from_json(cls, body: Any) -> "PeerUpdate":
         f = _Fields(body, "peer update", cls.FIELDS)
-        trust = f.string("trust", choices=PeerAddition.TRUST)
-        site = f.string("site", pattern=ID_RE)
-        numbers = {}
-        for key in ("cost", "latency_ms"):
-            value = f.body.get(key)
-            if value is not None and (isinstance(value, bool)
-                                      or not isinstance(value, (int, float)) or value < 0
-                                      or value != value or value == float("inf")):
-                f.problem(key, "must be a finite number >= 0")
-            elif value is not None:
-                numbers[key] = float(value)
-        if not f.problems and not any(f.body.get(k) is not None for k in cls.FIELDS):
+        link = _link_facts(f)
+        if not f.problems and not any(v is not None for v in link.values()):
             f.problem("trust", f"give at least one of {', '.join(cls.FIELDS)}")
         f.raise_if_any("peer update")
-        return cls(trust, numbers.get("cost"), numbers.get("latency_ms"), site)
+        return cls(**link)
 
     def changes(self) -> dict:
         return {k: getattr(self, k) for k in self.FIELDS if getattr(self, k) is not None}

@@ -199,8 +199,7 @@ class Forwarder:
         finally:
             with self._lock:
                 failures = 0 if ok else self._pairings.get(name, (0, 0, 0))[2] + 1
-                delay = 0.0 if ok else min(fed.FIRST_RETRY * 2 ** failures,
-                                           fed.settings_of(self.db).retry_max)
+                delay = 0.0 if ok else fed.backoff(self.db, failures)
                 self._pairings[name] = (False, time.monotonic() + delay, failures)
             self._wake.set()
 
@@ -236,8 +235,7 @@ class Forwarder:
             except Exception:  # noqa: BLE001
                 log.exception("recording peer %s unreachable failed", name)
             failures += 1
-            self._stop.wait(min(fed.FIRST_RETRY * 2 ** failures,
-                                fed.settings_of(self.db).retry_max))
+            self._stop.wait(fed.backoff(self.db, failures))
             return None, failures            # read everything again once it answers
         except Exception:  # noqa: BLE001
             log.exception("watching peer %s failed", name)

@@ -59,8 +59,7 @@ def load_topology(paths, name: str | None) -> MasterTopology:
         known = ", ".join(sorted(topo.masters))
         raise InvalidInput(f"--name {name!r} is not a master of the topology (declared: "
                            f"{known})", [{"field": "name", "problem": f"not among {known}"}])
-    mt = MasterTopology(topo, name)
-    return mt
+    return MasterTopology(topo, name)
 
 
 @blueprint.record_once

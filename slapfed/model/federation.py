@@ -55,6 +55,12 @@ class Peer(Persistent):
     def paired(self) -> bool:
         return self.credentials is not None
 
+    def update(self, **changes) -> None:
+        """Set what differs (an unchanged peer is not written again)."""
+        for key, value in changes.items():
+            if getattr(self, key) != value:
+                setattr(self, key, value)
+
     def contact(self, now: float) -> None:
         self.last_contact = now
         if self.last_error is not None:

@@ -67,11 +67,28 @@ def _settings_app(app) -> FederationSettings:
     return settings_of(app._p_jar.db())
 
 
+def backoff(db, failures: int) -> float:
+    """Seconds to wait after ``failures`` failed calls in a row (>= 1): doubling from
+    FIRST_RETRY, at most the master's --peer-retry-max."""
+    return min(FIRST_RETRY * 2 ** (failures - 1), settings_of(db).retry_max)
+
+
 # -- peers ------------------------------------------------------------------------------
-def peer_json(app, peer, now: float | None = None) -> dict:
-    counts: dict[str, int] = {}
-    for fwd in _forwards_of(app, peer.name):
-        counts[fwd.state] = counts.get(fwd.state, 0) + 1
+def forward_counts(app) -> dict[str, dict[str, int]]:
+    """peer -> {forward state: how many open forwards}, in one pass over the table."""
+    out: dict[str, dict[str, int]] = {}
+    for iid in app.open_forwards:
+        fwd = app.forwards[iid]
+        states = out.setdefault(fwd.peer, {})
+        states[fwd.state] = states.get(fwd.state, 0) + 1
+    return out
+
+
+def peer_json(app, peer, counts: dict | None = None) -> dict:
+    """A peer as the API shows it; ``counts`` (forward_counts) when listing many."""
+    if counts is None:
+        counts = forward_counts(app)
+    counts = counts.get(peer.name, {})
     summary = peer.summary or {}
     return {"name": peer.name, "url": peer.url, "origin": peer.origin, "paired": peer.paired,
             "principal": peer.principal, "trust": peer.trust, "cost": peer.cost,
@@ -126,10 +143,8 @@ def save_peer(conn, name: str, url: str, ca_certificate: str, *, credentials: st
             changes["summary"] = summary
             changes["summary_at"] = now
             changes["last_contact"] = now
-        for key, value in changes.items():
-            if getattr(peer, key) != value:
-                setattr(peer, key, value)
-        return created, peer_json(app, peer, now)
+        peer.update(**changes)
+        return created, peer_json(app, peer)
 
     return write(conn, use_case)
 
@@ -159,9 +174,7 @@ def declare_peers(conn, declared: list[dict]) -> None:
             if d.get("token") and not peer.paired:
                 changes.update(url=d["url"], ca_certificate=d["ca_certificate"],
                                pairing_token=d["token"])
-            for key, value in changes.items():
-                if getattr(peer, key) != value:
-                    setattr(peer, key, value)
+            peer.update(**changes)
 
     write(conn, use_case)
 
@@ -171,16 +184,17 @@ def update_peer(conn, name: str, changes: dict) -> dict:
     site); its credentials and origin stay. Raises NotFound."""
     def use_case(app):
         peer = _peer(app, name)
-        for key, value in changes.items():
-            if getattr(peer, key) != value:
-                setattr(peer, key, value)
+        peer.update(**changes)
         return peer_json(app, peer)
 
     return write(conn, use_case)
 
 
 def list_peers(conn) -> list[dict]:
-    return read(conn, lambda app: [peer_json(app, p) for p in app.peers.values()])
+    def query(app):
+        counts = forward_counts(app)
+        return [peer_json(app, p, counts) for p in app.peers.values()]
+    return read(conn, query)
 
 
 def show_peer(conn, name: str) -> dict:
@@ -479,7 +493,7 @@ def record_failure(conn, instance_id: str, peer: str, reason: str, unreachable: 
             inst.set_status(log_tail=f"delegated to {nxt} after {peer} failed: {reason}")
             return
         attempts = fwd.attempts + 1
-        delay = min(FIRST_RETRY * 2 ** (attempts - 1), _settings_app(app).retry_max)
+        delay = backoff(app._p_jar.db(), attempts)
         state = FWD_UNREACHABLE if unreachable else FWD_REFUSED
         what = "unreachable" if unreachable else "refused it"
         text = f"peer {peer} {what}: {reason}; attempt {attempts}, next in {delay:.1f} s"

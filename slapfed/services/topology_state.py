@@ -7,7 +7,7 @@ GET /api/v1/topology) that slapfed.topology.graph builds on.
 from __future__ import annotations
 
 from . import render
-from .federation import peer_json
+from .federation import forward_counts, peer_json
 from .tx import read
 
 # What the topology shows of each peer (its link's state), not its credentials' details.
@@ -44,9 +44,9 @@ def live_state(conn) -> dict:
                     "computer": place["computer"], "partition": place["partition"],
                     "address": place["address"]},
                 "delegation": render.delegation_json(app, inst)})
-        peers = []
+        peers, counts = [], forward_counts(app)
         for peer in app.peers.values():
-            doc = peer_json(app, peer)
+            doc = peer_json(app, peer, counts)
             peers.append({**{k: doc[k] for k in PEER_FIELDS},
                           "forwards": sum(doc["forwards"].values())})
         return {"computers": computers, "instances": instances, "masters": masters,
