@@ -159,12 +159,18 @@ timeout_option = click.option("--buildout-timeout", "buildout_timeout", type=cli
                                    "and reported failed.")
 
 
+def loop_options(command):
+    """--interval and --promise-interval of the node loop."""
+    command = click.option(
+        "--promise-interval", type=click.FloatRange(0.1), default=30.0, show_default=True,
+        help="Seconds between promise checks of a started partition.")(command)
+    return click.option("--interval", type=click.FloatRange(0.05), default=2.0,
+                        show_default=True, help="Seconds between cycles.")(command)
+
+
 @node.command("run")
 @root_option
-@click.option("--interval", type=click.FloatRange(0.05), default=2.0, show_default=True,
-              help="Seconds between cycles.")
-@click.option("--promise-interval", type=click.FloatRange(0.1), default=30.0,
-              show_default=True, help="Seconds between promise checks of a started partition.")
+@loop_options
 @runner_option
 @timeout_option
 @click.option("-v", "--verbose", is_flag=True)
@@ -195,10 +201,7 @@ def _register_until_answered(config, log) -> None:
 
 @node.command("boot")
 @_format_options
-@click.option("--interval", type=click.FloatRange(0.05), default=2.0, show_default=True,
-              help="Seconds between cycles.")
-@click.option("--promise-interval", type=click.FloatRange(0.1), default=30.0,
-              show_default=True, help="Seconds between promise checks of a started partition.")
+@loop_options
 @runner_option
 @timeout_option
 @click.option("-v", "--verbose", is_flag=True)

@@ -43,6 +43,10 @@ def load_federation(master_url, topology_paths, need_live=False):
     return topology_graph.build(topo, live)
 
 
+requester_as_option = click.option("--as", "requester", metavar="NAME", default=None,
+                                   help="Requester holding REFERENCE, when several do.")
+
+
 @click.group()
 def topology():
     """Inspect the federation's topology: sites, masters, computers, placements.
@@ -147,8 +151,7 @@ def path(master_a, master_b, min_trust, master_url, topology_paths, as_json):
 
 @topology.command()
 @click.argument("reference")
-@click.option("--as", "requester", metavar="NAME", default=None,
-              help="Requester holding REFERENCE, when several do.")
+@requester_as_option
 @master_option
 @file_option
 @json_option
@@ -163,8 +166,7 @@ def where(reference, requester, master_url, topology_paths, as_json):
 
 @topology.command()
 @click.argument("reference")
-@click.option("--as", "requester", metavar="NAME", default=None,
-              help="Requester holding REFERENCE, when several do.")
+@requester_as_option
 @master_option
 @file_option
 @json_option
