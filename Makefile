@@ -1,6 +1,9 @@
 # The two commands of the README: `make demo` and `make test`.
 # Each creates .venv (python3 -m venv) and installs slapfed into it.
-PYTHON ?= python3
+# Debian's /usr/bin/python3 when present: a node running as root gives each partition
+# its own unix user, and those users must be able to execute the runtime (an
+# interpreter under root's home is not).
+PYTHON ?= $(shell test -x /usr/bin/python3 && echo /usr/bin/python3 || echo python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
