@@ -82,6 +82,37 @@ def test_a_host_takes_shared_instances_of_whom_it_is_open_to(conn, open_to, requ
         assert leaks(got, front) == []
 
 
+CONSENT = [
+    # (open_to, host owner, shared owner, names the host, consents?)
+    ((), ALICE, ALICE, False, True),
+    ((), ALICE, BOB, True, False),          # naming a host is no consent
+    ((BOB,), ALICE, BOB, False, True),
+    (("*",), ALICE, PEER, False, True),
+    ((), PEER, PEER, False, False),         # a peer speaks for all its tenants...
+    ((), PEER, PEER, True, True),           # ...so its own host takes what names it
+    ((PEER,), PEER, PEER, False, True),     # ...or what it opened it to explicitly
+    ((), PEER, "master/c", True, False),
+]
+
+
+@pytest.mark.parametrize("open_to,host_owner,owner,named,consents", CONSENT,
+                         ids=[f"{'+'.join(c[0]) or 'owner'}-{c[1]}-{c[2]}-{c[3]}"
+                              for c in CONSENT])
+def test_consent_rule(open_to, host_owner, owner, named, consents):
+    assert sharing.opens_to(open_to, host_owner, owner, named) is consents
+
+
+def test_a_host_a_peer_requested_takes_its_shared_requests_only_when_named(conn):
+    """What peer b delegates here all arrives as master/b: one tenant of b must not land
+    on another's host because both are master/b here."""
+    front = host(conn, PEER, "b:person/alice:front")
+    unnamed = site(conn, PEER, "b:person/bob:site")
+    assert unnamed["host_instance"] is None and unnamed["status"]["state"] == PENDING
+    named = site(conn, PEER, "b:person/alice:site", sla={"host_instance": front["id"]})
+    assert named["host_instance"] == front["id"]
+    assert show(conn, front)["shared_instances"] == [named["id"]]
+
+
 def test_the_default_is_the_owner_of_the_tree(conn):
     """A shared instance requested inside alice's tree (by one of its instances) is
     alice's: her closed host takes it; one inside bob's tree is not."""

@@ -52,10 +52,22 @@ def parse_open_to(raw, field: str, problems: list) -> tuple:
     return tuple(sorted(out))
 
 
-def opens_to(open_to, host_owner: str, owner: str) -> bool:
+PEER_ROLE = "master"
+
+
+def opens_to(open_to, host_owner: str, owner: str, named: bool = False) -> bool:
     """Whether a host of ``host_owner`` opened as ``open_to`` accepts shared instances of
-    ``owner`` (both: the requester of their tree's root)."""
-    return owner == host_owner or EVERYONE in open_to or owner in open_to
+    ``owner`` (both: the requester of their tree's root); ``named``: the shared request
+    names that host (``host_instance``).
+
+    A host a peer master requested here (owner ``master/NAME``) speaks for all of that
+    peer's tenants, so being the same owner is not consent there: the peer's shared
+    requests attach to it only when they name it, or when it is opened explicitly."""
+    if EVERYONE in open_to or owner in open_to:
+        return True
+    if owner != host_owner:
+        return False
+    return named or not host_owner.startswith(PEER_ROLE + "/")
 
 
 def describe(open_to) -> str:

@@ -363,8 +363,14 @@ def _may_host(host, inst) -> bool:
     return (host.id != inst.id and not host.shared and host.placed
             and host.requested_state == STARTED and host.status["state"] in HOSTABLE_STATUSES
             and host.software_hash == inst.software_hash
-            and host.software_type == inst.software_type
-            and sharing.opens_to(host.open_to, host.owner, inst.owner))
+            and host.software_type == inst.software_type and _consents(host, inst))
+
+
+def _consents(host, inst) -> bool:
+    """Whether ``host``'s requester let ``inst``'s owner attach to it (core.sharing)."""
+    alts = inst.sla if isinstance(inst.sla, (list, tuple)) else [inst.sla or {}]
+    named = any(alt.get(HOST_KEY) == host.id for alt in alts)
+    return sharing.opens_to(host.open_to, host.owner, inst.owner, named)
 
 
 def _choose_host(app, inst, only=None):
@@ -469,9 +475,7 @@ def _offer_host(app, host, now: float) -> None:
         return
     for sid in app.instance_ids_awaiting(host.software_hash, host.software_type):
         waiting = app.instances.get(sid)
-        if waiting is None or not waiting.awaits_host:
-            continue
-        if not sharing.opens_to(host.open_to, host.owner, waiting.owner):
+        if waiting is None or not waiting.awaits_host or not _consents(host, waiting):
             continue
         chosen, _refused = _choose_host(app, waiting, only=host)
         if chosen is not None:
@@ -485,7 +489,7 @@ def _enforce_opening(app, host, now: float) -> None:
     closed (and attaches again once a host opens to it)."""
     for sid in tuple(host.shared_ids):
         shared = app.instances.get(sid)
-        if shared is None or sharing.opens_to(host.open_to, host.owner, shared.owner):
+        if shared is None or _consents(host, shared):
             continue
         _detach_shared(app, shared, now)
         _rehost(app, shared, now, FAILED, sharing.host_closed(shared.owner))
