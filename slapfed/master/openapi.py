@@ -51,8 +51,9 @@ _REFS = {"oneOf": [STR, {"type": "array", "items": STR, "minItems": 1,
 SLA_ALTERNATIVE = {
     "type": "object",
     "description": "Conditions that must all hold: absolute keys, labels as "
-                   f"'{LABEL_PREFIX}KEY', relative keys naming other instances. "
-                   "Unknown keys are refused.",
+                   f"'{LABEL_PREFIX}KEY', relative keys naming other instances; "
+                   "host_instance (shared requests): the id of the host to attach to, "
+                   "which must be open to the requester. Unknown keys are refused.",
     "properties": {**{k: STR for k in ABSOLUTE_KEYS}, **{k: _REFS for k in RELATIVE_KEYS}},
     "patternProperties": {r"^label\.[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$": STR},
     "additionalProperties": False}
