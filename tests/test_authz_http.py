@@ -77,6 +77,14 @@ CASES = [
     ("request-in-b-tree", lambda w: ("POST", "/instances",
                                      w.instance("kid", parent=w.b_root["id"])),
      {"person_b", "partition_b"}),
+    # shared hosting: opening one's own host, naming someone else's host (a refusal the
+    # request records as failed, not a 403 that would tell the host exists)
+    ("request-open-host", lambda w: ("POST", "/instances",
+                                     w.instance("opened", open_to=["person/bob", "master/b"])),
+     {"person_a", "person_b", "admin", "peer", "partition_a", "partition_b"}),
+    ("request-shared-naming-a-root", lambda w: ("POST", "/instances", w.instance(
+        "site", shared=True, sla={"host_instance": w.a_root["id"]})),
+     {"person_a", "person_b", "admin", "peer", "partition_a", "partition_b"}),
     ("explain-in-a-tree", lambda w: ("POST", "/placements",
                                      w.instance("kid", parent=w.a_root["id"])),
      {"person_a", "partition_a"}),

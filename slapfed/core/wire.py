@@ -16,7 +16,8 @@ from typing import Any
 
 from .errors import InvalidInput
 from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
-from .sla import is_capability_name, parse_sla
+from .sharing import parse_open_to
+from .sla import HOST_KEY, is_capability_name, parse_sla
 from .states import (
     AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES,
     SOFTWARE_REPORT_STATES, STARTED, SUPPLY_STATES,
@@ -201,7 +202,9 @@ class InstanceRequest:
     """``POST /api/v1/instances``: the one verb.
 
     ``sla`` keeps the normal wire shape (core.sla): one object, or an array of at most
-    MAX_ALTERNATIVES objects tried in order; ``sla_terms()`` parses it."""
+    MAX_ALTERNATIVES objects tried in order; ``sla_terms()`` parses it. ``open_to``
+    (non-shared requests; core.sharing): who else may attach shared instances to this
+    one — () the owner only, principals, or ("*",) everyone."""
 
     reference: str
     software_url: str
@@ -213,9 +216,10 @@ class InstanceRequest:
     requester: str = "anonymous"
     parent: str | None = None
     provenance: tuple = ()      # the masters this request crossed, first to last
+    open_to: tuple = ()         # who may attach shared instances to it, besides its owner
 
     FIELDS = ("reference", "software_url", "software_type", "parameters", "sla", "state",
-              "shared", "requester", "parent", "provenance")
+              "shared", "requester", "parent", "provenance", "open_to")
 
     @classmethod
     def from_json(cls, body: Any) -> "InstanceRequest":
@@ -224,20 +228,29 @@ class InstanceRequest:
         url = _check_software_url(f, "software_url")
         stype = f.string("software_type", default=DEFAULT_SOFTWARE_TYPE, pattern=SOFTWARE_TYPE_RE)
         params = _check_parameters(f, "parameters")
-        sla = parse_sla(f.body.get("sla"), "sla", reference, f.problems).to_json()
+        terms = parse_sla(f.body.get("sla"), "sla", reference, f.problems)
+        sla = terms.to_json()
         state = f.string("state", default=STARTED, choices=REQUESTED_STATES)
         shared = f.boolean("shared")
+        open_to = parse_open_to(f.body.get("open_to"), "open_to", f.problems)
+        if open_to and shared:
+            f.problem("open_to", "only a non-shared instance hosts shared ones; leave "
+                                 "open_to out of a shared request")
+        if not shared and any(alt.host for alt in terms.alternatives):
+            f.problem(f"sla.{HOST_KEY}", "names a host to attach to, which only a shared "
+                                         "request does")
         requester = f.string("requester", default="anonymous", max_len=MAX_TEXT)
         parent = f.string("parent", pattern=ID_RE)
         problems, provenance = check_chain(f.body.get("provenance"))
         f.problems.extend(problems)
         f.raise_if_any("request")
         return cls(reference, url, stype, params, sla, state, shared, requester, parent,
-                   provenance)
+                   provenance, open_to)
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.FIELDS}
         out["provenance"] = list(self.provenance)
+        out["open_to"] = list(self.open_to)
         return out
 
     def sla_terms(self):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 
 from .. import __version__
+from ..core.sharing import EVERYONE, MAX_OPEN_TO, PRINCIPAL_RE
 from ..core.sla import (
     ABSOLUTE_KEYS, LABEL_PREFIX, MAX_ALTERNATIVES, MAX_REFERENCES_PER_KEY, RELATIVE_KEYS,
 )
@@ -50,11 +51,19 @@ _REFS = {"oneOf": [STR, {"type": "array", "items": STR, "minItems": 1,
 SLA_ALTERNATIVE = {
     "type": "object",
     "description": "Conditions that must all hold: absolute keys, labels as "
-                   f"'{LABEL_PREFIX}KEY', relative keys naming other instances. "
-                   "Unknown keys are refused.",
+                   f"'{LABEL_PREFIX}KEY', relative keys naming other instances; "
+                   "host_instance (shared requests): the id of the host to attach to, "
+                   "which must be open to the requester. Unknown keys are refused.",
     "properties": {**{k: STR for k in ABSOLUTE_KEYS}, **{k: _REFS for k in RELATIVE_KEYS}},
     "patternProperties": {r"^label\.[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$": STR},
     "additionalProperties": False}
+OPEN_TO = {"type": "array", "maxItems": MAX_OPEN_TO, "default": [],
+           "items": {"type": "string", "pattern": f"{PRINCIPAL_RE.pattern}|^[*]$"},
+           "description": "non-shared instances: who else may attach shared instances to "
+                          "this one: [] its owner only (the requester of its tree's root), "
+                          f"principals (person/NAME, master/PEER), or [\"{EVERYONE}\"] "
+                          "everyone; requesting again replaces it, and shared instances no "
+                          "longer allowed are detached"}
 SLA = {"oneOf": [SLA_ALTERNATIVE, {"type": "array", "items": SLA_ALTERNATIVE, "minItems": 1,
                                    "maxItems": MAX_ALTERNATIVES}],
        "description": "one alternative, or alternatives tried in order "
@@ -145,7 +154,8 @@ SCHEMAS = {
         "requester": {"type": "string", "default": "anonymous"},
         "parent": {"type": ["string", "null"], "description": "id of the parent instance"},
         "provenance": {"type": "array", "items": STR, "default": [],
-                       "description": "masters the request already crossed, root first"}},
+                       "description": "masters the request already crossed, root first"},
+        "open_to": OPEN_TO},
         ["reference", "software_url"]),
     "StateChange": _obj({"state": _enum(REQUESTED_STATES)}, ["state"]),
     "Placement": _obj({"computer": STR, "partition": STR, "address": STR, "port_base": INT,
@@ -168,6 +178,7 @@ SCHEMAS = {
                           "description": "shared instances: id of the hosting instance"},
         "shared_instances": {"type": "array", "items": STR,
                              "description": "hosts: ids of the shared instances attached"},
+        "open_to": OPEN_TO,
         "status": _ref("InstanceStatus"), "connection": ANY_OBJ,
         "provenance": {"type": "array", "items": STR,
                        "description": "masters its request crossed, this one last"},
@@ -179,7 +190,7 @@ SCHEMAS = {
         "created_at": ISO, "updated_at": ISO},
         ["id", "reference", "requester", "parent", "children", "software_url",
          "software_hash", "software_type", "parameters", "sla", "requested_state", "shared",
-         "revision", "placement", "host_instance", "shared_instances", "status",
+         "revision", "placement", "host_instance", "shared_instances", "open_to", "status",
          "connection", "provenance", "child_master", "delegation", "created_at",
          "updated_at"]),
     "Delegation": _obj({

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from ..core.errors import Conflict, NotFound
 from ..core.states import (
-    AVAILABLE, DESTROYED, FAILED, PENDING, STARTED, STOPPED,
+    AVAILABLE, DESTROYED, FAILED, STARTED, STOPPED,
 )
 from ..core.wire import ComputerRegistration, PartitionReport, SoftwareReport, Supply, \
     software_hash
 from ..model import Computer
 from . import placement, render
+from .instances import host_gone
 from .tx import clock, read, write
 
 # A node's contact is recorded at most this often by reads (so unchanged reads are free).
@@ -191,13 +192,9 @@ def _free(app, comp, inst, now: float) -> None:
     inst.unplace()
     inst.connection = {}
     inst.touch(now)
-    for sid in inst.shared_ids:
-        shared = app.instances[sid]
-        shared.host_id = None
-        shared.connection = {}
-        shared.set_status(state=PENDING, log_tail=f"host instance {inst.reference} was "
-                                                  "destroyed; request again to attach")
-    inst.shared_ids = ()
+    held, inst.shared_ids = inst.shared_ids, ()
+    for sid in held:
+        host_gone(app, app.instances[sid], now)
 
 
 def _relay_to_shared(app, host, state: str, now: float) -> None:
