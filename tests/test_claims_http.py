@@ -213,3 +213,33 @@ def test_an_admin_setting_facts_is_checked_against_the_files(home_lab):
     assert r.status_code == 400 and r.json["error"]["details"][0]["field"] == "country"
     r = home_lab("admin", "PATCH", "/computers/nuc-2", {"labels": {"rack": "2"}})
     assert r.status_code == 200 and r.json["labels"] == {"disk": "ssd", "rack": "2"}
+
+
+# -- slapfed computer set -----------------------------------------------------------------
+def test_slapfed_computer_set_changes_only_what_it_is_given(master_app, serve_app,
+                                                            monkeypatch, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from slapfed.cli.main import cli
+    from slapfed.client import MasterClient
+    monkeypatch.setenv("SLAPFED_CONFIG", str(tmp_path / "client.json"))
+    monkeypatch.delenv("SLAPFED_MASTER", raising=False)
+    url = serve_app(master_app)
+    MasterClient(url).register_computer(computer_body("c1", 1, lan="par-1",
+                                                      labels={"disk": "ssd"}))
+
+    def run(*args):
+        return CliRunner().invoke(cli, ["computer", "set", *args, "--master", url])
+    out = run("c1", "--continent", "europe", "--capability", "gpu", "--json")
+    assert out.exit_code == 0, out.output
+    got = json.loads(out.output)
+    assert (got["lan"], got["continent"], got["labels"], got["capabilities"]) == (
+        "par-1", "europe", {"disk": "ssd"}, ["gpu"])
+    out = run("c1", "--lan", "", "--no-labels", "--no-capabilities")
+    assert out.exit_code == 0, out.output
+    assert "lan=None" in out.output and "labels=-" in out.output
+    assert "capabilities=-" in out.output
+    assert run("c1").exit_code == 2                       # nothing to change
+    assert run("nowhere", "--lan", "x").exit_code == 4

@@ -151,8 +151,8 @@ NODE_ONLY_CLAIMS = frozenset({DESTROYED})
 
 @dataclass(frozen=True)
 class ClaimRefusal:
-    """Why a report's state is refused: ``owner`` False means the state is fine but the
-    reporter is not the one who may claim it."""
+    """Why a report's state is refused: ``by_owner`` False means the state fits the
+    request but the reporter is not the one who may claim it."""
 
     requested: str
     claimed: str

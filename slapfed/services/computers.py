@@ -197,8 +197,8 @@ def report_partition(conn, computer_id: str, partition_id: str,
     is ruled out by the state requested, core.claims.CLAIMABLE) and FactNotOwned (403:
     a partition claiming its own destruction); a refused report writes nothing. A
     destroyed report of an instance whose requested state is destroyed frees the
-    partition. ``shared_connections``
-    become the connection parameters of the shared instances the host holds."""
+    partition. ``shared_connections`` become the connection parameters of the shared
+    instances the host holds."""
     def use_case(app):
         now = clock()
         comp = get_computer(app, computer_id)
