@@ -178,6 +178,11 @@ class MasterClient:
     def show_computer(self, computer_id: str) -> dict:
         return self._json("GET", f"/computers/{quote(computer_id, safe='')}")
 
+    def set_computer(self, computer_id: str, changes: dict) -> dict:
+        """Admins: change a computer's facts (locality, labels, capabilities)."""
+        return self._json("PATCH", f"/computers/{quote(computer_id, safe='')}",
+                          json_body=changes)
+
     def supply(self, computer_id: str, url: str, state: str = "available") -> dict:
         return self._json("POST", f"/computers/{quote(computer_id, safe='')}/software",
                           json_body={"url": url, "state": state})

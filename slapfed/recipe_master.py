@@ -2,7 +2,8 @@
 
 Depends on zc.buildout, slapfed.recipe (file helpers) and slapfed.ca (the authority).
 It creates the master's CA once (idempotent), writes its topology file, the ZEO service,
-and publishes url, CA certificate and a one-time enrolment token for the requester.
+and publishes url, CA certificate and a short-lived one-time enrolment token for the
+requester (until the requester has enrolled).
 """
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import zc.buildout
 
 from .recipe import WRAPPER_MODE, _required, _write, render_wrapper
 
-TOKEN_TTL = 7 * 24 * 3600          # the requester's enrolment token lives a week
+ADMIN_TOKEN_TTL = 15 * 60          # default life of the requester's token (admin-token-ttl)
+MAX_ADMIN_TOKEN_TTL = 24 * 3600
+PAIRING_TOKEN_TTL = 3600           # the parent's pairing token (it redeems it at once)
 STORAGES = ("zeo", "file")
 OWNER = "owner"                    # the admin identity the requester enrols as
 LOCALITY = ("continent", "country", "lan", "host")
@@ -40,7 +43,8 @@ class MasterRecipe:
     (where the ZEO wrapper goes), ``connection-file``; optional ``host``/``lan``/
     ``country``/``continent``, ``provenance`` (the masters above, space separated),
     ``max-depth``, ``register-with-parent`` (registers this master with the master that
-    placed the partition, as the partition). Computes, for other parts: ``url``, ``zeo-port``, ``master-port``,
+    placed the partition, as the partition), ``admin-token-ttl`` (seconds the published
+    admin-token lives, default 900). Computes, for other parts: ``url``, ``zeo-port``, ``master-port``,
     ``storage-uri``, ``extra-args`` (one serve argument per line)."""
 
     def __init__(self, buildout, name, options):
@@ -65,6 +69,11 @@ class MasterRecipe:
         depth = options.get("max-depth", "").strip()
         if depth:
             extra.append(f"--max-depth\n{depth}")
+        ttl = options.get("admin-token-ttl", "").strip() or str(ADMIN_TOKEN_TTL)
+        if not ttl.isdigit() or not 60 <= int(ttl) <= MAX_ADMIN_TOKEN_TTL:
+            raise zc.buildout.UserError(f"[{name}] admin-token-ttl must be 60.."
+                                        f"{MAX_ADMIN_TOKEN_TTL} seconds, got {ttl!r}")
+        options["admin-token-ttl"] = ttl
         locality = {k: options.get(k, "").strip() for k in LOCALITY}
         if topology_text(master, locality):
             extra.append(f"--topology\n{os.path.join(data, 'topology.toml')}")
@@ -95,11 +104,8 @@ class MasterRecipe:
                     f"{o['address']}:{o['zeo-port']}", "-f", os.path.join(zeo_dir, "master.fs")]
             _write(wrapper, render_wrapper(argv, {}), WRAPPER_MODE)
             created.append(wrapper)
-        # A fresh one-time token at every run: the requester trades it with a CSR of a key
-        # it makes itself (POST /api/v1/node-certificates); only its hash stays here.
-        token = ca.enrolment_token(ids.admin(OWNER), TOKEN_TTL)
         connection = {"name": o["name"], "url": o["url"], "ca-certificate": ca.certificate_pem,
-                      "admin-token": token, "admin": ids.admin(OWNER).principal,
+                      "admin-token": self.admin_token(ca), "admin": ids.admin(OWNER).principal,
                       "storage": o["storage-uri"]}
         if _truthy(o.get("register-with-parent", "")):
             self.register_with_parent(ca)
@@ -107,6 +113,21 @@ class MasterRecipe:
         _write(path, json.dumps(connection, indent=1, sort_keys=True) + "\n", 0o600)
         created.append(path)
         return created
+
+    def admin_token(self, ca: "CertificateAuthority") -> str:
+        """The one-time token published for the requester: it trades it with a CSR of a
+        key it makes itself (POST /api/v1/node-certificates); only its hash stays here.
+
+        A fresh one at every run, living ``admin-token-ttl`` seconds, and revoking the one
+        published before (the CA keeps one current token per identity): a token read
+        later from the connection parameters is dead. Once the owner holds a valid
+        certificate, nothing is published any more (and no token is left alive)."""
+        from .ca import identity as ids
+        owner = ids.admin(OWNER)
+        if ca.holds_valid_certificate(owner):
+            ca.withdraw_tokens(owner)
+            return ""
+        return ca.enrolment_token(owner, int(self.options["admin-token-ttl"]))
 
     def register_with_parent(self, ca: "CertificateAuthority") -> None:
         """Tell the master that placed this instance that it runs this master, as the
@@ -128,7 +149,7 @@ class MasterRecipe:
                               key=facts["key"], timeout=15)
         try:
             parent = client.health().get("name") or "master"
-            token = ca.enrolment_token(ids.master(parent), TOKEN_TTL)
+            token = ca.enrolment_token(ids.master(parent), PAIRING_TOKEN_TTL)
             client.register_child_master(facts["instance-id"], self.options["name"],
                                          self.options["url"], ca.certificate_pem, token)
         except SlapfedError as exc:

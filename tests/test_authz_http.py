@@ -114,6 +114,8 @@ CASES = [
     ("register-new", lambda w: ("POST", "/computers", computer_body("node-new", 1)),
      {"admin"}),
     ("read-x", lambda w: ("GET", "/computers/node-x", None), {"admin", "node_x"}),
+    ("set-facts-x", lambda w: ("PATCH", "/computers/node-x", {"continent": "europe"}),
+     {"admin"}),
     ("read-y", lambda w: ("GET", "/computers/node-y", None), {"admin", "node_y"}),
     ("supply-x", lambda w: ("POST", "/computers/node-x/software", {"url": "/srv/other.cfg"}),
      {"admin"}),

@@ -231,11 +231,17 @@ def test_report_on_freed_partition_is_a_conflict(conn):
 
 
 def test_destroyed_report_while_restarted_keeps_the_partition(conn):
+    """The node acted on the older revision: its report of destruction no longer fits
+    what is requested and is refused; the partition and the status stay as they were
+    (the node instantiates the new revision on its next cycle)."""
     _, inst = request(conn)
     destroying = svc.destroy_instance(conn, inst["id"])
     restarted = svc.change_state(conn, inst["id"], STARTED)
-    got = report(conn, destroying, DESTROYED)   # the node acted on the older revision
+    with pytest.raises(errors.ReportRefused):
+        report(conn, destroying, DESTROYED)
+    got = svc.show_instance(conn, inst["id"])
     assert got["placement"] == restarted["placement"]
+    assert got["status"] == restarted["status"]
 
 
 # -- shared instances ----------------------------------------------------------------

@@ -369,7 +369,7 @@ def supply(software_url, computer_id, remove, master_url, as_json):
 
 @click.group()
 def computer():
-    """Inspect computers known to the master."""
+    """Inspect computers known to the master; change their facts (admins)."""
 
 
 @computer.command(name="list")
@@ -405,6 +405,42 @@ def computer_show(computer_id, master_url, as_json):
         lines.append(f"  {p['id']:10} {p['address']:16} ports {p['port_base']}+{p['port_count']}"
                      f"  {p['instance'] or 'free'}")
     emit(c, as_json, "\n".join(lines))
+
+
+@computer.command(name="set")
+@click.argument("computer_id")
+@click.option("--host", default=None, metavar="NAME", help="Its host ('' clears it).")
+@click.option("--lan", default=None, metavar="NAME", help="Its LAN ('' clears it).")
+@click.option("--country", default=None, metavar="NAME", help="Its country ('' clears it).")
+@click.option("--continent", default=None, metavar="NAME",
+              help="Its continent ('' clears it).")
+@click.option("--label", "labels", multiple=True, metavar="K=V",
+              help="Replace its labels with these (repeatable).")
+@click.option("--no-labels", is_flag=True, help="Remove every label.")
+@click.option("--capability", "capabilities", multiple=True, metavar="NAME",
+              help="Replace its capabilities with these (repeatable).")
+@click.option("--no-capabilities", is_flag=True, help="Remove every capability.")
+@master_option
+@json_option
+@error_boundary
+def computer_set(computer_id, host, lan, country, continent, labels, no_labels, capabilities,
+                 no_capabilities, master_url, as_json):
+    """Change a computer's locality, labels or capabilities (admins): the facts its node
+    may not change itself. Only what is given changes."""
+    changes = {k: (v or None) for k, v in (("host", host), ("lan", lan), ("country", country),
+                                           ("continent", continent)) if v is not None}
+    if labels or no_labels:
+        changes["labels"] = {} if no_labels else parse_pairs(labels, "--label")
+    if capabilities or no_capabilities:
+        changes["capabilities"] = [] if no_capabilities else list(capabilities)
+    if not changes:
+        raise click.UsageError("give at least one of --host, --lan, --country, --continent, "
+                               "--label, --no-labels, --capability, --no-capabilities")
+    c = make_client(master_url).set_computer(computer_id, changes)
+    emit(c, as_json, f"computer {c['id']}  host={c['host']} lan={c['lan']} "
+                     f"country={c['country']} continent={c['continent']}  labels="
+                     f"{','.join(f'{k}={v}' for k, v in sorted(c['labels'].items())) or '-'}  "
+                     f"capabilities={','.join(c['capabilities']) or '-'}")
 
 
 @click.group(name="config")

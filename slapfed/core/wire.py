@@ -396,6 +396,35 @@ class ComputerRegistration:
 
 
 @dataclass(frozen=True)
+class ComputerUpdate:
+    """``PATCH /api/v1/computers/<id>`` (admins): the computer's facts, which a node may
+    not change itself. Only the fields given change; a locality of ``null`` clears it,
+    ``labels`` and ``capabilities`` replace the whole set."""
+
+    changes: dict
+
+    FIELDS = ("host", "lan", "country", "continent", "labels", "capabilities")
+
+    @classmethod
+    def from_json(cls, body: Any) -> "ComputerUpdate":
+        f = _Fields(body, "computer update", cls.FIELDS)
+        changes: dict = {}
+        for name in ("host", "lan", "country", "continent"):
+            if name in f.body:
+                value = f.string(name)
+                if value is not None or f.body[name] is None:
+                    changes[name] = value
+        if "labels" in f.body:
+            changes["labels"] = _check_string_map(f, "labels")
+        if "capabilities" in f.body:
+            changes["capabilities"] = _check_capabilities(f, "capabilities")
+        if not f.problems and not changes:
+            f.problem("body", f"give at least one of {', '.join(cls.FIELDS)}")
+        f.raise_if_any("computer update")
+        return cls(changes)
+
+
+@dataclass(frozen=True)
 class Supply:
     """``POST /api/v1/computers/<id>/software``: supply (or unsupply) a release."""
 

@@ -86,6 +86,9 @@ SCHEMAS = {
         "id": STR, "host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR,
         "labels": STR_MAP, "capabilities": CAPS,
         "partitions": {"type": "array", "items": _ref("PartitionSpec")}}, ["id"]),
+    "ComputerUpdate": _obj({
+        "host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR,
+        "labels": STR_MAP, "capabilities": CAPS}),
     "Partition": _obj({"id": STR, "address": STR, "port_base": INT, "port_count": INT,
                        "instance": {"type": ["string", "null"],
                                     "description": "id of the hosted instance"},
@@ -309,17 +312,27 @@ PATHS = {
         op_id="openapi")},
     "/computers": {
         "post": _op("Register a computer (idempotent: known partitions are kept, new ones "
-                    "added, locality and labels updated)",
+                    "added). An admin sets its locality, labels and capabilities; the node "
+                    "itself describes it at its first registration only, and afterwards "
+                    "may add partitions but change none of those facts (403 "
+                    "fact_not_owned, naming each field)",
                     {"201": _json("Computer", "registered"),
                      "200": _json("Computer", "already known, updated"),
-                     **_errors("400", "413")}, body="ComputerRegistration",
+                     **_errors("400", "403", "413")}, body="ComputerRegistration",
                     op_id="register_computer"),
         "get": _op("List computers", {"200": _json("ComputerList", "every computer")},
                    op_id="list_computers")},
     "/computers/{cid}": {"get": _op("Show a computer",
                                     {"200": _json("Computer", "the computer"),
                                      **_errors("404")}, parameters=[CID],
-                                    op_id="show_computer")},
+                                    op_id="show_computer"),
+                         "patch": _op("Change a computer's locality, labels or capabilities "
+                                      "(admins; only the fields given change, a null "
+                                      "locality clears it)",
+                                      {"200": _json("Computer", "the computer"),
+                                       **_errors("400", "403", "404")},
+                                      body="ComputerUpdate", parameters=[CID],
+                                      op_id="set_computer_facts")},
     "/computers/{cid}/software": {"post": _op(
         "Supply a release to a computer (state destroyed asks the node to remove it)",
         {"200": _json("Software", "the release on this computer"),
@@ -348,9 +361,13 @@ PATHS = {
             **_errors("404")}}},
     "/computers/{cid}/partitions/{pid}/status": {"put": _op(
         "Node report of a partition's instance; state destroyed (of an instance whose "
-        "requested state is destroyed) frees the partition",
+        "requested state is destroyed) frees the partition. The state claimed must fit "
+        "the state requested (409 report_refused, e.g. destroyed for an instance "
+        "requested started); only the node claims destroyed (403 fact_not_owned for the "
+        "partition's own identity)",
         {"200": _json("Instance", "the instance, with the recorded status"),
-         **_errors("400", "404", "409")}, body="PartitionReport", parameters=[CID, PID],
+         **_errors("400", "403", "404", "409")}, body="PartitionReport",
+        parameters=[CID, PID],
         op_id="report_partition")},
     "/instances": {
         "post": _op("Request an instance (idempotent on requester + reference)",
