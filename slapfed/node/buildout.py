@@ -244,8 +244,9 @@ def check_instance(instance: dict) -> None:
     params = instance.get("parameters") or {}
     if not isinstance(params, dict):
         raise UnsafeConfig(f"parameters must be a JSON object, got {type(params).__name__}")
-    for key in params:
+    for key, value in params.items():
         _check_key(key, "parameter")
+        buildout_value(value, f"parameter {key!r}")
 
 
 def render_instance_cfg(profile: str, paths: Paths, partition: PartitionConfig,
