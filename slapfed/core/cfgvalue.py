@@ -40,6 +40,11 @@ it itself. The raw values are also in the JSON file ``${partition:parameters-fil
 Plain values are the common case (names, URLs, numbers, sentences, non-ASCII text);
 multi-line text (a PEM) and text with control characters are encoded.
 
+zc.buildout decodes files with the locale's encoding; the node writes UTF-8. Under a
+non-UTF-8 locale non-ASCII text would be garbled, never split: no UTF-8 sequence holds
+the bytes of ``\r`` or ``\n``, and plain values never start a line (the JSON file is
+exact whatever the locale).
+
 Non-string JSON values are their compact JSON text (``3``, ``true``, ``{"a": 1}``), then
 plain or encoded like any text. A value holding a lone surrogate is not text: refused.
 

@@ -25,7 +25,7 @@ from .states import (
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 SOFTWARE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
-PARAMETER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}\Z")
+PARAMETER_KEY_RE = re.compile(r"^" + cfgvalue.KEY_RE.pattern + r"\Z")  # + key_problem
 HTTPS_URL_RE = re.compile(r"^https://\S+\Z")
 URL_RE = re.compile(r"^(https?|file)://\S+\Z")
 MAX_REFERENCE = 200

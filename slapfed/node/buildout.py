@@ -6,6 +6,16 @@ ForkRunner (default) warms zc.buildout up once in this process, then forks one c
 per run (~10 ms for a light profile); SubprocessRunner starts a fresh interpreter
 (~430 ms) and is kept as a fallback. Failures come back as results with a log tail;
 only misuse raises.
+
+Rendering: one writer (``render_sections``) for both generated files. Keys are plain
+identifiers; values others gave (parameters, reference, software type and URL, shared
+instances, provenance, the master's facts) go through slapfed.core.cfgvalue -- verbatim
+when zc.buildout carries them unchanged, else a lossless encoding profiles decode (the
+argument is in that module); the options buildout itself reads (``extends``,
+directories) must be plain or nothing is written. Every raw value is also written, as
+JSON, to ``${partition:parameters-file}`` (mode 0600). An instance the node cannot
+write (a key that is not a plain identifier, a bad id, software type or hash, a value
+that is not text) fails its partition with a clear log, before anything is written.
 """
 from __future__ import annotations
 
