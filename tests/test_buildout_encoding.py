@@ -316,3 +316,24 @@ def test_the_master_keeps_any_value_as_data(ready):
                                                 "parameters": {"greeting": value}})
     assert resp.status_code == 201, resp.data
     assert resp.json["parameters"] == {"greeting": value}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"reference": "web\ud800"}, "reference"),
+    ({"software_type": "def\udfffault"}, "software_type"),
+    ({"requester": "me\ud83d"}, "requester"),
+    ({"software_url": "/srv/\ud800/software.cfg"}, "software_url"),
+], ids=["reference", "software-type", "requester", "software-url"])
+def test_identifying_strings_refuse_lone_surrogates(body, field):
+    with pytest.raises(InvalidInput) as err:
+        InstanceRequest.from_json({"reference": "web-1", "software_url": URL, **body})
+    assert [d["field"] for d in err.value.details] == [field]
+
+
+def test_computer_registration_refuses_control_characters_in_names_and_labels():
+    from slapfed.core.wire import ComputerRegistration
+    with pytest.raises(InvalidInput) as err:
+        ComputerRegistration.from_json({"id": "c1\n", "host": "h\x85", "labels": {
+            "disk": "ssd\u2028", "k\r": "v"}, "partitions": []})
+    assert {d["field"] for d in err.value.details} == {"id", "host", "labels.disk",
+                                                       "labels.k\r"}

@@ -202,7 +202,7 @@ def _check_string_map(f: _Fields, name: str, keys: tuple[str, ...] | None = None
             f.problem(f"{name}.{key}", f"unknown {name} key (known: {', '.join(keys)})")
             continue
         if cfgvalue.text_problem(key):
-            f.problem(f"{name}.{key!r}", f"key {cfgvalue.text_problem(key)}")
+            f.problem(f"{name}.{key}", f"key {key!r} {cfgvalue.text_problem(key)}")
             continue
         if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
             f.problem(f"{name}.{key}", f"must be a non-empty string of at most {MAX_TEXT} characters")
