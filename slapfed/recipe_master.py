@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import zc.buildout
 
@@ -26,15 +27,29 @@ def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _toml(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text)
+
+
 def topology_text(name: str, locality: dict[str, str]) -> str:
     """A topology file declaring this master at its site (empty when no site is given).
 
-    Sites nest (continent ⊃ country ⊃ lan ⊃ host): the file needs every level."""
+    Sites nest (continent ⊃ country ⊃ lan ⊃ host): the file needs every level. Every
+    name is a quoted TOML string or key, so no value can add a key or a table."""
     if not all(locality.get(k) for k in LOCALITY):
         return ""
-    site = f'{locality["continent"]}.{locality["country"]}.{locality["lan"]}'
-    return (f'[sites.{site}]\nhosts = ["{locality["host"]}"]\n\n'
-            f'[[masters]]\nname = "{name}"\nsite = "{locality["host"]}"\n')
+    site = ".".join(_toml(locality[k]) for k in ("continent", "country", "lan"))
+    return (f'[sites.{site}]\nhosts = [{_toml(locality["host"])}]\n\n'
+            f'[[masters]]\nname = {_toml(name)}\nsite = {_toml(locality["host"])}\n')
+
+
+def _checked(name: str, option: str, value: str, pattern, what: str) -> str:
+    """``value`` when it matches ``pattern`` (empty passes), else a UserError."""
+    if value and not pattern.match(value):
+        raise zc.buildout.UserError(f"[{name}] {option} must be {what} "
+                                    f"({pattern.pattern}), got {value!r}")
+    return value
 
 
 class MasterRecipe:
@@ -49,7 +64,12 @@ class MasterRecipe:
 
     def __init__(self, buildout, name, options):
         self.buildout, self.name, self.options = buildout, name, options
-        master = _required(options, name, "name")
+        from .core.provenance import NAME_RE
+        from .core.wire import ID_RE
+        master = _checked(name, "name", _required(options, name, "name"), NAME_RE,
+                          "a master name")
+        for key in LOCALITY:
+            _checked(name, key, options.get(key, "").strip(), ID_RE, "a site name")
         storage = options.get("storage", "zeo").strip() or "zeo"
         if storage not in STORAGES:
             raise zc.buildout.UserError(f"[{name}] storage must be one of "
@@ -67,6 +87,10 @@ class MasterRecipe:
         options["storage-uri"] = f"zeo://{host}:{base}" if storage == "zeo" else "file"
         extra = [f"--ancestor\n{a}" for a in options.get("provenance", "").split()]
         depth = options.get("max-depth", "").strip()
+        if depth and not re.fullmatch("[0-9]{1,4}", depth):
+            raise zc.buildout.UserError(f"[{name}] max-depth must be a number, got {depth!r}")
+        for ancestor in options.get("provenance", "").split():
+            _checked(name, "provenance", ancestor, NAME_RE, "master names")
         if depth:
             extra.append(f"--max-depth\n{depth}")
         ttl = options.get("admin-token-ttl", "").strip() or str(ADMIN_TOKEN_TTL)

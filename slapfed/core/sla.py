@@ -42,7 +42,7 @@ RELATIVE_KEYS = tuple(f"{mode}_{level}" for mode in (SAME, DIFFERENT) for level 
 ALL_KEYS = ABSOLUTE_KEYS + RELATIVE_KEYS
 KNOWN_KEYS_TEXT = ", ".join(ALL_KEYS + ("label.KEY",))
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")     # capabilities, label keys
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")     # capabilities, label keys
 MAX_VALUE = 256
 MAX_REFERENCE = 200
 MAX_ALTERNATIVES = 8

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import cfgvalue
 from .errors import InvalidInput
 from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
 from .sharing import parse_open_to
@@ -23,11 +24,11 @@ from .states import (
     SOFTWARE_REPORT_STATES, STARTED, SUPPLY_STATES,
 )
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-SOFTWARE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-PARAMETER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
-HTTPS_URL_RE = re.compile(r"^https://\S+$")
-URL_RE = re.compile(r"^(https?|file)://\S+$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+SOFTWARE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+PARAMETER_KEY_RE = re.compile(r"^" + cfgvalue.KEY_RE.pattern + r"\Z")  # + key_problem
+HTTPS_URL_RE = re.compile(r"^https://\S+\Z")
+URL_RE = re.compile(r"^(https?|file)://\S+\Z")
 MAX_REFERENCE = 200
 MAX_URL = 2048
 MAX_TEXT = 256
@@ -76,8 +77,9 @@ class _Fields:
         if len(value) > max_len:
             self.problem(name, f"is {len(value)} characters long, the limit is {max_len}")
             return default
-        if any(ord(c) < 32 for c in value) and max_len <= MAX_URL:
-            self.problem(name, "must not contain control characters")
+        problem = cfgvalue.text_problem(value) if max_len <= MAX_URL else None
+        if problem:
+            self.problem(name, problem)
             return default
         if choices is not None and value not in choices:
             self.problem(name, f"must be one of {', '.join(choices)}, got {value!r}")
@@ -145,17 +147,27 @@ def _check_software_url(f: _Fields, name: str, required=True):
     if url is not None and not (url.startswith("/") or URL_RE.match(url)):
         f.problem(name, f"must be an absolute path or an http(s):// or file:// URL, got {url!r}")
         return None
+    if url is not None and (any(c.isspace() for c in url) or not cfgvalue.is_plain(url)):
+        f.problem(name, "must be one word of printable characters, without '${' and not "
+                        f"ending in '$' (a node's buildout extends it), got {url!r}")
+        return None
     return url
 
 
-def _check_parameters(f: _Fields, name: str) -> dict:
-    return _check_parameter_object(f, name, f.obj(name))
+def _check_parameters(f: _Fields, name: str, options: bool = False) -> dict:
+    """``options``: the keys become buildout option names on a node (instance
+    parameters), so they must be plain identifiers (core.cfgvalue.key_problem)."""
+    return _check_parameter_object(f, name, f.obj(name), options)
 
 
-def _check_parameter_object(f: _Fields, name: str, params: dict) -> dict:
+def _check_parameter_object(f: _Fields, name: str, params: dict, options: bool = False) -> dict:
     for key, value in params.items():
-        if not PARAMETER_KEY_RE.match(key):
-            f.problem(f"{name}.{key}", f"parameter name must match {PARAMETER_KEY_RE.pattern}")
+        problem = cfgvalue.key_problem(key) if options else (
+            None if PARAMETER_KEY_RE.match(key)
+            else f"parameter name must match {PARAMETER_KEY_RE.pattern}")
+        if problem:
+            f.problem(f"{name}.{key}", f"parameter name {key!r} {problem}" if options
+                      else problem)
         if isinstance(value, (dict, list)) or value is None:
             continue
         if not isinstance(value, (str, int, float, bool)):
@@ -190,8 +202,14 @@ def _check_string_map(f: _Fields, name: str, keys: tuple[str, ...] | None = None
         if keys is not None and key not in keys:
             f.problem(f"{name}.{key}", f"unknown {name} key (known: {', '.join(keys)})")
             continue
+        if cfgvalue.text_problem(key):
+            f.problem(f"{name}.{key}", f"key {key!r} {cfgvalue.text_problem(key)}")
+            continue
         if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
             f.problem(f"{name}.{key}", f"must be a non-empty string of at most {MAX_TEXT} characters")
+            continue
+        if cfgvalue.text_problem(value):
+            f.problem(f"{name}.{key}", cfgvalue.text_problem(value))
             continue
         out[key] = value
     return out
@@ -227,7 +245,7 @@ class InstanceRequest:
         reference = f.string("reference", required=True, max_len=MAX_REFERENCE)
         url = _check_software_url(f, "software_url")
         stype = f.string("software_type", default=DEFAULT_SOFTWARE_TYPE, pattern=SOFTWARE_TYPE_RE)
-        params = _check_parameters(f, "parameters")
+        params = _check_parameters(f, "parameters", options=True)
         terms = parse_sla(f.body.get("sla"), "sla", reference, f.problems)
         sla = terms.to_json()
         state = f.string("state", default=STARTED, choices=REQUESTED_STATES)
