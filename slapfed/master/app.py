@@ -1,7 +1,7 @@
 """Application factory: one DB per app, one ZODB connection per request, ONE error handler.
 
 Depends on Flask, store, services and core.errors. Only this layer turns errors into
-HTTP responses, always as ``{"error": {"code", "message", "details"}}``.
+HTTP responses, always as ``{"error": {"code", "message", "details", "request_id"}}``.
 """
 from __future__ import annotations
 
@@ -47,7 +47,7 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the master app.
 
     config keys: ``DB`` (an open ZODB DB, not closed by the app) or ``STORAGE`` (URI)
-    and ``DATA_DIR``; ``MAX_CONTENT_LENGTH`` (bytes); ``TOPOLOGY_FILES`` (paths) and
+    and ``DATA_DIR``; ``ACCESS_LOG`` (default True: one line per request, master.access); ``MAX_CONTENT_LENGTH`` (bytes); ``TOPOLOGY_FILES`` (paths) and
     ``MASTER_NAME`` (this master in them); ``PLACEMENT`` (the placement pipeline's
     filters, score weights and sample size over placement.DEFAULT_CONFIG); ``CA_DIR``
     (default ``DATA_DIR``/ca, created on first start, named after ``MASTER_NAME``) whose
@@ -86,6 +86,8 @@ def create_app(config: dict | None = None) -> Flask:
         close_app(app)
         raise
 
+    from . import access
+    access.install(app, bool(config.get("ACCESS_LOG", True)))
     app.teardown_appcontext(_close_connection)
     app.register_error_handler(Exception, render_error)
     if config.get("FORWARDER"):
@@ -201,6 +203,8 @@ def error_from_http(exc: HTTPException) -> errors.SlapfedError:
 
 
 def render_error(exc: Exception) -> Response:
+    """The one error body, with the id of the request it answers."""
+    from .access import current_request_id, note_error
     headers = {}
     if isinstance(exc, errors.SlapfedError):
         err = exc
@@ -211,6 +215,7 @@ def render_error(exc: Exception) -> Response:
     else:
         log.exception("unexpected error on %s %s", request.method, request.path)
         err = errors.InternalError("internal error; the master's log has the details")
-    body = json.dumps(err.to_json())
+    note_error(err.code)
+    body = json.dumps(err.to_json(request_id=current_request_id()))
     return Response(body, status=err.http_status, mimetype="application/json",
                     headers=headers)
