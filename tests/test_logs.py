@@ -233,6 +233,35 @@ def test_a_successful_request_has_an_id_and_an_access_line(api, caplog):
     assert not hasattr(line, "error")
 
 
+def test_lines_logged_during_a_request_carry_its_id_and_principal(api):
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.addFilter(logs.RequestIdFilter())
+    handler.setFormatter(logs.JsonFormatter())
+    base = logging.getLogger(logs.ROOT)
+    level = base.level
+    base.addHandler(handler)
+    base.setLevel(logging.INFO)
+    try:
+        resp = api.post(f"{API}/computers", json={"id": "c9", "partitions": []},
+                        headers={"X-Request-Id": "reg-1"})
+        resp.get_data()                     # the access line comes once the body is sent
+        logging.getLogger("slapfed.test").info("after the request")
+    finally:
+        base.removeHandler(handler)
+        base.setLevel(level)
+    assert resp.status_code == 201
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    (registered,) = [o for o in lines if o["logger"] == "slapfed.master.computers"]
+    assert registered["message"] == "computer c9 registered by admin/local: 0 partition(s)"
+    assert registered["request_id"] == "reg-1" and registered["principal"] == "admin/local"
+    assert registered["computer"] == "c9"
+    (access,) = [o for o in lines if o["logger"] == logs.ACCESS]
+    assert access["request_id"] == "reg-1" and access["status"] == 201
+    (after,) = [o for o in lines if o["message"] == "after the request"]
+    assert "request_id" not in after and "principal" not in after   # the request is over
+
+
 def test_no_access_log_turns_the_access_line_off(master_db, caplog):
     from slapfed.master import close_app, create_app
     app = create_app({"INSECURE": True, "DB": master_db, "ACCESS_LOG": False})
