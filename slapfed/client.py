@@ -18,6 +18,7 @@ from .core.errors import MasterUnreachable, SlapfedError, Timeout
 from .core.wire import software_hash
 
 API = "/api/v1"
+JSON_HEADERS = {"Content-Type": "application/json"}
 
 
 class MasterClient:
@@ -41,6 +42,8 @@ class MasterClient:
     def _call(self, method: str, path: str, json_body=None, params=None, headers=None,
               expect_304=False):
         url = self.url + API + path
+        if json_body is not None:       # the master refuses a body of any other type
+            headers = {**JSON_HEADERS, **(headers or {})}
         try:
             resp = self.session.request(method, url, json=json_body, params=params,
                                         headers=headers, timeout=self.timeout,

@@ -35,6 +35,7 @@ EXIT_BY_CODE = {
     errors.InvalidInput.code: Exit.INVALID,
     errors.UnknownSoftwareType.code: Exit.INVALID,
     errors.PayloadTooLarge.code: Exit.INVALID,
+    errors.UnsupportedMediaType.code: Exit.INVALID,
     errors.NotFound.code: Exit.NOT_FOUND,
     errors.Conflict.code: Exit.CONFLICT,
     errors.NoCapacity.code: Exit.CONFLICT,

@@ -9,10 +9,11 @@ import json
 import logging
 import re
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, current_app, g, request
 from werkzeug.exceptions import HTTPException
 
-from ..core import errors
+from ..core import bodies, errors
+from ..core.bodies import printable
 from ..services import DesiredStateRenderer, close_writer, configure_placement
 from ..services import federation
 from ..store import open_db
@@ -85,6 +86,7 @@ def create_app(config: dict | None = None) -> Flask:
     except BaseException:
         close_app(app)
         raise
+    app.before_request(_check_write_body)       # after the guard auth.install put first
 
     app.teardown_appcontext(_close_connection)
     app.register_error_handler(Exception, render_error)
@@ -143,28 +145,59 @@ def _close_connection(_exc=None) -> None:
 
 
 _NO_BODY = object()
+WRITE_METHODS = ("POST", "PUT", "PATCH")
+JSON_MEDIA_TYPE = "application/json"
 
 
-def json_body():
-    """The request body as JSON (parsed once per request: the guard and the view share
-    it); InvalidInput when empty or malformed."""
+def json_body() -> dict:
+    """The request body: one JSON object (parsed once per request: the guard and the view
+    share it). Raises UnsupportedMediaType when it is not declared ``application/json``,
+    InvalidInput when it is empty, malformed, not an object, nested too deep, too large
+    or holds invalid Unicode (core.bodies: the limits)."""
     parsed = g.get("json_body", _NO_BODY)
     if parsed is _NO_BODY:
         parsed = g.json_body = _parse_body()
     return parsed
 
 
-def _parse_body():
+def _parse_body() -> dict:
     data = request.get_data(cache=False)
-    if not data.strip():
-        raise errors.InvalidInput("the request body is empty; send a JSON object",
-                                  [{"field": "body", "problem": "is required"}])
-    try:
-        return json.loads(data)
-    except ValueError as exc:   # JSONDecodeError and UnicodeDecodeError
-        problem = f"malformed JSON: {exc}"
-        raise errors.InvalidInput(f"the request body is not valid JSON ({exc})",
-                                  [{"field": "body", "problem": problem}]) from None
+    if data.strip():
+        check_content_type()
+    return bodies.decode_object(data)
+
+
+def check_content_type() -> None:
+    """UnsupportedMediaType unless the request declares ``application/json``, with at most
+    a ``charset=utf-8`` parameter. A browser sends a cross-site form only as
+    ``application/x-www-form-urlencoded``, ``multipart/form-data`` or ``text/plain``
+    (anything else needs a CORS preflight this master never grants): refusing them keeps
+    web pages from writing, e.g. to a development-mode master on loopback."""
+    given = request.headers.get("Content-Type", "")
+    mimetype, params = request.mimetype, request.mimetype_params
+    problem = None
+    if mimetype != JSON_MEDIA_TYPE:
+        problem = (f"is {printable(given)!r}" if given else "is missing")
+    else:
+        extra = sorted(k for k in params if k != "charset")
+        charset = params.get("charset")
+        if extra:
+            problem = f"has parameters other than charset: {', '.join(extra)}"
+        elif charset is not None and charset.lower().replace("_", "-") not in ("utf-8",
+                                                                              "utf8"):
+            problem = f"declares charset {printable(charset)!r}; JSON is UTF-8"
+    if problem is not None:
+        raise errors.UnsupportedMediaType(
+            f"{request.method} {request.path} takes a JSON object sent as "
+            f"Content-Type: {JSON_MEDIA_TYPE}; the Content-Type {problem}",
+            [{"field": "Content-Type", "problem": f"{problem} (expected {JSON_MEDIA_TYPE})"}])
+
+
+def _check_write_body() -> None:
+    """Every write (POST, PUT, PATCH) carries a JSON object: checked for each route, also
+    one whose view would not read it (after the guard: who is asking comes first)."""
+    if request.method in WRITE_METHODS and request.endpoint in current_app.view_functions:
+        json_body()
 
 
 # -- the one error handler --------------------------------------------------------
@@ -173,6 +206,7 @@ _HTTP_ERRORS = {
     404: errors.NotFound,
     405: errors.MethodNotAllowed,
     413: errors.PayloadTooLarge,
+    415: errors.UnsupportedMediaType,
 }
 
 
