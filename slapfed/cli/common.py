@@ -42,6 +42,7 @@ EXIT_BY_CODE = {
     errors.RecursionRefused.code: Exit.CONFLICT,
     errors.MasterUnreachable.code: Exit.UNREACHABLE,
     errors.StorageError.code: Exit.UNREACHABLE,
+    errors.MasterStopping.code: Exit.UNREACHABLE,
     errors.Timeout.code: Exit.TIMEOUT,
     errors.Unauthenticated.code: Exit.FORBIDDEN,
     errors.Forbidden.code: Exit.FORBIDDEN,

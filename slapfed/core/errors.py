@@ -117,6 +117,14 @@ class UnsupportedMediaType(SlapfedError):
     http_status = 415
 
 
+class MasterStopping(SlapfedError):
+    """The master is shutting down and can no longer answer this request; ask again
+    (another worker, or the master once restarted)."""
+
+    code = "master_stopping"
+    http_status = 503
+
+
 class StorageError(SlapfedError):
     """The storage could not be opened or evolved."""
 
@@ -149,7 +157,7 @@ ERROR_CLASSES: dict[str, type[SlapfedError]] = {
         SlapfedError, InvalidInput, NotFound, Conflict, NoCapacity, RecursionRefused,
         UnknownSoftwareType,
         Unauthenticated, Forbidden, FactNotOwned, ReportRefused, MethodNotAllowed,
-        PayloadTooLarge, UnsupportedMediaType, StorageError,
+        PayloadTooLarge, UnsupportedMediaType, MasterStopping, StorageError,
         MasterUnreachable, Timeout, InternalError,
     )
 }

@@ -269,7 +269,7 @@ ERROR_TEXT = {
            "application/json (optionally with charset=utf-8)",
     "422": "unknown_software_type",
     "500": "internal_error",
-    "503": "storage_error",
+    "503": "storage_error, or master_stopping (the master shuts down: ask again)",
 }
 
 
