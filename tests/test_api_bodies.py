@@ -250,3 +250,14 @@ def test_the_content_type_is_checked_after_authentication(authz_world, actor, pa
     resp = w.call(actor, "POST", path, data=b'{"reference": "x"}', content_type="text/plain")
     refused(resp, status, code)
     assert last_tid(w.db) == before
+
+
+def test_a_body_larger_than_the_byte_limit_is_413_naming_the_limit(world, master_db):
+    _app, client, _inst = world
+    before = last_tid(master_db)
+    resp = client.post(f"{API}/instances", content_type="application/json",
+                       data=b'{"reference": "' + b"x" * (5 * 1024 * 1024) + b'"}')
+    err = refused(resp, 413, "payload_too_large", "body")
+    assert "4194304 bytes" in err["message"] and "MAX_CONTENT_LENGTH" in err["details"][0][
+        "problem"]
+    assert last_tid(master_db) == before

@@ -1,7 +1,10 @@
 """Application factory: one DB per app, one ZODB connection per request, ONE error handler.
 
-Depends on Flask, store, services and core.errors. Only this layer turns errors into
-HTTP responses, always as ``{"error": {"code", "message", "details"}}``.
+Depends on Flask, store, services and core (errors, bodies). Only this layer turns errors
+into HTTP responses, always as ``{"error": {"code", "message", "details"}}``. Every write
+(POST, PUT, PATCH) carries one JSON object declared ``application/json``, decoded within
+core.bodies' limits before any route sees it; a stopping app answers its requests in
+flight before closing its DB (MasterState).
 """
 from __future__ import annotations
 
@@ -310,6 +313,8 @@ def error_from_http(exc: HTTPException) -> errors.SlapfedError:
     elif exc.code == 413:
         limit = request.max_content_length
         message = f"the request body is larger than the limit of {limit} bytes"
+        return klass(message, [{"field": "body", "problem": f"larger than {limit} bytes "
+                                                            f"(limit: MAX_CONTENT_LENGTH)"}])
     else:
         message = exc.description or exc.name
     if klass is None:
