@@ -122,6 +122,7 @@ def valid_bodies(w) -> dict:
                "parameters": {"a": "b"}, "sla": {}, "state": "started", "shared": False}
     return {
         "computers.register": computer_body("c1", 4),
+        "computers.set_facts": {"lan": "lan-1", "labels": {"rack": "r1"}},
         "computers.supply": {"url": URL, "state": "available"},
         "computers.report_software": {"status": "installed", "log_tail": "",
                                       "software_types": ["default"]},
