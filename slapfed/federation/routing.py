@@ -87,10 +87,9 @@ DEFAULT_POLICY = Policy()
 
 
 def parse_policy(doc) -> Policy:
-    """Validate a policy document; InvalidInput lists every problem."""
+    """Validate a policy document; InvalidInput lists every problem. Only an object is a
+    policy (``null`` is not a way to reset it: send ``{}``)."""
     problems: list[dict] = []
-    if doc is None:
-        return DEFAULT_POLICY
     if not isinstance(doc, dict):
         raise InvalidInput("invalid delegation policy: must be an object with 'rules' and "
                            "'auto'", [{"field": "policy", "problem": "must be an object"}])

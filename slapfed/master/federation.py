@@ -15,7 +15,7 @@ from ..core.errors import InvalidInput
 from ..core.wire import PeerAddition, PeerUpdate
 from ..federation.peers import pair
 from ..services import federation as fed
-from .app import connection, database, json_body
+from .app import connection, database, json_body, state_of
 from .auth import current_identity
 
 blueprint = Blueprint("federation", __name__)
@@ -121,5 +121,6 @@ def changes():
                            f"{problems[0]['problem']}", problems)
     since = fed.check_cursor(args.get("since"))
     requester = current_identity().principal
-    cursor, items = fed.wait_changes(connection(), requester, since, wait)
+    cursor, items = fed.wait_changes(connection(), requester, since, wait,
+                                     state_of(current_app).stopping)
     return jsonify({"cursor": cursor, "instances": items})

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 
 from .. import __version__
+from ..core import bodies
 from ..core.sharing import EVERYONE, MAX_OPEN_TO, PRINCIPAL_RE
 from ..core.sla import (
     ABSOLUTE_KEYS, LABEL_PREFIX, MAX_ALTERNATIVES, MAX_REFERENCES_PER_KEY, RELATIVE_KEYS,
@@ -251,7 +252,9 @@ SCHEMAS = {
 }
 
 ERROR_TEXT = {
-    "400": "invalid_input: malformed JSON or invalid fields (details list every problem)",
+    "400": "invalid_input: malformed JSON or invalid fields (details list every problem); "
+           f"a body must be one JSON object, nested at most {bodies.MAX_DEPTH} levels deep, "
+           f"holding at most {bodies.MAX_VALUES} values and no lone surrogate",
     "401": "unauthenticated (no client certificate) or a refused certificate: "
            "certificate_expired, certificate_revoked, foreign_certificate, "
            "invalid_certificate_signature, no_identity, bad_certificate, invalid_token, "
@@ -262,9 +265,11 @@ ERROR_TEXT = {
     "409": "conflict, no_capacity (details explain the refusals) or recursion_refused "
            "(the chain of masters is too long or loops)",
     "413": "payload_too_large",
+    "415": "unsupported_media_type: a request body must be sent as Content-Type: "
+           "application/json (optionally with charset=utf-8)",
     "422": "unknown_software_type",
     "500": "internal_error",
-    "503": "storage_error",
+    "503": "storage_error, or master_stopping (the master shuts down: ask again)",
 }
 
 
@@ -297,6 +302,7 @@ def _op(summary: str, responses: dict, body: str | None = None, parameters=(),
     out = {"summary": summary, "operationId": op_id, "responses": responses}
     if body:
         out["requestBody"] = _body(body)
+        out["responses"] = {**responses, **_errors("400", "415")}
     if parameters:
         out["parameters"] = list(parameters)
     return out
