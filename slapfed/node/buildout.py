@@ -1,11 +1,15 @@
 """Buildout runner: generates the software and instance buildout.cfg files and runs them.
 
 Depends on core, node.layout and zc.buildout (imported lazily, in the runner only).
-Two runners share one interface, ``run(cfg, cwd, log_path) -> RunResult``:
+Two runners share one interface, ``run(cfg, cwd, log_path, user=None, umask=None) ->
+RunResult`` (``user``: the confine.Credentials of a partition user to run buildout as):
 ForkRunner (default) warms zc.buildout up once in this process, then forks one child
 per run (~10 ms for a light profile); SubprocessRunner starts a fresh interpreter
 (~430 ms) and is kept as a fallback. Failures come back as results with a log tail;
-only misuse raises.
+only misuse raises. A run as a partition user never shares the agent's memory: the fork
+runner forks it from a fork server (a fresh interpreter with zc.buildout warm, started
+once), the child drops to the user (groups, gid, uid) before opening its log or running
+anything, and the agent reads the log back without following symlinks.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
 from ..core.wire import SOFTWARE_TYPE_RE
+from . import confine
 from .layout import PartitionConfig, Paths
 
 TAIL_BYTES = 4096
@@ -56,18 +61,16 @@ class InstanceResult:
     shared_connections: dict = field(default_factory=dict)
 
 
-def log_tail(path: str, size: int = TAIL_BYTES) -> str:
-    """The last ``size`` bytes of a log file (decoded leniently), '' when absent."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            end = fh.tell()
-            fh.seek(max(0, end - size))
-            data = fh.read()
-    except OSError:
+def log_tail(path: str, size: int = TAIL_BYTES, base: str | None = None) -> str:
+    """The last ``size`` bytes of a log file (decoded leniently), '' when absent. With
+    ``base`` (a partition's directory), the file is read without following any symlink
+    below it (a partition's user may have planted one), and only if it is a regular file."""
+    data = confine.read_bytes(path, base, limit=size + 1)
+    if data is None:
         return ""
-    text = data.decode("utf-8", "replace")
-    if end > size:
+    cut = len(data) > size
+    text = data[-size:].decode("utf-8", "replace")
+    if cut:
         text = "..." + text[text.find("\n") + 1:] if "\n" in text else text
     return text
 
@@ -206,10 +209,17 @@ def _buildout_args(cfg: str) -> list[str]:
 DEFAULT_TIMEOUT = 1800.0   # seconds one buildout run may take before it is killed
 
 
-def _wait_or_kill(pid: int, timeout: float, log_path: str) -> int:
+def _log_note(log_path: str):
+    def note(text: str) -> None:
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    return note
+
+
+def _wait_or_kill(pid: int, timeout: float, note) -> int:
     """Wait for child ``pid`` (the leader of its own process group); past ``timeout``
-    kill the whole group (TERM, then KILL) and note it in the log. Returns the exit
-    code (negative: killed by that signal)."""
+    kill the whole group (TERM, then KILL) and ``note`` it. Returns the exit code
+    (negative: killed by that signal)."""
     deadline = time.monotonic() + timeout
     try:
         fd = os.pidfd_open(pid)
@@ -230,8 +240,7 @@ def _wait_or_kill(pid: int, timeout: float, log_path: str) -> int:
     finally:
         if fd is not None:
             os.close(fd)
-    with open(log_path, "a", encoding="utf-8") as fh:
-        fh.write(f"\nslapfed: buildout still running after {timeout:g}s; killed\n")
+    note(f"\nslapfed: buildout still running after {timeout:g}s; killed\n")
     for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
@@ -245,27 +254,104 @@ def _wait_or_kill(pid: int, timeout: float, log_path: str) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+PARTITION_UMASK = 0o077     # a partition's files are its user's only
+SOFTWARE_UMASK = 0o022      # a release's files are readable (not writable) by every user
+
+
+def _confined_result(code: int, notes: list, log_path: str, cwd: str, started: float):
+    tail = "" if code == 0 else log_tail(log_path, base=cwd) + "".join(notes)
+    return RunResult(code == 0, code, tail, time.monotonic() - started)
+
+
 class SubprocessRunner:
-    """One fresh interpreter per run: slow (~430 ms) but shares nothing with the agent."""
+    """One fresh interpreter per run: slow (~430 ms) but shares nothing with the agent.
+
+    As a partition user (``user``: confine.Credentials): the interpreter starts with
+    that user's uid, gid and groups only and opens its log itself, as that user."""
 
     name = "subprocess"
     CODE = "import sys; from zc.buildout.buildout import main; main(sys.argv[1:])"
+    CONFINED_CODE = (
+        "import os, sys\n"
+        f"fd = os.open(sys.argv[1], {LOG_FLAGS}, 0o600)\n"
+        "os.dup2(fd, 1); os.dup2(fd, 2); os.close(fd)\n"
+        "from zc.buildout.buildout import main; main(sys.argv[2:])\n")
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT):
         self.timeout = timeout
 
-    def run(self, cfg: str, cwd: str, log_path: str) -> RunResult:
+    def run(self, cfg: str, cwd: str, log_path: str, user: "confine.Credentials | None" = None,
+            umask: int | None = None) -> RunResult:
         import subprocess
 
         started = time.monotonic()
+        if user is not None:
+            notes: list = []
+            proc = subprocess.Popen(
+                [sys.executable, "-c", self.CONFINED_CODE, log_path, *_buildout_args(cfg)],
+                cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True, user=user.uid,
+                group=user.gid, extra_groups=list(user.groups),
+                umask=PARTITION_UMASK if umask is None else umask,
+                env=user.environment())
+            code = _wait_or_kill(proc.pid, self.timeout, notes.append)
+            proc.returncode = code
+            return _confined_result(code, notes, log_path, cwd, started)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, "-c", self.CODE, *_buildout_args(cfg)],
                                     cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        code = _wait_or_kill(proc.pid, self.timeout, log_path)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    umask=-1 if umask is None else umask)
+        code = _wait_or_kill(proc.pid, self.timeout, _log_note(log_path))
         proc.returncode = code
         return RunResult(code == 0, code, "" if code == 0 else log_tail(log_path),
                          time.monotonic() - started)
+
+
+def _confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None:
+    """A buildout run as a partition user, in a process forked from the buildout fork
+    server (never from the agent: nothing of the agent's memory, none of its open files).
+    Drops to the user first, then opens the log as that user (no symlink followed)."""
+    code = 1
+    try:
+        os.setsid()
+        user.drop()
+        os.umask(umask)
+        fd = os.open(log_path, LOG_FLAGS, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+        sys.stderr = sys.stdout
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        os.environ.update(user.environment())
+        os.chdir(cwd)
+        import zc.buildout.buildout
+        try:
+            zc.buildout.buildout.main(_buildout_args(cfg))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(code)
+
+
+def _fork_server():
+    """The multiprocessing context whose fork server (a fresh interpreter, started once,
+    with zc.buildout and the slapfed recipes imported and warmed up) forks the children
+    that run buildout as partition users."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["slapfed.node.buildout_warm"])
+    return ctx
 
 
 class ForkRunner:
@@ -316,7 +402,11 @@ class ForkRunner:
             bl.setLevel(saved[4])
         self.warm = True
 
-    def run(self, cfg: str, cwd: str, log_path: str) -> RunResult:
+    def run(self, cfg: str, cwd: str, log_path: str, user: "confine.Credentials | None" = None,
+            umask: int | None = None) -> RunResult:
+        if user is not None:
+            return self._run_confined(cfg, cwd, log_path, user,
+                                      PARTITION_UMASK if umask is None else umask)
         self.warm_up()
         import zc.buildout.buildout
 
@@ -338,6 +428,8 @@ class ForkRunner:
                 sys.stderr = sys.stdout
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                if umask is not None:
+                    os.umask(umask)
                 os.chdir(cwd)
                 try:
                     zc.buildout.buildout.main(_buildout_args(cfg))
@@ -353,9 +445,32 @@ class ForkRunner:
                     sys.stdout.flush()
                 os._exit(code)
         os.close(fd)
-        code = _wait_or_kill(pid, self.timeout, log_path)
+        code = _wait_or_kill(pid, self.timeout, _log_note(log_path))
         return RunResult(code == 0, code, "" if code == 0 else log_tail(log_path),
                          time.monotonic() - started)
+
+    def _run_confined(self, cfg: str, cwd: str, log_path: str, user, umask: int) -> RunResult:
+        """Run buildout as ``user`` in a child of the fork server: a child forked from
+        this agent would hold the agent's memory (the node's key, every partition's
+        parameters) while running the partition's recipes."""
+        started = time.monotonic()
+        proc = _fork_server().Process(target=_confined_child,
+                                      args=(cfg, cwd, log_path, user, umask), daemon=False)
+        proc.start()
+        notes: list = []
+        proc.join(self.timeout)
+        if proc.exitcode is None:
+            notes.append(f"\nslapfed: buildout still running after {self.timeout:g}s; killed\n")
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, sig)
+                proc.join(5.0)
+                if proc.exitcode is not None:
+                    break
+            proc.join()
+        code = proc.exitcode
+        proc.close()
+        return _confined_result(code, notes, log_path, cwd, started)
 
 
 RUNNERS = {"fork": ForkRunner, "subprocess": SubprocessRunner}
@@ -372,10 +487,10 @@ def make_runner(name: str = "fork", timeout: float = DEFAULT_TIMEOUT):
 # -- use cases -------------------------------------------------------------------------
 
 
-def _fail(log_path: str, message: str, started: float) -> str:
-    with open(log_path, "a", encoding="utf-8") as fh:
-        fh.write(f"slapfed: {message}\n")
-    return log_tail(log_path)
+def _fail(log_path: str, message: str, started: float, base: str | None = None,
+          owner=None) -> str:
+    confine.append_text(log_path, f"slapfed: {message}\n", base, owner=owner)
+    return log_tail(log_path, base=base)
 
 
 def install_software(paths: Paths, url: str, software_hash: str, runner) -> SoftwareResult:
@@ -383,6 +498,7 @@ def install_software(paths: Paths, url: str, software_hash: str, runner) -> Soft
     started = time.monotonic()
     sdir = paths.software_dir(software_hash)
     os.makedirs(sdir, exist_ok=True)
+    os.chmod(sdir, 0o755)      # partition users read and run the release, never write it
     os.makedirs(paths.log, exist_ok=True)
     log_path = paths.software_log(software_hash)
     location = release_location(url)
@@ -394,7 +510,7 @@ def install_software(paths: Paths, url: str, software_hash: str, runner) -> Soft
     cfg = os.path.join(sdir, "buildout.cfg")
     with open(cfg, "w", encoding="utf-8") as fh:
         fh.write(render_software_cfg(url, sdir))
-    result = runner.run(cfg, sdir, log_path)
+    result = runner.run(cfg, sdir, log_path, umask=SOFTWARE_UMASK)
     if not result.ok:
         return SoftwareResult(False, result.log_tail or _fail(
             log_path, f"buildout exited with {result.code}", started), (), result.seconds)
@@ -406,15 +522,25 @@ def install_software(paths: Paths, url: str, software_hash: str, runner) -> Soft
     return SoftwareResult(True, "", types, time.monotonic() - started)
 
 
-def read_connection(path: str) -> dict:
+def read_connection(path: str, base: str | None = None) -> dict:
     """The JSON object an instance published in ``path`` ({} when none or unreadable):
-    its connection parameters, or those of its shared instances."""
+    its connection parameters, or those of its shared instances. ``base``: the
+    partition's directory (nothing below it is followed if it is a symlink)."""
+    raw = confine.read_bytes(path, base)
+    if raw is None:
+        return {}
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def prepare_partition(pp, owner=None) -> None:
+    """The partition's skeleton directories, made without following any symlink its user
+    planted, owned by that user (``owner``: uid, gid); .slapfed is 0700."""
+    for d in pp.skeleton():
+        confine.makedirs(pp.path, d, 0o700 if d == pp.private else 0o755, owner)
 
 
 def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instance: dict,
@@ -423,25 +549,30 @@ def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instanc
     partition's certificate options for its [partition] section)."""
     started = time.monotonic()
     pp = paths.partition(partition.id)
-    pp.ensure()
+    owner = confine.owner_ids(partition.user)
+    user = confine.credentials(partition.user, pp.path)
+    prepare_partition(pp, owner)
     sdir = paths.software_dir(instance["software_hash"])
     stype = instance.get("software_type") or "default"
     profile = os.path.join(sdir, f"{INSTANCE_PREFIX}{stype}{INSTANCE_SUFFIX}")
     if not os.path.isfile(profile):
         have = software_types(sdir)
-        with open(pp.buildout_log, "w", encoding="utf-8"):
-            pass
+        confine.write_bytes(pp.buildout_log, b"", pp.path, owner=owner)
         tail = _fail(pp.buildout_log,
                      f"release {instance.get('software_url')} has no software type {stype!r} "
-                     f"(has: {', '.join(have) or 'none'})", started)
+                     f"(has: {', '.join(have) or 'none'})", started, pp.path, owner)
         return InstanceResult(False, tail, time.monotonic() - started)
-    with open(pp.buildout_cfg, "w", encoding="utf-8") as fh:
-        fh.write(render_instance_cfg(profile, paths, partition, computer, instance, sdir,
-                                     identity))
-    result = runner.run(pp.buildout_cfg, pp.path, pp.buildout_log)
+    # the parameters may hold secrets: the generated buildout.cfg is its user's only
+    text = render_instance_cfg(profile, paths, partition, computer, instance, sdir, identity)
+    confine.write_bytes(pp.buildout_cfg, text.encode("utf-8"), pp.path, 0o600, owner)
+    if user is None:
+        result = runner.run(pp.buildout_cfg, pp.path, pp.buildout_log)
+    else:
+        result = runner.run(pp.buildout_cfg, pp.path, pp.buildout_log, user=user)
     if not result.ok:
         return InstanceResult(False, result.log_tail or _fail(
-            pp.buildout_log, f"buildout exited with {result.code}", started), result.seconds)
+            pp.buildout_log, f"buildout exited with {result.code}", started, pp.path, owner),
+            result.seconds)
     return InstanceResult(True, "", time.monotonic() - started,
-                          read_connection(pp.connection_file),
-                          read_connection(pp.shared_connection_file))
+                          read_connection(pp.connection_file, pp.path),
+                          read_connection(pp.shared_connection_file, pp.path))

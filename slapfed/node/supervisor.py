@@ -165,9 +165,11 @@ def render_group_conf(pid: str, partition_path: str, log_dir: str,
             f"stderr_logfile = {_q(os.path.join(log_dir, safe + '.err.log'))}",
             "stderr_logfile_maxbytes = 5MB",
             "stderr_logfile_backups = 1",
-            f'environment = HOME="{_q(partition_path)}"',
+            f'environment = HOME="{_q(partition_path)}"'
+            + (f',USER="{_q(user)}",LOGNAME="{_q(user)}"' if user else ""),
         ]
         if user:
+            # supervisord sets the user's groups, gid and uid before exec
             out.append(f"user = {user}")
         out.append("")
     return "\n".join(out)
@@ -502,7 +504,7 @@ class Supervisor:
         from .buildout import log_tail
 
         service = program[len(pid) + 1:] if program.startswith(pid + "_") else program
-        path = os.path.join(self.paths.partition(pid).log, service + ".err.log")
+        path = os.path.join(self.paths.service_log_dir(pid), service + ".err.log")
         return log_tail(path, size).strip()
 
 
