@@ -162,6 +162,7 @@ KEEP_RUNS = 3
 
 
 def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: an end-to-end test with real processes")
     if os.geteuid() != 0 or config.option.basetemp:
         return
     import shutil

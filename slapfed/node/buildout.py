@@ -254,7 +254,9 @@ def _wait_or_kill(pid: int, timeout: float, note) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
-LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+# a partition's log is opened by the child, as the partition's user, afresh: whatever the
+# user left in its place (a symlink included) is unlinked first
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 PARTITION_UMASK = 0o077     # a partition's files are its user's only
 SOFTWARE_UMASK = 0o022      # a release's files are readable (not writable) by every user
 
@@ -274,6 +276,7 @@ class SubprocessRunner:
     CODE = "import sys; from zc.buildout.buildout import main; main(sys.argv[1:])"
     CONFINED_CODE = (
         "import os, sys\n"
+        "try:\n    os.unlink(sys.argv[1])\nexcept FileNotFoundError:\n    pass\n"
         f"fd = os.open(sys.argv[1], {LOG_FLAGS}, 0o600)\n"
         "os.dup2(fd, 1); os.dup2(fd, 2); os.close(fd)\n"
         "from zc.buildout.buildout import main; main(sys.argv[2:])\n")
@@ -318,6 +321,8 @@ def _confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None
         os.setsid()
         user.drop()
         os.umask(umask)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(log_path)
         fd = os.open(log_path, LOG_FLAGS, 0o600)
         os.dup2(fd, 1)
         os.dup2(fd, 2)
