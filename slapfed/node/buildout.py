@@ -7,8 +7,8 @@ ForkRunner (default) warms zc.buildout up once in this process, then forks one c
 per run (~10 ms for a light profile); SubprocessRunner starts a fresh interpreter
 (~430 ms) and is kept as a fallback. Failures come back as results with a log tail;
 only misuse raises. A run as a partition user never shares the agent's memory: the fork
-runner forks it from a fork server (a fresh interpreter with zc.buildout warm, started
-once), the child drops to the user (groups, gid, uid) before opening its log or running
+runner forks it from a fork server (slapfed.node.zygote: a fresh interpreter with
+zc.buildout warm, started once), the child drops to the user (groups, gid, uid) before opening its log or running
 anything, and the agent reads the log back without following symlinks.
 """
 from __future__ import annotations
@@ -312,9 +312,10 @@ class SubprocessRunner:
                          time.monotonic() - started)
 
 
-def _confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None:
+def confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None:
     """A buildout run as a partition user, in a process forked from the buildout fork
-    server (never from the agent: nothing of the agent's memory, none of its open files).
+    server (slapfed.node.zygote; never from the agent: nothing of the agent's memory,
+    none of its open files).
     Drops to the user first, then opens the log as that user (no symlink followed)."""
     code = 1
     try:
@@ -348,15 +349,48 @@ def _confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None
         os._exit(code)
 
 
-def _fork_server():
-    """The multiprocessing context whose fork server (a fresh interpreter, started once,
-    with zc.buildout and the slapfed recipes imported and warmed up) forks the children
-    that run buildout as partition users."""
-    import multiprocessing
+class _Zygote:
+    """The agent's side of the buildout fork server (slapfed.node.zygote)."""
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["slapfed.node.buildout_warm"])
-    return ctx
+    def __init__(self):
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "slapfed.node.zygote"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, close_fds=True, cwd="/")
+        self.buf = b""
+        if "ready" not in self.read(time.monotonic() + 120):
+            raise OSError("the buildout fork server did not start")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def read(self, deadline: float) -> dict:
+        """The next answer, {} past ``deadline``; OSError when the server is gone."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return {}
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise OSError("the buildout fork server exited")
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except Exception:  # noqa: BLE001 - a server that does not leave is killed
+            self.proc.kill()
+            self.proc.wait(5)
+        with contextlib.suppress(OSError):
+            self.proc.stdout.close()
 
 
 class ForkRunner:
@@ -370,6 +404,17 @@ class ForkRunner:
     def __init__(self, timeout: float = DEFAULT_TIMEOUT):
         self.warm = False
         self.timeout = timeout
+        self._zygote: _Zygote | None = None
+
+    def close(self) -> None:
+        """Stop the fork server of partition users' runs, if it was started."""
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
 
     def warm_up(self) -> None:
         """Import zc.buildout and run one tiny buildout in-process, restoring cwd and
@@ -459,22 +504,34 @@ class ForkRunner:
         this agent would hold the agent's memory (the node's key, every partition's
         parameters) while running the partition's recipes."""
         started = time.monotonic()
-        proc = _fork_server().Process(target=_confined_child,
-                                      args=(cfg, cwd, log_path, user, umask), daemon=False)
-        proc.start()
-        notes: list = []
-        proc.join(self.timeout)
-        if proc.exitcode is None:
-            notes.append(f"\nslapfed: buildout still running after {self.timeout:g}s; killed\n")
-            for sig in (signal.SIGTERM, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(proc.pid, sig)
-                proc.join(5.0)
-                if proc.exitcode is not None:
-                    break
-            proc.join()
-        code = proc.exitcode
-        proc.close()
+        if self._zygote is None or not self._zygote.alive():
+            self._zygote = _Zygote()
+        z, notes = self._zygote, []
+        request = {"cfg": cfg, "cwd": cwd, "log": log_path, "user": user.name, "uid": user.uid,
+                   "gid": user.gid, "groups": list(user.groups), "home": user.home,
+                   "umask": umask}
+        try:
+            z.proc.stdin.write((json.dumps(request) + "\n").encode())
+            z.proc.stdin.flush()
+            answer = z.read(time.monotonic() + 60)
+            if "pid" not in answer:
+                raise OSError(answer.get("error") or "no answer from the buildout fork server")
+            pid = answer["pid"]
+            done = z.read(time.monotonic() + self.timeout)
+            if "code" not in done:
+                notes.append(f"\nslapfed: buildout still running after {self.timeout:g}s; "
+                             f"killed\n")
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, sig)
+                    done = z.read(time.monotonic() + 5.0)
+                    if "code" in done:
+                        break
+            code = done.get("code", -signal.SIGKILL)
+        except (OSError, ValueError) as exc:
+            self.close()
+            notes.append(f"\nslapfed: {exc}\n")
+            code = 1
         return _confined_result(code, notes, log_path, cwd, started)
 
 
@@ -541,11 +598,6 @@ def read_connection(path: str, base: str | None = None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def prepare_partition(pp, owner=None) -> None:
-    """The partition's skeleton directories, made without following any symlink its user
-    planted, owned by that user (``owner``: uid, gid); .slapfed is 0700."""
-    for d in pp.skeleton():
-        confine.makedirs(pp.path, d, 0o700 if d == pp.private else 0o755, owner)
 
 
 def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instance: dict,
@@ -556,7 +608,7 @@ def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instanc
     pp = paths.partition(partition.id)
     owner = confine.owner_ids(partition.user)
     user = confine.credentials(partition.user, pp.path)
-    prepare_partition(pp, owner)
+    pp.ensure(owner)
     sdir = paths.software_dir(instance["software_hash"])
     stype = instance.get("software_type") or "default"
     profile = os.path.join(sdir, f"{INSTANCE_PREFIX}{stype}{INSTANCE_SUFFIX}")

@@ -227,9 +227,14 @@ class PartitionPaths:
     def skeleton(self) -> list[str]:
         return [self.services, self.promises, self.log, self.run, self.tmp, self.private]
 
-    def ensure(self) -> None:
+    def ensure(self, owner: tuple[int, int] | None = None) -> None:
+        """The skeleton directories, made without following a symlink below the
+        partition's directory, owned by ``owner`` (uid, gid) when given."""
+        from .confine import makedirs
+
+        os.makedirs(self.path, exist_ok=True)     # in the node's own partitions directory
         for d in self.skeleton():
-            os.makedirs(d, exist_ok=True)
+            makedirs(self.path, d, 0o700 if d == self.private else 0o755, owner)
 
     def wipe(self) -> None:
         """Remove everything inside the partition directory, keeping the directory."""
