@@ -313,3 +313,41 @@ def test_a_node_not_run_by_root_is_single_user(tmp_path):
     assert "single-user: every partition runs as nobody" in done.stdout
     done = format_cli(root, "--users", user="nobody")
     assert done.returncode != 0 and "--users needs root" in done.stderr
+
+
+@pytest.mark.parametrize("runner_name", ["fork", "subprocess"])
+def test_both_runners_run_buildout_as_the_partition_user(tmp_path, runner_name,
+                                                        partition_user):
+    from slapfed.node.buildout import make_runner
+    user = Credentials.of(partition_user)
+    work = tmp_path / "part"
+    work.mkdir(mode=0o700)
+    os.chown(work, user.uid, user.gid)
+    cfg = work / "buildout.cfg"
+    cfg.write_text(f"[buildout]\nparts = f\ndirectory = {work}\noffline = true\n"
+                   f"newest = false\n\n[f]\nrecipe = slapfed:file\npath = {work}/out\n"
+                   "content = written\n")
+    canary = tmp_path / "canary"
+    canary.write_text("untouched\n")
+    log = work / "buildout.log"
+    log.symlink_to(canary)                         # the user's trap for root
+    runner = make_runner(runner_name, timeout=120)
+    try:
+        result = runner.run(str(cfg), str(work), str(log), user=user)
+    finally:
+        getattr(runner, "close", lambda: None)()
+    assert result.ok, result.log_tail
+    assert canary.read_text() == "untouched\n"
+    for path in (work / "out", log, work / ".installed.cfg"):
+        st = os.lstat(path)
+        assert not stat.S_ISLNK(st.st_mode) and st.st_uid == user.uid, path
+    assert stat.S_IMODE(os.lstat(work / "out").st_mode) == 0o644
+
+
+@pytest.fixture(scope="module")
+def partition_user(tmp_path_factory) -> str:
+    """The user of partition 0 of a node formatted for it (made once, then reused)."""
+    root = tmp_path_factory.mktemp("users-node") / "node"
+    done = format_cli(root)
+    assert done.returncode == 0, done.stderr
+    return load_config(str(root)).partitions[0].user

@@ -114,7 +114,7 @@ def _format(opts: dict, enroll_again: bool):
         single_user=opts["single_user"], supervisord=opts["supervisord"])
     if not config.isolated and config.partitions:
         logging.getLogger("slapfed.node").warning(
-            "node %s is single-user: %s", config.computer, config.isolation_text())
+            "node %s: %s", config.computer, config.isolation_text())
     token = _read_token(opts["token"], opts["token_file"])
     if token and (enroll_again or not config.tls):
         config.tls = enroll(Paths(config.root).etc, opts["master"], token, opts["ca_file"])

@@ -511,7 +511,7 @@ class Agent:
             log.info("node %s: loop every %gs against %s", self.config.computer, interval,
                      self.config.master)
             if not self.config.isolated and self.config.partitions:
-                log.warning("node %s is single-user: %s", self.config.computer,
+                log.warning("node %s: %s", self.config.computer,
                             self.config.isolation_text())
             while not self.stopping:
                 began = time.monotonic()

@@ -218,8 +218,11 @@ def _log_note(log_path: str):
 
 def _wait_or_kill(pid: int, timeout: float, note) -> int:
     """Wait for child ``pid`` (the leader of its own process group); past ``timeout``
-    kill the whole group (TERM, then KILL) and ``note`` it. Returns the exit code
-    (negative: killed by that signal)."""
+    kill the whole group (TERM, then KILL) and ``note`` it (a callable, or the path of
+    the node's own log to append the note to). Returns the exit code (negative: killed
+    by that signal)."""
+    if isinstance(note, str):
+        note = _log_note(note)
     deadline = time.monotonic() + timeout
     try:
         fd = os.pidfd_open(pid)
