@@ -351,3 +351,48 @@ def partition_user(tmp_path_factory) -> str:
     done = format_cli(root)
     assert done.returncode == 0, done.stderr
     return load_config(str(root)).partitions[0].user
+
+
+def test_a_confined_run_past_its_timeout_is_killed(tmp_path, partition_user):
+    from slapfed.node.buildout import make_runner
+    user = Credentials.of(partition_user)
+    work = tmp_path / "part"
+    work.mkdir(mode=0o700)
+    os.mkfifo(work / "never-written")             # reading it blocks: buildout hangs
+    for path in (work, work / "never-written"):
+        os.chown(path, user.uid, user.gid)
+    cfg = work / "buildout.cfg"
+    cfg.write_text(f"[buildout]\nparts = f\ndirectory = {work}\noffline = true\n"
+                   f"newest = false\n\n[f]\nrecipe = slapfed:file\npath = {work}/out\n"
+                   f"source = {work}/never-written\n")
+    runner = make_runner("fork", timeout=1.0)
+    try:
+        result = runner.run(str(cfg), str(work), str(work / "buildout.log"), user=user)
+    finally:
+        runner.close()
+    assert not result.ok and result.code < 0
+    assert "still running after 1s; killed" in result.log_tail
+    assert subprocess.run(["pgrep", "-u", str(user.uid), "-f", str(cfg)]).returncode == 1
+
+
+def test_a_single_user_node_formatted_again_by_root_gets_its_users(tmp_path):
+    root = tmp_path / "node"
+    assert format_cli(root, "--single-user").returncode == 0
+    part = root / "partitions" / "part0"
+    (part / "etc").mkdir()
+    (part / "etc" / "old.txt").write_text("old")
+    canary = tmp_path / "canary"
+    canary.write_text("root's")
+    (part / "etc" / "link").symlink_to(canary)
+    done = format_cli(root, "--json")
+    assert done.returncode == 0, done.stderr
+    user = json.loads(done.stdout)["partitions"][0]["user"]
+    uid = pwd.getpwnam(user).pw_uid
+    for path in (part, part / "etc", part / "etc" / "old.txt", part / "etc" / "link"):
+        assert os.lstat(path).st_uid == uid, path
+    assert os.lstat(canary).st_uid == 0           # the symlink was not followed
+    status = subprocess.run([sys.executable, "-m", "slapfed.cli.main", "node", "status",
+                             "--root", str(root), "--json"], capture_output=True, text=True,
+                            timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["isolated"] is True
