@@ -97,6 +97,7 @@ def world(tmp_path_factory, master_server_module):
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "each partition runs as its own unix user" in done.stdout
+    os.environ["SLAPFED_TEST_ROOT_SECRET"] = "root's own"   # never seen by a partition
     try:
         agent = Agent(str(root), backoff=Backoff(base=60), promise_timeout=10)
         client.supply(COMPUTER, IDLE)
@@ -105,6 +106,7 @@ def world(tmp_path_factory, master_server_module):
         settle(agent)
         yield {"agent": agent, "client": client, "root": root, "insts": insts}
     finally:
+        os.environ.pop("SLAPFED_TEST_ROOT_SECRET", None)
         subprocess.run(slapfed_argv("node", "stop", "--root", str(root)), capture_output=True,
                        timeout=60)
 
@@ -151,7 +153,12 @@ def test_each_partition_runs_as_its_own_user_with_private_files(world):
         assert world["client"].show(world["insts"]["ab".index(x)]["id"])["status"]["state"] \
             == "started"
         # the service and what buildout wrote belong to the partition's user
-        assert _uids(_service_pid(agent, part.id)) == {entry.pw_uid}
+        service = _service_pid(agent, part.id)
+        assert _uids(service) == {entry.pw_uid}
+        with open(f"/proc/{service}/environ", "rb") as fh:
+            env = dict(v.split(b"=", 1) for v in fh.read().split(b"\0") if b"=" in v)
+        assert b"SLAPFED_TEST_ROOT_SECRET" not in env     # root's environment stays root's
+        assert env[b"HOME"] == pp.path.encode() and env[b"USER"] == part.user.encode()
         st = os.lstat(pp.path)
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (entry.pw_uid, 0o700)
         for path, mode in ((pp.buildout_cfg, 0o600), (os.path.join(pp.private, "partition.key"),

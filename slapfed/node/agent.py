@@ -115,8 +115,10 @@ class Agent:
         self.client = client or MasterClient(self.config.master,
                                              **self.config.client_options())
         self.runner = runner or nb.make_runner("fork")
-        self.sup = supervisor or Supervisor(self.paths, f"slapfed-{self.config.computer}",
-                                            mode=self.config.supervisord)
+        # an isolated node's services never inherit root's environment, only its clean part
+        self.sup = supervisor or Supervisor(
+            self.paths, f"slapfed-{self.config.computer}", mode=self.config.supervisord,
+            environment=confine.clean_environment() if self.config.isolated else None)
         self.backoff = backoff
         self.clock = clock
         self.promise_timeout = promise_timeout

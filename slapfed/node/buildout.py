@@ -335,7 +335,9 @@ def confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None:
         sys.stderr = sys.stdout
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        os.environ.update(user.environment())
+        env = user.environment()       # the clean part of the server's, plus the user's
+        os.environ.clear()
+        os.environ.update(env)
         os.chdir(cwd)
         import zc.buildout.buildout
         try:

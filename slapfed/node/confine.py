@@ -55,9 +55,22 @@ class Credentials:
         os.setresuid(self.uid, self.uid, self.uid)
 
     def environment(self, base: dict | None = None) -> dict:
-        env = dict(os.environ if base is None else base)
+        """What a process of this user starts with: ``base`` (default: the node's clean
+        environment, never root's whole one) plus HOME, USER and LOGNAME."""
+        env = dict(clean_environment() if base is None else base)
         env.update({"HOME": self.home, "USER": self.name, "LOGNAME": self.name})
         return env
+
+
+# what a partition's processes inherit of the node's environment (root's may hold
+# credentials of all sorts): the search path, the locale, the time zone
+KEPT_ENVIRONMENT = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "PYTHONPATH")
+
+
+def clean_environment() -> dict:
+    env = {k: os.environ[k] for k in KEPT_ENVIRONMENT if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return env
 
 
 def credentials(user: str | None, home: str | None = None) -> Credentials | None:

@@ -178,13 +178,16 @@ def render_group_conf(pid: str, partition_path: str, log_dir: str,
 class Supervisor:
     """Controller of the node's supervisord. Every method raises SupervisorError."""
 
-    def __init__(self, paths: Paths, identifier: str = "slapfed-node", mode: str = OWN):
+    def __init__(self, paths: Paths, identifier: str = "slapfed-node", mode: str = OWN,
+                 environment: dict | None = None):
         if mode not in SUPERVISORD_MODES:
             raise SupervisorError(f"unknown supervisord mode {mode!r}: "
                                   f"expected one of {', '.join(SUPERVISORD_MODES)}")
         self.paths = paths
         self.identifier = identifier
         self.mode = mode
+        # what supervisord (and so every service) starts with; None: this process's
+        self.environment = environment
         self._proxy = None
 
     # -- daemon -----------------------------------------------------------------------
@@ -255,7 +258,8 @@ class Supervisor:
         log = os.path.join(self.paths.log, "supervisord.start.log")
         with open(log, "ab") as out:
             started = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.paths.root)
+                                     stdin=subprocess.DEVNULL, cwd=self.paths.root,
+                                     env=self.environment)
         deadline = time.monotonic() + timeout
         while not self.running():
             if time.monotonic() > deadline or started.returncode != 0:
