@@ -31,6 +31,12 @@ class LayoutError(SlapfedError):
     http_status = 500
 
 
+class IsolationUnavailable(LayoutError):
+    """Partition users could not run the node's runtime or reach its directories."""
+
+    code = "isolation_unavailable"
+
+
 @dataclass(frozen=True)
 class PartitionConfig:
     id: str
@@ -432,30 +438,33 @@ def check_runtime(paths: "Paths", fallback_user: str | None = None) -> None:
     real = os.path.realpath(exe)
     reach = [paths.software, paths.partitions, paths.services_log]
     try:
+        from .confine import clean_environment
+
+        env = {**clean_environment(), "HOME": "/"}     # what partition processes get
         done = subprocess.run([exe, "-c", _PROBE, *reach], cwd="/", capture_output=True,
                               text=True, timeout=60, user=entry.pw_uid, group=entry.pw_gid,
-                              extra_groups=[], env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                                                    "HOME": "/", "LANG": "C.UTF-8"})
+                              extra_groups=[], env=env)
         failed = None if done.returncode == 0 else done.stderr.strip()
     except PermissionError:
-        failed = f"exec	{exe}"
+        failed = f"exec\t{exe}"
     except (OSError, subprocess.SubprocessError) as exc:
         raise LayoutError(f"cannot check that partition users can run {exe}: {exc}") from None
     if failed is None:
         return
-    what, _, where = failed.splitlines()[-1].partition("	") if "	" in failed         else ("run", failed, exc_text(failed))
+    last = failed.splitlines()[-1] if failed else ""
+    what, _, where = last.partition("\t") if "\t" in last else ("run", "", last)
     if what == "reach":
         blocker = _blocker(where)
         why = f": {blocker[0]} is mode {blocker[1]:04o}" if blocker else ""
-        raise LayoutError(f"partition users cannot reach {where}{why}; {ROOT_FIX}")
+        raise IsolationUnavailable(f"partition users cannot reach {where}{why}; {ROOT_FIX}")
     for candidate in (exe, real, where):
         blocker = _blocker(candidate) if candidate and os.path.isabs(candidate) else None
         if blocker:
             verb = "execute" if candidate in (exe, real) else "read"
-            raise LayoutError(f"partition users cannot {verb} {candidate}: {blocker[0]} "
-                              f"is mode {blocker[1]:04o}; {RUNTIME_FIX}")
-    raise LayoutError(f"partition users cannot run {exe} (as {entry.pw_name}: cannot "
-                      f"{what} {where}); {RUNTIME_FIX}")
+            raise IsolationUnavailable(f"partition users cannot {verb} {candidate}: "
+                                       f"{blocker[0]} is mode {blocker[1]:04o}; {RUNTIME_FIX}")
+    raise IsolationUnavailable(f"partition users cannot run {exe} (as {entry.pw_name}: "
+                               f"cannot {what} {where}); {RUNTIME_FIX}")
 
 
 # -- format -------------------------------------------------------------------------
