@@ -101,7 +101,10 @@ class MasterClient:
     # -- instances (the requester's side) --------------------------------------
     def request(self, reference: str, software_url: str, software_type: str = "default",
                 parameters: dict | None = None, sla: dict | None = None, state: str = "started",
-                shared: bool = False, parent: str | None = None) -> dict:
+                shared: bool = False, parent: str | None = None,
+                open_to=None) -> dict:
+        """``open_to``: who else may attach shared instances to this one (principals,
+        or ``["*"]`` for everyone); None or empty: its owner only."""
         body = {"reference": reference, "software_url": software_url,
                 "software_type": software_type, "parameters": parameters or {},
                 "sla": sla or {}, "state": state, "shared": shared}
@@ -109,6 +112,8 @@ class MasterClient:
             body["requester"] = self.requester
         if parent:
             body["parent"] = parent
+        if open_to:
+            body["open_to"] = list(open_to)
         return self._json("POST", "/instances", json_body=body)
 
     def list_instances(self, **filters) -> list[dict]:
@@ -172,6 +177,11 @@ class MasterClient:
 
     def show_computer(self, computer_id: str) -> dict:
         return self._json("GET", f"/computers/{quote(computer_id, safe='')}")
+
+    def set_computer(self, computer_id: str, changes: dict) -> dict:
+        """Admins: change a computer's facts (locality, labels, capabilities)."""
+        return self._json("PATCH", f"/computers/{quote(computer_id, safe='')}",
+                          json_body=changes)
 
     def supply(self, computer_id: str, url: str, state: str = "available") -> dict:
         return self._json("POST", f"/computers/{quote(computer_id, safe='')}/software",

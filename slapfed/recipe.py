@@ -11,6 +11,13 @@ line (so an argument may hold spaces); a one-line command is split on whitespace
 into the wrapper as a comment: the node restarts a service whose wrapper changed, so a
 service reading such a file restarts when the file does. A missing file counts as
 absent; list files that earlier parts write.
+
+Values the node could not write verbatim into the buildout file (multi-line text,
+control characters, ``${``...: see slapfed.core.cfgvalue) reach a profile encoded
+(``slapfed-b64:...``). These recipes decode an option that is exactly one encoded value:
+``file``'s ``content``, every ``publish`` option, each argument of a ``command`` and
+each ``environment`` value; decoded text only goes into the files written, never back
+into buildout's options (buildout saves those and would read a ``\r`` as a new line).
 """
 from __future__ import annotations
 
@@ -20,6 +27,8 @@ import os
 import shlex
 
 import zc.buildout
+
+from .core.cfgvalue import decode
 
 WRAPPER_MODE = 0o755
 
@@ -55,11 +64,18 @@ def _write(path: str, content: str, mode: int) -> None:
 
 
 def command_argv(command: str) -> list[str]:
-    """The argv of a ``command`` option (see the module docstring)."""
+    """The argv of a ``command`` option (see the module docstring); an argument that is
+    exactly one encoded value is decoded."""
     lines = [line.strip() for line in command.splitlines() if line.strip()]
     if len(lines) == 1:
-        return lines[0].split()
-    return lines
+        return [decode(word) for word in lines[0].split()]
+    return [decode(line) for line in lines]
+
+
+def _no_nul(name: str, what: str, values) -> None:
+    for value in values:
+        if "\0" in value:
+            raise zc.buildout.UserError(f"[{name}] {what} holds a NUL character: {value!r}")
 
 
 def files_digest(name: str, paths: list[str]) -> str:
@@ -130,7 +146,7 @@ class FileRecipe(_Recipe):
         if "source" in self.options and self.options["source"].strip():
             content = _read_source(self.name, self.options["source"].strip())
         elif "content" in self.options:
-            content = self.options["content"]
+            content = decode(self.options["content"])
             if content and not content.endswith("\n"):
                 content += "\n"
         else:
@@ -146,6 +162,7 @@ class ServiceRecipe(_Recipe):
     def install(self):
         path = _required(self.options, self.name, "path")
         argv = command_argv(_required(self.options, self.name, "command"))
+        _no_nul(self.name, "an argument of command", argv)
         env = {}
         for line in self.options.get("environment", "").splitlines():
             line = line.strip()
@@ -155,7 +172,8 @@ class ServiceRecipe(_Recipe):
             if not sep or not key.strip().isidentifier():
                 raise zc.buildout.UserError(
                     f"[{self.name}] environment lines must read NAME=value, got {line!r}")
-            env[key.strip()] = value.strip()
+            env[key.strip()] = decode(value.strip())
+        _no_nul(self.name, "an environment value", env.values())
         hashed = self.options.get("hash-files", "").split()
         files_hash = files_digest(self.name, hashed) if hashed else None
         _write(path, render_wrapper(argv, env, files_hash),
@@ -180,7 +198,7 @@ class PublishRecipe(_Recipe):
             except KeyError:
                 raise zc.buildout.UserError(
                     f"[{self.name}] needs 'file' (or a [partition] connection-file)") from None
-        values = {k: v for k, v in self.options.items()
+        values = {k: decode(v) for k, v in self.options.items()
                   if k not in self.SKIP and not k.startswith("_")}
         _write(path, json.dumps(values, indent=1, sort_keys=True) + "\n", 0o600)
         return [path]

@@ -6,6 +6,7 @@ Options: ``table`` (the site table to write, read by slapfed-cdn-front), ``url``
 proxy's base URL), ``shared-instances`` (default ``${partition:shared-instances}``) and
 ``shared-connection-file`` (default ``${partition:shared-connection-file}``), the JSON
 object {shared instance id: connection parameters} the node reports to the master.
+``shared-instances`` may arrive encoded (slapfed.core.cfgvalue): it is decoded.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import json
 
 import zc.buildout
 
+from .core.cfgvalue import decode
 from .recipe import _Recipe, _required, _write
 from .samples import cdn
 
@@ -51,7 +53,7 @@ class CdnSitesRecipe(_Recipe):
             url += "/"
         raw = self._option_or_partition("shared-instances")
         try:
-            shared = json.loads(raw)
+            shared = json.loads(decode(raw))
         except ValueError as exc:
             raise zc.buildout.UserError(
                 f"[{self.name}] shared-instances is not JSON: {exc}") from None

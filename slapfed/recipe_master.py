@@ -2,18 +2,22 @@
 
 Depends on zc.buildout, slapfed.recipe (file helpers) and slapfed.ca (the authority).
 It creates the master's CA once (idempotent), writes its topology file, the ZEO service,
-and publishes url, CA certificate and a one-time enrolment token for the requester.
+and publishes url, CA certificate and a short-lived one-time enrolment token for the
+requester (until the requester has enrolled).
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 
 import zc.buildout
 
 from .recipe import WRAPPER_MODE, _required, _write, render_wrapper
 
-TOKEN_TTL = 7 * 24 * 3600          # the requester's enrolment token lives a week
+ADMIN_TOKEN_TTL = 15 * 60          # default life of the requester's token (admin-token-ttl)
+MAX_ADMIN_TOKEN_TTL = 24 * 3600
+PAIRING_TOKEN_TTL = 3600           # the parent's pairing token (it redeems it at once)
 STORAGES = ("zeo", "file")
 OWNER = "owner"                    # the admin identity the requester enrols as
 LOCALITY = ("continent", "country", "lan", "host")
@@ -23,15 +27,29 @@ def _truthy(value: str) -> bool:
     return value.strip().lower() in ("1", "true", "yes", "on")
 
 
+def _toml(text: str) -> str:
+    """A TOML basic string (JSON's escapes are TOML's)."""
+    return json.dumps(text)
+
+
 def topology_text(name: str, locality: dict[str, str]) -> str:
     """A topology file declaring this master at its site (empty when no site is given).
 
-    Sites nest (continent ⊃ country ⊃ lan ⊃ host): the file needs every level."""
+    Sites nest (continent ⊃ country ⊃ lan ⊃ host): the file needs every level. Every
+    name is a quoted TOML string or key, so no value can add a key or a table."""
     if not all(locality.get(k) for k in LOCALITY):
         return ""
-    site = f'{locality["continent"]}.{locality["country"]}.{locality["lan"]}'
-    return (f'[sites.{site}]\nhosts = ["{locality["host"]}"]\n\n'
-            f'[[masters]]\nname = "{name}"\nsite = "{locality["host"]}"\n')
+    site = ".".join(_toml(locality[k]) for k in ("continent", "country", "lan"))
+    return (f'[sites.{site}]\nhosts = [{_toml(locality["host"])}]\n\n'
+            f'[[masters]]\nname = {_toml(name)}\nsite = {_toml(locality["host"])}\n')
+
+
+def _checked(name: str, option: str, value: str, pattern, what: str) -> str:
+    """``value`` when it matches ``pattern`` (empty passes), else a UserError."""
+    if value and not pattern.match(value):
+        raise zc.buildout.UserError(f"[{name}] {option} must be {what} "
+                                    f"({pattern.pattern}), got {value!r}")
+    return value
 
 
 class MasterRecipe:
@@ -40,12 +58,18 @@ class MasterRecipe:
     (where the ZEO wrapper goes), ``connection-file``; optional ``host``/``lan``/
     ``country``/``continent``, ``provenance`` (the masters above, space separated),
     ``max-depth``, ``register-with-parent`` (registers this master with the master that
-    placed the partition, as the partition). Computes, for other parts: ``url``, ``zeo-port``, ``master-port``,
+    placed the partition, as the partition), ``admin-token-ttl`` (seconds the published
+    admin-token lives, default 900). Computes, for other parts: ``url``, ``zeo-port``, ``master-port``,
     ``storage-uri``, ``extra-args`` (one serve argument per line)."""
 
     def __init__(self, buildout, name, options):
         self.buildout, self.name, self.options = buildout, name, options
-        master = _required(options, name, "name")
+        from .core.provenance import NAME_RE
+        from .core.wire import ID_RE
+        master = _checked(name, "name", _required(options, name, "name"), NAME_RE,
+                          "a master name")
+        for key in LOCALITY:
+            _checked(name, key, options.get(key, "").strip(), ID_RE, "a site name")
         storage = options.get("storage", "zeo").strip() or "zeo"
         if storage not in STORAGES:
             raise zc.buildout.UserError(f"[{name}] storage must be one of "
@@ -63,8 +87,17 @@ class MasterRecipe:
         options["storage-uri"] = f"zeo://{host}:{base}" if storage == "zeo" else "file"
         extra = [f"--ancestor\n{a}" for a in options.get("provenance", "").split()]
         depth = options.get("max-depth", "").strip()
+        if depth and not re.fullmatch("[0-9]{1,4}", depth):
+            raise zc.buildout.UserError(f"[{name}] max-depth must be a number, got {depth!r}")
+        for ancestor in options.get("provenance", "").split():
+            _checked(name, "provenance", ancestor, NAME_RE, "master names")
         if depth:
             extra.append(f"--max-depth\n{depth}")
+        ttl = options.get("admin-token-ttl", "").strip() or str(ADMIN_TOKEN_TTL)
+        if not ttl.isdigit() or not 60 <= int(ttl) <= MAX_ADMIN_TOKEN_TTL:
+            raise zc.buildout.UserError(f"[{name}] admin-token-ttl must be 60.."
+                                        f"{MAX_ADMIN_TOKEN_TTL} seconds, got {ttl!r}")
+        options["admin-token-ttl"] = ttl
         locality = {k: options.get(k, "").strip() for k in LOCALITY}
         if topology_text(master, locality):
             extra.append(f"--topology\n{os.path.join(data, 'topology.toml')}")
@@ -95,11 +128,8 @@ class MasterRecipe:
                     f"{o['address']}:{o['zeo-port']}", "-f", os.path.join(zeo_dir, "master.fs")]
             _write(wrapper, render_wrapper(argv, {}), WRAPPER_MODE)
             created.append(wrapper)
-        # A fresh one-time token at every run: the requester trades it with a CSR of a key
-        # it makes itself (POST /api/v1/node-certificates); only its hash stays here.
-        token = ca.enrolment_token(ids.admin(OWNER), TOKEN_TTL)
         connection = {"name": o["name"], "url": o["url"], "ca-certificate": ca.certificate_pem,
-                      "admin-token": token, "admin": ids.admin(OWNER).principal,
+                      "admin-token": self.admin_token(ca), "admin": ids.admin(OWNER).principal,
                       "storage": o["storage-uri"]}
         if _truthy(o.get("register-with-parent", "")):
             self.register_with_parent(ca)
@@ -107,6 +137,21 @@ class MasterRecipe:
         _write(path, json.dumps(connection, indent=1, sort_keys=True) + "\n", 0o600)
         created.append(path)
         return created
+
+    def admin_token(self, ca: "CertificateAuthority") -> str:
+        """The one-time token published for the requester: it trades it with a CSR of a
+        key it makes itself (POST /api/v1/node-certificates); only its hash stays here.
+
+        A fresh one at every run, living ``admin-token-ttl`` seconds, and revoking the one
+        published before (the CA keeps one current token per identity): a token read
+        later from the connection parameters is dead. Once the owner holds a valid
+        certificate, nothing is published any more (and no token is left alive)."""
+        from .ca import identity as ids
+        owner = ids.admin(OWNER)
+        if ca.holds_valid_certificate(owner):
+            ca.withdraw_tokens(owner)
+            return ""
+        return ca.enrolment_token(owner, int(self.options["admin-token-ttl"]))
 
     def register_with_parent(self, ca: "CertificateAuthority") -> None:
         """Tell the master that placed this instance that it runs this master, as the
@@ -128,7 +173,7 @@ class MasterRecipe:
                               key=facts["key"], timeout=15)
         try:
             parent = client.health().get("name") or "master"
-            token = ca.enrolment_token(ids.master(parent), TOKEN_TTL)
+            token = ca.enrolment_token(ids.master(parent), PAIRING_TOKEN_TTL)
             client.register_child_master(facts["instance-id"], self.options["name"],
                                          self.options["url"], ca.certificate_pem, token)
         except SlapfedError as exc:

@@ -17,7 +17,8 @@ JSON = st.recursive(
     max_leaves=12)
 FIELDS = ["reference", "software_url", "software_type", "parameters", "sla", "state", "shared",
           "requester", "parent", "id", "partitions", "url", "status", "csr", "token", "role",
-          "name", "days", "hosts", "computer", "ttl", "reason", "instance_id", "revision"]
+          "name", "days", "hosts", "computer", "ttl", "reason", "instance_id", "revision",
+          "open_to"]
 BODIES = (st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6).map(json.dumps)
           | JSON.map(json.dumps) | st.binary(max_size=64).map(lambda b: b))
 

@@ -77,6 +77,14 @@ CASES = [
     ("request-in-b-tree", lambda w: ("POST", "/instances",
                                      w.instance("kid", parent=w.b_root["id"])),
      {"person_b", "partition_b"}),
+    # shared hosting: opening one's own host, naming someone else's host (a refusal the
+    # request records as failed, not a 403 that would tell the host exists)
+    ("request-open-host", lambda w: ("POST", "/instances",
+                                     w.instance("opened", open_to=["person/bob", "master/b"])),
+     {"person_a", "person_b", "admin", "peer", "partition_a", "partition_b"}),
+    ("request-shared-naming-a-root", lambda w: ("POST", "/instances", w.instance(
+        "site", shared=True, sla={"host_instance": w.a_root["id"]})),
+     {"person_a", "person_b", "admin", "peer", "partition_a", "partition_b"}),
     ("explain-in-a-tree", lambda w: ("POST", "/placements",
                                      w.instance("kid", parent=w.a_root["id"])),
      {"person_a", "partition_a"}),
@@ -106,6 +114,8 @@ CASES = [
     ("register-new", lambda w: ("POST", "/computers", computer_body("node-new", 1)),
      {"admin"}),
     ("read-x", lambda w: ("GET", "/computers/node-x", None), {"admin", "node_x"}),
+    ("set-facts-x", lambda w: ("PATCH", "/computers/node-x", {"continent": "europe"}),
+     {"admin"}),
     ("read-y", lambda w: ("GET", "/computers/node-y", None), {"admin", "node_y"}),
     ("supply-x", lambda w: ("POST", "/computers/node-x/software", {"url": "/srv/other.cfg"}),
      {"admin"}),

@@ -446,3 +446,46 @@ def test_a_corrupt_revocation_file_fails_closed(authority, tmp_path, content):
     (tmp_path / "data" / "ca" / REVOKED_FILE).write_text(content)
     with pytest.raises(StorageError, match="restore it from a backup"):
         authority.verify(record.certificate_pem)
+
+
+# -- one current token per identity --------------------------------------------------------
+def test_a_new_token_revokes_the_older_unused_ones_of_the_same_identity(authority):
+    old = authority.token_for("node-1", ttl=600)
+    other = authority.token_for("node-2", ttl=600)
+    owner_old = authority.enrolment_token(ids.admin("owner"))
+    new = authority.token_for("node-1", ttl=600)
+    owner_new = authority.enrolment_token(ids.admin("owner"))
+    for dead in (old, owner_old):
+        with pytest.raises(ca_errors.InvalidToken, match="superseded"):
+            authority.redeem(dead, csr_for(generate_key()))
+    for alive, who in ((new, ids.computer("node-1")), (other, ids.computer("node-2")),
+                       (owner_new, ids.admin("owner"))):
+        assert authority.redeem(alive, csr_for(generate_key())).identity == who
+
+
+def test_withdrawn_tokens_are_dead(authority):
+    token = authority.enrolment_token(ids.admin("owner"))
+    keep = authority.token_for("node-1")
+    assert authority.withdraw_tokens(ids.admin("owner")) == 1
+    assert authority.withdraw_tokens(ids.admin("owner")) == 0
+    with pytest.raises(ca_errors.InvalidToken):
+        authority.redeem(token, csr_for(generate_key()))
+    assert authority.redeem(keep, csr_for(generate_key())).identity == ids.computer("node-1")
+
+
+def test_tokens_are_short_lived_by_default(authority, tmp_path, clock):
+    from slapfed.ca.authority import DEFAULT_TOKEN_TTL
+    assert DEFAULT_TOKEN_TTL == 900
+    token = authority.token_for("node-1")
+    clock.advance(seconds=DEFAULT_TOKEN_TTL + 1)
+    with pytest.raises(ca_errors.TokenExpired):
+        authority.redeem(token, csr_for(generate_key()))
+
+
+def test_holding_a_valid_certificate(authority, clock):
+    owner = ids.admin("owner")
+    assert not authority.holds_valid_certificate(owner)
+    record = authority.redeem(authority.enrolment_token(owner), csr_for(generate_key()))
+    assert authority.holds_valid_certificate(owner)
+    authority.revoke(record.serial)
+    assert not authority.holds_valid_certificate(owner)

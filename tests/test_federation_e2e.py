@@ -243,7 +243,8 @@ def test_a_shared_cdn_request_at_a_is_served_by_bs_front(world, origins):
     a, b = world["m"]["a"], world["m"]["b"]
     alice = world["alice"]
     b.admin.supply("b-node", CDN)
-    b.admin.request("cdn-front", CDN)
+    # b's operator opens its front to what a delegates (a's requests arrive as master/a)
+    b.admin.request("cdn-front", CDN, open_to=["master/a"])
     front = wait_instance(b.admin, "cdn-front", started, what="b's cdn front started")
     # a's policy: every request of the cdn release goes to b
     a.admin.set_policy({"rules": [{"release": "*/profiles/cdn/*", "to": ["b"]}]})

@@ -231,18 +231,28 @@ def test_report_on_freed_partition_is_a_conflict(conn):
 
 
 def test_destroyed_report_while_restarted_keeps_the_partition(conn):
+    """The node acted on the older revision: its report of destruction no longer fits
+    what is requested and is refused; the partition and the status stay as they were
+    (the node instantiates the new revision on its next cycle)."""
     _, inst = request(conn)
     destroying = svc.destroy_instance(conn, inst["id"])
     restarted = svc.change_state(conn, inst["id"], STARTED)
-    got = report(conn, destroying, DESTROYED)   # the node acted on the older revision
+    with pytest.raises(errors.ReportRefused):
+        report(conn, destroying, DESTROYED)
+    got = svc.show_instance(conn, inst["id"])
     assert got["placement"] == restarted["placement"]
+    assert got["status"] == restarted["status"]
 
 
 # -- shared instances ----------------------------------------------------------------
-def test_shared_instance_without_a_host_is_refused(conn):
-    with pytest.raises(errors.NoCapacity) as info:
-        request(conn, reference="site-1", shared=True)
-    assert "no host for shared instance site-1" in info.value.message
+def test_shared_instance_without_a_host_waits_for_one(conn):
+    created, site = request(conn, reference="site-1", shared=True)
+    assert created and site["host_instance"] is None and site["status"]["state"] == PENDING
+    assert "no host open to anonymous yet" in site["status"]["log_tail"]
+    # a host of the same owner attaches it as soon as it is requested
+    _, host = request(conn, reference="front")
+    assert svc.show_instance(conn, host["id"])["shared_instances"] == [site["id"]]
+    assert svc.show_instance(conn, site["id"])["host_instance"] == host["id"]
 
 
 def test_shared_instance_attaches_to_a_host(conn):

@@ -391,13 +391,66 @@ def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url
     ({"name": ""}, "'name' is required"),
     ({"storage": "s3"}, "storage must be one of zeo, file"),
     ({"port-base": "x"}, "port-base must be an integer"),
-], ids=["no-name", "bad-storage", "bad-port"])
+    ({"admin-token-ttl": "10"}, "admin-token-ttl must be 60..86400 seconds"),
+    ({"admin-token-ttl": "a week"}, "admin-token-ttl must be 60..86400 seconds"),
+], ids=["no-name", "bad-storage", "bad-port", "token-ttl-too-short", "token-ttl-not-a-number"])
 def test_the_master_recipe_refuses_bad_parameters(given, words):
     import zc.buildout
     from slapfed.recipe_master import MasterRecipe
     options = {"name": "m", "address": "127.0.0.5", "port-base": "2000", "data": "/d", **given}
     with pytest.raises(zc.buildout.UserError, match=words):
         MasterRecipe({}, "master-setup", options)
+
+
+def _recipe_with_ca(tmp_path, **given):
+    from slapfed.ca.authority import CertificateAuthority
+    from slapfed.recipe_master import MasterRecipe
+    options = {"name": "m", "address": "127.0.0.5", "port-base": "2000",
+               "data": str(tmp_path), **given}
+    recipe = MasterRecipe({}, "master-setup", options)
+    return recipe, CertificateAuthority.init(tmp_path / "ca", "m CA")
+
+
+def _csr_pem():
+    from cryptography.hazmat.primitives import serialization
+    from slapfed.ca.keys import csr_for, generate_key
+    return csr_for(generate_key()).public_bytes(serialization.Encoding.PEM)
+
+
+def test_each_run_publishes_a_fresh_admin_token_and_kills_the_one_before(tmp_path):
+    from slapfed.ca import errors as ca_errors
+    from slapfed.ca import identity as ids
+    recipe, ca = _recipe_with_ca(tmp_path)
+    first, second = recipe.admin_token(ca), recipe.admin_token(ca)
+    assert first and second and first != second
+    with pytest.raises(ca_errors.InvalidToken):          # read later from the parameters
+        ca.redeem(first, _csr_pem())
+    assert ca.redeem(second, _csr_pem()).identity == ids.admin("owner")
+    with pytest.raises(ca_errors.InvalidToken):          # single use
+        ca.redeem(second, _csr_pem())
+
+
+def test_no_admin_token_is_published_or_alive_once_the_owner_enrolled(tmp_path):
+    import json
+    from slapfed.ca.authority import TOKENS_FILE
+    recipe, ca = _recipe_with_ca(tmp_path)
+    ca.redeem(recipe.admin_token(ca), _csr_pem())
+    recipe.admin_token(ca)
+    assert recipe.admin_token(ca) == ""
+    assert json.loads((tmp_path / "ca" / TOKENS_FILE).read_text()) == {}
+
+
+@pytest.mark.parametrize("given, ttl", [({}, 900), ({"admin-token-ttl": "120"}, 120)],
+                         ids=["default-15-minutes", "configured"])
+def test_the_admin_token_is_short_lived_and_expires(tmp_path, given, ttl):
+    import datetime as dt
+    from slapfed.ca import errors as ca_errors
+    from slapfed.ca.authority import CertificateAuthority
+    recipe, ca = _recipe_with_ca(tmp_path, **given)
+    token = recipe.admin_token(ca)
+    later = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=ttl + 1)
+    with pytest.raises(ca_errors.TokenExpired):
+        CertificateAuthority(tmp_path / "ca", clock=lambda: later).redeem(token, _csr_pem())
 
 
 def test_the_topology_file_declares_the_master_at_its_site():

@@ -158,18 +158,27 @@ def test_hash_files_count_missing_files_as_absent_and_refuse_unreadable_ones(tmp
     ("plain", "plain"),
     ("cost $5", "cost $5"),
     ("a # not a comment", "a # not a comment"),
-    ("${partition:path}", "$${partition:path}"),      # never expanded
+    ("${partition:path}", None),                      # never expanded: encoded
+    ("two\nlines", None),
+    ("a\r[web]\rcommand = x", None),
     (3, "3"),
     (True, "true"),
     ({"k": [1, 2]}, '{"k": [1, 2]}'),
-], ids=["plain", "dollar", "hash", "substitution-inert", "int", "bool", "json"])
-def test_parameters_reach_the_profile_verbatim_or_inert(hello_node, runner, value, expected):
+], ids=["plain", "dollar", "hash", "substitution", "newline", "cr", "int", "bool", "json"])
+def test_parameters_reach_the_profile_verbatim_or_encoded(hello_node, runner, value, expected):
+    from slapfed.core import cfgvalue
     result = nb.instantiate(hello_node, PART, "c1", instance(greeting=value), runner)
     assert result.ok, result.log_tail
     argv = open(os.path.join(hello_node.partition("part0").services, "web")).read()
     import shlex
     words = shlex.split(argv.splitlines()[-1])
-    assert f"--greeting={expected}" in words
+    given = [w[len("--greeting="):] for w in words if w.startswith("--greeting=")]
+    assert len(given) == 1
+    if expected is not None:                          # plain: verbatim
+        assert given == [expected]
+    else:                                             # encoded, decodes exactly
+        assert given[0].startswith(cfgvalue.PREFIX)
+        assert cfgvalue.decode(given[0]) == value
 
 
 def test_unknown_software_type_fails_clearly(hello_node, runner):

@@ -41,7 +41,8 @@ KEY_FILE = "ca.key"             # the CA's private key, 0600, created with that 
 CERT_FILE = "ca.crt"            # the CA certificate: what every client is given to trust
 ISSUED_DIR = "issued"           # issued/<serial hex>.pem, one per certificate ever issued
 REVOKED_FILE = "revoked.json"   # {serial hex: {reason, revoked_at, identity}}, atomic writes
-TOKENS_FILE = "tokens.json"     # {sha256(token): {computer, expires_at}}, hashes only, 0600
+TOKENS_FILE = "tokens.json"     # {sha256(token): {computer | role+name, expires_at}}, hashes
+                                # only, 0600; at most one live token per identity
 LOCK_FILE = "lock"              # flock serialising read-modify-write of the JSON files
 
 # Files written beside a locally generated identity (issue_with_new_key).
@@ -52,7 +53,7 @@ LOCAL_CA_FILE = "ca.crt"
 CA_DAYS = 3650
 DEFAULT_DAYS = 365
 MAX_DAYS = 3650
-DEFAULT_TOKEN_TTL = 3600            # seconds
+DEFAULT_TOKEN_TTL = 900             # seconds: enrolment tokens are short-lived by default
 MAX_TOKEN_TTL = 30 * 24 * 3600
 TOKEN_PREFIX = "sft1."              # recognisable in a paste; the rest is 256 random bits
 CLOCK_SKEW = dt.timedelta(minutes=5)   # issued certificates start this much in the past
@@ -524,7 +525,11 @@ class CertificateAuthority:
     def enrolment_token(self, identity: Identity, ttl: int = DEFAULT_TOKEN_TTL) -> str:
         """A one-time token that ``redeem`` trades, with a CSR, for a certificate of
         ``identity`` (a computer, or e.g. the admin a master release hands its requester,
-        so that no private key is ever made for someone else). Only its hash is kept."""
+        so that no private key is ever made for someone else). Only its hash is kept.
+
+        One current token per identity: a new one revokes every older token of the same
+        identity still unused, so a token published before (in an instance's parameters
+        or connection parameters) is dead once its successor exists."""
         if not isinstance(ttl, int) or not 1 <= ttl <= MAX_TOKEN_TTL:
             raise InvalidInput(f"token lifetime {ttl!r} must be 1..{MAX_TOKEN_TTL} seconds",
                                [{"field": "ttl", "problem": f"1..{MAX_TOKEN_TTL}"}])
@@ -534,11 +539,33 @@ class CertificateAuthority:
                  else {"role": identity.role, "name": identity.name})
         entry["expires_at"] = (now + dt.timedelta(seconds=ttl)).isoformat()
         with self._locked():
-            tokens = self._live_tokens(now)
+            live = self._live_tokens(now)
+            tokens = {h: e for h, e in live.items() if _token_identity(e) != identity}
             tokens[_token_hash(token)] = entry
             write_json_atomically(self.directory / TOKENS_FILE, tokens, 0o600)
-        log.info("enrolment token issued for %s (ttl %ss)", identity.principal, ttl)
+        superseded = len(live) - (len(tokens) - 1)
+        log.info("enrolment token issued for %s (ttl %ss%s)", identity.principal, ttl,
+                 f", {superseded} older one(s) revoked" if superseded else "")
         return token
+
+    def withdraw_tokens(self, identity: Identity) -> int:
+        """Revoke every unused token of ``identity``; returns how many there were."""
+        now = self.clock()
+        with self._locked():
+            live = self._live_tokens(now)
+            kept = {h: e for h, e in live.items() if _token_identity(e) != identity}
+            write_json_atomically(self.directory / TOKENS_FILE, kept, 0o600)
+        if len(live) != len(kept):
+            log.info("%d enrolment token(s) of %s revoked", len(live) - len(kept),
+                     identity.principal)
+        return len(live) - len(kept)
+
+    def holds_valid_certificate(self, identity: Identity) -> bool:
+        """Whether some certificate of ``identity`` issued here is neither expired nor
+        revoked (e.g. the owner of a child master has enrolled)."""
+        now = self.clock()
+        return any(r.identity == identity and r.revoked is None
+                   and r.not_before <= now < r.not_after for r in self.list())
 
     def redeem(self, token: str, material, days: int = DEFAULT_DAYS) -> CertificateRecord:
         """Spend a one-time token: certify ``material`` (the holder's CSR) as the identity
@@ -553,12 +580,13 @@ class CertificateAuthority:
             tokens = read_json(self.directory / TOKENS_FILE)
             entry = tokens.pop(digest, None)
             if entry is None:
-                raise InvalidToken("unknown or already used registration token; ask an "
-                                   "administrator for a new one (slapfed ca token)")
+                raise InvalidToken("unknown or already used registration token (or one "
+                                   "superseded by a newer token for the same identity, or "
+                                   "long expired); ask an administrator for a new one "
+                                   "(slapfed ca token)")
             live = {h: e for h, e in tokens.items() if not _token_expired(e, now)}
             write_json_atomically(self.directory / TOKENS_FILE, live, 0o600)
-        identity = (ids.computer(entry["computer"]) if "computer" in entry
-                    else ids.make(entry["role"], entry["name"]))
+        identity = _token_identity(entry)
         if _token_expired(entry, now):
             raise TokenExpired(f"the registration token for {identity.principal} "
                                f"expired at {entry['expires_at']}; ask for a new one")
@@ -583,6 +611,11 @@ def _authority_key_id(cert: x509.Certificate) -> bytes | None:
         return cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
     except x509.ExtensionNotFound:
         return None
+
+
+def _token_identity(entry: dict) -> Identity:
+    return (ids.computer(entry["computer"]) if "computer" in entry
+            else ids.make(entry["role"], entry["name"]))
 
 
 def _token_expired(entry: dict, now: dt.datetime) -> bool:

@@ -23,6 +23,7 @@ DESTROY_INSTANCE = "destroy_instance"              # DELETE /instances/<id>
 REGISTER_COMPUTER = "register_computer"            # POST /computers
 LIST_COMPUTERS = "list_computers"                  # GET /computers (filtered by READ_COMPUTER)
 READ_COMPUTER = "read_computer"                    # GET /computers/<id>
+SET_COMPUTER_FACTS = "set_computer_facts"          # PATCH /computers/<id>
 SUPPLY_SOFTWARE = "supply_software"                # POST /computers/<id>/software
 UNSUPPLY_SOFTWARE = "unsupply_software"            # DELETE /computers/<id>/software/<hash>
 READ_DESIRED_STATE = "read_desired_state"          # GET /computers/<id>/desired-state
@@ -197,8 +198,11 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          "master its own instance runs; an admin any", InstanceFacts,
          grants={ADMIN: anything, PARTITION: own_instance}),
     Rule(REGISTER_COMPUTER, "an admin registers any computer; a node re-registers itself "
-         "(its certificate came from an admin's token)", ComputerFacts,
+         "(its certificate came from an admin's token), adding partitions but changing none "
+         "of the facts an admin owns (core.claims)", ComputerFacts,
          grants={ADMIN: anything, COMPUTER: own_computer}),
+    Rule(SET_COMPUTER_FACTS, "admins only (a computer's locality, labels and capabilities)",
+         ComputerFacts, grants={ADMIN: anything}),
     Rule(LIST_COMPUTERS, "every authenticated party; each item is then filtered by "
          "read_computer", grants=_every_role()),
     Rule(READ_COMPUTER, "a node reads its own computer; an admin every computer",
@@ -210,7 +214,8 @@ RULES: dict[str, Rule] = {r.action: r for r in (
     Rule(REPORT_SOFTWARE, "a node reports on its own computer only", ComputerFacts,
          grants={COMPUTER: own_computer}),
     Rule(REPORT_PARTITION, "a node reports its own partitions; a partition itself (to "
-         "publish its connection parameters)", PartitionFacts,
+         "publish its connection parameters); the state claimed must fit the state "
+         "requested, and only the node claims destroyed (core.claims)", PartitionFacts,
          grants={COMPUTER: partition_of_own_computer, PARTITION: own_partition}),
     Rule(READ_TOPOLOGY, "admins and peer masters (the live part names every placement)",
          grants={ADMIN: anything, MASTER: anything}),

@@ -136,6 +136,7 @@ def list_(data_dir, as_json):
 @json_option
 @error_boundary
 def token(data_dir, computer_id, ttl, as_json):
-    """A one-time registration token for computer ID (shown once, stored hashed)."""
+    """A one-time registration token for computer ID (shown once, stored hashed). It
+    revokes any older unused token for the same computer."""
     secret = CertificateAuthority(ca_dir(data_dir)).token_for(computer_id, ttl)
     emit({"computer": computer_id, "ttl": ttl, "token": secret}, as_json, secret)

@@ -44,6 +44,8 @@ EXIT_BY_CODE = {
     errors.Timeout.code: Exit.TIMEOUT,
     errors.Unauthenticated.code: Exit.FORBIDDEN,
     errors.Forbidden.code: Exit.FORBIDDEN,
+    errors.FactNotOwned.code: Exit.FORBIDDEN,
+    errors.ReportRefused.code: Exit.CONFLICT,
 }
 
 

@@ -11,7 +11,7 @@ import os
 import click
 
 from ..client import MasterClient
-from ..core import states
+from ..core import sharing, states
 from ..core.errors import InvalidInput
 from . import config as cfg
 from .common import InstanceFailed, emit, error_boundary, json_option, parse_pairs
@@ -93,6 +93,13 @@ def render_instance(inst: dict) -> str:
         f"status:     {st['state']} (reported revision {st['revision']}, at {st.get('reported_at') or '-'})",
         f"placement:  {where}",
     ]
+    if not inst.get("shared"):
+        attached = len(inst.get("shared_instances") or ())
+        lines.append(f"open to:    {sharing.describe(inst.get('open_to') or ())}"
+                     + (f" ({attached} shared instance{'s' if attached != 1 else ''} "
+                        "attached)" if attached else ""))
+    elif inst.get("host_instance"):
+        lines.append(f"host:       {inst['host_instance']}")
     if d:
         lines.append(f"chain:      {delegation_chain(inst)}")
         lines.append(f"remote:     {d['remote_reference']}"
@@ -112,7 +119,8 @@ def render_instance(inst: dict) -> str:
         lines += [f"  {k} = {v}" for k, v in sorted(inst["connection"].items())]
     for p in st.get("promises") or []:
         lines.append(f"promise:    {'ok  ' if p['ok'] else 'FAIL'} {p['name']} {p.get('message', '')}".rstrip())
-    if st.get("log_tail") and st["state"] in (states.PENDING, states.UNKNOWN) and d:
+    if st.get("log_tail") and st["state"] in (states.PENDING, states.UNKNOWN) \
+            and (d or inst.get("shared")):
         lines.append(f"why:        {st['log_tail'].strip().splitlines()[-1]}")
     if st.get("log_tail") and st["state"] == states.FAILED:
         lines.append("log tail:")
@@ -254,12 +262,25 @@ def render_decision(d: dict) -> str:
 @click.option("--dry-run", is_flag=True,
               help="Print where the instance would go and why (candidates, refusals per "
                    "plugin, scores); write nothing.")
+@click.option("--open-to", "open_to", multiple=True, metavar="PRINCIPAL",
+              help="Let PRINCIPAL attach shared instances to this one (repeatable): "
+                   "person/NAME, or master/PEER for what a peer master delegates here. "
+                   "Without it only your own shared requests attach; asking again "
+                   "without it closes the instance again (others' are detached).")
+@click.option("--open-to-all", "open_to_all", is_flag=True,
+              help="Let everyone attach shared instances to this one.")
 @error_boundary
 def request(reference, software_url, software_type, params, params_json, sla, sla_fallbacks,
-            state, shared, parent, wait, dry_run, master_url, requester, as_json):
+            state, shared, parent, wait, dry_run, open_to, open_to_all, master_url, requester,
+            as_json):
     """Ask the master for REFERENCE, an instance of SOFTWARE_URL (a buildout profile).
 
-    Asking again with the same REFERENCE updates the same instance."""
+    Asking again with the same REFERENCE updates the same instance. A --shared request
+    attaches to a host open to you (--sla host_instance=ID names one)."""
+    if open_to and open_to_all:
+        raise click.BadParameter("give either --open-to PRINCIPAL... or --open-to-all",
+                                 param_hint="--open-to-all")
+    opening = [sharing.EVERYONE] if open_to_all else list(open_to)
     client = make_client(master_url, requester)
     if dry_run:
         decision = explain_request(client, reference, software_url, software_type, params,
@@ -268,7 +289,7 @@ def request(reference, software_url, software_type, params, params_json, sla, sl
         return
     inst = client.request(reference, absolute_release(software_url), software_type,
                           parse_params(params, params_json), build_sla(sla, sla_fallbacks),
-                          state, shared, parent)
+                          state, shared, parent, opening)
     if wait > 0:
         inst = wait_and_check(client, inst, wait)
     emit(inst, as_json, render_connection(inst) if wait > 0 else render_instance(inst))
@@ -348,7 +369,7 @@ def supply(software_url, computer_id, remove, master_url, as_json):
 
 @click.group()
 def computer():
-    """Inspect computers known to the master."""
+    """Inspect computers known to the master; change their facts (admins)."""
 
 
 @computer.command(name="list")
@@ -384,6 +405,42 @@ def computer_show(computer_id, master_url, as_json):
         lines.append(f"  {p['id']:10} {p['address']:16} ports {p['port_base']}+{p['port_count']}"
                      f"  {p['instance'] or 'free'}")
     emit(c, as_json, "\n".join(lines))
+
+
+@computer.command(name="set")
+@click.argument("computer_id")
+@click.option("--host", default=None, metavar="NAME", help="Its host ('' clears it).")
+@click.option("--lan", default=None, metavar="NAME", help="Its LAN ('' clears it).")
+@click.option("--country", default=None, metavar="NAME", help="Its country ('' clears it).")
+@click.option("--continent", default=None, metavar="NAME",
+              help="Its continent ('' clears it).")
+@click.option("--label", "labels", multiple=True, metavar="K=V",
+              help="Replace its labels with these (repeatable).")
+@click.option("--no-labels", is_flag=True, help="Remove every label.")
+@click.option("--capability", "capabilities", multiple=True, metavar="NAME",
+              help="Replace its capabilities with these (repeatable).")
+@click.option("--no-capabilities", is_flag=True, help="Remove every capability.")
+@master_option
+@json_option
+@error_boundary
+def computer_set(computer_id, host, lan, country, continent, labels, no_labels, capabilities,
+                 no_capabilities, master_url, as_json):
+    """Change a computer's locality, labels or capabilities (admins): the facts its node
+    may not change itself. Only what is given changes."""
+    changes = {k: (v or None) for k, v in (("host", host), ("lan", lan), ("country", country),
+                                           ("continent", continent)) if v is not None}
+    if labels or no_labels:
+        changes["labels"] = {} if no_labels else parse_pairs(labels, "--label")
+    if capabilities or no_capabilities:
+        changes["capabilities"] = [] if no_capabilities else list(capabilities)
+    if not changes:
+        raise click.UsageError("give at least one of --host, --lan, --country, --continent, "
+                               "--label, --no-labels, --capability, --no-capabilities")
+    c = make_client(master_url).set_computer(computer_id, changes)
+    emit(c, as_json, f"computer {c['id']}  host={c['host']} lan={c['lan']} "
+                     f"country={c['country']} continent={c['continent']}  labels="
+                     f"{','.join(f'{k}={v}' for k, v in sorted(c['labels'].items())) or '-'}  "
+                     f"capabilities={','.join(c['capabilities']) or '-'}")
 
 
 @click.group(name="config")

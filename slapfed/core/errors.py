@@ -80,6 +80,24 @@ class Forbidden(SlapfedError):
     http_status = 403
 
 
+class FactNotOwned(Forbidden):
+    """The caller asserts a fact it does not own (a node moving itself or granting itself a
+    capability; a partition claiming its own destruction); ``details`` name each field
+    with what is recorded and what was proposed. Nothing is written."""
+
+    code = "fact_not_owned"
+    http_status = 403
+
+
+class ReportRefused(Conflict):
+    """A partition report claims a state the requested state rules out (``destroyed`` for
+    an instance requested ``started``); ``details`` name the state requested and the
+    state claimed. Nothing is written."""
+
+    code = "report_refused"
+    http_status = 409
+
+
 class MethodNotAllowed(SlapfedError):
     code = "method_not_allowed"
     http_status = 405
@@ -121,7 +139,8 @@ ERROR_CLASSES: dict[str, type[SlapfedError]] = {
     for k in (
         SlapfedError, InvalidInput, NotFound, Conflict, NoCapacity, RecursionRefused,
         UnknownSoftwareType,
-        Unauthenticated, Forbidden, MethodNotAllowed, PayloadTooLarge, StorageError,
+        Unauthenticated, Forbidden, FactNotOwned, ReportRefused, MethodNotAllowed,
+        PayloadTooLarge, StorageError,
         MasterUnreachable, Timeout, InternalError,
     )
 }

@@ -11,7 +11,7 @@ from .errors import InvalidInput, RecursionRefused
 
 DEFAULT_MAX_DEPTH = 8
 MAX_CHAIN = 64                      # longest chain accepted on the wire, whatever the limit
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 
 
 def check_chain(value, field: str = "provenance") -> tuple[list[dict], tuple[str, ...]]:

@@ -9,9 +9,10 @@ objects tried in order, ``[{"continent": "europe"}, {}]`` = "Europe, else anywhe
 
 - absolute keys: ``master`` (the master that must serve it: this one, or a peer the
   request is delegated to), ``computer_guid``, ``host``, ``lan``, ``country``, ``continent``,
-  ``capability`` (a tag of the computer or of the partition), and labels written
-  ``label.KEY`` (``{"label.disk": "ssd"}`` = the computer's label ``disk`` is ``ssd``);
-  values are non-empty strings.
+  ``capability`` (a tag of the computer or of the partition), ``host_instance`` (shared
+  requests only: the id of the instance to attach to, which must be open to the
+  requester), and labels written ``label.KEY`` (``{"label.disk": "ssd"}`` = the
+  computer's label ``disk`` is ``ssd``); values are non-empty strings.
 - relative keys: ``same_host|lan|country|continent`` and
   ``different_host|lan|country|continent``; the value is the REFERENCE of another
   instance (of the same requester, else of the requester's instance tree), or an array
@@ -32,15 +33,16 @@ LEVELS = SLA_LOCALITY_KEYS
 PIN_KEY = "computer_guid"
 CAPABILITY_KEY = "capability"
 MASTER_KEY = "master"                       # the master that must serve it (federation)
+HOST_KEY = "host_instance"                  # shared requests: the host to attach to
 LOCALITY_KEYS = LEVELS                      # host, lan, country, continent
-ABSOLUTE_KEYS = (MASTER_KEY, PIN_KEY) + LOCALITY_KEYS + (CAPABILITY_KEY,)
+ABSOLUTE_KEYS = (MASTER_KEY, PIN_KEY) + LOCALITY_KEYS + (CAPABILITY_KEY, HOST_KEY)
 LABEL_PREFIX = "label."
 SAME, DIFFERENT = "same", "different"
 RELATIVE_KEYS = tuple(f"{mode}_{level}" for mode in (SAME, DIFFERENT) for level in LEVELS)
 ALL_KEYS = ABSOLUTE_KEYS + RELATIVE_KEYS
 KNOWN_KEYS_TEXT = ", ".join(ALL_KEYS + ("label.KEY",))
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")     # capabilities, label keys
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}\Z")     # capabilities, label keys
 MAX_VALUE = 256
 MAX_REFERENCE = 200
 MAX_ALTERNATIVES = 8
@@ -76,6 +78,11 @@ class Alternative:
             if k == key:
                 return v
         return None
+
+    @property
+    def host(self) -> str | None:
+        """The host instance a shared request names (``host_instance``), if any."""
+        return self.get(HOST_KEY)
 
     @property
     def references(self) -> tuple:
@@ -155,10 +162,11 @@ def _alternative(raw: Any, field: str, problems: list, own_reference: str | None
                 problems.append({"field": where, "problem": f"must be a non-empty string of at "
                                                             f"most {MAX_VALUE} characters"})
                 continue
-            if key in (CAPABILITY_KEY, MASTER_KEY) and not NAME_RE.match(value):
-                what = "capability" if key == CAPABILITY_KEY else "master"
+            if key in (CAPABILITY_KEY, MASTER_KEY, HOST_KEY) and not NAME_RE.match(value):
+                what = {CAPABILITY_KEY: "capability name", MASTER_KEY: "master name",
+                        HOST_KEY: "instance id"}[key]
                 problems.append({"field": where, "problem": f"{value!r} is not a {what} "
-                                                            f"name ({NAME_RE.pattern})"})
+                                                            f"({NAME_RE.pattern})"})
                 continue
             if key in ABSOLUTE_KEYS:
                 absolute[key] = value

@@ -14,19 +14,21 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import cfgvalue
 from .errors import InvalidInput
 from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
-from .sla import is_capability_name, parse_sla
+from .sharing import parse_open_to
+from .sla import HOST_KEY, is_capability_name, parse_sla
 from .states import (
     AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES,
     SOFTWARE_REPORT_STATES, STARTED, SUPPLY_STATES,
 )
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-SOFTWARE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-PARAMETER_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,127}$")
-HTTPS_URL_RE = re.compile(r"^https://\S+$")
-URL_RE = re.compile(r"^(https?|file)://\S+$")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+SOFTWARE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+PARAMETER_KEY_RE = re.compile(r"^" + cfgvalue.KEY_RE.pattern + r"\Z")  # + key_problem
+HTTPS_URL_RE = re.compile(r"^https://\S+\Z")
+URL_RE = re.compile(r"^(https?|file)://\S+\Z")
 MAX_REFERENCE = 200
 MAX_URL = 2048
 MAX_TEXT = 256
@@ -75,8 +77,9 @@ class _Fields:
         if len(value) > max_len:
             self.problem(name, f"is {len(value)} characters long, the limit is {max_len}")
             return default
-        if any(ord(c) < 32 for c in value) and max_len <= MAX_URL:
-            self.problem(name, "must not contain control characters")
+        problem = cfgvalue.text_problem(value) if max_len <= MAX_URL else None
+        if problem:
+            self.problem(name, problem)
             return default
         if choices is not None and value not in choices:
             self.problem(name, f"must be one of {', '.join(choices)}, got {value!r}")
@@ -144,17 +147,27 @@ def _check_software_url(f: _Fields, name: str, required=True):
     if url is not None and not (url.startswith("/") or URL_RE.match(url)):
         f.problem(name, f"must be an absolute path or an http(s):// or file:// URL, got {url!r}")
         return None
+    if url is not None and (any(c.isspace() for c in url) or not cfgvalue.is_plain(url)):
+        f.problem(name, "must be one word of printable characters, without '${' and not "
+                        f"ending in '$' (a node's buildout extends it), got {url!r}")
+        return None
     return url
 
 
-def _check_parameters(f: _Fields, name: str) -> dict:
-    return _check_parameter_object(f, name, f.obj(name))
+def _check_parameters(f: _Fields, name: str, options: bool = False) -> dict:
+    """``options``: the keys become buildout option names on a node (instance
+    parameters), so they must be plain identifiers (core.cfgvalue.key_problem)."""
+    return _check_parameter_object(f, name, f.obj(name), options)
 
 
-def _check_parameter_object(f: _Fields, name: str, params: dict) -> dict:
+def _check_parameter_object(f: _Fields, name: str, params: dict, options: bool = False) -> dict:
     for key, value in params.items():
-        if not PARAMETER_KEY_RE.match(key):
-            f.problem(f"{name}.{key}", f"parameter name must match {PARAMETER_KEY_RE.pattern}")
+        problem = cfgvalue.key_problem(key) if options else (
+            None if PARAMETER_KEY_RE.match(key)
+            else f"parameter name must match {PARAMETER_KEY_RE.pattern}")
+        if problem:
+            f.problem(f"{name}.{key}", f"parameter name {key!r} {problem}" if options
+                      else problem)
         if isinstance(value, (dict, list)) or value is None:
             continue
         if not isinstance(value, (str, int, float, bool)):
@@ -189,8 +202,14 @@ def _check_string_map(f: _Fields, name: str, keys: tuple[str, ...] | None = None
         if keys is not None and key not in keys:
             f.problem(f"{name}.{key}", f"unknown {name} key (known: {', '.join(keys)})")
             continue
+        if cfgvalue.text_problem(key):
+            f.problem(f"{name}.{key}", f"key {key!r} {cfgvalue.text_problem(key)}")
+            continue
         if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
             f.problem(f"{name}.{key}", f"must be a non-empty string of at most {MAX_TEXT} characters")
+            continue
+        if cfgvalue.text_problem(value):
+            f.problem(f"{name}.{key}", cfgvalue.text_problem(value))
             continue
         out[key] = value
     return out
@@ -201,7 +220,9 @@ class InstanceRequest:
     """``POST /api/v1/instances``: the one verb.
 
     ``sla`` keeps the normal wire shape (core.sla): one object, or an array of at most
-    MAX_ALTERNATIVES objects tried in order; ``sla_terms()`` parses it."""
+    MAX_ALTERNATIVES objects tried in order; ``sla_terms()`` parses it. ``open_to``
+    (non-shared requests; core.sharing): who else may attach shared instances to this
+    one — () the owner only, principals, or ("*",) everyone."""
 
     reference: str
     software_url: str
@@ -213,9 +234,10 @@ class InstanceRequest:
     requester: str = "anonymous"
     parent: str | None = None
     provenance: tuple = ()      # the masters this request crossed, first to last
+    open_to: tuple = ()         # who may attach shared instances to it, besides its owner
 
     FIELDS = ("reference", "software_url", "software_type", "parameters", "sla", "state",
-              "shared", "requester", "parent", "provenance")
+              "shared", "requester", "parent", "provenance", "open_to")
 
     @classmethod
     def from_json(cls, body: Any) -> "InstanceRequest":
@@ -223,21 +245,30 @@ class InstanceRequest:
         reference = f.string("reference", required=True, max_len=MAX_REFERENCE)
         url = _check_software_url(f, "software_url")
         stype = f.string("software_type", default=DEFAULT_SOFTWARE_TYPE, pattern=SOFTWARE_TYPE_RE)
-        params = _check_parameters(f, "parameters")
-        sla = parse_sla(f.body.get("sla"), "sla", reference, f.problems).to_json()
+        params = _check_parameters(f, "parameters", options=True)
+        terms = parse_sla(f.body.get("sla"), "sla", reference, f.problems)
+        sla = terms.to_json()
         state = f.string("state", default=STARTED, choices=REQUESTED_STATES)
         shared = f.boolean("shared")
+        open_to = parse_open_to(f.body.get("open_to"), "open_to", f.problems)
+        if open_to and shared:
+            f.problem("open_to", "only a non-shared instance hosts shared ones; leave "
+                                 "open_to out of a shared request")
+        if not shared and any(alt.host for alt in terms.alternatives):
+            f.problem(f"sla.{HOST_KEY}", "names a host to attach to, which only a shared "
+                                         "request does")
         requester = f.string("requester", default="anonymous", max_len=MAX_TEXT)
         parent = f.string("parent", pattern=ID_RE)
         problems, provenance = check_chain(f.body.get("provenance"))
         f.problems.extend(problems)
         f.raise_if_any("request")
         return cls(reference, url, stype, params, sla, state, shared, requester, parent,
-                   provenance)
+                   provenance, open_to)
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.FIELDS}
         out["provenance"] = list(self.provenance)
+        out["open_to"] = list(self.open_to)
         return out
 
     def sla_terms(self):
@@ -380,6 +411,35 @@ class ComputerRegistration:
         out["partitions"] = [p.to_json() for p in self.partitions]
         out["capabilities"] = list(self.capabilities)
         return out
+
+
+@dataclass(frozen=True)
+class ComputerUpdate:
+    """``PATCH /api/v1/computers/<id>`` (admins): the computer's facts, which a node may
+    not change itself. Only the fields given change; a locality of ``null`` clears it,
+    ``labels`` and ``capabilities`` replace the whole set."""
+
+    changes: dict
+
+    FIELDS = ("host", "lan", "country", "continent", "labels", "capabilities")
+
+    @classmethod
+    def from_json(cls, body: Any) -> "ComputerUpdate":
+        f = _Fields(body, "computer update", cls.FIELDS)
+        changes: dict = {}
+        for name in ("host", "lan", "country", "continent"):
+            if name in f.body:
+                value = f.string(name)
+                if value is not None or f.body[name] is None:
+                    changes[name] = value
+        if "labels" in f.body:
+            changes["labels"] = _check_string_map(f, "labels")
+        if "capabilities" in f.body:
+            changes["capabilities"] = _check_capabilities(f, "capabilities")
+        if not f.problems and not changes:
+            f.problem("body", f"give at least one of {', '.join(cls.FIELDS)}")
+        f.raise_if_any("computer update")
+        return cls(changes)
 
 
 @dataclass(frozen=True)

@@ -226,6 +226,7 @@ GUARDS: dict[str, Guard] = {
     "computers.register": Guard(policy.REGISTER_COMPUTER, _registered_computer),
     "computers.list_all": Guard(policy.LIST_COMPUTERS),
     "computers.show": Guard(policy.READ_COMPUTER, _computer),
+    "computers.set_facts": Guard(policy.SET_COMPUTER_FACTS, _computer),
     "computers.supply": Guard(policy.SUPPLY_SOFTWARE, _computer),
     "computers.unsupply": Guard(policy.UNSUPPLY_SOFTWARE, _computer),
     "computers.report_software": Guard(policy.REPORT_SOFTWARE, _computer),

@@ -6,20 +6,39 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from ..core.wire import ComputerRegistration, PartitionReport, SoftwareReport, Supply
+from ..ca.identity import COMPUTER, PARTITION
+from ..core import claims
+from ..core.wire import (ComputerRegistration, ComputerUpdate, PartitionReport, SoftwareReport,
+                         Supply)
 from .. import services
+from ..services.computers import NodeClaim
 from .app import connection, json_body, state_of
-from .auth import visible_computers
-from .topology import complete_registration
+from .auth import current_identity, visible_computers
+from .topology import complete_facts, complete_registration, declared_facts
 
 blueprint = Blueprint("computers", __name__)
 
 
 @blueprint.post("/computers")
 def register():
-    reg = complete_registration(ComputerRegistration.from_json(json_body()))
-    created, body = services.register_computer(connection(), reg)
+    """An admin registers (and describes) any computer; a node registers itself, and
+    after its first registration may only add partitions (core.claims)."""
+    proposed = ComputerRegistration.from_json(json_body())
+    reg = complete_registration(proposed)
+    identity = current_identity()
+    node = (NodeClaim(proposed, declared_facts(proposed.id))
+            if identity is not None and identity.role == COMPUTER else None)
+    created, body = services.register_computer(connection(), reg, node)
     return jsonify(body), 201 if created else 200
+
+
+@blueprint.patch("/computers/<cid>")
+def set_facts(cid):
+    """Admins: change a computer's locality, labels or capabilities (the facts its node
+    may not change itself)."""
+    body = ComputerUpdate.from_json(json_body())
+    return jsonify(services.set_computer_facts(connection(), cid, body.changes,
+                                               complete=complete_facts))
 
 
 @blueprint.get("/computers")
@@ -52,7 +71,10 @@ def report_software(cid, software_hash):
 @blueprint.put("/computers/<cid>/partitions/<pid>/status")
 def report_partition(cid, pid):
     report = PartitionReport.from_json(json_body())
-    return jsonify(services.report_partition(connection(), cid, pid, report))
+    identity = current_identity()
+    reporter = (claims.PARTITION if identity is not None and identity.role == PARTITION
+                else claims.NODE)
+    return jsonify(services.report_partition(connection(), cid, pid, report, reporter))
 
 
 @blueprint.get("/computers/<cid>/desired-state")

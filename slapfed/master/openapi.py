@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 
 from .. import __version__
+from ..core.sharing import EVERYONE, MAX_OPEN_TO, PRINCIPAL_RE
 from ..core.sla import (
     ABSOLUTE_KEYS, LABEL_PREFIX, MAX_ALTERNATIVES, MAX_REFERENCES_PER_KEY, RELATIVE_KEYS,
 )
@@ -50,11 +51,19 @@ _REFS = {"oneOf": [STR, {"type": "array", "items": STR, "minItems": 1,
 SLA_ALTERNATIVE = {
     "type": "object",
     "description": "Conditions that must all hold: absolute keys, labels as "
-                   f"'{LABEL_PREFIX}KEY', relative keys naming other instances. "
-                   "Unknown keys are refused.",
+                   f"'{LABEL_PREFIX}KEY', relative keys naming other instances; "
+                   "host_instance (shared requests): the id of the host to attach to, "
+                   "which must be open to the requester. Unknown keys are refused.",
     "properties": {**{k: STR for k in ABSOLUTE_KEYS}, **{k: _REFS for k in RELATIVE_KEYS}},
     "patternProperties": {r"^label\.[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$": STR},
     "additionalProperties": False}
+OPEN_TO = {"type": "array", "maxItems": MAX_OPEN_TO, "default": [],
+           "items": {"type": "string", "pattern": f"{PRINCIPAL_RE.pattern}|^[*]$"},
+           "description": "non-shared instances: who else may attach shared instances to "
+                          "this one: [] its owner only (the requester of its tree's root), "
+                          f"principals (person/NAME, master/PEER), or [\"{EVERYONE}\"] "
+                          "everyone; requesting again replaces it, and shared instances no "
+                          "longer allowed are detached"}
 SLA = {"oneOf": [SLA_ALTERNATIVE, {"type": "array", "items": SLA_ALTERNATIVE, "minItems": 1,
                                    "maxItems": MAX_ALTERNATIVES}],
        "description": "one alternative, or alternatives tried in order "
@@ -77,6 +86,9 @@ SCHEMAS = {
         "id": STR, "host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR,
         "labels": STR_MAP, "capabilities": CAPS,
         "partitions": {"type": "array", "items": _ref("PartitionSpec")}}, ["id"]),
+    "ComputerUpdate": _obj({
+        "host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR,
+        "labels": STR_MAP, "capabilities": CAPS}),
     "Partition": _obj({"id": STR, "address": STR, "port_base": INT, "port_count": INT,
                        "instance": {"type": ["string", "null"],
                                     "description": "id of the hosted instance"},
@@ -145,7 +157,8 @@ SCHEMAS = {
         "requester": {"type": "string", "default": "anonymous"},
         "parent": {"type": ["string", "null"], "description": "id of the parent instance"},
         "provenance": {"type": "array", "items": STR, "default": [],
-                       "description": "masters the request already crossed, root first"}},
+                       "description": "masters the request already crossed, root first"},
+        "open_to": OPEN_TO},
         ["reference", "software_url"]),
     "StateChange": _obj({"state": _enum(REQUESTED_STATES)}, ["state"]),
     "Placement": _obj({"computer": STR, "partition": STR, "address": STR, "port_base": INT,
@@ -168,6 +181,7 @@ SCHEMAS = {
                           "description": "shared instances: id of the hosting instance"},
         "shared_instances": {"type": "array", "items": STR,
                              "description": "hosts: ids of the shared instances attached"},
+        "open_to": OPEN_TO,
         "status": _ref("InstanceStatus"), "connection": ANY_OBJ,
         "provenance": {"type": "array", "items": STR,
                        "description": "masters its request crossed, this one last"},
@@ -179,7 +193,7 @@ SCHEMAS = {
         "created_at": ISO, "updated_at": ISO},
         ["id", "reference", "requester", "parent", "children", "software_url",
          "software_hash", "software_type", "parameters", "sla", "requested_state", "shared",
-         "revision", "placement", "host_instance", "shared_instances", "status",
+         "revision", "placement", "host_instance", "shared_instances", "open_to", "status",
          "connection", "provenance", "child_master", "delegation", "created_at",
          "updated_at"]),
     "Delegation": _obj({
@@ -298,17 +312,27 @@ PATHS = {
         op_id="openapi")},
     "/computers": {
         "post": _op("Register a computer (idempotent: known partitions are kept, new ones "
-                    "added, locality and labels updated)",
+                    "added). An admin sets its locality, labels and capabilities; the node "
+                    "itself describes it at its first registration only, and afterwards "
+                    "may add partitions but change none of those facts (403 "
+                    "fact_not_owned, naming each field)",
                     {"201": _json("Computer", "registered"),
                      "200": _json("Computer", "already known, updated"),
-                     **_errors("400", "413")}, body="ComputerRegistration",
+                     **_errors("400", "403", "413")}, body="ComputerRegistration",
                     op_id="register_computer"),
         "get": _op("List computers", {"200": _json("ComputerList", "every computer")},
                    op_id="list_computers")},
     "/computers/{cid}": {"get": _op("Show a computer",
                                     {"200": _json("Computer", "the computer"),
                                      **_errors("404")}, parameters=[CID],
-                                    op_id="show_computer")},
+                                    op_id="show_computer"),
+                         "patch": _op("Change a computer's locality, labels or capabilities "
+                                      "(admins; only the fields given change, a null "
+                                      "locality clears it)",
+                                      {"200": _json("Computer", "the computer"),
+                                       **_errors("400", "403", "404")},
+                                      body="ComputerUpdate", parameters=[CID],
+                                      op_id="set_computer_facts")},
     "/computers/{cid}/software": {"post": _op(
         "Supply a release to a computer (state destroyed asks the node to remove it)",
         {"200": _json("Software", "the release on this computer"),
@@ -337,9 +361,13 @@ PATHS = {
             **_errors("404")}}},
     "/computers/{cid}/partitions/{pid}/status": {"put": _op(
         "Node report of a partition's instance; state destroyed (of an instance whose "
-        "requested state is destroyed) frees the partition",
+        "requested state is destroyed) frees the partition. The state claimed must fit "
+        "the state requested (409 report_refused, e.g. destroyed for an instance "
+        "requested started); only the node claims destroyed (403 fact_not_owned for the "
+        "partition's own identity)",
         {"200": _json("Instance", "the instance, with the recorded status"),
-         **_errors("400", "404", "409")}, body="PartitionReport", parameters=[CID, PID],
+         **_errors("400", "403", "404", "409")}, body="PartitionReport",
+        parameters=[CID, PID],
         op_id="report_partition")},
     "/instances": {
         "post": _op("Request an instance (idempotent on requester + reference)",

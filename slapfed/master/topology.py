@@ -10,6 +10,7 @@ import dataclasses
 
 from flask import Blueprint, current_app, jsonify
 
+from ..core import claims
 from ..core.errors import InvalidInput
 from ..services.topology_state import live_state
 from ..topology import files
@@ -104,6 +105,30 @@ def complete_registration(reg):
                 and hasattr(reg, "capabilities"):
             changes["capabilities"] = tuple(sorted(declared.capabilities))
     return dataclasses.replace(reg, **changes) if changes else reg
+
+
+def declared_facts(computer_id: str) -> claims.ComputerFacts | None:
+    """What the topology files declare of a computer (its site's locality, labels,
+    capabilities), which they own; None when they do not declare it."""
+    topo = master_topology().topology
+    declared = topo.computers.get(computer_id)
+    if declared is None:
+        return None
+    return claims.ComputerFacts(labels=dict(declared.labels),
+                                capabilities=tuple(sorted(declared.capabilities)),
+                                **topo.locality_of(declared.site))
+
+
+def complete_facts(computer_id: str, facts: claims.ComputerFacts) -> claims.ComputerFacts:
+    """An administrator's facts for a computer, completed and checked like a registration
+    (raises InvalidInput naming every contradiction with the topology files)."""
+    from ..core.wire import ComputerRegistration
+    reg = complete_registration(ComputerRegistration(
+        computer_id, labels=dict(facts.labels), capabilities=tuple(facts.capabilities),
+        **facts.locality()))
+    return dataclasses.replace(facts, labels=dict(reg.labels),
+                               capabilities=tuple(reg.capabilities),
+                               **{k: getattr(reg, k) for k in claims.LOCALITY_FIELDS})
 
 
 @blueprint.get("/topology")

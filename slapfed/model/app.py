@@ -32,6 +32,8 @@ class App(Persistent):
     open_forwards = None     # OOTreeSet of instance ids whose forward is not closed
     forward_refs = None      # OOBTree: (peer, remote reference) -> instance id
     federation_policy = ()   # the delegation rules, as validated JSON objects
+    awaiting_host = None     # OOTreeSet of (software_hash, software_type, instance id):
+                             # shared instances served here that no host holds yet
 
     def create_containers(self) -> None:
         """Create the root containers that do not exist yet (idempotent)."""
@@ -56,6 +58,11 @@ class App(Persistent):
             self.forwards = OOBTree()
             self.open_forwards = OOTreeSet()
             self.forward_refs = OOBTree()
+        if self.awaiting_host is None:
+            self.awaiting_host = OOTreeSet()
+            for inst in self.instances.values():
+                if inst.awaits_host:
+                    self.awaiting_host.add(_release_key(inst))
 
     # -- the forward table ----------------------------------------------------------
     def add_forward(self, fwd) -> None:
@@ -133,9 +140,34 @@ class App(Persistent):
             if key in self.hosts_by_release:
                 self.hosts_by_release.remove(key)
 
+    # -- shared instances waiting for a host (attached when one opens to them) ----
+    def note_awaiting(self, instance) -> None:
+        """Index ``instance`` as waiting for a host, or not, as its state says."""
+        key = _release_key(instance)
+        if instance.awaits_host:
+            if key not in self.awaiting_host:
+                self.awaiting_host.add(key)
+        elif key in self.awaiting_host:
+            self.awaiting_host.remove(key)
+
+    def forget_awaiting(self, instance) -> None:
+        key = _release_key(instance)
+        if key in self.awaiting_host:
+            self.awaiting_host.remove(key)
+
+    def instance_ids_awaiting(self, software_hash: str, software_type: str) -> list:
+        """Ids of the shared instances of one release and type waiting for a host."""
+        low = (software_hash, software_type)
+        high = (software_hash, software_type, _HIGH)
+        return [iid for _h, _t, iid in self.awaiting_host.keys(min=low, max=high)]
+
     def instance_ids_of_release(self, software_hash: str, software_type: str):
         """Ids of the non-shared instances of one release and type, in id order."""
         low = (software_hash, software_type)
         high = (software_hash, software_type, _HIGH)
         for _h, _t, iid in self.hosts_by_release.keys(min=low, max=high):
             yield iid
+
+
+def _release_key(instance) -> tuple:
+    return (instance.software_hash, instance.software_type, instance.id)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from persistent import Persistent
 
-from ..core.states import PENDING, STARTED
+from ..core.states import DESTROYED, PENDING, STARTED
 
 EMPTY_STATUS = {"state": PENDING, "revision": 0, "reported_at": None, "log_tail": "",
                 "promises": ()}
@@ -47,6 +47,8 @@ class Instance(Persistent):
     child_master = None      # {"name", "url", "ca_certificate"}: the master it runs, once registered
     provenance = ()          # masters the request crossed, this one last; () before recursion
     delegated = False        # served by a peer master (its row is in App.forwards)
+    open_to = ()             # hosts: who else may attach shared instances (core.sharing);
+                             # () = the owner only, ("*",) = everyone
 
     def __init__(self, iid: str, requester: str, reference: str, software_url: str,
                  software_hash: str, software_type: str, parameters: dict, sla: dict,
@@ -79,6 +81,12 @@ class Instance(Persistent):
     @property
     def attached(self) -> bool:
         return self.host_id is not None
+
+    @property
+    def awaits_host(self) -> bool:
+        """A shared instance served here, wanted, and attached to no host."""
+        return (self.shared and not self.attached and not self.delegated
+                and self.requested_state != DESTROYED)
 
     def touch(self, now: float) -> None:
         self.updated_at = now

@@ -8,8 +8,19 @@ per run (~10 ms for a light profile); SubprocessRunner starts a fresh interprete
 (~430 ms) and is kept as a fallback. Failures come back as results with a log tail;
 only misuse raises. A run as a partition user never shares the agent's memory: the fork
 runner forks it from a fork server (slapfed.node.zygote: a fresh interpreter with
-zc.buildout warm, started once), the child drops to the user (groups, gid, uid) before opening its log or running
-anything, and the agent reads the log back without following symlinks.
+zc.buildout warm, started once), the child drops to the user (groups, gid, uid) before
+opening its log or running anything, and the agent reads the log back without following
+symlinks.
+
+Rendering: one writer (``render_sections``) for both generated files. Keys are plain
+identifiers; values others gave (parameters, reference, software type and URL, shared
+instances, provenance, the master's facts) go through slapfed.core.cfgvalue -- verbatim
+when zc.buildout carries them unchanged, else a lossless encoding profiles decode (the
+argument is in that module); the options buildout itself reads (``extends``,
+directories) must be plain or nothing is written. Every raw value is also written, as
+JSON, to ``${partition:parameters-file}`` (mode 0600). An instance the node cannot
+write (a key that is not a plain identifier, a bad id, software type or hash, a value
+that is not text) fails its partition with a clear log, before anything is written.
 """
 from __future__ import annotations
 
@@ -18,6 +29,7 @@ import io
 import json
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -27,7 +39,8 @@ import traceback
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
-from ..core.wire import SOFTWARE_TYPE_RE
+from ..core import cfgvalue
+from ..core.wire import ID_RE, SOFTWARE_TYPE_RE
 from . import confine
 from .layout import PartitionConfig, Paths
 
@@ -76,27 +89,81 @@ def log_tail(path: str, size: int = TAIL_BYTES, base: str | None = None) -> str:
 
 
 # -- rendering buildout.cfg files ------------------------------------------------------
+#
+# One writer for every generated buildout file: keys must be plain identifiers, values
+# go through slapfed.core.cfgvalue (verbatim when buildout carries them unchanged, else
+# its lossless encoding), and the options buildout itself reads (extends, directories)
+# must be plain or the file is not written. See slapfed.core.cfgvalue for the argument.
 
 
-def buildout_value(value) -> str:
-    """A parameter as a buildout option value: JSON for non-strings, continuation lines
-    indented. zc.buildout has no escape producing a literal ``${``: it keeps ``$$`` as
-    is (and re-substitutes cooked values), so a value containing ``${`` gets every `$`
-    doubled: it reaches the profile as ``$${...}``, inert, instead of being expanded."""
-    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
-    if "${" in text:
-        text = text.replace("$", "$$")
-    lines = text.split("\n")
-    if len(lines) == 1:
-        return text
-    return "\n    ".join(line if line.strip() else "" for line in lines)
+class UnsafeConfig(ValueError):
+    """A key or value that cannot go into a buildout file: nothing is written."""
+
+
+# sections whose keys others choose: there, buildout's own option names are refused too
+OUTSIDE_KEYS = ("parameters",)
+
+
+def _check_key(key, where: str, reserved: bool = True) -> None:
+    problem = cfgvalue.key_problem(key, reserved)
+    if problem:
+        raise UnsafeConfig(f"{where} key {key!r} {problem}")
+
+
+def buildout_value(value, where: str = "value") -> str:
+    """Any JSON value as a buildout option value (cfgvalue.encode); UnsafeConfig when it
+    is not text (a lone surrogate)."""
+    try:
+        return cfgvalue.encode(value)
+    except ValueError as exc:
+        raise UnsafeConfig(f"{where} {exc}") from None
+
+
+def literal(value: str, where: str, spaces: bool = True) -> str:
+    """A value buildout itself reads (a path, a URL): written as is, so it must be plain
+    (and, for ``extends``, hold no whitespace: buildout splits it)."""
+    if not isinstance(value, str) or not cfgvalue.is_plain(value) or (
+            not spaces and any(c.isspace() for c in value)):
+        raise UnsafeConfig(f"{where} {value!r} cannot be written into a buildout file "
+                           "(it must be one line of printable characters without '${' "
+                           + ("" if spaces else "or spaces ") + "and not end in '$')")
+    return value
+
+
+def comment(text: str) -> str:
+    """A comment line: the text encoded like a value, so it never ends the line."""
+    return "# " + buildout_value(text, "comment") + "\n"
+
+
+def render_sections(sections, header: str = "") -> str:
+    """The text of a buildout file: ``sections`` is [(name, {key: value})] with raw
+    values (encoded here) or ``Literal`` values (checked plain, written as is)."""
+    out = [header]
+    for name, options in sections:
+        _check_key(name, "section", reserved=False)
+        out.append(f"[{name}]\n")
+        for key, value in options.items():
+            _check_key(key, f"[{name}]", reserved=name in OUTSIDE_KEYS)
+            text = value.text if isinstance(value, Literal) else \
+                buildout_value(value, f"[{name}] {key}")
+            out.append(f"{key} = {text}\n")
+        out.append("\n")
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class Literal:
+    """An option value buildout reads itself; checked by ``literal`` when made."""
+
+    text: str
+
+    @classmethod
+    def of(cls, value: str, where: str, spaces: bool = True) -> "Literal":
+        return cls(literal(value, where, spaces))
 
 
 def _section(name: str, options: dict) -> str:
-    lines = [f"[{name}]"]
-    for key, value in options.items():
-        lines.append(f"{key} = {value}")
-    return "\n".join(lines) + "\n"
+    return render_sections([(name, options)]).rstrip("\n") + "\n"
 
 
 def release_location(url: str) -> str:
@@ -114,22 +181,35 @@ def release_directory(url: str) -> str:
 
 def render_software_cfg(url: str, software_dir: str) -> str:
     """The software buildout: extends the release and tells it where it comes from
-    (``${release:directory}``, since zc.buildout has no ``_profile_base_location_``)."""
+    (``${release:directory}``, since zc.buildout has no ``_profile_base_location_``).
+    UnsafeConfig when the release's location cannot be written as ``extends``."""
     header = "# generated by the slapfed node: installs the release below; do not edit\n"
-    return header + _section("buildout", {
-        "extends": release_location(url),
-        "directory": software_dir,
-        "offline": "true",
-        "newest": "false",
-    }) + "\n" + _section("release", {
-        "url": buildout_value(url),
-        "directory": buildout_value(release_directory(url)),
-        "software": software_dir,
-    })
+    return render_sections([
+        ("buildout", {
+            "extends": Literal.of(release_location(url), "release location", spaces=False),
+            "directory": Literal.of(software_dir, "software directory"),
+            "offline": "true",
+            "newest": "false",
+        }),
+        ("release", {
+            "url": url,
+            "directory": release_directory(url),
+            "software": software_dir,
+        }),
+    ], header)
+
+
+PARAMETERS_FILE = "parameters.json"
+
+
+def parameters_file(paths: Paths, partition: PartitionConfig) -> str:
+    """The JSON file holding the raw values of [parameters] and [partition]."""
+    return os.path.join(paths.partition(partition.id).private, PARAMETERS_FILE)
 
 
 def partition_section(paths: Paths, partition: PartitionConfig, computer: str,
                       instance: dict, software_dir: str) -> dict:
+    """[partition] with raw values (render_sections encodes them)."""
     pp = paths.partition(partition.id)
     return {
         "id": partition.id,
@@ -139,9 +219,9 @@ def partition_section(paths: Paths, partition: PartitionConfig, computer: str,
         "port-count": str(partition.port_count),
         "computer": computer,
         "instance-id": instance["id"],
-        "reference": buildout_value(instance.get("reference", "")),
-        "software-type": instance.get("software_type", "default"),
-        "software-url": buildout_value(instance.get("software_url", "")),
+        "reference": instance.get("reference", ""),
+        "software-type": instance.get("software_type") or "default",
+        "software-url": instance.get("software_url", ""),
         "software": software_dir,
         "bin": os.path.join(software_dir, "bin"),
         "services": pp.services,
@@ -151,37 +231,73 @@ def partition_section(paths: Paths, partition: PartitionConfig, computer: str,
         "tmp": pp.tmp,
         "connection-file": pp.connection_file,
         "shared-connection-file": pp.shared_connection_file,
+        "parameters-file": parameters_file(paths, partition),
         "python": sys.executable,
         "user": partition.user or "",
-        "shared-instances": buildout_value(json.dumps(instance.get("shared_instances") or [],
-                                                      sort_keys=True)),
+        "shared-instances": json.dumps(instance.get("shared_instances") or [],
+                                       sort_keys=True),
         # the masters the instance's request crossed, root first (this master last)
         "provenance": " ".join(instance.get("provenance") or ()),
     }
+
+
+SOFTWARE_HASH_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def check_instance(instance: dict) -> None:
+    """What the node checks of an instance from its master before writing anything
+    (a master or peer is not trusted blindly): UnsafeConfig naming the problem."""
+    if not isinstance(instance.get("id"), str) or not ID_RE.match(instance["id"]):
+        raise UnsafeConfig(f"instance id {instance.get('id')!r} must match {ID_RE.pattern}")
+    stype = instance.get("software_type") or "default"
+    if not isinstance(stype, str) or not SOFTWARE_TYPE_RE.match(stype):
+        raise UnsafeConfig(f"software type {stype!r} must match {SOFTWARE_TYPE_RE.pattern}")
+    shash = instance.get("software_hash")
+    if not isinstance(shash, str) or not SOFTWARE_HASH_RE.fullmatch(shash):
+        raise UnsafeConfig(f"software hash {shash!r} is not a software hash")
+    params = instance.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise UnsafeConfig(f"parameters must be a JSON object, got {type(params).__name__}")
+    for key, value in params.items():
+        _check_key(key, "parameter")
+        buildout_value(value, f"parameter {key!r}")
 
 
 def render_instance_cfg(profile: str, paths: Paths, partition: PartitionConfig,
                         computer: str, instance: dict, software_dir: str,
                         identity: dict | None = None) -> str:
     """The partition's buildout.cfg; ``identity`` adds the partition's own ``cert``,
-    ``key``, ``ca`` and ``master-url`` to [partition] (paths only, never key material)."""
+    ``key``, ``ca`` and ``master-url`` to [partition] (paths only, never key material).
+    UnsafeConfig (nothing to write) for a key or value that cannot be written."""
+    check_instance(instance)
     pp = paths.partition(partition.id)
-    header = (f"# generated by the slapfed node for instance {instance['id']} "
-              f"revision {instance.get('revision')}; do not edit\n")
-    params = {k: buildout_value(v) for k, v in sorted((instance.get("parameters") or {}).items())}
-    return header + "\n".join([
-        _section("buildout", {
-            "extends": profile,
-            "directory": pp.path,
+    header = comment(f"generated by the slapfed node for instance {instance['id']} "
+                     f"revision {instance.get('revision')}; do not edit")
+    return render_sections([
+        ("buildout", {
+            "extends": Literal.of(profile, "instance profile", spaces=False),
+            "directory": Literal.of(pp.path, "partition directory"),
             "offline": "true",
             "newest": "false",
-            "eggs-directory": os.path.join(software_dir, "eggs"),
-            "develop-eggs-directory": os.path.join(software_dir, "develop-eggs"),
+            "eggs-directory": Literal.of(os.path.join(software_dir, "eggs"), "eggs directory"),
+            "develop-eggs-directory": Literal.of(os.path.join(software_dir, "develop-eggs"),
+                                                 "develop-eggs directory"),
         }),
-        _section("partition", {**partition_section(paths, partition, computer, instance,
-                                                   software_dir), **(identity or {})}),
-        _section("parameters", params),
-    ])
+        ("partition", {**partition_section(paths, partition, computer, instance,
+                                           software_dir), **(identity or {})}),
+        ("parameters", dict(sorted((instance.get("parameters") or {}).items()))),
+    ], header)
+
+
+def render_parameters_json(paths: Paths, partition: PartitionConfig, computer: str,
+                           instance: dict, software_dir: str,
+                           identity: dict | None = None) -> str:
+    """The raw values of [parameters] (as JSON values) and [partition], verbatim."""
+    return json.dumps({
+        "parameters": instance.get("parameters") or {},
+        "partition": {**partition_section(paths, partition, computer, instance,
+                                          software_dir), **(identity or {})},
+    }, indent=1, sort_keys=True) + "\n"
 
 
 def software_types(software_dir: str) -> tuple[str, ...]:
@@ -574,9 +690,16 @@ def install_software(paths: Paths, url: str, software_hash: str, runner) -> Soft
             pass
         tail = _fail(log_path, f"release {url} does not exist (no file {location})", started)
         return SoftwareResult(False, tail, (), time.monotonic() - started)
+    try:
+        text = render_software_cfg(url, sdir)
+    except UnsafeConfig as exc:
+        with open(log_path, "w", encoding="utf-8"):
+            pass
+        tail = _fail(log_path, f"release {url!r} refused: {exc}", started)
+        return SoftwareResult(False, tail, (), time.monotonic() - started)
     cfg = os.path.join(sdir, "buildout.cfg")
     with open(cfg, "w", encoding="utf-8") as fh:
-        fh.write(render_software_cfg(url, sdir))
+        fh.write(text)
     result = runner.run(cfg, sdir, log_path, umask=SOFTWARE_UMASK)
     if not result.ok:
         return SoftwareResult(False, result.log_tail or _fail(
@@ -603,6 +726,13 @@ def read_connection(path: str, base: str | None = None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
+def _refuse(pp, instance: dict, exc: UnsafeConfig, started: float,
+            owner=None) -> InstanceResult:
+    """Fail the partition for an instance the node will not write: the log says why."""
+    confine.write_bytes(pp.buildout_log, b"", pp.path, owner=owner)
+    tail = _fail(pp.buildout_log, f"instance {instance.get('id')!r} refused, nothing "
+                                  f"written: {exc}", started, pp.path, owner)
+    return InstanceResult(False, tail, time.monotonic() - started)
 
 
 def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instance: dict,
@@ -614,6 +744,10 @@ def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instanc
     owner = confine.owner_ids(partition.user)
     user = confine.credentials(partition.user, pp.path)
     pp.ensure(owner)
+    try:
+        check_instance(instance)
+    except UnsafeConfig as exc:
+        return _refuse(pp, instance, exc, started, owner)
     sdir = paths.software_dir(instance["software_hash"])
     stype = instance.get("software_type") or "default"
     profile = os.path.join(sdir, f"{INSTANCE_PREFIX}{stype}{INSTANCE_SUFFIX}")
@@ -624,9 +758,17 @@ def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instanc
                      f"release {instance.get('software_url')} has no software type {stype!r} "
                      f"(has: {', '.join(have) or 'none'})", started, pp.path, owner)
         return InstanceResult(False, tail, time.monotonic() - started)
-    # the parameters may hold secrets: the generated buildout.cfg is its user's only
-    text = render_instance_cfg(profile, paths, partition, computer, instance, sdir, identity)
-    confine.write_bytes(pp.buildout_cfg, text.encode("utf-8"), pp.path, 0o600, owner)
+    try:
+        cfg = render_instance_cfg(profile, paths, partition, computer, instance, sdir,
+                                  identity)
+        raw = render_parameters_json(paths, partition, computer, instance, sdir, identity)
+    except UnsafeConfig as exc:
+        return _refuse(pp, instance, exc, started, owner)
+    # the parameters may hold secrets: both files are the partition user's only, written
+    # without following any symlink that user planted
+    confine.write_bytes(parameters_file(paths, partition), raw.encode("utf-8"), pp.path,
+                        0o600, owner)
+    confine.write_bytes(pp.buildout_cfg, cfg.encode("utf-8"), pp.path, 0o600, owner)
     if user is None:
         result = runner.run(pp.buildout_cfg, pp.path, pp.buildout_log)
     else:

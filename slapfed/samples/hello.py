@@ -1,8 +1,9 @@
 """The sample service of profiles/hello: a tiny JSON web server, plus its health check.
 
-GET / answers {"greeting", "name", "reference", "pid"}; GET /health answers {"status"}.
+GET / answers {"greeting", "name", "reference", "pid"} (each decoded when the node
+handed it over encoded, see slapfed.core.cfgvalue); GET /health answers {"status"}.
 
-Depends on the standard library only. ``slapfed-hello-web --address A --port P ...``
+Depends on the standard library and slapfed.core.cfgvalue. ``slapfed-hello-web --address A --port P ...``
 serves; ``slapfed-hello-web --check URL [--wait S]`` is the promise (exit 0 = healthy).
 """
 from __future__ import annotations
@@ -94,8 +95,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.check:
         return check(args.check, args.wait)
-    serve(args.address, args.port, {"greeting": args.greeting, "name": args.name,
-                                    "reference": args.reference or args.name})
+    # the node hands over a value it cannot write verbatim encoded: show the value itself
+    from slapfed.core.cfgvalue import decode
+    payload = {"greeting": decode(args.greeting), "name": decode(args.name),
+               "reference": decode(args.reference or args.name)}
+    serve(args.address, args.port, payload)
     return 0
 
 

@@ -6,36 +6,81 @@ desired-state document changes.
 """
 from __future__ import annotations
 
-from ..core.errors import Conflict, NotFound
+from dataclasses import dataclass, replace
+
+from ..core import claims
+from ..core.errors import Conflict, FactNotOwned, NotFound, ReportRefused
 from ..core.states import (
-    AVAILABLE, DESTROYED, FAILED, PENDING, STARTED, STOPPED,
+    AVAILABLE, DESTROYED, FAILED, STARTED, STOPPED,
 )
 from ..core.wire import ComputerRegistration, PartitionReport, SoftwareReport, Supply, \
     software_hash
 from ..model import Computer
 from . import placement, render
+from .instances import host_gone
 from .tx import clock, read, write
 
 # A node's contact is recorded at most this often by reads (so unchanged reads are free).
 CONTACT_INTERVAL = 30.0
 
 
-def register_computer(conn, reg: ComputerRegistration) -> tuple[bool, dict]:
+@dataclass(frozen=True)
+class NodeClaim:
+    """A registration sent by the node itself (its computer certificate), not an admin:
+    ``proposed`` is the body as the node sent it, ``declared`` what the topology files
+    declare of the computer (None: nothing). See core.claims for what a node owns."""
+
+    proposed: ComputerRegistration
+    declared: claims.ComputerFacts | None = None
+
+
+def registration_facts(reg: ComputerRegistration) -> claims.ComputerFacts:
+    return claims.ComputerFacts(host=reg.host, lan=reg.lan, country=reg.country,
+                                continent=reg.continent, labels=dict(reg.labels),
+                                capabilities=tuple(reg.capabilities),
+                                partitions={p.id: tuple(p.capabilities)
+                                            for p in reg.partitions})
+
+
+def recorded_facts(comp) -> claims.ComputerFacts:
+    return claims.ComputerFacts(labels=dict(comp.labels),
+                                capabilities=tuple(comp.capabilities),
+                                partitions={pid: tuple(p.capabilities)
+                                            for pid, p in comp.partitions.items()},
+                                **comp.locality)
+
+
+def register_computer(conn, reg: ComputerRegistration,
+                      node: NodeClaim | None = None) -> tuple[bool, dict]:
     """Create or update a computer; known partitions are kept, new ones added.
 
-    Returns (created, computer JSON)."""
+    ``reg`` is the registration completed from the topology. Sent by an admin (``node``
+    None), it sets the computer's facts. Sent by the node itself, it may describe a
+    computer the master does not know yet, but afterwards only add partitions: a fact it
+    would change raises FactNotOwned (403) naming every such field, and nothing is
+    written. Returns (created, computer JSON)."""
     def use_case(app):
         now = clock()
         comp = app.computers.get(reg.id)
         created = comp is None
+        facts = registration_facts(reg)
+        if node is not None:
+            recorded = None if created else recorded_facts(comp)
+            problems = claims.node_fact_problems(
+                recorded, node.declared, registration_facts(node.proposed),
+                [p.id for p in node.proposed.partitions])
+            if problems:
+                raise FactNotOwned(f"computer {reg.id} may not change what an administrator "
+                                   f"owns: {_fields(problems)} (ask an administrator: "
+                                   f"slapfed computer set)", problems)
+            if recorded is not None:
+                facts = claims.settled_facts(recorded, facts)
         if created:
             comp = Computer(reg.id, now)
             app.add_computer(comp)
-        moved = comp.update_locality({"host": reg.host, "lan": reg.lan, "country": reg.country,
-                                      "continent": reg.continent}, reg.labels,
-                                     reg.capabilities)
+        moved = comp.update_locality(facts.locality(), facts.labels, facts.capabilities)
         added = [comp.add_partition(p.id, p.address, p.port_base, p.port_count,
-                                    p.capabilities)
+                                    facts.partitions.get(p.id, p.capabilities))
                  for p in reg.partitions]
         if any(added) and not created:
             comp.bump_serial()
@@ -45,6 +90,30 @@ def register_computer(conn, reg: ComputerRegistration) -> tuple[bool, dict]:
         return created, render.computer_json(comp)
 
     return write(conn, use_case)
+
+
+def set_computer_facts(conn, computer_id: str, changes: dict, complete=None) -> dict:
+    """An administrator changes a computer's facts (``changes``: any of
+    core.claims.FACT_FIELDS; a locality of None clears it). ``complete`` (optional) fills
+    and checks the result against the topology files: facts -> facts, raising
+    InvalidInput. Raises NotFound. Placement sees the new facts at once."""
+    def use_case(app):
+        comp = get_computer(app, computer_id)
+        current = recorded_facts(comp)
+        merged = replace(current, **{k: v for k, v in changes.items()
+                                     if k in claims.FACT_FIELDS})
+        if complete is not None:
+            merged = complete(computer_id, merged)
+        if comp.update_locality(merged.locality(), dict(merged.labels),
+                                tuple(merged.capabilities)):
+            placement.touch(app, comp)
+        return render.computer_json(comp)
+
+    return write(conn, use_case)
+
+
+def _fields(problems: list[dict]) -> str:
+    return ", ".join(p["field"] for p in problems)
 
 
 def list_computers(conn) -> list[dict]:
@@ -120,13 +189,17 @@ def report_software(conn, computer_id: str, h: str, report: SoftwareReport) -> d
 
 
 def report_partition(conn, computer_id: str, partition_id: str,
-                     report: PartitionReport) -> dict:
-    """Record what a node observed of a partition's instance.
+                     report: PartitionReport, reporter: str = claims.NODE) -> dict:
+    """Record what a node (``reporter`` NODE) or the partition itself (PARTITION)
+    observed of a partition's instance.
 
     Raises NotFound, Conflict (the partition does not host that instance, or the
-    report is ahead of the instance's revision). A destroyed report of an instance
-    whose requested state is destroyed frees the partition. ``shared_connections``
-    become the connection parameters of the shared instances the host holds."""
+    report is ahead of the instance's revision), ReportRefused (409: the state claimed
+    is ruled out by the state requested, core.claims.CLAIMABLE) and FactNotOwned (403:
+    a partition claiming its own destruction); a refused report writes nothing. A
+    destroyed report of an instance whose requested state is destroyed frees the
+    partition. ``shared_connections`` become the connection parameters of the shared
+    instances the host holds."""
     def use_case(app):
         now = clock()
         comp = get_computer(app, computer_id)
@@ -142,6 +215,13 @@ def report_partition(conn, computer_id: str, partition_id: str,
         if report.revision > inst.revision:
             raise Conflict(f"report on revision {report.revision} of instance "
                            f"{inst.reference!r}, which is only at revision {inst.revision}")
+        refusal = claims.report_refusal(inst.requested_state, report.state,
+                                        report.revision == inst.revision, reporter)
+        if refusal is not None:
+            klass = ReportRefused if refusal.by_owner else FactNotOwned
+            raise klass(f"report on instance {inst.reference!r} (partition {partition_id} of "
+                        f"computer {computer_id}) refused: {refusal.message}",
+                        refusal.details())
         _contact(comp, now)
         inst.set_status(state=report.state, revision=report.revision, reported_at=now,
                         log_tail=report.log_tail,
@@ -191,13 +271,9 @@ def _free(app, comp, inst, now: float) -> None:
     inst.unplace()
     inst.connection = {}
     inst.touch(now)
-    for sid in inst.shared_ids:
-        shared = app.instances[sid]
-        shared.host_id = None
-        shared.connection = {}
-        shared.set_status(state=PENDING, log_tail=f"host instance {inst.reference} was "
-                                                  "destroyed; request again to attach")
-    inst.shared_ids = ()
+    held, inst.shared_ids = inst.shared_ids, ()
+    for sid in held:
+        host_gone(app, app.instances[sid], now)
 
 
 def _relay_to_shared(app, host, state: str, now: float) -> None:

@@ -5,8 +5,10 @@ transaction (retried on conflict); a typed error aborts it and nothing is writte
 """
 from __future__ import annotations
 
+from ..core import sharing
 from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, UnknownSoftwareType
-from ..core.states import DESTROYED, PENDING, STARTED
+from ..core.sla import HOST_KEY
+from ..core.states import DESTROYED, FAILED, PENDING, STARTED
 from ..core.wire import InstanceRequest, software_hash
 from ..model import Instance
 from ..placement import Context
@@ -169,6 +171,8 @@ def _create(app, req: InstanceRequest, now: float):
                     req.parent, now,
                     root_requester=parent.owner if parent is not None else req.requester)
     inst.provenance = tuple(req.provenance)
+    if req.open_to:
+        inst.open_to = tuple(req.open_to)
     app.add_instance(inst)
     if parent is not None:
         parent.add_child(inst.id)
@@ -182,7 +186,8 @@ def _render_if_unchanged(app, req: InstanceRequest) -> dict | None:
     if inst is None or not (
             req.shared == inst.shared and req.software_url == inst.software_url
             and req.software_type == inst.software_type and req.state == inst.requested_state
-            and req.parameters == inst.parameters and req.sla == inst.sla):
+            and req.parameters == inst.parameters and req.sla == inst.sla
+            and tuple(req.open_to) == tuple(inst.open_to)):
         return None
     if inst.delegated:
         converged = True        # the forwarder pushes what changed to the peer
@@ -202,6 +207,7 @@ def _update(app, inst, req: InstanceRequest, now: float) -> None:
                 "the shared flag cannot change while it is placed (destroy it first or "
                 "use another reference)")
         app.unindex_release(inst)
+        app.forget_awaiting(inst)
         inst.shared = req.shared
         app.index_release(inst)
     changed = False
@@ -217,6 +223,10 @@ def _update(app, inst, req: InstanceRequest, now: float) -> None:
     if req.sla != inst.sla:
         inst.sla = copy_sla(req.sla)   # applies at the next placement; never moves it now
         inst.touch(now)
+    if tuple(req.open_to) != tuple(inst.open_to):
+        inst.open_to = tuple(req.open_to)
+        inst.touch(now)
+        _enforce_opening(app, inst, now)
     if changed:
         inst.bump_revision(now)
         _document_changed(app, inst, now)
@@ -237,6 +247,7 @@ def _change_release(app, inst, url: str, software_type: str, now: float) -> None
     if inst.attached:
         _detach_shared(app, inst, now)
     app.unindex_release(inst)
+    app.forget_awaiting(inst)
     inst.software_url, inst.software_hash, inst.software_type = url, h, software_type
     app.index_release(inst)
 
@@ -277,7 +288,15 @@ def _document_changed(app, inst, now: float) -> None:
 
 
 def _converge(app, inst, now: float) -> None:
-    """Place, attach, delegate or detach so the instance matches its requested state."""
+    """Place, attach, delegate or detach so the instance matches its requested state; a
+    host that may take shared instances then takes those waiting for it."""
+    _converge_one(app, inst, now)
+    app.note_awaiting(inst)
+    if not inst.shared:
+        _offer_host(app, inst, now)
+
+
+def _converge_one(app, inst, now: float) -> None:
     if inst.delegated:
         federation.converge_delegated(app, inst, now)
         return
@@ -293,7 +312,7 @@ def _converge(app, inst, now: float) -> None:
         return
     if inst.shared:
         if not inst.attached:
-            _serve(app, inst, now, lambda: _attach_shared(app, inst, now))
+            _serve_shared(app, inst, now)
     elif not inst.placed:
         _serve(app, inst, now, lambda: _place(app, inst))
 
@@ -338,40 +357,161 @@ def _host_refusal(ctx, view) -> str | None:
     return None
 
 
-def _attach_shared(app, inst, now: float) -> None:
-    """Attach a shared instance to the first started host of its release and type whose
-    computer satisfies the SLA (alternatives in order; locality, labels, relative keys)."""
+def _may_host(host, inst) -> bool:
+    """Whether ``host`` could take shared instance ``inst`` now: a started, placed
+    non-shared instance of the same release and type, open to ``inst``'s owner."""
+    return (host.id != inst.id and not host.shared and host.placed
+            and host.requested_state == STARTED and host.status["state"] in HOSTABLE_STATUSES
+            and host.software_hash == inst.software_hash
+            and host.software_type == inst.software_type and _consents(host, inst))
+
+
+def _consents(host, inst) -> bool:
+    """Whether ``host``'s requester let ``inst``'s owner attach to it (core.sharing)."""
+    alts = inst.sla if isinstance(inst.sla, (list, tuple)) else [inst.sla or {}]
+    named = any(alt.get(HOST_KEY) == host.id for alt in alts)
+    return sharing.opens_to(host.open_to, host.owner, inst.owner, named)
+
+
+def _choose_host(app, inst, only=None):
+    """The first host, by SLA alternative then id, that takes shared instance ``inst``
+    (``only``: consider that host alone), and {refusal reason: count} over the hosts open
+    to its owner that an alternative naming no host refused. Hosts closed to the owner
+    are never looked at further, so nothing here depends on what they are."""
     request = placement.request_of(app, inst)
     snap = placement.snapshot_of(app)
-    hosts = [app.instances[iid]
-             for iid in app.instance_ids_of_release(inst.software_hash, inst.software_type)]
-    hosts = [c for c in hosts if c.id != inst.id and c.requested_state == STARTED and c.placed
-             and c.status["state"] in HOSTABLE_STATUSES]
-    host, refused = None, {}
+    refused: dict = {}
+    released = None
     for alternative in request.sla.alternatives:
+        named = alternative.host
+        if only is not None:
+            cands = [only] if named in (None, only.id) else []
+        elif named is not None:
+            cands = [c for c in (app.instances.get(named),) if c is not None]
+        else:
+            if released is None:
+                released = [app.instances[iid] for iid in app.instance_ids_of_release(
+                    inst.software_hash, inst.software_type)]
+            cands = released
         ctx = Context(request, alternative, snap)
-        for cand in hosts:
+        for cand in cands:
+            if not _may_host(cand, inst):
+                continue
             view = snap.get(cand.computer_id)
             reason = "computer unknown" if view is None else _host_refusal(ctx, view)
-            if reason is not None:
+            if reason is None:
+                return cand, refused
+            if named is None:
                 refused[reason] = refused.get(reason, 0) + 1
-                continue
-            host = cand
-            break
-        if host is not None:
-            break
+    return None, refused
+
+
+def _named_hosts(inst) -> tuple:
+    """The hosts a shared instance's SLA names when every alternative names one (it
+    then waits for those only), else ()."""
+    alts = inst.sla if isinstance(inst.sla, (list, tuple)) else [inst.sla or {}]
+    named = tuple(dict.fromkeys(alt.get(HOST_KEY) for alt in alts))
+    return () if None in named else named
+
+
+def _attach_shared(app, inst, now: float) -> None:
+    """Attach a shared instance to the first started host of its release and type that
+    is open to its owner and whose computer satisfies the SLA (alternatives in order;
+    locality, labels, relative keys; ``host_instance`` names the host). Raises
+    NoCapacity, worded the same whether or not hosts closed to the owner exist."""
+    host, refused = _choose_host(app, inst)
     if host is None:
         why = ", ".join(f"{n} refused by {r}" for r, n in sorted(refused.items()))
-        raise NoCapacity(
-            f"no host for shared instance {inst.reference}: no started instance of "
-            f"{inst.software_url} with software type {inst.software_type!r}"
-            + (f" fits ({why})" if why else " exists; request a non-shared one first"),
-            [{"reason": r, "count": n} for r, n in sorted(refused.items())])
+        named = _named_hosts(inst)
+        if named:
+            text = sharing.named_host_refused(" or ".join(named), inst.owner)
+        else:
+            text = (f"no started instance of {inst.software_url} with software type "
+                    f"{inst.software_type!r} open to {inst.owner}"
+                    + (f" fits ({why})" if why else " exists here"))
+        raise NoCapacity(f"no host for shared instance {inst.reference}: {text}",
+                         [{"reason": r, "count": n} for r, n in sorted(refused.items())])
+    _attach(app, inst, host, now)
+
+
+def _attach(app, inst, host, now: float) -> None:
     inst.host_id = host.id
     host.attach_shared(inst.id)
     host.bump_revision(now)
     _document_changed(app, host, now)
     inst.set_status(state=PENDING, log_tail="", promises=())
+    inst.touch(now)
+
+
+def _serve_shared(app, inst, now: float) -> None:
+    """Attach (or delegate) a shared instance; with no host to take it here, it waits:
+    ``failed`` when its SLA names hosts (none of them takes it), else ``pending``. In
+    both cases it attaches once a host is opened to its owner (``_offer_host``)."""
+    try:
+        _serve(app, inst, now, lambda: _attach_shared(app, inst, now))
+    except NoCapacity:
+        named = _named_hosts(inst)
+        if named:
+            _set_waiting(inst, FAILED, sharing.named_host_refused(" or ".join(named),
+                                                                  inst.owner), now)
+        else:
+            _set_waiting(inst, PENDING, sharing.waiting_for_a_host(
+                inst.software_url, inst.software_type, inst.owner), now)
+
+
+def _set_waiting(inst, state: str, why: str, now: float) -> None:
+    if inst.connection:
+        inst.connection = {}
+    if inst.status["state"] != state or inst.status["log_tail"] != why:
+        inst.set_status(state=state, log_tail=why, promises=())
+        inst.touch(now)
+
+
+def _offer_host(app, host, now: float) -> None:
+    """A host that may take shared instances attaches those waiting for one that it is
+    open to (their SLA permitting), in id order."""
+    if host.shared or host.delegated or not host.placed or host.requested_state != STARTED \
+            or host.status["state"] not in HOSTABLE_STATUSES:
+        return
+    for sid in app.instance_ids_awaiting(host.software_hash, host.software_type):
+        waiting = app.instances.get(sid)
+        if waiting is None or not waiting.awaits_host or not _consents(host, waiting):
+            continue
+        chosen, _refused = _choose_host(app, waiting, only=host)
+        if chosen is not None:
+            _attach(app, waiting, host, now)
+            app.note_awaiting(waiting)
+
+
+def _enforce_opening(app, host, now: float) -> None:
+    """The host's opening narrowed: shared instances whose owner it is no longer open to
+    are detached; each moves to another host open to it, or is ``failed`` saying its host
+    closed (and attaches again once a host opens to it)."""
+    for sid in tuple(host.shared_ids):
+        shared = app.instances.get(sid)
+        if shared is None or _consents(host, shared):
+            continue
+        _detach_shared(app, shared, now)
+        _rehost(app, shared, now, FAILED, sharing.host_closed(shared.owner))
+
+
+def _rehost(app, shared, now: float, state: str, why: str) -> None:
+    """A shared instance lost its host: attach it to another host open to it, else show
+    ``state`` and ``why`` and wait for one."""
+    other, _refused = _choose_host(app, shared)
+    if other is not None:
+        _attach(app, shared, other, now)
+    else:
+        _set_waiting(shared, state, why, now)
+    app.note_awaiting(shared)
+
+
+def host_gone(app, shared, now: float) -> None:
+    """The partition of ``shared``'s host was freed (its host is destroyed): the
+    computers' report use case calls this for each shared instance it held."""
+    shared.host_id = None
+    shared.connection = {}
+    _rehost(app, shared, now, PENDING, sharing.host_gone(shared.owner))
 
 
 def _detach_shared(app, inst, now: float) -> None:

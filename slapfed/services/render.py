@@ -68,7 +68,7 @@ def instance_json(app, inst) -> dict:
             "sla": sla_json(inst.sla), "requested_state": inst.requested_state,
             "shared": inst.shared, "revision": inst.revision,
             "placement": placement_json(app, inst), "host_instance": inst.host_id,
-            "shared_instances": list(inst.shared_ids),
+            "shared_instances": list(inst.shared_ids), "open_to": list(inst.open_to),
             "status": status_json(inst.status), "connection": dict(inst.connection),
             "provenance": list(inst.provenance),
             "child_master": None if inst.child_master is None else dict(inst.child_master),

@@ -46,8 +46,15 @@ def evolve4(root) -> None:
     root[ROOT_KEY].create_containers()
 
 
+def evolve5(root) -> None:
+    """Shared hosting by consent: the index of shared instances waiting for a host
+    (filled from the instances already stored), so that a host opened to their owner
+    attaches them. Hosts stored before keep the class default: open to their owner only."""
+    root[ROOT_KEY].create_containers()
+
+
 # Index i holds the step reaching generation i + 1. Append, never reorder.
-EVOLVE_STEPS = (evolve1, evolve2, evolve3, evolve4)
+EVOLVE_STEPS = (evolve1, evolve2, evolve3, evolve4, evolve5)
 LATEST_GENERATION = len(EVOLVE_STEPS)
 
 
