@@ -150,6 +150,78 @@ def start_master_process(data_dir, *args, timeout=30.0, secure=False):
 # -- node fixtures --
 # A real supervisord per test in tmp_path (shut down by its PID in a finalizer, even when
 # the test fails), and helpers to build node roots.
+#
+# A node formatted by root gives each partition its own unix user, who must traverse the
+# directories above its partition. pytest makes its temporary directories 0700 (and
+# resets /tmp/pytest-of-root to 0700 whenever a session starts), so as root the session's
+# base temp dir is /tmp/slapfed-tests/run-<pid> instead, and every directory made by
+# tmp_path / tmp_path_factory (and those above it, up to the temp dir) is opened to
+# traversal (0711: others may pass through, never list or write).
+TRAVERSABLE_BASE = "slapfed-tests"
+KEEP_RUNS = 3
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "e2e: an end-to-end test with real processes")
+    if os.geteuid() != 0 or config.option.basetemp:
+        return
+    import shutil
+    import stat
+    import tempfile
+    base = os.path.join(tempfile.gettempdir(), TRAVERSABLE_BASE)
+    try:
+        os.mkdir(base, 0o711)
+    except FileExistsError:
+        pass
+    st = os.lstat(base)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0:
+        raise pytest.UsageError(f"{base} is not a directory of root's: remove it")
+    os.chmod(base, 0o711)
+    runs = sorted((os.path.join(base, n) for n in os.listdir(base) if n.startswith("run-")),
+                  key=os.path.getmtime)
+    for old in runs[:-KEEP_RUNS]:
+        pid = old.rsplit("-", 1)[-1]
+        if not (pid.isdigit() and os.path.exists(f"/proc/{pid}")):
+            shutil.rmtree(old, ignore_errors=True)
+    config.option.basetemp = os.path.join(base, f"run-{os.getpid()}")
+
+
+def open_to_traversal(path) -> None:
+    """chmod o+x (and g+x) ``path`` and its parents up to pytest's base temp dir."""
+    import pathlib
+    import tempfile
+    path = pathlib.Path(path).resolve()
+    top = pathlib.Path(tempfile.gettempdir()).resolve()
+    for d in [path, *path.parents]:
+        if d == top or top not in d.parents:
+            break
+        mode = d.stat().st_mode & 0o7777
+        if mode & 0o011 != 0o011:
+            d.chmod(mode | 0o011)
+
+
+class _TraversableTmpFactory:
+    """pytest's TempPathFactory whose directories partition users can traverse."""
+
+    def __init__(self, factory):
+        self._factory = factory
+
+    def mktemp(self, *args, **kwargs):
+        path = self._factory.mktemp(*args, **kwargs)
+        open_to_traversal(path)
+        return path
+
+    def __getattr__(self, name):
+        return getattr(self._factory, name)
+
+
+@pytest.fixture(scope="session")
+def tmp_path_factory(tmp_path_factory):
+    """Also the factory behind tmp_path: as root, every directory it makes (and those
+    above, up to the temp dir) is traversable by partition users."""
+    if os.geteuid() != 0:
+        return tmp_path_factory
+    return _TraversableTmpFactory(tmp_path_factory)
 
 
 @pytest.fixture
