@@ -186,6 +186,28 @@ def pytest_configure(config):
     config.option.basetemp = os.path.join(base, f"run-{os.getpid()}")
 
 
+# The test files that start real masters, nodes, supervisord or buildout runs: their
+# tests are marked e2e, so `pytest -m "not e2e"` runs the fast tier alone. A test in
+# another file may carry the marker itself.
+E2E_FILES = frozenset({
+    "test_authz_tls.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_tls_refusals.py",
+    "test_concurrency.py", "test_demo.py", "test_e2e.py", "test_e2e_cdn.py",
+    "test_e2e_injection.py", "test_e2e_placement.py", "test_federation_e2e.py",
+    "test_federation_fallback.py", "test_federation_longpoll.py",
+    "test_federation_topology.py", "test_group_commit.py", "test_node_agent.py",
+    "test_node_external.py", "test_node_isolation.py", "test_node_leftovers.py",
+    "test_profile_cdn.py", "test_profile_master.py", "test_profile_node.py",
+    "test_recipes_buildout.py", "test_recursion_e2e.py", "test_shared_hosting_tls.py",
+    "test_supervisor.py",
+})
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in E2E_FILES:
+            item.add_marker(pytest.mark.e2e)
+
+
 def open_to_traversal(path) -> None:
     """chmod o+x (and g+x) ``path`` and its parents up to pytest's base temp dir."""
     import pathlib
