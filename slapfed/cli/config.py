@@ -86,5 +86,5 @@ def identity_files(directory: str) -> dict:
                for k in IDENTITY_FILES if not Path(found[k]).is_file()]
     if missing:
         raise InvalidInput(f"{base} is not an identity directory (slapfed ca issue --out "
-                           f"DIR writes one): {missing[0]['problem']}", missing)
+                           f"DIR writes one)", missing)
     return found

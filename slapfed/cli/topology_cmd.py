@@ -15,7 +15,7 @@ from ..topology import files as topology_files
 from ..topology import graph as topology_graph
 from ..topology import report
 from . import config as cfg
-from .common import Exit, emit, error_boundary, json_option
+from .common import Exit, echo_error, emit, error_boundary, json_option
 
 master_option = click.option(
     "--master", "master_url", metavar="URL",
@@ -73,9 +73,7 @@ def check(files, as_json):
             click.echo(json.dumps({"ok": False, "files": list(files),
                                    "problems": exc.details}, indent=2))
         else:
-            click.echo(f"slapfed: {len(exc.details)} problem(s) in the topology:", err=True)
-            for d in exc.details:
-                click.echo(f"  {d['field']}: {d['problem']}", err=True)
+            echo_error(exc)
         sys.exit(int(Exit.INVALID))
     counts = topology_counts(topo)
     emit({"ok": True, "files": list(files), "counts": counts}, as_json,
