@@ -1,9 +1,12 @@
 """What a person reads when a command fails: one line per problem, no Python reprs, no
 detail that repeats the message (slapfed.cli.problems), for errors from the master and
 raised locally alike."""
+import datetime as dt
+
 import pytest
 
 from slapfed.cli import problems
+from slapfed.cli.user_cmd import render_whoami, validity
 from slapfed.core import claims, provenance
 from slapfed.core.errors import InvalidInput, RecursionRefused
 from slapfed.topology import files as topology_files
@@ -155,3 +158,30 @@ def test_real_errors_render_without_reprs_or_repeats(tmp_path):
     line = problems.detail_line(not_owned[0])
     assert line.startswith("lan: is 'lan-a' (recorded") and line.endswith("to 'lan-b'")
 
+
+NOW = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
+
+
+@pytest.mark.parametrize("not_after,shown", [
+    ("2026-01-01T00:00:00+00:00", "until 2026-01-01 00:00 UTC (in 365 days)"),
+    ("2025-01-02T12:00:00+00:00", "until 2025-01-02 12:00 UTC (in 1 day)"),
+    ("2025-01-01T03:00:00+00:00", "until 2025-01-01 03:00 UTC (in 3 hours)"),
+    ("2024-12-29T00:00:00+00:00", "expired on 2024-12-29 00:00 UTC (3 days ago)"),
+    ("2025-01-01T02:00:00+02:00", "until 2025-01-01 00:00 UTC (in 1 hour)"),
+    (None, "-"), ("soon", "soon"),
+])
+def test_certificate_validity_reads_as_a_date_and_a_delay(not_after, shown):
+    assert validity(not_after, NOW) == shown
+
+
+def test_whoami_of_a_partition_names_its_computer_and_partition():
+    body = {"principal": "partition/c1/p2", "development_mode": False,
+            "identity": {"role": "partition", "name": "c1/p2", "uri": "slapfed://partition/c1/p2",
+                         "computer": "c1", "partition": "p2"},
+            "certificate": {"serial": "1f", "not_after": "2025-01-11T00:00:00+00:00",
+                            "not_before": "2024-01-01T00:00:00+00:00", "fingerprint": "ab"}}
+    assert render_whoami(body, "https://m:1", None, NOW).splitlines() == [
+        "principal:   partition/c1/p2", "role:        partition", "name:        c1/p2",
+        "computer:    c1", "partition:   p2",
+        "certificate: serial 1f, valid until 2025-01-11 00:00 UTC (in 10 days)",
+        "master:      https://m:1"]
