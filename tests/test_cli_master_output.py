@@ -1,12 +1,19 @@
 """The CLI against real masters (`slapfed master serve` processes on 127.0.0.1): the exact
-lines an error prints, `slapfed whoami`, `slapfed config show`."""
+lines an error prints, `slapfed whoami`, `slapfed config show`, and shell completion of
+instance references — the completion function itself, and click's completion protocol
+(``_SLAPFED_COMPLETE`` with ``COMP_WORDS``/``COMP_CWORD``) in a subprocess."""
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
 
 from slapfed.ca import identity as ids
 from slapfed.ca.authority import CertificateAuthority
+from slapfed.cli import completion
 from slapfed.cli.main import cli
 from slapfed.client import MasterClient
 from slapfed.core.wire import MAX_REFERENCE
@@ -115,6 +122,94 @@ def test_whoami_in_development_mode(dev_master, no_config):
     assert body["certificate"] is None
 
 
+# -- completion ------------------------------------------------------------------------
+def test_completion_lists_the_callers_instances(dev_master, no_config, monkeypatch):
+    url, made = dev_master
+    monkeypatch.setenv("SLAPFED_MASTER", url)
+    monkeypatch.setenv("SLAPFED_REQUESTER", "alice")
+    items = completion.references(None, None, "web")
+    assert [i.value for i in items] == ["web-1", "web-2"]
+    assert all(i.help.startswith("started, ") for i in items)
+    assert completion.references(None, None, "db") == []            # bob's, not alice's
+    ids_ = completion.instance_ids(None, None, "")
+    assert {i.value for i in ids_} == {made["web-1"]["id"], made["web-2"]["id"]}
+    assert [i.value for i in completion.references(None, None, "")] == ["web-1", "web-2"]
+
+
+def test_completion_takes_the_options_given_before(dev_master, no_config):
+    url, _ = dev_master
+
+    class Ctx:
+        params = {"master_url": url, "requester": "bob"}
+    assert [i.value for i in completion.references(Ctx, None, "")] == ["db-1"]
+
+
+@pytest.mark.parametrize("master", [None, "http://127.0.0.1:9", "not a url"],
+                         ids=["no-master", "nothing-listens", "garbage"])
+def test_completion_is_silent_on_any_error(no_config, master, monkeypatch):
+    if master:
+        monkeypatch.setenv("SLAPFED_MASTER", master)
+    assert completion.references(None, None, "") == []
+
+
+@pytest.mark.parametrize("args", [
+    ["show"], ["start"], ["stop"], ["destroy"], ["request"], ["topology", "where"],
+    ["topology", "domains"], ["topology", "explain"], ["show", "--master", "URL", "--as", "bob"],
+], ids=lambda a: "-".join(a))
+def test_every_reference_argument_completes(dev_master, no_config, monkeypatch, args):
+    """Click's own completion path, in process: the words typed so far, then REFERENCE."""
+    from click.shell_completion import ShellComplete
+    url, _ = dev_master
+    monkeypatch.setenv("SLAPFED_MASTER", url)
+    monkeypatch.setenv("SLAPFED_REQUESTER", "alice")
+    args = [url if a == "URL" else a for a in args]
+    found = ShellComplete(cli, {}, "slapfed", "_SLAPFED_COMPLETE").get_completions(args, "")
+    assert [c.value for c in found] == (["db-1"] if "bob" in args else ["web-1", "web-2"])
+
+
+def test_completion_gives_up_on_a_master_that_does_not_answer(no_config, monkeypatch):
+    """A master that accepts the connection and says nothing: no completion, in time."""
+    import socket
+    import time
+    mute = socket.socket()
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(8)
+    try:
+        monkeypatch.setenv("SLAPFED_MASTER", f"http://127.0.0.1:{mute.getsockname()[1]}")
+        monkeypatch.setattr(completion, "TIMEOUT", (0.2, 0.3))
+        started = time.monotonic()
+        assert completion.references(None, None, "") == []
+        assert time.monotonic() - started < 2
+    finally:
+        mute.close()
+
+
+def complete(url, words, cword, shell="bash", **env):
+    """Run slapfed as the shell's completion script would; (stdout, stderr)."""
+    full = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    full.update({"_SLAPFED_COMPLETE": f"{shell}_complete", "COMP_WORDS": words,
+                 "COMP_CWORD": str(cword), "SLAPFED_CONFIG": os.devnull + ".none",
+                 **({"SLAPFED_MASTER": url} if url else {}), **env})
+    done = subprocess.run([sys.executable, "-m", "slapfed.cli.main"], env=full,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout, done.stderr
+
+
+def test_completion_through_the_shell_protocol(dev_master):
+    url, made = dev_master
+    out, err = complete(url, "slapfed show we", 2, SLAPFED_REQUESTER="alice")
+    assert out.splitlines() == ["plain,web-1", "plain,web-2"] and err == ""
+    out, _ = complete(url, "slapfed destroy --as bob ", 4)
+    assert out.splitlines() == ["plain,db-1"]
+    out, _ = complete(url, "slapfed request x y --parent ", 5, SLAPFED_REQUESTER="bob")
+    assert out.splitlines() == [f"plain,{made['db-1']['id']}"]
+    out, _ = complete(url, "slapfed show", "w", shell="fish", SLAPFED_REQUESTER="alice")
+    assert out.splitlines() == ["plain,web-1\tstarted, pending", "plain,web-2\tstarted, pending"]
+    out, err = complete("http://127.0.0.1:9", "slapfed show ", 2)
+    assert out.strip() == "" and err == ""
+
+
 # -- over mutual TLS ---------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tls_master(tmp_path_factory):
@@ -162,3 +257,28 @@ def test_whoami_and_config_show_over_tls(tls_master, no_config):
     assert "mallory" not in text and "requester" not in text
     data = json.loads(run("config", "show", "--json").stdout)
     assert data["identity"]["principal"] == "person/alice" and data["requester"] is None
+
+
+def test_completion_over_tls_uses_the_certificates_principal(tls_master, no_config):
+    url, identity_dir, _ = tls_master
+    run("config", "set", "--master", url, "--identity", str(identity_dir))
+    assert [i.value for i in completion.references(None, None, "")] == ["site-1"]
+    out, err = complete(url, "slapfed show s", 2, SLAPFED_CONFIG=str(no_config))
+    assert out.splitlines() == ["plain,site-1"] and err == ""
+
+
+@pytest.mark.skipif(not shutil.which("bash"), reason="needs bash")
+def test_bash_completes_with_the_script_click_writes(dev_master):
+    """What a user enables: eval "$(_SLAPFED_COMPLETE=bash_source slapfed)", then TAB."""
+    url, _ = dev_master
+    env = {k: v for k, v in os.environ.items() if k not in CLEAN_ENV}
+    env.update(PATH=f"{os.path.dirname(sys.executable)}:{env.get('PATH', '')}",
+               SLAPFED_MASTER=url, SLAPFED_REQUESTER="alice",
+               SLAPFED_CONFIG=os.devnull + ".none")
+    script = ('eval "$(_SLAPFED_COMPLETE=bash_source slapfed)"; '
+              'COMP_WORDS=(slapfed stop web); COMP_CWORD=2; _slapfed_completion slapfed; '
+              'printf "%s\\n" "${COMPREPLY[@]}"')
+    done = subprocess.run(["bash", "--norc", "--noprofile", "-c", script], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["web-1", "web-2"]

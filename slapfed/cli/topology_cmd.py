@@ -14,6 +14,7 @@ from ..core.errors import InvalidInput
 from ..topology import files as topology_files
 from ..topology import graph as topology_graph
 from ..topology import report
+from . import completion
 from . import config as cfg
 from .common import Exit, echo_error, emit, error_boundary, json_option
 
@@ -148,7 +149,7 @@ def path(master_a, master_b, min_trust, master_url, topology_paths, as_json):
 
 
 @topology.command()
-@click.argument("reference")
+@click.argument("reference", shell_complete=completion.references)
 @requester_as_option
 @master_option
 @file_option
@@ -163,7 +164,7 @@ def where(reference, requester, master_url, topology_paths, as_json):
 
 
 @topology.command()
-@click.argument("reference")
+@click.argument("reference", shell_complete=completion.references)
 @requester_as_option
 @master_option
 @file_option

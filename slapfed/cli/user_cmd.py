@@ -14,6 +14,7 @@ import click
 from ..client import MasterClient
 from ..core import sharing, states
 from ..core.errors import InvalidInput
+from . import completion
 from . import config as cfg
 from .common import InstanceFailed, emit, error_boundary, json_option, parse_pairs
 
@@ -177,7 +178,7 @@ def build_sla(sla_pairs, fallbacks):
 def request_options(command):
     """The options of `request`, shared by `request --dry-run` and `topology explain`."""
     for option in reversed([
-        click.argument("reference"),
+        click.argument("reference", shell_complete=completion.references),
         click.argument("software_url"),
         click.option("--type", "software_type", default=states.DEFAULT_SOFTWARE_TYPE,
                      show_default=True,
@@ -198,8 +199,8 @@ def request_options(command):
                      default=states.STARTED, show_default=True),
         click.option("--shared", is_flag=True,
                      help="Ask for a shared instance (no partition of its own)."),
-        click.option("--parent", metavar="INSTANCE_ID",
-                     help="Request as a child of this instance."),
+        click.option("--parent", metavar="INSTANCE_ID", help="Request as a child of this "
+                     "instance.", shell_complete=completion.instance_ids),
         master_option,
         requester_option,
         json_option,
@@ -315,7 +316,7 @@ def list_(master_url, requester, everyone, as_json):
 
 
 @click.command()
-@click.argument("reference")
+@click.argument("reference", shell_complete=completion.references)
 @master_option
 @requester_option
 @json_option
@@ -328,7 +329,7 @@ def show(reference, master_url, requester, as_json):
 
 def _state_command(name: str, target: str, doc: str):
     @click.command(name=name, help=doc)
-    @click.argument("reference")
+    @click.argument("reference", shell_complete=completion.references)
     @click.option("--wait", type=float, default=0.0, metavar="SECONDS",
                   help="Wait until the node confirms.")
     @master_option
