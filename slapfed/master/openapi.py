@@ -497,8 +497,14 @@ PEM = {"type": "string", "description": "PEM text"}
 SCHEMAS.update({
     "Identity": _IDENTITY,
     "WhoAmI": _obj({"identity": _IDENTITY, "principal": STR,
-                    "development_mode": {"type": "boolean"}},
-                   ["identity", "principal", "development_mode"]),
+                    "development_mode": {"type": "boolean"},
+                    "certificate": {"oneOf": [{"type": "null"}, _obj(
+                        {"serial": STR, "not_before": ISO, "not_after": ISO,
+                         "fingerprint": STR}, ["serial", "not_before", "not_after",
+                                               "fingerprint"])],
+                        "description": "the certificate the caller presented; null in "
+                                       "development mode"}},
+                   ["identity", "principal", "development_mode", "certificate"]),
     "Certificate": _obj(_CERT_FIELDS, _CERT_REQUIRED),
     "IssuedCertificate": _obj({**_CERT_FIELDS, "certificate": PEM, "ca_certificate": PEM},
                               _CERT_REQUIRED + ["certificate", "ca_certificate"]),
