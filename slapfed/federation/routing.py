@@ -33,7 +33,7 @@ WHEN = (ALWAYS, NO_LOCAL_FIT)
 RULE_KEYS = ("release", "software_type", "shared", "when", "to", "fallback", "description")
 POLICY_KEYS = ("auto", "rules")
 MAX_RULES = 256
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 TRUST_DELEGATE = ("delegate", "full")
 
 LOCAL = "local"
