@@ -39,8 +39,8 @@ class TimedRunner:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def run(self, cfg, cwd, log_path):
-        result = self.inner.run(cfg, cwd, log_path)
+    def run(self, cfg, cwd, log_path, **options):
+        result = self.inner.run(cfg, cwd, log_path, **options)
         self.runs.append(result.seconds)
         return result
 
@@ -57,6 +57,7 @@ def converge(agent: Agent, limit: float = 600.0) -> float:
 def bench(partitions: int = 300, changes: int = 10) -> dict:
     with tempfile.TemporaryDirectory(prefix="slapfed-bench-node-") as d:
         tmp = Path(d)
+        tmp.chmod(0o711)     # run as root, the node's partition users traverse it
         proc, url = start_master(tmp / "master")
         root = tmp / "node"
         agent = None

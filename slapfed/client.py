@@ -6,18 +6,79 @@ MasterUnreachable when no answer came at all. Over HTTPS the master is verified 
 the CA certificate given (``ca``) and the client proves itself with ``cert``/``key``;
 ``verify`` and ``cert`` are passed on every call (this machine's REQUESTS_CA_BUNDLE would
 otherwise override a session setting).
+
+A master refuses a certificate it does not trust (another CA's, an expired one) at the TLS
+handshake, before any HTTP: the client reads why from the TLS alert the master sent and
+raises the same typed 401 error the master's application would (``foreign_certificate``,
+``certificate_expired``, ...), not MasterUnreachable. With TLS 1.3 that alert arrives
+after the handshake, on the first read; a request whose body was still being sent may
+see the connection closed instead, and then asks ``/health`` once to learn the verdict.
 """
 from __future__ import annotations
 
+import errno
+import ssl
 import time
 from urllib.parse import quote
 
 import requests
 
-from .core.errors import MasterUnreachable, SlapfedError, Timeout
+from .ca import errors as ca_errors
+from .core.errors import MasterUnreachable, SlapfedError, Timeout, Unauthenticated
 from .core.wire import software_hash
 
 API = "/api/v1"
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+# The TLS alert a master sends about the client's certificate (OpenSSL's reason names:
+# stable identifiers, not messages) -> the error it stands for, and what to say.
+TLS_REFUSALS = {
+    "TLSV1_ALERT_UNKNOWN_CA": (
+        ca_errors.ForeignCertificate,
+        "unknown CA (it was not issued by the master's certificate authority)"),
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": (ca_errors.CertificateExpired, "certificate expired"),
+    "SSLV3_ALERT_CERTIFICATE_REVOKED": (ca_errors.CertificateRevoked, "certificate revoked"),
+    "SSLV3_ALERT_BAD_CERTIFICATE": (
+        ca_errors.BadCertificate, "bad certificate (not valid yet, or malformed)"),
+    "TLSV1_ALERT_DECRYPT_ERROR": (
+        ca_errors.InvalidCertificateSignature, "its signature does not verify"),
+    "SSLV3_ALERT_UNSUPPORTED_CERTIFICATE": (Unauthenticated, "unsupported certificate"),
+    "SSLV3_ALERT_CERTIFICATE_UNKNOWN": (Unauthenticated, "certificate unknown"),
+    "TLSV1_ALERT_ACCESS_DENIED": (Unauthenticated, "access denied"),
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": (Unauthenticated, "a certificate is required"),
+}
+# What a write sees when the master closed the connection on a refused certificate
+# before the alert could be read: worth asking again, without a body, to learn why.
+_CUT_OFF = (ssl.SSLError, ConnectionResetError, BrokenPipeError)
+
+
+def _causes(exc: BaseException):
+    """``exc`` and every exception it wraps (requests and urllib3 nest them as causes,
+    ``reason`` attributes and arguments)."""
+    todo, seen = [exc], set()
+    while todo:
+        e = todo.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        todo.extend(x for x in (e.__cause__, e.__context__, getattr(e, "reason", None),
+                                *getattr(e, "args", ()))
+                    if isinstance(x, BaseException))
+
+
+def tls_refusal(exc: BaseException):
+    """(error class, reason) when ``exc`` carries a TLS alert refusing our certificate."""
+    for e in _causes(exc):
+        if isinstance(e, ssl.SSLError) and e.reason in TLS_REFUSALS:
+            return TLS_REFUSALS[e.reason]
+    return None
+
+
+def _cut_off(exc: BaseException) -> bool:
+    return any(isinstance(e, _CUT_OFF) or getattr(e, "errno", None) in (errno.ECONNRESET,
+                                                                       errno.EPIPE)
+               for e in _causes(exc))
 
 
 class MasterClient:
@@ -41,12 +102,14 @@ class MasterClient:
     def _call(self, method: str, path: str, json_body=None, params=None, headers=None,
               expect_304=False):
         url = self.url + API + path
+        if json_body is not None:
+            headers = {**JSON_HEADERS, **(headers or {})}
         try:
             resp = self.session.request(method, url, json=json_body, params=params,
                                         headers=headers, timeout=self.timeout,
                                         verify=self.verify, cert=self.cert)
         except requests.RequestException as exc:
-            raise MasterUnreachable(f"cannot reach the master at {self.url}: {exc}") from None
+            raise self._unreachable(exc, probe=json_body is not None) from None
         if expect_304 and resp.status_code == 304:
             return resp
         if resp.status_code >= 400:
@@ -58,6 +121,24 @@ class MasterClient:
                                              f"{resp.text[:200]}"}}
             raise SlapfedError.from_json(resp.status_code, body)
         return resp
+
+    def _unreachable(self, exc: Exception, probe: bool) -> SlapfedError:
+        """The error for a request that got no HTTP answer: the master's refusal of our
+        certificate when its TLS layer said so, else MasterUnreachable."""
+        refusal = tls_refusal(exc)
+        if refusal is None and probe and self.cert is not None and _cut_off(exc):
+            try:        # a write cut off before the alert was read: ask without a body
+                self.session.get(self.url + API + "/health", timeout=self.timeout,
+                                 verify=self.verify, cert=self.cert).close()
+            except requests.RequestException as again:
+                refusal = tls_refusal(again)
+        if refusal is not None:
+            klass, reason = refusal
+            cert = self.cert[0] if isinstance(self.cert, tuple) else self.cert
+            return klass(f"the master at {self.url} does not trust this certificate: "
+                         f"{reason}", [{"field": "certificate",
+                                        "problem": f"{cert}: {reason}"}])
+        return MasterUnreachable(f"cannot reach the master at {self.url}: {exc}")
 
     def _json(self, *args, **kw):
         resp = self._call(*args, **kw)

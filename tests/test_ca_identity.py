@@ -155,3 +155,14 @@ def test_the_ca_layer_depends_on_core_and_cryptography_only(path):
         bad += [n for n in names for f in CA_FORBIDDEN if n == f or n.startswith(f + ".")]
     assert bad == []
     assert path.read_text().startswith('"""')
+
+
+@pytest.mark.parametrize("role,name,extra", [
+    ("person", "alice\n", {}),
+    ("admin", "root\n", {}),
+    ("computer", "node-1\n", {"computer": "node-1\n"}),
+    ("partition", "node-1/p0\n", {"computer": "node-1", "partition": "p0\n"}),
+], ids=["person", "admin", "computer", "partition"])
+def test_a_name_ending_in_a_newline_is_no_identity(role, name, extra):
+    from slapfed.ca.identity import identity_problems
+    assert identity_problems(role, name, **extra)

@@ -52,7 +52,11 @@ def test_config_set_then_show(config_file):
     out = runner.invoke(cli, ["config", "show", "--json"])
     assert out.exit_code == 0
     assert json.loads(out.output) == {"config_file": str(config_file), "master": "http://m:1",
-                                      "requester": "bob", "ca": None, "cert": None, "key": None}
+                                      "requester": "bob", "ca": None, "cert": None, "key": None,
+                                      "identity": None}
+    text = runner.invoke(cli, ["config", "show"]).output
+    assert "master:      http://m:1 (config file)" in text
+    assert "requester:   bob (config file; sent only to a master in development mode" in text
 
 
 def test_config_set_identity_records_the_three_files(config_file, tmp_path):
@@ -122,3 +126,20 @@ def test_help_works_for_every_command(argv):
     out = CliRunner().invoke(cli, argv + ["--help"])
     assert out.exit_code == 0, out.output
     assert "Usage:" in out.output
+
+
+def test_config_show_reads_the_identity_from_the_certificate(config_file, tmp_path):
+    from slapfed.ca import identity as ids
+    from slapfed.ca.authority import CertificateAuthority
+    ca = CertificateAuthority.init(tmp_path / "ca", "test CA")
+    made = ca.issue_with_new_key(ids.person("alice"), tmp_path / "alice")
+    runner = CliRunner()
+    runner.invoke(cli, ["config", "set", "--identity", str(tmp_path / "alice"),
+                        "--requester", "mallory"])
+    text = runner.invoke(cli, ["config", "show"]).output
+    assert f"identity:    person/alice (from the certificate, serial {made.record.serial}, " in text
+    assert "mallory" not in text
+    made.cert_path.unlink()
+    broken = runner.invoke(cli, ["config", "show"])
+    assert broken.exit_code == 0
+    assert f"identity:    none usable: cannot read the certificate {made.cert_path}" in broken.output

@@ -98,6 +98,8 @@ def test_shared_requests_need_a_peer_hosting_the_release():
     ({"rules": [{"to": ["b"], "colour": "red"}]}, "rules[0].colour"),
     ({"auto": "yes"}, "auto"),
     ({"rules": "b"}, "rules"),
+    (None, "policy"),
+    ([], "policy"),
 ])
 def test_a_bad_policy_names_what_is_wrong(doc, field):
     with pytest.raises(InvalidInput) as err:

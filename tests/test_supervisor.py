@@ -26,7 +26,7 @@ def write_service(directory: str, name: str, body: str) -> str:
 
 def sync(sup: Supervisor, pid: str, autostart=True):
     pp = sup.paths.partition(pid)
-    return sup.sync_group(pid, pp.path, pp.services, pp.log, autostart)
+    return sup.sync_group(pid, pp.path, pp.services, sup.paths.service_log_dir(pid), autostart)
 
 
 def pids_of(sup: Supervisor, pid: str) -> dict:
@@ -245,7 +245,8 @@ def test_one_group_file_is_read_alone_and_says_what_changed(supervisor):
     assert sup.load_group_file(pid) == "unchanged"
     # a new service changes the file: reported as changed, and no other group is re-read
     write_service(pp.services, "second", "exec sleep 300")
-    conf = render_group_conf(pid, pp.path, pp.log, list_services(pp.services), True)
+    conf = render_group_conf(pid, pp.path, sup.paths.service_log_dir(pid),
+                             list_services(pp.services), True)
     with open(sup.paths.group_conf(pid), "w") as fh:
         fh.write(conf)
     assert sup.load_group_file(pid) == "changed"

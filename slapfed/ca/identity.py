@@ -26,8 +26,8 @@ URI_PREFIX = URI_SCHEME + "://"
 
 # Names never contain "/" or "%", so the URI needs no escaping and parses unambiguously.
 # People and masters may use e-mail-like names; computers and partitions use the wire ids.
-PRINCIPAL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+PRINCIPAL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}\Z")
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 CN_MAX = 64   # X509 upper bound of a common name
 
 

@@ -14,6 +14,7 @@ import click
 
 from ..ca import errors as ca_errors
 from ..core import errors
+from . import problems
 
 
 class Exit(enum.IntEnum):
@@ -35,12 +36,14 @@ EXIT_BY_CODE = {
     errors.InvalidInput.code: Exit.INVALID,
     errors.UnknownSoftwareType.code: Exit.INVALID,
     errors.PayloadTooLarge.code: Exit.INVALID,
+    errors.UnsupportedMediaType.code: Exit.INVALID,
     errors.NotFound.code: Exit.NOT_FOUND,
     errors.Conflict.code: Exit.CONFLICT,
     errors.NoCapacity.code: Exit.CONFLICT,
     errors.RecursionRefused.code: Exit.CONFLICT,
     errors.MasterUnreachable.code: Exit.UNREACHABLE,
     errors.StorageError.code: Exit.UNREACHABLE,
+    errors.MasterStopping.code: Exit.UNREACHABLE,
     errors.Timeout.code: Exit.TIMEOUT,
     errors.Unauthenticated.code: Exit.FORBIDDEN,
     errors.Forbidden.code: Exit.FORBIDDEN,
@@ -63,6 +66,13 @@ for _klass in ca_errors.CA_ERRORS:
     EXIT_BY_CODE[_klass.code] = EXIT_BY_CODE[_base.code]
 
 
+def echo_error(exc: errors.SlapfedError) -> None:
+    """The error on stderr for people: its message, then one ``field: problem`` line per
+    detail the message does not already say (cli.problems)."""
+    for line in problems.error_lines(exc.message, exc.details):
+        click.echo(line, err=True)
+
+
 def error_boundary(func):
     """Turn every SlapfedError into one clear line on stderr and a documented exit code."""
 
@@ -77,12 +87,7 @@ def error_boundary(func):
             if as_json:
                 click.echo(json.dumps(exc.to_json()), err=True)
             else:
-                click.echo(f"slapfed: error: {exc.message}", err=True)
-                for d in exc.details[:20]:
-                    if isinstance(d, dict) and "field" in d:
-                        click.echo(f"  - {d['field']}: {d.get('problem', '')}", err=True)
-                    else:
-                        click.echo(f"  - {d}", err=True)
+                echo_error(exc)
             sys.exit(int(EXIT_BY_CODE.get(exc.code, Exit.ERROR)))
 
     return wrapper

@@ -1,6 +1,7 @@
 """Where the CLI finds its master and requester: flag, then environment, then config file.
 
-Depends on the standard library and core.errors. The file is JSON:
+Depends on the standard library, core.errors and ca (to read the identity a local
+certificate carries). The file is JSON:
 ``{"master": "https://127.0.0.1:8470", "ca": ".../ca.crt", "cert": ".../identity.crt",
 "key": ".../identity.key"}`` (``requester`` only for a master in development mode) at
 ``$SLAPFED_CONFIG`` or ``~/.config/slapfed/client.json``. Paths are absolute.
@@ -86,5 +87,28 @@ def identity_files(directory: str) -> dict:
                for k in IDENTITY_FILES if not Path(found[k]).is_file()]
     if missing:
         raise InvalidInput(f"{base} is not an identity directory (slapfed ca issue --out "
-                           f"DIR writes one): {missing[0]['problem']}", missing)
+                           f"DIR writes one)", missing)
     return found
+
+
+def certificate_identity(path: str) -> dict:
+    """What the certificate file at ``path`` says, read locally: ``principal``, ``role``,
+    ``name``, ``serial``, ``not_before``, ``not_after`` (ISO). The master takes who you are
+    from this certificate. Raises InvalidInput when it is unreadable or carries no
+    slapfed identity."""
+    from ..ca.authority import CertificateRecord, load_certificate
+    from ..core.errors import SlapfedError
+
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"cannot read the certificate {path}: {exc.strerror}",
+                           [{"field": "cert", "problem": f"{path}: {exc.strerror}"}]) from None
+    try:
+        record = CertificateRecord.from_certificate(load_certificate(raw))
+    except SlapfedError as exc:
+        raise InvalidInput(f"the certificate {path} carries no usable identity: {exc.message}",
+                           [{"field": "cert", "problem": exc.message}]) from None
+    return {"principal": record.identity.principal, "role": record.identity.role,
+            "name": record.identity.name, "serial": record.serial,
+            "not_before": record.not_before.isoformat(), "not_after": record.not_after.isoformat()}

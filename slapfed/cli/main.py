@@ -25,6 +25,11 @@ def cli():
     Exit codes: 0 ok, 1 unexpected error, 2 usage, 3 invalid input, 4 not found,
     5 conflict or no capacity, 6 master unreachable, 7 timeout, 8 instance failed,
     9 authentication/authorization refused.
+
+    \b
+    Shell completion (instance references too): in ~/.bashrc
+      eval "$(_SLAPFED_COMPLETE=bash_source slapfed)"
+    (zsh: zsh_source in ~/.zshrc; fish: fish_source > ~/.config/fish/completions/slapfed.fish)
     """
 
 

@@ -50,9 +50,15 @@ def _format_options(func):
                      show_default=True),
         click.option("--port-count", type=click.IntRange(1, 65535), default=10,
                      show_default=True),
-        click.option("--users", is_flag=True,
-                     help="One unix user per partition (root only; the node's Python must be "
-                          "executable by every user)."),
+        click.option("--single-user", "single_user", is_flag=True,
+                     help="Run every partition as the node's own user: partitions are then "
+                          "NOT isolated from each other. Without it, a node run by root "
+                          "gives each partition its own unix user (its Python must be "
+                          "executable by every user); a node not run by root is always "
+                          "single-user."),
+        click.option("--users", is_flag=True, hidden=True,
+                     help="Kept for compatibility: one unix user per partition is the "
+                          "default for root."),
         click.option("--token", default=None, metavar="TOKEN",
                      help="One-time registration token (slapfed ca token): the node makes its "
                           "key in ROOT/etc, trades the token for its certificate and uses it "
@@ -105,7 +111,11 @@ def _format(opts: dict, enroll_again: bool):
         country=_blank_to_none(opts["country"]), continent=_blank_to_none(opts["continent"]),
         labels=parse_pairs(opts["labels"], "--label"), capabilities=opts["capabilities"],
         address_base=_blank_to_none(opts["address_base"]), port_base=opts["port_base"],
-        port_count=opts["port_count"], users=opts["users"], supervisord=opts["supervisord"])
+        port_count=opts["port_count"], users=opts["users"] or None,
+        single_user=opts["single_user"], supervisord=opts["supervisord"])
+    if not config.isolated and config.partitions:
+        logging.getLogger("slapfed.node").warning(
+            "node %s: %s", config.computer, config.isolation_text())
     token = _read_token(opts["token"], opts["token_file"])
     if token and (enroll_again or not config.tls):
         config.tls = enroll(Paths(config.root).etc, opts["master"], token, opts["ca_file"])
@@ -128,9 +138,9 @@ def format_cmd(no_register, as_json, **opts):
             config.registration())
     data = {"root": config.root, "computer": config.computer, "master": config.master,
             "partitions": [p.spec() | {"user": p.user} for p in config.partitions],
-            "registered": registered is not None}
+            "isolated": config.isolated, "registered": registered is not None}
     lines = [f"node {config.computer} formatted in {config.root} with "
-             f"{len(config.partitions)} partition(s)"]
+             f"{len(config.partitions)} partition(s)", config.isolation_text()]
     lines += [f"  {p.id}  {p.address}  ports {p.port_base}-{p.port_base + p.port_count - 1}"
               + (f"  user {p.user}" if p.user else "") for p in config.partitions]
     lines.append(f"registered on {master}" if registered is not None else "not registered")
@@ -350,6 +360,7 @@ def status_cmd(root, as_json):
     """The node's local view: partitions, applied revisions, supervisord processes."""
     data = _agent(root).status()
     lines = [f"node {data['computer']} (master {data['master']}), root {data['root']}",
+             data["isolation"],
              f"supervisord: {'running' if data['supervisord'] else 'not running'}"]
     for h, sw in data["software"].items():
         lines.append(f"release {sw['url']}: {sw['status']}"

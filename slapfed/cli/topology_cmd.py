@@ -14,8 +14,9 @@ from ..core.errors import InvalidInput
 from ..topology import files as topology_files
 from ..topology import graph as topology_graph
 from ..topology import report
+from . import completion
 from . import config as cfg
-from .common import Exit, emit, error_boundary, json_option
+from .common import Exit, echo_error, emit, error_boundary, json_option
 
 master_option = click.option(
     "--master", "master_url", metavar="URL",
@@ -73,9 +74,7 @@ def check(files, as_json):
             click.echo(json.dumps({"ok": False, "files": list(files),
                                    "problems": exc.details}, indent=2))
         else:
-            click.echo(f"slapfed: {len(exc.details)} problem(s) in the topology:", err=True)
-            for d in exc.details:
-                click.echo(f"  {d['field']}: {d['problem']}", err=True)
+            echo_error(exc)
         sys.exit(int(Exit.INVALID))
     counts = topology_counts(topo)
     emit({"ok": True, "files": list(files), "counts": counts}, as_json,
@@ -150,7 +149,7 @@ def path(master_a, master_b, min_trust, master_url, topology_paths, as_json):
 
 
 @topology.command()
-@click.argument("reference")
+@click.argument("reference", shell_complete=completion.references)
 @requester_as_option
 @master_option
 @file_option
@@ -165,7 +164,7 @@ def where(reference, requester, master_url, topology_paths, as_json):
 
 
 @topology.command()
-@click.argument("reference")
+@click.argument("reference", shell_complete=completion.references)
 @requester_as_option
 @master_option
 @file_option

@@ -5,6 +5,7 @@ Depends on slapfed.client, core and the CLI plumbing.
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 
@@ -13,6 +14,7 @@ import click
 from ..client import MasterClient
 from ..core import sharing, states
 from ..core.errors import InvalidInput
+from . import completion
 from . import config as cfg
 from .common import InstanceFailed, emit, error_boundary, json_option, parse_pairs
 
@@ -176,7 +178,7 @@ def build_sla(sla_pairs, fallbacks):
 def request_options(command):
     """The options of `request`, shared by `request --dry-run` and `topology explain`."""
     for option in reversed([
-        click.argument("reference"),
+        click.argument("reference", shell_complete=completion.references),
         click.argument("software_url"),
         click.option("--type", "software_type", default=states.DEFAULT_SOFTWARE_TYPE,
                      show_default=True,
@@ -197,8 +199,8 @@ def request_options(command):
                      default=states.STARTED, show_default=True),
         click.option("--shared", is_flag=True,
                      help="Ask for a shared instance (no partition of its own)."),
-        click.option("--parent", metavar="INSTANCE_ID",
-                     help="Request as a child of this instance."),
+        click.option("--parent", metavar="INSTANCE_ID", help="Request as a child of this "
+                     "instance.", shell_complete=completion.instance_ids),
         master_option,
         requester_option,
         json_option,
@@ -314,7 +316,7 @@ def list_(master_url, requester, everyone, as_json):
 
 
 @click.command()
-@click.argument("reference")
+@click.argument("reference", shell_complete=completion.references)
 @master_option
 @requester_option
 @json_option
@@ -327,7 +329,7 @@ def show(reference, master_url, requester, as_json):
 
 def _state_command(name: str, target: str, doc: str):
     @click.command(name=name, help=doc)
-    @click.argument("reference")
+    @click.argument("reference", shell_complete=completion.references)
     @click.option("--wait", type=float, default=0.0, metavar="SECONDS",
                   help="Wait until the node confirms.")
     @master_option
@@ -487,14 +489,112 @@ def config_enrol(master_url, ca_file, token, out_dir):
     click.echo(f"enrolled as {who}; wrote {path}")
 
 
+def validity(not_after: str | None, now: dt.datetime | None = None) -> str:
+    """``until 2026-05-01 10:00 UTC (in 364 days)`` / ``expired on ... (3 days ago)``."""
+    if not not_after:
+        return "-"
+    try:
+        end = dt.datetime.fromisoformat(not_after)
+    except ValueError:
+        return not_after
+    if end.tzinfo is None:
+        end = end.replace(tzinfo=dt.timezone.utc)
+    now = now or dt.datetime.now(dt.timezone.utc)
+    shown = end.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    days = (end - now).total_seconds() / 86400
+    if days < 0:
+        return f"expired on {shown} ({_days(-days)} ago)"
+    return f"until {shown} (in {_days(days)})"
+
+
+def _days(days: float) -> str:
+    if days < 1:
+        hours = max(1, round(days * 24))
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    n = int(days)
+    return f"{n} day{'s' if n != 1 else ''}"
+
+
+def render_whoami(body: dict, master: str, requester: str | None = None,
+                  now: dt.datetime | None = None) -> str:
+    """GET /whoami as text: who the master takes you for, and with which certificate."""
+    ident = body.get("identity") or {}
+    lines = [f"principal:   {body.get('principal')}",
+             f"role:        {ident.get('role')}",
+             f"name:        {ident.get('name')}"]
+    for key in ("computer", "partition"):
+        if ident.get(key):
+            lines.append(f"{key + ':':13}{ident[key]}")
+    cert = body.get("certificate")
+    if cert:
+        lines.append(f"certificate: serial {cert['serial']}, valid "
+                     f"{validity(cert.get('not_after'), now)}")
+    if body.get("development_mode"):
+        lines.append("mode:        development: the master reads no certificate and acts "
+                     "for everyone as this administrator")
+        lines.append(f"requester:   {requester or 'anonymous'} (the name this CLI sends; "
+                     "instances are recorded under it)")
+    lines.append(f"master:      {master}")
+    return "\n".join(lines)
+
+
+@click.command()
+@master_option
+@requester_option
+@json_option
+@error_boundary
+def whoami(master_url, requester, as_json):
+    """Print who the master thinks you are: the principal of your certificate (role,
+    name), and the certificate's serial and expiry."""
+    client = make_client(master_url, requester)
+    body = client.whoami()
+    emit(body, as_json, render_whoami(body, client.url, client.requester))
+
+
+def _source(env: str, key: str, fallback: str = "unset") -> str:
+    """Where a value ``config show`` prints comes from."""
+    if os.environ.get(env):
+        return f"${env}"
+    if cfg.read_config().get(key):
+        return "config file"
+    return fallback
+
+
 @config_group.command(name="show")
 @json_option
 @error_boundary
 def config_show(as_json):
-    """Print the effective configuration and where each value comes from."""
+    """Print the effective configuration, where each value comes from, and the identity
+    your certificate carries (read from the file; `slapfed whoami` asks the master).
+
+    With a certificate the master takes who you are from it and no requester name is
+    sent; without one, the requester name is sent to a master in development mode."""
+    tls = cfg.resolve_tls()
+    identity, problem = None, None
+    if tls["cert"]:
+        try:
+            identity = cfg.certificate_identity(tls["cert"])
+        except InvalidInput as exc:
+            problem = exc.message
+    requester = None if tls["cert"] else cfg.resolve_requester(None)
     data = {"config_file": str(cfg.config_path()), "master": cfg.resolve_master(None),
-            "requester": cfg.resolve_requester(None), **cfg.resolve_tls()}
-    emit(data, as_json, "\n".join(f"{k}: {v}" for k, v in data.items()))
+            "identity": identity, "requester": requester, **tls}
+    master_from = _source(cfg.ENV_MASTER, "master")
+    lines = [f"config file: {data['config_file']}",
+             f"master:      {data['master'] or '-'} ({master_from})"]
+    if identity:
+        lines.append(f"identity:    {identity['principal']} (from the certificate, serial "
+                     f"{identity['serial']}, valid {validity(identity['not_after'])}); the "
+                     "master decides who you are from it: `slapfed whoami` asks it")
+    elif problem:
+        lines.append(f"identity:    none usable: {problem}")
+    else:
+        lines.append("identity:    none (no certificate: slapfed config set --identity DIR)")
+        lines.append(f"requester:   {requester} "
+                     f"({_source(cfg.ENV_REQUESTER, 'requester', 'your login')}; sent "
+                     "only to a master in development mode, which takes it as given)")
+    lines += [f"{k + ':':13}{tls[k] or '-'}" for k in cfg.TLS_KEYS]
+    emit(data, as_json, "\n".join(lines))
 
 
-COMMANDS = [request, list_, show, start, stop, destroy, supply, computer, config_group]
+COMMANDS = [request, list_, show, start, stop, destroy, supply, computer, config_group, whoami]

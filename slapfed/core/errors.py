@@ -116,6 +116,23 @@ class PayloadTooLarge(SlapfedError):
     http_status = 413
 
 
+class UnsupportedMediaType(SlapfedError):
+    """A request body that is not declared ``application/json`` (a form, text/plain, or no
+    content type at all): refused before it is read, so that no cross-site form can
+    write."""
+
+    code = "unsupported_media_type"
+    http_status = 415
+
+
+class MasterStopping(SlapfedError):
+    """The master is shutting down and can no longer answer this request; ask again
+    (another worker, or the master once restarted)."""
+
+    code = "master_stopping"
+    http_status = 503
+
+
 class StorageError(SlapfedError):
     """The storage could not be opened or evolved."""
 
@@ -148,7 +165,7 @@ ERROR_CLASSES: dict[str, type[SlapfedError]] = {
         SlapfedError, InvalidInput, NotFound, Conflict, NoCapacity, RecursionRefused,
         UnknownSoftwareType,
         Unauthenticated, Forbidden, FactNotOwned, ReportRefused, MethodNotAllowed,
-        PayloadTooLarge, StorageError,
+        PayloadTooLarge, UnsupportedMediaType, MasterStopping, StorageError,
         MasterUnreachable, Timeout, InternalError,
     )
 }

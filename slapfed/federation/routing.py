@@ -33,7 +33,7 @@ WHEN = (ALWAYS, NO_LOCAL_FIT)
 RULE_KEYS = ("release", "software_type", "shared", "when", "to", "fallback", "description")
 POLICY_KEYS = ("auto", "rules")
 MAX_RULES = 256
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 TRUST_DELEGATE = ("delegate", "full")
 
 LOCAL = "local"
@@ -87,10 +87,9 @@ DEFAULT_POLICY = Policy()
 
 
 def parse_policy(doc) -> Policy:
-    """Validate a policy document; InvalidInput lists every problem."""
+    """Validate a policy document; InvalidInput lists every problem. Only an object is a
+    policy (``null`` is not a way to reset it: send ``{}``)."""
     problems: list[dict] = []
-    if doc is None:
-        return DEFAULT_POLICY
     if not isinstance(doc, dict):
         raise InvalidInput("invalid delegation policy: must be an object with 'rules' and "
                            "'auto'", [{"field": "policy", "problem": "must be an object"}])

@@ -18,7 +18,7 @@ from ..federation.peers import pair
 from ..services import federation as fed
 from .. import logs
 from .access import principal as caller
-from .app import connection, database, json_body
+from .app import connection, database, json_body, state_of
 from .auth import current_identity
 
 blueprint = Blueprint("federation", __name__)
@@ -134,5 +134,6 @@ def changes():
                            f"{problems[0]['problem']}", problems)
     since = fed.check_cursor(args.get("since"))
     requester = current_identity().principal
-    cursor, items = fed.wait_changes(connection(), requester, since, wait)
+    cursor, items = fed.wait_changes(connection(), requester, since, wait,
+                                     state_of(current_app).stopping)
     return jsonify({"cursor": cursor, "instances": items})

@@ -7,14 +7,14 @@ module — callers send certificate signing requests.
 """
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
 from ..ca import identity as ids
-from ..ca.authority import DEFAULT_DAYS
+from ..ca.authority import DEFAULT_DAYS, CertificateRecord, load_certificate
 from ..core.wire import (CertificateIssue, CertificateSigning, Revocation, TokenCreation,
                          TokenRedemption)
 from .app import json_body
-from .auth import authority, current_identity, insecure
+from .auth import PEER_CERT_ENVIRON, authority, current_identity, insecure
 
 blueprint = Blueprint("identity", __name__)
 
@@ -27,9 +27,22 @@ def _issued(record) -> dict:
 
 @blueprint.get("/whoami")
 def whoami():
+    """Who the caller is, and which of its certificates proved it (None in development
+    mode, where no certificate is read)."""
     identity = current_identity()
     return jsonify({"identity": identity.to_json(), "principal": identity.principal,
-                    "development_mode": insecure()})
+                    "development_mode": insecure(), "certificate": _presented()})
+
+
+def _presented() -> dict | None:
+    """Serial and validity window of the certificate the caller presented (already
+    verified by the guard): public facts, for the caller to see which one it used."""
+    der = None if insecure() else request.environ.get(PEER_CERT_ENVIRON)
+    if not der:
+        return None
+    record = CertificateRecord.from_certificate(load_certificate(bytes(der)))
+    body = record.to_json()
+    return {k: body[k] for k in ("serial", "not_before", "not_after", "fingerprint")}
 
 
 @blueprint.post("/node-certificates")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 
 from .. import __version__
+from ..core import bodies
 from ..core.sharing import EVERYONE, MAX_OPEN_TO, PRINCIPAL_RE
 from ..core.sla import (
     ABSOLUTE_KEYS, LABEL_PREFIX, MAX_ALTERNATIVES, MAX_REFERENCES_PER_KEY, RELATIVE_KEYS,
@@ -254,7 +255,9 @@ SCHEMAS = {
 }
 
 ERROR_TEXT = {
-    "400": "invalid_input: malformed JSON or invalid fields (details list every problem)",
+    "400": "invalid_input: malformed JSON or invalid fields (details list every problem); "
+           f"a body must be one JSON object, nested at most {bodies.MAX_DEPTH} levels deep, "
+           f"holding at most {bodies.MAX_VALUES} values and no lone surrogate",
     "401": "unauthenticated (no client certificate) or a refused certificate: "
            "certificate_expired, certificate_revoked, foreign_certificate, "
            "invalid_certificate_signature, no_identity, bad_certificate, invalid_token, "
@@ -265,9 +268,11 @@ ERROR_TEXT = {
     "409": "conflict, no_capacity (details explain the refusals) or recursion_refused "
            "(the chain of masters is too long or loops)",
     "413": "payload_too_large",
+    "415": "unsupported_media_type: a request body must be sent as Content-Type: "
+           "application/json (optionally with charset=utf-8)",
     "422": "unknown_software_type",
     "500": "internal_error",
-    "503": "storage_error",
+    "503": "storage_error, or master_stopping (the master shuts down: ask again)",
 }
 
 
@@ -300,6 +305,7 @@ def _op(summary: str, responses: dict, body: str | None = None, parameters=(),
     out = {"summary": summary, "operationId": op_id, "responses": responses}
     if body:
         out["requestBody"] = _body(body)
+        out["responses"] = {**responses, **_errors("400", "415")}
     if parameters:
         out["parameters"] = list(parameters)
     return out
@@ -494,8 +500,14 @@ PEM = {"type": "string", "description": "PEM text"}
 SCHEMAS.update({
     "Identity": _IDENTITY,
     "WhoAmI": _obj({"identity": _IDENTITY, "principal": STR,
-                    "development_mode": {"type": "boolean"}},
-                   ["identity", "principal", "development_mode"]),
+                    "development_mode": {"type": "boolean"},
+                    "certificate": {"oneOf": [{"type": "null"}, _obj(
+                        {"serial": STR, "not_before": ISO, "not_after": ISO,
+                         "fingerprint": STR}, ["serial", "not_before", "not_after",
+                                               "fingerprint"])],
+                        "description": "the certificate the caller presented; null in "
+                                       "development mode"}},
+                   ["identity", "principal", "development_mode", "certificate"]),
     "Certificate": _obj(_CERT_FIELDS, _CERT_REQUIRED),
     "IssuedCertificate": _obj({**_CERT_FIELDS, "certificate": PEM, "ca_certificate": PEM},
                               _CERT_REQUIRED + ["certificate", "ca_certificate"]),

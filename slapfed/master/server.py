@@ -31,8 +31,7 @@ from ..store import open_db, parse_storage_uri
 from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
 from ..ca.keys import generate_key, make_private_dir, write_private_key
-from ..services import federation
-from .app import close_app, create_app
+from .app import EXTENSION, close_app, create_app, state_of
 from .auth import open_authority
 from .topology import load_topology
 
@@ -150,6 +149,7 @@ class MasterApplication(BaseApplication):
             "control_socket_disable": True,
             "when_ready": self._when_ready,
             "post_worker_init": self._post_worker_init,
+            "worker_int": self._worker_int,
             "worker_exit": self._worker_exit,
             "on_exit": self._arbiter_exit,
         }
@@ -196,14 +196,23 @@ class MasterApplication(BaseApplication):
         (GET /federation/changes) answer now instead of holding it for the grace period.
         (Logging needs nothing here: the worker inherited the arbiter's handler.)"""
         graceful = signal.getsignal(signal.SIGTERM)
+        app = worker.wsgi
 
         def handle_term(sig, frame):
-            federation.STOPPING.set()
+            state_of(app).begin_stop()
             if callable(graceful):
                 graceful(sig, frame)
 
         signal.signal(signal.SIGTERM, handle_term)
         signal.siginterrupt(signal.SIGTERM, False)     # as gunicorn sets it
+
+    @staticmethod
+    def _worker_int(worker):
+        """SIGINT/SIGQUIT (Ctrl-C, a quick stop): the worker exits in 0.1 s; its long
+        polls answer now, and closing the app waits for the requests in flight."""
+        app = getattr(worker, "wsgi", None)
+        if app is not None and EXTENSION in getattr(app, "extensions", {}):
+            state_of(app).begin_stop()
 
     @staticmethod
     def _worker_exit(server, worker):

@@ -10,6 +10,7 @@ last started them (digests kept in the partition's .slapfed/services.json).
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -22,13 +23,14 @@ import traceback
 from dataclasses import dataclass, field, replace
 
 from ..client import MasterClient
+from . import confine
 from ..logs import redact_url
 from .identity import partition_identity
 from ..core.errors import Conflict, MasterUnreachable, NotFound, SlapfedError
 from ..core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
 from ..core.wire import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
 from . import buildout as nb
-from .layout import NodeConfig, Paths, atomic_write_json, chown_tree, load_config
+from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
 from .plan import (
     Backoff, Destroy, InstallSoftware, Instantiate, LocalState, PartitionRecord, Plan,
     ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
@@ -114,8 +116,10 @@ class Agent:
         self.client = client or MasterClient(self.config.master,
                                              **self.config.client_options())
         self.runner = runner or nb.make_runner("fork")
-        self.sup = supervisor or Supervisor(self.paths, f"slapfed-{self.config.computer}",
-                                            mode=self.config.supervisord)
+        # an isolated node's services never inherit root's environment, only its clean part
+        self.sup = supervisor or Supervisor(
+            self.paths, f"slapfed-{self.config.computer}", mode=self.config.supervisord,
+            environment=confine.clean_environment() if self.config.isolated else None)
         self.backoff = backoff
         self.clock = clock
         self.promise_timeout = promise_timeout
@@ -293,8 +297,11 @@ class Agent:
         master (empty over plain HTTP): an instance calls the master as itself."""
         if not self.config.tls:
             return {}
-        files = partition_identity(self.paths.partition(pid).private, self.client,
-                                   self.config.computer, pid, self.config.tls["ca"])
+        pp = self.paths.partition(pid)
+        part = self.config.partition(pid)
+        files = partition_identity(pp.private, self.client, self.config.computer, pid,
+                                   self.config.tls["ca"], base=pp.path,
+                                   owner=confine.owner_ids(part.user if part else None))
         return {**files, "master-url": self.config.master}
 
     def _do(self, action, work: "_Work") -> None:
@@ -303,8 +310,10 @@ class Agent:
         if isinstance(action, Destroy):
             work.target(action.instance_id, action.revision, action.report)
             self.sup.remove_group(pid)
-            stop_leftovers(pp.path)
+            part = self.config.partition(pid)
+            stop_leftovers(pp.path, user=part.user if part else None)
             pp.wipe()
+            self._wipe_service_logs(pid)
             work.connection = {}
             work.shared_connections = {}
             work.record = PartitionRecord(action.instance_id, action.revision, DESTROYED)
@@ -320,6 +329,7 @@ class Agent:
             return
 
         part = self._partition_config(pid)
+        prepare_partition_dir(self.paths, part)
         if isinstance(action, Instantiate):
             sw = self.local.software.get(spec.software_hash)
             if sw is None or sw.status != INSTALLED:
@@ -330,8 +340,6 @@ class Agent:
                 return
             res = nb.instantiate(self.paths, part, self.config.computer, spec.to_json(),
                                  self.runner, identity=self._partition_identity(pid))
-            if part.user:
-                chown_tree(pp.path, part.user)
             if not res.ok:
                 work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
                                               spec.software_hash, log_tail=res.log_tail)
@@ -346,21 +354,22 @@ class Agent:
         # Start / Stop
         self.sup.ensure_running()
         if not work.instantiated:
-            work.connection = _clean_connection(nb.read_connection(pp.connection_file))
+            work.connection = _clean_connection(nb.read_connection(pp.connection_file,
+                                                                    pp.path))
             work.shared_connections = _clean_shared_connections(
-                nb.read_connection(pp.shared_connection_file))
+                nb.read_connection(pp.shared_connection_file, pp.path))
         digest = spec.digest()
         if isinstance(action, Stop):
             self.sup.stop_group(pid)
             stop_leftovers(pp.path)
-            self.sup.sync_group(pid, pp.path, pp.services, pp.log, autostart=False,
-                                user=part.user)
+            self.sup.sync_group(pid, pp.path, pp.services, self.paths.service_log_dir(pid),
+                                autostart=False, user=part.user)
             work.record = PartitionRecord(spec.id, spec.revision, STOPPED, digest,
                                           spec.software_hash)
             return
         assert isinstance(action, Start)
-        sync = self.sup.sync_group(pid, pp.path, pp.services, pp.log, autostart=True,
-                                   user=part.user)
+        sync = self.sup.sync_group(pid, pp.path, pp.services, self.paths.service_log_dir(pid),
+                                   autostart=True, user=part.user)
         # Promises (which wait for the services to answer) double as the settling time:
         # without promises, watch the processes for ``settle`` seconds instead.
         has_promises = bool(list_services(pp.promises))
@@ -385,19 +394,35 @@ class Agent:
     def _start_services(self, pid: str, pp, sync: GroupSync, settle: float) -> GroupHealth:
         """Start what does not run, restart what runs another wrapper than the one it was
         started with, leave the rest alone; then record the wrappers' digests."""
-        current = service_digests(sync.services)
+        current = service_digests(sync.services, pp.path)
         programs = {name: program_name(pid, name) for name, _ in sync.services}
         states = self.sup.group_states(pid, sync.programs)
         created = set(sync.created)
-        decision = plan_services(current, read_service_record(pp.services_record),
+        decision = plan_services(current, read_service_record(pp.services_record, pp.path),
                                  {n: states.get(p) for n, p in programs.items()},
                                  {n for n, p in programs.items() if p in created})
         log.info("%s: services: %s", pid, decision.describe())
         self.sup.stop_programs(pid, [programs[n] for n in decision.restart])
         health = self.sup.start_programs(
             pid, [programs[n] for n in decision.restart + decision.start], settle=settle)
-        write_service_record(pp.services_record, current)
+        write_service_record(pp.services_record, current, pp.path)
         return health
+
+    def _wipe_service_logs(self, pid: str) -> None:
+        """What supervisord kept of a destroyed instance's output: the next instance of
+        the partition (same unix user) must not read it."""
+        logs = self.paths.service_log_dir(pid)
+        try:
+            names = os.listdir(logs)
+        except OSError:
+            return
+        for name in names:
+            path = os.path.join(logs, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
 
     def _release_failure(self, spec, tail: str) -> str:
         return (f"release {spec.software_url} failed to install on this node; its log "
@@ -479,8 +504,9 @@ class Agent:
                         f"\n{tail}" if tail else "")
             self._send(("partition", pid), _partition_report(
                 rec.instance_id, rec.revision, new.state, tail,
-                _clean_connection(nb.read_connection(pp.connection_file)), promises,
-                _clean_shared_connections(nb.read_connection(pp.shared_connection_file))))
+                _clean_connection(nb.read_connection(pp.connection_file, pp.path)), promises,
+                _clean_shared_connections(nb.read_connection(pp.shared_connection_file,
+                                                             pp.path))))
             reported.append(pid)
         if checked_any:
             self.save_state()
@@ -501,6 +527,9 @@ class Agent:
             log.info("node %s: loop every %gs against %s", self.config.computer, interval,
                      self.config.master)
             unreachable = False
+            if not self.config.isolated and self.config.partitions:
+                log.warning("node %s: %s", self.config.computer,
+                            self.config.isolation_text())
             while not self.stopping:
                 began = time.monotonic()
                 try:
@@ -561,6 +590,7 @@ class Agent:
             })
         return {"computer": self.config.computer, "master": self.config.master,
                 "root": self.config.root, "supervisord": processes is not None,
+                "isolated": self.config.isolated, "isolation": self.config.isolation_text(),
                 "etag": self.etag,
                 "software": {h: {"url": r.url, "status": r.status,
                                  "software_types": list(r.software_types)}
@@ -568,28 +598,26 @@ class Agent:
                 "partitions": parts, "outbox": sorted(self.outbox)}
 
 
-def service_digests(services: list) -> dict:
+def service_digests(services: list, base: str | None = None) -> dict:
     """{service name: sha256 of its wrapper's content} of (name, path) pairs; a wrapper
-    that cannot be read gets "" (it never matches a recorded digest)."""
+    that cannot be read (or is not a regular file below ``base``, the partition's
+    directory) gets "" (it never matches a recorded digest)."""
     out = {}
     for name, path in services:
-        try:
-            with open(path, "rb") as fh:
-                out[name] = hashlib.sha256(fh.read()).hexdigest()
-        except OSError:
-            out[name] = ""
+        data = confine.read_bytes(path, base)
+        out[name] = "" if data is None else hashlib.sha256(data).hexdigest()
     return out
 
 
-def read_service_record(path: str) -> dict | None:
+def read_service_record(path: str, base: str | None = None) -> dict | None:
     """The digests recorded when the partition's services were last (re)started; None
     when there is no usable record (then every running service restarts once)."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = json.load(fh)
-    except FileNotFoundError:
+    data = confine.read_bytes(path, base)
+    if data is None:
         return None
-    except (OSError, ValueError) as exc:
+    try:
+        raw = json.loads(data.decode("utf-8"))
+    except ValueError as exc:
         log.warning("ignoring unreadable %s: %s", path, exc)
         return None
     services = raw.get("services") if isinstance(raw, dict) else None
@@ -599,9 +627,14 @@ def read_service_record(path: str) -> dict | None:
     return {k: v for k, v in services.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def write_service_record(path: str, digests: dict) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_write_json(path, {"version": 1, "services": digests})
+def write_service_record(path: str, digests: dict, base: str | None = None) -> None:
+    """Written by the node below ``base`` (the partition's directory) without following
+    symlinks; the file stays the node's (the partition's user may delete it: then every
+    running service restarts once)."""
+    text = json.dumps({"version": 1, "services": digests}, indent=1, sort_keys=True) + "\n"
+    if base is None:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+    confine.write_bytes(path, text.encode("utf-8"), base, 0o644)
 
 
 def _write_pid(path: str) -> None:

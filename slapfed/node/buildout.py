@@ -1,11 +1,16 @@
 """Buildout runner: generates the software and instance buildout.cfg files and runs them.
 
 Depends on core, node.layout and zc.buildout (imported lazily, in the runner only).
-Two runners share one interface, ``run(cfg, cwd, log_path) -> RunResult``:
+Two runners share one interface, ``run(cfg, cwd, log_path, user=None, umask=None) ->
+RunResult`` (``user``: the confine.Credentials of a partition user to run buildout as):
 ForkRunner (default) warms zc.buildout up once in this process, then forks one child
 per run (~10 ms for a light profile); SubprocessRunner starts a fresh interpreter
 (~430 ms) and is kept as a fallback. Failures come back as results with a log tail;
-only misuse raises.
+only misuse raises. A run as a partition user never shares the agent's memory: the fork
+runner forks it from a fork server (slapfed.node.zygote: a fresh interpreter with
+zc.buildout warm, started once), the child drops to the user (groups, gid, uid) before
+opening its log or running anything, and the agent reads the log back without following
+symlinks.
 
 Rendering: one writer (``render_sections``) for both generated files. Keys are plain
 identifiers; values others gave (parameters, reference, software type and URL, shared
@@ -36,6 +41,7 @@ from urllib.parse import unquote, urlparse
 
 from ..core import cfgvalue
 from ..core.wire import ID_RE, SOFTWARE_TYPE_RE
+from . import confine
 from .layout import PartitionConfig, Paths
 
 TAIL_BYTES = 4096
@@ -68,18 +74,16 @@ class InstanceResult:
     shared_connections: dict = field(default_factory=dict)
 
 
-def log_tail(path: str, size: int = TAIL_BYTES) -> str:
-    """The last ``size`` bytes of a log file (decoded leniently), '' when absent."""
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            end = fh.tell()
-            fh.seek(max(0, end - size))
-            data = fh.read()
-    except OSError:
+def log_tail(path: str, size: int = TAIL_BYTES, base: str | None = None) -> str:
+    """The last ``size`` bytes of a log file (decoded leniently), '' when absent. With
+    ``base`` (a partition's directory), the file is read without following any symlink
+    below it (a partition's user may have planted one), and only if it is a regular file."""
+    data = confine.read_bytes(path, base, limit=size + 1)
+    if data is None:
         return ""
-    text = data.decode("utf-8", "replace")
-    if end > size:
+    cut = len(data) > size
+    text = data[-size:].decode("utf-8", "replace")
+    if cut:
         text = "..." + text[text.find("\n") + 1:] if "\n" in text else text
     return text
 
@@ -296,17 +300,6 @@ def render_parameters_json(paths: Paths, partition: PartitionConfig, computer: s
     }, indent=1, sort_keys=True) + "\n"
 
 
-def _write_private(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` (mode 0600 from the start), replacing it atomically."""
-    tmp = f"{path}.tmp"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def software_types(software_dir: str) -> tuple[str, ...]:
     """The software types a release offers: its instance-<type>.cfg files."""
     try:
@@ -332,10 +325,20 @@ def _buildout_args(cfg: str) -> list[str]:
 DEFAULT_TIMEOUT = 1800.0   # seconds one buildout run may take before it is killed
 
 
-def _wait_or_kill(pid: int, timeout: float, log_path: str) -> int:
+def _log_note(log_path: str):
+    def note(text: str) -> None:
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(text)
+    return note
+
+
+def _wait_or_kill(pid: int, timeout: float, note) -> int:
     """Wait for child ``pid`` (the leader of its own process group); past ``timeout``
-    kill the whole group (TERM, then KILL) and note it in the log. Returns the exit
-    code (negative: killed by that signal)."""
+    kill the whole group (TERM, then KILL) and ``note`` it (a callable, or the path of
+    the node's own log to append the note to). Returns the exit code (negative: killed
+    by that signal)."""
+    if isinstance(note, str):
+        note = _log_note(note)
     deadline = time.monotonic() + timeout
     try:
         fd = os.pidfd_open(pid)
@@ -356,8 +359,7 @@ def _wait_or_kill(pid: int, timeout: float, log_path: str) -> int:
     finally:
         if fd is not None:
             os.close(fd)
-    with open(log_path, "a", encoding="utf-8") as fh:
-        fh.write(f"\nslapfed: buildout still running after {timeout:g}s; killed\n")
+    note(f"\nslapfed: buildout still running after {timeout:g}s; killed\n")
     for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, sig)
@@ -371,27 +373,145 @@ def _wait_or_kill(pid: int, timeout: float, log_path: str) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+# a partition's log is opened by the child, as the partition's user, afresh: whatever the
+# user left in its place (a symlink included) is unlinked first
+LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+PARTITION_UMASK = 0o077     # a partition's files are its user's only
+SOFTWARE_UMASK = 0o022      # a release's files are readable (not writable) by every user
+
+
+def _confined_result(code: int, notes: list, log_path: str, cwd: str, started: float):
+    tail = "" if code == 0 else log_tail(log_path, base=cwd) + "".join(notes)
+    return RunResult(code == 0, code, tail, time.monotonic() - started)
+
+
 class SubprocessRunner:
-    """One fresh interpreter per run: slow (~430 ms) but shares nothing with the agent."""
+    """One fresh interpreter per run: slow (~430 ms) but shares nothing with the agent.
+
+    As a partition user (``user``: confine.Credentials): the interpreter starts with
+    that user's uid, gid and groups only and opens its log itself, as that user."""
 
     name = "subprocess"
     CODE = "import sys; from zc.buildout.buildout import main; main(sys.argv[1:])"
+    CONFINED_CODE = (
+        "import os, sys\n"
+        "try:\n    os.unlink(sys.argv[1])\nexcept FileNotFoundError:\n    pass\n"
+        f"fd = os.open(sys.argv[1], {LOG_FLAGS}, 0o600)\n"
+        "os.dup2(fd, 1); os.dup2(fd, 2); os.close(fd)\n"
+        "from zc.buildout.buildout import main; main(sys.argv[2:])\n")
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT):
         self.timeout = timeout
 
-    def run(self, cfg: str, cwd: str, log_path: str) -> RunResult:
+    def run(self, cfg: str, cwd: str, log_path: str, user: "confine.Credentials | None" = None,
+            umask: int | None = None) -> RunResult:
         import subprocess
 
         started = time.monotonic()
+        if user is not None:
+            notes: list = []
+            proc = subprocess.Popen(
+                [sys.executable, "-c", self.CONFINED_CODE, log_path, *_buildout_args(cfg)],
+                cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, start_new_session=True, user=user.uid,
+                group=user.gid, extra_groups=list(user.groups),
+                umask=PARTITION_UMASK if umask is None else umask,
+                env=user.environment())
+            code = _wait_or_kill(proc.pid, self.timeout, notes.append)
+            proc.returncode = code
+            return _confined_result(code, notes, log_path, cwd, started)
         with open(log_path, "wb") as log:
             proc = subprocess.Popen([sys.executable, "-c", self.CODE, *_buildout_args(cfg)],
                                     cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-        code = _wait_or_kill(proc.pid, self.timeout, log_path)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    umask=-1 if umask is None else umask)
+        code = _wait_or_kill(proc.pid, self.timeout, _log_note(log_path))
         proc.returncode = code
         return RunResult(code == 0, code, "" if code == 0 else log_tail(log_path),
                          time.monotonic() - started)
+
+
+def confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None:
+    """A buildout run as a partition user, in a process forked from the buildout fork
+    server (slapfed.node.zygote; never from the agent: nothing of the agent's memory,
+    none of its open files).
+    Drops to the user first, then opens the log as that user (no symlink followed)."""
+    code = 1
+    try:
+        os.setsid()
+        user.drop()
+        os.umask(umask)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(log_path)
+        fd = os.open(log_path, LOG_FLAGS, 0o600)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), line_buffering=True)
+        sys.stderr = sys.stdout
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+        env = user.environment()       # the clean part of the server's, plus the user's
+        os.environ.clear()
+        os.environ.update(env)
+        os.chdir(cwd)
+        import zc.buildout.buildout
+        try:
+            zc.buildout.buildout.main(_buildout_args(cfg))
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        os._exit(code)
+
+
+class _Zygote:
+    """The agent's side of the buildout fork server (slapfed.node.zygote)."""
+
+    def __init__(self):
+        import subprocess
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "slapfed.node.zygote"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, close_fds=True, cwd="/")
+        self.buf = b""
+        if "ready" not in self.read(time.monotonic() + 120):
+            raise OSError("the buildout fork server did not start")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def read(self, deadline: float) -> dict:
+        """The next answer, {} past ``deadline``; OSError when the server is gone."""
+        fd = self.proc.stdout.fileno()
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return {}
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    raise OSError("the buildout fork server exited")
+                self.buf += chunk
+        line, self.buf = self.buf.split(b"\n", 1)
+        return json.loads(line)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.proc.stdin.close()
+        try:
+            self.proc.wait(10)
+        except Exception:  # noqa: BLE001 - a server that does not leave is killed
+            self.proc.kill()
+            self.proc.wait(5)
+        with contextlib.suppress(OSError):
+            self.proc.stdout.close()
 
 
 class ForkRunner:
@@ -405,6 +525,17 @@ class ForkRunner:
     def __init__(self, timeout: float = DEFAULT_TIMEOUT):
         self.warm = False
         self.timeout = timeout
+        self._zygote: _Zygote | None = None
+
+    def close(self) -> None:
+        """Stop the fork server of partition users' runs, if it was started."""
+        if self._zygote is not None:
+            self._zygote.close()
+            self._zygote = None
+
+    def __del__(self):
+        with contextlib.suppress(Exception):
+            self.close()
 
     def warm_up(self) -> None:
         """Import zc.buildout and run one tiny buildout in-process, restoring cwd and
@@ -442,7 +573,11 @@ class ForkRunner:
             bl.setLevel(saved[4])
         self.warm = True
 
-    def run(self, cfg: str, cwd: str, log_path: str) -> RunResult:
+    def run(self, cfg: str, cwd: str, log_path: str, user: "confine.Credentials | None" = None,
+            umask: int | None = None) -> RunResult:
+        if user is not None:
+            return self._run_confined(cfg, cwd, log_path, user,
+                                      PARTITION_UMASK if umask is None else umask)
         self.warm_up()
         import zc.buildout.buildout
 
@@ -464,6 +599,8 @@ class ForkRunner:
                 sys.stderr = sys.stdout
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     signal.signal(sig, signal.SIG_DFL)
+                if umask is not None:
+                    os.umask(umask)
                 os.chdir(cwd)
                 try:
                     zc.buildout.buildout.main(_buildout_args(cfg))
@@ -479,9 +616,44 @@ class ForkRunner:
                     sys.stdout.flush()
                 os._exit(code)
         os.close(fd)
-        code = _wait_or_kill(pid, self.timeout, log_path)
+        code = _wait_or_kill(pid, self.timeout, _log_note(log_path))
         return RunResult(code == 0, code, "" if code == 0 else log_tail(log_path),
                          time.monotonic() - started)
+
+    def _run_confined(self, cfg: str, cwd: str, log_path: str, user, umask: int) -> RunResult:
+        """Run buildout as ``user`` in a child of the fork server: a child forked from
+        this agent would hold the agent's memory (the node's key, every partition's
+        parameters) while running the partition's recipes."""
+        started = time.monotonic()
+        if self._zygote is None or not self._zygote.alive():
+            self._zygote = _Zygote()
+        z, notes = self._zygote, []
+        request = {"cfg": cfg, "cwd": cwd, "log": log_path, "user": user.name, "uid": user.uid,
+                   "gid": user.gid, "groups": list(user.groups), "home": user.home,
+                   "umask": umask}
+        try:
+            z.proc.stdin.write((json.dumps(request) + "\n").encode())
+            z.proc.stdin.flush()
+            answer = z.read(time.monotonic() + 60)
+            if "pid" not in answer:
+                raise OSError(answer.get("error") or "no answer from the buildout fork server")
+            pid = answer["pid"]
+            done = z.read(time.monotonic() + self.timeout)
+            if "code" not in done:
+                notes.append(f"\nslapfed: buildout still running after {self.timeout:g}s; "
+                             f"killed\n")
+                for sig in (signal.SIGTERM, signal.SIGKILL):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, sig)
+                    done = z.read(time.monotonic() + 5.0)
+                    if "code" in done:
+                        break
+            code = done.get("code", -signal.SIGKILL)
+        except (OSError, ValueError) as exc:
+            self.close()
+            notes.append(f"\nslapfed: {exc}\n")
+            code = 1
+        return _confined_result(code, notes, log_path, cwd, started)
 
 
 RUNNERS = {"fork": ForkRunner, "subprocess": SubprocessRunner}
@@ -498,10 +670,10 @@ def make_runner(name: str = "fork", timeout: float = DEFAULT_TIMEOUT):
 # -- use cases -------------------------------------------------------------------------
 
 
-def _fail(log_path: str, message: str, started: float) -> str:
-    with open(log_path, "a", encoding="utf-8") as fh:
-        fh.write(f"slapfed: {message}\n")
-    return log_tail(log_path)
+def _fail(log_path: str, message: str, started: float, base: str | None = None,
+          owner=None) -> str:
+    confine.append_text(log_path, f"slapfed: {message}\n", base, owner=owner)
+    return log_tail(log_path, base=base)
 
 
 def install_software(paths: Paths, url: str, software_hash: str, runner) -> SoftwareResult:
@@ -509,6 +681,7 @@ def install_software(paths: Paths, url: str, software_hash: str, runner) -> Soft
     started = time.monotonic()
     sdir = paths.software_dir(software_hash)
     os.makedirs(sdir, exist_ok=True)
+    os.chmod(sdir, 0o755)      # partition users read and run the release, never write it
     os.makedirs(paths.log, exist_ok=True)
     log_path = paths.software_log(software_hash)
     location = release_location(url)
@@ -527,7 +700,7 @@ def install_software(paths: Paths, url: str, software_hash: str, runner) -> Soft
     cfg = os.path.join(sdir, "buildout.cfg")
     with open(cfg, "w", encoding="utf-8") as fh:
         fh.write(text)
-    result = runner.run(cfg, sdir, log_path)
+    result = runner.run(cfg, sdir, log_path, umask=SOFTWARE_UMASK)
     if not result.ok:
         return SoftwareResult(False, result.log_tail or _fail(
             log_path, f"buildout exited with {result.code}", started), (), result.seconds)
@@ -539,23 +712,26 @@ def install_software(paths: Paths, url: str, software_hash: str, runner) -> Soft
     return SoftwareResult(True, "", types, time.monotonic() - started)
 
 
-def read_connection(path: str) -> dict:
+def read_connection(path: str, base: str | None = None) -> dict:
     """The JSON object an instance published in ``path`` ({} when none or unreadable):
-    its connection parameters, or those of its shared instances."""
+    its connection parameters, or those of its shared instances. ``base``: the
+    partition's directory (nothing below it is followed if it is a symlink)."""
+    raw = confine.read_bytes(path, base)
+    if raw is None:
+        return {}
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, ValueError):
+        data = json.loads(raw.decode("utf-8"))
+    except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
-def _refuse(pp, instance: dict, exc: UnsafeConfig, started: float) -> InstanceResult:
+def _refuse(pp, instance: dict, exc: UnsafeConfig, started: float,
+            owner=None) -> InstanceResult:
     """Fail the partition for an instance the node will not write: the log says why."""
-    with open(pp.buildout_log, "w", encoding="utf-8"):
-        pass
+    confine.write_bytes(pp.buildout_log, b"", pp.path, owner=owner)
     tail = _fail(pp.buildout_log, f"instance {instance.get('id')!r} refused, nothing "
-                                  f"written: {exc}", started)
+                                  f"written: {exc}", started, pp.path, owner)
     return InstanceResult(False, tail, time.monotonic() - started)
 
 
@@ -565,35 +741,42 @@ def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instanc
     partition's certificate options for its [partition] section)."""
     started = time.monotonic()
     pp = paths.partition(partition.id)
-    pp.ensure()
+    owner = confine.owner_ids(partition.user)
+    user = confine.credentials(partition.user, pp.path)
+    pp.ensure(owner)
     try:
         check_instance(instance)
     except UnsafeConfig as exc:
-        return _refuse(pp, instance, exc, started)
+        return _refuse(pp, instance, exc, started, owner)
     sdir = paths.software_dir(instance["software_hash"])
     stype = instance.get("software_type") or "default"
     profile = os.path.join(sdir, f"{INSTANCE_PREFIX}{stype}{INSTANCE_SUFFIX}")
     if not os.path.isfile(profile):
         have = software_types(sdir)
-        with open(pp.buildout_log, "w", encoding="utf-8"):
-            pass
+        confine.write_bytes(pp.buildout_log, b"", pp.path, owner=owner)
         tail = _fail(pp.buildout_log,
                      f"release {instance.get('software_url')} has no software type {stype!r} "
-                     f"(has: {', '.join(have) or 'none'})", started)
+                     f"(has: {', '.join(have) or 'none'})", started, pp.path, owner)
         return InstanceResult(False, tail, time.monotonic() - started)
     try:
         cfg = render_instance_cfg(profile, paths, partition, computer, instance, sdir,
                                   identity)
         raw = render_parameters_json(paths, partition, computer, instance, sdir, identity)
     except UnsafeConfig as exc:
-        return _refuse(pp, instance, exc, started)
-    _write_private(parameters_file(paths, partition), raw)
-    with open(pp.buildout_cfg, "w", encoding="utf-8") as fh:
-        fh.write(cfg)
-    result = runner.run(pp.buildout_cfg, pp.path, pp.buildout_log)
+        return _refuse(pp, instance, exc, started, owner)
+    # the parameters may hold secrets: both files are the partition user's only, written
+    # without following any symlink that user planted
+    confine.write_bytes(parameters_file(paths, partition), raw.encode("utf-8"), pp.path,
+                        0o600, owner)
+    confine.write_bytes(pp.buildout_cfg, cfg.encode("utf-8"), pp.path, 0o600, owner)
+    if user is None:
+        result = runner.run(pp.buildout_cfg, pp.path, pp.buildout_log)
+    else:
+        result = runner.run(pp.buildout_cfg, pp.path, pp.buildout_log, user=user)
     if not result.ok:
         return InstanceResult(False, result.log_tail or _fail(
-            pp.buildout_log, f"buildout exited with {result.code}", started), result.seconds)
+            pp.buildout_log, f"buildout exited with {result.code}", started, pp.path, owner),
+            result.seconds)
     return InstanceResult(True, "", time.monotonic() - started,
-                          read_connection(pp.connection_file),
-                          read_connection(pp.shared_connection_file))
+                          read_connection(pp.connection_file, pp.path),
+                          read_connection(pp.shared_connection_file, pp.path))

@@ -1,8 +1,10 @@
 """The node's identities: its own key and certificate (from a one-time token) in <root>/etc, and
 one key and certificate per partition, generated in the partition and certified by the master.
 
-Depends on ca.keys (key generation, CSRs), the master client and the node layout. Private
-keys are written 0600 where they are used and never sent anywhere: only CSRs leave.
+Depends on ca.keys (key generation, CSRs), the master client and node.confine. Private
+keys are written 0600 where they are used and never sent anywhere: only CSRs leave. A
+partition's files are written by the node (root) into a directory its user controls:
+never through a symlink, owned by that user (``owner``), the key 0600.
 """
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import shutil
 
 from cryptography.hazmat.primitives import serialization
 
-from ..ca.keys import csr_for, generate_key, read_private_key, write_private_key
+from ..ca.keys import csr_for, generate_key, write_private_key
 from ..client import MasterClient
 from ..core.errors import InvalidInput
+from . import confine
 
 NODE_KEY = "node.key"
 NODE_CERT = "node.crt"
@@ -55,20 +58,34 @@ def enroll(etc: str, master: str, token: str, ca_file: str) -> dict:
 
 
 def partition_identity(private_dir: str, client: MasterClient, computer: str,
-                       partition: str, ca_file: str) -> dict:
-    """The partition's key and certificate in ``private_dir``: the key is generated there
-    (0600) on first use and kept; its CSR is certified by the master through the node.
+                       partition: str, ca_file: str, base: str | None = None,
+                       owner: tuple[int, int] | None = None) -> dict:
+    """The partition's key and certificate in ``private_dir`` (below ``base``, the
+    partition's directory): the key is generated there (0600, owned by ``owner``) on
+    first use and kept; its CSR is certified by the master through the node.
     Returns {"key", "cert", "ca"} paths."""
-    os.makedirs(private_dir, exist_ok=True)
+    base = base or os.path.dirname(private_dir)
+    confine.makedirs(base, private_dir, 0o700, owner)
     paths = {"key": os.path.join(private_dir, PARTITION_KEY),
              "cert": os.path.join(private_dir, PARTITION_CERT),
              "ca": os.path.join(private_dir, CA_CERT)}
-    if os.path.exists(paths["key"]) and os.path.exists(paths["cert"]):
+    key_pem = confine.read_bytes(paths["key"], base)
+    cert_pem = confine.read_bytes(paths["cert"], base)
+    if key_pem and cert_pem:
         return paths
-    key = read_private_key(paths["key"]) if os.path.exists(paths["key"]) \
-        else _fresh_key(paths["key"])
+    key = None
+    if key_pem:
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError):
+            key = None          # not a key (any more): make a new one
+    if key is None:
+        key = generate_key()
+        confine.write_bytes(paths["key"], key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption()), base, 0o600, owner)
     issued = client.certify_partition(computer, partition, _csr_pem(key))
-    with open(paths["cert"], "w", encoding="utf-8") as fh:
-        fh.write(issued["certificate"])
-    shutil.copyfile(ca_file, paths["ca"])
+    confine.write_bytes(paths["cert"], issued["certificate"].encode(), base, 0o644, owner)
+    with open(ca_file, "rb") as fh:
+        confine.write_bytes(paths["ca"], fh.read(), base, 0o644, owner)
     return paths

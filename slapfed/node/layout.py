@@ -31,6 +31,12 @@ class LayoutError(SlapfedError):
     http_status = 500
 
 
+class IsolationUnavailable(LayoutError):
+    """Partition users could not run the node's runtime or reach its directories."""
+
+    code = "isolation_unavailable"
+
+
 @dataclass(frozen=True)
 class PartitionConfig:
     id: str
@@ -81,6 +87,24 @@ class NodeConfig:
         out.pop("root")
         return out
 
+    @property
+    def isolated(self) -> bool:
+        """Every partition runs as its own unix user (False: single-user node)."""
+        return bool(self.partitions) and all(p.user for p in self.partitions)
+
+    def isolation_text(self) -> str:
+        if self.isolated:
+            return "isolation: each partition runs as its own unix user"
+        return (f"single-user: every partition runs as {_me()}, the node's own user; "
+                f"partitions are NOT isolated from each other")
+
+
+def _me() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
 
 def config_path(root: str) -> str:
     return os.path.join(root, CONFIG_NAME)
@@ -106,14 +130,18 @@ def load_config(root: str) -> NodeConfig:
 
 
 def save_config(config: NodeConfig) -> None:
-    atomic_write_json(config_path(config.root), config.to_json())
+    atomic_write_json(config_path(config.root), config.to_json(), mode=0o644)
 
 
-def atomic_write_json(path: str, data, indent: int | None = 1) -> None:
+def atomic_write_json(path: str, data, indent: int | None = 1, mode: int = 0o600) -> None:
+    """Write the node's own JSON file ``path`` atomically, ``mode`` from the start (the
+    node's state and desired state hold every partition's parameters: 0600)."""
     # json.dumps (one shot) uses the C encoder; json.dump would not
     text = json.dumps(data, indent=indent, sort_keys=True)
     tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
+    with open(fd, "w", encoding="utf-8") as fh:
+        os.fchmod(fd, mode)
         fh.write(text + "\n")
     os.replace(tmp, path)
 
@@ -144,6 +172,10 @@ class Paths:
         self.etc = os.path.join(self.root, "etc")
         self.var = os.path.join(self.root, "var")
         self.log = os.path.join(self.var, "log")
+        # what supervisord captures of each partition's services: <services_log>/<pid>/,
+        # node-owned (supervisord opens these files as root: never in a partition's
+        # directory, where its user could plant a symlink)
+        self.services_log = os.path.join(self.var, "services")
         self.supervisord_conf = os.path.join(self.etc, "supervisord.conf")
         self.supervisord_d = os.path.join(self.etc, "supervisord.d")
         self.supervisord_sock = _socket_path(os.path.join(self.var, "supervisord.sock"))
@@ -164,8 +196,19 @@ class Paths:
     def group_conf(self, pid: str) -> str:
         return os.path.join(self.supervisord_d, f"{pid}.conf")
 
+    def service_log_dir(self, pid: str) -> str:
+        return os.path.join(self.services_log, pid)
+
     def skeleton(self) -> list[str]:
-        return [self.software, self.partitions, self.etc, self.supervisord_d, self.var, self.log]
+        return [self.software, self.partitions, self.etc, self.supervisord_d, self.var,
+                self.log, self.services_log]
+
+    def modes(self) -> dict:
+        """The mode of each skeleton directory: partition users traverse the root, the
+        partitions and the service logs, read and execute the software, nothing else."""
+        return {self.software: 0o755, self.partitions: 0o711, self.etc: 0o700,
+                self.supervisord_d: 0o700, self.var: 0o711, self.log: 0o700,
+                self.services_log: 0o711}
 
 
 class PartitionPaths:
@@ -190,9 +233,14 @@ class PartitionPaths:
     def skeleton(self) -> list[str]:
         return [self.services, self.promises, self.log, self.run, self.tmp, self.private]
 
-    def ensure(self) -> None:
+    def ensure(self, owner: tuple[int, int] | None = None) -> None:
+        """The skeleton directories, made without following a symlink below the
+        partition's directory, owned by ``owner`` (uid, gid) when given."""
+        from .confine import makedirs
+
+        os.makedirs(self.path, exist_ok=True)     # in the node's own partitions directory
         for d in self.skeleton():
-            os.makedirs(d, exist_ok=True)
+            makedirs(self.path, d, 0o700 if d == self.private else 0o755, owner)
 
     def wipe(self) -> None:
         """Remove everything inside the partition directory, keeping the directory."""
@@ -249,20 +297,174 @@ def ensure_user(name: str, home: str) -> None:
         pass
     cmd = ["useradd", "--system", "--no-create-home", "--home-dir", home,
            "--shell", "/usr/sbin/nologin", name]
-    try:
-        subprocess.run(cmd, check=True, capture_output=True, text=True)
-    except FileNotFoundError:
-        raise LayoutError("useradd is not available: cannot create partition users") from None
-    except subprocess.CalledProcessError as exc:
-        raise LayoutError(f"useradd {name} failed: {exc.stderr.strip()}") from None
+    delay = 0.05
+    for attempt in range(8):
+        try:
+            subprocess.run(cmd, check=True, capture_output=True, text=True)
+            return
+        except FileNotFoundError:
+            raise LayoutError("useradd is not available: cannot create partition users") \
+                from None
+        except subprocess.CalledProcessError as exc:
+            try:
+                pwd.getpwnam(name)      # made meanwhile by another node formatting
+                return
+            except KeyError:
+                pass
+            # /etc/passwd locked by another useradd: try again a little later
+            if attempt == 7 or "lock" not in (exc.stderr or "").lower():
+                raise LayoutError(f"useradd {name} failed: {exc.stderr.strip()}") from None
+            import time
+            time.sleep(delay)
+            delay *= 2
 
 
 def chown_tree(path: str, user: str) -> None:
+    """Give ``path`` and everything below to ``user``, never following a symlink."""
+    from .confine import chown_tree as _chown
+
     entry = pwd.getpwnam(user)
-    for dirpath, dirnames, filenames in os.walk(path):
-        os.lchown(dirpath, entry.pw_uid, entry.pw_gid)
-        for name in filenames + dirnames:
-            os.lchown(os.path.join(dirpath, name), entry.pw_uid, entry.pw_gid)
+    _chown(path, entry.pw_uid, entry.pw_gid)
+
+
+PARTITION_MODE = 0o700
+SERVICE_LOG_MODE = 0o750
+
+
+def prepare_partition_dir(paths: "Paths", p: PartitionConfig) -> None:
+    """The partition's directory 0700, and its service log directory (root-owned, group
+    of the partition's user, 0750), owned by the partition's user when it has one."""
+    pp = paths.partition(p.id)
+    os.makedirs(pp.path, exist_ok=True)
+    logs = paths.service_log_dir(p.id)
+    os.makedirs(logs, exist_ok=True)
+    fd = os.open(pp.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if p.user:
+            entry = pwd.getpwnam(p.user)
+            os.fchown(fd, entry.pw_uid, entry.pw_gid)
+            os.chown(logs, 0, entry.pw_gid)
+        os.fchmod(fd, PARTITION_MODE)
+    finally:
+        os.close(fd)
+    os.chmod(logs, SERVICE_LOG_MODE if p.user else 0o700)
+
+
+# -- can partition users run the node's runtime? --------------------------------------
+
+# Run as a partition user (or nobody): the interpreter starts (so it and every directory
+# above it, and the venv's pyvenv.cfg, are reachable), slapfed imports, the packages the
+# instance buildout and the services load can be read, and the node's directories can
+# be traversed. Exit 3 with the path that failed on stderr.
+_PROBE = r"""
+import importlib.util, os, sys
+def fail(what, path):
+    sys.stderr.write(f"{what}\t{path}\n"); sys.exit(3)
+try:
+    import slapfed
+except Exception as exc:
+    fail("import", getattr(exc, "filename", None) or "slapfed")
+for name in ("slapfed", "zc.buildout", "setuptools", "supervisor"):
+    try:
+        spec = importlib.util.find_spec(name)
+    except Exception:
+        spec = None
+    if spec is None or not spec.origin:
+        fail("import", name)
+    try:
+        open(spec.origin, "rb").close()
+    except OSError:
+        fail("read", spec.origin)
+try:
+    import importlib.metadata as md
+    md.distribution("slapfed").read_text("entry_points.txt")
+except Exception:
+    fail("import", "slapfed (its distribution's metadata)")
+for path in sys.argv[1:]:
+    if not os.access(path, os.X_OK):
+        fail("reach", path)
+"""
+
+
+def _blocker(path: str) -> tuple[str, int] | None:
+    """The first directory above (or at) ``path`` that others cannot traverse, with its
+    mode; or the file itself when others cannot read it."""
+    path = os.path.abspath(path)
+    parts = path.split(os.sep)
+    for i in range(1, len(parts)):
+        d = os.sep.join(parts[:i]) or os.sep
+        try:
+            mode = os.stat(d).st_mode
+        except OSError:
+            return None
+        if not mode & 0o001:
+            return d, mode & 0o7777
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if os.path.isdir(path):
+        return (path, mode & 0o7777) if not mode & 0o001 else None
+    return (path, mode & 0o7777) if not mode & 0o004 else None
+
+
+def _probe_user(fallback: str | None):
+    for name in ("nobody", fallback):
+        if not name:
+            continue
+        try:
+            entry = pwd.getpwnam(name)
+        except KeyError:
+            continue
+        return entry
+    return None
+
+
+RUNTIME_FIX = ("create the venv with Debian's /usr/bin/python3 (make PYTHON=/usr/bin/python3)"
+               " or pass --single-user")
+ROOT_FIX = ("put the node root where every user can traverse (each directory above it "
+            "mode o+x), or pass --single-user")
+
+
+def check_runtime(paths: "Paths", fallback_user: str | None = None) -> None:
+    """Refuse (LayoutError) when partition users could not run the node's runtime: run a
+    probe interpreter as ``nobody`` (or ``fallback_user``) with dropped privileges, and
+    name the path that stops it and the fix."""
+    entry = _probe_user(fallback_user)
+    if entry is None:
+        raise LayoutError("cannot check that partition users can run the node's Python: "
+                          "neither nobody nor a partition user exists")
+    exe = sys.executable
+    real = os.path.realpath(exe)
+    reach = [paths.software, paths.partitions, paths.services_log]
+    try:
+        from .confine import clean_environment
+
+        env = {**clean_environment(), "HOME": "/"}     # what partition processes get
+        done = subprocess.run([exe, "-c", _PROBE, *reach], cwd="/", capture_output=True,
+                              text=True, timeout=60, user=entry.pw_uid, group=entry.pw_gid,
+                              extra_groups=[], env=env)
+        failed = None if done.returncode == 0 else done.stderr.strip()
+    except PermissionError:
+        failed = f"exec\t{exe}"
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise LayoutError(f"cannot check that partition users can run {exe}: {exc}") from None
+    if failed is None:
+        return
+    last = failed.splitlines()[-1] if failed else ""
+    what, _, where = last.partition("\t") if "\t" in last else ("run", "", last)
+    if what == "reach":
+        blocker = _blocker(where)
+        why = f": {blocker[0]} is mode {blocker[1]:04o}" if blocker else ""
+        raise IsolationUnavailable(f"partition users cannot reach {where}{why}; {ROOT_FIX}")
+    for candidate in (exe, real, where):
+        blocker = _blocker(candidate) if candidate and os.path.isabs(candidate) else None
+        if blocker:
+            verb = "execute" if candidate in (exe, real) else "read"
+            raise IsolationUnavailable(f"partition users cannot {verb} {candidate}: "
+                                       f"{blocker[0]} is mode {blocker[1]:04o}; {RUNTIME_FIX}")
+    raise IsolationUnavailable(f"partition users cannot run {exe} (as {entry.pw_name}: "
+                               f"cannot {what} {where}); {RUNTIME_FIX}")
 
 
 # -- format -------------------------------------------------------------------------
@@ -290,13 +492,34 @@ def plan_partitions(existing: list[PartitionConfig], count: int, computer: str,
     return out
 
 
+def isolation_mode(users: bool | None, single_user: bool, euid: int | None = None) -> bool:
+    """Whether partitions get their own unix users (pure). Root: yes unless
+    ``single_user``; any other user: never (``users`` True is then an error)."""
+    root = (os.geteuid() if euid is None else euid) == 0
+    if users and single_user:
+        raise InvalidInput("--users and --single-user contradict each other",
+                           [{"field": "single_user", "problem": "conflicts with --users"}])
+    if users and not root:
+        raise InvalidInput("--users needs root (it creates one unix user per partition); "
+                           "a node that is not root is single-user",
+                           [{"field": "users", "problem": "requires root"}])
+    return root and not single_user
+
+
 def format_node(root: str, master: str, computer: str, partitions: int, *,
                 host=None, lan=None, country=None, continent=None, labels=None,
                 capabilities=(), address_base: str | None = None, port_base: int = DEFAULT_PORT_BASE,
-                port_count: int = DEFAULT_PORT_COUNT, users: bool = False,
-                supervisord: str | None = None) -> NodeConfig:
+                port_count: int = DEFAULT_PORT_COUNT, users: bool | None = None,
+                single_user: bool = False, supervisord: str | None = None,
+                check: bool = True) -> NodeConfig:
     """Create (or extend) the node root and write node.json. Does not talk to the master.
     ``supervisord`` ("own" or "external") is kept from an existing node.json when None.
+
+    A node formatted by root gives each partition its own unix user (created with
+    useradd), its directory 0700 owned by that user, unless ``single_user``; a node
+    that is not root is single-user. Before that, a probe run as an unprivileged user
+    checks that partition users can run the node's Python and reach its directories
+    (``check``). ``users`` (the former --users) only confirms the default.
 
     Raises InvalidInput for bad arguments, LayoutError for filesystem/user problems."""
     root = os.path.abspath(root)
@@ -307,9 +530,7 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
     if partitions < 0:
         raise InvalidInput("--partitions must be >= 0",
                            [{"field": "partitions", "problem": "must be >= 0"}])
-    if users and os.geteuid() != 0:
-        raise InvalidInput("--users needs root (it creates one unix user per partition)",
-                           [{"field": "users", "problem": "requires root"}])
+    isolate = isolation_mode(users, single_user)
     if supervisord not in (None, "own", "external"):
         raise InvalidInput(f"supervisord mode {supervisord!r} is neither own nor external",
                            [{"field": "supervisord", "problem": "must be own or external"}])
@@ -322,21 +543,46 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
             raise LayoutError(f"{root} is already formatted for computer {old.computer!r}, "
                               f"not {computer!r}")
         existing = old.partitions
+        owned = [p.id for p in existing if p.user]
+        if owned and not isolate:
+            raise LayoutError(
+                f"partitions {', '.join(owned)} of {root} run as their own unix users; "
+                + ("a node that is not root cannot run them" if os.geteuid() != 0 else
+                   "--single-user would leave them isolated and the new ones not: "
+                   "format another root for a single-user node"))
+        if isolate:
+            # a node formatted single-user gets isolated: its partitions get their users
+            # (and their files), their services run as them from their next start
+            existing = [p if p.user else PartitionConfig(
+                p.id, p.address, p.port_base, p.port_count, partition_user(computer, i))
+                for i, p in enumerate(existing)]
     config = NodeConfig(
         root=root, master=master, computer=reg.id, host=reg.host, lan=reg.lan,
         country=reg.country, continent=reg.continent, labels=dict(reg.labels),
         capabilities=list(reg.capabilities), partitions=plan_partitions(existing, partitions, computer, address_base, port_base,
-                                   port_count, users), tls=tls, supervisord=mode)
+                                   port_count, isolate), tls=tls, supervisord=mode)
     paths = Paths(root)
     try:
+        if not os.path.isdir(root):
+            os.makedirs(root, exist_ok=True)
+            os.chmod(root, 0o755)
         for d in paths.skeleton():
             os.makedirs(d, exist_ok=True)
+        for d, dmode in paths.modes().items():
+            os.chmod(d, dmode)
+        first = config.partitions[0] if config.partitions else None
+        if isolate and check:
+            if _probe_user(None) is None and first is not None:
+                ensure_user(first.user, paths.partition(first.id).path)
+            check_runtime(paths, first.user if first else None)
         for p in config.partitions:
             pp = paths.partition(p.id)
-            os.makedirs(pp.path, exist_ok=True)
             if p.user:
                 ensure_user(p.user, pp.path)
-                chown_tree(pp.path, p.user)
+                if os.path.isdir(pp.path) and not os.path.islink(pp.path) \
+                        and os.lstat(pp.path).st_uid != pwd.getpwnam(p.user).pw_uid:
+                    chown_tree(pp.path, p.user)     # a partition that was single-user
+            prepare_partition_dir(paths, p)
         save_config(config)
     except OSError as exc:
         raise LayoutError(f"cannot format {root}: {exc}") from None

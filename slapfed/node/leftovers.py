@@ -4,7 +4,7 @@ Depends on the standard library only. supervisord stops the processes it started
 not what those started in their own process groups once it is killed itself (a nested
 node's supervisord killed after its stop timeout leaves its services running, orphaned).
 A process belongs to a partition when its working directory or its program lies inside
-the partition's directory; partitions' directories never overlap, so nothing of another
+the partition's directory, or when it runs as the partition's own unix user; partitions' directories never overlap, so nothing of another
 partition, of the node or of its supervisord is ever touched. Processes with a
 controlling terminal (someone's shell in the partition's directory) are left alone.
 """
@@ -22,9 +22,21 @@ def _inside(path: str, root: str) -> bool:
     return path == root or path.startswith(root + os.sep)
 
 
-def processes_under(root: str, proc: str = "/proc") -> list[int]:
+def _uids(base: str) -> set[int]:
+    try:
+        with open(os.path.join(base, "status")) as f:
+            for line in f:
+                if line.startswith("Uid:"):
+                    return {int(u) for u in line.split()[1:]}
+    except (OSError, ValueError):
+        pass
+    return set()
+
+
+def processes_under(root: str, proc: str = "/proc", uid: int | None = None) -> list[int]:
     """PIDs of the processes whose working directory or program (the executable, or
-    the script an interpreter runs) is inside ``root``; never this process."""
+    the script an interpreter runs) is inside ``root``, or (``uid``: the partition's
+    own unix user) that run as that user wherever they are; never this process."""
     root = os.path.realpath(root)
     me = os.getpid()
     found = []
@@ -48,7 +60,8 @@ def processes_under(root: str, proc: str = "/proc") -> list[int]:
             paths += [os.fsdecode(a) for a in argv if a.startswith(b"/")]
         except OSError:
             pass
-        if any(_inside(p, root) for p in paths) and not _has_terminal(base):
+        mine = uid is not None and uid != 0 and uid in _uids(base)
+        if (mine or any(_inside(p, root) for p in paths)) and not _has_terminal(base):
             found.append(int(entry))
     return sorted(found)
 
@@ -69,10 +82,19 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def stop_leftovers(root: str, grace: float = 5.0) -> list[int]:
-    """SIGTERM every process left inside ``root``, then SIGKILL those still there after
-    ``grace`` seconds; returns their PIDs (logged: a partition should leave none)."""
-    pids = processes_under(root)
+def stop_leftovers(root: str, grace: float = 5.0, user: str | None = None) -> list[int]:
+    """SIGTERM every process left inside ``root`` (and, with ``user``, every process of
+    the partition's unix user), then SIGKILL those still there after ``grace`` seconds;
+    returns their PIDs (logged: a partition should leave none)."""
+    uid = None
+    if user:
+        import pwd
+
+        try:
+            uid = pwd.getpwnam(user).pw_uid
+        except KeyError:
+            uid = None
+    pids = processes_under(root, uid=uid)
     if not pids:
         return []
     log.warning("partition %s left %d process(es) running after its services stopped: "

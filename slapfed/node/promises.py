@@ -2,7 +2,8 @@
 
 Depends on the standard library and node.supervisor (for the executable listing).
 Promises of one partition run concurrently under one deadline; each gives
-{name, ok, message} (exit 0 = ok, stdout+stderr = message).
+{name, ok, message} (exit 0 = ok, stdout+stderr = message). With a partition user, a
+promise runs with that user's uid, gid and groups only (never root's groups).
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import subprocess
 import tempfile
 import time
 
+from .confine import credentials
 from .supervisor import list_services
 
 DEFAULT_TIMEOUT = 20.0
@@ -29,12 +31,16 @@ def run_promises(promise_dir: str, timeout: float = DEFAULT_TIMEOUT, cwd: str | 
     """Run the promises of one partition; never raises for a failing or hanging promise."""
     started = []
     results = {}
+    creds = credentials(user, cwd)
+    confined = {} if creds is None else {
+        "user": creds.uid, "group": creds.gid, "extra_groups": list(creds.groups),
+        "env": creds.environment(), "umask": 0o077}
     for name, path in list_services(promise_dir):
         out = tempfile.TemporaryFile()
         try:
             proc = subprocess.Popen([path], stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=cwd,
-                                    start_new_session=True, user=user)
+                                    start_new_session=True, **confined)
         except OSError as exc:
             out.close()
             results[name] = {"name": name, "ok": False, "message": f"cannot run {path}: {exc}"}

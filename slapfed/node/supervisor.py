@@ -165,9 +165,11 @@ def render_group_conf(pid: str, partition_path: str, log_dir: str,
             f"stderr_logfile = {_q(os.path.join(log_dir, safe + '.err.log'))}",
             "stderr_logfile_maxbytes = 5MB",
             "stderr_logfile_backups = 1",
-            f'environment = HOME="{_q(partition_path)}"',
+            f'environment = HOME="{_q(partition_path)}"'
+            + (f',USER="{_q(user)}",LOGNAME="{_q(user)}"' if user else ""),
         ]
         if user:
+            # supervisord sets the user's groups, gid and uid before exec
             out.append(f"user = {user}")
         out.append("")
     return "\n".join(out)
@@ -176,13 +178,16 @@ def render_group_conf(pid: str, partition_path: str, log_dir: str,
 class Supervisor:
     """Controller of the node's supervisord. Every method raises SupervisorError."""
 
-    def __init__(self, paths: Paths, identifier: str = "slapfed-node", mode: str = OWN):
+    def __init__(self, paths: Paths, identifier: str = "slapfed-node", mode: str = OWN,
+                 environment: dict | None = None):
         if mode not in SUPERVISORD_MODES:
             raise SupervisorError(f"unknown supervisord mode {mode!r}: "
                                   f"expected one of {', '.join(SUPERVISORD_MODES)}")
         self.paths = paths
         self.identifier = identifier
         self.mode = mode
+        # what supervisord (and so every service) starts with; None: this process's
+        self.environment = environment
         self._proxy = None
 
     # -- daemon -----------------------------------------------------------------------
@@ -253,7 +258,8 @@ class Supervisor:
         log = os.path.join(self.paths.log, "supervisord.start.log")
         with open(log, "ab") as out:
             started = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=self.paths.root)
+                                     stdin=subprocess.DEVNULL, cwd=self.paths.root,
+                                     env=self.environment)
         deadline = time.monotonic() + timeout
         while not self.running():
             if time.monotonic() > deadline or started.returncode != 0:
@@ -502,7 +508,7 @@ class Supervisor:
         from .buildout import log_tail
 
         service = program[len(pid) + 1:] if program.startswith(pid + "_") else program
-        path = os.path.join(self.paths.partition(pid).log, service + ".err.log")
+        path = os.path.join(self.paths.service_log_dir(pid), service + ".err.log")
         return log_tail(path, size).strip()
 
 

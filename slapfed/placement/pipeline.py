@@ -79,8 +79,8 @@ class PipelineConfig:
         if isinstance(sample, bool) or not isinstance(sample, int) or not 1 <= sample <= 10_000:
             problems.append({"field": "placement.sample", "problem": "must be 1..10000"})
         if problems:
-            raise InvalidInput(f"invalid placement configuration: {problems[0]['problem']}",
-                               problems)
+            raise InvalidInput(f"invalid placement configuration: {problems[0]['field']} "
+                               f"{problems[0]['problem']}", problems)
         return cls(tuple(filters), tuple((n, float(w)) for n, w in scores.items()), sample)
 
 

@@ -25,9 +25,6 @@ from . import render
 from .tx import COMMITTED, clock, read, write
 
 MAX_REMOTE_REFERENCE = 200
-# Set when this process's server stops: long polls answer at once with what they have
-# (else each holds the shutdown for the server's whole grace period).
-STOPPING = threading.Event()
 DEFAULT_RETRY_MAX = 30.0          # seconds: the longest back-off between two attempts
 FIRST_RETRY = 0.5
 
@@ -698,16 +695,27 @@ def changes(conn, requester: str, since: str | None) -> tuple[str, list[dict]]:
 
 
 def wait_changes(conn, requester: str, since: str | None, wait: float,
+                 stopping: threading.Event | None = None,
                  poll: float = 0.1) -> tuple[str, list[dict]]:
-    """``changes``, waiting up to ``wait`` seconds for one (a long poll)."""
+    """``changes``, waiting up to ``wait`` seconds for one (a long poll). Once
+    ``stopping`` is set (the master shuts down) it answers at once with what it has,
+    without reading again: the database may be closing."""
     deadline = time.monotonic() + max(0.0, wait)
     while True:
         cursor, items = changes(conn, requester, since)
         left = deadline - time.monotonic()
-        if items or left <= 0 or STOPPING.is_set():
+        if items or left <= 0 or (stopping is not None and stopping.is_set()):
             return cursor, items
         with COMMITTED:
             COMMITTED.wait(min(poll, left))
+        if stopping is not None and stopping.is_set():
+            return cursor, items
+
+
+def wake_waiters() -> None:
+    """Wake every long poll of this process now (they look at their stop event)."""
+    with COMMITTED:
+        COMMITTED.notify_all()
 
 
 def check_cursor(value) -> str | None:

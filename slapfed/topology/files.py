@@ -27,7 +27,7 @@ CHILD_LEVEL = {"continent": "country", "country": "lan", "lan": "host"}
 # delegate (also forward instances), full (also replicate state).
 TRUST_LEVELS = ("observe", "delegate", "full")
 DEFAULT_TRUST = "delegate"
-URL_RE = re.compile(r"^https?://[^\s/]+\S*$")
+URL_RE = re.compile(r"^https?://[^\s/]+\S*\Z")
 
 TOP_KEYS = ("version", "description", "sites", "masters", "computers", "links")
 MASTER_KEYS = ("name", "url", "site", "description")
@@ -695,7 +695,7 @@ def _kind(value) -> str:
     return type(value).__name__
 
 
-_BARE = re.compile(r"^[A-Za-z0-9_-]+$")
+_BARE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 
 def _k(key: str) -> str:
