@@ -1,15 +1,17 @@
 """``slapfed master ...``: run (serve) and administer (migrate) a master.
 
-Depends on click, cli.common, master.server and store. Listens on loopback unless a
-non-loopback address is given explicitly.
+Depends on click, cli.common, cli.log_options, master.server and store. Listens on
+loopback unless a non-loopback address is given explicitly.
 """
 from __future__ import annotations
 
 import click
 
+from .. import logs
 from ..core.errors import InvalidInput
 from ..core.provenance import DEFAULT_MAX_DEPTH
 from .common import emit, env_default, error_boundary, json_option
+from .log_options import log_options
 
 DEFAULT_DATA = "slapfed-master"
 DEFAULT_LISTEN = "127.0.0.1:8470"
@@ -47,7 +49,11 @@ def master():
               help="gunicorn worker processes (more than 1 needs ZEO).")
 @click.option("--threads", default=16, show_default=True, type=int,
               help="Threads per worker.")
-@click.option("--access-log", default=None, help="Access log file ('-' for stderr).")
+@click.option("--access-log", "access_log_file", default=None, metavar="FILE",
+              help="Write the access log (one line per request, on by default with the "
+                   "rest of the log) to FILE instead; '-' for stderr.")
+@click.option("--no-access-log", is_flag=True, help="No access log.")
+@log_options
 @click.option("--topology", "topology_files", multiple=True, metavar="FILE",
               type=click.Path(dir_okay=False),
               help="Topology file (TOML, repeatable): validated at start; fills the "
@@ -69,19 +75,24 @@ def master():
               help="Longest back-off between two calls to a peer master that fails; a "
                    "peer that comes back is called again at once.")
 @error_boundary
-def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, topology_files,
-          master_name, insecure_http, max_depth, ancestry, peer_retry_max):
+def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
+          no_access_log, log_level, log_format, log_file, topology_files, master_name,
+          insecure_http, max_depth, ancestry, peer_retry_max):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
-    --insecure-http."""
+    --insecure-http. Logs to stderr (--log-file), with one access line per request."""
     from ..master.server import ServeOptions, serve as run_server
     host, port = parse_listen(listen)
-    run_server(ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
-                            start_zeo=start_zeo, workers=workers, threads=threads,
-                            access_log=access_log, topology_files=topology_files,
-                            master_name=master_name, insecure_http=insecure_http,
-                            max_depth=max_depth, ancestry=tuple(ancestry),
-                            peer_retry_max=peer_retry_max))
+    opts = ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
+                        start_zeo=start_zeo, workers=workers, threads=threads,
+                        access_log=not no_access_log, access_log_file=access_log_file,
+                        log_level=log_level or logs.DEFAULT_LEVEL, log_format=log_format,
+                        log_file=log_file,
+                        topology_files=topology_files,
+                        master_name=master_name, insecure_http=insecure_http,
+                        max_depth=max_depth, ancestry=tuple(ancestry),
+                        peer_retry_max=peer_retry_max)
+    run_server(opts)
 
 
 @master.command()
