@@ -239,9 +239,9 @@ class Maintenance:
                 now + self.opts.pack_every, last + self.opts.pack_every)
 
     def _run(self) -> None:
-        tick = 0
-        while not self._stop.wait(POLL if self._owner_fd is not None else 5.0):
-            tick += 1
+        wait = 0.0
+        while not self._stop.wait(wait):
+            wait = POLL if self._owner_fd is not None else 5.0
             try:
                 if not self._owner():
                     continue
