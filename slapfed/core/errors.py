@@ -140,6 +140,13 @@ class StorageError(SlapfedError):
     http_status = 503
 
 
+class BackupCorrupt(SlapfedError):
+    """A backup's file is missing or does not match the checksum its manifest records."""
+
+    code = "backup_corrupt"
+    http_status = 500
+
+
 class MasterUnreachable(SlapfedError):
     """A client could not talk to the master at all (client side only)."""
 
@@ -165,7 +172,7 @@ ERROR_CLASSES: dict[str, type[SlapfedError]] = {
         SlapfedError, InvalidInput, NotFound, Conflict, NoCapacity, RecursionRefused,
         UnknownSoftwareType,
         Unauthenticated, Forbidden, FactNotOwned, ReportRefused, MethodNotAllowed,
-        PayloadTooLarge, UnsupportedMediaType, MasterStopping, StorageError,
+        PayloadTooLarge, UnsupportedMediaType, MasterStopping, StorageError, BackupCorrupt,
         MasterUnreachable, Timeout, InternalError,
     )
 }

@@ -34,6 +34,10 @@ from ..ca.keys import generate_key, make_private_dir, write_private_key
 from .app import EXTENSION, close_app, create_app, state_of
 from .auth import open_authority
 from .topology import load_topology
+from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
+                                 MaintenanceOptions)
+
+MAINTENANCE_EXTENSION = "slapfed.maintenance"
 
 TLS_DIR = "tls"                 # <data>/tls: the master's own server key and certificate
 SERVER_KEY = "master.key"
@@ -66,6 +70,10 @@ class ServeOptions:
     max_depth: int = DEFAULT_MAX_DEPTH  # longest chain of masters a request may have crossed
     ancestry: tuple = ()            # the masters above this one, root first
     peer_retry_max: float = 30.0    # longest back-off (s) between calls to a failing peer
+    backup_to: str | None = None    # backup repository of scheduled backups
+    backup_every: float = 3600.0    # seconds between two scheduled backups (with backup_to)
+    pack_every: float = DEFAULT_PACK_EVERY  # seconds between two automatic packs (0: never)
+    pack_keep: float = DEFAULT_PACK_KEEP    # history a pack keeps (seconds)
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -99,6 +107,7 @@ def check_options(opts: ServeOptions) -> None:
         problems.append({"field": "insecure_http", "problem": (
             f"plain HTTP is only served on loopback, not on {opts.host}; drop "
             "--insecure-http to serve HTTPS with client certificates")})
+    problems.extend(_maintenance_problems(opts))
     if problems:
         first = problems[0]
         raise InvalidInput(f"cannot serve: {first['field']} {first['problem']}", problems)
@@ -112,6 +121,60 @@ class _Logger(GunicornLogger):
         super().setup(cfg)
         logs.hand_over(self.error_log)
         logs.hand_over(self.access_log)
+
+
+def _maintenance_problems(opts: ServeOptions) -> list[dict]:
+    problems = []
+    for name in ("backup_every", "pack_every", "pack_keep"):
+        value = getattr(opts, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            problems.append({"field": name, "problem": "must be a number of seconds >= 0"})
+    if opts.backup_to:
+        if not opts.start_zeo:
+            try:
+                spec = parse_storage_uri(opts.storage, opts.data_dir)
+            except InvalidInput:
+                spec = None
+            if spec is not None and spec.kind != "file":
+                problems.append({"field": "backup_to", "problem": (
+                    "scheduled backups read the FileStorage file: back up a remote ZEO "
+                    "storage on its own machine (or use --start-zeo)")})
+        repo = os.path.abspath(opts.backup_to)
+        data = os.path.abspath(opts.data_dir)
+        if repo == data or repo.startswith(data + os.sep):
+            problems.append({"field": "backup_to",
+                             "problem": "must lie outside the data directory"})
+    return problems
+
+
+def start_maintenance(app, opts: ServeOptions, storage_uri: str | None):
+    """The maintenance thread of this worker (it runs once one worker owns the data
+    directory's maintenance lock): scheduled backups and packs, `master pack` requests."""
+    fs_path = None
+    spec = parse_storage_uri(None if opts.start_zeo else storage_uri, opts.data_dir)
+    if spec.kind == "file":
+        fs_path = spec.path
+    m = Maintenance(state_of(app).db, MaintenanceOptions(
+        data_dir=opts.data_dir, fs_path=fs_path, backup_to=opts.backup_to,
+        backup_every=opts.backup_every if opts.backup_to else 0.0,
+        pack_every=opts.pack_every, pack_keep=opts.pack_keep))
+    app.extensions[MAINTENANCE_EXTENSION] = m.start()
+    return m
+
+
+def stop_maintenance(app) -> None:
+    m = getattr(app, "extensions", {}).pop(MAINTENANCE_EXTENSION, None)
+    if m is not None:
+        m.stop()
+
+
+def record_topology(opts: ServeOptions) -> None:
+    """DATA/topology.json: the topology files this master serves and its name in them,
+    so that a backup holds copies of them (store.backup)."""
+    import json
+    _write_atomically(os.path.join(opts.data_dir, "topology.json"),
+                      json.dumps({"files": list(opts.topology_files),
+                                  "name": opts.master_name}) + "\n")
 
 
 class MasterApplication(BaseApplication):
@@ -190,15 +253,19 @@ class MasterApplication(BaseApplication):
                         "data_dir": opts.data_dir})
         print(f"slapfed master listening on {url}", flush=True)
 
-    @staticmethod
-    def _post_worker_init(worker):
+    def _post_worker_init(self, worker):
         """SIGTERM: the worker stops once its requests are answered; its long polls
         (GET /federation/changes) answer now instead of holding it for the grace period.
-        (Logging needs nothing here: the worker inherited the arbiter's handler.)"""
+        (Logging needs nothing here: the worker inherited the arbiter's handler.)
+        Starts the worker's maintenance thread (scheduled backups and packs)."""
         graceful = signal.getsignal(signal.SIGTERM)
         app = worker.wsgi
+        start_maintenance(app, self.opts, self.storage_uri)
 
         def handle_term(sig, frame):
+            m = app.extensions.get(MAINTENANCE_EXTENSION)
+            if m is not None:
+                m.request_stop()            # joined at worker exit, not in a handler
             state_of(app).begin_stop()
             if callable(graceful):
                 graceful(sig, frame)
@@ -212,12 +279,16 @@ class MasterApplication(BaseApplication):
         polls answer now, and closing the app waits for the requests in flight."""
         app = getattr(worker, "wsgi", None)
         if app is not None and EXTENSION in getattr(app, "extensions", {}):
+            m = app.extensions.get(MAINTENANCE_EXTENSION)
+            if m is not None:
+                m.request_stop()
             state_of(app).begin_stop()
 
     @staticmethod
     def _worker_exit(server, worker):
         app = getattr(worker, "wsgi", None)
         if app is not None and hasattr(app, "extensions"):
+            stop_maintenance(app)
             close_app(app)
 
     def _arbiter_exit(self, server):
@@ -242,6 +313,7 @@ def serve(opts: ServeOptions) -> None:
                    access=opts.access_log, access_file=opts.access_log_file)
     opts.data_dir = os.path.abspath(opts.data_dir)
     os.makedirs(opts.data_dir, exist_ok=True)
+    record_topology(opts)
     zeo = None
     storage_uri = opts.storage
     try:
