@@ -37,6 +37,7 @@ EXIT_BY_CODE = {
     errors.UnknownSoftwareType.code: Exit.INVALID,
     errors.PayloadTooLarge.code: Exit.INVALID,
     errors.UnsupportedMediaType.code: Exit.INVALID,
+    errors.BackupCorrupt.code: Exit.INVALID,     # a damaged backup is refused input
     errors.NotFound.code: Exit.NOT_FOUND,
     errors.Conflict.code: Exit.CONFLICT,
     errors.NoCapacity.code: Exit.CONFLICT,
