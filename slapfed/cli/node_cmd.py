@@ -379,16 +379,24 @@ def status_cmd(root, as_json):
 @json_option
 @error_boundary
 def stop_cmd(root, as_json):
-    """Stop the node's supervisord and every service it runs (by PID)."""
+    """Stop the node's supervisord and every service it runs (by PID), then whatever the
+    partitions still run outside it (the orphans of a supervisord that was killed)."""
     from ..node.layout import Paths, load_config
+    from ..node.leftovers import stop_orphans
     from ..node.supervisor import Supervisor
 
     if not os.path.isdir(root):
         raise InvalidInput(f"{root} is not a directory",
                            [{"field": "root", "problem": "not a directory"}])
     config = load_config(root)
-    sup = Supervisor(Paths(config.root))
+    paths = Paths(config.root)
+    sup = Supervisor(paths)
     was_running = sup.shutdown()
-    emit({"root": config.root, "stopped": was_running}, as_json,
-         "supervisord and its services stopped" if was_running else
-         "supervisord was not running")
+    orphans = stop_orphans([(p.id, paths.partition(p.id).path, p.user)
+                            for p in config.partitions])
+    lines = ["supervisord and its services stopped" if was_running else
+             "supervisord was not running"]
+    lines += [f"  {pid}: stopped orphaned process(es) {', '.join(map(str, pids))}"
+              for pid, pids in sorted(orphans.items())]
+    emit({"root": config.root, "stopped": was_running, "orphans": orphans}, as_json,
+         "\n".join(lines))

@@ -35,9 +35,11 @@ from .plan import (
     ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
 )
 from .promises import run_promises, summary
-from .leftovers import stop_leftovers
+from .leftovers import stop_leftovers, stop_orphans
 from .restarts import plan_services
-from .supervisor import GroupHealth, GroupSync, Supervisor, list_services, program_name
+from .supervisor import (
+    OWN, GroupHealth, GroupSync, Supervisor, list_services, program_name,
+)
 
 log = logging.getLogger("slapfed.node")
 
@@ -347,7 +349,7 @@ class Agent:
         digest = spec.digest()
         if isinstance(action, Stop):
             self.sup.stop_group(pid)
-            stop_leftovers(pp.path)
+            stop_leftovers(pp.path, user=part.user)
             self.sup.sync_group(pid, pp.path, pp.services, self.paths.service_log_dir(pid),
                                 autostart=False, user=part.user)
             work.record = PartitionRecord(spec.id, spec.revision, STOPPED, digest,
@@ -508,6 +510,7 @@ class Agent:
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         _write_pid(self.paths.agent_pid)
         try:
+            self.sweep_orphans()
             if any(r.state == STARTED for r in self.local.partitions.values()):
                 self.sup.ensure_running()      # after a reboot: bring the services back
             log.info("node %s: loop every %gs against %s", self.config.computer, interval,
@@ -518,6 +521,7 @@ class Agent:
             while not self.stopping:
                 began = time.monotonic()
                 try:
+                    self.revive_supervisord()
                     result = self.once()
                     if result.plan:
                         log.info("cycle: %d action(s) in %.3fs", len(result.plan),
@@ -535,6 +539,33 @@ class Agent:
                 signal.signal(s, h)
             _remove_own_pid(self.paths.agent_pid)
             log.info("node agent stopped")
+
+    # -- surviving supervisord ------------------------------------------------------------
+    def sweep_orphans(self) -> dict[str, list[int]]:
+        """Stop, by PID, what partitions run outside the node's supervisord (the services
+        of a supervisord that was killed live on, orphaned, and hold their ports); a
+        running supervisord's own processes are spared. Logged; {partition: PIDs}."""
+        sup_pid = self.sup.pid() if self.sup.running() else None
+        stopped = stop_orphans(
+            [(p.id, self.paths.partition(p.id).path, p.user) for p in self.config.partitions],
+            supervisord_pid=sup_pid)
+        for pid, pids in sorted(stopped.items()):
+            log.warning("%s: stopped %d orphaned process(es) left outside supervisord: %s",
+                        pid, len(pids), ", ".join(map(str, pids)))
+        return stopped
+
+    def revive_supervisord(self) -> bool:
+        """When the node's own supervisord is gone while partitions should run (it was
+        killed): stop its orphans, start it again (its groups autostart the services).
+        True when it had to be revived."""
+        if self.sup.mode != OWN or self.sup.running() or \
+                not any(r.state == STARTED for r in self.local.partitions.values()):
+            return False
+        log.warning("node %s: supervisord does not answer while partitions should run; "
+                    "stopping its orphans and starting it again", self.config.computer)
+        self.sweep_orphans()
+        self.sup.ensure_running()
+        return True
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + max(0.0, seconds)
