@@ -173,3 +173,78 @@ def test_a_killed_supervisord_leaves_no_orphan_and_the_instance_comes_back(node)
     assert not pid_alive(third)
     assert n.partition_processes(pid) == []
     assert not answers(url)
+
+
+def gated_release(directory: Path) -> tuple[str, Path]:
+    """A copy of hello whose install blocks on reading a FIFO (the gate) until the test
+    writes to it: an install that lasts exactly as long as the test wants."""
+    directory.mkdir(parents=True)
+    directory.chmod(0o755)
+    gate = directory / "gate"
+    os.mkfifo(gate, 0o600)
+    hello = REPO / "profiles" / "hello"
+    (directory / "instance-default.cfg").write_text(
+        (hello / "instance-default.cfg").read_text())
+    text = (hello / "software.cfg").read_text().replace(
+        "parts =\n    hello-web", "parts =\n    gate\n    hello-web")
+    assert "    gate\n" in text
+    text += f"\n[gate]\nrecipe = slapfed:file\nsource = {gate}\n" \
+            "path = ${buildout:directory}/gate.txt\n"
+    (directory / "software.cfg").write_text(text)
+    return str(directory / "software.cfg"), gate
+
+
+def install_blocked_on(gate: Path) -> int | None:
+    """A write end of the gate once the install reads it (it is then blocked there)."""
+    try:
+        return os.open(gate, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+
+
+def program_state(n: Node, pid: str, program: str) -> str | None:
+    try:
+        return n.sup.rpc.getProcessInfo(f"{pid}:{pid}_{program}")["statename"]
+    except (OSError, xmlrpc.client.Error):
+        n.sup._reset()
+        return None
+
+
+def test_a_slow_install_holds_up_no_other_partition(node, tmp_path):
+    n = node("survive-install", partitions=2)
+    slow, gate = gated_release(tmp_path / "slow-release")
+    n.client.supply("survive-install", HELLO)
+    a = n.client.request("hello-fast", HELLO)
+    n.start_agent()
+    wait_for(lambda: n.state(a["id"]).get("state") == "started", 120, "hello to start",
+             proc=n.agent)
+    part_a = n.client.show(a["id"])["placement"]["partition"]
+    assert program_state(n, part_a, "web") in ("STARTING", "RUNNING")
+
+    n.client.supply("survive-install", slow)
+    b = n.client.request("hello-slow", slow)
+    writer = wait_for(lambda: install_blocked_on(gate), 60, "the slow install to begin",
+                      proc=n.agent)
+    try:
+        # while the slow release installs: a's stop and start are applied at once
+        for state, seen in (("stopped", ("STOPPED",)), ("started", ("STARTING", "RUNNING"))):
+            began = time.monotonic()
+            n.client.change_state(a["id"], state)
+            wait_for(lambda: program_state(n, part_a, "web") in seen, 10,
+                     f"hello-fast to be {state}", proc=n.agent)
+            took = time.monotonic() - began
+            assert took < 2.0, f"{state} took {took:.1f}s during an install"
+            wait_for(lambda: n.state(a["id"]).get("state") == state, 10,
+                     f"the master to see hello-fast {state}")
+        assert n.state(b["id"])["state"] == "pending"      # b waits for its release
+        os.write(writer, b"# the gate opened\n")
+    finally:
+        os.close(writer)
+    wait_for(lambda: n.state(b["id"]).get("state") == "started", 120,
+             "hello-slow to start once its release installed", proc=n.agent)
+    shown = n.client.show(b["id"])
+    assert answers(shown["connection"]["url"])
+    software = {s["url"]: s["status"] for s in n.client.show_computer("survive-install")
+                ["software"]}
+    assert software == {HELLO: "installed", slow: "installed"}
+    assert "waits for release" in n.log()

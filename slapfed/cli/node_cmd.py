@@ -170,7 +170,12 @@ timeout_option = click.option("--buildout-timeout", "buildout_timeout", type=cli
 
 
 def loop_options(command):
-    """--interval and --promise-interval of the node loop."""
+    """--interval, --promise-interval and --parallel-installs of the node loop."""
+    command = click.option(
+        "--parallel-installs", type=click.IntRange(0, 64), default=1, show_default=True,
+        help="Release installs run apart from the partitions' actions, at most this many "
+             "at once (0: one at a time inside the loop, holding every partition up)."
+    )(command)
     command = click.option(
         "--promise-interval", type=click.FloatRange(0.1), default=30.0, show_default=True,
         help="Seconds between promise checks of a started partition.")(command)
@@ -185,10 +190,12 @@ def loop_options(command):
 @timeout_option
 @click.option("-v", "--verbose", is_flag=True)
 @error_boundary
-def run_cmd(root, interval, promise_interval, runner, buildout_timeout, verbose):
+def run_cmd(root, interval, promise_interval, parallel_installs, runner, buildout_timeout,
+            verbose):
     """Run the node loop until SIGTERM/SIGINT."""
     _setup_logging(verbose)
-    _agent(root, runner, buildout_timeout).run(interval=interval, promise_interval=promise_interval)
+    _agent(root, runner, buildout_timeout).run(interval=interval, promise_interval=promise_interval,
+                                               parallel_installs=parallel_installs)
 
 
 def _register_until_answered(config, log) -> None:
@@ -216,7 +223,8 @@ def _register_until_answered(config, log) -> None:
 @timeout_option
 @click.option("-v", "--verbose", is_flag=True)
 @error_boundary
-def boot_cmd(interval, promise_interval, runner, buildout_timeout, verbose, **opts):
+def boot_cmd(interval, promise_interval, parallel_installs, runner, buildout_timeout, verbose,
+             **opts):
     """Format the node (idempotent; a node already enrolled never presents its token
     again), register it, then run the node loop: one command for a node deployed as a
     service (profiles/node)."""
@@ -224,7 +232,8 @@ def boot_cmd(interval, promise_interval, runner, buildout_timeout, verbose, **op
     config = _format(opts, enroll_again=False)
     _register_until_answered(config, logging.getLogger("slapfed.node"))
     _agent(config.root, runner, buildout_timeout).run(interval=interval,
-                                                      promise_interval=promise_interval)
+                                                      promise_interval=promise_interval,
+                                                      parallel_installs=parallel_installs)
 
 
 @node.command("supervisord")

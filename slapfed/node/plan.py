@@ -14,6 +14,10 @@ Rules (the whole policy lives here):
 - a partition whose release failed is reported failed with the release's log tail,
   once per revision (and again when the release is retried);
 - a partition that now holds another instance (or none) is wiped first.
+
+Installs are slow (minutes); the rest is quick. ``split_on_installs`` says which of a
+partition's actions need a release still being installed (they wait for it), so that
+the agent can run installs apart and never hold other partitions up.
 """
 from __future__ import annotations
 
@@ -264,6 +268,10 @@ class Plan:
     def describe(self) -> list[str]:
         return [a.describe() for a in self.actions]
 
+    def installs(self) -> set[str]:
+        """The hashes of the releases this plan installs."""
+        return {a.software_hash for a in self.actions if isinstance(a, InstallSoftware)}
+
     def to_json(self) -> list[dict]:
         return [a.to_json() for a in self.actions]
 
@@ -278,6 +286,26 @@ def by_partition(actions: Iterable[Action]) -> list[tuple[str | None, list[Actio
         else:
             groups.append((pid, [action]))
     return groups
+
+
+def needs_release(action: Action) -> str | None:
+    """The hash of the release an action runs (instantiate, start, stop), else None
+    (destroy, report: they never wait for an install)."""
+    if isinstance(action, (Instantiate, Start, Stop)):
+        return action.instance.software_hash
+    return None
+
+
+def split_on_installs(block: list[Action], installing: set[str] | frozenset
+                      ) -> tuple[list[Action], list[Action], str | None]:
+    """One partition's actions split in two: those that may run now, and those from
+    the first one needing a release in ``installing`` on (they wait for that install,
+    and are planned again once it is done); plus the hash waited for (None: no wait)."""
+    for i, action in enumerate(block):
+        h = needs_release(action)
+        if h is not None and h in installing:
+            return list(block[:i]), list(block[i:]), h
+    return list(block), [], None
 
 
 # -- the planner ----------------------------------------------------------------------
