@@ -85,6 +85,7 @@ def bench(code: str | None, runs: int, install_seconds: float) -> dict:
     env = dict(os.environ)
     if code:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [code, env.get("PYTHONPATH")]))
+    cwd = code or str(REPO)      # `python -m` puts the working directory first on sys.path
     with tempfile.TemporaryDirectory(prefix="slapfed-bench-survive-") as d:
         tmp = Path(d)
         tmp.chmod(0o711)
@@ -94,12 +95,15 @@ def bench(code: str | None, runs: int, install_seconds: float) -> dict:
         try:
             subprocess.run(slapfed_argv("node", "format", "--master", url, "--computer", COMPUTER,
                                         "--partitions", str(runs + 1), "--root", str(root)),
-                           check=True, capture_output=True, env=env)
+                           check=True, capture_output=True, env=env, cwd=cwd)
             client = MasterClient(url, requester="bench")
             client.supply(COMPUTER, str(HELLO / "software.cfg"))
             fast = client.request("fast", str(HELLO / "software.cfg"))
             agent = Proc(slapfed_argv("node", "run", "--root", str(root), "--interval", "0.5"),
-                         tmp / "agent.log", env=env)
+                         tmp / "agent.log", env=env, cwd=cwd)
+            import_check = subprocess.run(
+                [sys.executable, "-c", "import slapfed, os; print(os.path.dirname(slapfed.__file__))"],
+                capture_output=True, text=True, env=env, cwd=cwd, check=True).stdout.strip()
             wait_for(lambda: (client.show(fast["id"])["status"] or {}).get("state") == "started",
                      120, "the installed instance to start", proc=agent)
             part = client.show(fast["id"])["placement"]["partition"]
@@ -126,14 +130,14 @@ def bench(code: str | None, runs: int, install_seconds: float) -> dict:
                 wait_for(lambda: (client.find(f"slow-{k}")["status"] or {}).get("state")
                          == "started", 120, f"slow-{k} to start", proc=agent)
             return {"runs": runs, "install_seconds": install_seconds, "interval_s": 0.5,
-                    "code": code or str(REPO), **out,
-                    "stop_median_s": statistics.median(out["stop_s"]) if out["stop_s"] else None,
-                    "start_median_s": statistics.median(out["start_s"]) if out["start_s"] else None}
+                    "code": code or str(REPO), "agent_imports": import_check, **out,
+                    "stop_median_s": round(statistics.median(out["stop_s"]), 3) if out["stop_s"] else None,
+                    "start_median_s": round(statistics.median(out["start_s"]), 3) if out["start_s"] else None}
         finally:
             if agent is not None:
                 agent.stop()
             subprocess.run(slapfed_argv("node", "stop", "--root", str(root)),
-                           capture_output=True, timeout=60, env=env)
+                           capture_output=True, timeout=60, env=env, cwd=cwd)
             proc.stop()
 
 

@@ -12,7 +12,7 @@ Rules (the whole policy lives here):
   last attempt failed and the backoff elapsed (or the release it waited for is now
   installed);
 - a partition whose release failed is reported failed with the release's log tail,
-  once per revision (and again when the release is retried);
+  once per revision (and again after each retry of the release);
 - a partition that now holds another instance (or none) is wiped first.
 
 Installs are slow (minutes); the rest is quick. ``split_on_installs`` says which of a
@@ -327,6 +327,12 @@ def _live(record: PartitionRecord | None) -> bool:
     return record is not None and record.instance_id is not None and record.state != DESTROYED
 
 
+def _failed_since(sw: SoftwareRecord | None, rec: PartitionRecord) -> bool:
+    """Did the release fail again after the partition was last reported failed for it
+    (a retry installed apart, while the partition waited)? Then it is reported again."""
+    return sw is not None and sw.status == FAILED and sw.last_attempt > rec.last_attempt
+
+
 def plan(desired: dict, local: LocalState, now: float, backoff: Backoff = Backoff()) -> Plan:
     """The ordered actions bringing the node from ``local`` to ``desired``."""
     parts = sorted(desired.get("partitions") or [], key=lambda p: _natural(p["id"]))
@@ -397,7 +403,7 @@ def _plan_partition(pid, slot, spec, rec, local, pending_install, retried, now, 
         if rec.blocked_on is not None:
             sw = local.software.get(rec.blocked_on)
             unblocked = (sw is not None and sw.status == INSTALLED) or \
-                rec.blocked_on in pending_install
+                rec.blocked_on in pending_install or _failed_since(sw, rec)
             if not unblocked:
                 return out
         elif not backoff.due(rec.attempts, rec.last_attempt, now):
@@ -406,7 +412,8 @@ def _plan_partition(pid, slot, spec, rec, local, pending_install, retried, now, 
     sw = local.software.get(spec.software_hash)
     if spec.software_hash not in pending_install and (sw is None or sw.status != INSTALLED):
         # the release failed and is not retried now: report, once per revision
-        if current and rec.state == FAILED and rec.blocked_on == spec.software_hash:
+        if current and rec.state == FAILED and rec.blocked_on == spec.software_hash \
+                and not _failed_since(sw, rec):
             return out
         out.append(ReportFailed(pid, spec, spec.software_hash, sw.log_tail if sw else ""))
         return out
