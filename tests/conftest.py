@@ -147,6 +147,82 @@ def start_master_process(data_dir, *args, timeout=30.0, secure=False):
         raise
 
 
+# -- one real master and one real node, over mutual TLS --
+def slapfed_cli(*args, env=None, check=True, timeout=300):
+    """Run the real ``slapfed`` CLI; AssertionError with its output when it fails."""
+    done = subprocess.run(_slapfed_argv(*args), capture_output=True, text=True, env=env,
+                          timeout=timeout)
+    if check and done.returncode != 0:
+        raise AssertionError(f"slapfed {' '.join(args)} exited {done.returncode}:\n"
+                             f"{done.stdout}\n{done.stderr}")
+    return done
+
+
+def _slapfed_argv(*args):
+    from slapfed.procs import slapfed_argv
+    return slapfed_argv(*args)
+
+
+def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_args=()):
+    """A context manager: a real master process (gunicorn, FileStorage, mutual TLS) in
+    ``base/master``, identities ``alice`` (a person) and ``root`` (an admin) each with a
+    client config, and a real node ``computer`` enrolled with a one-time token and run
+    in ``base/node`` (addresses 127.<run>.<address_octet>.1 and up, so that two suites on
+    one machine never collide). Yields a dict: url, env (alice's), admin_env, root, base,
+    node (its Proc), client (alice's MasterClient), admin. Every process is stopped by
+    PID at the end, the node's supervisord and services too."""
+    import contextlib
+
+    from slapfed.ca import identity as ids
+    from slapfed.ca.authority import CertificateAuthority
+    from slapfed.client import MasterClient
+    from slapfed.procs import Proc, wait_for
+
+    @contextlib.contextmanager
+    def world():
+        procs = []
+        root = base / "node"
+        try:
+            master = Proc(_slapfed_argv("master", "serve", "--data", str(base / "master"),
+                                        "--listen", "127.0.0.1:0"), base / "master.log")
+            procs.append(master)
+            url_file = base / "master" / "master.url"
+            wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
+                     "master URL", proc=master)
+            url = url_file.read_text().strip()
+            assert url.startswith("https://")
+            ca = CertificateAuthority(base / "master" / "ca")
+            made = {who: ca.issue_with_new_key(identity, base / who)
+                    for who, identity in (("alice", ids.person("alice")),
+                                          ("root", ids.admin("root")))}
+            envs = {}
+            for who in made:
+                envs[who] = dict(os.environ, SLAPFED_CONFIG=str(base / f"{who}.json"))
+                envs[who].pop("SLAPFED_MASTER", None)
+                slapfed_cli("config", "set", "--master", url, "--identity", str(base / who),
+                            env=envs[who])
+            slapfed_cli("node", "format", "--master", url, "--computer", computer,
+                        "--partitions", str(partitions), "--root", str(root), *format_args,
+                        "--address-base", f"127.{20 + os.getpid() % 200}.{address_octet}.1",
+                        "--token", ca.token_for(computer), "--ca", str(ca.directory / "ca.crt"),
+                        env=envs["alice"])
+            node = Proc(_slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
+                        base / "node.log")
+            procs.append(node)
+            tls = {who: {"ca": str(m.ca_path), "cert": str(m.cert_path), "key": str(m.key_path)}
+                   for who, m in made.items()}
+            yield {"url": url, "env": envs["alice"], "admin_env": envs["root"], "root": root,
+                   "base": base, "node": node, "client": MasterClient(url, **tls["alice"]),
+                   "admin": MasterClient(url, **tls["root"])}
+        finally:
+            for p in reversed(procs):
+                p.stop()
+            if (root / "node.json").exists():
+                subprocess.run(_slapfed_argv("node", "stop", "--root", str(root)),
+                               capture_output=True, timeout=60)
+    return world()
+
+
 # -- node fixtures --
 # A real supervisord per test in tmp_path (shut down by its PID in a finalizer, even when
 # the test fails), and helpers to build node roots.
@@ -190,11 +266,12 @@ def pytest_configure(config):
 # tests are marked e2e, so `pytest -m "not e2e"` runs the fast tier alone. A test in
 # another file may carry the marker itself.
 E2E_FILES = frozenset({
-    "test_authz_tls.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_master_output.py", "test_cli_tls_refusals.py",
+    "test_authz_tls.py", "test_backup_e2e.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_master_output.py", "test_cli_tls_refusals.py",
     "test_concurrency.py", "test_demo.py", "test_e2e.py", "test_e2e_cdn.py",
     "test_e2e_injection.py", "test_e2e_placement.py", "test_federation_e2e.py",
     "test_federation_fallback.py", "test_federation_longpoll.py",
-    "test_federation_topology.py", "test_group_commit.py", "test_node_agent.py",
+    "test_federation_topology.py", "test_group_commit.py", "test_logs_e2e.py",
+    "test_logs_node.py", "test_node_agent.py",
     "test_node_external.py", "test_node_isolation.py", "test_node_leftovers.py",
     "test_profile_cdn.py", "test_profile_master.py", "test_profile_node.py",
     "test_recipes_buildout.py", "test_recursion_e2e.py", "test_shared_hosting_tls.py",

@@ -34,7 +34,8 @@ def assert_error(resp, status, code):
     assert resp.mimetype == "application/json"
     body = resp.json
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "details"}
+    assert set(body["error"]) == {"code", "message", "details", "request_id"}
+    assert body["error"]["request_id"] == resp.headers["X-Request-Id"]
     assert body["error"]["code"] == code
     assert isinstance(body["error"]["message"], str) and body["error"]["message"]
     assert isinstance(body["error"]["details"], list)

@@ -134,7 +134,8 @@ def write_routes(app, inst) -> list[tuple[str, str]]:
 def refused(resp, status, code, field=None):
     assert resp.status_code == status, resp.get_data(as_text=True)
     body = resp.json
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details",
+                                                          "request_id"}
     assert body["error"]["code"] == code
     if field is not None:
         assert field in [d["field"] for d in body["error"]["details"]], body

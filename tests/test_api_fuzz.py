@@ -244,7 +244,8 @@ def test_fuzz_every_write_route(world):
             assert status < 500, (endpoint, path, data[:300], resp.get_data(as_text=True))
             if status >= 400:
                 err = resp.json["error"]
-                assert set(err) == {"code", "message", "details"} and err["message"]
+                assert set(err) == {"code", "message", "details", "request_id"} \
+                    and err["message"]
                 assert last_tid(db) == before_db, (endpoint, status, err)
                 assert ca_snapshot(world["ca_dir"]) == before_ca, (endpoint, status, err)
                 resp.get_data(as_text=True).encode("utf-8")    # the answer is UTF-8 text
@@ -315,7 +316,7 @@ def test_hostile_requests_over_real_http_are_refused_and_write_nothing(
     _, before = raw(url, "GET", "/instances", None, b"")
     got, answer = raw(url, method, path, content_type, body)
     assert (got, answer["error"]["code"]) == (status, code), answer
-    assert set(answer["error"]) == {"code", "message", "details"}
+    assert set(answer["error"]) == {"code", "message", "details", "request_id"}
     _, after = raw(url, "GET", "/instances", None, b"")
     assert after == before
     _, policy = raw(url, "GET", "/federation/policy", None, b"")

@@ -61,7 +61,7 @@ def test_malformed_bodies_never_break_the_master(authz_world, actor, method, tem
                              {"slapfed.peer_certificate": der})
         assert resp.status_code < 500, resp.get_data(as_text=True)
         if resp.status_code >= 400:
-            assert set(resp.json["error"]) == {"code", "message", "details"}
+            assert set(resp.json["error"]) == {"code", "message", "details", "request_id"}
             assert last_tid(w.db) == before
 
     check()

@@ -178,7 +178,8 @@ def test_authorization_matrix(authz_world, actor, build, allowed):
         assert error["code"] == AuthzWorld.REFUSED_CERTS[actor]
     else:
         assert resp.status_code == 403, (resp.status_code, error)
-        assert error["code"] == "forbidden" and set(error) == {"code", "message", "details"}
+        assert error["code"] == "forbidden" and set(error) == {"code", "message", "details",
+                                                                  "request_id"}
 
 
 def test_every_route_is_in_the_matrix(authz_world):

@@ -77,7 +77,7 @@ def test_mutual_tls_authenticates_every_request(tls_master, actor, path, status)
         return
     assert resp.status_code == status, resp.text
     if status == 401:
-        assert set(resp.json()["error"]) == {"code", "message", "details"}
+        assert set(resp.json()["error"]) == {"code", "message", "details", "request_id"}
 
 
 def test_whoami_over_tls_names_the_certificate(tls_master):

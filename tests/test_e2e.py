@@ -2,19 +2,15 @@
 process enrolled with a one-time token, real buildout runs and a real supervisord, driven
 through the slapfed CLI as a user would (alice, a person identity; supplies by an admin)."""
 import json
-import os
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import mtls_master_and_node, slapfed_cli
 
-from slapfed.ca import identity as ids
-from slapfed.ca.authority import CertificateAuthority
-from slapfed.client import MasterClient
 from slapfed.cli.common import Exit
-from slapfed.procs import Proc, slapfed_argv, wait_for
+from slapfed.procs import wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO = str(REPO / "profiles" / "hello" / "software.cfg")
@@ -26,11 +22,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def cli(*args, env=None, check=True):
-    done = subprocess.run(slapfed_argv(*args), capture_output=True, text=True, env=env, timeout=300)
-    if check and done.returncode != 0:
-        raise AssertionError(f"slapfed {' '.join(args)} exited {done.returncode}:\n"
-                             f"{done.stdout}\n{done.stderr}")
-    return done
+    return slapfed_cli(*args, env=env, check=check)
 
 
 def get(url, timeout=5):
@@ -48,47 +40,10 @@ def refuses(url) -> bool:
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    base = tmp_path_factory.mktemp("e2e")
-    procs = []
-    root = base / "node"
-    try:
-        master = Proc(slapfed_argv("master", "serve", "--data", str(base / "master"),
-                                   "--listen", "127.0.0.1:0"), base / "master.log")
-        procs.append(master)
-        url_file = base / "master" / "master.url"
-        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
-                 "master URL", proc=master)
-        url = url_file.read_text().strip()
-        assert url.startswith("https://")
-        ca = CertificateAuthority(base / "master" / "ca")
-        identities = {who: ca.issue_with_new_key(identity, base / who)
-                      for who, identity in (("alice", ids.person("alice")),
-                                            ("root", ids.admin("root")))}
-        envs = {}
-        for who in identities:
-            envs[who] = dict(os.environ, SLAPFED_CONFIG=str(base / f"{who}.json"))
-            envs[who].pop("SLAPFED_MASTER", None)
-            cli("config", "set", "--master", url, "--identity", str(base / who), env=envs[who])
-        env = envs["alice"]
-        # addresses of this run's own, so that two suites on one machine never collide
-        cli("node", "format", "--master", url, "--computer", COMPUTER, "--partitions", "4",
-            "--root", str(root), "--lan", "lan-e2e", "--continent", "europe",
-            "--address-base", f"127.{20 + os.getpid() % 200}.201.1",
-            "--token", ca.token_for(COMPUTER), "--ca", str(ca.directory / "ca.crt"), env=env)
-        node = Proc(slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
-                    base / "node.log")
-        procs.append(node)
-        tls = {who: {"ca": str(made.ca_path), "cert": str(made.cert_path),
-                     "key": str(made.key_path)} for who, made in identities.items()}
-        yield {"url": url, "env": env, "admin_env": envs["root"], "root": root, "base": base,
-               "node": node, "client": MasterClient(url, **tls["alice"]),
-               "admin": MasterClient(url, **tls["root"])}
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        if (root / "node.json").exists():
-            subprocess.run(slapfed_argv("node", "stop", "--root", str(root)),
-                           capture_output=True, timeout=60)
+    with mtls_master_and_node(tmp_path_factory.mktemp("e2e"), COMPUTER, partitions=4,
+                              address_octet=201,
+                              format_args=("--lan", "lan-e2e", "--continent", "europe")) as fed:
+        yield fed
 
 
 def instance(fed, reference):

@@ -4,17 +4,13 @@ supervisord running slapfed-cdn-front, and origins started by the test; two shar
 requests become two sites of one front, each with its own URL, and the front (its
 process, its cache) lives through sites coming and going."""
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import http_fetch
+from conftest import http_fetch, mtls_master_and_node, slapfed_cli
 
-from slapfed.ca import identity as ids
-from slapfed.ca.authority import CertificateAuthority
-from slapfed.client import MasterClient
-from slapfed.procs import Proc, slapfed_argv, wait_for
+from slapfed.procs import slapfed_argv
 
 REPO = Path(__file__).resolve().parents[1]
 CDN = str(REPO / "profiles" / "cdn" / "software.cfg")
@@ -24,12 +20,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 def cli(*args, env):
-    done = subprocess.run(slapfed_argv(*args), capture_output=True, text=True, env=env,
-                          timeout=300)
-    if done.returncode != 0:
-        raise AssertionError(f"slapfed {' '.join(args)} exited {done.returncode}:\n"
-                             f"{done.stdout}\n{done.stderr}")
-    return done
+    return slapfed_cli(*args, env=env)
 
 
 def request(env, reference, *args):
@@ -39,45 +30,10 @@ def request(env, reference, *args):
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    """A master and a node of two partitions; alice requests, root supplies. Every
-    process is stopped by PID at the end, the node's supervisord and services too."""
-    base = tmp_path_factory.mktemp("e2e-cdn")
-    procs = []
-    root = base / "node"
-    try:
-        master = Proc(slapfed_argv("master", "serve", "--data", str(base / "master"),
-                                   "--listen", "127.0.0.1:0"), base / "master.log")
-        procs.append(master)
-        url_file = base / "master" / "master.url"
-        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
-                 "master URL", proc=master)
-        url = url_file.read_text().strip()
-        ca = CertificateAuthority(base / "master" / "ca")
-        made = {who: ca.issue_with_new_key(identity, base / who)
-                for who, identity in (("alice", ids.person("alice")),
-                                      ("root", ids.admin("root")))}
-        envs = {}
-        for who in made:
-            envs[who] = dict(os.environ, SLAPFED_CONFIG=str(base / f"{who}.json"))
-            envs[who].pop("SLAPFED_MASTER", None)
-            cli("config", "set", "--master", url, "--identity", str(base / who), env=envs[who])
-        # addresses of this run's own, so that two suites on one machine never collide
-        cli("node", "format", "--master", url, "--computer", COMPUTER, "--partitions", "2",
-            "--root", str(root), "--address-base", f"127.{20 + os.getpid() % 200}.231.1",
-            "--token", ca.token_for(COMPUTER), "--ca", str(ca.directory / "ca.crt"),
-            env=envs["alice"])
-        procs.append(Proc(slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
-                          base / "node.log"))
-        alice = made["alice"]
-        yield {"env": envs["alice"], "admin_env": envs["root"],
-               "client": MasterClient(url, ca=str(alice.ca_path), cert=str(alice.cert_path),
-                                      key=str(alice.key_path))}
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        if (root / "node.json").exists():
-            subprocess.run(slapfed_argv("node", "stop", "--root", str(root)),
-                           capture_output=True, timeout=60)
+    """A master and a node of two partitions; alice requests, root supplies."""
+    with mtls_master_and_node(tmp_path_factory.mktemp("e2e-cdn"), COMPUTER,
+                              address_octet=231) as fed:
+        yield fed
 
 
 def test_shared_requests_become_sites_of_one_front(federation, origins):

@@ -8,16 +8,12 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import mtls_master_and_node
 
 import zc.buildout.configparser
 
-from slapfed.ca import identity as ids
-from slapfed.ca.authority import CertificateAuthority
-from slapfed.client import MasterClient
 from slapfed.core.errors import InvalidInput
-from slapfed.procs import Proc, slapfed_argv, wait_for
 
-from test_e2e import cli
 
 REPO = Path(__file__).resolve().parents[1]
 HELLO = str(REPO / "profiles" / "hello" / "software.cfg")
@@ -34,43 +30,10 @@ def get(url, timeout=5):
 
 @pytest.fixture(scope="module")
 def federation(tmp_path_factory):
-    base = tmp_path_factory.mktemp("inject")
-    procs = []
-    root = base / "node"
-    try:
-        master = Proc(slapfed_argv("master", "serve", "--data", str(base / "master"),
-                                   "--listen", "127.0.0.1:0"), base / "master.log")
-        procs.append(master)
-        url_file = base / "master" / "master.url"
-        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
-                 "master URL", proc=master)
-        url = url_file.read_text().strip()
-        ca = CertificateAuthority(base / "master" / "ca")
-        made = {who: ca.issue_with_new_key(identity, base / who)
-                for who, identity in (("alice", ids.person("alice")),
-                                      ("root", ids.admin("root")))}
-        tls = {who: {"ca": str(m.ca_path), "cert": str(m.cert_path), "key": str(m.key_path)}
-               for who, m in made.items()}
-        env = dict(os.environ, SLAPFED_CONFIG=str(base / "alice.json"))
-        env.pop("SLAPFED_MASTER", None)
-        cli("config", "set", "--master", url, "--identity", str(base / "alice"), env=env)
-        cli("node", "format", "--master", url, "--computer", COMPUTER, "--partitions", "2",
-            "--root", str(root), "--address-base", f"127.{20 + os.getpid() % 200}.207.1",
-            "--token", ca.token_for(COMPUTER), "--ca", str(ca.directory / "ca.crt"), env=env)
-        node = Proc(slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
-                    base / "node.log")
-        procs.append(node)
-        admin = MasterClient(url, **tls["root"])
-        admin.supply(COMPUTER, HELLO)
-        yield {"url": url, "root": root, "base": base, "node": node,
-               "client": MasterClient(url, **tls["alice"]), "admin": admin}
-    finally:
-        for p in reversed(procs):
-            p.stop()
-        if (root / "node.json").exists():
-            import subprocess
-            subprocess.run(slapfed_argv("node", "stop", "--root", str(root)),
-                           capture_output=True, timeout=60)
+    with mtls_master_and_node(tmp_path_factory.mktemp("inject"), COMPUTER,
+                              address_octet=207) as fed:
+        fed["admin"].supply(COMPUTER, HELLO)
+        yield fed
 
 
 def test_a_tenant_cannot_replace_a_service_or_publish_through_a_parameter(federation):

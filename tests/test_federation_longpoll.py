@@ -99,7 +99,8 @@ def later(delay: float, action) -> threading.Thread:
 def refused(status: int, body: dict, field: str) -> list:
     """The canonical error body of a 400 naming ``field``; returns its details."""
     assert status == 400, body
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details",
+                                                          "request_id"}
     assert body["error"]["code"] == "invalid_input" and body["error"]["message"]
     assert field in [d["field"] for d in body["error"]["details"]]
     return body["error"]["details"]

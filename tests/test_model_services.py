@@ -345,17 +345,21 @@ def test_desired_state_is_unchanged_until_serial_moves(conn, master_db):
         renderer.close()
 
 
-def test_contact_is_recorded_at_most_every_30_seconds(conn, master_db, monkeypatch):
-    now = [time.time() + 100]  # registration recorded a contact just now
+def test_contact_is_recorded_at_most_every_contact_interval(conn, master_db, monkeypatch):
+    """An idle node polling its desired state writes nothing between two contacts."""
+    interval = computer_svc.CONTACT_INTERVAL
+    assert interval >= 300       # an idle master writes (almost) nothing
+    now = [time.time() + interval + 1]  # registration recorded a contact just now
     monkeypatch.setattr(computer_svc, "clock", lambda: now[0])
     from slapfed.services import desired as desired_mod
     monkeypatch.setattr(desired_mod, "clock", lambda: now[0])
     svc.desired_state(conn, "c1")
     tid = master_db.storage.lastTransaction()
-    now[0] += 10
-    svc.desired_state(conn, "c1")
-    assert master_db.storage.lastTransaction() == tid
-    now[0] += 25
+    for _ in range(3):
+        now[0] += interval / 4
+        svc.desired_state(conn, "c1")
+        assert master_db.storage.lastTransaction() == tid
+    now[0] += interval / 4
     svc.desired_state(conn, "c1")
     assert master_db.storage.lastTransaction() != tid
 

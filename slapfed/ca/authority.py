@@ -379,7 +379,9 @@ class CertificateAuthority:
         path = issued / f"{serial_hex(cert.serial_number)}.pem"
         path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         log.info("issued certificate %s for %s until %s", serial_hex(cert.serial_number),
-                 identity.principal, end.isoformat())
+                 identity.principal, end.isoformat(),
+                 extra={"serial": serial_hex(cert.serial_number),
+                        "subject": identity.principal, "not_after": end.isoformat()})
         return CertificateRecord.from_certificate(cert)
 
     def issue_with_new_key(self, identity: Identity, out_dir, days: int = DEFAULT_DAYS,
@@ -431,7 +433,9 @@ class CertificateAuthority:
                 entries[key] = {"reason": reason, "revoked_at": self.clock().isoformat(),
                                 "identity": ids.identity_of(cert).principal}
                 write_json_atomically(self.directory / REVOKED_FILE, entries, 0o644)
-                log.info("revoked certificate %s (%s): %s", key, entries[key]["identity"], reason)
+                log.info("revoked certificate %s (%s): %s", key, entries[key]["identity"],
+                         reason, extra={"serial": key, "subject": entries[key]["identity"],
+                                        "reason": reason})
         return CertificateRecord.from_certificate(cert, _revocation_facts(entries[key]))
 
     def is_revoked(self, serial) -> bool:
@@ -545,7 +549,8 @@ class CertificateAuthority:
             write_json_atomically(self.directory / TOKENS_FILE, tokens, 0o600)
         superseded = len(live) - (len(tokens) - 1)
         log.info("enrolment token issued for %s (ttl %ss%s)", identity.principal, ttl,
-                 f", {superseded} older one(s) revoked" if superseded else "")
+                 f", {superseded} older one(s) revoked" if superseded else "",
+                 extra={"subject": identity.principal, "ttl": ttl})
         return token
 
     def withdraw_tokens(self, identity: Identity) -> int:
@@ -573,6 +578,7 @@ class CertificateAuthority:
         TokenExpired, InvalidInput (bad CSR — the token is then not spent)."""
         public_key = public_key_from(material)
         if not isinstance(token, str) or not token.startswith(TOKEN_PREFIX):
+            log.warning("enrolment refused: not a slapfed registration token")
             raise InvalidToken("this is not a slapfed registration token")
         digest = _token_hash(token)
         now = self.clock()
@@ -580,6 +586,7 @@ class CertificateAuthority:
             tokens = read_json(self.directory / TOKENS_FILE)
             entry = tokens.pop(digest, None)
             if entry is None:
+                log.warning("enrolment refused: unknown, used or superseded token")
                 raise InvalidToken("unknown or already used registration token (or one "
                                    "superseded by a newer token for the same identity, or "
                                    "long expired); ask an administrator for a new one "
@@ -588,8 +595,13 @@ class CertificateAuthority:
             write_json_atomically(self.directory / TOKENS_FILE, live, 0o600)
         identity = _token_identity(entry)
         if _token_expired(entry, now):
+            log.warning("enrolment refused: the token for %s expired at %s",
+                        identity.principal, entry["expires_at"],
+                        extra={"subject": identity.principal})
             raise TokenExpired(f"the registration token for {identity.principal} "
                                f"expired at {entry['expires_at']}; ask for a new one")
+        log.info("enrolment token for %s redeemed", identity.principal,
+                 extra={"subject": identity.principal})
         return self.issue(identity, public_key, days=days)
 
     def _live_tokens(self, now) -> dict:

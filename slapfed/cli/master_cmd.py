@@ -1,15 +1,17 @@
 """``slapfed master ...``: run (serve) and administer (migrate) a master.
 
-Depends on click, cli.common, master.server and store. Listens on loopback unless a
-non-loopback address is given explicitly.
+Depends on click, cli.common, cli.log_options, master.server and store. Listens on
+loopback unless a non-loopback address is given explicitly.
 """
 from __future__ import annotations
 
 import click
 
+from .. import logs
 from ..core.errors import InvalidInput
 from ..core.provenance import DEFAULT_MAX_DEPTH
 from .common import emit, env_default, error_boundary, json_option
+from .log_options import log_options
 
 DEFAULT_DATA = "slapfed-master"
 DEFAULT_LISTEN = "127.0.0.1:8470"
@@ -47,7 +49,11 @@ def master():
               help="gunicorn worker processes (more than 1 needs ZEO).")
 @click.option("--threads", default=16, show_default=True, type=int,
               help="Threads per worker.")
-@click.option("--access-log", default=None, help="Access log file ('-' for stderr).")
+@click.option("--access-log", "access_log_file", default=None, metavar="FILE",
+              help="Write the access log (one line per request, on by default with the "
+                   "rest of the log) to FILE instead; '-' for stderr.")
+@click.option("--no-access-log", is_flag=True, help="No access log.")
+@log_options
 @click.option("--topology", "topology_files", multiple=True, metavar="FILE",
               type=click.Path(dir_okay=False),
               help="Topology file (TOML, repeatable): validated at start; fills the "
@@ -68,20 +74,37 @@ def master():
               metavar="SECONDS",
               help="Longest back-off between two calls to a peer master that fails; a "
                    "peer that comes back is called again at once.")
+@click.option("--backup-to", default=None, metavar="REPO", type=click.Path(file_okay=False),
+              help="Back up DATA into REPO every --backup-every seconds (as `master "
+                   "backup`); a failed backup is logged and retried.")
+@click.option("--backup-every", default=3600.0, show_default=True, type=float,
+              metavar="SECONDS", help="Period of the scheduled backups (with --backup-to).")
+@click.option("--pack-every", default=86400.0, show_default=True, type=float,
+              metavar="SECONDS", help="Pack the ZODB this often (0: never).")
+@click.option("--pack-keep", default=86400.0, show_default=True, type=float,
+              metavar="SECONDS", help="History an automatic pack keeps.")
 @error_boundary
-def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log, topology_files,
-          master_name, insecure_http, max_depth, ancestry, peer_retry_max):
+def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
+          no_access_log, log_level, log_format, log_file, topology_files, master_name,
+          insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
+          pack_every, pack_keep):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
-    --insecure-http."""
+    --insecure-http. Logs to stderr (--log-file), with one access line per request."""
     from ..master.server import ServeOptions, serve as run_server
     host, port = parse_listen(listen)
-    run_server(ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
-                            start_zeo=start_zeo, workers=workers, threads=threads,
-                            access_log=access_log, topology_files=topology_files,
-                            master_name=master_name, insecure_http=insecure_http,
-                            max_depth=max_depth, ancestry=tuple(ancestry),
-                            peer_retry_max=peer_retry_max))
+    opts = ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
+                        start_zeo=start_zeo, workers=workers, threads=threads,
+                        access_log=not no_access_log, access_log_file=access_log_file,
+                        log_level=log_level or logs.DEFAULT_LEVEL, log_format=log_format,
+                        log_file=log_file,
+                        topology_files=topology_files,
+                        master_name=master_name, insecure_http=insecure_http,
+                        max_depth=max_depth, ancestry=tuple(ancestry),
+                        peer_retry_max=peer_retry_max, backup_to=backup_to,
+                        backup_every=backup_every, pack_every=pack_every,
+                        pack_keep=pack_keep)
+    run_server(opts)
 
 
 @master.command()
@@ -105,6 +128,103 @@ def migrate(data_dir, storage, as_json):
     text = (f"applied {', '.join(ran)}; now at generation {LATEST_GENERATION}" if ran
             else f"nothing to do; already at generation {LATEST_GENERATION}")
     emit(result, as_json, text)
+
+
+DATA_OPTION = click.option(
+    "--data", "data_dir", default=lambda: env_default("SLAPFED_MASTER_DATA", DEFAULT_DATA),
+    show_default=f"$SLAPFED_MASTER_DATA or ./{DEFAULT_DATA}",
+    help="Data directory of the master.")
+
+
+@master.command()
+@DATA_OPTION
+@click.option("--to", "repo", required=True, metavar="REPO", type=click.Path(file_okay=False),
+              help="Backup repository (created 0700; it holds the CA key).")
+@click.option("--full", is_flag=True, help="A full backup even when an incremental would do.")
+@click.option("--storage", default=None,
+              help="Storage URI of the master: file (default) or file:///abs/path.fs.")
+@json_option
+@error_boundary
+def backup(data_dir, repo, full, storage, as_json):
+    """Back up the master (running or not) into REPO: its ZODB (incremental, compressed),
+    CA, peer credentials and topology files as one point in time, verified, recorded by
+    a manifest written last."""
+    from ..store.backup import backup as run_backup
+    result = run_backup(data_dir, repo, storage=storage, full=full)
+    emit(result.to_json(), as_json,
+         f"backup {result.id} ({result.kind}, {result.zodb_bytes} bytes of ZODB up to "
+         f"transaction {result.tid}, {result.files} files, {result.new_objects} new) "
+         f"written to {repo} in {result.seconds:.2f}s")
+
+
+def _at_option(command):
+    return click.option("--at", default=None, metavar="TIME",
+                        help="The latest backup at or before this ISO 8601 time "
+                             "(default: the latest).")(command)
+
+
+@master.command()
+@click.option("--from", "repo", required=True, metavar="REPO",
+              type=click.Path(file_okay=False, exists=True), help="Backup repository.")
+@click.option("--data", "data_dir", required=True, metavar="NEWDIR",
+              type=click.Path(file_okay=False),
+              help="The data directory to create (must not exist, or be empty).")
+@_at_option
+@json_option
+@error_boundary
+def restore(repo, data_dir, at, as_json):
+    """Rebuild a master's data directory from a backup: same CA, so every certificate it
+    issued stays valid; start it on its old URL and its nodes and peers come back."""
+    from ..store.backup import parse_time, restore as run_restore
+    result = run_restore(repo, data_dir, parse_time(at) if at else None)
+    hint = ""
+    if result.url:
+        listen = result.url.split("://", 1)[-1]
+        topo = "".join(f" --topology {p}" for p in result.topology)
+        name = f" --name {result.master_name}" if result.master_name else ""
+        hint = (f"; start it with: slapfed master serve --data {result.data_dir} "
+                f"--listen {listen}{topo}{name}")
+    emit(result.to_json(), as_json,
+         f"restored backup {result.id} ({result.time}, transaction {result.tid}, "
+         f"{result.files} files) into {result.data_dir} in {result.seconds:.2f}s{hint}")
+
+
+@master.command(name="verify-backup")
+@click.option("--from", "repo", required=True, metavar="REPO",
+              type=click.Path(file_okay=False, exists=True), help="Backup repository.")
+@_at_option
+@click.option("--all", "every", is_flag=True, help="Verify every backup of REPO.")
+@json_option
+@error_boundary
+def verify_backup(repo, at, every, as_json):
+    """Check a backup (the latest, or --at, or --all) byte for byte against its manifest.
+    Exit 1 (backup_corrupt) naming the first damaged file."""
+    from ..store.backup import parse_time, verify
+    checked = verify(repo, parse_time(at) if at else None, every)
+    emit({"backups": checked}, as_json,
+         "\n".join(f"{c['id']} {c['kind']} {c['time']} ok" for c in checked))
+
+
+@master.command()
+@DATA_OPTION
+@click.option("--keep", default=86400.0, show_default=True, type=float, metavar="SECONDS",
+              help="Keep the history younger than this.")
+@click.option("--storage", default=None,
+              help="Storage URI: file (default), file:///abs/path.fs or zeo://HOST:PORT.")
+@click.option("--timeout", default=600.0, show_default=True, type=float, metavar="SECONDS",
+              help="How long to wait for a running master to pack.")
+@json_option
+@error_boundary
+def pack(data_dir, keep, storage, timeout, as_json):
+    """Pack the master's ZODB (running or not): drop the history older than --keep and
+    what nothing references any more."""
+    from ..store.maintenance import pack as run_pack
+    result = run_pack(data_dir, keep, storage, timeout)
+    sizes = (f": {result.size_before} -> {result.size_after} bytes"
+             if result.size_before is not None else "")
+    emit(result.to_json(), as_json,
+         f"packed (history older than {keep:g}s removed, via {result.via}){sizes} in "
+         f"{result.seconds:.2f}s")
 
 
 @master.command()

@@ -14,6 +14,7 @@ import click
 from ..client import MasterClient
 from ..core.errors import InvalidInput, SlapfedError
 from .common import EXIT_BY_CODE, Exit, emit, error_boundary, json_option, parse_pairs
+from .log_options import log_options, setup_logging
 
 root_option = click.option("--root", required=True, type=click.Path(file_okay=False),
                            help="The node root directory (holds node.json).")
@@ -153,12 +154,6 @@ def _agent(root, runner="fork", timeout=None):
     return Agent(root, runner=make_runner(runner, timeout or DEFAULT_TIMEOUT))
 
 
-def _setup_logging(verbose: bool, quiet: bool = False) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 runner_option = click.option("--runner", type=click.Choice(["fork", "subprocess"]),
                              default="fork", show_default=True,
                              help="How buildout runs: forked from the warm agent, or a "
@@ -188,12 +183,14 @@ def loop_options(command):
 @loop_options
 @runner_option
 @timeout_option
-@click.option("-v", "--verbose", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@log_options
 @error_boundary
 def run_cmd(root, interval, promise_interval, parallel_installs, runner, buildout_timeout,
-            verbose):
+            verbose, quiet, log_level, log_format, log_file):
     """Run the node loop until SIGTERM/SIGINT."""
-    _setup_logging(verbose)
+    setup_logging(log_level, log_format, log_file, verbose, quiet)
     _agent(root, runner, buildout_timeout).run(interval=interval, promise_interval=promise_interval,
                                                parallel_installs=parallel_installs)
 
@@ -221,14 +218,16 @@ def _register_until_answered(config, log) -> None:
 @loop_options
 @runner_option
 @timeout_option
-@click.option("-v", "--verbose", is_flag=True)
+@click.option("-v", "--verbose", is_flag=True, help="Log at debug level.")
+@click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
+@log_options
 @error_boundary
 def boot_cmd(interval, promise_interval, parallel_installs, runner, buildout_timeout, verbose,
-             **opts):
+             quiet, log_level, log_format, log_file, **opts):
     """Format the node (idempotent; a node already enrolled never presents its token
     again), register it, then run the node loop: one command for a node deployed as a
     service (profiles/node)."""
-    _setup_logging(verbose)
+    setup_logging(log_level, log_format, log_file, verbose, quiet)
     config = _format(opts, enroll_again=False)
     _register_until_answered(config, logging.getLogger("slapfed.node"))
     _agent(config.root, runner, buildout_timeout).run(interval=interval,
@@ -333,12 +332,14 @@ def check_cmd(root, wait, as_json):
 @runner_option
 @timeout_option
 @click.option("-v", "--verbose", is_flag=True, help="Log every step on stderr.")
+@log_options
 @json_option
 @error_boundary
-def once_cmd(root, dry_run, runner, buildout_timeout, verbose, as_json):
+def once_cmd(root, dry_run, runner, buildout_timeout, verbose, log_level, log_format,
+             log_file, as_json):
     """Run one cycle (or print its plan with --dry-run). Exit code 8 when a release or
     a partition failed in this cycle."""
-    _setup_logging(verbose, quiet=not verbose)
+    setup_logging(log_level, log_format, log_file, verbose, quiet=not verbose)
     result = _agent(root, runner, buildout_timeout).once(dry_run=dry_run)
     lines = []
     if dry_run:

@@ -1,7 +1,7 @@
 """Typed errors with stable codes; the only exceptions slapfed code raises on purpose.
 
 Depends on nothing. The web layer maps them to the canonical JSON error body
-(``{"error": {"code", "message", "details"}}``) and the CLI to exit codes.
+(``{"error": {"code", "message", "details", "request_id"}}``) and the CLI to exit codes.
 """
 from __future__ import annotations
 
@@ -11,14 +11,19 @@ class SlapfedError(Exception):
 
     code = "error"
     http_status = 500
+    request_id = None    # client side: the id of the master's request that answered it
 
     def __init__(self, message: str, details: list | None = None):
         super().__init__(message)
         self.message = message
         self.details = list(details or [])
 
-    def to_json(self) -> dict:
-        return {"error": {"code": self.code, "message": self.message, "details": self.details}}
+    def to_json(self, request_id: str | None = None) -> dict:
+        """The one error body; ``request_id`` (the request it answers) when given."""
+        body = {"code": self.code, "message": self.message, "details": self.details}
+        if request_id is not None:
+            body["request_id"] = request_id
+        return {"error": body}
 
     @classmethod
     def from_json(cls, status: int, body: dict) -> "SlapfedError":
@@ -28,7 +33,10 @@ class SlapfedError(Exception):
         klass = ERROR_CLASSES.get(code)
         if klass is None:
             klass = type("RemoteError", (SlapfedError,), {"code": code, "http_status": status})
-        return klass(err.get("message") or f"master answered HTTP {status}", err.get("details"))
+        exc = klass(err.get("message") or f"master answered HTTP {status}", err.get("details"))
+        if isinstance(err.get("request_id"), str):
+            exc.request_id = err["request_id"]
+        return exc
 
 
 class InvalidInput(SlapfedError):
@@ -132,6 +140,13 @@ class StorageError(SlapfedError):
     http_status = 503
 
 
+class BackupCorrupt(SlapfedError):
+    """A backup's file is missing or does not match the checksum its manifest records."""
+
+    code = "backup_corrupt"
+    http_status = 500
+
+
 class MasterUnreachable(SlapfedError):
     """A client could not talk to the master at all (client side only)."""
 
@@ -157,7 +172,7 @@ ERROR_CLASSES: dict[str, type[SlapfedError]] = {
         SlapfedError, InvalidInput, NotFound, Conflict, NoCapacity, RecursionRefused,
         UnknownSoftwareType,
         Unauthenticated, Forbidden, FactNotOwned, ReportRefused, MethodNotAllowed,
-        PayloadTooLarge, UnsupportedMediaType, MasterStopping, StorageError,
+        PayloadTooLarge, UnsupportedMediaType, MasterStopping, StorageError, BackupCorrupt,
         MasterUnreachable, Timeout, InternalError,
     )
 }

@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core.errors import MasterUnreachable, SlapfedError
+from ..logs import redact_url
 from ..services import federation as fed
 from .peers import client_for, pair
 
@@ -145,8 +146,16 @@ class Forwarder:
             except SlapfedError as exc:
                 fed.record_failure(self.db, push.instance_id, push.peer, _reason(exc),
                                    _transient(exc))
+                log.warning("forwarding instance %s to peer %s failed (%s): %s",
+                            push.instance_id, push.peer,
+                            "will retry" if _transient(exc) else "refused", _reason(exc),
+                            extra={"instance": push.instance_id, "peer": push.peer,
+                                   "error": exc.code})
                 return
             fed.record_accepted(self.db, push.instance_id, push.peer, push.revision, answer)
+            log.info("instance %s (revision %s) forwarded to peer %s: accepted",
+                     push.instance_id, push.revision, push.peer,
+                     extra={"instance": push.instance_id, "peer": push.peer})
         except Exception:  # noqa: BLE001
             log.exception("forwarding instance %s to %s failed", push.instance_id, push.peer)
         finally:
@@ -192,8 +201,14 @@ class Forwarder:
             p = pair(self.data_dir, name, url, ca_pem, token, self.timeout)
             ok = fed.complete_pairing(self.db, name, token, p.credentials, p.principal,
                                       p.summary)
+            if ok:
+                log.info("paired with peer %s at %s as %s", name, redact_url(url),
+                         p.principal, extra={"peer": name, "url": redact_url(url)})
         except SlapfedError as exc:
             fed.record_pairing_failure(self.db, name, f"pairing failed: {_reason(exc)}")
+            log.warning("pairing with peer %s at %s failed: %s", name, redact_url(url),
+                        _reason(exc), extra={"peer": name, "url": redact_url(url),
+                                             "error": exc.code})
         except Exception:  # noqa: BLE001
             log.exception("pairing with %s failed", name)
         finally:
@@ -234,6 +249,10 @@ class Forwarder:
                 fed.peer_unreachable(self.db, name, _reason(exc))
             except Exception:  # noqa: BLE001
                 log.exception("recording peer %s unreachable failed", name)
+            # once per outage at WARNING; the retries that follow at DEBUG
+            log.log(logging.DEBUG if failures else logging.WARNING,
+                    "peer %s unreachable: %s", name, _reason(exc),
+                    extra={"peer": name, "error": exc.code})
             failures += 1
             self._stop.wait(fed.backoff(self.db, failures))
             return None, failures            # read everything again once it answers
@@ -242,6 +261,8 @@ class Forwarder:
             self._stop.wait(1.0)
             return since, failures
         if failures:
+            log.info("peer %s answers again after %d failed call(s)", name, failures,
+                     extra={"peer": name})
             failures = 0
             try:
                 fed.peer_back(self.db, name)

@@ -1,10 +1,10 @@
 """Application factory: one DB per app, one ZODB connection per request, ONE error handler.
 
 Depends on Flask, store, services and core (errors, bodies). Only this layer turns errors
-into HTTP responses, always as ``{"error": {"code", "message", "details"}}``. Every write
-(POST, PUT, PATCH) carries one JSON object declared ``application/json``, decoded within
-core.bodies' limits before any route sees it; a stopping app answers its requests in
-flight before closing its DB (MasterState).
+into HTTP responses, always as ``{"error": {"code", "message", "details", "request_id"}}``.
+Every write (POST, PUT, PATCH) carries one JSON object declared ``application/json``,
+decoded within core.bodies' limits before any route sees it; a stopping app answers its
+requests in flight before closing its DB (MasterState).
 """
 from __future__ import annotations
 
@@ -125,9 +125,10 @@ def create_app(config: dict | None = None) -> Flask:
     """Build the master app.
 
     config keys: ``DB`` (an open ZODB DB, not closed by the app) or ``STORAGE`` (URI)
-    and ``DATA_DIR``; ``MAX_CONTENT_LENGTH`` (bytes); ``TOPOLOGY_FILES`` (paths) and
-    ``MASTER_NAME`` (this master in them); ``PLACEMENT`` (the placement pipeline's
-    filters, score weights and sample size over placement.DEFAULT_CONFIG); ``CA_DIR``
+    and ``DATA_DIR``; ``ACCESS_LOG`` (default True: one line per request, master.access);
+    ``MAX_CONTENT_LENGTH`` (bytes); ``TOPOLOGY_FILES`` (paths) and ``MASTER_NAME`` (this
+    master in them); ``PLACEMENT`` (the placement pipeline's filters, score weights and
+    sample size over placement.DEFAULT_CONFIG); ``CA_DIR``
     (default ``DATA_DIR``/ca, created on first start, named after ``MASTER_NAME``) whose
     certificates authenticate callers, or ``INSECURE`` (development mode: every caller
     is the local administrator, see master.auth). Raises
@@ -166,6 +167,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.before_request(_check_write_body)       # after the guard auth.install put first
     app.wsgi_app = RequestCounter(app.wsgi_app, state)
 
+    from . import access
+    access.install(app, bool(config.get("ACCESS_LOG", True)))
     app.teardown_appcontext(_close_connection)
     app.register_error_handler(Exception, render_error)
     if config.get("FORWARDER"):
@@ -332,6 +335,8 @@ def _closed_under(exc: Exception) -> bool:
 
 
 def render_error(exc: Exception) -> Response:
+    """The one error body, with the id of the request it answers."""
+    from .access import current_request_id, note_error
     headers = {}
     if isinstance(exc, errors.SlapfedError):
         err = exc
@@ -347,6 +352,7 @@ def render_error(exc: Exception) -> Response:
     else:
         log.exception("unexpected error on %s %s", request.method, request.path)
         err = errors.InternalError("internal error; the master's log has the details")
-    body = json.dumps(err.to_json())
+    note_error(err.code)
+    body = json.dumps(err.to_json(request_id=current_request_id()))
     return Response(body, status=err.http_status, mimetype="application/json",
                     headers=headers)

@@ -4,19 +4,24 @@ Depends on Flask, core.wire and services; bodies are parsed with core.wire.
 """
 from __future__ import annotations
 
+import logging
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
+from .. import logs
 from ..ca.identity import COMPUTER, PARTITION
 from ..core import claims
 from ..core.wire import (ComputerRegistration, ComputerUpdate, PartitionReport, SoftwareReport,
                          Supply)
 from .. import services
 from ..services.computers import NodeClaim
+from .access import principal
 from .app import connection, json_body, state_of
 from .auth import current_identity, visible_computers
 from .topology import complete_facts, complete_registration, declared_facts
 
 blueprint = Blueprint("computers", __name__)
+log = logging.getLogger("slapfed.master.computers")
 
 
 @blueprint.post("/computers")
@@ -29,6 +34,11 @@ def register():
     node = (NodeClaim(proposed, declared_facts(proposed.id))
             if identity is not None and identity.role == COMPUTER else None)
     created, body = services.register_computer(connection(), reg, node)
+    log.info("computer %s %s by %s: %d partition(s)", reg.id,
+             "registered" if created else "registered again", principal(),
+             len(body.get("partitions") or ()),
+             extra={"computer": reg.id, "new": created,
+                    "partitions": len(body.get("partitions") or ())})
     return jsonify(body), 201 if created else 200
 
 
@@ -54,12 +64,19 @@ def show(cid):
 @blueprint.post("/computers/<cid>/software")
 def supply(cid):
     body = Supply.from_json(json_body())
-    return jsonify(services.supply(connection(), cid, body))
+    answer = services.supply(connection(), cid, body)
+    url = logs.redact_url(body.url)
+    log.info("release %s %s on computer %s by %s", url, body.state, cid, principal(),
+             extra={"computer": cid, "software_url": url, "state": body.state})
+    return jsonify(answer)
 
 
 @blueprint.delete("/computers/<cid>/software/<software_hash>")
 def unsupply(cid, software_hash):
-    return jsonify(services.unsupply(connection(), cid, software_hash))
+    answer = services.unsupply(connection(), cid, software_hash)
+    log.info("release %s withdrawn from computer %s by %s", software_hash, cid, principal(),
+             extra={"computer": cid, "software_hash": software_hash})
+    return jsonify(answer)
 
 
 @blueprint.put("/computers/<cid>/software/<software_hash>/status")

@@ -7,6 +7,7 @@ federation.peers (pairing talks to the peer). Forwarding itself runs in the forw
 """
 from __future__ import annotations
 
+import logging
 import re
 
 from flask import Blueprint, current_app, jsonify, request
@@ -15,6 +16,8 @@ from ..core.errors import InvalidInput
 from ..core.wire import PeerAddition, PeerUpdate
 from ..federation.peers import pair
 from ..services import federation as fed
+from .. import logs
+from .access import principal as caller
 from .app import connection, database, json_body, state_of
 from .auth import current_identity
 
@@ -22,6 +25,7 @@ blueprint = Blueprint("federation", __name__)
 MAX_WAIT = 60.0
 WAIT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")      # plain decimal seconds
 FORWARDER_EXTENSION = "slapfed.forwarder"
+log = logging.getLogger("slapfed.master.federation")
 
 
 def kick_forwarder() -> None:
@@ -63,6 +67,10 @@ def add_peer():
                                  trust=body.trust, cost=body.cost, latency_ms=body.latency_ms,
                                  site=body.site, summary=summary)
     kick_forwarder()
+    log.info("peer %s at %s %s by %s (trust %s)", body.name, logs.redact_url(body.url),
+             f"paired as {principal}" if body.token else "link facts updated", caller(),
+             out.get("trust"), extra={"peer": body.name, "url": logs.redact_url(body.url),
+                                      "paired": bool(body.token)})
     return jsonify(out), 201 if created else 200
 
 
@@ -71,12 +79,17 @@ def update_peer(name):
     """Change a peer's link facts (trust, cost, latency_ms, site); e.g. trust a child
     master a person owns, or stop delegating to a peer (observe)."""
     body = PeerUpdate.from_json(json_body())
-    return jsonify(fed.update_peer(database(), name, body.changes()))
+    out = fed.update_peer(database(), name, body.changes())
+    log.info("peer %s: %s changed by %s", name, ", ".join(sorted(body.changes())), caller(),
+             extra={"peer": name})
+    return jsonify(out)
 
 
 @blueprint.delete("/peers/<name>")
 def remove_peer(name):
-    return jsonify(fed.remove_peer(database(), name))
+    out = fed.remove_peer(database(), name)
+    log.info("peer %s removed by %s", name, caller(), extra={"peer": name})
+    return jsonify(out)
 
 
 @blueprint.get("/federation/policy")

@@ -4,6 +4,7 @@ Depends on Flask, core (wire, errors, states) and services.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 
 from flask import Blueprint, current_app, jsonify, request
@@ -13,11 +14,13 @@ from ..core import provenance
 from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 from ..core.wire import ChildMasterRegistration, StateChange
+from .access import principal
 from .app import connection, database, json_body
 from .auth import instance_filter, instance_request
 from .federation import kick_forwarder
 
 blueprint = Blueprint("instances", __name__)
+log = logging.getLogger("slapfed.master.instances")
 
 LIST_FILTERS = ("requester", "reference", "state", "status")
 
@@ -41,6 +44,7 @@ def request_instance():
     created, body = services.request_instance(database(), bounded(instance_request()))
     if body.get("delegation") is not None:
         kick_forwarder()
+    _log_outcome("requested" if created else "requested again", body)
     return jsonify(body), 201 if created else 200
 
 
@@ -82,6 +86,7 @@ def change_state(iid):
     body = services.change_state(connection(), iid, change.state)
     if body.get("delegation") is not None:
         kick_forwarder()
+    _log_outcome(f"set to {change.state}", body)
     return jsonify(body)
 
 
@@ -89,7 +94,10 @@ def change_state(iid):
 def register_child_master(iid):
     """The partition of instance <iid> registers the master it runs (recursion)."""
     reg = ChildMasterRegistration.from_json(json_body())
-    return jsonify(services.register_child_master(database(), iid, reg))
+    body = services.register_child_master(database(), iid, reg)
+    log.info("instance %s registered its child master (by %s)", iid, principal(),
+             extra={"instance": iid})
+    return jsonify(body)
 
 
 @blueprint.delete("/instances/<iid>")
@@ -97,4 +105,28 @@ def destroy(iid):
     body = services.destroy_instance(connection(), iid)
     if body.get("delegation") is not None:
         kick_forwarder()
+    _log_outcome("destruction requested", body)
     return jsonify(body)
+
+
+def where(body: dict) -> str:
+    """Where an instance (its JSON) stands: placed, delegated, hosted or waiting."""
+    delegation = body.get("delegation")
+    if delegation:
+        return f"delegated to {delegation.get('peer')} ({delegation.get('state')})"
+    placement = body.get("placement")
+    if placement:
+        return f"placed on {placement.get('computer')}/{placement.get('partition')}"
+    if body.get("host_instance"):
+        return f"hosted by instance {body['host_instance']}"
+    return f"not placed ({(body.get('status') or {}).get('state')})"
+
+
+def _log_outcome(what: str, body: dict) -> None:
+    """One line per instance change: which instance, of whom, by whom, and where it is
+    now (never its parameters: they may hold the requester's secrets)."""
+    log.info("instance %s (%r of %s) %s by %s: %s", body.get("id"), body.get("reference"),
+             body.get("requester"), what, principal(), where(body),
+             extra={"instance": body.get("id"), "reference": body.get("reference"),
+                    "requester": body.get("requester"), "action": what,
+                    "outcome": where(body)})

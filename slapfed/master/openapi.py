@@ -74,7 +74,10 @@ SLA = {"oneOf": [SLA_ALTERNATIVE, {"type": "array", "items": SLA_ALTERNATIVE, "m
 SCHEMAS = {
     "Error": _obj({"error": _obj({
         "code": STR, "message": STR,
-        "details": {"type": "array", "items": {}}}, ["code", "message", "details"])},
+        "details": {"type": "array", "items": {}},
+        "request_id": {"type": "string", "description": "the id of the request this "
+                       "answers, as in the X-Request-Id response header and the master's "
+                       "access log"}}, ["code", "message", "details"])},
         ["error"]),
     "Health": _obj({"status": _enum(["ok"]), "generation": INT, "version": STR, "name": STR},
                    ["status", "generation", "version"]),
@@ -652,7 +655,9 @@ def _document() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "slapfed master API", "version": __version__,
                  "description": "Every error answers {\"error\": {\"code\", \"message\", "
-                                "\"details\"}} with the status of its code."},
+                                "\"details\", \"request_id\"}} with the status of its "
+                                "code; every answer carries an X-Request-Id header (the "
+                                "caller's, when sane, else a new one)."},
         "servers": [{"url": "/api/v1"}],
         "paths": PATHS,
         "components": {

@@ -8,6 +8,9 @@ TLS: the arbiter issues the master's own server certificate from its CA (<data>/
 gunicorn asks every client for a certificate (optional at the handshake, so /health and
 token redemption work without one; the app answers 401 itself). gunicorn already puts
 the TLS socket in the environ (``gunicorn.socket``); master.auth reads the peer from it.
+Logging (slapfed.logs) is configured in the arbiter before it forks, so every worker
+writes through the same handler and format; gunicorn's own lines go there too, and the
+access log is the app's (master.access: principal and request id), not gunicorn's.
 """
 from __future__ import annotations
 
@@ -19,7 +22,9 @@ import ssl
 from dataclasses import dataclass
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.glogging import Logger as GunicornLogger
 
+from .. import logs
 from ..core.errors import InvalidInput
 from ..core.provenance import DEFAULT_MAX_DEPTH, check_chain
 from ..store import open_db, parse_storage_uri
@@ -29,6 +34,10 @@ from ..ca.keys import generate_key, make_private_dir, write_private_key
 from .app import EXTENSION, close_app, create_app, state_of
 from .auth import open_authority
 from .topology import load_topology
+from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
+                                 MaintenanceOptions)
+
+MAINTENANCE_EXTENSION = "slapfed.maintenance"
 
 TLS_DIR = "tls"                 # <data>/tls: the master's own server key and certificate
 SERVER_KEY = "master.key"
@@ -50,13 +59,21 @@ class ServeOptions:
     start_zeo: bool = False
     workers: int = 1
     threads: int = 16
-    access_log: str | None = None
+    access_log: bool = True         # one line per request (logger slapfed.access)
+    access_log_file: str | None = None  # the access lines there instead of with the rest
+    log_level: str = logs.DEFAULT_LEVEL
+    log_format: str = logs.DEFAULT_FORMAT
+    log_file: str | None = None     # the log there instead of stderr
     topology_files: tuple = ()      # topology files, validated before serving
     master_name: str | None = None  # this master's name in them
     insecure_http: bool = False     # development mode: plain HTTP on loopback, no identities
     max_depth: int = DEFAULT_MAX_DEPTH  # longest chain of masters a request may have crossed
     ancestry: tuple = ()            # the masters above this one, root first
     peer_retry_max: float = 30.0    # longest back-off (s) between calls to a failing peer
+    backup_to: str | None = None    # backup repository of scheduled backups
+    backup_every: float = 3600.0    # seconds between two scheduled backups (with backup_to)
+    pack_every: float = DEFAULT_PACK_EVERY  # seconds between two automatic packs (0: never)
+    pack_keep: float = DEFAULT_PACK_KEEP    # history a pack keeps (seconds)
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -83,13 +100,81 @@ def check_options(opts: ServeOptions) -> None:
             or opts.max_depth < 1:
         problems.append({"field": "max_depth", "problem": "must be an integer >= 1"})
     problems.extend(check_chain(list(opts.ancestry), "ancestor")[0])
+    if not opts.access_log and opts.access_log_file:
+        problems.append({"field": "access_log", "problem": (
+            "--no-access-log and --access-log FILE contradict each other; drop one")})
     if opts.insecure_http and not is_loopback(opts.host):
         problems.append({"field": "insecure_http", "problem": (
             f"plain HTTP is only served on loopback, not on {opts.host}; drop "
             "--insecure-http to serve HTTPS with client certificates")})
+    problems.extend(_maintenance_problems(opts))
     if problems:
         first = problems[0]
         raise InvalidInput(f"cannot serve: {first['field']} {first['problem']}", problems)
+
+
+class _Logger(GunicornLogger):
+    """gunicorn's own lines (start, workers, errors) through slapfed's handler and format;
+    its access log stays off (the app writes a better one)."""
+
+    def setup(self, cfg):
+        super().setup(cfg)
+        logs.hand_over(self.error_log)
+        logs.hand_over(self.access_log)
+
+
+def _maintenance_problems(opts: ServeOptions) -> list[dict]:
+    problems = []
+    for name in ("backup_every", "pack_every", "pack_keep"):
+        value = getattr(opts, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            problems.append({"field": name, "problem": "must be a number of seconds >= 0"})
+    if opts.backup_to:
+        if not opts.start_zeo:
+            try:
+                spec = parse_storage_uri(opts.storage, opts.data_dir)
+            except InvalidInput:
+                spec = None
+            if spec is not None and spec.kind != "file":
+                problems.append({"field": "backup_to", "problem": (
+                    "scheduled backups read the FileStorage file: back up a remote ZEO "
+                    "storage on its own machine (or use --start-zeo)")})
+        repo = os.path.abspath(opts.backup_to)
+        data = os.path.abspath(opts.data_dir)
+        if repo == data or repo.startswith(data + os.sep):
+            problems.append({"field": "backup_to",
+                             "problem": "must lie outside the data directory"})
+    return problems
+
+
+def start_maintenance(app, opts: ServeOptions, storage_uri: str | None):
+    """The maintenance thread of this worker (it runs once one worker owns the data
+    directory's maintenance lock): scheduled backups and packs, `master pack` requests."""
+    fs_path = None
+    spec = parse_storage_uri(None if opts.start_zeo else storage_uri, opts.data_dir)
+    if spec.kind == "file":
+        fs_path = spec.path
+    m = Maintenance(state_of(app).db, MaintenanceOptions(
+        data_dir=opts.data_dir, fs_path=fs_path, backup_to=opts.backup_to,
+        backup_every=opts.backup_every if opts.backup_to else 0.0,
+        pack_every=opts.pack_every, pack_keep=opts.pack_keep))
+    app.extensions[MAINTENANCE_EXTENSION] = m.start()
+    return m
+
+
+def stop_maintenance(app) -> None:
+    m = getattr(app, "extensions", {}).pop(MAINTENANCE_EXTENSION, None)
+    if m is not None:
+        m.stop()
+
+
+def record_topology(opts: ServeOptions) -> None:
+    """DATA/topology.json: the topology files this master serves and its name in them,
+    so that a backup holds copies of them (store.backup)."""
+    import json
+    _write_atomically(os.path.join(opts.data_dir, "topology.json"),
+                      json.dumps({"files": list(opts.topology_files),
+                                  "name": opts.master_name}) + "\n")
 
 
 class MasterApplication(BaseApplication):
@@ -111,9 +196,12 @@ class MasterApplication(BaseApplication):
             "worker_class": "gthread",
             "threads": opts.threads,
             "preload_app": False,           # the DB is opened in each worker
-            "accesslog": opts.access_log,
+            "accesslog": None,              # master.access logs each request
             "errorlog": "-",
-            "loglevel": "info",
+            # gunicorn's debug lines are about gunicorn (its configuration, each
+            # connection): --log-level debug is for slapfed's own
+            "loglevel": "info" if opts.log_level == "debug" else opts.log_level,
+            "logger_class": _Logger,
             "timeout": 60,
             "graceful_timeout": 10,
             "keepalive": 5,
@@ -143,6 +231,7 @@ class MasterApplication(BaseApplication):
                            "MAX_DEPTH": self.opts.max_depth,
                            "ANCESTRY": tuple(self.opts.ancestry),
                            "FORWARDER": True,
+                           "ACCESS_LOG": self.opts.access_log,
                            "PEER_RETRY_MAX": self.opts.peer_retry_max})
 
     # -- hooks ----------------------------------------------------------------
@@ -151,19 +240,32 @@ class MasterApplication(BaseApplication):
         scheme = "http" if self.tls is None else "https"
         url = f"{scheme}://{_host_for_url(host)}:{port}"
         _write_atomically(os.path.join(self.opts.data_dir, URL_FILE), url + "\n")
-        server.log.info("slapfed master listening on %s (storage %s, %d worker(s) x %d "
-                        "threads)", url, self.storage_uri or "file", self.opts.workers,
-                        self.opts.threads)
+        opts = self.opts
+        tls = "mutual TLS" if self.tls is not None else "plain HTTP (development mode)"
+        log.info("master %r listening on %s: %s, storage %s, %d worker(s) x %d threads, "
+                 "data %s", opts.master_name or DEFAULT_MASTER_NAME, url, tls,
+                 _storage_label(self.storage_uri), opts.workers, opts.threads,
+                 opts.data_dir,
+                 extra={"master": opts.master_name or DEFAULT_MASTER_NAME, "url": url,
+                        "tls": self.tls is not None,
+                        "storage": _storage_label(self.storage_uri),
+                        "workers": opts.workers, "threads": opts.threads,
+                        "data_dir": opts.data_dir})
         print(f"slapfed master listening on {url}", flush=True)
 
-    @staticmethod
-    def _post_worker_init(worker):
+    def _post_worker_init(self, worker):
         """SIGTERM: the worker stops once its requests are answered; its long polls
-        (GET /federation/changes) answer now instead of holding it for the grace period."""
+        (GET /federation/changes) answer now instead of holding it for the grace period.
+        (Logging needs nothing here: the worker inherited the arbiter's handler.)
+        Starts the worker's maintenance thread (scheduled backups and packs)."""
         graceful = signal.getsignal(signal.SIGTERM)
         app = worker.wsgi
+        start_maintenance(app, self.opts, self.storage_uri)
 
         def handle_term(sig, frame):
+            m = app.extensions.get(MAINTENANCE_EXTENSION)
+            if m is not None:
+                m.request_stop()            # joined at worker exit, not in a handler
             state_of(app).begin_stop()
             if callable(graceful):
                 graceful(sig, frame)
@@ -177,12 +279,16 @@ class MasterApplication(BaseApplication):
         polls answer now, and closing the app waits for the requests in flight."""
         app = getattr(worker, "wsgi", None)
         if app is not None and EXTENSION in getattr(app, "extensions", {}):
+            m = app.extensions.get(MAINTENANCE_EXTENSION)
+            if m is not None:
+                m.request_stop()
             state_of(app).begin_stop()
 
     @staticmethod
     def _worker_exit(server, worker):
         app = getattr(worker, "wsgi", None)
         if app is not None and hasattr(app, "extensions"):
+            stop_maintenance(app)
             close_app(app)
 
     def _arbiter_exit(self, server):
@@ -196,13 +302,18 @@ class MasterApplication(BaseApplication):
 
 
 def serve(opts: ServeOptions) -> None:
-    """Run the master until SIGTERM/SIGINT. Raises InvalidInput or StorageError."""
+    """Run the master until SIGTERM/SIGINT. Raises InvalidInput or StorageError.
+    Logging is set up as ``opts`` say once they are known to be valid (the workers
+    inherit it)."""
     check_options(opts)
     # Refuse to start on invalid topology files (workers would only crash-loop on them).
     opts.topology_files = tuple(os.path.abspath(p) for p in opts.topology_files)
     opts.master_name = load_topology(opts.topology_files, opts.master_name).name
+    logs.configure(opts.log_level, opts.log_format, opts.log_file,
+                   access=opts.access_log, access_file=opts.access_log_file)
     opts.data_dir = os.path.abspath(opts.data_dir)
     os.makedirs(opts.data_dir, exist_ok=True)
+    record_topology(opts)
     zeo = None
     storage_uri = opts.storage
     try:
@@ -275,6 +386,16 @@ def _tls12_or_later(config, default_factory):
     context = default_factory()
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     return context
+
+
+def _storage_label(uri: str | None) -> str:
+    """The storage as logged: its kind and place, never credentials a URI may carry."""
+    if not uri or uri == "file":
+        return "file (<data>/master.fs)"
+    scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest:
+        rest = rest.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{rest}"
 
 
 def _host_for_bind(host: str) -> str:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field, replace
 
 from ..client import MasterClient
 from . import confine
+from ..logs import redact_url
 from .identity import partition_identity
 from ..core.errors import Conflict, MasterUnreachable, NotFound, SlapfedError
 from ..core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
@@ -227,9 +228,8 @@ class Agent:
                 if later:
                     waiting[pid] = release
                     if self._waiting.get(pid) != release:
-                        log.info("%s: waits for release %s to install: %s", pid,
-                                 later[0].instance.software_url,
-                                 "; ".join(a.describe() for a in later))
+                        log.info("%s: waits for release %s to install (%d action(s))",
+                                 pid, redact_url(later[0].instance.software_url), len(later))
                 if not now:
                     continue
                 outcomes.append(self._apply_partition(pid, now))
@@ -266,20 +266,20 @@ class Agent:
         started = time.monotonic()
         h, url = action.software_hash, action.url
         if isinstance(action, InstallSoftware):
-            log.info("installing release %s", url)
+            log.info("installing release %s", redact_url(url))
             try:
                 res = nb.install_software(self.paths, url, h, self.runner)
             except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
                 return self._software_done(action, None, f"slapfed: {exc}",
                                            time.monotonic() - started)
             except Exception:  # an agent bug must not stop the loop: report its traceback
-                log.exception("unexpected error on release %s", url)
+                log.exception("unexpected error on release %s", redact_url(url))
                 return self._software_done(action, None, traceback.format_exc(),
                                            time.monotonic() - started)
             return self._software_done(action, res, "", time.monotonic() - started)
         prev = self.local.software.get(h)
         try:
-            log.info("removing release %s", url)
+            log.info("removing release %s", redact_url(url))
             if os.path.isdir(self.paths.software_dir(h)):
                 shutil.rmtree(self.paths.software_dir(h))
             rec = SoftwareRecord(url, DESTROYED, 0, self.clock())
@@ -305,7 +305,10 @@ class Agent:
         self._send(("software", h), {"url": url, "status": rec.status,
                                      "log_tail": _tail(rec.log_tail, MAX_LOG_TAIL),
                                      "software_types": list(rec.software_types)})
-        log.info("release %s: %s in %.3fs", url, rec.status, seconds)
+        log.log(logging.WARNING if rec.status == FAILED else logging.INFO,
+                "release %s: %s in %.3fs", redact_url(url), rec.status, seconds,
+                extra={"software_url": redact_url(url), "state": rec.status,
+                       "duration_ms": round(seconds * 1000, 1)})
         return Outcome(url, rec.status, seconds, rec.log_tail, [action.describe()])
 
     def _software_failed(self, prev, url, tail) -> SoftwareRecord:
@@ -339,8 +342,18 @@ class Agent:
         else:
             self.health.pop(pid, None)
         seconds = time.monotonic() - started
-        log.info("%s: %s in %.3fs%s", pid, record.state, seconds,
-                 f"\n{record.log_tail}" if record.state == FAILED else "")
+        failed = record.state == FAILED
+        fields = {"partition": pid, "instance": work.instance_id, "state": record.state,
+                  "duration_ms": round(seconds * 1000, 1)}
+        if failed:
+            # the tail may quote the instance's parameters (secrets): it goes to the
+            # master, for the requester; the node's log says where to read it
+            log.warning("partition %s (instance %s): failed in %.3fs; its buildout log: %s",
+                        pid, work.instance_id, seconds,
+                        self.paths.partition(pid).buildout_log, extra=fields)
+        else:
+            log.info("partition %s (instance %s): %s in %.3fs", pid, work.instance_id,
+                     record.state, seconds, extra=fields)
         return Outcome(pid, record.state, seconds, record.log_tail,
                        [a.describe() for a in block])
 
@@ -602,6 +615,7 @@ class Agent:
                 self.sup.ensure_running()      # after a reboot: bring the services back
             log.info("node %s: loop every %gs against %s", self.config.computer, interval,
                      self.config.master)
+            unreachable = False
             if not self.config.isolated and self.config.partitions:
                 log.warning("node %s: %s", self.config.computer,
                             self.config.isolation_text())
@@ -610,12 +624,25 @@ class Agent:
                 try:
                     self.revive_supervisord()
                     result = self.once()
+                    if unreachable:
+                        log.info("master %s answers again", self.config.master)
+                        unreachable = False
                     if result.plan:
-                        log.info("cycle: %d action(s) in %.3fs", len(result.plan),
-                                 result.seconds)
+                        failed = [o.target for o in result.outcomes if o.state == FAILED]
+                        log.log(logging.WARNING if failed else logging.INFO,
+                                "cycle: %d action(s) in %.3fs%s", len(result.plan),
+                                result.seconds,
+                                f"; failed: {', '.join(failed)}" if failed else "",
+                                extra={"actions": len(result.plan), "failed": failed,
+                                       "duration_ms": round(result.seconds * 1000, 1)})
+                    else:
+                        log.debug("cycle: nothing to do (%.3fs)", result.seconds)
                     self.check_health(promise_interval)
                 except MasterUnreachable as exc:
-                    log.warning("%s", exc.message)
+                    # once per outage at WARNING; each further failed cycle at DEBUG
+                    log.log(logging.DEBUG if unreachable else logging.WARNING, "%s",
+                            exc.message)
+                    unreachable = True
                 except SlapfedError as exc:
                     log.error("cycle failed (%s): %s", exc.code, exc.message)
                 except Exception:  # a bug outside the per-partition boundaries: keep looping

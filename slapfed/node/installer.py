@@ -24,6 +24,7 @@ import time
 import traceback
 from dataclasses import dataclass
 
+from ..logs import redact_url
 from . import buildout as nb
 from .layout import Paths
 
@@ -71,7 +72,7 @@ class InstallWorker:
             if self._closing or action.software_hash in self._busy:
                 return False
             self._busy[action.software_hash] = action
-        log.info("queued the install of release %s", action.url)
+        log.info("queued the install of release %s", redact_url(action.url))
         self.jobs.put(action)
         return True
 
@@ -141,13 +142,13 @@ class InstallWorker:
             if action is None:
                 return
             started = time.monotonic()
-            log.info("installing release %s", action.url)
+            log.info("installing release %s", redact_url(action.url))
             try:
                 done = Finished(action, nb.install_software(
                     self.paths, action.url, action.software_hash, runner),
                     seconds=time.monotonic() - started)
             except Exception as exc:  # noqa: BLE001 - becomes the release's failure
-                log.exception("unexpected error installing release %s", action.url)
+                log.exception("unexpected error installing release %s", redact_url(action.url))
                 done = Finished(action, None, f"slapfed: {type(exc).__name__}: {exc}\n"
                                 + traceback.format_exc(), time.monotonic() - started)
             with self._lock:

@@ -27,6 +27,10 @@ from .tx import COMMITTED, clock, read, write
 MAX_REMOTE_REFERENCE = 200
 DEFAULT_RETRY_MAX = 30.0          # seconds: the longest back-off between two attempts
 FIRST_RETRY = 0.5
+# A peer's contact (and the time of an unchanged summary) is recorded at most this often:
+# the long poll answers every 20 s and the summary is read every 30 s, and each record
+# rewrites the Peer (its summary included): an idle federation would write ~9 MB a day.
+CONTACT_INTERVAL = 300.0
 
 
 # -- per-database settings --------------------------------------------------------------
@@ -552,17 +556,21 @@ def store_summary(conn, peer: str, summary: dict) -> None:
         p = app.peers.get(peer)
         if p is None:
             return
-        if p.summary != summary:
+        changed = p.summary != summary
+        if changed:
             p.summary = summary
-        p.summary_at = now
-        p.contact(now)
+        # an unchanged summary read again is not a change: its time is recorded at most
+        # every CONTACT_INTERVAL (an idle federation writes (almost) nothing)
+        if changed or p.summary_at is None or now - p.summary_at >= CONTACT_INTERVAL:
+            p.summary_at = now
+        _contact(app, peer, now)
     write(conn, use_case)
 
 
 def _contact(app, peer: str, now: float) -> None:
     p = app.peers.get(peer)
     if p is not None and (p.last_error is not None or p.last_contact is None
-                          or now - p.last_contact >= 5.0):
+                          or now - p.last_contact >= CONTACT_INTERVAL):
         p.contact(now)
 
 
