@@ -11,6 +11,7 @@ from slapfed.core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
 from slapfed.node.plan import (
     Backoff, Destroy, InstallSoftware, Instantiate, InstanceSpec, LocalState, PartitionRecord,
     RemoveSoftware, ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
+    split_on_installs,
 )
 
 URL = "/srv/hello/software.cfg"
@@ -101,7 +102,13 @@ CASES = [
      [("ReportFailed", "part0")]),
     ("failed release already reported for this revision: no action",
      doc(I1), LocalState({H: SoftwareRecord(URL, FAILED, 1, NOW - 1, "boom")},
-                         {"part0": applied(I1, state=FAILED, blocked_on=H, digest=None)}), []),
+                         {"part0": applied(I1, state=FAILED, blocked_on=H, digest=None,
+                                           last_attempt=NOW - 1)}), []),
+    ("release failed again since the partition's report (a retry run apart): report again",
+     doc(I1), LocalState({H: SoftwareRecord(URL, FAILED, 2, NOW - 1, "boom again")},
+                         {"part0": applied(I1, state=FAILED, blocked_on=H, digest=None,
+                                           last_attempt=NOW - 30)}),
+     [("ReportFailed", "part0")]),
     ("failed release retried after backoff: install then instantiate",
      doc(I1), LocalState({H: SoftwareRecord(URL, FAILED, 1, NOW - 11, "boom")},
                          {"part0": applied(I1, state=FAILED, blocked_on=H, digest=None,
@@ -158,6 +165,41 @@ def test_by_partition_groups_consecutive_actions():
     p = plan(doc(I1, inst("i2")), LocalState(), NOW, BACKOFF)
     assert [(pid, len(acts)) for pid, acts in by_partition(p)] == [
         (None, 1), ("part0", 2), ("part1", 2)]
+
+
+OTHER_OLD = inst("i9", url=URL2, h=H2)
+
+
+@pytest.mark.parametrize("desired, local, installing, now, later, waits", [
+    # a fresh instance of a release being installed waits whole
+    (doc(I1), LocalState(), {H}, [], ["Instantiate", "Start"], H),
+    # the same instance when its release is installed: nothing waits
+    (doc(I1), LocalState(INSTALLED_HELLO), set(), ["Instantiate", "Start"], [], None),
+    # an installed partition stopped while another release installs: runs now
+    (doc(I1_STOP, software=((URL, H, "available"), (URL2, H2, "available"))),
+     LocalState(INSTALLED_HELLO, {"part0": applied(I1)}), {H2}, ["Stop"], [], None),
+    # a reassigned partition: the old tenant goes now, the new one waits for its release
+    (doc(I1, software=((URL, H, "available"), (URL2, H2, "available"))),
+     LocalState({H2: SoftwareRecord(URL2, INSTALLED)}, {"part0": applied(OTHER_OLD)}), {H},
+     ["Destroy"], ["Instantiate", "Start"], H),
+    # a destroy never waits
+    (doc(inst(revision=2, state=DESTROYED)), LocalState({}, {"part0": applied(I1)}), {H},
+     ["Destroy"], [], None),
+], ids=["fresh-waits", "installed-runs", "stop-beside-install", "reassigned-splits",
+        "destroy-never-waits"])
+def test_split_on_installs(desired, local, installing, now, later, waits):
+    p = plan(desired, local, NOW, BACKOFF)
+    blocks = [b for pid, b in by_partition(p) if pid == "part0"]
+    assert len(blocks) == 1, p.describe()
+    got_now, got_later, got_waits = split_on_installs(blocks[0], installing)
+    assert [type(a).__name__ for a in got_now] == now
+    assert [type(a).__name__ for a in got_later] == later
+    assert got_waits == waits
+
+
+def test_a_plan_names_the_releases_it_installs():
+    assert plan(doc(I1), LocalState(), NOW, BACKOFF).installs() == {H}
+    assert plan(doc(I1), LocalState(INSTALLED_HELLO), NOW, BACKOFF).installs() == set()
 
 
 def test_dry_run_rendering_names_every_action():

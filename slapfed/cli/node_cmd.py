@@ -165,7 +165,12 @@ timeout_option = click.option("--buildout-timeout", "buildout_timeout", type=cli
 
 
 def loop_options(command):
-    """--interval and --promise-interval of the node loop."""
+    """--interval, --promise-interval and --parallel-installs of the node loop."""
+    command = click.option(
+        "--parallel-installs", type=click.IntRange(0, 64), default=1, show_default=True,
+        help="Release installs run apart from the partitions' actions, at most this many "
+             "at once (0: one at a time inside the loop, holding every partition up)."
+    )(command)
     command = click.option(
         "--promise-interval", type=click.FloatRange(0.1), default=30.0, show_default=True,
         help="Seconds between promise checks of a started partition.")(command)
@@ -182,11 +187,12 @@ def loop_options(command):
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @log_options
 @error_boundary
-def run_cmd(root, interval, promise_interval, runner, buildout_timeout, verbose, quiet,
-            log_level, log_format, log_file):
+def run_cmd(root, interval, promise_interval, parallel_installs, runner, buildout_timeout,
+            verbose, quiet, log_level, log_format, log_file):
     """Run the node loop until SIGTERM/SIGINT."""
     setup_logging(log_level, log_format, log_file, verbose, quiet)
-    _agent(root, runner, buildout_timeout).run(interval=interval, promise_interval=promise_interval)
+    _agent(root, runner, buildout_timeout).run(interval=interval, promise_interval=promise_interval,
+                                               parallel_installs=parallel_installs)
 
 
 def _register_until_answered(config, log) -> None:
@@ -216,8 +222,8 @@ def _register_until_answered(config, log) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @log_options
 @error_boundary
-def boot_cmd(interval, promise_interval, runner, buildout_timeout, verbose, quiet, log_level,
-             log_format, log_file, **opts):
+def boot_cmd(interval, promise_interval, parallel_installs, runner, buildout_timeout, verbose,
+             quiet, log_level, log_format, log_file, **opts):
     """Format the node (idempotent; a node already enrolled never presents its token
     again), register it, then run the node loop: one command for a node deployed as a
     service (profiles/node)."""
@@ -225,7 +231,8 @@ def boot_cmd(interval, promise_interval, runner, buildout_timeout, verbose, quie
     config = _format(opts, enroll_again=False)
     _register_until_answered(config, logging.getLogger("slapfed.node"))
     _agent(config.root, runner, buildout_timeout).run(interval=interval,
-                                                      promise_interval=promise_interval)
+                                                      promise_interval=promise_interval,
+                                                      parallel_installs=parallel_installs)
 
 
 @node.command("supervisord")
@@ -382,16 +389,24 @@ def status_cmd(root, as_json):
 @json_option
 @error_boundary
 def stop_cmd(root, as_json):
-    """Stop the node's supervisord and every service it runs (by PID)."""
+    """Stop the node's supervisord and every service it runs (by PID), then whatever the
+    partitions still run outside it (the orphans of a supervisord that was killed)."""
     from ..node.layout import Paths, load_config
+    from ..node.leftovers import stop_orphans
     from ..node.supervisor import Supervisor
 
     if not os.path.isdir(root):
         raise InvalidInput(f"{root} is not a directory",
                            [{"field": "root", "problem": "not a directory"}])
     config = load_config(root)
-    sup = Supervisor(Paths(config.root))
+    paths = Paths(config.root)
+    sup = Supervisor(paths)
     was_running = sup.shutdown()
-    emit({"root": config.root, "stopped": was_running}, as_json,
-         "supervisord and its services stopped" if was_running else
-         "supervisord was not running")
+    orphans = stop_orphans([(p.id, paths.partition(p.id).path, p.user)
+                            for p in config.partitions])
+    lines = ["supervisord and its services stopped" if was_running else
+             "supervisord was not running"]
+    lines += [f"  {pid}: stopped orphaned process(es) {', '.join(map(str, pids))}"
+              for pid, pids in sorted(orphans.items())]
+    emit({"root": config.root, "stopped": was_running, "orphans": orphans}, as_json,
+         "\n".join(lines))

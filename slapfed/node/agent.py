@@ -1,8 +1,12 @@
 """The node loop: fetch the desired state, plan, apply one partition at a time, report.
 
 Depends on core, slapfed.client and the node adapters (layout, plan, restarts, buildout,
-supervisor, promises). Single threaded by design. Each partition is applied inside its
-own error boundary: a failure becomes that partition's failed report and never stops
+supervisor, promises, installer, leftovers). One thread applies the partitions' actions;
+in ``run`` release installs go to an install worker (node.installer: their own threads,
+their own runners) so that a build never holds up the partitions whose release is
+installed; those waiting for a release are planned again once the loop has collected
+its install (only the loop writes the state, reports and talks to supervisord). Each
+partition is applied inside its own error boundary: a failure becomes that partition's failed report and never stops
 the others. The local state (<root>/var/state.json) is written atomically after each
 release and each partition; reports that could not be sent wait in an outbox there.
 Starting a partition restarts only the services whose wrapper changed since the node
@@ -33,12 +37,16 @@ from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
 from .plan import (
     Backoff, Destroy, InstallSoftware, Instantiate, LocalState, PartitionRecord, Plan,
-    ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
+    RemoveSoftware, ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
+    split_on_installs,
 )
+from .installer import InstallWorker
 from .promises import run_promises, summary
-from .leftovers import stop_leftovers
+from .leftovers import stop_leftovers, stop_orphans
 from .restarts import plan_services
-from .supervisor import GroupHealth, GroupSync, Supervisor, list_services, program_name
+from .supervisor import (
+    OWN, GroupHealth, GroupSync, Supervisor, list_services, program_name,
+)
 
 log = logging.getLogger("slapfed.node")
 
@@ -127,6 +135,8 @@ class Agent:
         self.local, self.outbox, self.health = self._load_state()
         self.etag, self.desired = self._load_desired()
         self.stopping = False
+        self.installer: InstallWorker | None = None    # None: installs run inline
+        self._waiting: dict[str, str] = {}              # partition -> release it waits for
 
     # -- persistence -----------------------------------------------------------------
     def _load_state(self):
@@ -173,14 +183,18 @@ class Agent:
     def once(self, dry_run: bool = False) -> CycleResult:
         """One cycle. Raises MasterUnreachable (and other SlapfedErrors of the GET)."""
         started = time.monotonic()
+        collected = [] if dry_run else self.collect_installs()
         if not dry_run:
             self.flush_outbox()
         fetched = self.fetch(persist=not dry_run)
         actions = self.plan()
         outcomes = [] if dry_run or not actions else self.apply(actions)
-        return CycleResult(fetched, actions, outcomes, time.monotonic() - started, dry_run)
+        return CycleResult(fetched, actions, collected + outcomes,
+                           time.monotonic() - started, dry_run)
 
     def apply(self, actions: Plan) -> list[Outcome]:
+        if self.installer is not None:
+            return self._apply_beside_installs(actions)
         outcomes = []
         for pid, block in by_partition(actions):
             if self.stopping:
@@ -192,34 +206,105 @@ class Agent:
             self.save_state()
         return outcomes
 
+    def _apply_beside_installs(self, actions: Plan) -> list[Outcome]:
+        """Hand the installs to the install worker, apply at once what does not need a
+        release being installed, leave the rest for a cycle after that install."""
+        installing = actions.installs() | self.installer.busy()
+        outcomes: list[Outcome] = []
+        waiting: dict[str, str] = {}
+        for pid, block in by_partition(actions):
+            if self.stopping:
+                break
+            if pid is None:
+                action = block[0]
+                if isinstance(action, InstallSoftware):
+                    self.installer.submit(action)
+                    continue
+                if isinstance(action, RemoveSoftware) and action.software_hash in installing:
+                    continue                   # removed once its install is over
+                outcomes.append(self._apply_software(action))
+            else:
+                now, later, release = split_on_installs(block, installing)
+                if later:
+                    waiting[pid] = release
+                    if self._waiting.get(pid) != release:
+                        log.info("%s: waits for release %s to install (%d action(s))",
+                                 pid, redact_url(later[0].instance.software_url), len(later))
+                if not now:
+                    continue
+                outcomes.append(self._apply_partition(pid, now))
+            self.save_state()
+            outcomes += self.collect_installs()      # finished installs report at once
+        self._waiting = waiting
+        return outcomes
+
+    def collect_installs(self) -> list[Outcome]:
+        """Record and report the installs the install worker finished."""
+        if self.installer is None:
+            return []
+        outcomes = [self._software_done(done.action, done.result, done.error, done.seconds)
+                    for done in self.installer.collect()]
+        if outcomes:
+            self.save_state()
+        return outcomes
+
+    def start_install_worker(self, workers: int = 1) -> None:
+        """Run installs apart from now on (``workers`` at most at once), each worker
+        with its own runner of the kind this agent uses."""
+        if self.installer is None and workers > 0:
+            kind = type(self.runner)
+            timeout = getattr(self.runner, "timeout", nb.DEFAULT_TIMEOUT)
+            self.installer = InstallWorker(self.paths, lambda: kind(timeout), workers)
+
+    def stop_install_worker(self) -> None:
+        if self.installer is not None:
+            self.installer.close()
+            self.installer = None
+
     # -- releases ----------------------------------------------------------------------
     def _apply_software(self, action) -> Outcome:
         started = time.monotonic()
         h, url = action.software_hash, action.url
+        if isinstance(action, InstallSoftware):
+            log.info("installing release %s", redact_url(url))
+            try:
+                res = nb.install_software(self.paths, url, h, self.runner)
+            except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+                return self._software_done(action, None, f"slapfed: {exc}",
+                                           time.monotonic() - started)
+            except Exception:  # an agent bug must not stop the loop: report its traceback
+                log.exception("unexpected error on release %s", redact_url(url))
+                return self._software_done(action, None, traceback.format_exc(),
+                                           time.monotonic() - started)
+            return self._software_done(action, res, "", time.monotonic() - started)
         prev = self.local.software.get(h)
         try:
-            if isinstance(action, InstallSoftware):
-                log.info("installing release %s", redact_url(url))
-                res = nb.install_software(self.paths, url, h, self.runner)
-                if res.ok:
-                    rec = SoftwareRecord(url, INSTALLED, 0, self.clock(), "", res.software_types)
-                else:
-                    rec = self._software_failed(prev, url, res.log_tail)
-            else:
-                log.info("removing release %s", url)
-                if os.path.isdir(self.paths.software_dir(h)):
-                    shutil.rmtree(self.paths.software_dir(h))
-                rec = SoftwareRecord(url, DESTROYED, 0, self.clock())
-        except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+            log.info("removing release %s", redact_url(url))
+            if os.path.isdir(self.paths.software_dir(h)):
+                shutil.rmtree(self.paths.software_dir(h))
+            rec = SoftwareRecord(url, DESTROYED, 0, self.clock())
+        except OSError as exc:
             rec = self._software_failed(prev, url, f"slapfed: {exc}")
-        except Exception:  # an agent bug must not stop the loop: report it with its traceback
-            log.exception("unexpected error on release %s", url)
-            rec = self._software_failed(prev, url, traceback.format_exc())
+        return self._software_record(action, rec, time.monotonic() - started)
+
+    def _software_done(self, action, res, error: str, seconds: float) -> Outcome:
+        """Record (and report) an install's result: ``res`` a SoftwareResult, or None
+        with ``error`` when the install raised."""
+        prev = self.local.software.get(action.software_hash)
+        if res is not None and res.ok:
+            rec = SoftwareRecord(action.url, INSTALLED, 0, self.clock(), "",
+                                 res.software_types)
+        else:
+            rec = self._software_failed(prev, action.url,
+                                        res.log_tail if res is not None else error)
+        return self._software_record(action, rec, seconds)
+
+    def _software_record(self, action, rec: SoftwareRecord, seconds: float) -> Outcome:
+        h, url = action.software_hash, action.url
         self.local = replace(self.local, software={**self.local.software, h: rec})
         self._send(("software", h), {"url": url, "status": rec.status,
                                      "log_tail": _tail(rec.log_tail, MAX_LOG_TAIL),
                                      "software_types": list(rec.software_types)})
-        seconds = time.monotonic() - started
         log.log(logging.WARNING if rec.status == FAILED else logging.INFO,
                 "release %s: %s in %.3fs", redact_url(url), rec.status, seconds,
                 extra={"software_url": redact_url(url), "state": rec.status,
@@ -361,7 +446,7 @@ class Agent:
         digest = spec.digest()
         if isinstance(action, Stop):
             self.sup.stop_group(pid)
-            stop_leftovers(pp.path)
+            stop_leftovers(pp.path, user=part.user)
             self.sup.sync_group(pid, pp.path, pp.services, self.paths.service_log_dir(pid),
                                 autostart=False, user=part.user)
             work.record = PartitionRecord(spec.id, spec.revision, STOPPED, digest,
@@ -513,8 +598,10 @@ class Agent:
         return reported
 
     # -- the loop ------------------------------------------------------------------------
-    def run(self, interval: float = 2.0, promise_interval: float = 30.0) -> None:
-        """Loop ``once`` every ``interval`` seconds until SIGTERM/SIGINT."""
+    def run(self, interval: float = 2.0, promise_interval: float = 30.0,
+            parallel_installs: int = 1) -> None:
+        """Loop ``once`` every ``interval`` seconds until SIGTERM/SIGINT; releases install
+        apart, ``parallel_installs`` at most at once (0: inline, holding the loop)."""
         def stop(signum, frame):
             log.info("signal %d received: stopping after the current step", signum)
             self.stopping = True
@@ -522,6 +609,8 @@ class Agent:
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         _write_pid(self.paths.agent_pid)
         try:
+            self.start_install_worker(parallel_installs)
+            self.sweep_orphans()
             if any(r.state == STARTED for r in self.local.partitions.values()):
                 self.sup.ensure_running()      # after a reboot: bring the services back
             log.info("node %s: loop every %gs against %s", self.config.computer, interval,
@@ -533,6 +622,7 @@ class Agent:
             while not self.stopping:
                 began = time.monotonic()
                 try:
+                    self.revive_supervisord()
                     result = self.once()
                     if unreachable:
                         log.info("master %s answers again", self.config.master)
@@ -559,10 +649,38 @@ class Agent:
                     log.exception("cycle failed unexpectedly; retrying next cycle")
                 self._sleep(interval - (time.monotonic() - began))
         finally:
+            self.stop_install_worker()
             for s, h in old.items():
                 signal.signal(s, h)
             _remove_own_pid(self.paths.agent_pid)
             log.info("node agent stopped")
+
+    # -- surviving supervisord ------------------------------------------------------------
+    def sweep_orphans(self) -> dict[str, list[int]]:
+        """Stop, by PID, what partitions run outside the node's supervisord (the services
+        of a supervisord that was killed live on, orphaned, and hold their ports); a
+        running supervisord's own processes are spared. Logged; {partition: PIDs}."""
+        sup_pid = self.sup.pid() if self.sup.running() else None
+        stopped = stop_orphans(
+            [(p.id, self.paths.partition(p.id).path, p.user) for p in self.config.partitions],
+            supervisord_pid=sup_pid)
+        for pid, pids in sorted(stopped.items()):
+            log.warning("%s: stopped %d orphaned process(es) left outside supervisord: %s",
+                        pid, len(pids), ", ".join(map(str, pids)))
+        return stopped
+
+    def revive_supervisord(self) -> bool:
+        """When the node's own supervisord is gone while partitions should run (it was
+        killed): stop its orphans, start it again (its groups autostart the services).
+        True when it had to be revived."""
+        if self.sup.mode != OWN or self.sup.running() or \
+                not any(r.state == STARTED for r in self.local.partitions.values()):
+            return False
+        log.warning("node %s: supervisord does not answer while partitions should run; "
+                    "stopping its orphans and starting it again", self.config.computer)
+        self.sweep_orphans()
+        self.sup.ensure_running()
+        return True
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + max(0.0, seconds)
@@ -570,7 +688,11 @@ class Agent:
             left = end - time.monotonic()
             if left <= 0:
                 return
-            time.sleep(min(left, 0.1))
+            if self.installer is not None:
+                if self.installer.ready.wait(min(left, 0.1)):
+                    return                     # an install finished: record it now
+            else:
+                time.sleep(min(left, 0.1))
 
     # -- local view ------------------------------------------------------------------------
     def status(self) -> dict:

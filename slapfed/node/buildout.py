@@ -373,6 +373,40 @@ def _wait_or_kill(pid: int, timeout: float, note) -> int:
     return os.waitstatus_to_exitcode(status)
 
 
+_LIBC = None
+PR_SET_PDEATHSIG = 1
+
+
+def _prepare_die_with_parent():
+    """Load libc (in the parent, before forking) for ``_die_with_parent``."""
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL(None, use_errno=True)
+        except OSError:
+            _LIBC = False
+    return _LIBC
+
+
+def _die_with_parent() -> None:
+    """In a forked buildout child: be killed when the thread that forked it ends (an
+    agent killed in the middle of an install must not leave that install running
+    beside the one its next start begins)."""
+    if _LIBC:
+        with contextlib.suppress(Exception):
+            _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+def _spawned(runner, pid: int) -> None:
+    """Tell whoever asked (``runner.on_spawn``) the PID of the run just started: it is
+    the leader of its own process group, to kill when the run must be abandoned."""
+    hook = getattr(runner, "on_spawn", None)
+    if hook is not None:
+        hook(pid)
+
+
 # a partition's log is opened by the child, as the partition's user, afresh: whatever the
 # user left in its place (a symlink included) is unlinked first
 LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -402,6 +436,7 @@ class SubprocessRunner:
 
     def __init__(self, timeout: float = DEFAULT_TIMEOUT):
         self.timeout = timeout
+        self.on_spawn = None          # called with the PID of each run started
 
     def run(self, cfg: str, cwd: str, log_path: str, user: "confine.Credentials | None" = None,
             umask: int | None = None) -> RunResult:
@@ -417,6 +452,7 @@ class SubprocessRunner:
                 group=user.gid, extra_groups=list(user.groups),
                 umask=PARTITION_UMASK if umask is None else umask,
                 env=user.environment())
+            _spawned(self, proc.pid)
             code = _wait_or_kill(proc.pid, self.timeout, notes.append)
             proc.returncode = code
             return _confined_result(code, notes, log_path, cwd, started)
@@ -425,6 +461,7 @@ class SubprocessRunner:
                                     cwd=cwd, stdout=log, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, start_new_session=True,
                                     umask=-1 if umask is None else umask)
+        _spawned(self, proc.pid)
         code = _wait_or_kill(proc.pid, self.timeout, _log_note(log_path))
         proc.returncode = code
         return RunResult(code == 0, code, "" if code == 0 else log_tail(log_path),
@@ -525,6 +562,7 @@ class ForkRunner:
     def __init__(self, timeout: float = DEFAULT_TIMEOUT):
         self.warm = False
         self.timeout = timeout
+        self.on_spawn = None          # called with the PID of each run started
         self._zygote: _Zygote | None = None
 
     def close(self) -> None:
@@ -586,10 +624,15 @@ class ForkRunner:
             with contextlib.suppress(Exception):
                 stream.flush()
         fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        _prepare_die_with_parent()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child: never return from here
             code = 1
             try:
+                _die_with_parent()
+                if os.getppid() != parent:
+                    os._exit(1)           # the agent died before we asked
                 os.setsid()   # its own process group, so a timeout kills what it started
                 os.dup2(fd, 1)
                 os.dup2(fd, 2)
@@ -616,6 +659,7 @@ class ForkRunner:
                     sys.stdout.flush()
                 os._exit(code)
         os.close(fd)
+        _spawned(self, pid)
         code = _wait_or_kill(pid, self.timeout, _log_note(log_path))
         return RunResult(code == 0, code, "" if code == 0 else log_tail(log_path),
                          time.monotonic() - started)
@@ -638,6 +682,7 @@ class ForkRunner:
             if "pid" not in answer:
                 raise OSError(answer.get("error") or "no answer from the buildout fork server")
             pid = answer["pid"]
+            _spawned(self, pid)
             done = z.read(time.monotonic() + self.timeout)
             if "code" not in done:
                 notes.append(f"\nslapfed: buildout still running after {self.timeout:g}s; "

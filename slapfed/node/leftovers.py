@@ -33,10 +33,37 @@ def _uids(base: str) -> set[int]:
     return set()
 
 
+def descendants(pid: int, proc: str = "/proc") -> set[int]:
+    """``pid`` and every process below it (children, their children...), from the
+    parent PIDs in /proc."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir(proc)
+    except OSError:
+        return {pid}
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(os.path.join(proc, entry, "stat")) as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        if p not in out:
+            out.add(p)
+            todo.extend(children.get(p, ()))
+    return out
+
+
 def processes_under(root: str, proc: str = "/proc", uid: int | None = None) -> list[int]:
     """PIDs of the processes whose working directory or program (the executable, or
     the script an interpreter runs) is inside ``root``, or (``uid``: the partition's
-    own unix user) that run as that user wherever they are; never this process."""
+    own unix user) that run as that user wherever they are; never this process, never
+    a zombie."""
     root = os.path.realpath(root)
     me = os.getpid()
     found = []
@@ -61,7 +88,8 @@ def processes_under(root: str, proc: str = "/proc", uid: int | None = None) -> l
         except OSError:
             pass
         mine = uid is not None and uid != 0 and uid in _uids(base)
-        if (mine or any(_inside(p, root) for p in paths)) and not _has_terminal(base):
+        if (mine or any(_inside(p, root) for p in paths)) and not _has_terminal(base) \
+                and _alive(int(entry)):         # a zombie runs nothing any more
             found.append(int(entry))
     return sorted(found)
 
@@ -82,10 +110,13 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def stop_leftovers(root: str, grace: float = 5.0, user: str | None = None) -> list[int]:
+def stop_leftovers(root: str, grace: float = 5.0, user: str | None = None,
+                   spare: set | frozenset = frozenset(), why: str = "after its services stopped"
+                   ) -> list[int]:
     """SIGTERM every process left inside ``root`` (and, with ``user``, every process of
-    the partition's unix user), then SIGKILL those still there after ``grace`` seconds;
-    returns their PIDs (logged: a partition should leave none)."""
+    the partition's unix user), except the PIDs in ``spare`` (a running supervisord's
+    own services), then SIGKILL those still there after ``grace`` seconds; returns
+    their PIDs (logged: a partition should leave none)."""
     uid = None
     if user:
         import pwd
@@ -94,11 +125,11 @@ def stop_leftovers(root: str, grace: float = 5.0, user: str | None = None) -> li
             uid = pwd.getpwnam(user).pw_uid
         except KeyError:
             uid = None
-    pids = processes_under(root, uid=uid)
+    pids = [p for p in processes_under(root, uid=uid) if p not in spare]
     if not pids:
         return []
-    log.warning("partition %s left %d process(es) running after its services stopped: "
-                "%s; stopping them", root, len(pids), ", ".join(map(str, pids)))
+    log.warning("partition %s left %d process(es) running %s: %s; stopping them",
+                root, len(pids), why, ", ".join(map(str, pids)))
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 2.0)):
         live = [p for p in pids if _alive(p)]
         for pid in live:
@@ -110,3 +141,23 @@ def stop_leftovers(root: str, grace: float = 5.0, user: str | None = None) -> li
         while any(_alive(p) for p in live) and time.monotonic() < deadline:
             time.sleep(0.02)
     return pids
+
+
+def stop_orphans(partitions, supervisord_pid: int | None = None, grace: float = 5.0
+                 ) -> dict[str, list[int]]:
+    """Stop what each partition runs outside the node's supervisord: ``partitions`` are
+    (partition id, directory, unix user or None) triples; the processes of a running
+    supervisord (``supervisord_pid``) and of everything below it are spared. After a
+    supervisord was killed, its services live on as orphans (holding their ports): they
+    must go before a new supervisord starts them again. Returns {partition id: PIDs
+    stopped} for the partitions that had some."""
+    spare = descendants(supervisord_pid) if supervisord_pid else set()
+    stopped = {}
+    for pid, path, user in partitions:
+        if not os.path.isdir(path):
+            continue
+        found = stop_leftovers(path, grace=grace, user=user, spare=spare,
+                               why="outside the node's supervisord (orphans)")
+        if found:
+            stopped[pid] = found
+    return stopped

@@ -12,8 +12,12 @@ Rules (the whole policy lives here):
   last attempt failed and the backoff elapsed (or the release it waited for is now
   installed);
 - a partition whose release failed is reported failed with the release's log tail,
-  once per revision (and again when the release is retried);
+  once per revision (and again after each retry of the release);
 - a partition that now holds another instance (or none) is wiped first.
+
+Installs are slow (minutes); the rest is quick. ``split_on_installs`` says which of a
+partition's actions need a release still being installed (they wait for it), so that
+the agent can run installs apart and never hold other partitions up.
 """
 from __future__ import annotations
 
@@ -264,6 +268,10 @@ class Plan:
     def describe(self) -> list[str]:
         return [a.describe() for a in self.actions]
 
+    def installs(self) -> set[str]:
+        """The hashes of the releases this plan installs."""
+        return {a.software_hash for a in self.actions if isinstance(a, InstallSoftware)}
+
     def to_json(self) -> list[dict]:
         return [a.to_json() for a in self.actions]
 
@@ -278,6 +286,26 @@ def by_partition(actions: Iterable[Action]) -> list[tuple[str | None, list[Actio
         else:
             groups.append((pid, [action]))
     return groups
+
+
+def needs_release(action: Action) -> str | None:
+    """The hash of the release an action runs (instantiate, start, stop), else None
+    (destroy, report: they never wait for an install)."""
+    if isinstance(action, (Instantiate, Start, Stop)):
+        return action.instance.software_hash
+    return None
+
+
+def split_on_installs(block: list[Action], installing: set[str] | frozenset
+                      ) -> tuple[list[Action], list[Action], str | None]:
+    """One partition's actions split in two: those that may run now, and those from
+    the first one needing a release in ``installing`` on (they wait for that install,
+    and are planned again once it is done); plus the hash waited for (None: no wait)."""
+    for i, action in enumerate(block):
+        h = needs_release(action)
+        if h is not None and h in installing:
+            return list(block[:i]), list(block[i:]), h
+    return list(block), [], None
 
 
 # -- the planner ----------------------------------------------------------------------
@@ -297,6 +325,12 @@ def _slot(raw: dict) -> Slot:
 def _live(record: PartitionRecord | None) -> bool:
     """Does the partition (as far as we know) hold something to wipe?"""
     return record is not None and record.instance_id is not None and record.state != DESTROYED
+
+
+def _failed_since(sw: SoftwareRecord | None, rec: PartitionRecord) -> bool:
+    """Did the release fail again after the partition was last reported failed for it
+    (a retry installed apart, while the partition waited)? Then it is reported again."""
+    return sw is not None and sw.status == FAILED and sw.last_attempt > rec.last_attempt
 
 
 def plan(desired: dict, local: LocalState, now: float, backoff: Backoff = Backoff()) -> Plan:
@@ -369,7 +403,7 @@ def _plan_partition(pid, slot, spec, rec, local, pending_install, retried, now, 
         if rec.blocked_on is not None:
             sw = local.software.get(rec.blocked_on)
             unblocked = (sw is not None and sw.status == INSTALLED) or \
-                rec.blocked_on in pending_install
+                rec.blocked_on in pending_install or _failed_since(sw, rec)
             if not unblocked:
                 return out
         elif not backoff.due(rec.attempts, rec.last_attempt, now):
@@ -378,7 +412,8 @@ def _plan_partition(pid, slot, spec, rec, local, pending_install, retried, now, 
     sw = local.software.get(spec.software_hash)
     if spec.software_hash not in pending_install and (sw is None or sw.status != INSTALLED):
         # the release failed and is not retried now: report, once per revision
-        if current and rec.state == FAILED and rec.blocked_on == spec.software_hash:
+        if current and rec.state == FAILED and rec.blocked_on == spec.software_hash \
+                and not _failed_since(sw, rec):
             return out
         out.append(ReportFailed(pid, spec, spec.software_hash, sw.log_tail if sw else ""))
         return out
