@@ -468,19 +468,14 @@ class SubprocessRunner:
                          time.monotonic() - started)
 
 
-def confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None:
-    """A buildout run as a partition user, in a process forked from the buildout fork
-    server (slapfed.node.zygote; never from the agent: nothing of the agent's memory,
-    none of its open files).
-    Drops to the user first, then opens the log as that user (no symlink followed)."""
+def _buildout_child(prepare, cfg: str, cwd: str) -> None:
+    """The body of a forked buildout child; never returns. ``prepare()`` sets the child
+    up (session, credentials, umask, environment) and returns the fd of its log, which
+    becomes its stdout and stderr; then buildout runs on ``cfg`` in ``cwd`` and the child
+    exits with buildout's code (1 on any error, its traceback in the log)."""
     code = 1
     try:
-        os.setsid()
-        user.drop()
-        os.umask(umask)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(log_path)
-        fd = os.open(log_path, LOG_FLAGS, 0o600)
+        fd = prepare()
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.close(fd)
@@ -488,9 +483,6 @@ def confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None:
         sys.stderr = sys.stdout
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
-        env = user.environment()       # the clean part of the server's, plus the user's
-        os.environ.clear()
-        os.environ.update(env)
         os.chdir(cwd)
         import zc.buildout.buildout
         try:
@@ -505,6 +497,26 @@ def confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None:
         with contextlib.suppress(Exception):
             sys.stdout.flush()
         os._exit(code)
+
+
+def confined_child(cfg: str, cwd: str, log_path: str, user, umask: int) -> None:
+    """A buildout run as a partition user, in a process forked from the buildout fork
+    server (slapfed.node.zygote; never from the agent: nothing of the agent's memory,
+    none of its open files).
+    Drops to the user first, then opens the log as that user (no symlink followed)."""
+    def prepare() -> int:
+        os.setsid()
+        user.drop()
+        os.umask(umask)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(log_path)
+        fd = os.open(log_path, LOG_FLAGS, 0o600)
+        env = user.environment()       # the clean part of the server's, plus the user's
+        os.environ.clear()
+        os.environ.update(env)
+        return fd
+
+    _buildout_child(prepare, cfg, cwd)
 
 
 class _Zygote:
@@ -616,9 +628,7 @@ class ForkRunner:
         if user is not None:
             return self._run_confined(cfg, cwd, log_path, user,
                                       PARTITION_UMASK if umask is None else umask)
-        self.warm_up()
-        import zc.buildout.buildout
-
+        self.warm_up()             # imports zc.buildout here, before the fork
         started = time.monotonic()
         for stream in (sys.stdout, sys.stderr):
             with contextlib.suppress(Exception):
@@ -628,36 +638,16 @@ class ForkRunner:
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child: never return from here
-            code = 1
-            try:
+            def prepare() -> int:
                 _die_with_parent()
                 if os.getppid() != parent:
                     os._exit(1)           # the agent died before we asked
                 os.setsid()   # its own process group, so a timeout kills what it started
-                os.dup2(fd, 1)
-                os.dup2(fd, 2)
-                os.close(fd)
-                sys.stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False),
-                                              line_buffering=True)
-                sys.stderr = sys.stdout
-                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                    signal.signal(sig, signal.SIG_DFL)
                 if umask is not None:
                     os.umask(umask)
-                os.chdir(cwd)
-                try:
-                    zc.buildout.buildout.main(_buildout_args(cfg))
-                    code = 0
-                except SystemExit as exc:
-                    code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None
-                                                                       else 1)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    traceback.print_exc()
-            finally:
-                with contextlib.suppress(Exception):
-                    sys.stdout.flush()
-                os._exit(code)
+                return fd
+
+            _buildout_child(prepare, cfg, cwd)
         os.close(fd)
         _spawned(self, pid)
         code = _wait_or_kill(pid, self.timeout, _log_note(log_path))
