@@ -29,7 +29,7 @@ from ..ca.policy import ComputerFacts, PartitionFacts
 from ..core.errors import InternalError, InvalidInput, NotFound, SlapfedError
 from ..core.wire import ComputerRegistration, InstanceRequest, TokenCreation
 from ..services import authz
-from .app import connection, json_body
+from .request import connection, json_body
 
 PEER_CERT_ENVIRON = "slapfed.peer_certificate"
 CA_EXTENSION = "slapfed.ca"

@@ -16,7 +16,8 @@ from ..core.wire import (ComputerRegistration, ComputerUpdate, PartitionReport, 
 from .. import services
 from ..services.computers import NodeClaim
 from .access import principal
-from .app import connection, json_body, state_of
+from .request import connection, json_body
+from .runtime import state_of
 from .auth import current_identity, visible_computers
 from .topology import complete_facts, complete_registration, declared_facts
 

@@ -2,8 +2,8 @@
 this master — its summary, and the long poll of the instances they delegated here.
 
 Depends on Flask, core (wire, errors), services (federation use cases) and
-federation.peers (pairing talks to the peer). Forwarding itself runs in the forwarder
-(slapfed.federation.forwarder), started by the app.
+peering.peers (pairing talks to the peer). Forwarding itself runs in the forwarder
+(slapfed.peering.forwarder), started by the app.
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from flask import Blueprint, current_app, jsonify, request
 
 from ..core.errors import InvalidInput
 from ..core.wire import PeerAddition, PeerUpdate
-from ..federation.peers import pair
+from ..peering.peers import pair
 from ..services import federation as fed
 from .. import logs
 from .access import principal as caller
-from .app import connection, database, json_body, state_of
+from .request import connection, database, json_body
+from .runtime import state_of
 from .auth import current_identity
 
 blueprint = Blueprint("federation", __name__)

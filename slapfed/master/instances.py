@@ -15,7 +15,7 @@ from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 from ..core.wire import ChildMasterRegistration, StateChange
 from .access import principal
-from .app import connection, database, json_body
+from .request import connection, database, json_body
 from .auth import instance_filter, instance_request
 from .federation import kick_forwarder
 

@@ -8,7 +8,7 @@ from flask import Blueprint, current_app, jsonify
 
 from .. import __version__
 from ..services import read
-from .app import connection
+from .request import connection
 from .openapi import openapi_document
 
 blueprint = Blueprint("meta", __name__)

@@ -14,7 +14,7 @@ from ..core import claims
 from ..core.errors import InvalidInput
 from ..services.topology_state import live_state
 from ..topology import files
-from .app import connection
+from .request import connection
 
 blueprint = Blueprint("topology", __name__)
 EXTENSION = "slapfed.topology"

@@ -1,6 +1,6 @@
 """The forwarder: works through the forward table, calling peer masters.
 
-Depends on services (federation use cases), federation.peers (credentials, pairing) and
+Depends on services (federation use cases), peering.peers (credentials, pairing) and
 core.errors. One forwarder runs per data directory (a file lock elects it among gunicorn
 workers). Its threads:
 

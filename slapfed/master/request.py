@@ -1,0 +1,99 @@
+"""What a view reads of its request: the ZODB connection (one per request, closed at
+teardown), the DB for write use cases, and the JSON body (decoded once, within
+core.bodies' limits, declared ``application/json``).
+
+Depends on Flask, core (bodies, errors) and master.runtime.
+"""
+from __future__ import annotations
+
+from flask import current_app, g, request
+
+from ..core import bodies, errors
+from ..core.bodies import printable
+from .runtime import EXTENSION, MasterState
+
+
+def _live_state() -> MasterState:
+    """The app's state; MasterStopping once the app is closed (its server stops)."""
+    state = current_app.extensions.get(EXTENSION)
+    if state is None or state.closed:
+        raise errors.MasterStopping("the master stopped while answering; ask again once "
+                                    "it is back")
+    return state
+
+
+def connection():
+    """The request's ZODB connection, opened on first use and closed at teardown."""
+    conn = g.get("zodb_connection")
+    if conn is None:
+        conn = g.zodb_connection = _live_state().db.open()
+    return conn
+
+
+def database():
+    """The app's DB, for write use cases (they run on the DB's writer connection and
+    need no connection of the request's own)."""
+    return _live_state().db
+
+
+def close_connection(_exc=None) -> None:
+    conn = g.pop("zodb_connection", None)
+    if conn is not None and conn.opened is not None:   # None: the DB closed it already
+        conn.transaction_manager.abort()
+        conn.close()
+
+
+_NO_BODY = object()
+WRITE_METHODS = ("POST", "PUT", "PATCH")
+JSON_MEDIA_TYPE = "application/json"
+
+
+def json_body() -> dict:
+    """The request body: one JSON object (parsed once per request: the guard and the view
+    share it). Raises UnsupportedMediaType when it is not declared ``application/json``,
+    InvalidInput when it is empty, malformed, not an object, nested too deep, too large
+    or holds invalid Unicode (core.bodies: the limits)."""
+    parsed = g.get("json_body", _NO_BODY)
+    if parsed is _NO_BODY:
+        parsed = g.json_body = _parse_body()
+    return parsed
+
+
+def _parse_body() -> dict:
+    data = request.get_data(cache=False)
+    if data.strip():
+        check_content_type()
+    return bodies.decode_object(data)
+
+
+def check_content_type() -> None:
+    """UnsupportedMediaType unless the request declares ``application/json``, with at most
+    a ``charset=utf-8`` parameter. A browser sends a cross-site form only as
+    ``application/x-www-form-urlencoded``, ``multipart/form-data`` or ``text/plain``
+    (anything else needs a CORS preflight this master never grants): refusing them keeps
+    web pages from writing, e.g. to a development-mode master on loopback."""
+    given = request.headers.get("Content-Type", "")
+    mimetype, params = request.mimetype, request.mimetype_params
+    problem = None
+    if mimetype != JSON_MEDIA_TYPE:
+        problem = (f"is {printable(given)!r}" if given else "is missing")
+    else:
+        extra = sorted(k for k in params if k != "charset")
+        charset = params.get("charset")
+        if extra:
+            problem = f"has parameters other than charset: {', '.join(extra)}"
+        elif charset is not None and charset.lower().replace("_", "-") not in ("utf-8",
+                                                                              "utf8"):
+            problem = f"declares charset {printable(charset)!r}; JSON is UTF-8"
+    if problem is not None:
+        raise errors.UnsupportedMediaType(
+            f"{request.method} {request.path} takes a JSON object sent as "
+            f"Content-Type: {JSON_MEDIA_TYPE}; the Content-Type {problem}",
+            [{"field": "Content-Type", "problem": f"{problem} (expected {JSON_MEDIA_TYPE})"}])
+
+
+def check_write_body() -> None:
+    """Every write (POST, PUT, PATCH) carries a JSON object: checked for each route, also
+    one whose view would not read it (after the guard: who is asking comes first)."""
+    if request.method in WRITE_METHODS and request.endpoint in current_app.view_functions:
+        json_body()

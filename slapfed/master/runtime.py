@@ -1,0 +1,115 @@
+"""What a master app owns while it runs (MasterState): its DB and renderer, its
+forwarder, the requests it is answering, and whether it is stopping.
+
+Depends on services (the renderer, the writer, the long polls) and core.errors. A stopping
+app answers its requests in flight before closing its DB.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+
+from ..core import errors
+from ..services import DesiredStateRenderer, close_writer
+from ..services import federation
+
+EXTENSION = "slapfed"
+
+log = logging.getLogger("slapfed.master")
+
+
+class MasterState:
+    """What an app owns: its DB (closed with the app when it opened it) and renderer, and
+    its life: the requests it is answering, and whether it is stopping.
+
+    Stopping comes in two steps. ``begin_stop`` (on the server's SIGTERM/SIGINT) makes
+    long polls answer at once with what they have; ``close`` then waits (at most
+    ``DRAIN_TIMEOUT`` seconds) for the requests still being answered before closing the
+    DB under them. A request the DB was closed under answers 503 ``master_stopping``."""
+
+    DRAIN_TIMEOUT = 5.0
+
+    def __init__(self, db, owns_db: bool):
+        self.db = db
+        self.owns_db = owns_db
+        self.renderer = DesiredStateRenderer(db)
+        self.forwarder = None
+        self.stopping = threading.Event()
+        self.closed = False
+        self._active = 0
+        self._idle = threading.Condition()
+
+    # -- requests in flight (counted by RequestCounter) ------------------------------
+    def enter(self) -> bool:
+        """A request starts; False (not counted) once the app is closed."""
+        with self._idle:
+            if self.closed:
+                return False
+            self._active += 1
+            return True
+
+    def leave(self) -> None:
+        with self._idle:
+            self._active -= 1
+            if not self._active:
+                self._idle.notify_all()
+
+    def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the requests in flight; how many are left."""
+        deadline = time.monotonic() + timeout
+        with self._idle:
+            while self._active:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._idle.wait(left)
+            return self._active
+
+    # -- stopping -------------------------------------------------------------------
+    def begin_stop(self) -> None:
+        """Long polls answer now (with what they have) instead of waiting."""
+        self.stopping.set()
+        federation.wake_waiters()
+
+    def close(self) -> None:
+        self.begin_stop()
+        left = self.drain(self.DRAIN_TIMEOUT)
+        if left:
+            log.warning("closing the master with %d request(s) still being answered "
+                        "after %gs: they answer 503 master_stopping", left,
+                        self.DRAIN_TIMEOUT)
+        with self._idle:
+            self.closed = True
+        if self.forwarder is not None:
+            self.forwarder.stop()
+            self.forwarder = None
+        self.renderer.close()
+        close_writer(self.db)
+        if self.owns_db:
+            self.db.close()
+
+
+class RequestCounter:
+    """WSGI middleware: counts the requests the app is answering (so that closing waits
+    for them) and answers 503 ``master_stopping`` once the app is closed."""
+
+    def __init__(self, wsgi_app, state: MasterState):
+        self.wsgi_app = wsgi_app
+        self.state = state
+
+    def __call__(self, environ, start_response):
+        if not self.state.enter():
+            err = errors.MasterStopping("the master is stopping; ask again once it is back")
+            start_response(f"{err.http_status} SERVICE UNAVAILABLE",
+                           [("Content-Type", "application/json"), ("Retry-After", "1")])
+            return [json.dumps(err.to_json()).encode()]
+        try:
+            return self.wsgi_app(environ, start_response)
+        finally:
+            self.state.leave()
+
+
+def state_of(app) -> MasterState:
+    return app.extensions[EXTENSION]
