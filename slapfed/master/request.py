@@ -1,6 +1,6 @@
-"""What a view reads of its request: the ZODB connection (one per request, closed at
-teardown), the DB for write use cases, and the JSON body (decoded once, within
-core.bodies' limits, declared ``application/json``).
+"""What a view reads of its request: the app's runtime (for write use cases, and its
+settings, CA and topology), the ZODB connection (one per request, closed at teardown) and
+the JSON body (decoded once, within core.bodies' limits, declared ``application/json``).
 
 Depends on Flask, core (bodies, errors) and master.runtime.
 """
@@ -10,30 +10,31 @@ from flask import current_app, g, request
 
 from ..core import bodies, errors
 from ..core.bodies import printable
-from .runtime import EXTENSION, MasterState
+from ..services.runtime import MasterSettings
+from .runtime import EXTENSION, MasterRuntime
 
 
-def _live_state() -> MasterState:
-    """The app's state; MasterStopping once the app is closed (its server stops)."""
-    state = current_app.extensions.get(EXTENSION)
-    if state is None or state.closed:
+def runtime() -> MasterRuntime:
+    """The app's runtime, to run use cases with; MasterStopping once the app is closed
+    (its server stops)."""
+    rt = current_app.extensions.get(EXTENSION)
+    if rt is None or rt.closed:
         raise errors.MasterStopping("the master stopped while answering; ask again once "
                                     "it is back")
-    return state
+    return rt
+
+
+def settings() -> MasterSettings:
+    """The app's typed settings (they never change while it runs)."""
+    return runtime().settings
 
 
 def connection():
     """The request's ZODB connection, opened on first use and closed at teardown."""
     conn = g.get("zodb_connection")
     if conn is None:
-        conn = g.zodb_connection = _live_state().db.open()
+        conn = g.zodb_connection = runtime().db.open()
     return conn
-
-
-def database():
-    """The app's DB, for write use cases (they run on the DB's writer connection and
-    need no connection of the request's own)."""
-    return _live_state().db
 
 
 def close_connection(_exc=None) -> None:

@@ -1,8 +1,12 @@
-"""What a master app owns while it runs (MasterState): its DB and renderer, its
-forwarder, the requests it is answering, and whether it is stopping.
+"""The master's runtime (MasterRuntime): the one object that owns what a running master
+holds — its typed settings, its DB, the single writer and the placement state (through
+services.runtime.Runtime), the desired-state renderer, the CA, the topology it was
+started with, the forwarder — and its life: the requests it is answering, and whether
+it is stopping. The app factory builds it; views reach it through master.request.
 
-Depends on services (the renderer, the writer, the long polls) and core.errors. A stopping
-app answers its requests in flight before closing its DB.
+Depends on services (the runtime of the use cases), peering (the forwarder), core.errors
+and the CA and topology values it is handed. A stopping app answers its requests in
+flight before closing its DB.
 """
 from __future__ import annotations
 
@@ -12,17 +16,19 @@ import threading
 import time
 
 from ..core import errors
-from ..services import DesiredStateRenderer, close_writer
-from ..services import federation
+from ..peering.forwarder import Forwarder
+from ..services.runtime import MasterSettings, Runtime
 
 EXTENSION = "slapfed"
 
 log = logging.getLogger("slapfed.master")
 
 
-class MasterState:
-    """What an app owns: its DB (closed with the app when it opened it) and renderer, and
-    its life: the requests it is answering, and whether it is stopping.
+class MasterRuntime(Runtime):
+    """What an app owns: the use cases' runtime (settings, DB, writer, placement state,
+    renderer), the DB itself when it opened it (``owns_db``), its CA (``ca``: None in
+    development mode without one), its topology (``topology``: master.topology's
+    MasterTopology) and its forwarder (None unless it runs in this process).
 
     Stopping comes in two steps. ``begin_stop`` (on the server's SIGTERM/SIGINT) makes
     long polls answer at once with what they have; ``close`` then waits (at most
@@ -31,15 +37,31 @@ class MasterState:
 
     DRAIN_TIMEOUT = 5.0
 
-    def __init__(self, db, owns_db: bool):
-        self.db = db
+    def __init__(self, db, settings: MasterSettings, owns_db: bool):
+        super().__init__(db, settings)
         self.owns_db = owns_db
-        self.renderer = DesiredStateRenderer(db)
+        self.ca = None
+        self.topology = None
         self.forwarder = None
         self.stopping = threading.Event()
         self.closed = False
         self._active = 0
         self._idle = threading.Condition()
+
+    # -- the forwarder ----------------------------------------------------------------
+    def start_forwarder(self):
+        """Run the forwarder in this process unless another process of the same data
+        directory already does (gunicorn workers elect one with a file lock)."""
+        fwd = Forwarder(self)
+        if fwd.start():
+            self.forwarder = fwd
+        return fwd
+
+    def kick_forwarder(self) -> None:
+        """Tell this process's forwarder (if it runs here) to look at the table now."""
+        fwd = self.forwarder
+        if fwd is not None:
+            fwd.kick()
 
     # -- requests in flight (counted by RequestCounter) ------------------------------
     def enter(self) -> bool:
@@ -71,7 +93,7 @@ class MasterState:
     def begin_stop(self) -> None:
         """Long polls answer now (with what they have) instead of waiting."""
         self.stopping.set()
-        federation.wake_waiters()
+        self.writer.wake()
 
     def close(self) -> None:
         self.begin_stop()
@@ -85,8 +107,7 @@ class MasterState:
         if self.forwarder is not None:
             self.forwarder.stop()
             self.forwarder = None
-        self.renderer.close()
-        close_writer(self.db)
+        Runtime.close(self)
         if self.owns_db:
             self.db.close()
 
@@ -95,7 +116,7 @@ class RequestCounter:
     """WSGI middleware: counts the requests the app is answering (so that closing waits
     for them) and answers 503 ``master_stopping`` once the app is closed."""
 
-    def __init__(self, wsgi_app, state: MasterState):
+    def __init__(self, wsgi_app, state: MasterRuntime):
         self.wsgi_app = wsgi_app
         self.state = state
 
@@ -111,5 +132,6 @@ class RequestCounter:
             self.state.leave()
 
 
-def state_of(app) -> MasterState:
+def runtime_of(app) -> MasterRuntime:
+    """The runtime of a master app (KeyError once close_app released it)."""
     return app.extensions[EXTENSION]

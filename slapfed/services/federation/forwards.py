@@ -17,13 +17,19 @@ from ...model.federation import (FWD_CLOSED, FWD_FORWARDED, FWD_QUEUED, FWD_REFU
                                  FWD_UNREACHABLE)
 from ..tx import clock, read, write
 from .peers import open_forwards_of
-from .settings import _settings_app, backoff
 
 MAX_REMOTE_REFERENCE = 200
 # A peer's contact (and the time of an unchanged summary) is recorded at most this often:
 # the long poll answers every 20 s and the summary is read every 30 s, and each record
 # rewrites the Peer (its summary included): an idle federation would write ~9 MB a day.
 CONTACT_INTERVAL = 300.0
+FIRST_RETRY = 0.5               # seconds: the first back-off after a failed call
+
+
+def backoff(settings, failures: int) -> float:
+    """Seconds to wait after ``failures`` failed calls in a row (>= 1): doubling from
+    FIRST_RETRY, at most the master's --peer-retry-max (``settings.peer_retry_max``)."""
+    return min(FIRST_RETRY * 2 ** (failures - 1), settings.peer_retry_max)
 
 
 def remote_reference(here: str, requester: str, reference: str) -> str:
@@ -36,10 +42,10 @@ def remote_reference(here: str, requester: str, reference: str) -> str:
     return f"{here}:{digest}"
 
 
-def delegate(app, inst, route: routing.Route, now: float) -> None:
+def delegate(settings, app, inst, route: routing.Route, now: float) -> None:
     """Record in the forward table that ``inst`` is served by ``route.peers[0]`` (durable
     before any call to the peer: the forwarder reads it after this commit)."""
-    here = _settings_app(app).here
+    here = settings.here
     fwd = app.forwards.get(inst.id)
     if fwd is None:
         fwd = Forward(inst.id, route.peers[0], route.peers[1:],
@@ -100,12 +106,12 @@ class Push:
     body: dict
 
 
-def due_pushes(conn, now: float | None = None, limit: int = 256) -> tuple[list[Push], float | None]:
+def due_pushes(rt, now: float | None = None, limit: int = 256) -> tuple[list[Push], float | None]:
     """Forwards whose peer has not accepted the instance's current revision and whose
     next attempt is due; and when the next one falls due (None: nothing waits)."""
     def query(app):
         t = clock() if now is None else now
-        here = _settings_app(app).here
+        here = rt.settings.here
         due, next_at = [], None
         for iid in app.open_forwards:
             fwd = app.forwards[iid]
@@ -121,7 +127,7 @@ def due_pushes(conn, now: float | None = None, limit: int = 256) -> tuple[list[P
                                 _push_body(inst, fwd, here)))
         return due, next_at
 
-    return read(conn, query)
+    return read(rt, query)
 
 
 def _push_body(inst, fwd, here: str) -> dict:
@@ -131,16 +137,16 @@ def _push_body(inst, fwd, here: str) -> dict:
             "shared": inst.shared, "provenance": list(inst.provenance)}
 
 
-def mark_contacted(conn, instance_id: str, peer: str) -> None:
+def mark_contacted(rt, instance_id: str, peer: str) -> None:
     """Before the first call: from now on the peer may hold the instance."""
     def use_case(app):
         fwd = app.forwards.get(instance_id)
         if fwd is not None and fwd.peer == peer and not fwd.contacted:
             fwd.contacted = True
-    write(conn, use_case)
+    write(rt, use_case)
 
 
-def record_accepted(conn, instance_id: str, peer: str, revision: int, remote: dict) -> None:
+def record_accepted(rt, instance_id: str, peer: str, revision: int, remote: dict) -> None:
     """The peer accepted revision ``revision``; apply what it answered."""
     def use_case(app):
         now = clock()
@@ -153,10 +159,10 @@ def record_accepted(conn, instance_id: str, peer: str, revision: int, remote: di
                 reason=f"accepted by {peer}", fallbacks=())
         _contact(app, peer, now)
         _apply_remote(app, inst, fwd, remote, now)
-    write(conn, use_case)
+    write(rt, use_case)
 
 
-def record_failure(conn, instance_id: str, peer: str, reason: str, unreachable: bool) -> None:
+def record_failure(rt, instance_id: str, peer: str, reason: str, unreachable: bool) -> None:
     """A call to the peer failed: back off, try the next fallback peer when the
     instance was never accepted anywhere, and say why on the instance. Nothing is
     destroyed or forgotten."""
@@ -176,7 +182,7 @@ def record_failure(conn, instance_id: str, peer: str, reason: str, unreachable: 
             inst.set_status(log_tail=f"delegated to {nxt} after {peer} failed: {reason}")
             return
         attempts = fwd.attempts + 1
-        delay = backoff(app._p_jar.db(), attempts)
+        delay = backoff(rt.settings, attempts)
         state = FWD_UNREACHABLE if unreachable else FWD_REFUSED
         what = "unreachable" if unreachable else "refused it"
         text = f"peer {peer} {what}: {reason}; attempt {attempts}, next in {delay:.1f} s"
@@ -186,10 +192,10 @@ def record_failure(conn, instance_id: str, peer: str, reason: str, unreachable: 
             status_state = UNKNOWN
         if inst.status["state"] != status_state or inst.status["log_tail"] != text:
             inst.set_status(state=status_state, log_tail=text)
-    write(conn, use_case)
+    write(rt, use_case)
 
 
-def peer_unreachable(conn, peer: str, reason: str) -> None:
+def peer_unreachable(rt, peer: str, reason: str) -> None:
     """The peer stopped answering: what it serves is unknown until it answers again."""
     def use_case(app):
         now = clock()
@@ -200,10 +206,10 @@ def peer_unreachable(conn, peer: str, reason: str) -> None:
             if inst is None or not fwd.accepted or inst.status["state"] in (DESTROYED, UNKNOWN):
                 continue
             inst.set_status(state=UNKNOWN, log_tail=text)
-    write(conn, use_case)
+    write(rt, use_case)
 
 
-def peer_back(conn, peer: str) -> None:
+def peer_back(rt, peer: str) -> None:
     """The peer answers again: every forward waiting on it is due now."""
     def use_case(app):
         now = clock()
@@ -211,10 +217,10 @@ def peer_back(conn, peer: str) -> None:
         for fwd in open_forwards_of(app, peer):
             if fwd.next_attempt_at > now:
                 fwd.next_attempt_at = now
-    write(conn, use_case)
+    write(rt, use_case)
 
 
-def apply_changes(conn, peer: str, items: list[dict]) -> int:
+def apply_changes(rt, peer: str, items: list[dict]) -> int:
     """Apply the instances a peer reported changed (its long-poll answer); returns how
     many local instances changed."""
     def use_case(app):
@@ -229,10 +235,10 @@ def apply_changes(conn, peer: str, items: list[dict]) -> int:
                 continue
             changed += _apply_remote(app, inst, fwd, remote, now)
         return changed
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def store_summary(conn, peer: str, summary: dict) -> None:
+def store_summary(rt, peer: str, summary: dict) -> None:
     def use_case(app):
         now = clock()
         p = app.peers.get(peer)
@@ -246,7 +252,7 @@ def store_summary(conn, peer: str, summary: dict) -> None:
         if changed or p.summary_at is None or now - p.summary_at >= CONTACT_INTERVAL:
             p.summary_at = now
         _contact(app, peer, now)
-    write(conn, use_case)
+    write(rt, use_case)
 
 
 def _contact(app, peer: str, now: float) -> None:

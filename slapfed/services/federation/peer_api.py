@@ -1,7 +1,8 @@
 """What a peer master asks of this one: its summary and the long poll of the instances
 the peer delegated here.
 
-Depends on core, services (tx, render) and federation settings; reads only.
+Depends on core and services (tx, render); reads only (the long poll waits on the writer's
+commits).
 """
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ import time
 from ...core.errors import InvalidInput
 from ...core.states import DESTROYED
 from .. import render
-from ..tx import COMMITTED, read
-from .settings import _settings_app
+from ..tx import read
 
 
 # -- what a peer asks of this master --------------------------------------------------------
-def summary(conn, asker: str | None = None) -> dict:
+def summary(conn, settings, asker: str | None = None) -> dict:
     """What this master offers its peers: where its computers are, what they are
     supplied, the hosts of shared instances it runs, free partitions, and what its own
-    peers offer (``reach``, hops counted from here), never routing back to ``asker``."""
+    peers offer (``reach``, hops counted from here), never routing back to ``asker``;
+    ``settings``: this master's name and depth limit."""
+    s = settings
+
     def query(app):
-        s = _settings_app(app)
         localities, software, caps, free = {}, set(), set(), 0
         for comp in app.computers.values():
             loc = {"host": comp.host, "lan": comp.lan, "country": comp.country,
@@ -83,28 +85,25 @@ def changes(conn, requester: str, since: str | None) -> tuple[str, list[dict]]:
     return read(conn, query)
 
 
-def wait_changes(conn, requester: str, since: str | None, wait: float,
-                 stopping: threading.Event | None = None,
-                 poll: float = 0.1) -> tuple[str, list[dict]]:
-    """``changes``, waiting up to ``wait`` seconds for one (a long poll). Once
+def wait_changes(rt, requester: str, since: str | None, wait: float,
+                 stopping: threading.Event | None = None, poll: float = 0.1,
+                 conn=None) -> tuple[str, list[dict]]:
+    """``changes`` (read on ``conn``, else on the runtime's DB), waiting up to ``wait``
+    seconds for one (a long poll woken by the commits of the runtime's writer). Once
     ``stopping`` is set (the master shuts down) it answers at once with what it has,
     without reading again: the database may be closing."""
     deadline = time.monotonic() + max(0.0, wait)
+    source = rt if conn is None else conn
+    committed = rt.writer.committed
     while True:
-        cursor, items = changes(conn, requester, since)
+        cursor, items = changes(source, requester, since)
         left = deadline - time.monotonic()
         if items or left <= 0 or (stopping is not None and stopping.is_set()):
             return cursor, items
-        with COMMITTED:
-            COMMITTED.wait(min(poll, left))
+        with committed:
+            committed.wait(min(poll, left))
         if stopping is not None and stopping.is_set():
             return cursor, items
-
-
-def wake_waiters() -> None:
-    """Wake every long poll of this process now (they look at their stop event)."""
-    with COMMITTED:
-        COMMITTED.notify_all()
 
 
 def check_cursor(value) -> str | None:

@@ -1,7 +1,8 @@
 """Use cases of peers: the peer masters this one knows, their pairing, child masters
 becoming peers, and what the API shows of each (one transaction each).
 
-Depends on core, model and services (tx, render); nothing here calls a peer.
+Depends on core, model and services (tx, render); nothing here calls a peer. Write use
+cases take the runtime (``rt``); steps inside other use cases take the settings.
 """
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from ...model import Peer
 from ...model.federation import FWD_QUEUED, FWD_REFUSED, FWD_UNREACHABLE
 from .. import render
 from ..tx import clock, read, write
-from .settings import _settings_app
 
 
 # -- peers ------------------------------------------------------------------------------
@@ -54,7 +54,7 @@ def open_forwards_of(app, peer_name: str):
             yield fwd
 
 
-def save_peer(conn, name: str, url: str, ca_certificate: str, *, credentials: str | None,
+def save_peer(rt, name: str, url: str, ca_certificate: str, *, credentials: str | None,
               principal: str | None = None, origin: str = "cli", trust: str | None = None,
               cost: float | None = None, latency_ms: float | None = None,
               site: str | None = None, summary: dict | None = None,
@@ -62,7 +62,7 @@ def save_peer(conn, name: str, url: str, ca_certificate: str, *, credentials: st
     """Create or update peer ``name``; returns (created, peer JSON)."""
     def use_case(app):
         now = clock()
-        if name == _settings_app(app).here:
+        if name == rt.settings.here:
             raise InvalidInput(f"{name!r} is this master's own name; a master is not its "
                                "own peer", [{"field": "name", "problem": "is this master"}])
         peer = app.peers.get(name)
@@ -86,10 +86,10 @@ def save_peer(conn, name: str, url: str, ca_certificate: str, *, credentials: st
         peer.update(**changes)
         return created, peer_json(app, peer)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def declare_peers(conn, declared: list[dict]) -> None:
+def declare_peers(rt, declared: list[dict]) -> None:
     """Apply what the topology files say of this master's peers (master start): a link
     with an invitation for this master makes the peer (origin ``topology``), paired by
     the forwarder; a link to a known peer sets its trust, latency, cost and site. A peer
@@ -100,7 +100,7 @@ def declare_peers(conn, declared: list[dict]) -> None:
 
     def use_case(app):
         now = clock()
-        here = _settings_app(app).here
+        here = rt.settings.here
         for d in declared:
             name = d["name"]
             peer = app.peers.get(name)
@@ -116,10 +116,10 @@ def declare_peers(conn, declared: list[dict]) -> None:
                                pairing_token=d["token"])
             peer.update(**changes)
 
-    write(conn, use_case)
+    write(rt, use_case)
 
 
-def update_peer(conn, name: str, changes: dict) -> dict:
+def update_peer(rt, name: str, changes: dict) -> dict:
     """Change what this master knows of peer ``name``'s link (trust, cost, latency,
     site); its credentials and origin stay. Raises NotFound."""
     def use_case(app):
@@ -127,7 +127,7 @@ def update_peer(conn, name: str, changes: dict) -> dict:
         peer.update(**changes)
         return peer_json(app, peer)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
 def list_peers(conn) -> list[dict]:
@@ -141,7 +141,7 @@ def show_peer(conn, name: str) -> dict:
     return read(conn, lambda app: peer_json(app, _peer(app, name)))
 
 
-def remove_peer(conn, name: str) -> dict:
+def remove_peer(rt, name: str) -> dict:
     """Forget a peer; Conflict while instances are still delegated to it."""
     def use_case(app):
         peer = _peer(app, name)
@@ -153,7 +153,7 @@ def remove_peer(conn, name: str) -> dict:
         del app.peers[name]
         return out
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
 def _peer(app, name: str):
@@ -176,14 +176,14 @@ def pending_pairings(conn) -> list[tuple[str, str, str, str]]:
                                    if p.credentials is None and p.pairing_token])
 
 
-def adopt_child(app, inst, reg, now: float) -> None:
+def adopt_child(settings, app, inst, reg, now: float) -> None:
     """The master ``inst`` runs registered with a one-time token for this master: make it
     a peer (origin ``child``) that the forwarder pairs with. A child of an admin's tree is
     trusted to serve delegations; a person's child master is only observed (its capacity
     is its owner's, not the federation's).
 
     Raises Conflict when another peer (not this instance's child) holds the name."""
-    if reg.name == _settings_app(app).here:
+    if reg.name == settings.here:
         raise Conflict(f"a child master cannot take its parent's name {reg.name!r}")
     peer = app.peers.get(reg.name)
     if peer is not None and not (peer.origin == "child" and peer.instance_id == inst.id):
@@ -213,7 +213,7 @@ def forget_child(app, inst) -> None:
             del app.peers[name]
 
 
-def complete_pairing(conn, name: str, token: str, credentials: str, principal: str,
+def complete_pairing(rt, name: str, token: str, credentials: str, principal: str,
                      summary: dict) -> bool:
     """The forwarder redeemed peer ``name``'s pending ``token``: record the credentials,
     unless the peer changed meanwhile (forgotten, or given another token)."""
@@ -226,13 +226,13 @@ def complete_pairing(conn, name: str, token: str, credentials: str, principal: s
         peer.summary, peer.summary_at = summary, now
         peer.contact(now)
         return True
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def record_pairing_failure(conn, name: str, reason: str) -> None:
+def record_pairing_failure(rt, name: str, reason: str) -> None:
     def use_case(app):
         peer = app.peers.get(name)
         if peer is not None:
             peer.failed(reason, clock())
-    write(conn, use_case)
+    write(rt, use_case)
 

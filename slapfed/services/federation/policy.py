@@ -7,7 +7,6 @@ from __future__ import annotations
 from ...core.sla import parse_sla
 from ...federation import routing
 from ..tx import read, write
-from .settings import _settings_app
 
 
 # -- the delegation policy ----------------------------------------------------------------
@@ -18,7 +17,7 @@ def policy_of(app) -> routing.Policy:
     return routing.parse_policy(raw)
 
 
-def set_policy(conn, doc) -> dict:
+def set_policy(rt, doc) -> dict:
     """Replace the delegation policy (validated first: nothing is written when wrong)."""
     policy = routing.parse_policy(doc)
     stored = policy.to_json()
@@ -28,7 +27,7 @@ def set_policy(conn, doc) -> dict:
             app.federation_policy = stored
         return stored
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
 def show_policy(conn) -> dict:
@@ -45,9 +44,10 @@ def peer_views(app) -> list[routing.PeerView]:
     return views
 
 
-def route_request(app, software_url: str, software_type: str, shared: bool, sla_json,
-                  chain, local_fit) -> routing.Route:
-    s = _settings_app(app)
+def route_request(settings, app, software_url: str, software_type: str, shared: bool,
+                  sla_json, chain, local_fit) -> routing.Route:
+    """Where a request is served (``settings``: this master's name and depth limit)."""
+    s = settings
     if not len(app.peers):
         return routing.Route(routing.LOCAL, (), "served here (no peers)")
     sla = parse_sla(sla_json, "sla")
