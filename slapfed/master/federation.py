@@ -13,6 +13,7 @@ import re
 from flask import Blueprint, jsonify, request
 
 from ..core.errors import InvalidInput
+from ..core.states import ORIGIN_CLI
 from ..core.wire import PeerAddition, PeerUpdate
 from ..peering.peers import pair
 from ..services import federation as fed
@@ -60,7 +61,7 @@ def add_peer():
                                "token it issued for this master (slapfed peer invite on it)",
                                [{"field": "token", "problem": "is required to pair"}])
     created, out = fed.save_peer(runtime(), body.name, body.url, body.ca_certificate,
-                                 credentials=credentials, principal=principal, origin="cli",
+                                 credentials=credentials, principal=principal, origin=ORIGIN_CLI,
                                  trust=body.trust, cost=body.cost, latency_ms=body.latency_ms,
                                  site=body.site, summary=summary)
     kick_forwarder()

@@ -7,6 +7,8 @@ cases take the runtime (``rt``); steps inside other use cases take the settings.
 from __future__ import annotations
 
 from ...core.errors import Conflict, InvalidInput, NotFound
+from ...core.states import (ORIGIN_CHILD, ORIGIN_CLI, ORIGIN_TOPOLOGY, TRUST_DELEGATE,
+                            TRUST_OBSERVE)
 from ...model import Peer
 from ...model.federation import FWD_QUEUED, FWD_REFUSED, FWD_UNREACHABLE
 from .. import render
@@ -55,7 +57,7 @@ def open_forwards_of(app, peer_name: str):
 
 
 def save_peer(rt, name: str, url: str, ca_certificate: str, *, credentials: str | None,
-              principal: str | None = None, origin: str = "cli", trust: str | None = None,
+              principal: str | None = None, origin: str = ORIGIN_CLI, trust: str | None = None,
               cost: float | None = None, latency_ms: float | None = None,
               site: str | None = None, summary: dict | None = None,
               pairing_token: str | None = None) -> tuple[bool, dict]:
@@ -108,7 +110,7 @@ def declare_peers(rt, declared: list[dict]) -> None:
                 continue
             if peer is None:
                 peer = app.peers[name] = Peer(name, d["url"], d["ca_certificate"], now)
-                peer.origin = "topology"
+                peer.origin = ORIGIN_TOPOLOGY
             changes = {k: d[k] for k in ("trust", "latency_ms", "cost", "site")
                        if d.get(k) is not None}
             if d.get("token") and not peer.paired:
@@ -186,16 +188,16 @@ def adopt_child(settings, app, inst, reg, now: float) -> None:
     if reg.name == settings.here:
         raise Conflict(f"a child master cannot take its parent's name {reg.name!r}")
     peer = app.peers.get(reg.name)
-    if peer is not None and not (peer.origin == "child" and peer.instance_id == inst.id):
+    if peer is not None and not (peer.origin == ORIGIN_CHILD and peer.instance_id == inst.id):
         raise Conflict(f"a peer master named {reg.name!r} is already known here "
                        f"(origin {peer.origin}); name the child master otherwise")
     owner = inst.root_requester or inst.requester
     created = peer is None
     if created:
         peer = app.peers[reg.name] = Peer(reg.name, reg.url, reg.ca_certificate, now)
-        peer.origin = "child"
+        peer.origin = ORIGIN_CHILD
         peer.instance_id = inst.id
-        peer.trust = "delegate" if owner.startswith("admin/") else "observe"
+        peer.trust = TRUST_DELEGATE if owner.startswith("admin/") else TRUST_OBSERVE
     if peer.url != reg.url or peer.ca_certificate != reg.ca_certificate:
         # the child moved or was rebuilt: what was paired before no longer holds
         peer.url, peer.ca_certificate = reg.url, reg.ca_certificate
@@ -208,7 +210,7 @@ def forget_child(app, inst) -> None:
     """The instance running a child master is being destroyed: forget that peer, unless
     instances are still delegated to it (they show why once it stops answering)."""
     for name, peer in list(app.peers.items()):
-        if peer.origin == "child" and peer.instance_id == inst.id \
+        if peer.origin == ORIGIN_CHILD and peer.instance_id == inst.id \
                 and not any(True for _ in open_forwards_of(app, name)):
             del app.peers[name]
 

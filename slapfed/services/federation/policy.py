@@ -5,6 +5,7 @@ Depends on core.sla, federation.routing (the pure decision) and services.tx.
 from __future__ import annotations
 
 from ...core.sla import parse_sla
+from ...core.states import DEFAULT_TRUST
 from ...federation import routing
 from ..tx import read, write
 
@@ -39,7 +40,7 @@ def peer_views(app) -> list[routing.PeerView]:
     views = []
     for peer in app.peers.values():
         views.append(routing.PeerView.from_summary(
-            peer.name, peer.summary, paired=peer.paired, trust=peer.trust or "delegate",
+            peer.name, peer.summary, paired=peer.paired, trust=peer.trust or DEFAULT_TRUST,
             cost=peer.cost or 0.0, latency_ms=peer.latency_ms, unreachable=peer.last_error))
     return views
 
