@@ -13,6 +13,7 @@ import re
 
 import zc.buildout
 
+from .core.provenance import DEFAULT_MASTER_NAME
 from .recipe import WRAPPER_MODE, _required, _write, render_wrapper
 
 ADMIN_TOKEN_TTL = 15 * 60          # default life of the requester's token (admin-token-ttl)
@@ -172,7 +173,7 @@ class MasterRecipe:
         client = MasterClient(facts["master-url"], ca=facts["ca"], cert=facts["cert"],
                               key=facts["key"], timeout=15)
         try:
-            parent = client.health().get("name") or "master"
+            parent = client.health().get("name") or DEFAULT_MASTER_NAME
             token = ca.enrolment_token(ids.master(parent), PAIRING_TOKEN_TTL)
             client.register_child_master(facts["instance-id"], self.options["name"],
                                          self.options["url"], ca.certificate_pem, token)

@@ -49,6 +49,21 @@ def master_db(tmp_path):
     db.close()
 
 
+def make_runtime(db, **settings):
+    """The runtime use cases run with (services.runtime.Runtime: writer, placement state,
+    renderer) over ``db``, with these MasterSettings; close it before the DB."""
+    from slapfed.services.runtime import MasterSettings, Runtime
+    return Runtime(db, MasterSettings(**settings))
+
+
+@pytest.fixture
+def master_runtime(master_db):
+    """A runtime over master_db, for tests that call the use cases directly."""
+    rt = make_runtime(master_db)
+    yield rt
+    rt.close()
+
+
 @pytest.fixture
 def master_conn(master_db):
     conn = master_db.open()
@@ -486,12 +501,13 @@ def authz_world(tmp_path, master_db):
     """An AuthzWorld over a fresh master (FileStorage + CA in tmp_path)."""
     from slapfed.ca.authority import CertificateAuthority
     from slapfed.master import close_app, create_app
+    from slapfed.master import runtime_of
     ca_dir = tmp_path / "ca"
     app = create_app({"DB": master_db, "CA_DIR": str(ca_dir), "MASTER_NAME": "test"})
     app.config["TESTING"] = False
     foreign = CertificateAuthority.init(tmp_path / "other-ca", "another master CA")
     try:
-        yield AuthzWorld(app, app.extensions["slapfed.ca"], foreign, master_db)
+        yield AuthzWorld(app, runtime_of(app).ca, foreign, master_db)
     finally:
         close_app(app)
 

@@ -84,7 +84,7 @@ def csr_pem() -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    from slapfed.master import close_app, create_app
+    from slapfed.master import close_app, create_app, runtime_of
     from slapfed.store import open_db
     base = tmp_path_factory.mktemp("fuzz")
     db = open_db(None, str(base / "master"))
@@ -100,9 +100,9 @@ def world(tmp_path_factory):
                           ).status_code == 200
         inst = client.post(f"{API}/instances", json={"reference": "base",
                                                      "software_url": URL}).json
-        ca = app.extensions["slapfed.ca"]
+        ca = runtime_of(app).ca
         record = ca.issue(ids.person("victim"), generate_key().public_key())
-        fed.save_peer(db, "peer-1", "https://127.0.0.1:9", ca.certificate_pem,
+        fed.save_peer(runtime_of(app), "peer-1", "https://127.0.0.1:9", ca.certificate_pem,
                       credentials=None)
         world = {"app": app, "client": client, "db": db, "ca_dir": base / "ca",
                  "ca_pem": ca.certificate_pem, "csr": csr_pem(), "inst": inst,

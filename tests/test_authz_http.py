@@ -43,10 +43,10 @@ def _child_master():
 
 def _a_peer(w, name: str) -> str:
     """A peer record (paired, credentials not used here) for the peer routes."""
-    from slapfed.master.app import state_of
+    from slapfed.master import runtime_of
     from slapfed.services import federation as fed
     pem = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
-    fed.save_peer(state_of(w.app).db, name, "https://127.0.0.9:8470", pem,
+    fed.save_peer(runtime_of(w.app), name, "https://127.0.0.9:8470", pem,
                   credentials="/nonexistent")
     return name
 

@@ -18,7 +18,7 @@ import pytest
 from slapfed.ca import identity as ids
 from slapfed.ca.authority import CertificateAuthority
 from slapfed.client import MasterClient
-from slapfed.federation.peers import client_for
+from slapfed.peering.peers import client_for
 from slapfed.procs import Proc, slapfed_argv, wait_for
 from slapfed.store import backup as bk
 

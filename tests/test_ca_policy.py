@@ -13,7 +13,7 @@ from slapfed.ca import identity as ids
 from slapfed.ca import policy as p
 from slapfed.ca.authority import CertificateAuthority
 from slapfed.ca.keys import generate_key
-from slapfed.ca.policy import (CertificateFacts, ComputerFacts, DelegationFacts, InstanceFacts,
+from slapfed.ca.policy import (CertificateFacts, ComputerFacts, InstanceFacts,
                                PartitionFacts, Placement)
 from slapfed.core.errors import Forbidden, Unauthenticated
 
@@ -63,8 +63,6 @@ R = {
     "cert-alice": CertificateFacts(ids.person("alice")),
     "cert-bob": CertificateFacts(ids.person("bob")),
     "cert-nodeX": CertificateFacts(ids.computer("node-x")),
-    "to-peerM": DelegationFacts("peer-m", "i-d1"),
-    "to-peerN": DelegationFacts("peer-n", "i-d2"),
     "-": None,
 }
 
@@ -72,8 +70,7 @@ R = {
 TENANT = {"alice-root": "alice", "alice-child": "alice", "alice-new": "alice",
           "alice-new-child": "alice", "bob-root": "bob", "bob-child": "bob", "bob-new": "bob",
           "bob-new-child": "bob", "peerM-root": "peerM", "peerM-new": "peerM",
-          "peerN-root": "peerN", "peerN-new": "peerN", "cert-alice": "alice", "cert-bob": "bob",
-          "to-peerM": "peerM", "to-peerN": "peerN"}
+          "peerN-root": "peerN", "peerN-new": "peerN", "cert-alice": "alice", "cert-bob": "bob"}
 ACTOR_TENANT = {"alice": "alice", "bob": "bob", "peerM": "peerM", "partA": "alice",
                 "partB": "bob"}
 
@@ -132,17 +129,9 @@ MATRIX = [
     (p.CERTIFY_PARTITION,     "slot-a",          ("401", "403", "403", "ok", "ok", "403", "403", "403", "403")),
     (p.CERTIFY_PARTITION,     "slot-b",          ("401", "403", "403", "ok", "403", "ok", "403", "403", "403")),
     (p.LIST_CERTIFICATES,     "-",               ("401", "403", "403", "ok", "403", "403", "403", "403", "403")),
-    (p.RENEW_CERTIFICATE,     "cert-alice",      ("401", "ok", "403", "ok", "403", "403", "403", "403", "403")),
-    (p.RENEW_CERTIFICATE,     "cert-bob",        ("401", "403", "ok", "ok", "403", "403", "403", "403", "403")),
-    (p.RENEW_CERTIFICATE,     "cert-nodeX",      ("401", "403", "403", "ok", "ok", "403", "403", "403", "403")),
     (p.REVOKE_CERTIFICATE,    "cert-alice",      ("401", "ok", "403", "ok", "403", "403", "403", "403", "403")),
     (p.REVOKE_CERTIFICATE,    "cert-bob",        ("401", "403", "ok", "ok", "403", "403", "403", "403", "403")),
     (p.CREATE_TOKEN,          "node-x",          ("401", "403", "403", "ok", "403", "403", "403", "403", "403")),
-    (p.DELEGATE_INSTANCE,     "peerM-new",       ("401", "403", "403", "403", "403", "403", "403", "403", "ok")),
-    (p.DELEGATE_INSTANCE,     "peerN-new",       ("401", "403", "403", "403", "403", "403", "403", "403", "403")),
-    (p.DELEGATE_INSTANCE,     "alice-new",       ("401", "403", "403", "403", "403", "403", "403", "403", "403")),
-    (p.RELAY_DELEGATION,      "to-peerM",        ("401", "403", "403", "403", "403", "403", "403", "403", "ok")),
-    (p.RELAY_DELEGATION,      "to-peerN",        ("401", "403", "403", "403", "403", "403", "403", "403", "403")),
     (p.REGISTER_PEER,         "-",               ("401", "403", "403", "ok", "403", "403", "403", "403", "403")),
     (p.LIST_PEERS,            "-",               ("401", "403", "403", "ok", "403", "403", "403", "403", "403")),
     (p.READ_SUMMARY,          "-",               ("401", "403", "403", "ok", "403", "403", "403", "403", "ok")),

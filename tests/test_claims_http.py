@@ -167,11 +167,11 @@ def home_lab(tmp_path, master_db):
 
     from conftest import TOPOLOGY_DIR, AuthzWorld
     from slapfed.ca import identity as ids
-    from slapfed.master import close_app, create_app
+    from slapfed.master import close_app, create_app, runtime_of
     app = create_app({"DB": master_db, "CA_DIR": str(tmp_path / "ca"), "MASTER_NAME": "home",
                       "TOPOLOGY_FILES": [os.path.join(TOPOLOGY_DIR, "home-lab.toml")]})
     app.config["TESTING"] = False
-    ca = app.extensions["slapfed.ca"]
+    ca = runtime_of(app).ca
     certs = {who: AuthzWorld._issue(ca, identity)[0] for who, identity in (
         ("nuc-2", ids.computer("nuc-2")), ("admin", ids.admin("root")))}
     client = app.test_client()

@@ -20,14 +20,14 @@ def _counter_use_case(key, fail=False):
     return use_case
 
 
-def test_concurrent_use_cases_all_commit_and_a_failing_one_leaves_no_trace(master_db, master_conn):
+def test_concurrent_use_cases_all_commit_and_a_failing_one_leaves_no_trace(master_db, master_runtime):
     results, errors = {}, {}
     barrier = threading.Barrier(24)
 
     def worker(i):
         barrier.wait()
         try:
-            results[i] = tx.write(master_conn, _counter_use_case(f"k{i}", fail=(i % 5 == 0)))
+            results[i] = tx.write(master_runtime, _counter_use_case(f"k{i}", fail=(i % 5 == 0)))
         except InvalidInput as exc:
             errors[i] = exc
 
@@ -38,16 +38,16 @@ def test_concurrent_use_cases_all_commit_and_a_failing_one_leaves_no_trace(maste
         t.join(30)
     assert sorted(errors) == [i for i in range(24) if i % 5 == 0]
     assert sorted(results) == [i for i in range(24) if i % 5]
-    box = tx.read(master_conn, lambda app: dict(app.computers["__test__"]))
+    box = tx.read(master_runtime, lambda app: dict(app.computers["__test__"]))
     assert box == {f"k{i}": 1 for i in range(24) if i % 5}
 
 
-def test_a_use_case_that_raises_an_unexpected_error_only_fails_its_caller(master_conn):
+def test_a_use_case_that_raises_an_unexpected_error_only_fails_its_caller(master_runtime):
     def broken(app):
         app.computers["__broken__"] = OOBTree()
         raise RuntimeError("bug")
 
     with pytest.raises(RuntimeError):
-        tx.write(master_conn, broken)
-    assert tx.write(master_conn, _counter_use_case("after")) == "after"
-    assert tx.read(master_conn, lambda app: "__broken__" in app.computers) is False
+        tx.write(master_runtime, broken)
+    assert tx.write(master_runtime, _counter_use_case("after")) == "after"
+    assert tx.read(master_runtime, lambda app: "__broken__" in app.computers) is False

@@ -86,12 +86,12 @@ def test_a_request_the_database_closed_under_answers_503_without_a_traceback(app
                                                                            monkeypatch):
     """The drain gave up on a request still running (a stuck write): what it does after
     the database closed is answered 503, logged as one line."""
-    from slapfed.master import app as app_module
+    from slapfed.master import request as request_module
     from slapfed.master import meta
     state = app.extensions["slapfed"]
     release = threading.Event()
     entered = threading.Event()
-    original = app_module.connection
+    original = request_module.connection
 
     def slow_connection():
         entered.set()

@@ -19,54 +19,54 @@ OTHER_URL = "/srv/releases/other/software.cfg"
 
 
 @pytest.fixture
-def conn(master_conn, master_factories):
+def rt(master_runtime, master_factories):
     """A master with computer c1 (4 partitions, lan-a) supplied URL."""
-    svc.register_computer(master_conn, ComputerRegistration.from_json(
+    svc.register_computer(master_runtime, ComputerRegistration.from_json(
         master_factories.computer("c1", 4, lan="lan-a")))
-    svc.supply(master_conn, "c1", Supply(URL))
-    return master_conn
+    svc.supply(master_runtime, "c1", Supply(URL))
+    return master_runtime
 
 
-def request(conn, reference="web-1", **extra):
-    return svc.request_instance(conn, InstanceRequest.from_json(
+def request(rt, reference="web-1", **extra):
+    return svc.request_instance(rt, InstanceRequest.from_json(
         {"reference": reference, "software_url": URL, **extra}))
 
 
-def serial(conn, cid="c1"):
-    return svc.show_computer(conn, cid)["serial"]
+def serial(rt, cid="c1"):
+    return svc.show_computer(rt, cid)["serial"]
 
 
-def desired(conn, cid="c1"):
-    _serial, body = svc.desired_state(conn, cid)
+def desired(rt, cid="c1"):
+    _serial, body = svc.desired_state(rt, cid)
     return json.loads(body)
 
 
-def report(conn, inst, state, revision=None, **extra):
+def report(rt, inst, state, revision=None, **extra):
     p = inst["placement"]
-    return svc.report_partition(conn, p["computer"], p["partition"], PartitionReport.from_json(
+    return svc.report_partition(rt, p["computer"], p["partition"], PartitionReport.from_json(
         {"instance_id": inst["id"], "revision": inst["revision"] if revision is None
          else revision, "state": state, **extra}))
 
 
-def free_partitions(conn, cid="c1"):
-    return [p["id"] for p in svc.show_computer(conn, cid)["partitions"] if p["instance"] is None]
+def free_partitions(rt, cid="c1"):
+    return [p["id"] for p in svc.show_computer(rt, cid)["partitions"] if p["instance"] is None]
 
 
 # -- request ------------------------------------------------------------------------
-def test_new_request_places_instance_on_a_free_partition(conn):
-    created, inst = request(conn)
+def test_new_request_places_instance_on_a_free_partition(rt):
+    created, inst = request(rt)
     assert created
     assert inst["placement"]["computer"] == "c1"
     assert inst["status"] == {"state": PENDING, "revision": 0, "reported_at": None,
                               "log_tail": "", "promises": []}
     assert inst["revision"] == 1
-    assert inst["placement"]["partition"] not in free_partitions(conn)
+    assert inst["placement"]["partition"] not in free_partitions(rt)
 
 
-def test_repeated_request_is_idempotent_and_writes_nothing(conn, master_db):
-    _, first = request(conn, parameters={"a": "1"})
+def test_repeated_request_is_idempotent_and_writes_nothing(rt, master_db):
+    _, first = request(rt, parameters={"a": "1"})
     before = master_db.storage.lastTransaction()
-    created, again = request(conn, parameters={"a": "1"})
+    created, again = request(rt, parameters={"a": "1"})
     assert not created
     assert again["id"] == first["id"] and again["revision"] == first["revision"]
     assert master_db.storage.lastTransaction() == before
@@ -75,98 +75,98 @@ def test_repeated_request_is_idempotent_and_writes_nothing(conn, master_db):
 @pytest.mark.parametrize("change", [
     {"parameters": {"a": "2"}}, {"state": STOPPED}, {"software_type": "other"},
 ], ids=["parameters", "state", "software-type"])
-def test_change_bumps_revision_and_serial(conn, change):
-    _, first = request(conn, parameters={"a": "1"})
-    s0 = serial(conn)
-    _, second = request(conn, **{"parameters": {"a": "1"}, **change})
+def test_change_bumps_revision_and_serial(rt, change):
+    _, first = request(rt, parameters={"a": "1"})
+    s0 = serial(rt)
+    _, second = request(rt, **{"parameters": {"a": "1"}, **change})
     assert second["revision"] == first["revision"] + 1
-    assert serial(conn) == s0 + 1
-    entry = next(p for p in desired(conn)["partitions"] if p["id"] ==
+    assert serial(rt) == s0 + 1
+    entry = next(p for p in desired(rt)["partitions"] if p["id"] ==
                  first["placement"]["partition"])["instance"]
     assert entry["revision"] == second["revision"]
 
 
-def test_sla_change_does_not_bump_revision(conn):
-    _, first = request(conn)
-    _, second = request(conn, sla={"lan": "lan-a"})
+def test_sla_change_does_not_bump_revision(rt):
+    _, first = request(rt)
+    _, second = request(rt, sla={"lan": "lan-a"})
     assert second["revision"] == first["revision"] and second["sla"] == {"lan": "lan-a"}
 
 
-def test_requester_scopes_references(conn):
-    _, a = request(conn, requester="alice")
-    _, b = request(conn, requester="bob")
+def test_requester_scopes_references(rt):
+    _, a = request(rt, requester="alice")
+    _, b = request(rt, requester="bob")
     assert a["id"] != b["id"]
-    assert [i["id"] for i in svc.list_instances(conn, requester="alice")] == [a["id"]]
-    assert [i["id"] for i in svc.list_instances(conn, reference="web-1")] != []
+    assert [i["id"] for i in svc.list_instances(rt, requester="alice")] == [a["id"]]
+    assert [i["id"] for i in svc.list_instances(rt, reference="web-1")] != []
 
 
-def test_child_is_listed_on_its_parent(conn):
-    _, parent = request(conn, reference="root")
-    _, child = request(conn, reference="leaf", parent=parent["id"])
-    assert svc.show_instance(conn, parent["id"])["children"] == [child["id"]]
+def test_child_is_listed_on_its_parent(rt):
+    _, parent = request(rt, reference="root")
+    _, child = request(rt, reference="leaf", parent=parent["id"])
+    assert svc.show_instance(rt, parent["id"])["children"] == [child["id"]]
     with pytest.raises(errors.InvalidInput):
-        request(conn, reference="orphan", parent="i-nope")
+        request(rt, reference="orphan", parent="i-nope")
 
 
-def test_no_capacity_explains_and_writes_nothing(conn, master_db):
+def test_no_capacity_explains_and_writes_nothing(rt, master_db):
     for i in range(4):
-        request(conn, reference=f"web-{i}")
+        request(rt, reference=f"web-{i}")
     before = master_db.storage.lastTransaction()
     with pytest.raises(errors.NoCapacity) as info:
-        request(conn, reference="web-4")
+        request(rt, reference="web-4")
     assert "no partition fits web-4: 1 computer refused by capacity" == info.value.message
     with pytest.raises(errors.NoCapacity) as info:
-        request(conn, reference="web-5", sla={"lan": "lan-b"})
+        request(rt, reference="web-5", sla={"lan": "lan-b"})
     assert "lan=lan-b" in info.value.message
     assert master_db.storage.lastTransaction() == before
-    assert svc.list_instances(conn, reference="web-4") == []
+    assert svc.list_instances(rt, reference="web-4") == []
 
 
-def test_release_not_supplied_is_refused(conn):
+def test_release_not_supplied_is_refused(rt):
     with pytest.raises(errors.NoCapacity) as info:
-        svc.request_instance(conn, InstanceRequest.from_json(
+        svc.request_instance(rt, InstanceRequest.from_json(
             {"reference": "x", "software_url": OTHER_URL}))
     assert "release not supplied" in info.value.message
 
 
 # -- software ---------------------------------------------------------------------
-def test_unknown_software_type_once_types_are_reported(conn):
-    request(conn, reference="before", software_type="anything")  # nothing reported yet
-    svc.report_software(conn, "c1", software_hash(URL),
+def test_unknown_software_type_once_types_are_reported(rt):
+    request(rt, reference="before", software_type="anything")  # nothing reported yet
+    svc.report_software(rt, "c1", software_hash(URL),
                         SoftwareReport.from_json({"status": "installed",
                                                   "software_types": ["default", "db"]}))
-    request(conn, reference="db-1", software_type="db")
+    request(rt, reference="db-1", software_type="db")
     with pytest.raises(errors.UnknownSoftwareType) as info:
-        request(conn, reference="x", software_type="cache")
+        request(rt, reference="x", software_type="cache")
     assert "known: db, default" in info.value.message
 
 
-def test_software_report_records_status_and_destroyed_removes(conn):
+def test_software_report_records_status_and_destroyed_removes(rt):
     h = software_hash(URL)
-    sw = svc.report_software(conn, "c1", h, SoftwareReport.from_json(
+    sw = svc.report_software(rt, "c1", h, SoftwareReport.from_json(
         {"status": "failed", "log_tail": "boom"}))
     assert sw["status"] == "failed" and sw["log_tail"] == "boom" and sw["reported_at"]
-    s0 = serial(conn)
-    svc.unsupply(conn, "c1", h)
-    assert serial(conn) == s0 + 1
-    assert desired(conn)["software"] == [{"url": URL, "hash": h, "state": DESTROYED}]
-    svc.report_software(conn, "c1", h, SoftwareReport.from_json({"status": "destroyed"}))
-    assert svc.show_computer(conn, "c1")["software"] == []
+    s0 = serial(rt)
+    svc.unsupply(rt, "c1", h)
+    assert serial(rt) == s0 + 1
+    assert desired(rt)["software"] == [{"url": URL, "hash": h, "state": DESTROYED}]
+    svc.report_software(rt, "c1", h, SoftwareReport.from_json({"status": "destroyed"}))
+    assert svc.show_computer(rt, "c1")["software"] == []
     with pytest.raises(errors.NotFound):
-        svc.report_software(conn, "c1", h, SoftwareReport.from_json({"status": "installed"}))
+        svc.report_software(rt, "c1", h, SoftwareReport.from_json({"status": "installed"}))
 
 
-def test_unsupply_refused_while_instances_use_the_release(conn):
-    request(conn)
+def test_unsupply_refused_while_instances_use_the_release(rt):
+    request(rt)
     with pytest.raises(errors.Conflict) as info:
-        svc.supply(conn, "c1", Supply(URL, DESTROYED))
+        svc.supply(rt, "c1", Supply(URL, DESTROYED))
     assert "web-1" in info.value.message
 
 
-def test_registering_again_keeps_partitions_and_adds_new_ones(conn, master_factories):
-    _, inst = request(conn)
-    s0 = serial(conn)
-    created, comp = svc.register_computer(conn, ComputerRegistration.from_json(
+def test_registering_again_keeps_partitions_and_adds_new_ones(rt, master_factories):
+    _, inst = request(rt)
+    s0 = serial(rt)
+    created, comp = svc.register_computer(rt, ComputerRegistration.from_json(
         master_factories.computer("c1", 6, lan="lan-z")))
     assert not created and comp["lan"] == "lan-z" and len(comp["partitions"]) == 6
     assert comp["serial"] == s0 + 1
@@ -175,177 +175,177 @@ def test_registering_again_keeps_partitions_and_adds_new_ones(conn, master_facto
 
 
 # -- partition reports ------------------------------------------------------------
-def test_report_records_status_without_bumping_serial(conn):
-    _, inst = request(conn)
-    s0 = serial(conn)
-    got = report(conn, inst, STARTED, connection={"url": "http://x"},
+def test_report_records_status_without_bumping_serial(rt):
+    _, inst = request(rt)
+    s0 = serial(rt)
+    got = report(rt, inst, STARTED, connection={"url": "http://x"},
                  promises=[{"name": "http", "ok": True}])
     assert got["status"]["state"] == STARTED and got["status"]["revision"] == 1
     assert got["connection"] == {"url": "http://x"}
     assert got["status"]["promises"] == [{"name": "http", "ok": True, "message": ""}]
-    assert serial(conn) == s0
+    assert serial(rt) == s0
 
 
-def test_destroyed_instance_frees_its_partition(conn):
-    _, inst = request(conn)
+def test_destroyed_instance_frees_its_partition(rt):
+    _, inst = request(rt)
     pid = inst["placement"]["partition"]
-    destroyed = svc.destroy_instance(conn, inst["id"])
+    destroyed = svc.destroy_instance(rt, inst["id"])
     assert destroyed["requested_state"] == DESTROYED and destroyed["placement"] is not None
-    freed = report(conn, destroyed, DESTROYED)
+    freed = report(rt, destroyed, DESTROYED)
     assert freed["placement"] is None and freed["status"]["state"] == DESTROYED
-    assert pid in free_partitions(conn)
-    assert all(p["instance"] is None for p in desired(conn)["partitions"])
+    assert pid in free_partitions(rt)
+    assert all(p["instance"] is None for p in desired(rt)["partitions"])
 
 
-def test_destroyed_instance_requested_again_is_placed_again(conn):
-    _, inst = request(conn)
-    report(conn, svc.destroy_instance(conn, inst["id"]), DESTROYED)
-    created, again = request(conn)
+def test_destroyed_instance_requested_again_is_placed_again(rt):
+    _, inst = request(rt)
+    report(rt, svc.destroy_instance(rt, inst["id"]), DESTROYED)
+    created, again = request(rt)
     assert not created and again["id"] == inst["id"]
     assert again["placement"] is not None and again["status"]["state"] == PENDING
 
 
-def test_destroying_an_unplaced_instance_completes_at_once(conn):
-    _, inst = request(conn, state=DESTROYED)
+def test_destroying_an_unplaced_instance_completes_at_once(rt):
+    _, inst = request(rt, state=DESTROYED)
     assert inst["placement"] is None and inst["status"]["state"] == DESTROYED
 
 
-def test_report_of_another_instance_is_a_conflict(conn, master_db):
-    _, a = request(conn, reference="a")
-    _, b = request(conn, reference="b")
+def test_report_of_another_instance_is_a_conflict(rt, master_db):
+    _, a = request(rt, reference="a")
+    _, b = request(rt, reference="b")
     before = master_db.storage.lastTransaction()
     stale = dict(b, placement=a["placement"])
     with pytest.raises(errors.Conflict) as info:
-        report(conn, stale, STARTED)
+        report(rt, stale, STARTED)
     assert a["id"] in info.value.message and b["id"] in info.value.message
     with pytest.raises(errors.Conflict):
-        report(conn, a, STARTED, revision=a["revision"] + 1)
+        report(rt, a, STARTED, revision=a["revision"] + 1)
     assert master_db.storage.lastTransaction() == before
 
 
-def test_report_on_freed_partition_is_a_conflict(conn):
-    _, inst = request(conn)
-    report(conn, svc.destroy_instance(conn, inst["id"]), DESTROYED)
+def test_report_on_freed_partition_is_a_conflict(rt):
+    _, inst = request(rt)
+    report(rt, svc.destroy_instance(rt, inst["id"]), DESTROYED)
     with pytest.raises(errors.Conflict):
-        report(conn, inst, STARTED)
+        report(rt, inst, STARTED)
 
 
-def test_destroyed_report_while_restarted_keeps_the_partition(conn):
+def test_destroyed_report_while_restarted_keeps_the_partition(rt):
     """The node acted on the older revision: its report of destruction no longer fits
     what is requested and is refused; the partition and the status stay as they were
     (the node instantiates the new revision on its next cycle)."""
-    _, inst = request(conn)
-    destroying = svc.destroy_instance(conn, inst["id"])
-    restarted = svc.change_state(conn, inst["id"], STARTED)
+    _, inst = request(rt)
+    destroying = svc.destroy_instance(rt, inst["id"])
+    restarted = svc.change_state(rt, inst["id"], STARTED)
     with pytest.raises(errors.ReportRefused):
-        report(conn, destroying, DESTROYED)
-    got = svc.show_instance(conn, inst["id"])
+        report(rt, destroying, DESTROYED)
+    got = svc.show_instance(rt, inst["id"])
     assert got["placement"] == restarted["placement"]
     assert got["status"] == restarted["status"]
 
 
 # -- shared instances ----------------------------------------------------------------
-def test_shared_instance_without_a_host_waits_for_one(conn):
-    created, site = request(conn, reference="site-1", shared=True)
+def test_shared_instance_without_a_host_waits_for_one(rt):
+    created, site = request(rt, reference="site-1", shared=True)
     assert created and site["host_instance"] is None and site["status"]["state"] == PENDING
     assert "no host open to anonymous yet" in site["status"]["log_tail"]
     # a host of the same owner attaches it as soon as it is requested
-    _, host = request(conn, reference="front")
-    assert svc.show_instance(conn, host["id"])["shared_instances"] == [site["id"]]
-    assert svc.show_instance(conn, site["id"])["host_instance"] == host["id"]
+    _, host = request(rt, reference="front")
+    assert svc.show_instance(rt, host["id"])["shared_instances"] == [site["id"]]
+    assert svc.show_instance(rt, site["id"])["host_instance"] == host["id"]
 
 
-def test_shared_instance_attaches_to_a_host(conn):
-    _, host = request(conn, reference="front")
-    s0 = serial(conn)
-    _, site = request(conn, reference="site-1", shared=True, parameters={"domain": "a.org"})
+def test_shared_instance_attaches_to_a_host(rt):
+    _, host = request(rt, reference="front")
+    s0 = serial(rt)
+    _, site = request(rt, reference="site-1", shared=True, parameters={"domain": "a.org"})
     assert site["placement"] is None and site["host_instance"] == host["id"]
-    host_now = svc.show_instance(conn, host["id"])
+    host_now = svc.show_instance(rt, host["id"])
     assert host_now["revision"] == host["revision"] + 1
     assert host_now["shared_instances"] == [site["id"]]
-    assert serial(conn) > s0
-    entry = next(p["instance"] for p in desired(conn)["partitions"]
+    assert serial(rt) > s0
+    entry = next(p["instance"] for p in desired(rt)["partitions"]
                  if p["instance"] and p["instance"]["id"] == host["id"])
     assert entry["shared_instances"] == [{"id": site["id"], "reference": "site-1",
                                           "parameters": {"domain": "a.org"}}]
     # the host applying its latest revision makes the shared instance started
-    report(conn, host_now, STARTED)
-    assert svc.show_instance(conn, site["id"])["status"]["state"] == STARTED
+    report(rt, host_now, STARTED)
+    assert svc.show_instance(rt, site["id"])["status"]["state"] == STARTED
     # changing the shared instance's parameters changes the host's document
-    s1 = serial(conn)
-    request(conn, reference="site-1", shared=True, parameters={"domain": "b.org"})
-    assert serial(conn) == s1 + 1
+    s1 = serial(rt)
+    request(rt, reference="site-1", shared=True, parameters={"domain": "b.org"})
+    assert serial(rt) == s1 + 1
     # destroying it detaches it at once
-    gone = svc.destroy_instance(conn, site["id"])
+    gone = svc.destroy_instance(rt, site["id"])
     assert gone["host_instance"] is None and gone["status"]["state"] == DESTROYED
-    assert svc.show_instance(conn, host["id"])["shared_instances"] == []
+    assert svc.show_instance(rt, host["id"])["shared_instances"] == []
 
 
-def test_host_report_gives_each_shared_instance_its_connection(conn):
-    _, host = request(conn, reference="front")
-    _, other = request(conn, reference="other", software_type="other")   # hosts none of them
-    _, a = request(conn, reference="site-a", shared=True, parameters={"site": "a"})
-    _, b = request(conn, reference="site-b", shared=True, parameters={"site": "b"})
+def test_host_report_gives_each_shared_instance_its_connection(rt):
+    _, host = request(rt, reference="front")
+    _, other = request(rt, reference="other", software_type="other")   # hosts none of them
+    _, a = request(rt, reference="site-a", shared=True, parameters={"site": "a"})
+    _, b = request(rt, reference="site-b", shared=True, parameters={"site": "b"})
     assert a["host_instance"] == b["host_instance"] == host["id"]
-    host = svc.show_instance(conn, host["id"])
+    host = svc.show_instance(rt, host["id"])
     published = {a["id"]: {"url": "http://127.0.0.1:10000/a/", "site": "a"},
                  b["id"]: {"error": "parameter 'backend' is required"},
                  other["id"]: {"url": "http://evil/"},      # not attached to this host
                  "i-unknown": {"url": "http://nowhere/"}}
-    got = report(conn, host, STARTED, connection={"url": "http://127.0.0.1:10000/"},
+    got = report(rt, host, STARTED, connection={"url": "http://127.0.0.1:10000/"},
                  shared_connections=published)
     assert got["connection"] == {"url": "http://127.0.0.1:10000/"}
-    a_now, b_now = svc.show_instance(conn, a["id"]), svc.show_instance(conn, b["id"])
+    a_now, b_now = svc.show_instance(rt, a["id"]), svc.show_instance(rt, b["id"])
     assert a_now["connection"] == published[a["id"]]
     assert b_now["connection"] == published[b["id"]]
     assert a_now["status"]["state"] == STARTED
     # the host refused b (it published only an error for it): b is failed, saying why
     assert b_now["status"]["state"] == FAILED and b_now["status"]["revision"] == b["revision"]
     assert "cannot serve it: parameter 'backend' is required" in b_now["status"]["log_tail"]
-    assert svc.show_instance(conn, other["id"])["connection"] == {}
+    assert svc.show_instance(rt, other["id"])["connection"] == {}
     # the same report again leaves the shared instances untouched
-    report(conn, host, STARTED, shared_connections=published)
-    assert svc.show_instance(conn, a["id"])["updated_at"] == a_now["updated_at"]
+    report(rt, host, STARTED, shared_connections=published)
+    assert svc.show_instance(rt, a["id"])["updated_at"] == a_now["updated_at"]
     # a detached shared instance loses what its host published for it
-    gone = svc.destroy_instance(conn, b["id"])
+    gone = svc.destroy_instance(rt, b["id"])
     assert gone["connection"] == {}
 
 
-def test_invalid_shared_connections_are_refused_and_nothing_is_written(conn, master_db):
-    _, host = request(conn, reference="front")
-    _, site = request(conn, reference="site-a", shared=True)
+def test_invalid_shared_connections_are_refused_and_nothing_is_written(rt, master_db):
+    _, host = request(rt, reference="front")
+    _, site = request(rt, reference="site-a", shared=True)
     before = master_db.storage.lastTransaction()
     with pytest.raises(errors.InvalidInput) as info:
-        report(conn, svc.show_instance(conn, host["id"]), STARTED, shared_connections={
+        report(rt, svc.show_instance(rt, host["id"]), STARTED, shared_connections={
             site["id"]: {"bad key": "x"}, "not an id": {}})
     assert {d["field"] for d in info.value.details} == {
         f"shared_connections.{site['id']}.bad key", "shared_connections.not an id"}
     assert master_db.storage.lastTransaction() == before
-    assert svc.show_instance(conn, site["id"])["connection"] == {}
+    assert svc.show_instance(rt, site["id"])["connection"] == {}
 
 
-def test_shared_flag_cannot_flip_while_placed(conn):
-    request(conn, reference="front")
+def test_shared_flag_cannot_flip_while_placed(rt):
+    request(rt, reference="front")
     with pytest.raises(errors.Conflict):
-        request(conn, reference="front", shared=True)
+        request(rt, reference="front", shared=True)
 
 
 # -- desired state -------------------------------------------------------------------
-def test_desired_state_is_unchanged_until_serial_moves(conn, master_db):
+def test_desired_state_is_unchanged_until_serial_moves(rt, master_db):
     renderer = svc.DesiredStateRenderer(master_db)
     try:
-        _, inst = request(conn)
-        s, body = svc.desired_state(conn, "c1", (), renderer)
-        assert svc.desired_state(conn, "c1", (s,), renderer) == (s, None)
-        assert json.loads(body) == desired(conn)
-        svc.change_state(conn, inst["id"], STOPPED)
-        s2, body2 = svc.desired_state(conn, "c1", (s,), renderer)
-        assert s2 == s + 1 and json.loads(body2) == desired(conn)
+        _, inst = request(rt)
+        s, body = svc.desired_state(rt, "c1", (), renderer)
+        assert svc.desired_state(rt, "c1", (s,), renderer) == (s, None)
+        assert json.loads(body) == desired(rt)
+        svc.change_state(rt, inst["id"], STOPPED)
+        s2, body2 = svc.desired_state(rt, "c1", (s,), renderer)
+        assert s2 == s + 1 and json.loads(body2) == desired(rt)
     finally:
         renderer.close()
 
 
-def test_contact_is_recorded_at_most_every_contact_interval(conn, master_db, monkeypatch):
+def test_contact_is_recorded_at_most_every_contact_interval(rt, master_db, monkeypatch):
     """An idle node polling its desired state writes nothing between two contacts."""
     interval = computer_svc.CONTACT_INTERVAL
     assert interval >= 300       # an idle master writes (almost) nothing
@@ -353,21 +353,21 @@ def test_contact_is_recorded_at_most_every_contact_interval(conn, master_db, mon
     monkeypatch.setattr(computer_svc, "clock", lambda: now[0])
     from slapfed.services import desired as desired_mod
     monkeypatch.setattr(desired_mod, "clock", lambda: now[0])
-    svc.desired_state(conn, "c1")
+    svc.desired_state(rt, "c1")
     tid = master_db.storage.lastTransaction()
     for _ in range(3):
         now[0] += interval / 4
-        svc.desired_state(conn, "c1")
+        svc.desired_state(rt, "c1")
         assert master_db.storage.lastTransaction() == tid
     now[0] += interval / 4
-    svc.desired_state(conn, "c1")
+    svc.desired_state(rt, "c1")
     assert master_db.storage.lastTransaction() != tid
 
 
-def test_unknown_computer_and_instance_are_not_found(conn):
+def test_unknown_computer_and_instance_are_not_found(rt):
     with pytest.raises(errors.NotFound):
-        svc.desired_state(conn, "nope")
+        svc.desired_state(rt, "nope")
     with pytest.raises(errors.NotFound):
-        svc.show_instance(conn, "i-nope")
+        svc.show_instance(rt, "i-nope")
     with pytest.raises(errors.NotFound):
-        svc.supply(conn, "nope", Supply(URL))
+        svc.supply(rt, "nope", Supply(URL))

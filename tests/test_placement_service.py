@@ -10,14 +10,17 @@ from slapfed.core.wire import ComputerRegistration, InstanceRequest, Supply
 from slapfed.model import ROOT_KEY
 from slapfed.placement import build
 from slapfed.placement.filters import FILTERS
+from slapfed.master import runtime_of
 from slapfed.services import placement
 from slapfed.store import generations, open_db
+
+from conftest import make_runtime
 
 URL = "/srv/releases/hello/software.cfg"
 API = "/api/v1"
 
 
-def register(db, cid, lan, continent, partitions=3, **extra):
+def register(rt, cid, lan, continent, partitions=3, **extra):
     body = {"id": cid, "host": f"h-{cid}", "lan": lan, "country": lan + "-land",
             "continent": continent,
             "partitions": [{"id": f"p{i}", "address": f"127.0.1.{i + 1}", "port_base": 2000,
@@ -25,25 +28,25 @@ def register(db, cid, lan, continent, partitions=3, **extra):
                                "tag_first" in extra else {})}
                            for i in range(partitions)]}
     body.update(extra)
-    services.register_computer(db, ComputerRegistration.from_json(body))
-    services.supply(db, cid, Supply(URL))
+    services.register_computer(rt, ComputerRegistration.from_json(body))
+    services.supply(rt, cid, Supply(URL))
 
 
-def request(db, reference, sla=None, requester="alice", **extra):
+def request(rt, reference, sla=None, requester="alice", **extra):
     body = {"reference": reference, "software_url": URL, "requester": requester, **extra}
     if sla is not None:
         body["sla"] = sla
-    return services.request_instance(db, InstanceRequest.from_json(body))[1]
+    return services.request_instance(rt, InstanceRequest.from_json(body))[1]
 
 
 @pytest.fixture
-def fed(master_db):
+def fed(master_runtime):
     """Two LANs in Europe, one in America."""
-    register(master_db, "a1", "lan-a", "europe")
-    register(master_db, "a2", "lan-a", "europe")
-    register(master_db, "b1", "lan-b", "europe")
-    register(master_db, "u1", "lan-u", "america")
-    return master_db
+    register(master_runtime, "a1", "lan-a", "europe")
+    register(master_runtime, "a2", "lan-a", "europe")
+    register(master_runtime, "b1", "lan-b", "europe")
+    register(master_runtime, "u1", "lan-u", "america")
+    return master_runtime
 
 
 def where(inst):
@@ -82,12 +85,12 @@ def test_relative_keys_see_the_instance_tree(fed):
 ], ids=["unknown", "unknown-in-fallback"])
 def test_unknown_reference_is_invalid_and_writes_nothing(fed, sla, field):
     request(fed, "db-1")
-    before = fed.storage.lastTransaction()
+    before = fed.db.storage.lastTransaction()
     with pytest.raises(InvalidInput) as info:
         request(fed, "web", sla)
     assert [d["field"] for d in info.value.details] == [field]
     assert "ghost" in info.value.message
-    assert fed.storage.lastTransaction() == before
+    assert fed.db.storage.lastTransaction() == before
 
 
 def test_unplaced_reference_is_a_refusal_with_its_reason(fed):
@@ -100,18 +103,19 @@ def test_unplaced_reference_is_a_refusal_with_its_reason(fed):
     assert where(request(fed, "web", [{"same_lan": "db-1"}, {}])) in {"a1", "a2", "b1", "u1"}
 
 
-def test_capabilities_reserve_computers_and_partitions(master_db):
-    register(master_db, "plain", "l", "europe", partitions=2)
-    register(master_db, "gpu", "l", "europe", partitions=2, capabilities=["gpu"])
-    register(master_db, "mixed", "l", "europe", partitions=2, tag_first=["ssd"])
+def test_capabilities_reserve_computers_and_partitions(master_runtime):
+    rt = master_runtime
+    register(rt, "plain", "l", "europe", partitions=2)
+    register(rt, "gpu", "l", "europe", partitions=2, capabilities=["gpu"])
+    register(rt, "mixed", "l", "europe", partitions=2, tag_first=["ssd"])
     for i in range(2):
-        assert where(request(master_db, f"g{i}", {"capability": "gpu"})) == "gpu"
-    ssd = request(master_db, "s", {"capability": "ssd"})
+        assert where(request(rt, f"g{i}", {"capability": "gpu"})) == "gpu"
+    ssd = request(rt, "s", {"capability": "ssd"})
     assert ssd["placement"]["computer"] == "mixed" and ssd["placement"]["partition"] == "p0"
-    placed = [where(request(master_db, f"w{i}")) for i in range(3)]
+    placed = [where(request(rt, f"w{i}")) for i in range(3)]
     assert sorted(placed) == ["mixed", "plain", "plain"]
     with pytest.raises(NoCapacity) as info:
-        request(master_db, "w9")
+        request(rt, "w9")
     assert "by capacity" in info.value.message
 
 
@@ -140,18 +144,19 @@ def test_snapshot_stays_true_through_allocations_destroys_and_registrations(fed)
                                       "state": "destroyed"}))
     with pytest.raises(NoCapacity):
         request(fed, "nope", {"lan": "nowhere"})          # an aborted use case
-    state = placement.state_of(fed)
+    state = fed.placement
     assert state.snapshot is not None and state.rebuilds == 1
-    assert state.snapshot.views == _fresh_views(fed)
-    rebuilt = build(_fresh_views(fed).values())
+    assert state.snapshot.views == _fresh_views(fed.db)
+    rebuilt = build(_fresh_views(fed.db).values())
     assert state.snapshot.by_level == rebuilt.by_level
     assert state.snapshot.free_untagged == rebuilt.free_untagged
     assert state.snapshot.by_capability == rebuilt.by_capability
 
 
-def test_a_stale_snapshot_never_double_allocates(master_db):
-    register(master_db, "only", "l", "europe", partitions=4)
-    request(master_db, "warm")                 # builds the writer's snapshot
+def test_a_stale_snapshot_never_double_allocates(master_db, master_runtime):
+    rt = master_runtime
+    register(rt, "only", "l", "europe", partitions=4)
+    request(rt, "warm")                        # builds the writer's snapshot
     # another hand takes every partition but one, behind the snapshot's back
     conn = master_db.open()
     app = conn.root()[ROOT_KEY]
@@ -161,17 +166,18 @@ def test_a_stale_snapshot_never_double_allocates(master_db):
         comp.allocate(pid, f"i-thief-{pid}")
     transaction.commit()
     conn.close()
-    placed = request(master_db, "web")
+    placed = request(rt, "web")
     assert placed["placement"]["partition"] not in stolen
     with pytest.raises(NoCapacity):
-        request(master_db, "web-2")
+        request(rt, "web-2")
 
 
 def test_two_processes_share_a_zeo_storage_without_double_allocation(tmp_path):
     from slapfed.store.zeo import start_zeo_server
     server = start_zeo_server(str(tmp_path))
     try:
-        one, two = open_db(server.uri, None), open_db(server.uri, None)
+        dbs = open_db(server.uri, None), open_db(server.uri, None)
+        one, two = make_runtime(dbs[0]), make_runtime(dbs[1])    # two processes' runtimes
         try:
             register(one, "c", "l", "europe", partitions=4)
             request(one, "a")
@@ -180,15 +186,13 @@ def test_two_processes_share_a_zeo_storage_without_double_allocation(tmp_path):
             request(two, "d")
             with pytest.raises(NoCapacity):
                 request(one, "e")
-            conn = two.open()
-            placed = [i["placement"]["partition"] for i in services.list_instances(conn)]
-            conn.close()
+            placed = [i["placement"]["partition"] for i in services.list_instances(two)]
             assert sorted(placed) == ["p0", "p1", "p2", "p3"]
-            assert placement.state_of(one).rebuilds >= 2
+            assert one.placement.rebuilds >= 2
         finally:
-            for db in (one, two):
-                services.close_writer(db)
-                db.close()
+            for rt in (one, two):
+                rt.close()
+                rt.db.close()
     finally:
         server.stop()
 
@@ -205,13 +209,14 @@ def test_software_type_check_reads_the_supply_index(fed):
 
 def test_evolve2_indexes_existing_supplies(tmp_path):
     db = open_db(None, str(tmp_path))
-    register(db, "old", "l", "europe")
+    rt = make_runtime(db)
+    register(rt, "old", "l", "europe")
+    rt.close()
     conn = db.open()
     app = conn.root()[ROOT_KEY]
     app.supplied, app.placement_changes, app.generation = None, None, 1
     transaction.commit()
     conn.close()
-    services.close_writer(db)
     db.close()
     db = open_db(None, str(tmp_path))
     try:
@@ -228,9 +233,10 @@ def test_evolve2_indexes_existing_supplies(tmp_path):
 
 # -- explain (dry run) over HTTP -------------------------------------------------------
 @pytest.fixture
-def ready(api, master_db):
-    register(master_db, "a1", "lan-a", "europe")
-    register(master_db, "u1", "lan-u", "america")
+def ready(api, master_app):
+    rt = runtime_of(master_app)                # the app's own runtime
+    register(rt, "a1", "lan-a", "europe")
+    register(rt, "u1", "lan-u", "america")
     return api
 
 
@@ -271,7 +277,7 @@ def test_the_master_config_sets_the_pipeline(master_db):
     app = create_app({"INSECURE": True, "DB": master_db, "PLACEMENT": {"sample": 4,
                                                       "scores": {"spread": 1.0}}})
     try:
-        config = placement.state_of(master_db).config
+        config = runtime_of(app).placement.config
         assert config.sample == 4 and config.scores == (("spread", 1.0),)
     finally:
         close_app(app)

@@ -347,7 +347,7 @@ def test_a_child_master_with_a_pairing_token_becomes_a_peer_until_destroyed(boun
     assert "kid" not in {p["name"] for p in bounded_api.get("/api/v1/peers").json["peers"]}
 
 
-def test_a_childs_trust_follows_who_owns_the_tree(master_db, master_factories):
+def test_a_childs_trust_follows_who_owns_the_tree(master_runtime, master_factories):
     """An admin's child master serves delegations; a person's is only observed."""
     from types import SimpleNamespace
 
@@ -360,9 +360,9 @@ def test_a_childs_trust_follows_who_owns_the_tree(master_db, master_factories):
             inst = SimpleNamespace(id=f"i-{name}", requester=f"{requester}-child",
                                    root_requester=requester)
             reg = ChildMasterRegistration(name, "https://127.0.0.9:1", PEM, "tok")
-            fed.adopt_child(app, inst, reg, 1.0)
+            fed.adopt_child(master_runtime.settings, app, inst, reg, 1.0)
             return app.peers[name].trust
-        return write(master_db, use_case)
+        return write(master_runtime, use_case)
 
     assert adopt("admin/ops", "ops-kid") == "delegate"
     assert adopt("person/alice", "alice-kid") == "observe"

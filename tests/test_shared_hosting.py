@@ -17,30 +17,30 @@ ALICE, BOB, CAROL, PEER = "person/alice", "person/bob", "person/carol", "master/
 
 
 @pytest.fixture
-def conn(master_conn, master_factories):
+def rt(master_runtime, master_factories):
     """A master with computer c1 (6 partitions) supplied URL and OTHER_URL."""
-    svc.register_computer(master_conn, ComputerRegistration.from_json(
+    svc.register_computer(master_runtime, ComputerRegistration.from_json(
         master_factories.computer("c1", 6, lan="lan-a")))
     for url in (URL, OTHER_URL):
-        svc.supply(master_conn, "c1", Supply(url))
-    return master_conn
+        svc.supply(master_runtime, "c1", Supply(url))
+    return master_runtime
 
 
-def request(conn, requester, reference, **extra):
-    return svc.request_instance(conn, InstanceRequest.from_json(
+def request(rt, requester, reference, **extra):
+    return svc.request_instance(rt, InstanceRequest.from_json(
         {"reference": reference, "software_url": URL, "requester": requester, **extra}))[1]
 
 
-def host(conn, requester=ALICE, reference="front", **extra):
-    return request(conn, requester, reference, **extra)
+def host(rt, requester=ALICE, reference="front", **extra):
+    return request(rt, requester, reference, **extra)
 
 
-def site(conn, requester=BOB, reference="site", **extra):
-    return request(conn, requester, reference, shared=True, **extra)
+def site(rt, requester=BOB, reference="site", **extra):
+    return request(rt, requester, reference, shared=True, **extra)
 
 
-def show(conn, inst):
-    return svc.show_instance(conn, inst["id"])
+def show(rt, inst):
+    return svc.show_instance(rt, inst["id"])
 
 
 def leaks(inst, *others) -> list[str]:
@@ -69,12 +69,12 @@ OPENINGS = [
 
 @pytest.mark.parametrize("open_to,requester,attaches", OPENINGS,
                          ids=[f"{'+'.join(o) or 'owner'}-{r}" for o, r, _ in OPENINGS])
-def test_a_host_takes_shared_instances_of_whom_it_is_open_to(conn, open_to, requester,
+def test_a_host_takes_shared_instances_of_whom_it_is_open_to(rt, open_to, requester,
                                                              attaches):
-    front = host(conn, open_to=open_to)
-    got = site(conn, requester)
+    front = host(rt, open_to=open_to)
+    got = site(rt, requester)
     assert (got["host_instance"] == front["id"]) is attaches
-    assert (show(conn, front)["shared_instances"] == [got["id"]]) is attaches
+    assert (show(rt, front)["shared_instances"] == [got["id"]]) is attaches
     if not attaches:
         assert got["status"] == {**got["status"], "state": PENDING,
                                  "log_tail": sharing.waiting_for_a_host(URL, "default",
@@ -102,48 +102,48 @@ def test_consent_rule(open_to, host_owner, owner, named, consents):
     assert sharing.opens_to(open_to, host_owner, owner, named) is consents
 
 
-def test_a_host_a_peer_requested_takes_its_shared_requests_only_when_named(conn):
+def test_a_host_a_peer_requested_takes_its_shared_requests_only_when_named(rt):
     """What peer b delegates here all arrives as master/b: one tenant of b must not land
     on another's host because both are master/b here."""
-    front = host(conn, PEER, "b:person/alice:front")
-    unnamed = site(conn, PEER, "b:person/bob:site")
+    front = host(rt, PEER, "b:person/alice:front")
+    unnamed = site(rt, PEER, "b:person/bob:site")
     assert unnamed["host_instance"] is None and unnamed["status"]["state"] == PENDING
-    named = site(conn, PEER, "b:person/alice:site", sla={"host_instance": front["id"]})
+    named = site(rt, PEER, "b:person/alice:site", sla={"host_instance": front["id"]})
     assert named["host_instance"] == front["id"]
-    assert show(conn, front)["shared_instances"] == [named["id"]]
+    assert show(rt, front)["shared_instances"] == [named["id"]]
 
 
-def test_the_default_is_the_owner_of_the_tree(conn):
+def test_the_default_is_the_owner_of_the_tree(rt):
     """A shared instance requested inside alice's tree (by one of its instances) is
     alice's: her closed host takes it; one inside bob's tree is not."""
-    front = host(conn)
-    alice_root = request(conn, ALICE, "app", software_url=OTHER_URL)
-    bob_root = request(conn, BOB, "app", software_url=OTHER_URL)
-    mine = request(conn, alice_root["id"], "site", shared=True, parent=alice_root["id"])
-    theirs = request(conn, bob_root["id"], "site", shared=True, parent=bob_root["id"])
+    front = host(rt)
+    alice_root = request(rt, ALICE, "app", software_url=OTHER_URL)
+    bob_root = request(rt, BOB, "app", software_url=OTHER_URL)
+    mine = request(rt, alice_root["id"], "site", shared=True, parent=alice_root["id"])
+    theirs = request(rt, bob_root["id"], "site", shared=True, parent=bob_root["id"])
     assert mine["host_instance"] == front["id"]
     assert theirs["host_instance"] is None and leaks(theirs, front) == []
-    assert show(conn, front)["open_to"] == []
+    assert show(rt, front)["open_to"] == []
 
 
-def test_the_opening_is_shown_to_the_hosts_owner_and_normalised(conn):
-    front = host(conn, open_to=[PEER, BOB, BOB])
-    assert front["open_to"] == show(conn, front)["open_to"] == sorted({PEER, BOB})
-    assert site(conn, CAROL)["open_to"] == []
+def test_the_opening_is_shown_to_the_hosts_owner_and_normalised(rt):
+    front = host(rt, open_to=[PEER, BOB, BOB])
+    assert front["open_to"] == show(rt, front)["open_to"] == sorted({PEER, BOB})
+    assert site(rt, CAROL)["open_to"] == []
 
 
-def test_a_repeated_request_with_the_same_opening_writes_nothing(conn, master_db):
-    host(conn, open_to=[BOB])
+def test_a_repeated_request_with_the_same_opening_writes_nothing(rt, master_db):
+    host(rt, open_to=[BOB])
     before = master_db.storage.lastTransaction()
-    assert host(conn, open_to=[BOB])["open_to"] == [BOB]
+    assert host(rt, open_to=[BOB])["open_to"] == [BOB]
     assert master_db.storage.lastTransaction() == before
 
 
 # -- refusals leak nothing --------------------------------------------------------------
-def test_no_host_reads_the_same_whether_or_not_a_closed_one_exists(conn, master_conn):
-    alone = site(conn, BOB, "site-1")
-    front = host(conn)                                   # alice's, closed to bob
-    beside = site(conn, BOB, "site-2")
+def test_no_host_reads_the_same_whether_or_not_a_closed_one_exists(rt):
+    alone = site(rt, BOB, "site-1")
+    front = host(rt)                                   # alice's, closed to bob
+    beside = site(rt, BOB, "site-2")
     assert alone["status"]["log_tail"] == beside["status"]["log_tail"]
     assert beside["status"]["state"] == alone["status"]["state"] == PENDING
     assert leaks(beside, front) == [] and beside["host_instance"] is None
@@ -152,146 +152,146 @@ def test_no_host_reads_the_same_whether_or_not_a_closed_one_exists(conn, master_
 
     def refusal(app):
         with pytest.raises(errors.NoCapacity) as info:
-            inst_svc._attach_shared(app, app.instances[beside["id"]], 0.0)
+            inst_svc._attach_shared(rt, app, app.instances[beside["id"]], 0.0)
         return info.value.message, info.value.details
-    message, details = svc.read(master_conn, refusal)
+    message, details = svc.read(rt, refusal)
     assert front["id"] not in message and "front" not in message.replace(URL, "")
     assert details == []
 
 
 NAMED = [
-    ("closed", lambda conn, hosts: hosts["closed"]["id"]),
-    ("missing", lambda conn, hosts: "i-0123456789abcdef"),
-    ("stopped", lambda conn, hosts: hosts["stopped"]["id"]),
-    ("other-release", lambda conn, hosts: hosts["other"]["id"]),
-    ("shared-instance", lambda conn, hosts: hosts["a-site"]["id"]),
+    ("closed", lambda rt, hosts: hosts["closed"]["id"]),
+    ("missing", lambda rt, hosts: "i-0123456789abcdef"),
+    ("stopped", lambda rt, hosts: hosts["stopped"]["id"]),
+    ("other-release", lambda rt, hosts: hosts["other"]["id"]),
+    ("shared-instance", lambda rt, hosts: hosts["a-site"]["id"]),
 ]
 
 
 @pytest.fixture
-def hosts(conn):
+def hosts(rt):
     """alice's: a closed host, a stopped host and a host of another release open to bob,
     and one of her own shared instances."""
-    return {"closed": host(conn, reference="closed"),
-            "stopped": host(conn, reference="stopped", open_to=[BOB], state=STOPPED),
-            "other": host(conn, reference="other", open_to=[BOB], software_url=OTHER_URL),
-            "a-site": site(conn, ALICE, "a-site")}
+    return {"closed": host(rt, reference="closed"),
+            "stopped": host(rt, reference="stopped", open_to=[BOB], state=STOPPED),
+            "other": host(rt, reference="other", open_to=[BOB], software_url=OTHER_URL),
+            "a-site": site(rt, ALICE, "a-site")}
 
 
 @pytest.mark.parametrize("case,named", NAMED, ids=[n[0] for n in NAMED])
-def test_a_named_host_that_will_not_take_it_gives_one_refusal(conn, hosts, case, named):
-    host_id = named(conn, hosts)
-    got = site(conn, BOB, sla={"host_instance": host_id})
+def test_a_named_host_that_will_not_take_it_gives_one_refusal(rt, hosts, case, named):
+    host_id = named(rt, hosts)
+    got = site(rt, BOB, sla={"host_instance": host_id})
     assert got["status"]["state"] == FAILED and got["host_instance"] is None
     # the same words in every case: only the id bob gave differs
     assert got["status"]["log_tail"] == sharing.named_host_refused(host_id, BOB)
     assert leaks(got, *(h for h in hosts.values() if h["id"] != host_id)) == []
-    assert all(got["id"] not in show(conn, h)["shared_instances"] for h in hosts.values())
+    assert all(got["id"] not in show(rt, h)["shared_instances"] for h in hosts.values())
 
 
-def test_an_sla_names_the_host_among_several_open_ones(conn):
-    first = host(conn, reference="first", open_to=[BOB])
-    second = host(conn, reference="second", open_to=[BOB])
-    assert site(conn, BOB, "any")["host_instance"] == min(first["id"], second["id"])
+def test_an_sla_names_the_host_among_several_open_ones(rt):
+    first = host(rt, reference="first", open_to=[BOB])
+    second = host(rt, reference="second", open_to=[BOB])
+    assert site(rt, BOB, "any")["host_instance"] == min(first["id"], second["id"])
     named = max(first["id"], second["id"])
-    assert site(conn, BOB, "named", sla={"host_instance": named})["host_instance"] == named
+    assert site(rt, BOB, "named", sla={"host_instance": named})["host_instance"] == named
     # alternatives: a refused named host, then anywhere open
-    closed = host(conn, CAROL, "carols")
-    fallback = site(conn, BOB, "fallback", sla=[{"host_instance": closed["id"]}, {}])
+    closed = host(rt, CAROL, "carols")
+    fallback = site(rt, BOB, "fallback", sla=[{"host_instance": closed["id"]}, {}])
     assert fallback["host_instance"] == min(first["id"], second["id"])
 
 
 # -- consent given later, consent withdrawn ----------------------------------------------
-def test_opening_a_host_later_attaches_what_waits_for_it(conn):
-    front = host(conn)
-    waiting = site(conn, BOB, "site-1")
-    named = site(conn, BOB, "site-2", sla={"host_instance": front["id"]})
-    carols = site(conn, CAROL, "site-3")
+def test_opening_a_host_later_attaches_what_waits_for_it(rt):
+    front = host(rt)
+    waiting = site(rt, BOB, "site-1")
+    named = site(rt, BOB, "site-2", sla={"host_instance": front["id"]})
+    carols = site(rt, CAROL, "site-3")
     assert waiting["status"]["state"] == PENDING and named["status"]["state"] == FAILED
-    r0 = show(conn, front)["revision"]
-    opened = host(conn, open_to=[BOB])
+    r0 = show(rt, front)["revision"]
+    opened = host(rt, open_to=[BOB])
     assert opened["shared_instances"] == sorted([waiting["id"], named["id"]])
     assert opened["revision"] > r0               # its node gets the new shared instances
     for s in (waiting, named):
-        now = show(conn, s)
+        now = show(rt, s)
         assert now["host_instance"] == front["id"]
         assert now["status"]["state"] == PENDING and now["status"]["log_tail"] == ""
-    assert show(conn, carols)["host_instance"] is None
+    assert show(rt, carols)["host_instance"] is None
 
 
-def test_a_host_requested_later_attaches_what_waits_for_it(conn):
-    waiting = site(conn, BOB, "site-1")
-    front = host(conn, open_to=["*"])
-    assert show(conn, waiting)["host_instance"] == front["id"]
+def test_a_host_requested_later_attaches_what_waits_for_it(rt):
+    waiting = site(rt, BOB, "site-1")
+    front = host(rt, open_to=["*"])
+    assert show(rt, waiting)["host_instance"] == front["id"]
 
 
-def test_a_host_started_again_attaches_what_waits_for_it(conn):
-    front = host(conn, open_to=[BOB], state=STOPPED)
-    waiting = site(conn, BOB)
+def test_a_host_started_again_attaches_what_waits_for_it(rt):
+    front = host(rt, open_to=[BOB], state=STOPPED)
+    waiting = site(rt, BOB)
     assert waiting["host_instance"] is None
-    svc.change_state(conn, front["id"], STARTED)
-    assert show(conn, waiting)["host_instance"] == front["id"]
+    svc.change_state(rt, front["id"], STARTED)
+    assert show(rt, waiting)["host_instance"] == front["id"]
 
 
-def test_narrowing_an_opening_detaches_who_is_no_longer_allowed(conn):
-    front = host(conn, open_to=[BOB, CAROL])
-    bobs, carols, alices = site(conn, BOB, "b"), site(conn, CAROL, "c"), site(conn, ALICE, "a")
+def test_narrowing_an_opening_detaches_who_is_no_longer_allowed(rt):
+    front = host(rt, open_to=[BOB, CAROL])
+    bobs, carols, alices = site(rt, BOB, "b"), site(rt, CAROL, "c"), site(rt, ALICE, "a")
     p = front["placement"]
-    svc.report_partition(conn, p["computer"], p["partition"], PartitionReport.from_json({
-        "instance_id": front["id"], "revision": show(conn, front)["revision"],
+    svc.report_partition(rt, p["computer"], p["partition"], PartitionReport.from_json({
+        "instance_id": front["id"], "revision": show(rt, front)["revision"],
         "state": STARTED, "shared_connections": {bobs["id"]: {"url": "http://x/b/"}}}))
-    assert show(conn, bobs)["connection"] == {"url": "http://x/b/"}
-    r0 = show(conn, front)["revision"]
-    narrowed = host(conn, open_to=[CAROL])
+    assert show(rt, bobs)["connection"] == {"url": "http://x/b/"}
+    r0 = show(rt, front)["revision"]
+    narrowed = host(rt, open_to=[CAROL])
     assert narrowed["shared_instances"] == sorted([carols["id"], alices["id"]])
     assert narrowed["revision"] > r0
-    gone = show(conn, bobs)
+    gone = show(rt, bobs)
     assert gone["host_instance"] is None and gone["connection"] == {}
     assert gone["status"]["state"] == FAILED
     assert gone["status"]["log_tail"] == sharing.host_closed(BOB)
     assert leaks(gone, front) == []
     # closing it entirely (asking again without open_to) keeps its owner's only
-    assert host(conn)["shared_instances"] == [alices["id"]]
-    assert show(conn, carols)["status"]["state"] == FAILED
+    assert host(rt)["shared_instances"] == [alices["id"]]
+    assert show(rt, carols)["status"]["state"] == FAILED
     # opened again: they come back
-    assert host(conn, open_to=["*"])["shared_instances"] == sorted(
+    assert host(rt, open_to=["*"])["shared_instances"] == sorted(
         [alices["id"], bobs["id"], carols["id"]])
 
 
-def test_a_detached_shared_instance_moves_to_another_open_host(conn):
-    front = host(conn, open_to=[BOB])
-    bobs = site(conn, BOB)
+def test_a_detached_shared_instance_moves_to_another_open_host(rt):
+    front = host(rt, open_to=[BOB])
+    bobs = site(rt, BOB)
     assert bobs["host_instance"] == front["id"]
-    spare = host(conn, CAROL, "spare", open_to=["*"])
-    host(conn)                                           # alice closes hers
-    moved = show(conn, bobs)
+    spare = host(rt, CAROL, "spare", open_to=["*"])
+    host(rt)                                           # alice closes hers
+    moved = show(rt, bobs)
     assert moved["host_instance"] == spare["id"]
     assert moved["status"]["state"] == PENDING and moved["status"]["log_tail"] == ""
-    assert show(conn, spare)["shared_instances"] == [bobs["id"]]
+    assert show(rt, spare)["shared_instances"] == [bobs["id"]]
 
 
-def test_a_destroyed_host_leaves_its_shared_instances_waiting_without_naming_it(conn):
-    front = host(conn, open_to=[BOB])
-    bobs = site(conn, BOB)
-    svc.destroy_instance(conn, front["id"])
+def test_a_destroyed_host_leaves_its_shared_instances_waiting_without_naming_it(rt):
+    front = host(rt, open_to=[BOB])
+    bobs = site(rt, BOB)
+    svc.destroy_instance(rt, front["id"])
     p = front["placement"]
-    svc.report_partition(conn, p["computer"], p["partition"], PartitionReport.from_json({
-        "instance_id": front["id"], "revision": show(conn, front)["revision"],
+    svc.report_partition(rt, p["computer"], p["partition"], PartitionReport.from_json({
+        "instance_id": front["id"], "revision": show(rt, front)["revision"],
         "state": "destroyed"}))
-    waiting = show(conn, bobs)
+    waiting = show(rt, bobs)
     assert waiting["host_instance"] is None and waiting["status"]["state"] == PENDING
     assert waiting["status"]["log_tail"] == sharing.host_gone(BOB)
     assert leaks(waiting, front) == []
-    again = host(conn, reference="front-2", open_to=[BOB])
-    assert show(conn, bobs)["host_instance"] == again["id"]
+    again = host(rt, reference="front-2", open_to=[BOB])
+    assert show(rt, bobs)["host_instance"] == again["id"]
 
 
-def test_destroying_a_waiting_shared_instance_stops_it_waiting(conn, master_conn):
-    bobs = site(conn, BOB)
-    svc.destroy_instance(conn, bobs["id"])
-    front = host(conn, open_to=[BOB])
-    assert show(conn, front)["shared_instances"] == []
-    assert svc.read(master_conn, lambda app: list(app.awaiting_host)) == []
+def test_destroying_a_waiting_shared_instance_stops_it_waiting(rt):
+    bobs = site(rt, BOB)
+    svc.destroy_instance(rt, bobs["id"])
+    front = host(rt, open_to=[BOB])
+    assert show(rt, front)["shared_instances"] == []
+    assert svc.read(rt, lambda app: list(app.awaiting_host)) == []
 
 
 # -- the request's fields ----------------------------------------------------------------
@@ -309,7 +309,7 @@ BAD = [
 
 
 @pytest.mark.parametrize("extra,field", BAD, ids=[f for _e, f in BAD])
-def test_bad_openings_and_host_names_are_refused_naming_the_field(conn, master_db, extra,
+def test_bad_openings_and_host_names_are_refused_naming_the_field(rt, master_db, extra,
                                                                   field):
     before = master_db.storage.lastTransaction()
     with pytest.raises(errors.InvalidInput) as info:

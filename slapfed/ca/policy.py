@@ -32,14 +32,11 @@ REPORT_PARTITION = "report_partition"              # PUT /computers/<id>/partiti
 READ_TOPOLOGY = "read_topology"                    # GET /topology
 ISSUE_CERTIFICATE = "issue_certificate"
 CERTIFY_PARTITION = "certify_partition"            # a node gets its partition's CSR signed
-RENEW_CERTIFICATE = "renew_certificate"
 REVOKE_CERTIFICATE = "revoke_certificate"
 LIST_CERTIFICATES = "list_certificates"
 CREATE_TOKEN = "create_token"                      # one-time registration token for a computer
 REDEEM_TOKEN = "redeem_token"                      # a node trades its token for a certificate
 REGISTER_CHILD_MASTER = "register_child_master"    # PUT /instances/<id>/child-master
-DELEGATE_INSTANCE = "delegate_instance"            # a peer master requests here, as itself
-RELAY_DELEGATION = "relay_delegation"              # a delegate reports back on what it hosts
 REGISTER_PEER = "register_peer"                    # POST/DELETE /peers, PUT /federation/policy
 LIST_PEERS = "list_peers"                          # GET /peers, GET /federation/policy
 READ_SUMMARY = "read_federation_summary"           # GET /federation/summary
@@ -82,14 +79,6 @@ class PartitionFacts:
 @dataclass(frozen=True)
 class CertificateFacts:
     identity: Identity            # whom the certificate speaks for
-
-
-@dataclass(frozen=True)
-class DelegationFacts:
-    """A forward-table entry: this master delegated an instance to ``delegate``."""
-
-    delegate: str                 # the peer master's name
-    instance: str | None = None
 
 
 # -- predicates: each says in one line what it grants ----------------------------------
@@ -144,11 +133,6 @@ def own_partition(identity: Identity, facts: PartitionFacts) -> bool:
 def own_certificate(identity: Identity, facts: CertificateFacts) -> bool:
     """only its own certificates"""
     return facts.identity == identity
-
-
-def delegated_to_it(identity: Identity, facts: DelegationFacts) -> bool:
-    """only delegations this master sent to it"""
-    return facts.delegate == identity.name
 
 
 def _here(identity: Identity) -> Placement | None:
@@ -223,16 +207,10 @@ RULES: dict[str, Rule] = {r.action: r for r in (
     Rule(CERTIFY_PARTITION, "a node has the keys of its own partitions certified (the key "
          "is made in the partition); an admin any", PartitionFacts,
          grants={ADMIN: anything, COMPUTER: partition_of_own_computer}),
-    Rule(RENEW_CERTIFICATE, "an admin, or the certificate's own holder", CertificateFacts,
-         grants={**_every_role(own_certificate), ADMIN: anything}),
     Rule(REVOKE_CERTIFICATE, "an admin, or the certificate's own holder (a key it lost "
          "control of)", CertificateFacts, grants={**_every_role(own_certificate), ADMIN: anything}),
     Rule(LIST_CERTIFICATES, "admins only", grants={ADMIN: anything}),
     Rule(CREATE_TOKEN, "admins only", ComputerFacts, grants={ADMIN: anything}),
-    Rule(DELEGATE_INSTANCE, "peer masters, in the trees they requested", InstanceFacts,
-         grants={MASTER: in_own_tree}),
-    Rule(RELAY_DELEGATION, "the peer an instance was delegated to, for that instance only",
-         DelegationFacts, grants={MASTER: delegated_to_it}),
     Rule(REGISTER_PEER, "admins only", grants={ADMIN: anything}),
     Rule(LIST_PEERS, "admins only", grants={ADMIN: anything}),
     Rule(READ_SUMMARY, "admins and peer masters (where this master's computers are, what "
@@ -309,8 +287,6 @@ def describe(resource) -> str:
         return f"partition {resource.partition} of computer {resource.computer}"
     if isinstance(resource, CertificateFacts):
         return f"a certificate of {resource.identity.principal}"
-    if isinstance(resource, DelegationFacts):
-        return f"a delegation to {resource.delegate}"
     return "this"
 
 

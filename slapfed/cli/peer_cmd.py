@@ -14,6 +14,7 @@ import tomllib
 import click
 
 from ..core.errors import InvalidInput
+from ..core.states import TRUST_LEVELS
 from .common import emit, error_boundary, json_option
 from .user_cmd import make_client, master_option
 
@@ -56,7 +57,7 @@ def link_options(command):
     """--trust, --cost, --latency-ms, --site: what this master knows of a peer's link;
     the command gets them as ``link`` (only those given)."""
     options = [
-        click.option("--trust", type=click.Choice(["observe", "delegate", "full"]),
+        click.option("--trust", type=click.Choice(TRUST_LEVELS),
                      default=None,
                      help="observe: read its summary only; delegate: also send it requests."),
         click.option("--cost", type=float, default=None,

@@ -22,9 +22,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .states import DESTROYED, FAILED, STARTED, STOPPED
+from .states import DESTROYED, FAILED, LOCALITY_LEVELS, STARTED, STOPPED
 
-LOCALITY_FIELDS = ("host", "lan", "country", "continent")
+LOCALITY_FIELDS = LOCALITY_LEVELS
 FACT_FIELDS = LOCALITY_FIELDS + ("labels", "capabilities")
 
 

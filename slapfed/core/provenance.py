@@ -10,6 +10,7 @@ import re
 from .errors import InvalidInput, RecursionRefused
 
 DEFAULT_MAX_DEPTH = 8
+DEFAULT_MASTER_NAME = "master"      # a master started without a name
 MAX_CHAIN = 64                      # longest chain accepted on the wire, whatever the limit
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
 

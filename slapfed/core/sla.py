@@ -25,10 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidInput
-from .states import SLA_LOCALITY_KEYS
+from .states import LOCALITY_LEVELS
 
 # Nested sites, innermost first (the same order as topology.locality.LEVELS).
-LEVELS = SLA_LOCALITY_KEYS
+LEVELS = LOCALITY_LEVELS
 
 PIN_KEY = "computer_guid"
 CAPABILITY_KEY = "capability"

@@ -28,8 +28,20 @@ SOFTWARE_REPORT_STATES = (INSTALLED, FAILED, DESTROYED)
 
 DEFAULT_SOFTWARE_TYPE = "default"
 
-# SLA keys understood by placement (the language itself is core.sla): locality levels,
-# innermost first, then every key; labels are written "label.KEY".
-SLA_LOCALITY_KEYS = ("host", "lan", "country", "continent")
-SLA_KEYS = (("master", "computer_guid",) + SLA_LOCALITY_KEYS + ("capability",)
-            + tuple(f"{m}_{lv}" for m in ("same", "different") for lv in SLA_LOCALITY_KEYS))
+# Locality levels, innermost first: a host is in a LAN, in a country, in a continent.
+# Computers, SLAs (core.sla), topology files, placement and claims all speak of these.
+LOCALITY_LEVELS = ("host", "lan", "country", "continent")
+
+# How far this master trusts a peer master, weakest first.
+TRUST_OBSERVE = "observe"      # read its summary only
+TRUST_DELEGATE = "delegate"    # also send it requests
+TRUST_FULL = "full"
+TRUST_LEVELS = (TRUST_OBSERVE, TRUST_DELEGATE, TRUST_FULL)
+DEFAULT_TRUST = TRUST_DELEGATE
+DELEGATING_TRUSTS = (TRUST_DELEGATE, TRUST_FULL)    # the trusts requests are delegated to
+
+# Where this master learnt of a peer.
+ORIGIN_CLI = "cli"             # an admin added it (slapfed peer add)
+ORIGIN_TOPOLOGY = "topology"   # the topology files declare the link
+ORIGIN_CHILD = "child"         # a master one of its instances runs
+PEER_ORIGINS = (ORIGIN_CLI, ORIGIN_TOPOLOGY, ORIGIN_CHILD)

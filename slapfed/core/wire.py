@@ -20,6 +20,7 @@ from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
 from .sharing import parse_open_to
 from .sla import HOST_KEY, is_capability_name, parse_sla
 from .states import (
+    LOCALITY_LEVELS, TRUST_LEVELS,
     AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES,
     SOFTWARE_REPORT_STATES, STARTED, SUPPLY_STATES,
 )
@@ -379,7 +380,7 @@ class ComputerRegistration:
     def from_json(cls, body: Any) -> "ComputerRegistration":
         f = _Fields(body, "computer", cls.FIELDS)
         cid = f.string("id", required=True, pattern=ID_RE)
-        loc = {k: f.string(k) for k in ("host", "lan", "country", "continent")}
+        loc = {k: f.string(k) for k in LOCALITY_LEVELS}
         labels = _check_string_map(f, "labels")
         capabilities = _check_capabilities(f, "capabilities")
         parts = []
@@ -427,7 +428,7 @@ class ComputerUpdate:
     def from_json(cls, body: Any) -> "ComputerUpdate":
         f = _Fields(body, "computer update", cls.FIELDS)
         changes: dict = {}
-        for name in ("host", "lan", "country", "continent"):
+        for name in LOCALITY_LEVELS:
             if name in f.body:
                 value = f.string(name)
                 if value is not None or f.body[name] is None:
@@ -634,7 +635,7 @@ class PeerAddition:
     site: str | None = None
 
     FIELDS = ("name", "url", "ca_certificate", "token", "trust", "cost", "latency_ms", "site")
-    TRUST = ("observe", "delegate", "full")
+    TRUST = TRUST_LEVELS
 
     @classmethod
     def from_json(cls, body: Any) -> "PeerAddition":

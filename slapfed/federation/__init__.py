@@ -1,6 +1,6 @@
-"""Federation: routing (pure, ``routing``), peer credentials (``peers``) and the
-forwarder working through the forward table (``forwarder``).
+"""Federation's pure core: routing (``routing``) decides whether a request is served
+here or delegated to a peer.
 
-Import the submodule you need; this package imports nothing by itself so that the pure
-routing core stays free of I/O.
+Depends on core only: no I/O, no model, no services. Talking to peers lives in
+slapfed.peering; the federation use cases in slapfed.services.federation.
 """

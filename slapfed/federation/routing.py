@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Sequence
 
 from ..core.errors import InvalidInput
 from ..core.sla import CAPABILITY_KEY, LOCALITY_KEYS, MASTER_KEY, Alternative, Sla
+from ..core.states import DEFAULT_TRUST, DELEGATING_TRUSTS
 
 ALWAYS = "always"
 NO_LOCAL_FIT = "no-local-fit"
@@ -34,7 +35,6 @@ RULE_KEYS = ("release", "software_type", "shared", "when", "to", "fallback", "de
 POLICY_KEYS = ("auto", "rules")
 MAX_RULES = 256
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-TRUST_DELEGATE = ("delegate", "full")
 
 LOCAL = "local"
 DELEGATE = "delegate"
@@ -195,7 +195,7 @@ class Offer:
 class PeerView:
     name: str
     paired: bool = True
-    trust: str = "delegate"
+    trust: str = DEFAULT_TRUST
     cost: float = 0.0
     latency_ms: float | None = None
     unreachable: str | None = None               # the last error, while it lasts
@@ -320,7 +320,7 @@ def _usable(req: RouteRequest, here: str, peers: Iterable[PeerView],
             verdict = "already crossed by the request (a loop)"
         elif not p.paired:
             verdict = "not paired (no identity there yet)"
-        elif p.trust not in TRUST_DELEGATE:
+        elif p.trust not in DELEGATING_TRUSTS:
             verdict = f"trust {p.trust} does not allow delegation"
         elif deep:
             verdict = (f"hop limit: the request already crossed {len(req.chain)} masters "

@@ -7,8 +7,8 @@ decides a permission: ca.policy does; this module gathers the facts and asks it.
 Where the certificate comes from: the WSGI environ key ``slapfed.peer_certificate``
 (DER bytes), filled by ``PeerCertificate`` from the TLS socket gunicorn
 (``gunicorn.socket``) or werkzeug (``werkzeug.socket``) put in the environ; the Flask test
-client sets the key itself. Development mode (``INSECURE``): no certificate is read, every
-caller acts as the local administrator ``admin/local`` with authorization skipped, and a
+client sets the key itself. Development mode (``insecure`` settings): no certificate is read,
+every caller acts as the local administrator ``admin/local`` with authorization skipped, and a
 request's ``requester`` comes from its body, as before identities existed.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from flask import current_app, g, request
+from flask import g, request
 
 from ..ca import identity as ids
 from ..ca import policy
@@ -29,10 +29,10 @@ from ..ca.policy import ComputerFacts, PartitionFacts
 from ..core.errors import InternalError, InvalidInput, NotFound, SlapfedError
 from ..core.wire import ComputerRegistration, InstanceRequest, TokenCreation
 from ..services import authz
-from .app import connection, json_body
+from ..services.tx import read
+from .request import connection, json_body, runtime, settings
 
 PEER_CERT_ENVIRON = "slapfed.peer_certificate"
-CA_EXTENSION = "slapfed.ca"
 INSECURE_IDENTITY = ids.admin("local")
 DEFAULT_CA_NAME = "slapfed master"
 
@@ -61,31 +61,29 @@ class PeerCertificate:
 
 
 # -- set-up -----------------------------------------------------------------------------
-def open_authority(config: dict) -> CertificateAuthority | None:
-    """The master's CA: ``CA_DIR``, else ``DATA_DIR``/ca, created on first start and named
-    after the master. None without either (allowed in development mode only)."""
-    directory = config.get("CA_DIR") or (
-        str(Path(config["DATA_DIR"]) / "ca") if config.get("DATA_DIR") else None)
+def open_authority(settings) -> CertificateAuthority | None:
+    """The master's CA (``settings``: services.runtime.MasterSettings): ``ca_dir``, else
+    ``data_dir``/ca, created on first start and named after the master. None without
+    either (allowed in development mode only)."""
+    directory = settings.ca_dir or (
+        str(Path(settings.data_dir) / "ca") if settings.data_dir else None)
     if directory is None:
         return None
     try:
         return CertificateAuthority(directory)
     except CANotInitialized:
-        name = config.get("MASTER_NAME") or DEFAULT_CA_NAME
+        name = settings.name or DEFAULT_CA_NAME
         return CertificateAuthority.init(directory, f"{name} CA"[:ids.CN_MAX])
 
 
-def install(app, config: dict) -> None:
-    """Open the CA, wrap the WSGI app, and guard every route (a route without a guard is a
-    programming error, refused here rather than served open)."""
-    insecure = bool(config.get("INSECURE"))
-    authority = open_authority(config)
-    if authority is None and not insecure:
+def install(app, rt) -> None:
+    """Open the CA (into the runtime ``rt``), wrap the WSGI app, and guard every route (a
+    route without a guard is a programming error, refused here rather than served open)."""
+    rt.ca = open_authority(rt.settings)
+    if rt.ca is None and not rt.settings.insecure:
         raise InvalidInput("a master needs its certificate authority: give DATA_DIR or "
                            "CA_DIR, or INSECURE for development mode",
                            [{"field": "CA_DIR", "problem": "is required"}])
-    app.extensions[CA_EXTENSION] = authority
-    app.config["INSECURE"] = insecure
     unguarded = sorted(e for e in app.view_functions if e != "static" and e not in GUARDS)
     if unguarded:
         raise InternalError(f"routes without an authorization guard: {', '.join(unguarded)}")
@@ -95,7 +93,7 @@ def install(app, config: dict) -> None:
 
 def authority() -> CertificateAuthority:
     """The CA; CANotInitialized when this master runs without one (development mode)."""
-    ca = current_app.extensions.get(CA_EXTENSION)
+    ca = runtime().ca
     if ca is None:
         raise CANotInitialized("this master runs in development mode without a certificate "
                                "authority (start it with --data)")
@@ -103,7 +101,7 @@ def authority() -> CertificateAuthority:
 
 
 def insecure() -> bool:
-    return bool(current_app.config.get("INSECURE"))
+    return settings().insecure
 
 
 def current_identity() -> ids.Identity | None:
@@ -191,7 +189,6 @@ def _existing_partition(identity, args):
         comp = app.computers.get(args["cid"])
         if comp is None or args["pid"] not in comp.partitions:
             raise NotFound(f"computer {args['cid']!r} has no partition {args['pid']!r}")
-    from ..services import read
     read(connection(), query)
     return PartitionFacts(args["cid"], args["pid"])
 

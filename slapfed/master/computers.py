@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, jsonify, request
 
 from .. import logs
 from ..ca.identity import COMPUTER, PARTITION
@@ -16,7 +16,7 @@ from ..core.wire import (ComputerRegistration, ComputerUpdate, PartitionReport, 
 from .. import services
 from ..services.computers import NodeClaim
 from .access import principal
-from .app import connection, json_body, state_of
+from .request import connection, json_body, runtime
 from .auth import current_identity, visible_computers
 from .topology import complete_facts, complete_registration, declared_facts
 
@@ -33,7 +33,7 @@ def register():
     identity = current_identity()
     node = (NodeClaim(proposed, declared_facts(proposed.id))
             if identity is not None and identity.role == COMPUTER else None)
-    created, body = services.register_computer(connection(), reg, node)
+    created, body = services.register_computer(runtime(), reg, node)
     log.info("computer %s %s by %s: %d partition(s)", reg.id,
              "registered" if created else "registered again", principal(),
              len(body.get("partitions") or ()),
@@ -47,7 +47,7 @@ def set_facts(cid):
     """Admins: change a computer's locality, labels or capabilities (the facts its node
     may not change itself)."""
     body = ComputerUpdate.from_json(json_body())
-    return jsonify(services.set_computer_facts(connection(), cid, body.changes,
+    return jsonify(services.set_computer_facts(runtime(), cid, body.changes,
                                                complete=complete_facts))
 
 
@@ -64,7 +64,7 @@ def show(cid):
 @blueprint.post("/computers/<cid>/software")
 def supply(cid):
     body = Supply.from_json(json_body())
-    answer = services.supply(connection(), cid, body)
+    answer = services.supply(runtime(), cid, body)
     url = logs.redact_url(body.url)
     log.info("release %s %s on computer %s by %s", url, body.state, cid, principal(),
              extra={"computer": cid, "software_url": url, "state": body.state})
@@ -73,7 +73,7 @@ def supply(cid):
 
 @blueprint.delete("/computers/<cid>/software/<software_hash>")
 def unsupply(cid, software_hash):
-    answer = services.unsupply(connection(), cid, software_hash)
+    answer = services.unsupply(runtime(), cid, software_hash)
     log.info("release %s withdrawn from computer %s by %s", software_hash, cid, principal(),
              extra={"computer": cid, "software_hash": software_hash})
     return jsonify(answer)
@@ -82,7 +82,7 @@ def unsupply(cid, software_hash):
 @blueprint.put("/computers/<cid>/software/<software_hash>/status")
 def report_software(cid, software_hash):
     report = SoftwareReport.from_json(json_body())
-    return jsonify(services.report_software(connection(), cid, software_hash, report))
+    return jsonify(services.report_software(runtime(), cid, software_hash, report))
 
 
 @blueprint.put("/computers/<cid>/partitions/<pid>/status")
@@ -91,14 +91,14 @@ def report_partition(cid, pid):
     identity = current_identity()
     reporter = (claims.PARTITION if identity is not None and identity.role == PARTITION
                 else claims.NODE)
-    return jsonify(services.report_partition(connection(), cid, pid, report, reporter))
+    return jsonify(services.report_partition(runtime(), cid, pid, report, reporter))
 
 
 @blueprint.get("/computers/<cid>/desired-state")
 def desired_state(cid):
     known = parse_if_none_match(request.headers.get("If-None-Match", ""))
-    renderer = state_of(current_app).renderer
-    serial, body = services.desired_state(connection(), cid, known, renderer)
+    rt = runtime()
+    serial, body = services.desired_state(rt, cid, known, rt.renderer, conn=connection())
     etag = f'"{serial}"'
     if body is None:
         return Response(status=304, headers={"ETag": etag})

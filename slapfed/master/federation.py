@@ -2,37 +2,35 @@
 this master — its summary, and the long poll of the instances they delegated here.
 
 Depends on Flask, core (wire, errors), services (federation use cases) and
-federation.peers (pairing talks to the peer). Forwarding itself runs in the forwarder
-(slapfed.federation.forwarder), started by the app.
+peering.peers (pairing talks to the peer). Forwarding itself runs in the forwarder
+(slapfed.peering.forwarder), started by the app.
 """
 from __future__ import annotations
 
 import logging
 import re
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from ..core.errors import InvalidInput
+from ..core.states import ORIGIN_CLI
 from ..core.wire import PeerAddition, PeerUpdate
-from ..federation.peers import pair
+from ..peering.peers import pair
 from ..services import federation as fed
 from .. import logs
 from .access import principal as caller
-from .app import connection, database, json_body, state_of
+from .request import connection, json_body, runtime, settings
 from .auth import current_identity
 
 blueprint = Blueprint("federation", __name__)
 MAX_WAIT = 60.0
 WAIT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")      # plain decimal seconds
-FORWARDER_EXTENSION = "slapfed.forwarder"
 log = logging.getLogger("slapfed.master.federation")
 
 
 def kick_forwarder() -> None:
     """Tell this process's forwarder (if it runs here) to look at the table now."""
-    fwd = current_app.extensions.get(FORWARDER_EXTENSION)
-    if fwd is not None:
-        fwd.kick()
+    runtime().kick_forwarder()
 
 
 @blueprint.get("/peers")
@@ -53,7 +51,7 @@ def add_peer():
     body = PeerAddition.from_json(json_body())
     credentials = principal = summary = None
     if body.token:
-        p = pair(current_app.config.get("DATA_DIR"), body.name, body.url,
+        p = pair(settings().data_dir, body.name, body.url,
                  body.ca_certificate, body.token)
         credentials, principal, summary = p.credentials, p.principal, p.summary
     else:
@@ -62,8 +60,8 @@ def add_peer():
             raise InvalidInput(f"peer {body.name} is not paired yet: give the one-time "
                                "token it issued for this master (slapfed peer invite on it)",
                                [{"field": "token", "problem": "is required to pair"}])
-    created, out = fed.save_peer(database(), body.name, body.url, body.ca_certificate,
-                                 credentials=credentials, principal=principal, origin="cli",
+    created, out = fed.save_peer(runtime(), body.name, body.url, body.ca_certificate,
+                                 credentials=credentials, principal=principal, origin=ORIGIN_CLI,
                                  trust=body.trust, cost=body.cost, latency_ms=body.latency_ms,
                                  site=body.site, summary=summary)
     kick_forwarder()
@@ -79,7 +77,7 @@ def update_peer(name):
     """Change a peer's link facts (trust, cost, latency_ms, site); e.g. trust a child
     master a person owns, or stop delegating to a peer (observe)."""
     body = PeerUpdate.from_json(json_body())
-    out = fed.update_peer(database(), name, body.changes())
+    out = fed.update_peer(runtime(), name, body.changes())
     log.info("peer %s: %s changed by %s", name, ", ".join(sorted(body.changes())), caller(),
              extra={"peer": name})
     return jsonify(out)
@@ -87,7 +85,7 @@ def update_peer(name):
 
 @blueprint.delete("/peers/<name>")
 def remove_peer(name):
-    out = fed.remove_peer(database(), name)
+    out = fed.remove_peer(runtime(), name)
     log.info("peer %s removed by %s", name, caller(), extra={"peer": name})
     return jsonify(out)
 
@@ -99,14 +97,14 @@ def show_policy():
 
 @blueprint.put("/federation/policy")
 def set_policy():
-    return jsonify(fed.set_policy(database(), json_body()))
+    return jsonify(fed.set_policy(runtime(), json_body()))
 
 
 @blueprint.get("/federation/summary")
 def summary():
     identity = current_identity()
     asker = identity.name if identity is not None and identity.role == "master" else None
-    return jsonify(fed.summary(connection(), asker))
+    return jsonify(fed.summary(connection(), settings(), asker))
 
 
 @blueprint.get("/federation/changes")
@@ -134,6 +132,7 @@ def changes():
                            f"{problems[0]['problem']}", problems)
     since = fed.check_cursor(args.get("since"))
     requester = current_identity().principal
-    cursor, items = fed.wait_changes(connection(), requester, since, wait,
-                                     state_of(current_app).stopping)
+    rt = runtime()
+    cursor, items = fed.wait_changes(rt, requester, since, wait, rt.stopping,
+                                     conn=connection())
     return jsonify({"cursor": cursor, "instances": items})

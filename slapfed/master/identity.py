@@ -13,7 +13,7 @@ from ..ca import identity as ids
 from ..ca.authority import DEFAULT_DAYS, CertificateRecord, load_certificate
 from ..core.wire import (CertificateIssue, CertificateSigning, Revocation, TokenCreation,
                          TokenRedemption)
-from .app import json_body
+from .request import json_body
 from .auth import PEER_CERT_ENVIRON, authority, current_identity, insecure
 
 blueprint = Blueprint("identity", __name__)

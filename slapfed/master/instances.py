@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, jsonify, request
 
 from .. import services
 from ..core import provenance
@@ -15,7 +15,7 @@ from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 from ..core.wire import ChildMasterRegistration, StateChange
 from .access import principal
-from .app import connection, database, json_body
+from .request import connection, json_body, runtime, settings
 from .auth import instance_filter, instance_request
 from .federation import kick_forwarder
 
@@ -25,23 +25,18 @@ log = logging.getLogger("slapfed.master.instances")
 LIST_FILTERS = ("requester", "reference", "state", "status")
 
 
-DEFAULT_NAME = "master"
-
-
 def bounded(req):
     """The request with this master appended to its provenance. The chain is the one the
     request carries, else this master's own ancestry (``ANCESTRY``: the masters above it,
     root first). Raises RecursionRefused (too deep: ``MAX_DEPTH``; or a loop)."""
-    config = current_app.config
-    chain = req.provenance or tuple(config.get("ANCESTRY") or ())
-    name = config.get("MASTER_NAME") or DEFAULT_NAME
-    limit = config.get("MAX_DEPTH") or provenance.DEFAULT_MAX_DEPTH
-    return replace(req, provenance=provenance.extend(chain, name, limit))
+    s = settings()
+    chain = req.provenance or s.ancestry
+    return replace(req, provenance=provenance.extend(chain, s.here, s.max_depth))
 
 
 @blueprint.post("/instances")
 def request_instance():
-    created, body = services.request_instance(database(), bounded(instance_request()))
+    created, body = services.request_instance(runtime(), bounded(instance_request()))
     if body.get("delegation") is not None:
         kick_forwarder()
     _log_outcome("requested" if created else "requested again", body)
@@ -51,7 +46,7 @@ def request_instance():
 @blueprint.post("/placements")
 def explain_placement():
     """The decision POST /instances would make, with its explanation; writes nothing."""
-    return jsonify(services.explain_request(database(), bounded(instance_request())))
+    return jsonify(services.explain_request(runtime(), bounded(instance_request())))
 
 
 @blueprint.get("/instances")
@@ -83,7 +78,7 @@ def show(iid):
 @blueprint.put("/instances/<iid>/state")
 def change_state(iid):
     change = StateChange.from_json(json_body())
-    body = services.change_state(connection(), iid, change.state)
+    body = services.change_state(runtime(), iid, change.state)
     if body.get("delegation") is not None:
         kick_forwarder()
     _log_outcome(f"set to {change.state}", body)
@@ -94,7 +89,7 @@ def change_state(iid):
 def register_child_master(iid):
     """The partition of instance <iid> registers the master it runs (recursion)."""
     reg = ChildMasterRegistration.from_json(json_body())
-    body = services.register_child_master(database(), iid, reg)
+    body = services.register_child_master(runtime(), iid, reg)
     log.info("instance %s registered its child master (by %s)", iid, principal(),
              extra={"instance": iid})
     return jsonify(body)
@@ -102,7 +97,7 @@ def register_child_master(iid):
 
 @blueprint.delete("/instances/<iid>")
 def destroy(iid):
-    body = services.destroy_instance(connection(), iid)
+    body = services.destroy_instance(runtime(), iid)
     if body.get("delegation") is not None:
         kick_forwarder()
     _log_outcome("destruction requested", body)

@@ -4,11 +4,11 @@ Depends on Flask, store and the sibling app/openapi modules.
 """
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from .. import __version__
 from ..services import read
-from .app import connection
+from .request import connection, settings
 from .openapi import openapi_document
 
 blueprint = Blueprint("meta", __name__)
@@ -18,7 +18,7 @@ blueprint = Blueprint("meta", __name__)
 def health():
     generation = read(connection(), lambda app: app.generation)
     return jsonify({"status": "ok", "generation": generation, "version": __version__,
-                    "name": current_app.config.get("MASTER_NAME") or "master"})
+                    "name": settings().here})
 
 
 @blueprint.get("/openapi.json")

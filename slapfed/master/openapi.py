@@ -15,6 +15,7 @@ from ..core.sla import (
 )
 from ..model.federation import FORWARD_STATES
 from ..core.states import (
+    LOCALITY_LEVELS, PEER_ORIGINS, TRUST_LEVELS,
     INSTANCE_STATUSES, PARTITION_REPORT_STATES, REQUESTED_STATES, SOFTWARE_REPORT_STATES,
     SOFTWARE_STATUSES, SUPPLY_STATES,
 )
@@ -426,8 +427,7 @@ _TOPO_SITE = _obj({"name": STR, "level": _enum(["continent", "country", "lan", "
                   ["name", "level", "parent", "description"])
 _TOPO_MASTER = _obj({"name": STR, "url": NSTR, "site": STR, "description": STR},
                     ["name", "url", "site", "description"])
-_LOCALITY = _obj({"host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR},
-                 ["host", "lan", "country", "continent"])
+_LOCALITY = _obj({k: NSTR for k in LOCALITY_LEVELS}, list(LOCALITY_LEVELS))
 _TOPO_COMPUTER = _obj({"id": STR, "site": STR, "master": NSTR, "labels": STR_MAP,
                        "capabilities": {"type": "array", "items": STR},
                        "partitions": {"type": ["integer", "null"]}, "description": STR,
@@ -436,7 +436,7 @@ _TOPO_COMPUTER = _obj({"id": STR, "site": STR, "master": NSTR, "labels": STR_MAP
                        "description", "locality"])
 _TOPO_LINK = _obj({"from": STR, "to": STR, "latency_ms": {"type": "number"},
                    "cost": {"type": "number"},
-                   "trust": _enum(["observe", "delegate", "full"]), "description": STR,
+                   "trust": _enum(TRUST_LEVELS), "description": STR,
                    "invitations": {"type": "array", "items": STR,
                                    "description": "invitation files pairing its ends"}},
                   ["from", "to", "latency_ms", "cost", "trust", "description"])
@@ -565,14 +565,14 @@ SCHEMAS.update({
         "ca_certificate": PEM,
         "token": {"type": "string", "description": "the one-time token the peer issued "
                                                    "for this master (pairs once)"},
-        "trust": _enum(("observe", "delegate", "full")), "cost": {"type": "number"},
+        "trust": _enum(TRUST_LEVELS), "cost": {"type": "number"},
         "latency_ms": {"type": "number"}, "site": STR},
         ["name", "url", "ca_certificate"]),
-    "PeerUpdate": _obj({"trust": _enum(("observe", "delegate", "full")),
+    "PeerUpdate": _obj({"trust": _enum(TRUST_LEVELS),
                         "cost": {"type": "number", "minimum": 0},
                         "latency_ms": {"type": "number", "minimum": 0}, "site": STR}, []),
     "Peer": _obj({
-        "name": STR, "url": STR, "origin": _enum(("cli", "topology", "child")),
+        "name": STR, "url": STR, "origin": _enum(PEER_ORIGINS),
         "paired": {"type": "boolean"}, "principal": NSTR, "trust": STR,
         "cost": {"type": "number"}, "latency_ms": {"type": ["number", "null"]}, "site": NSTR,
         "last_contact": ISO, "last_error": NSTR, "last_error_at": ISO,

@@ -31,7 +31,8 @@ from ..store import open_db, parse_storage_uri
 from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
 from ..ca.keys import generate_key, make_private_dir, write_private_key
-from .app import EXTENSION, close_app, create_app, state_of
+from ..services.runtime import DEFAULT_RETRY_MAX, MasterSettings
+from .app import EXTENSION, close_app, create_app, runtime_of
 from .auth import open_authority
 from .topology import load_topology
 from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
@@ -42,7 +43,6 @@ MAINTENANCE_EXTENSION = "slapfed.maintenance"
 TLS_DIR = "tls"                 # <data>/tls: the master's own server key and certificate
 SERVER_KEY = "master.key"
 SERVER_CERT = "master.crt"
-DEFAULT_MASTER_NAME = "master"
 LOOPBACK_NAMES = ("localhost",)
 URL_FILE = "master.url"
 PID_FILE = "master.pid"
@@ -69,7 +69,7 @@ class ServeOptions:
     insecure_http: bool = False     # development mode: plain HTTP on loopback, no identities
     max_depth: int = DEFAULT_MAX_DEPTH  # longest chain of masters a request may have crossed
     ancestry: tuple = ()            # the masters above this one, root first
-    peer_retry_max: float = 30.0    # longest back-off (s) between calls to a failing peer
+    peer_retry_max: float = DEFAULT_RETRY_MAX   # longest back-off (s) to a failing peer
     backup_to: str | None = None    # backup repository of scheduled backups
     backup_every: float = 3600.0    # seconds between two scheduled backups (with backup_to)
     pack_every: float = DEFAULT_PACK_EVERY  # seconds between two automatic packs (0: never)
@@ -154,7 +154,7 @@ def start_maintenance(app, opts: ServeOptions, storage_uri: str | None):
     spec = parse_storage_uri(None if opts.start_zeo else storage_uri, opts.data_dir)
     if spec.kind == "file":
         fs_path = spec.path
-    m = Maintenance(state_of(app).db, MaintenanceOptions(
+    m = Maintenance(runtime_of(app).db, MaintenanceOptions(
         data_dir=opts.data_dir, fs_path=fs_path, backup_to=opts.backup_to,
         backup_every=opts.backup_every if opts.backup_to else 0.0,
         pack_every=opts.pack_every, pack_keep=opts.pack_keep))
@@ -242,11 +242,12 @@ class MasterApplication(BaseApplication):
         _write_atomically(os.path.join(self.opts.data_dir, URL_FILE), url + "\n")
         opts = self.opts
         tls = "mutual TLS" if self.tls is not None else "plain HTTP (development mode)"
+        name = MasterSettings(name=opts.master_name).here
         log.info("master %r listening on %s: %s, storage %s, %d worker(s) x %d threads, "
-                 "data %s", opts.master_name or DEFAULT_MASTER_NAME, url, tls,
+                 "data %s", name, url, tls,
                  _storage_label(self.storage_uri), opts.workers, opts.threads,
                  opts.data_dir,
-                 extra={"master": opts.master_name or DEFAULT_MASTER_NAME, "url": url,
+                 extra={"master": name, "url": url,
                         "tls": self.tls is not None,
                         "storage": _storage_label(self.storage_uri),
                         "workers": opts.workers, "threads": opts.threads,
@@ -266,7 +267,7 @@ class MasterApplication(BaseApplication):
             m = app.extensions.get(MAINTENANCE_EXTENSION)
             if m is not None:
                 m.request_stop()            # joined at worker exit, not in a handler
-            state_of(app).begin_stop()
+            runtime_of(app).begin_stop()
             if callable(graceful):
                 graceful(sig, frame)
 
@@ -282,7 +283,7 @@ class MasterApplication(BaseApplication):
             m = app.extensions.get(MAINTENANCE_EXTENSION)
             if m is not None:
                 m.request_stop()
-            state_of(app).begin_stop()
+            runtime_of(app).begin_stop()
 
     @staticmethod
     def _worker_exit(server, worker):
@@ -325,7 +326,7 @@ def serve(opts: ServeOptions) -> None:
         open_db(storage_uri, opts.data_dir).close()
         if opts.insecure_http:
             # the CA exists before the workers start (each would else race to create it)
-            open_authority({"DATA_DIR": opts.data_dir, "MASTER_NAME": opts.master_name})
+            open_authority(MasterSettings(data_dir=opts.data_dir, name=opts.master_name))
             tls = None
         else:
             tls = prepare_tls(opts)
@@ -369,14 +370,14 @@ def server_hosts(listen_host: str) -> list[str]:
 def prepare_tls(opts: ServeOptions) -> ServerTLS:
     """Open (or create) the CA and issue the master's server certificate for this start:
     a fresh key made here in <data>/tls (0600), identity master/<name>."""
-    config = {"DATA_DIR": opts.data_dir, "MASTER_NAME": opts.master_name}
-    ca = open_authority(config)
+    settings = MasterSettings(data_dir=opts.data_dir, name=opts.master_name)
+    ca = open_authority(settings)
     tls_dir = make_private_dir(os.path.join(opts.data_dir, TLS_DIR))
     key_path, cert_path = tls_dir / SERVER_KEY, tls_dir / SERVER_CERT
     key_path.unlink(missing_ok=True)
     key = generate_key()
     write_private_key(key_path, key)
-    identity = ids.master(opts.master_name or DEFAULT_MASTER_NAME)
+    identity = ids.master(settings.here)
     record = ca.issue(identity, key.public_key(), hosts=server_hosts(opts.host))
     _write_atomically(str(cert_path), record.certificate_pem)
     return ServerTLS(str(cert_path), str(key_path), str(ca.directory / "ca.crt"))

@@ -1,23 +1,23 @@
 """The master's topology: the files it was started with, locality filling at registration,
 and GET /api/v1/topology (the files plus the live state the CLI draws).
 
-Depends on Flask, topology.files and services.topology_state. The files are read once, when
-the app is built; nothing here runs on the request_instance path.
+Depends on Flask, topology.files, services.topology_state and master.request. The files are
+read once, when the app is built (its runtime keeps them); nothing here runs on the
+request_instance path.
 """
 from __future__ import annotations
 
 import dataclasses
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, jsonify
 
 from ..core import claims
 from ..core.errors import InvalidInput
 from ..services.topology_state import live_state
 from ..topology import files
-from .app import connection
+from .request import connection, runtime
 
 blueprint = Blueprint("topology", __name__)
-EXTENSION = "slapfed.topology"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,19 +63,9 @@ def load_topology(paths, name: str | None) -> MasterTopology:
     return MasterTopology(topo, name)
 
 
-@blueprint.record_once
-def _load(state) -> None:
-    config = state.app.config
-    state.app.extensions[EXTENSION] = load_topology(config.get("TOPOLOGY_FILES") or (),
-                                                    config.get("MASTER_NAME"))
-
-
 def master_topology() -> MasterTopology:
-    return master_topology_of(current_app)
-
-
-def master_topology_of(app) -> MasterTopology:
-    return app.extensions[EXTENSION]
+    """The topology the app was started with (its runtime holds it)."""
+    return runtime().topology
 
 
 def complete_registration(reg):

@@ -9,9 +9,7 @@ from BTrees.Length import Length
 from BTrees.OOBTree import OOBTree, OOTreeSet
 from persistent import Persistent
 
-from ..core.states import AVAILABLE, PENDING
-
-LOCALITY_KEYS = ("host", "lan", "country", "continent")
+from ..core.states import AVAILABLE, LOCALITY_LEVELS as LOCALITY_KEYS, PENDING
 
 
 class Partition(Persistent):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from persistent import Persistent
 
+from ..core.states import DEFAULT_TRUST, ORIGIN_CLI
+
 # The states of a forward (one delegated instance), as shown to users.
 FWD_QUEUED = "queued"            # recorded; the peer was not called yet
 FWD_FORWARDED = "forwarded"      # the peer accepted the current revision
@@ -16,7 +18,6 @@ FWD_CLOSED = "closed"            # destroyed at the peer: nothing runs there any
 FORWARD_STATES = (FWD_QUEUED, FWD_FORWARDED, FWD_UNREACHABLE, FWD_REFUSED, FWD_CLOSED)
 
 # Where a peer was learnt from.
-PEER_ORIGINS = ("cli", "topology", "child")
 
 
 class Peer(Persistent):
@@ -31,8 +32,8 @@ class Peer(Persistent):
     ca_certificate = None
     credentials = None
     principal = None           # who the peer says this master is there (master/NAME)
-    origin = "cli"
-    trust = "delegate"
+    origin = ORIGIN_CLI
+    trust = DEFAULT_TRUST
     cost = 0.0
     latency_ms = None
     site = None                # the peer's site in this master's topology, if declared

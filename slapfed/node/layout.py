@@ -587,7 +587,3 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
     except OSError as exc:
         raise LayoutError(f"cannot format {root}: {exc}") from None
     return config
-
-
-def node_python() -> str:
-    return sys.executable

@@ -10,7 +10,7 @@ import bisect
 import hashlib
 from dataclasses import dataclass, field
 
-LEVELS = ("host", "lan", "country", "continent")     # = topology.locality.LEVELS
+from ..core.states import LOCALITY_LEVELS as LEVELS
 RING = 1 << 64
 # How many free partition ids a view keeps per bucket (untagged, or per capability).
 FREE_SAMPLE = 16

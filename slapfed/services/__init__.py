@@ -1,7 +1,9 @@
 """Use cases of the master: one write transaction each, retried on conflict.
 
-Depends on core, model, placement. The web layer parses bodies with core.wire and
-calls these; nothing here knows HTTP.
+Depends on core, model, placement and federation (routing). The web layer parses bodies
+with core.wire and calls these with the master's runtime (services.runtime.Runtime: its
+writer, placement state and settings) for writes, a connection for reads; nothing here
+knows HTTP and nothing here keeps state of its own between calls.
 """
 from .computers import (
     list_computers, register_computer, report_partition, report_software, set_computer_facts,
@@ -13,8 +15,8 @@ from .instances import (
     request_instance,
     show_instance,
 )
-from .placement import configure as configure_placement
-from .tx import WRITE_LOCK, app_root, close_writer, read, write
+from .runtime import MasterSettings, Runtime
+from .tx import app_root, read, write
 
 __all__ = [
     "register_computer", "set_computer_facts", "list_computers", "show_computer", "supply",
@@ -22,5 +24,5 @@ __all__ = [
     "report_software", "report_partition", "desired_state", "DesiredStateRenderer",
     "request_instance", "explain_request", "change_state", "destroy_instance", "list_instances",
     "register_child_master",
-    "show_instance", "configure_placement", "WRITE_LOCK", "app_root", "close_writer", "read", "write",
+    "show_instance", "MasterSettings", "Runtime", "app_root", "read", "write",
 ]

@@ -1,7 +1,8 @@
 """Use cases on computers: register, supply/unsupply releases, node reports, listing.
 
 Depends on core, model and services.tx/render/instances. Each write use case is ONE
-transaction (retried on conflict). Serials bump exactly when a computer's
+transaction (retried on conflict) on the writer of the runtime it is given (``rt``,
+services.runtime.Runtime); reads take a connection (or the runtime). Serials bump exactly when a computer's
 desired-state document changes.
 """
 from __future__ import annotations
@@ -51,7 +52,7 @@ def recorded_facts(comp) -> claims.ComputerFacts:
                                 **comp.locality)
 
 
-def register_computer(conn, reg: ComputerRegistration,
+def register_computer(rt, reg: ComputerRegistration,
                       node: NodeClaim | None = None) -> tuple[bool, dict]:
     """Create or update a computer; known partitions are kept, new ones added.
 
@@ -86,14 +87,14 @@ def register_computer(conn, reg: ComputerRegistration,
         if any(added) and not created:
             comp.bump_serial()
         if created or moved or any(added):
-            placement.touch(app, comp)
+            placement.touch(rt.placement, app, comp)
         comp.last_contact = now
         return created, render.computer_json(comp)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def set_computer_facts(conn, computer_id: str, changes: dict, complete=None) -> dict:
+def set_computer_facts(rt, computer_id: str, changes: dict, complete=None) -> dict:
     """An administrator changes a computer's facts (``changes``: any of
     core.claims.FACT_FIELDS; a locality of None clears it). ``complete`` (optional) fills
     and checks the result against the topology files: facts -> facts, raising
@@ -107,10 +108,10 @@ def set_computer_facts(conn, computer_id: str, changes: dict, complete=None) -> 
             merged = complete(computer_id, merged)
         if comp.update_locality(merged.locality(), dict(merged.labels),
                                 tuple(merged.capabilities)):
-            placement.touch(app, comp)
+            placement.touch(rt.placement, app, comp)
         return render.computer_json(comp)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
 def _fields(problems: list[dict]) -> str:
@@ -125,26 +126,26 @@ def show_computer(conn, computer_id: str) -> dict:
     return read(conn, lambda app: render.computer_json(get_computer(app, computer_id)))
 
 
-def supply(conn, computer_id: str, request: Supply) -> dict:
+def supply(rt, computer_id: str, request: Supply) -> dict:
     """Ask a computer to install (available) or remove (destroyed) a release.
 
     Raises NotFound, Conflict (removing a release that live instances use)."""
     h = software_hash(request.url)
     if request.state == DESTROYED:
-        return unsupply(conn, computer_id, h)
+        return unsupply(rt, computer_id, h)
 
     def use_case(app):
         comp = get_computer(app, computer_id)
         sw, changed = comp.supply(request.url, h, AVAILABLE)
         if changed:
             app.note_supplied(h, comp.id)
-            placement.touch(app, comp)
+            placement.touch(rt.placement, app, comp)
         return render.software_json(sw)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def unsupply(conn, computer_id: str, h: str) -> dict:
+def unsupply(rt, computer_id: str, h: str) -> dict:
     """Set a supplied release's desired state to destroyed (by software hash)."""
     def use_case(app):
         comp = get_computer(app, computer_id)
@@ -158,13 +159,13 @@ def unsupply(conn, computer_id: str, h: str) -> dict:
                            [{"instance": ref} for ref in sorted(users)])
         sw, changed = comp.supply(sw.url, h, DESTROYED)
         if changed:
-            placement.touch(app, comp)
+            placement.touch(rt.placement, app, comp)
         return render.software_json(sw)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def report_software(conn, computer_id: str, h: str, report: SoftwareReport) -> dict:
+def report_software(rt, computer_id: str, h: str, report: SoftwareReport) -> dict:
     """Record a node's install outcome; status destroyed removes the release."""
     def use_case(app):
         now = clock()
@@ -178,7 +179,7 @@ def report_software(conn, computer_id: str, h: str, report: SoftwareReport) -> d
                         reported_at=render.iso(now))
             comp.remove_software(h)
             app.note_unsupplied(h, comp.id)
-            placement.touch(app, comp)
+            placement.touch(rt.placement, app, comp)
             return body
         sw.status = report.status
         sw.log_tail = report.log_tail
@@ -186,10 +187,10 @@ def report_software(conn, computer_id: str, h: str, report: SoftwareReport) -> d
         sw.reported_at = now
         return render.software_json(sw)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def report_partition(conn, computer_id: str, partition_id: str,
+def report_partition(rt, computer_id: str, partition_id: str,
                      report: PartitionReport, reporter: str = claims.NODE) -> dict:
     """Record what a node (``reporter`` NODE) or the partition itself (PARTITION)
     observed of a partition's instance.
@@ -232,12 +233,12 @@ def report_partition(conn, computer_id: str, partition_id: str,
         if report.shared_connections:
             _publish_shared(app, inst, report.shared_connections, now)
         if report.state == DESTROYED and inst.requested_state == DESTROYED:
-            _free(app, comp, inst, now)
+            _free(rt, app, comp, inst, now)
         elif report.revision == inst.revision and report.state in (STARTED, STOPPED, FAILED):
             _relay_to_shared(app, inst, report.state, now)
         return render.instance_json(app, inst)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
 # -- steps ------------------------------------------------------------------------
@@ -266,15 +267,15 @@ def _instances_on(app, comp):
             yield app.instances[p.instance_id]
 
 
-def _free(app, comp, inst, now: float) -> None:
+def _free(rt, app, comp, inst, now: float) -> None:
     comp.release(inst.partition_id)
-    placement.touch(app, comp)
+    placement.touch(rt.placement, app, comp)
     inst.unplace()
     inst.connection = {}
     inst.touch(now)
     held, inst.shared_ids = inst.shared_ids, ()
     for sid in held:
-        host_gone(app, app.instances[sid], now)
+        host_gone(rt, app, app.instances[sid], now)
 
 
 def _relay_to_shared(app, host, state: str, now: float) -> None:

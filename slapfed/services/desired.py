@@ -18,7 +18,7 @@ from .tx import app_root, clock, write
 
 
 class DesiredStateRenderer:
-    """Renders and caches desired-state documents for one DB, in this process."""
+    """Renders and caches desired-state documents for one DB (a runtime owns one)."""
 
     def __init__(self, db):
         self._db = db
@@ -81,11 +81,21 @@ class DesiredStateRenderer:
                 self._conn = None
 
 
-def desired_state(conn, computer_id: str, known_serials=(),
-                  renderer: DesiredStateRenderer | None = None) -> tuple[int, bytes | None]:
+def desired_state(rt, computer_id: str, known_serials=(),
+                  renderer: DesiredStateRenderer | None = None,
+                  conn=None) -> tuple[int, bytes | None]:
     """(serial, document bytes), or (serial, None) when serial is in ``known_serials``.
 
-    Records the node's contact at most every CONTACT_INTERVAL seconds. Raises NotFound."""
+    The serial is read on ``conn`` (the request's connection; else one of the runtime's
+    DB); a changed document is rendered by ``renderer`` (e.g. ``rt.renderer``; None:
+    rendered here). Records the node's contact at most every CONTACT_INTERVAL seconds
+    (a write use case of ``rt``). Raises NotFound."""
+    if conn is None:
+        own = rt.db.open()
+        try:
+            return desired_state(rt, computer_id, known_serials, renderer, own)
+        finally:
+            own.close()
     tm = conn.transaction_manager
     tm.begin()
     try:
@@ -93,7 +103,7 @@ def desired_state(conn, computer_id: str, known_serials=(),
         now = clock()
         if comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL:
             tm.abort()
-            write(conn, lambda app: _record_contact(app, computer_id, now))
+            write(rt, lambda app: _record_contact(app, computer_id, now))
             tm.begin()
             comp = get_computer(app_root(conn), computer_id)
         serial = comp.serial

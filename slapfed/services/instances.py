@@ -1,7 +1,9 @@
 """Use cases on instances: request (the one verb), change state, destroy, list, show.
 
-Depends on core, model, placement and services.tx/render. Each write use case is ONE
-transaction (retried on conflict); a typed error aborts it and nothing is written.
+Depends on core, model, placement and services.tx/render/federation. Each write use case
+is ONE transaction (retried on conflict) on the writer of the runtime it is given (``rt``,
+services.runtime.Runtime), whose placement state and settings its steps use; a typed
+error aborts it and nothing is written.
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ HOSTABLE_STATUSES = (PENDING, STARTED)
 
 
 # -- use cases ------------------------------------------------------------------
-def request_instance(conn, req: InstanceRequest) -> tuple[bool, dict]:
+def request_instance(rt, req: InstanceRequest) -> tuple[bool, dict]:
     """Find or create the instance of (requester, reference) and converge it.
 
     Returns (created, instance JSON). Raises InvalidInput (unknown parent),
@@ -39,17 +41,17 @@ def request_instance(conn, req: InstanceRequest) -> tuple[bool, dict]:
         now = clock()
         inst = app.find_instance(req.requester, req.reference)
         if inst is None:
-            inst = _create(app, req, now)
+            inst = _create(rt, app, req, now)
             created = True
         else:
-            _update(app, inst, req, now)
+            _update(rt, app, inst, req, now)
             created = False
         return created, render.instance_json(app, inst)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def change_state(conn, instance_id: str, state: str) -> dict:
+def change_state(rt, instance_id: str, state: str) -> dict:
     """Set the requested state of an instance; placing it again if it had been destroyed.
 
     Raises NotFound, NoCapacity."""
@@ -60,13 +62,13 @@ def change_state(conn, instance_id: str, state: str) -> dict:
             inst.requested_state = state
             inst.bump_revision(now)
             _document_changed(app, inst, now)
-        _converge(app, inst, now)
+        _converge(rt, app, inst, now)
         return render.instance_json(app, inst)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def register_child_master(conn, instance_id: str, reg) -> dict:
+def register_child_master(rt, instance_id: str, reg) -> dict:
     """Record that the instance runs a child master (``reg``: ChildMasterRegistration).
 
     Raises NotFound, Conflict (a destroyed instance, or another master already there)."""
@@ -80,21 +82,21 @@ def register_child_master(conn, instance_id: str, reg) -> dict:
                            f"{inst.child_master['name']!r}, not {reg.name!r}")
         now = clock()
         if reg.pairing_token:
-            federation.adopt_child(app, inst, reg, now)
+            federation.adopt_child(rt.settings, app, inst, reg, now)
         if inst.child_master != record:
             inst.child_master = record
             inst.touch(now)
         return render.instance_json(app, inst)
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
-def destroy_instance(conn, instance_id: str) -> dict:
+def destroy_instance(rt, instance_id: str) -> dict:
     """Request destruction; the partition is freed when the node reports it destroyed."""
-    return change_state(conn, instance_id, DESTROYED)
+    return change_state(rt, instance_id, DESTROYED)
 
 
-def explain_request(conn, req: InstanceRequest) -> dict:
+def explain_request(rt, req: InstanceRequest) -> dict:
     """What requesting ``req`` would decide (placement, refusals per plugin), written
     nowhere. Raises InvalidInput (unknown parent or relative reference) and
     UnknownSoftwareType. It runs on the writer connection (the placement snapshot lives
@@ -102,16 +104,16 @@ def explain_request(conn, req: InstanceRequest) -> dict:
     def use_case(app):
         h = software_hash(req.software_url)
         check_software_type(app, req.software_url, h, req.software_type)
-        out = placement.explain(app, req.requester, req.reference, h, req.sla, req.parent)
+        out = placement.explain(rt.placement, app, req.requester, req.reference, h, req.sla, req.parent)
 
         def local_fit():
             return None if out.get("placed") else out.get("message")
-        route = federation.route_request(app, req.software_url, req.software_type,
+        route = federation.route_request(rt.settings, app, req.software_url, req.software_type,
                                          req.shared, req.sla, req.provenance, local_fit)
         out["route"] = route.to_json()
         return out
 
-    return write(conn, use_case)
+    return write(rt, use_case)
 
 
 def show_instance(conn, instance_id: str) -> dict:
@@ -156,7 +158,7 @@ def _get(app, instance_id: str):
     return inst
 
 
-def _create(app, req: InstanceRequest, now: float):
+def _create(rt, app, req: InstanceRequest, now: float):
     parent = None
     if req.parent is not None:
         parent = app.instances.get(req.parent)
@@ -176,7 +178,7 @@ def _create(app, req: InstanceRequest, now: float):
     app.add_instance(inst)
     if parent is not None:
         parent.add_child(inst.id)
-    _converge(app, inst, now)
+    _converge(rt, app, inst, now)
     return inst
 
 
@@ -198,7 +200,7 @@ def _render_if_unchanged(app, req: InstanceRequest) -> dict | None:
     return render.instance_json(app, inst) if converged else None
 
 
-def _update(app, inst, req: InstanceRequest, now: float) -> None:
+def _update(rt, app, inst, req: InstanceRequest, now: float) -> None:
     """Apply a repeated request; the revision bumps only if something it covers changed."""
     if req.shared != inst.shared:
         if inst.placed or inst.attached:
@@ -226,11 +228,11 @@ def _update(app, inst, req: InstanceRequest, now: float) -> None:
     if tuple(req.open_to) != tuple(inst.open_to):
         inst.open_to = tuple(req.open_to)
         inst.touch(now)
-        _enforce_opening(app, inst, now)
+        _enforce_opening(rt, app, inst, now)
     if changed:
         inst.bump_revision(now)
         _document_changed(app, inst, now)
-    _converge(app, inst, now)
+    _converge(rt, app, inst, now)
 
 
 def _change_release(app, inst, url: str, software_type: str, now: float) -> None:
@@ -287,16 +289,16 @@ def _document_changed(app, inst, now: float) -> None:
             _document_changed(app, host, now)
 
 
-def _converge(app, inst, now: float) -> None:
+def _converge(rt, app, inst, now: float) -> None:
     """Place, attach, delegate or detach so the instance matches its requested state; a
     host that may take shared instances then takes those waiting for it."""
-    _converge_one(app, inst, now)
+    _converge_one(rt, app, inst, now)
     app.note_awaiting(inst)
     if not inst.shared:
-        _offer_host(app, inst, now)
+        _offer_host(rt, app, inst, now)
 
 
-def _converge_one(app, inst, now: float) -> None:
+def _converge_one(rt, app, inst, now: float) -> None:
     if inst.delegated:
         federation.converge_delegated(app, inst, now)
         return
@@ -312,12 +314,12 @@ def _converge_one(app, inst, now: float) -> None:
         return
     if inst.shared:
         if not inst.attached:
-            _serve_shared(app, inst, now)
+            _serve_shared(rt, app, inst, now)
     elif not inst.placed:
-        _serve(app, inst, now, lambda: _place(app, inst))
+        _serve(rt, app, inst, now, lambda: _place(rt, app, inst))
 
 
-def _serve(app, inst, now: float, serve_here) -> None:
+def _serve(rt, app, inst, now: float, serve_here) -> None:
     """Serve the instance here (``serve_here``) or delegate it to a peer, as routing
     decides. Serving here is tried only when routing asks whether it would fit (a
     success is kept: the decision is then local)."""
@@ -331,10 +333,10 @@ def _serve(app, inst, now: float, serve_here) -> None:
             return exc.message
         return None
 
-    route = federation.route_request(app, inst.software_url, inst.software_type, inst.shared,
+    route = federation.route_request(rt.settings, app, inst.software_url, inst.software_type, inst.shared,
                                      inst.sla, inst.provenance, local_fit)
     if route.delegated:
-        federation.delegate(app, inst, route, now)
+        federation.delegate(rt.settings, app, inst, route, now)
         return
     if inst.placed or inst.attached:
         return
@@ -343,8 +345,8 @@ def _serve(app, inst, now: float, serve_here) -> None:
     serve_here()
 
 
-def _place(app, inst) -> None:
-    placement.place(app, inst)
+def _place(rt, app, inst) -> None:
+    placement.place(rt.placement, app, inst)
     inst.set_status(state=PENDING, log_tail="", promises=())
     inst.connection = {}
 
@@ -373,13 +375,13 @@ def _consents(host, inst) -> bool:
     return sharing.opens_to(host.open_to, host.owner, inst.owner, named)
 
 
-def _choose_host(app, inst, only=None):
+def _choose_host(rt, app, inst, only=None):
     """The first host, by SLA alternative then id, that takes shared instance ``inst``
     (``only``: consider that host alone), and {refusal reason: count} over the hosts open
     to its owner that an alternative naming no host refused. Hosts closed to the owner
     are never looked at further, so nothing here depends on what they are."""
-    request = placement.request_of(app, inst)
-    snap = placement.snapshot_of(app)
+    request = placement.request_of(rt.placement, app, inst)
+    snap = placement.snapshot_of(rt.placement, app)
     refused: dict = {}
     released = None
     for alternative in request.sla.alternatives:
@@ -414,12 +416,12 @@ def _named_hosts(inst) -> tuple:
     return () if None in named else named
 
 
-def _attach_shared(app, inst, now: float) -> None:
+def _attach_shared(rt, app, inst, now: float) -> None:
     """Attach a shared instance to the first started host of its release and type that
     is open to its owner and whose computer satisfies the SLA (alternatives in order;
     locality, labels, relative keys; ``host_instance`` names the host). Raises
     NoCapacity, worded the same whether or not hosts closed to the owner exist."""
-    host, refused = _choose_host(app, inst)
+    host, refused = _choose_host(rt, app, inst)
     if host is None:
         why = ", ".join(f"{n} refused by {r}" for r, n in sorted(refused.items()))
         named = _named_hosts(inst)
@@ -443,12 +445,12 @@ def _attach(app, inst, host, now: float) -> None:
     inst.touch(now)
 
 
-def _serve_shared(app, inst, now: float) -> None:
+def _serve_shared(rt, app, inst, now: float) -> None:
     """Attach (or delegate) a shared instance; with no host to take it here, it waits:
     ``failed`` when its SLA names hosts (none of them takes it), else ``pending``. In
     both cases it attaches once a host is opened to its owner (``_offer_host``)."""
     try:
-        _serve(app, inst, now, lambda: _attach_shared(app, inst, now))
+        _serve(rt, app, inst, now, lambda: _attach_shared(rt, app, inst, now))
     except NoCapacity:
         named = _named_hosts(inst)
         if named:
@@ -467,7 +469,7 @@ def _set_waiting(inst, state: str, why: str, now: float) -> None:
         inst.touch(now)
 
 
-def _offer_host(app, host, now: float) -> None:
+def _offer_host(rt, app, host, now: float) -> None:
     """A host that may take shared instances attaches those waiting for one that it is
     open to (their SLA permitting), in id order."""
     if host.shared or host.delegated or not host.placed or host.requested_state != STARTED \
@@ -477,13 +479,13 @@ def _offer_host(app, host, now: float) -> None:
         waiting = app.instances.get(sid)
         if waiting is None or not waiting.awaits_host or not _consents(host, waiting):
             continue
-        chosen, _refused = _choose_host(app, waiting, only=host)
+        chosen, _refused = _choose_host(rt, app, waiting, only=host)
         if chosen is not None:
             _attach(app, waiting, host, now)
             app.note_awaiting(waiting)
 
 
-def _enforce_opening(app, host, now: float) -> None:
+def _enforce_opening(rt, app, host, now: float) -> None:
     """The host's opening narrowed: shared instances whose owner it is no longer open to
     are detached; each moves to another host open to it, or is ``failed`` saying its host
     closed (and attaches again once a host opens to it)."""
@@ -492,13 +494,13 @@ def _enforce_opening(app, host, now: float) -> None:
         if shared is None or _consents(host, shared):
             continue
         _detach_shared(app, shared, now)
-        _rehost(app, shared, now, FAILED, sharing.host_closed(shared.owner))
+        _rehost(rt, app, shared, now, FAILED, sharing.host_closed(shared.owner))
 
 
-def _rehost(app, shared, now: float, state: str, why: str) -> None:
+def _rehost(rt, app, shared, now: float, state: str, why: str) -> None:
     """A shared instance lost its host: attach it to another host open to it, else show
     ``state`` and ``why`` and wait for one."""
-    other, _refused = _choose_host(app, shared)
+    other, _refused = _choose_host(rt, app, shared)
     if other is not None:
         _attach(app, shared, other, now)
     else:
@@ -506,12 +508,12 @@ def _rehost(app, shared, now: float, state: str, why: str) -> None:
     app.note_awaiting(shared)
 
 
-def host_gone(app, shared, now: float) -> None:
+def host_gone(rt, app, shared, now: float) -> None:
     """The partition of ``shared``'s host was freed (its host is destroyed): the
     computers' report use case calls this for each shared instance it held."""
     shared.host_id = None
     shared.connection = {}
-    _rehost(app, shared, now, PENDING, sharing.host_gone(shared.owner))
+    _rehost(rt, app, shared, now, PENDING, sharing.host_gone(shared.owner))
 
 
 def _detach_shared(app, inst, now: float) -> None:

@@ -1,16 +1,14 @@
-"""Placement on the master: the per-DB in-memory snapshot, anchors of relative SLA keys, and place/explain steps.
+"""Placement on the master: the writer's in-memory snapshot, anchors of relative SLA keys, and place/explain steps.
 
 Depends on core, model objects (through their attributes) and placement (pure); runs
 inside use cases on the writer connection (services.tx). The snapshot belongs to the
-DB's writer: write use cases keep it current (``touch``) inside their transaction, an
-undo journal reverts it when the transaction aborts, and a persistent counter
-(App.placement_changes, a BTrees.Length) tells when another process changed the
-database under it, which rebuilds it.
+runtime's writer (its PlacementState, ``rt.placement``, passed to every step here): write
+use cases keep it current (``touch``) inside their transaction, an undo journal reverts
+it when the transaction aborts, and a persistent counter (App.placement_changes, a
+BTrees.Length) tells when another process changed the database under it, which rebuilds
+it.
 """
 from __future__ import annotations
-
-import threading
-import weakref
 
 from ..core.errors import InvalidInput, NoCapacity
 from ..core.sla import Sla, parse_sla
@@ -26,16 +24,12 @@ RETRIES = 3
 MAX_TREE_DEPTH = 64
 MAX_TREE_SIZE = 10_000
 
-_lock = threading.Lock()
-_states: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
 class PlacementState:
-    """What one DB's writer keeps for placement: the snapshot and the configuration."""
+    """What a runtime's writer keeps for placement: the snapshot and the configuration."""
 
-    def __init__(self, config: PipelineConfig = DEFAULT):
+    def __init__(self, config: PipelineConfig = DEFAULT, here: str | None = None):
         self.config = config
-        self.here = None           # this master's name: SLA alternatives naming it fit here
+        self.here = here           # this master's name: SLA alternatives naming it fit here
         self.snapshot = None
         self.txn = None            # the transaction the journal belongs to
         self.built_in_txn = False  # the snapshot was (re)built inside that transaction
@@ -64,28 +58,6 @@ class PlacementState:
         self._finish(False)
 
 
-def state_of(db) -> PlacementState:
-    with _lock:
-        state = _states.get(db)
-        if state is None:
-            state = _states[db] = PlacementState()
-        return state
-
-
-def configure(db, raw: dict | None, here: str | None = None) -> PipelineConfig:
-    """Set the pipeline configuration of ``db``'s master (InvalidInput when wrong) and
-    its name (``here``: an SLA alternative naming another master fits no computer)."""
-    config = PipelineConfig.from_json(raw)
-    state = state_of(db)
-    state.config = config
-    state.here = here
-    return config
-
-
-def here_of(app) -> str | None:
-    return state_of(app._p_jar.db()).here
-
-
 # -- building views and the snapshot --------------------------------------------------
 def view_of(comp) -> ComputerView:
     """The placement view of a persistent Computer (reads only what placement needs)."""
@@ -104,11 +76,10 @@ def view_of(comp) -> ComputerView:
                            capabilities=comp.capabilities, releases=releases, partitions=parts)
 
 
-def snapshot_of(app):
+def snapshot_of(state: PlacementState, app):
     """The writer's snapshot, current for this transaction (rebuilt when another
     process changed the database). Only call it from a use case (services.tx.write)."""
     jar = app._p_jar
-    state = state_of(jar.db())
     txn = jar.transaction_manager.get()
     snap = state.snapshot
     if state.txn is not txn:
@@ -125,10 +96,10 @@ def snapshot_of(app):
     return snap
 
 
-def touch(app, comp) -> None:
+def touch(state: PlacementState, app, comp) -> None:
     """Record that ``comp`` changed in ways placement sees (partitions, supplies,
     locality, labels, capabilities): refresh its view and bump the shared counter."""
-    snap = snapshot_of(app)
+    snap = snapshot_of(state, app)
     snap.put(view_of(comp))
     snap.bump()
     app.placement_changed()
@@ -195,7 +166,7 @@ def anchors_for(app, requester: str, parent_id: str | None, sla: Sla, own_id=Non
     return anchors
 
 
-def request_of(app, inst) -> PlacementRequest:
+def request_of(state: PlacementState, app, inst) -> PlacementRequest:
     """The pure placement request of a persistent instance (anchors resolved)."""
     sla = parse_sla(inst.sla, "sla", inst.reference)
     near = ()
@@ -206,7 +177,7 @@ def request_of(app, inst) -> PlacementRequest:
             near = (computer,) if computer else ()
     return PlacementRequest(inst.reference, inst.software_hash, sla, inst.requester,
                             anchors_for(app, inst.requester, inst.parent, sla, inst.id), near,
-                            here_of(app))
+                            state.here)
 
 
 # -- deciding and committing --------------------------------------------------------------
@@ -224,27 +195,26 @@ def _still_fits(app, decision, capability) -> bool:
     return True
 
 
-def place(app, inst):
+def place(state: PlacementState, app, inst):
     """Decide where ``inst`` goes and allocate it there. Raises NoCapacity (with the
     per-plugin breakdown) or InvalidInput (an SLA naming an unknown instance).
 
     The snapshot may be stale about one computer; the choice is checked against the
     database inside this transaction and decided again if it no longer holds."""
-    state = state_of(app._p_jar.db())
-    request = request_of(app, inst)
+    request = request_of(state, app, inst)
     for attempt in range(RETRIES + 1):
-        snap = snapshot_of(app)
+        snap = snapshot_of(state, app)
         if attempt == RETRIES:      # last resort: a snapshot from scratch
             state.snapshot = None
             state.txn = None
-            snap = snapshot_of(app)
+            snap = snapshot_of(state, app)
         decision = decide(snap, request, state.config).raise_if_refused()
         alt = request.sla.alternatives[decision.alternative]
         if _still_fits(app, decision, alt.get("capability")):
             comp = app.computers[decision.computer]
             comp.allocate(decision.partition, inst.id)
             inst.place(decision.computer, decision.partition)
-            touch(app, comp)
+            touch(state, app, comp)
             return decision
         comp = app.computers.get(decision.computer)
         if comp is None:
@@ -255,11 +225,10 @@ def place(app, inst):
                      "disagreeing with the database; try again")
 
 
-def explain(app, requester: str, reference: str, software_hash: str, sla_json,
-            parent_id: str | None) -> dict:
+def explain(state: PlacementState, app, requester: str, reference: str, software_hash: str,
+            sla_json, parent_id: str | None) -> dict:
     """The decision placement would make for a request, with every refusal; writes
     nothing. Raises InvalidInput (unknown parent or relative reference)."""
-    state = state_of(app._p_jar.db())
     sla = parse_sla(sla_json, "sla", reference)
     existing = app.find_instance(requester, reference)
     near = ()
@@ -275,7 +244,7 @@ def explain(app, requester: str, reference: str, software_hash: str, sla_json,
     request = PlacementRequest(reference, software_hash, sla, requester,
                                anchors_for(app, requester, parent_id, sla, own), near,
                                state.here)
-    decision = decide(snapshot_of(app), request, state.config, explain=True)
+    decision = decide(snapshot_of(state, app), request, state.config, explain=True)
     out = decision.to_json()
     out["requester"] = requester
     out["instance"] = None if existing is None else existing.id

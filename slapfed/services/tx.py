@@ -1,20 +1,20 @@
 """Transactions for use cases: one write transaction each, retried on conflict.
 
-Depends on core.errors, model and transaction/ZODB. Writes in one process are
-serialised (FileStorage is single-process anyway) and run on ONE dedicated writer
-connection per database, whose object cache therefore stays warm; concurrent use
-cases are committed in groups (one fsync for many). Conflicts with other processes
-(ZEO) are retried with a short back-off.
+Depends on core.errors, model and transaction/ZODB. Writes of a runtime
+(services.runtime: one per master process) are serialised (FileStorage is single-process
+anyway) and run on its ONE dedicated writer connection, whose object cache therefore
+stays warm; concurrent use cases are committed in groups (one fsync for many). Conflicts
+with other processes (ZEO) are retried with a short back-off.
 """
 from __future__ import annotations
 
 import random
 import threading
 import time
-import weakref
 from collections import deque
 
 import transaction
+from ZODB.Connection import Connection
 from ZODB.DB import DB
 from transaction.interfaces import TransientError
 
@@ -22,12 +22,6 @@ from ..core.errors import Conflict, StorageError
 from ..model import ROOT_KEY
 
 MAX_ATTEMPTS = 20
-# Guards the registry of writers; each writer has its own lock serialising its writes.
-WRITE_LOCK = threading.Lock()
-_writers: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-# Notified after every commit of this process's writers: long polls wait on it (and
-# re-read at a short interval anyway, for the commits of other processes).
-COMMITTED = threading.Condition()
 
 
 def clock() -> float:
@@ -71,6 +65,9 @@ class Writer:
 
     def __init__(self, db):
         self.lock = threading.Lock()      # held while a batch runs (also by close())
+        # Notified after every commit: long polls wait on it (and re-read at a short
+        # interval anyway, for the commits of other processes).
+        self.committed = threading.Condition()
         self.cond = threading.Condition(threading.Lock())
         self.queue: deque[_Pending] = deque()
         self.leading = False
@@ -81,6 +78,11 @@ class Writer:
         with self.lock:
             self.tm.abort()
             self.conn.close()
+
+    def wake(self) -> None:
+        """Wake every long poll waiting on this writer's commits now."""
+        with self.committed:
+            self.committed.notify_all()
 
     def submit(self, use_case, note: str | None, attempts: int):
         item = _Pending(use_case, note)
@@ -131,8 +133,7 @@ class Writer:
                     if notes:
                         tm.get().note("; ".join(notes))
                     tm.commit()
-                    with COMMITTED:
-                        COMMITTED.notify_all()
+                    self.wake()
                 except TransientError:
                     tm.abort()
                     if len(pending) > 1:
@@ -161,40 +162,23 @@ class Writer:
                 item.done = True
 
 
-def writer_of(db) -> Writer:
-    with WRITE_LOCK:
-        writer = _writers.get(db)
-        if writer is None or writer.conn.opened is None:
-            writer = _writers[db] = Writer(db)
-        return writer
-
-
-def close_writer(db) -> None:
-    """Close the writer connection of ``db`` (before closing the DB)."""
-    with WRITE_LOCK:
-        writer = _writers.pop(db, None)
-    if writer is not None:
-        writer.close()
-
-
-def write(conn, use_case, note: str | None = None, attempts: int = MAX_ATTEMPTS):
+def write(rt, use_case, note: str | None = None, attempts: int = MAX_ATTEMPTS):
     """Run ``use_case(app)`` atomically and commit it; retry on transient conflicts.
 
-    ``conn`` (a connection, or the DB itself) only names the database: the use case
-    runs on its writer connection,
-    possibly committed together with other concurrent use cases (group commit; see
-    Writer). ``use_case`` may run more than once and must only touch the database.
-    Typed errors raised by the use case undo what it did and propagate. Raises
-    Conflict when every attempt conflicted."""
-    db = conn if isinstance(conn, DB) else conn.db()
-    return writer_of(db).submit(use_case, note, attempts)
+    The use case runs on the writer of ``rt`` (a services.runtime.Runtime), possibly
+    committed together with other concurrent use cases (group commit; see Writer).
+    ``use_case`` may run more than once and must only touch the database. Typed errors
+    raised by the use case undo what it did and propagate. Raises Conflict when every
+    attempt conflicted."""
+    return rt.writer.submit(use_case, note, attempts)
 
 
 def read(conn, query):
     """Run ``query(app)`` on a fresh snapshot, then abort (nothing is ever written).
-    ``conn`` may be the DB itself: a pooled connection is then used for this read."""
-    if isinstance(conn, DB):
-        own = conn.open()
+    ``conn`` is a connection (the request's), or a DB or a runtime (its DB): a pooled
+    connection is then used for this read."""
+    if not isinstance(conn, Connection):
+        own = (conn if isinstance(conn, DB) else conn.db).open()
         try:
             return read(own, query)
         finally:

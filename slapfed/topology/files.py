@@ -17,16 +17,15 @@ from typing import Iterable, Mapping
 from ..core.errors import InvalidInput
 from ..core.sla import NAME_RE as CAPABILITY_RE
 from ..core.wire import ID_RE
+from ..core.states import DEFAULT_TRUST, TRUST_LEVELS
 from .locality import LEVELS
 
 FORMAT_VERSION = 1
 # Site levels, outermost first (locality.LEVELS is innermost first).
 SITE_LEVELS = tuple(reversed(LEVELS))          # continent, country, lan, host
 CHILD_LEVEL = {"continent": "country", "country": "lan", "lan": "host"}
-# Trust of a link between masters, weakest first: observe (read each other's state),
-# delegate (also forward instances), full (also replicate state).
-TRUST_LEVELS = ("observe", "delegate", "full")
-DEFAULT_TRUST = "delegate"
+# Trust of a link between masters (core.states.TRUST_LEVELS), weakest first: observe
+# (read each other's state), delegate (also forward instances), full (also replicate).
 URL_RE = re.compile(r"^https?://[^\s/]+\S*\Z")
 
 TOP_KEYS = ("version", "description", "sites", "masters", "computers", "links")

@@ -1,12 +1,11 @@
 """Locality of computers: how close two of them are (same host, LAN, country, continent).
 
-Pure; depends on nothing. A locality is a mapping with the keys of LEVELS (values may be
+Pure; depends on core.states (the levels). A locality is a mapping with the keys of LEVELS (values may be
 None when unknown). Unknown never counts as "same".
 """
 from __future__ import annotations
 
-# Nested sites, innermost first: a host is in a LAN, in a country, in a continent.
-LEVELS = ("host", "lan", "country", "continent")
+from ..core.states import LOCALITY_LEVELS as LEVELS   # nested sites, innermost first
 NONE = "none"
 
 

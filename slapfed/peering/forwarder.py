@@ -1,6 +1,6 @@
 """The forwarder: works through the forward table, calling peer masters.
 
-Depends on services (federation use cases), federation.peers (credentials, pairing) and
+Depends on services (federation use cases), peering.peers (credentials, pairing) and
 core.errors. One forwarder runs per data directory (a file lock elects it among gunicorn
 workers). Its threads:
 
@@ -33,7 +33,6 @@ from .peers import client_for, pair
 log = logging.getLogger("slapfed.federation")
 
 LOCK_FILE = "forwarder.lock"
-POLL_WAIT = 20.0               # seconds a long poll waits at the peer
 IDLE_INTERVAL = 0.5            # the pusher looks at the table at least this often
 SUMMARY_INTERVAL = 30.0
 PUSH_WORKERS = 8
@@ -50,11 +49,14 @@ def _transient(exc: Exception) -> bool:
 
 
 class Forwarder:
-    def __init__(self, db, data_dir: str | None, poll_wait: float = POLL_WAIT,
-                 summary_interval: float = SUMMARY_INTERVAL, timeout: float = 15.0):
-        self.db = db
-        self.data_dir = data_dir
-        self.poll_wait = poll_wait
+    """The forwarder of a runtime (services.runtime.Runtime): its use cases run on the
+    runtime's writer; its data directory and long-poll wait come from its settings."""
+
+    def __init__(self, rt, summary_interval: float = SUMMARY_INTERVAL,
+                 timeout: float = 15.0):
+        self.rt = rt
+        self.data_dir = rt.settings.data_dir
+        self.poll_wait = rt.settings.peer_poll_wait
         self.summary_interval = summary_interval
         self.timeout = timeout
         self._wake = threading.Event()
@@ -110,7 +112,7 @@ class Forwarder:
             next_at = None
             try:
                 self._refresh_peers()
-                pushes, next_at = fed.due_pushes(self.db)
+                pushes, next_at = fed.due_pushes(self.rt)
                 for push in pushes:
                     self._submit(push)
             except Exception:  # noqa: BLE001 - the forwarder must outlive any one failure
@@ -135,16 +137,16 @@ class Forwarder:
         try:
             peer = self._peers.get(push.peer)
             if peer is None:
-                fed.record_failure(self.db, push.instance_id, push.peer,
+                fed.record_failure(self.rt, push.instance_id, push.peer,
                                    f"{push.peer} is not a paired peer of this master", False)
                 return
             if not push.contacted:
-                fed.mark_contacted(self.db, push.instance_id, push.peer)
+                fed.mark_contacted(self.rt, push.instance_id, push.peer)
             client = client_for(peer[1], peer[0], self.timeout)
             try:
                 answer = client.forward(push.body)
             except SlapfedError as exc:
-                fed.record_failure(self.db, push.instance_id, push.peer, _reason(exc),
+                fed.record_failure(self.rt, push.instance_id, push.peer, _reason(exc),
                                    _transient(exc))
                 log.warning("forwarding instance %s to peer %s failed (%s): %s",
                             push.instance_id, push.peer,
@@ -152,7 +154,7 @@ class Forwarder:
                             extra={"instance": push.instance_id, "peer": push.peer,
                                    "error": exc.code})
                 return
-            fed.record_accepted(self.db, push.instance_id, push.peer, push.revision, answer)
+            fed.record_accepted(self.rt, push.instance_id, push.peer, push.revision, answer)
             log.info("instance %s (revision %s) forwarded to peer %s: accepted",
                      push.instance_id, push.revision, push.peer,
                      extra={"instance": push.instance_id, "peer": push.peer})
@@ -165,7 +167,7 @@ class Forwarder:
 
     # -- peers: credentials, summaries, watchers ------------------------------------------
     def _refresh_peers(self) -> None:
-        self._peers = fed.peer_credentials(self.db)
+        self._peers = fed.peer_credentials(self.rt)
         now = time.monotonic()
         for name, (url, creds) in self._peers.items():
             if name not in self._watchers or not self._watchers[name].is_alive():
@@ -177,7 +179,7 @@ class Forwarder:
                 self._summaries_at[name] = now
                 self._pool.submit(self._read_summary, name, url, creds)
         if self.data_dir:
-            for name, url, ca_pem, token in fed.pending_pairings(self.db):
+            for name, url, ca_pem, token in fed.pending_pairings(self.rt):
                 with self._lock:
                     busy, due, failures = self._pairings.get(name, (False, 0.0, 0))
                     if busy or due > now:
@@ -187,7 +189,7 @@ class Forwarder:
 
     def _read_summary(self, name: str, url: str, creds: str) -> None:
         try:
-            fed.store_summary(self.db, name, client_for(creds, url, self.timeout).summary())
+            fed.store_summary(self.rt, name, client_for(creds, url, self.timeout).summary())
         except SlapfedError as exc:
             log.info("peer %s: summary not read: %s", name, _reason(exc))
         except Exception:  # noqa: BLE001
@@ -199,13 +201,13 @@ class Forwarder:
         ok = False
         try:
             p = pair(self.data_dir, name, url, ca_pem, token, self.timeout)
-            ok = fed.complete_pairing(self.db, name, token, p.credentials, p.principal,
+            ok = fed.complete_pairing(self.rt, name, token, p.credentials, p.principal,
                                       p.summary)
             if ok:
                 log.info("paired with peer %s at %s as %s", name, redact_url(url),
                          p.principal, extra={"peer": name, "url": redact_url(url)})
         except SlapfedError as exc:
-            fed.record_pairing_failure(self.db, name, f"pairing failed: {_reason(exc)}")
+            fed.record_pairing_failure(self.rt, name, f"pairing failed: {_reason(exc)}")
             log.warning("pairing with peer %s at %s failed: %s", name, redact_url(url),
                         _reason(exc), extra={"peer": name, "url": redact_url(url),
                                              "error": exc.code})
@@ -214,7 +216,7 @@ class Forwarder:
         finally:
             with self._lock:
                 failures = 0 if ok else self._pairings.get(name, (0, 0, 0))[2] + 1
-                delay = 0.0 if ok else fed.backoff(self.db, failures)
+                delay = 0.0 if ok else fed.backoff(self.rt.settings, failures)
                 self._pairings[name] = (False, time.monotonic() + delay, failures)
             self._wake.set()
 
@@ -246,7 +248,7 @@ class Forwarder:
             # at every failure, not only the first: the pusher may have reached the
             # peer (and had an instance accepted) since the previous one
             try:
-                fed.peer_unreachable(self.db, name, _reason(exc))
+                fed.peer_unreachable(self.rt, name, _reason(exc))
             except Exception:  # noqa: BLE001
                 log.exception("recording peer %s unreachable failed", name)
             # once per outage at WARNING; the retries that follow at DEBUG
@@ -254,7 +256,7 @@ class Forwarder:
                     "peer %s unreachable: %s", name, _reason(exc),
                     extra={"peer": name, "error": exc.code})
             failures += 1
-            self._stop.wait(fed.backoff(self.db, failures))
+            self._stop.wait(fed.backoff(self.rt.settings, failures))
             return None, failures            # read everything again once it answers
         except Exception:  # noqa: BLE001
             log.exception("watching peer %s failed", name)
@@ -265,15 +267,15 @@ class Forwarder:
                      extra={"peer": name})
             failures = 0
             try:
-                fed.peer_back(self.db, name)
+                fed.peer_back(self.rt, name)
             except Exception:  # noqa: BLE001
                 log.exception("recording peer %s back failed", name)
             self._wake.set()
         try:
             if answer.get("instances"):
-                fed.apply_changes(self.db, name, answer["instances"])
+                fed.apply_changes(self.rt, name, answer["instances"])
             elif since is None:
-                fed.apply_changes(self.db, name, [])      # records the contact
+                fed.apply_changes(self.rt, name, [])      # records the contact
             return answer.get("cursor") or since, failures
         except Exception:  # noqa: BLE001
             log.exception("applying changes of peer %s failed", name)

@@ -1,0 +1,118 @@
+"""What a peer master asks of this one: its summary and the long poll of the instances
+the peer delegated here.
+
+Depends on core and services (tx, render); reads only (the long poll waits on the writer's
+commits).
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+from ...core.errors import InvalidInput
+from ...core.states import DESTROYED
+from .. import render
+from ..tx import read
+
+
+# -- what a peer asks of this master --------------------------------------------------------
+def summary(conn, settings, asker: str | None = None) -> dict:
+    """What this master offers its peers: where its computers are, what they are
+    supplied, the hosts of shared instances it runs, free partitions, and what its own
+    peers offer (``reach``, hops counted from here), never routing back to ``asker``;
+    ``settings``: this master's name and depth limit."""
+    s = settings
+
+    def query(app):
+        localities, software, caps, free = {}, set(), set(), 0
+        for comp in app.computers.values():
+            loc = {"host": comp.host, "lan": comp.lan, "country": comp.country,
+                   "continent": comp.continent}
+            localities[tuple(loc.values())] = {k: v for k, v in loc.items() if v}
+            for sw in comp.software.values():
+                if sw.state != DESTROYED:
+                    software.add(sw.url)
+            caps.update(comp.capabilities)
+            for p in comp.partitions.values():
+                caps.update(p.capabilities)
+                if p.instance_id is None:
+                    free += 1
+        hosting = set()
+        for h, stype, iid in app.hosts_by_release.keys():
+            inst = app.instances.get(iid)
+            if inst is not None and inst.placed and inst.requested_state != DESTROYED:
+                hosting.add((inst.software_url, stype))
+        reach = []
+        for peer in app.peers.values():
+            if peer.name == asker or not peer.paired or not peer.summary:
+                continue
+            doc = peer.summary
+            reach.append({"master": peer.name, "hops": 1,
+                          **{k: doc.get(k) for k in ("localities", "software", "hosting",
+                                                     "capabilities", "free_partitions")}})
+            for far in doc.get("reach") or ():
+                if far.get("master") in (asker, s.here):
+                    continue
+                reach.append({**far, "hops": int(far.get("hops") or 1) + 1})
+        return {"name": s.here, "localities": sorted(localities.values(),
+                                                     key=lambda d: sorted(d.items())),
+                "software": sorted(software), "hosting": sorted(list(h) for h in hosting),
+                "capabilities": sorted(caps), "free_partitions": free,
+                "reach": [r for r in reach if r["hops"] < s.max_depth]}
+
+    return read(conn, query)
+
+
+def changes(conn, requester: str, since: str | None) -> tuple[str, list[dict]]:
+    """Instances of ``requester`` committed after cursor ``since`` (a transaction id,
+    hex; None = all), and the new cursor. The cursor is the newest serial seen, so a
+    commit after this read is never missed."""
+    floor = bytes.fromhex(since) if since else b""
+
+    def query(app):
+        newest = floor
+        out = []
+        for iid in app.instance_ids_of(requester):
+            inst = app.instances[iid]
+            inst._p_activate()
+            serial = inst._p_serial
+            if serial > floor:
+                out.append(render.instance_json(app, inst))
+            if serial > newest:
+                newest = serial
+        return newest.hex(), out
+
+    return read(conn, query)
+
+
+def wait_changes(rt, requester: str, since: str | None, wait: float,
+                 stopping: threading.Event | None = None, poll: float = 0.1,
+                 conn=None) -> tuple[str, list[dict]]:
+    """``changes`` (read on ``conn``, else on the runtime's DB), waiting up to ``wait``
+    seconds for one (a long poll woken by the commits of the runtime's writer). Once
+    ``stopping`` is set (the master shuts down) it answers at once with what it has,
+    without reading again: the database may be closing."""
+    deadline = time.monotonic() + max(0.0, wait)
+    source = rt if conn is None else conn
+    committed = rt.writer.committed
+    while True:
+        cursor, items = changes(source, requester, since)
+        left = deadline - time.monotonic()
+        if items or left <= 0 or (stopping is not None and stopping.is_set()):
+            return cursor, items
+        with committed:
+            committed.wait(min(poll, left))
+        if stopping is not None and stopping.is_set():
+            return cursor, items
+
+
+def check_cursor(value) -> str | None:
+    if value in (None, ""):
+        return None
+    if not isinstance(value, str) or len(value) != 16:
+        raise InvalidInput("invalid cursor: must be the 16 hex digits a previous answer "
+                           "gave", [{"field": "since", "problem": "not a cursor"}])
+    if not all(c in "0123456789abcdefABCDEF" for c in value):  # bytes.fromhex skips spaces
+        raise InvalidInput("invalid cursor: must be hex digits",
+                           [{"field": "since", "problem": "not hex"}])
+    return value

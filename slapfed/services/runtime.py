@@ -1,0 +1,95 @@
+"""The runtime the use cases run with: a master's typed settings (MasterSettings), its
+database, its one writer (services.tx), its placement state (services.placement) and its
+desired-state renderer. Built once by whoever runs the use cases (the app factory, a
+test, a benchmark) and passed to each of them; nothing here is looked up by database.
+
+Depends on core (provenance, errors), placement (its configuration) and services (tx,
+placement, desired).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from ..core.provenance import DEFAULT_MASTER_NAME, DEFAULT_MAX_DEPTH
+from ..placement import DEFAULT as DEFAULT_PIPELINE
+from ..placement import PipelineConfig
+from .desired import DesiredStateRenderer
+from .placement import PlacementState
+from .tx import Writer
+
+DEFAULT_MAX_CONTENT_LENGTH = 4 * 1024 * 1024   # bytes of a request body
+DEFAULT_RETRY_MAX = 30.0        # seconds: the longest back-off between two calls to a peer
+DEFAULT_POLL_WAIT = 20.0        # seconds a long poll of a peer waits there
+
+
+@dataclass(frozen=True)
+class MasterSettings:
+    """What a master is configured with, typed and checked once (``from_config``)."""
+
+    name: str | None = None             # this master's name (None: not named, see ``here``)
+    data_dir: str | None = None         # its data directory (CA, peers' credentials, lock)
+    storage: str | None = None          # storage URI (store.open_db); None: <data>/master.fs
+    ca_dir: str | None = None           # its CA (default <data>/ca)
+    insecure: bool = False              # development mode: every caller is admin/local
+    topology_files: tuple = ()          # topology files, and this master in them (``name``)
+    placement: PipelineConfig = field(default=DEFAULT_PIPELINE)
+    max_content_length: int = DEFAULT_MAX_CONTENT_LENGTH
+    max_depth: int = DEFAULT_MAX_DEPTH  # longest chain of masters a request may cross
+    ancestry: tuple = ()                # the masters above this one, root first
+    peer_retry_max: float = DEFAULT_RETRY_MAX
+    forwarder: bool = False             # run the forwarder in this process
+    peer_poll_wait: float = DEFAULT_POLL_WAIT
+    access_log: bool = True             # one line per request (master.access)
+
+    @property
+    def here(self) -> str:
+        """This master's name as the federation, SLAs and provenance know it."""
+        return self.name or DEFAULT_MASTER_NAME
+
+    # config key of create_app -> (field, how a given value becomes the field's)
+    CONFIG_KEYS = MappingProxyType({
+        "MASTER_NAME": ("name", lambda v: v or None),
+        "DATA_DIR": ("data_dir", lambda v: v or None),
+        "STORAGE": ("storage", lambda v: v or None),
+        "CA_DIR": ("ca_dir", lambda v: v or None),
+        "INSECURE": ("insecure", bool),
+        "TOPOLOGY_FILES": ("topology_files", lambda v: tuple(v or ())),
+        "PLACEMENT": ("placement", PipelineConfig.from_json),
+        "MAX_CONTENT_LENGTH": ("max_content_length",
+                               lambda v: DEFAULT_MAX_CONTENT_LENGTH if v is None else int(v)),
+        "MAX_DEPTH": ("max_depth", lambda v: v or DEFAULT_MAX_DEPTH),
+        "ANCESTRY": ("ancestry", lambda v: tuple(v or ())),
+        "PEER_RETRY_MAX": ("peer_retry_max", lambda v: float(v) if v else DEFAULT_RETRY_MAX),
+        "FORWARDER": ("forwarder", bool),
+        "PEER_POLL_WAIT": ("peer_poll_wait", lambda v: float(v) if v else DEFAULT_POLL_WAIT),
+        "ACCESS_LOG": ("access_log", bool),
+    })
+
+    @classmethod
+    def from_config(cls, config: dict) -> "MasterSettings":
+        """The settings a create_app config dict gives (keys of CONFIG_KEYS; others are
+        not settings). Raises InvalidInput (the placement settings)."""
+        values = {}
+        for key, (name, convert) in cls.CONFIG_KEYS.items():
+            if key in config:
+                values[name] = convert(config[key])
+        return cls(**values)
+
+
+class Runtime:
+    """What the use cases of one master run with, in this process: its ``settings``, its
+    ``db``, the ``writer`` every write use case runs on (services.tx.Writer), the
+    ``placement`` state of that writer (snapshot and pipeline) and the ``renderer`` of
+    desired-state documents. ``close`` releases them (not the DB: its opener closes it)."""
+
+    def __init__(self, db, settings: MasterSettings | None = None):
+        self.db = db
+        self.settings = settings if settings is not None else MasterSettings()
+        self.writer = Writer(db)
+        self.placement = PlacementState(self.settings.placement, self.settings.here)
+        self.renderer = DesiredStateRenderer(db)
+
+    def close(self) -> None:
+        self.renderer.close()
+        self.writer.close()
