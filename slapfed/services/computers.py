@@ -91,7 +91,7 @@ def register_computer(rt, reg: ComputerRegistration,
             placement.touch(rt.placement, app, comp)
         comp.last_contact = now
         if node is not None:
-            rt.leases.renew(comp.id, now)
+            rt.leases.renew(comp.id)
         return created, render.computer_json(comp, rt.leases)
 
     return write(rt, use_case)
@@ -178,7 +178,7 @@ def report_software(rt, computer_id: str, h: str, report: SoftwareReport) -> dic
         comp = get_computer(app, computer_id)
         sw = get_software(comp, h)
         _contact(comp, now)
-        rt.leases.renew(comp.id, now)
+        rt.leases.renew(comp.id)
         if report.status == DESTROYED:
             body = render.software_json(sw)
             body.update(status=DESTROYED, log_tail=report.log_tail,
@@ -213,7 +213,7 @@ def report_partition(rt, computer_id: str, partition_id: str,
         now = clock()
         comp = get_computer(app, computer_id)
         if reporter == claims.NODE:
-            rt.leases.renew(comp.id, now)
+            rt.leases.renew(comp.id)
         partition = comp.partitions.get(partition_id)
         if partition is None:
             raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")

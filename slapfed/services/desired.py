@@ -104,7 +104,7 @@ def desired_state(rt, computer_id: str, known_serials=(),
         comp = get_computer(app_root(conn), computer_id)
         now = clock()
         if renew:
-            rt.leases.renew(computer_id, now)
+            rt.leases.renew(computer_id)
         if renew and (comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL):
             tm.abort()
             write(rt, lambda app: _record_contact(app, computer_id, now))

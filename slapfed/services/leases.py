@@ -32,6 +32,14 @@ class Leases:
 
     # -- what a store implements ----------------------------------------------------
     def renew(self, computer_id: str, now: float | None = None) -> None:
+        """Record a call of the computer's node (at ``now``, default the clock's)."""
+        now = self.clock() if now is None else now
+        self._store(computer_id, now)
+        with self._scan_lock:         # this process's scan sees its own renewals at once
+            if self._scan is not None:
+                self._scan[1][computer_id] = now
+
+    def _store(self, computer_id: str, now: float) -> None:
         raise NotImplementedError
 
     def renewed_at(self, computer_id: str) -> float | None:
@@ -47,7 +55,7 @@ class Leases:
 
     def expired_ids(self, now: float | None = None) -> frozenset:
         """The computers whose lease has run out (the whole table, read at most every
-        SCAN_TTL seconds)."""
+        SCAN_TTL seconds: another process's renewal may be seen that much later)."""
         now = self.clock() if now is None else now
         with self._scan_lock:
             if self._scan is None or abs(now - self._scan[0]) >= SCAN_TTL:
@@ -64,8 +72,8 @@ class MemoryLeases(Leases):
         super().__init__(interval, clock)
         self._table: dict[str, float] = {}
 
-    def renew(self, computer_id: str, now: float | None = None) -> None:
-        self._table[computer_id] = self.clock() if now is None else now
+    def _store(self, computer_id: str, now: float) -> None:
+        self._table[computer_id] = now
 
     def renewed_at(self, computer_id: str) -> float | None:
         return self._table.get(computer_id)
@@ -99,8 +107,7 @@ class FileLeases(Leases):
     def _path(self, computer_id: str) -> str:
         return os.path.join(self.directory, file_name(computer_id))
 
-    def renew(self, computer_id: str, now: float | None = None) -> None:
-        now = self.clock() if now is None else now
+    def _store(self, computer_id: str, now: float) -> None:
         path = self._path(computer_id)
         try:
             os.utime(path, (now, now))
