@@ -187,6 +187,11 @@ def test_a_computer_not_heard_from_shows_unknown_without_a_write(world, master_d
         assert live["computers"][0]["lease"]["state"] == EXPIRED
         assert live["instances"][0]["state"] == UNKNOWN
         assert live["instances"][0]["reason"].startswith("computer c1 last seen")
+        from slapfed.topology import graph, report
+        from slapfed.topology.files import EMPTY
+        text = report.tree_text(report.tree(graph.build(EMPTY, {"master": None, **live})))
+        assert "computer c1  1/2 partitions used  unknown: lease ran out at " in text, text
+        assert f"web-1 ({inst['id']}, unknown, by " in text, text
         # without leases (the stored view): unchanged
         assert svc.show_instance(conn, inst["id"])["status"]["state"] == STARTED
         assert last_tid(master_db) == before          # nothing was written
