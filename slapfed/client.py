@@ -28,6 +28,9 @@ from .core.errors import MasterUnreachable, SlapfedError, Timeout, Unauthenticat
 from .core.wire import software_hash
 
 API = "/api/v1"
+# Seconds to open a connection (TCP and TLS handshakes): a master that accepts
+# connections but does not answer (hung, stopped) is given up on this fast.
+CONNECT_TIMEOUT = 5.0
 JSON_HEADERS = {"Content-Type": "application/json"}
 
 # The TLS alert a master sends about the client's certificate (OpenSSL's reason names:
@@ -82,13 +85,20 @@ def _cut_off(exc: BaseException) -> bool:
 
 
 class MasterClient:
+    """``timeout``: seconds to wait for each read of an answer once connected;
+    ``connect_timeout`` (default CONNECT_TIMEOUT, at most ``timeout``): seconds to open
+    the connection, TLS handshake included. A call over either raises
+    MasterUnreachable."""
+
     def __init__(self, url: str, timeout: float = 30.0, requester: str | None = None,
-                 ca: str | None = None, cert: str | None = None, key: str | None = None):
+                 ca: str | None = None, cert: str | None = None, key: str | None = None,
+                 connect_timeout: float | None = None):
         if not url:
             raise MasterUnreachable("no master URL given (use --master, SLAPFED_MASTER "
                                     "or the client config file)")
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self.connect_timeout = connect_timeout
         # With a certificate the master decides who we are; the requester name is only
         # sent to a master in development mode (no certificate).
         self.requester = None if cert else requester
@@ -99,6 +109,11 @@ class MasterClient:
         self.session.trust_env = False  # this machine sets REQUESTS_CA_BUNDLE; be explicit
 
     # -- plumbing ---------------------------------------------------------------
+    def timeouts(self) -> tuple[float, float]:
+        """(connect, read) seconds of every call."""
+        connect = CONNECT_TIMEOUT if self.connect_timeout is None else self.connect_timeout
+        return min(connect, self.timeout), self.timeout
+
     def _call(self, method: str, path: str, json_body=None, params=None, headers=None,
               expect_304=False):
         url = self.url + API + path
@@ -106,7 +121,7 @@ class MasterClient:
             headers = {**JSON_HEADERS, **(headers or {})}
         try:
             resp = self.session.request(method, url, json=json_body, params=params,
-                                        headers=headers, timeout=self.timeout,
+                                        headers=headers, timeout=self.timeouts(),
                                         verify=self.verify, cert=self.cert)
         except requests.RequestException as exc:
             raise self._unreachable(exc, probe=json_body is not None) from None
@@ -128,7 +143,7 @@ class MasterClient:
         refusal = tls_refusal(exc)
         if refusal is None and probe and self.cert is not None and _cut_off(exc):
             try:        # a write cut off before the alert was read: ask without a body
-                self.session.get(self.url + API + "/health", timeout=self.timeout,
+                self.session.get(self.url + API + "/health", timeout=self.timeouts(),
                                  verify=self.verify, cert=self.cert).close()
             except requests.RequestException as again:
                 refusal = tls_refusal(again)

@@ -178,12 +178,13 @@ def _slapfed_argv(*args):
     return slapfed_argv(*args)
 
 
-def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_args=()):
+def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_args=(),
+                         master_args=()):
     """A context manager: a real master process (gunicorn, FileStorage, mutual TLS) in
     ``base/master``, identities ``alice`` (a person) and ``root`` (an admin) each with a
     client config, and a real node ``computer`` enrolled with a one-time token and run
     in ``base/node`` (addresses 127.<run>.<address_octet>.1 and up, so that two suites on
-    one machine never collide). Yields a dict: url, env (alice's), admin_env, root, base,
+    one machine never collide); ``master_args`` go to ``master serve``. Yields a dict: url, env (alice's), admin_env, root, base,
     node (its Proc), client (alice's MasterClient), admin. Every process is stopped by
     PID at the end, the node's supervisord and services too."""
     import contextlib
@@ -199,7 +200,8 @@ def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_
         root = base / "node"
         try:
             master = Proc(_slapfed_argv("master", "serve", "--data", str(base / "master"),
-                                        "--listen", "127.0.0.1:0"), base / "master.log")
+                                        "--listen", "127.0.0.1:0", *master_args),
+                          base / "master.log")
             procs.append(master)
             url_file = base / "master" / "master.url"
             wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,

@@ -149,7 +149,7 @@ def _error_classes():
 
 @pytest.mark.parametrize("klass", _error_classes(), ids=lambda k: k.__name__)
 def test_every_error_class_renders_the_canonical_body(api, monkeypatch, klass):
-    def boom(_conn, _iid):
+    def boom(_conn, _iid, _leases=None):
         raise klass(f"{klass.__name__} happened", [{"field": "x", "problem": "y"}])
     monkeypatch.setattr(services, "show_instance", boom)
     err = assert_error(api.get(f"{API}/instances/i-1"), klass.http_status, klass.code)
@@ -162,7 +162,7 @@ def test_error_classes_cover_every_registered_code():
 
 
 def test_unexpected_exception_is_500_without_leaking(api, monkeypatch):
-    def boom(_conn, _iid):
+    def boom(_conn, _iid, _leases=None):
         raise RuntimeError("secret database path /var/lib/x")
     monkeypatch.setattr(services, "show_instance", boom)
     err = assert_error(api.get(f"{API}/instances/i-1"), 500, "internal_error")

@@ -9,6 +9,7 @@ import click
 
 from .. import logs
 from ..core.errors import InvalidInput
+from ..core.leases import DEFAULT_LEASE
 from ..core.provenance import DEFAULT_MAX_DEPTH
 from .common import emit, env_default, error_boundary, json_option
 from .log_options import log_options
@@ -83,11 +84,16 @@ def master():
               metavar="SECONDS", help="Pack the ZODB this often (0: never).")
 @click.option("--pack-keep", default=86400.0, show_default=True, type=float,
               metavar="SECONDS", help="History an automatic pack keeps.")
+@click.option("--lease", default=DEFAULT_LEASE, show_default=True,
+              type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="A computer whose node has not polled or reported for this long shows "
+                   "unknown (and so do its instances) and gets no new instance; nothing "
+                   "it hosts is destroyed, moved or freed.")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
           no_access_log, log_level, log_format, log_file, topology_files, master_name,
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
-          pack_every, pack_keep):
+          pack_every, pack_keep, lease):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
@@ -103,7 +109,7 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         max_depth=max_depth, ancestry=tuple(ancestry),
                         peer_retry_max=peer_retry_max, backup_to=backup_to,
                         backup_every=backup_every, pack_every=pack_every,
-                        pack_keep=pack_keep)
+                        pack_keep=pack_keep, lease=lease)
     run_server(opts)
 
 

@@ -12,7 +12,7 @@ import os
 import click
 
 from ..client import MasterClient
-from ..core import sharing, states
+from ..core import leases, sharing, states
 from ..core.errors import InvalidInput
 from . import completion
 from . import config as cfg
@@ -122,7 +122,7 @@ def render_instance(inst: dict) -> str:
     for p in st.get("promises") or []:
         lines.append(f"promise:    {'ok  ' if p['ok'] else 'FAIL'} {p['name']} {p.get('message', '')}".rstrip())
     if st.get("log_tail") and st["state"] in (states.PENDING, states.UNKNOWN) \
-            and (d or inst.get("shared")):
+            and (d or inst.get("shared") or st.get("reported_state")):
         lines.append(f"why:        {st['log_tail'].strip().splitlines()[-1]}")
     if st.get("log_tail") and st["state"] == states.FAILED:
         lines.append("log tail:")
@@ -374,6 +374,14 @@ def computer():
     """Inspect computers known to the master; change their facts (admins)."""
 
 
+def computer_state(c: dict) -> str:
+    """What a computer's lease says of its node: up, unknown (not heard from within its
+    lease) or new (never heard from)."""
+    lease = c.get("lease") or {}
+    return {leases.LIVE: "up", leases.EXPIRED: states.UNKNOWN,
+            leases.NONE: "new"}.get(lease.get("state"), "-")
+
+
 @computer.command(name="list")
 @master_option
 @json_option
@@ -382,12 +390,13 @@ def computer_list(master_url, as_json):
     """List computers with their locality and free partitions."""
     comps = make_client(master_url).list_computers()
     rows = [f"{'COMPUTER':20} {'HOST':12} {'LAN':10} {'COUNTRY':8} {'CONTINENT':10} "
-            f"{'FREE':>5} {'USED':>5} LAST CONTACT"]
+            f"{'FREE':>5} {'USED':>5} {'STATE':8} LAST CONTACT"]
     for c in comps:
         used = sum(1 for p in c["partitions"] if p["instance"])
         rows.append(f"{c['id'][:20]:20} {(c['host'] or '-')[:12]:12} {(c['lan'] or '-')[:10]:10} "
                     f"{(c['country'] or '-')[:8]:8} {(c['continent'] or '-')[:10]:10} "
-                    f"{len(c['partitions']) - used:5d} {used:5d} {c.get('last_contact') or '-'}")
+                    f"{len(c['partitions']) - used:5d} {used:5d} {computer_state(c):8} "
+                    f"{c.get('last_contact') or '-'}")
     emit({"computers": comps}, as_json, "\n".join(rows))
 
 
@@ -400,7 +409,8 @@ def computer_show(computer_id, master_url, as_json):
     """Show a computer: partitions, their instances, supplied releases."""
     c = make_client(master_url).show_computer(computer_id)
     lines = [f"computer {c['id']}  host={c['host']} lan={c['lan']} country={c['country']} "
-             f"continent={c['continent']}  last contact {c.get('last_contact') or '-'}"]
+             f"continent={c['continent']}  {computer_state(c)}, last contact "
+             f"{c.get('last_contact') or '-'}"]
     for s in c["software"]:
         lines.append(f"  software {s['url']}  {s['state']}/{s['status']}")
     for p in c["partitions"]:

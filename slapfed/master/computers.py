@@ -17,7 +17,7 @@ from .. import services
 from ..services.computers import NodeClaim
 from .access import principal
 from .request import connection, json_body, runtime
-from .auth import current_identity, visible_computers
+from .auth import current_identity, insecure, visible_computers
 from .topology import complete_facts, complete_registration, declared_facts
 
 blueprint = Blueprint("computers", __name__)
@@ -53,12 +53,13 @@ def set_facts(cid):
 
 @blueprint.get("/computers")
 def list_all():
-    return jsonify({"computers": visible_computers(services.list_computers(connection()))})
+    return jsonify({"computers": visible_computers(
+        services.list_computers(connection(), runtime().leases))})
 
 
 @blueprint.get("/computers/<cid>")
 def show(cid):
-    return jsonify(services.show_computer(connection(), cid))
+    return jsonify(services.show_computer(connection(), cid, runtime().leases))
 
 
 @blueprint.post("/computers/<cid>/software")
@@ -98,7 +99,11 @@ def report_partition(cid, pid):
 def desired_state(cid):
     known = parse_if_none_match(request.headers.get("If-None-Match", ""))
     rt = runtime()
-    serial, body = services.desired_state(rt, cid, known, rt.renderer, conn=connection())
+    identity = current_identity()
+    # the node's own read renews its lease; an administrator's look does not
+    renew = insecure() or identity is None or identity.role == COMPUTER
+    serial, body = services.desired_state(rt, cid, known, rt.renderer, conn=connection(),
+                                          renew=renew)
     etag = f'"{serial}"'
     if body is None:
         return Response(status=304, headers={"ETag": etag})

@@ -66,13 +66,14 @@ def list_instances():
         raise InvalidInput(f"invalid filters: {first['field']} {first['problem']}", problems)
     found = services.list_instances(connection(), requester=args.get("requester"),
                                     reference=args.get("reference"), state=state,
-                                    status=status, allow=instance_filter())
+                                    status=status, allow=instance_filter(),
+                                    leases=runtime().leases)
     return jsonify({"instances": found})
 
 
 @blueprint.get("/instances/<iid>")
 def show(iid):
-    return jsonify(services.show_instance(connection(), iid))
+    return jsonify(services.show_instance(connection(), iid, runtime().leases))
 
 
 @blueprint.put("/instances/<iid>/state")

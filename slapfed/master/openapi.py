@@ -14,6 +14,7 @@ from ..core.sla import (
     ABSOLUTE_KEYS, LABEL_PREFIX, MAX_ALTERNATIVES, MAX_REFERENCES_PER_KEY, RELATIVE_KEYS,
 )
 from ..model.federation import FORWARD_STATES
+from ..core.leases import LEASE_STATES
 from ..core.states import (
     LOCALITY_LEVELS, PEER_ORIGINS, TRUST_LEVELS,
     INSTANCE_STATUSES, PARTITION_REPORT_STATES, REQUESTED_STATES, SOFTWARE_REPORT_STATES,
@@ -44,6 +45,14 @@ def _enum(values) -> dict:
     return {"type": "string", "enum": list(values)}
 
 
+LEASE = _obj({"state": {**_enum(LEASE_STATES), "description":
+                         "live: its node called within the lease; expired: it did not, and "
+                         "the computer and its instances show unknown (nothing is "
+                         "destroyed, moved or freed; no new instance goes there); none: "
+                         "its node never called"},
+              "expires_at": {**ISO, "description": "when the lease runs (or ran) out"},
+              "interval": {"type": "number", "description": "the lease, in seconds"}},
+             ["state", "expires_at", "interval"])
 CAPS = {"type": "array", "items": STR, "description": "capability names; a tagged computer "
         "or partition only hosts instances whose SLA asks for one of them"}
 _REFS = {"oneOf": [STR, {"type": "array", "items": STR, "minItems": 1,
@@ -108,11 +117,11 @@ SCHEMAS = {
                       "reported_at"]),
     "Computer": _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
                       "continent": NSTR, "labels": STR_MAP, "capabilities": CAPS,
-                      "last_contact": ISO, "serial": INT,
+                      "last_contact": ISO, "serial": INT, "lease": LEASE,
                       "partitions": {"type": "array", "items": _ref("Partition")},
                       "software": {"type": "array", "items": _ref("Software")}},
                      ["id", "host", "lan", "country", "continent", "labels", "capabilities",
-                      "last_contact", "serial", "partitions", "software"]),
+                      "last_contact", "serial", "lease", "partitions", "software"]),
     "ComputerList": _obj({"computers": {"type": "array", "items": _ref("Computer")}},
                          ["computers"]),
     "Supply": _obj({"url": STR, "state": {**_enum(SUPPLY_STATES), "default": "available"}},
@@ -173,6 +182,10 @@ SCHEMAS = {
         "state": _enum(INSTANCE_STATUSES),
         "revision": {"type": "integer", "description": "revision the node last reported on"},
         "reported_at": ISO, "log_tail": STR,
+        "reported_state": {**_enum(INSTANCE_STATUSES), "description":
+                           "only while the state is unknown because its computer's lease "
+                           "ran out: the state last reported (shown again once its node "
+                           "calls); log_tail says since when"},
         "promises": {"type": "array", "items": _ref("PromiseResult")}},
         ["state", "revision", "reported_at", "log_tail", "promises"]),
     "Instance": _obj({
@@ -443,19 +456,22 @@ _TOPO_LINK = _obj({"from": STR, "to": STR, "latency_ms": {"type": "number"},
 _LIVE_COMPUTER = _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
                        "continent": NSTR, "labels": STR_MAP,
                        "capabilities": {"type": "array", "items": STR}, "last_contact": ISO,
+                       "lease": LEASE,
                        "partitions": {"type": "array", "items": _ref("Partition")}},
                       ["id", "host", "lan", "country", "continent", "labels", "capabilities",
-                       "last_contact", "partitions"])
+                       "last_contact", "lease", "partitions"])
 _LIVE_INSTANCE = _obj({
     "id": STR, "reference": STR, "requester": STR, "parent": NSTR,
     "children": {"type": "array", "items": STR}, "shared": {"type": "boolean"},
     "host_instance": NSTR, "software_url": STR, "software_type": STR,
     "requested_state": _enum(REQUESTED_STATES), "state": _enum(INSTANCE_STATUSES),
+    "reason": {**NSTR, "description": "why the state is unknown (its computer's lease "
+                                      "ran out), else null"},
     "placement": {"oneOf": [{"type": "null"}, _obj(
         {"computer": STR, "partition": STR, "address": STR},
         ["computer", "partition", "address"])]}},
     ["id", "reference", "requester", "parent", "children", "shared", "host_instance",
-     "software_url", "software_type", "requested_state", "state", "placement"])
+     "software_url", "software_type", "requested_state", "state", "reason", "placement"])
 SCHEMAS["TopologyView"] = _obj({
     "master": {"type": ["string", "null"],
                "description": "this master's name in the topology files"},

@@ -26,6 +26,7 @@ from gunicorn.glogging import Logger as GunicornLogger
 
 from .. import logs
 from ..core.errors import InvalidInput
+from ..core.leases import DEFAULT_LEASE
 from ..core.provenance import DEFAULT_MAX_DEPTH, check_chain
 from ..store import open_db, parse_storage_uri
 from ..store.zeo import start_zeo_server
@@ -74,6 +75,7 @@ class ServeOptions:
     backup_every: float = 3600.0    # seconds between two scheduled backups (with backup_to)
     pack_every: float = DEFAULT_PACK_EVERY  # seconds between two automatic packs (0: never)
     pack_keep: float = DEFAULT_PACK_KEEP    # history a pack keeps (seconds)
+    lease: float = DEFAULT_LEASE    # seconds a computer stays live without a call of its node
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -232,7 +234,8 @@ class MasterApplication(BaseApplication):
                            "ANCESTRY": tuple(self.opts.ancestry),
                            "FORWARDER": True,
                            "ACCESS_LOG": self.opts.access_log,
-                           "PEER_RETRY_MAX": self.opts.peer_retry_max})
+                           "PEER_RETRY_MAX": self.opts.peer_retry_max,
+                           "LEASE": self.opts.lease})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):

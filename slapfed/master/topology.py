@@ -124,6 +124,6 @@ def complete_facts(computer_id: str, facts: claims.ComputerFacts) -> claims.Comp
 @blueprint.get("/topology")
 def show():
     mt = master_topology()
-    live = live_state(connection())
+    live = live_state(connection(), runtime().leases)
     return jsonify({"master": mt.name, "topology": mt.topology.to_json(),
                     "live": {"master": mt.name, **live}})

@@ -10,6 +10,10 @@ workers). Its threads:
   applying status and connection parameters as soon as the peer commits them; when
   the peer stops answering, its instances show ``unknown`` and the poll retries with
   back-off, then reads everything again (so nothing changed meanwhile is missed);
+- while a long poll waits, the peer is probed (``/health``, every PROBE_INTERVAL
+  seconds, PROBE_TIMEOUT to answer): a peer that accepts connections but answers
+  nothing (hung, stopped) is down, and its instances ``unknown``, within
+  PROBE_INTERVAL + PROBE_TIMEOUT seconds, not at the end of the long poll;
 - every ``summary_interval`` the peers' summaries are read again, and child masters
   waiting to be paired are paired.
 
@@ -36,6 +40,14 @@ LOCK_FILE = "forwarder.lock"
 IDLE_INTERVAL = 0.5            # the pusher looks at the table at least this often
 SUMMARY_INTERVAL = 30.0
 PUSH_WORKERS = 8
+# Every call to a peer: seconds to connect (TCP and TLS), then to read each part of the
+# answer; a long poll reads for its wait plus POLL_MARGIN.
+CONNECT_TIMEOUT = 3.0
+CALL_TIMEOUT = 10.0
+POLL_MARGIN = 3.0
+# A peer being long-polled is asked /health this often, answering within PROBE_TIMEOUT.
+PROBE_INTERVAL = 1.0
+PROBE_TIMEOUT = 2.0
 
 
 def _reason(exc: Exception) -> str:
@@ -53,7 +65,7 @@ class Forwarder:
     runtime's writer; its data directory and long-poll wait come from its settings."""
 
     def __init__(self, rt, summary_interval: float = SUMMARY_INTERVAL,
-                 timeout: float = 15.0):
+                 timeout: float = CALL_TIMEOUT):
         self.rt = rt
         self.data_dir = rt.settings.data_dir
         self.poll_wait = rt.settings.peer_poll_wait
@@ -69,6 +81,10 @@ class Forwarder:
         self._peers: dict[str, tuple[str, str]] = {}     # name -> (url, credentials)
         self._summaries_at: dict[str, float] = {}
         self._pairings: dict[str, tuple[bool, float, int]] = {}   # name -> busy, due, failures
+        self._polling: set[str] = set()        # peers with a long poll waiting now
+        self._probes: dict[str, float] = {}    # peer -> when its last probe started
+        self._probing: set[str] = set()
+        self._hung: set[str] = set()           # peers a probe found not answering
         self._lock_fd = None
 
     # -- life -------------------------------------------------------------------------
@@ -112,6 +128,7 @@ class Forwarder:
             next_at = None
             try:
                 self._refresh_peers()
+                self._probe_polled()
                 pushes, next_at = fed.due_pushes(self.rt)
                 for push in pushes:
                     self._submit(push)
@@ -142,7 +159,7 @@ class Forwarder:
                 return
             if not push.contacted:
                 fed.mark_contacted(self.rt, push.instance_id, push.peer)
-            client = client_for(peer[1], peer[0], self.timeout)
+            client = client_for(peer[1], peer[0], self.timeout, CONNECT_TIMEOUT)
             try:
                 answer = client.forward(push.body)
             except SlapfedError as exc:
@@ -189,7 +206,8 @@ class Forwarder:
 
     def _read_summary(self, name: str, url: str, creds: str) -> None:
         try:
-            fed.store_summary(self.rt, name, client_for(creds, url, self.timeout).summary())
+            fed.store_summary(self.rt, name, client_for(creds, url, self.timeout,
+                                                        CONNECT_TIMEOUT).summary())
         except SlapfedError as exc:
             log.info("peer %s: summary not read: %s", name, _reason(exc))
         except Exception:  # noqa: BLE001
@@ -231,7 +249,8 @@ class Forwarder:
                 if client_of != peer:          # first poll, or new credentials / URL
                     if client is not None:
                         client.session.close()
-                    client = client_for(peer[1], peer[0], self.poll_wait + self.timeout)
+                    client = client_for(peer[1], peer[0], self.poll_wait + POLL_MARGIN,
+                                        CONNECT_TIMEOUT)
                     client_of = peer
                 since, failures = self._poll(name, client, since, failures)
         finally:
@@ -240,11 +259,21 @@ class Forwarder:
 
     def _poll(self, name: str, client, since, failures: int) -> tuple:
         """One long poll of peer ``name``; returns the next (cursor, failures)."""
+        wait = 0 if failures else self.poll_wait
         try:
             # after a failure, ask without waiting: the peer is back as soon as it
             # answers, even when nothing of ours changed there
-            answer = client.changes(since, wait=0 if failures else self.poll_wait)
+            if wait:
+                with self._lock:
+                    self._polling.add(name)
+            try:
+                answer = client.changes(since, wait=wait)
+            finally:
+                with self._lock:
+                    self._polling.discard(name)
         except SlapfedError as exc:
+            with self._lock:
+                self._hung.discard(name)
             # at every failure, not only the first: the pusher may have reached the
             # peer (and had an instance accepted) since the previous one
             try:
@@ -262,6 +291,16 @@ class Forwarder:
             log.exception("watching peer %s failed", name)
             self._stop.wait(1.0)
             return since, failures
+        with self._lock:
+            hung = name in self._hung
+            self._hung.discard(name)
+        if hung and not failures:
+            log.info("peer %s answers again", name, extra={"peer": name})
+            try:
+                fed.peer_back(self.rt, name)
+            except Exception:  # noqa: BLE001
+                log.exception("recording peer %s back failed", name)
+            self._wake.set()
         if failures:
             log.info("peer %s answers again after %d failed call(s)", name, failures,
                      extra={"peer": name})
@@ -276,8 +315,75 @@ class Forwarder:
                 fed.apply_changes(self.rt, name, answer["instances"])
             elif since is None:
                 fed.apply_changes(self.rt, name, [])      # records the contact
+            if hung:
+                return None, failures    # its instances were shown unknown: read them all
             return answer.get("cursor") or since, failures
         except Exception:  # noqa: BLE001
             log.exception("applying changes of peer %s failed", name)
             self._stop.wait(1.0)
             return since, failures
+
+    # -- probes of the peers being long-polled ------------------------------------------
+    def _probe_polled(self) -> None:
+        """Ask every peer whose long poll is waiting whether it still answers."""
+        now = time.monotonic()
+        with self._lock:
+            due = [n for n in self._polling if n not in self._probing
+                   and now - self._probes.get(n, -1e9) >= PROBE_INTERVAL]
+            for name in due:
+                self._probing.add(name)
+                self._probes[name] = now
+        for name in due:
+            try:
+                self._pool.submit(self._probe, name)
+            except RuntimeError:          # shutting down
+                with self._lock:
+                    self._probing.discard(name)
+
+    def _probe(self, name: str) -> None:
+        client = None
+        try:
+            peer = self._peers.get(name)
+            if peer is None:
+                return
+            client = client_for(peer[1], peer[0], PROBE_TIMEOUT, PROBE_TIMEOUT)
+            try:
+                client.health()
+                with self._lock:
+                    hung = name in self._hung
+                if hung:
+                    self._recover(name, client)
+            except SlapfedError as exc:
+                if not _transient(exc):
+                    return
+                with self._lock:
+                    first = name not in self._hung and name in self._polling
+                    if first:
+                        self._hung.add(name)
+                if first:
+                    reason = f"does not answer within {PROBE_TIMEOUT:g} s: {_reason(exc)}"
+                    fed.peer_unreachable(self.rt, name, reason)
+                    log.warning("peer %s unreachable: %s", name, reason,
+                                extra={"peer": name, "error": exc.code})
+        except Exception:  # noqa: BLE001
+            log.exception("probing peer %s failed", name)
+        finally:
+            if client is not None:
+                client.session.close()
+            with self._lock:
+                self._probing.discard(name)
+
+    def _recover(self, name: str, client) -> None:
+        """A peer a probe found hung answers again, while the watcher's long poll may
+        still wait: read everything it holds of ours now (its instances were shown
+        unknown), and call what waits on it."""
+        client.timeout = self.timeout
+        answer = client.changes(None, wait=0)
+        with self._lock:
+            if name not in self._hung:
+                return                   # the watcher recovered first
+            self._hung.discard(name)
+        log.info("peer %s answers again", name, extra={"peer": name})
+        fed.peer_back(self.rt, name)
+        fed.apply_changes(self.rt, name, answer.get("instances") or [])
+        self._wake.set()

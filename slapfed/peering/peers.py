@@ -30,10 +30,15 @@ def credentials_dir(data_dir: str, name: str) -> Path:
     return Path(data_dir) / PEERS_DIR / name
 
 
-def client_for(credentials: str, url: str, timeout: float = 30.0) -> MasterClient:
+def client_for(credentials: str, url: str, timeout: float = 30.0,
+               connect_timeout: float | None = None) -> MasterClient:
+    """A client of the peer at ``url`` with this master's credentials there: each read
+    of an answer waits at most ``timeout`` seconds, opening the connection at most
+    ``connect_timeout`` (MasterClient's default)."""
     d = Path(credentials)
     return MasterClient(url, timeout=timeout, ca=str(d / "ca.crt"),
-                        cert=str(d / "identity.crt"), key=str(d / "identity.key"))
+                        cert=str(d / "identity.crt"), key=str(d / "identity.key"),
+                        connect_timeout=connect_timeout)
 
 
 def pair(data_dir: str, name: str, url: str, ca_pem: str, token: str,

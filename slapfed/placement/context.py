@@ -34,6 +34,7 @@ class PlacementRequest:
     anchors: dict = field(default_factory=dict)       # reference -> Anchor
     near: tuple = ()                                    # computer ids
     here: str | None = None                             # this master's name (SLA key master)
+    expired: frozenset = frozenset()                    # computers whose lease ran out
 
     @property
     def seed(self) -> int:

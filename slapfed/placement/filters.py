@@ -17,6 +17,7 @@ from .snapshot import ComputerView, Snapshot
 REASON_RELEASE = "release not supplied"
 REASON_CAPACITY = "capacity"
 REASON_TAGGED = "capability tags"
+REASON_LEASE = "lease expired"
 
 
 def _keep(ids, base: set) -> set:
@@ -252,12 +253,38 @@ class CapacityFilter(Filter):
         return [_CapacityTerm(ctx.capability)]
 
 
+# -- a computer whose node is heard from ------------------------------------------------
+class _LeaseTerm(Term):
+    reason = REASON_LEASE
+
+    def __init__(self, expired: frozenset):
+        self.expired = expired
+
+    def fits(self, view):
+        return view.id not in self.expired
+
+    def narrow(self, snapshot, ids):
+        return _drop(snapshot, ids, self.expired) if self.expired else (
+            snapshot.all_ids if ids is None else ids)
+
+
+class LeaseFilter(Filter):
+    """Nothing new goes to a computer whose lease ran out (its node is not heard from):
+    what it already hosts stays there."""
+
+    name = "lease"
+
+    def terms(self, ctx):
+        expired = ctx.request.expired
+        return [_LeaseTerm(frozenset(expired))] if expired else []
+
+
 def registry() -> dict:
     """Every filter plugin by name."""
     plugins = [MasterFilter(), PinFilter(), *(LevelFilter(level) for level in LEVELS), LabelFilter(),
                CapabilityFilter(),
                *(RelativeFilter(mode, level) for mode in (SAME, DIFFERENT) for level in LEVELS),
-               ReleaseFilter(), CapacityFilter()]
+               ReleaseFilter(), CapacityFilter(), LeaseFilter()]
     return {p.name: p for p in plugins}
 
 

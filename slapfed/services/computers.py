@@ -3,7 +3,8 @@
 Depends on core, model and services.tx/render/instances. Each write use case is ONE
 transaction (retried on conflict) on the writer of the runtime it is given (``rt``,
 services.runtime.Runtime); reads take a connection (or the runtime). Serials bump exactly when a computer's
-desired-state document changes.
+desired-state document changes. Every call of a node (its registration, reports and
+desired-state reads) renews its computer's lease (``rt.leases``), outside the database.
 """
 from __future__ import annotations
 
@@ -89,7 +90,9 @@ def register_computer(rt, reg: ComputerRegistration,
         if created or moved or any(added):
             placement.touch(rt.placement, app, comp)
         comp.last_contact = now
-        return created, render.computer_json(comp)
+        if node is not None:
+            rt.leases.renew(comp.id)
+        return created, render.computer_json(comp, rt.leases)
 
     return write(rt, use_case)
 
@@ -109,7 +112,7 @@ def set_computer_facts(rt, computer_id: str, changes: dict, complete=None) -> di
         if comp.update_locality(merged.locality(), dict(merged.labels),
                                 tuple(merged.capabilities)):
             placement.touch(rt.placement, app, comp)
-        return render.computer_json(comp)
+        return render.computer_json(comp, rt.leases)
 
     return write(rt, use_case)
 
@@ -118,12 +121,15 @@ def _fields(problems: list[dict]) -> str:
     return ", ".join(p["field"] for p in problems)
 
 
-def list_computers(conn) -> list[dict]:
-    return read(conn, lambda app: [render.computer_json(c) for c in app.computers.values()])
+def list_computers(conn, leases=None) -> list[dict]:
+    """Every computer; with the master's ``leases``, each with its lease."""
+    return read(conn, lambda app: [render.computer_json(c, leases)
+                                   for c in app.computers.values()])
 
 
-def show_computer(conn, computer_id: str) -> dict:
-    return read(conn, lambda app: render.computer_json(get_computer(app, computer_id)))
+def show_computer(conn, computer_id: str, leases=None) -> dict:
+    return read(conn, lambda app: render.computer_json(get_computer(app, computer_id),
+                                                       leases))
 
 
 def supply(rt, computer_id: str, request: Supply) -> dict:
@@ -172,6 +178,7 @@ def report_software(rt, computer_id: str, h: str, report: SoftwareReport) -> dic
         comp = get_computer(app, computer_id)
         sw = get_software(comp, h)
         _contact(comp, now)
+        rt.leases.renew(comp.id)
         if report.status == DESTROYED:
             body = render.software_json(sw)
             body.update(status=DESTROYED, log_tail=report.log_tail,
@@ -205,6 +212,8 @@ def report_partition(rt, computer_id: str, partition_id: str,
     def use_case(app):
         now = clock()
         comp = get_computer(app, computer_id)
+        if reporter == claims.NODE:
+            rt.leases.renew(comp.id)
         partition = comp.partitions.get(partition_id)
         if partition is None:
             raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
@@ -236,7 +245,7 @@ def report_partition(rt, computer_id: str, partition_id: str,
             _free(rt, app, comp, inst, now)
         elif report.revision == inst.revision and report.state in (STARTED, STOPPED, FAILED):
             _relay_to_shared(app, inst, report.state, now)
-        return render.instance_json(app, inst)
+        return render.instance_json(app, inst, rt.leases)
 
     return write(rt, use_case)
 

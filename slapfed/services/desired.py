@@ -83,17 +83,19 @@ class DesiredStateRenderer:
 
 def desired_state(rt, computer_id: str, known_serials=(),
                   renderer: DesiredStateRenderer | None = None,
-                  conn=None) -> tuple[int, bytes | None]:
+                  conn=None, renew: bool = True) -> tuple[int, bytes | None]:
     """(serial, document bytes), or (serial, None) when serial is in ``known_serials``.
 
     The serial is read on ``conn`` (the request's connection; else one of the runtime's
     DB); a changed document is rendered by ``renderer`` (e.g. ``rt.renderer``; None:
-    rendered here). Records the node's contact at most every CONTACT_INTERVAL seconds
-    (a write use case of ``rt``). Raises NotFound."""
+    rendered here). Renews the computer's lease (``rt.leases``, no database write) unless
+    ``renew`` is False (the reader is not its node), and records the node's contact in
+    the database at most every CONTACT_INTERVAL seconds (a write use case of ``rt``).
+    Raises NotFound."""
     if conn is None:
         own = rt.db.open()
         try:
-            return desired_state(rt, computer_id, known_serials, renderer, own)
+            return desired_state(rt, computer_id, known_serials, renderer, own, renew)
         finally:
             own.close()
     tm = conn.transaction_manager
@@ -101,7 +103,9 @@ def desired_state(rt, computer_id: str, known_serials=(),
     try:
         comp = get_computer(app_root(conn), computer_id)
         now = clock()
-        if comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL:
+        if renew:
+            rt.leases.renew(computer_id)
+        if renew and (comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL):
             tm.abort()
             write(rt, lambda app: _record_contact(app, computer_id, now))
             tm.begin()

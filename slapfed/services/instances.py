@@ -35,7 +35,7 @@ def request_instance(rt, req: InstanceRequest) -> tuple[bool, dict]:
     cache is never invalidated by this process; a repeated request that changes
     nothing modifies nothing, so its share of the group commit costs no write."""
     def use_case(app):
-        unchanged = _render_if_unchanged(app, req)
+        unchanged = _render_if_unchanged(app, req, rt.leases)
         if unchanged is not None:
             return False, unchanged
         now = clock()
@@ -46,7 +46,7 @@ def request_instance(rt, req: InstanceRequest) -> tuple[bool, dict]:
         else:
             _update(rt, app, inst, req, now)
             created = False
-        return created, render.instance_json(app, inst)
+        return created, render.instance_json(app, inst, rt.leases)
 
     return write(rt, use_case)
 
@@ -63,7 +63,7 @@ def change_state(rt, instance_id: str, state: str) -> dict:
             inst.bump_revision(now)
             _document_changed(app, inst, now)
         _converge(rt, app, inst, now)
-        return render.instance_json(app, inst)
+        return render.instance_json(app, inst, rt.leases)
 
     return write(rt, use_case)
 
@@ -86,7 +86,7 @@ def register_child_master(rt, instance_id: str, reg) -> dict:
         if inst.child_master != record:
             inst.child_master = record
             inst.touch(now)
-        return render.instance_json(app, inst)
+        return render.instance_json(app, inst, rt.leases)
 
     return write(rt, use_case)
 
@@ -116,15 +116,18 @@ def explain_request(rt, req: InstanceRequest) -> dict:
     return write(rt, use_case)
 
 
-def show_instance(conn, instance_id: str) -> dict:
-    return read(conn, lambda app: render.instance_json(app, _get(app, instance_id)))
+def show_instance(conn, instance_id: str, leases=None) -> dict:
+    """An instance; with the master's ``leases``, ``unknown`` while its computer's lease
+    has run out."""
+    return read(conn, lambda app: render.instance_json(app, _get(app, instance_id), leases))
 
 
 def list_instances(conn, requester: str | None = None, reference: str | None = None,
                    state: str | None = None, status: str | None = None,
-                   allow=None) -> list[dict]:
+                   allow=None, leases=None) -> list[dict]:
     """Instances matching every given filter (``state``: requested state, ``status``:
-    observed state), by requester then reference when a requester is given;
+    observed state, as shown: ``unknown`` while its computer's lease has run out, given
+    the master's ``leases``), by requester then reference when a requester is given;
     ``allow(app, inst)``, when given, keeps only what the caller may read."""
     def query(app):
         if requester is not None and reference is not None:
@@ -140,11 +143,12 @@ def list_instances(conn, requester: str | None = None, reference: str | None = N
                 continue
             if state is not None and inst.requested_state != state:
                 continue
-            if status is not None and inst.status["state"] != status:
-                continue
             if allow is not None and not allow(app, inst):
                 continue
-            out.append(render.instance_json(app, inst))
+            body = render.instance_json(app, inst, leases)
+            if status is not None and body["status"]["state"] != status:
+                continue
+            out.append(body)
         return out
 
     return read(conn, query)
@@ -182,7 +186,7 @@ def _create(rt, app, req: InstanceRequest, now: float):
     return inst
 
 
-def _render_if_unchanged(app, req: InstanceRequest) -> dict | None:
+def _render_if_unchanged(app, req: InstanceRequest, leases=None) -> dict | None:
     """The instance JSON when ``req`` would change nothing at all, else None."""
     inst = app.find_instance(req.requester, req.reference)
     if inst is None or not (
@@ -197,7 +201,7 @@ def _render_if_unchanged(app, req: InstanceRequest) -> dict | None:
         converged = not inst.attached and (inst.placed or inst.status["state"] == DESTROYED)
     else:
         converged = inst.attached if inst.shared else inst.placed
-    return render.instance_json(app, inst) if converged else None
+    return render.instance_json(app, inst, leases) if converged else None
 
 
 def _update(rt, app, inst, req: InstanceRequest, now: float) -> None:

@@ -27,9 +27,11 @@ MAX_TREE_SIZE = 10_000
 class PlacementState:
     """What a runtime's writer keeps for placement: the snapshot and the configuration."""
 
-    def __init__(self, config: PipelineConfig = DEFAULT, here: str | None = None):
+    def __init__(self, config: PipelineConfig = DEFAULT, here: str | None = None,
+                 leases=None):
         self.config = config
         self.here = here           # this master's name: SLA alternatives naming it fit here
+        self.leases = leases       # services.leases.Leases: computers not heard from
         self.snapshot = None
         self.txn = None            # the transaction the journal belongs to
         self.built_in_txn = False  # the snapshot was (re)built inside that transaction
@@ -177,7 +179,12 @@ def request_of(state: PlacementState, app, inst) -> PlacementRequest:
             near = (computer,) if computer else ()
     return PlacementRequest(inst.reference, inst.software_hash, sla, inst.requester,
                             anchors_for(app, inst.requester, inst.parent, sla, inst.id), near,
-                            state.here)
+                            state.here, expired_leases(state))
+
+
+def expired_leases(state: PlacementState) -> frozenset:
+    """The computers whose lease ran out now: placement puts nothing new there."""
+    return frozenset() if state.leases is None else state.leases.expired_ids()
 
 
 # -- deciding and committing --------------------------------------------------------------
@@ -243,7 +250,7 @@ def explain(state: PlacementState, app, requester: str, reference: str, software
     own = existing.id if existing is not None else None
     request = PlacementRequest(reference, software_hash, sla, requester,
                                anchors_for(app, requester, parent_id, sla, own), near,
-                               state.here)
+                               state.here, expired_leases(state))
     decision = decide(snapshot_of(state, app), request, state.config, explain=True)
     out = decision.to_json()
     out["requester"] = requester

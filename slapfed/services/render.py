@@ -1,12 +1,17 @@
 """Rendering model objects into the JSON documents of the API (plain dicts).
 
-Depends on model objects only through their attributes; no I/O. Persistent classes
-hold state, this module holds their wire shape.
+Depends on core (states, leases) and on model objects only through their attributes;
+no I/O of its own. Persistent classes hold state, this module holds their wire shape.
+A renderer given the master's ``leases`` (services.leases) shows a computer whose lease
+ran out, and what it hosts, as ``unknown``, read at that moment: nothing is written,
+and the stored status shows again once its node is heard from.
 """
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+
+from ..core.states import DESTROYED, UNKNOWN
 
 
 def iso(ts: float | None) -> str | None:
@@ -28,12 +33,65 @@ def partition_json(p) -> dict:
             "capabilities": list(p.capabilities)}
 
 
-def computer_json(comp) -> dict:
-    return {"id": comp.id, "host": comp.host, "lan": comp.lan, "country": comp.country,
+def fresher(*times):
+    """The latest of the times given (None: none known)."""
+    known = [t for t in times if t is not None]
+    return max(known) if known else None
+
+
+def lease_json(lease) -> dict | None:
+    """A computer's lease (core.leases.Lease) in its wire shape; None without one."""
+    if lease is None:
+        return None
+    return {"state": lease.state, "expires_at": iso(lease.expires_at),
+            "interval": lease.interval}
+
+
+def unreachable_reason(comp_id: str, last_contact: float | None, lease) -> str:
+    seen = iso(last_contact) if last_contact is not None else "never"
+    return f"computer {comp_id} last seen {seen}, lease {lease.interval:g} s ran out"
+
+
+def computer_json(comp, leases=None) -> dict:
+    lease = None if leases is None else leases.lease(comp.id)
+    last = comp.last_contact if lease is None else fresher(comp.last_contact,
+                                                            lease.renewed_at)
+    body = {"id": comp.id, "host": comp.host, "lan": comp.lan, "country": comp.country,
             "continent": comp.continent, "labels": dict(comp.labels),
-            "capabilities": list(comp.capabilities), "last_contact": iso(comp.last_contact), "serial": comp.serial,
+            "capabilities": list(comp.capabilities), "last_contact": iso(last),
+            "serial": comp.serial,
             "partitions": [partition_json(p) for p in comp.partitions.values()],
             "software": [software_json(sw) for sw in comp.software.values()]}
+    if lease is not None:
+        body["lease"] = lease_json(lease)
+    return body
+
+
+def serving_computer(app, inst) -> str | None:
+    """The computer an instance runs on: its own partition's, or its host instance's."""
+    if inst.computer_id is not None:
+        return inst.computer_id
+    if inst.host_id is not None:
+        host = app.instances.get(inst.host_id)
+        if host is not None:
+            return host.computer_id
+    return None
+
+
+def unreachable(app, inst, leases) -> str | None:
+    """Why an instance's reported status cannot be trusted now (its computer's lease
+    ran out), or None."""
+    if leases is None or inst.delegated or inst.status["state"] == DESTROYED:
+        return None
+    cid = serving_computer(app, inst)
+    if cid is None:
+        return None
+    lease = leases.lease(cid)
+    if not lease.expired:
+        return None
+    comp = app.computers.get(cid)
+    last = fresher(None if comp is None else comp.last_contact, lease.renewed_at)
+    return unreachable_reason(cid, last, lease)
 
 
 def placement_json(app, inst) -> dict | None:
@@ -47,10 +105,16 @@ def placement_json(app, inst) -> dict | None:
                          "continent": comp.continent}}
 
 
-def status_json(status: dict) -> dict:
-    return {"state": status["state"], "revision": status["revision"],
+def status_json(status: dict, unreachable: str | None = None) -> dict:
+    """An instance's status; ``unreachable`` (why its computer is not heard from) shows
+    it ``unknown`` with that reason, and what was last reported in ``reported_state``."""
+    body = {"state": status["state"], "revision": status["revision"],
             "reported_at": iso(status["reported_at"]), "log_tail": status["log_tail"],
             "promises": [dict(p) for p in status["promises"]]}
+    if unreachable is not None:
+        body.update(state=UNKNOWN, reported_state=status["state"],
+                    log_tail=f"{unreachable}; last reported {status['state']}")
+    return body
 
 
 def sla_json(sla):
@@ -60,7 +124,7 @@ def sla_json(sla):
     return dict(sla)
 
 
-def instance_json(app, inst) -> dict:
+def instance_json(app, inst, leases=None) -> dict:
     return {"id": inst.id, "reference": inst.reference, "requester": inst.requester,
             "parent": inst.parent, "children": list(inst.children),
             "software_url": inst.software_url, "software_hash": inst.software_hash,
@@ -69,7 +133,8 @@ def instance_json(app, inst) -> dict:
             "shared": inst.shared, "revision": inst.revision,
             "placement": placement_json(app, inst), "host_instance": inst.host_id,
             "shared_instances": list(inst.shared_ids), "open_to": list(inst.open_to),
-            "status": status_json(inst.status), "connection": dict(inst.connection),
+            "status": status_json(inst.status, unreachable(app, inst, leases)),
+            "connection": dict(inst.connection),
             "provenance": list(inst.provenance),
             "child_master": None if inst.child_master is None else dict(inst.child_master),
             "delegation": delegation_json(app, inst),

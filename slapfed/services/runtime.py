@@ -11,16 +11,32 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ..core.errors import InvalidInput
+from ..core.leases import DEFAULT_LEASE
 from ..core.provenance import DEFAULT_MASTER_NAME, DEFAULT_MAX_DEPTH
 from ..placement import DEFAULT as DEFAULT_PIPELINE
 from ..placement import PipelineConfig
 from .desired import DesiredStateRenderer
+from .leases import Leases, open_leases
 from .placement import PlacementState
 from .tx import Writer
 
 DEFAULT_MAX_CONTENT_LENGTH = 4 * 1024 * 1024   # bytes of a request body
 DEFAULT_RETRY_MAX = 30.0        # seconds: the longest back-off between two calls to a peer
 DEFAULT_POLL_WAIT = 20.0        # seconds a long poll of a peer waits there
+
+
+def _lease(value) -> float:
+    if value is None:
+        return DEFAULT_LEASE
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 < seconds < 1e9:
+        raise InvalidInput(f"invalid lease {value!r}: a number of seconds > 0",
+                           [{"field": "lease", "problem": "must be a number of seconds > 0"}])
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,7 @@ class MasterSettings:
     forwarder: bool = False             # run the forwarder in this process
     peer_poll_wait: float = DEFAULT_POLL_WAIT
     access_log: bool = True             # one line per request (master.access)
+    lease: float = DEFAULT_LEASE        # seconds a computer stays live without a poll
 
     @property
     def here(self) -> str:
@@ -64,6 +81,7 @@ class MasterSettings:
         "FORWARDER": ("forwarder", bool),
         "PEER_POLL_WAIT": ("peer_poll_wait", lambda v: float(v) if v else DEFAULT_POLL_WAIT),
         "ACCESS_LOG": ("access_log", bool),
+        "LEASE": ("lease", _lease),
     })
 
     @classmethod
@@ -80,14 +98,20 @@ class MasterSettings:
 class Runtime:
     """What the use cases of one master run with, in this process: its ``settings``, its
     ``db``, the ``writer`` every write use case runs on (services.tx.Writer), the
-    ``placement`` state of that writer (snapshot and pipeline) and the ``renderer`` of
-    desired-state documents. ``close`` releases them (not the DB: its opener closes it)."""
+    ``placement`` state of that writer (snapshot and pipeline), the ``renderer`` of
+    desired-state documents and the ``leases`` of its computers (services.leases: files
+    under ``<data>/leases``, in memory without a data directory; ``leases`` given
+    replaces them). ``close`` releases them (not the DB: its opener closes it)."""
 
-    def __init__(self, db, settings: MasterSettings | None = None):
+    def __init__(self, db, settings: MasterSettings | None = None,
+                 leases: Leases | None = None):
         self.db = db
         self.settings = settings if settings is not None else MasterSettings()
+        self.leases = leases if leases is not None else open_leases(
+            self.settings.data_dir, self.settings.lease)
         self.writer = Writer(db)
-        self.placement = PlacementState(self.settings.placement, self.settings.here)
+        self.placement = PlacementState(self.settings.placement, self.settings.here,
+                                        self.leases)
         self.renderer = DesiredStateRenderer(db)
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ GET /api/v1/topology) that slapfed.topology.graph builds on.
 """
 from __future__ import annotations
 
+from ..core.states import UNKNOWN
 from . import render
 from .federation import forward_counts, peer_json
 from .tx import read
@@ -15,18 +16,26 @@ PEER_FIELDS = ("name", "url", "origin", "trust", "paired", "link", "last_contact
                "last_error", "pending_forwards", "latency_ms", "site", "instance")
 
 
-def live_state(conn) -> dict:
+def live_state(conn, leases=None) -> dict:
     """{"computers": [...], "instances": [...], "masters": [...], "peers": [...]}: every
     computer, every instance, the child masters instances run (registered with this
-    master) and this master's peers with the state of each link."""
+    master) and this master's peers with the state of each link. Given the master's
+    ``leases``, each computer has its lease and what runs on a computer whose lease ran
+    out is ``unknown``."""
     def query(app):
         computers = []
         for comp in app.computers.values():
-            computers.append({
+            lease = None if leases is None else leases.lease(comp.id)
+            last = comp.last_contact if lease is None else render.fresher(
+                comp.last_contact, lease.renewed_at)
+            row = {
                 "id": comp.id, **comp.locality, "labels": dict(comp.labels),
                 "capabilities": list(getattr(comp, "capabilities", ())),
-                "last_contact": render.iso(comp.last_contact),
-                "partitions": [render.partition_json(p) for p in comp.partitions.values()]})
+                "last_contact": render.iso(last),
+                "partitions": [render.partition_json(p) for p in comp.partitions.values()]}
+            if lease is not None:
+                row["lease"] = render.lease_json(lease)
+            computers.append(row)
         instances, masters = [], []
         for inst in app.instances.values():
             if inst.child_master is not None:
@@ -34,12 +43,14 @@ def live_state(conn) -> dict:
                                 "url": inst.child_master["url"], "instance": inst.id,
                                 "reference": inst.reference})
             place = render.placement_json(app, inst)
+            why = render.unreachable(app, inst, leases)
             instances.append({
                 "id": inst.id, "reference": inst.reference, "requester": inst.requester,
                 "parent": inst.parent, "children": list(inst.children),
                 "shared": inst.shared, "host_instance": inst.host_id,
                 "software_url": inst.software_url, "software_type": inst.software_type,
-                "requested_state": inst.requested_state, "state": inst.status["state"],
+                "requested_state": inst.requested_state,
+                "state": UNKNOWN if why else inst.status["state"], "reason": why,
                 "placement": None if place is None else {
                     "computer": place["computer"], "partition": place["partition"],
                     "address": place["address"]},

@@ -314,7 +314,7 @@ def build(topology: Topology | None = None, live: dict | None = None,
                 "id": raw["id"], "labels": {}, "capabilities": [],
                 "expected_partitions": None, "declared": False, "description": ""}
         rec.update(master=local_master or rec.get("master"), registered=True,
-                   last_contact=raw.get("last_contact"),
+                   last_contact=raw.get("last_contact"), lease=raw.get("lease"),
                    labels={**rec.get("labels", {}), **(raw.get("labels") or {})})
         if any(loc.values()):
             rec["locality"] = loc

@@ -5,6 +5,7 @@ Pure; depends on the sibling graph and locality modules.
 """
 from __future__ import annotations
 
+from ..core.leases import EXPIRED
 from . import locality
 from .files import SITE_LEVELS
 from .graph import FederationGraph, UNKNOWN
@@ -79,7 +80,8 @@ def _computer(fed: FederationGraph, rec: dict) -> dict:
     return {"kind": "computer", "id": rec["id"], "labels": rec["labels"],
             "capabilities": rec["capabilities"], "declared": rec["declared"],
             "registered": rec["registered"], "expected_partitions": rec["expected_partitions"],
-            "last_contact": rec.get("last_contact"), "partitions": parts}
+            "last_contact": rec.get("last_contact"), "lease": rec.get("lease"),
+            "partitions": parts}
 
 
 def _instance(fed: FederationGraph, iid: str) -> dict:
@@ -220,6 +222,10 @@ def _computer_line(c: dict) -> str:
         out += "  " + " ".join(f"{k}={v}" for k, v in sorted(c["labels"].items()))
     if c["capabilities"]:
         out += "  [" + ", ".join(c["capabilities"]) + "]"
+    lease = c.get("lease") or {}
+    if lease.get("state") == EXPIRED:
+        out += f"  unknown: lease ran out at {lease.get('expires_at')}, last contact " \
+               f"{c.get('last_contact') or '-'}"
     return out
 
 

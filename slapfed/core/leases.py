@@ -1,0 +1,42 @@
+"""Leases: whether a computer's node is still heard from, decided from times alone.
+
+Pure; depends on nothing. A node renews its computer's lease at every desired-state
+read and report; once ``interval`` seconds pass without a renewal the lease has run
+out, and what the master knows of that computer is shown ``unknown`` (never destroyed,
+moved or freed). A computer whose node never renewed (None) has no lease: nothing is
+known to have stopped.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+LIVE = "live"          # renewed less than ``interval`` seconds ago
+EXPIRED = "expired"    # not renewed for ``interval`` seconds: its node is not heard from
+NONE = "none"          # never renewed (a computer registered ahead of its node)
+LEASE_STATES = (LIVE, EXPIRED, NONE)
+
+DEFAULT_LEASE = 30.0   # seconds; a node polls every 2 s by default
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A computer's lease at one moment: ``state``, when it was last renewed and when it
+    runs (or ran) out (epoch seconds; None without a renewal)."""
+
+    state: str
+    renewed_at: float | None
+    expires_at: float | None
+    interval: float
+
+    @property
+    def expired(self) -> bool:
+        return self.state == EXPIRED
+
+
+def lease_at(now: float, renewed_at: float | None, interval: float) -> Lease:
+    """The lease of a computer last renewed at ``renewed_at``, seen at ``now``. A lease
+    renewed exactly ``interval`` seconds ago has run out."""
+    if renewed_at is None:
+        return Lease(NONE, None, None, interval)
+    expires_at = renewed_at + interval
+    return Lease(LIVE if now < expires_at else EXPIRED, renewed_at, expires_at, interval)
