@@ -176,7 +176,8 @@ def test_completion_gives_up_on_a_master_that_does_not_answer(no_config, monkeyp
     mute.listen(8)
     try:
         monkeypatch.setenv("SLAPFED_MASTER", f"http://127.0.0.1:{mute.getsockname()[1]}")
-        monkeypatch.setattr(completion, "TIMEOUT", (0.2, 0.3))
+        monkeypatch.setattr(completion, "CONNECT_TIMEOUT", 0.2)
+        monkeypatch.setattr(completion, "READ_TIMEOUT", 0.3)
         started = time.monotonic()
         assert completion.references(None, None, "") == []
         assert time.monotonic() - started < 2

@@ -16,17 +16,19 @@ from click.shell_completion import CompletionItem
 from ..client import MasterClient
 from . import config as cfg
 
-# (connect, read) seconds: the shell waits for us.
-TIMEOUT = (1.0, 2.0)
+# Seconds to connect and to read: the shell waits for us.
+CONNECT_TIMEOUT = 1.0
+READ_TIMEOUT = 2.0
 
 
-def caller_instances(params: dict, timeout=None) -> list[dict]:
+def caller_instances(params: dict, timeout: float | None = None) -> list[dict]:
     """The instances the caller holds: its requester name against a master in development
     mode, else the principal its certificate carries (read locally: no extra round trip).
     ``params``: the command's options parsed so far. Raises like MasterClient."""
     tls = cfg.resolve_tls()
     client = MasterClient(cfg.resolve_master(params.get("master_url")),
-                          timeout=timeout or TIMEOUT,
+                          timeout=timeout or READ_TIMEOUT,
+                          connect_timeout=CONNECT_TIMEOUT,
                           requester=cfg.resolve_requester(params.get("requester")), **tls)
     who = client.requester
     if who is None and tls["cert"]:
