@@ -528,7 +528,8 @@ PATHS = {
         "refusals per plugin, per SLA alternative. Writes nothing; nothing fitting is a "
         "200 with placed=false",
         {"200": _json("PlacementDecision", "the decision and its explanation"),
-         **_errors("400", "413", "422")}, body="InstanceRequest", op_id="explain_placement")},
+         **_errors("400", "409", "413", "422")}, body="InstanceRequest",
+        op_id="explain_placement")},
     "/instances/{iid}": {
         "get": _op("Show an instance", {"200": _json("Instance", "the instance"),
                                         **_errors("404")}, parameters=[IID],
@@ -629,6 +630,10 @@ _CERT_FIELDS = {"serial": STR, "identity": _IDENTITY, "not_before": ISO, "not_af
 _CERT_REQUIRED = ["serial", "identity", "not_before", "not_after", "fingerprint", "hosts",
                   "revoked"]
 PEM = {"type": "string", "description": "PEM text"}
+IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master")   # ca.identity.ROLES
+REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise",    # RFC 5280 names,
+                      "affiliation_changed", "superseded",                 # as in ca.authority
+                      "cessation_of_operation", "privilege_withdrawn")
 SCHEMAS.update({
     "Identity": _IDENTITY,
     "WhoAmI": _obj({"identity": _IDENTITY, "principal": STR,
@@ -648,7 +653,7 @@ SCHEMAS.update({
     "TokenRedemption": _obj({"token": _text(256, nullable=False), "csr": CSR_REQ},
                             ["token", "csr"]),
     "CertificateSigning": _obj({"csr": CSR_REQ}, ["csr"]),
-    "CertificateIssue": _obj({"role": _text(32, nullable=False),
+    "CertificateIssue": _obj({"role": _enum(IDENTITY_ROLES),
                               "name": _text(200, nullable=False), "csr": CSR_REQ,
                               "days": {"type": ["integer", "null"], "minimum": 1,
                                        "maximum": 3650},
@@ -656,7 +661,8 @@ SCHEMAS.update({
                                         "items": {"type": "string", "minLength": 1,
                                                   "maxLength": 253}}},
                              ["role", "name", "csr"]),
-    "Revocation": _obj({"reason": {**_text(64), "default": "unspecified"}}),
+    "Revocation": _obj({"reason": {**_nullable(_enum(REVOCATION_REASONS)),
+                                   "default": "unspecified"}}),
     "TokenCreation": {**_obj({"computer": _text(64, _pat(wire.ID_RE)),
                               "master": _text(64, _pat(MASTER_NAME_RE)),
                               "ttl": {"type": ["integer", "null"], "minimum": 1,
@@ -667,7 +673,9 @@ SCHEMAS.update({
     "Token": _obj({"computer": STR, "master": STR, "principal": STR, "token": STR,
                    "ca_certificate": PEM}, ["token"]),
 })
-SERIAL = _path_param("serial", "certificate serial (hexadecimal)")
+SERIAL = {**_path_param("serial", "certificate serial (hexadecimal, ':' separators "
+                                  "allowed)"),
+          "schema": {"type": "string", "pattern": "^(?:0[xX])?[0-9a-fA-F:]*[0-9a-fA-F]$"}}
 PATHS.update({
     "/whoami": {"get": _op("Who the master thinks the caller is (from its client certificate)",
                            {"200": _json("WhoAmI", "the caller's identity"),
@@ -791,7 +799,8 @@ PATHS.update({
         "after cursor `since` (none: all), waiting up to `wait` seconds (at most 60)",
         {"200": _json("Changes", "changed instances and the next cursor"),
          **_errors("400", "401", "403")},
-        parameters=({"name": "since", "in": "query", "required": False, "schema": STR},
+        parameters=({"name": "since", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": "^(?:[0-9a-fA-F]{16})?$"}},
                     {"name": "wait", "in": "query", "required": False,
                      "schema": {"type": "number", "minimum": 0, "maximum": 60}}),
         op_id="federation_changes")},
