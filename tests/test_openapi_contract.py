@@ -87,3 +87,11 @@ def test_the_documented_roles_and_revocation_reasons_are_the_cas():
     from slapfed.master import openapi
     assert set(openapi.IDENTITY_ROLES) == set(ROLES)
     assert set(openapi.REVOCATION_REASONS) == set(REVOCATION_REASONS)
+
+
+@pytest.mark.parametrize("schema, field", [("Supply", "state"), ("InstanceRequest", "state"),
+                                           ("Revocation", "reason"), ("PeerUpdate", "trust")])
+def test_an_optional_choice_may_be_null_as_the_server_takes_it(schema, field):
+    from jsonschema import Draft202012Validator
+    prop = openapi_document()["components"]["schemas"][schema]["properties"][field]
+    assert Draft202012Validator(prop).is_valid(None)

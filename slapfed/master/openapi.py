@@ -80,7 +80,10 @@ def _text(max_len: int = wire.MAX_TEXT, pattern: str | None = NO_CONTROL,
 
 def _nullable(schema: dict) -> dict:
     kind = schema["type"]
-    return {**schema, "type": [kind, "null"] if isinstance(kind, str) else kind}
+    out = {**schema, "type": [kind, "null"] if isinstance(kind, str) else kind}
+    if "enum" in out:
+        out["enum"] = [*out["enum"], None]
+    return out
 
 
 ID_REQ = _text(64, _pat(wire.ID_RE), nullable=False)
