@@ -10,7 +10,6 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["slapfed", "slapfed.*"]),
     include_package_data=True,
-    package_data={"slapfed": ["master/openapi.json"]},
     install_requires=[
         "Flask>=3.1,<4",
         "ZODB>=6.0,<7",
@@ -30,7 +29,8 @@ setup(
         "aiohttp>=3.9,<4",       # slapfed-cdn-front (profiles/cdn): server and client
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6"],
+        "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "jsonschema>=4.18",
+                 "schemathesis>=4"],
     },
     entry_points={
         "console_scripts": [

@@ -256,6 +256,14 @@ KEEP_RUNS = 3
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "e2e: an end-to-end test with real processes")
+    # Every Flask test client of a master app checks each answer against the OpenAPI
+    # document the master serves (tests/openapi_contract.py): drift fails the test.
+    import flask
+    from openapi_contract import ContractClient
+    flask.Flask.test_client_class = ContractClient
+    config.addinivalue_line("markers", "openapi_injected_errors: the test makes a route "
+                            "raise errors it never raises for real; the OpenAPI check then "
+                            "accepts any error status (with the one error body)")
     if os.geteuid() != 0 or config.option.basetemp:
         return
     import shutil
@@ -294,6 +302,15 @@ E2E_FILES = frozenset({
     "test_recipes_buildout.py", "test_recursion_e2e.py", "test_shared_hosting_tls.py",
     "test_supervisor.py", "test_zeo_orphans.py",
 })
+
+
+@pytest.fixture(autouse=True)
+def _openapi_injected_errors(request):
+    import openapi_contract
+    openapi_contract.INJECTED_ERRORS = bool(
+        request.node.get_closest_marker("openapi_injected_errors"))
+    yield
+    openapi_contract.INJECTED_ERRORS = False
 
 
 def pytest_collection_modifyitems(config, items):

@@ -147,6 +147,7 @@ def _error_classes():
     return sorted(seen, key=lambda k: k.code)
 
 
+@pytest.mark.openapi_injected_errors
 @pytest.mark.parametrize("klass", _error_classes(), ids=lambda k: k.__name__)
 def test_every_error_class_renders_the_canonical_body(api, monkeypatch, klass):
     def boom(_conn, _iid, _leases=None):

@@ -266,3 +266,21 @@ def health(url, ca_file, wait, as_json):
         if time.monotonic() >= deadline:
             raise MasterUnreachable(f"master {url} does not answer its health check: {problem}")
         time.sleep(0.3)
+
+
+@master.command()
+@click.option("--out", "out_file", default=None, type=click.Path(dir_okay=False),
+              help="Write the document to this file instead of standard output.")
+@error_boundary
+def openapi(out_file):
+    """Print the OpenAPI 3.1 document of the HTTP API, the one every master serves at
+    GET /api/v1/openapi.json (for client generators and API checkers)."""
+    import json
+
+    from ..master.openapi import openapi_document
+    text = json.dumps(openapi_document(), indent=2) + "\n"
+    if out_file is None:
+        click.echo(text, nl=False)
+        return
+    with open(out_file, "w", encoding="utf-8") as out:
+        out.write(text)

@@ -105,6 +105,8 @@ class _Fields:
                 self.problem(name, "is required")
             return default
         value = self.body[name]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)      # JSON has one number type: 2.0 is the integer 2
         if isinstance(value, bool) or not isinstance(value, int):
             self.problem(name, f"must be an integer, got {json.dumps(value)[:40]}")
             return default

@@ -10,8 +10,11 @@ import functools
 from .. import __version__
 from ..core import bodies
 from ..core.sharing import EVERYONE, MAX_OPEN_TO, PRINCIPAL_RE
+from ..core import wire
+from ..core.provenance import NAME_RE as MASTER_NAME_RE
 from ..core.sla import (
-    ABSOLUTE_KEYS, LABEL_PREFIX, MAX_ALTERNATIVES, MAX_REFERENCES_PER_KEY, RELATIVE_KEYS,
+    ABSOLUTE_KEYS, CAPABILITY_KEY, HOST_KEY, LABEL_PREFIX, MASTER_KEY, MAX_ALTERNATIVES,
+    MAX_REFERENCE, MAX_REFERENCES_PER_KEY, MAX_VALUE, NAME_RE as SLA_NAME_RE, RELATIVE_KEYS,
 )
 from ..model.federation import FORWARD_STATES
 from ..core.leases import LEASE_STATES
@@ -53,10 +56,72 @@ LEASE = _obj({"state": {**_enum(LEASE_STATES), "description":
               "expires_at": {**ISO, "description": "when the lease runs (or ran) out"},
               "interval": {"type": "number", "description": "the lease, in seconds"}},
              ["state", "expires_at", "interval"])
+
+
+# -- request constraints: what core.wire and core.sla refuse, as JSON Schema --------------
+# A field left out and a field given as null are the same to the server (the default),
+# hence the nullable optional fields; strings are never empty unless said otherwise.
+def _pat(regex) -> str:
+    """A Python pattern of core (anchored ^...\\Z) as a JSON Schema (ECMA 262) one."""
+    return regex.pattern.replace(r"\Z", "$")
+
+
+NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"   # core.cfgvalue.text_problem
+
+
+def _text(max_len: int = wire.MAX_TEXT, pattern: str | None = NO_CONTROL,
+          nullable: bool = True, min_len: int = 1, **extra) -> dict:
+    out = {"type": ["string", "null"] if nullable else "string", "minLength": min_len,
+           "maxLength": max_len, **extra}
+    if pattern:
+        out["pattern"] = pattern
+    return out
+
+
+def _nullable(schema: dict) -> dict:
+    kind = schema["type"]
+    out = {**schema, "type": [kind, "null"] if isinstance(kind, str) else kind}
+    if "enum" in out:
+        out["enum"] = [*out["enum"], None]
+    return out
+
+
+ID_REQ = _text(64, _pat(wire.ID_RE), nullable=False)
+MASTER_NAME_REQ = _text(64, _pat(MASTER_NAME_RE), nullable=False)
+# absolute paths and http(s)/file URLs of visible ASCII, without '$' (no '${', no
+# trailing '$': a node's buildout extends the release); the server also takes other
+# printable characters
+SOFTWARE_URL_REQ = _text(wire.MAX_URL, r"^(?:/[!-#%-~]*|(?:https?|file)://[!-#%-~]+)$",
+                         nullable=False, description="absolute path or http(s):// or "
+                         "file:// URL of a software release (buildout profile)")
+HTTPS_URL_REQ = _text(wire.MAX_URL, r"^https://[!-~]+$", nullable=False)
+PEM_CERT_REQ = {"type": "string", "maxLength": wire.MAX_PEM,
+                "pattern": r"^\s*-----BEGIN CERTIFICATE-----", "description": "PEM text"}
+CSR_REQ = {"type": "string", "minLength": 1, "maxLength": wire.MAX_PEM,
+           "description": "PEM text of a certificate signing request"}
+CAPS_REQ = {"type": ["array", "null"], "maxItems": wire.MAX_CAPABILITIES,
+            "items": {"type": "string", "pattern": _pat(SLA_NAME_RE)},
+            "description": "capability names; a tagged computer or partition only hosts "
+                           "instances whose SLA asks for one of them"}
+LABELS_REQ = {"type": ["object", "null"], "propertyNames": {"pattern": NO_CONTROL},
+              "additionalProperties": _text(nullable=False)}
+SOFTWARE_TYPE_REQ = _text(64, _pat(wire.SOFTWARE_TYPE_RE))
+# instance parameters become buildout options on a node: plain identifiers, none ending
+# in '-', not 'recipe' (core.cfgvalue.key_problem)
+OPTION_NAME = r"^[A-Za-z_](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_.])?$"
+PARAMETER_NAME = _pat(wire.PARAMETER_KEY_RE)
+INSTANCE_PARAMETERS = {"type": ["object", "null"], "default": {},
+                       "propertyNames": {"pattern": OPTION_NAME, "not": {"const": "recipe"}}}
+CONNECTION_REQ = {"type": ["object", "null"], "propertyNames": {"pattern": PARAMETER_NAME}}
+
+
 CAPS = {"type": "array", "items": STR, "description": "capability names; a tagged computer "
         "or partition only hosts instances whose SLA asks for one of them"}
-_REFS = {"oneOf": [STR, {"type": "array", "items": STR, "minItems": 1,
-                         "maxItems": MAX_REFERENCES_PER_KEY}],
+_REF = {"type": "string", "minLength": 1, "maxLength": MAX_REFERENCE}
+_SLA_VALUE = {"type": "string", "minLength": 1, "maxLength": MAX_VALUE}
+_SLA_NAME = {**_SLA_VALUE, "pattern": _pat(SLA_NAME_RE)}
+_REFS = {"oneOf": [_REF, {"type": "array", "items": _REF, "minItems": 1,
+                          "maxItems": MAX_REFERENCES_PER_KEY}],
          "description": "reference(s) of other instances of the same requester or "
                         "instance tree"}
 SLA_ALTERNATIVE = {
@@ -65,8 +130,11 @@ SLA_ALTERNATIVE = {
                    f"'{LABEL_PREFIX}KEY', relative keys naming other instances; "
                    "host_instance (shared requests): the id of the host to attach to, "
                    "which must be open to the requester. Unknown keys are refused.",
-    "properties": {**{k: STR for k in ABSOLUTE_KEYS}, **{k: _REFS for k in RELATIVE_KEYS}},
-    "patternProperties": {r"^label\.[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$": STR},
+    "properties": {**{k: _SLA_NAME if k in (CAPABILITY_KEY, MASTER_KEY, HOST_KEY)
+                      else _SLA_VALUE for k in ABSOLUTE_KEYS},
+                   **{k: _REFS for k in RELATIVE_KEYS}},
+    "patternProperties": {"^" + LABEL_PREFIX.replace(".", "\\.")
+                          + _pat(SLA_NAME_RE)[1:]: _SLA_VALUE},
     "additionalProperties": False}
 OPEN_TO = {"type": "array", "maxItems": MAX_OPEN_TO, "default": [],
            "items": {"type": "string", "pattern": f"{PRINCIPAL_RE.pattern}|^[*]$"},
@@ -91,18 +159,23 @@ SCHEMAS = {
         ["error"]),
     "Health": _obj({"status": _enum(["ok"]), "generation": INT, "version": STR, "name": STR},
                    ["status", "generation", "version"]),
-    "PartitionSpec": _obj({"id": STR, "address": {"type": "string", "format": "ip"},
+    "PartitionSpec": _obj({"id": ID_REQ,
+                           "address": {"type": "string", "anyOf": [{"format": "ipv4"},
+                                                                   {"format": "ipv6"}],
+                                       "description": "an IPv4 or IPv6 address"},
                            "port_base": {"type": "integer", "minimum": 1, "maximum": 65535},
-                           "port_count": {"type": "integer", "minimum": 1, "default": 10},
-                           "capabilities": CAPS},
+                           "port_count": {"type": ["integer", "null"], "minimum": 1,
+                                          "maximum": 65535, "default": 10},
+                           "capabilities": CAPS_REQ},
                           ["id", "address", "port_base"]),
     "ComputerRegistration": _obj({
-        "id": STR, "host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR,
-        "labels": STR_MAP, "capabilities": CAPS,
-        "partitions": {"type": "array", "items": _ref("PartitionSpec")}}, ["id"]),
-    "ComputerUpdate": _obj({
-        "host": NSTR, "lan": NSTR, "country": NSTR, "continent": NSTR,
-        "labels": STR_MAP, "capabilities": CAPS}),
+        "id": ID_REQ, **{k: _text() for k in LOCALITY_LEVELS},
+        "labels": LABELS_REQ, "capabilities": CAPS_REQ,
+        "partitions": {"type": ["array", "null"], "items": _ref("PartitionSpec"),
+                       "description": "each partition id at most once"}}, ["id"]),
+    "ComputerUpdate": {**_obj({**{k: _text() for k in LOCALITY_LEVELS},
+                               "labels": LABELS_REQ, "capabilities": CAPS_REQ}),
+                       "minProperties": 1},
     "Partition": _obj({"id": STR, "address": STR, "port_base": INT, "port_count": INT,
                        "instance": {"type": ["string", "null"],
                                     "description": "id of the hosted instance"},
@@ -124,18 +197,26 @@ SCHEMAS = {
                       "last_contact", "serial", "lease", "partitions", "software"]),
     "ComputerList": _obj({"computers": {"type": "array", "items": _ref("Computer")}},
                          ["computers"]),
-    "Supply": _obj({"url": STR, "state": {**_enum(SUPPLY_STATES), "default": "available"}},
+    "Supply": _obj({"url": SOFTWARE_URL_REQ,
+                    "state": {**_nullable(_enum(SUPPLY_STATES)), "default": "available"}},
                    ["url"]),
-    "SoftwareReport": _obj({"status": _enum(SOFTWARE_REPORT_STATES), "log_tail": STR,
-                            "software_types": {"type": "array", "items": STR}}, ["status"]),
-    "PromiseResult": _obj({"name": STR, "ok": {"type": "boolean"}, "message": STR},
+    "SoftwareReport": _obj({
+        "status": _enum(SOFTWARE_REPORT_STATES),
+        "log_tail": _text(wire.MAX_LOG_TAIL, None, min_len=0),
+        "software_types": {"type": ["array", "null"],
+                           "items": {"type": "string",
+                                     "pattern": _pat(wire.SOFTWARE_TYPE_RE)}}}, ["status"]),
+    "PromiseResult": _obj({"name": _text(nullable=False), "ok": {"type": ["boolean", "null"]},
+                           "message": _text(wire.MAX_LOG_TAIL, None, min_len=0)},
                           ["name"]),
     "PartitionReport": _obj({
-        "instance_id": STR, "revision": {"type": "integer", "minimum": 0},
-        "state": _enum(PARTITION_REPORT_STATES), "log_tail": STR, "connection": ANY_OBJ,
-        "promises": {"type": "array", "items": _ref("PromiseResult")},
+        "instance_id": ID_REQ, "revision": {"type": "integer", "minimum": 0},
+        "state": _enum(PARTITION_REPORT_STATES),
+        "log_tail": _text(wire.MAX_LOG_TAIL, None, min_len=0), "connection": CONNECTION_REQ,
+        "promises": {"type": ["array", "null"], "items": _ref("PromiseResult")},
         "shared_connections": {
-            "type": "object", "additionalProperties": ANY_OBJ,
+            "type": ["object", "null"], "propertyNames": {"pattern": _pat(wire.ID_RE)},
+            "additionalProperties": {**CONNECTION_REQ, "type": "object"},
             "description": "connection parameters the host instance published for its "
                            "shared instances, by shared instance id; each becomes that "
                            "shared instance's connection (ids it does not host are "
@@ -147,9 +228,11 @@ SCHEMAS = {
         "id": STR, "reference": STR, "requester": STR, "software_url": STR,
         "software_hash": STR, "software_type": STR, "parameters": ANY_OBJ,
         "requested_state": _enum(REQUESTED_STATES), "revision": INT,
-        "shared_instances": {"type": "array", "items": _ref("SharedInstanceEntry")}},
+        "shared_instances": {"type": "array", "items": _ref("SharedInstanceEntry")},
+        "provenance": {"type": "array", "items": STR,
+                       "description": "masters its request crossed, the last one placed it"}},
         ["id", "reference", "requester", "software_url", "software_hash", "software_type",
-         "parameters", "requested_state", "revision", "shared_instances"]),
+         "parameters", "requested_state", "revision", "shared_instances", "provenance"]),
     "DesiredPartition": _obj({
         "id": STR, "address": STR, "port_base": INT, "port_count": INT,
         "instance": {"oneOf": [{"type": "null"}, _ref("DesiredInstance")]}},
@@ -161,23 +244,38 @@ SCHEMAS = {
                                                      ["url", "hash", "state"])},
         "partitions": {"type": "array", "items": _ref("DesiredPartition")}},
         ["computer", "serial", "software", "partitions"]),
-    "InstanceRequest": _obj({
-        "reference": STR, "software_url": STR,
-        "software_type": {"type": "string", "default": "default"},
-        "parameters": {**ANY_OBJ, "default": {}},
-        "sla": SLA,
-        "state": {**_enum(REQUESTED_STATES), "default": "started"},
-        "shared": {"type": "boolean", "default": False},
-        "requester": {"type": "string", "default": "anonymous"},
-        "parent": {"type": ["string", "null"], "description": "id of the parent instance"},
-        "provenance": {"type": "array", "items": STR, "default": [],
+    "InstanceRequest": {**_obj({
+        "reference": _text(MAX_REFERENCE, nullable=False),
+        "software_url": SOFTWARE_URL_REQ,
+        "software_type": {**SOFTWARE_TYPE_REQ, "default": "default"},
+        "parameters": INSTANCE_PARAMETERS,
+        "sla": {"anyOf": [{"type": "null"}, SLA], "description": SLA["description"]},
+        "state": {**_nullable(_enum(REQUESTED_STATES)), "default": "started"},
+        "shared": {"type": ["boolean", "null"], "default": False},
+        "requester": {**_text(), "default": "anonymous"},
+        "parent": {**_text(64, _pat(wire.ID_RE)), "description": "id of the parent instance"},
+        "provenance": {"type": ["array", "null"], "default": [],
+                       "items": {"type": "string", "pattern": _pat(MASTER_NAME_RE)},
                        "description": "masters the request already crossed, root first"},
-        "open_to": OPEN_TO},
+        "open_to": {**OPEN_TO, "type": ["array", "null"]}},
         ["reference", "software_url"]),
+        # open_to is for hosts, host_instance for shared requests
+        "if": {"properties": {"shared": {"const": True}}, "required": ["shared"]},
+        "then": {"properties": {"open_to": {"type": ["array", "null"], "maxItems": 0}}},
+        "else": {"properties": {"sla": {"not": {"anyOf": [
+            {"type": "object", "required": [HOST_KEY]},
+            {"type": "array", "contains": {"type": "object", "required": [HOST_KEY]}}]}}}},
+        "description": "relative SLA keys must name other existing instances of the "
+                       "requester (or of its tree), never the one requested, and must "
+                       "not contradict each other"},
     "StateChange": _obj({"state": _enum(REQUESTED_STATES)}, ["state"]),
     "Placement": _obj({"computer": STR, "partition": STR, "address": STR, "port_base": INT,
-                       "port_count": INT},
-                      ["computer", "partition", "address", "port_base", "port_count"]),
+                       "port_count": INT,
+                       "locality": {**_obj({k: NSTR for k in LOCALITY_LEVELS},
+                                           list(LOCALITY_LEVELS)),
+                                    "description": "the computer's locality"}},
+                      ["computer", "partition", "address", "port_base", "port_count",
+                       "locality"]),
     "InstanceStatus": _obj({
         "state": _enum(INSTANCE_STATUSES),
         "revision": {"type": "integer", "description": "revision the node last reported on"},
@@ -224,11 +322,10 @@ SCHEMAS = {
                   "description": "masters beyond this one, then the computer"},
         "updated_at": ISO},
         ["peer", "state", "reason", "remote_reference", "chain"]),
-    "ChildMasterRegistration": _obj({"name": STR, "url": STR,
-                                     "ca_certificate": {"type": "string",
-                                                        "description": "PEM text"},
+    "ChildMasterRegistration": _obj({"name": MASTER_NAME_REQ, "url": HTTPS_URL_REQ,
+                                     "ca_certificate": PEM_CERT_REQ,
                                      "pairing_token": {
-                                         "type": "string", "description":
+                                         **_text(256), "description":
                                          "a one-time token of the child's CA for "
                                          "master/<this master>: the parent pairs with the "
                                          "child as a peer (origin child)"}},
@@ -263,9 +360,19 @@ SCHEMAS = {
                                    "keeps it there)"},
         "anchors": {"type": "object", "additionalProperties": _obj(
             {"computer": NSTR, "why": NSTR}, ["computer", "why"]),
-            "description": "where the instances named by relative keys run"}},
+            "description": "where the instances named by relative keys run"},
+        "route": {**_obj({"kind": _enum(("local", "delegate")),
+                          "peers": {"type": "array", "items": STR,
+                                    "description": "delegate: the peer to call, then the "
+                                                   "fallbacks in order"},
+                          "reason": STR,
+                          "considered": {"type": "array", "items": _obj(
+                              {"peer": STR, "verdict": STR}, ["peer", "verdict"])}},
+                         ["kind", "peers", "reason", "considered"]),
+                  "description": "where the request would be served: here, or delegated "
+                                 "to a peer master"}},
         ["reference", "requester", "placed", "computer", "partition", "alternative",
-         "message", "attempts", "instance", "current", "anchors"]),
+         "message", "attempts", "instance", "current", "anchors", "route"]),
 }
 
 ERROR_TEXT = {
@@ -315,24 +422,34 @@ IID = _path_param("iid", "instance id")
 
 
 def _op(summary: str, responses: dict, body: str | None = None, parameters=(),
-        op_id: str | None = None) -> dict:
-    out = {"summary": summary, "operationId": op_id, "responses": responses}
+        op_id: str | None = None, public: bool = False) -> dict:
+    """One operation. Every one may answer 500 (internal_error) and 503 (storage_error,
+    master_stopping); a guarded one (not ``public``) 401 and 403; one with a body 400,
+    413 and 415. ``public``: no client certificate needed (``security: []``)."""
+    out = {"summary": summary, "operationId": op_id, "responses": dict(responses)}
     if body:
         out["requestBody"] = _body(body)
-        out["responses"] = {**responses, **_errors("400", "415")}
+    out["responses"].update(_errors(*_implied_errors(body is not None, public)))
+    if public:
+        out["security"] = []
     if parameters:
         out["parameters"] = list(parameters)
     return out
 
 
+def _implied_errors(has_body: bool, public: bool) -> tuple:
+    codes = ("400", "413", "415") if has_body else ()
+    return codes + (() if public else ("401", "403")) + ("500", "503")
+
+
 PATHS = {
     "/health": {"get": _op("Liveness and schema generation",
-                           {"200": _json("Health", "the master is up"), **_errors("500", "503")},
-                           op_id="health")},
+                           {"200": _json("Health", "the master is up")},
+                           op_id="health", public=True)},
     "/openapi.json": {"get": _op("This document", {"200": {
         "description": "OpenAPI 3.1 document",
         "content": {"application/json": {"schema": {"type": "object"}}}}},
-        op_id="openapi")},
+        op_id="openapi", public=True)},
     "/computers": {
         "post": _op("Register a computer (idempotent: known partitions are kept, new ones "
                     "added). An admin sets its locality, labels and capabilities; the node "
@@ -381,7 +498,7 @@ PATHS = {
                                          "description": 'the serial, as "<serial>"'}}},
             "304": {"description": "unchanged since the serial given in If-None-Match",
                     "headers": {"ETag": {"schema": STR}}},
-            **_errors("404")}}},
+            **_errors("404", *_implied_errors(False, False))}}},
     "/computers/{cid}/partitions/{pid}/status": {"put": _op(
         "Node report of a partition's instance; state destroyed (of an instance whose "
         "requested state is destroyed) frees the partition. The state claimed must fit "
@@ -408,13 +525,14 @@ PATHS = {
                     {"name": "status", "in": "query", "schema": _enum(INSTANCE_STATUSES),
                      "description": "observed state (status.state)"}],
                 "responses": {"200": _json("InstanceList", "matching instances"),
-                              **_errors("400")}}},
+                              **_errors("400", *_implied_errors(False, False))}}},
     "/placements": {"post": _op(
         "Explain a request without making it: the placement decision, candidates and "
         "refusals per plugin, per SLA alternative. Writes nothing; nothing fitting is a "
         "200 with placed=false",
         {"200": _json("PlacementDecision", "the decision and its explanation"),
-         **_errors("400", "413", "422")}, body="InstanceRequest", op_id="explain_placement")},
+         **_errors("400", "409", "413", "422")}, body="InstanceRequest",
+        op_id="explain_placement")},
     "/instances/{iid}": {
         "get": _op("Show an instance", {"200": _json("Instance", "the instance"),
                                         **_errors("404")}, parameters=[IID],
@@ -469,9 +587,11 @@ _LIVE_INSTANCE = _obj({
                                       "ran out), else null"},
     "placement": {"oneOf": [{"type": "null"}, _obj(
         {"computer": STR, "partition": STR, "address": STR},
-        ["computer", "partition", "address"])]}},
+        ["computer", "partition", "address"])]},
+    "delegation": {"oneOf": [{"type": "null"}, _ref("Delegation")]}},
     ["id", "reference", "requester", "parent", "children", "shared", "host_instance",
-     "software_url", "software_type", "requested_state", "state", "reason", "placement"])
+     "software_url", "software_type", "requested_state", "state", "reason", "placement",
+     "delegation"])
 SCHEMAS["TopologyView"] = _obj({
     "master": {"type": ["string", "null"],
                "description": "this master's name in the topology files"},
@@ -513,6 +633,10 @@ _CERT_FIELDS = {"serial": STR, "identity": _IDENTITY, "not_before": ISO, "not_af
 _CERT_REQUIRED = ["serial", "identity", "not_before", "not_after", "fingerprint", "hosts",
                   "revoked"]
 PEM = {"type": "string", "description": "PEM text"}
+IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master")   # ca.identity.ROLES
+REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise",    # RFC 5280 names,
+                      "affiliation_changed", "superseded",                 # as in ca.authority
+                      "cessation_of_operation", "privilege_withdrawn")
 SCHEMAS.update({
     "Identity": _IDENTITY,
     "WhoAmI": _obj({"identity": _IDENTITY, "principal": STR,
@@ -529,19 +653,32 @@ SCHEMAS.update({
                               _CERT_REQUIRED + ["certificate", "ca_certificate"]),
     "CertificateList": _obj({"certificates": {"type": "array", "items": _ref("Certificate")}},
                             ["certificates"]),
-    "TokenRedemption": _obj({"token": STR, "csr": PEM}, ["token", "csr"]),
-    "CertificateSigning": _obj({"csr": PEM}, ["csr"]),
-    "CertificateIssue": _obj({"role": STR, "name": STR, "csr": PEM,
-                              "days": {"type": "integer", "minimum": 1, "maximum": 3650},
-                              "hosts": {"type": "array", "items": STR}},
+    "TokenRedemption": _obj({"token": _text(256, nullable=False), "csr": CSR_REQ},
+                            ["token", "csr"]),
+    "CertificateSigning": _obj({"csr": CSR_REQ}, ["csr"]),
+    "CertificateIssue": _obj({"role": _enum(IDENTITY_ROLES),
+                              "name": _text(200, nullable=False), "csr": CSR_REQ,
+                              "days": {"type": ["integer", "null"], "minimum": 1,
+                                       "maximum": 3650},
+                              "hosts": {"type": ["array", "null"], "maxItems": wire.MAX_HOSTS,
+                                        "items": {"type": "string", "minLength": 1,
+                                                  "maxLength": 253}}},
                              ["role", "name", "csr"]),
-    "Revocation": _obj({"reason": STR}),
-    "TokenCreation": {**_obj({"computer": STR, "master": STR, "ttl": INT}),
+    "Revocation": _obj({"reason": {**_nullable(_enum(REVOCATION_REASONS)),
+                                   "default": "unspecified"}}),
+    "TokenCreation": {**_obj({"computer": _text(64, _pat(wire.ID_RE)),
+                              "master": _text(64, _pat(MASTER_NAME_RE)),
+                              "ttl": {"type": ["integer", "null"], "minimum": 1,
+                                      "maximum": 30 * 24 * 3600}}),
+                      "oneOf": [{"properties": {name: {"type": "string"}}, "required": [name]}
+                                for name in ("computer", "master")],
                       "description": "exactly one of computer (a node) and master (a peer)"},
     "Token": _obj({"computer": STR, "master": STR, "principal": STR, "token": STR,
                    "ca_certificate": PEM}, ["token"]),
 })
-SERIAL = _path_param("serial", "certificate serial (hexadecimal)")
+SERIAL = {**_path_param("serial", "certificate serial (hexadecimal, ':' separators "
+                                  "allowed)"),
+          "schema": {"type": "string", "pattern": "^(?:0[xX])?[0-9a-fA-F:]*[0-9a-fA-F]$"}}
 PATHS.update({
     "/whoami": {"get": _op("Who the master thinks the caller is (from its client certificate)",
                            {"200": _json("WhoAmI", "the caller's identity"),
@@ -550,7 +687,7 @@ PATHS.update({
         "Public: a node trades a one-time registration token and the CSR of a key it made "
         "for its computer certificate (and the CA certificate)",
         {"201": _json("IssuedCertificate", "issued"), **_errors("400", "401")},
-        body="TokenRedemption", op_id="redeem_token")},
+        body="TokenRedemption", op_id="redeem_token", public=True)},
     "/computers/{cid}/partitions/{pid}/certificate": {"post": _op(
         "A node has the key its partition generated certified as that partition",
         {"201": _json("IssuedCertificate", "issued"), **_errors("400", "401", "403", "404")},
@@ -575,18 +712,22 @@ PATHS.update({
 
 
 NAME = _path_param("name", "peer master name")
+_LINK_FACTS = {"trust": _nullable(_enum(TRUST_LEVELS)),
+               "cost": {"type": ["number", "null"], "minimum": 0},
+               "latency_ms": {"type": ["number", "null"], "minimum": 0},
+               "site": _text(64, _pat(wire.ID_RE))}
 SCHEMAS.update({
     "PeerAddition": _obj({
-        "name": STR, "url": {"type": "string", "description": "https URL of the peer"},
-        "ca_certificate": PEM,
-        "token": {"type": "string", "description": "the one-time token the peer issued "
-                                                   "for this master (pairs once)"},
-        "trust": _enum(TRUST_LEVELS), "cost": {"type": "number"},
-        "latency_ms": {"type": "number"}, "site": STR},
+        "name": MASTER_NAME_REQ, "url": {**HTTPS_URL_REQ, "description": "https URL of the peer"},
+        "ca_certificate": PEM_CERT_REQ,
+        "token": {**_text(), "description": "the one-time token the peer issued "
+                                            "for this master (pairs once)"},
+        **_LINK_FACTS},
         ["name", "url", "ca_certificate"]),
-    "PeerUpdate": _obj({"trust": _enum(TRUST_LEVELS),
-                        "cost": {"type": "number", "minimum": 0},
-                        "latency_ms": {"type": "number", "minimum": 0}, "site": STR}, []),
+    "PeerUpdate": {**_obj(_LINK_FACTS, []),
+                   "anyOf": [{"properties": {k: {"not": {"type": "null"}}}, "required": [k]}
+                             for k in _LINK_FACTS],
+                   "description": "at least one field, not null"},
     "Peer": _obj({
         "name": STR, "url": STR, "origin": _enum(PEER_ORIGINS),
         "paired": {"type": "boolean"}, "principal": NSTR, "trust": STR,
@@ -604,11 +745,14 @@ SCHEMAS.update({
         "auto": {"type": "boolean", "default": True,
                  "description": "no local fit: delegate to a peer whose summary fits"},
         "rules": {"type": "array", "items": _obj({
-            "release": {"type": "string", "description": "glob on the release URL"},
-            "software_type": STR, "shared": {"type": "boolean"},
-            "when": _enum(("always", "no-local-fit")),
-            "to": {"type": "array", "items": STR, "description": "peers, fallbacks after"},
-            "fallback": {"type": "boolean"}, "description": STR}, ["to"])}}),
+            "release": {**_text(2048, None), "description": "glob on the release URL"},
+            "software_type": _text(2048, None), "shared": {"type": ["boolean", "null"]},
+            "when": {**_enum(("always", "no-local-fit")), "default": "always"},
+            "to": {"oneOf": [MASTER_NAME_REQ, {"type": "array", "items": MASTER_NAME_REQ,
+                                               "minItems": 1, "uniqueItems": True}],
+                   "description": "peers, fallbacks after"},
+            "fallback": {"type": ["boolean", "null"]}, "description": _text(2048, None)},
+            ["to"]), "maxItems": 256}}),
     "FederationSummary": _obj({
         "name": STR, "localities": {"type": "array", "items": STR_MAP},
         "software": {"type": "array", "items": STR},
@@ -658,7 +802,8 @@ PATHS.update({
         "after cursor `since` (none: all), waiting up to `wait` seconds (at most 60)",
         {"200": _json("Changes", "changed instances and the next cursor"),
          **_errors("400", "401", "403")},
-        parameters=({"name": "since", "in": "query", "required": False, "schema": STR},
+        parameters=({"name": "since", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": "^(?:[0-9a-fA-F]{16})?$"}},
                     {"name": "wait", "in": "query", "required": False,
                      "schema": {"type": "number", "minimum": 0, "maximum": 60}}),
         op_id="federation_changes")},
@@ -675,8 +820,17 @@ def _document() -> dict:
                                 "code; every answer carries an X-Request-Id header (the "
                                 "caller's, when sane, else a new one)."},
         "servers": [{"url": "/api/v1"}],
+        "security": [{"mutualTLS": []}],
         "paths": PATHS,
         "components": {
+            "securitySchemes": {"mutualTLS": {
+                "type": "mutualTLS",
+                "description": "every call presents a client certificate issued by this "
+                               "master's CA (a person, admin, computer, partition or peer "
+                               "master identity), except the operations marked security: "
+                               "[] (health, this document, token redemption). A master "
+                               "in development mode (--insecure-http) asks for none and "
+                               "treats every caller as its administrator."}},
             "schemas": SCHEMAS,
             "responses": {f"E{code}": _json("Error", text) for code, text in ERROR_TEXT.items()},
         },
