@@ -40,9 +40,11 @@ CONTRACT = {
     "slapfed.topology.locality": (("slapfed.core",), (), PURE_STDLIB),
     "slapfed.procs": ((), (), ANY_STDLIB),
     "slapfed.logs": ((), (), ANY_STDLIB),        # logging set-up for operators
+    "slapfed.locks": ((), (), ANY_STDLIB),       # electing one process per data directory
     # persistence
     "slapfed.model": (("slapfed.core",), ("BTrees", "persistent"), ANY_STDLIB),
-    "slapfed.store": (("slapfed.core", "slapfed.model", "slapfed.procs", "slapfed.topology"),
+    "slapfed.store": (("slapfed.core", "slapfed.model", "slapfed.procs", "slapfed.topology",
+                       "slapfed.locks"),
                       ("ZODB", "ZEO", "transaction", "zc", "BTrees"), ANY_STDLIB),
     # use cases (no HTTP, no Flask)
     "slapfed.services": (("slapfed.core", "slapfed.ca", "slapfed.model", "slapfed.placement",
@@ -53,7 +55,7 @@ CONTRACT = {
     "slapfed.enrol": (("slapfed.core", "slapfed.ca", "slapfed.client"), ("cryptography",),
                       ANY_STDLIB),
     "slapfed.peering": (("slapfed.core", "slapfed.services", "slapfed.client",
-                         "slapfed.enrol", "slapfed.logs"), (), ANY_STDLIB),
+                         "slapfed.enrol", "slapfed.logs", "slapfed.locks"), (), ANY_STDLIB),
     "slapfed.node": (("slapfed.core", "slapfed.ca", "slapfed.client", "slapfed.procs",
                       "slapfed.logs"),
                      ("supervisor", "zc", "cryptography"), ANY_STDLIB),

@@ -22,7 +22,6 @@ delays.
 """
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import threading
@@ -30,6 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from ..core.errors import MasterUnreachable, SlapfedError
+from ..locks import try_exclusive_lock
 from ..logs import redact_url
 from ..services import federation as fed
 from .peers import client_for, pair
@@ -92,11 +92,8 @@ class Forwarder:
         """Start unless another process of this data directory runs the forwarder;
         returns whether this one runs it."""
         if self.data_dir:
-            fd = os.open(os.path.join(self.data_dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                os.close(fd)
+            fd = try_exclusive_lock(os.path.join(self.data_dir, LOCK_FILE))
+            if fd is None:
                 return False
             self._lock_fd = fd
         t = threading.Thread(target=self._run, name="slapfed-forwarder", daemon=True)

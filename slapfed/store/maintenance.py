@@ -10,7 +10,6 @@ backup of one data directory never overlap (DATA/maintenance.lock).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..core.errors import InvalidInput, SlapfedError, StorageError, Timeout
+from ..locks import try_exclusive_lock
 from . import backup as bk
 
 DEFAULT_PACK_KEEP = 86400.0        # history kept by a pack: one day
@@ -206,12 +206,8 @@ class Maintenance:
     def _owner(self) -> bool:
         if self._owner_fd is not None:
             return True
-        fd = os.open(os.path.join(self.opts.data_dir, OWNER_LOCK), os.O_RDWR | os.O_CREAT,
-                     0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
+        fd = try_exclusive_lock(os.path.join(self.opts.data_dir, OWNER_LOCK))
+        if fd is None:
             return False
         self._owner_fd = fd
         self._schedule_from_disk()
