@@ -24,7 +24,7 @@ from urllib.parse import quote
 import requests
 
 from .ca import errors as ca_errors
-from .core.errors import MasterUnreachable, SlapfedError, Timeout, Unauthenticated
+from .core.errors import MasterUnreachable, NoMasterGiven, SlapfedError, Timeout, Unauthenticated
 from .core.wire import software_hash
 
 API = "/api/v1"
@@ -94,7 +94,7 @@ class MasterClient:
                  ca: str | None = None, cert: str | None = None, key: str | None = None,
                  connect_timeout: float | None = None):
         if not url:
-            raise MasterUnreachable("no master URL given (use --master, SLAPFED_MASTER "
+            raise NoMasterGiven("no master URL given (use --master, SLAPFED_MASTER "
                                     "or the client config file)")
         self.url = url.rstrip("/")
         self.timeout = timeout
@@ -248,13 +248,17 @@ class MasterClient:
     def destroy(self, instance_id: str) -> dict:
         return self._json("DELETE", f"/instances/{quote(instance_id, safe='')}")
 
-    def wait_ready(self, instance_id: str, timeout: float, interval: float = 0.2) -> dict:
-        """Poll until the instance reports its requested state for its current revision.
+    def wait_ready(self, instance_id: str, timeout: float, interval: float = 0.2,
+                   on_poll=None) -> dict:
+        """Poll until the instance reports its requested state for its current revision;
+        ``on_poll(instance)`` sees every answer (progress).
 
         Raises Timeout, or returns the instance (check ``status.state`` for failed)."""
         deadline = time.monotonic() + timeout
         while True:
             inst = self.show(instance_id)
+            if on_poll is not None:
+                on_poll(inst)
             status = inst["status"]
             if status["revision"] == inst["revision"] and status["state"] in (
                     inst["requested_state"], "failed"):

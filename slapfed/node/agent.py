@@ -31,7 +31,7 @@ from . import confine
 from ..logs import redact_url
 from .identity import partition_identity
 from ..core.errors import Conflict, MasterUnreachable, NotFound, SlapfedError
-from ..core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
+from ..core.states import BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
 from ..core.wire import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
 from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
@@ -218,7 +218,8 @@ class Agent:
             if pid is None:
                 action = block[0]
                 if isinstance(action, InstallSoftware):
-                    self.installer.submit(action)
+                    if self.installer.submit(action):
+                        self._report_building(action)
                     continue
                 if isinstance(action, RemoveSoftware) and action.software_hash in installing:
                     continue                   # removed once its install is over
@@ -267,6 +268,7 @@ class Agent:
         h, url = action.software_hash, action.url
         if isinstance(action, InstallSoftware):
             log.info("installing release %s", redact_url(url))
+            self._report_building(action)
             try:
                 res = nb.install_software(self.paths, url, h, self.runner)
             except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
@@ -286,6 +288,15 @@ class Agent:
         except OSError as exc:
             rec = self._software_failed(prev, url, f"slapfed: {exc}")
         return self._software_record(action, rec, time.monotonic() - started)
+
+    def _report_building(self, action) -> None:
+        """Tell the master the install starts, so that whoever waits sees why (the last
+        failure's reason stays on the master until this install ends)."""
+        prev = self.local.software.get(action.software_hash)
+        types = list(prev.software_types) if prev is not None else []
+        self._send(("software", action.software_hash),
+                   {"url": action.url, "status": BUILDING, "log_tail": "",
+                    "software_types": types})
 
     def _software_done(self, action, res, error: str, seconds: float) -> Outcome:
         """Record (and report) an install's result: ``res`` a SoftwareResult, or None

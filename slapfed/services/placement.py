@@ -64,18 +64,21 @@ class PlacementState:
 def view_of(comp) -> ComputerView:
     """The placement view of a persistent Computer (reads only what placement needs)."""
     releases = frozenset(h for h, sw in comp.software.items() if sw.state == AVAILABLE)
+    broken = frozenset(h for h, sw in comp.software.items() if sw.broken)
     locality = comp.locality
     if not comp.capabilities and not comp.partition_tags:
         free_count = comp.free_count()
         total = len(comp.partitions)
         return ComputerView(comp.id, locality["host"], locality["lan"], locality["country"],
                             locality["continent"], dict(comp.labels), frozenset(), frozenset(),
-                            True, releases, comp.free_partition_ids(FREE_SAMPLE), free_count,
+                            True, releases, broken, comp.free_partition_ids(FREE_SAMPLE),
+                            free_count,
                             {}, total, total - free_count)
     tags, free = comp.partition_tags, comp.free
     parts = ((pid, tags.get(pid, ()), pid not in free) for pid in comp.partitions.keys())
     return ComputerView.of(comp.id, locality=locality, labels=comp.labels,
-                           capabilities=comp.capabilities, releases=releases, partitions=parts)
+                           capabilities=comp.capabilities, releases=releases, partitions=parts,
+                           broken=broken)
 
 
 def snapshot_of(state: PlacementState, app):
