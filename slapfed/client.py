@@ -249,9 +249,10 @@ class MasterClient:
         return self._json("DELETE", f"/instances/{quote(instance_id, safe='')}")
 
     def wait_ready(self, instance_id: str, timeout: float, interval: float = 0.2,
-                   on_poll=None) -> dict:
+                   on_poll=None, reported_after: float | None = None) -> dict:
         """Poll until the instance reports its requested state for its current revision;
-        ``on_poll(instance)`` sees every answer (progress).
+        ``on_poll(instance)`` sees every answer (progress). With ``reported_after`` (a
+        UNIX time, e.g. when its node was restarted), only a report made after it counts.
 
         Raises Timeout, or returns the instance (check ``status.state`` for failed)."""
         deadline = time.monotonic() + timeout
@@ -261,7 +262,8 @@ class MasterClient:
                 on_poll(inst)
             status = inst["status"]
             if status["revision"] == inst["revision"] and status["state"] in (
-                    inst["requested_state"], "failed"):
+                    inst["requested_state"], "failed") and (
+                    reported_after is None or _after(status.get("reported_at"), reported_after)):
                 return inst
             if time.monotonic() >= deadline:
                 raise Timeout(f"instance {inst['reference']!r} is {status['state']} after "
@@ -377,3 +379,11 @@ class MasterClient:
 
     def set_policy(self, doc: dict) -> dict:
         return self._json("PUT", "/federation/policy", json_body=doc)
+
+
+def _after(iso_time: str | None, when: float) -> bool:
+    """Is the master's ISO 8601 time ``iso_time`` (…Z) at or after UNIX time ``when``?"""
+    if not iso_time:
+        return False
+    from datetime import datetime
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp() >= when

@@ -49,6 +49,11 @@ from .supervisor import (
 )
 
 log = logging.getLogger("slapfed.node")
+# After the agent starts, each started partition is confirmed to the master once its
+# health check passes (polled every CONFIRM_POLL s), or reported failing after
+# CONFIRM_GRACE s: a status from before the restart is never left standing as current.
+CONFIRM_GRACE = 20.0
+CONFIRM_POLL = 0.5
 
 
 class PartitionUnknown(SlapfedError):
@@ -135,6 +140,9 @@ class Agent:
         self.local, self.outbox, self.health = self._load_state()
         self.etag, self.desired = self._load_desired()
         self.stopping = False
+        # started partitions to confirm to the master after the agent (re)starts:
+        # pid -> deadline (clock) after which a failing check is reported anyway
+        self.confirm: dict[str, float] = {}
         self.installer: InstallWorker | None = None    # None: installs run inline
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
 
@@ -566,13 +574,16 @@ class Agent:
         now = self.clock()
         reported = []
         checked_any = False
-        # started partitions, and those a previous check found failing (until re-applied)
-        due = sorted((self.health.get(pid, {}).get("checked", rec.last_attempt), pid)
+        # started partitions, and those a previous check found failing (until re-applied);
+        # partitions still to confirm after a restart come first, whatever their last check
+        due = sorted((0.0 if pid in self.confirm else
+                      self.health.get(pid, {}).get("checked", rec.last_attempt), pid)
                      for pid, rec in self.local.partitions.items()
                      if rec.state == STARTED or (rec.state == FAILED
                                                  and self.health.get(pid, {}).get("ok") is False))
         for checked, pid in due:
-            if now - checked < interval or time.monotonic() - started > budget:
+            if (now - checked < interval and pid not in self.confirm) or \
+                    time.monotonic() - started > budget:
                 break
             rec = self.local.partitions[pid]
             pp = self.paths.partition(pid)
@@ -588,9 +599,13 @@ class Agent:
             problems = ([] if health.ok else [health.message]) + \
                 ([summary(promises)] if summary(promises) else [])
             ok = not problems
+            confirming = pid in self.confirm
+            if confirming and not ok and self.clock() < self.confirm[pid]:
+                continue            # its services are still coming up: look again soon
+            self.confirm.pop(pid, None)
             was_ok = self.health.get(pid, {}).get("ok", True)
             self.health[pid] = {"ok": ok, "checked": self.clock()}
-            if ok == was_ok:
+            if ok == was_ok and not confirming:
                 continue
             tail = "\n".join(problems)
             new = replace(rec, state=STARTED if ok else FAILED, log_tail=tail,
@@ -624,6 +639,10 @@ class Agent:
             self.sweep_orphans()
             if any(r.state == STARTED for r in self.local.partitions.values()):
                 self.sup.ensure_running()      # after a reboot: bring the services back
+            # what the master last heard may predate this start: confirm every started
+            # partition once its services answer (or report their failure after a grace)
+            self.confirm = {pid: self.clock() + CONFIRM_GRACE
+                            for pid, r in self.local.partitions.items() if r.state == STARTED}
             log.info("node %s: loop every %gs against %s", self.config.computer, interval,
                      self.config.master)
             unreachable = False
@@ -658,7 +677,9 @@ class Agent:
                     log.error("cycle failed (%s): %s", exc.code, exc.message)
                 except Exception:  # a bug outside the per-partition boundaries: keep looping
                     log.exception("cycle failed unexpectedly; retrying next cycle")
-                self._sleep(interval - (time.monotonic() - began))
+                # confirm quickly after a start, then every interval
+                pause = min(interval, CONFIRM_POLL) if self.confirm else interval
+                self._sleep(pause - (time.monotonic() - began))
         finally:
             self.stop_install_worker()
             for s, h in old.items():
