@@ -143,6 +143,7 @@ class Agent:
         # started partitions to confirm to the master after the agent (re)starts:
         # pid -> deadline (clock) after which a failing check is reported anyway
         self.confirm: dict[str, float] = {}
+        self.metrics = None       # slapfed.metrics.NodeMetrics, when asked for (run)
         self.installer: InstallWorker | None = None    # None: installs run inline
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
 
@@ -297,6 +298,38 @@ class Agent:
             rec = self._software_failed(prev, url, f"slapfed: {exc}")
         return self._software_record(action, rec, time.monotonic() - started)
 
+    def _count(self, action, work, seconds: float, raised: bool = False) -> None:
+        """Metrics of one partition action (and of its instance buildout)."""
+        if self.metrics is None:
+            return
+        failed = raised or (work.record is not None and work.record.state == FAILED)
+        result = "failed" if failed else "ok"
+        kind = type(action).__name__.lower()
+        self.metrics.actions.labels(kind, result).inc()
+        if isinstance(action, Instantiate):
+            self.metrics.buildouts.labels("instance", result).observe(seconds)
+
+    def enable_metrics(self, metrics) -> None:
+        """Count into ``metrics`` (slapfed.metrics.NodeMetrics) from now on."""
+        self.metrics = metrics
+        metrics.gauges(self._partition_gauges)
+
+    def _partition_gauges(self):
+        counts: dict = {}
+        for rec in list(self.local.partitions.values()):
+            counts[(rec.state,)] = counts.get((rec.state,), 0) + 1
+        free = len(self.config.partitions) - len(self.local.partitions)
+        if free > 0:
+            counts[("free",)] = counts.get(("free",), 0) + free
+        return [("slapfed_node_partitions", "Partitions of this node, by the state the "
+                 "agent last recorded (free: never used).",
+                 {k: float(v) for k, v in counts.items()}, ("state",))]
+
+    def _count_promises(self, promises) -> None:
+        if self.metrics is not None:
+            for p in promises or ():
+                self.metrics.promises.labels("ok" if p.get("ok") else "failed").inc()
+
     def _report_building(self, action) -> None:
         """Tell the master the install starts, so that whoever waits sees why (the last
         failure's reason stays on the master until this install ends)."""
@@ -320,6 +353,11 @@ class Agent:
 
     def _software_record(self, action, rec: SoftwareRecord, seconds: float) -> Outcome:
         h, url = action.software_hash, action.url
+        if self.metrics is not None:
+            result = "failed" if rec.status == FAILED else "ok"
+            self.metrics.actions.labels(type(action).__name__.lower(), result).inc()
+            if isinstance(action, InstallSoftware):
+                self.metrics.buildouts.labels("release", result).observe(seconds)
         self.local = replace(self.local, software={**self.local.software, h: rec})
         self._send(("software", h), {"url": url, "status": rec.status,
                                      "log_tail": _tail(rec.log_tail, MAX_LOG_TAIL),
@@ -342,7 +380,13 @@ class Agent:
         try:
             for action in block:
                 log.info("%s", action.describe())
-                self._do(action, work)
+                began = time.monotonic()
+                try:
+                    self._do(action, work)
+                except BaseException:
+                    self._count(action, work, time.monotonic() - began, raised=True)
+                    raise
+                self._count(action, work, time.monotonic() - began)
                 if work.record is not None and work.record.state == FAILED:
                     break
         except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
@@ -483,6 +527,7 @@ class Agent:
         if health.ok and has_promises:
             work.promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
                                          user=part.user)
+            self._count_promises(work.promises)
             if summary(work.promises):
                 problems.append(summary(work.promises))
             health = self.sup.health(pid)   # a service may have died meanwhile
@@ -593,6 +638,7 @@ class Agent:
                 health = self.sup.health(pid)
                 promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
                                         user=part.user if part else None)
+                self._count_promises(promises)
             except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
                 log.warning("health check of %s failed: %s", pid, exc)
                 continue
@@ -654,6 +700,8 @@ class Agent:
                 try:
                     self.revive_supervisord()
                     result = self.once()
+                    if self.metrics is not None:
+                        self.metrics.cycles.observe(result.seconds)
                     if unreachable:
                         log.info("master %s answers again", self.config.master)
                         unreachable = False
@@ -669,6 +717,8 @@ class Agent:
                         log.debug("cycle: nothing to do (%.3fs)", result.seconds)
                     self.check_health(promise_interval)
                 except MasterUnreachable as exc:
+                    if self.metrics is not None:
+                        self.metrics.unreachable.inc()
                     # once per outage at WARNING; each further failed cycle at DEBUG
                     log.log(logging.DEBUG if unreachable else logging.WARNING, "%s",
                             exc.message)

@@ -36,6 +36,7 @@ class PlacementState:
         self.txn = None            # the transaction the journal belongs to
         self.built_in_txn = False  # the snapshot was (re)built inside that transaction
         self.rebuilds = 0
+        self.on_decision = None    # (placement.Decision) -> None, told of every decision
 
     # -- transaction hooks ----------------------------------------------------------
     def _finish(self, committed: bool) -> None:
@@ -218,7 +219,10 @@ def place(state: PlacementState, app, inst):
             state.snapshot = None
             state.txn = None
             snap = snapshot_of(state, app)
-        decision = decide(snap, request, state.config).raise_if_refused()
+        decision = decide(snap, request, state.config)
+        if state.on_decision is not None:
+            state.on_decision(decision)
+        decision.raise_if_refused()
         alt = request.sla.alternatives[decision.alternative]
         if _still_fits(app, decision, alt.get("capability")):
             comp = app.computers[decision.computer]
