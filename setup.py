@@ -27,6 +27,7 @@ setup(
         "gunicorn>=22",
         "cryptography>=42",
         "aiohttp>=3.9,<4",       # slapfed-cdn-front (profiles/cdn): server and client
+        "prometheus-client>=0.20",   # /metrics of the master and the node agent
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "jsonschema>=4.18",

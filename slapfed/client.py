@@ -24,7 +24,7 @@ from urllib.parse import quote
 import requests
 
 from .ca import errors as ca_errors
-from .core.errors import MasterUnreachable, SlapfedError, Timeout, Unauthenticated
+from .core.errors import MasterUnreachable, NoMasterGiven, SlapfedError, Timeout, Unauthenticated
 from .core.wire import software_hash
 
 API = "/api/v1"
@@ -94,7 +94,7 @@ class MasterClient:
                  ca: str | None = None, cert: str | None = None, key: str | None = None,
                  connect_timeout: float | None = None):
         if not url:
-            raise MasterUnreachable("no master URL given (use --master, SLAPFED_MASTER "
+            raise NoMasterGiven("no master URL given (use --master, SLAPFED_MASTER "
                                     "or the client config file)")
         self.url = url.rstrip("/")
         self.timeout = timeout
@@ -248,16 +248,22 @@ class MasterClient:
     def destroy(self, instance_id: str) -> dict:
         return self._json("DELETE", f"/instances/{quote(instance_id, safe='')}")
 
-    def wait_ready(self, instance_id: str, timeout: float, interval: float = 0.2) -> dict:
-        """Poll until the instance reports its requested state for its current revision.
+    def wait_ready(self, instance_id: str, timeout: float, interval: float = 0.2,
+                   on_poll=None, reported_after: float | None = None) -> dict:
+        """Poll until the instance reports its requested state for its current revision;
+        ``on_poll(instance)`` sees every answer (progress). With ``reported_after`` (a
+        UNIX time, e.g. when its node was restarted), only a report made after it counts.
 
         Raises Timeout, or returns the instance (check ``status.state`` for failed)."""
         deadline = time.monotonic() + timeout
         while True:
             inst = self.show(instance_id)
+            if on_poll is not None:
+                on_poll(inst)
             status = inst["status"]
             if status["revision"] == inst["revision"] and status["state"] in (
-                    inst["requested_state"], "failed"):
+                    inst["requested_state"], "failed") and (
+                    reported_after is None or _after(status.get("reported_at"), reported_after)):
                 return inst
             if time.monotonic() >= deadline:
                 raise Timeout(f"instance {inst['reference']!r} is {status['state']} after "
@@ -373,3 +379,11 @@ class MasterClient:
 
     def set_policy(self, doc: dict) -> dict:
         return self._json("PUT", "/federation/policy", json_body=doc)
+
+
+def _after(iso_time: str | None, when: float) -> bool:
+    """Is the master's ISO 8601 time ``iso_time`` (…Z) at or after UNIX time ``when``?"""
+    if not iso_time:
+        return False
+    from datetime import datetime
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp() >= when

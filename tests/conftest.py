@@ -179,12 +179,13 @@ def _slapfed_argv(*args):
 
 
 def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_args=(),
-                         master_args=()):
+                         master_args=(), node_args=()):
     """A context manager: a real master process (gunicorn, FileStorage, mutual TLS) in
     ``base/master``, identities ``alice`` (a person) and ``root`` (an admin) each with a
     client config, and a real node ``computer`` enrolled with a one-time token and run
     in ``base/node`` (addresses 127.<run>.<address_octet>.1 and up, so that two suites on
-    one machine never collide); ``master_args`` go to ``master serve``. Yields a dict: url, env (alice's), admin_env, root, base,
+    one machine never collide); ``master_args`` go to ``master serve``, ``node_args`` to
+    ``node run``. Yields a dict: url, env (alice's), admin_env, root, base,
     node (its Proc), client (alice's MasterClient), admin. Every process is stopped by
     PID at the end, the node's supervisord and services too."""
     import contextlib
@@ -223,8 +224,8 @@ def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_
                         "--address-base", f"127.{20 + os.getpid() % 200}.{address_octet}.1",
                         "--token", ca.token_for(computer), "--ca", str(ca.directory / "ca.crt"),
                         env=envs["alice"])
-            node = Proc(_slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
-                        base / "node.log")
+            node = Proc(_slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3",
+                                      *node_args), base / "node.log")
             procs.append(node)
             tls = {who: {"ca": str(m.ca_path), "cert": str(m.cert_path), "key": str(m.key_path)}
                    for who, m in made.items()}
@@ -296,7 +297,7 @@ E2E_FILES = frozenset({
     "test_e2e_injection.py", "test_e2e_lease.py", "test_e2e_placement.py", "test_federation_e2e.py",
     "test_federation_fallback.py", "test_federation_hung.py", "test_federation_longpoll.py",
     "test_federation_topology.py", "test_group_commit.py", "test_logs_e2e.py",
-    "test_logs_node.py", "test_node_agent.py",
+    "test_logs_node.py", "test_metrics_e2e.py", "test_node_agent.py",
     "test_node_external.py", "test_node_isolation.py", "test_node_leftovers.py", "test_node_survive.py",
     "test_profile_cdn.py", "test_profile_master.py", "test_profile_node.py",
     "test_recipes_buildout.py", "test_recursion_e2e.py", "test_schemathesis.py", "test_shared_hosting_tls.py",
@@ -506,13 +507,22 @@ class AuthzWorld:
     def call(self, actor, method, path, json=None, **kw):
         der = self.certs[actor]
         environ = {} if der is None else {"slapfed.peer_certificate": der}
-        return self.client.open("/api/v1" + path, method=method, json=json,
+        return self.client.open(master_path(path), method=method, json=json,
                                 environ_base=environ, **kw)
 
     @staticmethod
     def ok(resp):
         assert resp.status_code < 300, (resp.status_code, resp.get_data(as_text=True))
         return resp.json
+
+
+# Routes a master serves outside its API prefix (/api/v1).
+ROOT_ROUTES = ("/metrics",)
+
+
+def master_path(path: str) -> str:
+    """The full path of a route: under /api/v1 unless it is one of ROOT_ROUTES."""
+    return path if path.startswith(ROOT_ROUTES) else "/api/v1" + path
 
 
 @pytest.fixture

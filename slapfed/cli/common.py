@@ -30,6 +30,7 @@ class Exit(enum.IntEnum):
     TIMEOUT = 7          # --wait ran out
     FAILED = 8           # the instance (or release) reported failure
     FORBIDDEN = 9        # authentication or authorization refused
+    STORAGE = 10         # the master's storage cannot be used (held by another process...)
 
 
 EXIT_BY_CODE = {
@@ -43,7 +44,8 @@ EXIT_BY_CODE = {
     errors.NoCapacity.code: Exit.CONFLICT,
     errors.RecursionRefused.code: Exit.CONFLICT,
     errors.MasterUnreachable.code: Exit.UNREACHABLE,
-    errors.StorageError.code: Exit.UNREACHABLE,
+    errors.StorageError.code: Exit.STORAGE,
+    errors.NoMasterGiven.code: Exit.USAGE,
     errors.MasterStopping.code: Exit.UNREACHABLE,
     errors.Timeout.code: Exit.TIMEOUT,
     errors.Unauthenticated.code: Exit.FORBIDDEN,

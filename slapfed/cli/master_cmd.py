@@ -35,6 +35,18 @@ def master():
     """Run a master."""
 
 
+def _metrics_across_workers(data_dir: str) -> None:
+    """Several workers: /metrics adds up what each counted (prometheus_client's
+    multiprocess mode, in DATA/run/metrics, emptied at each start). Must run before
+    prometheus_client is first imported."""
+    import os
+    import shutil
+    directory = os.path.join(os.path.abspath(data_dir), "run", "metrics")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory     # slapfed.metrics.MULTIPROC_ENV
+
+
 @master.command()
 @click.option("--data", "data_dir", default=lambda: env_default("SLAPFED_MASTER_DATA",
                                                                 DEFAULT_DATA),
@@ -97,6 +109,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
+    if workers > 1:
+        _metrics_across_workers(data_dir)
     from ..master.server import ServeOptions, serve as run_server
     host, port = parse_listen(listen)
     opts = ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,

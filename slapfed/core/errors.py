@@ -154,6 +154,13 @@ class MasterUnreachable(SlapfedError):
     http_status = 503
 
 
+class NoMasterGiven(SlapfedError):
+    """A client was given no master URL at all: a usage error (client side only)."""
+
+    code = "no_master"
+    http_status = 400
+
+
 class Timeout(SlapfedError):
     """A client gave up waiting (client side only)."""
 
@@ -173,6 +180,7 @@ ERROR_CLASSES: dict[str, type[SlapfedError]] = {
         UnknownSoftwareType,
         Unauthenticated, Forbidden, FactNotOwned, ReportRefused, MethodNotAllowed,
         PayloadTooLarge, UnsupportedMediaType, MasterStopping, StorageError, BackupCorrupt,
+        NoMasterGiven,
         MasterUnreachable, Timeout, InternalError,
     )
 }

@@ -133,6 +133,10 @@ def changes():
     since = fed.check_cursor(args.get("since"))
     requester = current_identity().principal
     rt = runtime()
-    cursor, items = fed.wait_changes(rt, requester, since, wait, rt.stopping,
-                                     conn=connection())
+    rt.metrics.long_polls.inc()
+    try:
+        cursor, items = fed.wait_changes(rt, requester, since, wait, rt.stopping,
+                                         conn=connection())
+    finally:
+        rt.metrics.long_polls.dec()
     return jsonify({"cursor": cursor, "instances": items})

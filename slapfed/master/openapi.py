@@ -185,9 +185,13 @@ SCHEMAS = {
     "Software": _obj({"url": STR, "hash": STR, "state": _enum(SUPPLY_STATES),
                       "status": _enum(SOFTWARE_STATUSES), "log_tail": STR,
                       "software_types": {"type": "array", "items": STR},
-                      "reported_at": ISO},
+                      "reported_at": ISO,
+                      "failed_installs": {"type": "integer", "minimum": 0,
+                                          "description": "failed installs since the last "
+                                          "successful one; above 0, placement sends no new "
+                                          "instance of it here"}},
                      ["url", "hash", "state", "status", "log_tail", "software_types",
-                      "reported_at"]),
+                      "reported_at", "failed_installs"]),
     "Computer": _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
                       "continent": NSTR, "labels": STR_MAP, "capabilities": CAPS,
                       "last_contact": ISO, "serial": INT, "lease": LEASE,
@@ -273,9 +277,17 @@ SCHEMAS = {
                        "port_count": INT,
                        "locality": {**_obj({k: NSTR for k in LOCALITY_LEVELS},
                                            list(LOCALITY_LEVELS)),
-                                    "description": "the computer's locality"}},
+                                    "description": "the computer's locality"},
+                       "release": {**_obj({"status": _enum(SOFTWARE_STATUSES),
+                                           "reported_at": ISO, "failed_installs": INT,
+                                           "reason": NSTR},
+                                          ["status", "reported_at", "failed_installs",
+                                           "reason"]),
+                                   "description": "the instance's release on that "
+                                   "computer, as its node last reported it (reason: the "
+                                   "last line of a failed install's log)"}},
                       ["computer", "partition", "address", "port_base", "port_count",
-                       "locality"]),
+                       "locality", "release"]),
     "InstanceStatus": _obj({
         "state": _enum(INSTANCE_STATUSES),
         "revision": {"type": "integer", "description": "revision the node last reported on"},

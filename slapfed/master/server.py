@@ -33,6 +33,7 @@ from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
 from ..ca.keys import generate_key, make_private_dir, write_private_key
 from ..services.runtime import DEFAULT_RETRY_MAX, MasterSettings
+from ..metrics import multiprocess as multiprocess_metrics
 from .app import EXTENSION, close_app, create_app, runtime_of
 from .auth import open_authority
 from .topology import load_topology
@@ -216,6 +217,7 @@ class MasterApplication(BaseApplication):
             "post_worker_init": self._post_worker_init,
             "worker_int": self._worker_int,
             "worker_exit": self._worker_exit,
+            "child_exit": self._child_exit,
             "on_exit": self._arbiter_exit,
         }
         if self.tls is not None:
@@ -294,6 +296,13 @@ class MasterApplication(BaseApplication):
         if app is not None and hasattr(app, "extensions"):
             stop_maintenance(app)
             close_app(app)
+
+    @staticmethod
+    def _child_exit(server, worker):
+        """The arbiter saw a worker end: its live gauges stop counting (metrics)."""
+        if multiprocess_metrics():
+            from prometheus_client import multiprocess
+            multiprocess.mark_process_dead(worker.pid)
 
     def _arbiter_exit(self, server):
         for name in (URL_FILE, PID_FILE):
