@@ -205,6 +205,7 @@ class TunLink:
 
     def impair(self, loss: float = 0.0, delay_ms: float = 0.0) -> None:
         self.loss, self.delay = float(loss), float(delay_ms) / 1000.0
+        self.dropped = self.carried = 0          # counted from here on
 
     def _carry(self) -> None:
         outer, inner = self._fds
