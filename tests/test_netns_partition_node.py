@@ -30,11 +30,21 @@ def get(url, timeout=5):
         return json.loads(resp.read())
 
 
+# How the partition is made: the node's end of a veth set down (new connections fail at
+# once), or every packet dropped (silent: calls in flight wait for their timeouts).
+PARTITIONS = {
+    "link-down": (False, lambda link: link.cut(), lambda link: link.heal()),
+    "silent": (True, lambda link: link.impair(loss=100), lambda link: link.impair(loss=0)),
+}
+
+
+@pytest.mark.parametrize("how", sorted(PARTITIONS))
 def test_a_partitioned_node_shows_unknown_keeps_running_and_converges_back(
-        netns, tmp_path_factory):
+        netns, tmp_path_factory, how):
+    impairable, cut, heal = PARTITIONS[how]
     base = tmp_path_factory.mktemp("netns-node")
     ns = netns.namespace("node")
-    link = netns.link(ns)
+    link = netns.link(ns, impairable=impairable)
     with mtls_master_and_node(base, COMPUTER, partitions=2, address_octet=244,
                               master_args=("--lease", str(LEASE)),
                               listen_host=link.outer_ip, node_ns=ns) as fed:
@@ -58,7 +68,7 @@ def test_a_partitioned_node_shows_unknown_keeps_running_and_converges_back(
         assert lease() == "live"
 
         # the partition: the node's end of the link goes down
-        link.cut()
+        cut(link)
         t0 = time.monotonic()
         wait_for(lambda: state() == "unknown" and lease() == "expired",
                  LEASE + 15, "unknown after the lease")
@@ -81,12 +91,13 @@ def test_a_partitioned_node_shows_unknown_keeps_running_and_converges_back(
         assert [i["id"] for i in client.list_instances()] == [inst["id"]]
 
         # healed: started again within a lease, nothing restarted
-        link.heal()
+        heal(link)
         t1 = time.monotonic()
         wait_for(lambda: state() == "started" and lease() == "live", LEASE + 30,
                  "started again after the partition healed", proc=node)
         to_started = time.monotonic() - t1
-        print(f"\nnode partitioned: unknown after {to_unknown:.2f} s (lease {LEASE:g} s, "
+        print(f"\nnode partitioned ({how}, {link.kind} link): unknown after "
+              f"{to_unknown:.2f} s (lease {LEASE:g} s, "
               f"node polling every {POLL:g} s); watched {HOLD:g} s more with hello "
               f"untouched; healed: started again after {to_started:.2f} s")
         assert to_started < LEASE + MARGIN, to_started
