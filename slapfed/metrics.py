@@ -15,7 +15,6 @@ worker's values.
 from __future__ import annotations
 
 import os
-import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -35,6 +34,13 @@ CYCLE_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300)
 
 def multiprocess() -> bool:
     return bool(os.environ.get(MULTIPROC_ENV))
+
+
+def worker_gone(pid: int) -> None:
+    """A worker process ended: its live gauges stop counting (multiprocess mode)."""
+    if multiprocess():
+        from prometheus_client import multiprocess as mp
+        mp.mark_process_dead(pid)
 
 
 class _Callbacks:
@@ -176,15 +182,3 @@ def serve(metrics, host: str, port: int):
                      daemon=True).start()
     return server
 
-
-class Stopwatch:
-    """``with Stopwatch() as w: ...`` then ``w.seconds``."""
-
-    def __enter__(self):
-        self.started = time.monotonic()
-        self.seconds = 0.0
-        return self
-
-    def __exit__(self, *exc):
-        self.seconds = time.monotonic() - self.started
-        return False

@@ -33,7 +33,7 @@ from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
 from ..ca.keys import generate_key, make_private_dir, write_private_key
 from ..services.runtime import DEFAULT_RETRY_MAX, MasterSettings
-from ..metrics import multiprocess as multiprocess_metrics
+from ..metrics import worker_gone
 from .app import EXTENSION, close_app, create_app, runtime_of
 from .auth import open_authority
 from .topology import load_topology
@@ -300,9 +300,7 @@ class MasterApplication(BaseApplication):
     @staticmethod
     def _child_exit(server, worker):
         """The arbiter saw a worker end: its live gauges stop counting (metrics)."""
-        if multiprocess_metrics():
-            from prometheus_client import multiprocess
-            multiprocess.mark_process_dead(worker.pid)
+        worker_gone(worker.pid)
 
     def _arbiter_exit(self, server):
         for name in (URL_FILE, PID_FILE):
