@@ -125,9 +125,10 @@ def master_server(tmp_path):
         stop_process(proc, timeout=15)
 
 
-def start_master_process(data_dir, *args, timeout=30.0, secure=False):
+def start_master_process(data_dir, *args, timeout=30.0, secure=False, env=None):
     """Run `slapfed master serve --listen 127.0.0.1:0` and wait for <data>/master.url:
-    over HTTPS with client certificates when ``secure``, else with --insecure-http."""
+    over HTTPS with client certificates when ``secure``, else with --insecure-http;
+    ``env``: the process's environment (default: this one's)."""
     os.makedirs(data_dir, exist_ok=True)
     url_file = os.path.join(data_dir, "master.url")
     if os.path.exists(url_file):
@@ -136,7 +137,7 @@ def start_master_process(data_dir, *args, timeout=30.0, secure=False):
     proc = subprocess.Popen(
         [sys.executable, "-m", "slapfed.cli.main", "master", "serve", "--data", str(data_dir),
          "--listen", "127.0.0.1:0", *(() if secure else ("--insecure-http",)), *args],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
     log.close()
     deadline = time.monotonic() + timeout
     try:

@@ -38,6 +38,9 @@ EXIT_BY_CODE = {
     errors.UnknownSoftwareType.code: Exit.INVALID,
     errors.PayloadTooLarge.code: Exit.INVALID,
     errors.UnsupportedMediaType.code: Exit.INVALID,
+    errors.OutboundRefused.code: Exit.INVALID,
+    errors.UriTooLong.code: Exit.INVALID,
+    errors.HeaderFieldsTooLarge.code: Exit.INVALID,
     errors.BackupCorrupt.code: Exit.INVALID,     # a damaged backup is refused input
     errors.NotFound.code: Exit.NOT_FOUND,
     errors.Conflict.code: Exit.CONFLICT,
