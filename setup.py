@@ -45,6 +45,7 @@ setup(
             "promise = slapfed.recipe:PromiseRecipe",
             "publish = slapfed.recipe:PublishRecipe",
             "fail = slapfed.recipe:FailRecipe",
+            "download = slapfed.recipe:DownloadRecipe",
             "master = slapfed.recipe_master:MasterRecipe",
             "cdn-sites = slapfed.recipe_cdn:CdnSitesRecipe",
         ],

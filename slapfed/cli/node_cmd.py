@@ -69,6 +69,16 @@ def _format_options(func):
                      metavar="FILE",
                      help="The master's CA certificate (DATA/ca/ca.crt), to verify the master; "
                           "needed with --token."),
+        click.option("--online/--offline", "online", default=None,
+                     help="Let release installs download what they need (sources, "
+                          "patches, eggs) or not (the default for a new node). Kept in "
+                          "node.json."),
+        click.option("--download-cache", "download_cache", default=None, metavar="DIR",
+                     type=click.Path(file_okay=False),
+                     help="Where release installs keep their downloads (default "
+                          "ROOT/var/cache/download; '' for the default again). Several "
+                          "nodes may share one: a release installed once then installs "
+                          "offline from it. Kept in node.json."),
         click.option("--supervisord", "supervisord", default=None,
                      type=click.Choice(["own", "external"]),
                      help="own (the default): the agent starts the node's supervisord; "
@@ -112,7 +122,8 @@ def _format(opts: dict, enroll_again: bool):
         labels=parse_pairs(opts["labels"], "--label"), capabilities=opts["capabilities"],
         address_base=_blank_to_none(opts["address_base"]), port_base=opts["port_base"],
         port_count=opts["port_count"], users=opts["users"] or None,
-        single_user=opts["single_user"], supervisord=opts["supervisord"])
+        single_user=opts["single_user"], supervisord=opts["supervisord"],
+        online=opts["online"], download_cache=opts["download_cache"])
     if not config.isolated and config.partitions:
         logging.getLogger("slapfed.node").warning(
             "node %s: %s", config.computer, config.isolation_text())

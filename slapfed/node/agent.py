@@ -264,7 +264,8 @@ class Agent:
         if self.installer is None and workers > 0:
             kind = type(self.runner)
             timeout = getattr(self.runner, "timeout", nb.DEFAULT_TIMEOUT)
-            self.installer = InstallWorker(self.paths, lambda: kind(timeout), workers)
+            self.installer = InstallWorker(self.paths, lambda: kind(timeout), workers,
+                                           self.config.install_settings())
 
     def stop_install_worker(self) -> None:
         if self.installer is not None:
@@ -279,7 +280,8 @@ class Agent:
             log.info("installing release %s", redact_url(url))
             self._report_building(action)
             try:
-                res = nb.install_software(self.paths, url, h, self.runner)
+                res = nb.install_software(self.paths, url, h, self.runner,
+                                          self.config.install_settings())
             except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
                 return self._software_done(action, None, f"slapfed: {exc}",
                                            time.monotonic() - started)
