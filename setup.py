@@ -25,7 +25,7 @@ setup(
         "requests>=2.31",
         "click>=8.1",
         "gunicorn>=22",
-        "cryptography>=42",
+        "cryptography>=50",      # HPKE (slapfed.ca.seal) with the P-256 KEM
         "aiohttp>=3.9,<4",       # slapfed-cdn-front (profiles/cdn): server and client
         "prometheus-client>=0.20",   # /metrics of the master and the node agent
     ],
