@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, g, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from .. import __version__
 from ..metrics import CONTENT_TYPE
 from ..services import read
 from .request import connection, runtime, settings
+from .runtime import EXTENSION
 from .openapi import openapi_document
 
 blueprint = Blueprint("meta", __name__)
@@ -38,15 +39,18 @@ def metrics():
 
 
 def start_timer() -> None:
+    """before_request: the metrics this request counts into (held here, so that an app
+    closed while answering still counts it) and when it began."""
+    g.metrics = current_app.extensions[EXTENSION].metrics \
+        if EXTENSION in current_app.extensions else None
     g.metrics_started = time.monotonic()
 
 
 def count_request(response):
     """after_request: one request answered, by route template (never the raw path)."""
-    started = g.get("metrics_started")
-    if started is not None:
+    metrics, started = g.get("metrics"), g.get("metrics_started")
+    if metrics is not None and started is not None:
         rule = request.url_rule
-        runtime().metrics.request(rule.rule if rule is not None else "unmatched",
-                                  request.method, response.status_code,
-                                  time.monotonic() - started)
+        metrics.request(rule.rule if rule is not None else "unmatched", request.method,
+                        response.status_code, time.monotonic() - started)
     return response
