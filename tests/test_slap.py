@@ -275,6 +275,8 @@ SLAP_CASES = [
     ("register-partition", lambda w: ("GET", "registerComputerPartition", {
         "computer_reference": "node-x", "computer_partition_reference": _a_part(w)[1]}, {}),
      NODE_OR_ADMIN),
+    ("partition-certificate", lambda w: ("GET", "getComputerPartitionCertificate",
+                                         _ids(w), {}), NODE_OR_ADMIN),
     ("format", lambda w: ("POST", "loadComputerConfigurationFromXML",
                           {"xml": dumps(layout("node-x", 4))}, {}), NODE_OR_ADMIN),
     ("software-available", lambda w: ("POST", "availableSoftwareRelease",
@@ -350,3 +352,22 @@ def test_a_partitions_request_is_recorded_as_its_instances_child(authz_world):
     assert answer.slap_computer_id == "node-y" and answer._instance_guid
     kids = w.call("admin", "GET", f"/instances?requester={w.a_root['id']}").json["instances"]
     assert ("slap-kid", w.a_root["id"]) in [(k["reference"], k["parent"]) for k in kids]
+
+
+def test_a_node_gets_its_partitions_key_and_certificate_from_the_ca(authz_world):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from slapfed.ca import identity as ids
+    w = authz_world
+    cid, pid = _a_part(w)
+    resp = w.client.get("/slap/getComputerPartitionCertificate",
+                        query_string={"computer_id": cid, "computer_partition_id": pid},
+                        environ_base={"slapfed.peer_certificate": w.certs["node_x"]})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    pair = slap_loads(resp.get_data())
+    cert = x509.load_pem_x509_certificate(pair["certificate"].encode())
+    key = serialization.load_pem_private_key(pair["key"].encode(), password=None)
+    assert ids.identity_of(cert) == ids.partition(cid, pid)
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    assert w.ca.verify(cert.public_bytes(serialization.Encoding.DER)) == \
+        ids.partition(cid, pid)

@@ -250,6 +250,8 @@ SLAP_GUARDS: dict[str, Guard] = {
                                            _slap_computer("computer_id")),
     "slap.register_computer_partition": Guard(policy.READ_DESIRED_STATE,
                                               _slap_computer("computer_reference")),
+    "slap.get_computer_partition_certificate": Guard(policy.CERTIFY_PARTITION,
+                                                     _slap_partition),
     "slap.load_computer_configuration_from_xml": Guard(policy.REGISTER_COMPUTER,
                                                        _slap_registration),
     **{f"slap.{name}": Guard(policy.REPORT_SOFTWARE, _slap_computer("computer_id"))

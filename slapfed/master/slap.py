@@ -15,10 +15,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import logging
+
 from flask import Blueprint, Response, g
 
 from .. import services
+from ..ca import identity as ids
 from ..ca.identity import COMPUTER
+from ..ca.keys import generate_key, private_key_pem
 from ..core import claims, marshal
 from ..core.errors import NotFound
 from ..core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
@@ -27,7 +31,8 @@ from ..services import authz, slap_render
 from ..services.computers import get_computer, get_software
 from ..services.tx import read
 from . import slapform
-from .auth import current_identity, insecure
+from .access import principal
+from .auth import authority, current_identity, insecure
 from .computers import register_proposed
 from .federation import kick_forwarder
 from .instances import _log_outcome, bounded
@@ -37,6 +42,8 @@ blueprint = Blueprint("slap", __name__)
 SLAP_PREFIX = "/slap"
 XML_MEDIA_TYPE = "application/xml"
 NOT_READY = 408
+PARTITION_CERTIFICATE_DAYS = 90
+log = logging.getLogger("slapfed.master.slap")
 
 
 @blueprint.before_request
@@ -134,6 +141,27 @@ def register_computer_partition():
         inst = None if p.instance_id is None else app.instances[p.instance_id]
         return slap_render.partition_object(app, cid, p, inst, connection=True)
     return _xml(read(connection(), query))
+
+
+@blueprint.get("/getComputerPartitionCertificate")
+def get_computer_partition_certificate():
+    """A stock node (one with a certificate repository, as every node over https has)
+    fetches its partition's key and certificate: a fresh key, made here and never kept,
+    certified as that partition by this master's CA and handed to the node over its
+    mutual-TLS connection (the node runs the partition, so it holds its key anyway)."""
+    cid = slapform.identifier("computer_id")
+    pid = slapform.identifier("computer_partition_id")
+
+    def known(app):
+        if pid not in get_computer(app, cid).partitions:
+            raise NotFound(f"computer {cid} has no partition {pid!r}")
+    read(connection(), known)
+    key = generate_key()
+    record = authority().issue(ids.partition(cid, pid), key.public_key(),
+                               days=PARTITION_CERTIFICATE_DAYS)
+    log.info("partition %s of computer %s certified over SLAP by %s (serial %s)", pid, cid,
+             principal(), record.serial, extra={"computer": cid, "partition": pid})
+    return _xml({"certificate": record.certificate_pem, "key": private_key_pem(key)})
 
 
 @blueprint.post("/loadComputerConfigurationFromXML")
