@@ -371,3 +371,34 @@ def test_a_node_gets_its_partitions_key_and_certificate_from_the_ca(authz_world)
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
     assert w.ca.verify(cert.public_bytes(serialization.Encoding.DER)) == \
         ids.partition(cid, pid)
+
+
+def test_a_node_asking_again_gets_the_same_pair_and_the_ca_issues_no_more(authz_world):
+    w = authz_world
+    cid, pid = _a_part(w)
+    before = len(w.ca.list())
+
+    def ask():
+        resp = w.client.get("/slap/getComputerPartitionCertificate",
+                            query_string={"computer_id": cid, "computer_partition_id": pid},
+                            environ_base={"slapfed.peer_certificate": w.certs["node_x"]})
+        assert resp.status_code == 200
+        return slap_loads(resp.get_data())
+    assert ask() == ask() == ask()
+    assert len(w.ca.list()) == before + 1
+
+
+def test_a_started_report_said_again_writes_nothing(slap, master_db):
+    asked = slap.registerOpenOrder().request(SR, "quiet", filter_kw={"computer_guid": COMPUTER})
+    part = partitions(slap)[asked.getId()]
+    part.started()
+    before = last_tid(master_db)
+    part.started()                    # a stock node, on each of its runs
+    assert last_tid(master_db) == before
+
+
+def test_a_request_without_a_state_keeps_the_requested_one(slap):
+    order = slap.registerOpenOrder()
+    order.request(SR, "paused", filter_kw={"computer_guid": COMPUTER}, state="stopped")
+    assert order.request(SR, "paused", filter_kw={"computer_guid": COMPUTER}).getState() == \
+        "stopped"

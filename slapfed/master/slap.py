@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import logging
+import time
 
 from flask import Blueprint, Response, g
 
@@ -43,6 +44,7 @@ SLAP_PREFIX = "/slap"
 XML_MEDIA_TYPE = "application/xml"
 NOT_READY = 408
 PARTITION_CERTIFICATE_DAYS = 90
+KEY_REUSE_MARGIN = 7 * 86400          # seconds of validity left below which a pair is renewed
 log = logging.getLogger("slapfed.master.slap")
 
 
@@ -146,22 +148,36 @@ def register_computer_partition():
 @blueprint.get("/getComputerPartitionCertificate")
 def get_computer_partition_certificate():
     """A stock node (one with a certificate repository, as every node over https has)
-    fetches its partition's key and certificate: a fresh key, made here and never kept,
-    certified as that partition by this master's CA and handed to the node over its
-    mutual-TLS connection (the node runs the partition, so it holds its key anyway)."""
+    fetches its partition's key and certificate: a fresh key, made here, certified as
+    that partition by this master's CA and handed to the node over its mutual-TLS
+    connection (the node runs the partition, so it holds its key anyway). The pair is
+    kept in memory only, per partition and hosted instance, and handed again while
+    valid for a week more: a stock node asks on every run."""
     cid = slapform.identifier("computer_id")
     pid = slapform.identifier("computer_partition_id")
 
-    def known(app):
-        if pid not in get_computer(app, cid).partitions:
+    def hosted(app):
+        p = get_computer(app, cid).partitions.get(pid)
+        if p is None:
             raise NotFound(f"computer {cid} has no partition {pid!r}")
-    read(connection(), known)
-    key = generate_key()
-    record = authority().issue(ids.partition(cid, pid), key.public_key(),
-                               days=PARTITION_CERTIFICATE_DAYS)
-    log.info("partition %s of computer %s certified over SLAP by %s (serial %s)", pid, cid,
-             principal(), record.serial, extra={"computer": cid, "partition": pid})
-    return _xml({"certificate": record.certificate_pem, "key": private_key_pem(key)})
+        return p.instance_id
+    key_of = (cid, pid, read(connection(), hosted))
+    rt = runtime()
+    with rt.slap_keys_lock:
+        pair = rt.slap_keys.get(key_of)
+        if pair is None or pair[2] < time.time() + KEY_REUSE_MARGIN:
+            key = generate_key()
+            record = authority().issue(ids.partition(cid, pid), key.public_key(),
+                                       days=PARTITION_CERTIFICATE_DAYS)
+            pair = (record.certificate_pem, private_key_pem(key),
+                    time.time() + PARTITION_CERTIFICATE_DAYS * 86400)
+            for old in [k for k in rt.slap_keys if k[:2] == key_of[:2]]:
+                del rt.slap_keys[old]          # another instance there now: not its pair
+            rt.slap_keys[key_of] = pair
+            log.info("partition %s of computer %s certified over SLAP for %s (serial %s)",
+                     pid, cid, principal(), record.serial,
+                     extra={"computer": cid, "partition": pid})
+    return _xml({"certificate": pair[0], "key": pair[1]})
 
 
 @blueprint.post("/loadComputerConfigurationFromXML")

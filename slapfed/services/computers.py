@@ -220,7 +220,8 @@ def report_hosted(rt, computer_id: str, partition_id: str, state: str, log_tail:
     """A report that names the partition only (SLAP: started, stopped, destroyed,
     error): on the instance it hosts at that moment, at that instance's current revision,
     or the one before when the current revision rules the claim out (a node stopping an
-    instance whose destruction it has not carried out yet). A destroyed report on a
+    instance whose destruction it has not carried out yet). A report that says again
+    what the status already says writes nothing. A destroyed report on a
     partition that hosts nothing any more is already true: None, nothing written.
     Raises as report_partition does (NotFound: no such partition; Conflict: it hosts
     no instance)."""
@@ -242,6 +243,14 @@ def report_hosted(rt, computer_id: str, partition_id: str, state: str, log_tail:
                 and revision > 0:
             revision -= 1
         report = PartitionReport(inst.id, revision, state, log_tail[-MAX_LOG_TAIL:])
+        status = inst.status
+        if (status["state"], status["revision"], status["log_tail"]) == \
+                (state, revision, report.log_tail) and state != DESTROYED:
+            # said again (a stock node reports started on every run): nothing new
+            if reporter == claims.NODE:
+                rt.leases.renew(comp.id)
+            _contact(comp, clock())
+            return render.instance_json(app, inst, rt.leases)
         return _apply_report(rt, app, computer_id, partition_id, report, reporter)
 
     return write(rt, use_case)
