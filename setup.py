@@ -27,6 +27,7 @@ setup(
         "gunicorn>=22",
         "cryptography>=42",
         "aiohttp>=3.9,<4",       # slapfed-cdn-front (profiles/cdn): server and client
+        "prometheus-client>=0.20",   # /metrics of the master and the node agent
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "jsonschema>=4.18",
@@ -45,6 +46,7 @@ setup(
             "promise = slapfed.recipe:PromiseRecipe",
             "publish = slapfed.recipe:PublishRecipe",
             "fail = slapfed.recipe:FailRecipe",
+            "download = slapfed.recipe:DownloadRecipe",
             "master = slapfed.recipe_master:MasterRecipe",
             "cdn-sites = slapfed.recipe_cdn:CdnSitesRecipe",
         ],

@@ -120,6 +120,8 @@ def test_a_shared_request_waits_408_for_a_host_then_gets_its_own_parameters(slap
 
 def test_node_reports_of_software_are_recorded(slap, api):
     slap.registerComputer(COMPUTER).getSoftwareReleaseList()[0].building()
+    assert api.get(f"/api/v1/computers/{COMPUTER}").json["software"][0]["status"] == \
+        "building"
     release = slap.registerComputer(COMPUTER).getSoftwareReleaseList()[0]
     release.error("compiling failed: no cc")
     sw = api.get(f"/api/v1/computers/{COMPUTER}").json["software"][0]

@@ -89,7 +89,17 @@ def check_public_key(public_key) -> None:
 
 def public_key_from(material):
     """The public key a party asks to certify: a CSR (object, PEM or DER, signature checked),
-    a public key object, or a PEM public key. Raises InvalidInput otherwise."""
+    a public key object, or a PEM public key. Raises InvalidInput otherwise, its details
+    naming the field ``csr`` (what the API's bodies and the CLI call the material)."""
+    try:
+        return _public_key_from(material)
+    except InvalidInput as exc:
+        if not exc.details:
+            exc.details = [{"field": "csr", "problem": exc.message}]
+        raise
+
+
+def _public_key_from(material):
     if isinstance(material, x509.CertificateSigningRequest):
         csr = material
     elif isinstance(material, (bytes, str)):

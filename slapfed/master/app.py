@@ -56,8 +56,10 @@ def create_app(config: dict | None = None) -> Flask:
     rt = app.extensions[EXTENSION] = MasterRuntime(db, settings, owns)
     try:
         rt.topology = topology.load_topology(settings.topology_files, settings.name)
+        app.before_request(meta.start_timer)       # first: the guard's time counts too
         for module in (meta, identity, computers, instances, topology, federation_routes):
             app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
+        app.register_blueprint(meta.metrics_blueprint)
         app.register_blueprint(slap.blueprint, url_prefix=slap.SLAP_PREFIX)
         auth.install(app, rt)
         federation.declare_peers(rt, rt.topology.declared_peers())
@@ -65,6 +67,7 @@ def create_app(config: dict | None = None) -> Flask:
         close_app(app)
         raise
     app.before_request(check_write_body)       # after the guard auth.install put first
+    app.after_request(meta.count_request)
     app.wsgi_app = RequestCounter(app.wsgi_app, rt)
 
     access.install(app, settings.access_log)

@@ -263,6 +263,7 @@ SLAP_GUARDS: dict[str, Guard] = {
 GUARDS: dict[str, Guard] = {
     "meta.health": Guard(policy.HEALTH),
     "meta.openapi": Guard(policy.OPENAPI),
+    "metrics.metrics": Guard(policy.READ_METRICS),
     "identity.whoami": Guard(policy.WHOAMI),
     "identity.redeem_token": Guard(policy.REDEEM_TOKEN),
     "identity.certify_partition": Guard(policy.CERTIFY_PARTITION, _existing_partition),

@@ -14,6 +14,7 @@ from ..core import provenance
 from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 from ..core.wire import ChildMasterRegistration, StateChange
+from ..peering.peers import check_peer_url
 from .access import principal
 from .request import connection, json_body, runtime, settings
 from .auth import instance_filter, instance_request
@@ -88,8 +89,11 @@ def change_state(iid):
 
 @blueprint.put("/instances/<iid>/child-master")
 def register_child_master(iid):
-    """The partition of instance <iid> registers the master it runs (recursion)."""
+    """The partition of instance <iid> registers the master it runs (recursion). Its URL
+    is one this master will call (to pair with it, then as a peer): refused when it lies
+    outside the outbound policy."""
     reg = ChildMasterRegistration.from_json(json_body())
+    check_peer_url(settings().outbound, reg.url)
     body = services.register_child_master(runtime(), iid, reg)
     log.info("instance %s registered its child master (by %s)", iid, principal(),
              extra={"instance": iid})

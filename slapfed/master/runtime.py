@@ -16,8 +16,11 @@ import threading
 import time
 
 from ..core import errors
+from ..metrics import MasterMetrics
 from ..peering.forwarder import Forwarder
+from ..services.federation.peers import forward_counts
 from ..services.runtime import MasterSettings, Runtime
+from ..services.tx import read
 
 EXTENSION = "slapfed"
 
@@ -51,6 +54,29 @@ class MasterRuntime(Runtime):
         self.closed = False
         self._active = 0
         self._idle = threading.Condition()
+        self.metrics = MasterMetrics()
+        self.writer.on_commit = self.metrics.commit
+        self.placement.on_decision = self.metrics.placement
+        self.metrics.gauges(self._scraped)
+
+    def _scraped(self):
+        """The gauges only the database knows, read at each scrape."""
+        if self.closed:
+            return []
+        out = [("slapfed_master_storage_bytes", "Size of the master's storage.",
+                {(): float(self.db.storage.getSize())}, ())]
+        counts = read(self.db, forward_counts)
+        out.append(("slapfed_master_forwards_open", "Open forwards (delegations under "
+                    "way or served), by peer and state.",
+                    {(peer, state): float(n) for peer, states in counts.items()
+                     for state, n in states.items()}, ("peer", "state")))
+        expired = self.leases.expired_ids()
+        total = read(self.db, lambda app: len(app.computers))
+        out.append(("slapfed_master_computers", "Computers, by lease (live: heard from "
+                    "within its lease; expired: not).",
+                    {("expired",): float(len(expired)),
+                     ("live",): float(max(0, total - len(expired)))}, ("lease",)))
+        return out
 
     # -- the forwarder ----------------------------------------------------------------
     def start_forwarder(self):

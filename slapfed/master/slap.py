@@ -26,10 +26,10 @@ from ..ca.identity import COMPUTER
 from ..ca.keys import generate_key, private_key_pem
 from ..core import claims, marshal
 from ..core.errors import NotFound
-from ..core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
+from ..core.states import BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
 from ..core.wire import SoftwareReport, software_hash
 from ..services import authz, slap_render
-from ..services.computers import get_computer, get_software
+from ..services.computers import get_computer
 from ..services.tx import read
 from . import slapform
 from .access import principal
@@ -188,13 +188,9 @@ def load_computer_configuration_from_xml():
 
 
 # -- nodes: what happened -------------------------------------------------------------
-def _software_report(status: str | None, log_field: str | None = None) -> Response:
+def _software_report(status: str, log_field: str | None = None) -> Response:
     cid = slapform.identifier("computer_id")
-    url = slapform.text("url")
-    h = software_hash(url)
-    if status is None:            # building: nothing to record, only checked
-        read(connection(), lambda app: get_software(get_computer(app, cid), h))
-        return _done()
+    h = software_hash(slapform.text("url"))
     log_tail = slapform.text(log_field, required=False, default="") if log_field else ""
     services.report_software(runtime(), cid, h, SoftwareReport(status, log_tail[-65536:]))
     return _done()
@@ -202,7 +198,7 @@ def _software_report(status: str | None, log_field: str | None = None) -> Respon
 
 @blueprint.post("/buildingSoftwareRelease")
 def building_software_release():
-    return _software_report(None)
+    return _software_report(BUILDING)
 
 
 @blueprint.post("/availableSoftwareRelease")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from ..core import claims
 from ..core.errors import Conflict, FactNotOwned, NotFound, ReportRefused
 from ..core.states import (
-    AVAILABLE, DESTROYED, FAILED, STARTED, STOPPED,
+    AVAILABLE, BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED,
 )
 from ..core.wire import MAX_LOG_TAIL, ComputerRegistration, PartitionReport, \
     SoftwareReport, Supply, software_hash
@@ -188,10 +188,18 @@ def report_software(rt, computer_id: str, h: str, report: SoftwareReport) -> dic
             app.note_unsupplied(h, comp.id)
             placement.touch(rt.placement, app, comp)
             return body
+        was_broken = sw.broken
         sw.status = report.status
-        sw.log_tail = report.log_tail
-        sw.software_types = tuple(report.software_types)
+        if report.status == FAILED:
+            sw.failed_installs += 1
+        elif report.status == INSTALLED:
+            sw.failed_installs = 0
+        if report.status != BUILDING:         # a retry keeps the last failure's reason
+            sw.log_tail = report.log_tail
+            sw.software_types = tuple(report.software_types)
         sw.reported_at = now
+        if was_broken != sw.broken:
+            placement.touch(rt.placement, app, comp)     # placeable again, or no more
         return render.software_json(sw)
 
     return write(rt, use_case)
