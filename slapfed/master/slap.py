@@ -36,7 +36,7 @@ from .access import principal
 from .auth import authority, current_identity, insecure
 from .computers import register_proposed
 from .federation import kick_forwarder
-from .instances import _log_outcome, bounded
+from .instances import bounded, log_outcome
 from .request import connection, runtime
 
 blueprint = Blueprint("slap", __name__)
@@ -85,7 +85,7 @@ def request_computer_partition():
     created, body = services.request_instance(runtime(), bounded(req))
     if body.get("delegation") is not None:
         kick_forwarder()
-    _log_outcome("requested over SLAP" if created else "requested again over SLAP", body)
+    log_outcome("requested over SLAP" if created else "requested again over SLAP", body)
     answer = read(connection(),
                   lambda app: slap_render.request_answer(app, app.instances[body["id"]]))
     if answer is None:

@@ -19,8 +19,9 @@ from ..ca import identity as ids
 from ..core import marshal
 from ..core.errors import Forbidden, InvalidInput, UnsupportedMediaType
 from ..core.sla import HOST_KEY
-from ..core.states import DEFAULT_SOFTWARE_TYPE, REQUESTED_STATES, STARTED, SUPPLY_STATES
+from ..core.states import DEFAULT_SOFTWARE_TYPE, REQUESTED_STATES, STARTED
 from ..core.wire import ComputerRegistration, InstanceRequest, Supply, check_connection
+from ..services.slap_render import slap_texts
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
 MAX_FIELD = 2 * 1024 * 1024          # one form or query value (a computer's whole layout)
@@ -250,17 +251,12 @@ def supply() -> tuple[str, Supply]:
         raise _renamed(exc, {"url": "url", "state": "state"}) from None
 
 
-def supplied_state_choices() -> tuple:
-    return SUPPLY_STATES
-
-
 def connection() -> dict:
     """setComputerPartitionConnectionXml's parameters, checked as native ones are."""
     value = document("connection_xml")
     if not isinstance(value, dict):
         raise InvalidInput("invalid connection_xml: must be a dictionary",
                            [{"field": "connection_xml", "problem": "must be a dictionary"}])
-    from ..services.slap_render import slap_texts
     return check_connection(slap_texts(_json_values(value, "connection_xml")),
                             "connection_xml")
 
