@@ -31,7 +31,8 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "jsonschema>=4.18",
-                 "schemathesis>=4"],
+                 "schemathesis>=4",
+                 "slapos.core==1.26.1"],   # the stock SLAP client, for tests/test_slap*.py
     },
     entry_points={
         "console_scripts": [

@@ -30,6 +30,8 @@ ANY_STDLIB = None
 CONTRACT = {
     # pure cores
     "slapfed.core": ((), (), PURE_STDLIB),
+    # SLAP's marshal documents: expat parses a document held in memory (no I/O)
+    "slapfed.core.marshal": (("slapfed.core",), (), PURE_STDLIB | {"xml"}),
     "slapfed.placement": (("slapfed.core", "slapfed.topology.locality"), (), PURE_STDLIB),
     "slapfed.federation": (("slapfed.core",), (), PURE_STDLIB),
     "slapfed.node.plan": (("slapfed.core",), (), PURE_STDLIB),

@@ -26,6 +26,13 @@ def generate_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def private_key_pem(key) -> str:
+    """``key`` as unencrypted PKCS8 PEM text, for a party that must be handed its key (a
+    stock SlapOS node fetching its partition's key and certificate over mutual TLS)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode("ascii")
+
+
 def write_private_key(path: str | os.PathLike, key) -> Path:
     """Write ``key`` (PEM, unencrypted) to ``path``, created with mode 0600 from the start
     (never a window where it is readable by others) and never overwriting: raises Conflict

@@ -208,7 +208,8 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          grants={ADMIN: anything, MASTER: anything}),
     Rule(ISSUE_CERTIFICATE, "admins only", grants={ADMIN: anything}),
     Rule(CERTIFY_PARTITION, "a node has the keys of its own partitions certified (the key "
-         "is made in the partition); an admin any", PartitionFacts,
+         "is made in the partition; a stock SLAP node is handed one the master made); "
+         "an admin any", PartitionFacts,
          grants={ADMIN: anything, COMPUTER: partition_of_own_computer}),
     Rule(REVOKE_CERTIFICATE, "an admin, or the certificate's own holder (a key it lost "
          "control of)", CertificateFacts, grants={**_every_role(own_certificate), ADMIN: anything}),

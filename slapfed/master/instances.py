@@ -40,7 +40,7 @@ def request_instance():
     created, body = services.request_instance(runtime(), bounded(instance_request()))
     if body.get("delegation") is not None:
         kick_forwarder()
-    _log_outcome("requested" if created else "requested again", body)
+    log_outcome("requested" if created else "requested again", body)
     return jsonify(body), 201 if created else 200
 
 
@@ -83,7 +83,7 @@ def change_state(iid):
     body = services.change_state(runtime(), iid, change.state)
     if body.get("delegation") is not None:
         kick_forwarder()
-    _log_outcome(f"set to {change.state}", body)
+    log_outcome(f"set to {change.state}", body)
     return jsonify(body)
 
 
@@ -105,7 +105,7 @@ def destroy(iid):
     body = services.destroy_instance(runtime(), iid)
     if body.get("delegation") is not None:
         kick_forwarder()
-    _log_outcome("destruction requested", body)
+    log_outcome("destruction requested", body)
     return jsonify(body)
 
 
@@ -122,7 +122,7 @@ def where(body: dict) -> str:
     return f"not placed ({(body.get('status') or {}).get('state')})"
 
 
-def _log_outcome(what: str, body: dict) -> None:
+def log_outcome(what: str, body: dict) -> None:
     """One line per instance change: which instance, of whom, by whom, and where it is
     now (never its parameters: they may hold the requester's secrets)."""
     log.info("instance %s (%r of %s) %s by %s: %s", body.get("id"), body.get("reference"),

@@ -31,7 +31,9 @@ class MasterRuntime(Runtime):
     """What an app owns: the use cases' runtime (settings, DB, writer, placement state,
     renderer), the DB itself when it opened it (``owns_db``), its CA (``ca``: None in
     development mode without one), its topology (``topology``: master.topology's
-    MasterTopology) and its forwarder (None unless it runs in this process).
+    MasterTopology), its forwarder (None unless it runs in this process) and the
+    partition key pairs it handed to stock SLAP nodes (``slap_keys``: master.slap's, in
+    memory only, so that a node asking again on every run gets the same pair).
 
     Stopping comes in two steps. ``begin_stop`` (on the server's SIGTERM/SIGINT) makes
     long polls answer at once with what they have; ``close`` then waits (at most
@@ -46,6 +48,8 @@ class MasterRuntime(Runtime):
         self.ca = None
         self.topology = None
         self.forwarder = None
+        self.slap_keys: dict = {}
+        self.slap_keys_lock = threading.Lock()
         self.stopping = threading.Event()
         self.closed = False
         self._active = 0

@@ -1,7 +1,8 @@
 """The runtime the use cases run with: a master's typed settings (MasterSettings), its
 database, its one writer (services.tx), its placement state (services.placement) and its
-desired-state renderer. Built once by whoever runs the use cases (the app factory, a
-test, a benchmark) and passed to each of them; nothing here is looked up by database.
+desired-state renderers (native, and SLAP's full computer information). Built once by
+whoever runs the use cases (the app factory, a test, a benchmark) and passed to each of
+them; nothing here is looked up by database.
 
 Depends on core (provenance, errors), placement (its configuration) and services (tx,
 placement, desired).
@@ -17,6 +18,7 @@ from ..core.outbound import ANY as ANY_ADDRESS, OutboundPolicy
 from ..core.provenance import DEFAULT_MASTER_NAME, DEFAULT_MAX_DEPTH
 from ..placement import DEFAULT as DEFAULT_PIPELINE
 from ..placement import PipelineConfig
+from . import slap_render
 from .desired import DesiredStateRenderer
 from .leases import Leases, open_leases
 from .placement import PlacementState
@@ -134,7 +136,10 @@ class Runtime:
         self.placement = PlacementState(self.settings.placement, self.settings.here,
                                         self.leases)
         self.renderer = DesiredStateRenderer(db)
+        self.slap_renderer = DesiredStateRenderer(db, slap_render.partition_fragment,
+                                                  slap_render.computer_document)
 
     def close(self) -> None:
         self.renderer.close()
+        self.slap_renderer.close()
         self.writer.close()
