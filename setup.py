@@ -10,6 +10,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["slapfed", "slapfed.*"]),
     include_package_data=True,
+    package_data={"slapfed.ui": ["templates/*.html", "static/*"]},
     install_requires=[
         "Flask>=3.1,<4",
         "ZODB>=6.0,<7",
