@@ -31,7 +31,9 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "jsonschema>=4.18",
-                 "schemathesis>=4"],
+                 "schemathesis>=4",
+                 # drives Debian's chromium in tests/test_ui_e2e.py (never downloads one)
+                 "playwright>=1.40"],
     },
     entry_points={
         "console_scripts": [

@@ -300,7 +300,7 @@ E2E_FILES = frozenset({
     "test_node_external.py", "test_node_isolation.py", "test_node_leftovers.py", "test_node_survive.py",
     "test_profile_cdn.py", "test_profile_master.py", "test_profile_node.py",
     "test_recipes_buildout.py", "test_recursion_e2e.py", "test_schemathesis.py", "test_shared_hosting_tls.py",
-    "test_supervisor.py", "test_zeo_orphans.py",
+    "test_supervisor.py", "test_ui_e2e.py", "test_zeo_orphans.py",
 })
 
 
