@@ -171,6 +171,16 @@ def test_an_instance_row_says_what_is_asked_and_what_is_seen():
     assert view.instance_row(_inst(), NOW, "m")["settled"] is True
 
 
+@pytest.mark.parametrize("requester, you, buttons", [
+    ("person/alice", "person/alice", ("stop", "destroy")),
+    ("0123abcd", "person/alice", ("stop", "destroy")),      # a child in alice's tree
+    ("person/alice", "admin/root", ()),                     # the master would refuse
+    ("person/alice", None, ("stop", "destroy")),
+])
+def test_buttons_only_where_the_user_may_act(requester, you, buttons):
+    assert view.instance_row(_inst(requester=requester), NOW, "m", you)["buttons"] == buttons
+
+
 def test_rows_put_destroyed_instances_last():
     rows = view.instance_rows([_inst(id="1", reference="a", requested_state="destroyed"),
                                _inst(id="2", reference="b")], NOW, "m")

@@ -130,6 +130,18 @@ def test_the_dashboard_shows_the_federation_and_follows_changes_live(tmp_path_fa
                     assert "up" in computers and "1 used" in computers
                     assert "no peers" in admin.inner_text("#peers")
                     assert "whole topology" in admin.inner_text("#picture")
+                    # alice's instance is shown to the admin, without buttons the master
+                    # would refuse
+                    assert "of person/alice" in admin.inner_text(row("hello-ui"))
+                    assert admin.locator(f'{row("hello-ui")} button').count() == 0
+                    # opened details stay open while the page follows changes
+                    admin.click(f'{row("hello-ui")} details summary')
+                    def updates():
+                        return int(admin.evaluate("document.body.dataset.updates || '0'"))
+                    seen = updates()
+                    # (the page's CSP forbids eval, so no wait_for_function: poll here)
+                    wait_for(lambda: updates() > seen, 20, "the page to follow an update")
+                    assert admin.locator(f'{row("hello-ui")} details[open]').count() == 1
                     shot = base / "dashboard-admin.png"
                     admin.screenshot(path=str(shot), full_page=True)
                     keep(shot)

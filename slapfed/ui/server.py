@@ -103,8 +103,8 @@ def gather(client: MasterClient, previous: Snapshot | None, refused: dict,
 def render_sections(snap: Snapshot, interval: float) -> dict[str, str]:
     """Each section of the page as HTML (escaped by the templates)."""
     here = snap.master
-    rows = view.instance_rows(snap.instances or [], snap.at, here)
     you = (snap.who or {}).get("principal")
+    rows = view.instance_rows(snap.instances or [], snap.at, here, you)
     computers = [view.computer_row(c, snap.at) for c in snap.computers or []]
     peers = [view.peer_row(p, snap.at) for p in snap.peers or []]
     svg, picture_note = None, None

@@ -103,7 +103,15 @@ def connection_items(connection: dict | None) -> list[dict]:
     return out
 
 
-def instance_row(inst: dict, now: float, here: str) -> dict:
+def mine(inst: dict, you: str | None) -> bool:
+    """Whether ``you`` may act on this instance as far as the page can tell: it is yours,
+    or a child one of your instances requested (its requester is an instance id, not a
+    principal). The master decides anyway; this only spares buttons it would refuse."""
+    requester = inst.get("requester") or ""
+    return you is None or requester == you or "/" not in requester
+
+
+def instance_row(inst: dict, now: float, here: str, you: str | None = None) -> dict:
     status = inst.get("status") or {}
     state = status.get("state") or states.PENDING
     requested = inst.get("requested_state")
@@ -121,13 +129,14 @@ def instance_row(inst: dict, now: float, here: str) -> dict:
                       "message": p.get("message") or ""} for p in status.get("promises") or ()],
         "log_tail": tail, "shared": bool(inst.get("shared")),
         "child_master": (inst.get("child_master") or {}).get("name"),
-        "buttons": BUTTONS.get(requested, ()),
+        "buttons": BUTTONS.get(requested, ()) if mine(inst, you) else (),
     }
 
 
-def instance_rows(instances: list[dict], now: float, here: str) -> list[dict]:
+def instance_rows(instances: list[dict], now: float, here: str,
+                  you: str | None = None) -> list[dict]:
     """Instances by reference, destroyed ones last."""
-    rows = [instance_row(i, now, here) for i in instances]
+    rows = [instance_row(i, now, here, you) for i in instances]
     return sorted(rows, key=lambda r: (r["requested"] == states.DESTROYED, r["reference"],
                                        r["id"]))
 
