@@ -393,3 +393,20 @@ def test_a_write_from_elsewhere_is_refused(app_of, kw):
     dash.refresh()
     assert _post(c, {"instance": "i-1", "action": "stop"}, **kw).status_code == 403
     assert not [x for x in client.calls if isinstance(x, tuple)]
+
+
+# -- the command line: refusals before anything is asked of the master -----------------
+@pytest.mark.parametrize("args, says", [
+    (["--listen", "0.0.0.0:0"], "0.0.0.0 is not a loopback address"),
+    (["--listen", "192.168.1.10:8080"], "--allow-non-loopback"),
+    (["--listen", "nonsense"], "is not of the form HOST:PORT"),
+])
+def test_slapfed_ui_refuses_other_addresses_than_loopback(args, says, monkeypatch, tmp_path):
+    from click.testing import CliRunner
+
+    from slapfed.cli.main import cli
+    monkeypatch.setenv("SLAPFED_CONFIG", str(tmp_path / "none.json"))
+    monkeypatch.setenv("SLAPFED_MASTER", "https://127.0.0.1:9")     # never reached
+    done = CliRunner().invoke(cli, ["ui", *args])
+    assert done.exit_code == 3, done.output
+    assert says in done.output
