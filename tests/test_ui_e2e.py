@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -105,8 +106,12 @@ def test_the_dashboard_shows_the_federation_and_follows_changes_live(tmp_path_fa
 
                     # the CLI stops it: the page follows, without a reload
                     slapfed_cli("stop", "hello-ui", env=fed["env"])
+                    t0 = time.monotonic()
                     page.wait_for_selector(row("hello-ui", "stopped"),
                                            timeout=SEEN_WITHIN_MS * 3)
+                    print(f"\nslapfed stop -> 'stopped' on the page in "
+                          f"{time.monotonic() - t0:.2f} s (the node stops the service and "
+                          "reports; the dashboard polls every 0.3 s)")
                     assert page.evaluate("window.__same_page") is True
                     assert fed["client"].find("hello-ui")["status"]["state"] == "stopped"
                     shot = base / "dashboard-alice.png"
