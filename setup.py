@@ -10,6 +10,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["slapfed", "slapfed.*"]),
     include_package_data=True,
+    package_data={"slapfed.ui": ["templates/*.html", "static/*"]},
     install_requires=[
         "Flask>=3.1,<4",
         "ZODB>=6.0,<7",
@@ -32,7 +33,9 @@ setup(
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "jsonschema>=4.18",
                  "schemathesis>=4",
-                 "slapos.core==1.26.1"],   # the stock SLAP client, for tests/test_slap*.py
+                 "slapos.core==1.26.1",    # the stock SLAP client, for tests/test_slap*.py
+                 # drives Debian's chromium in tests/test_ui_e2e.py (never downloads one)
+                 "playwright>=1.40"],
     },
     entry_points={
         "console_scripts": [

@@ -73,10 +73,14 @@ CONTRACT = {
                         "slapfed.model", "slapfed.store", "slapfed.services",
                         "slapfed.peering", "slapfed.logs", "slapfed.metrics"),
                        ("flask", "werkzeug", "gunicorn"), ANY_STDLIB),
+    # the operator's dashboard: a local web server calling the master as its user
+    "slapfed.ui": (("slapfed.client", "slapfed.core", "slapfed.topology"),
+                   ("flask", "werkzeug", "jinja2"), ANY_STDLIB),
+    "slapfed.ui.guard": (("slapfed.core",), (), ANY_STDLIB),
     # the command line
     "slapfed.cli": (("slapfed", "slapfed.core", "slapfed.ca", "slapfed.client", "slapfed.enrol",
                      "slapfed.master", "slapfed.node", "slapfed.procs", "slapfed.store",
-                     "slapfed.topology", "slapfed.logs", "slapfed.metrics"),
+                     "slapfed.topology", "slapfed.logs", "slapfed.metrics", "slapfed.ui"),
                     ("click", "requests"), ANY_STDLIB),
     "slapfed": ((), (), PURE_STDLIB),
 }
