@@ -4,8 +4,9 @@ services.runtime.Runtime), the desired-state renderer, the CA, the topology it w
 started with, the forwarder — and its life: the requests it is answering, and whether
 it is stopping. The app factory builds it; views reach it through master.request.
 
-Depends on services (the runtime of the use cases), peering (the forwarder), core.errors
-and the CA and topology values it is handed. A stopping app answers its requests in
+Depends on services (the runtime of the use cases), peering (the forwarder), replication
+(the role, sync waits, the follower or fence watcher), core.errors and the CA and
+topology values it is handed. A stopping app answers its requests in
 flight before closing its DB.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 
 from ..core import errors
 from ..peering.forwarder import Forwarder
+from ..replication.runtime import Replication
 from ..services.runtime import MasterSettings, Runtime
 
 EXTENSION = "slapfed"
@@ -47,6 +49,16 @@ class MasterRuntime(Runtime):
         self.closed = False
         self._active = 0
         self._idle = threading.Condition()
+        self.replication = Replication(self, settings.sync_timeout)
+
+    # -- replication (services.tx.write asks) ----------------------------------------
+    def check_writable(self, promoting: bool = False) -> None:
+        """ReadOnly on a replica, Fenced on a primary that saw a larger epoch."""
+        self.replication.check_writable(promoting)
+
+    def committed(self, tid: bytes) -> None:
+        """Hold a write's answer until a sync replica has ``tid`` (bounded)."""
+        self.replication.committed(tid)
 
     # -- the forwarder ----------------------------------------------------------------
     def start_forwarder(self):
@@ -94,6 +106,7 @@ class MasterRuntime(Runtime):
         """Long polls answer now (with what they have) instead of waiting."""
         self.stopping.set()
         self.writer.wake()
+        self.replication.request_stop()
 
     def close(self) -> None:
         self.begin_stop()
@@ -107,6 +120,7 @@ class MasterRuntime(Runtime):
         if self.forwarder is not None:
             self.forwarder.stop()
             self.forwarder = None
+        self.replication.stop()
         Runtime.close(self)
         if self.owns_db:
             self.db.close()

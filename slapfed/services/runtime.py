@@ -24,6 +24,21 @@ from .tx import Writer
 DEFAULT_MAX_CONTENT_LENGTH = 4 * 1024 * 1024   # bytes of a request body
 DEFAULT_RETRY_MAX = 30.0        # seconds: the longest back-off between two calls to a peer
 DEFAULT_POLL_WAIT = 20.0        # seconds a long poll of a peer waits there
+DEFAULT_SYNC_TIMEOUT = 5.0      # seconds a write waits for a sync replica, then degrades
+
+
+def _sync_timeout(value) -> float:
+    if value is None:
+        return DEFAULT_SYNC_TIMEOUT
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 < seconds <= 3600:
+        raise InvalidInput(f"invalid sync timeout {value!r}: a number of seconds in (0, 3600]",
+                           [{"field": "sync_timeout",
+                             "problem": "must be a number of seconds in (0, 3600]"}])
+    return seconds
 
 
 def _lease(value) -> float:
@@ -58,6 +73,8 @@ class MasterSettings:
     peer_poll_wait: float = DEFAULT_POLL_WAIT
     access_log: bool = True             # one line per request (master.access)
     lease: float = DEFAULT_LEASE        # seconds a computer stays live without a poll
+    replication: bool = False           # run the replica's follower / the fence watcher here
+    sync_timeout: float = DEFAULT_SYNC_TIMEOUT   # seconds a write waits for a sync replica
 
     @property
     def here(self) -> str:
@@ -82,6 +99,8 @@ class MasterSettings:
         "PEER_POLL_WAIT": ("peer_poll_wait", lambda v: float(v) if v else DEFAULT_POLL_WAIT),
         "ACCESS_LOG": ("access_log", bool),
         "LEASE": ("lease", _lease),
+        "REPLICATION": ("replication", bool),
+        "SYNC_TIMEOUT": ("sync_timeout", _sync_timeout),
     })
 
     @classmethod
