@@ -252,6 +252,7 @@ class MasterSet:
         self.procs: dict = {}
         self.urls: dict = {}
         self.tls = None
+        self.nodes: list = []
 
     def start(self, name, *args, timeout=30.0):
         from slapfed.procs import Proc, wait_for
@@ -296,9 +297,30 @@ class MasterSet:
     def stop(self, name):
         self.procs.pop(name).stop(timeout=15)
 
+    def node(self, primary, computer, *, partitions=1, address_octet):
+        """A real node ``computer`` enrolled at master ``primary`` with a one-time token
+        and run as `slapfed node run` (root ``base/node-<computer>``); returns its root."""
+        from slapfed.procs import Proc
+        root = self.base / f"node-{computer}"
+        token = self.admin(primary).create_token(computer)["token"]
+        env = dict(os.environ, SLAPFED_CONFIG=str(self.base / "root.json"))
+        slapfed_cli("node", "format", "--master", self.urls[primary], "--computer", computer,
+                    "--partitions", str(partitions), "--root", str(root),
+                    "--address-base", f"127.{20 + os.getpid() % 200}.{address_octet}.1",
+                    "--token", token, "--ca", self.tls["ca"], env=env)
+        self.nodes.append(root)
+        self.procs[f"node-{computer}"] = Proc(
+            _slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
+            self.base / f"node-{computer}.log")
+        return root
+
     def close(self):
         for name in reversed(list(self.procs)):
             self.stop(name)
+        for root in self.nodes:
+            if (root / "node.json").exists():
+                subprocess.run(_slapfed_argv("node", "stop", "--root", str(root)),
+                               capture_output=True, timeout=60)
 
 
 @pytest.fixture
