@@ -29,8 +29,8 @@ def caught_up(primary, replica):
     return last_tid(primary) == last_tid(replica)
 
 
-def test_an_async_replica_follows_its_primary_and_refuses_writes(master_set):
-    master_set.start("primary")
+def test_an_async_replica_follows_its_primary_and_refuses_writes(master_set, tmp_path):
+    master_set.start("primary", "--backup-to", str(tmp_path / "repo"))
     master_set.replica("primary", "r1")
     primary, replica = master_set.admin("primary"), master_set.admin("r1")
 
@@ -58,6 +58,20 @@ def test_an_async_replica_follows_its_primary_and_refuses_writes(master_set):
         replica.register_computer(computer_body("c2", partitions=1))
     assert last_tid(replica) == before
     assert replica.health()["role"] == "replica"
+
+    # master status: role, epoch, replicas with their lag, the last backup and its age
+    wait_for(lambda: (primary.replication_status()["last_backup"] or {}).get("time"), 30,
+             "the scheduled backup at start")
+    import json
+    import os
+    from conftest import slapfed_cli
+    env = dict(os.environ, SLAPFED_CONFIG=str(master_set.base / "root.json"))
+    doc = json.loads(slapfed_cli("master", "status", "--json", env=env).stdout)
+    assert doc["role"] == "primary" and doc["epoch"] == 1
+    assert doc["last_backup"]["age_seconds"] >= 0
+    text = slapfed_cli("master", "status", env=env).stdout
+    assert "role: primary   epoch: 1" in text and "r1 " in text and "last backup: " in text
+    assert "ago) in" in text
 
 
 def test_a_restarted_replica_resumes_from_its_last_transaction(master_set):
