@@ -131,8 +131,8 @@ def test_a_sync_write_is_answered_once_the_replica_has_it_and_degrades_when_it_i
 
 
 def test_promotion_records_a_larger_epoch_and_fences_the_old_primary(master_set):
-    master_set.start("primary")
-    master_set.replica("primary", "r1")
+    master_set.start("primary", "--sync-timeout", "1")
+    master_set.replica("primary", "r1", "--sync")
     old, new = master_set.admin("primary"), master_set.admin("r1")
     old.register_computer(COMPUTER)
     wait_for(lambda: caught_up(old, new), 10, "the replica to catch up")
@@ -144,6 +144,10 @@ def test_promotion_records_a_larger_epoch_and_fences_the_old_primary(master_set)
     out = json.loads(slapfed_cli("master", "promote", "--master", master_set.urls["r1"],
                                  "--json", env=env).stdout)
     assert out["epoch"] == 2 and out["role"] == "primary"
+    # a write to the old primary right away is never acknowledged: either it is fenced
+    # already, or its sync replica (promoted) does not confirm and it learns why
+    with pytest.raises(Fenced):
+        old.supply("c1", "/srv/racing-the-promotion")
     new.supply("c1", "/srv/on-the-new-primary")       # the new primary takes writes
     assert new.health()["epoch"] == 2
 

@@ -72,6 +72,7 @@ class Replication:
         self.follower: Follower | None = None
         self.watcher: FenceWatcher | None = None
         self._lock_fd = None
+        self._own_url = None
 
     # -- facts ------------------------------------------------------------------------
     def role(self) -> LocalRole:
@@ -91,10 +92,17 @@ class Replication:
     def forget_view(self) -> None:
         self._view = None
 
+    def own_url(self) -> str | None:
+        """The URL this master serves at (read once it is known: it never changes while
+        the master runs)."""
+        if self._own_url is None:
+            self._own_url = own_url(self.data_dir)
+        return self._own_url
+
     def masters(self) -> list[str]:
         """The masters of this epoch, as a node should know them: the primary first."""
         role, view = self.role(), self.view()
-        first = role.primary_url if role.role == rep.REPLICA else own_url(self.data_dir)
+        first = role.primary_url if role.role == rep.REPLICA else self.own_url()
         out = [first] if first else []
         out += [r.url for r in view.replicas if r.url and r.url not in out]
         return out
@@ -150,6 +158,11 @@ class Replication:
                 self._cond.wait(left)
             else:
                 return
+        # Before answering without a replica: was the sync replica promoted? Then this
+        # master is fenced, and the write must not be acknowledged (its client writes
+        # again, to the new primary).
+        if check_fence(self):
+            self.check_writable()
         if self.degraded_since is None:
             self.degraded_since = time.time()
             log.error("SYNC REPLICATION DEGRADED: no sync replica (%s) confirmed transaction "
@@ -218,7 +231,7 @@ class Replication:
         return {"role": role.state, "name": role.name or self.rt.settings.here,
                 "epoch": view.epoch, "epochs": view.to_json()["epochs"],
                 "primary_url": role.primary_url if role.role == rep.REPLICA
-                else own_url(self.data_dir),
+                else self.own_url(),
                 "fenced_by": role.fenced_by, "fenced_epoch": role.fenced_epoch,
                 "sync": role.sync, "last_tid": last.hex(),
                 "sync_timeout": self.sync_timeout, "degraded_since": self.degraded_since,
