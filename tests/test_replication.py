@@ -13,7 +13,8 @@ from slapfed.core import replication as rep
 from slapfed.core.errors import Fenced, InvalidInput, ReadOnly, ReplicaDiverged
 from slapfed.core.replication import LocalRole
 from slapfed.replication.local import read_role, write_role
-from slapfed.replication.setup import install_ca_material, read_invitation
+from slapfed.replication.cafiles import install_ca_material
+from slapfed.replication.setup import read_invitation
 from slapfed.store import shipping
 
 
@@ -43,6 +44,7 @@ def test_shipped_transactions_keep_their_tids_and_batches_resume(storages):
         _commit(primary, **{f"k{i}": i})
     first = shipping.read_after(primary.storage, z64, max_transactions=4)
     assert len(first.transactions) == 4 and first.more
+    assert first.behind == 2 and first.behind_bytes > 0        # counted, not shipped
     # a first catch-up goes straight to the storage: no DB root of its own
     shipping.apply_to_storage(replica, first.transactions)
     db = ZODB.DB(replica)

@@ -44,6 +44,7 @@ def test_an_async_replica_follows_its_primary_and_refuses_writes(master_set, tmp
     status = replica.replication_status()
     assert status["role"] == "replica" and status["epoch"] == 1
     assert status["follower"]["connected"] and status["follower"]["lag_seconds"] == 0.0
+    assert status["follower"]["transactions_behind"] == 0
     seen = primary.replication_status()["replicas"]
     assert [(r["name"], r["mode"], r["transactions_behind"]) for r in seen] == \
         [("r1", "async", 0)]

@@ -361,7 +361,10 @@ def render_status(doc: dict) -> str:
         lag = follower.get("lag_seconds")
         lines.append(f"following {follower['primary']} ({follower['mode']}): "
                      f"{'connected' if follower['connected'] else 'NOT connected'}, lag "
-                     f"{'-' if lag is None else f'{lag:.3f}s'}, at {follower['applied_tid']}"
+                     f"{'-' if lag is None else f'{lag:.3f}s'} ("
+                     f"{follower.get('transactions_behind') or 0} transaction(s), "
+                     f"{follower.get('bytes_behind') or 0} bytes behind), at "
+                     f"{follower['applied_tid']}"
                      + (f", error: {follower['last_error']}" if follower.get("last_error")
                         else ""))
     lines.append(f"{'REPLICA':16} {'MODE':6} {'LAG':>9} {'TXNS':>6} {'BYTES':>10} URL")

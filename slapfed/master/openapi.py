@@ -845,7 +845,11 @@ SCHEMAS.update({
         ["tid", "records"]),
     "Transactions": _obj({"transactions": {"type": "array",
                                            "items": _ref("ShippedTransaction")},
-                          "last_tid": TID, "more": {"type": "boolean"}, "epoch": INT},
+                          "last_tid": TID, "more": {"type": "boolean"},
+                          "behind": {"type": "integer", "minimum": 0, "description":
+                                     "transactions after this batch (counted up to 10000)"},
+                          "behind_bytes": {"type": "integer", "minimum": 0},
+                          "epoch": INT},
                          ["transactions", "last_tid", "more", "epoch"]),
     "CAMaterial": _obj({"files": STR_MAP}, ["files"]),
     "ReplicationStatus": _obj({

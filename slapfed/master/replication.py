@@ -20,7 +20,7 @@ from ..core import replication as rep
 from ..core.errors import Conflict, InvalidInput
 from ..core.replication import LocalRole
 from ..core.wire import Promotion, ReplicaInvitation, ReplicaRegistration
-from ..replication.setup import ca_material
+from ..replication.cafiles import ca_material
 from ..services import replication as svc
 from ..store import backup as bk
 from ..store import shipping
@@ -126,7 +126,8 @@ def transactions():
         with committed:
             committed.wait(min(0.1, left))   # woken by this process's commits
     return jsonify({"transactions": batch.transactions, "last_tid": batch.last_tid.hex(),
-                    "more": batch.more, "epoch": repl.view().epoch})
+                    "more": batch.more, "behind": batch.behind,
+                    "behind_bytes": batch.behind_bytes, "epoch": repl.view().epoch})
 
 
 @blueprint.get("/replication/ca")

@@ -31,12 +31,14 @@ from ..core.replication import LocalRole
 from ..locks import try_exclusive_lock
 from ..services import replication as svc
 from ..store import shipping
+from .cafiles import install_ca_material
 from .local import REPLICA_DIR, RoleFile
 
 log = logging.getLogger("slapfed.replication")
 
 FOLLOW_WAIT = 2.0               # seconds a replica's long poll waits at its primary
 FENCE_INTERVAL = 2.0            # seconds between two looks of a primary at its replicas
+CA_REFRESH = 30.0               # seconds between two copies of the primary's CA records
 LOCK_FILE = "replication.lock"  # elects the one process that follows / watches
 URL_FILE = "master.url"
 
@@ -351,6 +353,7 @@ class Follower(_Thread):
         self._status = {"primary": self.primary, "name": self.replica_name,
                         "mode": self.mode, "connected": False, "last_contact": None,
                         "applied_tid": None, "primary_last_tid": None, "more": False,
+                        "transactions_behind": None, "bytes_behind": None,
                         "lag_seconds": None, "last_error": None, "stopped": None}
 
     def status(self) -> dict:
@@ -361,6 +364,7 @@ class Follower(_Thread):
         client = replica_client(self.repl.data_dir, self.primary, timeout=FOLLOW_WAIT + 10)
         registered = False
         backoff = 0.1
+        ca_due = time.monotonic() + CA_REFRESH       # copied once at set-up already
         while not self._stop.is_set():
             if self.repl.role().role != rep.REPLICA:
                 break
@@ -369,6 +373,11 @@ class Follower(_Thread):
                     client.register_replica(self.replica_name,
                                             own_url(self.repl.data_dir), self.mode)
                     registered = True
+                if time.monotonic() >= ca_due and self.repl.rt.ca is not None:
+                    # revocations and certificates issued at the primary since
+                    install_ca_material(self.repl.rt.ca.directory,
+                                        client.replication_ca()["files"])
+                    ca_due = time.monotonic() + CA_REFRESH
                 after = db.storage.lastTransaction() or z64
                 answer = client.replication_transactions(after.hex(), FOLLOW_WAIT)
                 if self._stop.is_set() or self.repl.role().role != rep.REPLICA:
@@ -381,6 +390,8 @@ class Follower(_Thread):
                 self._status.update(
                     connected=True, last_contact=time.time(), applied_tid=mine.hex(),
                     primary_last_tid=primary_last.hex(), more=bool(answer.get("more")),
+                    transactions_behind=int(answer.get("behind") or 0),
+                    bytes_behind=int(answer.get("behind_bytes") or 0),
                     last_error=None,
                     lag_seconds=rep.lag_seconds(shipping.tid_time(primary_last),
                                                 shipping.tid_time(mine))

@@ -1,11 +1,10 @@
 """Setting a replica up before it serves: its invitation, its identity at the primary
 (the one-time token traded for a ``replica/NAME`` certificate), the CA material it
-serves with (the primary's CA: the same certificates work at both), and a first
+serves with (replication.cafiles: the same certificates work at both), and a first
 catch-up straight onto its storage (before any DB could commit a root of its own).
 
-Depends on core, enrol, client, store.shipping and replication.local. The CA's private
-key crosses the wire here, to a replica identity only, over mutual TLS (master.replication
-serves it); it is written 0600 in a 0700 directory, as the CA itself writes it.
+Depends on core, enrol, client, store.shipping and the replication modules (cafiles,
+local, runtime).
 """
 from __future__ import annotations
 
@@ -19,19 +18,13 @@ from ..core.errors import InvalidInput, MasterUnreachable, Timeout
 from ..core.replication import LocalRole
 from ..enrol import enrol
 from ..store import shipping
+from .cafiles import install_ca_material
 from .local import REPLICA_DIR, read_role, role_path, write_role
 from .runtime import replica_client
 
 log = logging.getLogger("slapfed.replication")
 
 INVITATION_KEYS = ("url", "token", "ca_certificate", "for")
-# What a replica copies of its primary's CA directory: the key and certificate (to sign
-# as the same CA once promoted), the certificates issued and the revocations (to verify
-# callers as the primary does). Tokens stay at the primary: each is good once.
-CA_FILES = ("ca.key", "ca.crt", "revoked.json")
-CA_ISSUED = "issued"
-
-
 def read_invitation(path) -> dict:
     """The invitation `slapfed master replica invite` wrote; InvalidInput names what is
     wrong with it."""
@@ -52,53 +45,6 @@ def read_invitation(path) -> dict:
                            [{"field": f"replica_of.{k}", "problem": "is required"}
                             for k in missing])
     return doc
-
-
-def ca_material(ca_dir) -> dict:
-    """{relative path: text} of the CA files a replica needs."""
-    d = Path(ca_dir)
-    files = {}
-    for name in CA_FILES:
-        p = d / name
-        if p.exists():
-            files[name] = p.read_text(encoding="utf-8")
-    issued = d / CA_ISSUED
-    if issued.is_dir():
-        for p in sorted(issued.glob("*.pem")):
-            files[f"{CA_ISSUED}/{p.name}"] = p.read_text(encoding="utf-8")
-    return files
-
-
-def install_ca_material(ca_dir, files: dict) -> int:
-    """Write the CA files a primary sent (only the names a CA directory holds: never a
-    path of the sender's choosing). Returns how many were written."""
-    d = Path(ca_dir)
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(d, 0o700)
-    (d / CA_ISSUED).mkdir(mode=0o755, exist_ok=True)
-    written = 0
-    for rel, text in files.items():
-        if not isinstance(rel, str) or not isinstance(text, str):
-            continue
-        if rel in CA_FILES:
-            target = d / rel
-        elif (rel.startswith(CA_ISSUED + "/") and rel.count("/") == 1
-              and rel.endswith(".pem") and _safe_name(rel.split("/", 1)[1])):
-            target = d / rel
-        else:
-            log.warning("replica set-up: ignoring CA file %r the primary sent", rel[:80])
-            continue
-        tmp = target.with_name(f".{target.name}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, target)
-        written += 1
-    return written
-
-
-def _safe_name(name: str) -> bool:
-    return bool(name) and all(c.isalnum() for c in name[:-4]) and len(name) < 80
 
 
 def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: str) -> LocalRole:

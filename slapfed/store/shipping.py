@@ -53,6 +53,11 @@ class Batch:
     last_tid: bytes             # the storage's last committed transaction when read
     more: bool                  # more transactions follow the batch
     size: int                   # bytes of record data in the batch
+    behind: int = 0             # transactions after the batch (counted up to BEHIND_CAP)
+    behind_bytes: int = 0       # their bytes of record data
+
+
+BEHIND_CAP = 10_000
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -76,7 +81,8 @@ def encode_transaction(txn) -> tuple[dict, int]:
 def read_after(storage, after: bytes, max_transactions: int = DEFAULT_MAX_TRANSACTIONS,
                max_bytes: int = DEFAULT_MAX_BYTES) -> Batch:
     """The committed transactions of ``storage`` after TID ``after`` (at most
-    ``max_transactions``, and stopping once ``max_bytes`` of data were read). Raises
+    ``max_transactions``, and stopping once ``max_bytes`` of data were read), and how
+    many follow the batch (counted, not read out, up to BEHIND_CAP). Raises
     StorageError when the storage cannot be iterated."""
     last = storage.lastTransaction() or z64
     if last < after:
@@ -86,6 +92,7 @@ def read_after(storage, after: bytes, max_transactions: int = DEFAULT_MAX_TRANSA
     if last == after:
         return Batch([], last, False, 0)
     out, size, more = [], 0, False
+    behind = behind_bytes = 0
     try:
         it = storage.iterator(after if after != z64 else None)
         try:
@@ -103,9 +110,13 @@ def read_after(storage, after: bytes, max_transactions: int = DEFAULT_MAX_TRANSA
                 first = False
                 if txn.tid > last:
                     break
-                if len(out) >= max_transactions or size >= max_bytes:
+                if more or len(out) >= max_transactions or size >= max_bytes:
                     more = True
-                    break
+                    if behind >= BEHIND_CAP:
+                        break
+                    behind += 1
+                    behind_bytes += sum(len(r.data or b"") for r in txn)
+                    continue
                 body, n = encode_transaction(txn)
                 out.append(body)
                 size += n
@@ -116,7 +127,7 @@ def read_after(storage, after: bytes, max_transactions: int = DEFAULT_MAX_TRANSA
     except (POSError, OSError, ValueError) as exc:
         raise StorageError(f"cannot read the transactions after {after.hex()}: {exc}") \
             from None
-    return Batch(out, last, more, size)
+    return Batch(out, last, more, size, behind, behind_bytes)
 
 
 def _bytes(value, what: str) -> bytes:
