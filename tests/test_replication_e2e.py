@@ -5,14 +5,15 @@ certificate works there), follows the primary's transactions with identical TIDs
 resumes after a restart, refuses writes (409 read_only naming the primary), and in sync
 mode holds the primary's answers until it has their transaction — boundedly. Promotion
 records a larger epoch, which fences the old primary (409 fenced)."""
+import json
+import os
 import time
 
 import pytest
 
+from conftest import computer_body, slapfed_cli
 from slapfed.core.errors import Fenced, ReadOnly
 from slapfed.procs import wait_for
-
-from conftest import computer_body
 
 COMPUTER = computer_body("c1", partitions=1)
 
@@ -63,9 +64,6 @@ def test_an_async_replica_follows_its_primary_and_refuses_writes(master_set, tmp
     # master status: role, epoch, replicas with their lag, the last backup and its age
     wait_for(lambda: (primary.replication_status()["last_backup"] or {}).get("time"), 30,
              "the scheduled backup at start")
-    import json
-    import os
-    from conftest import slapfed_cli
     env = dict(os.environ, SLAPFED_CONFIG=str(master_set.base / "root.json"))
     doc = json.loads(slapfed_cli("master", "status", "--json", env=env).stdout)
     assert doc["role"] == "primary" and doc["epoch"] == 1
@@ -138,9 +136,6 @@ def test_promotion_records_a_larger_epoch_and_fences_the_old_primary(master_set)
     old.register_computer(COMPUTER)
     wait_for(lambda: caught_up(old, new), 10, "the replica to catch up")
 
-    from conftest import slapfed_cli
-    import json
-    import os
     env = dict(os.environ, SLAPFED_CONFIG=str(master_set.base / "root.json"))
     out = json.loads(slapfed_cli("master", "promote", "--master", master_set.urls["r1"],
                                  "--json", env=env).stdout)
