@@ -56,18 +56,21 @@ class RoleFile:
 
     def __init__(self, data_dir):
         self.data_dir = data_dir
+        self._path = str(role_path(data_dir)) if data_dir else None
         self._stamp = None
         self._role = LocalRole()
         self._lock = threading.Lock()
 
     def get(self) -> LocalRole:
-        if not self.data_dir:
+        if self._path is None:
             return self._role
         try:
-            st = os.stat(role_path(self.data_dir))
+            st = os.stat(self._path)
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             stamp = None
+        if stamp == self._stamp:          # the common case: unchanged, no lock
+            return self._role
         with self._lock:
             if stamp != self._stamp:
                 self._role = read_role(self.data_dir) if stamp else LocalRole()

@@ -75,6 +75,7 @@ class Replication:
         self.watcher: FenceWatcher | None = None
         self._lock_fd = None
         self._own_url = None
+        self._headers = None
 
     # -- facts ------------------------------------------------------------------------
     def role(self) -> LocalRole:
@@ -110,9 +111,16 @@ class Replication:
         return out
 
     def headers(self) -> dict:
-        role = self.role()
-        return {rep.EPOCH_HEADER: str(self.view().epoch), rep.ROLE_HEADER: role.state,
-                rep.MASTERS_HEADER: " ".join(self.masters())}
+        """The headers of every answer (made again only when the role or view changed)."""
+        role, view = self.role(), self.view()
+        cached = self._headers
+        if cached is not None and cached[0] is role and cached[1] is view:
+            return cached[2]
+        out = {rep.EPOCH_HEADER: str(view.epoch), rep.ROLE_HEADER: role.state,
+               rep.MASTERS_HEADER: " ".join(self.masters())}
+        if self.own_url() is not None or role.role == rep.REPLICA:
+            self._headers = (role, view, out)
+        return out
 
     # -- writes -----------------------------------------------------------------------
     def check_writable(self, promoting: bool = False) -> None:
