@@ -268,6 +268,98 @@ def netns():
         lab.close()
 
 
+# -- masters with replicas, over mutual TLS --
+class MasterSet:
+    """Real masters (gunicorn, FileStorage, mutual TLS) in ``base/<name>``, sharing one CA:
+    the first one started is the primary and creates it; ``replica`` invites a replica
+    there and starts it with --replica-of. ``admin(name)`` is a client of that master
+    with the admin identity ``root``. Every process is stopped by PID in ``close``."""
+
+    def __init__(self, base):
+        self.base = base
+        self.procs: dict = {}
+        self.urls: dict = {}
+        self.tls = None
+        self.nodes: list = []
+
+    def start(self, name, *args, timeout=30.0):
+        from slapfed.procs import Proc, wait_for
+        data = self.base / name
+        data.mkdir(parents=True, exist_ok=True)
+        url_file = data / "master.url"
+        url_file.unlink(missing_ok=True)
+        proc = Proc(_slapfed_argv("master", "serve", "--data", str(data), "--listen",
+                                  "127.0.0.1:0", *args), self.base / f"{name}.log")
+        self.procs[name] = proc
+        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), timeout,
+                 f"master {name}'s URL", proc=proc)
+        self.urls[name] = url_file.read_text().strip()
+        if self.tls is None:
+            from slapfed.ca import identity as ids
+            from slapfed.ca.authority import CertificateAuthority
+            made = CertificateAuthority(data / "ca").issue_with_new_key(
+                ids.admin("root"), self.base / "root")
+            self.tls = {"ca": str(made.ca_path), "cert": str(made.cert_path),
+                        "key": str(made.key_path)}
+        return self.urls[name]
+
+    def admin(self, name, **kw):
+        from slapfed.client import MasterClient
+        return MasterClient(self.urls[name], **self.tls, **kw)
+
+    def invite(self, primary, name):
+        """The invitation file of replica ``name``, written by the real CLI."""
+        import json
+        out = self.base / f"{name}.invitation.json"
+        env = dict(os.environ, SLAPFED_CONFIG=str(self.base / "root.json"))
+        env.pop("SLAPFED_MASTER", None)
+        slapfed_cli("config", "set", "--master", self.urls[primary], "--identity",
+                    str(self.base / "root"), env=env)
+        slapfed_cli("master", "replica", "invite", name, "--out", str(out), env=env)
+        assert json.loads(out.read_text())["for"] == name
+        return out
+
+    def replica(self, primary, name, *args):
+        return self.start(name, "--replica-of", str(self.invite(primary, name)), *args)
+
+    def stop(self, name):
+        self.procs.pop(name).stop(timeout=15)
+
+    def node(self, primary, computer, *, partitions=1, address_octet):
+        """A real node ``computer`` enrolled at master ``primary`` with a one-time token
+        and run as `slapfed node run` (root ``base/node-<computer>``); returns its root."""
+        from slapfed.procs import Proc
+        root = self.base / f"node-{computer}"
+        token = self.admin(primary).create_token(computer)["token"]
+        env = dict(os.environ, SLAPFED_CONFIG=str(self.base / "root.json"))
+        slapfed_cli("node", "format", "--master", self.urls[primary], "--computer", computer,
+                    "--partitions", str(partitions), "--root", str(root),
+                    "--address-base", f"127.{20 + os.getpid() % 200}.{address_octet}.1",
+                    "--token", token, "--ca", self.tls["ca"], env=env)
+        self.nodes.append(root)
+        self.procs[f"node-{computer}"] = Proc(
+            _slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
+            self.base / f"node-{computer}.log")
+        return root
+
+    def close(self):
+        for name in reversed(list(self.procs)):
+            self.stop(name)
+        for root in self.nodes:
+            if (root / "node.json").exists():
+                subprocess.run(_slapfed_argv("node", "stop", "--root", str(root)),
+                               capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def master_set(tmp_path):
+    masters = MasterSet(tmp_path)
+    try:
+        yield masters
+    finally:
+        masters.close()
+
+
 # -- node fixtures --
 # A real supervisord per test in tmp_path (shut down by its PID in a finalizer, even when
 # the test fails), and helpers to build node roots.
@@ -319,6 +411,7 @@ def pytest_configure(config):
 # tests are marked e2e, so `pytest -m "not e2e"` runs the fast tier alone. A test in
 # another file may carry the marker itself.
 E2E_FILES = frozenset({
+    "test_replication_e2e.py", "test_failover_drill.py",
     "test_authz_tls.py", "test_backup_e2e.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_master_output.py", "test_cli_tls_refusals.py",
     "test_concurrency.py", "test_demo.py", "test_e2e.py", "test_e2e_cdn.py",
     "test_e2e_injection.py", "test_e2e_lease.py", "test_e2e_placement.py", "test_federation_e2e.py",
@@ -476,7 +569,8 @@ class AuthzWorld:
     """What the authorization tests act on. ``call(actor, method, path, json)``."""
 
     ACTORS = ("anonymous", "person_a", "person_b", "admin", "node_x", "node_y",
-              "partition_a", "partition_b", "peer", "revoked", "expired", "foreign")
+              "partition_a", "partition_b", "peer", "replica", "revoked", "expired",
+              "foreign")
     REFUSED_CERTS = {"anonymous": "unauthenticated", "revoked": "certificate_revoked",
                      "expired": "certificate_expired", "foreign": "foreign_certificate"}
 
@@ -489,7 +583,8 @@ class AuthzWorld:
         for actor, identity in (("person_a", ids.person("alice")), ("person_b", ids.person("bob")),
                                 ("admin", ids.admin("root")), ("node_x", ids.computer("node-x")),
                                 ("node_y", ids.computer("node-y")),
-                                ("peer", ids.master("peer-1"))):
+                                ("peer", ids.master("peer-1")),
+                                ("replica", ids.replica("repl-1"))):
             self.certs[actor], self.serials[actor] = self._issue(ca, identity)
         self.certs["revoked"], serial = self._issue(ca, ids.person("carol"))
         ca.revoke(serial)

@@ -714,3 +714,51 @@ class Revocation:
         reason = f.string("reason", default="unspecified", max_len=64)
         f.raise_if_any("revocation")
         return cls(reason)
+
+
+@dataclass(frozen=True)
+class ReplicaInvitation:
+    """``POST /replication/invitations`` (admins): a one-time token for replica ``name``."""
+
+    name: str
+    ttl: int | None = None
+
+    @classmethod
+    def from_json(cls, body: Any) -> "ReplicaInvitation":
+        f = _Fields(body, "replica invitation", ("name", "ttl"))
+        name = f.string("name", required=True, pattern=MASTER_NAME_RE)
+        ttl = f.integer("ttl", minimum=1, maximum=30 * 24 * 3600)
+        f.raise_if_any("replica invitation")
+        return cls(name, ttl)
+
+
+REPLICA_MODES = ("sync", "async")      # core.replication.MODES
+HTTP_URL_RE = re.compile(r"^https?://\S+\Z")
+REPLICA_URL_MAX = 300
+
+
+@dataclass(frozen=True)
+class ReplicaRegistration:
+    """``PUT /replication/replicas/<name>``: where a replica serves, and its mode."""
+
+    url: str | None
+    mode: str
+
+    @classmethod
+    def from_json(cls, body: Any) -> "ReplicaRegistration":
+        f = _Fields(body, "replica registration", ("url", "mode"))
+        url = f.string("url", max_len=REPLICA_URL_MAX, pattern=HTTP_URL_RE)
+        mode = f.string("mode", required=True, choices=REPLICA_MODES)
+        f.raise_if_any("replica registration")
+        return cls(url, mode)
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """``POST /replication/promotion`` (admins): an empty object (nothing to choose)."""
+
+    @classmethod
+    def from_json(cls, body: Any) -> "Promotion":
+        f = _Fields(body, "promotion", ())
+        f.raise_if_any("promotion")
+        return cls()

@@ -25,7 +25,7 @@ from ..ca import identity as ids
 from ..ca import policy
 from ..ca.authority import CertificateAuthority
 from ..ca.errors import CANotInitialized
-from ..ca.policy import ComputerFacts, PartitionFacts
+from ..ca.policy import ComputerFacts, PartitionFacts, ReplicaFacts
 from ..core.errors import InternalError, InvalidInput, NotFound, SlapfedError
 from ..core.wire import ComputerRegistration, InstanceRequest, TokenCreation
 from ..services import authz
@@ -204,6 +204,10 @@ def _token_computer(identity, args):
     return ComputerFacts(body.computer or f"master:{body.master}")
 
 
+def _replica(identity, args):
+    return ReplicaFacts(args["name"])
+
+
 def _certificate(identity, args):
     record = authority().show(args["serial"])
     return policy.CertificateFacts(record.identity)
@@ -298,6 +302,12 @@ GUARDS: dict[str, Guard] = {
     "federation.summary": Guard(policy.READ_SUMMARY),
     "federation.changes": Guard(policy.FOLLOW_DELEGATIONS),
     **SLAP_GUARDS,
+    "replication.invite": Guard(policy.INVITE_REPLICA),
+    "replication.register_replica": Guard(policy.REGISTER_REPLICA, _replica),
+    "replication.transactions": Guard(policy.FOLLOW_TRANSACTIONS),
+    "replication.ca": Guard(policy.READ_CA_MATERIAL),
+    "replication.status": Guard(policy.READ_REPLICATION),
+    "replication.promote": Guard(policy.PROMOTE),
 }
 
 

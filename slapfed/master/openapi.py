@@ -158,7 +158,12 @@ SCHEMAS = {
                        "answers, as in the X-Request-Id response header and the master's "
                        "access log"}}, ["code", "message", "details"])},
         ["error"]),
-    "Health": _obj({"status": _enum(["ok"]), "generation": INT, "version": STR, "name": STR},
+    "Health": _obj({"status": _enum(["ok"]), "generation": INT, "version": STR, "name": STR,
+                    "role": {**_enum(["primary", "replica", "fenced"]), "description":
+                             "what this master is: the primary of its epoch, a read-only "
+                             "replica, or a primary fenced by a larger epoch"},
+                    "epoch": {"type": "integer", "minimum": 1, "description":
+                              "grows by one at each promotion"}},
                    ["status", "generation", "version"]),
     "PartitionSpec": _obj({"id": ID_REQ,
                            "address": {"type": "string", "anyOf": [{"format": "ipv4"},
@@ -402,8 +407,10 @@ ERROR_TEXT = {
     "403": "forbidden: the policy refuses this identity this action on this resource",
     "404": "not_found",
     "405": "method_not_allowed",
-    "409": "conflict, no_capacity (details explain the refusals) or recursion_refused "
-           "(the chain of masters is too long or loops)",
+    "409": "conflict, no_capacity (details explain the refusals), recursion_refused "
+           "(the chain of masters is too long or loops), read_only (this master is a "
+           "replica: details name the primary), fenced (a larger epoch was promoted "
+           "elsewhere) or replica_diverged",
     "413": "payload_too_large",
     "414": "uri_too_long: the request line (method, path and query) is longer than "
            "4094 bytes",
@@ -644,7 +651,8 @@ PATHS["/topology"] = {"get": _op(
 
 
 # -- identities and certificates (master.identity) ----------------------------------------
-_IDENTITY = _obj({"role": _enum(("person", "admin", "computer", "partition", "master")),
+_IDENTITY = _obj({"role": _enum(("person", "admin", "computer", "partition", "master",
+                                  "replica")),
                   "name": STR, "uri": STR, "computer": STR, "partition": STR},
                  ["role", "name", "uri"])
 _CERT_FIELDS = {"serial": STR, "identity": _IDENTITY, "not_before": ISO, "not_after": ISO,
@@ -653,10 +661,12 @@ _CERT_FIELDS = {"serial": STR, "identity": _IDENTITY, "not_before": ISO, "not_af
 _CERT_REQUIRED = ["serial", "identity", "not_before", "not_after", "fingerprint", "hosts",
                   "revoked"]
 PEM = {"type": "string", "description": "PEM text"}
-IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master")   # ca.identity.ROLES
+IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master",
+                  "replica")   # ca.identity.ROLES
 _PRINCIPAL_NAME = _pat(ids.PRINCIPAL_NAME_RE)
 _ROLE_NAMES = {"person": _PRINCIPAL_NAME, "admin": _PRINCIPAL_NAME,
-               "master": _PRINCIPAL_NAME, "computer": _pat(ids.ID_RE),
+               "master": _PRINCIPAL_NAME, "replica": _PRINCIPAL_NAME,
+               "computer": _pat(ids.ID_RE),
                "partition": _pat(ids.ID_RE)[:-1] + "/" + _pat(ids.ID_RE)[1:]}
 REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise",    # RFC 5280 names,
                       "affiliation_changed", "superseded",                 # as in ca.authority
@@ -846,6 +856,91 @@ PATHS.update({
                                     "at once); the master may answer sooner, with no "
                                     "change"}),
         op_id="federation_changes")},
+})
+
+
+TID = {"type": "string", "pattern": "^[0-9a-f]{16}$"}
+NTID = {"type": ["string", "null"], "pattern": "^[0-9a-f]{16}$"}
+NUM = {"type": "number"}
+NNUM = {"type": ["number", "null"]}
+NINT = {"type": ["integer", "null"]}
+B64 = {"type": ["string", "null"], "contentEncoding": "base64"}
+REPLICA_NAME = _path_param("name", "replica name")
+SCHEMAS.update({
+    "ReplicaInvitation": _obj({"name": _text(64, _pat(MASTER_NAME_RE)),
+                               "ttl": {"type": ["integer", "null"], "minimum": 1,
+                                       "maximum": 30 * 24 * 3600}}, ["name"]),
+    "ReplicaToken": _obj({"name": STR, "principal": STR, "token": STR,
+                          "ca_certificate": PEM, "primary": STR, "epoch": INT},
+                         ["name", "principal", "token", "ca_certificate"]),
+    "ReplicaRegistration": _obj({"url": {"type": ["string", "null"], "maxLength": wire.REPLICA_URL_MAX,
+                                         "pattern": wire.HTTP_URL_RE.pattern[:-2] + "$"},
+                                 "mode": _enum(wire.REPLICA_MODES)}, ["mode"]),
+    "Replica": _obj({"name": STR, "url": NSTR, "mode": _enum(wire.REPLICA_MODES),
+                     "epoch": INT}, ["name", "mode"]),
+    "ShippedTransaction": _obj({
+        "tid": TID, "status": STR, "user": B64, "description": B64, "extension": B64,
+        "records": {"type": "array", "items": _obj({"oid": TID, "data": B64,
+                                                    "data_txn": NTID}, ["oid"])}},
+        ["tid", "records"]),
+    "Transactions": _obj({"transactions": {"type": "array",
+                                           "items": _ref("ShippedTransaction")},
+                          "last_tid": TID, "more": {"type": "boolean"},
+                          "behind": {"type": "integer", "minimum": 0, "description":
+                                     "transactions after this batch (counted up to 10000)"},
+                          "behind_bytes": {"type": "integer", "minimum": 0},
+                          "epoch": INT},
+                         ["transactions", "last_tid", "more", "epoch"]),
+    "CAMaterial": _obj({"files": STR_MAP}, ["files"]),
+    "ReplicationStatus": _obj({
+        "role": _enum(["primary", "replica", "fenced"]), "name": STR, "epoch": INT,
+        "epochs": {"type": "array", "items": _obj({"epoch": INT, "primary": STR,
+                                                   "at": NUM})},
+        "primary_url": NSTR, "fenced_by": NSTR, "fenced_epoch": NINT,
+        "sync": {"type": "boolean"}, "last_tid": TID, "sync_timeout": NUM,
+        "degraded_since": NNUM,
+        "replicas": {"type": "array", "items": _obj({
+            "name": STR, "url": NSTR, "mode": STR, "confirmed_tid": NTID,
+            "last_seen": NNUM, "lag_seconds": NNUM, "transactions_behind": NINT,
+            "bytes_behind": NINT})},
+        "follower": {"type": ["object", "null"], "additionalProperties": True},
+        "last_backup": {"type": ["object", "null"], "additionalProperties": True}},
+        ["role", "epoch", "replicas"]),
+    "Promotion": _obj({}),
+    "Promoted": _obj({"role": STR, "name": STR, "epoch": INT, "previous_primary": NSTR},
+                     ["role", "epoch"]),
+})
+PATHS.update({
+    "/replication/invitations": {"post": _op(
+        "A one-time token with which replica NAME enrols here (admins); shown once",
+        {"201": _json("ReplicaToken", "the token"), **_errors("400", "401", "403", "409")},
+        body="ReplicaInvitation", op_id="invite_replica")},
+    "/replication/replicas/{name}": {"put": _op(
+        "A replica records where it serves and its mode (itself; admins any)",
+        {"200": _json("Replica", "recorded"), **_errors("400", "401", "403", "409")},
+        body="ReplicaRegistration", parameters=(REPLICA_NAME,), op_id="register_replica")},
+    "/replication/transactions": {"get": _op(
+        "Long poll (replicas): the transactions committed after `after`, as stored, "
+        "waiting up to `wait` seconds (at most 60); asking confirms `after` is held",
+        {"200": _json("Transactions", "a batch (more: others follow)"),
+         **_errors("400", "401", "403", "409")},
+        parameters=({"name": "after", "in": "query", "required": False,
+                     "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{16}$"}},
+                    {"name": "wait", "in": "query", "required": False,
+                     "schema": {"type": "number", "minimum": 0, "maximum": 60}}),
+        op_id="replication_transactions")},
+    "/replication/ca": {"get": _op(
+        "The CA's key, certificate, issued certificates and revocations (replicas only)",
+        {"200": _json("CAMaterial", "the CA files"), **_errors("401", "403")},
+        op_id="replication_ca")},
+    "/replication/status": {"get": _op(
+        "Role, epoch, replicas with their lag, the last backup (admins)",
+        {"200": _json("ReplicationStatus", "the status"), **_errors("401", "403")},
+        op_id="replication_status")},
+    "/replication/promotion": {"post": _op(
+        "Make this replica the primary at a new epoch (admins)",
+        {"200": _json("Promoted", "promoted"), **_errors("400", "401", "403", "409")},
+        body="Promotion", op_id="promote")},
 })
 
 

@@ -39,6 +39,11 @@ from ..metrics import worker_gone
 from .app import EXTENSION, close_app, create_app, runtime_of
 from .auth import open_authority
 from .topology import load_topology
+from ..core import replication as rep
+from ..replication.local import read_role
+from ..replication.runtime import startup_fence_check
+from ..replication.setup import prepare_replica
+from ..services.replication import replication_view
 from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
                                  MaintenanceOptions)
 
@@ -81,6 +86,9 @@ class ServeOptions:
     lease: float = DEFAULT_LEASE    # seconds a computer stays live without a call of its node
     outbound_allow: tuple = ()      # networks the master may call for peers (empty: any)
     long_poll_max: float = MAX_LONG_POLL    # longest a long poll here waits (seconds)
+    replica_of: str | None = None   # an invitation file: serve as a replica of its primary
+    sync: bool = False              # a replica whose primary waits for it (sync mode)
+    sync_timeout: float = 5.0       # seconds a primary's write waits for a sync replica
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -124,6 +132,7 @@ def check_options(opts: ServeOptions) -> None:
             or not 0 <= opts.long_poll_max <= MAX_LONG_POLL:
         problems.append({"field": "long_poll_max",
                          "problem": f"must be a number of seconds in 0..{MAX_LONG_POLL:g}"})
+    problems.extend(_replica_problems(opts))
     if problems:
         first = problems[0]
         raise InvalidInput(f"cannot serve: {first['field']} {first['problem']}", problems)
@@ -183,6 +192,31 @@ def _maintenance_problems(opts: ServeOptions) -> list[dict]:
         if repo == data or repo.startswith(data + os.sep):
             problems.append({"field": "backup_to",
                              "problem": "must lie outside the data directory"})
+    return problems
+
+
+def _replica_problems(opts: ServeOptions) -> list[dict]:
+    problems = []
+    if opts.sync and not opts.replica_of:
+        problems.append({"field": "sync", "problem": "is for a replica: give --replica-of"})
+    if not (isinstance(opts.sync_timeout, (int, float)) and 0 < opts.sync_timeout <= 3600):
+        problems.append({"field": "sync_timeout",
+                         "problem": "must be a number of seconds in (0, 3600]"})
+    if opts.replica_of:
+        if opts.insecure_http:
+            problems.append({"field": "replica_of", "problem": (
+                "a replica follows its primary over mutual TLS: drop --insecure-http")})
+        if opts.start_zeo or opts.workers != 1:
+            problems.append({"field": "replica_of", "problem": (
+                "a replica applies its primary's transactions to its own FileStorage: "
+                "one worker, no --start-zeo")})
+        try:
+            spec = parse_storage_uri(opts.storage, opts.data_dir)
+        except InvalidInput:
+            spec = None
+        if spec is not None and spec.kind != "file":
+            problems.append({"field": "replica_of",
+                             "problem": "a replica's storage is a FileStorage"})
     return problems
 
 
@@ -276,7 +310,9 @@ class MasterApplication(BaseApplication):
                            "PEER_RETRY_MAX": self.opts.peer_retry_max,
                            "LEASE": self.opts.lease,
                            "OUTBOUND_ALLOW": tuple(self.opts.outbound_allow),
-                           "LONG_POLL_MAX": self.opts.long_poll_max})
+                           "LONG_POLL_MAX": self.opts.long_poll_max,
+                           "REPLICATION": True,
+                           "SYNC_TIMEOUT": self.opts.sync_timeout})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):
@@ -370,9 +406,22 @@ def serve(opts: ServeOptions) -> None:
         if opts.start_zeo:
             zeo = start_zeo_server(opts.data_dir)
             storage_uri = zeo.uri
-        # Create the root containers once, before any worker serves; then let go of the
-        # storage so that the worker can open it (a FileStorage admits one process).
-        open_db(storage_uri, opts.data_dir).close()
+        if opts.replica_of:
+            spec = parse_storage_uri(storage_uri, opts.data_dir)
+            prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path)
+        if read_role(opts.data_dir).role != rep.REPLICA:
+            # Create the root containers once, before any worker serves; then let go of
+            # the storage so that the worker can open it (a FileStorage admits one
+            # process). A replica's schema is its primary's: never evolved here.
+            db = open_db(storage_uri, opts.data_dir)
+            try:
+                view = replication_view(db)
+            finally:
+                db.close()
+            if not opts.insecure_http:
+                # a primary that was replaced while it was down learns it before serving
+                startup_fence_check(opts.data_dir, view,
+                                    os.path.join(opts.data_dir, "ca", "ca.crt"))
         if opts.insecure_http:
             # the CA exists before the workers start (each would else race to create it)
             open_authority(MasterSettings(data_dir=opts.data_dir, name=opts.master_name))

@@ -30,7 +30,8 @@ from ..client import MasterClient
 from . import confine
 from ..logs import redact_url
 from .identity import partition_identity
-from ..core.errors import Conflict, MasterUnreachable, NotFound, SlapfedError
+from ..core.errors import (Conflict, Fenced, MasterUnreachable, NotFound, ReadOnly,
+                           SlapfedError)
 from ..core.states import BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
 from ..core.wire import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
 from . import buildout as nb
@@ -126,8 +127,10 @@ class Agent:
                  clock=time.time, promise_timeout: float = 20.0, settle: float = 0.1):
         self.config: NodeConfig = load_config(root)
         self.paths = Paths(self.config.root)
-        self.client = client or MasterClient(self.config.master,
-                                             **self.config.client_options())
+        if client is None:
+            client = MasterClient(self.config.master, **self.config.client_options())
+            self._follow_primary(client)
+        self.client = client
         self.runner = runner or nb.make_runner("fork")
         # an isolated node's services never inherit root's environment, only its clean part
         self.sup = supervisor or Supervisor(
@@ -146,6 +149,32 @@ class Agent:
         self.metrics = None       # slapfed.metrics.NodeMetrics, when asked for (run)
         self.installer: InstallWorker | None = None    # None: installs run inline
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
+
+    # -- following the primary across promotions ---------------------------------------
+    def _follow_primary(self, client: MasterClient) -> None:
+        """The masters of the current epoch and the highest epoch seen, learned from the
+        master's answers and kept in var/masters.json: when the master stops answering,
+        the agent follows the one promoted (never one of an older epoch)."""
+        path = os.path.join(self.paths.var, "masters.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                known = json.load(fh)
+            if not isinstance(known, dict):
+                known = {}
+        except (OSError, ValueError):
+            known = {}
+
+        def learned(url, epoch, masters):
+            log.info("master %s at epoch %d (masters: %s)", redact_url(url), epoch,
+                     ", ".join(redact_url(m) for m in masters) or "-",
+                     extra={"epoch": epoch})
+            atomic_write_json(path, {"url": url, "epoch": epoch, "masters": list(masters)},
+                              indent=None)
+
+        masters = [m for m in known.get("masters") or () if isinstance(m, str)]
+        epoch = known.get("epoch") if isinstance(known.get("epoch"), int) else 0
+        url = known.get("url") if isinstance(known.get("url"), str) else None
+        client.enable_failover(epoch, masters, url, on_learn=learned)
 
     # -- persistence -----------------------------------------------------------------
     def _load_state(self):
@@ -586,8 +615,9 @@ class Agent:
         self.outbox.pop(okey, None)
         try:
             self._deliver(key, body)
-        except MasterUnreachable as exc:
-            log.warning("master unreachable, report of %s kept for later: %s", okey, exc)
+        except (MasterUnreachable, ReadOnly, Fenced) as exc:
+            log.warning("no primary takes the report of %s now, kept for later: %s", okey,
+                        exc)
             self.outbox[okey] = body
         except (Conflict, NotFound) as exc:
             log.warning("master refused the report of %s (%s): %s", okey, exc.code, exc.message)
@@ -718,7 +748,7 @@ class Agent:
                     else:
                         log.debug("cycle: nothing to do (%.3fs)", result.seconds)
                     self.check_health(promise_interval)
-                except MasterUnreachable as exc:
+                except (MasterUnreachable, ReadOnly, Fenced) as exc:
                     if self.metrics is not None:
                         self.metrics.unreachable.inc()
                     # once per outage at WARNING; each further failed cycle at DEBUG

@@ -28,6 +28,21 @@ DEFAULT_MAX_CONTENT_LENGTH = 4 * 1024 * 1024   # bytes of a request body
 DEFAULT_RETRY_MAX = 30.0        # seconds: the longest back-off between two calls to a peer
 DEFAULT_POLL_WAIT = 20.0        # seconds a long poll of a peer waits there
 MAX_LONG_POLL = 60.0            # seconds a long poll here may wait (GET /federation/changes)
+DEFAULT_SYNC_TIMEOUT = 5.0      # seconds a write waits for a sync replica, then degrades
+
+
+def _sync_timeout(value) -> float:
+    if value is None:
+        return DEFAULT_SYNC_TIMEOUT
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 < seconds <= 3600:
+        raise InvalidInput(f"invalid sync timeout {value!r}: a number of seconds in (0, 3600]",
+                           [{"field": "sync_timeout",
+                             "problem": "must be a number of seconds in (0, 3600]"}])
+    return seconds
 
 
 def _lease(value) -> float:
@@ -79,6 +94,8 @@ class MasterSettings:
     lease: float = DEFAULT_LEASE        # seconds a computer stays live without a poll
     outbound: OutboundPolicy = ANY_ADDRESS  # addresses it may call for peers (core.outbound)
     long_poll_max: float = MAX_LONG_POLL    # longest a long poll here waits (seconds)
+    replication: bool = False           # run the replica's follower / the fence watcher here
+    sync_timeout: float = DEFAULT_SYNC_TIMEOUT   # seconds a write waits for a sync replica
 
     @property
     def here(self) -> str:
@@ -105,6 +122,8 @@ class MasterSettings:
         "LEASE": ("lease", _lease),
         "OUTBOUND_ALLOW": ("outbound", OutboundPolicy.parse),
         "LONG_POLL_MAX": ("long_poll_max", _long_poll_max),
+        "REPLICATION": ("replication", bool),
+        "SYNC_TIMEOUT": ("sync_timeout", _sync_timeout),
     })
 
     @classmethod
