@@ -19,7 +19,7 @@ from ..core.sla import (
 from ..model.federation import FORWARD_STATES
 from ..core.leases import LEASE_STATES
 from ..core.states import (
-    LOCALITY_LEVELS, PEER_ORIGINS, TRUST_LEVELS,
+    LOCALITY_LEVELS, MOVED_REPORT_STATES, PEER_ORIGINS, TRUST_LEVELS,
     INSTANCE_STATUSES, PARTITION_REPORT_STATES, REQUESTED_STATES, SOFTWARE_REPORT_STATES,
     SOFTWARE_STATUSES, SUPPLY_STATES,
 )
@@ -179,9 +179,32 @@ SCHEMAS = {
     "Partition": _obj({"id": STR, "address": STR, "port_base": INT, "port_count": INT,
                        "instance": {"type": ["string", "null"],
                                     "description": "id of the hosted instance"},
-                       "capabilities": CAPS},
+                       "capabilities": CAPS,
+                       "moved": {"oneOf": [{"type": "null"}, _ref("MovedPartition")]}},
                       ["id", "address", "port_base", "port_count", "instance",
-                       "capabilities"]),
+                       "capabilities", "moved"]),
+    "MovedPartition": _obj({
+        "instance": {**STR, "description": "the instance that moved away (its computer "
+                                           "was declared lost)"},
+        "quarantined": {"type": "boolean", "description": "its node set the instance's "
+                                                          "data aside (kept)"},
+        "wipe": {"type": "boolean", "description": "an admin let the node erase them "
+                                                   "(slapfed computer wipe)"}},
+        ["instance", "quarantined", "wipe"]),
+    "LostMark": _obj({"at": ISO, "reason": STR}, ["at", "reason"]),
+    "LostVerdict": _obj({"reason": _text(), "dry_run": {"type": ["boolean", "null"]}}),
+    "WipeRequest": _obj({"partition": _text(64, _pat(wire.ID_RE))}),
+    "MovedReport": _obj({"instance_id": ID_REQ, "state": _enum(MOVED_REPORT_STATES)},
+                        ["instance_id", "state"]),
+    "Move": _obj({"instance": STR, "reference": STR, "partition": STR,
+                  "outcome": _enum(("moved", "not_placed", "destroyed")),
+                  "to": {"type": ["object", "null"], "additionalProperties": STR,
+                         "description": "where it went: computer and partition, or peer"},
+                  "reason": NSTR},
+                 ["instance", "reference", "partition", "outcome", "to", "reason"]),
+    "LostAnswer": _obj({"computer": _ref("Computer"),
+                        "moves": {"type": "array", "items": _ref("Move")},
+                        "dry_run": {"type": "boolean"}}, ["computer", "moves"]),
     "Software": _obj({"url": STR, "hash": STR, "state": _enum(SUPPLY_STATES),
                       "status": _enum(SOFTWARE_STATUSES), "log_tail": STR,
                       "software_types": {"type": "array", "items": STR},
@@ -191,10 +214,13 @@ SCHEMAS = {
     "Computer": _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
                       "continent": NSTR, "labels": STR_MAP, "capabilities": CAPS,
                       "last_contact": ISO, "serial": INT, "lease": LEASE,
+                      "lost": {"oneOf": [{"type": "null"}, _ref("LostMark")],
+                               "description": "the verdict that it is lost: nothing is "
+                                              "placed there, what it hosted moved"},
                       "partitions": {"type": "array", "items": _ref("Partition")},
                       "software": {"type": "array", "items": _ref("Software")}},
                      ["id", "host", "lan", "country", "continent", "labels", "capabilities",
-                      "last_contact", "serial", "lease", "partitions", "software"]),
+                      "last_contact", "serial", "lease", "lost", "partitions", "software"]),
     "ComputerList": _obj({"computers": {"type": "array", "items": _ref("Computer")}},
                          ["computers"]),
     "Supply": _obj({"url": SOFTWARE_URL_REQ,
@@ -235,7 +261,9 @@ SCHEMAS = {
          "parameters", "requested_state", "revision", "shared_instances", "provenance"]),
     "DesiredPartition": _obj({
         "id": STR, "address": STR, "port_base": INT, "port_count": INT,
-        "instance": {"oneOf": [{"type": "null"}, _ref("DesiredInstance")]}},
+        "instance": {"oneOf": [{"type": "null"}, _ref("DesiredInstance")]},
+        "moved": _obj({"instance": STR, "wipe": {"type": "boolean"}},
+                      ["instance", "wipe"])},
         ["id", "address", "port_base", "port_count", "instance"]),
     "DesiredState": _obj({
         "computer": STR, "serial": INT,
@@ -499,6 +527,28 @@ PATHS = {
             "304": {"description": "unchanged since the serial given in If-None-Match",
                     "headers": {"ETag": {"schema": STR}}},
             **_errors("404", *_implied_errors(False, False))}}},
+    "/computers/{cid}/lost": {"post": _op(
+        "Declare a computer lost (admins): nothing is placed there any more; each instance "
+        "it hosts is placed again elsewhere under its own SLA, keeping its id and "
+        "reference, pending with no connection parameters until its new node publishes "
+        "them; one that fits nowhere is failed with the reason; its old partition is "
+        "recorded as moved (not free until wiped). dry_run: the same answer, nothing "
+        "written",
+        {"200": _json("LostAnswer", "the computer and what became of each instance"),
+         **_errors("400", "404", "409")}, body="LostVerdict", parameters=[CID],
+        op_id="declare_computer_lost")},
+    "/computers/{cid}/wipe": {"post": _op(
+        "Let the node erase the data it set aside of instances that moved away (admins; "
+        "one partition, or every one: that also returns a lost computer to service). "
+        "The partitions are free once the node reports them erased",
+        {"200": _json("Computer", "the computer"), **_errors("400", "404", "409")},
+        body="WipeRequest", parameters=[CID], op_id="wipe_computer")},
+    "/computers/{cid}/partitions/{pid}/moved": {"put": _op(
+        "Node report of a partition whose instance moved away: quarantined (services "
+        "stopped, data set aside) or erased (only once an admin allowed it: the "
+        "partition is then free)",
+        {"200": _json("Partition", "the partition"), **_errors("400", "403", "404", "409")},
+        body="MovedReport", parameters=[CID, PID], op_id="report_moved_partition")},
     "/computers/{cid}/partitions/{pid}/status": {"put": _op(
         "Node report of a partition's instance; state destroyed (of an instance whose "
         "requested state is destroyed) frees the partition. The state claimed must fit "
