@@ -183,6 +183,9 @@ class Paths:
         self.state = os.path.join(self.var, "state.json")
         self.agent_pid = os.path.join(self.var, "agent.pid")
         self.desired = os.path.join(self.var, "desired.json")
+        # partitions whose instance moved away (their computer was declared lost), set
+        # aside here, node-owned, until the master lets the node erase them
+        self.quarantine = os.path.join(self.var, "quarantine")
 
     def software_dir(self, software_hash: str) -> str:
         return os.path.join(self.software, software_hash)
@@ -198,6 +201,10 @@ class Paths:
 
     def service_log_dir(self, pid: str) -> str:
         return os.path.join(self.services_log, pid)
+
+    def quarantined(self, pid: str, instance_id: str) -> str:
+        """Where the data of ``instance_id``, moved away from ``pid``, is kept."""
+        return os.path.join(self.quarantine, f"{pid}--{instance_id}")
 
     def skeleton(self) -> list[str]:
         return [self.software, self.partitions, self.etc, self.supervisord_d, self.var,
