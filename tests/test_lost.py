@@ -288,3 +288,94 @@ def test_rebuild_after_declares_lost_only_computers_out_for_that_long(master_db)
         assert lost.declare_expired_lost(rt, 60.0, now[0]) == []   # once
     finally:
         rt.close()
+
+
+# -- the node's planner: partitions whose instance moved away ----------------------------
+from slapfed.core.states import INSTALLED  # noqa: E402
+from slapfed.node.plan import Erase, LocalState, PartitionRecord, Quarantine, plan  # noqa: E402
+
+
+def _moved_doc(wipe=False, instance=None):
+    return {"computer": "c1", "serial": 2, "software": [],
+            "partitions": [{"id": "part0", "address": "127.1.1.1", "port_base": 1,
+                            "port_count": 1, "instance": instance,
+                            "moved": {"instance": "i-1", "wipe": wipe}}]}
+
+
+def _rec(state, iid="i-1"):
+    return LocalState({}, {"part0": PartitionRecord(iid, 3, state, "d", "h")})
+
+
+@pytest.mark.parametrize("wipe, local, actions", [
+    (False, _rec(STARTED), [Quarantine("part0", "i-1", 3)]),
+    (False, _rec(FAILED), [Quarantine("part0", "i-1", 3)]),
+    (False, _rec(QUARANTINED), []),
+    (False, LocalState(), []),
+    (True, _rec(STARTED), [Quarantine("part0", "i-1", 3), Erase("part0", "i-1")]),
+    (True, _rec(QUARANTINED), [Erase("part0", "i-1")]),
+    (True, _rec(ERASED), []),
+    (True, LocalState(), [Erase("part0", "i-1")]),
+    (False, _rec(STARTED, "i-other"), [Quarantine("part0", "i-other", 3)]),
+], ids=["running-is-quarantined", "failed-is-quarantined", "quarantined-stays",
+        "never-had-it", "wipe-after-quarantine", "wipe", "erased-once", "wipe-unknown-data",
+        "whatever-runs-is-kept"])
+def test_a_moved_partition_is_quarantined_never_wiped_until_allowed(wipe, local, actions):
+    assert list(plan(_moved_doc(wipe), local, 1000.0)) == actions
+
+
+def test_a_quarantined_partition_given_a_new_instance_instantiates_it():
+    from slapfed.node.plan import Instantiate, SoftwareRecord, Start
+    inst = {"id": "i-2", "reference": "r", "requester": "a", "software_url": "/u",
+            "software_hash": "h", "software_type": "default", "parameters": {},
+            "requested_state": STARTED, "revision": 1, "shared_instances": []}
+    doc = _moved_doc()
+    doc["partitions"][0].pop("moved")
+    doc["partitions"][0]["instance"] = inst
+    local = LocalState({"h": SoftwareRecord("/u", INSTALLED)},
+                       {"part0": PartitionRecord("i-1", 3, ERASED)})
+    assert [type(a) for a in plan(doc, local, 1000.0)] == [Instantiate, Start]
+
+
+def test_the_maintenance_owner_alone_runs_rebuild_after(master_db, tmp_path):
+    from slapfed.master.server import rebuild_tasks
+    from slapfed.store.maintenance import Maintenance, MaintenanceOptions
+    now = [time.time()]
+    leases = MemoryLeases(5.0, clock=lambda: now[0])
+    rt = Runtime(master_db, MasterSettings(rebuild_after=10.0), leases=leases)
+    assert rebuild_tasks(Runtime(master_db, MasterSettings(), leases=leases)) == ()  # off
+    owners = [Maintenance(master_db, MaintenanceOptions(
+        data_dir=str(tmp_path), fs_path=None, pack_every=0, tasks=rebuild_tasks(rt)),
+        clock=lambda: now[0]) for _ in range(2)]
+    try:
+        for cid in ("c1", "c2"):
+            svc.register_computer(rt, ComputerRegistration.from_json(computer_body(cid, 1)))
+            svc.supply(rt, cid, Supply(URL))
+            svc.desired_state(rt, cid)
+        inst = _on(rt, "c1", "web", then=[{}])
+        now[0] += 12                     # lease out for 7 s: unknown, not lost
+        svc.desired_state(rt, "c2")
+        owners[0].run_once()
+        assert owners[0]._owner_fd is not None
+        assert svc.show_computer(rt, "c1")["lost"] is None
+        now[0] += 4                      # out for 11 s
+        svc.desired_state(rt, "c2")
+        owners[1].run_once()             # not the owner: runs nothing
+        assert owners[1]._owner_fd is None
+        assert svc.show_computer(rt, "c1")["lost"] is None
+        owners[0].run_once()
+        assert "rebuild_after" in svc.show_computer(rt, "c1")["lost"]["reason"]
+        assert svc.show_instance(rt, inst["id"])["placement"]["computer"] == "c2"
+    finally:
+        for m in owners:
+            m.stop()
+        rt.close()
+
+
+@pytest.mark.parametrize("value, ok", [(0, True), (30, True), (-1, False), ("x", False)])
+def test_the_rebuild_after_setting(value, ok):
+    if ok:
+        assert MasterSettings.from_config({"REBUILD_AFTER": value}).rebuild_after == value
+    else:
+        with pytest.raises(errors.InvalidInput) as exc:
+            MasterSettings.from_config({"REBUILD_AFTER": value})
+        assert exc.value.details[0]["field"] == "rebuild_after"

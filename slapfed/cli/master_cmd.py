@@ -89,11 +89,17 @@ def master():
               help="A computer whose node has not polled or reported for this long shows "
                    "unknown (and so do its instances) and gets no new instance; nothing "
                    "it hosts is destroyed, moved or freed.")
+@click.option("--rebuild-after", default=0.0, show_default=True,
+              type=click.FloatRange(min=0), metavar="SECONDS",
+              help="A computer whose lease has been out this long is declared lost by the "
+                   "master itself, and what it hosts is placed again elsewhere (as "
+                   "`slapfed computer lost` does). 0: never; only an administrator's "
+                   "verdict moves anything.")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
           no_access_log, log_level, log_format, log_file, topology_files, master_name,
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
-          pack_every, pack_keep, lease):
+          pack_every, pack_keep, lease, rebuild_after):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
@@ -109,7 +115,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         max_depth=max_depth, ancestry=tuple(ancestry),
                         peer_retry_max=peer_retry_max, backup_to=backup_to,
                         backup_every=backup_every, pack_every=pack_every,
-                        pack_keep=pack_keep, lease=lease)
+                        pack_keep=pack_keep, lease=lease,
+                        rebuild_after=rebuild_after)
     run_server(opts)
 
 

@@ -149,7 +149,7 @@ def declare_expired_lost(rt, after: float, now: float | None = None) -> list[str
     ``after`` seconds (and that is not lost yet) is declared lost, each in its own
     transaction. Returns their ids. Nothing is read from the lease table but the lease
     files' times (no write while nothing expires)."""
-    now = clock() if now is None else now
+    now = rt.leases.clock() if now is None else now     # the lease table's own clock
     overdue = []
     for cid in sorted(rt.leases.expired_ids(now)):
         renewed = rt.leases.renewed_at(cid)

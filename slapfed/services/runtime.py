@@ -39,6 +39,22 @@ def _lease(value) -> float:
     return seconds
 
 
+def _rebuild_after(value) -> float:
+    """Seconds a computer's lease must have been out before the master declares it lost
+    by itself; 0 (the default): never, only an administrator's verdict does."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds < 1e9:
+        raise InvalidInput(f"invalid rebuild_after {value!r}: a number of seconds >= 0 "
+                           "(0: off)", [{"field": "rebuild_after",
+                                         "problem": "must be a number of seconds >= 0"}])
+    return seconds
+
+
 @dataclass(frozen=True)
 class MasterSettings:
     """What a master is configured with, typed and checked once (``from_config``)."""
@@ -58,6 +74,7 @@ class MasterSettings:
     peer_poll_wait: float = DEFAULT_POLL_WAIT
     access_log: bool = True             # one line per request (master.access)
     lease: float = DEFAULT_LEASE        # seconds a computer stays live without a poll
+    rebuild_after: float = 0.0          # lease out this long: declared lost (0: never)
 
     @property
     def here(self) -> str:
@@ -82,6 +99,7 @@ class MasterSettings:
         "PEER_POLL_WAIT": ("peer_poll_wait", lambda v: float(v) if v else DEFAULT_POLL_WAIT),
         "ACCESS_LOG": ("access_log", bool),
         "LEASE": ("lease", _lease),
+        "REBUILD_AFTER": ("rebuild_after", _rebuild_after),
     })
 
     @classmethod
