@@ -388,6 +388,13 @@ class MasterClient:
     def remove_peer(self, name: str) -> dict:
         return self._json("DELETE", f"/peers/{quote(name, safe='')}")
 
+    def declare_peer_lost(self, name: str, reason: str = "", dry_run: bool = False) -> dict:
+        """Admins: the peer is lost; what it served for us goes elsewhere."""
+        body: dict = {"dry_run": dry_run}
+        if reason:
+            body["reason"] = reason
+        return self._json("POST", f"/peers/{quote(name, safe='')}/lost", json_body=body)
+
     def policy(self) -> dict:
         return self._json("GET", "/federation/policy")
 

@@ -158,6 +158,7 @@ CASES = [
     ("list-peers", lambda w: ("GET", "/peers", None), {"admin"}),
     ("show-peer", lambda w: ("GET", f"/peers/{_a_peer(w, 'p-show')}", None), {"admin"}),
     ("remove-peer", lambda w: ("DELETE", f"/peers/{_a_peer(w, 'p-rm')}", None), {"admin"}),
+    ("peer-lost", lambda w: ("POST", f"/peers/{_a_peer(w, 'p-lost')}/lost", {}), {"admin"}),
     ("update-peer", lambda w: ("POST", "/peers", {
         "name": _a_peer(w, "p-upd"), "url": "https://127.0.0.9:8470", "cost": 2,
         "ca_certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}),

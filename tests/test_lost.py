@@ -379,3 +379,81 @@ def test_the_rebuild_after_setting(value, ok):
         with pytest.raises(errors.InvalidInput) as exc:
             MasterSettings.from_config({"REBUILD_AFTER": value})
         assert exc.value.details[0]["field"] == "rebuild_after"
+
+
+# -- lost peers ---------------------------------------------------------------------------
+PEM = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+
+
+@pytest.fixture
+def fed_world(world):
+    """The three computers, and peers b and c (paired; never called here)."""
+    from slapfed.services import federation as fed
+    for name in ("b", "c"):
+        fed.save_peer(world, name, f"https://127.0.0.9:{8470 + ord(name)}", PEM,
+                      credentials="/nonexistent")
+    return world
+
+
+def _delegated(rt, reference, to, contacted=True):
+    from slapfed.services import federation as fed
+    fed.set_policy(rt, {"rules": [{"release": URL, "to": to}]})
+    inst = _request(rt, reference)
+    assert inst["delegation"]["peer"] == to[0], inst
+    if contacted:
+        fed.forwards.mark_contacted(rt, inst["id"], to[0])
+    return inst
+
+
+def test_a_lost_peers_delegations_go_to_the_fallback_peer(fed_world):
+    from slapfed.services import federation as fed
+    rt = fed_world
+    inst = _delegated(rt, "web", ["b", "c"])
+    answer = svc.declare_peer_lost(rt, "b", "gone for good")
+    assert [m["to"] for m in answer["moves"]] == [{"peer": "c"}]
+    assert answer["peer"]["lost"]["reason"] == "gone for good"
+    [orphan] = answer["peer"]["orphans"]
+    assert orphan["instance"] == inst["id"] and orphan["remote_reference"]
+    shown = svc.show_instance(rt, inst["id"])
+    assert shown["id"] == inst["id"] and shown["delegation"]["peer"] == "c"
+    assert shown["delegation"]["state"] == "queued"
+    # nothing new goes to b; b can be removed now
+    assert _request(rt, "web-2")["delegation"]["peer"] == "c"
+    fed.remove_peer(rt, "b")
+
+
+def test_a_lost_peers_delegations_come_home_when_the_policy_allows(fed_world):
+    rt = fed_world
+    inst = _delegated(rt, "web", ["b"])
+    [move] = svc.declare_peer_lost(rt, "b", "gone")["moves"]
+    assert move["outcome"] == "moved" and move["to"]["computer"] in ("c1", "c2", "c3")
+    shown = svc.show_instance(rt, inst["id"])
+    assert shown["delegation"] is None and shown["placement"] is not None
+    assert "came back from peer b" in shown["status"]["log_tail"]
+
+
+def test_a_destroy_waiting_for_a_lost_peer_completes_at_the_origin(fed_world):
+    from slapfed.services import federation as fed
+    rt = fed_world
+    inst = _delegated(rt, "web", ["b"])
+    waiting = svc.destroy_instance(rt, inst["id"])
+    assert waiting["status"]["state"] != DESTROYED          # b may run it: it waits
+    [move] = svc.declare_peer_lost(rt, "b", "gone")["moves"]
+    assert move["outcome"] == "destroyed"
+    assert svc.show_instance(rt, inst["id"])["status"]["state"] == DESTROYED
+    out = fed.show_peer(rt, "b")
+    assert [o["instance"] for o in out["orphans"]] == [inst["id"]]
+    fed.remove_peer(rt, "b")
+
+
+def test_a_peer_lost_dry_run_writes_nothing(fed_world, master_db):
+    rt = fed_world
+    inst = _delegated(rt, "web", ["b", "c"], contacted=False)
+    before = last_tid(master_db)
+    answer = svc.declare_peer_lost(rt, "b", "gone", dry_run=True)
+    assert answer["dry_run"] and answer["moves"][0]["to"] == {"peer": "c"}
+    assert answer["peer"]["orphans"] == []                  # never called: no orphan
+    assert last_tid(master_db) == before
+    assert svc.show_instance(rt, inst["id"])["delegation"]["peer"] == "b"
+    with pytest.raises(errors.NotFound):
+        svc.declare_peer_lost(rt, "zz", "x")

@@ -30,6 +30,7 @@ READ_DESIRED_STATE = "read_desired_state"          # GET /computers/<id>/desired
 REPORT_SOFTWARE = "report_software"                # PUT /computers/<id>/software/<hash>/status
 REPORT_PARTITION = "report_partition"              # PUT /computers/<id>/partitions/<pid>/status
 DECLARE_LOST = "declare_computer_lost"              # POST /computers/<id>/lost
+DECLARE_PEER_LOST = "declare_peer_lost"            # POST /peers/<name>/lost
 WIPE_COMPUTER = "wipe_computer"                    # POST /computers/<id>/wipe
 REPORT_MOVED = "report_moved_partition"            # PUT /computers/<id>/partitions/<pid>/moved
 READ_TOPOLOGY = "read_topology"                    # GET /topology
@@ -206,6 +207,8 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          grants={COMPUTER: partition_of_own_computer, PARTITION: own_partition}),
     Rule(DECLARE_LOST, "admins only (the verdict that moves what a computer hosts)",
          ComputerFacts, grants={ADMIN: anything}),
+    Rule(DECLARE_PEER_LOST, "admins only (the verdict that moves what a peer serves for "
+         "this master)", grants={ADMIN: anything}),
     Rule(WIPE_COMPUTER, "admins only (lets a node erase the data of instances that moved "
          "away)", ComputerFacts, grants={ADMIN: anything}),
     Rule(REPORT_MOVED, "a node reports its own partitions whose instance moved away "

@@ -237,6 +237,7 @@ GUARDS: dict[str, Guard] = {
     "federation.show_peer": Guard(policy.LIST_PEERS),
     "federation.add_peer": Guard(policy.REGISTER_PEER),
     "federation.remove_peer": Guard(policy.REGISTER_PEER),
+    "federation.declare_peer_lost": Guard(policy.DECLARE_PEER_LOST),
     "federation.update_peer": Guard(policy.REGISTER_PEER),
     "federation.show_policy": Guard(policy.LIST_PEERS),
     "federation.set_policy": Guard(policy.REGISTER_PEER),

@@ -788,8 +788,18 @@ SCHEMAS.update({
                      "description": "open forwards by state"},
         "pending_forwards": INT, "summary": ANY_OBJ, "added_at": ISO,
         "instance": {"type": ["string", "null"],
-                     "description": "child masters: the instance running it"}},
+                     "description": "child masters: the instance running it"},
+        "lost": {"oneOf": [{"type": "null"}, _ref("LostMark")],
+                 "description": "the verdict that it is lost: nothing is delegated there"},
+        "orphans": {"type": "array", "items": _obj(
+            {"instance": STR, "remote_reference": STR, "remote_id": NSTR, "at": ISO},
+            ["instance", "remote_reference", "remote_id", "at"]),
+            "description": "instances of ours it may still run since the verdict, to "
+                           "destroy there if it ever comes back"}},
         ["name", "url", "paired", "link", "forwards", "pending_forwards"]),
+    "PeerLostAnswer": _obj({"peer": _ref("Peer"),
+                            "moves": {"type": "array", "items": _ref("Move")},
+                            "dry_run": {"type": "boolean"}}, ["peer", "moves"]),
     "PeerList": _obj({"peers": {"type": "array", "items": _ref("Peer")}}, ["peers"]),
     "DelegationPolicy": _obj({
         "auto": {"type": "boolean", "default": True,
@@ -834,6 +844,14 @@ PATHS.update({
         "delete": _op("Forget a peer that serves no delegated instance (admins)",
                       {"200": _json("Peer", "forgotten"), **_errors("401", "403", "404", "409")},
                       parameters=(NAME,), op_id="remove_peer")},
+    "/peers/{name}/lost": {"post": _op(
+        "Declare a peer lost (admins): nothing is delegated there any more; each instance "
+        "delegated to it goes to a fallback peer or comes back here, as the delegation "
+        "policy routes it (one being destroyed is destroyed at once); what the peer may "
+        "still run is recorded as orphans. `DELETE /peers/{name}` then works",
+        {"200": _json("PeerLostAnswer", "the peer and what became of each instance"),
+         **_errors("400", "401", "403", "404")},
+        body="LostVerdict", parameters=(NAME,), op_id="declare_peer_lost")},
     "/federation/policy": {
         "get": _op("The delegation policy (admins)",
                    {"200": _json("DelegationPolicy", "the policy"), **_errors("401", "403")},

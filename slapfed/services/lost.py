@@ -18,6 +18,7 @@ from ..core.sla import parse_sla
 from ..core.states import DESTROYED, ERASED, FAILED, PENDING
 from . import placement, render
 from .computers import get_computer
+from .federation.peers import open_forwards_of, peer_json
 from .instances import _converge, host_gone
 from .tx import clock, write
 
@@ -185,7 +186,80 @@ def _declare_if_not_lost(rt, cid: str, why: str) -> bool:
     return write(rt, use_case)
 
 
+def declare_peer_lost(rt, name: str, reason: str, dry_run: bool = False) -> dict:
+    """The verdict: peer ``name`` is lost. Returns {"peer", "moves"}.
+
+    Nothing is delegated to it any more (routing no longer sees it). Each instance
+    delegated to it loses its forward and is served again as the delegation policy
+    routes it now: a fallback peer, or here; one being destroyed is destroyed at once
+    (nothing to wait for); one that fits nowhere is failed with the reason. Every
+    instance the peer may have been asked to run is recorded on the peer as an orphan,
+    to destroy there if it ever comes back. ``dry_run`` answers the same and writes
+    nothing. Raises NotFound."""
+    def use_case(app):
+        now = clock()
+        peer = app.peers.get(name)
+        if peer is None:
+            raise NotFound(f"no peer master named {name!r}")
+        if peer.lost_at is None:
+            peer.lost_at, peer.lost_reason = now, reason
+        moves = []
+        for fwd in list(open_forwards_of(app, name)):
+            if fwd.contacted:
+                peer.orphans = tuple(peer.orphans) + ({
+                    "instance": fwd.instance_id, "remote_reference": fwd.remote_reference,
+                    "remote_id": fwd.remote_id, "at": render.iso(now)},)
+            app.drop_forward(fwd)
+            inst = app.instances.get(fwd.instance_id)
+            if inst is not None:
+                moves.append(_rehome(rt, app, inst, name, peer.lost_reason, now).to_json())
+        answer = {"peer": peer_json(app, peer), "moves": moves}
+        if dry_run:
+            raise _DryRun(answer)
+        return answer
+
+    try:
+        return write(rt, use_case)
+    except _DryRun as done:
+        return {**done.answer, "dry_run": True}
+
+
 # -- steps (no transaction handling below this line) -----------------------------
+def _rehome(rt, app, inst, peer: str, why: str, now: float) -> Move:
+    """An instance whose peer was declared lost: served again as routing decides now."""
+    inst.delegated = False
+    inst.connection = {}              # what the lost peer published no longer holds
+    if inst.requested_state == DESTROYED:
+        inst.set_status(state=DESTROYED, revision=inst.revision, log_tail="", promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, "", DESTROYED_HERE)
+    try:
+        _converge(rt, app, inst, now)
+    except (NoCapacity, InvalidInput) as exc:
+        text = (f"peer {peer} was declared lost ({why}) and nothing else serves "
+                f"{inst.reference}: {exc.message}; request it again once something does")
+        inst.set_status(state=FAILED, revision=inst.revision, log_tail=text, promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, "", NOT_PLACED, reason=text)
+    came = f"came back from peer {peer} (declared lost: {why})"
+    if inst.delegated:
+        fwd = app.forwards.get(inst.id)
+        to = fwd.peer if fwd is not None else "?"
+        inst.set_status(log_tail=f"delegated to {to} after peer {peer} was declared lost "
+                                 f"({why})")
+        return Move(inst.id, inst.reference, "", MOVED, to={"peer": to})
+    if inst.placed:
+        inst.set_status(state=PENDING, log_tail=f"{came}; placed on {inst.computer_id}/"
+                                                f"{inst.partition_id}", promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, "", MOVED,
+                    to={"computer": inst.computer_id, "partition": inst.partition_id})
+    if inst.attached:
+        return Move(inst.id, inst.reference, "", MOVED, to={"host": inst.host_id})
+    return Move(inst.id, inst.reference, "", NOT_PLACED, reason=inst.status["log_tail"])
+
+
+
 def _move_all(rt, app, comp, now: float) -> list[Move]:
     hosted = [(pid, app.instances[p.instance_id]) for pid, p in comp.partitions.items()
               if p.instance_id is not None]
