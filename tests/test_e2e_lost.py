@@ -1,8 +1,10 @@
 """End to end, a node machine that is gone: a real master process (--lease 2) and two real
-nodes over mutual TLS, hello supplied and installed on both. hello runs on node A; node
-A's agent, supervisord and service are killed (SIGKILL, by PID): A shows unknown and
-nothing moves. `slapfed computer lost A`: the instance serves on node B, same id and
-reference, new connection parameters. Node A's agent started again: it stops nothing
+nodes over mutual TLS, the keeper sample (profiles/keeper: hello serving a data file that
+a backup service copies off the node) supplied and installed on both. It runs on node A
+and has data; node A's agent, supervisord and services are killed (SIGKILL, by PID): A
+shows unknown and nothing moves. `slapfed computer lost A`: the instance serves on node
+B, same id and reference, new connection parameters, and the data it had (restored from
+its backup before its first start there). Node A's agent started again: it stops nothing
 that runs (nothing runs), sets the partition's data aside under var/quarantine (kept)
 and never serves the stale copy; `slapfed computer wipe A` lets it erase them, and the
 partition is free again."""
@@ -21,7 +23,7 @@ from slapfed.procs import Proc, pid_alive, slapfed_argv, wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 REPO = Path(__file__).resolve().parents[1]
-HELLO = str(REPO / "profiles" / "hello" / "software.cfg")
+HELLO = str(REPO / "profiles" / "keeper" / "software.cfg")
 A, B = "lost-a", "lost-b"
 
 
@@ -47,6 +49,20 @@ def partition(fed, cid, pid) -> dict:
     return next(p for p in fed["admin"].show_computer(cid)["partitions"] if p["id"] == pid)
 
 
+def pids_running(needle: str) -> list[int]:
+    """PIDs of the processes whose command line holds ``needle``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if needle.encode() in fh.read():
+                        out.append(int(entry))
+            except OSError:
+                continue
+    return out
+
+
 def kill(pid: int) -> None:
     try:
         os.kill(pid, signal.SIGKILL)
@@ -66,7 +82,11 @@ def test_a_lost_node_is_rebuilt_elsewhere_and_quarantines_on_return(tmp_path_fac
             wait_for(lambda: installed(fed, A) and installed(fed, B), 180,
                      "hello installed on both nodes")
             client = fed["client"]
-            inst = client.request("hello-lost", HELLO, parameters={"greeting": "kept"},
+            backups = base / "backups" / "hello-lost"
+            backups.parent.mkdir()
+            backups.parent.chmod(0o1777)     # partition users of both nodes write there
+            inst = client.request("hello-lost", HELLO,
+                                  parameters={"greeting": "kept", "backup-to": str(backups)},
                                   sla=[{"computer_guid": A}, {}])
             wait_for(lambda: client.show(inst["id"])["status"]["state"] == "started", 60,
                      "hello started on node A")
@@ -74,14 +94,24 @@ def test_a_lost_node_is_rebuilt_elsewhere_and_quarantines_on_return(tmp_path_fac
             old_part = inst["placement"]["partition"]
             old_url = inst["connection"]["url"]
             service_pid = get(old_url)["pid"]
+            assert inst["connection"]["backup"] == str(backups)
+            # the instance has data, and its backup service copies them off the node
+            old_path = fed["root"] / "partitions" / old_part
+            (old_path / "srv").mkdir(exist_ok=True)
+            (old_path / "srv" / "data.txt").write_text("written on A")
+            wait_for(lambda: get(old_url)["data"] == "written on A"
+                     and (backups / "data.txt").exists(), 10, "the data backed up")
+            backup_pids = pids_running(f"--backup={old_path}/srv/data.txt")
+            assert backup_pids
 
             # node A's machine goes: its agent, supervisord and service die
             root_a = fed["root"]
             sup_pid = int((root_a / "var" / "supervisord.pid").read_text().strip())
-            for pid in (fed["node"].pid, sup_pid, service_pid):
+            for pid in (fed["node"].pid, sup_pid, service_pid, *backup_pids):
                 kill(pid)
             wait_for(lambda: not fed["node"].alive() and not pid_alive(sup_pid)
-                     and not pid_alive(service_pid), 10, "node A gone")
+                     and not pid_alive(service_pid)
+                     and not any(pid_alive(p) for p in backup_pids), 10, "node A gone")
             wait_for(lambda: client.show(inst["id"])["status"]["state"] == "unknown", 15,
                      "unknown after the lease")
             assert client.show(inst["id"])["placement"] == inst["placement"]   # nothing moved
@@ -99,6 +129,7 @@ def test_a_lost_node_is_rebuilt_elsewhere_and_quarantines_on_return(tmp_path_fac
             assert moved["id"] == inst["id"] and moved["reference"] == "hello-lost"
             assert moved["placement"]["computer"] == B
             assert new_url != old_url and get(new_url)["greeting"] == "kept"
+            assert get(new_url)["data"] == "written on A"          # restored from backup
             assert partition(fed, A, old_part)["moved"] == {
                 "instance": inst["id"], "quarantined": False, "wipe": False}
             shown = slapfed_cli("computer", "show", A, env=fed["admin_env"]).stdout

@@ -457,3 +457,49 @@ def test_a_peer_lost_dry_run_writes_nothing(fed_world, master_db):
     assert svc.show_instance(rt, inst["id"])["delegation"]["peer"] == "b"
     with pytest.raises(errors.NotFound):
         svc.declare_peer_lost(rt, "zz", "x")
+
+
+# -- backup and restore of an instance's data ----------------------------------------------
+def test_a_moved_instance_carries_the_backup_it_published_to_its_new_node(world):
+    import json
+    rt = world
+    inst = _request(rt, "keeper", sla=[{"computer_guid": "c1"}, {}])
+    inst = _report(rt, inst, connection={"url": "http://c1/", "backup": "/backups/keeper"})
+    svc.declare_lost(rt, "c1", "gone")
+    moved = svc.show_instance(rt, inst["id"])
+    assert moved["connection"] == {}
+    _serial, body = svc.desired_state(rt, moved["placement"]["computer"],
+                                      renderer=rt.renderer)
+    [entry] = [p["instance"] for p in json.loads(body)["partitions"]
+               if p["instance"] and p["instance"]["id"] == inst["id"]]
+    assert entry["restore_from"] == "/backups/keeper"
+    from slapfed.node.plan import InstanceSpec
+    spec = InstanceSpec.from_json(entry)
+    assert spec.restore_from == "/backups/keeper"
+    assert spec.digest() == InstanceSpec.from_json(
+        {k: v for k, v in entry.items() if k != "restore_from"}).digest()   # no rebuild
+
+
+def test_the_keeper_samples_backup_and_restore(tmp_path):
+    import threading
+    from slapfed.samples import hello
+    data = tmp_path / "a" / "srv" / "data.txt"
+    data.parent.mkdir(parents=True)
+    data.write_text("precious")
+    where = tmp_path / "backups"
+    done = threading.Event()
+    worker = threading.Thread(target=hello.backup, args=(str(data), str(where), 0.02,
+                                                        done.is_set))
+    worker.start()
+    try:
+        done.wait(0)
+        deadline = time.monotonic() + 10
+        while not (where / "data.txt").exists() and time.monotonic() < deadline:
+            done.wait(0.02)
+    finally:
+        done.set()
+        worker.join(5)
+    target = tmp_path / "b" / "srv" / "data.txt"
+    assert hello.restore(str(where), str(target)) == 0
+    assert target.read_text() == "precious"
+    assert hello.restore(str(tmp_path / "none"), str(tmp_path / "c" / "x")) == 0  # nothing

@@ -256,7 +256,11 @@ SCHEMAS = {
         "requested_state": _enum(REQUESTED_STATES), "revision": INT,
         "shared_instances": {"type": "array", "items": _ref("SharedInstanceEntry")},
         "provenance": {"type": "array", "items": STR,
-                       "description": "masters its request crossed, the last one placed it"}},
+                       "description": "masters its request crossed, the last one placed it"},
+        "restore_from": {**STR, "description": "the backup location it published before "
+                                               "its computer was lost: the node runs its "
+                                               "restore steps with it before its first "
+                                               "start here"}},
         ["id", "reference", "requester", "software_url", "software_hash", "software_type",
          "parameters", "requested_state", "revision", "shared_instances", "provenance"]),
     "DesiredPartition": _obj({

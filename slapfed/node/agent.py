@@ -446,6 +446,12 @@ class Agent:
                 work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
                                               spec.software_hash, log_tail=res.log_tail)
                 return
+            if spec.restore_from and not os.path.exists(pp.restored_marker):
+                problem = self._restore(pid, pp, part, spec)
+                if problem:
+                    work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
+                                                  spec.software_hash, log_tail=problem)
+                    return
             work.connection = _clean_connection(res.connection)
             work.shared_connections = _clean_shared_connections(res.shared_connections)
             work.instantiated = True
@@ -492,6 +498,25 @@ class Agent:
         else:
             work.record = PartitionRecord(spec.id, spec.revision, STARTED, digest,
                                           spec.software_hash)
+
+    def _restore(self, pid: str, pp, part, spec) -> str:
+        """Before the first start of an instance rebuilt on this partition: run the
+        restore steps its profile declares (etc/restore/*) with the backup location the
+        instance published before (``spec.restore_from``, one argument, never a shell).
+        Returns the problem ('' when restored, or when the profile declares none)."""
+        steps = list_services(pp.restore)
+        if not steps:
+            return ""
+        results = run_promises(pp.restore, self.promise_timeout, cwd=pp.path, user=part.user,
+                               args=(spec.restore_from,))
+        failed = summary(results)
+        if failed:
+            return f"restoring the data of {spec.id} failed:\n{failed}"
+        with open(pp.restored_marker, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"from": spec.restore_from, "at": self.clock()}) + "\n")
+        log.info("partition %s: data of %s restored (%d step(s))", pid, spec.id, len(steps),
+                 extra={"partition": pid, "instance": spec.id})
+        return ""
 
     def _quarantine(self, pid: str, pp, action, work: "_Work") -> None:
         """Stop the services of an instance that moved away and set its partition

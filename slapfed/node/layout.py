@@ -225,6 +225,9 @@ class PartitionPaths:
         self.path = path
         self.services = os.path.join(path, "etc", "service")
         self.promises = os.path.join(path, "etc", "promise")
+        # restore steps: run (with the backup location as argument) before the first start
+        # of an instance rebuilt here after its computer was lost
+        self.restore = os.path.join(path, "etc", "restore")
         self.log = os.path.join(path, "var", "log")
         self.run = os.path.join(path, "var", "run")
         self.tmp = os.path.join(path, "tmp")
@@ -236,9 +239,12 @@ class PartitionPaths:
         self.buildout_log = os.path.join(self.private, "buildout.log")
         # {service: sha256 of its wrapper} when the node last (re)started each service
         self.services_record = os.path.join(self.private, "services.json")
+        # written once the restore steps ran: the data are this partition's own since
+        self.restored_marker = os.path.join(self.private, "restored.json")
 
     def skeleton(self) -> list[str]:
-        return [self.services, self.promises, self.log, self.run, self.tmp, self.private]
+        return [self.services, self.promises, self.restore, self.log, self.run, self.tmp,
+                self.private]
 
     def ensure(self, owner: tuple[int, int] | None = None) -> None:
         """The skeleton directories, made without following a symlink below the

@@ -133,6 +133,9 @@ class InstanceSpec:
     parameters: Any = field(default_factory=dict, compare=True, hash=False)
     shared_instances: Any = field(default_factory=list, compare=True, hash=False)
     provenance: tuple = ()          # the masters the request crossed, root first
+    # where the instance's data were backed up before its computer was lost: the node
+    # runs its restore steps with it before the first start on a new partition
+    restore_from: str | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, raw: dict) -> "InstanceSpec":
@@ -144,7 +147,9 @@ class InstanceSpec:
             revision=int(raw.get("revision") or 0),
             parameters=dict(raw.get("parameters") or {}),
             shared_instances=list(raw.get("shared_instances") or []),
-            provenance=tuple(raw.get("provenance") or ()))
+            provenance=tuple(raw.get("provenance") or ()),
+            restore_from=raw.get("restore_from") if isinstance(raw.get("restore_from"), str)
+            else None)
 
     def digest(self) -> str:
         """Identifies what a buildout run depends on (not the requested state)."""

@@ -281,6 +281,9 @@ def _anchors_first(hosted: list) -> list:
 def _move(rt, app, comp, pid: str, inst, now: float) -> Move:
     comp.move_out(pid)
     inst.unplace()
+    backup = inst.connection.get("backup")
+    if isinstance(backup, str) and backup:
+        inst.restore_from = backup  # where its data were backed up: restored from there
     inst.connection = {}            # the old node's parameters no longer hold
     held, inst.shared_ids = inst.shared_ids, ()
     for sid in held:

@@ -178,6 +178,13 @@ def desired_instance_json(app, inst) -> dict:
     for sid in inst.shared_ids:
         s = instances[sid]
         shared.append({"id": s.id, "reference": s.reference, "parameters": s.parameters})
+    out = _desired_instance(inst, shared)
+    if inst.restore_from:
+        out["restore_from"] = inst.restore_from
+    return out
+
+
+def _desired_instance(inst, shared) -> dict:
     return {"id": inst.id, "reference": inst.reference, "requester": inst.requester,
             "software_url": inst.software_url, "software_hash": inst.software_hash,
             "software_type": inst.software_type, "parameters": inst.parameters,
