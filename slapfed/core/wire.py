@@ -163,6 +163,15 @@ def _check_parameters(f: _Fields, name: str, options: bool = False) -> dict:
     return _check_parameter_object(f, name, f.obj(name), options)
 
 
+def check_connection(params: Any, name: str = "connection") -> dict:
+    """Connection parameters as an instance publishes them (the checks of
+    PartitionReport's ``connection``); InvalidInput naming ``name``."""
+    f = _Fields({name: params}, name, (name,))
+    out = _check_parameters(f, name)
+    f.raise_if_any(name)
+    return out
+
+
 def _check_parameter_object(f: _Fields, name: str, params: dict, options: bool = False) -> dict:
     for key, value in params.items():
         problem = cfgvalue.key_problem(key) if options else (

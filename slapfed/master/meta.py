@@ -1,17 +1,23 @@
-"""Routes about the master itself: health and the OpenAPI document.
+"""Routes about the master itself: health, the OpenAPI document and the metrics.
 
 Depends on Flask, store and the sibling app/openapi modules.
 """
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+import time
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
 
 from .. import __version__
+from ..metrics import CONTENT_TYPE
 from ..services import read
-from .request import connection, settings
+from .request import connection, runtime, settings
+from .runtime import EXTENSION
 from .openapi import openapi_document
 
 blueprint = Blueprint("meta", __name__)
+# Outside /api/v1: the Prometheus text format, for scrapers (admins' certificates).
+metrics_blueprint = Blueprint("metrics", __name__)
 
 
 @blueprint.get("/health")
@@ -24,3 +30,27 @@ def health():
 @blueprint.get("/openapi.json")
 def openapi():
     return jsonify(openapi_document())
+
+
+@metrics_blueprint.get("/metrics")
+def metrics():
+    return Response(runtime().metrics.render(), mimetype=None,
+                    headers={"Content-Type": CONTENT_TYPE})
+
+
+def start_timer() -> None:
+    """before_request: the metrics this request counts into (held here, so that an app
+    closed while answering still counts it) and when it began."""
+    g.metrics = current_app.extensions[EXTENSION].metrics \
+        if EXTENSION in current_app.extensions else None
+    g.metrics_started = time.monotonic()
+
+
+def count_request(response):
+    """after_request: one request answered, by route template (never the raw path)."""
+    metrics, started = g.get("metrics"), g.get("metrics_started")
+    if metrics is not None and started is not None:
+        rule = request.url_rule
+        metrics.request(rule.rule if rule is not None else "unmatched", request.method,
+                        response.status_code, time.monotonic() - started)
+    return response

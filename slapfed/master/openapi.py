@@ -1,6 +1,6 @@
 """The OpenAPI 3.1 description of /api/v1, kept next to the routes it describes.
 
-Depends on core (states, wire limits) only. A test checks that every route of the
+Depends on core (states, wire limits) and ca.identity (the names of each role). A test checks that every route of the
 app appears here with the same methods, and that every documented route exists.
 """
 from __future__ import annotations
@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 
 from .. import __version__
+from ..ca import identity as ids
 from ..core import bodies
 from ..core.sharing import EVERYONE, MAX_OPEN_TO, PRINCIPAL_RE
 from ..core import wire
@@ -208,9 +209,13 @@ SCHEMAS = {
     "Software": _obj({"url": STR, "hash": STR, "state": _enum(SUPPLY_STATES),
                       "status": _enum(SOFTWARE_STATUSES), "log_tail": STR,
                       "software_types": {"type": "array", "items": STR},
-                      "reported_at": ISO},
+                      "reported_at": ISO,
+                      "failed_installs": {"type": "integer", "minimum": 0,
+                                          "description": "failed installs since the last "
+                                          "successful one; above 0, placement sends no new "
+                                          "instance of it here"}},
                      ["url", "hash", "state", "status", "log_tail", "software_types",
-                      "reported_at"]),
+                      "reported_at", "failed_installs"]),
     "Computer": _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
                       "continent": NSTR, "labels": STR_MAP, "capabilities": CAPS,
                       "last_contact": ISO, "serial": INT, "lease": LEASE,
@@ -305,9 +310,17 @@ SCHEMAS = {
                        "port_count": INT,
                        "locality": {**_obj({k: NSTR for k in LOCALITY_LEVELS},
                                            list(LOCALITY_LEVELS)),
-                                    "description": "the computer's locality"}},
+                                    "description": "the computer's locality"},
+                       "release": {**_obj({"status": _enum(SOFTWARE_STATUSES),
+                                           "reported_at": ISO, "failed_installs": INT,
+                                           "reason": NSTR},
+                                          ["status", "reported_at", "failed_installs",
+                                           "reason"]),
+                                   "description": "the instance's release on that "
+                                   "computer, as its node last reported it (reason: the "
+                                   "last line of a failed install's log)"}},
                       ["computer", "partition", "address", "port_base", "port_count",
-                       "locality"]),
+                       "locality", "release"]),
     "InstanceStatus": _obj({
         "state": _enum(INSTANCE_STATUSES),
         "revision": {"type": "integer", "description": "revision the node last reported on"},
@@ -410,7 +423,10 @@ SCHEMAS = {
 ERROR_TEXT = {
     "400": "invalid_input: malformed JSON or invalid fields (details list every problem); "
            f"a body must be one JSON object, nested at most {bodies.MAX_DEPTH} levels deep, "
-           f"holding at most {bodies.MAX_VALUES} values and no lone surrogate",
+           f"holding at most {bodies.MAX_VALUES} values and no lone surrogate; "
+           "outbound_refused: a URL this master would call resolves only outside the "
+           "networks it may connect to (master serve --outbound-allow), or does not "
+           "resolve (details name the field)",
     "401": "unauthenticated (no client certificate) or a refused certificate: "
            "certificate_expired, certificate_revoked, foreign_certificate, "
            "invalid_certificate_signature, no_identity, bad_certificate, invalid_token, "
@@ -421,9 +437,13 @@ ERROR_TEXT = {
     "409": "conflict, no_capacity (details explain the refusals) or recursion_refused "
            "(the chain of masters is too long or loops)",
     "413": "payload_too_large",
+    "414": "uri_too_long: the request line (method, path and query) is longer than "
+           "4094 bytes",
     "415": "unsupported_media_type: a request body must be sent as Content-Type: "
            "application/json (optionally with charset=utf-8)",
     "422": "unknown_software_type",
+    "431": "header_fields_too_large: more than 100 request header fields, or one "
+           "longer than 8190 bytes",
     "500": "internal_error",
     "503": "storage_error, or master_stopping (the master shuts down: ask again)",
 }
@@ -455,8 +475,8 @@ IID = _path_param("iid", "instance id")
 
 def _op(summary: str, responses: dict, body: str | None = None, parameters=(),
         op_id: str | None = None, public: bool = False) -> dict:
-    """One operation. Every one may answer 500 (internal_error) and 503 (storage_error,
-    master_stopping); a guarded one (not ``public``) 401 and 403; one with a body 400,
+    """One operation. Every one may answer 414 and 431 (a request line or headers too
+    long for the server), 500 (internal_error) and 503 (storage_error, master_stopping); a guarded one (not ``public``) 401 and 403; one with a body 400,
     413 and 415. ``public``: no client certificate needed (``security: []``)."""
     out = {"summary": summary, "operationId": op_id, "responses": dict(responses)}
     if body:
@@ -471,7 +491,7 @@ def _op(summary: str, responses: dict, body: str | None = None, parameters=(),
 
 def _implied_errors(has_body: bool, public: bool) -> tuple:
     codes = ("400", "413", "415") if has_body else ()
-    return codes + (() if public else ("401", "403")) + ("500", "503")
+    return codes + (() if public else ("401", "403")) + ("414", "431", "500", "503")
 
 
 PATHS = {
@@ -688,6 +708,10 @@ _CERT_REQUIRED = ["serial", "identity", "not_before", "not_after", "fingerprint"
                   "revoked"]
 PEM = {"type": "string", "description": "PEM text"}
 IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master")   # ca.identity.ROLES
+_PRINCIPAL_NAME = _pat(ids.PRINCIPAL_NAME_RE)
+_ROLE_NAMES = {"person": _PRINCIPAL_NAME, "admin": _PRINCIPAL_NAME,
+               "master": _PRINCIPAL_NAME, "computer": _pat(ids.ID_RE),
+               "partition": _pat(ids.ID_RE)[:-1] + "/" + _pat(ids.ID_RE)[1:]}
 REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise",    # RFC 5280 names,
                       "affiliation_changed", "superseded",                 # as in ca.authority
                       "cessation_of_operation", "privilege_withdrawn")
@@ -710,14 +734,21 @@ SCHEMAS.update({
     "TokenRedemption": _obj({"token": _text(256, nullable=False), "csr": CSR_REQ},
                             ["token", "csr"]),
     "CertificateSigning": _obj({"csr": CSR_REQ}, ["csr"]),
-    "CertificateIssue": _obj({"role": _enum(IDENTITY_ROLES),
+    "CertificateIssue": {**_obj({"role": _enum(IDENTITY_ROLES),
                               "name": _text(200, nullable=False), "csr": CSR_REQ,
                               "days": {"type": ["integer", "null"], "minimum": 1,
                                        "maximum": 3650},
                               "hosts": {"type": ["array", "null"], "maxItems": wire.MAX_HOSTS,
                                         "items": {"type": "string", "minLength": 1,
                                                   "maxLength": 253}}},
-                             ["role", "name", "csr"]),
+                                ["role", "name", "csr"]),
+                         # each role's names (ca.identity.identity_problems)
+                         "allOf": [{"if": {"properties": {"role": {"const": role}}},
+                                    "then": {"properties": {"name": {"pattern": pattern}}}}
+                                   for role, pattern in _ROLE_NAMES.items()],
+                         "description": "name: a computer id for a computer, "
+                                        "<computer>/<partition> for a partition, a "
+                                        "principal name for the other roles"},
     "Revocation": _obj({"reason": {**_nullable(_enum(REVOCATION_REASONS)),
                                    "default": "unspecified"}}),
     "TokenCreation": {**_obj({"computer": _text(64, _pat(wire.ID_RE)),
@@ -745,7 +776,10 @@ PATHS.update({
     "/computers/{cid}/partitions/{pid}/certificate": {"post": _op(
         "A node has the key its partition generated certified as that partition",
         {"201": _json("IssuedCertificate", "issued"), **_errors("400", "401", "403", "404")},
-        body="CertificateSigning", parameters=(CID, PID), op_id="certify_partition")},
+        body="CertificateSigning", parameters=(
+            {**CID, "schema": {"type": "string", "pattern": _pat(ids.ID_RE)}},
+            {**PID, "schema": {"type": "string", "pattern": _pat(ids.ID_RE)}}),
+        op_id="certify_partition")},
     "/certificates": {
         "get": _op("Every certificate this master's CA issued (admins; public material only)",
                    {"200": _json("CertificateList", "the certificates"),
@@ -871,13 +905,18 @@ PATHS.update({
         op_id="federation_summary")},
     "/federation/changes": {"get": _op(
         "Long poll: the instances the calling peer master requested here that changed "
-        "after cursor `since` (none: all), waiting up to `wait` seconds (at most 60)",
+        "after cursor `since` (none: all), waiting up to `wait` seconds (at most 60, and "
+        "never longer than the master's own limit, master serve --long-poll-max: a "
+        "longer wait is shortened to it)",
         {"200": _json("Changes", "changed instances and the next cursor"),
          **_errors("400", "401", "403")},
         parameters=({"name": "since", "in": "query", "required": False,
                      "schema": {"type": "string", "pattern": "^(?:[0-9a-fA-F]{16})?$"}},
                     {"name": "wait", "in": "query", "required": False,
-                     "schema": {"type": "number", "minimum": 0, "maximum": 60}}),
+                     "schema": {"type": "number", "minimum": 0, "maximum": 60},
+                     "description": "seconds to wait for a change (default 0: answer "
+                                    "at once); the master may answer sooner, with no "
+                                    "change"}),
         op_id="federation_changes")},
 })
 
