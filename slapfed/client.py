@@ -499,6 +499,26 @@ class MasterClient:
             "PUT", f"/computers/{quote(computer_id, safe='')}/partitions/"
                    f"{quote(partition_id, safe='')}/status", json_body=report)
 
+    def report_moved(self, computer_id: str, partition_id: str, report: dict) -> dict:
+        """A node: a partition whose instance moved away is quarantined, or erased."""
+        return self._json(
+            "PUT", f"/computers/{quote(computer_id, safe='')}/partitions/"
+                   f"{quote(partition_id, safe='')}/moved", json_body=report)
+
+    def declare_lost(self, computer_id: str, reason: str = "", dry_run: bool = False) -> dict:
+        """Admins: the computer is lost; what it hosts is placed again elsewhere."""
+        body: dict = {"dry_run": dry_run}
+        if reason:
+            body["reason"] = reason
+        return self._json("POST", f"/computers/{quote(computer_id, safe='')}/lost",
+                          json_body=body)
+
+    def wipe_computer(self, computer_id: str, partition_id: str | None = None) -> dict:
+        """Admins: let the node erase the data kept of instances that moved away."""
+        body = {} if partition_id is None else {"partition": partition_id}
+        return self._json("POST", f"/computers/{quote(computer_id, safe='')}/wipe",
+                          json_body=body)
+
     # -- topology -----------------------------------------------------------------
     def topology(self) -> dict:
         """The master's topology files and live state (GET /topology)."""
@@ -558,6 +578,13 @@ class MasterClient:
 
     def remove_peer(self, name: str) -> dict:
         return self._json("DELETE", f"/peers/{quote(name, safe='')}")
+
+    def declare_peer_lost(self, name: str, reason: str = "", dry_run: bool = False) -> dict:
+        """Admins: the peer is lost; what it served for us goes elsewhere."""
+        body: dict = {"dry_run": dry_run}
+        if reason:
+            body["reason"] = reason
+        return self._json("POST", f"/peers/{quote(name, safe='')}/lost", json_body=body)
 
     def policy(self) -> dict:
         return self._json("GET", "/federation/policy")

@@ -176,6 +176,41 @@ def slapfed_cli(*args, env=None, check=True, timeout=300, ns=None):
     return done
 
 
+def extra_node(fed, computer, *, partitions=2, address_octet, format_args=()):
+    """A context manager: one more real node ``computer`` enrolled (one-time token) with
+    the master of ``fed`` (what mtls_master_and_node yields) and run in
+    ``fed["base"]/<computer>``. Yields {"root", "node" (its Proc)}; the agent, its
+    supervisord and services are stopped by PID at the end."""
+    import contextlib
+
+    from slapfed.ca.authority import CertificateAuthority
+    from slapfed.procs import Proc
+
+    @contextlib.contextmanager
+    def joined():
+        base = fed["base"]
+        root = base / computer
+        ca = CertificateAuthority(base / "master" / "ca")
+        procs = []
+        try:
+            slapfed_cli("node", "format", "--master", fed["url"], "--computer", computer,
+                        "--partitions", str(partitions), "--root", str(root), *format_args,
+                        "--address-base", f"127.{20 + os.getpid() % 200}.{address_octet}.1",
+                        "--token", ca.token_for(computer), "--ca", str(ca.directory / "ca.crt"),
+                        env=fed["env"])
+            node = Proc(_slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
+                        base / f"{computer}.log")
+            procs.append(node)
+            yield {"root": root, "node": node}
+        finally:
+            for p in procs:
+                p.stop()
+            if (root / "node.json").exists():
+                subprocess.run(_slapfed_argv("node", "stop", "--root", str(root)),
+                               capture_output=True, timeout=60)
+    return joined()
+
+
 def _slapfed_argv(*args):
     from slapfed.procs import slapfed_argv
     return slapfed_argv(*args)
@@ -414,8 +449,8 @@ E2E_FILES = frozenset({
     "test_replication_e2e.py", "test_failover_drill.py",
     "test_authz_tls.py", "test_backup_e2e.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_master_output.py", "test_cli_tls_refusals.py",
     "test_concurrency.py", "test_demo.py", "test_e2e.py", "test_e2e_cdn.py",
-    "test_e2e_injection.py", "test_e2e_lease.py", "test_e2e_placement.py", "test_federation_e2e.py",
-    "test_federation_fallback.py", "test_federation_hung.py", "test_federation_longpoll.py",
+    "test_e2e_injection.py", "test_e2e_lease.py", "test_e2e_lost.py", "test_e2e_placement.py", "test_federation_e2e.py",
+    "test_federation_fallback.py", "test_federation_hung.py", "test_federation_lost.py", "test_federation_longpoll.py",
     "test_federation_topology.py", "test_group_commit.py", "test_logs_e2e.py",
     "test_install_cache.py", "test_logs_node.py", "test_metrics_e2e.py", "test_node_agent.py",
     "test_node_external.py", "test_node_isolation.py", "test_node_leftovers.py", "test_node_survive.py",

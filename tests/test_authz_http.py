@@ -51,6 +51,15 @@ def _a_peer(w, name: str) -> str:
     return name
 
 
+def _moved_report(w):
+    """node-x is declared lost (a_root moves to node-y): its node reports a_root's old
+    partition quarantined."""
+    w.ok(w.call("admin", "POST", "/computers/node-x/lost", {}))
+    cid, pid = _part(w.a_root)
+    return ("PUT", f"/computers/{cid}/partitions/{pid}/moved",
+            {"instance_id": w.a_root["id"], "state": "quarantined"})
+
+
 # (id, build(world) -> (method, path, body), actors allowed)
 CASES = [
     ("health", lambda w: ("GET", "/health", None), EVERYONE),
@@ -125,6 +134,9 @@ CASES = [
      {"admin", "node_x"}),
     ("desired-y", lambda w: ("GET", "/computers/node-y/desired-state", None),
      {"admin", "node_y"}),
+    ("lost-x", lambda w: ("POST", "/computers/node-x/lost", {"dry_run": True}), {"admin"}),
+    ("wipe-x", lambda w: ("POST", "/computers/node-x/wipe", {}), {"admin"}),
+    ("report-moved-x", _moved_report, {"node_x"}),
     ("report-software-x", lambda w: ("PUT", f"/computers/node-x/software/{H}/status",
                                      {"status": "installed"}), {"node_x"}),
     ("report-software-y", lambda w: ("PUT", f"/computers/node-y/software/{H}/status",
@@ -147,6 +159,7 @@ CASES = [
     ("list-peers", lambda w: ("GET", "/peers", None), {"admin"}),
     ("show-peer", lambda w: ("GET", f"/peers/{_a_peer(w, 'p-show')}", None), {"admin"}),
     ("remove-peer", lambda w: ("DELETE", f"/peers/{_a_peer(w, 'p-rm')}", None), {"admin"}),
+    ("peer-lost", lambda w: ("POST", f"/peers/{_a_peer(w, 'p-lost')}/lost", {}), {"admin"}),
     ("update-peer", lambda w: ("POST", "/peers", {
         "name": _a_peer(w, "p-upd"), "url": "https://127.0.0.9:8470", "cost": 2,
         "ca_certificate": "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"}),

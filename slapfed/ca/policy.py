@@ -30,6 +30,10 @@ UNSUPPLY_SOFTWARE = "unsupply_software"            # DELETE /computers/<id>/soft
 READ_DESIRED_STATE = "read_desired_state"          # GET /computers/<id>/desired-state
 REPORT_SOFTWARE = "report_software"                # PUT /computers/<id>/software/<hash>/status
 REPORT_PARTITION = "report_partition"              # PUT /computers/<id>/partitions/<pid>/status
+DECLARE_LOST = "declare_computer_lost"              # POST /computers/<id>/lost
+DECLARE_PEER_LOST = "declare_peer_lost"            # POST /peers/<name>/lost
+WIPE_COMPUTER = "wipe_computer"                    # POST /computers/<id>/wipe
+REPORT_MOVED = "report_moved_partition"            # PUT /computers/<id>/partitions/<pid>/moved
 READ_TOPOLOGY = "read_topology"                    # GET /topology
 ISSUE_CERTIFICATE = "issue_certificate"
 CERTIFY_PARTITION = "certify_partition"            # a node gets its partition's CSR signed
@@ -225,6 +229,15 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          "publish its connection parameters); the state claimed must fit the state "
          "requested, and only the node claims destroyed (core.claims)", PartitionFacts,
          grants={COMPUTER: partition_of_own_computer, PARTITION: own_partition}),
+    Rule(DECLARE_LOST, "admins only (the verdict that moves what a computer hosts)",
+         ComputerFacts, grants={ADMIN: anything}),
+    Rule(DECLARE_PEER_LOST, "admins only (the verdict that moves what a peer serves for "
+         "this master)", grants={ADMIN: anything}),
+    Rule(WIPE_COMPUTER, "admins only (lets a node erase the data of instances that moved "
+         "away)", ComputerFacts, grants={ADMIN: anything}),
+    Rule(REPORT_MOVED, "a node reports its own partitions whose instance moved away "
+         "(quarantined, or erased once an admin allowed it)", PartitionFacts,
+         grants={COMPUTER: partition_of_own_computer}),
     Rule(READ_TOPOLOGY, "admins and peer masters (the live part names every placement)",
          grants={ADMIN: anything, MASTER: anything}),
     Rule(ISSUE_CERTIFICATE, "admins only", grants={ADMIN: anything}),

@@ -102,6 +102,12 @@ def _metrics_across_workers(data_dir: str) -> None:
               help="A computer whose node has not polled or reported for this long shows "
                    "unknown (and so do its instances) and gets no new instance; nothing "
                    "it hosts is destroyed, moved or freed.")
+@click.option("--rebuild-after", default=0.0, show_default=True,
+              type=click.FloatRange(min=0), metavar="SECONDS",
+              help="A computer whose lease has been out this long is declared lost by the "
+                   "master itself, and what it hosts is placed again elsewhere (as "
+                   "`slapfed computer lost` does). 0: never; only an administrator's "
+                   "verdict moves anything.")
 @click.option("--outbound-allow", "outbound_allow", multiple=True, metavar="CIDR[,CIDR]",
               help="Networks this master may connect to when it calls a URL it was given "
                    "(POST /peers, a child master's registration, every later call to a "
@@ -127,8 +133,8 @@ def _metrics_across_workers(data_dir: str) -> None:
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
           no_access_log, log_level, log_format, log_file, topology_files, master_name,
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
-          pack_every, pack_keep, lease, outbound_allow, long_poll_max, replica_of, sync,
-          sync_timeout):
+          pack_every, pack_keep, lease, rebuild_after, outbound_allow, long_poll_max,
+          replica_of, sync, sync_timeout):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
@@ -147,6 +153,7 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         peer_retry_max=peer_retry_max, backup_to=backup_to,
                         backup_every=backup_every, pack_every=pack_every,
                         pack_keep=pack_keep, lease=lease,
+                        rebuild_after=rebuild_after,
                         outbound_allow=tuple(outbound_allow), long_poll_max=long_poll_max,
                         replica_of=replica_of, sync=sync, sync_timeout=sync_timeout)
     run_server(opts)

@@ -20,7 +20,7 @@ from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
 from .sharing import parse_open_to
 from .sla import HOST_KEY, is_capability_name, parse_sla
 from .states import (
-    LOCALITY_LEVELS, TRUST_LEVELS,
+    LOCALITY_LEVELS, TRUST_LEVELS, MOVED_REPORT_STATES,
     AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES,
     SOFTWARE_REPORT_STATES, STARTED, SUPPLY_STATES,
 )
@@ -452,6 +452,61 @@ class ComputerUpdate:
             f.problem("body", f"give at least one of {', '.join(cls.FIELDS)}")
         f.raise_if_any("computer update")
         return cls(changes)
+
+
+@dataclass(frozen=True)
+class LostVerdict:
+    """``POST /api/v1/computers/<id>/lost`` (admins): the computer is lost; what it hosts
+    is placed again elsewhere. ``reason`` is recorded with the verdict; ``dry_run``
+    answers what would move and writes nothing."""
+
+    reason: str = ""
+    dry_run: bool = False
+
+    FIELDS = ("reason", "dry_run")
+
+    @classmethod
+    def from_json(cls, body: Any) -> "LostVerdict":
+        f = _Fields(body, "lost verdict", cls.FIELDS)
+        reason = f.string("reason", default="", allow_empty=True)
+        dry_run = f.boolean("dry_run")
+        f.raise_if_any("lost verdict")
+        return cls(reason or "", dry_run)
+
+
+@dataclass(frozen=True)
+class WipeRequest:
+    """``POST /api/v1/computers/<id>/wipe`` (admins): let the node erase the data kept of
+    instances that moved away (``partition``: that one only)."""
+
+    partition: str | None = None
+
+    @classmethod
+    def from_json(cls, body: Any) -> "WipeRequest":
+        f = _Fields(body, "wipe request", ("partition",))
+        partition = f.string("partition", pattern=ID_RE)
+        f.raise_if_any("wipe request")
+        return cls(partition)
+
+
+@dataclass(frozen=True)
+class MovedReport:
+    """``PUT /api/v1/computers/<id>/partitions/<pid>/moved``: the node's word on a
+    partition whose instance moved away: quarantined (set aside) or erased."""
+
+    instance_id: str
+    state: str
+
+    @classmethod
+    def from_json(cls, body: Any) -> "MovedReport":
+        f = _Fields(body, "moved report", ("instance_id", "state"))
+        iid = f.string("instance_id", required=True, pattern=ID_RE)
+        state = f.string("state", required=True, choices=MOVED_REPORT_STATES)
+        f.raise_if_any("moved report")
+        return cls(iid, state)
+
+    def to_json(self) -> dict:
+        return {"instance_id": self.instance_id, "state": self.state}
 
 
 @dataclass(frozen=True)

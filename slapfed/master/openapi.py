@@ -20,7 +20,7 @@ from ..core.sla import (
 from ..model.federation import FORWARD_STATES
 from ..core.leases import LEASE_STATES
 from ..core.states import (
-    LOCALITY_LEVELS, PEER_ORIGINS, TRUST_LEVELS,
+    LOCALITY_LEVELS, MOVED_REPORT_STATES, PEER_ORIGINS, TRUST_LEVELS,
     INSTANCE_STATUSES, PARTITION_REPORT_STATES, REQUESTED_STATES, SOFTWARE_REPORT_STATES,
     SOFTWARE_STATUSES, SUPPLY_STATES,
 )
@@ -185,9 +185,32 @@ SCHEMAS = {
     "Partition": _obj({"id": STR, "address": STR, "port_base": INT, "port_count": INT,
                        "instance": {"type": ["string", "null"],
                                     "description": "id of the hosted instance"},
-                       "capabilities": CAPS},
+                       "capabilities": CAPS,
+                       "moved": {"oneOf": [{"type": "null"}, _ref("MovedPartition")]}},
                       ["id", "address", "port_base", "port_count", "instance",
-                       "capabilities"]),
+                       "capabilities", "moved"]),
+    "MovedPartition": _obj({
+        "instance": {**STR, "description": "the instance that moved away (its computer "
+                                           "was declared lost)"},
+        "quarantined": {"type": "boolean", "description": "its node set the instance's "
+                                                          "data aside (kept)"},
+        "wipe": {"type": "boolean", "description": "an admin let the node erase them "
+                                                   "(slapfed computer wipe)"}},
+        ["instance", "quarantined", "wipe"]),
+    "LostMark": _obj({"at": ISO, "reason": STR}, ["at", "reason"]),
+    "LostVerdict": _obj({"reason": _text(), "dry_run": {"type": ["boolean", "null"]}}),
+    "WipeRequest": _obj({"partition": _text(64, _pat(wire.ID_RE))}),
+    "MovedReport": _obj({"instance_id": ID_REQ, "state": _enum(MOVED_REPORT_STATES)},
+                        ["instance_id", "state"]),
+    "Move": _obj({"instance": STR, "reference": STR, "partition": STR,
+                  "outcome": _enum(("moved", "not_placed", "destroyed")),
+                  "to": {"type": ["object", "null"], "additionalProperties": STR,
+                         "description": "where it went: computer and partition, or peer"},
+                  "reason": NSTR},
+                 ["instance", "reference", "partition", "outcome", "to", "reason"]),
+    "LostAnswer": _obj({"computer": _ref("Computer"),
+                        "moves": {"type": "array", "items": _ref("Move")},
+                        "dry_run": {"type": "boolean"}}, ["computer", "moves"]),
     "Software": _obj({"url": STR, "hash": STR, "state": _enum(SUPPLY_STATES),
                       "status": _enum(SOFTWARE_STATUSES), "log_tail": STR,
                       "software_types": {"type": "array", "items": STR},
@@ -201,10 +224,13 @@ SCHEMAS = {
     "Computer": _obj({"id": STR, "host": NSTR, "lan": NSTR, "country": NSTR,
                       "continent": NSTR, "labels": STR_MAP, "capabilities": CAPS,
                       "last_contact": ISO, "serial": INT, "lease": LEASE,
+                      "lost": {"oneOf": [{"type": "null"}, _ref("LostMark")],
+                               "description": "the verdict that it is lost: nothing is "
+                                              "placed there, what it hosted moved"},
                       "partitions": {"type": "array", "items": _ref("Partition")},
                       "software": {"type": "array", "items": _ref("Software")}},
                      ["id", "host", "lan", "country", "continent", "labels", "capabilities",
-                      "last_contact", "serial", "lease", "partitions", "software"]),
+                      "last_contact", "serial", "lease", "lost", "partitions", "software"]),
     "ComputerList": _obj({"computers": {"type": "array", "items": _ref("Computer")}},
                          ["computers"]),
     "Supply": _obj({"url": SOFTWARE_URL_REQ,
@@ -240,12 +266,18 @@ SCHEMAS = {
         "requested_state": _enum(REQUESTED_STATES), "revision": INT,
         "shared_instances": {"type": "array", "items": _ref("SharedInstanceEntry")},
         "provenance": {"type": "array", "items": STR,
-                       "description": "masters its request crossed, the last one placed it"}},
+                       "description": "masters its request crossed, the last one placed it"},
+        "restore_from": {**STR, "description": "the backup location it published before "
+                                               "its computer was lost: the node runs its "
+                                               "restore steps with it before its first "
+                                               "start here"}},
         ["id", "reference", "requester", "software_url", "software_hash", "software_type",
          "parameters", "requested_state", "revision", "shared_instances", "provenance"]),
     "DesiredPartition": _obj({
         "id": STR, "address": STR, "port_base": INT, "port_count": INT,
-        "instance": {"oneOf": [{"type": "null"}, _ref("DesiredInstance")]}},
+        "instance": {"oneOf": [{"type": "null"}, _ref("DesiredInstance")]},
+        "moved": _obj({"instance": STR, "wipe": {"type": "boolean"}},
+                      ["instance", "wipe"])},
         ["id", "address", "port_base", "port_count", "instance"]),
     "DesiredState": _obj({
         "computer": STR, "serial": INT,
@@ -526,6 +558,28 @@ PATHS = {
             "304": {"description": "unchanged since the serial given in If-None-Match",
                     "headers": {"ETag": {"schema": STR}}},
             **_errors("404", *_implied_errors(False, False))}}},
+    "/computers/{cid}/lost": {"post": _op(
+        "Declare a computer lost (admins): nothing is placed there any more; each instance "
+        "it hosts is placed again elsewhere under its own SLA, keeping its id and "
+        "reference, pending with no connection parameters until its new node publishes "
+        "them; one that fits nowhere is failed with the reason; its old partition is "
+        "recorded as moved (not free until wiped). dry_run: the same answer, nothing "
+        "written",
+        {"200": _json("LostAnswer", "the computer and what became of each instance"),
+         **_errors("400", "404", "409")}, body="LostVerdict", parameters=[CID],
+        op_id="declare_computer_lost")},
+    "/computers/{cid}/wipe": {"post": _op(
+        "Let the node erase the data it set aside of instances that moved away (admins; "
+        "one partition, or every one: that also returns a lost computer to service). "
+        "The partitions are free once the node reports them erased",
+        {"200": _json("Computer", "the computer"), **_errors("400", "404", "409")},
+        body="WipeRequest", parameters=[CID], op_id="wipe_computer")},
+    "/computers/{cid}/partitions/{pid}/moved": {"put": _op(
+        "Node report of a partition whose instance moved away: quarantined (services "
+        "stopped, data set aside) or erased (only once an admin allowed it: the "
+        "partition is then free)",
+        {"200": _json("Partition", "the partition"), **_errors("400", "403", "404", "409")},
+        body="MovedReport", parameters=[CID, PID], op_id="report_moved_partition")},
     "/computers/{cid}/partitions/{pid}/status": {"put": _op(
         "Node report of a partition's instance; state destroyed (of an instance whose "
         "requested state is destroyed) frees the partition. The state claimed must fit "
@@ -782,8 +836,18 @@ SCHEMAS.update({
                      "description": "open forwards by state"},
         "pending_forwards": INT, "summary": ANY_OBJ, "added_at": ISO,
         "instance": {"type": ["string", "null"],
-                     "description": "child masters: the instance running it"}},
+                     "description": "child masters: the instance running it"},
+        "lost": {"oneOf": [{"type": "null"}, _ref("LostMark")],
+                 "description": "the verdict that it is lost: nothing is delegated there"},
+        "orphans": {"type": "array", "items": _obj(
+            {"instance": STR, "remote_reference": STR, "remote_id": NSTR, "at": ISO},
+            ["instance", "remote_reference", "remote_id", "at"]),
+            "description": "instances of ours it may still run since the verdict, to "
+                           "destroy there if it ever comes back"}},
         ["name", "url", "paired", "link", "forwards", "pending_forwards"]),
+    "PeerLostAnswer": _obj({"peer": _ref("Peer"),
+                            "moves": {"type": "array", "items": _ref("Move")},
+                            "dry_run": {"type": "boolean"}}, ["peer", "moves"]),
     "PeerList": _obj({"peers": {"type": "array", "items": _ref("Peer")}}, ["peers"]),
     "DelegationPolicy": _obj({
         "auto": {"type": "boolean", "default": True,
@@ -828,6 +892,14 @@ PATHS.update({
         "delete": _op("Forget a peer that serves no delegated instance (admins)",
                       {"200": _json("Peer", "forgotten"), **_errors("401", "403", "404", "409")},
                       parameters=(NAME,), op_id="remove_peer")},
+    "/peers/{name}/lost": {"post": _op(
+        "Declare a peer lost (admins): nothing is delegated there any more; each instance "
+        "delegated to it goes to a fallback peer or comes back here, as the delegation "
+        "policy routes it (one being destroyed is destroyed at once); what the peer may "
+        "still run is recorded as orphans. `DELETE /peers/{name}` then works",
+        {"200": _json("PeerLostAnswer", "the peer and what became of each instance"),
+         **_errors("400", "401", "403", "404")},
+        body="LostVerdict", parameters=(NAME,), op_id="declare_peer_lost")},
     "/federation/policy": {
         "get": _op("The delegation policy (admins)",
                    {"200": _json("DelegationPolicy", "the policy"), **_errors("401", "403")},

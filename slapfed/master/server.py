@@ -45,7 +45,7 @@ from ..replication.runtime import startup_fence_check
 from ..replication.setup import prepare_replica
 from ..services.replication import replication_view
 from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
-                                 MaintenanceOptions)
+                                 MaintenanceOptions, Periodic)
 
 MAINTENANCE_EXTENSION = "slapfed.maintenance"
 
@@ -84,6 +84,7 @@ class ServeOptions:
     pack_every: float = DEFAULT_PACK_EVERY  # seconds between two automatic packs (0: never)
     pack_keep: float = DEFAULT_PACK_KEEP    # history a pack keeps (seconds)
     lease: float = DEFAULT_LEASE    # seconds a computer stays live without a call of its node
+    rebuild_after: float = 0.0      # lease out this long: the computer is declared lost (0: off)
     outbound_allow: tuple = ()      # networks the master may call for peers (empty: any)
     long_poll_max: float = MAX_LONG_POLL    # longest a long poll here waits (seconds)
     replica_of: str | None = None   # an invitation file: serve as a replica of its primary
@@ -227,12 +228,30 @@ def start_maintenance(app, opts: ServeOptions, storage_uri: str | None):
     spec = parse_storage_uri(None if opts.start_zeo else storage_uri, opts.data_dir)
     if spec.kind == "file":
         fs_path = spec.path
-    m = Maintenance(runtime_of(app).db, MaintenanceOptions(
+    rt = runtime_of(app)
+    m = Maintenance(rt.db, MaintenanceOptions(
         data_dir=opts.data_dir, fs_path=fs_path, backup_to=opts.backup_to,
         backup_every=opts.backup_every if opts.backup_to else 0.0,
-        pack_every=opts.pack_every, pack_keep=opts.pack_keep))
+        pack_every=opts.pack_every, pack_keep=opts.pack_keep,
+        tasks=rebuild_tasks(rt)))
     app.extensions[MAINTENANCE_EXTENSION] = m.start()
     return m
+
+
+def rebuild_tasks(rt) -> tuple:
+    """The rebuild_after policy as maintenance work (none when it is off): once a
+    second, computers whose lease has been out that long are declared lost."""
+    after = rt.settings.rebuild_after
+    if not after:
+        return ()
+    from ..services.lost import declare_expired_lost  # noqa: PLC0415 (only when on)
+
+    def run():
+        for cid in declare_expired_lost(rt, after):
+            log.warning("computer %s declared lost: its lease has been out for over %g s "
+                        "(rebuild_after); what it hosted is placed again elsewhere", cid,
+                        after, extra={"computer": cid, "rebuild_after": after})
+    return (Periodic("rebuild_after", 1.0, run),)
 
 
 def stop_maintenance(app) -> None:
@@ -309,6 +328,7 @@ class MasterApplication(BaseApplication):
                            "ACCESS_LOG": self.opts.access_log,
                            "PEER_RETRY_MAX": self.opts.peer_retry_max,
                            "LEASE": self.opts.lease,
+                           "REBUILD_AFTER": self.opts.rebuild_after,
                            "OUTBOUND_ALLOW": tuple(self.opts.outbound_allow),
                            "LONG_POLL_MAX": self.opts.long_poll_max,
                            "REPLICATION": True,

@@ -82,6 +82,13 @@ class App(Persistent):
         fwd.peer = peer
         self.forward_refs[(peer, fwd.remote_reference)] = fwd.instance_id
 
+    def drop_forward(self, fwd) -> None:
+        """Forget a forward (its peer was declared lost: the instance is served again
+        here or by another peer, under a new forward)."""
+        self.close_forward(fwd)
+        self.forward_refs.pop((fwd.peer, fwd.remote_reference), None)
+        self.forwards.pop(fwd.instance_id, None)
+
     def close_forward(self, fwd) -> None:
         if fwd.instance_id in self.open_forwards:
             self.open_forwards.remove(fwd.instance_id)
