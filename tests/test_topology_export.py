@@ -1,6 +1,7 @@
 """`slapfed topology export`: node-link JSON, Graphviz dot, SVG and PNG drawn by slapfed."""
 import json
 import os
+from pathlib import Path
 import re
 import struct
 import xml.etree.ElementTree as ET
@@ -114,3 +115,30 @@ def test_export_to_stdout_and_png_needs_a_file():
     assert r.exit_code == 0 and r.output.startswith("<svg")
     r = export("-f", inter, "--format", "png")
     assert r.exit_code == 3 and "-o FILE.png" in r.output
+
+
+def test_the_picture_tells_direction_trust_and_link_state():
+    """Live state of eu: a peer whose link is down is drawn red and says so; a child
+    master (paired as a peer) gets a purple edge with an arrowhead from its parent; an
+    unpaired child master a dashed 'parent of' edge; trust levels have their colours."""
+    from slapfed.topology import draw, files, graph
+    topo = files.load([str(Path(__file__).resolve().parents[1] / "topology" /
+                           "intercontinental.toml")])
+    live = {"master": "eu", "computers": [], "instances": [],
+            "masters": [{"name": "eu-child", "url": "https://c:1", "instance": "i-1",
+                         "reference": "child-master"},
+                        {"name": "eu-lab", "url": "https://l:1", "instance": "i-2",
+                         "reference": "lab"}],
+            "peers": [{"name": "us-east", "link": "down", "trust": "full",
+                       "latency_ms": 75, "cost": 2},
+                      {"name": "eu-child", "link": "up", "trust": "delegate",
+                       "latency_ms": 1, "cost": 0}]}
+    text = draw.svg(draw.layout(graph.build(topo, live)))
+    assert "75 ms · full · cost 2 · down" in text
+    assert f'stroke="{draw.DOWN}"' in text
+    assert "parent of · 1 ms · delegate · up" in text
+    assert text.count(f'<polygon points="') >= 3          # two parent edges, the legend
+    assert f'fill="{draw.PARENT}"' in text
+    assert ">parent of<" in text                          # eu-lab: a child, not a peer
+    for trust, (_w, _dashed, colour) in draw.LINK_STYLE.items():
+        assert f'stroke="{colour}"' in text, trust

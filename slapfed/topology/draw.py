@@ -47,7 +47,13 @@ MASTER_HUES = ("#4f46e5", "#0891b2", "#c026d3", "#059669", "#d97706", "#dc2626",
 STATE_COLOURS = {"started": "#16a34a", "stopped": "#64748b", "pending": "#f59e0b",
                  "failed": "#dc2626", "destroyed": "#1e293b"}
 EDGE = "#94a3b8"
-LINK_STYLE = {"full": (2.6, False), "delegate": (1.8, False), "observe": (1.4, True)}
+# Links between masters, by trust: (width, dashed, colour); a link the live state shows
+# down is drawn in DOWN, and the edge from a master to a child master one of its
+# instances runs in PARENT (both with an arrowhead: delegation goes that way).
+LINK_STYLE = {"full": (3.2, False, "#1e1b4b"), "delegate": (1.9, False, "#0284c7"),
+              "observe": (1.4, True, "#64748b")}
+DOWN = "#dc2626"
+PARENT = "#9333ea"
 BACKGROUND = "#ffffff"
 INK = "#0f172a"
 MUTED = "#64748b"
@@ -82,10 +88,14 @@ def dot(fed: g.FederationGraph) -> str:
             if pair in done:
                 continue
             done.add(pair)
-            width, dashed = LINK_STYLE[attrs["trust"]]
+            width, dashed, colour = LINK_STYLE[attrs["trust"]]
             label = f"{attrs['latency_ms']:g} ms, {attrs['trust']}"
+            if attrs.get("state"):
+                label += f", {attrs['state']}"
+                if attrs["state"] == "down":
+                    colour = DOWN
             lines.append(f"  {_dq(u)} -> {_dq(v)} [kind=link, dir=none, penwidth={width}, "
-                         f"style={'dashed' if dashed else 'solid'}, color=\"#334155\", "
+                         f"style={'dashed' if dashed else 'solid'}, color={_dq(colour)}, "
                          f"label={_dq(label)}, latency_ms={attrs['latency_ms']:g}, "
                          f"cost={attrs['cost']:g}, trust={_dq(attrs['trust'])}, "
                          "constraint=false];")
@@ -168,6 +178,7 @@ class Curve:
     label: str = ""
     label_colour: str = INK
     label_at: tuple | None = None   # centre of the label, chosen so labels never overlap
+    arrow: bool = False              # an arrowhead at the end (p3), pointing along the curve
 
 
 @dataclass
@@ -220,7 +231,9 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
     for root in forest:
         _measure(root)
     masters = sorted(fed.masters.nodes)
-    n_links = fed.masters.number_of_edges()
+    parents = _parent_edges(fed)
+    n_links = fed.masters.number_of_edges() + sum(
+        1 for u, v in parents if not fed.masters.has_edge(u, v))
     arc_room = 0 if not n_links else 54 + min(120, 14 * n_links)
     top = MARGIN + 44 + arc_room
     row_y = {r: top + i * ROW_H for i, r in enumerate(rows)}
@@ -285,22 +298,40 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
     def span_of(e):
         return abs(boxes[g.node_id("master", e[0])].cx - boxes[g.node_id("master", e[1])].cx)
 
-    # wider arcs rise higher, in even steps, so that arcs of similar span stay apart
-    edges = sorted(fed.masters.edges(data=True), key=lambda e: (span_of(e), e[0], e[1]))
+    # wider arcs rise higher, in even steps, so that arcs of similar span stay apart;
+    # an edge to a child master that is no link of its own is drawn too
+    links = {tuple(sorted((u, v))): dict(a) for u, v, a in fed.masters.edges(data=True)}
+    for u, v in parents:
+        links.setdefault(tuple(sorted((u, v))), {"parent_only": True})
+    edges = sorted(((u, v, a) for (u, v), a in links.items()),
+                   key=lambda e: (span_of(e), e[0], e[1]))
     for rank, (u, v, attrs) in enumerate(edges):
-        bu, bv = boxes[g.node_id("master", u)], boxes[g.node_id("master", v)]
-        if bu.cx > bv.cx:
-            bu, bv = bv, bu
-        span = bv.cx - bu.cx
+        src, dst = _direction(fed, parents, u, v, attrs)
+        bu, bv = boxes[g.node_id("master", src)], boxes[g.node_id("master", dst)]
+        span = abs(bv.cx - bu.cx)
         lift = 26 + (arc_room - 40) * (rank + 1) / len(edges)
         y0 = bu.y
-        pts = ((bu.cx, y0), (bu.cx + span * 0.15, y0 - lift * 1.33),
-               (bv.cx - span * 0.15, y0 - lift * 1.33), (bv.cx, y0))
-        lw, dashed = LINK_STYLE[attrs["trust"]]
-        label = f"{attrs['latency_ms']:g} ms · {attrs['trust']}"
-        if attrs.get("cost"):
-            label += f" · cost {attrs['cost']:g}"
-        curve = Curve(pts, "#334155", lw, dashed, label)
+        step = span * 0.15 if bv.cx >= bu.cx else -span * 0.15
+        pts = ((bu.cx, y0), (bu.cx + step, y0 - lift * 1.33),
+               (bv.cx - step, y0 - lift * 1.33), (bv.cx, y0))
+        parent = (src, dst) in parents
+        if attrs.get("parent_only"):
+            lw, dashed, colour = 1.8, True, PARENT
+            label = "parent of"
+        else:
+            lw, dashed, colour = LINK_STYLE[attrs["trust"]]
+            label = f"{attrs['latency_ms']:g} ms · {attrs['trust']}"
+            if attrs.get("cost"):
+                label += f" · cost {attrs['cost']:g}"
+            if parent:
+                colour, label = PARENT, "parent of · " + label
+            if attrs.get("state") == "down":
+                colour, label = DOWN, label + " · down"
+            elif attrs.get("state") == "up":
+                label += " · up"
+        curve = Curve(pts, colour, lw, dashed, label,
+                      label_colour=DOWN if attrs.get("state") == "down" else INK,
+                      arrow=_directed(fed, parents, u, v, attrs))
         curve.label_at = _free_spot(curve, taken)
         curves.append(curve)
 
@@ -319,6 +350,42 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
         scene.texts.append(Text(MARGIN, row_y[r] + BOX_H / 2 + 4, ROW_NAMES[r], 11, MUTED))
     _legend(scene, bottom + 34, hues)
     return scene
+
+
+def _parent_edges(fed: g.FederationGraph) -> set:
+    """(parent, child) of every master that runs in an instance of another."""
+    return {(a["parent"], name) for name, a in fed.masters.nodes(data=True)
+            if a.get("parent") and a["parent"] in fed.masters}
+
+
+def _directed(fed, parents, u, v, attrs) -> bool:
+    """An edge has a direction when one end delegates to the other: a parent to its child
+    master, or the local master to a peer it paired with (a link the live state knows);
+    a link only the topology files declare goes both ways."""
+    return (u, v) in parents or (v, u) in parents or bool(attrs.get("live")) \
+        or bool(attrs.get("parent_only"))
+
+
+def _direction(fed, parents, u, v, attrs) -> tuple[str, str]:
+    """(from, to): parent to child, the local master to its peer, else as given."""
+    if (v, u) in parents:
+        return v, u
+    if (u, v) in parents:
+        return u, v
+    if attrs.get("live") and fed.local_master in (u, v):
+        return (u, v) if u == fed.local_master else (v, u)
+    return u, v
+
+
+def _arrowhead(points, size: float = 9.0) -> list:
+    """The three corners of an arrowhead at the end of a Bezier curve."""
+    (x2, y2), (x3, y3) = _bezier(points, 0.93), points[3]
+    dx, dy = x3 - x2, y3 - y2
+    n = math.hypot(dx, dy) or 1.0
+    ux, uy = dx / n, dy / n
+    bx, by = x3 - ux * size, y3 - uy * size
+    return [(x3, y3), (bx - uy * size * 0.45, by + ux * size * 0.45),
+            (bx + uy * size * 0.45, by - ux * size * 0.45)]
 
 
 def _free_spot(curve: Curve, taken: list) -> tuple[float, float]:
@@ -460,12 +527,15 @@ def _legend(scene: Scene, y: float, hues: dict) -> None:
         scene.texts.append(Text(x + w / 2, y + 14, label, SUB_SIZE, STYLE[kind][2], "middle"))
         x += w + 8
     x += 10
-    for trust in reversed(TRUST_LEVELS):
-        lw, dashed = LINK_STYLE[trust]
+    entries = [(trust, *LINK_STYLE[trust], False) for trust in reversed(TRUST_LEVELS)]
+    entries += [("link down", 1.9, False, DOWN, False),
+                ("parent → child master", 1.8, True, PARENT, True),
+                ("delegates to", 1.9, False, LINK_STYLE["delegate"][2], True)]
+    for label, lw, dashed, colour, arrow in entries:
         scene.curves.append(Curve(((x, y + 10), (x + 10, y + 10), (x + 20, y + 10),
-                                   (x + 30, y + 10)), "#334155", lw, dashed))
-        scene.texts.append(Text(x + 36, y + 14, trust, SUB_SIZE, MUTED))
-        x += 44 + text_width(trust, SUB_SIZE) + 6
+                                   (x + 30, y + 10)), colour, lw, dashed, arrow=arrow))
+        scene.texts.append(Text(x + 36, y + 14, label, SUB_SIZE, MUTED))
+        x += 44 + text_width(label, SUB_SIZE) + 6
     scene.width = max(scene.width, x + MARGIN)
     if hues:
         y2, x2 = y + 32, MARGIN + LEFT - 10
@@ -497,6 +567,9 @@ def svg(scene: Scene) -> str:
         out.append(f'<path d="M{x0:.1f},{y0:.1f} C{x1:.1f},{y1:.1f} {x2:.1f},{y2:.1f} '
                    f'{x3:.1f},{y3:.1f}" fill="none" stroke="{c.colour}" '
                    f'stroke-width="{c.width:g}"{dash}/>')
+        if c.arrow:
+            corners = " ".join(f"{px:.1f},{py:.1f}" for px, py in _arrowhead(c.points))
+            out.append(f'<polygon points="{corners}" fill="{c.colour}"/>')
     for c in scene.curves:
         if c.label:
             lx, ly = c.label_at or _bezier(c.points, 0.5)
@@ -576,6 +649,8 @@ def png(scene: Scene) -> bytes:
     for c in scene.curves:
         pts = [tuple(s(v) for v in _bezier(c.points, i / 32)) for i in range(33)]
         _polyline(d, pts, c.colour, max(1, round(c.width * k)), c.dashed, k)
+        if c.arrow:
+            d.polygon([(s(px), s(py)) for px, py in _arrowhead(c.points)], fill=c.colour)
     for c in scene.curves:
         if c.label:
             lx, ly = c.label_at or _bezier(c.points, 0.5)

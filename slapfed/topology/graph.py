@@ -320,8 +320,13 @@ def build(topology: Topology | None = None, live: dict | None = None,
         attrs = {"kind": LINK, "latency_ms": float(raw.get("latency_ms") or 0.0),
                  "cost": float(raw.get("cost") or 0.0), "trust": trust,
                  "description": "paired peer", "state": state, "live": True}
-        g.add_edge(node_id("master", local_master), node_id("master", name), **attrs)
-        g.add_edge(node_id("master", name), node_id("master", local_master), **attrs)
+        for a, b in ((local_master, name), (name, local_master)):
+            key = (node_id("master", a), node_id("master", b))
+            if g.has_edge(*key) and g.edges[key].get("kind") == PARENT_OF:
+                # a child master paired as a peer: one edge, parent_of with the link's facts
+                g.edges[key].update({k: v for k, v in attrs.items() if k != "kind"})
+            else:
+                g.add_edge(*key, **attrs)
         fg.masters.add_edge(local_master, name, latency_ms=attrs["latency_ms"],
                             cost=attrs["cost"], trust=trust, state=state, live=True)
 
