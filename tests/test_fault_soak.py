@@ -7,8 +7,8 @@ stopping/starting them while faults are injected for a bounded window:
   to the root namespace by its own impairable link; a is paired with b and with c, and a
   request's SLA (its continent) decides where it is served: at a, or delegated to b or c;
 - during the window: one of a's node agents killed (SIGKILL, by PID) and started again
-  later, the a-b link cut (every packet dropped) then healed, loss and delay on the a-c
-  link for a while;
+  later, the a-b link cut (every packet dropped) then healed, then loss and delay on the
+  a-c and a-b links for a while, a's other node agent killed and started again meanwhile;
 - then, with no fault left and no client acting: every request a acknowledged (a 2xx
   answer) is there with the state last asked, each delegated one held exactly once at
   its peer; no partition holds two instances and no instance two partitions; nothing is
@@ -43,8 +43,10 @@ SITES = {"a": ("europe", "fr", "par"), "b": ("north-america", "us", "nyc"),
 # the fault window (seconds from its start): what happens when
 KILL_AT, RESTART_AT = 4.0, 16.0           # a's first node agent killed, then back
 CUT_AT, HEAL_AT = 10.0, 22.0              # the a-b link: every packet dropped, then carried
-IMPAIR_AT, CLEAR_AT = 26.0, 46.0          # the a-c link: loss and delay each way
-LOSS, DELAY_MS = 10.0, 50.0
+IMPAIR_AT, CLEAR_AT = 26.0, 46.0          # the a-c and a-b links: loss and delay each way
+LOSS, DELAY_MS = 10.0, 50.0               # on a-c
+LOSS_B, DELAY_MS_B = 5.0, 20.0            # on a-b
+KILL2_AT, RESTART2_AT = 32.0, 40.0        # a's other node agent killed, then back
 WINDOW = 50.0                             # the clients act from 0 to here, faults inside
 PACE = 0.7            # a worker's pause between two actions
 WORKERS = 2
@@ -231,21 +233,28 @@ def test_fault_soak_loses_nothing_duplicates_nothing_and_converges(netns, tmp_pa
         workers = [Worker(f"w{i}", a.client(ids.person(f"w{i}"), f"w{i}"), stop, seed=i)
                    for i in range(WORKERS)]
         watcher = Watcher(a.admin, stop)
-        victim = nodes[0]
+        victim, victim2 = nodes[0], nodes[1]
         faults = []
         lossy = {}
 
-        def clear_c():
-            lossy.update(dropped=links["c"].dropped, carried=links["c"].carried)
-            links["c"].impair(loss=0, delay_ms=0)
+        def impair():
+            links["c"].impair(loss=LOSS, delay_ms=DELAY_MS)
+            links["b"].impair(loss=LOSS_B, delay_ms=DELAY_MS_B)
+
+        def clear():
+            for n, link in links.items():
+                lossy[n] = (link.dropped, link.carried)
+                link.impair(loss=0, delay_ms=0)
         schedule = sorted([
             (KILL_AT, "kill -9 a-node1's agent", victim.kill),
             (RESTART_AT, "a-node1's agent started again", victim.run),
             (CUT_AT, "a-b link cut", links["b"].cut),
             (HEAL_AT, "a-b link healed", links["b"].heal),
-            (IMPAIR_AT, f"a-c link: {LOSS:g} % loss, {DELAY_MS:g} ms delay each way",
-             lambda: links["c"].impair(loss=LOSS, delay_ms=DELAY_MS)),
-            (CLEAR_AT, "a-c link clear", clear_c),
+            (IMPAIR_AT, f"a-c link: {LOSS:g} % loss, {DELAY_MS:g} ms delay each way; a-b "
+             f"link: {LOSS_B:g} % loss, {DELAY_MS_B:g} ms delay", impair),
+            (KILL2_AT, "kill -9 a-node2's agent", victim2.kill),
+            (RESTART2_AT, "a-node2's agent started again", victim2.run),
+            (CLEAR_AT, "a-b and a-c links clear", clear),
         ], key=lambda f: f[0])
         t0 = time.monotonic()
         for w in (*workers, watcher):
@@ -286,8 +295,8 @@ def test_fault_soak_loses_nothing_duplicates_nothing_and_converges(netns, tmp_pa
               f"acknowledged ({dict(errors) or 'no refusal'}), "
               f"{sum(len(w.acked) for w in workers)} instances of theirs; "
               f"{len(held['a'])} instances at a, {len(held['b'])} at b, {len(held['c'])} "
-              f"at c; a-c link while impaired: {lossy.get('dropped')} packets dropped, "
-              f"{lossy.get('carried')} carried ({links['c'].kind} link)")
+              f"at c; while impaired (dropped, carried packets): {lossy} ({links['c'].kind} "
+              f"links)")
         print(f"seen at a during the window: {sorted(watcher.seen)}; at most "
               f"{watcher.most_unknown} instance(s) unknown at once")
         for at, what in faults:
@@ -301,7 +310,8 @@ def test_fault_soak_loses_nothing_duplicates_nothing_and_converges(netns, tmp_pa
         assert to_converge <= CONVERGE_BOUND, to_converge
         assert len(faults) == len(schedule) and acks > 0
         # the faults were felt: a saw its killed node's lease run out and b cut off
-        assert {("a-node1", "expired"), ("b", "down")} <= watcher.seen, watcher.seen
+        assert {("a-node1", "expired"), ("a-node2", "expired"), ("b", "down")} \
+            <= watcher.seen, watcher.seen
         assert watcher.most_unknown > 0
 
         # 0 acknowledged requests lost: each is at a with the state last acknowledged
