@@ -454,7 +454,7 @@ E2E_FILES = frozenset({
     "test_federation_topology.py", "test_group_commit.py", "test_logs_e2e.py",
     "test_install_cache.py", "test_logs_node.py", "test_metrics_e2e.py", "test_node_agent.py",
     "test_node_external.py", "test_node_isolation.py", "test_node_leftovers.py", "test_node_survive.py",
-    "test_netns_partition_node.py", "test_netns_federation.py",
+    "test_netns_partition_node.py", "test_netns_federation.py", "test_fault_soak.py",
     "test_profile_cdn.py", "test_profile_master.py", "test_profile_node.py",
     "test_recipes_buildout.py", "test_recursion_e2e.py", "test_schemathesis.py", "test_shared_hosting_tls.py",
     "test_slap_e2e.py", "test_slap_slapgrid.py",

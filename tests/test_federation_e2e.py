@@ -40,6 +40,7 @@ class Master:
         self.node_root = base / f"{name}-node"
         self.listen = "127.0.0.1:0"
         self.ns = None          # a netns_lab Namespace to run the master and its node in
+        self.args: tuple[str, ...] = ()     # more `master serve` options (e.g. --lease)
 
     def _argv(self, *args: str) -> list[str]:
         argv = slapfed_argv(*args)
@@ -48,7 +49,7 @@ class Master:
     def start(self):
         self.proc = Proc(self._argv("master", "serve", "--data", str(self.data), "--name",
                                     self.name, "--listen", self.listen,
-                                    "--peer-retry-max", "1"),
+                                    "--peer-retry-max", "1", *self.args),
                          self.base / f"{self.name}.log")
         url_file = self.data / "master.url"
         wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
