@@ -27,6 +27,7 @@ setup(
         "gunicorn>=22",
         "cryptography>=42",
         "aiohttp>=3.9,<4",       # slapfed-cdn-front (profiles/cdn): server and client
+        "pydantic>=2.7,<3",      # core.wire: the bodies, their validation and schemas
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "jsonschema>=4.18",

@@ -40,7 +40,7 @@ def test_instance_request_parses(body, expected):
 
 @pytest.mark.parametrize("body, fields", [
     ({}, {"reference", "software_url"}),
-    ([], {"body", "reference", "software_url"}),
+    ([], {"body"}),          # not an object: nothing else is read
     ({"reference": "", "software_url": "relative/sw.cfg"}, {"reference", "software_url"}),
     ({"reference": "r", "software_url": URL, "colour": "red"}, {"colour"}),
     ({"reference": "r", "software_url": URL, "state": "running"}, {"state"}),
