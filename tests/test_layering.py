@@ -32,6 +32,7 @@ CONTRACT = {
     "slapfed.core": ((), (), PURE_STDLIB),
     # the wire types: declared with pydantic (schemas, validation), pure all the same
     "slapfed.core.wire": (("slapfed.core",), ("pydantic", "pydantic_core"), PURE_STDLIB),
+    "slapfed.core.answers": (("slapfed.core",), ("pydantic",), PURE_STDLIB),
     "slapfed.placement": (("slapfed.core", "slapfed.topology.locality"), (), PURE_STDLIB),
     "slapfed.federation": (("slapfed.core",), (), PURE_STDLIB),
     "slapfed.node.plan": (("slapfed.core",), (), PURE_STDLIB),

@@ -507,18 +507,30 @@ WIRE = ConfigDict(extra="forbid")
 _NULLS = model_validator(mode="before")(classmethod(_drop_nulls))
 
 
-def wire_type(what: str):
-    """A frozen pydantic dataclass refusing unknown fields; ``what`` names it in errors."""
+def wire_type(what: str, **schema):
+    """A frozen pydantic dataclass refusing unknown fields; ``what`` names it in errors;
+    ``schema``: what its JSON Schema says besides its fields (rules across fields)."""
     def decorate(cls):
         cls.WHAT = what
-        cls = dataclass(frozen=True, config=WIRE)(cls)
+        config = ConfigDict(WIRE, json_schema_extra=schema) if schema else WIRE
+        cls = dataclass(frozen=True, config=config)(cls)
         cls.from_json = classmethod(parse)
         return cls
     return decorate
 
 
 # -- the bodies ------------------------------------------------------------------------
-@wire_type("request")
+@wire_type(
+    "request",
+    # open_to is for hosts, host_instance for shared requests
+    **{"if": {"properties": {"shared": {"const": True}}, "required": ["shared"]},
+       "then": {"properties": {"open_to": {"anyOf": [{"type": "null"}, {"maxItems": 0}]}}},
+       "else": {"properties": {"sla": {"not": {"anyOf": [
+           {"type": "object", "required": [HOST_KEY]},
+           {"type": "array", "contains": {"type": "object", "required": [HOST_KEY]}}]}}}},
+       "description": "relative SLA keys must name other existing instances of the "
+                      "requester (or of its tree), never the one requested, and must not "
+                      "contradict each other"})
 class InstanceRequest:
     """``POST /api/v1/instances``: the one verb.
 
@@ -656,7 +668,7 @@ class ComputerRegistration:
         return out
 
 
-@wire_type("computer update")
+@wire_type("computer update", minProperties=1)
 class ComputerFactsBody:
     """The body of ``PATCH /api/v1/computers/<id>`` (see ComputerUpdate)."""
 
@@ -796,7 +808,9 @@ class CertificateIssue:
     _nulls = _NULLS
 
 
-@wire_type("token")
+@wire_type("token", description="exactly one of computer (a node) and master (a peer)",
+           oneOf=[{"properties": {name: {"type": "string"}}, "required": [name]}
+                  for name in ("computer", "master")])
 class TokenCreation:
     """``POST /tokens`` (admins): a one-time registration token for a computer, or for a
     peer master (``master``: the name it will have here)."""
@@ -838,7 +852,9 @@ class PeerAddition:
         object.__setattr__(self, "url", self.url.rstrip("/"))
 
 
-@wire_type("peer update")
+@wire_type("peer update", description="at least one field, not null",
+           anyOf=[{"properties": {k: {"not": {"type": "null"}}}, "required": [k]}
+                  for k in _LINK])
 class PeerUpdate:
     """``PATCH /peers/<name>`` (admins): what this master knows of a peer's link; only
     the fields given change."""

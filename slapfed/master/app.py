@@ -13,7 +13,7 @@ from flask import Flask
 from ..services import federation
 from ..services.runtime import MasterSettings
 from ..store import open_db
-from . import access, auth, computers, identity, instances, meta, topology
+from . import access, auth, computers, identity, instances, meta, openapi, topology
 from . import federation as federation_routes
 from .errors import render_error
 from .request import check_write_body, close_connection
@@ -57,6 +57,7 @@ def create_app(config: dict | None = None) -> Flask:
         rt.topology = topology.load_topology(settings.topology_files, settings.name)
         for module in (meta, identity, computers, instances, topology, federation_routes):
             app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
+        app.extensions[meta.OPENAPI] = openapi.generate(app)
         auth.install(app, rt)
         federation.declare_peers(rt, rt.topology.declared_peers())
     except BaseException:

@@ -1,15 +1,15 @@
 """Routes about the master itself: health and the OpenAPI document.
 
-Depends on Flask, store and the sibling app/openapi modules.
+Depends on Flask, store and the sibling request module. The document is the one
+master.openapi generated from this app's routes when the app was built (master.app).
 """
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, current_app, jsonify
 
 from .. import __version__
 from ..services import read
 from .request import connection, settings
-from .openapi import openapi_document
 
 blueprint = Blueprint("meta", __name__)
 
@@ -23,4 +23,7 @@ def health():
 
 @blueprint.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document())
+    return jsonify(current_app.extensions[OPENAPI])
+
+
+OPENAPI = "slapfed.openapi"      # app.extensions key: the app's OpenAPI document

@@ -1,0 +1,570 @@
+"""The JSON bodies the master answers, declared once as pydantic models.
+
+Depends on pydantic, core.states, core.leases and core.wire. The master's OpenAPI
+document takes its response schemas from these models (master.openapi); the client
+and the node agent check the answers they read against them (:func:`check`), so that
+an answer the document does not describe fails where it is read, naming the field.
+Every model refuses fields it does not declare: a new field is declared here first.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema
+
+from .errors import InvalidInput
+from .leases import LEASE_STATES
+from .states import (
+    FORWARD_STATES, INSTANCE_STATUSES, LOCALITY_LEVELS, PEER_ORIGINS, REQUESTED_STATES,
+    SOFTWARE_STATUSES, SUPPLY_STATES, TRUST_LEVELS,
+)
+from .wire import IDENTITY_ROLES, OPEN_TO_SCHEMA, SLA_SCHEMA
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def Enum(values):
+    return Literal[tuple(values)]
+
+
+Iso = Optional[Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]]
+Obj = dict[str, Any]
+Sla = Annotated[Any, WithJsonSchema(SLA_SCHEMA)]
+Names = list[str]
+
+
+def described(text: str, kind=str):
+    return Annotated[kind, Field(description=text)]
+
+
+class ErrorDetail(BaseModel):
+    """One problem: the field it concerns and what is wrong (some carry more facts)."""
+
+    model_config = ConfigDict(extra="allow")
+    field: Optional[str] = None
+    problem: Optional[str] = None
+
+
+class ErrorInfo(Answer):
+    code: str
+    message: str
+    details: list[ErrorDetail]
+    request_id: Optional[described(
+        "the id of the request this answers, as in the X-Request-Id response header and "
+        "the master's access log")] = None
+
+
+class Error(Answer):
+    error: ErrorInfo
+
+
+class Health(Answer):
+    status: Literal["ok"]
+    generation: int
+    version: str
+    name: Optional[str] = None
+
+
+class Lease(Answer):
+    state: described("live: its node called within the lease; expired: it did not, and the "
+                     "computer and its instances show unknown (nothing is destroyed, moved "
+                     "or freed; no new instance goes there); none: its node never called",
+                     Enum(LEASE_STATES))
+    expires_at: described("when the lease runs (or ran) out", Iso)
+    interval: described("the lease, in seconds", float)
+
+
+class Partition(Answer):
+    id: str
+    address: str
+    port_base: int
+    port_count: int
+    instance: described("id of the hosted instance", Optional[str])
+    capabilities: Names
+
+
+class Software(Answer):
+    url: str
+    hash: str
+    state: Enum(SUPPLY_STATES)
+    status: Enum(SOFTWARE_STATUSES)
+    log_tail: str
+    software_types: Names
+    reported_at: Iso
+
+
+class Computer(Answer):
+    id: str
+    host: Optional[str]
+    lan: Optional[str]
+    country: Optional[str]
+    continent: Optional[str]
+    labels: dict[str, str]
+    capabilities: Names
+    last_contact: Iso
+    serial: int
+    lease: Lease
+    partitions: list[Partition]
+    software: list[Software]
+
+
+class ComputerList(Answer):
+    computers: list[Computer]
+
+
+class SharedInstanceEntry(Answer):
+    id: str
+    reference: str
+    parameters: Obj
+
+
+class DesiredInstance(Answer):
+    id: str
+    reference: str
+    requester: str
+    software_url: str
+    software_hash: str
+    software_type: str
+    parameters: Obj
+    requested_state: Enum(REQUESTED_STATES)
+    revision: int
+    shared_instances: list[SharedInstanceEntry]
+    provenance: described("masters its request crossed, the last one placed it", Names)
+
+
+class DesiredPartition(Answer):
+    id: str
+    address: str
+    port_base: int
+    port_count: int
+    instance: Optional[DesiredInstance]
+
+
+class DesiredSoftware(Answer):
+    url: str
+    hash: str
+    state: Enum(SUPPLY_STATES)
+
+
+class DesiredState(Answer):
+    computer: str
+    serial: int
+    software: list[DesiredSoftware]
+    partitions: list[DesiredPartition]
+
+
+class Locality(Answer):
+    host: Optional[str]
+    lan: Optional[str]
+    country: Optional[str]
+    continent: Optional[str]
+
+
+assert tuple(Locality.model_fields) == LOCALITY_LEVELS
+
+
+class Placement(Answer):
+    computer: str
+    partition: str
+    address: str
+    port_base: int
+    port_count: int
+    locality: described("the computer's locality", Locality)
+
+
+class Promise(Answer):
+    name: str
+    ok: bool
+    message: str
+
+
+class InstanceStatus(Answer):
+    state: Enum(INSTANCE_STATUSES)
+    revision: described("revision the node last reported on", int)
+    reported_at: Iso
+    log_tail: str
+    reported_state: Optional[described(
+        "only while the state is unknown because its computer's lease ran out: the state "
+        "last reported (shown again once its node calls); log_tail says since when",
+        Enum(INSTANCE_STATUSES))] = None
+    promises: list[Promise]
+
+
+class ChildMaster(Answer):
+    name: str
+    url: str
+    ca_certificate: str
+
+
+class Delegation(Answer):
+    peer: str
+    state: Enum(FORWARD_STATES)
+    reason: str
+    remote_reference: described("origin master, requester and reference: asking again "
+                                "never duplicates")
+    remote_id: Optional[str] = None
+    accepted: Optional[bool] = None
+    attempts: Optional[int] = None
+    next_attempt_at: Iso = None
+    fallbacks: Optional[Names] = None
+    chain: described("masters beyond this one, then the computer", list[Obj])
+    updated_at: Iso = None
+
+
+class Instance(Answer):
+    id: str
+    reference: str
+    requester: str
+    parent: Optional[str]
+    children: Names
+    software_url: str
+    software_hash: str
+    software_type: str
+    parameters: Obj
+    sla: Sla
+    requested_state: Enum(REQUESTED_STATES)
+    shared: bool
+    revision: int
+    placement: Optional[Placement]
+    host_instance: described("shared instances: id of the hosting instance", Optional[str])
+    shared_instances: described("hosts: ids of the shared instances attached", Names)
+    open_to: Annotated[Names, WithJsonSchema({**OPEN_TO_SCHEMA, "default": []})]
+    status: InstanceStatus
+    connection: Obj
+    provenance: described("masters its request crossed, this one last", Names)
+    child_master: described("the master this instance runs, once registered",
+                            Optional[ChildMaster])
+    delegation: described("delegated instances: the peer serving it and the chain beyond",
+                          Optional[Delegation])
+    created_at: Iso
+    updated_at: Iso
+
+
+class InstanceList(Answer):
+    instances: list[Instance]
+
+
+class Refusal(Answer):
+    plugin: str
+    reason: str
+    count: int
+    sample: Optional[described("a few of the computers refused", Names)] = None
+
+
+class Ranked(Answer):
+    computer: str
+    score: float
+    scores: dict[str, float]
+
+
+class PlacementAttempt(Answer):
+    alternative: int
+    sla: str
+    candidates: int
+    feasible: int
+    scored: int
+    refusals: list[Refusal]
+    top: list[Ranked]
+
+
+class Where(Answer):
+    computer: str
+    partition: str
+
+
+class Anchor(Answer):
+    computer: Optional[str]
+    why: Optional[str]
+
+
+class Considered(Answer):
+    peer: str
+    verdict: str
+
+
+class Route(Answer):
+    kind: Literal["local", "delegate"]
+    peers: described("delegate: the peer to call, then the fallbacks in order", Names)
+    reason: str
+    considered: list[Considered]
+
+
+class PlacementDecision(Answer):
+    reference: str
+    requester: str
+    placed: bool
+    computer: Optional[str]
+    partition: Optional[str]
+    alternative: described("index of the SLA alternative that matched", Optional[int])
+    message: str
+    attempts: list[PlacementAttempt]
+    instance: described("id of the existing instance of requester+reference", Optional[str])
+    current: described("where the existing instance runs (a repeated request keeps it "
+                       "there)", Optional[Where])
+    anchors: described("where the instances named by relative keys run", dict[str, Anchor])
+    route: described("where the request would be served: here, or delegated to a peer "
+                     "master", Route)
+
+
+# -- topology --------------------------------------------------------------------------
+class TopoSite(Answer):
+    name: str
+    level: Literal["continent", "country", "lan", "host"]
+    parent: Optional[str]
+    description: str
+
+
+class TopoMaster(Answer):
+    name: str
+    url: Optional[str]
+    site: str
+    description: str
+
+
+class TopoComputer(Answer):
+    id: str
+    site: str
+    master: Optional[str]
+    labels: dict[str, str]
+    capabilities: Names
+    partitions: Optional[int]
+    description: str
+    locality: Locality
+
+
+class TopoLink(Answer):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    latency_ms: float
+    cost: float
+    trust: Enum(TRUST_LEVELS)
+    description: str
+    invitations: Optional[described("invitation files pairing its ends", Names)] = None
+
+
+class TopologyFiles(Answer):
+    files: Names
+    sites: list[TopoSite]
+    masters: list[TopoMaster]
+    computers: list[TopoComputer]
+    links: list[TopoLink]
+
+
+class LiveComputer(Answer):
+    id: str
+    host: Optional[str]
+    lan: Optional[str]
+    country: Optional[str]
+    continent: Optional[str]
+    labels: dict[str, str]
+    capabilities: Names
+    last_contact: Iso
+    lease: Lease
+    partitions: list[Partition]
+
+
+class LivePlacement(Answer):
+    computer: str
+    partition: str
+    address: str
+
+
+class LiveInstance(Answer):
+    id: str
+    reference: str
+    requester: str
+    parent: Optional[str]
+    children: Names
+    shared: bool
+    host_instance: Optional[str]
+    software_url: str
+    software_type: str
+    requested_state: Enum(REQUESTED_STATES)
+    state: Enum(INSTANCE_STATUSES)
+    reason: described("why the state is unknown (its computer's lease ran out), else null",
+                      Optional[str])
+    placement: Optional[LivePlacement]
+    delegation: Optional[Delegation]
+
+
+class LiveMaster(Answer):
+    name: str
+    url: str
+    instance: str
+    reference: str
+
+
+class LivePeer(Answer):
+    name: str
+    url: str
+    origin: Optional[str] = None
+    trust: Optional[str] = None
+    paired: bool
+    link: Literal["up", "down", "unknown"]
+    last_contact: Iso = None
+    last_error: Optional[str] = None
+    pending_forwards: int
+    forwards: int
+    latency_ms: Optional[float] = None
+    site: Optional[str] = None
+    instance: Optional[str] = None
+
+
+class Live(Answer):
+    master: Optional[str]
+    computers: list[LiveComputer]
+    instances: list[LiveInstance]
+    masters: list[LiveMaster]
+    peers: list[LivePeer]
+
+
+class TopologyView(Answer):
+    master: described("this master's name in the topology files", Optional[str])
+    topology: TopologyFiles
+    live: Live
+
+
+# -- identities and certificates ---------------------------------------------------------
+class Identity(Answer):
+    role: Enum(IDENTITY_ROLES)
+    name: str
+    uri: str
+    computer: Optional[str] = None
+    partition: Optional[str] = None
+
+
+class PresentedCertificate(Answer):
+    serial: str
+    not_before: Iso
+    not_after: Iso
+    fingerprint: str
+
+
+class WhoAmI(Answer):
+    identity: Identity
+    principal: str
+    development_mode: bool
+    certificate: described("the certificate the caller presented; null in development "
+                           "mode", Optional[PresentedCertificate])
+
+
+Pem = described("PEM text")
+
+
+class Certificate(Answer):
+    serial: str
+    identity: Identity
+    not_before: Iso
+    not_after: Iso
+    fingerprint: str
+    hosts: Names
+    revoked: bool
+    revocation: Optional[Obj] = None
+
+
+class IssuedCertificate(Certificate):
+    certificate: Pem
+    ca_certificate: Pem
+
+
+class CertificateList(Answer):
+    certificates: list[Certificate]
+
+
+class Token(Answer):
+    computer: Optional[str] = None
+    master: Optional[str] = None
+    principal: Optional[str] = None
+    token: str
+    ca_certificate: Optional[Pem] = None
+
+
+# -- federation --------------------------------------------------------------------------
+class Peer(Answer):
+    name: str
+    url: str
+    origin: Optional[Enum(PEER_ORIGINS)] = None
+    paired: bool
+    principal: Optional[str] = None
+    trust: Optional[str] = None
+    cost: Optional[float] = None
+    latency_ms: Optional[float] = None
+    site: Optional[str] = None
+    last_contact: Iso = None
+    last_error: Optional[str] = None
+    last_error_at: Iso = None
+    link: Literal["up", "down", "unknown"]
+    forwards: described("open forwards by state", dict[str, int])
+    pending_forwards: int
+    summary: Optional[Obj] = None
+    added_at: Iso = None
+    instance: Optional[described("child masters: the instance running it")] = None
+
+
+class PeerList(Answer):
+    peers: list[Peer]
+
+
+MasterName = Annotated[str, Field(min_length=1, max_length=64,
+                                  pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
+
+
+class PolicyRule(Answer):
+    release: Optional[described("glob on the release URL",
+                                Annotated[str, Field(min_length=1, max_length=2048)])] = None
+    software_type: Optional[Annotated[str, Field(min_length=1, max_length=2048)]] = None
+    shared: Optional[bool] = None
+    when: Literal["always", "no-local-fit"] = "always"
+    to: described("peers, fallbacks after", MasterName | Annotated[
+        list[MasterName], Field(min_length=1, json_schema_extra={"uniqueItems": True})])
+    fallback: Optional[bool] = None
+    description: Optional[Annotated[str, Field(min_length=1, max_length=2048)]] = None
+
+
+class DelegationPolicy(Answer):
+    """The delegation policy, as a peer-routing document (federation.routing reads it:
+    the same grammar as the policy files)."""
+
+    auto: described("no local fit: delegate to a peer whose summary fits", bool) = True
+    rules: Annotated[list[PolicyRule], Field(max_length=256)] = []
+
+
+class FederationSummary(Answer):
+    name: str
+    localities: list[dict[str, str]]
+    software: Names
+    hosting: list[Names]
+    capabilities: Names
+    free_partitions: int
+    reach: list[Obj]
+
+
+class Changes(Answer):
+    cursor: str
+    instances: list[Instance]
+
+
+ANSWERS = (Error, Health, Computer, ComputerList, Software, DesiredState, Instance,
+           InstanceList, PlacementDecision, TopologyView, WhoAmI, Certificate,
+           IssuedCertificate, CertificateList, Token, Peer, PeerList, DelegationPolicy,
+           FederationSummary, Changes)
+_ADAPTERS: dict = {}
+
+
+def check(model: type[BaseModel], data: Any, what: str = "answer") -> Any:
+    """``data`` (an answer read from a master) when ``model`` describes it; InvalidInput
+    naming the fields otherwise. Returns ``data`` itself, untouched."""
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _ADAPTERS[model] = TypeAdapter(model)
+    try:
+        adapter.validate_python(data)
+    except ValidationError as exc:
+        details = [{"field": ".".join(str(p) for p in e["loc"]) or "body",
+                    "problem": e["msg"]} for e in exc.errors(include_url=False)]
+        raise InvalidInput(f"the master's {what} does not match its API ({model.__name__}): "
+                           f"{details[0]['field']} {details[0]['problem']}", details) from None
+    return data
