@@ -236,8 +236,9 @@ def Text(max_len: int = MAX_TEXT, pattern: str | None = NO_CONTROL, min_len: int
 
 
 def Int(minimum=None, maximum=None, **extra):
-    return Annotated[int, BeforeValidator(_integral), Strict(),
-                     Field(ge=minimum, le=maximum, **extra)]
+    # the constraints first: then they are the schema's minimum and maximum
+    return Annotated[int, Field(ge=minimum, le=maximum, **extra), BeforeValidator(_integral),
+                     Strict()]
 
 
 Bool = Annotated[bool, Strict()]
