@@ -20,6 +20,7 @@ mean the same there).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
@@ -113,13 +114,14 @@ def _name(loc) -> str:
     return out
 
 
+@functools.lru_cache(maxsize=256)
 def _known(cls, loc) -> tuple[str, ...]:
     """The fields of the wire type found at ``loc`` inside ``cls``."""
     for part in loc:
         if isinstance(part, int):
             continue
-        hint = typing.get_type_hints(cls, include_extras=True).get(part)
-        nested = _dataclass_in(hint)
+        info = cls.__pydantic_fields__.get(part)
+        nested = _dataclass_in(info.annotation) if info is not None else None
         if nested is None:
             break
         cls = nested
@@ -136,49 +138,77 @@ def _dataclass_in(hint):
     return None
 
 
+def _kind(value) -> str:
+    return _KIND.get(type(value)) or type(value).__name__
+
+
+def _pattern_problem(cls, loc, value, ctx):
+    if ctx.get("pattern") == NO_CONTROL:
+        return cfgvalue.text_problem(value)
+    return f"{value!r} does not match {ctx.get('pattern')}"
+
+
+def _choices(cls, loc, value, ctx):
+    choices = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
+    return f"must be one of {choices}, got {value!r}"
+
+
+def _unknown(cls, loc, value, ctx):
+    return f"unknown field (known: {', '.join(_known(cls, tuple(loc[:-1])))})"
+
+
+def _required(*_):
+    return "is required"
+
+
+def _object_expected(cls, loc, value, ctx):
+    return f"must be a JSON object, got {_kind(value)}"
+
+
+def _array_expected(cls, loc, value, ctx):
+    return f"must be a JSON array, got {_kind(value)}"
+
+
+def _integer_expected(cls, loc, value, ctx):
+    return f"must be an integer, got {_json_text(value)}"
+
+
+# pydantic's error types -> the problem, in slapfed's words (cls, loc, input, ctx)
+_WORDS = {
+    "slapfed_problem": lambda cls, loc, value, ctx: ctx["problem"],
+    "missing": _required, "missing_keyword_argument": _required,
+    "missing_argument": _required,
+    "extra_forbidden": _unknown, "unexpected_keyword_argument": _unknown,
+    "dataclass_type": _object_expected, "dataclass_args_type": _object_expected,
+    "model_type": _object_expected, "dict_type": _object_expected,
+    "list_type": _array_expected, "tuple_type": _array_expected,
+    "string_type": lambda cls, loc, value, ctx: f"must be a string, got {_kind(value)}",
+    "string_unicode": lambda *_: "must not contain lone surrogates",
+    "string_too_short": lambda *_: "must not be empty",
+    "string_too_long": lambda cls, loc, value, ctx:
+        f"is {len(value)} characters long, the limit is {ctx['max_length']}",
+    "string_pattern_mismatch": _pattern_problem,
+    "literal_error": _choices,
+    "bool_type": lambda cls, loc, value, ctx:
+        f"must be true or false, got {_json_text(value)}",
+    "int_type": _integer_expected, "int_from_float": _integer_expected,
+    "int_parsing": _integer_expected,
+    "greater_than_equal": lambda cls, loc, value, ctx: f"must be >= {ctx['ge']}, got {value}",
+    "less_than_equal": lambda cls, loc, value, ctx: f"must be <= {ctx['le']}, got {value}",
+    "too_long": lambda cls, loc, value, ctx:
+        f"has {ctx.get('actual_length')} items, the limit is {ctx.get('max_length')}",
+}
+
+
 def _describe(cls, err: dict) -> list[dict]:
     """One pydantic error as slapfed details (``{"field", "problem"}`` items)."""
-    kind, loc, value, ctx = err["type"], err["loc"], err.get("input"), err.get("ctx") or {}
+    kind, loc, ctx = err["type"], err["loc"], err.get("ctx") or {}
     name = _name(loc)
     if kind == "slapfed_problems":
         return [{"field": (name + p["field"]) if name else (p["field"].lstrip(".") or "body"),
                  "problem": p["problem"]} for p in ctx["problems"]]
-    if kind == "slapfed_problem":
-        text = ctx["problem"]
-    elif kind in ("missing", "missing_keyword_argument", "missing_argument"):
-        text = "is required"
-    elif kind in ("extra_forbidden", "unexpected_keyword_argument"):
-        text = f"unknown field (known: {', '.join(_known(cls, loc[:-1]))})"
-    elif kind in ("dataclass_type", "dataclass_args_type", "model_type", "dict_type"):
-        text = f"must be a JSON object, got {_KIND.get(type(value), type(value).__name__)}"
-    elif kind in ("list_type", "tuple_type"):
-        text = f"must be a JSON array, got {_KIND.get(type(value), type(value).__name__)}"
-    elif kind == "string_type":
-        text = f"must be a string, got {_KIND.get(type(value), type(value).__name__)}"
-    elif kind == "string_unicode":
-        text = "must not contain lone surrogates"
-    elif kind == "string_too_short":
-        text = "must not be empty"
-    elif kind == "string_too_long":
-        text = f"is {len(value)} characters long, the limit is {ctx['max_length']}"
-    elif kind == "string_pattern_mismatch":
-        text = (cfgvalue.text_problem(value) if ctx.get("pattern") == NO_CONTROL
-                else f"{value!r} does not match {ctx.get('pattern')}")
-    elif kind == "literal_error":
-        choices = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
-        text = f"must be one of {choices}, got {value!r}"
-    elif kind == "bool_type":
-        text = f"must be true or false, got {_json_text(value)}"
-    elif kind in ("int_type", "int_from_float", "int_parsing"):
-        text = f"must be an integer, got {_json_text(value)}"
-    elif kind == "greater_than_equal":
-        text = f"must be >= {ctx['ge']}, got {value}"
-    elif kind == "less_than_equal":
-        text = f"must be <= {ctx['le']}, got {value}"
-    elif kind == "too_long":
-        text = f"has {ctx.get('actual_length')} items, the limit is {ctx.get('max_length')}"
-    else:
-        text = err["msg"]
+    words = _WORDS.get(kind)
+    text = words(cls, loc, err.get("input"), ctx) if words else err["msg"]
     return [{"field": name or "body", "problem": text}]
 
 
