@@ -18,7 +18,7 @@ from .states import (
     FORWARD_STATES, INSTANCE_STATUSES, LOCALITY_LEVELS, PEER_ORIGINS, REQUESTED_STATES,
     SOFTWARE_STATUSES, SUPPLY_STATES, TRUST_LEVELS,
 )
-from .wire import IDENTITY_ROLES, OPEN_TO_SCHEMA, SLA_SCHEMA
+from .wire import IDENTITY_ROLES, OPEN_TO_SCHEMA, SLA_SCHEMA, DelegationPolicy
 
 
 class Answer(BaseModel):
@@ -506,30 +506,6 @@ class Peer(Answer):
 
 class PeerList(Answer):
     peers: list[Peer]
-
-
-MasterName = Annotated[str, Field(min_length=1, max_length=64,
-                                  pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
-
-
-class PolicyRule(Answer):
-    release: Optional[described("glob on the release URL",
-                                Annotated[str, Field(min_length=1, max_length=2048)])] = None
-    software_type: Optional[Annotated[str, Field(min_length=1, max_length=2048)]] = None
-    shared: Optional[bool] = None
-    when: Literal["always", "no-local-fit"] = "always"
-    to: described("peers, fallbacks after", MasterName | Annotated[
-        list[MasterName], Field(min_length=1, json_schema_extra={"uniqueItems": True})])
-    fallback: Optional[bool] = None
-    description: Optional[Annotated[str, Field(min_length=1, max_length=2048)]] = None
-
-
-class DelegationPolicy(Answer):
-    """The delegation policy, as a peer-routing document (federation.routing reads it:
-    the same grammar as the policy files)."""
-
-    auto: described("no local fit: delegate to a peer whose summary fits", bool) = True
-    rules: Annotated[list[PolicyRule], Field(max_length=256)] = []
 
 
 class FederationSummary(Answer):

@@ -918,9 +918,56 @@ class Revocation:
     _nulls = _NULLS
 
 
+# -- the delegation policy (federation.routing decides with it) ----------------------------
+POLICY_WHEN = ("always", "no-local-fit")
+MAX_POLICY_RULES = 256
+
+
+def _peers(value):
+    """``to``: one peer name or an array of them, in order, each at most once."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(
+            isinstance(p, str) and MASTER_NAME_RE.match(p) for p in names):
+        raise problem("must name one or more peer masters, in order")
+    if len(set(names)) != len(names):
+        raise problem("names a peer twice")
+    return tuple(names)
+
+
+Peers = Annotated[tuple, BeforeValidator(_peers), WithJsonSchema(
+    {"oneOf": [{"type": "string", "pattern": ecma(MASTER_NAME_RE)},
+               {"type": "array", "items": {"type": "string", "pattern": ecma(MASTER_NAME_RE)},
+                "minItems": 1, "uniqueItems": True}],
+     "description": "peers, fallbacks after"})]
+
+
+@wire_type("delegation policy")
+class PolicyRule:
+    """A rule of the delegation policy: requests it matches go to ``to`` (in order)."""
+
+    to: Peers
+    release: Optional[Annotated[Text(2048, None), Field(
+        description="glob on the release URL")]] = None
+    software_type: Optional[Text(2048, None)] = None
+    shared: Optional[Bool] = None
+    when: Choice(POLICY_WHEN) = "always"
+    fallback: Optional[Bool] = None
+    description: Optional[Text(2048, None, 0)] = None
+
+
+@wire_type("delegation policy")
+class DelegationPolicy:
+    """``PUT /federation/policy`` (admins) and its answer: what a master delegates to
+    its peers (the same grammar as the policy files)."""
+
+    auto: Annotated[Bool, Field(description="no local fit: delegate to a peer whose "
+                                            "summary fits")] = True
+    rules: Annotated[tuple[PolicyRule, ...], Field(max_length=MAX_POLICY_RULES)] = ()
+
+
 BODIES = (InstanceRequest, ChildMasterRegistration, StateChange, ComputerRegistration,
           ComputerFactsBody, Supply, SoftwareReport, PartitionReport, CertificateSigning,
           TokenRedemption, CertificateIssue, TokenCreation, PeerAddition, PeerUpdate,
-          Revocation)
+          Revocation, DelegationPolicy)
 __all__ = ["parse", "json_schemas", "software_hash", "asdict", *(t.__name__ for t in BODIES),
            "ComputerUpdate", "PartitionSpec", "PromiseResult"]

@@ -214,7 +214,7 @@ OPERATIONS = {
     "federation.set_policy": Op(
         "set_policy", "Replace the delegation policy (admins); validated, nothing written "
         "when invalid", {"200": (A.DelegationPolicy, "the policy")}, ("400", "401", "403"),
-        body=A.DelegationPolicy),
+        body=wire.DelegationPolicy),
     "federation.summary": Op(
         "federation_summary", "What this master offers its peers (admins and peer masters)",
         {"200": (A.FederationSummary, "the summary")}, ("401", "403")),
