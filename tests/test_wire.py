@@ -178,3 +178,64 @@ def test_software_hash_is_stable_and_short():
     assert software_hash(URL) == software_hash(URL)
     assert software_hash(URL) != software_hash(URL + "x")
     assert len(software_hash(URL)) == 32
+
+
+# -- the declarations behind the parsers (pydantic) ----------------------------------
+@pytest.mark.parametrize("body, field", [
+    ({"reference": "r", "software_url": URL, "parent": "i-1\n"}, "parent"),
+    ({"reference": "r", "software_url": URL, "software_type": "db\n"}, "software_type"),
+    ({"reference": "r\n", "software_url": URL}, "reference"),
+    ({"reference": "r", "software_url": URL, "provenance": ["a\n"]}, "provenance[0]"),
+], ids=["id", "software-type", "text", "master-name"])
+def test_no_pattern_takes_a_trailing_line_break(body, field):
+    assert problems_of(InstanceRequest.from_json, body) == {field}
+
+
+@pytest.mark.parametrize("body, problem", [
+    ({"reference": "r", "software_url": URL, "state": "running"},
+     {"field": "state", "problem": "must be one of started, stopped, destroyed, got 'running'"}),
+    ({"reference": "r" * 201, "software_url": URL},
+     {"field": "reference", "problem": "is 201 characters long, the limit is 200"}),
+    ({"reference": "r", "software_url": URL, "shared": 1},
+     {"field": "shared", "problem": "must be true or false, got 1"}),
+    ({"reference": "r", "software_url": URL, "parameters": {"recipe": "x"}},
+     {"field": "parameters.recipe", "problem": "parameter name 'recipe' is reserved by "
+      "buildout (it would turn the section into a part)"}),
+], ids=["choice", "length", "boolean", "reserved-key"])
+def test_problems_are_worded_for_people(body, problem):
+    with pytest.raises(InvalidInput) as info:
+        InstanceRequest.from_json(body)
+    assert info.value.details == [problem]
+    assert info.value.message == f"invalid request: {problem['field']} {problem['problem']}"
+
+
+def test_unknown_fields_of_nested_bodies_name_what_is_known():
+    with pytest.raises(InvalidInput) as info:
+        ComputerRegistration.from_json({"id": "c1", "partitions": [
+            {"id": "p0", "address": "127.0.0.2", "port_base": 1, "size": 3}]})
+    assert info.value.details == [{"field": "partitions[0].size", "problem": "unknown field "
+                                   "(known: id, address, port_base, port_count, capabilities)"}]
+
+
+def test_a_float_with_no_fraction_is_an_integer_and_a_boolean_is_not():
+    rep = PartitionReport.from_json({**BASE, "revision": 2.0})
+    assert rep.revision == 2 and type(rep.revision) is int
+    assert problems_of(PartitionReport.from_json, {**BASE, "revision": True}) == {"revision"}
+    assert problems_of(PartitionReport.from_json, {**BASE, "revision": 2.5}) == {"revision"}
+
+
+def test_wire_values_stay_frozen_dataclasses():
+    import dataclasses
+    req = InstanceRequest.from_json({"reference": "r", "software_url": URL})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        req.reference = "other"
+    assert dataclasses.replace(req, requester="person/bob").requester == "person/bob"
+
+
+def test_an_answer_that_drifts_from_its_model_is_refused_where_it_is_read():
+    from slapfed.core import answers
+    good = {"status": "ok", "generation": 1, "version": "0.1.0"}
+    assert answers.check(answers.Health, good) is good
+    with pytest.raises(InvalidInput) as info:
+        answers.check(answers.Health, {**good, "colour": "red"})
+    assert info.value.details[0]["field"] == "colour"
