@@ -10,6 +10,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["slapfed", "slapfed.*"]),
     include_package_data=True,
+    package_data={"slapfed.ui": ["templates/*.html", "static/*"]},
     install_requires=[
         "Flask>=3.1,<4",
         "ZODB>=6.0,<7",
@@ -25,13 +26,17 @@ setup(
         "requests>=2.31",
         "click>=8.1",
         "gunicorn>=22",
-        "cryptography>=42",
+        "cryptography>=50",      # HPKE (slapfed.ca.seal) with the P-256 KEM
         "aiohttp>=3.9,<4",       # slapfed-cdn-front (profiles/cdn): server and client
         "pydantic>=2.7,<3",      # core.wire: the bodies, their validation and schemas
+        "prometheus-client>=0.20",   # /metrics of the master and the node agent
     ],
     extras_require={
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "jsonschema>=4.18",
-                 "schemathesis>=4"],
+                 "schemathesis>=4",
+                 "slapos.core==1.26.1",    # the stock SLAP client, for tests/test_slap*.py
+                 # drives Debian's chromium in tests/test_ui_e2e.py (never downloads one)
+                 "playwright>=1.40"],
     },
     entry_points={
         "console_scripts": [
@@ -45,6 +50,7 @@ setup(
             "promise = slapfed.recipe:PromiseRecipe",
             "publish = slapfed.recipe:PublishRecipe",
             "fail = slapfed.recipe:FailRecipe",
+            "download = slapfed.recipe:DownloadRecipe",
             "master = slapfed.recipe_master:MasterRecipe",
             "cdn-sites = slapfed.recipe_cdn:CdnSitesRecipe",
         ],

@@ -19,15 +19,19 @@ see the connection closed instead, and then asks ``/health`` once to learn the v
 from __future__ import annotations
 
 import errno
+import socket
 import ssl
 import time
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 
 from .ca import errors as ca_errors
-from .core.errors import MasterUnreachable, SlapfedError, Timeout, Unauthenticated
+from .core.errors import InvalidInput, MasterUnreachable, NoMasterGiven, SlapfedError, Timeout, \
+    Unauthenticated
 from .core import answers as A
+from .core.outbound import ANY, OutboundPolicy
 from .core.wire import software_hash
 
 API = "/api/v1"
@@ -81,6 +85,101 @@ def tls_refusal(exc: BaseException):
     return None
 
 
+# -- the outbound policy (core.outbound), applied where a connection is opened ------------
+def resolve(host: str, port: int) -> list[tuple]:
+    """(family, type, proto, sockaddr) of each address ``host`` resolves to for a TCP
+    connection to ``port``; empty when it does not resolve."""
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), port, 0, socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return []
+    return [(af, kind, proto, sa) for af, kind, proto, _, sa in infos]
+
+
+def check_outbound(policy: OutboundPolicy, url: str, field: str = "url") -> None:
+    """Refuse ``url`` (OutboundRefused naming ``field``) unless its host resolves to an
+    address ``policy`` allows; InvalidInput when it has no host or a bad port. Resolves
+    only when the policy restricts anything; connects to nothing."""
+    if not policy.restricted:
+        return
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError as exc:
+        raise InvalidInput(f"{field} {url!r} is not a URL: {exc}",
+                           [{"field": field, "problem": f"is not a URL: {exc}"}]) from None
+    if not host:
+        raise InvalidInput(f"{field} {url!r} names no host",
+                           [{"field": field, "problem": "names no host"}])
+    port = port or (443 if parts.scheme == "https" else 80)
+    refusal = policy.refusal(field, host, [sa[0] for *_, sa in resolve(host, port)])
+    if refusal is not None:
+        raise refusal
+
+
+def _open_allowed(policy: OutboundPolicy, host: str, port: int, timeout, source_address,
+                  socket_options) -> socket.socket:
+    """A TCP connection to the first address of ``host`` that ``policy`` allows: the
+    addresses checked are the ones connected to (a name resolving elsewhere by the time
+    of the connection cannot slip through). OutboundRefused before any connection when
+    none is allowed."""
+    infos = resolve(host, port)
+    allowed = [i for i in infos if policy.allows(i[3][0])]
+    if not allowed:
+        raise policy.refusal("url", host, [sa[0] for *_, sa in infos])
+    err = None
+    for af, kind, proto, sa in allowed:
+        sock = None
+        try:
+            sock = socket.socket(af, kind, proto)
+            for option in socket_options or ():
+                sock.setsockopt(*option)
+            if timeout is None or isinstance(timeout, (int, float)):
+                sock.settimeout(timeout)
+            if source_address:
+                sock.bind(source_address)
+            sock.connect(sa)
+            return sock
+        except OSError as exc:
+            err = exc
+            if sock is not None:
+                sock.close()
+    raise err
+
+
+class _OutboundAdapter(HTTPAdapter):
+    """requests' adapter whose connections open through ``_open_allowed``."""
+
+    def __init__(self, policy: OutboundPolicy, **kwargs):
+        self.policy = policy
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        from urllib3.connection import HTTPConnection, HTTPSConnection
+        from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+        from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+        policy = self.policy
+
+        def _new_conn(conn):
+            try:
+                return _open_allowed(policy, conn._dns_host, conn.port, conn.timeout,
+                                     conn.source_address, conn.socket_options)
+            except socket.timeout as exc:
+                raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out. "
+                                                f"(connect timeout={conn.timeout})") from exc
+            except OSError as exc:
+                raise NewConnectionError(conn, "Failed to establish a new connection: "
+                                               f"{exc}") from exc
+
+        http = type("OutboundHTTPConnection", (HTTPConnection,), {"_new_conn": _new_conn})
+        https = type("OutboundHTTPSConnection", (HTTPSConnection,), {"_new_conn": _new_conn})
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": type("OutboundHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
+            "https": type("OutboundHTTPSPool", (HTTPSConnectionPool,),
+                          {"ConnectionCls": https})}
+
+
 def _cut_off(exc: BaseException) -> bool:
     return any(isinstance(e, _CUT_OFF) or getattr(e, "errno", None) in (errno.ECONNRESET,
                                                                        errno.EPIPE)
@@ -91,13 +190,15 @@ class MasterClient:
     """``timeout``: seconds to wait for each read of an answer once connected;
     ``connect_timeout`` (default CONNECT_TIMEOUT, at most ``timeout``): seconds to open
     the connection, TLS handshake included. A call over either raises
-    MasterUnreachable."""
+    MasterUnreachable. ``outbound`` (core.outbound.OutboundPolicy): connect only to the
+    addresses it allows (a master calling a peer); any other raises OutboundRefused
+    before a connection is opened."""
 
     def __init__(self, url: str, timeout: float = 30.0, requester: str | None = None,
                  ca: str | None = None, cert: str | None = None, key: str | None = None,
-                 connect_timeout: float | None = None):
+                 connect_timeout: float | None = None, outbound: OutboundPolicy = ANY):
         if not url:
-            raise MasterUnreachable("no master URL given (use --master, SLAPFED_MASTER "
+            raise NoMasterGiven("no master URL given (use --master, SLAPFED_MASTER "
                                     "or the client config file)")
         self.url = url.rstrip("/")
         self.timeout = timeout
@@ -110,6 +211,10 @@ class MasterClient:
         self._principal = None
         self.session = requests.Session()
         self.session.trust_env = False  # this machine sets REQUESTS_CA_BUNDLE; be explicit
+        self.outbound = outbound
+        if outbound.restricted:
+            for prefix in ("https://", "http://"):
+                self.session.mount(prefix, _OutboundAdapter(outbound))
 
     # -- plumbing ---------------------------------------------------------------
     def timeouts(self) -> tuple[float, float]:
@@ -258,16 +363,22 @@ class MasterClient:
         return self._json("DELETE", f"/instances/{quote(instance_id, safe='')}",
                           answer=A.Instance)
 
-    def wait_ready(self, instance_id: str, timeout: float, interval: float = 0.2) -> dict:
-        """Poll until the instance reports its requested state for its current revision.
+    def wait_ready(self, instance_id: str, timeout: float, interval: float = 0.2,
+                   on_poll=None, reported_after: float | None = None) -> dict:
+        """Poll until the instance reports its requested state for its current revision;
+        ``on_poll(instance)`` sees every answer (progress). With ``reported_after`` (a
+        UNIX time, e.g. when its node was restarted), only a report made after it counts.
 
         Raises Timeout, or returns the instance (check ``status.state`` for failed)."""
         deadline = time.monotonic() + timeout
         while True:
             inst = self.show(instance_id)
+            if on_poll is not None:
+                on_poll(inst)
             status = inst["status"]
             if status["revision"] == inst["revision"] and status["state"] in (
-                    inst["requested_state"], "failed"):
+                    inst["requested_state"], "failed") and (
+                    reported_after is None or _after(status.get("reported_at"), reported_after)):
                 return inst
             if time.monotonic() >= deadline:
                 raise Timeout(f"instance {inst['reference']!r} is {status['state']} after "
@@ -388,3 +499,11 @@ class MasterClient:
     def set_policy(self, doc: dict) -> dict:
         return self._json("PUT", "/federation/policy", json_body=doc,
                           answer=A.DelegationPolicy)
+
+
+def _after(iso_time: str | None, when: float) -> bool:
+    """Is the master's ISO 8601 time ``iso_time`` (…Z) at or after UNIX time ``when``?"""
+    if not iso_time:
+        return False
+    from datetime import datetime
+    return datetime.fromisoformat(iso_time.replace("Z", "+00:00")).timestamp() >= when

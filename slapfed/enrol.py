@@ -13,11 +13,14 @@ from cryptography.hazmat.primitives import serialization
 from .ca.keys import csr_for, generate_key, make_private_dir, write_private_key
 from .client import MasterClient
 from .core.errors import Conflict
+from .core.outbound import ANY, OutboundPolicy
 
 
-def enrol(url: str, ca_pem: str, token: str, out_dir) -> MasterClient:
+def enrol(url: str, ca_pem: str, token: str, out_dir,
+          outbound: OutboundPolicy = ANY) -> MasterClient:
     """Make a key in ``out_dir``, have ``token`` certify it at the master ``url`` (verified
-    with ``ca_pem``), and return a client acting as that identity.
+    with ``ca_pem``), and return a client acting as that identity. ``outbound``: the
+    addresses the clients may connect to (a master pairing with a peer).
 
     Raises Conflict when ``out_dir`` already holds an identity, and the master's typed
     errors (e.g. invalid_token when the token was spent or expired)."""
@@ -29,6 +32,7 @@ def enrol(url: str, ca_pem: str, token: str, out_dir) -> MasterClient:
     key = generate_key()
     write_private_key(key_path, key)
     csr = csr_for(key).public_bytes(serialization.Encoding.PEM).decode()
-    answer = MasterClient(url, ca=str(ca_path)).redeem_token(token, csr)
+    answer = MasterClient(url, ca=str(ca_path), outbound=outbound).redeem_token(token, csr)
     Path(cert_path).write_text(answer["certificate"])
-    return MasterClient(url, ca=str(ca_path), cert=str(cert_path), key=str(key_path))
+    return MasterClient(url, ca=str(ca_path), cert=str(cert_path), key=str(key_path),
+                        outbound=outbound)

@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shlex
+import shutil
 
 import zc.buildout
 
@@ -152,6 +154,40 @@ class FileRecipe(_Recipe):
         else:
             raise zc.buildout.UserError(f"[{self.name}] needs either 'content' or 'source'")
         _write(path, content, _mode(self.options, self.name, 0o644))
+        return [path]
+
+
+MD5_RE = re.compile(r"[0-9a-f]{32}\Z")
+
+
+class DownloadRecipe(_Recipe):
+    """Fetch ``url`` (checked against ``md5sum``, required) into ``path`` (default
+    ``${buildout:parts-directory}/<part>/<filename>``, ``filename`` defaulting to the
+    URL's last segment) through zc.buildout's download utility: with the node's
+    ``download-cache`` a source is fetched once, then found there, offline included."""
+
+    def install(self):
+        from zc.buildout.download import Download
+        url = _required(self.options, self.name, "url").strip()
+        md5sum = _required(self.options, self.name, "md5sum").strip().lower()
+        if not MD5_RE.match(md5sum):
+            raise zc.buildout.UserError(f"[{self.name}] md5sum must be 32 hex digits")
+        filename = self.options.get("filename", "").strip() or \
+            url.rstrip("/").rsplit("/", 1)[-1]
+        if not filename or filename in (".", "..") or "/" in filename:
+            raise zc.buildout.UserError(f"[{self.name}] cannot name a file after {url!r}: "
+                                        "give filename")
+        path = self.options.get("path", "").strip() or os.path.join(
+            self.buildout["buildout"]["parts-directory"], self.name, filename)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fetched, is_temp = Download(self.buildout["buildout"], hash_name=True)(
+            url, md5sum=md5sum)
+        try:
+            shutil.copyfile(fetched, path + ".tmp")
+            os.replace(path + ".tmp", path)
+        finally:
+            if is_temp:
+                os.remove(fetched)
         return [path]
 
 

@@ -125,9 +125,10 @@ def master_server(tmp_path):
         stop_process(proc, timeout=15)
 
 
-def start_master_process(data_dir, *args, timeout=30.0, secure=False):
+def start_master_process(data_dir, *args, timeout=30.0, secure=False, env=None):
     """Run `slapfed master serve --listen 127.0.0.1:0` and wait for <data>/master.url:
-    over HTTPS with client certificates when ``secure``, else with --insecure-http."""
+    over HTTPS with client certificates when ``secure``, else with --insecure-http;
+    ``env``: the process's environment (default: this one's)."""
     os.makedirs(data_dir, exist_ok=True)
     url_file = os.path.join(data_dir, "master.url")
     if os.path.exists(url_file):
@@ -136,7 +137,7 @@ def start_master_process(data_dir, *args, timeout=30.0, secure=False):
     proc = subprocess.Popen(
         [sys.executable, "-m", "slapfed.cli.main", "master", "serve", "--data", str(data_dir),
          "--listen", "127.0.0.1:0", *(() if secure else ("--insecure-http",)), *args],
-        stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
     log.close()
     deadline = time.monotonic() + timeout
     try:
@@ -163,10 +164,12 @@ def start_master_process(data_dir, *args, timeout=30.0, secure=False):
 
 
 # -- one real master and one real node, over mutual TLS --
-def slapfed_cli(*args, env=None, check=True, timeout=300):
-    """Run the real ``slapfed`` CLI; AssertionError with its output when it fails."""
-    done = subprocess.run(_slapfed_argv(*args), capture_output=True, text=True, env=env,
-                          timeout=timeout)
+def slapfed_cli(*args, env=None, check=True, timeout=300, ns=None):
+    """Run the real ``slapfed`` CLI (inside network namespace ``ns``, a netns_lab
+    Namespace, when given); AssertionError with its output when it fails."""
+    argv = _slapfed_argv(*args)
+    done = subprocess.run(ns.argv(argv) if ns else argv, capture_output=True, text=True,
+                          env=env, timeout=timeout)
     if check and done.returncode != 0:
         raise AssertionError(f"slapfed {' '.join(args)} exited {done.returncode}:\n"
                              f"{done.stdout}\n{done.stderr}")
@@ -179,12 +182,17 @@ def _slapfed_argv(*args):
 
 
 def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_args=(),
-                         master_args=()):
+                         master_args=(), node_args=(), listen_host="127.0.0.1",
+                         node_ns=None):
     """A context manager: a real master process (gunicorn, FileStorage, mutual TLS) in
     ``base/master``, identities ``alice`` (a person) and ``root`` (an admin) each with a
     client config, and a real node ``computer`` enrolled with a one-time token and run
     in ``base/node`` (addresses 127.<run>.<address_octet>.1 and up, so that two suites on
-    one machine never collide); ``master_args`` go to ``master serve``. Yields a dict: url, env (alice's), admin_env, root, base,
+    one machine never collide); ``master_args`` go to ``master serve``, which binds
+    ``listen_host`` (e.g. an address of the netns fixture's), ``node_args`` to ``node
+    run``; ``node_ns`` (a netns_lab Namespace) runs the node (format, agent, its
+    supervisord and services) inside that network namespace. Yields a dict: url, env
+    (alice's), admin_env, root, base,
     node (its Proc), client (alice's MasterClient), admin. Every process is stopped by
     PID at the end, the node's supervisord and services too."""
     import contextlib
@@ -200,7 +208,7 @@ def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_
         root = base / "node"
         try:
             master = Proc(_slapfed_argv("master", "serve", "--data", str(base / "master"),
-                                        "--listen", "127.0.0.1:0", *master_args),
+                                        "--listen", f"{listen_host}:0", *master_args),
                           base / "master.log")
             procs.append(master)
             url_file = base / "master" / "master.url"
@@ -222,9 +230,10 @@ def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_
                         "--partitions", str(partitions), "--root", str(root), *format_args,
                         "--address-base", f"127.{20 + os.getpid() % 200}.{address_octet}.1",
                         "--token", ca.token_for(computer), "--ca", str(ca.directory / "ca.crt"),
-                        env=envs["alice"])
-            node = Proc(_slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
-                        base / "node.log")
+                        env=envs["alice"], ns=node_ns)
+            node_argv = _slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3",
+                                      *node_args)
+            node = Proc(node_ns.argv(node_argv) if node_ns else node_argv, base / "node.log")
             procs.append(node)
             tls = {who: {"ca": str(m.ca_path), "cert": str(m.cert_path), "key": str(m.key_path)}
                    for who, m in made.items()}
@@ -238,6 +247,25 @@ def mtls_master_and_node(base, computer, *, partitions=2, address_octet, format_
                 subprocess.run(_slapfed_argv("node", "stop", "--root", str(root)),
                                capture_output=True, timeout=60)
     return world()
+
+
+# -- network namespace fixtures --
+@pytest.fixture
+def netns():
+    """A netns_lab.Lab: network namespaces, links between the root namespace and them on
+    addresses it assigns (10.213.<pid % 256>.x/30), cut, healed or impaired (netem, or a
+    userspace forwarder on kernels without it); everything it made, and every process
+    left inside its namespaces, is removed at teardown even when the test failed.
+    Skips where this machine cannot create namespaces."""
+    from netns_lab import Lab
+    why = Lab.available()
+    if why:
+        pytest.skip(f"no network namespaces here: {why}")
+    lab = Lab()
+    try:
+        yield lab
+    finally:
+        lab.close()
 
 
 # -- node fixtures --
@@ -296,11 +324,13 @@ E2E_FILES = frozenset({
     "test_e2e_injection.py", "test_e2e_lease.py", "test_e2e_placement.py", "test_federation_e2e.py",
     "test_federation_fallback.py", "test_federation_hung.py", "test_federation_longpoll.py",
     "test_federation_topology.py", "test_group_commit.py", "test_logs_e2e.py",
-    "test_logs_node.py", "test_node_agent.py",
+    "test_install_cache.py", "test_logs_node.py", "test_metrics_e2e.py", "test_node_agent.py",
     "test_node_external.py", "test_node_isolation.py", "test_node_leftovers.py", "test_node_survive.py",
+    "test_netns_partition_node.py", "test_netns_federation.py",
     "test_profile_cdn.py", "test_profile_master.py", "test_profile_node.py",
     "test_recipes_buildout.py", "test_recursion_e2e.py", "test_schemathesis.py", "test_shared_hosting_tls.py",
-    "test_supervisor.py", "test_zeo_orphans.py",
+    "test_slap_e2e.py", "test_slap_slapgrid.py",
+    "test_supervisor.py", "test_ui_e2e.py", "test_zeo_orphans.py",
 })
 
 
@@ -506,13 +536,22 @@ class AuthzWorld:
     def call(self, actor, method, path, json=None, **kw):
         der = self.certs[actor]
         environ = {} if der is None else {"slapfed.peer_certificate": der}
-        return self.client.open("/api/v1" + path, method=method, json=json,
+        return self.client.open(master_path(path), method=method, json=json,
                                 environ_base=environ, **kw)
 
     @staticmethod
     def ok(resp):
         assert resp.status_code < 300, (resp.status_code, resp.get_data(as_text=True))
         return resp.json
+
+
+# Routes a master serves outside its API prefix (/api/v1).
+ROOT_ROUTES = ("/metrics",)
+
+
+def master_path(path: str) -> str:
+    """The full path of a route: under /api/v1 unless it is one of ROOT_ROUTES."""
+    return path if path.startswith(ROOT_ROUTES) else "/api/v1" + path
 
 
 @pytest.fixture

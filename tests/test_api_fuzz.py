@@ -148,6 +148,7 @@ def valid_bodies(w) -> dict:
 def write_routes(app) -> list[tuple[str, str, str]]:
     """(endpoint, method, rule) of every route that takes a body, from the url_map."""
     return sorted((rule.endpoint, method, rule.rule) for rule in app.url_map.iter_rules()
+                  if rule.rule.startswith(API + "/")
                   for method in set(rule.methods) & set(WRITE_METHODS))
 
 

@@ -94,9 +94,9 @@ def test_parse_pairs_refuses(pairs):
         parse_pairs(pairs, "--param")
 
 
-def test_no_master_is_one_clear_line_and_exit_6(config_file):
+def test_no_master_is_a_usage_error_in_one_clear_line(config_file):
     out = CliRunner().invoke(cli, ["list"])
-    assert out.exit_code == Exit.UNREACHABLE
+    assert out.exit_code == Exit.USAGE == 2
     assert "no master URL given" in out.output
 
 

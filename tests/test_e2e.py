@@ -2,6 +2,7 @@
 process enrolled with a one-time token, real buildout runs and a real supervisord, driven
 through the slapfed CLI as a user would (alice, a person identity; supplies by an admin)."""
 import json
+import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -121,18 +122,29 @@ def test_failures_are_reported_with_their_log_and_disturb_nothing(federation):
     cli("supply", FAILING, "--computer", COMPUTER, env=fed["admin_env"])
     done = cli("request", "broken", FAILING, "--wait", "120", env=env, check=False)
     assert done.returncode == Exit.FAILED, done.stderr
+    # the wait printed each change of phase with its elapsed time, ending in failed
+    phases = re.findall(r"^ *\d+\.\ds  broken: (.*)$", done.stderr, re.M)
+    assert phases and phases[-1] == "failed", done.stderr
     broken = instance(fed, "broken")
     assert broken["status"]["state"] == "failed"
     assert "fails on purpose" in broken["status"]["log_tail"]
 
-    # a release that does not exist: the software fails with its log tail, and so does the instance
+    # a release that does not exist: its install fails with its log tail, shown in text,
+    # and placement refuses that computer for it with its own reason
     cli("supply", MISSING, "--computer", COMPUTER, env=fed["admin_env"])
-    done = cli("request", "ghost", MISSING, "--wait", "120", env=env, check=False)
-    assert done.returncode == Exit.FAILED, done.stderr
-    ghost = instance(fed, "ghost")
-    assert ghost["status"]["state"] == "failed" and ghost["status"]["log_tail"]
-    sw = [s for s in fed["admin"].show_computer(COMPUTER)["software"] if s["url"] == MISSING]
-    assert sw and sw[0]["status"] == "failed" and sw[0]["log_tail"]
+
+    def missing_release():
+        return [s for s in fed["admin"].show_computer(COMPUTER)["software"]
+                if s["url"] == MISSING][0]
+    wait_for(lambda: missing_release()["failed_installs"] >= 1, 60, "the install to fail")
+    assert missing_release()["log_tail"]
+    shown = cli("computer", "show", COMPUTER, env=fed["admin_env"]).stdout
+    assert "failed install(s)" in shown, shown
+    done = cli("request", "ghost", MISSING, env=env, check=False)
+    assert done.returncode == Exit.CONFLICT, done.stderr
+    assert "release failed to install" in done.stderr
+    assert not [i for i in client.list_instances(requester="person/alice")
+                if i["reference"] == "ghost"]
 
     # an unknown software type of a release whose types are known: refused, nothing written
     done = cli("request", "typo", HELLO, "--type", "no-such-type", env=env, check=False)

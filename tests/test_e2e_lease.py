@@ -90,10 +90,15 @@ def test_a_killed_agent_shows_unknown_within_the_lease_and_nothing_restarts(
             # the service is untouched
             assert get(url)["pid"] == service_pid and pid_alive(service_pid)
 
-            # the agent is back: started again, nothing restarted
+            # the agent is back: started again, nothing restarted, and it confirms the
+            # partition afresh (a report made after its start, not the old one)
+            before = fed["client"].find("hello-lease")["status"]["reported_at"]
+            back_at = time.time()
             agent = Proc(slapfed_argv("node", "run", "--root", str(fed["root"]),
                                       "--interval", str(POLL)), base / "node-again.log")
             t1 = time.monotonic()
+            confirmed = fed["client"].wait_ready(inst["id"], 30, reported_after=back_at)
+            assert confirmed["status"]["reported_at"] > before
             wait_for(lambda: state_of(fed, "hello-lease") == "started"
                      and lease_state(fed) == "live", 30, "started again", proc=agent)
             print(f"agent back: started again after {time.monotonic() - t1:.2f} s")

@@ -39,11 +39,16 @@ class Master:
         self.node_proc = None
         self.node_root = base / f"{name}-node"
         self.listen = "127.0.0.1:0"
+        self.ns = None          # a netns_lab Namespace to run the master and its node in
+
+    def _argv(self, *args: str) -> list[str]:
+        argv = slapfed_argv(*args)
+        return self.ns.argv(argv) if self.ns else argv
 
     def start(self):
-        self.proc = Proc(slapfed_argv("master", "serve", "--data", str(self.data), "--name",
-                                      self.name, "--listen", self.listen,
-                                      "--peer-retry-max", "1"),
+        self.proc = Proc(self._argv("master", "serve", "--data", str(self.data), "--name",
+                                    self.name, "--listen", self.listen,
+                                    "--peer-retry-max", "1"),
                          self.base / f"{self.name}.log")
         url_file = self.data / "master.url"
         wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
@@ -71,15 +76,15 @@ class Master:
         import subprocess
         continent, country, lan = SITES[self.name]
         computer = f"{self.name}-node"
-        subprocess.run(slapfed_argv(
+        subprocess.run(self._argv(
             "node", "format", "--master", self.url, "--computer", computer, "--partitions",
             "3", "--root", str(self.node_root), "--host", f"{self.name}-h1", "--lan", lan,
             "--country", country, "--continent", continent, "--address-base",
             f"127.{20 + os.getpid() % 200}.{self.octet}.1",
             "--token", self.ca.token_for(computer), "--ca", str(self.data / "ca" / "ca.crt")),
             check=True, capture_output=True, timeout=120)
-        self.node_proc = Proc(slapfed_argv("node", "run", "--root", str(self.node_root),
-                                           "--interval", "0.3"),
+        self.node_proc = Proc(self._argv("node", "run", "--root", str(self.node_root),
+                                         "--interval", "0.3"),
                               self.base / f"{self.name}-node.log")
         self.admin.supply(computer, HELLO)
 

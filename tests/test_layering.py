@@ -33,6 +33,8 @@ CONTRACT = {
     # the wire types: declared with pydantic (schemas, validation), pure all the same
     "slapfed.core.wire": (("slapfed.core",), ("pydantic", "pydantic_core"), PURE_STDLIB),
     "slapfed.core.answers": (("slapfed.core",), ("pydantic",), PURE_STDLIB),
+    # SLAP's marshal documents: expat parses a document held in memory (no I/O)
+    "slapfed.core.marshal": (("slapfed.core",), (), PURE_STDLIB | {"xml"}),
     "slapfed.placement": (("slapfed.core", "slapfed.topology.locality"), (), PURE_STDLIB),
     "slapfed.federation": (("slapfed.core",), (), PURE_STDLIB),
     "slapfed.node.plan": (("slapfed.core",), (), PURE_STDLIB),
@@ -44,6 +46,7 @@ CONTRACT = {
     "slapfed.procs": ((), (), ANY_STDLIB),
     "slapfed.logs": ((), (), ANY_STDLIB),        # logging set-up for operators
     "slapfed.locks": ((), (), ANY_STDLIB),       # electing one process per data directory
+    "slapfed.metrics": ((), ("prometheus_client",), ANY_STDLIB),   # Prometheus text format
     # persistence
     "slapfed.model": (("slapfed.core",), ("BTrees", "persistent"), ANY_STDLIB),
     "slapfed.store": (("slapfed.core", "slapfed.model", "slapfed.procs", "slapfed.topology",
@@ -60,7 +63,7 @@ CONTRACT = {
     "slapfed.peering": (("slapfed.core", "slapfed.services", "slapfed.client",
                          "slapfed.enrol", "slapfed.logs", "slapfed.locks"), (), ANY_STDLIB),
     "slapfed.node": (("slapfed.core", "slapfed.ca", "slapfed.client", "slapfed.procs",
-                      "slapfed.logs"),
+                      "slapfed.logs", "slapfed.metrics"),
                      ("supervisor", "zc", "cryptography"), ANY_STDLIB),
     "slapfed.samples": (("slapfed.core",), ("aiohttp", "yarl"), ANY_STDLIB),
     "slapfed.recipe": (("slapfed.core",), ("zc",), ANY_STDLIB),
@@ -71,12 +74,16 @@ CONTRACT = {
     # the web layer (master and node never import each other)
     "slapfed.master": (("slapfed", "slapfed.core", "slapfed.ca", "slapfed.topology",
                         "slapfed.model", "slapfed.store", "slapfed.services",
-                        "slapfed.peering", "slapfed.logs"),
+                        "slapfed.peering", "slapfed.logs", "slapfed.metrics"),
                        ("flask", "werkzeug", "gunicorn"), ANY_STDLIB),
+    # the operator's dashboard: a local web server calling the master as its user
+    "slapfed.ui": (("slapfed.client", "slapfed.core", "slapfed.topology"),
+                   ("flask", "werkzeug", "jinja2"), ANY_STDLIB),
+    "slapfed.ui.guard": (("slapfed.core",), (), ANY_STDLIB),
     # the command line
     "slapfed.cli": (("slapfed", "slapfed.core", "slapfed.ca", "slapfed.client", "slapfed.enrol",
                      "slapfed.master", "slapfed.node", "slapfed.procs", "slapfed.store",
-                     "slapfed.topology", "slapfed.logs"),
+                     "slapfed.topology", "slapfed.logs", "slapfed.metrics", "slapfed.ui"),
                     ("click", "requests"), ANY_STDLIB),
     "slapfed": ((), (), PURE_STDLIB),
 }

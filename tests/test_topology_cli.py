@@ -149,13 +149,13 @@ def test_path_from_a_master_and_offline(federation):
     assert r.exit_code == 4 and "trust full" in r.output
 
 
-def test_no_master_anywhere_is_unreachable(monkeypatch, tmp_path):
+def test_no_master_anywhere_is_a_usage_error(monkeypatch, tmp_path):
     monkeypatch.setenv("SLAPFED_CONFIG", str(tmp_path / "none.json"))
     monkeypatch.delenv("SLAPFED_MASTER", raising=False)
     r = run("show")
-    assert r.exit_code == 6 and "no master URL given" in r.output
+    assert r.exit_code == 2 and "no master URL given" in r.output
     r = run("where", "x", "-f", INTER)
-    assert r.exit_code == 6
+    assert r.exit_code == 2
 
 
 def test_unreachable_master_exits_6(monkeypatch, tmp_path):

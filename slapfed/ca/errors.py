@@ -66,8 +66,15 @@ class CAExists(core.Conflict):
     code = "ca_exists"
 
 
+class SealedValueInvalid(core.InvalidInput):
+    """A sealed value that does not open: not a sealed value, sealed to another key, for
+    another place (its context), or tampered with. Nothing it was meant for is used."""
+
+    code = "sealed_value_invalid"
+
+
 CA_ERRORS: tuple[type[core.SlapfedError], ...] = (
     BadCertificate, ForeignCertificate, InvalidCertificateSignature, CertificateExpired,
     CertificateNotYetValid, CertificateRevoked, NoIdentity, InvalidToken, TokenExpired,
-    CANotInitialized, CAExists,
+    CANotInitialized, CAExists, SealedValueInvalid,
 )

@@ -26,6 +26,13 @@ def generate_key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
+def private_key_pem(key) -> str:
+    """``key`` as unencrypted PKCS8 PEM text, for a party that must be handed its key (a
+    stock SlapOS node fetching its partition's key and certificate over mutual TLS)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode("ascii")
+
+
 def write_private_key(path: str | os.PathLike, key) -> Path:
     """Write ``key`` (PEM, unencrypted) to ``path``, created with mode 0600 from the start
     (never a window where it is readable by others) and never overwriting: raises Conflict
@@ -82,7 +89,17 @@ def check_public_key(public_key) -> None:
 
 def public_key_from(material):
     """The public key a party asks to certify: a CSR (object, PEM or DER, signature checked),
-    a public key object, or a PEM public key. Raises InvalidInput otherwise."""
+    a public key object, or a PEM public key. Raises InvalidInput otherwise, its details
+    naming the field ``csr`` (what the API's bodies and the CLI call the material)."""
+    try:
+        return _public_key_from(material)
+    except InvalidInput as exc:
+        if not exc.details:
+            exc.details = [{"field": "csr", "problem": exc.message}]
+        raise
+
+
+def _public_key_from(material):
     if isinstance(material, x509.CertificateSigningRequest):
         csr = material
     elif isinstance(material, (bytes, str)):

@@ -14,6 +14,7 @@ from .identity import ADMIN, COMPUTER, MASTER, PARTITION, PERSON, ROLES, Identit
 # -- actions: one per API operation (and the federation's to come) ---------------------
 HEALTH = "health"                                  # GET /health
 OPENAPI = "openapi"                                # GET /openapi.json
+READ_METRICS = "read_metrics"                      # GET /metrics (Prometheus text format)
 WHOAMI = "whoami"                                  # who does the master think I am
 REQUEST_INSTANCE = "request_instance"              # POST /instances
 LIST_INSTANCES = "list_instances"                  # GET /instances (filtered by READ_INSTANCE)
@@ -165,6 +166,8 @@ RULES: dict[str, Rule] = {r.action: r for r in (
     Rule(REDEEM_TOKEN, "anyone holding a registration token (the token is the credential)",
          public=True),
     Rule(WHOAMI, "every authenticated party", grants=_every_role()),
+    Rule(READ_METRICS, "admins only (counts of requests, placements and forwards by "
+         "peer)", grants={ADMIN: anything}),
     Rule(REQUEST_INSTANCE, "people, admins and peers in their own trees; a partition adds "
          "children to its own instance", InstanceFacts,
          grants=_tree_owners(**{PARTITION: own_child})),
@@ -205,7 +208,8 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          grants={ADMIN: anything, MASTER: anything}),
     Rule(ISSUE_CERTIFICATE, "admins only", grants={ADMIN: anything}),
     Rule(CERTIFY_PARTITION, "a node has the keys of its own partitions certified (the key "
-         "is made in the partition); an admin any", PartitionFacts,
+         "is made in the partition; a stock SLAP node is handed one the master made); "
+         "an admin any", PartitionFacts,
          grants={ADMIN: anything, COMPUTER: partition_of_own_computer}),
     Rule(REVOKE_CERTIFICATE, "an admin, or the certificate's own holder (a key it lost "
          "control of)", CertificateFacts, grants={**_every_role(own_certificate), ADMIN: anything}),

@@ -30,6 +30,7 @@ class Exit(enum.IntEnum):
     TIMEOUT = 7          # --wait ran out
     FAILED = 8           # the instance (or release) reported failure
     FORBIDDEN = 9        # authentication or authorization refused
+    STORAGE = 10         # the master's storage cannot be used (held by another process...)
 
 
 EXIT_BY_CODE = {
@@ -37,13 +38,17 @@ EXIT_BY_CODE = {
     errors.UnknownSoftwareType.code: Exit.INVALID,
     errors.PayloadTooLarge.code: Exit.INVALID,
     errors.UnsupportedMediaType.code: Exit.INVALID,
+    errors.OutboundRefused.code: Exit.INVALID,
+    errors.UriTooLong.code: Exit.INVALID,
+    errors.HeaderFieldsTooLarge.code: Exit.INVALID,
     errors.BackupCorrupt.code: Exit.INVALID,     # a damaged backup is refused input
     errors.NotFound.code: Exit.NOT_FOUND,
     errors.Conflict.code: Exit.CONFLICT,
     errors.NoCapacity.code: Exit.CONFLICT,
     errors.RecursionRefused.code: Exit.CONFLICT,
     errors.MasterUnreachable.code: Exit.UNREACHABLE,
-    errors.StorageError.code: Exit.UNREACHABLE,
+    errors.StorageError.code: Exit.STORAGE,
+    errors.NoMasterGiven.code: Exit.USAGE,
     errors.MasterStopping.code: Exit.UNREACHABLE,
     errors.Timeout.code: Exit.TIMEOUT,
     errors.Unauthenticated.code: Exit.FORBIDDEN,

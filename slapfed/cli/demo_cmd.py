@@ -90,6 +90,7 @@ def demo_start(directory, partitions, profiles, timeout):
                  "--host", "demo-host", "--lan", "demo-lan", "--country", "fr",
                  "--continent", "europe", "--token", ca.token_for(COMPUTER, ttl=600),
                  "--ca", tls["ca"], cwd=base)
+        node_started = time.time()
         node = Proc(slapfed_argv("node", "run", "--root", str(base / "node"), "--interval", "1"),
                     base / "node.log")
         state["pids"]["node"] = node.pid
@@ -101,7 +102,9 @@ def demo_start(directory, partitions, profiles, timeout):
         _say("requesting instance 'hello-demo' (greeting=bonjour)")
         inst = client.request("hello-demo", release, parameters={"greeting": "bonjour"})
         t0 = time.monotonic()
-        inst = client.wait_ready(inst["id"], timeout)
+        # only what the node reported since it started counts (a status kept from an
+        # earlier run of the demo is not proof that the service runs now)
+        inst = client.wait_ready(inst["id"], timeout, reported_after=node_started)
         if inst["status"]["state"] != "started":
             raise SlapfedError(f"hello-demo is {inst['status']['state']}:\n{inst['status']['log_tail']}")
         _say(f"hello-demo started in {time.monotonic() - t0:.1f}s; connection parameters:")
@@ -109,12 +112,16 @@ def demo_start(directory, partitions, profiles, timeout):
             click.echo(f"    {k} = {v}")
         url = inst["connection"].get("url")
         if url:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                body = resp.read().decode()
+            try:
+                with urllib.request.urlopen(url, timeout=5) as resp:
+                    body = resp.read().decode()
+            except OSError as exc:
+                raise SlapfedError(f"hello-demo reports started but {url} does not answer: "
+                                   f"{getattr(exc, 'reason', exc)}") from None
             _say(f"GET {url} ->")
             click.echo(f"    {body.strip()}")
         _child_master(client, base, Path(profiles).resolve() / "master" / "software.cfg",
-                      timeout)
+                      timeout, node_started)
     except BaseException:
         click.echo(f"slapfed: the demo did not come up; logs are in {base}; stopping it", err=True)
         _stop(base)
@@ -148,7 +155,8 @@ def _demo_identity(ca: CertificateAuthority, directory: Path) -> dict:
     return files
 
 
-def _child_master(client: MasterClient, base: Path, release: Path, timeout: float) -> None:
+def _child_master(client: MasterClient, base: Path, release: Path, timeout: float,
+                  node_started: float) -> None:
     """Recursion: request a master from the master, enrol as its owner, and call it."""
     from ..enrol import enrol
 
@@ -157,7 +165,7 @@ def _child_master(client: MasterClient, base: Path, release: Path, timeout: floa
     t0 = time.monotonic()
     inst = client.request("child-master", str(release),
                           parameters={"name": "demo-child", "register-with-parent": "true"})
-    inst = client.wait_ready(inst["id"], timeout)
+    inst = client.wait_ready(inst["id"], timeout, reported_after=node_started)
     if inst["status"]["state"] != "started":
         raise SlapfedError(f"child-master is {inst['status']['state']}:\n"
                            f"{inst['status']['log_tail']}")
@@ -165,10 +173,17 @@ def _child_master(client: MasterClient, base: Path, release: Path, timeout: floa
     _say(f"child-master started in {time.monotonic() - t0:.1f}s (ZEO + master in one "
          f"partition); it serves {conn['url']} with its own CA")
     owner = base / "child-owner"
-    child = enrol(conn["url"], conn["ca-certificate"], conn["admin-token"], owner)
+    if (owner / "identity.crt").exists():      # an earlier run of this demo enrolled
+        child = MasterClient(conn["url"], ca=str(owner / "ca.crt"),
+                             cert=str(owner / "identity.crt"), key=str(owner / "identity.key"))
+        wait_for(lambda: _healthy(child), 30, "the child master to answer")
+        how = "kept the identity an earlier run enrolled"
+    else:
+        child = enrol(conn["url"], conn["ca-certificate"], conn["admin-token"], owner)
+        how = "enrolled with its one-time token"
     who = child.whoami()["principal"]
     chain = " -> ".join(inst["provenance"] + [conn["name"]])
-    _say(f"enrolled with its one-time token: the child master knows you as {who}; "
+    _say(f"{how}: the child master knows you as {who}; "
          f"chain of masters: {chain}")
     (base / "child-client.json").write_text(json.dumps({
         "master": conn["url"], "ca": child.verify, "cert": child.cert[0], "key": child.cert[1]},

@@ -14,6 +14,7 @@ from .demo_cmd import demo
 from .topology_cmd import topology
 from .ca_cmd import ca
 from .peer_cmd import peer
+from .ui_cmd import ui
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +40,7 @@ cli.add_command(demo)
 cli.add_command(topology)
 cli.add_command(ca)
 cli.add_command(peer)
+cli.add_command(ui)
 for _command in COMMANDS:
     cli.add_command(_command)
 

@@ -35,6 +35,18 @@ def master():
     """Run a master."""
 
 
+def _metrics_across_workers(data_dir: str) -> None:
+    """Several workers: /metrics adds up what each counted (prometheus_client's
+    multiprocess mode, in DATA/run/metrics, emptied at each start). Must run before
+    prometheus_client is first imported."""
+    import os
+    import shutil
+    directory = os.path.join(os.path.abspath(data_dir), "run", "metrics")
+    shutil.rmtree(directory, ignore_errors=True)
+    os.makedirs(directory, mode=0o700)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory     # slapfed.metrics.MULTIPROC_ENV
+
+
 @master.command()
 @click.option("--data", "data_dir", default=lambda: env_default("SLAPFED_MASTER_DATA",
                                                                 DEFAULT_DATA),
@@ -89,14 +101,25 @@ def master():
               help="A computer whose node has not polled or reported for this long shows "
                    "unknown (and so do its instances) and gets no new instance; nothing "
                    "it hosts is destroyed, moved or freed.")
+@click.option("--outbound-allow", "outbound_allow", multiple=True, metavar="CIDR[,CIDR]",
+              help="Networks this master may connect to when it calls a URL it was given "
+                   "(POST /peers, a child master's registration, every later call to a "
+                   "peer); repeatable. A URL whose host resolves only elsewhere is "
+                   "refused (outbound_refused) before any connection. Default: any.")
+@click.option("--long-poll-max", default=60.0, show_default=True,
+              type=click.FloatRange(min=0, max=60), metavar="SECONDS",
+              help="Longest a long poll of this master (GET /federation/changes) waits "
+                   "for a change; a peer asking longer gets its answer after this.")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
           no_access_log, log_level, log_format, log_file, topology_files, master_name,
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
-          pack_every, pack_keep, lease):
+          pack_every, pack_keep, lease, outbound_allow, long_poll_max):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
+    if workers > 1:
+        _metrics_across_workers(data_dir)
     from ..master.server import ServeOptions, serve as run_server
     host, port = parse_listen(listen)
     opts = ServeOptions(data_dir=data_dir, host=host, port=port, storage=storage,
@@ -109,7 +132,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         max_depth=max_depth, ancestry=tuple(ancestry),
                         peer_retry_max=peer_retry_max, backup_to=backup_to,
                         backup_every=backup_every, pack_every=pack_every,
-                        pack_keep=pack_keep, lease=lease)
+                        pack_keep=pack_keep, lease=lease,
+                        outbound_allow=tuple(outbound_allow), long_poll_max=long_poll_max)
     run_server(opts)
 
 

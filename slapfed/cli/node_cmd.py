@@ -69,6 +69,16 @@ def _format_options(func):
                      metavar="FILE",
                      help="The master's CA certificate (DATA/ca/ca.crt), to verify the master; "
                           "needed with --token."),
+        click.option("--online/--offline", "online", default=None,
+                     help="Let release installs download what they need (sources, "
+                          "patches, eggs) or not (the default for a new node). Kept in "
+                          "node.json."),
+        click.option("--download-cache", "download_cache", default=None, metavar="DIR",
+                     type=click.Path(file_okay=False),
+                     help="Where release installs keep their downloads (default "
+                          "ROOT/var/cache/download; '' for the default again). Several "
+                          "nodes may share one: a release installed once then installs "
+                          "offline from it. Kept in node.json."),
         click.option("--supervisord", "supervisord", default=None,
                      type=click.Choice(["own", "external"]),
                      help="own (the default): the agent starts the node's supervisord; "
@@ -112,7 +122,8 @@ def _format(opts: dict, enroll_again: bool):
         labels=parse_pairs(opts["labels"], "--label"), capabilities=opts["capabilities"],
         address_base=_blank_to_none(opts["address_base"]), port_base=opts["port_base"],
         port_count=opts["port_count"], users=opts["users"] or None,
-        single_user=opts["single_user"], supervisord=opts["supervisord"])
+        single_user=opts["single_user"], supervisord=opts["supervisord"],
+        online=opts["online"], download_cache=opts["download_cache"])
     if not config.isolated and config.partitions:
         logging.getLogger("slapfed.node").warning(
             "node %s: %s", config.computer, config.isolation_text())
@@ -164,8 +175,31 @@ timeout_option = click.option("--buildout-timeout", "buildout_timeout", type=cli
                                    "and reported failed.")
 
 
+def _listen_address(ctx, param, value):
+    """HOST:PORT on loopback (the node's metrics answer anyone who can connect)."""
+    if value is None:
+        return None
+    import ipaddress
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    try:
+        if not sep or not ipaddress.ip_address(host).is_loopback or not 0 <= int(port) < 65536:
+            raise ValueError
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a loopback HOST:PORT (e.g. "
+                                 "127.0.0.1:9102; port 0 picks a free one)") from None
+    return host, int(port)
+
+
 def loop_options(command):
-    """--interval, --promise-interval and --parallel-installs of the node loop."""
+    """--interval, --promise-interval, --parallel-installs and --metrics-listen of the
+    node loop."""
+    command = click.option(
+        "--metrics-listen", "metrics_listen", metavar="HOST:PORT", default=None,
+        callback=_listen_address,
+        help="Serve the agent's metrics (Prometheus text format) at "
+             "http://HOST:PORT/metrics, on loopback only; the address bound is written "
+             "to ROOT/var/metrics.address.")(command)
     command = click.option(
         "--parallel-installs", type=click.IntRange(0, 64), default=1, show_default=True,
         help="Release installs run apart from the partitions' actions, at most this many "
@@ -187,12 +221,34 @@ def loop_options(command):
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @log_options
 @error_boundary
-def run_cmd(root, interval, promise_interval, parallel_installs, runner, buildout_timeout,
-            verbose, quiet, log_level, log_format, log_file):
+def run_cmd(root, interval, promise_interval, parallel_installs, metrics_listen, runner,
+            buildout_timeout, verbose, quiet, log_level, log_format, log_file):
     """Run the node loop until SIGTERM/SIGINT."""
     setup_logging(log_level, log_format, log_file, verbose, quiet)
-    _agent(root, runner, buildout_timeout).run(interval=interval, promise_interval=promise_interval,
-                                               parallel_installs=parallel_installs)
+    _run_loop(_agent(root, runner, buildout_timeout), interval, promise_interval,
+              parallel_installs, metrics_listen)
+
+
+def _run_loop(agent, interval, promise_interval, parallel_installs, metrics_listen) -> None:
+    server = None
+    if metrics_listen is not None:
+        from ..metrics import NodeMetrics, serve
+        metrics = NodeMetrics()
+        agent.enable_metrics(metrics)
+        server = serve(metrics, *metrics_listen)
+        host, port = server.server_address[:2]
+        address = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+        os.makedirs(agent.paths.var, exist_ok=True)
+        with open(os.path.join(agent.paths.var, "metrics.address"), "w") as f:
+            f.write(address + "\n")
+        logging.getLogger("slapfed.node").info("metrics at http://%s/metrics", address)
+    try:
+        agent.run(interval=interval, promise_interval=promise_interval,
+                  parallel_installs=parallel_installs)
+    finally:
+        if server is not None:
+            server.shutdown()
+            server.server_close()
 
 
 def _register_until_answered(config, log) -> None:
@@ -222,17 +278,16 @@ def _register_until_answered(config, log) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @log_options
 @error_boundary
-def boot_cmd(interval, promise_interval, parallel_installs, runner, buildout_timeout, verbose,
-             quiet, log_level, log_format, log_file, **opts):
+def boot_cmd(interval, promise_interval, parallel_installs, metrics_listen, runner,
+             buildout_timeout, verbose, quiet, log_level, log_format, log_file, **opts):
     """Format the node (idempotent; a node already enrolled never presents its token
     again), register it, then run the node loop: one command for a node deployed as a
     service (profiles/node)."""
     setup_logging(log_level, log_format, log_file, verbose, quiet)
     config = _format(opts, enroll_again=False)
     _register_until_answered(config, logging.getLogger("slapfed.node"))
-    _agent(config.root, runner, buildout_timeout).run(interval=interval,
-                                                      promise_interval=promise_interval,
-                                                      parallel_installs=parallel_installs)
+    _run_loop(_agent(config.root, runner, buildout_timeout), interval, promise_interval,
+              parallel_installs, metrics_listen)
 
 
 @node.command("supervisord")

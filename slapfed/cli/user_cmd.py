@@ -8,6 +8,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import sys
+import time
 
 import click
 
@@ -16,7 +18,7 @@ from ..core import leases, sharing, states
 from ..core.errors import InvalidInput
 from . import completion
 from . import config as cfg
-from .common import InstanceFailed, emit, error_boundary, json_option, parse_pairs
+from .common import Exit, InstanceFailed, emit, error_boundary, json_option, parse_pairs
 
 master_option = click.option(
     "--master", "master_url", metavar="URL",
@@ -95,6 +97,9 @@ def render_instance(inst: dict) -> str:
         f"status:     {st['state']} (reported revision {st['revision']}, at {st.get('reported_at') or '-'})",
         f"placement:  {where}",
     ]
+    building = release_phrase(place) if place else None
+    if building:
+        lines.append(f"release:    {building}")
     if not inst.get("shared"):
         attached = len(inst.get("shared_instances") or ())
         lines.append(f"open to:    {sharing.describe(inst.get('open_to') or ())}"
@@ -136,8 +141,72 @@ def render_connection(inst: dict) -> str:
     return "\n".join(f"{k} = {v}" for k, v in sorted(inst["connection"].items()))
 
 
-def wait_and_check(client: MasterClient, inst: dict, wait: float) -> dict:
-    inst = client.wait_ready(inst["id"], wait)
+def release_phrase(place: dict) -> str | None:
+    """What the instance's release is doing on its computer, in words; None once it is
+    installed (or when the master does not say)."""
+    rel = place.get("release")
+    if not rel or rel["status"] == states.INSTALLED:
+        return None
+    where = place["computer"]
+    if rel["status"] == states.BUILDING:
+        retry = (f" (attempt {rel['failed_installs'] + 1}; last failure: {rel['reason']})"
+                 if rel.get("failed_installs") else "")
+        return f"installing the release on {where}{retry}"
+    if rel["status"] == states.FAILED:
+        return f"the release failed to install on {where}: {rel.get('reason') or 'see its log'}"
+    return f"waiting for {where} to install the release"
+
+
+def phase(inst: dict) -> str:
+    """One line saying where an instance stands while someone waits for it."""
+    st = inst["status"]
+    d = inst.get("delegation")
+    if st["state"] == states.UNKNOWN:
+        why = (st.get("log_tail") or "").strip().splitlines()
+        return "unknown" + (f": {why[-1]}" if why else "")
+    if d:
+        return f"delegated to {d['peer']} ({d['state']}), {st['state']}"
+    place = inst.get("placement")
+    current = st["revision"] == inst["revision"]
+    if st["state"] == states.FAILED and current:
+        return "failed"
+    if current and st["state"] == inst["requested_state"]:
+        return st["state"]
+    if place is None:
+        return "attaching to a host" if inst.get("shared") else "waiting for a place"
+    building = release_phrase(place)
+    if building:
+        return building
+    where = f"{place['computer']}/{place['partition']}"
+    if inst["requested_state"] == states.DESTROYED:
+        return f"destroying on {where}"
+    if inst["requested_state"] == states.STOPPED:
+        return f"stopping on {where}"
+    return f"instantiating on {where} (buildout, services, promises)"
+
+
+class Progress:
+    """Prints each change of phase with the time since the wait began, on stderr (so
+    that stdout holds only the answer); silent with --json."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.last: str | None = None
+
+    def __call__(self, inst: dict) -> None:
+        if not self.enabled:
+            return
+        now = phase(inst)
+        if now != self.last:
+            self.last = now
+            click.echo(f"{time.monotonic() - self.started:6.1f}s  {inst['reference']}: {now}",
+                       err=True)
+
+
+def wait_and_check(client: MasterClient, inst: dict, wait: float,
+                   progress: Progress | None = None) -> dict:
+    inst = client.wait_ready(inst["id"], wait, on_poll=progress)
     if inst["status"]["state"] == states.FAILED:
         tail = inst["status"].get("log_tail", "").rstrip().splitlines()[-15:]
         raise InstanceFailed(f"instance {inst['reference']!r} failed", tail)
@@ -288,12 +357,15 @@ def request(reference, software_url, software_type, params, params_json, sla, sl
         decision = explain_request(client, reference, software_url, software_type, params,
                                    params_json, sla, sla_fallbacks, state, shared, parent)
         emit(decision, as_json, render_decision(decision))
+        route = decision.get("route") or {}
+        if not decision["placed"] and route.get("kind") != "delegate":
+            sys.exit(int(Exit.CONFLICT))      # as the real request would: no partition fits
         return
     inst = client.request(reference, absolute_release(software_url), software_type,
                           parse_params(params, params_json), build_sla(sla, sla_fallbacks),
                           state, shared, parent, opening)
     if wait > 0:
-        inst = wait_and_check(client, inst, wait)
+        inst = wait_and_check(client, inst, wait, Progress(not as_json))
     emit(inst, as_json, render_connection(inst) if wait > 0 else render_instance(inst))
 
 
@@ -342,7 +414,7 @@ def _state_command(name: str, target: str, doc: str):
         inst = (client.destroy(inst["id"]) if target == states.DESTROYED
                 else client.change_state(inst["id"], target))
         if wait > 0:
-            inst = wait_and_check(client, inst, wait)
+            inst = wait_and_check(client, inst, wait, Progress(not as_json))
         emit(inst, as_json, f"{inst['reference']}: requested {inst['requested_state']}, "
                             f"status {inst['status']['state']}")
     return command
@@ -412,7 +484,12 @@ def computer_show(computer_id, master_url, as_json):
              f"continent={c['continent']}  {computer_state(c)}, last contact "
              f"{c.get('last_contact') or '-'}"]
     for s in c["software"]:
-        lines.append(f"  software {s['url']}  {s['state']}/{s['status']}")
+        line = f"  software {s['url']}  {s['state']}/{s['status']}"
+        if s.get("failed_installs"):
+            why = (s.get("log_tail") or "").strip().splitlines()
+            line += (f" after {s['failed_installs']} failed install(s)"
+                     + (f": {why[-1]}" if why else ""))
+        lines.append(line)
     for p in c["partitions"]:
         lines.append(f"  {p['id']:10} {p['address']:16} ports {p['port_base']}+{p['port_count']}"
                      f"  {p['instance'] or 'free'}")

@@ -93,6 +93,9 @@ class Software(Answer):
     log_tail: str
     software_types: Names
     reported_at: Iso
+    failed_installs: described("failed installs since the last successful one; above 0, "
+                               "placement sends no new instance of it here",
+                               Annotated[int, Field(ge=0)])
 
 
 class Computer(Answer):
@@ -165,6 +168,13 @@ class Locality(Answer):
 assert tuple(Locality.model_fields) == LOCALITY_LEVELS
 
 
+class ReleaseState(Answer):
+    status: Enum(SOFTWARE_STATUSES)
+    reported_at: Iso
+    failed_installs: int
+    reason: Optional[str]
+
+
 class Placement(Answer):
     computer: str
     partition: str
@@ -172,6 +182,9 @@ class Placement(Answer):
     port_base: int
     port_count: int
     locality: described("the computer's locality", Locality)
+    release: described("the instance's release on that computer, as its node last "
+                       "reported it (reason: the last line of a failed install's log)",
+                       ReleaseState)
 
 
 class Promise(Answer):

@@ -46,6 +46,16 @@ class InvalidInput(SlapfedError):
     http_status = 400
 
 
+class OutboundRefused(InvalidInput):
+    """A URL the master was asked to call (a peer's, a child master's) whose host resolves
+    only outside the networks this master may connect to (``master serve
+    --outbound-allow``), or does not resolve; refused before any connection is made.
+    ``details`` name the field and what it resolved to."""
+
+    code = "outbound_refused"
+    http_status = 400
+
+
 class NotFound(SlapfedError):
     code = "not_found"
     http_status = 404
@@ -125,6 +135,21 @@ class UnsupportedMediaType(SlapfedError):
     http_status = 415
 
 
+class UriTooLong(SlapfedError):
+    """The request line (method, path and query) is longer than the server reads
+    (gunicorn's 4094 bytes); refused before the application sees it."""
+
+    code = "uri_too_long"
+    http_status = 414
+
+
+class HeaderFieldsTooLarge(SlapfedError):
+    """Too many request header fields, or one too long; refused before the application."""
+
+    code = "header_fields_too_large"
+    http_status = 431
+
+
 class MasterStopping(SlapfedError):
     """The master is shutting down and can no longer answer this request; ask again
     (another worker, or the master once restarted)."""
@@ -154,6 +179,13 @@ class MasterUnreachable(SlapfedError):
     http_status = 503
 
 
+class NoMasterGiven(SlapfedError):
+    """A client was given no master URL at all: a usage error (client side only)."""
+
+    code = "no_master"
+    http_status = 400
+
+
 class Timeout(SlapfedError):
     """A client gave up waiting (client side only)."""
 
@@ -169,10 +201,11 @@ class InternalError(SlapfedError):
 ERROR_CLASSES: dict[str, type[SlapfedError]] = {
     k.code: k
     for k in (
-        SlapfedError, InvalidInput, NotFound, Conflict, NoCapacity, RecursionRefused,
+        SlapfedError, InvalidInput, OutboundRefused, NotFound, Conflict, NoCapacity, RecursionRefused,
         UnknownSoftwareType,
         Unauthenticated, Forbidden, FactNotOwned, ReportRefused, MethodNotAllowed,
-        PayloadTooLarge, UnsupportedMediaType, MasterStopping, StorageError, BackupCorrupt,
+        PayloadTooLarge, UnsupportedMediaType, UriTooLong, HeaderFieldsTooLarge,
+        MasterStopping, StorageError, BackupCorrupt, NoMasterGiven,
         MasterUnreachable, Timeout, InternalError,
     )
 }

@@ -368,6 +368,21 @@ Connection = Annotated[dict, BeforeValidator(_connection), WithJsonSchema(
     {"type": "object", "propertyNames": {"pattern": ecma(PARAMETER_KEY_RE)}})]
 
 
+def check_connection(params: Any, name: str = "connection") -> dict:
+    """Connection parameters as an instance publishes them (the checks of
+    PartitionReport's ``connection``); InvalidInput naming ``name``."""
+    try:
+        return _connection(params)
+    except PydanticCustomError as exc:
+        ctx = exc.context or {}
+        details = ([{"field": name + p["field"], "problem": p["problem"]}
+                    for p in ctx["problems"]] if "problems" in ctx
+                   else [{"field": name, "problem": ctx.get("problem", exc.message())}])
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    raise InvalidInput(f"invalid {name}: {details[0]['field']} {details[0]['problem']}{more}",
+                       details)
+
+
 def _shared_connections(value):
     found, out = [], {}
     for sid, params in _object(value).items():

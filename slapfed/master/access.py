@@ -30,7 +30,9 @@ REQUEST_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 ANONYMOUS = "anonymous"
 REDACTED = "REDACTED"
 # Query parameters whose values say what was asked and hold nothing secret.
-SHOWN_QUERY = frozenset({"requester", "reference", "state", "status", "since", "wait"})
+SHOWN_QUERY = frozenset({"requester", "reference", "state", "status", "since", "wait",
+                         "computer_id", "computer_reference", "computer_partition_reference",
+                         "computer_partition_id"})
 MAX_PATH = 512
 
 log = logging.getLogger(logs.ACCESS)

@@ -2,8 +2,9 @@
 
 Depends on Flask, store, services and the sibling modules: runtime (what the app owns
 while it runs), request (per-request helpers), errors (the one error handler), auth and
-the blueprints. Every write (POST, PUT, PATCH) carries one JSON
-object declared ``application/json``, decoded before any route sees it; a stopping app
+the blueprints (/api/v1, and SLAP under /slap for stock SlapOS tools). Every write
+(POST, PUT, PATCH) of /api/v1 carries one JSON object declared ``application/json``,
+decoded before any route sees it (SLAP's forms are read by master.slapform); a stopping app
 answers its requests in flight before closing its DB (MasterState).
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ from flask import Flask
 from ..services import federation
 from ..services.runtime import MasterSettings
 from ..store import open_db
-from . import access, auth, computers, identity, instances, meta, openapi, topology
+from . import access, auth, computers, identity, instances, meta, openapi, slap, topology
 from . import federation as federation_routes
 from .errors import render_error
 from .request import check_write_body, close_connection
@@ -55,8 +56,11 @@ def create_app(config: dict | None = None) -> Flask:
     rt = app.extensions[EXTENSION] = MasterRuntime(db, settings, owns)
     try:
         rt.topology = topology.load_topology(settings.topology_files, settings.name)
+        app.before_request(meta.start_timer)       # first: the guard's time counts too
         for module in (meta, identity, computers, instances, topology, federation_routes):
             app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
+        app.register_blueprint(meta.metrics_blueprint)
+        app.register_blueprint(slap.blueprint, url_prefix=slap.SLAP_PREFIX)
         app.extensions[meta.OPENAPI] = openapi.generate(app)
         auth.install(app, rt)
         federation.declare_peers(rt, rt.topology.declared_peers())
@@ -64,6 +68,7 @@ def create_app(config: dict | None = None) -> Flask:
         close_app(app)
         raise
     app.before_request(check_write_body)       # after the guard auth.install put first
+    app.after_request(meta.count_request)
     app.wsgi_app = RequestCounter(app.wsgi_app, rt)
 
     access.install(app, settings.access_log)

@@ -30,6 +30,7 @@ from ..core.errors import InternalError, InvalidInput, NotFound, SlapfedError
 from ..core.wire import ComputerRegistration, InstanceRequest, TokenCreation
 from ..services import authz
 from ..services.tx import read
+from . import slapform
 from .request import connection, json_body, runtime, settings
 
 PEER_CERT_ENVIRON = "slapfed.peer_certificate"
@@ -127,6 +128,8 @@ Loader = Callable[[ids.Identity, dict], object]
 class Guard:
     action: str
     load: Loader | None = None      # (identity, view args) -> the facts to decide on
+    # (identity, development mode) -> who the call speaks for (SLAP's X-SlapPartition)
+    speaks_for: Callable | None = None
 
 
 def _guard_request() -> None:
@@ -134,7 +137,8 @@ def _guard_request() -> None:
     if guard is None:            # no route matched: let Flask answer 404/405
         return
     if insecure():
-        g.identity = INSECURE_IDENTITY
+        g.identity = (INSECURE_IDENTITY if guard.speaks_for is None
+                      else guard.speaks_for(INSECURE_IDENTITY, True))
         return
     rule = policy.RULES[guard.action]
     try:
@@ -143,6 +147,8 @@ def _guard_request() -> None:
         if not rule.public:
             raise
         identity = None          # public routes serve anyone, even a bad certificate
+    if guard.speaks_for is not None:
+        identity = guard.speaks_for(identity, False)
     g.identity = identity
     policy.admit(identity, guard.action)
     if guard.load is not None:
@@ -203,9 +209,61 @@ def _certificate(identity, args):
     return policy.CertificateFacts(record.identity)
 
 
+# -- SLAP (master.slap): the same actions, facts read from the call's fields -----------
+def _slap_computer(field):
+    return lambda identity, args: ComputerFacts(slapform.identifier(field))
+
+
+def _slap_partition(identity, args):
+    return PartitionFacts(slapform.identifier("computer_id"),
+                          slapform.identifier("computer_partition_id"))
+
+
+def _slap_registration(identity, args):
+    return ComputerFacts(slapform.computer_registration().id)
+
+
+def _slap_instance_request(identity, args):
+    resolved, facts = authz.resolve_request(connection, identity,
+                                            slapform.instance_request().request, None)
+    g.instance_request = resolved
+    return facts
+
+
+def _slap_speaker(identity, development):
+    return slapform.speaking_for(identity, trust_header=development)
+
+
+_SLAP_NODE_SOFTWARE = ("building_software_release", "available_software_release",
+                       "software_release_error", "destroyed_software_release",
+                       "use_computer")
+_SLAP_NODE_PARTITION = ("started_computer_partition", "stopped_computer_partition",
+                        "destroyed_computer_partition", "software_instance_error",
+                        "software_instance_bang", "set_computer_partition_connection_xml")
+SLAP_GUARDS: dict[str, Guard] = {
+    "slap.request_computer_partition": Guard(policy.REQUEST_INSTANCE, _slap_instance_request,
+                                             _slap_speaker),
+    "slap.supply_supply": Guard(policy.SUPPLY_SOFTWARE, _slap_computer("computer_id")),
+    "slap.get_full_computer_information": Guard(policy.READ_DESIRED_STATE,
+                                                _slap_computer("computer_id")),
+    "slap.get_computer_information": Guard(policy.READ_DESIRED_STATE,
+                                           _slap_computer("computer_id")),
+    "slap.register_computer_partition": Guard(policy.READ_DESIRED_STATE,
+                                              _slap_computer("computer_reference")),
+    "slap.get_computer_partition_certificate": Guard(policy.CERTIFY_PARTITION,
+                                                     _slap_partition),
+    "slap.load_computer_configuration_from_xml": Guard(policy.REGISTER_COMPUTER,
+                                                       _slap_registration),
+    **{f"slap.{name}": Guard(policy.REPORT_SOFTWARE, _slap_computer("computer_id"))
+       for name in _SLAP_NODE_SOFTWARE},
+    **{f"slap.{name}": Guard(policy.REPORT_PARTITION, _slap_partition)
+       for name in _SLAP_NODE_PARTITION},
+}
+
 GUARDS: dict[str, Guard] = {
     "meta.health": Guard(policy.HEALTH),
     "meta.openapi": Guard(policy.OPENAPI),
+    "metrics.metrics": Guard(policy.READ_METRICS),
     "identity.whoami": Guard(policy.WHOAMI),
     "identity.redeem_token": Guard(policy.REDEEM_TOKEN),
     "identity.certify_partition": Guard(policy.CERTIFY_PARTITION, _existing_partition),
@@ -239,6 +297,7 @@ GUARDS: dict[str, Guard] = {
     "federation.set_policy": Guard(policy.REGISTER_PEER),
     "federation.summary": Guard(policy.READ_SUMMARY),
     "federation.changes": Guard(policy.FOLLOW_DELEGATIONS),
+    **SLAP_GUARDS,
 }
 
 

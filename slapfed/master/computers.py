@@ -28,7 +28,14 @@ log = logging.getLogger("slapfed.master.computers")
 def register():
     """An admin registers (and describes) any computer; a node registers itself, and
     after its first registration may only add partitions (core.claims)."""
-    proposed = ComputerRegistration.from_json(json_body())
+    created, body = register_proposed(ComputerRegistration.from_json(json_body()))
+    return jsonify(body), 201 if created else 200
+
+
+def register_proposed(proposed: ComputerRegistration) -> tuple[bool, dict]:
+    """Register ``proposed`` as the caller may: completed from the topology files, and
+    as a node's own claim when the caller is a node (also for SLAP's
+    loadComputerConfigurationFromXML). Returns (created, computer JSON)."""
     reg = complete_registration(proposed)
     identity = current_identity()
     node = (NodeClaim(proposed, declared_facts(proposed.id))
@@ -39,7 +46,7 @@ def register():
              len(body.get("partitions") or ()),
              extra={"computer": reg.id, "new": created,
                     "partitions": len(body.get("partitions") or ())})
-    return jsonify(body), 201 if created else 200
+    return created, body
 
 
 @blueprint.patch("/computers/<cid>")

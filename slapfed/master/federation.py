@@ -15,7 +15,7 @@ from flask import Blueprint, jsonify, request
 from ..core.errors import InvalidInput
 from ..core.states import ORIGIN_CLI
 from ..core.wire import PeerAddition, PeerUpdate
-from ..peering.peers import pair
+from ..peering.peers import check_peer_url, pair
 from ..services import federation as fed
 from .. import logs
 from .access import principal as caller
@@ -23,7 +23,7 @@ from .request import connection, json_body, runtime, settings
 from .auth import current_identity
 
 blueprint = Blueprint("federation", __name__)
-MAX_WAIT = 60.0
+MAX_WAIT = 60.0         # what a client may ask (the document's maximum)
 WAIT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")      # plain decimal seconds
 log = logging.getLogger("slapfed.master.federation")
 
@@ -49,10 +49,11 @@ def add_peer():
     identity it got, read the peer's summary, then record the peer. Without a token,
     only an already paired peer's link facts (trust, cost, ...) are updated."""
     body = PeerAddition.from_json(json_body())
+    check_peer_url(settings().outbound, body.url)
     credentials = principal = summary = None
     if body.token:
         p = pair(settings().data_dir, body.name, body.url,
-                 body.ca_certificate, body.token)
+                 body.ca_certificate, body.token, outbound=settings().outbound)
         credentials, principal, summary = p.credentials, p.principal, p.summary
     else:
         known = {p["name"]: p for p in fed.list_peers(connection())}
@@ -111,7 +112,8 @@ def summary():
 def changes():
     """Long poll: the instances the calling master requested here that changed after
     ``since`` (a cursor from a previous answer; none = all), waiting up to ``wait``
-    seconds (at most 60) for one."""
+    seconds (at most 60) for one, and never longer than this master's long poll limit
+    (``master serve --long-poll-max``): a longer wait is shortened to it."""
     args = request.args
     problems = [{"field": k, "problem": "unknown parameter (known: since, wait)"}
                 for k in args if k not in ("since", "wait")]
@@ -133,6 +135,11 @@ def changes():
     since = fed.check_cursor(args.get("since"))
     requester = current_identity().principal
     rt = runtime()
-    cursor, items = fed.wait_changes(rt, requester, since, wait, rt.stopping,
-                                     conn=connection())
+    wait = min(wait, rt.settings.long_poll_max)
+    rt.metrics.long_polls.inc()
+    try:
+        cursor, items = fed.wait_changes(rt, requester, since, wait, rt.stopping,
+                                         conn=connection())
+    finally:
+        rt.metrics.long_polls.dec()
     return jsonify({"cursor": cursor, "instances": items})

@@ -14,6 +14,7 @@ from ..core import provenance
 from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 from ..core.wire import ChildMasterRegistration, StateChange
+from ..peering.peers import check_peer_url
 from .access import principal
 from .request import connection, json_body, runtime, settings
 from .auth import instance_filter, instance_request
@@ -39,7 +40,7 @@ def request_instance():
     created, body = services.request_instance(runtime(), bounded(instance_request()))
     if body.get("delegation") is not None:
         kick_forwarder()
-    _log_outcome("requested" if created else "requested again", body)
+    log_outcome("requested" if created else "requested again", body)
     return jsonify(body), 201 if created else 200
 
 
@@ -82,14 +83,17 @@ def change_state(iid):
     body = services.change_state(runtime(), iid, change.state)
     if body.get("delegation") is not None:
         kick_forwarder()
-    _log_outcome(f"set to {change.state}", body)
+    log_outcome(f"set to {change.state}", body)
     return jsonify(body)
 
 
 @blueprint.put("/instances/<iid>/child-master")
 def register_child_master(iid):
-    """The partition of instance <iid> registers the master it runs (recursion)."""
+    """The partition of instance <iid> registers the master it runs (recursion). Its URL
+    is one this master will call (to pair with it, then as a peer): refused when it lies
+    outside the outbound policy."""
     reg = ChildMasterRegistration.from_json(json_body())
+    check_peer_url(settings().outbound, reg.url)
     body = services.register_child_master(runtime(), iid, reg)
     log.info("instance %s registered its child master (by %s)", iid, principal(),
              extra={"instance": iid})
@@ -101,7 +105,7 @@ def destroy(iid):
     body = services.destroy_instance(runtime(), iid)
     if body.get("delegation") is not None:
         kick_forwarder()
-    _log_outcome("destruction requested", body)
+    log_outcome("destruction requested", body)
     return jsonify(body)
 
 
@@ -118,7 +122,7 @@ def where(body: dict) -> str:
     return f"not placed ({(body.get('status') or {}).get('state')})"
 
 
-def _log_outcome(what: str, body: dict) -> None:
+def log_outcome(what: str, body: dict) -> None:
     """One line per instance change: which instance, of whom, by whom, and where it is
     now (never its parameters: they may hold the requester's secrets)."""
     log.info("instance %s (%r of %s) %s by %s: %s", body.get("id"), body.get("reference"),

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 description of /api/v1, generated from the routes and the wire types.
 
-Depends on Flask, core.wire (the request bodies), core.answers (the response bodies)
-and the blueprints. The paths come from the blueprints' URL rules; each route declares
+Depends on Flask, core.wire (the request bodies), core.answers (the response bodies),
+ca.identity (the names of each role) and the blueprints. The paths come from the blueprints' URL rules; each route declares
 here, in OPERATIONS (keyed by its endpoint), its operationId, summary, request body type,
 answers and the errors it may give; the schemas are the wire types' JSON Schema
 (pydantic). Building the document fails when a route has no declaration or a
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from flask import Flask
 
 from .. import __version__
+from ..ca import identity as ids
 from ..core import answers as A, bodies, wire
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 
@@ -27,7 +28,10 @@ REVOCATION_REASONS = wire.REVOCATION_REASONS
 ERROR_TEXT = {
     "400": "invalid_input: malformed JSON or invalid fields (details list every problem); "
            f"a body must be one JSON object, nested at most {bodies.MAX_DEPTH} levels deep, "
-           f"holding at most {bodies.MAX_VALUES} values and no lone surrogate",
+           f"holding at most {bodies.MAX_VALUES} values and no lone surrogate; "
+           "outbound_refused: a URL this master would call resolves only outside the "
+           "networks it may connect to (master serve --outbound-allow), or does not "
+           "resolve (details name the field)",
     "401": "unauthenticated (no client certificate) or a refused certificate: "
            "certificate_expired, certificate_revoked, foreign_certificate, "
            "invalid_certificate_signature, no_identity, bad_certificate, invalid_token, "
@@ -38,14 +42,30 @@ ERROR_TEXT = {
     "409": "conflict, no_capacity (details explain the refusals) or recursion_refused "
            "(the chain of masters is too long or loops)",
     "413": "payload_too_large",
+    "414": "uri_too_long: the request line (method, path and query) is longer than "
+           "4094 bytes",
     "415": "unsupported_media_type: a request body must be sent as Content-Type: "
            "application/json (optionally with charset=utf-8)",
     "422": "unknown_software_type",
+    "431": "header_fields_too_large: more than 100 request header fields, or one "
+           "longer than 8190 bytes",
     "500": "internal_error",
     "503": "storage_error, or master_stopping (the master shuts down: ask again)",
 }
 
 STR = {"type": "string"}
+# Rules of other layers than core (which the wire types cannot import), added to the
+# generated schemas: each role's names (ca.identity.identity_problems).
+_PRINCIPAL_NAME = wire.ecma(ids.PRINCIPAL_NAME_RE)
+_ROLE_NAMES = {"person": _PRINCIPAL_NAME, "admin": _PRINCIPAL_NAME,
+               "master": _PRINCIPAL_NAME, "computer": wire.ecma(ids.ID_RE),
+               "partition": wire.ecma(ids.ID_RE)[:-1] + "/" + wire.ecma(ids.ID_RE)[1:]}
+RULES = {"CertificateIssue": {
+    "allOf": [{"if": {"properties": {"role": {"const": role}}},
+               "then": {"properties": {"name": {"pattern": pattern}}}}
+              for role, pattern in _ROLE_NAMES.items()],
+    "description": "name: a computer id for a computer, <computer>/<partition> for a "
+                   "partition, a principal name for the other roles"}}
 # the path variables of the routes
 PATH_VARIABLES = {
     "cid": ("computer id", STR),
@@ -61,8 +81,10 @@ PATH_VARIABLES = {
 @dataclass(frozen=True)
 class Op:
     """What a route answers: ``answers`` {status: (model or None, description)};
-    ``errors``: the error statuses it gives besides those every route may (500, 503;
-    401 and 403 unless ``public``; 400, 413 and 415 with a ``body``)."""
+    ``errors``: the error statuses it gives besides those every route may (414 and 431:
+    a request line or headers too long for the server; 500, 503; 401 and 403 unless
+    ``public``; 400, 413 and 415 with a ``body``); ``variables``: path variables whose
+    schema differs from PATH_VARIABLES' here."""
 
     op_id: str
     summary: str
@@ -72,6 +94,7 @@ class Op:
     public: bool = False
     parameters: tuple = ()
     responses: dict = field(default_factory=dict)    # raw OpenAPI responses, verbatim
+    variables: dict = field(default_factory=dict)    # {path variable: schema}
 
 
 def _enum(values) -> dict:
@@ -178,7 +201,9 @@ OPERATIONS = {
     "identity.certify_partition": Op(
         "certify_partition", "A node has the key its partition generated certified as that "
         "partition", {"201": (A.IssuedCertificate, "issued")}, ("400", "401", "403", "404"),
-        body=wire.CertificateSigning),
+        body=wire.CertificateSigning, variables={
+            "cid": {"type": "string", "pattern": wire.ecma(ids.ID_RE)},
+            "pid": {"type": "string", "pattern": wire.ecma(ids.ID_RE)}}),
     "identity.list_certificates": Op(
         "list_certificates", "Every certificate this master's CA issued (admins; public "
         "material only)", {"200": (A.CertificateList, "the certificates")}, ("401", "403")),
@@ -221,13 +246,17 @@ OPERATIONS = {
     "federation.changes": Op(
         "federation_changes",
         "Long poll: the instances the calling peer master requested here that changed after "
-        "cursor `since` (none: all), waiting up to `wait` seconds (at most 60)",
+        "cursor `since` (none: all), waiting up to `wait` seconds (at most 60, and never "
+        "longer than the master's own limit, master serve --long-poll-max: a longer wait "
+        "is shortened to it)",
         {"200": (A.Changes, "changed instances and the next cursor")},
         ("400", "401", "403"), parameters=(
             {"name": "since", "in": "query", "required": False,
              "schema": {"type": "string", "pattern": "^(?:[0-9a-fA-F]{16})?$"}},
             {"name": "wait", "in": "query", "required": False,
-             "schema": {"type": "number", "minimum": 0, "maximum": 60}})),
+             "schema": {"type": "number", "minimum": 0, "maximum": 60},
+             "description": "seconds to wait for a change (default 0: answer at once); the "
+                            "master may answer sooner, with no change"})),
 }
 
 
@@ -246,7 +275,7 @@ def _errors(*codes) -> dict:
 
 def _implied_errors(has_body: bool, public: bool) -> tuple:
     codes = ("400", "413", "415") if has_body else ()
-    return codes + (() if public else ("401", "403")) + ("500", "503")
+    return codes + (() if public else ("401", "403")) + ("414", "431", "500", "503")
 
 
 def _operation(op: Op, variables: list[str]) -> dict:
@@ -264,7 +293,8 @@ def _operation(op: Op, variables: list[str]) -> dict:
             "schema": _ref(op.body)}}}
     if op.public:
         out["security"] = []
-    params = [{"name": v, "in": "path", "required": True, "schema": PATH_VARIABLES[v][1],
+    params = [{"name": v, "in": "path", "required": True,
+               "schema": op.variables.get(v, PATH_VARIABLES[v][1]),
                "description": PATH_VARIABLES[v][0]} for v in variables]
     params += list(op.parameters)
     if params:
@@ -322,6 +352,8 @@ def _generate(rules: tuple) -> dict:
     models |= {m for op in OPERATIONS.values() for m, _ in op.answers.values()}
     models.add(A.Error)
     schemas = wire.json_schemas(sorted(models, key=lambda m: m.__name__), REF)
+    for name, rules in RULES.items():
+        schemas[name] = {**schemas[name], **rules}
     return {
         "openapi": "3.1.0",
         "info": {"title": "slapfed master API", "version": __version__,

@@ -46,6 +46,7 @@ def close_connection(_exc=None) -> None:
 
 _NO_BODY = object()
 WRITE_METHODS = ("POST", "PUT", "PATCH")
+FORM_BLUEPRINTS = ("slap",)   # SLAP takes forms (master.slapform reads and checks them)
 JSON_MEDIA_TYPE = "application/json"
 
 
@@ -96,5 +97,6 @@ def check_content_type() -> None:
 def check_write_body() -> None:
     """Every write (POST, PUT, PATCH) carries a JSON object: checked for each route, also
     one whose view would not read it (after the guard: who is asking comes first)."""
-    if request.method in WRITE_METHODS and request.endpoint in current_app.view_functions:
+    if request.method in WRITE_METHODS and request.endpoint in current_app.view_functions \
+            and request.blueprint not in FORM_BLUEPRINTS:
         json_body()

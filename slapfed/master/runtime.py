@@ -16,8 +16,11 @@ import threading
 import time
 
 from ..core import errors
+from ..metrics import MasterMetrics
 from ..peering.forwarder import Forwarder
+from ..services.federation.peers import forward_counts
 from ..services.runtime import MasterSettings, Runtime
+from ..services.tx import read
 
 EXTENSION = "slapfed"
 
@@ -28,7 +31,9 @@ class MasterRuntime(Runtime):
     """What an app owns: the use cases' runtime (settings, DB, writer, placement state,
     renderer), the DB itself when it opened it (``owns_db``), its CA (``ca``: None in
     development mode without one), its topology (``topology``: master.topology's
-    MasterTopology) and its forwarder (None unless it runs in this process).
+    MasterTopology), its forwarder (None unless it runs in this process) and the
+    partition key pairs it handed to stock SLAP nodes (``slap_keys``: master.slap's, in
+    memory only, so that a node asking again on every run gets the same pair).
 
     Stopping comes in two steps. ``begin_stop`` (on the server's SIGTERM/SIGINT) makes
     long polls answer at once with what they have; ``close`` then waits (at most
@@ -43,10 +48,35 @@ class MasterRuntime(Runtime):
         self.ca = None
         self.topology = None
         self.forwarder = None
+        self.slap_keys: dict = {}
+        self.slap_keys_lock = threading.Lock()
         self.stopping = threading.Event()
         self.closed = False
         self._active = 0
         self._idle = threading.Condition()
+        self.metrics = MasterMetrics()
+        self.writer.on_commit = self.metrics.commit
+        self.placement.on_decision = self.metrics.placement
+        self.metrics.gauges(self._scraped)
+
+    def _scraped(self):
+        """The gauges only the database knows, read at each scrape."""
+        if self.closed:
+            return []
+        out = [("slapfed_master_storage_bytes", "Size of the master's storage.",
+                {(): float(self.db.storage.getSize())}, ())]
+        counts = read(self.db, forward_counts)
+        out.append(("slapfed_master_forwards_open", "Open forwards (delegations under "
+                    "way or served), by peer and state.",
+                    {(peer, state): float(n) for peer, states in counts.items()
+                     for state, n in states.items()}, ("peer", "state")))
+        expired = self.leases.expired_ids()
+        total = read(self.db, lambda app: len(app.computers))
+        out.append(("slapfed_master_computers", "Computers, by lease (live: heard from "
+                    "within its lease; expired: not).",
+                    {("expired",): float(len(expired)),
+                     ("live",): float(max(0, total - len(expired)))}, ("lease",)))
+        return out
 
     # -- the forwarder ----------------------------------------------------------------
     def start_forwarder(self):

@@ -21,6 +21,7 @@ import signal
 import ssl
 from dataclasses import dataclass
 
+import gunicorn.util
 from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
@@ -32,7 +33,9 @@ from ..store import open_db, parse_storage_uri
 from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
 from ..ca.keys import generate_key, make_private_dir, write_private_key
-from ..services.runtime import DEFAULT_RETRY_MAX, MasterSettings
+from ..core.outbound import OutboundPolicy
+from ..services.runtime import DEFAULT_RETRY_MAX, MAX_LONG_POLL, MasterSettings
+from ..metrics import worker_gone
 from .app import EXTENSION, close_app, create_app, runtime_of
 from .auth import open_authority
 from .topology import load_topology
@@ -76,6 +79,8 @@ class ServeOptions:
     pack_every: float = DEFAULT_PACK_EVERY  # seconds between two automatic packs (0: never)
     pack_keep: float = DEFAULT_PACK_KEEP    # history a pack keeps (seconds)
     lease: float = DEFAULT_LEASE    # seconds a computer stays live without a call of its node
+    outbound_allow: tuple = ()      # networks the master may call for peers (empty: any)
+    long_poll_max: float = MAX_LONG_POLL    # longest a long poll here waits (seconds)
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -110,9 +115,41 @@ def check_options(opts: ServeOptions) -> None:
             f"plain HTTP is only served on loopback, not on {opts.host}; drop "
             "--insecure-http to serve HTTPS with client certificates")})
     problems.extend(_maintenance_problems(opts))
+    try:
+        OutboundPolicy.parse(opts.outbound_allow)
+    except InvalidInput as exc:
+        problems.extend(exc.details)
+    if isinstance(opts.long_poll_max, bool) \
+            or not isinstance(opts.long_poll_max, (int, float)) \
+            or not 0 <= opts.long_poll_max <= MAX_LONG_POLL:
+        problems.append({"field": "long_poll_max",
+                         "problem": f"must be a number of seconds in 0..{MAX_LONG_POLL:g}"})
     if problems:
         first = problems[0]
         raise InvalidInput(f"cannot serve: {first['field']} {first['problem']}", problems)
+
+
+# What gunicorn refuses before the app sees a request (a request line over 4094 bytes,
+# too many headers, a malformed line): the status it chose -> the error code answered.
+GUNICORN_ERROR_CODES = {400: "invalid_input", 403: "forbidden", 414: "uri_too_long",
+                        417: "expectation_failed", 431: "header_fields_too_large",
+                        500: "internal_error", 501: "not_implemented"}
+
+
+def write_json_error(sock, status_int, reason, mesg):
+    """gunicorn's answer to a request it refuses itself, as the one JSON error body every
+    other answer has (with a request id in the body and X-Request-Id), not its HTML page.
+    Installed in place of gunicorn.util.write_error by MasterApplication."""
+    import json
+    import uuid
+    request_id = uuid.uuid4().hex
+    code = GUNICORN_ERROR_CODES.get(status_int, "error")
+    body = json.dumps({"error": {"code": code, "message": mesg or reason, "details": [],
+                                 "request_id": request_id}}).encode()
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"X-Request-Id: {request_id}\r\n\r\n").encode("latin-1")
+    gunicorn.util.write_nonblock(sock, head + body)
 
 
 class _Logger(GunicornLogger):
@@ -192,6 +229,7 @@ class MasterApplication(BaseApplication):
 
     def load_config(self):
         opts = self.opts
+        gunicorn.util.write_error = write_json_error    # inherited by the workers
         settings = {
             "bind": [f"{_host_for_bind(opts.host)}:{opts.port}"],
             "workers": opts.workers,
@@ -216,6 +254,7 @@ class MasterApplication(BaseApplication):
             "post_worker_init": self._post_worker_init,
             "worker_int": self._worker_int,
             "worker_exit": self._worker_exit,
+            "child_exit": self._child_exit,
             "on_exit": self._arbiter_exit,
         }
         if self.tls is not None:
@@ -235,7 +274,9 @@ class MasterApplication(BaseApplication):
                            "FORWARDER": True,
                            "ACCESS_LOG": self.opts.access_log,
                            "PEER_RETRY_MAX": self.opts.peer_retry_max,
-                           "LEASE": self.opts.lease})
+                           "LEASE": self.opts.lease,
+                           "OUTBOUND_ALLOW": tuple(self.opts.outbound_allow),
+                           "LONG_POLL_MAX": self.opts.long_poll_max})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):
@@ -294,6 +335,11 @@ class MasterApplication(BaseApplication):
         if app is not None and hasattr(app, "extensions"):
             stop_maintenance(app)
             close_app(app)
+
+    @staticmethod
+    def _child_exit(server, worker):
+        """The arbiter saw a worker end: its live gauges stop counting (metrics)."""
+        worker_gone(worker.pid)
 
     def _arbiter_exit(self, server):
         for name in (URL_FILE, PID_FILE):

@@ -38,7 +38,8 @@ class SoftwareRelease(Persistent):
     url = None
     hash = None
     state = AVAILABLE          # desired: available | destroyed
-    status = PENDING           # observed: pending | installed | failed | destroyed
+    status = PENDING           # observed: pending | building | installed | failed | destroyed
+    failed_installs = 0        # failures since the last successful install
     log_tail = ""
     software_types = ()
     reported_at = None
@@ -47,6 +48,12 @@ class SoftwareRelease(Persistent):
         self.url = url
         self.hash = software_hash
         self.state = state
+
+    @property
+    def broken(self) -> bool:
+        """Its install failed, and has not succeeded since (a retry may be under way):
+        placement sends it no new instance."""
+        return self.state == AVAILABLE and self.failed_installs > 0
 
 
 class Computer(Persistent):

@@ -31,7 +31,7 @@ from . import confine
 from ..logs import redact_url
 from .identity import partition_identity
 from ..core.errors import Conflict, MasterUnreachable, NotFound, SlapfedError
-from ..core.states import DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
+from ..core.states import BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
 from ..core.wire import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
 from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
@@ -49,6 +49,11 @@ from .supervisor import (
 )
 
 log = logging.getLogger("slapfed.node")
+# After the agent starts, each started partition is confirmed to the master once its
+# health check passes (polled every CONFIRM_POLL s), or reported failing after
+# CONFIRM_GRACE s: a status from before the restart is never left standing as current.
+CONFIRM_GRACE = 20.0
+CONFIRM_POLL = 0.5
 
 
 class PartitionUnknown(SlapfedError):
@@ -135,6 +140,10 @@ class Agent:
         self.local, self.outbox, self.health = self._load_state()
         self.etag, self.desired = self._load_desired()
         self.stopping = False
+        # started partitions to confirm to the master after the agent (re)starts:
+        # pid -> deadline (clock) after which a failing check is reported anyway
+        self.confirm: dict[str, float] = {}
+        self.metrics = None       # slapfed.metrics.NodeMetrics, when asked for (run)
         self.installer: InstallWorker | None = None    # None: installs run inline
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
 
@@ -218,7 +227,8 @@ class Agent:
             if pid is None:
                 action = block[0]
                 if isinstance(action, InstallSoftware):
-                    self.installer.submit(action)
+                    if self.installer.submit(action):
+                        self._report_building(action)
                     continue
                 if isinstance(action, RemoveSoftware) and action.software_hash in installing:
                     continue                   # removed once its install is over
@@ -254,7 +264,8 @@ class Agent:
         if self.installer is None and workers > 0:
             kind = type(self.runner)
             timeout = getattr(self.runner, "timeout", nb.DEFAULT_TIMEOUT)
-            self.installer = InstallWorker(self.paths, lambda: kind(timeout), workers)
+            self.installer = InstallWorker(self.paths, lambda: kind(timeout), workers,
+                                           self.config.install_settings())
 
     def stop_install_worker(self) -> None:
         if self.installer is not None:
@@ -267,8 +278,10 @@ class Agent:
         h, url = action.software_hash, action.url
         if isinstance(action, InstallSoftware):
             log.info("installing release %s", redact_url(url))
+            self._report_building(action)
             try:
-                res = nb.install_software(self.paths, url, h, self.runner)
+                res = nb.install_software(self.paths, url, h, self.runner,
+                                          self.config.install_settings())
             except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
                 return self._software_done(action, None, f"slapfed: {exc}",
                                            time.monotonic() - started)
@@ -287,6 +300,47 @@ class Agent:
             rec = self._software_failed(prev, url, f"slapfed: {exc}")
         return self._software_record(action, rec, time.monotonic() - started)
 
+    def _count(self, action, work, seconds: float, raised: bool = False) -> None:
+        """Metrics of one partition action (and of its instance buildout)."""
+        if self.metrics is None:
+            return
+        failed = raised or (work.record is not None and work.record.state == FAILED)
+        result = "failed" if failed else "ok"
+        kind = type(action).__name__.lower()
+        self.metrics.actions.labels(kind, result).inc()
+        if isinstance(action, Instantiate):
+            self.metrics.buildouts.labels("instance", result).observe(seconds)
+
+    def enable_metrics(self, metrics) -> None:
+        """Count into ``metrics`` (slapfed.metrics.NodeMetrics) from now on."""
+        self.metrics = metrics
+        metrics.gauges(self._partition_gauges)
+
+    def _partition_gauges(self):
+        counts: dict = {}
+        for rec in list(self.local.partitions.values()):
+            counts[(rec.state,)] = counts.get((rec.state,), 0) + 1
+        free = len(self.config.partitions) - len(self.local.partitions)
+        if free > 0:
+            counts[("free",)] = counts.get(("free",), 0) + free
+        return [("slapfed_node_partitions", "Partitions of this node, by the state the "
+                 "agent last recorded (free: never used).",
+                 {k: float(v) for k, v in counts.items()}, ("state",))]
+
+    def _count_promises(self, promises) -> None:
+        if self.metrics is not None:
+            for p in promises or ():
+                self.metrics.promises.labels("ok" if p.get("ok") else "failed").inc()
+
+    def _report_building(self, action) -> None:
+        """Tell the master the install starts, so that whoever waits sees why (the last
+        failure's reason stays on the master until this install ends)."""
+        prev = self.local.software.get(action.software_hash)
+        types = list(prev.software_types) if prev is not None else []
+        self._send(("software", action.software_hash),
+                   {"url": action.url, "status": BUILDING, "log_tail": "",
+                    "software_types": types})
+
     def _software_done(self, action, res, error: str, seconds: float) -> Outcome:
         """Record (and report) an install's result: ``res`` a SoftwareResult, or None
         with ``error`` when the install raised."""
@@ -301,6 +355,11 @@ class Agent:
 
     def _software_record(self, action, rec: SoftwareRecord, seconds: float) -> Outcome:
         h, url = action.software_hash, action.url
+        if self.metrics is not None:
+            result = "failed" if rec.status == FAILED else "ok"
+            self.metrics.actions.labels(type(action).__name__.lower(), result).inc()
+            if isinstance(action, InstallSoftware):
+                self.metrics.buildouts.labels("release", result).observe(seconds)
         self.local = replace(self.local, software={**self.local.software, h: rec})
         self._send(("software", h), {"url": url, "status": rec.status,
                                      "log_tail": _tail(rec.log_tail, MAX_LOG_TAIL),
@@ -323,7 +382,13 @@ class Agent:
         try:
             for action in block:
                 log.info("%s", action.describe())
-                self._do(action, work)
+                began = time.monotonic()
+                try:
+                    self._do(action, work)
+                except BaseException:
+                    self._count(action, work, time.monotonic() - began, raised=True)
+                    raise
+                self._count(action, work, time.monotonic() - began)
                 if work.record is not None and work.record.state == FAILED:
                     break
         except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
@@ -464,6 +529,7 @@ class Agent:
         if health.ok and has_promises:
             work.promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
                                          user=part.user)
+            self._count_promises(work.promises)
             if summary(work.promises):
                 problems.append(summary(work.promises))
             health = self.sup.health(pid)   # a service may have died meanwhile
@@ -555,13 +621,16 @@ class Agent:
         now = self.clock()
         reported = []
         checked_any = False
-        # started partitions, and those a previous check found failing (until re-applied)
-        due = sorted((self.health.get(pid, {}).get("checked", rec.last_attempt), pid)
+        # started partitions, and those a previous check found failing (until re-applied);
+        # partitions still to confirm after a restart come first, whatever their last check
+        due = sorted((0.0 if pid in self.confirm else
+                      self.health.get(pid, {}).get("checked", rec.last_attempt), pid)
                      for pid, rec in self.local.partitions.items()
                      if rec.state == STARTED or (rec.state == FAILED
                                                  and self.health.get(pid, {}).get("ok") is False))
         for checked, pid in due:
-            if now - checked < interval or time.monotonic() - started > budget:
+            if (now - checked < interval and pid not in self.confirm) or \
+                    time.monotonic() - started > budget:
                 break
             rec = self.local.partitions[pid]
             pp = self.paths.partition(pid)
@@ -571,15 +640,20 @@ class Agent:
                 health = self.sup.health(pid)
                 promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
                                         user=part.user if part else None)
+                self._count_promises(promises)
             except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
                 log.warning("health check of %s failed: %s", pid, exc)
                 continue
             problems = ([] if health.ok else [health.message]) + \
                 ([summary(promises)] if summary(promises) else [])
             ok = not problems
+            confirming = pid in self.confirm
+            if confirming and not ok and self.clock() < self.confirm[pid]:
+                continue            # its services are still coming up: look again soon
+            self.confirm.pop(pid, None)
             was_ok = self.health.get(pid, {}).get("ok", True)
             self.health[pid] = {"ok": ok, "checked": self.clock()}
-            if ok == was_ok:
+            if ok == was_ok and not confirming:
                 continue
             tail = "\n".join(problems)
             new = replace(rec, state=STARTED if ok else FAILED, log_tail=tail,
@@ -613,6 +687,10 @@ class Agent:
             self.sweep_orphans()
             if any(r.state == STARTED for r in self.local.partitions.values()):
                 self.sup.ensure_running()      # after a reboot: bring the services back
+            # what the master last heard may predate this start: confirm every started
+            # partition once its services answer (or report their failure after a grace)
+            self.confirm = {pid: self.clock() + CONFIRM_GRACE
+                            for pid, r in self.local.partitions.items() if r.state == STARTED}
             log.info("node %s: loop every %gs against %s", self.config.computer, interval,
                      self.config.master)
             unreachable = False
@@ -624,6 +702,8 @@ class Agent:
                 try:
                     self.revive_supervisord()
                     result = self.once()
+                    if self.metrics is not None:
+                        self.metrics.cycles.observe(result.seconds)
                     if unreachable:
                         log.info("master %s answers again", self.config.master)
                         unreachable = False
@@ -639,6 +719,8 @@ class Agent:
                         log.debug("cycle: nothing to do (%.3fs)", result.seconds)
                     self.check_health(promise_interval)
                 except MasterUnreachable as exc:
+                    if self.metrics is not None:
+                        self.metrics.unreachable.inc()
                     # once per outage at WARNING; each further failed cycle at DEBUG
                     log.log(logging.DEBUG if unreachable else logging.WARNING, "%s",
                             exc.message)
@@ -647,7 +729,9 @@ class Agent:
                     log.error("cycle failed (%s): %s", exc.code, exc.message)
                 except Exception:  # a bug outside the per-partition boundaries: keep looping
                     log.exception("cycle failed unexpectedly; retrying next cycle")
-                self._sleep(interval - (time.monotonic() - began))
+                # confirm quickly after a start, then every interval
+                pause = min(interval, CONFIRM_POLL) if self.confirm else interval
+                self._sleep(pause - (time.monotonic() - began))
         finally:
             self.stop_install_worker()
             for s, h in old.items():

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from ..logs import redact_url
 from . import buildout as nb
-from .layout import Paths
+from .layout import InstallSettings, Paths
 
 log = logging.getLogger("slapfed.node")
 
@@ -42,10 +42,12 @@ class Finished:
 
 
 class InstallWorker:
-    def __init__(self, paths: Paths, make_runner, workers: int = 1):
+    def __init__(self, paths: Paths, make_runner, workers: int = 1,
+                 settings: InstallSettings = InstallSettings()):
         if workers < 1:
             raise ValueError("an install worker needs at least one thread")
         self.paths = paths
+        self.settings = settings
         self.jobs: queue.Queue = queue.Queue()
         self.results: queue.Queue = queue.Queue()
         self._busy: dict[str, object] = {}        # hash -> action, until collected
@@ -145,7 +147,7 @@ class InstallWorker:
             log.info("installing release %s", redact_url(action.url))
             try:
                 done = Finished(action, nb.install_software(
-                    self.paths, action.url, action.software_hash, runner),
+                    self.paths, action.url, action.software_hash, runner, self.settings),
                     seconds=time.monotonic() - started)
             except Exception as exc:  # noqa: BLE001 - becomes the release's failure
                 log.exception("unexpected error installing release %s", redact_url(action.url))

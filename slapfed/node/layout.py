@@ -50,6 +50,17 @@ class PartitionConfig:
                 "port_count": self.port_count}
 
 
+@dataclass(frozen=True)
+class InstallSettings:
+    """How a node installs releases: ``online`` lets buildout download what a release
+    needs (sources, patches, eggs); ``download_cache`` (a directory, possibly shared by
+    several nodes) keeps every download, so that a release installed once installs again
+    offline, here or on a node rebuilt from nothing."""
+
+    online: bool = False
+    download_cache: str | None = None
+
+
 @dataclass
 class NodeConfig:
     root: str
@@ -64,6 +75,12 @@ class NodeConfig:
     capabilities: list = field(default_factory=list)
     tls: dict = field(default_factory=dict)   # {"ca", "cert", "key"}: the node's identity files
     supervisord: str = "own"   # "external": run in the foreground by `slapfed node supervisord`
+    online: bool = False       # release installs may download (buildout offline = false)
+    download_cache: str | None = None   # None: ROOT/var/cache/download
+
+    def install_settings(self) -> InstallSettings:
+        return InstallSettings(self.online, self.download_cache or
+                               Paths(self.root).download_cache)
 
     def client_options(self) -> dict:
         """MasterClient keyword arguments for this node's identity (none over plain HTTP)."""
@@ -172,6 +189,7 @@ class Paths:
         self.etc = os.path.join(self.root, "etc")
         self.var = os.path.join(self.root, "var")
         self.log = os.path.join(self.var, "log")
+        self.download_cache = os.path.join(self.var, "cache", "download")
         # what supervisord captures of each partition's services: <services_log>/<pid>/,
         # node-owned (supervisord opens these files as root: never in a partition's
         # directory, where its user could plant a symlink)
@@ -511,9 +529,11 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
                 capabilities=(), address_base: str | None = None, port_base: int = DEFAULT_PORT_BASE,
                 port_count: int = DEFAULT_PORT_COUNT, users: bool | None = None,
                 single_user: bool = False, supervisord: str | None = None,
-                check: bool = True) -> NodeConfig:
+                check: bool = True, online: bool | None = None,
+                download_cache: str | None = None) -> NodeConfig:
     """Create (or extend) the node root and write node.json. Does not talk to the master.
-    ``supervisord`` ("own" or "external") is kept from an existing node.json when None.
+    ``supervisord`` ("own" or "external"), ``online`` and ``download_cache`` are kept
+    from an existing node.json when None.
 
     A node formatted by root gives each partition its own unix user (created with
     useradd), its directory 0700 owned by that user, unless ``single_user``; a node
@@ -535,10 +555,16 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
         raise InvalidInput(f"supervisord mode {supervisord!r} is neither own nor external",
                            [{"field": "supervisord", "problem": "must be own or external"}])
     existing, tls, mode = [], {}, supervisord or "own"
+    reset_cache = download_cache == ""          # '' asks for the default again
+    if download_cache:
+        download_cache = os.path.abspath(download_cache)
     if os.path.exists(config_path(root)):
         old = load_config(root)
         tls = dict(old.tls)
         mode = supervisord or old.supervisord
+        online = old.online if online is None else online
+        if download_cache is None and not reset_cache:
+            download_cache = old.download_cache
         if old.computer != computer:
             raise LayoutError(f"{root} is already formatted for computer {old.computer!r}, "
                               f"not {computer!r}")
@@ -560,7 +586,8 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
         root=root, master=master, computer=reg.id, host=reg.host, lan=reg.lan,
         country=reg.country, continent=reg.continent, labels=dict(reg.labels),
         capabilities=list(reg.capabilities), partitions=plan_partitions(existing, partitions, computer, address_base, port_base,
-                                   port_count, isolate), tls=tls, supervisord=mode)
+                                   port_count, isolate), tls=tls, supervisord=mode,
+        online=bool(online), download_cache=download_cache or None)
     paths = Paths(root)
     try:
         if not os.path.isdir(root):

@@ -69,6 +69,7 @@ class Forwarder:
         self.rt = rt
         self.data_dir = rt.settings.data_dir
         self.poll_wait = rt.settings.peer_poll_wait
+        self.outbound = rt.settings.outbound
         self.summary_interval = summary_interval
         self.timeout = timeout
         self._wake = threading.Event()
@@ -156,7 +157,7 @@ class Forwarder:
                 return
             if not push.contacted:
                 fed.mark_contacted(self.rt, push.instance_id, push.peer)
-            client = client_for(peer[1], peer[0], self.timeout, CONNECT_TIMEOUT)
+            client = client_for(peer[1], peer[0], self.timeout, CONNECT_TIMEOUT, self.outbound)
             try:
                 answer = client.forward(push.body)
             except SlapfedError as exc:
@@ -204,7 +205,8 @@ class Forwarder:
     def _read_summary(self, name: str, url: str, creds: str) -> None:
         try:
             fed.store_summary(self.rt, name, client_for(creds, url, self.timeout,
-                                                        CONNECT_TIMEOUT).summary())
+                                                        CONNECT_TIMEOUT,
+                                                        self.outbound).summary())
         except SlapfedError as exc:
             log.info("peer %s: summary not read: %s", name, _reason(exc))
         except Exception:  # noqa: BLE001
@@ -215,7 +217,7 @@ class Forwarder:
         file names); retried with back-off while the peer does not answer yet."""
         ok = False
         try:
-            p = pair(self.data_dir, name, url, ca_pem, token, self.timeout)
+            p = pair(self.data_dir, name, url, ca_pem, token, self.timeout, self.outbound)
             ok = fed.complete_pairing(self.rt, name, token, p.credentials, p.principal,
                                       p.summary)
             if ok:
@@ -247,7 +249,7 @@ class Forwarder:
                     if client is not None:
                         client.session.close()
                     client = client_for(peer[1], peer[0], self.poll_wait + POLL_MARGIN,
-                                        CONNECT_TIMEOUT)
+                                        CONNECT_TIMEOUT, self.outbound)
                     client_of = peer
                 since, failures = self._poll(name, client, since, failures)
         finally:
@@ -343,7 +345,7 @@ class Forwarder:
             peer = self._peers.get(name)
             if peer is None:
                 return
-            client = client_for(peer[1], peer[0], PROBE_TIMEOUT, PROBE_TIMEOUT)
+            client = client_for(peer[1], peer[0], PROBE_TIMEOUT, PROBE_TIMEOUT, self.outbound)
             try:
                 client.health()
                 with self._lock:

@@ -18,6 +18,7 @@ REASON_RELEASE = "release not supplied"
 REASON_CAPACITY = "capacity"
 REASON_TAGGED = "capability tags"
 REASON_LEASE = "lease expired"
+REASON_BROKEN = "release failed to install"
 
 
 def _keep(ids, base: set) -> set:
@@ -232,6 +233,33 @@ class ReleaseFilter(Filter):
         return [_ReleaseTerm(ctx.request.software_hash)]
 
 
+# -- ...and its install must not have failed there ---------------------------------------
+class _InstallTerm(Term):
+    reason = REASON_BROKEN
+
+    def __init__(self, software_hash: str):
+        self.software_hash = software_hash
+
+    def fits(self, view):
+        return self.software_hash not in view.broken
+
+    def narrow(self, snapshot, ids):
+        broken = snapshot.broken(self.software_hash)
+        return _drop(snapshot, ids, broken) if broken else (
+            snapshot.all_ids if ids is None else ids)
+
+
+class InstallFilter(Filter):
+    """A computer whose install of the release failed gets no instance of it: the
+    instance would only fail there. It is placeable again once the node reports the
+    release installed (the node retries with back-off)."""
+
+    name = "install"
+
+    def terms(self, ctx):
+        return [_InstallTerm(ctx.request.software_hash)]
+
+
 # -- a free partition fit for the request -----------------------------------------------
 class _CapacityTerm(Term):
     reason = REASON_CAPACITY
@@ -284,7 +312,7 @@ def registry() -> dict:
     plugins = [MasterFilter(), PinFilter(), *(LevelFilter(level) for level in LEVELS), LabelFilter(),
                CapabilityFilter(),
                *(RelativeFilter(mode, level) for mode in (SAME, DIFFERENT) for level in LEVELS),
-               ReleaseFilter(), CapacityFilter(), LeaseFilter()]
+               ReleaseFilter(), InstallFilter(), CapacityFilter(), LeaseFilter()]
     return {p.name: p for p in plugins}
 
 

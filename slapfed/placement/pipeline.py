@@ -28,8 +28,9 @@ DEFAULT_CONFIG = {
         "capability",             # tagged partitions serve only what asks for them
         "same_host", "same_lan", "same_country", "same_continent",   # affinity
         "different_host", "different_lan", "different_country", "different_continent",
-        "release",                # facts of supply: the release must be supplied...
-        "capacity",               # ...and a fitting partition free (last: it changes most)
+        "release",                # facts of supply: the release must be supplied,
+        "install",                # ...its install there must not have failed,
+        "capacity",               # and a fitting partition free (last: it changes most)
     ],
     # Ranking: weighted sum of scores in [0, 1]; ties go to the ring order of the seed.
     "scores": {"closeness": 2.0, "spread": 1.0},

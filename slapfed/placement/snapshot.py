@@ -39,6 +39,7 @@ class ComputerView:
     tagged: frozenset = frozenset()           # every capability of it or of a partition
     has_untagged: bool = True                 # some partition carries no capability
     releases: frozenset = frozenset()         # hashes of the releases supplied (available)
+    broken: frozenset = frozenset()           # ...of those, the ones whose install failed
     free: tuple = ()
     free_count: int = 0
     free_tagged: dict = field(default_factory=dict)   # capability -> (sample, count)
@@ -59,7 +60,7 @@ class ComputerView:
 
     @classmethod
     def of(cls, cid: str, *, locality: dict | None = None, labels: dict | None = None,
-           capabilities=(), releases=(), partitions=()) -> "ComputerView":
+           capabilities=(), releases=(), partitions=(), broken=()) -> "ComputerView":
         """Build a view from plain facts: ``partitions`` is an iterable of
         (pid, capabilities, used) in partition id order."""
         caps = frozenset(capabilities)
@@ -87,7 +88,8 @@ class ComputerView:
         loc = locality or {}
         return cls(cid, loc.get("host"), loc.get("lan"), loc.get("country"),
                    loc.get("continent"), dict(labels or {}), caps, frozenset(tagged), untagged,
-                   frozenset(releases), tuple(free), free_count, tagged_free, total, used)
+                   frozenset(releases), frozenset(broken), tuple(free), free_count,
+                   tagged_free, total, used)
 
 
 _EMPTY: frozenset = frozenset()
@@ -108,6 +110,7 @@ class Snapshot:
         self.by_capability: dict[str, set] = {}
         self.untagged: set = set()
         self.by_release: dict[str, set] = {}
+        self.by_broken: dict[str, set] = {}
         self.free_untagged: set = set()
         self.free_by_capability: dict[str, set] = {}
         self._ranks: list[int] = []           # sorted ring positions
@@ -133,6 +136,10 @@ class Snapshot:
 
     def supplied(self, software_hash: str) -> set:
         return self.by_release.get(software_hash, _EMPTY)
+
+    def broken(self, software_hash: str) -> set:
+        """Computers whose install of the release failed."""
+        return self.by_broken.get(software_hash, _EMPTY)
 
     def with_free(self, capability: str | None) -> set:
         if capability is None:
@@ -249,6 +256,8 @@ class MutableSnapshot(Snapshot):
             yield self.by_capability, cap
         for h in v.releases:
             yield self.by_release, h
+        for h in v.broken:
+            yield self.by_broken, h
         for cap, (_sample, count) in v.free_tagged.items():
             if count > 0:
                 yield self.free_by_capability, cap

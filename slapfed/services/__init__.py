@@ -6,12 +6,12 @@ writer, placement state and settings) for writes, a connection for reads; nothin
 knows HTTP and nothing here keeps state of its own between calls.
 """
 from .computers import (
-    list_computers, register_computer, report_partition, report_software, set_computer_facts,
-    show_computer, supply, unsupply,
+    list_computers, publish_connection, register_computer, report_hosted, report_partition,
+    report_software, set_computer_facts, show_computer, supply, unsupply,
 )
 from .desired import DesiredStateRenderer, desired_state
 from .instances import (
-    change_state, destroy_instance, explain_request, list_instances, register_child_master,
+    bang, change_state, destroy_instance, explain_request, list_instances, register_child_master,
     request_instance,
     show_instance,
 )
@@ -21,7 +21,7 @@ from .tx import app_root, read, write
 __all__ = [
     "register_computer", "set_computer_facts", "list_computers", "show_computer", "supply",
     "unsupply",
-    "report_software", "report_partition", "desired_state", "DesiredStateRenderer",
+    "report_software", "report_partition", "report_hosted", "publish_connection", "bang", "desired_state", "DesiredStateRenderer",
     "request_instance", "explain_request", "change_state", "destroy_instance", "list_instances",
     "register_child_master",
     "show_instance", "MasterSettings", "Runtime", "app_root", "read", "write",

@@ -13,10 +13,10 @@ from dataclasses import dataclass, replace
 from ..core import claims
 from ..core.errors import Conflict, FactNotOwned, NotFound, ReportRefused
 from ..core.states import (
-    AVAILABLE, DESTROYED, FAILED, STARTED, STOPPED,
+    AVAILABLE, BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED,
 )
-from ..core.wire import ComputerRegistration, PartitionReport, SoftwareReport, Supply, \
-    software_hash
+from ..core.wire import MAX_LOG_TAIL, ComputerRegistration, PartitionReport, \
+    SoftwareReport, Supply, software_hash
 from ..model import Computer
 from . import placement, render
 from .instances import host_gone
@@ -188,10 +188,18 @@ def report_software(rt, computer_id: str, h: str, report: SoftwareReport) -> dic
             app.note_unsupplied(h, comp.id)
             placement.touch(rt.placement, app, comp)
             return body
+        was_broken = sw.broken
         sw.status = report.status
-        sw.log_tail = report.log_tail
-        sw.software_types = tuple(report.software_types)
+        if report.status == FAILED:
+            sw.failed_installs += 1
+        elif report.status == INSTALLED:
+            sw.failed_installs = 0
+        if report.status != BUILDING:         # a retry keeps the last failure's reason
+            sw.log_tail = report.log_tail
+            sw.software_types = tuple(report.software_types)
         sw.reported_at = now
+        if was_broken != sw.broken:
+            placement.touch(rt.placement, app, comp)     # placeable again, or no more
         return render.software_json(sw)
 
     return write(rt, use_case)
@@ -210,44 +218,123 @@ def report_partition(rt, computer_id: str, partition_id: str,
     partition. ``shared_connections`` become the connection parameters of the shared
     instances the host holds."""
     def use_case(app):
-        now = clock()
+        return _apply_report(rt, app, computer_id, partition_id, report, reporter)
+
+    return write(rt, use_case)
+
+
+def report_hosted(rt, computer_id: str, partition_id: str, state: str, log_tail: str = "",
+                  reporter: str = claims.NODE) -> dict | None:
+    """A report that names the partition only (SLAP: started, stopped, destroyed,
+    error): on the instance it hosts at that moment, at that instance's current revision,
+    or the one before when the current revision rules the claim out (a node stopping an
+    instance whose destruction it has not carried out yet). A report that says again
+    what the status already says writes nothing. A destroyed report on a
+    partition that hosts nothing any more is already true: None, nothing written.
+    Raises as report_partition does (NotFound: no such partition; Conflict: it hosts
+    no instance)."""
+    def use_case(app):
         comp = get_computer(app, computer_id)
-        if reporter == claims.NODE:
-            rt.leases.renew(comp.id)
         partition = comp.partitions.get(partition_id)
         if partition is None:
             raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
-        if partition.instance_id != report.instance_id:
-            hosted = (f"hosts instance {partition.instance_id}" if partition.instance_id
-                      else "hosts no instance")
-            raise Conflict(f"partition {partition_id} of computer {computer_id} {hosted}, "
-                           f"not {report.instance_id} (stale report?)")
-        inst = app.instances[report.instance_id]
-        if report.revision > inst.revision:
-            raise Conflict(f"report on revision {report.revision} of instance "
-                           f"{inst.reference!r}, which is only at revision {inst.revision}")
-        refusal = claims.report_refusal(inst.requested_state, report.state,
-                                        report.revision == inst.revision, reporter)
-        if refusal is not None:
-            klass = ReportRefused if refusal.by_owner else FactNotOwned
-            raise klass(f"report on instance {inst.reference!r} (partition {partition_id} of "
-                        f"computer {computer_id}) refused: {refusal.message}",
-                        refusal.details())
-        _contact(comp, now)
-        inst.set_status(state=report.state, revision=report.revision, reported_at=now,
-                        log_tail=report.log_tail,
-                        promises=tuple(p.to_json() for p in report.promises))
-        if report.connection:
-            inst.connection = dict(report.connection)
-        if report.shared_connections:
-            _publish_shared(app, inst, report.shared_connections, now)
-        if report.state == DESTROYED and inst.requested_state == DESTROYED:
-            _free(rt, app, comp, inst, now)
-        elif report.revision == inst.revision and report.state in (STARTED, STOPPED, FAILED):
-            _relay_to_shared(app, inst, report.state, now)
-        return render.instance_json(app, inst, rt.leases)
+        if partition.instance_id is None:
+            if state == DESTROYED:
+                if reporter == claims.NODE:
+                    rt.leases.renew(comp.id)
+                return None
+            raise Conflict(f"partition {partition_id} of computer {computer_id} hosts no "
+                           f"instance; there is nothing to report {state} on")
+        inst = app.instances[partition.instance_id]
+        revision = inst.revision
+        if state not in claims.CLAIMABLE_AT_CURRENT_REVISION[inst.requested_state] \
+                and revision > 0:
+            revision -= 1
+        report = PartitionReport(inst.id, revision, state, log_tail[-MAX_LOG_TAIL:])
+        status = inst.status
+        if (status["state"], status["revision"], status["log_tail"]) == \
+                (state, revision, report.log_tail) and state != DESTROYED:
+            # said again (a stock node reports started on every run): nothing new
+            if reporter == claims.NODE:
+                rt.leases.renew(comp.id)
+            _contact(comp, clock())
+            return render.instance_json(app, inst, rt.leases)
+        return _apply_report(rt, app, computer_id, partition_id, report, reporter)
 
     return write(rt, use_case)
+
+
+def publish_connection(rt, computer_id: str, partition_id: str, connection: dict,
+                       shared_id: str | None = None) -> dict:
+    """The instance a partition hosts publishes its connection parameters, or those of
+    one of the shared instances it holds (``shared_id``); an unchanged value writes
+    nothing. Raises NotFound (no such partition, or the instance holds no such shared
+    instance) and Conflict (the partition hosts no instance, or it is destroyed)."""
+    def use_case(app):
+        comp = get_computer(app, computer_id)
+        partition = comp.partitions.get(partition_id)
+        if partition is None:
+            raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
+        if partition.instance_id is None:
+            raise Conflict(f"partition {partition_id} of computer {computer_id} hosts no "
+                           "instance; it has no connection parameters to publish")
+        inst = app.instances[partition.instance_id]
+        target = inst
+        if shared_id is not None:
+            if shared_id not in inst.shared_ids:
+                raise NotFound(f"instance {inst.reference!r} (partition {partition_id}) "
+                               f"holds no shared instance {shared_id!r}",
+                               [{"field": "slave_reference", "problem": "not held here"}])
+            target = app.instances[shared_id]
+        if target.requested_state == DESTROYED:
+            raise Conflict(f"instance {target.reference!r} is being destroyed; it publishes "
+                           "nothing more")
+        if target.connection != connection:
+            target.connection = dict(connection)
+            target.touch(clock())
+        return render.instance_json(app, target, rt.leases)
+
+    return write(rt, use_case)
+
+
+def _apply_report(rt, app, computer_id: str, partition_id: str, report: PartitionReport,
+                  reporter: str) -> dict:
+    now = clock()
+    comp = get_computer(app, computer_id)
+    if reporter == claims.NODE:
+        rt.leases.renew(comp.id)
+    partition = comp.partitions.get(partition_id)
+    if partition is None:
+        raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
+    if partition.instance_id != report.instance_id:
+        hosted = (f"hosts instance {partition.instance_id}" if partition.instance_id
+                  else "hosts no instance")
+        raise Conflict(f"partition {partition_id} of computer {computer_id} {hosted}, "
+                       f"not {report.instance_id} (stale report?)")
+    inst = app.instances[report.instance_id]
+    if report.revision > inst.revision:
+        raise Conflict(f"report on revision {report.revision} of instance "
+                       f"{inst.reference!r}, which is only at revision {inst.revision}")
+    refusal = claims.report_refusal(inst.requested_state, report.state,
+                                    report.revision == inst.revision, reporter)
+    if refusal is not None:
+        klass = ReportRefused if refusal.by_owner else FactNotOwned
+        raise klass(f"report on instance {inst.reference!r} (partition {partition_id} of "
+                    f"computer {computer_id}) refused: {refusal.message}",
+                    refusal.details())
+    _contact(comp, now)
+    inst.set_status(state=report.state, revision=report.revision, reported_at=now,
+                    log_tail=report.log_tail,
+                    promises=tuple(p.to_json() for p in report.promises))
+    if report.connection:
+        inst.connection = dict(report.connection)
+    if report.shared_connections:
+        _publish_shared(app, inst, report.shared_connections, now)
+    if report.state == DESTROYED and inst.requested_state == DESTROYED:
+        _free(rt, app, comp, inst, now)
+    elif report.revision == inst.revision and report.state in (STARTED, STOPPED, FAILED):
+        _relay_to_shared(app, inst, report.state, now)
+    return render.instance_json(app, inst, rt.leases)
 
 
 # -- steps ------------------------------------------------------------------------

@@ -17,11 +17,23 @@ from .computers import CONTACT_INTERVAL, get_computer
 from .tx import app_root, clock, write
 
 
-class DesiredStateRenderer:
-    """Renders and caches desired-state documents for one DB (a runtime owns one)."""
+def _native_partition_text(app, comp, p, inst) -> str:
+    return render.desired_partition_text(app, p, inst)
 
-    def __init__(self, db):
+
+class DesiredStateRenderer:
+    """Renders and caches desired-state documents for one DB (a runtime owns one).
+
+    The document's format is given by two functions: ``partition_text(app, comp,
+    partition, instance or None)`` encodes one partition entry, ``assemble(app, comp,
+    serial, entries)`` the whole document (bytes); by default the native JSON document
+    (services.render), services.slap_render gives the SLAP one. Both are functions of
+    what bumps the computer's serial (entries: of the hosted instance's revision)."""
+
+    def __init__(self, db, partition_text=None, assemble=None):
         self._db = db
+        self._partition_text = partition_text or _native_partition_text
+        self._assemble = assemble or render.desired_state_bytes
         self._tm = transaction.TransactionManager()
         self._conn = None
         self._lock = threading.Lock()
@@ -48,8 +60,8 @@ class DesiredStateRenderer:
                 current = comp.serial
                 body = self.cached(computer_id, current)
                 if body is None:
-                    body = render.desired_state_bytes(app, comp, current,
-                                                      self._partition_texts(app, comp))
+                    body = self._assemble(app, comp, current,
+                                          self._partition_texts(app, comp))
                     self._documents[computer_id] = (current, body)
                 return current, body
             finally:
@@ -69,7 +81,7 @@ class DesiredStateRenderer:
             if hit is not None and hit[0] == facts and hit[1] == iid and hit[2] == revision:
                 yield hit[3]
                 continue
-            text = render.desired_partition_text(app, p, inst)
+            text = self._partition_text(app, comp, p, inst)
             cache[key] = (facts, iid, revision, text)
             yield text
 

@@ -91,6 +91,20 @@ def register_child_master(rt, instance_id: str, reg) -> dict:
     return write(rt, use_case)
 
 
+def bang(rt, instance_id: str) -> dict:
+    """Something broke in the instance (SLAP's softwareInstanceBang): a new revision,
+    so that its node deploys it again. Raises NotFound."""
+    def use_case(app):
+        now = clock()
+        inst = _get(app, instance_id)
+        if inst.requested_state != DESTROYED:
+            inst.bump_revision(now)
+            _document_changed(app, inst, now)
+        return render.instance_json(app, inst, rt.leases)
+
+    return write(rt, use_case)
+
+
 def destroy_instance(rt, instance_id: str) -> dict:
     """Request destruction; the partition is freed when the node reports it destroyed."""
     return change_state(rt, instance_id, DESTROYED)

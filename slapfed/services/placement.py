@@ -36,6 +36,7 @@ class PlacementState:
         self.txn = None            # the transaction the journal belongs to
         self.built_in_txn = False  # the snapshot was (re)built inside that transaction
         self.rebuilds = 0
+        self.on_decision = None    # (placement.Decision) -> None, told of every decision
 
     # -- transaction hooks ----------------------------------------------------------
     def _finish(self, committed: bool) -> None:
@@ -64,18 +65,21 @@ class PlacementState:
 def view_of(comp) -> ComputerView:
     """The placement view of a persistent Computer (reads only what placement needs)."""
     releases = frozenset(h for h, sw in comp.software.items() if sw.state == AVAILABLE)
+    broken = frozenset(h for h, sw in comp.software.items() if sw.broken)
     locality = comp.locality
     if not comp.capabilities and not comp.partition_tags:
         free_count = comp.free_count()
         total = len(comp.partitions)
         return ComputerView(comp.id, locality["host"], locality["lan"], locality["country"],
                             locality["continent"], dict(comp.labels), frozenset(), frozenset(),
-                            True, releases, comp.free_partition_ids(FREE_SAMPLE), free_count,
+                            True, releases, broken, comp.free_partition_ids(FREE_SAMPLE),
+                            free_count,
                             {}, total, total - free_count)
     tags, free = comp.partition_tags, comp.free
     parts = ((pid, tags.get(pid, ()), pid not in free) for pid in comp.partitions.keys())
     return ComputerView.of(comp.id, locality=locality, labels=comp.labels,
-                           capabilities=comp.capabilities, releases=releases, partitions=parts)
+                           capabilities=comp.capabilities, releases=releases, partitions=parts,
+                           broken=broken)
 
 
 def snapshot_of(state: PlacementState, app):
@@ -215,7 +219,10 @@ def place(state: PlacementState, app, inst):
             state.snapshot = None
             state.txn = None
             snap = snapshot_of(state, app)
-        decision = decide(snap, request, state.config).raise_if_refused()
+        decision = decide(snap, request, state.config)
+        if state.on_decision is not None:
+            state.on_decision(decision)
+        decision.raise_if_refused()
         alt = request.sla.alternatives[decision.alternative]
         if _still_fits(app, decision, alt.get("capability")):
             comp = app.computers[decision.computer]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from ..core.states import DESTROYED, UNKNOWN
+from ..core.states import DESTROYED, PENDING, UNKNOWN
 
 
 def iso(ts: float | None) -> str | None:
@@ -24,7 +24,19 @@ def iso(ts: float | None) -> str | None:
 def software_json(sw) -> dict:
     return {"url": sw.url, "hash": sw.hash, "state": sw.state, "status": sw.status,
             "log_tail": sw.log_tail, "software_types": list(sw.software_types),
-            "reported_at": iso(sw.reported_at)}
+            "reported_at": iso(sw.reported_at), "failed_installs": sw.failed_installs}
+
+
+def release_json(comp, software_hash: str) -> dict:
+    """The state of one release on one computer, short: for an instance's placement."""
+    sw = comp.software.get(software_hash)
+    if sw is None:
+        return {"status": PENDING, "reported_at": None, "failed_installs": 0, "reason": None}
+    reason = None
+    if sw.failed_installs and sw.log_tail.strip():
+        reason = sw.log_tail.strip().splitlines()[-1][:500]
+    return {"status": sw.status, "reported_at": iso(sw.reported_at),
+            "failed_installs": sw.failed_installs, "reason": reason}
 
 
 def partition_json(p) -> dict:
@@ -102,7 +114,8 @@ def placement_json(app, inst) -> dict | None:
     return {"computer": inst.computer_id, "partition": p.id, "address": p.address,
             "port_base": p.port_base, "port_count": p.port_count,
             "locality": {"host": comp.host, "lan": comp.lan, "country": comp.country,
-                         "continent": comp.continent}}
+                         "continent": comp.continent},
+            "release": release_json(comp, inst.software_hash)}
 
 
 def status_json(status: dict, unreachable: str | None = None) -> dict:

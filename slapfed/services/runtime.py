@@ -1,7 +1,8 @@
 """The runtime the use cases run with: a master's typed settings (MasterSettings), its
 database, its one writer (services.tx), its placement state (services.placement) and its
-desired-state renderer. Built once by whoever runs the use cases (the app factory, a
-test, a benchmark) and passed to each of them; nothing here is looked up by database.
+desired-state renderers (native, and SLAP's full computer information). Built once by
+whoever runs the use cases (the app factory, a test, a benchmark) and passed to each of
+them; nothing here is looked up by database.
 
 Depends on core (provenance, errors), placement (its configuration) and services (tx,
 placement, desired).
@@ -13,9 +14,11 @@ from types import MappingProxyType
 
 from ..core.errors import InvalidInput
 from ..core.leases import DEFAULT_LEASE
+from ..core.outbound import ANY as ANY_ADDRESS, OutboundPolicy
 from ..core.provenance import DEFAULT_MASTER_NAME, DEFAULT_MAX_DEPTH
 from ..placement import DEFAULT as DEFAULT_PIPELINE
 from ..placement import PipelineConfig
+from . import slap_render
 from .desired import DesiredStateRenderer
 from .leases import Leases, open_leases
 from .placement import PlacementState
@@ -24,6 +27,7 @@ from .tx import Writer
 DEFAULT_MAX_CONTENT_LENGTH = 4 * 1024 * 1024   # bytes of a request body
 DEFAULT_RETRY_MAX = 30.0        # seconds: the longest back-off between two calls to a peer
 DEFAULT_POLL_WAIT = 20.0        # seconds a long poll of a peer waits there
+MAX_LONG_POLL = 60.0            # seconds a long poll here may wait (GET /federation/changes)
 
 
 def _lease(value) -> float:
@@ -36,6 +40,21 @@ def _lease(value) -> float:
     if not 0 < seconds < 1e9:
         raise InvalidInput(f"invalid lease {value!r}: a number of seconds > 0",
                            [{"field": "lease", "problem": "must be a number of seconds > 0"}])
+    return seconds
+
+
+def _long_poll_max(value) -> float:
+    if value is None:
+        return MAX_LONG_POLL
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds <= MAX_LONG_POLL:
+        raise InvalidInput(f"invalid long poll limit {value!r}: a number of seconds in "
+                           f"0..{MAX_LONG_POLL:g}",
+                           [{"field": "long_poll_max",
+                             "problem": f"must be a number of seconds in 0..{MAX_LONG_POLL:g}"}])
     return seconds
 
 
@@ -58,6 +77,8 @@ class MasterSettings:
     peer_poll_wait: float = DEFAULT_POLL_WAIT
     access_log: bool = True             # one line per request (master.access)
     lease: float = DEFAULT_LEASE        # seconds a computer stays live without a poll
+    outbound: OutboundPolicy = ANY_ADDRESS  # addresses it may call for peers (core.outbound)
+    long_poll_max: float = MAX_LONG_POLL    # longest a long poll here waits (seconds)
 
     @property
     def here(self) -> str:
@@ -82,6 +103,8 @@ class MasterSettings:
         "PEER_POLL_WAIT": ("peer_poll_wait", lambda v: float(v) if v else DEFAULT_POLL_WAIT),
         "ACCESS_LOG": ("access_log", bool),
         "LEASE": ("lease", _lease),
+        "OUTBOUND_ALLOW": ("outbound", OutboundPolicy.parse),
+        "LONG_POLL_MAX": ("long_poll_max", _long_poll_max),
     })
 
     @classmethod
@@ -113,7 +136,10 @@ class Runtime:
         self.placement = PlacementState(self.settings.placement, self.settings.here,
                                         self.leases)
         self.renderer = DesiredStateRenderer(db)
+        self.slap_renderer = DesiredStateRenderer(db, slap_render.partition_fragment,
+                                                  slap_render.computer_document)
 
     def close(self) -> None:
         self.renderer.close()
+        self.slap_renderer.close()
         self.writer.close()

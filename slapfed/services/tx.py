@@ -73,6 +73,7 @@ class Writer:
         self.leading = False
         self.tm = transaction.TransactionManager()
         self.conn = db.open(self.tm)
+        self.on_commit = None             # (seconds) -> None, told after each commit
 
     def close(self) -> None:
         with self.lock:
@@ -132,7 +133,10 @@ class Writer:
                     notes = [item.note for item in pending if item.note]
                     if notes:
                         tm.get().note("; ".join(notes))
+                    began = time.monotonic()
                     tm.commit()
+                    if self.on_commit is not None:
+                        self.on_commit(time.monotonic() - began)
                     self.wake()
                 except TransientError:
                     tm.abort()

@@ -1,0 +1,282 @@
+"""SLAP, the protocol of SlapOS' stock client and nodes (slapos.core), as one more adapter
+over the master's use cases: mounted under ``/slap/``, so that ``master_url =
+https://<master>/slap/`` in slapos.cfg points stock tools at slapfed.
+
+Depends on Flask, core (marshal, wire, states, claims), services (the same use cases as
+/api/v1, and services.slap_render) and the sibling modules (slapform reads the calls,
+auth guards them with ca.policy's table, instances/computers share their helpers).
+Every call is placed, delegated, authorized, recorded and logged exactly as its native
+twin; answers are marshal documents the stock client's whitelisting decoder accepts,
+or short texts it ignores. Errors keep the one JSON error body and its statuses (the
+client reads only the status); a request not placed yet is answered 408, which the
+stock client reads as "not ready, ask again".
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import logging
+import time
+
+from flask import Blueprint, Response, g
+
+from .. import services
+from ..ca import identity as ids
+from ..ca.identity import COMPUTER
+from ..ca.keys import generate_key, private_key_pem
+from ..core import claims, marshal
+from ..core.errors import NotFound
+from ..core.states import BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
+from ..core.wire import SoftwareReport, software_hash
+from ..services import authz, slap_render
+from ..services.computers import get_computer
+from ..services.tx import read
+from . import slapform
+from .access import principal
+from .auth import authority, current_identity, insecure
+from .computers import register_proposed
+from .federation import kick_forwarder
+from .instances import bounded, log_outcome
+from .request import connection, runtime
+
+blueprint = Blueprint("slap", __name__)
+SLAP_PREFIX = "/slap"
+XML_MEDIA_TYPE = "application/xml"
+NOT_READY = 408
+PARTITION_CERTIFICATE_DAYS = 90
+KEY_REUSE_MARGIN = 7 * 86400          # seconds of validity left below which a pair is renewed
+log = logging.getLogger("slapfed.master.slap")
+
+
+@blueprint.before_request
+def _refuse_browsers():
+    slapform.refuse_browsers()
+
+
+def _xml(value) -> Response:
+    return Response(marshal.dumps(value), mimetype=XML_MEDIA_TYPE)
+
+
+def _done(text: str = "OK") -> Response:
+    return Response(text, mimetype="text/plain")
+
+
+def _reporter() -> str:
+    """A node's certificate reports as the node; a partition's as the partition."""
+    identity = current_identity()
+    if insecure() or identity is None or identity.role == COMPUTER:
+        return claims.NODE
+    return claims.PARTITION
+
+
+# -- users and instances: request, supply ---------------------------------------------
+@blueprint.post("/requestComputerPartition")
+def request_computer_partition():
+    """An open order (a person) or a partition's request of a child: the one verb."""
+    slap_req = slapform.instance_request()
+    req = g.get("instance_request")
+    if req is None:       # development mode: no guard ran, the caller is who it says
+        req, _facts = authz.resolve_request(connection, current_identity(),
+                                            slap_req.request, None)
+    if not slap_req.state_given:
+        kept = read(connection(), lambda app: _requested_state(app, req))
+        if kept is not None:
+            req = replace(req, state=kept)
+    created, body = services.request_instance(runtime(), bounded(req))
+    if body.get("delegation") is not None:
+        kick_forwarder()
+    log_outcome("requested over SLAP" if created else "requested again over SLAP", body)
+    answer = read(connection(),
+                  lambda app: slap_render.request_answer(app, app.instances[body["id"]]))
+    if answer is None:
+        return Response(f"instance {body['reference']!r} is not placed yet "
+                        f"({(body.get('status') or {}).get('state')}); ask again",
+                        status=NOT_READY, mimetype="text/plain")
+    return _xml(answer)
+
+
+def _requested_state(app, req):
+    inst = app.find_instance(req.requester, req.reference)
+    return None if inst is None else inst.requested_state
+
+
+@blueprint.post("/supplySupply")
+def supply_supply():
+    cid, supply = slapform.supply()
+    services.supply(runtime(), cid, supply)
+    return _done()
+
+
+# -- nodes: what to do ----------------------------------------------------------------
+def _full_information(field: str = "computer_id") -> Response:
+    cid = slapform.identifier(field)
+    identity = current_identity()
+    renew = insecure() or identity is None or identity.role == COMPUTER
+    rt = runtime()
+    _serial, body = services.desired_state(rt, cid, (), rt.slap_renderer, conn=connection(),
+                                           renew=renew)
+    return Response(body, mimetype=XML_MEDIA_TYPE)
+
+
+@blueprint.get("/getFullComputerInformation")
+def get_full_computer_information():
+    """The whole node view in one document, cached per computer serial."""
+    return _full_information()
+
+
+@blueprint.get("/getComputerInformation")
+def get_computer_information():
+    return _full_information()
+
+
+@blueprint.get("/registerComputerPartition")
+def register_computer_partition():
+    """One partition, with what its instance published (read live)."""
+    cid = slapform.identifier("computer_reference")
+    pid = slapform.identifier("computer_partition_reference")
+
+    def query(app):
+        comp = get_computer(app, cid)
+        p = comp.partitions.get(pid)
+        if p is None:
+            raise NotFound(f"computer {cid} has no partition {pid!r}")
+        inst = None if p.instance_id is None else app.instances[p.instance_id]
+        return slap_render.partition_object(app, cid, p, inst, connection=True)
+    return _xml(read(connection(), query))
+
+
+@blueprint.get("/getComputerPartitionCertificate")
+def get_computer_partition_certificate():
+    """A stock node (one with a certificate repository, as every node over https has)
+    fetches its partition's key and certificate: a fresh key, made here, certified as
+    that partition by this master's CA and handed to the node over its mutual-TLS
+    connection (the node runs the partition, so it holds its key anyway). The pair is
+    kept in memory only, per partition and hosted instance, and handed again while
+    valid for a week more: a stock node asks on every run."""
+    cid = slapform.identifier("computer_id")
+    pid = slapform.identifier("computer_partition_id")
+
+    def hosted(app):
+        p = get_computer(app, cid).partitions.get(pid)
+        if p is None:
+            raise NotFound(f"computer {cid} has no partition {pid!r}")
+        return p.instance_id
+    key_of = (cid, pid, read(connection(), hosted))
+    rt = runtime()
+    with rt.slap_keys_lock:
+        pair = rt.slap_keys.get(key_of)
+        if pair is None or pair[2] < time.time() + KEY_REUSE_MARGIN:
+            key = generate_key()
+            record = authority().issue(ids.partition(cid, pid), key.public_key(),
+                                       days=PARTITION_CERTIFICATE_DAYS)
+            pair = (record.certificate_pem, private_key_pem(key),
+                    time.time() + PARTITION_CERTIFICATE_DAYS * 86400)
+            for old in [k for k in rt.slap_keys if k[:2] == key_of[:2]]:
+                del rt.slap_keys[old]          # another instance there now: not its pair
+            rt.slap_keys[key_of] = pair
+            log.info("partition %s of computer %s certified over SLAP for %s (serial %s)",
+                     pid, cid, principal(), record.serial,
+                     extra={"computer": cid, "partition": pid})
+    return _xml({"certificate": pair[0], "key": pair[1]})
+
+
+@blueprint.post("/loadComputerConfigurationFromXML")
+def load_computer_configuration_from_xml():
+    """``slapos node format``: register the computer and its partitions."""
+    register_proposed(slapform.computer_registration())
+    return _done()
+
+
+# -- nodes: what happened -------------------------------------------------------------
+def _software_report(status: str, log_field: str | None = None) -> Response:
+    cid = slapform.identifier("computer_id")
+    h = software_hash(slapform.text("url"))
+    log_tail = slapform.text(log_field, required=False, default="") if log_field else ""
+    services.report_software(runtime(), cid, h, SoftwareReport(status, log_tail[-65536:]))
+    return _done()
+
+
+@blueprint.post("/buildingSoftwareRelease")
+def building_software_release():
+    return _software_report(BUILDING)
+
+
+@blueprint.post("/availableSoftwareRelease")
+def available_software_release():
+    return _software_report(INSTALLED)
+
+
+@blueprint.post("/softwareReleaseError")
+def software_release_error():
+    return _software_report(FAILED, "error_log")
+
+
+@blueprint.post("/destroyedSoftwareRelease")
+def destroyed_software_release():
+    return _software_report(DESTROYED)
+
+
+def _partition_report(state: str, log_field: str | None = None) -> Response:
+    cid = slapform.identifier("computer_id")
+    pid = slapform.identifier("computer_partition_id")
+    log_tail = slapform.text(log_field, required=False, default="") if log_field else ""
+    services.report_hosted(runtime(), cid, pid, state, log_tail, _reporter())
+    return _done()
+
+
+@blueprint.post("/startedComputerPartition")
+def started_computer_partition():
+    return _partition_report(STARTED)
+
+
+@blueprint.post("/stoppedComputerPartition")
+def stopped_computer_partition():
+    return _partition_report(STOPPED)
+
+
+@blueprint.post("/destroyedComputerPartition")
+def destroyed_computer_partition():
+    """The node wiped the partition: it is freed once destruction was requested."""
+    return _partition_report(DESTROYED)
+
+
+@blueprint.post("/softwareInstanceError")
+def software_instance_error():
+    if slapform.text("slave_reference", required=False) is not None:
+        # a host's error about one shared instance: shown by the host's own reports
+        slapform.identifier("computer_id")
+        return _done("Ignored")
+    return _partition_report(FAILED, "error_log")
+
+
+@blueprint.post("/softwareInstanceBang")
+def software_instance_bang():
+    """Something broke: the partition's instance gets a new revision (redeployed)."""
+    cid = slapform.identifier("computer_id")
+    pid = slapform.identifier("computer_partition_id")
+
+    def hosted(app):
+        p = get_computer(app, cid).partitions.get(pid)
+        return None if p is None else p.instance_id
+    iid = read(connection(), hosted)
+    if iid is not None:
+        services.bang(runtime(), iid)
+    return _done()
+
+
+@blueprint.post("/setComputerPartitionConnectionXml")
+def set_computer_partition_connection_xml():
+    """An instance publishes its connection parameters (or a shared instance's)."""
+    cid = slapform.identifier("computer_id")
+    pid = slapform.identifier("computer_partition_id")
+    params = slapform.connection()
+    shared = slapform.text("slave_reference", required=False)
+    services.publish_connection(runtime(), cid, pid, params, shared)
+    return _done()
+
+
+@blueprint.post("/useComputer")
+def use_computer():
+    """Usage reports (``slapos node report``): accepted; slapfed keeps no usage yet."""
+    slapform.identifier("computer_id")
+    return _done()

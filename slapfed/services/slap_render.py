@@ -1,0 +1,155 @@
+"""Rendering model objects into the objects of the SLAP protocol (SlapOS' wire objects,
+core.marshal): a computer's full information, a partition, a request's answer.
+
+Depends on core (marshal, states) and on model objects only through their attributes;
+no I/O. The partition entries and the computer document follow the contract of
+services.desired.DesiredStateRenderer (they depend on nothing that does not bump the
+computer's serial or the hosted instance's revision), so they are cached like the native
+desired state. What changes without either (published connection parameters) is left
+out of them and served live by registerComputerPartition and request answers.
+"""
+from __future__ import annotations
+
+import json
+
+from ..core import marshal
+from ..core.marshal import SlapObject
+from ..core.states import DESTROYED
+
+FREE_STATE = DESTROYED      # a free partition: nothing to deploy, nothing to keep
+
+
+def slap_text(value) -> str:
+    """A parameter as SlapOS masters hand it out: a string (JSON for nested values)."""
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return str(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
+def slap_texts(params: dict) -> dict:
+    return {str(k): slap_text(v) for k, v in (params or {}).items()}
+
+
+def timestamp(inst) -> str:
+    """What makes a stock node deploy a partition again when it changes: the instance's
+    creation (a new instance on the same partition) and its revision."""
+    return f"{int((inst.created_at or 0) * 1000)}.{inst.revision}"
+
+
+def root_of(app, inst):
+    seen = 0
+    while inst.parent is not None and seen < 64:
+        parent = app.instances.get(inst.parent)
+        if parent is None:
+            break
+        inst, seen = parent, seen + 1
+    return inst
+
+
+def software_release(url: str | None, computer_id: str, state: str = "available"):
+    if url is None:
+        return None
+    return SlapObject("SoftwareRelease", (url, computer_id),
+                      {"_software_release": url, "_computer_guid": computer_id,
+                       "_requested_state": state, "_software_instance_list": []})
+
+
+def shared_entry(shared) -> dict:
+    """One entry of a host's ``slave_instance_list``: the shared instance's parameters,
+    its id as ``slave_reference`` (what the host publishes its connection under)."""
+    entry = slap_texts(shared.parameters)
+    entry.update(slave_reference=shared.id, slave_title=shared.reference,
+                 slap_software_type=shared.software_type)
+    return entry
+
+
+def parameter_dict(app, comp_id: str, p, inst) -> dict:
+    """The instance's parameters and the reserved keys a stock node and recipes read."""
+    params = slap_texts(inst.parameters)
+    root = root_of(app, inst)
+    params.update(
+        timestamp=timestamp(inst), slap_software_type=inst.software_type,
+        instance_title=inst.reference, root_instance_title=root.reference,
+        slap_computer_id=comp_id, slap_computer_partition_id=p.id,
+        slap_software_release_url=inst.software_url,
+        ip_list=[(p.id, p.address)], full_ip_list=[], full_address_list=[],
+        slave_instance_list=[shared_entry(app.instances[sid]) for sid in inst.shared_ids
+                             if sid in app.instances])
+    return params
+
+
+def partition_object(app, comp_id: str, p, inst, connection: bool = False) -> SlapObject:
+    """A ComputerPartition; free (no instance) it is ``destroyed`` with no release, which
+    a stock node skips. ``connection``: include the published connection parameters
+    (live answers only, never the cached document)."""
+    attrs = {"_computer_id": comp_id, "_partition_id": p.id, "_request_dict": None,
+             "_filter_dict": {}}
+    if inst is None:
+        attrs.update(_instance_guid=None, _requested_state=FREE_STATE,
+                     _software_release_document=None,
+                     _parameter_dict={"ip_list": [(p.id, p.address)],
+                                      "full_address_list": [], "slave_instance_list": []})
+    else:
+        attrs.update(_instance_guid=inst.id, _requested_state=inst.requested_state,
+                     _software_release_document=software_release(inst.software_url,
+                                                                  comp_id),
+                     _parameter_dict=parameter_dict(app, comp_id, p, inst))
+        if connection:
+            attrs["_connection_dict"] = slap_texts(inst.connection)
+    if connection and "_connection_dict" not in attrs:
+        attrs["_connection_dict"] = {}
+    return SlapObject("ComputerPartition", (comp_id, p.id, None), attrs)
+
+
+def partition_fragment(app, comp, p, inst) -> str:
+    """One partition of a computer's full information, encoded (cached per revision)."""
+    return marshal.encode_fragment(partition_object(app, comp.id, p, inst))
+
+
+def computer_document(app, comp, serial: int, fragments) -> bytes:
+    """A computer's full information (getFullComputerInformation) from its encoded
+    partitions: a Computer with its releases (desired state) and every partition."""
+    releases = [software_release(sw.url, comp.id, sw.state) for sw in comp.software.values()]
+    cid = marshal.encode_fragment(comp.id)
+    return ("<marshal>"
+            '<object id="c0" module="slapos.slap.slap" class="Computer">'
+            f"<tuple>{cid}</tuple><dictionary id=\"c1\">"
+            f"<string>_computer_id</string>{cid}"
+            '<string>_computer_partition_list</string><list id="c2">'
+            + "".join(fragments) +
+            "</list><string>_software_release_list</string>"
+            + marshal.encode_fragment(releases) +
+            "</dictionary></object></marshal>").encode("utf-8")
+
+
+def request_answer(app, inst) -> SlapObject | None:
+    """The answer to requestComputerPartition: a SoftwareInstance carrying everything a
+    stock client reads of it without asking again; None while the instance has no
+    partition (or host) yet (the caller answers 408)."""
+    serving = inst
+    if inst.shared:
+        serving = app.instances.get(inst.host_id) if inst.host_id else None
+    if serving is None or serving.partition_id is None:
+        return None
+    comp = app.computers[serving.computer_id]
+    p = comp.partitions[serving.partition_id]
+    if inst.shared:
+        params = slap_texts(inst.parameters)
+        params.update(timestamp=timestamp(inst), slap_software_type=inst.software_type,
+                      instance_title=inst.reference)
+    else:
+        params = parameter_dict(app, comp.id, p, inst)
+    return SlapObject("SoftwareInstance", (), {
+        "_instance_guid": inst.id, "_requested_state": inst.requested_state,
+        "_parameter_dict": params, "_connection_dict": slap_texts(inst.connection),
+        "_software_release_document": software_release(inst.software_url, comp.id),
+        "slap_computer_id": comp.id, "slap_computer_partition_id": p.id,
+        "slap_software_release_url": inst.software_url,
+        "slap_software_type": inst.software_type, "ip_list": [(p.id, p.address)],
+        "full_ip_list": []})

@@ -1,0 +1,406 @@
+"""SLAP under /slap/: the stock slapos.core client against a master app served over real
+HTTP on loopback (development mode), the refusals of hostile calls (nothing written),
+and SLAP's authorization matrix through the same policy table as /api/v1 (certificates
+injected as DER, as tests/test_authz_http.py does)."""
+import pytest
+
+from conftest import AUTHZ_URL, AuthzWorld, computer_body, last_tid
+
+slap_lib = pytest.importorskip("slapos.slap")
+from slapos.slap import NotFoundError, ResourceNotReady  # noqa: E402
+from slapos.util import dumps, loads as slap_loads  # noqa: E402
+
+SR = "http://releases.invalid/hello/software.cfg"
+COMPUTER = "comp-1"
+
+
+def layout(cid=COMPUTER, partitions=3, octet=7):
+    """What ``slapos node format`` sends: the computer and its partitions' addresses."""
+    return {"reference": cid, "address": "127.0.0.1", "netmask": "255.0.0.0",
+            "partition_list": [
+                {"reference": f"slappart{i}", "tap": {"name": f"slaptap{i}"},
+                 "address_list": [{"addr": f"fe80::{i + 1}", "netmask": "ffff::"},
+                                  {"addr": f"127.0.{octet}.{i + 1}", "netmask": "255.0.0.0"}]}
+                for i in range(partitions)]}
+
+
+@pytest.fixture
+def slap(master_app, serve_app):
+    """A stock ``slapos.slap.slap`` connected to a development-mode master over HTTP."""
+    url = serve_app(master_app) + "/slap/"
+    conn = slap_lib.slap()
+    conn.initializeConnection(url)
+    conn.registerComputer(COMPUTER).updateConfiguration(dumps(layout()))
+    conn.registerSupply().supply(SR, COMPUTER)
+    return conn
+
+
+def partitions(conn, cid=COMPUTER):
+    return {p.getId(): p for p in conn.registerComputer(cid).getComputerPartitionList()}
+
+
+def test_a_stock_client_requests_publishes_reads_and_destroys(slap):
+    order = slap.registerOpenOrder()
+    asked = order.request(SR, "web-1", partition_parameter_kw={"port": "8080", "n": 3},
+                          filter_kw={"computer_guid": COMPUTER})
+    pid = asked.getId()
+    assert asked.getState() == "started" and asked.getConnectionParameterDict() == {}
+    assert asked.getSoftwareRelease().getURI() == SR
+
+    # the node's view: the release to install, the partition with its parameters
+    computer = slap.registerComputer(COMPUTER)
+    assert [(r.getURI(), r.getState()) for r in computer.getSoftwareReleaseList()] == \
+        [(SR, "available")]
+    node_part = partitions(slap)[pid]
+    params = node_part.getInstanceParameterDict()
+    assert params["port"] == "8080" and params["n"] == "3"      # strings, as SlapOS gives
+    assert params["slap_computer_partition_id"] == pid
+    assert params["instance_title"] == params["root_instance_title"] == "web-1"
+    index = int(pid[len("slappart"):])
+    assert params["ip_list"] == [(pid, f"127.0.7.{index + 1}")]   # IPv4 first
+    assert node_part.getInstanceGuid() == asked.getInstanceGuid()
+    free = [p for p in partitions(slap).values() if p.getId() != pid]
+    assert {p.getState() for p in free} == {"destroyed"}
+    with pytest.raises(NotFoundError):
+        free[0].getSoftwareRelease()                           # a free partition: skipped
+
+    # the instance publishes as a node's recipe would; the requester sees it
+    node_part.setConnectionDict({"url": "http://127.0.7.1:8080/"})
+    node_part.started()
+    again = order.request(SR, "web-1", partition_parameter_kw={"port": "8080", "n": 3},
+                          filter_kw={"computer_guid": COMPUTER})
+    assert again.getId() == pid
+    assert again.getConnectionParameterDict() == {"url": "http://127.0.7.1:8080/"}
+    assert slap.registerComputerPartition(COMPUTER, pid).getConnectionParameterDict() == \
+        {"url": "http://127.0.7.1:8080/"}
+
+    # a child requested by the instance, over the partition variant
+    child = node_part.request(SR, "default", "web-1-db")
+    assert child.getId() not in (pid,)
+    assert partitions(slap)[child.getId()].getInstanceParameterDict()[
+        "root_instance_title"] == "web-1"
+
+    # destruction: requested, carried out by the node, and the partition is free
+    before = params["timestamp"]
+    gone = order.request(SR, "web-1", state="destroyed")
+    assert gone.getState() == "destroyed"
+    node_part = partitions(slap)[pid]
+    assert node_part.getState() == "destroyed"
+    assert node_part.getInstanceParameterDict()["timestamp"] != before
+    node_part.stopped()
+    node_part.destroyed()
+    freed = partitions(slap)[pid]
+    assert freed.getState() == "destroyed"
+    with pytest.raises(ResourceNotReady):
+        freed.getInstanceGuid()                                # no instance there any more
+    with pytest.raises(NotFoundError):
+        freed.getSoftwareRelease()
+    node_part.destroyed()        # said again: already true
+
+
+def test_a_shared_request_waits_408_for_a_host_then_gets_its_own_parameters(slap):
+    order = slap.registerOpenOrder()
+    waiting = order.request(SR, "site-1", partition_parameter_kw={"domain": "a.example"},
+                            shared=True)
+    with pytest.raises(ResourceNotReady):
+        waiting.getId()                        # 408: the client's placeholder
+    host = order.request(SR, "front", filter_kw={"computer_guid": COMPUTER})
+    node_host = partitions(slap)[host.getId()]
+    slaves = node_host.getInstanceParameterDict()["slave_instance_list"]
+    assert [s["slave_title"] for s in slaves] == ["site-1"]
+    assert slaves[0]["domain"] == "a.example"
+    node_host.setConnectionDict({"url": "https://a.example/"},
+                                slave_reference=slaves[0]["slave_reference"])
+    site = order.request(SR, "site-1", partition_parameter_kw={"domain": "a.example"},
+                         shared=True)
+    assert site.getId() == host.getId()        # hosted there
+    assert site.getState() == "started"
+    assert site.getConnectionParameterDict() == {"url": "https://a.example/"}
+
+
+def test_node_reports_of_software_are_recorded(slap, api):
+    slap.registerComputer(COMPUTER).getSoftwareReleaseList()[0].building()
+    assert api.get(f"/api/v1/computers/{COMPUTER}").json["software"][0]["status"] == \
+        "building"
+    release = slap.registerComputer(COMPUTER).getSoftwareReleaseList()[0]
+    release.error("compiling failed: no cc")
+    sw = api.get(f"/api/v1/computers/{COMPUTER}").json["software"][0]
+    assert sw["status"] == "failed" and "no cc" in sw["log_tail"]
+    release.available()
+    assert api.get(f"/api/v1/computers/{COMPUTER}").json["software"][0]["status"] == \
+        "installed"
+
+
+def test_an_unchanged_full_information_read_is_the_cached_document(slap, master_app):
+    from slapfed.master import runtime_of
+    rt = runtime_of(master_app)
+    helper = slap._connection_helper
+    first = helper.GET("getFullComputerInformation", params={"computer_id": COMPUTER})
+    second = helper.GET("getFullComputerInformation", params={"computer_id": COMPUTER})
+    assert first == second
+    serial = api_serial = next(iter(rt.slap_renderer._documents.values()))[0]
+    assert rt.slap_renderer.cached(COMPUTER, serial) is not None and api_serial == serial
+
+
+# -- hostile calls: a clear error, nothing written ------------------------------------
+def form(**fields):
+    base = {"software_release": SR, "partition_reference": "r1", "software_type": "default",
+            "partition_parameter_xml": dumps({}), "filter_xml": dumps({}),
+            "state": dumps(None), "shared_xml": dumps(False)}
+    base.update(fields)
+    return base
+
+
+@pytest.fixture
+def slap_api(api):
+    api.post("/slap/loadComputerConfigurationFromXML", data={"xml": dumps(layout())})
+    api.post("/slap/supplySupply", data={"url": SR, "computer_id": COMPUTER})
+    return api
+
+
+LAUGHS = ('<!DOCTYPE l [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;">'
+          ']><marshal><dictionary><string>k</string><string>&b;</string></dictionary>'
+          '</marshal>')
+BAD_CALLS = [
+    pytest.param(form(filter_xml=LAUGHS), 400, "invalid_input", "filter_xml", id="laughs"),
+    pytest.param(form(partition_parameter_xml="<marshal>" + "<list>" * 64 + "</list>" * 64
+                      + "</marshal>"), 400, "invalid_input", "partition_parameter_xml",
+                 id="deep"),
+    pytest.param(form(partition_parameter_xml='<marshal><object module="os" class="system">'
+                      '<tuple/><dictionary/></object></marshal>'), 400, "invalid_input",
+                 "partition_parameter_xml", id="object"),
+    pytest.param(form(filter_xml="<marshal><string>" + "x" * 1_100_000
+                      + "</string></marshal>"), 400, "invalid_input", "filter_xml",
+                 id="huge-field"),
+    pytest.param(form(filter_xml=dumps({"retention_delay": "1"})), 400, "invalid_input",
+                 "filter_xml.retention_delay", id="unknown-sla-key"),
+    pytest.param(form(partition_parameter_xml=dumps({"recipe": "x"})), 400, "invalid_input",
+                 "partition_parameter_xml.recipe", id="reserved-parameter"),
+    pytest.param(form(partition_parameter_xml=dumps([1])), 400, "invalid_input",
+                 "partition_parameter_xml", id="parameters-not-a-dict"),
+    pytest.param(form(state=dumps("running")), 400, "invalid_input", "state", id="bad-state"),
+    pytest.param(form(software_release="../../etc/passwd"), 400, "invalid_input",
+                 "software_release", id="release-not-a-url"),
+    pytest.param({k: v for k, v in form().items() if k != "partition_reference"}, 400,
+                 "invalid_input", "partition_reference", id="missing-reference"),
+]
+
+
+@pytest.mark.parametrize("data,status,code,field", BAD_CALLS)
+def test_a_hostile_request_is_refused_naming_the_field_and_writes_nothing(
+        slap_api, master_db, data, status, code, field):
+    before = last_tid(master_db)
+    resp = slap_api.post("/slap/requestComputerPartition", data=data)
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    error = resp.json["error"]
+    assert error["code"] == code and error["details"][0]["field"] == field
+    assert last_tid(master_db) == before
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_read(slap_api, master_db):
+    before = last_tid(master_db)
+    resp = slap_api.post("/slap/requestComputerPartition",
+                         data=form(filter_xml="x" * (5 * 1024 * 1024)))
+    assert resp.status_code == 413 and resp.json["error"]["code"] == "payload_too_large"
+    assert last_tid(master_db) == before
+
+
+@pytest.mark.parametrize("headers,status,code", [
+    ({"Origin": "https://evil.example"}, 403, "forbidden"),
+    ({"Sec-Fetch-Site": "cross-site"}, 403, "forbidden"),
+    ({"Content-Type": "application/json"}, 415, "unsupported_media_type"),
+    ({"Authorization": "X-SlapPartition computer_id=../x, computer_partition_id=p"}, 400,
+     "invalid_input"),
+], ids=["web-page", "cross-site-fetch", "json-body", "bad-partition-header"])
+def test_calls_a_stock_client_never_makes_are_refused(slap_api, master_db, headers, status,
+                                                       code):
+    before = last_tid(master_db)
+    if headers.get("Content-Type") == "application/json":
+        resp = slap_api.post("/slap/supplySupply", data=b'{"url": "x"}', headers=headers)
+    else:
+        resp = slap_api.post("/slap/requestComputerPartition", data=form(), headers=headers)
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.json["error"]["code"] == code
+    assert last_tid(master_db) == before
+
+
+def test_a_layout_without_addresses_names_the_partition(slap_api, master_db):
+    bad = layout()
+    bad["partition_list"][1]["address_list"] = [{"addr": "not-an-ip"}]
+    before = last_tid(master_db)
+    resp = slap_api.post("/slap/loadComputerConfigurationFromXML", data={"xml": dumps(bad)})
+    assert resp.status_code == 400
+    assert resp.json["error"]["details"][0]["field"] == "xml.partition_list[1].address_list"
+    assert last_tid(master_db) == before
+
+
+def test_unknown_slap_calls_are_404_which_the_stock_client_tolerates(slap_api):
+    assert slap_api.get("/slap/getHateoasUrl").status_code == 404
+    assert slap_api.post("/slap/updateComputerPartitionRelatedInstanceList",
+                         data={"computer_id": COMPUTER}).status_code == 404
+
+
+# -- who may call what: the same policy table as /api/v1 ----------------------------------
+NODE_ONLY = frozenset({"node_x"})
+NODE_OR_ADMIN = frozenset({"node_x", "admin"})
+NODE_OR_PARTITION = frozenset({"node_x", "partition_a"})
+OWNERS = frozenset({"person_a", "person_b", "admin", "peer", "partition_a", "partition_b"})
+
+
+def _a_part(w):
+    p = w.a_root["placement"]
+    return p["computer"], p["partition"]
+
+
+def _hdr(cid, pid):
+    return {"Authorization": f"X-SlapPartition computer_id={cid}, computer_partition_id={pid}"}
+
+
+def _ids(w):
+    cid, pid = _a_part(w)
+    return {"computer_id": cid, "computer_partition_id": pid}
+
+
+SLAP_CASES = [
+    ("open-order", lambda w: ("POST", "requestComputerPartition", form(
+        software_release=AUTHZ_URL, partition_reference="slap-order",
+        filter_xml=dumps({"computer_guid": "node-z"})), {}), OWNERS),
+    ("partition-request", lambda w: ("POST", "requestComputerPartition", form(
+        software_release=AUTHZ_URL, partition_reference="slap-child",
+        filter_xml=dumps({"computer_guid": "node-z"}), **_ids(w)), _hdr(*_a_part(w))),
+     NODE_OR_PARTITION),
+    ("supply", lambda w: ("POST", "supplySupply", {"url": "/srv/other.cfg",
+                                                   "computer_id": "node-x"}, {}),
+     frozenset({"admin"})),
+    ("full-information", lambda w: ("GET", "getFullComputerInformation",
+                                    {"computer_id": "node-x"}, {}), NODE_OR_ADMIN),
+    ("register-partition", lambda w: ("GET", "registerComputerPartition", {
+        "computer_reference": "node-x", "computer_partition_reference": _a_part(w)[1]}, {}),
+     NODE_OR_ADMIN),
+    ("partition-certificate", lambda w: ("GET", "getComputerPartitionCertificate",
+                                         _ids(w), {}), NODE_OR_ADMIN),
+    ("format", lambda w: ("POST", "loadComputerConfigurationFromXML",
+                          {"xml": dumps(layout("node-x", 4))}, {}), NODE_OR_ADMIN),
+    ("software-available", lambda w: ("POST", "availableSoftwareRelease",
+                                      {"url": AUTHZ_URL, "computer_id": "node-x"}, {}),
+     NODE_ONLY),
+    ("use-computer", lambda w: ("POST", "useComputer", {"computer_id": "node-x",
+                                                        "use_string": "<journal/>"}, {}),
+     NODE_ONLY),
+    ("started", lambda w: ("POST", "startedComputerPartition", _ids(w), _hdr(*_a_part(w))),
+     NODE_OR_PARTITION),
+    ("connection", lambda w: ("POST", "setComputerPartitionConnectionXml", {
+        **_ids(w), "connection_xml": dumps({"url": "http://a/"}), "slave_reference": "None"},
+        _hdr(*_a_part(w))), NODE_OR_PARTITION),
+    ("bang", lambda w: ("POST", "softwareInstanceBang", {**_ids(w), "message": "x"},
+                        _hdr(*_a_part(w))), NODE_OR_PARTITION),
+]
+
+
+@pytest.mark.parametrize("build,allowed", [c[1:] for c in SLAP_CASES],
+                         ids=[c[0] for c in SLAP_CASES])
+def test_slap_calls_are_authorized_by_the_policy_table(authz_world, build, allowed):
+    w = authz_world
+    w.ok(w.call("admin", "POST", "/computers", computer_body("node-z", 12)))
+    w.ok(w.call("admin", "POST", "/computers/node-z/software", {"url": AUTHZ_URL}))
+    method, name, fields, headers = build(w)
+    for actor in AuthzWorld.ACTORS:
+        der = w.certs[actor]
+        environ = {} if der is None else {"slapfed.peer_certificate": der}
+        kwargs = {"data": fields} if method == "POST" else {"query_string": fields}
+        resp = w.client.open(f"/slap/{name}", method=method, headers=headers,
+                             environ_base=environ, **kwargs)
+        if actor in allowed:
+            assert resp.status_code == 200, (actor, resp.get_data(as_text=True))
+        elif actor in AuthzWorld.REFUSED_CERTS:
+            assert resp.status_code == 401, (actor, resp.status_code)
+            assert resp.json["error"]["code"] == AuthzWorld.REFUSED_CERTS[actor]
+        else:
+            assert resp.status_code == 403, (actor, resp.status_code,
+                                             resp.get_data(as_text=True))
+
+
+def test_every_slap_route_is_in_the_matrix(authz_world):
+    from slapfed.master.auth import SLAP_GUARDS
+    adapter = authz_world.app.url_map.bind("localhost")
+    covered = {adapter.match(f"/slap/{build(authz_world)[1]}", method=build(authz_world)[0])[0]
+               for _id, build, _allowed in SLAP_CASES}
+    reports = {"slap.building_software_release", "slap.software_release_error",
+               "slap.destroyed_software_release", "slap.stopped_computer_partition",
+               "slap.destroyed_computer_partition", "slap.software_instance_error",
+               "slap.get_computer_information"}    # same guards as a case above
+    assert covered | reports == set(SLAP_GUARDS)
+
+
+def test_a_node_speaks_for_its_own_partitions_only(authz_world):
+    """node-y's certificate naming a partition of node-x is refused, and nothing written."""
+    w = authz_world
+    before = last_tid(w.db)
+    resp = w.client.post("/slap/requestComputerPartition", data=form(
+        software_release=AUTHZ_URL, partition_reference="sneaky"), headers=_hdr(*_a_part(w)),
+        environ_base={"slapfed.peer_certificate": w.certs["node_y"]})
+    assert resp.status_code == 403 and "may not speak for" in resp.json["error"]["message"]
+    assert last_tid(w.db) == before
+
+
+def test_a_partitions_request_is_recorded_as_its_instances_child(authz_world):
+    w = authz_world
+    resp = w.client.post("/slap/requestComputerPartition", data=form(
+        software_release=AUTHZ_URL, partition_reference="slap-kid",
+        filter_xml=dumps({"computer_guid": "node-y"})), headers=_hdr(*_a_part(w)),
+        environ_base={"slapfed.peer_certificate": w.certs["node_x"]})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    answer = slap_loads(resp.get_data())
+    assert answer.slap_computer_id == "node-y" and answer._instance_guid
+    kids = w.call("admin", "GET", f"/instances?requester={w.a_root['id']}").json["instances"]
+    assert ("slap-kid", w.a_root["id"]) in [(k["reference"], k["parent"]) for k in kids]
+
+
+def test_a_node_gets_its_partitions_key_and_certificate_from_the_ca(authz_world):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from slapfed.ca import identity as ids
+    w = authz_world
+    cid, pid = _a_part(w)
+    resp = w.client.get("/slap/getComputerPartitionCertificate",
+                        query_string={"computer_id": cid, "computer_partition_id": pid},
+                        environ_base={"slapfed.peer_certificate": w.certs["node_x"]})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    pair = slap_loads(resp.get_data())
+    cert = x509.load_pem_x509_certificate(pair["certificate"].encode())
+    key = serialization.load_pem_private_key(pair["key"].encode(), password=None)
+    assert ids.identity_of(cert) == ids.partition(cid, pid)
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    assert w.ca.verify(cert.public_bytes(serialization.Encoding.DER)) == \
+        ids.partition(cid, pid)
+
+
+def test_a_node_asking_again_gets_the_same_pair_and_the_ca_issues_no_more(authz_world):
+    w = authz_world
+    cid, pid = _a_part(w)
+    before = len(w.ca.list())
+
+    def ask():
+        resp = w.client.get("/slap/getComputerPartitionCertificate",
+                            query_string={"computer_id": cid, "computer_partition_id": pid},
+                            environ_base={"slapfed.peer_certificate": w.certs["node_x"]})
+        assert resp.status_code == 200
+        return slap_loads(resp.get_data())
+    assert ask() == ask() == ask()
+    assert len(w.ca.list()) == before + 1
+
+
+def test_a_started_report_said_again_writes_nothing(slap, master_db):
+    asked = slap.registerOpenOrder().request(SR, "quiet", filter_kw={"computer_guid": COMPUTER})
+    part = partitions(slap)[asked.getId()]
+    part.started()
+    before = last_tid(master_db)
+    part.started()                    # a stock node, on each of its runs
+    assert last_tid(master_db) == before
+
+
+def test_a_request_without_a_state_keeps_the_requested_one(slap):
+    order = slap.registerOpenOrder()
+    order.request(SR, "paused", filter_kw={"computer_guid": COMPUTER}, state="stopped")
+    assert order.request(SR, "paused", filter_kw={"computer_guid": COMPUTER}).getState() == \
+        "stopped"

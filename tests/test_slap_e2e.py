@@ -1,0 +1,118 @@
+"""The real slapos.core client library (slapos.slap, from the test extras) drives a real
+slapfed master process (gunicorn, FileStorage) over mutual TLS with certificates from
+slapfed's own CA: a node formats its computer and reads it, an admin supplies, a person
+requests, the node publishes connection parameters as an instance would, the person sees
+them, destroys, and the partition is freed. Then the same in development mode over HTTP.
+"""
+import pytest
+import requests
+
+from slapfed.ca import identity as ids
+from slapfed.ca.authority import CertificateAuthority
+
+slap_lib = pytest.importorskip("slapos.slap")
+from slapos.slap import NotFoundError, ResourceNotReady  # noqa: E402
+from slapos.util import dumps  # noqa: E402
+
+SR = "http://releases.invalid/hello/software.cfg"
+COMPUTER = "slap-node-1"
+
+
+def layout(partitions=2):
+    return {"reference": COMPUTER, "address": "127.0.0.1", "netmask": "255.0.0.0",
+            "partition_list": [
+                {"reference": f"slappart{i}", "tap": {"name": f"slaptap{i}"},
+                 "address_list": [{"addr": f"127.0.9.{i + 1}", "netmask": "255.0.0.0"}]}
+                for i in range(partitions)]}
+
+
+def connect(url, files=None):
+    conn = slap_lib.slap()
+    if files is None:
+        conn.initializeConnection(url + "/slap/")
+    else:
+        conn.initializeConnection(url + "/slap/", key_file=str(files.key_path),
+                                  cert_file=str(files.cert_path))
+    return conn
+
+
+def node_partitions(node):
+    return {p.getId(): p for p in node.registerComputer(COMPUTER).getComputerPartitionList()}
+
+
+def lifecycle(node, admin, person):
+    """The SLAP life of one instance, each party with its own connection."""
+    node.registerComputer(COMPUTER).updateConfiguration(dumps(layout()))   # slapos node format
+    admin.registerSupply().supply(SR, COMPUTER)
+    order = person.registerOpenOrder()
+    asked = order.request(SR, "web-1", partition_parameter_kw={"port": "8080"},
+                          filter_kw={"computer_guid": COMPUTER})
+    pid = asked.getId()
+    assert asked.getState() == "started"
+
+    computer = node.registerComputer(COMPUTER)
+    assert [r.getURI() for r in computer.getSoftwareReleaseList()] == [SR]
+    release = computer.getSoftwareReleaseList()[0]
+    release.building()
+    release.available()
+    part = node_partitions(node)[pid]
+    assert part.getInstanceParameterDict()["port"] == "8080"
+    assert part.getInstanceGuid() == asked.getInstanceGuid()
+
+    # inside the instance's buildout: a recipe publishes, with the node's certificate and
+    # the X-SlapPartition header naming its partition
+    inside = node.registerComputerPartition(COMPUTER, pid)
+    inside.setConnectionDict({"url": "http://127.0.9.1:8080/"})
+    part.started()
+    seen = order.request(SR, "web-1", partition_parameter_kw={"port": "8080"},
+                         filter_kw={"computer_guid": COMPUTER})
+    assert seen.getConnectionParameterDict() == {"url": "http://127.0.9.1:8080/"}
+
+    order.request(SR, "web-1", state="destroyed")
+    part = node_partitions(node)[pid]
+    assert part.getState() == "destroyed"
+    part.stopped()                                   # slapos node report, then the wipe
+    part.destroyed()
+    freed = node_partitions(node)[pid]
+    with pytest.raises(NotFoundError):
+        freed.getSoftwareRelease()
+    with pytest.raises(ResourceNotReady):
+        freed.getInstanceGuid()
+    again = order.request(SR, "web-2", filter_kw={"computer_guid": COMPUTER})
+    assert again.getId() in node_partitions(node)          # the freed partition serves again
+    return pid
+
+
+def test_stock_slap_client_over_mutual_tls(master_server, tmp_path):
+    data = tmp_path / "master"
+    url = master_server(data=data, secure=True)
+    ca = CertificateAuthority(data / "ca")
+    made = {who: ca.issue_with_new_key(identity, tmp_path / who)
+            for who, identity in (("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
+                                  ("alice", ids.person("alice")))}
+    node, admin, alice = (connect(url, made[w]) for w in ("node", "root", "alice"))
+    lifecycle(node, admin, alice)
+
+    # anonymous SLAP calls are refused as /api/v1 refuses them
+    anonymous = connect(url)
+    with pytest.raises(requests.HTTPError) as info:
+        anonymous.registerOpenOrder().request(SR, "anon")
+    assert info.value.response.status_code == 401
+    # the person may not read the node's computer, nor supply
+    with pytest.raises(requests.HTTPError) as info:
+        alice.registerComputer(COMPUTER).getComputerPartitionList()
+    assert info.value.response.status_code == 403
+    with pytest.raises(requests.HTTPError) as info:
+        alice.registerSupply().supply(SR, COMPUTER)
+    assert info.value.response.status_code == 403
+    # who requested over SLAP is who the certificate proves, as over /api/v1
+    resp = requests.get(f"{url}/api/v1/instances", timeout=10, verify=str(data / "ca" / "ca.crt"),
+                        cert=(str(made["alice"].cert_path), str(made["alice"].key_path)))
+    assert {i["requester"] for i in resp.json()["instances"]} == {"person/alice"}
+
+
+def test_stock_slap_client_in_development_mode(master_server):
+    url = master_server()
+    assert url.startswith("http://")
+    conn = connect(url)
+    lifecycle(conn, conn, conn)
