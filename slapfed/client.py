@@ -19,6 +19,7 @@ see the connection closed instead, and then asks ``/health`` once to learn the v
 from __future__ import annotations
 
 import errno
+import logging
 import socket
 import ssl
 import time
@@ -28,13 +29,14 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .ca import errors as ca_errors
-from .core.errors import InvalidInput, MasterUnreachable, NoMasterGiven, SlapfedError, Timeout, \
-    Unauthenticated
-from .core import answers as A
+from .core import answers as A, replication as rep
+from .core.errors import (Fenced, InvalidInput, MasterUnreachable, NoMasterGiven, ReadOnly,
+                          SlapfedError, Timeout, Unauthenticated)
 from .core.outbound import ANY, OutboundPolicy
 from .core.wire import software_hash
 
 API = "/api/v1"
+log = logging.getLogger("slapfed.client")
 # Seconds to open a connection (TCP and TLS handshakes): a master that accepts
 # connections but does not answer (hung, stopped) is given up on this fast.
 CONNECT_TIMEOUT = 5.0
@@ -215,6 +217,72 @@ class MasterClient:
         if outbound.restricted:
             for prefix in ("https://", "http://"):
                 self.session.mount(prefix, _OutboundAdapter(outbound))
+        # Failover (enable_failover): the masters of the current epoch and the highest
+        # epoch seen, learned from every answer's Slapfed-Epoch / Slapfed-Masters headers.
+        self.failover = False
+        self.configured_url = self.url
+        self.highest_epoch = 0
+        self.masters: tuple[str, ...] = ()
+        self.on_learn = None        # called with (url, epoch, masters) when they change
+
+    # -- failover ---------------------------------------------------------------
+    def enable_failover(self, highest_epoch: int = 0, masters=(), url: str | None = None,
+                        on_learn=None) -> "MasterClient":
+        """Follow the primary across promotions: when the master stops answering (or
+        answers that it is a replica, fenced, or at an epoch older than one seen), try
+        the masters learned from its answers, and follow the first that is a primary at
+        an epoch at least ``highest_epoch``. ``url``: where to start (e.g. the master a
+        node followed last); ``on_learn(url, epoch, masters)`` is told of changes."""
+        self.failover = True
+        self.highest_epoch = max(self.highest_epoch, int(highest_epoch or 0))
+        self.masters = tuple(masters or ())
+        if url:
+            self.url = url.rstrip("/")
+        self.on_learn = on_learn
+        return self
+
+    def failover_state(self) -> dict:
+        return {"url": self.url, "epoch": self.highest_epoch, "masters": list(self.masters)}
+
+    def _learn(self, resp) -> None:
+        """Record the epoch and masters an answer carries; Fenced when this master
+        answers at an epoch older than one seen (it was demoted: never follow it)."""
+        epoch = rep.parse_epoch(resp.headers.get(rep.EPOCH_HEADER))
+        if epoch is None:
+            return
+        if epoch < self.highest_epoch:
+            raise Fenced(f"the master at {self.url} answers at epoch {epoch}, older than "
+                         f"epoch {self.highest_epoch} seen already: it was demoted",
+                         [{"field": "epoch", "problem": f"{epoch} < {self.highest_epoch}"}])
+        masters = rep.parse_masters(resp.headers.get(rep.MASTERS_HEADER))
+        changed = epoch > self.highest_epoch or (masters and masters != self.masters)
+        self.highest_epoch = epoch
+        if masters:
+            self.masters = masters
+        if changed and self.on_learn is not None:
+            self.on_learn(self.url, self.highest_epoch, self.masters)
+
+    def fail_over(self) -> bool:
+        """Find a master to follow (see enable_failover); True when one was found (it may
+        be the current one, back and still the primary)."""
+        for url in rep.candidates(self.url, self.configured_url, self.masters):
+            try:
+                resp = self.session.get(url + API + "/health", timeout=(1.0, 2.0),
+                                        verify=self.verify, cert=self.cert)
+                health = resp.json() if resp.status_code == 200 else None
+            except (requests.RequestException, ValueError):
+                continue
+            if rep.acceptable(health, self.highest_epoch):
+                if url != self.url:
+                    log.warning(
+                        "following the primary at %s (epoch %s) instead of %s", url,
+                        health.get("epoch", 1), self.url)
+                    self.url = url
+                    self.highest_epoch = max(self.highest_epoch, health.get("epoch", 1))
+                    if self.on_learn is not None:
+                        self.on_learn(self.url, self.highest_epoch, self.masters)
+                return True
+        return False
 
     # -- plumbing ---------------------------------------------------------------
     def timeouts(self) -> tuple[float, float]:
@@ -224,6 +292,15 @@ class MasterClient:
 
     def _call(self, method: str, path: str, json_body=None, params=None, headers=None,
               expect_304=False):
+        try:
+            return self._call_once(method, path, json_body, params, headers, expect_304)
+        except (MasterUnreachable, ReadOnly, Fenced):
+            if not self.failover or not self.fail_over():
+                raise
+            return self._call_once(method, path, json_body, params, headers, expect_304)
+
+    def _call_once(self, method: str, path: str, json_body=None, params=None, headers=None,
+                   expect_304=False):
         url = self.url + API + path
         if json_body is not None:
             headers = {**JSON_HEADERS, **(headers or {})}
@@ -233,6 +310,8 @@ class MasterClient:
                                         verify=self.verify, cert=self.cert)
         except requests.RequestException as exc:
             raise self._unreachable(exc, probe=json_body is not None) from None
+        if self.failover:
+            self._learn(resp)
         if expect_304 and resp.status_code == 304:
             return resp
         if resp.status_code >= 400:
@@ -432,6 +511,27 @@ class MasterClient:
                    f"{quote(partition_id, safe='')}/status", json_body=report,
             answer=A.Instance)
 
+    def report_moved(self, computer_id: str, partition_id: str, report: dict) -> dict:
+        """A node: a partition whose instance moved away is quarantined, or erased."""
+        return self._json(
+            "PUT", f"/computers/{quote(computer_id, safe='')}/partitions/"
+                   f"{quote(partition_id, safe='')}/moved", json_body=report,
+            answer=A.Partition)
+
+    def declare_lost(self, computer_id: str, reason: str = "", dry_run: bool = False) -> dict:
+        """Admins: the computer is lost; what it hosts is placed again elsewhere."""
+        body: dict = {"dry_run": dry_run}
+        if reason:
+            body["reason"] = reason
+        return self._json("POST", f"/computers/{quote(computer_id, safe='')}/lost",
+                          json_body=body, answer=A.LostAnswer)
+
+    def wipe_computer(self, computer_id: str, partition_id: str | None = None) -> dict:
+        """Admins: let the node erase the data kept of instances that moved away."""
+        body = {} if partition_id is None else {"partition": partition_id}
+        return self._json("POST", f"/computers/{quote(computer_id, safe='')}/wipe",
+                          json_body=body, answer=A.Computer)
+
     # -- topology -----------------------------------------------------------------
     def topology(self) -> dict:
         """The master's topology files and live state (GET /topology)."""
@@ -493,8 +593,47 @@ class MasterClient:
     def remove_peer(self, name: str) -> dict:
         return self._json("DELETE", f"/peers/{quote(name, safe='')}", answer=A.Peer)
 
+    def declare_peer_lost(self, name: str, reason: str = "", dry_run: bool = False) -> dict:
+        """Admins: the peer is lost; what it served for us goes elsewhere."""
+        body: dict = {"dry_run": dry_run}
+        if reason:
+            body["reason"] = reason
+        return self._json("POST", f"/peers/{quote(name, safe='')}/lost", json_body=body,
+                          answer=A.PeerLostAnswer)
+
     def policy(self) -> dict:
         return self._json("GET", "/federation/policy", answer=A.DelegationPolicy)
+
+    # -- replication -------------------------------------------------------------
+    def invite_replica(self, name: str, ttl: int | None = None) -> dict:
+        """Admins: a one-time token with which replica ``name`` enrols here."""
+        body = {"name": name}
+        if ttl:
+            body["ttl"] = ttl
+        return self._json("POST", "/replication/invitations", json_body=body,
+                          answer=A.ReplicaToken)
+
+    def register_replica(self, name: str, url: str | None, mode: str) -> dict:
+        return self._json("PUT", f"/replication/replicas/{quote(name, safe='')}",
+                          json_body={"url": url, "mode": mode}, answer=A.Replica)
+
+    def replication_transactions(self, after: str, wait: float = 0.0) -> dict:
+        """The transactions committed after TID ``after`` (16 hex digits), waiting up to
+        ``wait`` seconds for one; asking also confirms ``after`` is held durably."""
+        return self._json("GET", "/replication/transactions",
+                          params={"after": after, "wait": f"{wait:g}"},
+                          answer=A.Transactions)
+
+    def replication_ca(self) -> dict:
+        return self._json("GET", "/replication/ca", answer=A.CAMaterial)
+
+    def replication_status(self) -> dict:
+        return self._json("GET", "/replication/status", answer=A.ReplicationStatus)
+
+    def promote(self) -> dict:
+        """Admins: make this master (a replica) the primary at a new epoch."""
+        return self._json("POST", "/replication/promotion", json_body={},
+                          answer=A.Promoted)
 
     def set_policy(self, doc: dict) -> dict:
         return self._json("PUT", "/federation/policy", json_body=doc,

@@ -176,6 +176,41 @@ def slapfed_cli(*args, env=None, check=True, timeout=300, ns=None):
     return done
 
 
+def extra_node(fed, computer, *, partitions=2, address_octet, format_args=()):
+    """A context manager: one more real node ``computer`` enrolled (one-time token) with
+    the master of ``fed`` (what mtls_master_and_node yields) and run in
+    ``fed["base"]/<computer>``. Yields {"root", "node" (its Proc)}; the agent, its
+    supervisord and services are stopped by PID at the end."""
+    import contextlib
+
+    from slapfed.ca.authority import CertificateAuthority
+    from slapfed.procs import Proc
+
+    @contextlib.contextmanager
+    def joined():
+        base = fed["base"]
+        root = base / computer
+        ca = CertificateAuthority(base / "master" / "ca")
+        procs = []
+        try:
+            slapfed_cli("node", "format", "--master", fed["url"], "--computer", computer,
+                        "--partitions", str(partitions), "--root", str(root), *format_args,
+                        "--address-base", f"127.{20 + os.getpid() % 200}.{address_octet}.1",
+                        "--token", ca.token_for(computer), "--ca", str(ca.directory / "ca.crt"),
+                        env=fed["env"])
+            node = Proc(_slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
+                        base / f"{computer}.log")
+            procs.append(node)
+            yield {"root": root, "node": node}
+        finally:
+            for p in procs:
+                p.stop()
+            if (root / "node.json").exists():
+                subprocess.run(_slapfed_argv("node", "stop", "--root", str(root)),
+                               capture_output=True, timeout=60)
+    return joined()
+
+
 def _slapfed_argv(*args):
     from slapfed.procs import slapfed_argv
     return slapfed_argv(*args)
@@ -268,6 +303,98 @@ def netns():
         lab.close()
 
 
+# -- masters with replicas, over mutual TLS --
+class MasterSet:
+    """Real masters (gunicorn, FileStorage, mutual TLS) in ``base/<name>``, sharing one CA:
+    the first one started is the primary and creates it; ``replica`` invites a replica
+    there and starts it with --replica-of. ``admin(name)`` is a client of that master
+    with the admin identity ``root``. Every process is stopped by PID in ``close``."""
+
+    def __init__(self, base):
+        self.base = base
+        self.procs: dict = {}
+        self.urls: dict = {}
+        self.tls = None
+        self.nodes: list = []
+
+    def start(self, name, *args, timeout=30.0):
+        from slapfed.procs import Proc, wait_for
+        data = self.base / name
+        data.mkdir(parents=True, exist_ok=True)
+        url_file = data / "master.url"
+        url_file.unlink(missing_ok=True)
+        proc = Proc(_slapfed_argv("master", "serve", "--data", str(data), "--listen",
+                                  "127.0.0.1:0", *args), self.base / f"{name}.log")
+        self.procs[name] = proc
+        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), timeout,
+                 f"master {name}'s URL", proc=proc)
+        self.urls[name] = url_file.read_text().strip()
+        if self.tls is None:
+            from slapfed.ca import identity as ids
+            from slapfed.ca.authority import CertificateAuthority
+            made = CertificateAuthority(data / "ca").issue_with_new_key(
+                ids.admin("root"), self.base / "root")
+            self.tls = {"ca": str(made.ca_path), "cert": str(made.cert_path),
+                        "key": str(made.key_path)}
+        return self.urls[name]
+
+    def admin(self, name, **kw):
+        from slapfed.client import MasterClient
+        return MasterClient(self.urls[name], **self.tls, **kw)
+
+    def invite(self, primary, name):
+        """The invitation file of replica ``name``, written by the real CLI."""
+        import json
+        out = self.base / f"{name}.invitation.json"
+        env = dict(os.environ, SLAPFED_CONFIG=str(self.base / "root.json"))
+        env.pop("SLAPFED_MASTER", None)
+        slapfed_cli("config", "set", "--master", self.urls[primary], "--identity",
+                    str(self.base / "root"), env=env)
+        slapfed_cli("master", "replica", "invite", name, "--out", str(out), env=env)
+        assert json.loads(out.read_text())["for"] == name
+        return out
+
+    def replica(self, primary, name, *args):
+        return self.start(name, "--replica-of", str(self.invite(primary, name)), *args)
+
+    def stop(self, name):
+        self.procs.pop(name).stop(timeout=15)
+
+    def node(self, primary, computer, *, partitions=1, address_octet):
+        """A real node ``computer`` enrolled at master ``primary`` with a one-time token
+        and run as `slapfed node run` (root ``base/node-<computer>``); returns its root."""
+        from slapfed.procs import Proc
+        root = self.base / f"node-{computer}"
+        token = self.admin(primary).create_token(computer)["token"]
+        env = dict(os.environ, SLAPFED_CONFIG=str(self.base / "root.json"))
+        slapfed_cli("node", "format", "--master", self.urls[primary], "--computer", computer,
+                    "--partitions", str(partitions), "--root", str(root),
+                    "--address-base", f"127.{20 + os.getpid() % 200}.{address_octet}.1",
+                    "--token", token, "--ca", self.tls["ca"], env=env)
+        self.nodes.append(root)
+        self.procs[f"node-{computer}"] = Proc(
+            _slapfed_argv("node", "run", "--root", str(root), "--interval", "0.3"),
+            self.base / f"node-{computer}.log")
+        return root
+
+    def close(self):
+        for name in reversed(list(self.procs)):
+            self.stop(name)
+        for root in self.nodes:
+            if (root / "node.json").exists():
+                subprocess.run(_slapfed_argv("node", "stop", "--root", str(root)),
+                               capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def master_set(tmp_path):
+    masters = MasterSet(tmp_path)
+    try:
+        yield masters
+    finally:
+        masters.close()
+
+
 # -- node fixtures --
 # A real supervisord per test in tmp_path (shut down by its PID in a finalizer, even when
 # the test fails), and helpers to build node roots.
@@ -319,10 +446,11 @@ def pytest_configure(config):
 # tests are marked e2e, so `pytest -m "not e2e"` runs the fast tier alone. A test in
 # another file may carry the marker itself.
 E2E_FILES = frozenset({
+    "test_replication_e2e.py", "test_failover_drill.py",
     "test_authz_tls.py", "test_backup_e2e.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_master_output.py", "test_cli_tls_refusals.py",
     "test_concurrency.py", "test_demo.py", "test_e2e.py", "test_e2e_cdn.py",
-    "test_e2e_injection.py", "test_e2e_lease.py", "test_e2e_placement.py", "test_federation_e2e.py",
-    "test_federation_fallback.py", "test_federation_hung.py", "test_federation_longpoll.py",
+    "test_e2e_injection.py", "test_e2e_lease.py", "test_e2e_lost.py", "test_e2e_placement.py", "test_federation_e2e.py",
+    "test_federation_fallback.py", "test_federation_hung.py", "test_federation_lost.py", "test_federation_longpoll.py",
     "test_federation_topology.py", "test_group_commit.py", "test_logs_e2e.py",
     "test_install_cache.py", "test_logs_node.py", "test_metrics_e2e.py", "test_node_agent.py",
     "test_node_external.py", "test_node_isolation.py", "test_node_leftovers.py", "test_node_survive.py",
@@ -476,7 +604,8 @@ class AuthzWorld:
     """What the authorization tests act on. ``call(actor, method, path, json)``."""
 
     ACTORS = ("anonymous", "person_a", "person_b", "admin", "node_x", "node_y",
-              "partition_a", "partition_b", "peer", "revoked", "expired", "foreign")
+              "partition_a", "partition_b", "peer", "replica", "revoked", "expired",
+              "foreign")
     REFUSED_CERTS = {"anonymous": "unauthenticated", "revoked": "certificate_revoked",
                      "expired": "certificate_expired", "foreign": "foreign_certificate"}
 
@@ -489,7 +618,8 @@ class AuthzWorld:
         for actor, identity in (("person_a", ids.person("alice")), ("person_b", ids.person("bob")),
                                 ("admin", ids.admin("root")), ("node_x", ids.computer("node-x")),
                                 ("node_y", ids.computer("node-y")),
-                                ("peer", ids.master("peer-1"))):
+                                ("peer", ids.master("peer-1")),
+                                ("replica", ids.replica("repl-1"))):
             self.certs[actor], self.serials[actor] = self._issue(ca, identity)
         self.certs["revoked"], serial = self._issue(ca, ids.person("carol"))
         ca.revoke(serial)

@@ -283,3 +283,28 @@ def test_bash_completes_with_the_script_click_writes(dev_master):
                           capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["web-1", "web-2"]
+
+
+def test_computer_lost_dry_run_says_what_would_move_and_changes_nothing(dev_master,
+                                                                       no_config):
+    url, made = dev_master
+    out = run("computer", "lost", "a1", "--dry-run", "--reason", "drill", "--master", url)
+    assert out.exit_code == 0, out.output
+    lines = out.stdout.splitlines()
+    assert lines[0] == "computer a1 would be lost (drill)"
+    web = made["web-1"]
+    assert any(line.startswith(f"  web-1 ({web['id']}) from {web['placement']['partition']}: "
+                               "NOT PLACED: computer a1 was declared lost (drill)")
+               for line in lines), lines
+    shown = run("computer", "show", "a1", "--master", url).stdout
+    assert "LOST" not in shown and "moved away" not in shown
+    assert MasterClient(url, requester="alice").show(web["id"])["placement"] == \
+        web["placement"]
+
+
+def test_lost_and_wipe_of_what_is_not_there_exit_4_or_5(dev_master, no_config):
+    url, _ = dev_master
+    assert run("peer", "lost", "nope", "--master", url).exit_code == 4
+    assert run("computer", "lost", "nope", "--master", url).exit_code == 4
+    out = run("computer", "wipe", "a1", "--partition", "p0", "--master", url)
+    assert out.exit_code == 5 and "nothing to wipe" in out.stderr

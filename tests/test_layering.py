@@ -62,6 +62,10 @@ CONTRACT = {
                       ANY_STDLIB),
     "slapfed.peering": (("slapfed.core", "slapfed.services", "slapfed.client",
                          "slapfed.enrol", "slapfed.logs", "slapfed.locks"), (), ANY_STDLIB),
+    "slapfed.replication": (("slapfed.core", "slapfed.ca", "slapfed.client", "slapfed.enrol",
+                             "slapfed.store", "slapfed.services", "slapfed.logs",
+                             "slapfed.locks"),
+                            ("ZODB", "transaction"), ANY_STDLIB),
     "slapfed.node": (("slapfed.core", "slapfed.ca", "slapfed.client", "slapfed.procs",
                       "slapfed.logs", "slapfed.metrics"),
                      ("supervisor", "zc", "cryptography"), ANY_STDLIB),
@@ -74,7 +78,8 @@ CONTRACT = {
     # the web layer (master and node never import each other)
     "slapfed.master": (("slapfed", "slapfed.core", "slapfed.ca", "slapfed.topology",
                         "slapfed.model", "slapfed.store", "slapfed.services",
-                        "slapfed.peering", "slapfed.logs", "slapfed.metrics"),
+                        "slapfed.peering", "slapfed.replication", "slapfed.logs",
+                        "slapfed.metrics"),
                        ("flask", "werkzeug", "gunicorn"), ANY_STDLIB),
     # the operator's dashboard: a local web server calling the master as its user
     "slapfed.ui": (("slapfed.client", "slapfed.core", "slapfed.topology"),
@@ -83,6 +88,7 @@ CONTRACT = {
     # the command line
     "slapfed.cli": (("slapfed", "slapfed.core", "slapfed.ca", "slapfed.client", "slapfed.enrol",
                      "slapfed.master", "slapfed.node", "slapfed.procs", "slapfed.store",
+                     "slapfed.replication",
                      "slapfed.topology", "slapfed.logs", "slapfed.metrics", "slapfed.ui"),
                     ("click", "requests"), ANY_STDLIB),
     "slapfed": ((), (), PURE_STDLIB),

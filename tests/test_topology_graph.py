@@ -256,3 +256,37 @@ def test_the_indexes_answer_at_scale_without_scanning():
         fed.computers_in("lan", f"lan{i % 100}")
     assert (time.perf_counter() - t) / 1000 < 0.001
     assert len(fed.computers_in("lan", "lan7")) == 100
+
+
+def _peer(name, link="up", trust="delegate", latency=None):
+    return {"name": name, "url": f"https://{name}.example:8470", "trust": trust,
+            "latency_ms": latency, "cost": 1.0, "link": link}
+
+
+def test_live_peer_links_make_paths_the_files_never_declared():
+    """A child master paired with its parent, or any paired peer, is a link of the
+    masters' graph: `topology path` finds it (the demo's root and child)."""
+    fed = graph.build(None, {"master": "demo-root", "computers": [], "instances": [],
+                             "masters": [{"name": "demo-child", "url": "https://c:1",
+                                          "instance": "i-1", "reference": "child-master"}],
+                             "peers": [_peer("demo-child")]})
+    p = fed.path("demo-root", "demo-child")
+    assert p["masters"] == ["demo-root", "demo-child"]
+    assert p["hops"][0]["state"] == "up" and p["hops"][0]["declared"] is False
+    from slapfed.topology import report
+    assert "(paired, not in the topology files)" in report.path_text(p)
+
+
+def test_a_link_the_live_state_shows_down_is_routed_around(fed):
+    """eu-jp is declared; the live state of eu says its peer jp is down: the path goes
+    through de; at trust delegate there is no way around, and the refusal names the link
+    that is down."""
+    live = {"master": "eu", "computers": [], "instances": [],
+            "peers": [_peer("jp", link="down"), _peer("de")]}
+    fed2 = graph.build(fed.topology, live)
+    p = fed2.path("eu", "jp")
+    assert p["masters"] == ["eu", "de", "jp"]
+    assert [h["state"] for h in p["hops"]] == ["up", None]     # de-jp: not eu's peer
+    with pytest.raises(NotFound) as info:
+        fed2.path("eu", "jp", "delegate")
+    assert info.value.message.endswith("(links down now: eu-jp)")

@@ -19,7 +19,8 @@ ADMIN = "admin"            # an administrator: supplies releases, registers comp
 COMPUTER = "computer"      # a node agent, speaking for one computer
 PARTITION = "partition"    # an instance, speaking for the partition it runs in
 MASTER = "master"          # a peer master (delegations) or this master's own server identity
-ROLES = (PERSON, ADMIN, COMPUTER, PARTITION, MASTER)
+REPLICA = "replica"        # a replica master following this (primary) master's transactions
+ROLES = (PERSON, ADMIN, COMPUTER, PARTITION, MASTER, REPLICA)
 
 URI_SCHEME = "slapfed"
 URI_PREFIX = URI_SCHEME + "://"
@@ -110,6 +111,10 @@ def admin(name: str) -> Identity:
 
 def master(name: str) -> Identity:
     return Identity(MASTER, name)
+
+
+def replica(name: str) -> Identity:
+    return Identity(REPLICA, name)
 
 
 def computer(computer_id: str) -> Identity:

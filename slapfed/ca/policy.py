@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, NamedTuple
 
 from ..core.errors import Forbidden, Unauthenticated
-from .identity import ADMIN, COMPUTER, MASTER, PARTITION, PERSON, ROLES, Identity
+from .identity import ADMIN, COMPUTER, MASTER, PARTITION, PERSON, REPLICA, ROLES, Identity
 
 # -- actions: one per API operation (and the federation's to come) ---------------------
 HEALTH = "health"                                  # GET /health
@@ -30,6 +30,10 @@ UNSUPPLY_SOFTWARE = "unsupply_software"            # DELETE /computers/<id>/soft
 READ_DESIRED_STATE = "read_desired_state"          # GET /computers/<id>/desired-state
 REPORT_SOFTWARE = "report_software"                # PUT /computers/<id>/software/<hash>/status
 REPORT_PARTITION = "report_partition"              # PUT /computers/<id>/partitions/<pid>/status
+DECLARE_LOST = "declare_computer_lost"              # POST /computers/<id>/lost
+DECLARE_PEER_LOST = "declare_peer_lost"            # POST /peers/<name>/lost
+WIPE_COMPUTER = "wipe_computer"                    # POST /computers/<id>/wipe
+REPORT_MOVED = "report_moved_partition"            # PUT /computers/<id>/partitions/<pid>/moved
 READ_TOPOLOGY = "read_topology"                    # GET /topology
 ISSUE_CERTIFICATE = "issue_certificate"
 CERTIFY_PARTITION = "certify_partition"            # a node gets its partition's CSR signed
@@ -42,6 +46,12 @@ REGISTER_PEER = "register_peer"                    # POST/DELETE /peers, PUT /fe
 LIST_PEERS = "list_peers"                          # GET /peers, GET /federation/policy
 READ_SUMMARY = "read_federation_summary"           # GET /federation/summary
 FOLLOW_DELEGATIONS = "follow_delegations"          # GET /federation/changes (long poll)
+INVITE_REPLICA = "invite_replica"                  # POST /replication/invitations
+REGISTER_REPLICA = "register_replica"              # PUT /replication/replicas/<name>
+FOLLOW_TRANSACTIONS = "follow_transactions"        # GET /replication/transactions (long poll)
+READ_CA_MATERIAL = "read_ca_material"              # GET /replication/ca
+READ_REPLICATION = "read_replication"              # GET /replication/status
+PROMOTE = "promote"                                # POST /replication/promotion
 
 
 # -- the facts a decision needs --------------------------------------------------------
@@ -75,6 +85,11 @@ class ComputerFacts:
 class PartitionFacts:
     computer: str
     partition: str
+
+
+@dataclass(frozen=True)
+class ReplicaFacts:
+    name: str                     # the replica a registration speaks of
 
 
 @dataclass(frozen=True)
@@ -136,6 +151,11 @@ def own_certificate(identity: Identity, facts: CertificateFacts) -> bool:
     return facts.identity == identity
 
 
+def own_replica(identity: Identity, facts: ReplicaFacts) -> bool:
+    """only itself"""
+    return identity.role == REPLICA and identity.name == facts.name
+
+
 def _here(identity: Identity) -> Placement | None:
     if identity.role != PARTITION:
         return None
@@ -156,6 +176,11 @@ def _every_role(predicate: Predicate = anything) -> dict[str, Predicate]:
     return dict.fromkeys(ROLES, predicate)
 
 
+def _every_party(predicate: Predicate = anything) -> dict[str, Predicate]:
+    """Every role but a replica's: a replica reads the transaction stream and nothing else."""
+    return {role: predicate for role in ROLES if role != REPLICA}
+
+
 def _tree_owners(**more: Predicate) -> dict[str, Predicate]:
     return {PERSON: in_own_tree, ADMIN: in_own_tree, MASTER: in_own_tree, **more}
 
@@ -171,8 +196,8 @@ RULES: dict[str, Rule] = {r.action: r for r in (
     Rule(REQUEST_INSTANCE, "people, admins and peers in their own trees; a partition adds "
          "children to its own instance", InstanceFacts,
          grants=_tree_owners(**{PARTITION: own_child})),
-    Rule(LIST_INSTANCES, "every authenticated party; each item is then filtered by "
-         "read_instance", grants=_every_role()),
+    Rule(LIST_INSTANCES, "every authenticated party but a replica; each item is then "
+         "filtered by read_instance", grants=_every_party()),
     Rule(READ_INSTANCE, "owners read their trees, a partition its instance and children, a "
          "node what runs on it, an admin everything", InstanceFacts,
          grants=_tree_owners(**{ADMIN: anything, PARTITION: own_instance_or_child,
@@ -190,8 +215,8 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          grants={ADMIN: anything, COMPUTER: own_computer}),
     Rule(SET_COMPUTER_FACTS, "admins only (a computer's locality, labels and capabilities)",
          ComputerFacts, grants={ADMIN: anything}),
-    Rule(LIST_COMPUTERS, "every authenticated party; each item is then filtered by "
-         "read_computer", grants=_every_role()),
+    Rule(LIST_COMPUTERS, "every authenticated party but a replica; each item is then "
+         "filtered by read_computer", grants=_every_party()),
     Rule(READ_COMPUTER, "a node reads its own computer; an admin every computer",
          ComputerFacts, grants={ADMIN: anything, COMPUTER: own_computer}),
     Rule(SUPPLY_SOFTWARE, "admins only", ComputerFacts, grants={ADMIN: anything}),
@@ -204,6 +229,15 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          "publish its connection parameters); the state claimed must fit the state "
          "requested, and only the node claims destroyed (core.claims)", PartitionFacts,
          grants={COMPUTER: partition_of_own_computer, PARTITION: own_partition}),
+    Rule(DECLARE_LOST, "admins only (the verdict that moves what a computer hosts)",
+         ComputerFacts, grants={ADMIN: anything}),
+    Rule(DECLARE_PEER_LOST, "admins only (the verdict that moves what a peer serves for "
+         "this master)", grants={ADMIN: anything}),
+    Rule(WIPE_COMPUTER, "admins only (lets a node erase the data of instances that moved "
+         "away)", ComputerFacts, grants={ADMIN: anything}),
+    Rule(REPORT_MOVED, "a node reports its own partitions whose instance moved away "
+         "(quarantined, or erased once an admin allowed it)", PartitionFacts,
+         grants={COMPUTER: partition_of_own_computer}),
     Rule(READ_TOPOLOGY, "admins and peer masters (the live part names every placement)",
          grants={ADMIN: anything, MASTER: anything}),
     Rule(ISSUE_CERTIFICATE, "admins only", grants={ADMIN: anything}),
@@ -221,6 +255,18 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          "they are supplied)", grants={ADMIN: anything, MASTER: anything}),
     Rule(FOLLOW_DELEGATIONS, "peer masters, each answered with the instances it requested "
          "only", grants={MASTER: anything}),
+    Rule(INVITE_REPLICA, "admins only (a one-time token for a replica master)",
+         grants={ADMIN: anything}),
+    Rule(REGISTER_REPLICA, "a replica registers itself (its URL and mode); an admin any",
+         ReplicaFacts, grants={ADMIN: anything, REPLICA: own_replica}),
+    Rule(FOLLOW_TRANSACTIONS, "replicas only (every committed transaction, as stored)",
+         grants={REPLICA: anything}),
+    Rule(READ_CA_MATERIAL, "replicas only (the CA's key and records, so that a promoted "
+         "replica goes on signing as the same CA)", grants={REPLICA: anything}),
+    Rule(READ_REPLICATION, "admins only (role, epoch, replicas and their lag)",
+         grants={ADMIN: anything}),
+    Rule(PROMOTE, "admins only (a replica becomes the primary at a new epoch)",
+         grants={ADMIN: anything}),
 )}
 
 ACTIONS = tuple(RULES)
@@ -291,6 +337,8 @@ def describe(resource) -> str:
         return f"partition {resource.partition} of computer {resource.computer}"
     if isinstance(resource, CertificateFacts):
         return f"a certificate of {resource.identity.principal}"
+    if isinstance(resource, ReplicaFacts):
+        return f"replica {resource.name}"
     return "this"
 
 

@@ -13,6 +13,7 @@ from ..core.leases import DEFAULT_LEASE
 from ..core.provenance import DEFAULT_MAX_DEPTH
 from .common import emit, env_default, error_boundary, json_option
 from .log_options import log_options
+from .user_cmd import make_client, master_option
 
 DEFAULT_DATA = "slapfed-master"
 DEFAULT_LISTEN = "127.0.0.1:8470"
@@ -101,6 +102,12 @@ def _metrics_across_workers(data_dir: str) -> None:
               help="A computer whose node has not polled or reported for this long shows "
                    "unknown (and so do its instances) and gets no new instance; nothing "
                    "it hosts is destroyed, moved or freed.")
+@click.option("--rebuild-after", default=0.0, show_default=True,
+              type=click.FloatRange(min=0), metavar="SECONDS",
+              help="A computer whose lease has been out this long is declared lost by the "
+                   "master itself, and what it hosts is placed again elsewhere (as "
+                   "`slapfed computer lost` does). 0: never; only an administrator's "
+                   "verdict moves anything.")
 @click.option("--outbound-allow", "outbound_allow", multiple=True, metavar="CIDR[,CIDR]",
               help="Networks this master may connect to when it calls a URL it was given "
                    "(POST /peers, a child master's registration, every later call to a "
@@ -110,11 +117,24 @@ def _metrics_across_workers(data_dir: str) -> None:
               type=click.FloatRange(min=0, max=60), metavar="SECONDS",
               help="Longest a long poll of this master (GET /federation/changes) waits "
                    "for a change; a peer asking longer gets its answer after this.")
+@click.option("--replica-of", "replica_of", default=None, metavar="FILE",
+              type=click.Path(dir_okay=False),
+              help="Serve as a read-only replica of the primary of this invitation (from "
+                   "`slapfed master replica invite`): enrol there, copy its CA, follow its "
+                   "transactions.")
+@click.option("--sync", is_flag=True,
+              help="A sync replica: the primary acknowledges a write once this replica "
+                   "holds it (bounded by the primary's --sync-timeout).")
+@click.option("--sync-timeout", default=5.0, show_default=True, type=float,
+              metavar="SECONDS",
+              help="How long a write waits for a sync replica before the primary degrades "
+                   "to asynchronous (logged, shown in `master status`).")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
           no_access_log, log_level, log_format, log_file, topology_files, master_name,
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
-          pack_every, pack_keep, lease, outbound_allow, long_poll_max):
+          pack_every, pack_keep, lease, rebuild_after, outbound_allow, long_poll_max,
+          replica_of, sync, sync_timeout):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
@@ -133,7 +153,9 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         peer_retry_max=peer_retry_max, backup_to=backup_to,
                         backup_every=backup_every, pack_every=pack_every,
                         pack_keep=pack_keep, lease=lease,
-                        outbound_allow=tuple(outbound_allow), long_poll_max=long_poll_max)
+                        rebuild_after=rebuild_after,
+                        outbound_allow=tuple(outbound_allow), long_poll_max=long_poll_max,
+                        replica_of=replica_of, sync=sync, sync_timeout=sync_timeout)
     run_server(opts)
 
 
@@ -308,3 +330,99 @@ def openapi(out_file):
         return
     with open(out_file, "w", encoding="utf-8") as out:
         out.write(text)
+
+
+# -- replicas, promotion, status ---------------------------------------------------------
+@master.group()
+def replica():
+    """Replicas of this master: invite one (it then runs `master serve --replica-of`)."""
+
+
+@replica.command()
+@click.argument("name")
+@click.option("--url", "public_url", default=None, metavar="URL",
+              help="The primary's URL as the replica reaches it (default: --master).")
+@click.option("--ttl", type=int, default=None, help="Token lifetime in seconds.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Write the invitation to this file (mode 0600) instead of stdout.")
+@master_option
+@error_boundary
+def invite(name, public_url, ttl, out, master_url):
+    """Invite replica NAME (admins): write an invitation (the primary's URL, its CA
+    certificate, a one-time token kept there hashed) for `master serve --replica-of`."""
+    import json
+    import os
+    client = make_client(master_url)
+    answer = client.invite_replica(name, ttl)
+    invitation = {"primary": answer.get("primary"), "url": public_url or client.url,
+                  "for": name, "principal": answer["principal"], "token": answer["token"],
+                  "ca_certificate": answer["ca_certificate"], "epoch": answer.get("epoch")}
+    text = json.dumps(invitation, indent=2) + "\n"
+    if out:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        click.echo(f"invitation for replica {name} written to {out} (the token is single "
+                   "use)")
+    else:
+        click.echo(text, nl=False)
+
+
+@master.command()
+@master_option
+@json_option
+@error_boundary
+def promote(master_url, as_json):
+    """Make the replica at --master the primary (admins): it stops following, records a
+    new epoch and takes writes; the old primary is fenced once it sees that epoch."""
+    out = make_client(master_url).promote()
+    emit(out, as_json, f"{out['name']} is the primary at epoch {out['epoch']} (it followed "
+                       f"{out.get('previous_primary') or '-'})")
+
+
+def render_status(doc: dict) -> str:
+    lines = [f"role: {doc['role']}   epoch: {doc['epoch']}   name: {doc.get('name')}",
+             f"primary: {doc.get('primary_url') or '-'}"]
+    if doc.get("fenced_by"):
+        lines.append(f"FENCED by {doc['fenced_by']} (epoch {doc['fenced_epoch']})")
+    if doc.get("degraded_since"):
+        lines.append(f"SYNC DEGRADED since {doc['degraded_since']:.0f} (unix time): writes "
+                     "are acknowledged without a replica")
+    follower = doc.get("follower")
+    if follower:
+        lag = follower.get("lag_seconds")
+        lines.append(f"following {follower['primary']} ({follower['mode']}): "
+                     f"{'connected' if follower['connected'] else 'NOT connected'}, lag "
+                     f"{'-' if lag is None else f'{lag:.3f}s'} ("
+                     f"{follower.get('transactions_behind') or 0} transaction(s), "
+                     f"{follower.get('bytes_behind') or 0} bytes behind), at "
+                     f"{follower['applied_tid']}"
+                     + (f", error: {follower['last_error']}" if follower.get("last_error")
+                        else ""))
+    lines.append(f"{'REPLICA':16} {'MODE':6} {'LAG':>9} {'TXNS':>6} {'BYTES':>10} URL")
+    for r in doc["replicas"]:
+        lag = "-" if r["lag_seconds"] is None else f"{r['lag_seconds']:.3f}s"
+        txns = "-" if r["transactions_behind"] is None else str(r["transactions_behind"])
+        size = "-" if r["bytes_behind"] is None else str(r["bytes_behind"])
+        lines.append(f"{r['name'][:16]:16} {r['mode']:6} {lag:>9} {txns:>6} {size:>10} "
+                     f"{r['url'] or '-'}")
+    backup = doc.get("last_backup")
+    if backup is None:
+        lines.append("last backup: - (served without --backup-to)")
+    elif backup.get("time") is None:
+        lines.append(f"last backup: none yet in {backup['repository']}")
+    else:
+        lines.append(f"last backup: {backup['time']} ({backup['age_seconds']:.0f}s ago) in "
+                     f"{backup['repository']}")
+    return "\n".join(lines)
+
+
+@master.command()
+@master_option
+@json_option
+@error_boundary
+def status(master_url, as_json):
+    """The master's role (primary, replica, fenced), epoch, replicas with their lag, and
+    its last backup with its age (admins)."""
+    doc = make_client(master_url).replication_status()
+    emit(doc, as_json, render_status(doc))

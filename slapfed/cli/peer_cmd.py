@@ -109,12 +109,16 @@ def render_peers(peers: list[dict]) -> str:
             f"{'PENDING':8} {'FORWARDS':10} URL"]
     for p in peers:
         total = sum(p["forwards"].values())
-        link = p["link"] if p["paired"] else "not paired"
+        link = "lost" if p.get("lost") else p["link"] if p["paired"] else "not paired"
         rows.append(f"{p['name'][:16]:16} {link:10} {p['origin']:8} {p['trust']:8} "
                     f"{(p['last_contact'] or '-'):26} {p['pending_forwards']:<8} {total:<10} "
                     f"{p['url']}")
         if p.get("last_error"):
             rows.append(f"  error: {p['last_error']}")
+        if p.get("lost"):
+            rows.append(f"  lost since {p['lost']['at']}: {p['lost']['reason']}; "
+                        f"{len(p.get('orphans') or ())} orphan(s) to destroy there if it "
+                        "comes back")
     return "\n".join(rows)
 
 
@@ -152,6 +156,32 @@ def remove(name, master_url, as_json):
     """Forget peer NAME (refused while it serves delegated instances)."""
     out = make_client(master_url).remove_peer(name)
     emit(out, as_json, f"peer {name} forgotten")
+
+
+@peer.command()
+@click.argument("name")
+@click.option("--reason", default="", metavar="TEXT", help="Recorded with the verdict.")
+@click.option("--dry-run", is_flag=True, help="Show what would move; change nothing.")
+@master_option
+@json_option
+@error_boundary
+def lost(name, reason, dry_run, master_url, as_json):
+    """Declare peer NAME lost (admins): nothing is delegated to it any more; what it
+    served for this master goes to a fallback peer or comes back here, as the delegation
+    policy routes it; what it may still run is recorded as orphans. `peer remove` then
+    works."""
+    out = make_client(master_url).declare_peer_lost(name, reason, dry_run)
+    lines = [f"peer {name} {'would be' if dry_run else 'is'} lost; "
+             f"{len(out['peer']['orphans'])} orphan(s) recorded there"]
+    for m in out["moves"]:
+        to = m.get("to") or {}
+        where = (f"peer {to['peer']}" if "peer" in to else
+                 f"{to['computer']}/{to['partition']}" if "computer" in to else
+                 f"host {to['host']}" if "host" in to else "")
+        text = {"moved": f"-> {where}", "destroyed": "destroyed (nothing to wait for)",
+                "not_placed": f"NOT PLACED: {m.get('reason')}"}[m["outcome"]]
+        lines.append(f"  {m['reference']} ({m['instance']}): {text}")
+    emit(out, as_json, "\n".join(lines))
 
 
 @peer.group()

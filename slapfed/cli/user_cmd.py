@@ -450,6 +450,8 @@ def computer_state(c: dict) -> str:
     """What a computer's lease says of its node: up, unknown (not heard from within its
     lease) or new (never heard from)."""
     lease = c.get("lease") or {}
+    if c.get("lost"):
+        return "lost"
     return {leases.LIVE: "up", leases.EXPIRED: states.UNKNOWN,
             leases.NONE: "new"}.get(lease.get("state"), "-")
 
@@ -464,7 +466,7 @@ def computer_list(master_url, as_json):
     rows = [f"{'COMPUTER':20} {'HOST':12} {'LAN':10} {'COUNTRY':8} {'CONTINENT':10} "
             f"{'FREE':>5} {'USED':>5} {'STATE':8} LAST CONTACT"]
     for c in comps:
-        used = sum(1 for p in c["partitions"] if p["instance"])
+        used = sum(1 for p in c["partitions"] if p["instance"] or p.get("moved"))
         rows.append(f"{c['id'][:20]:20} {(c['host'] or '-')[:12]:12} {(c['lan'] or '-')[:10]:10} "
                     f"{(c['country'] or '-')[:8]:8} {(c['continent'] or '-')[:10]:10} "
                     f"{len(c['partitions']) - used:5d} {used:5d} {computer_state(c):8} "
@@ -490,9 +492,16 @@ def computer_show(computer_id, master_url, as_json):
             line += (f" after {s['failed_installs']} failed install(s)"
                      + (f": {why[-1]}" if why else ""))
         lines.append(line)
+    if c.get("lost"):
+        lines.append(f"  LOST since {c['lost']['at']}: {c['lost']['reason']}")
     for p in c["partitions"]:
+        moved = p.get("moved")
+        held = p["instance"] or (
+            f"moved away: {moved['instance']} ("
+            f"{'wipe allowed' if moved['wipe'] else 'quarantined' if moved['quarantined'] else 'data kept'})"
+            if moved else "free")
         lines.append(f"  {p['id']:10} {p['address']:16} ports {p['port_base']}+{p['port_count']}"
-                     f"  {p['instance'] or 'free'}")
+                     f"  {held}")
     emit(c, as_json, "\n".join(lines))
 
 
@@ -530,6 +539,52 @@ def computer_set(computer_id, host, lan, country, continent, labels, no_labels, 
                      f"country={c['country']} continent={c['continent']}  labels="
                      f"{','.join(f'{k}={v}' for k, v in sorted(c['labels'].items())) or '-'}  "
                      f"capabilities={','.join(c['capabilities']) or '-'}")
+
+
+@computer.command(name="lost")
+@click.argument("computer_id")
+@click.option("--reason", default="", metavar="TEXT", help="Recorded with the verdict.")
+@click.option("--dry-run", is_flag=True, help="Show what would move; change nothing.")
+@master_option
+@json_option
+@error_boundary
+def computer_lost(computer_id, reason, dry_run, master_url, as_json):
+    """Declare a computer lost (admins): nothing is placed there any more, and each
+    instance it hosts is placed again elsewhere under its own SLA, keeping its id and
+    reference. Its old partitions keep their data (the node sets them aside if it ever
+    comes back) until `slapfed computer wipe`."""
+    answer = make_client(master_url).declare_lost(computer_id, reason, dry_run)
+    lines = [f"computer {computer_id} {'would be' if dry_run else 'is'} lost"
+             + (f" ({answer['computer']['lost']['reason']})"
+                if (answer['computer'].get('lost') or {}).get('reason') else "")]
+    for m in answer["moves"]:
+        to = m.get("to") or {}
+        where = (f"{to['computer']}/{to['partition']}" if "computer" in to
+                 else f"peer {to['peer']}" if "peer" in to else "")
+        text = {"moved": f"-> {where}", "destroyed": "destroyed (nothing to wait for)",
+                "not_placed": f"NOT PLACED: {m.get('reason')}"}[m["outcome"]]
+        lines.append(f"  {m['reference']} ({m['instance']}) from {m['partition']}: {text}")
+    if not answer["moves"]:
+        lines.append("  it hosted no instance")
+    emit(answer, as_json, "\n".join(lines))
+
+
+@computer.command(name="wipe")
+@click.argument("computer_id")
+@click.option("--partition", "partition_id", default=None, metavar="ID",
+              help="Only this partition (default: every partition whose instance moved; "
+                   "that also returns a lost computer to service).")
+@master_option
+@json_option
+@error_boundary
+def computer_wipe(computer_id, partition_id, master_url, as_json):
+    """Let the node erase the data it kept of instances that moved away (admins). The
+    partitions are free again once the node reports them erased."""
+    c = make_client(master_url).wipe_computer(computer_id, partition_id)
+    wiping = [p["id"] for p in c["partitions"] if (p.get("moved") or {}).get("wipe")]
+    emit(c, as_json, f"computer {c['id']}: wipe allowed of "
+                     f"{', '.join(wiping) or 'nothing (no partition holds moved data)'}"
+                     + ("" if c.get("lost") else "; placeable"))
 
 
 @click.group(name="config")

@@ -15,10 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from .errors import InvalidInput
 from .leases import LEASE_STATES
 from .states import (
-    FORWARD_STATES, INSTANCE_STATUSES, LOCALITY_LEVELS, PEER_ORIGINS, REQUESTED_STATES,
+    FORWARD_STATES, MOVED_REPORT_STATES, INSTANCE_STATUSES, LOCALITY_LEVELS, PEER_ORIGINS, REQUESTED_STATES,
     SOFTWARE_STATUSES, SUPPLY_STATES, TRUST_LEVELS,
 )
-from .wire import IDENTITY_ROLES, OPEN_TO_SCHEMA, SLA_SCHEMA, DelegationPolicy
+from .wire import IDENTITY_ROLES, OPEN_TO_SCHEMA, REPLICA_MODES, SLA_SCHEMA, DelegationPolicy
 
 
 class Answer(BaseModel):
@@ -60,11 +60,19 @@ class Error(Answer):
     error: ErrorInfo
 
 
+MASTER_ROLES = ("primary", "replica", "fenced")     # core.replication.LocalRole.state
+
+
 class Health(Answer):
     status: Literal["ok"]
     generation: int
     version: str
     name: Optional[str] = None
+    role: Optional[described("what this master is: the primary of its epoch, a read-only "
+                             "replica, or a primary fenced by a larger epoch",
+                             Enum(MASTER_ROLES))] = None
+    epoch: Optional[described("grows by one at each promotion",
+                              Annotated[int, Field(ge=1)])] = None
 
 
 class Lease(Answer):
@@ -76,6 +84,12 @@ class Lease(Answer):
     interval: described("the lease, in seconds", float)
 
 
+class MovedPartition(Answer):
+    instance: described("the instance that moved away (its computer was declared lost)")
+    quarantined: described("its node set the instance's data aside (kept)", bool)
+    wipe: described("an admin let the node erase them (slapfed computer wipe)", bool)
+
+
 class Partition(Answer):
     id: str
     address: str
@@ -83,6 +97,13 @@ class Partition(Answer):
     port_count: int
     instance: described("id of the hosted instance", Optional[str])
     capabilities: Names
+    moved: described("the data of an instance that moved away, kept here until wiped "
+                     "(the partition is not free meanwhile)", Optional[MovedPartition])
+
+
+class LostMark(Answer):
+    at: Iso
+    reason: str
 
 
 class Software(Answer):
@@ -109,12 +130,31 @@ class Computer(Answer):
     last_contact: Iso
     serial: int
     lease: Lease
+    lost: described("the verdict that it is lost: nothing is placed there, what it hosted "
+                    "moved", Optional[LostMark])
     partitions: list[Partition]
     software: list[Software]
 
 
 class ComputerList(Answer):
     computers: list[Computer]
+
+
+class Move(Answer):
+    instance: str
+    reference: str
+    partition: described("the partition it had on the lost computer (\"\" for a peer)")
+    outcome: Enum(("moved", "not_placed", "destroyed"))
+    to: described("where it went: computer and partition, a host instance, or a peer",
+                  Optional[dict[str, str]])
+    reason: Optional[str]
+
+
+class LostAnswer(Answer):
+    computer: Computer
+    moves: list[Move]
+    dry_run: Optional[described("true: what would move; nothing was written",
+                                bool)] = None
 
 
 class SharedInstanceEntry(Answer):
@@ -135,6 +175,15 @@ class DesiredInstance(Answer):
     revision: int
     shared_instances: list[SharedInstanceEntry]
     provenance: described("masters its request crossed, the last one placed it", Names)
+    restore_from: Optional[described(
+        "the backup location it published before its computer was lost: the node runs "
+        "its restore steps with it before its first start here")] = None
+
+
+class DesiredMoved(Answer):
+    instance: described("the instance that moved away: its services stay stopped, its "
+                        "data set aside")
+    wipe: described("an admin let the node erase its data", bool)
 
 
 class DesiredPartition(Answer):
@@ -143,6 +192,8 @@ class DesiredPartition(Answer):
     port_base: int
     port_count: int
     instance: Optional[DesiredInstance]
+    moved: Optional[described("only on a partition whose instance moved away",
+                              DesiredMoved)] = None
 
 
 class DesiredSoftware(Answer):
@@ -496,6 +547,13 @@ class Token(Answer):
 
 
 # -- federation --------------------------------------------------------------------------
+class Orphan(Answer):
+    instance: str
+    remote_reference: str
+    remote_id: Optional[str]
+    at: Iso
+
+
 class Peer(Answer):
     name: str
     url: str
@@ -515,6 +573,18 @@ class Peer(Answer):
     summary: Optional[Obj] = None
     added_at: Iso = None
     instance: Optional[described("child masters: the instance running it")] = None
+    lost: Optional[described("the verdict that it is lost: nothing is delegated there",
+                             LostMark)] = None
+    orphans: Optional[described("instances of ours it may still run since the verdict, "
+                                "to destroy there if it ever comes back",
+                                list[Orphan])] = None
+
+
+class PeerLostAnswer(Answer):
+    peer: Peer
+    moves: list[Move]
+    dry_run: Optional[described("true: what would move; nothing was written",
+                                bool)] = None
 
 
 class PeerList(Answer):
@@ -536,10 +606,129 @@ class Changes(Answer):
     instances: list[Instance]
 
 
+# -- replication -------------------------------------------------------------------------
+Tid = Annotated[str, Field(pattern="^[0-9a-f]{16}$")]
+Base64 = Optional[Annotated[str, WithJsonSchema({"type": "string",
+                                                 "contentEncoding": "base64"})]]
+
+
+class ReplicaToken(Answer):
+    name: str
+    principal: str
+    token: str
+    ca_certificate: Pem
+    primary: described("this master's name", Optional[str])
+    epoch: int
+
+
+class Replica(Answer):
+    name: str
+    url: Optional[str]
+    mode: Enum(REPLICA_MODES)
+    epoch: int
+
+
+class ShippedRecord(Answer):
+    oid: Tid
+    data: Base64
+    data_txn: Optional[Tid]
+
+
+class ShippedTransaction(Answer):
+    tid: Tid
+    status: Enum((" ", "p", "u"))
+    user: Base64
+    description: Base64
+    extension: Base64
+    records: list[ShippedRecord]
+
+
+class Transactions(Answer):
+    transactions: list[ShippedTransaction]
+    last_tid: described("the last transaction committed here", Tid)
+    more: described("others follow this batch", bool)
+    behind: described("transactions after this batch (counted up to 10000)",
+                      Annotated[int, Field(ge=0)])
+    behind_bytes: described("their bytes of record data", Annotated[int, Field(ge=0)])
+    epoch: int
+
+
+class CAMaterial(Answer):
+    files: described("{path in the CA directory: text}", dict[str, str])
+
+
+class EpochRecord(Answer):
+    epoch: int
+    primary: str
+    at: described("unix time", float)
+
+
+class ReplicaState(Answer):
+    name: str
+    url: Optional[str]
+    mode: Enum(REPLICA_MODES)
+    confirmed_tid: described("the last transaction it confirmed holding", Optional[Tid])
+    last_seen: described("unix time", Optional[float])
+    lag_seconds: Optional[float]
+    transactions_behind: Optional[int]
+    bytes_behind: Optional[int]
+
+
+class FollowerState(Answer):
+    primary: str
+    name: Optional[str]
+    mode: Enum(REPLICA_MODES)
+    connected: bool
+    last_contact: described("unix time", Optional[float])
+    applied_tid: Optional[Tid]
+    primary_last_tid: Optional[Tid]
+    more: bool
+    transactions_behind: Optional[int]
+    bytes_behind: Optional[int]
+    lag_seconds: Optional[float]
+    last_error: Optional[str]
+    stopped: described("unix time it stopped following", Optional[float])
+
+
+class LastBackup(Answer):
+    repository: str
+    id: Optional[str]
+    time: Iso
+    tid: Optional[str] = None
+    age_seconds: Optional[float]
+
+
+class ReplicationStatus(Answer):
+    role: Enum(MASTER_ROLES)
+    name: Optional[str]
+    epoch: int
+    epochs: list[EpochRecord]
+    primary_url: described("a replica's primary; a primary's own URL", Optional[str])
+    fenced_by: Optional[str]
+    fenced_epoch: Optional[int]
+    sync: described("a replica: it follows in sync mode", bool)
+    last_tid: Tid
+    sync_timeout: described("seconds a write waits for the sync replicas", float)
+    degraded_since: described("unix time the sync replicas stopped confirming (writes "
+                              "no longer wait)", Optional[float])
+    replicas: list[ReplicaState]
+    follower: described("a replica: how it follows its primary", Optional[FollowerState])
+    last_backup: described("with master serve --backup-to: the newest backup",
+                           Optional[LastBackup])
+
+
+class Promoted(Answer):
+    role: Literal["primary"]
+    name: str
+    epoch: int
+    previous_primary: described("the primary it followed", Optional[str])
+
+
 ANSWERS = (Error, Health, Computer, ComputerList, Software, DesiredState, Instance,
            InstanceList, PlacementDecision, TopologyView, WhoAmI, Certificate,
            IssuedCertificate, CertificateList, Token, Peer, PeerList, DelegationPolicy,
-           FederationSummary, Changes)
+           FederationSummary, Changes, LostAnswer, PeerLostAnswer, ReplicaToken, Replica,
+           Transactions, CAMaterial, ReplicationStatus, Promoted)
 _ADAPTERS: dict = {}
 
 

@@ -116,6 +116,32 @@ class ReportRefused(Conflict):
     http_status = 409
 
 
+class ReadOnly(Conflict):
+    """This master is a replica: it serves reads and refuses every write; ``details`` name
+    the primary that takes them (its URL when known)."""
+
+    code = "read_only"
+    http_status = 409
+
+
+class Fenced(Conflict):
+    """This master was a primary, and another master was promoted with a larger epoch:
+    it refuses every write so that two primaries never diverge; ``details`` name the
+    epoch seen and who holds it."""
+
+    code = "fenced"
+    http_status = 409
+
+
+class ReplicaDiverged(Conflict):
+    """A replica asked for the transactions after one its primary never committed (it
+    followed another primary, or the primary's history was restored from a backup):
+    it must be rebuilt from the primary, not resumed."""
+
+    code = "replica_diverged"
+    http_status = 409
+
+
 class MethodNotAllowed(SlapfedError):
     code = "method_not_allowed"
     http_status = 405
@@ -203,7 +229,8 @@ ERROR_CLASSES: dict[str, type[SlapfedError]] = {
     for k in (
         SlapfedError, InvalidInput, OutboundRefused, NotFound, Conflict, NoCapacity, RecursionRefused,
         UnknownSoftwareType,
-        Unauthenticated, Forbidden, FactNotOwned, ReportRefused, MethodNotAllowed,
+        Unauthenticated, Forbidden, FactNotOwned, ReportRefused, ReadOnly, Fenced,
+        ReplicaDiverged, MethodNotAllowed,
         PayloadTooLarge, UnsupportedMediaType, UriTooLong, HeaderFieldsTooLarge,
         MasterStopping, StorageError, BackupCorrupt, NoMasterGiven,
         MasterUnreachable, Timeout, InternalError,

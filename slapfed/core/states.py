@@ -18,6 +18,11 @@ UNKNOWN = "unknown"        # delegated, and the peer serving it cannot be reache
 INSTANCE_STATUSES = (PENDING, STARTED, STOPPED, DESTROYED, FAILED, UNKNOWN)
 PARTITION_REPORT_STATES = (STARTED, STOPPED, DESTROYED, FAILED)
 
+# What a node says of a partition whose instance moved away (its computer was lost).
+QUARANTINED = "quarantined"    # its services stopped, its data set aside, kept
+ERASED = "erased"              # its data erased, as an administrator allowed
+MOVED_REPORT_STATES = (QUARANTINED, ERASED)
+
 # A software release supplied to a computer.
 AVAILABLE = "available"    # desired: install it
 # DESTROYED is also the desired state "uninstall it"

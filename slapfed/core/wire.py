@@ -47,8 +47,9 @@ from .sla import (
     MAX_REFERENCE as SLA_MAX_REFERENCE, is_capability_name, parse_sla,
 )
 from .states import (
-    TRUST_LEVELS, AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES,
-    REQUESTED_STATES, SOFTWARE_REPORT_STATES, STARTED, SUPPLY_STATES,
+    TRUST_LEVELS, AVAILABLE, DEFAULT_SOFTWARE_TYPE, MOVED_REPORT_STATES,
+    PARTITION_REPORT_STATES, REQUESTED_STATES, SOFTWARE_REPORT_STATES, STARTED,
+    SUPPLY_STATES,
 )
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -64,7 +65,8 @@ MAX_PARAMETERS_BYTES = 256 * 1024
 MAX_CAPABILITIES = 32
 MAX_PEM = 16 * 1024          # a CSR of any accepted key type fits easily
 MAX_HOSTS = 16
-IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master")   # ca.identity.ROLES
+IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master",  # ca.identity
+                  "replica")                                             # .ROLES
 REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise",    # RFC 5280 names,
                       "affiliation_changed", "superseded",                 # as in ca.authority
                       "cessation_of_operation", "privilege_withdrawn")
@@ -154,7 +156,9 @@ def _choices(cls, loc, value, ctx):
 
 
 def _unknown(cls, loc, value, ctx):
-    return f"unknown field (known: {', '.join(_known(cls, tuple(loc[:-1])))})"
+    known = _known(cls, tuple(loc[:-1]))
+    return f"unknown field (known: {', '.join(known)})" if known else \
+        "unknown field (this object has none)"
 
 
 def _required(*_):
@@ -756,6 +760,42 @@ class ComputerUpdate:
         return cls(changes)
 
 
+@wire_type("lost verdict")
+class LostVerdict:
+    """``POST /api/v1/computers/<id>/lost`` and ``POST /api/v1/peers/<name>/lost``
+    (admins): the computer (the peer) is lost; what it hosts (serves) goes elsewhere.
+    ``reason`` is recorded with the verdict; ``dry_run`` answers what would move and
+    writes nothing."""
+
+    reason: Optional[Text(MAX_TEXT, NO_CONTROL, 0)] = ""
+    dry_run: Optional[Bool] = False
+
+    FIELDS = ("reason", "dry_run")
+
+    _nulls = _NULLS
+
+
+@wire_type("wipe request")
+class WipeRequest:
+    """``POST /api/v1/computers/<id>/wipe`` (admins): let the node erase the data kept of
+    instances that moved away (``partition``: that one only; none: every one)."""
+
+    partition: Optional[Annotated[Id, Field(description="the partition to wipe; none: "
+                                                          "every one")]] = None
+
+
+@wire_type("moved report")
+class MovedReport:
+    """``PUT /api/v1/computers/<id>/partitions/<pid>/moved``: the node's word on a
+    partition whose instance moved away: quarantined (set aside) or erased."""
+
+    instance_id: Annotated[Id, Field(description="the instance that moved away")]
+    state: Choice(MOVED_REPORT_STATES)
+
+    def to_json(self) -> dict:
+        return {"instance_id": self.instance_id, "state": self.state}
+
+
 @wire_type("supply")
 class Supply:
     """``POST /api/v1/computers/<id>/software``: supply (or unsupply) a release."""
@@ -980,9 +1020,40 @@ class DelegationPolicy:
     rules: Annotated[tuple[PolicyRule, ...], Field(max_length=MAX_POLICY_RULES)] = ()
 
 
+# -- replication (master.replication) ------------------------------------------------------
+@wire_type("replica invitation")
+class ReplicaInvitation:
+    """``POST /replication/invitations`` (admins): a one-time token for replica ``name``."""
+
+    name: MasterName
+    ttl: Optional[Annotated[Int(1, 30 * 24 * 3600), Field(
+        description="seconds the token is good for")]] = None
+
+
+REPLICA_MODES = ("sync", "async")      # core.replication.MODES
+HTTP_URL_RE = re.compile(r"^https?://\S+\Z")
+REPLICA_URL_MAX = 300
+
+
+@wire_type("replica registration")
+class ReplicaRegistration:
+    """``PUT /replication/replicas/<name>``: where a replica serves (none: nowhere a node
+    may follow it), and its mode."""
+
+    mode: Choice(REPLICA_MODES)
+    url: Optional[Annotated[Text(REPLICA_URL_MAX, ecma(HTTP_URL_RE)), Field(
+        description="where the replica serves")]] = None
+
+
+@wire_type("promotion")
+class Promotion:
+    """``POST /replication/promotion`` (admins): an empty object (nothing to choose)."""
+
+
 BODIES = (InstanceRequest, ChildMasterRegistration, StateChange, ComputerRegistration,
           ComputerFactsBody, Supply, SoftwareReport, PartitionReport, CertificateSigning,
           TokenRedemption, CertificateIssue, TokenCreation, PeerAddition, PeerUpdate,
-          Revocation, DelegationPolicy)
+          Revocation, DelegationPolicy, LostVerdict, WipeRequest, MovedReport,
+          ReplicaInvitation, ReplicaRegistration, Promotion)
 __all__ = ["parse", "json_schemas", "software_hash", "asdict", *(t.__name__ for t in BODIES),
            "ComputerUpdate", "PartitionSpec", "PromiseResult"]

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from flask import Flask
 
+from ..core import replication as rep
+from ..replication.local import read_role
 from ..services import federation
 from ..services.runtime import MasterSettings
 from ..store import open_db
 from . import access, auth, computers, identity, instances, meta, openapi, slap, topology
 from . import federation as federation_routes
+from . import replication as replication_routes
 from .errors import render_error
 from .request import check_write_body, close_connection
 from .runtime import EXTENSION, MasterRuntime, RequestCounter, runtime_of
@@ -51,13 +54,17 @@ def create_app(config: dict | None = None) -> Flask:
 
     db = config.get("DB")
     owns = db is None
+    replica = read_role(settings.data_dir).role == rep.REPLICA
     if owns:
-        db = open_db(settings.storage, settings.data_dir)
+        # a replica's schema is its primary's: evolving here would commit a transaction
+        # of its own, and its history would no longer be its primary's
+        db = open_db(settings.storage, settings.data_dir, evolve_schema=not replica)
     rt = app.extensions[EXTENSION] = MasterRuntime(db, settings, owns)
     try:
         rt.topology = topology.load_topology(settings.topology_files, settings.name)
         app.before_request(meta.start_timer)       # first: the guard's time counts too
-        for module in (meta, identity, computers, instances, topology, federation_routes):
+        for module in (meta, identity, computers, instances, topology, federation_routes,
+                       replication_routes):
             app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
         app.register_blueprint(meta.metrics_blueprint)
         app.register_blueprint(slap.blueprint, url_prefix=slap.SLAP_PREFIX)
@@ -67,6 +74,7 @@ def create_app(config: dict | None = None) -> Flask:
     except BaseException:
         close_app(app)
         raise
+    replication_routes.install(app, rt)        # after the guard: who asks comes first
     app.before_request(check_write_body)       # after the guard auth.install put first
     app.after_request(meta.count_request)
     app.wsgi_app = RequestCounter(app.wsgi_app, rt)
@@ -74,8 +82,10 @@ def create_app(config: dict | None = None) -> Flask:
     access.install(app, settings.access_log)
     app.teardown_appcontext(close_connection)
     app.register_error_handler(Exception, render_error)
-    if settings.forwarder:
+    if settings.forwarder and not replica:
         rt.start_forwarder()
+    if settings.replication:
+        rt.replication.start()
     return app
 
 

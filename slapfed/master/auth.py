@@ -25,7 +25,7 @@ from ..ca import identity as ids
 from ..ca import policy
 from ..ca.authority import CertificateAuthority
 from ..ca.errors import CANotInitialized
-from ..ca.policy import ComputerFacts, PartitionFacts
+from ..ca.policy import ComputerFacts, PartitionFacts, ReplicaFacts
 from ..core.errors import InternalError, InvalidInput, NotFound, SlapfedError
 from ..core.wire import ComputerRegistration, InstanceRequest, TokenCreation
 from ..services import authz
@@ -204,6 +204,10 @@ def _token_computer(identity, args):
     return ComputerFacts(body.computer or f"master:{body.master}")
 
 
+def _replica(identity, args):
+    return ReplicaFacts(args["name"])
+
+
 def _certificate(identity, args):
     record = authority().show(args["serial"])
     return policy.CertificateFacts(record.identity)
@@ -287,17 +291,27 @@ GUARDS: dict[str, Guard] = {
     "computers.report_software": Guard(policy.REPORT_SOFTWARE, _computer),
     "computers.report_partition": Guard(policy.REPORT_PARTITION, _partition),
     "computers.desired_state": Guard(policy.READ_DESIRED_STATE, _computer),
+    "computers.declare_lost": Guard(policy.DECLARE_LOST, _computer),
+    "computers.wipe": Guard(policy.WIPE_COMPUTER, _computer),
+    "computers.report_moved": Guard(policy.REPORT_MOVED, _partition),
     "topology.show": Guard(policy.READ_TOPOLOGY),
     "federation.list_peers": Guard(policy.LIST_PEERS),
     "federation.show_peer": Guard(policy.LIST_PEERS),
     "federation.add_peer": Guard(policy.REGISTER_PEER),
     "federation.remove_peer": Guard(policy.REGISTER_PEER),
+    "federation.declare_peer_lost": Guard(policy.DECLARE_PEER_LOST),
     "federation.update_peer": Guard(policy.REGISTER_PEER),
     "federation.show_policy": Guard(policy.LIST_PEERS),
     "federation.set_policy": Guard(policy.REGISTER_PEER),
     "federation.summary": Guard(policy.READ_SUMMARY),
     "federation.changes": Guard(policy.FOLLOW_DELEGATIONS),
     **SLAP_GUARDS,
+    "replication.invite": Guard(policy.INVITE_REPLICA),
+    "replication.register_replica": Guard(policy.REGISTER_REPLICA, _replica),
+    "replication.transactions": Guard(policy.FOLLOW_TRANSACTIONS),
+    "replication.ca": Guard(policy.READ_CA_MATERIAL),
+    "replication.status": Guard(policy.READ_REPLICATION),
+    "replication.promote": Guard(policy.PROMOTE),
 }
 
 

@@ -11,8 +11,8 @@ from flask import Blueprint, Response, jsonify, request
 from .. import logs
 from ..ca.identity import COMPUTER, PARTITION
 from ..core import claims
-from ..core.wire import (ComputerRegistration, ComputerUpdate, PartitionReport, SoftwareReport,
-                         Supply)
+from ..core.wire import (ComputerRegistration, ComputerUpdate, LostVerdict, MovedReport,
+                         PartitionReport, SoftwareReport, Supply, WipeRequest)
 from .. import services
 from ..services.computers import NodeClaim
 from .access import principal
@@ -100,6 +100,45 @@ def report_partition(cid, pid):
     reporter = (claims.PARTITION if identity is not None and identity.role == PARTITION
                 else claims.NODE)
     return jsonify(services.report_partition(runtime(), cid, pid, report, reporter))
+
+
+@blueprint.post("/computers/<cid>/lost")
+def declare_lost(cid):
+    """Admins: the verdict that a computer is lost; what it hosts is placed again
+    elsewhere (services.lost)."""
+    body = LostVerdict.from_json(json_body())
+    reason = body.reason or f"declared lost by {principal()}"
+    answer = services.declare_lost(runtime(), cid, reason, dry_run=body.dry_run)
+    if not body.dry_run:
+        moves = answer["moves"]
+        log.warning("computer %s declared lost by %s: %d instance(s) moved, %d not placed",
+                    cid, principal(), sum(1 for m in moves if m["outcome"] == "moved"),
+                    sum(1 for m in moves if m["outcome"] == "not_placed"),
+                    extra={"computer": cid, "instances": len(moves)})
+    return jsonify(answer)
+
+
+@blueprint.post("/computers/<cid>/wipe")
+def wipe(cid):
+    """Admins: let the node erase the data kept of instances that moved away."""
+    body = WipeRequest.from_json(json_body())
+    answer = services.wipe_computer(runtime(), cid, body.partition)
+    log.warning("computer %s: wipe of %s allowed by %s", cid,
+                f"partition {body.partition}" if body.partition else "every moved partition",
+                principal(), extra={"computer": cid, "partition": body.partition})
+    return jsonify(answer)
+
+
+@blueprint.put("/computers/<cid>/partitions/<pid>/moved")
+def report_moved(cid, pid):
+    """The node: a partition whose instance moved away is quarantined, or erased."""
+    report = MovedReport.from_json(json_body())
+    answer = services.report_moved(runtime(), cid, pid, report.instance_id, report.state)
+    log.info("computer %s partition %s: data of moved instance %s %s", cid, pid,
+             report.instance_id, report.state,
+             extra={"computer": cid, "partition": pid, "instance": report.instance_id,
+                    "state": report.state})
+    return jsonify(answer)
 
 
 @blueprint.get("/computers/<cid>/desired-state")

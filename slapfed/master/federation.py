@@ -14,9 +14,10 @@ from flask import Blueprint, jsonify, request
 
 from ..core.errors import InvalidInput
 from ..core.states import ORIGIN_CLI
-from ..core.wire import PeerAddition, PeerUpdate
+from ..core.wire import LostVerdict, PeerAddition, PeerUpdate
 from ..peering.peers import check_peer_url, pair
 from ..services import federation as fed
+from ..services.lost import declare_peer_lost as declare_lost_peer
 from .. import logs
 from .access import principal as caller
 from .request import connection, json_body, runtime, settings
@@ -88,6 +89,21 @@ def update_peer(name):
 def remove_peer(name):
     out = fed.remove_peer(runtime(), name)
     log.info("peer %s removed by %s", name, caller(), extra={"peer": name})
+    return jsonify(out)
+
+
+@blueprint.post("/peers/<name>/lost")
+def declare_peer_lost(name):
+    """Admins: the verdict that a peer is lost; what it served for us goes to a fallback
+    peer or comes back here (services.lost)."""
+    body = LostVerdict.from_json(json_body())
+    reason = body.reason or f"declared lost by {caller()}"
+    out = declare_lost_peer(runtime(), name, reason, dry_run=body.dry_run)
+    if not body.dry_run:
+        log.warning("peer %s declared lost by %s: %d delegated instance(s) moved, %d "
+                    "orphan(s) recorded", name, caller(), len(out["moves"]),
+                    len(out["peer"]["orphans"]), extra={"peer": name})
+        kick_forwarder()
     return jsonify(out)
 
 

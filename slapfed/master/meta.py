@@ -22,9 +22,13 @@ metrics_blueprint = Blueprint("metrics", __name__)
 
 @blueprint.get("/health")
 def health():
+    """Up, and as what: ``role`` (primary, replica or fenced) and ``epoch`` let a node or
+    a client that lost its primary decide whether to follow this master."""
     generation = read(connection(), lambda app: app.generation)
+    repl = runtime().replication
     return jsonify({"status": "ok", "generation": generation, "version": __version__,
-                    "name": settings().here})
+                    "name": settings().here, "role": repl.role().state,
+                    "epoch": repl.view().epoch})
 
 
 @blueprint.get("/openapi.json")

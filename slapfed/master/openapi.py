@@ -39,8 +39,10 @@ ERROR_TEXT = {
     "403": "forbidden: the policy refuses this identity this action on this resource",
     "404": "not_found",
     "405": "method_not_allowed",
-    "409": "conflict, no_capacity (details explain the refusals) or recursion_refused "
-           "(the chain of masters is too long or loops)",
+    "409": "conflict, no_capacity (details explain the refusals), recursion_refused "
+           "(the chain of masters is too long or loops), read_only (this master is a "
+           "replica: details name the primary), fenced (a larger epoch was promoted "
+           "elsewhere) or replica_diverged",
     "413": "payload_too_large",
     "414": "uri_too_long: the request line (method, path and query) is longer than "
            "4094 bytes",
@@ -54,11 +56,13 @@ ERROR_TEXT = {
 }
 
 STR = {"type": "string"}
+_ROLE_HEADER = {"type": "string", "enum": list(A.MASTER_ROLES)}
 # Rules of other layers than core (which the wire types cannot import), added to the
 # generated schemas: each role's names (ca.identity.identity_problems).
 _PRINCIPAL_NAME = wire.ecma(ids.PRINCIPAL_NAME_RE)
 _ROLE_NAMES = {"person": _PRINCIPAL_NAME, "admin": _PRINCIPAL_NAME,
-               "master": _PRINCIPAL_NAME, "computer": wire.ecma(ids.ID_RE),
+               "master": _PRINCIPAL_NAME, "replica": _PRINCIPAL_NAME,
+               "computer": wire.ecma(ids.ID_RE),
                "partition": wire.ecma(ids.ID_RE)[:-1] + "/" + wire.ecma(ids.ID_RE)[1:]}
 RULES = {"CertificateIssue": {
     "allOf": [{"if": {"properties": {"role": {"const": role}}},
@@ -66,6 +70,14 @@ RULES = {"CertificateIssue": {
               for role, pattern in _ROLE_NAMES.items()],
     "description": "name: a computer id for a computer, <computer>/<partition> for a "
                    "partition, a principal name for the other roles"}}
+# what every answer says of replication (a node and a client learn from them)
+REPLICATION_HEADERS = {
+    "Slapfed-Epoch": {"schema": {"type": "string", "pattern": "^[0-9]+$"},
+                      "description": "the epoch of the master answering"},
+    "Slapfed-Role": {"schema": _ROLE_HEADER,
+                     "description": "what the master answering is"},
+    "Slapfed-Masters": {"schema": STR, "description": "the URLs of the masters of this "
+                                                      "epoch, separated by spaces"}}
 # the path variables of the routes
 PATH_VARIABLES = {
     "cid": ("computer id", STR),
@@ -76,6 +88,9 @@ PATH_VARIABLES = {
                {"type": "string", "pattern": "^(?:0[xX])?[0-9a-fA-F:]*[0-9a-fA-F]$"}),
     "name": ("peer master name", STR),
 }
+# routes whose variable of a common name means something else there
+_REPLICA_NAME = {"name": {"type": "string", "pattern": wire.ecma(wire.MASTER_NAME_RE),
+                          "description": "replica name"}}
 
 
 @dataclass(frozen=True)
@@ -84,7 +99,8 @@ class Op:
     ``errors``: the error statuses it gives besides those every route may (414 and 431:
     a request line or headers too long for the server; 500, 503; 401 and 403 unless
     ``public``; 400, 413 and 415 with a ``body``); ``variables``: path variables whose
-    schema differs from PATH_VARIABLES' here."""
+    schema differs from PATH_VARIABLES' here (a ``description`` in it describes the
+    variable)."""
 
     op_id: str
     summary: str
@@ -153,6 +169,27 @@ OPERATIONS = {
         "started); only the node claims destroyed (403 fact_not_owned for the partition's "
         "own identity)", {"200": (A.Instance, "the instance, with the recorded status")},
         ("400", "403", "404", "409"), body=wire.PartitionReport),
+    "computers.declare_lost": Op(
+        "declare_computer_lost",
+        "Declare a computer lost (admins): nothing is placed there any more; each instance "
+        "it hosts is placed again elsewhere under its own SLA, keeping its id and "
+        "reference, pending with no connection parameters until its new node publishes "
+        "them; one that fits nowhere is failed with the reason; its old partition is "
+        "recorded as moved (not free until wiped). dry_run: the same answer, nothing "
+        "written", {"200": (A.LostAnswer, "the computer and what became of each instance")},
+        ("400", "404", "409"), body=wire.LostVerdict),
+    "computers.wipe": Op(
+        "wipe_computer",
+        "Let the node erase the data it set aside of instances that moved away (admins; "
+        "one partition, or every one: that also returns a lost computer to service). "
+        "The partitions are free once the node reports them erased",
+        {"200": (A.Computer, "the computer")}, ("400", "404", "409"), body=wire.WipeRequest),
+    "computers.report_moved": Op(
+        "report_moved_partition",
+        "Node report of a partition whose instance moved away: quarantined (services "
+        "stopped, data set aside) or erased (only once an admin allowed it: the "
+        "partition is then free)", {"200": (A.Partition, "the partition")},
+        ("400", "403", "404", "409"), body=wire.MovedReport),
     "instances.request_instance": Op(
         "request_instance", "Request an instance (idempotent on requester + reference)",
         {"201": (A.Instance, "created"), "200": (A.Instance, "existing; changes applied")},
@@ -234,6 +271,14 @@ OPERATIONS = {
     "federation.remove_peer": Op(
         "remove_peer", "Forget a peer that serves no delegated instance (admins)",
         {"200": (A.Peer, "forgotten")}, ("401", "403", "404", "409")),
+    "federation.declare_peer_lost": Op(
+        "declare_peer_lost",
+        "Declare a peer lost (admins): nothing is delegated there any more; each instance "
+        "delegated to it goes to a fallback peer or comes back here, as the delegation "
+        "policy routes it (one being destroyed is destroyed at once); what the peer may "
+        "still run is recorded as orphans. `DELETE /peers/{name}` then works",
+        {"200": (A.PeerLostAnswer, "the peer and what became of each instance")},
+        ("400", "401", "403", "404"), body=wire.LostVerdict),
     "federation.show_policy": Op("show_policy", "The delegation policy (admins)",
                                  {"200": (A.DelegationPolicy, "the policy")}, ("401", "403")),
     "federation.set_policy": Op(
@@ -257,6 +302,36 @@ OPERATIONS = {
              "schema": {"type": "number", "minimum": 0, "maximum": 60},
              "description": "seconds to wait for a change (default 0: answer at once); the "
                             "master may answer sooner, with no change"})),
+    "replication.invite": Op(
+        "invite_replica", "A one-time token with which replica NAME enrols here (admins); "
+        "shown once", {"201": (A.ReplicaToken, "the token")}, ("400", "401", "403", "409"),
+        body=wire.ReplicaInvitation),
+    "replication.register_replica": Op(
+        "register_replica", "A replica records where it serves and its mode (itself; "
+        "admins any)", {"200": (A.Replica, "recorded")}, ("400", "401", "403", "409"),
+        body=wire.ReplicaRegistration, variables=_REPLICA_NAME),
+    "replication.transactions": Op(
+        "replication_transactions",
+        "Long poll (replicas): the transactions committed after `after`, as stored, "
+        "waiting up to `wait` seconds (at most 60); asking confirms `after` is held",
+        {"200": (A.Transactions, "a batch (more: others follow)")},
+        ("400", "401", "403", "409"), parameters=(
+            {"name": "after", "in": "query", "required": False,
+             "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{16}$"},
+             "description": "the last transaction the replica holds (default: none)"},
+            {"name": "wait", "in": "query", "required": False,
+             "schema": {"type": "number", "minimum": 0, "maximum": 60},
+             "description": "seconds to wait for a transaction (default 0)"})),
+    "replication.ca": Op(
+        "replication_ca", "The CA's key, certificate, issued certificates and revocations "
+        "(replicas only)", {"200": (A.CAMaterial, "the CA files")}, ("401", "403")),
+    "replication.status": Op(
+        "replication_status", "Role, epoch, replicas with their lag, the last backup "
+        "(admins)", {"200": (A.ReplicationStatus, "the status")}, ("401", "403")),
+    "replication.promote": Op(
+        "promote", "Make this replica the primary at a new epoch (admins)",
+        {"200": (A.Promoted, "promoted")}, ("400", "401", "403", "409"),
+        body=wire.Promotion),
 }
 
 
@@ -283,9 +358,13 @@ def _operation(op: Op, variables: list[str]) -> dict:
     for status, (model, description) in op.answers.items():
         out["responses"][status] = _content(model, description)
     out["responses"].update(op.responses)
+    for status, response in out["responses"].items():
+        if status.startswith(("2", "3")):
+            out["responses"][status] = {**response, "headers": {
+                **response.get("headers", {}), **REPLICATION_HEADERS}}
     if op.op_id == "desired_state":
-        out["responses"]["200"]["headers"] = {"ETag": {
-            "schema": STR, "description": 'the serial, as "<serial>"'}}
+        out["responses"]["200"]["headers"]["ETag"] = {
+            "schema": STR, "description": 'the serial, as "<serial>"'}
     out["responses"].update(_errors(*op.errors, *_implied_errors(op.body is not None,
                                                                  op.public)))
     if op.body is not None:
@@ -293,9 +372,12 @@ def _operation(op: Op, variables: list[str]) -> dict:
             "schema": _ref(op.body)}}}
     if op.public:
         out["security"] = []
-    params = [{"name": v, "in": "path", "required": True,
-               "schema": op.variables.get(v, PATH_VARIABLES[v][1]),
-               "description": PATH_VARIABLES[v][0]} for v in variables]
+    params = []
+    for v in variables:
+        schema = dict(op.variables.get(v, PATH_VARIABLES[v][1]))
+        params.append({"name": v, "in": "path", "required": True,
+                       "description": schema.pop("description", PATH_VARIABLES[v][0]),
+                       "schema": schema})
     params += list(op.parameters)
     if params:
         out["parameters"] = params
@@ -314,9 +396,9 @@ _VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 def _routes() -> Flask:
     """An app holding the master's routes only (no runtime): what the document reads."""
-    from . import computers, federation, identity, instances, meta, topology
+    from . import computers, federation, identity, instances, meta, replication, topology
     app = Flask("slapfed.master.openapi")
-    for module in (meta, identity, computers, instances, topology, federation):
+    for module in (meta, identity, computers, instances, topology, federation, replication):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     return app
 

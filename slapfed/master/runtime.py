@@ -4,8 +4,9 @@ services.runtime.Runtime), the desired-state renderer, the CA, the topology it w
 started with, the forwarder — and its life: the requests it is answering, and whether
 it is stopping. The app factory builds it; views reach it through master.request.
 
-Depends on services (the runtime of the use cases), peering (the forwarder), core.errors
-and the CA and topology values it is handed. A stopping app answers its requests in
+Depends on services (the runtime of the use cases), peering (the forwarder), replication
+(the role, sync waits, the follower or fence watcher), core.errors and the CA and
+topology values it is handed. A stopping app answers its requests in
 flight before closing its DB.
 """
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..core import errors
 from ..metrics import MasterMetrics
 from ..peering.forwarder import Forwarder
 from ..services.federation.peers import forward_counts
+from ..replication.runtime import Replication
 from ..services.runtime import MasterSettings, Runtime
 from ..services.tx import read
 
@@ -58,6 +60,7 @@ class MasterRuntime(Runtime):
         self.writer.on_commit = self.metrics.commit
         self.placement.on_decision = self.metrics.placement
         self.metrics.gauges(self._scraped)
+        self.replication = Replication(self, settings.sync_timeout)
 
     def _scraped(self):
         """The gauges only the database knows, read at each scrape."""
@@ -77,6 +80,15 @@ class MasterRuntime(Runtime):
                     {("expired",): float(len(expired)),
                      ("live",): float(max(0, total - len(expired)))}, ("lease",)))
         return out
+
+    # -- replication (services.tx.write asks) ----------------------------------------
+    def check_writable(self, promoting: bool = False) -> None:
+        """ReadOnly on a replica, Fenced on a primary that saw a larger epoch."""
+        self.replication.check_writable(promoting)
+
+    def committed(self, tid: bytes) -> None:
+        """Hold a write's answer until a sync replica has ``tid`` (bounded)."""
+        self.replication.committed(tid)
 
     # -- the forwarder ----------------------------------------------------------------
     def start_forwarder(self):
@@ -124,6 +136,7 @@ class MasterRuntime(Runtime):
         """Long polls answer now (with what they have) instead of waiting."""
         self.stopping.set()
         self.writer.wake()
+        self.replication.request_stop()
 
     def close(self) -> None:
         self.begin_stop()
@@ -137,6 +150,7 @@ class MasterRuntime(Runtime):
         if self.forwarder is not None:
             self.forwarder.stop()
             self.forwarder = None
+        self.replication.stop()
         Runtime.close(self)
         if self.owns_db:
             self.db.close()

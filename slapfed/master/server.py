@@ -39,8 +39,13 @@ from ..metrics import worker_gone
 from .app import EXTENSION, close_app, create_app, runtime_of
 from .auth import open_authority
 from .topology import load_topology
+from ..core import replication as rep
+from ..replication.local import read_role
+from ..replication.runtime import startup_fence_check
+from ..replication.setup import prepare_replica
+from ..services.replication import replication_view
 from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
-                                 MaintenanceOptions)
+                                 MaintenanceOptions, Periodic)
 
 MAINTENANCE_EXTENSION = "slapfed.maintenance"
 
@@ -79,8 +84,12 @@ class ServeOptions:
     pack_every: float = DEFAULT_PACK_EVERY  # seconds between two automatic packs (0: never)
     pack_keep: float = DEFAULT_PACK_KEEP    # history a pack keeps (seconds)
     lease: float = DEFAULT_LEASE    # seconds a computer stays live without a call of its node
+    rebuild_after: float = 0.0      # lease out this long: the computer is declared lost (0: off)
     outbound_allow: tuple = ()      # networks the master may call for peers (empty: any)
     long_poll_max: float = MAX_LONG_POLL    # longest a long poll here waits (seconds)
+    replica_of: str | None = None   # an invitation file: serve as a replica of its primary
+    sync: bool = False              # a replica whose primary waits for it (sync mode)
+    sync_timeout: float = 5.0       # seconds a primary's write waits for a sync replica
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -124,6 +133,7 @@ def check_options(opts: ServeOptions) -> None:
             or not 0 <= opts.long_poll_max <= MAX_LONG_POLL:
         problems.append({"field": "long_poll_max",
                          "problem": f"must be a number of seconds in 0..{MAX_LONG_POLL:g}"})
+    problems.extend(_replica_problems(opts))
     if problems:
         first = problems[0]
         raise InvalidInput(f"cannot serve: {first['field']} {first['problem']}", problems)
@@ -186,6 +196,31 @@ def _maintenance_problems(opts: ServeOptions) -> list[dict]:
     return problems
 
 
+def _replica_problems(opts: ServeOptions) -> list[dict]:
+    problems = []
+    if opts.sync and not opts.replica_of:
+        problems.append({"field": "sync", "problem": "is for a replica: give --replica-of"})
+    if not (isinstance(opts.sync_timeout, (int, float)) and 0 < opts.sync_timeout <= 3600):
+        problems.append({"field": "sync_timeout",
+                         "problem": "must be a number of seconds in (0, 3600]"})
+    if opts.replica_of:
+        if opts.insecure_http:
+            problems.append({"field": "replica_of", "problem": (
+                "a replica follows its primary over mutual TLS: drop --insecure-http")})
+        if opts.start_zeo or opts.workers != 1:
+            problems.append({"field": "replica_of", "problem": (
+                "a replica applies its primary's transactions to its own FileStorage: "
+                "one worker, no --start-zeo")})
+        try:
+            spec = parse_storage_uri(opts.storage, opts.data_dir)
+        except InvalidInput:
+            spec = None
+        if spec is not None and spec.kind != "file":
+            problems.append({"field": "replica_of",
+                             "problem": "a replica's storage is a FileStorage"})
+    return problems
+
+
 def start_maintenance(app, opts: ServeOptions, storage_uri: str | None):
     """The maintenance thread of this worker (it runs once one worker owns the data
     directory's maintenance lock): scheduled backups and packs, `master pack` requests."""
@@ -193,12 +228,30 @@ def start_maintenance(app, opts: ServeOptions, storage_uri: str | None):
     spec = parse_storage_uri(None if opts.start_zeo else storage_uri, opts.data_dir)
     if spec.kind == "file":
         fs_path = spec.path
-    m = Maintenance(runtime_of(app).db, MaintenanceOptions(
+    rt = runtime_of(app)
+    m = Maintenance(rt.db, MaintenanceOptions(
         data_dir=opts.data_dir, fs_path=fs_path, backup_to=opts.backup_to,
         backup_every=opts.backup_every if opts.backup_to else 0.0,
-        pack_every=opts.pack_every, pack_keep=opts.pack_keep))
+        pack_every=opts.pack_every, pack_keep=opts.pack_keep,
+        tasks=rebuild_tasks(rt)))
     app.extensions[MAINTENANCE_EXTENSION] = m.start()
     return m
+
+
+def rebuild_tasks(rt) -> tuple:
+    """The rebuild_after policy as maintenance work (none when it is off): once a
+    second, computers whose lease has been out that long are declared lost."""
+    after = rt.settings.rebuild_after
+    if not after:
+        return ()
+    from ..services.lost import declare_expired_lost  # noqa: PLC0415 (only when on)
+
+    def run():
+        for cid in declare_expired_lost(rt, after):
+            log.warning("computer %s declared lost: its lease has been out for over %g s "
+                        "(rebuild_after); what it hosted is placed again elsewhere", cid,
+                        after, extra={"computer": cid, "rebuild_after": after})
+    return (Periodic("rebuild_after", 1.0, run),)
 
 
 def stop_maintenance(app) -> None:
@@ -275,8 +328,11 @@ class MasterApplication(BaseApplication):
                            "ACCESS_LOG": self.opts.access_log,
                            "PEER_RETRY_MAX": self.opts.peer_retry_max,
                            "LEASE": self.opts.lease,
+                           "REBUILD_AFTER": self.opts.rebuild_after,
                            "OUTBOUND_ALLOW": tuple(self.opts.outbound_allow),
-                           "LONG_POLL_MAX": self.opts.long_poll_max})
+                           "LONG_POLL_MAX": self.opts.long_poll_max,
+                           "REPLICATION": True,
+                           "SYNC_TIMEOUT": self.opts.sync_timeout})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):
@@ -370,9 +426,22 @@ def serve(opts: ServeOptions) -> None:
         if opts.start_zeo:
             zeo = start_zeo_server(opts.data_dir)
             storage_uri = zeo.uri
-        # Create the root containers once, before any worker serves; then let go of the
-        # storage so that the worker can open it (a FileStorage admits one process).
-        open_db(storage_uri, opts.data_dir).close()
+        if opts.replica_of:
+            spec = parse_storage_uri(storage_uri, opts.data_dir)
+            prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path)
+        if read_role(opts.data_dir).role != rep.REPLICA:
+            # Create the root containers once, before any worker serves; then let go of
+            # the storage so that the worker can open it (a FileStorage admits one
+            # process). A replica's schema is its primary's: never evolved here.
+            db = open_db(storage_uri, opts.data_dir)
+            try:
+                view = replication_view(db)
+            finally:
+                db.close()
+            if not opts.insecure_http:
+                # a primary that was replaced while it was down learns it before serving
+                startup_fence_check(opts.data_dir, view,
+                                    os.path.join(opts.data_dir, "ca", "ca.crt"))
         if opts.insecure_http:
             # the CA exists before the workers start (each would else race to create it)
             open_authority(MasterSettings(data_dir=opts.data_dir, name=opts.master_name))

@@ -34,6 +34,12 @@ class App(Persistent):
     federation_policy = ()   # the delegation rules, as validated JSON objects
     awaiting_host = None     # OOTreeSet of (software_hash, software_type, instance id):
                              # shared instances served here that no host holds yet
+    # Replication (class-level defaults: a database from before replicas has epoch 1,
+    # no replica, and is its own primary).
+    epoch = 1                # grows by one at each promotion; never goes down
+    epochs = ()              # ((epoch, primary name, unix time), ...): who held each epoch
+    replicas = ()            # ((name, url, mode), ...) sorted by name: the replicas known
+                             # to the primary of the current epoch (mode: sync | async)
 
     def create_containers(self) -> None:
         """Create the root containers that do not exist yet (idempotent)."""
@@ -75,6 +81,13 @@ class App(Persistent):
         self.forward_refs.pop((fwd.peer, fwd.remote_reference), None)
         fwd.peer = peer
         self.forward_refs[(peer, fwd.remote_reference)] = fwd.instance_id
+
+    def drop_forward(self, fwd) -> None:
+        """Forget a forward (its peer was declared lost: the instance is served again
+        here or by another peer, under a new forward)."""
+        self.close_forward(fwd)
+        self.forward_refs.pop((fwd.peer, fwd.remote_reference), None)
+        self.forwards.pop(fwd.instance_id, None)
 
     def close_forward(self, fwd) -> None:
         if fwd.instance_id in self.open_forwards:

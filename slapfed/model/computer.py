@@ -21,6 +21,11 @@ class Partition(Persistent):
     port_count = 0
     instance_id = None
     capabilities = ()        # tags: only requests asking one of them land here
+    # An instance moved away from this partition (its computer was declared lost): its
+    # data may still be on the node, so the partition is not free until it is wiped.
+    moved_instance = None    # id of the instance that was here
+    quarantined = False      # the node confirmed it set that instance's data aside
+    wipe = False             # an administrator let the node erase that data
 
     def __init__(self, pid: str, address: str, port_base: int, port_count: int,
                  capabilities: tuple = ()):
@@ -79,6 +84,28 @@ class Computer(Persistent):
     serial_counter = None    # Length
     last_contact = None      # epoch seconds of the last desired-state read or report
     created_at = None
+    lost_at = None           # epoch seconds of the verdict "lost" (None: not lost)
+    lost_reason = ""         # who or what declared it lost, and why
+
+    @property
+    def lost(self) -> bool:
+        """Declared lost: placement puts nothing here, what it hosted moved elsewhere."""
+        return self.lost_at is not None
+
+    def declare_lost(self, now: float, reason: str) -> bool:
+        """Mark the computer lost; False when it already was (the first verdict stays)."""
+        if self.lost_at is not None:
+            return False
+        self.lost_at = now
+        self.lost_reason = reason
+        self.bump_serial()
+        return True
+
+    def clear_lost(self) -> None:
+        if self.lost_at is not None:
+            self.lost_at = None
+            self.lost_reason = ""
+            self.bump_serial()
 
     def __init__(self, cid: str, now: float):
         self.id = cid
@@ -174,6 +201,54 @@ class Computer(Persistent):
         partition.instance_id = None
         self.free.add(pid)
         self.free_count.change(1)
+        self.bump_serial()
+
+    def move_out(self, pid: str) -> str:
+        """The partition's instance moved elsewhere: the partition keeps its id as moved
+        (its data may still be on the node) and stays out of the free set until wiped.
+        Returns the instance id (ValueError when the partition hosts none)."""
+        partition = self.partitions[pid]
+        iid = partition.instance_id
+        if iid is None:
+            raise ValueError(f"partition {pid} hosts no instance")
+        partition.instance_id = None
+        partition.moved_instance = iid
+        partition.quarantined = False
+        partition.wipe = False
+        self.bump_serial()
+        return iid
+
+    def moved_partition_ids(self) -> tuple:
+        return tuple(pid for pid, p in self.partitions.items()
+                     if p.moved_instance is not None)
+
+    def allow_wipe(self, pid: str) -> bool:
+        """Let the node erase a moved partition's data; False when already allowed."""
+        partition = self.partitions[pid]
+        if partition.moved_instance is None or partition.wipe:
+            return False
+        partition.wipe = True
+        self.bump_serial()
+        return True
+
+    def note_quarantined(self, pid: str) -> bool:
+        partition = self.partitions[pid]
+        if partition.moved_instance is None or partition.quarantined:
+            return False
+        partition.quarantined = True
+        return True
+
+    def wiped(self, pid: str) -> None:
+        """The node erased a moved partition's data: the partition is free again."""
+        partition = self.partitions[pid]
+        if partition.moved_instance is None:
+            return
+        partition.moved_instance = None
+        partition.quarantined = False
+        partition.wipe = False
+        if partition.instance_id is None and pid not in self.free:
+            self.free.add(pid)
+            self.free_count.change(1)
         self.bump_serial()
 
     # -- software ---------------------------------------------------------------

@@ -46,6 +46,14 @@ class Peer(Persistent):
     added_at = None
     pairing_token = None       # a one-time token of the peer's not redeemed yet
     instance_id = None         # child masters: the instance of this master running it
+    lost_at = None             # the verdict "lost": nothing is delegated there any more
+    lost_reason = ""
+    orphans = ()               # what it may still run of ours after the verdict: dicts
+                               # {instance, remote_reference, remote_id, at}, for cleanup
+
+    @property
+    def lost(self) -> bool:
+        return self.lost_at is not None
 
     def __init__(self, name: str, url: str, ca_certificate: str, now: float):
         self.name = name

@@ -47,6 +47,8 @@ class Instance(Persistent):
     child_master = None      # {"name", "url", "ca_certificate"}: the master it runs, once registered
     provenance = ()          # masters the request crossed, this one last; () before recursion
     delegated = False        # served by a peer master (its row is in App.forwards)
+    restore_from = None      # the backup location it published before its computer was
+                             # lost: its new node restores from there before starting it
     open_to = ()             # hosts: who else may attach shared instances (core.sharing);
                              # () = the owner only, ("*",) = everyone
 

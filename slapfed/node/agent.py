@@ -30,13 +30,16 @@ from ..client import MasterClient
 from . import confine
 from ..logs import redact_url
 from .identity import partition_identity
-from ..core.errors import Conflict, MasterUnreachable, NotFound, SlapfedError
-from ..core.states import BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
+from ..core.errors import (Conflict, Fenced, MasterUnreachable, NotFound, ReadOnly,
+                           SlapfedError)
+from ..core.states import (BUILDING, DESTROYED, ERASED, FAILED, INSTALLED, QUARANTINED,
+                           STARTED, STOPPED)
 from ..core.wire import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
 from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
 from .plan import (
-    Backoff, Destroy, InstallSoftware, Instantiate, LocalState, PartitionRecord, Plan,
+    Backoff, Destroy, Erase, InstallSoftware, Instantiate, LocalState, PartitionRecord, Plan,
+    Quarantine,
     RemoveSoftware, ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
     split_on_installs,
 )
@@ -126,8 +129,10 @@ class Agent:
                  clock=time.time, promise_timeout: float = 20.0, settle: float = 0.1):
         self.config: NodeConfig = load_config(root)
         self.paths = Paths(self.config.root)
-        self.client = client or MasterClient(self.config.master,
-                                             **self.config.client_options())
+        if client is None:
+            client = MasterClient(self.config.master, **self.config.client_options())
+            self._follow_primary(client)
+        self.client = client
         self.runner = runner or nb.make_runner("fork")
         # an isolated node's services never inherit root's environment, only its clean part
         self.sup = supervisor or Supervisor(
@@ -146,6 +151,32 @@ class Agent:
         self.metrics = None       # slapfed.metrics.NodeMetrics, when asked for (run)
         self.installer: InstallWorker | None = None    # None: installs run inline
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
+
+    # -- following the primary across promotions ---------------------------------------
+    def _follow_primary(self, client: MasterClient) -> None:
+        """The masters of the current epoch and the highest epoch seen, learned from the
+        master's answers and kept in var/masters.json: when the master stops answering,
+        the agent follows the one promoted (never one of an older epoch)."""
+        path = os.path.join(self.paths.var, "masters.json")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                known = json.load(fh)
+            if not isinstance(known, dict):
+                known = {}
+        except (OSError, ValueError):
+            known = {}
+
+        def learned(url, epoch, masters):
+            log.info("master %s at epoch %d (masters: %s)", redact_url(url), epoch,
+                     ", ".join(redact_url(m) for m in masters) or "-",
+                     extra={"epoch": epoch})
+            atomic_write_json(path, {"url": url, "epoch": epoch, "masters": list(masters)},
+                              indent=None)
+
+        masters = [m for m in known.get("masters") or () if isinstance(m, str)]
+        epoch = known.get("epoch") if isinstance(known.get("epoch"), int) else 0
+        url = known.get("url") if isinstance(known.get("url"), str) else None
+        client.enable_failover(epoch, masters, url, on_learn=learned)
 
     # -- persistence -----------------------------------------------------------------
     def _load_state(self):
@@ -398,7 +429,9 @@ class Agent:
             work.fail(traceback.format_exc())
         record = self._record(prev, work)
         self.local = replace(self.local, partitions={**self.local.partitions, pid: record})
-        if work.report and work.instance_id is not None:
+        if work.moved is not None:
+            self._send(("moved", pid), {"instance_id": work.instance_id, "state": work.moved})
+        elif work.report and work.instance_id is not None:
             self._send(("partition", pid), _partition_report(
                 work.instance_id, work.revision, record.state, record.log_tail,
                 work.connection, work.promises, work.shared_connections))
@@ -457,6 +490,20 @@ class Agent:
     def _do(self, action, work: "_Work") -> None:
         pid = work.pid
         pp = self.paths.partition(pid)
+        if isinstance(action, Quarantine):
+            self._quarantine(pid, pp, action, work)
+            return
+        if isinstance(action, Erase):
+            work.target(action.instance_id, 0, False)
+            target = self.paths.quarantined(pid, action.instance_id)
+            if os.path.isdir(target) and not os.path.islink(target):
+                shutil.rmtree(target)
+            log.warning("partition %s: quarantined data of %s erased", pid,
+                        action.instance_id, extra={"partition": pid,
+                                                   "instance": action.instance_id})
+            work.record = PartitionRecord(action.instance_id, 0, ERASED)
+            work.moved = ERASED
+            return
         if isinstance(action, Destroy):
             work.target(action.instance_id, action.revision, action.report)
             self.sup.remove_group(pid)
@@ -494,6 +541,12 @@ class Agent:
                 work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
                                               spec.software_hash, log_tail=res.log_tail)
                 return
+            if spec.restore_from and not os.path.exists(pp.restored_marker):
+                problem = self._restore(pid, pp, part, spec)
+                if problem:
+                    work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
+                                                  spec.software_hash, log_tail=problem)
+                    return
             work.connection = _clean_connection(res.connection)
             work.shared_connections = _clean_shared_connections(res.shared_connections)
             work.instantiated = True
@@ -542,6 +595,51 @@ class Agent:
             work.record = PartitionRecord(spec.id, spec.revision, STARTED, digest,
                                           spec.software_hash)
 
+    def _restore(self, pid: str, pp, part, spec) -> str:
+        """Before the first start of an instance rebuilt on this partition: run the
+        restore steps its profile declares (etc/restore/*) with the backup location the
+        instance published before (``spec.restore_from``, one argument, never a shell).
+        Returns the problem ('' when restored, or when the profile declares none)."""
+        steps = list_services(pp.restore)
+        if not steps:
+            return ""
+        results = run_promises(pp.restore, self.promise_timeout, cwd=pp.path, user=part.user,
+                               args=(spec.restore_from,))
+        failed = summary(results)
+        if failed:
+            return f"restoring the data of {spec.id} failed:\n{failed}"
+        with open(pp.restored_marker, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps({"from": spec.restore_from, "at": self.clock()}) + "\n")
+        log.info("partition %s: data of %s restored (%d step(s))", pid, spec.id, len(steps),
+                 extra={"partition": pid, "instance": spec.id})
+        return ""
+
+    def _quarantine(self, pid: str, pp, action, work: "_Work") -> None:
+        """Stop the services of an instance that moved away and set its partition
+        directory and service logs aside under var/quarantine (node-only, kept); the
+        partition directory is left empty for whoever the master gives it to next."""
+        work.target(action.instance_id, action.revision, False)
+        self.sup.remove_group(pid)
+        part = self.config.partition(pid)
+        stop_leftovers(pp.path, user=part.user if part else None)
+        os.makedirs(self.paths.quarantine, mode=0o700, exist_ok=True)
+        os.chmod(self.paths.quarantine, 0o700)
+        target = self.paths.quarantined(pid, action.instance_id or "unknown")
+        if os.path.exists(target):        # quarantined before: keep both, never overwrite
+            target = f"{target}--{int(self.clock())}"
+        os.makedirs(target, mode=0o700)
+        if os.path.isdir(pp.path):
+            os.rename(pp.path, os.path.join(target, "partition"))
+        logs = self.paths.service_log_dir(pid)
+        if os.path.isdir(logs):
+            os.rename(logs, os.path.join(target, "services-log"))
+        self.health.pop(pid, None)
+        log.warning("partition %s: instance %s moved to another computer; its services are "
+                    "stopped and its data kept in %s", pid, action.instance_id, target,
+                    extra={"partition": pid, "instance": action.instance_id})
+        work.record = PartitionRecord(action.instance_id, action.revision, QUARANTINED)
+        work.moved = QUARANTINED
+
     def _start_services(self, pid: str, pp, sync: GroupSync, settle: float) -> GroupHealth:
         """Start what does not run, restart what runs another wrapper than the one it was
         started with, leave the rest alone; then record the wrappers' digests."""
@@ -586,8 +684,9 @@ class Agent:
         self.outbox.pop(okey, None)
         try:
             self._deliver(key, body)
-        except MasterUnreachable as exc:
-            log.warning("master unreachable, report of %s kept for later: %s", okey, exc)
+        except (MasterUnreachable, ReadOnly, Fenced) as exc:
+            log.warning("no primary takes the report of %s now, kept for later: %s", okey,
+                        exc)
             self.outbox[okey] = body
         except (Conflict, NotFound) as exc:
             log.warning("master refused the report of %s (%s): %s", okey, exc.code, exc.message)
@@ -599,6 +698,8 @@ class Agent:
         if kind == "software":
             self.client.report_software(self.config.computer, body["url"], body["status"],
                                         body["log_tail"], body["software_types"])
+        elif kind == "moved":
+            self.client.report_moved(self.config.computer, name, body)
         else:
             self.client.report_partition(self.config.computer, name, body)
 
@@ -685,6 +786,7 @@ class Agent:
         try:
             self.start_install_worker(parallel_installs)
             self.sweep_orphans()
+            self.quarantine_moved()            # before supervisord brings services back
             if any(r.state == STARTED for r in self.local.partitions.values()):
                 self.sup.ensure_running()      # after a reboot: bring the services back
             # what the master last heard may predate this start: confirm every started
@@ -718,7 +820,7 @@ class Agent:
                     else:
                         log.debug("cycle: nothing to do (%.3fs)", result.seconds)
                     self.check_health(promise_interval)
-                except MasterUnreachable as exc:
+                except (MasterUnreachable, ReadOnly, Fenced) as exc:
                     if self.metrics is not None:
                         self.metrics.unreachable.inc()
                     # once per outage at WARNING; each further failed cycle at DEBUG
@@ -738,6 +840,23 @@ class Agent:
                 signal.signal(s, h)
             _remove_own_pid(self.paths.agent_pid)
             log.info("node agent stopped")
+
+    def quarantine_moved(self) -> list[Outcome]:
+        """At start, before supervisord brings the services back: set aside the partitions
+        whose instance moved to another computer while this node was away (its computer
+        was declared lost), so that no stale copy serves again. With the master
+        unreachable nothing is set aside: the node resumes exactly where it was."""
+        try:
+            self.fetch()
+        except SlapfedError as exc:
+            log.info("node %s: master not read at start (%s): resuming where it was",
+                     self.config.computer, exc.code)
+            return []
+        moved = [a for a in self.plan() if isinstance(a, Quarantine)]
+        outcomes = [self._apply_partition(a.partition, [a]) for a in moved]
+        if outcomes:
+            self.save_state()
+        return outcomes
 
     # -- surviving supervisord ------------------------------------------------------------
     def sweep_orphans(self) -> dict[str, list[int]]:
@@ -882,6 +1001,7 @@ class _Work:
         self.shared_connections: dict = {}
         self.promises: list = []
         self.instantiated = False
+        self.moved: str | None = None      # QUARANTINED or ERASED: report that instead
 
     def target(self, instance_id, revision, report) -> None:
         self.instance_id, self.revision, self.report = instance_id, revision, report

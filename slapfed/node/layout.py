@@ -201,6 +201,9 @@ class Paths:
         self.state = os.path.join(self.var, "state.json")
         self.agent_pid = os.path.join(self.var, "agent.pid")
         self.desired = os.path.join(self.var, "desired.json")
+        # partitions whose instance moved away (their computer was declared lost), set
+        # aside here, node-owned, until the master lets the node erase them
+        self.quarantine = os.path.join(self.var, "quarantine")
 
     def software_dir(self, software_hash: str) -> str:
         return os.path.join(self.software, software_hash)
@@ -216,6 +219,10 @@ class Paths:
 
     def service_log_dir(self, pid: str) -> str:
         return os.path.join(self.services_log, pid)
+
+    def quarantined(self, pid: str, instance_id: str) -> str:
+        """Where the data of ``instance_id``, moved away from ``pid``, is kept."""
+        return os.path.join(self.quarantine, f"{pid}--{instance_id}")
 
     def skeleton(self) -> list[str]:
         return [self.software, self.partitions, self.etc, self.supervisord_d, self.var,
@@ -236,6 +243,9 @@ class PartitionPaths:
         self.path = path
         self.services = os.path.join(path, "etc", "service")
         self.promises = os.path.join(path, "etc", "promise")
+        # restore steps: run (with the backup location as argument) before the first start
+        # of an instance rebuilt here after its computer was lost
+        self.restore = os.path.join(path, "etc", "restore")
         self.log = os.path.join(path, "var", "log")
         self.run = os.path.join(path, "var", "run")
         self.tmp = os.path.join(path, "tmp")
@@ -247,9 +257,12 @@ class PartitionPaths:
         self.buildout_log = os.path.join(self.private, "buildout.log")
         # {service: sha256 of its wrapper} when the node last (re)started each service
         self.services_record = os.path.join(self.private, "services.json")
+        # written once the restore steps ran: the data are this partition's own since
+        self.restored_marker = os.path.join(self.private, "restored.json")
 
     def skeleton(self) -> list[str]:
-        return [self.services, self.promises, self.log, self.run, self.tmp, self.private]
+        return [self.services, self.promises, self.restore, self.log, self.run, self.tmp,
+                self.private]
 
     def ensure(self, owner: tuple[int, int] | None = None) -> None:
         """The skeleton directories, made without following a symlink below the

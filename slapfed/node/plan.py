@@ -13,7 +13,10 @@ Rules (the whole policy lives here):
   installed);
 - a partition whose release failed is reported failed with the release's log tail,
   once per revision (and again after each retry of the release);
-- a partition that now holds another instance (or none) is wiped first.
+- a partition that now holds another instance (or none) is wiped first;
+- but a partition whose instance moved away (its computer was declared lost, the
+  document says ``moved``) is never wiped: its services are stopped and its directory
+  set aside in the quarantine, kept, until the master lets the node erase it (``wipe``).
 
 Installs are slow (minutes); the rest is quick. ``split_on_installs`` says which of a
 partition's actions need a release still being installed (they wait for it), so that
@@ -28,7 +31,8 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, ClassVar, Iterable
 
 from ..core.states import (
-    AVAILABLE, DEFAULT_SOFTWARE_TYPE, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED,
+    AVAILABLE, DEFAULT_SOFTWARE_TYPE, DESTROYED, ERASED, FAILED, INSTALLED, QUARANTINED,
+    STARTED, STOPPED,
 )
 
 # -- local state ---------------------------------------------------------------------
@@ -52,7 +56,8 @@ class PartitionRecord:
 
     instance_id: str | None = None
     revision: int = 0
-    state: str = DESTROYED            # STARTED, STOPPED, DESTROYED or FAILED (observed)
+    state: str = DESTROYED            # STARTED, STOPPED, DESTROYED or FAILED (observed);
+                                      # QUARANTINED or ERASED once its instance moved away
     digest: str | None = None         # digest of the applied configuration, None if none
     software_hash: str | None = None
     attempts: int = 0                 # consecutive failed attempts of this revision
@@ -128,6 +133,9 @@ class InstanceSpec:
     parameters: Any = field(default_factory=dict, compare=True, hash=False)
     shared_instances: Any = field(default_factory=list, compare=True, hash=False)
     provenance: tuple = ()          # the masters the request crossed, root first
+    # where the instance's data were backed up before its computer was lost: the node
+    # runs its restore steps with it before the first start on a new partition
+    restore_from: str | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, raw: dict) -> "InstanceSpec":
@@ -139,7 +147,9 @@ class InstanceSpec:
             revision=int(raw.get("revision") or 0),
             parameters=dict(raw.get("parameters") or {}),
             shared_instances=list(raw.get("shared_instances") or []),
-            provenance=tuple(raw.get("provenance") or ()))
+            provenance=tuple(raw.get("provenance") or ()),
+            restore_from=raw.get("restore_from") if isinstance(raw.get("restore_from"), str)
+            else None)
 
     def digest(self) -> str:
         """Identifies what a buildout run depends on (not the requested state)."""
@@ -205,6 +215,31 @@ class Destroy(Action):
     def describe(self) -> str:
         why = "" if self.report else " (no longer placed here)"
         return f"{self.partition}: destroy {self.instance_id}{why}"
+
+
+@dataclass(frozen=True)
+class Quarantine(Action):
+    """The partition's instance moved away: stop its services and set its directory
+    aside (kept, never deleted); the partition is left empty."""
+
+    partition: str
+    instance_id: str | None
+    revision: int
+
+    def describe(self) -> str:
+        return f"{self.partition}: quarantine {self.instance_id} (it moved to another computer)"
+
+
+@dataclass(frozen=True)
+class Erase(Action):
+    """Erase the quarantined data of an instance that moved away (an administrator
+    allowed it); the master then frees the partition."""
+
+    partition: str
+    instance_id: str
+
+    def describe(self) -> str:
+        return f"{self.partition}: erase the quarantined data of {self.instance_id}"
 
 
 @dataclass(frozen=True)
@@ -324,7 +359,8 @@ def _slot(raw: dict) -> Slot:
 
 def _live(record: PartitionRecord | None) -> bool:
     """Does the partition (as far as we know) hold something to wipe?"""
-    return record is not None and record.instance_id is not None and record.state != DESTROYED
+    return record is not None and record.instance_id is not None and \
+        record.state not in (DESTROYED, QUARANTINED, ERASED)
 
 
 def _failed_since(sw: SoftwareRecord | None, rec: PartitionRecord) -> bool:
@@ -366,6 +402,10 @@ def plan(desired: dict, local: LocalState, now: float, backoff: Backoff = Backof
         pid = raw["id"]
         spec = specs[pid]
         rec = local.partitions.get(pid)
+        moved = raw.get("moved")
+        if spec is None and isinstance(moved, dict) and moved.get("instance"):
+            partition_actions.extend(_plan_moved(pid, moved, rec))
+            continue
         partition_actions.extend(_plan_partition(pid, _slot(raw), spec, rec, local,
                                                  pending_install, retried, now, backoff))
 
@@ -373,6 +413,19 @@ def plan(desired: dict, local: LocalState, now: float, backoff: Backoff = Backof
     removals = [RemoveSoftware(h, url) for h, url in sorted(unwanted.items())
                 if getattr(local.software.get(h), "status", None) != DESTROYED]
     return Plan(tuple(installs + partition_actions + removals))
+
+
+def _plan_moved(pid: str, moved: dict, rec: PartitionRecord | None) -> list[Action]:
+    """A partition whose instance moved away: quarantine what still runs there; erase
+    the quarantine once allowed (once: an erased record is not erased again)."""
+    out: list[Action] = []
+    iid = str(moved["instance"])
+    if _live(rec):
+        out.append(Quarantine(pid, rec.instance_id, rec.revision))
+    if moved.get("wipe") is True and not (rec is not None and rec.instance_id == iid
+                                          and rec.state == ERASED):
+        out.append(Erase(pid, iid))
+    return out
 
 
 def _plan_partition(pid, slot, spec, rec, local, pending_install, retried, now, backoff):

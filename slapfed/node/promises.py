@@ -27,8 +27,9 @@ def _message(fh) -> str:
 
 
 def run_promises(promise_dir: str, timeout: float = DEFAULT_TIMEOUT, cwd: str | None = None,
-                 user: str | None = None) -> list[dict]:
-    """Run the promises of one partition; never raises for a failing or hanging promise."""
+                 user: str | None = None, args: tuple = ()) -> list[dict]:
+    """Run the promises of one partition (or its restore steps: the same contract, each
+    given ``args``); never raises for a failing or hanging one."""
     started = []
     results = {}
     creds = credentials(user, cwd)
@@ -38,7 +39,7 @@ def run_promises(promise_dir: str, timeout: float = DEFAULT_TIMEOUT, cwd: str | 
     for name, path in list_services(promise_dir):
         out = tempfile.TemporaryFile()
         try:
-            proc = subprocess.Popen([path], stdout=out, stderr=subprocess.STDOUT,
+            proc = subprocess.Popen([path, *args], stdout=out, stderr=subprocess.STDOUT,
                                     stdin=subprocess.DEVNULL, cwd=cwd,
                                     start_new_session=True, **confined)
         except OSError as exc:

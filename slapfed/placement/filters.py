@@ -18,6 +18,7 @@ REASON_RELEASE = "release not supplied"
 REASON_CAPACITY = "capacity"
 REASON_TAGGED = "capability tags"
 REASON_LEASE = "lease expired"
+REASON_LOST = "computer lost"
 REASON_BROKEN = "release failed to install"
 
 
@@ -307,12 +308,35 @@ class LeaseFilter(Filter):
         return [_LeaseTerm(frozenset(expired))] if expired else []
 
 
+# -- a computer not declared lost ---------------------------------------------------------
+class _NotLostTerm(Term):
+    reason = REASON_LOST
+
+    def fits(self, view):
+        return not view.lost
+
+    def narrow(self, snapshot, ids):
+        return _drop(snapshot, ids, snapshot.lost) if snapshot.lost else (
+            snapshot.all_ids if ids is None else ids)
+
+
+class LostFilter(Filter):
+    """Nothing goes to a computer declared lost (an operator's verdict, or the master's
+    rebuild_after policy): what it hosted was placed again elsewhere."""
+
+    name = "lost"
+
+    def terms(self, ctx):
+        return [_NotLostTerm()]
+
+
 def registry() -> dict:
     """Every filter plugin by name."""
     plugins = [MasterFilter(), PinFilter(), *(LevelFilter(level) for level in LEVELS), LabelFilter(),
                CapabilityFilter(),
                *(RelativeFilter(mode, level) for mode in (SAME, DIFFERENT) for level in LEVELS),
-               ReleaseFilter(), InstallFilter(), CapacityFilter(), LeaseFilter()]
+               ReleaseFilter(), InstallFilter(), CapacityFilter(), LeaseFilter(),
+               LostFilter()]
     return {p.name: p for p in plugins}
 
 

@@ -21,6 +21,7 @@ from .snapshot import Snapshot
 DEFAULT_CONFIG = {
     "filters": [
         "master",                 # another master's wish: delegated, never placed here
+        "lost",                   # a computer declared lost gets nothing at all
         "lease",                  # a computer whose node is not heard from gets nothing new
         "computer_guid",          # an explicit pin: the narrowest wish, answered first
         "host", "lan", "country", "continent",    # absolute locality, innermost first

@@ -45,6 +45,7 @@ class ComputerView:
     free_tagged: dict = field(default_factory=dict)   # capability -> (sample, count)
     total: int = 0                            # partitions
     used: int = 0                             # partitions hosting an instance
+    lost: bool = False                        # declared lost: nothing is placed there
 
     @property
     def locality(self) -> dict:
@@ -113,6 +114,7 @@ class Snapshot:
         self.by_broken: dict[str, set] = {}
         self.free_untagged: set = set()
         self.free_by_capability: dict[str, set] = {}
+        self.lost: set = set()                # computers declared lost
         self._ranks: list[int] = []           # sorted ring positions
         self._ring_ids: list[str] = []        # computer id at each position
         self.rank: dict[str, int] = {}
@@ -272,6 +274,8 @@ class MutableSnapshot(Snapshot):
             self.untagged.add(v.id)
         if v.free_count > 0:
             self.free_untagged.add(v.id)
+        if v.lost:
+            self.lost.add(v.id)
 
     def _unindex(self, v: ComputerView) -> None:
         for index, key in self._entries(v):
@@ -282,6 +286,7 @@ class MutableSnapshot(Snapshot):
                     del index[key]
         self.untagged.discard(v.id)
         self.free_untagged.discard(v.id)
+        self.lost.discard(v.id)
 
 
 def build(views, version: int = 0) -> MutableSnapshot:

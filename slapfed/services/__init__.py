@@ -15,6 +15,7 @@ from .instances import (
     request_instance,
     show_instance,
 )
+from .lost import declare_lost, declare_peer_lost, report_moved, wipe as wipe_computer
 from .runtime import MasterSettings, Runtime
 from .tx import app_root, read, write
 
@@ -23,6 +24,7 @@ __all__ = [
     "unsupply",
     "report_software", "report_partition", "report_hosted", "publish_connection", "bang", "desired_state", "DesiredStateRenderer",
     "request_instance", "explain_request", "change_state", "destroy_instance", "list_instances",
-    "register_child_master",
+    "register_child_master", "declare_lost", "wipe_computer", "report_moved",
+    "declare_peer_lost",
     "show_instance", "MasterSettings", "Runtime", "app_root", "read", "write",
 ]

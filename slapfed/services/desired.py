@@ -74,7 +74,7 @@ class DesiredStateRenderer:
         for p in comp.partitions.values():
             iid = p.instance_id
             inst = None if iid is None else instances[iid]
-            facts = (p.address, p.port_base, p.port_count)
+            facts = (p.address, p.port_base, p.port_count, p.moved_instance, p.wipe)
             revision = 0 if inst is None else inst.revision
             key = (cid, p.id)
             hit = cache.get(key)

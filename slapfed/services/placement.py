@@ -10,6 +10,8 @@ it.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..core.errors import InvalidInput, NoCapacity
 from ..core.sla import Sla, parse_sla
 from ..core.states import AVAILABLE, DESTROYED
@@ -64,6 +66,11 @@ class PlacementState:
 # -- building views and the snapshot --------------------------------------------------
 def view_of(comp) -> ComputerView:
     """The placement view of a persistent Computer (reads only what placement needs)."""
+    view = _view_of(comp)
+    return replace(view, lost=True) if comp.lost else view
+
+
+def _view_of(comp) -> ComputerView:
     releases = frozenset(h for h, sw in comp.software.items() if sw.state == AVAILABLE)
     broken = frozenset(h for h, sw in comp.software.items() if sw.broken)
     locality = comp.locality

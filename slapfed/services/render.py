@@ -42,7 +42,22 @@ def release_json(comp, software_hash: str) -> dict:
 def partition_json(p) -> dict:
     return {"id": p.id, "address": p.address, "port_base": p.port_base,
             "port_count": p.port_count, "instance": p.instance_id,
-            "capabilities": list(p.capabilities)}
+            "capabilities": list(p.capabilities), "moved": moved_json(p)}
+
+
+def moved_json(p) -> dict | None:
+    """A partition whose instance moved away (its computer was lost): which instance,
+    whether the node set its data aside, whether an administrator let it erase them."""
+    if p.moved_instance is None:
+        return None
+    return {"instance": p.moved_instance, "quarantined": bool(p.quarantined),
+            "wipe": bool(p.wipe)}
+
+
+def lost_json(comp) -> dict | None:
+    if not comp.lost:
+        return None
+    return {"at": iso(comp.lost_at), "reason": comp.lost_reason}
 
 
 def fresher(*times):
@@ -71,7 +86,7 @@ def computer_json(comp, leases=None) -> dict:
     body = {"id": comp.id, "host": comp.host, "lan": comp.lan, "country": comp.country,
             "continent": comp.continent, "labels": dict(comp.labels),
             "capabilities": list(comp.capabilities), "last_contact": iso(last),
-            "serial": comp.serial,
+            "serial": comp.serial, "lost": lost_json(comp),
             "partitions": [partition_json(p) for p in comp.partitions.values()],
             "software": [software_json(sw) for sw in comp.software.values()]}
     if lease is not None:
@@ -176,6 +191,13 @@ def desired_instance_json(app, inst) -> dict:
     for sid in inst.shared_ids:
         s = instances[sid]
         shared.append({"id": s.id, "reference": s.reference, "parameters": s.parameters})
+    out = _desired_instance(inst, shared)
+    if inst.restore_from:
+        out["restore_from"] = inst.restore_from
+    return out
+
+
+def _desired_instance(inst, shared) -> dict:
     return {"id": inst.id, "reference": inst.reference, "requester": inst.requester,
             "software_url": inst.software_url, "software_hash": inst.software_hash,
             "software_type": inst.software_type, "parameters": inst.parameters,
@@ -184,11 +206,15 @@ def desired_instance_json(app, inst) -> dict:
 
 
 def desired_partition_text(app, p, inst) -> str:
-    """One partition entry of a desired-state document, JSON-encoded."""
-    return json.dumps({"id": p.id, "address": p.address, "port_base": p.port_base,
-                       "port_count": p.port_count,
-                       "instance": None if inst is None else desired_instance_json(app, inst)},
-                      separators=(",", ":"))
+    """One partition entry of a desired-state document, JSON-encoded; a partition whose
+    instance moved away says so (``moved``: the node sets its data aside, and erases
+    them once ``wipe`` is true)."""
+    entry = {"id": p.id, "address": p.address, "port_base": p.port_base,
+             "port_count": p.port_count,
+             "instance": None if inst is None else desired_instance_json(app, inst)}
+    if p.moved_instance is not None:
+        entry["moved"] = {"instance": p.moved_instance, "wipe": bool(p.wipe)}
+    return json.dumps(entry, separators=(",", ":"))
 
 
 def desired_state_bytes(app, comp, serial: int, partition_texts) -> bytes:

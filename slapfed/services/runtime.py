@@ -28,6 +28,21 @@ DEFAULT_MAX_CONTENT_LENGTH = 4 * 1024 * 1024   # bytes of a request body
 DEFAULT_RETRY_MAX = 30.0        # seconds: the longest back-off between two calls to a peer
 DEFAULT_POLL_WAIT = 20.0        # seconds a long poll of a peer waits there
 MAX_LONG_POLL = 60.0            # seconds a long poll here may wait (GET /federation/changes)
+DEFAULT_SYNC_TIMEOUT = 5.0      # seconds a write waits for a sync replica, then degrades
+
+
+def _sync_timeout(value) -> float:
+    if value is None:
+        return DEFAULT_SYNC_TIMEOUT
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 < seconds <= 3600:
+        raise InvalidInput(f"invalid sync timeout {value!r}: a number of seconds in (0, 3600]",
+                           [{"field": "sync_timeout",
+                             "problem": "must be a number of seconds in (0, 3600]"}])
+    return seconds
 
 
 def _lease(value) -> float:
@@ -40,6 +55,22 @@ def _lease(value) -> float:
     if not 0 < seconds < 1e9:
         raise InvalidInput(f"invalid lease {value!r}: a number of seconds > 0",
                            [{"field": "lease", "problem": "must be a number of seconds > 0"}])
+    return seconds
+
+
+def _rebuild_after(value) -> float:
+    """Seconds a computer's lease must have been out before the master declares it lost
+    by itself; 0 (the default): never, only an administrator's verdict does."""
+    if value is None:
+        return 0.0
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not 0 <= seconds < 1e9:
+        raise InvalidInput(f"invalid rebuild_after {value!r}: a number of seconds >= 0 "
+                           "(0: off)", [{"field": "rebuild_after",
+                                         "problem": "must be a number of seconds >= 0"}])
     return seconds
 
 
@@ -77,8 +108,11 @@ class MasterSettings:
     peer_poll_wait: float = DEFAULT_POLL_WAIT
     access_log: bool = True             # one line per request (master.access)
     lease: float = DEFAULT_LEASE        # seconds a computer stays live without a poll
+    rebuild_after: float = 0.0          # lease out this long: declared lost (0: never)
     outbound: OutboundPolicy = ANY_ADDRESS  # addresses it may call for peers (core.outbound)
     long_poll_max: float = MAX_LONG_POLL    # longest a long poll here waits (seconds)
+    replication: bool = False           # run the replica's follower / the fence watcher here
+    sync_timeout: float = DEFAULT_SYNC_TIMEOUT   # seconds a write waits for a sync replica
 
     @property
     def here(self) -> str:
@@ -103,8 +137,11 @@ class MasterSettings:
         "PEER_POLL_WAIT": ("peer_poll_wait", lambda v: float(v) if v else DEFAULT_POLL_WAIT),
         "ACCESS_LOG": ("access_log", bool),
         "LEASE": ("lease", _lease),
+        "REBUILD_AFTER": ("rebuild_after", _rebuild_after),
         "OUTBOUND_ALLOW": ("outbound", OutboundPolicy.parse),
         "LONG_POLL_MAX": ("long_poll_max", _long_poll_max),
+        "REPLICATION": ("replication", bool),
+        "SYNC_TIMEOUT": ("sync_timeout", _sync_timeout),
     })
 
     @classmethod

@@ -39,7 +39,7 @@ def app_root(conn):
 class _Pending:
     """One use case waiting in a writer's queue, and its outcome once committed."""
 
-    __slots__ = ("use_case", "note", "done", "result", "error")
+    __slots__ = ("use_case", "note", "done", "result", "error", "tid")
 
     def __init__(self, use_case, note):
         self.use_case = use_case
@@ -47,6 +47,7 @@ class _Pending:
         self.done = False
         self.result = None
         self.error = None
+        self.tid = None         # the storage's last transaction once committed
 
 
 class Writer:
@@ -86,6 +87,12 @@ class Writer:
             self.committed.notify_all()
 
     def submit(self, use_case, note: str | None, attempts: int):
+        """The use case's result, once committed (see ``submit_with_tid``)."""
+        return self.submit_with_tid(use_case, note, attempts)[0]
+
+    def submit_with_tid(self, use_case, note: str | None, attempts: int):
+        """(result, tid): the use case's result and the storage's last transaction right
+        after its commit (its own, or a later one of another process)."""
         item = _Pending(use_case, note)
         with self.cond:
             self.queue.append(item)
@@ -107,7 +114,7 @@ class Writer:
                     self.cond.notify_all()
         if item.error is not None:
             raise item.error
-        return item.result
+        return item.result, item.tid
 
     def _run(self, batch: list, attempts: int) -> None:
         tm = self.tm
@@ -137,6 +144,9 @@ class Writer:
                     tm.commit()
                     if self.on_commit is not None:
                         self.on_commit(time.monotonic() - began)
+                    tid = self.conn.db().lastTransaction()
+                    for item in pending:
+                        item.tid = tid
                     self.wake()
                 except TransientError:
                     tm.abort()
@@ -166,15 +176,29 @@ class Writer:
                 item.done = True
 
 
-def write(rt, use_case, note: str | None = None, attempts: int = MAX_ATTEMPTS):
+def write(rt, use_case, note: str | None = None, attempts: int = MAX_ATTEMPTS,
+          wait_replicas: bool = True, promoting: bool = False):
     """Run ``use_case(app)`` atomically and commit it; retry on transient conflicts.
+
+    Replication: the runtime first says whether this master may write at all
+    (``rt.check_writable``: a replica or a fenced primary raises ReadOnly or Fenced
+    before anything runs; ``promoting`` is the one write a replica makes, its promotion),
+    and once committed, ``rt.committed(tid)`` holds the answer until the sync replicas
+    have the transaction (unless ``wait_replicas`` is False).
 
     The use case runs on the writer of ``rt`` (a services.runtime.Runtime), possibly
     committed together with other concurrent use cases (group commit; see Writer).
     ``use_case`` may run more than once and must only touch the database. Typed errors
     raised by the use case undo what it did and propagate. Raises Conflict when every
     attempt conflicted."""
-    return rt.writer.submit(use_case, note, attempts)
+    check = getattr(rt, "check_writable", None)
+    if check is not None:
+        check(promoting)
+    result, tid = rt.writer.submit_with_tid(use_case, note, attempts)
+    committed = getattr(rt, "committed", None)
+    if wait_replicas and committed is not None and tid is not None:
+        committed(tid)
+    return result
 
 
 def read(conn, query):

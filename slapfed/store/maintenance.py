@@ -168,6 +168,19 @@ class MaintenanceOptions:
     pack_every: float = DEFAULT_PACK_EVERY   # 0: no automatic pack
     pack_keep: float = DEFAULT_PACK_KEEP
     retry: float = 30.0             # after a failed backup or pack
+    tasks: tuple = ()               # Periodic work of the layers above (e.g. rebuild_after)
+
+
+@dataclass
+class Periodic:
+    """Work the maintenance owner runs every ``every`` seconds (``run()``, its failures
+    logged and retried at the next period): periodic policies of the master that exactly
+    one process of it must run."""
+
+    name: str
+    every: float
+    run: object                     # () -> None
+    next_at: float = 0.0
 
 
 class Maintenance:
@@ -248,13 +261,26 @@ class Maintenance:
                     self._scheduled_backup()
                 if self.opts.pack_every > 0 and now >= self.next_pack:
                     self._scheduled_pack()
+                self._run_tasks(now)
             except Exception:           # never let the thread die
                 log.exception("maintenance step failed")
+
+    def _run_tasks(self, now: float) -> None:
+        for task in self.opts.tasks:
+            if now < task.next_at:
+                continue
+            task.next_at = now + task.every
+            try:
+                task.run()
+            except Exception:           # one task's failure stops neither the others nor us
+                log.exception("maintenance task %s failed; next try in %gs", task.name,
+                              task.every)
 
     def run_once(self) -> None:
         """One pass (tests): take ownership, answer a request, run what is due."""
         if self._owner():
             self._answer_pack_request()
+            self._run_tasks(self.clock())
 
     def _scheduled_backup(self) -> None:
         try:

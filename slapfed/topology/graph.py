@@ -217,25 +217,32 @@ class FederationGraph:
             if name not in self.masters:
                 known = ", ".join(sorted(self.masters)) or "none"
                 raise NotFound(f"no master {name!r} in the topology (known: {known})")
-        view = self.masters
+        floor = 0
         if min_trust is not None:
             if min_trust not in TRUST_LEVELS:
                 raise InvalidInput(f"trust must be one of {', '.join(TRUST_LEVELS)}, got "
                                    f"{min_trust!r}", [{"field": "min_trust",
                                                        "problem": "unknown trust level"}])
             floor = TRUST_LEVELS.index(min_trust)
-            view = nx.subgraph_view(self.masters, filter_edge=lambda u, v: TRUST_LEVELS.index(
-                self.masters.edges[u, v]["trust"]) >= floor)
+        edges = self.masters.edges
+        # links the live state shows down carry nothing now: routes go around them
+        view = nx.subgraph_view(self.masters, filter_edge=lambda u, v: (
+            TRUST_LEVELS.index(edges[u, v]["trust"]) >= floor
+            and edges[u, v].get("state") != "down"))
         try:
             names = nx.dijkstra_path(view, master_a, master_b, weight="latency_ms")
         except nx.NetworkXNoPath:
-            floor = f" over links of trust {min_trust} or more" if min_trust else ""
-            raise NotFound(f"no path from master {master_a!r} to {master_b!r}{floor}") from None
+            why = f" over links of trust {min_trust} or more" if min_trust else ""
+            down = sorted(f"{u}-{v}" for u, v, e in edges(data=True) if e.get("state") == "down")
+            if down:
+                why += f" (links down now: {', '.join(down)})"
+            raise NotFound(f"no path from master {master_a!r} to {master_b!r}{why}") from None
         hops = []
         for u, v in zip(names, names[1:]):
-            e = self.masters.edges[u, v]
+            e = edges[u, v]
             hops.append({"from": u, "to": v, "latency_ms": e["latency_ms"], "cost": e["cost"],
-                         "trust": e["trust"]})
+                         "trust": e["trust"], "state": e.get("state"),
+                         "declared": not e.get("live", False)})
         weakest = min((h["trust"] for h in hops), key=TRUST_LEVELS.index, default=None)
         return {"from": master_a, "to": master_b, "masters": names, "hops": hops,
                 "latency_ms": round(sum(h["latency_ms"] for h in hops), 3),
@@ -292,12 +299,31 @@ def build(topology: Topology | None = None, live: dict | None = None,
             g.add_edge(node_id("master", local_master), node_id("master", raw["name"]),
                        kind=PARENT_OF, instance=raw.get("instance"))
 
-    # the local master's peers (the masters it delegates to) and the state of each link
+    # the local master's peers (the masters it delegates to) and the state of each link:
+    # a paired peer is a link of the masters' graph even where no file declares it
     for raw in live.get("peers") or ():
-        fg.peers[raw["name"]] = dict(raw)
-        if raw["name"] not in fg.masters:
-            _add_master(fg, raw["name"], url=raw.get("url"), site=None, declared=False,
+        name = raw["name"]
+        fg.peers[name] = dict(raw)
+        if name not in fg.masters:
+            _add_master(fg, name, url=raw.get("url"), site=None, declared=False,
                         description=f"peer of {local_master}")
+        if not local_master or name == local_master:
+            continue
+        state = raw.get("link") or "unknown"
+        if fg.masters.has_edge(local_master, name):      # declared: the live state on it
+            fg.masters.edges[local_master, name]["state"] = state
+            for u, v in ((local_master, name), (name, local_master)):
+                if g.has_edge(node_id("master", u), node_id("master", v)):
+                    g.edges[node_id("master", u), node_id("master", v)]["state"] = state
+            continue
+        trust = raw.get("trust") if raw.get("trust") in TRUST_LEVELS else TRUST_LEVELS[0]
+        attrs = {"kind": LINK, "latency_ms": float(raw.get("latency_ms") or 0.0),
+                 "cost": float(raw.get("cost") or 0.0), "trust": trust,
+                 "description": "paired peer", "state": state, "live": True}
+        g.add_edge(node_id("master", local_master), node_id("master", name), **attrs)
+        g.add_edge(node_id("master", name), node_id("master", local_master), **attrs)
+        fg.masters.add_edge(local_master, name, latency_ms=attrs["latency_ms"],
+                            cost=attrs["cost"], trust=trust, state=state, live=True)
 
     # computers: declared ones, then the registered ones (which win on locality)
     for c in topology.computers.values():

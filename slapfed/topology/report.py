@@ -297,8 +297,10 @@ def path_text(p: dict) -> str:
     width = max(len(f"{h['from']} -> {h['to']}") for h in p["hops"])
     for h in p["hops"]:
         hop = f"{h['from']} -> {h['to']}"
+        link = "" if h.get("state") in (None, "up") else f"  link {h['state']}"
+        origin = "" if h.get("declared", True) else "  (paired, not in the topology files)"
         lines.append(f"  {hop:<{width}}  {_ms(h['latency_ms']):>9}  cost {h['cost']:g}  "
-                     f"trust {h['trust']}")
+                     f"trust {h['trust']}{link}{origin}")
     lines.append(f"total: {_ms(p['latency_ms'])}, cost {p['cost']:g}, "
                  f"{len(p['hops'])} hop{'s' if len(p['hops']) > 1 else ''}, weakest trust "
                  f"{p['weakest_trust']}")

@@ -46,6 +46,9 @@ def peer_json(app, peer, counts: dict | None = None) -> dict:
                         "reach": [r.get("master") for r in summary.get("reach") or ()],
                         "at": render.iso(peer.summary_at)},
             "instance": peer.instance_id,
+            "lost": None if not peer.lost else {"at": render.iso(peer.lost_at),
+                                                "reason": peer.lost_reason},
+            "orphans": [dict(o) for o in peer.orphans],
             "added_at": render.iso(peer.added_at)}
 
 

@@ -39,6 +39,8 @@ def show_policy(conn) -> dict:
 def peer_views(app) -> list[routing.PeerView]:
     views = []
     for peer in app.peers.values():
+        if peer.lost:
+            continue                  # declared lost: nothing is delegated there
         views.append(routing.PeerView.from_summary(
             peer.name, peer.summary, paired=peer.paired, trust=peer.trust or DEFAULT_TRUST,
             cost=peer.cost or 0.0, latency_ms=peer.latency_ms, unreachable=peer.last_error))

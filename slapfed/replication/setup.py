@@ -1,0 +1,101 @@
+"""Setting a replica up before it serves: its invitation, its identity at the primary
+(the one-time token traded for a ``replica/NAME`` certificate), the CA material it
+serves with (replication.cafiles: the same certificates work at both), and a first
+catch-up straight onto its storage (before any DB could commit a root of its own).
+
+Depends on core, enrol, client, store.shipping and the replication modules (cafiles,
+local, runtime).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from ..core import replication as rep
+from ..core.errors import InvalidInput, MasterUnreachable, Timeout
+from ..core.replication import LocalRole
+from ..enrol import enrol
+from ..store import shipping
+from .cafiles import install_ca_material
+from .local import REPLICA_DIR, read_role, role_path, write_role
+from .runtime import replica_client
+
+log = logging.getLogger("slapfed.replication")
+
+INVITATION_KEYS = ("url", "token", "ca_certificate", "for")
+def read_invitation(path) -> dict:
+    """The invitation `slapfed master replica invite` wrote; InvalidInput names what is
+    wrong with it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = json.load(f)
+    except FileNotFoundError:
+        raise InvalidInput(f"no invitation at {path}",
+                           [{"field": "replica_of", "problem": "no such file"}]) from None
+    except ValueError as exc:
+        raise InvalidInput(f"the invitation {path} is not JSON ({exc})",
+                           [{"field": "replica_of", "problem": "malformed JSON"}]) from None
+    missing = [k for k in INVITATION_KEYS if not isinstance(doc, dict)
+               or not isinstance(doc.get(k), str) or not doc.get(k)]
+    if missing:
+        raise InvalidInput(f"the invitation {path} lacks {', '.join(missing)} (write it with "
+                           "slapfed master replica invite NAME --out FILE)",
+                           [{"field": f"replica_of.{k}", "problem": "is required"}
+                            for k in missing])
+    return doc
+
+
+def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: str) -> LocalRole:
+    """Everything a replica needs before it serves; returns its role. A first start
+    needs the primary (the token, the CA); a restart catches up if the primary answers
+    and serves what it has otherwise. Raises InvalidInput (the invitation; a data
+    directory promoted already) and the primary's typed errors on a first start."""
+    recorded = read_role(data_dir)
+    if role_path(data_dir).exists() and recorded.role == rep.PRIMARY:
+        raise InvalidInput(
+            f"{data_dir} was promoted to primary (or fenced as one): it is no replica any "
+            "more; drop --replica-of to serve it as the primary",
+            [{"field": "replica_of", "problem": "the data directory is a primary's"}])
+    inv = read_invitation(invitation_path)
+    ident = Path(data_dir) / REPLICA_DIR
+    first = not (ident / "identity.crt").exists()
+    if first:
+        enrol(inv["url"], inv["ca_certificate"], inv["token"], ident)
+        log.info("replica %s enrolled at %s", inv["for"], inv["url"])
+    role = LocalRole(rep.REPLICA, name=inv["for"], primary_url=inv["url"].rstrip("/"),
+                     sync=sync)
+    write_role(data_dir, role)
+    client = replica_client(data_dir, role.primary_url, timeout=30.0)
+    try:
+        n = install_ca_material(Path(data_dir) / "ca", client.replication_ca()["files"])
+        log.info("replica %s: %d CA file(s) copied from %s", role.name, n, role.primary_url)
+        applied = catch_up(fs_path, client)
+        log.info("replica %s caught up with %s (%d transaction(s))", role.name,
+                 role.primary_url, applied)
+    except (MasterUnreachable, Timeout) as exc:
+        if first:
+            raise
+        log.warning("replica %s: its primary %s does not answer (%s): serving what it "
+                    "has, following once it is back", role.name, role.primary_url, exc)
+    return role
+
+
+def catch_up(fs_path: str, client, wait: float = 0.0) -> int:
+    """Apply the primary's transactions straight onto the FileStorage at ``fs_path`` until
+    none is left; how many were applied."""
+    from ZODB.FileStorage import FileStorage
+    os.makedirs(os.path.dirname(fs_path), exist_ok=True)
+    storage = FileStorage(fs_path)
+    count = 0
+    try:
+        while True:
+            after = shipping.tid_hex(storage.lastTransaction())
+            answer = client.replication_transactions(after, wait)
+            if not answer["transactions"]:
+                return count
+            shipping.apply_to_storage(storage, answer["transactions"])
+            count += len(answer["transactions"])
+    finally:
+        storage.close()

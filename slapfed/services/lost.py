@@ -1,0 +1,318 @@
+"""Use cases of lost computers: the verdict that moves their instances, wiping what moved.
+
+Depends on core, model and services.tx/render/instances/placement. Unreachability alone
+never moves anything (a computer whose lease ran out is only ``unknown``): ``lost`` is
+an administrator's verdict (or the master's ``rebuild_after`` policy, see
+``declare_expired_lost``). A lost computer gets nothing placed on it; each instance it
+hosted is placed again elsewhere under its own SLA, keeping its id and reference; its
+old partition is recorded as moved, its data left where it is until an administrator
+wipes it (the node sets it aside meanwhile: node.plan's Quarantine). One write
+transaction per use case.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, SlapfedError
+from ..core.sla import parse_sla
+from ..core.states import DESTROYED, ERASED, FAILED, PENDING
+from . import placement, render
+from .computers import get_computer
+from .federation.peers import open_forwards_of, peer_json
+from .instances import _converge, host_gone
+from .tx import clock, write
+
+# Where an instance that could not be placed again says why.
+NOT_REBUILT = ("computer {cid} was declared lost ({why}) and no other partition fits "
+               "{ref}: {problem}; request it again once one does")
+REBUILT = "moved from computer {cid} (declared lost: {why}) to {where}"
+
+
+class _DryRun(SlapfedError):
+    """Carries a dry run's answer out of its transaction, which is then undone."""
+
+    code = "dry_run"
+
+    def __init__(self, answer: dict):
+        super().__init__("dry run")
+        self.answer = answer
+
+
+@dataclass(frozen=True)
+class Move:
+    """What became of one instance of a lost computer."""
+
+    instance: str
+    reference: str
+    partition: str
+    outcome: str                 # moved | not_placed | destroyed
+    to: dict | None = None       # {"computer", "partition"} when moved
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        return {"instance": self.instance, "reference": self.reference,
+                "partition": self.partition, "outcome": self.outcome, "to": self.to,
+                "reason": self.reason or None}
+
+
+MOVED, NOT_PLACED, DESTROYED_HERE = "moved", "not_placed", "destroyed"
+
+
+# -- use cases ------------------------------------------------------------------
+def declare_lost(rt, computer_id: str, reason: str, dry_run: bool = False) -> dict:
+    """The verdict: computer ``computer_id`` is lost. Returns {"computer", "moves"}.
+
+    Each instance it hosts is placed again elsewhere (its SLA, different_* constraints
+    to the rest of its tree included, instances named by others' SLAs first), pending
+    there with no connection parameters until its new node publishes them; one that
+    fits nowhere is ``failed`` with the reason and stays unplaced (requesting it again
+    retries); one being destroyed is destroyed at once. Declaring a lost computer lost
+    again moves what is still there (nothing, usually) and keeps the first verdict.
+    ``dry_run`` answers the same and writes nothing. Raises NotFound."""
+    def use_case(app):
+        now = clock()
+        comp = get_computer(app, computer_id)
+        comp.declare_lost(now, reason)
+        placement.touch(rt.placement, app, comp)
+        moves = [m.to_json() for m in _move_all(rt, app, comp, now)]
+        answer = {"computer": render.computer_json(comp, rt.leases), "moves": moves}
+        if dry_run:
+            raise _DryRun(answer)
+        return answer
+
+    try:
+        return write(rt, use_case)
+    except _DryRun as done:
+        return {**done.answer, "dry_run": True}
+
+
+def wipe(rt, computer_id: str, partition_id: str | None = None) -> dict:
+    """An administrator lets the node erase the data set aside of the instances that
+    moved away from ``computer_id`` (one partition, or all); the node erases it and
+    reports, which frees those partitions. Wiping a whole lost computer also returns it
+    to service (placeable again). Raises NotFound, Conflict (the partition holds no
+    moved instance's data)."""
+    def use_case(app):
+        comp = get_computer(app, computer_id)
+        if partition_id is not None:
+            part = comp.partitions.get(partition_id)
+            if part is None:
+                raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
+            if part.moved_instance is None:
+                held = (f"hosts instance {part.instance_id}" if part.instance_id
+                        else "is free")
+                raise Conflict(f"partition {partition_id} of computer {computer_id} {held}: "
+                               "it holds no data of an instance that moved away; nothing "
+                               "to wipe")
+            comp.allow_wipe(partition_id)
+        else:
+            for pid in comp.moved_partition_ids():
+                comp.allow_wipe(pid)
+            if comp.lost:
+                comp.clear_lost()
+                placement.touch(rt.placement, app, comp)
+        return render.computer_json(comp, rt.leases)
+
+    return write(rt, use_case)
+
+
+def report_moved(rt, computer_id: str, partition_id: str, instance_id: str,
+                 state: str) -> dict:
+    """The node's word on a moved partition: ``quarantined`` (the instance's services
+    are stopped and its data set aside) or ``erased`` (wiped, as an administrator let
+    it: the partition is free again). Raises NotFound, Conflict (the partition did not
+    host that instance, or its erasure was not allowed)."""
+    def use_case(app):
+        comp = get_computer(app, computer_id)
+        rt.leases.renew(comp.id)
+        part = comp.partitions.get(partition_id)
+        if part is None:
+            raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
+        if part.moved_instance != instance_id:
+            raise Conflict(f"partition {partition_id} of computer {computer_id} holds no "
+                           f"moved instance {instance_id} (stale report?)")
+        if state == ERASED:
+            if not part.wipe:
+                raise Conflict(f"partition {partition_id} of computer {computer_id}: no "
+                               "administrator allowed erasing the data of instance "
+                               f"{instance_id} (slapfed computer wipe)")
+            comp.wiped(partition_id)
+            placement.touch(rt.placement, app, comp)
+        else:
+            comp.note_quarantined(partition_id)
+        return render.partition_json(part)
+
+    return write(rt, use_case)
+
+
+def declare_expired_lost(rt, after: float, now: float | None = None) -> list[str]:
+    """The ``rebuild_after`` policy: every computer whose lease has been out for
+    ``after`` seconds (and that is not lost yet) is declared lost, each in its own
+    transaction. Returns their ids. Nothing is read from the lease table but the lease
+    files' times (no write while nothing expires)."""
+    now = rt.leases.clock() if now is None else now     # the lease table's own clock
+    overdue = []
+    for cid in sorted(rt.leases.expired_ids(now)):
+        renewed = rt.leases.renewed_at(cid)
+        if renewed is None or now - (renewed + rt.leases.interval) < after:
+            continue
+        overdue.append(cid)
+    declared = []
+    for cid in overdue:
+        why = f"lease out for over {after:g} s (rebuild_after)"
+        try:
+            answer = _declare_if_not_lost(rt, cid, why)
+        except NotFound:
+            continue
+        if answer:
+            declared.append(cid)
+    return declared
+
+
+def _declare_if_not_lost(rt, cid: str, why: str) -> bool:
+    def use_case(app):
+        comp = get_computer(app, cid)
+        if comp.lost:
+            return False
+        renewed = rt.leases.renewed_at(cid)
+        if renewed is not None and not rt.leases.lease(cid).expired:
+            return False             # its node came back meanwhile
+        now = clock()
+        comp.declare_lost(now, why)
+        placement.touch(rt.placement, app, comp)
+        _move_all(rt, app, comp, now)
+        return True
+
+    return write(rt, use_case)
+
+
+def declare_peer_lost(rt, name: str, reason: str, dry_run: bool = False) -> dict:
+    """The verdict: peer ``name`` is lost. Returns {"peer", "moves"}.
+
+    Nothing is delegated to it any more (routing no longer sees it). Each instance
+    delegated to it loses its forward and is served again as the delegation policy
+    routes it now: a fallback peer, or here; one being destroyed is destroyed at once
+    (nothing to wait for); one that fits nowhere is failed with the reason. Every
+    instance the peer may have been asked to run is recorded on the peer as an orphan,
+    to destroy there if it ever comes back. ``dry_run`` answers the same and writes
+    nothing. Raises NotFound."""
+    def use_case(app):
+        now = clock()
+        peer = app.peers.get(name)
+        if peer is None:
+            raise NotFound(f"no peer master named {name!r}")
+        if peer.lost_at is None:
+            peer.lost_at, peer.lost_reason = now, reason
+        moves = []
+        for fwd in list(open_forwards_of(app, name)):
+            if fwd.contacted:
+                peer.orphans = tuple(peer.orphans) + ({
+                    "instance": fwd.instance_id, "remote_reference": fwd.remote_reference,
+                    "remote_id": fwd.remote_id, "at": render.iso(now)},)
+            app.drop_forward(fwd)
+            inst = app.instances.get(fwd.instance_id)
+            if inst is not None:
+                moves.append(_rehome(rt, app, inst, name, peer.lost_reason, now).to_json())
+        answer = {"peer": peer_json(app, peer), "moves": moves}
+        if dry_run:
+            raise _DryRun(answer)
+        return answer
+
+    try:
+        return write(rt, use_case)
+    except _DryRun as done:
+        return {**done.answer, "dry_run": True}
+
+
+# -- steps (no transaction handling below this line) -----------------------------
+def _rehome(rt, app, inst, peer: str, why: str, now: float) -> Move:
+    """An instance whose peer was declared lost: served again as routing decides now."""
+    inst.delegated = False
+    inst.connection = {}              # what the lost peer published no longer holds
+    if inst.requested_state == DESTROYED:
+        inst.set_status(state=DESTROYED, revision=inst.revision, log_tail="", promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, "", DESTROYED_HERE)
+    try:
+        _converge(rt, app, inst, now)
+    except (NoCapacity, InvalidInput) as exc:
+        text = (f"peer {peer} was declared lost ({why}) and nothing else serves "
+                f"{inst.reference}: {exc.message}; request it again once something does")
+        inst.set_status(state=FAILED, revision=inst.revision, log_tail=text, promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, "", NOT_PLACED, reason=text)
+    came = f"came back from peer {peer} (declared lost: {why})"
+    if inst.delegated:
+        fwd = app.forwards.get(inst.id)
+        to = fwd.peer if fwd is not None else "?"
+        inst.set_status(log_tail=f"delegated to {to} after peer {peer} was declared lost "
+                                 f"({why})")
+        return Move(inst.id, inst.reference, "", MOVED, to={"peer": to})
+    if inst.placed:
+        inst.set_status(state=PENDING, log_tail=f"{came}; placed on {inst.computer_id}/"
+                                                f"{inst.partition_id}", promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, "", MOVED,
+                    to={"computer": inst.computer_id, "partition": inst.partition_id})
+    if inst.attached:
+        return Move(inst.id, inst.reference, "", MOVED, to={"host": inst.host_id})
+    return Move(inst.id, inst.reference, "", NOT_PLACED, reason=inst.status["log_tail"])
+
+
+
+def _move_all(rt, app, comp, now: float) -> list[Move]:
+    hosted = [(pid, app.instances[p.instance_id]) for pid, p in comp.partitions.items()
+              if p.instance_id is not None]
+    return [_move(rt, app, comp, pid, inst, now) for pid, inst in _anchors_first(hosted)]
+
+
+def _anchors_first(hosted: list) -> list:
+    """Instances whose SLA names no other instance first, then by how many they name:
+    an instance that others keep apart from (different_*) lands before them, so that
+    their constraints are judged against where it runs now."""
+    def refs(inst) -> int:
+        try:
+            return len(parse_sla(inst.sla, "sla", inst.reference).references)
+        except SlapfedError:
+            return 0
+    return sorted(hosted, key=lambda item: (refs(item[1]), item[0]))
+
+
+def _move(rt, app, comp, pid: str, inst, now: float) -> Move:
+    comp.move_out(pid)
+    inst.unplace()
+    backup = inst.connection.get("backup")
+    if isinstance(backup, str) and backup:
+        inst.restore_from = backup  # where its data were backed up: restored from there
+    inst.connection = {}            # the old node's parameters no longer hold
+    held, inst.shared_ids = inst.shared_ids, ()
+    for sid in held:
+        shared = app.instances.get(sid)
+        if shared is not None:
+            host_gone(rt, app, shared, now)
+    why = comp.lost_reason or "lost"
+    if inst.requested_state == DESTROYED:
+        inst.set_status(state=DESTROYED, revision=inst.revision, log_tail="", promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, pid, DESTROYED_HERE)
+    try:
+        _converge(rt, app, inst, now)
+    except (NoCapacity, InvalidInput) as exc:
+        text = NOT_REBUILT.format(cid=comp.id, why=why, ref=inst.reference,
+                                  problem=exc.message)
+        inst.set_status(state=FAILED, revision=inst.revision, log_tail=text, promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, pid, NOT_PLACED, reason=text)
+    if inst.placed:
+        where = {"computer": inst.computer_id, "partition": inst.partition_id}
+        inst.set_status(state=PENDING, log_tail=REBUILT.format(
+            cid=comp.id, why=why, where=f"{inst.computer_id}/{inst.partition_id}"),
+            promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, pid, MOVED, to=where)
+    if inst.delegated:
+        fwd = app.forwards.get(inst.id)
+        to = {"peer": fwd.peer} if fwd is not None else None
+        return Move(inst.id, inst.reference, pid, MOVED, to=to,
+                    reason="delegated to a peer")
+    return Move(inst.id, inst.reference, pid, NOT_PLACED, reason=inst.status["log_tail"])

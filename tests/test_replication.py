@@ -1,0 +1,191 @@
+"""Replication below the HTTP layer: shipping transactions between two real FileStorages
+with identical TIDs, the pure decisions (who may write, who fences whom, which master a
+node may follow), the replica's invitation and CA files, and the epoch in the model."""
+import base64
+
+import pytest
+import transaction
+import ZODB
+from ZODB.FileStorage import FileStorage
+from ZODB.utils import z64
+
+from slapfed.core import replication as rep
+from slapfed.core.errors import Fenced, InvalidInput, ReadOnly, ReplicaDiverged
+from slapfed.core.replication import LocalRole
+from slapfed.replication.local import read_role, write_role
+from slapfed.replication.cafiles import install_ca_material
+from slapfed.replication.setup import read_invitation
+from slapfed.store import shipping
+
+
+def _commit(db, **values):
+    conn = db.open()
+    conn.root().update(values)
+    transaction.commit()
+    conn.close()
+
+
+@pytest.fixture
+def storages(tmp_path):
+    primary = ZODB.DB(FileStorage(str(tmp_path / "primary.fs")))
+    replica = FileStorage(str(tmp_path / "replica.fs"))
+    yield primary, replica, tmp_path
+    primary.close()
+    replica.close()
+
+
+def tids(storage):
+    return [t.tid for t in storage.iterator()]
+
+
+def test_shipped_transactions_keep_their_tids_and_batches_resume(storages):
+    primary, replica, _ = storages
+    for i in range(5):
+        _commit(primary, **{f"k{i}": i})
+    first = shipping.read_after(primary.storage, z64, max_transactions=4)
+    assert len(first.transactions) == 4 and first.more
+    assert first.behind == 2 and first.behind_bytes > 0        # counted, not shipped
+    # a first catch-up goes straight to the storage: no DB root of its own
+    shipping.apply_to_storage(replica, first.transactions)
+    db = ZODB.DB(replica)
+    rest = shipping.read_after(primary.storage, replica.lastTransaction())
+    assert len(rest.transactions) == 2 and not rest.more
+    shipping.apply_transactions(db, rest.transactions)
+    assert tids(replica) == tids(primary.storage)
+    # a connection open before sees the new state (its cache was told)
+    conn = db.open()
+    _commit(primary, late=1)
+    shipping.apply_transactions(db, shipping.read_after(
+        primary.storage, replica.lastTransaction()).transactions)
+    transaction.begin()
+    assert conn.root()["late"] == 1 and conn.root()["k4"] == 4
+    # asking again applies nothing twice
+    assert shipping.apply_transactions(db, rest.transactions) is None
+    assert shipping.read_after(primary.storage, replica.lastTransaction()).transactions == []
+
+
+def test_a_position_the_primary_never_committed_is_refused_as_diverged(storages):
+    primary, replica, _ = storages
+    _commit(primary, a=1)
+    ZODB.DB(replica)     # a DB commits a root of its own: a TID the primary never had
+    with pytest.raises(ReplicaDiverged):
+        shipping.read_after(primary.storage, replica.lastTransaction())
+    with pytest.raises(ReplicaDiverged):
+        shipping.read_after(primary.storage, b"\xff" * 8)
+
+
+@pytest.mark.parametrize("body, field", [
+    ("not an object", "transactions"),
+    ({"tid": "zz", "records": []}, "tid"),
+    ({"tid": "00" * 8, "status": "x", "records": []}, "status"),
+    ({"tid": "00" * 8, "records": [{"oid": "00" * 8, "data": "%%%"}]}, "data"),
+    ({"tid": "00" * 8, "records": ["x"]}, "records"),
+], ids=["not-object", "bad-tid", "bad-status", "bad-base64", "bad-record"])
+def test_a_malformed_shipped_transaction_is_invalid_input_naming_the_field(body, field):
+    with pytest.raises(InvalidInput) as err:
+        shipping.decode_transaction(body)
+    assert err.value.details[0]["field"] == field
+
+
+@pytest.mark.parametrize("role, error", [
+    (LocalRole(), None),
+    (LocalRole(rep.REPLICA, "r1", "https://p:1"), ReadOnly),
+    (LocalRole(fenced_epoch=3, fenced_by="https://r1:2"), Fenced),
+], ids=["primary", "replica", "fenced"])
+def test_who_may_write(role, error):
+    if error is None:
+        rep.check_writable(role, 1, None)
+        return
+    with pytest.raises(error) as refused:
+        rep.check_writable(role, 2, role.primary_url)
+    assert (role.primary_url or role.fenced_by) in refused.value.message
+
+
+@pytest.mark.parametrize("mine, theirs, role, fenced", [
+    (1, 2, "primary", True),
+    (2, 2, "primary", False),
+    (3, 2, "primary", False),
+    (1, 2, "replica", False),
+    (1, 2, "fenced", False),
+    (1, "2", "primary", False),
+    (1, True, "primary", False),
+], ids=["larger", "equal", "smaller", "a-replica", "a-fenced-one", "a-string", "a-bool"])
+def test_only_a_primary_of_a_larger_epoch_fences(mine, theirs, role, fenced):
+    assert rep.fences(mine, theirs, role) is fenced
+
+
+@pytest.mark.parametrize("health, highest, ok", [
+    ({"role": "primary", "epoch": 2}, 2, True),
+    ({"role": "primary", "epoch": 3}, 2, True),
+    ({"role": "primary", "epoch": 1}, 2, False),
+    ({"role": "replica", "epoch": 2}, 2, False),
+    ({"role": "fenced", "epoch": 2}, 1, False),
+    ({"status": "ok"}, 0, True),              # a master from before replicas
+    (None, 0, False),
+], ids=["same", "larger", "older", "replica", "fenced", "no-epoch", "no-answer"])
+def test_a_node_follows_only_a_primary_at_least_as_new_as_what_it_saw(health, highest, ok):
+    assert rep.acceptable(health, highest) is ok
+
+
+def test_candidates_try_the_others_first_and_each_once():
+    assert rep.candidates("https://a", "https://a", ["https://b", "https://a", "https://c"]) \
+        == ["https://b", "https://c", "https://a"]
+    assert rep.parse_masters("https://a  ftp://x http://b " + "https://" + "y" * 400) == \
+        ("https://a", "http://b")
+    assert [rep.parse_epoch(v) for v in ("3", "0", "-1", "x", None)] == [3, None, None,
+                                                                        None, None]
+
+
+def test_the_role_file_round_trips_and_defaults_to_primary(tmp_path):
+    assert read_role(tmp_path) == LocalRole()
+    role = LocalRole(rep.REPLICA, "r1", "https://p:1", True)
+    write_role(tmp_path, role)
+    assert read_role(tmp_path) == role
+    (tmp_path / "replication.json").write_text("{not json")
+    assert read_role(tmp_path) == LocalRole()
+
+
+def test_an_invitation_names_what_it_lacks(tmp_path):
+    path = tmp_path / "inv.json"
+    path.write_text('{"url": "https://p:1", "token": ""}')
+    with pytest.raises(InvalidInput) as err:
+        read_invitation(path)
+    assert {d["field"] for d in err.value.details} == {
+        "replica_of.token", "replica_of.ca_certificate", "replica_of.for"}
+    with pytest.raises(InvalidInput, match="no invitation"):
+        read_invitation(tmp_path / "missing.json")
+
+
+def test_ca_material_is_written_only_under_the_names_a_ca_holds(tmp_path):
+    ca = tmp_path / "ca"
+    written = install_ca_material(ca, {"ca.crt": "C", "ca.key": "K", "issued/ab12.pem": "P",
+                                       "../evil": "x", "issued/../../evil.pem": "x",
+                                       "tokens.json": "{}", "issued/a b.pem": "x"})
+    assert written == 3
+    assert sorted(p.relative_to(ca).as_posix() for p in ca.rglob("*") if p.is_file()) == \
+        ["ca.crt", "ca.key", "issued/ab12.pem"]
+    assert (ca / "ca.key").stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / "evil").exists()
+
+
+def test_the_epoch_only_grows_and_promotion_records_who_holds_it(master_runtime):
+    from slapfed.services import replication as svc
+    assert svc.replication_view(master_runtime).epoch == 1
+    svc.record_replica(master_runtime, "r1", "https://r1:1", "sync")
+    svc.record_replica(master_runtime, "r2", None, "async")
+    view = svc.promote(master_runtime, "r1", 1000.0)
+    assert view.epoch == 2 and view.epochs == ((2, "r1", 1000.0),)
+    assert [r.name for r in view.replicas] == ["r2"]
+    assert svc.promote(master_runtime, "r2", 2000.0).epoch == 3
+    with pytest.raises(InvalidInput) as err:
+        svc.record_replica(master_runtime, "bad name", "ftp://x", "maybe")
+    assert {d["field"] for d in err.value.details} == {"name", "url", "mode"}
+
+
+def test_shipped_data_is_base64_of_the_stored_pickle(storages):
+    primary, _, _ = storages
+    _commit(primary, x=1)
+    txn = shipping.read_after(primary.storage, z64).transactions[-1]
+    rec = txn["records"][0]
+    data, _tid = primary.storage.load(bytes.fromhex(rec["oid"]))
+    assert base64.b64decode(rec["data"]) == data
