@@ -4,8 +4,9 @@ import pytest
 
 from slapfed.core.errors import InvalidInput
 from slapfed.core.wire import (
-    ComputerRegistration, InstanceRequest, PartitionReport, SoftwareReport, StateChange,
-    Supply, software_hash,
+    ComputerRegistration, InstanceRequest, LostVerdict, MovedReport, PartitionReport, Promotion,
+    ReplicaInvitation, ReplicaRegistration, SoftwareReport, StateChange, Supply, WipeRequest,
+    software_hash,
 )
 
 URL = "/srv/releases/hello/software.cfg"
@@ -79,6 +80,52 @@ def test_small_bodies(parser, body, ok):
     else:
         with pytest.raises(InvalidInput):
             parser(body)
+
+
+# -- the bodies of lost computers and peers, and of replication ------------------------
+@pytest.mark.parametrize("parser, body, expected", [
+    (LostVerdict.from_json, {}, LostVerdict("", False)),
+    (LostVerdict.from_json, {"reason": None, "dry_run": None}, LostVerdict("", False)),
+    (LostVerdict.from_json, {"reason": "flooded", "dry_run": True},
+     LostVerdict("flooded", True)),
+    (LostVerdict.from_json, {"dry_run": "yes"}, {"dry_run"}),
+    (LostVerdict.from_json, {"reason": "a\nb", "why": 1}, {"reason", "why"}),
+    (WipeRequest.from_json, {}, WipeRequest(None)),
+    (WipeRequest.from_json, {"partition": "p0"}, WipeRequest("p0")),
+    (WipeRequest.from_json, {"partition": "../p0"}, {"partition"}),
+    (MovedReport.from_json, {"instance_id": "i-1", "state": "erased"},
+     MovedReport("i-1", "erased")),
+    (MovedReport.from_json, {"instance_id": "i-1", "state": "gone"}, {"state"}),
+    (MovedReport.from_json, {}, {"instance_id", "state"}),
+    (ReplicaInvitation.from_json, {"name": "r1", "ttl": 60.0}, ReplicaInvitation("r1", 60)),
+    (ReplicaInvitation.from_json, {"name": "r 1", "ttl": 0}, {"name", "ttl"}),
+    (ReplicaRegistration.from_json, {"url": None, "mode": "async"},
+     ReplicaRegistration("async", None)),
+    (ReplicaRegistration.from_json, {"url": "https://r1:8443", "mode": "sync"},
+     ReplicaRegistration("sync", "https://r1:8443")),
+    (ReplicaRegistration.from_json, {"url": "ftp://r1", "mode": "both"}, {"url", "mode"}),
+    (ReplicaRegistration.from_json, {"url": "http://[", "mode": "sync"}, {"url"}),
+    (ReplicaRegistration.from_json, {"url": "https://r1:99999", "mode": "sync"}, {"url"}),
+    (ReplicaRegistration.from_json, {"url": "https://:8443", "mode": "sync"}, {"url"}),
+    (Promotion.from_json, {}, Promotion()),
+    (Promotion.from_json, {"force": True}, {"force"}),
+], ids=["lost-empty", "lost-nulls", "lost-full", "lost-bad-flag", "lost-bad-reason",
+        "wipe-all", "wipe-one", "wipe-bad-id", "moved-ok", "moved-bad-state",
+        "moved-missing", "invite-ok", "invite-bad", "register-no-url", "register-ok",
+        "register-bad", "register-bad-ipv6", "register-bad-port", "register-no-host",
+        "promote-ok", "promote-unknown"])
+def test_lost_and_replication_bodies(parser, body, expected):
+    if isinstance(expected, set):
+        assert problems_of(parser, body) == expected
+    else:
+        assert parser(body) == expected
+
+
+def test_a_body_without_fields_says_it_has_none():
+    with pytest.raises(InvalidInput) as info:
+        Promotion.from_json({"force": True})
+    assert info.value.details == [{"field": "force",
+                                   "problem": "unknown field (this object has none)"}]
 
 
 # -- ComputerRegistration -------------------------------------------------------------

@@ -1031,8 +1031,15 @@ class ReplicaInvitation:
 
 
 REPLICA_MODES = ("sync", "async")      # core.replication.MODES
-HTTP_URL_RE = re.compile(r"^https?://\S+\Z")
+# a host name or IPv4 address (no user, no IPv6 literal), a port in range, then visible
+# ASCII: the URL goes out in every answer's Slapfed-Masters header, and nodes follow it
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+HTTP_URL_RE = re.compile(r"^https?://[A-Za-z0-9._~%!$&'()*+,;=-]+(?::" + _PORT
+                         + r")?(?:[/?#][!-~]*)?\Z")
 REPLICA_URL_MAX = 300
+ReplicaUrl = Annotated[Text(REPLICA_URL_MAX, ecma(HTTP_URL_RE)), Field(
+    description="where the replica serves (a host name or IPv4 address: every answer names "
+                "it in its Slapfed-Masters header)")]
 
 
 @wire_type("replica registration")
@@ -1041,8 +1048,7 @@ class ReplicaRegistration:
     may follow it), and its mode."""
 
     mode: Choice(REPLICA_MODES)
-    url: Optional[Annotated[Text(REPLICA_URL_MAX, ecma(HTTP_URL_RE)), Field(
-        description="where the replica serves")]] = None
+    url: Optional[ReplicaUrl] = None
 
 
 @wire_type("promotion")

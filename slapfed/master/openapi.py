@@ -89,7 +89,7 @@ PATH_VARIABLES = {
     "name": ("peer master name", STR),
 }
 # routes whose variable of a common name means something else there
-_REPLICA_NAME = {"name": {"type": "string", "pattern": wire.ecma(wire.MASTER_NAME_RE),
+_REPLICA_NAME = {"name": {"type": "string", "pattern": wire.ecma(ids.PRINCIPAL_NAME_RE),
                           "description": "replica name"}}
 
 
