@@ -28,6 +28,7 @@ setup(
         "gunicorn>=22",
         "cryptography>=50",      # HPKE (slapfed.ca.seal) with the P-256 KEM
         "aiohttp>=3.9,<4",       # slapfed-cdn-front (profiles/cdn): server and client
+        "pydantic>=2.7,<3",      # core.wire: the bodies, their validation and schemas
         "prometheus-client>=0.20",   # /metrics of the master and the node agent
     ],
     extras_require={

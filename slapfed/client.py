@@ -1,6 +1,8 @@
 """HTTP client of the master's /api/v1: used by the CLI, the node agent and benchmarks.
 
-Depends on core (errors, wire) and requests. Every method returns decoded JSON or
+Depends on core (errors, wire, answers) and requests. Every method returns decoded JSON,
+checked against the answer's model (core.answers: the schemas of the master's OpenAPI
+document; an answer that does not match raises InvalidInput naming the field), or
 raises a typed SlapfedError rebuilt from the master's canonical error body;
 MasterUnreachable when no answer came at all. Over HTTPS the master is verified against
 the CA certificate given (``ca``) and the client proves itself with ``cert``/``key``;
@@ -27,7 +29,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from .ca import errors as ca_errors
-from .core import replication as rep
+from .core import answers as A, replication as rep
 from .core.errors import (Fenced, InvalidInput, MasterUnreachable, NoMasterGiven, ReadOnly,
                           SlapfedError, Timeout, Unauthenticated)
 from .core.outbound import ANY, OutboundPolicy
@@ -340,20 +342,23 @@ class MasterClient:
                                         "problem": f"{cert}: {reason}"}])
         return MasterUnreachable(f"cannot reach the master at {self.url}: {exc}")
 
-    def _json(self, *args, **kw):
+    def _json(self, *args, answer=None, **kw):
         resp = self._call(*args, **kw)
-        return resp.json() if resp.content else None
+        data = resp.json() if resp.content else None
+        if answer is not None:
+            A.check(answer, data, f"answer to {args[0]} {args[1]}")
+        return data
 
     # -- general ----------------------------------------------------------------
     def health(self) -> dict:
-        return self._json("GET", "/health")
+        return self._json("GET", "/health", answer=A.Health)
 
     def openapi(self) -> dict:
         return self._json("GET", "/openapi.json")
 
     # -- identity ---------------------------------------------------------------
     def whoami(self) -> dict:
-        return self._json("GET", "/whoami")
+        return self._json("GET", "/whoami", answer=A.WhoAmI)
 
     def principal(self) -> str | None:
         """Who this client is to the master (``person/alice``); None without a certificate."""
@@ -366,18 +371,19 @@ class MasterClient:
     def redeem_token(self, token: str, csr_pem: str) -> dict:
         """A node's computer certificate for its one-time token and CSR (public route)."""
         return self._json("POST", "/node-certificates", json_body={"token": token,
-                                                                   "csr": csr_pem})
+                                                                   "csr": csr_pem},
+                          answer=A.IssuedCertificate)
 
     def certify_partition(self, computer_id: str, partition_id: str, csr_pem: str) -> dict:
         return self._json("POST", f"/computers/{quote(computer_id, safe='')}/partitions/"
                                   f"{quote(partition_id, safe='')}/certificate",
-                          json_body={"csr": csr_pem})
+                          json_body={"csr": csr_pem}, answer=A.IssuedCertificate)
 
     def create_token(self, computer_id: str, ttl: int | None = None) -> dict:
         body = {"computer": computer_id}
         if ttl:
             body["ttl"] = ttl
-        return self._json("POST", "/tokens", json_body=body)
+        return self._json("POST", "/tokens", json_body=body, answer=A.Token)
 
     # -- instances (the requester's side) --------------------------------------
     def request(self, reference: str, software_url: str, software_type: str = "default",
@@ -395,14 +401,15 @@ class MasterClient:
             body["parent"] = parent
         if open_to:
             body["open_to"] = list(open_to)
-        return self._json("POST", "/instances", json_body=body)
+        return self._json("POST", "/instances", json_body=body, answer=A.Instance)
 
     def list_instances(self, **filters) -> list[dict]:
         params = {k: v for k, v in filters.items() if v is not None}
-        return self._json("GET", "/instances", params=params)["instances"]
+        return self._json("GET", "/instances", params=params, answer=A.InstanceList)["instances"]
 
     def show(self, instance_id: str) -> dict:
-        return self._json("GET", f"/instances/{quote(instance_id, safe='')}")
+        return self._json("GET", f"/instances/{quote(instance_id, safe='')}",
+                          answer=A.Instance)
 
     def find(self, reference: str) -> dict:
         """The instance this client's requester holds under ``reference``."""
@@ -410,7 +417,7 @@ class MasterClient:
         requester = self.requester or self.principal()
         if requester:
             params["requester"] = requester
-        found = self._json("GET", "/instances", params=params)["instances"]
+        found = self._json("GET", "/instances", params=params, answer=A.InstanceList)["instances"]
         if not found:
             from .core.errors import NotFound
             who = f" for requester {requester!r}" if requester else ""
@@ -419,7 +426,7 @@ class MasterClient:
 
     def change_state(self, instance_id: str, state: str) -> dict:
         return self._json("PUT", f"/instances/{quote(instance_id, safe='')}/state",
-                          json_body={"state": state})
+                          json_body={"state": state}, answer=A.Instance)
 
     def register_child_master(self, instance_id: str, name: str, url: str,
                               ca_certificate: str, pairing_token: str | None = None) -> dict:
@@ -428,10 +435,12 @@ class MasterClient:
         body = {"name": name, "url": url, "ca_certificate": ca_certificate}
         if pairing_token:
             body["pairing_token"] = pairing_token
-        return self._json("PUT", f"/instances/{instance_id}/child-master", json_body=body)
+        return self._json("PUT", f"/instances/{instance_id}/child-master", json_body=body,
+                          answer=A.Instance)
 
     def destroy(self, instance_id: str) -> dict:
-        return self._json("DELETE", f"/instances/{quote(instance_id, safe='')}")
+        return self._json("DELETE", f"/instances/{quote(instance_id, safe='')}",
+                          answer=A.Instance)
 
     def wait_ready(self, instance_id: str, timeout: float, interval: float = 0.2,
                    on_poll=None, reported_after: float | None = None) -> dict:
@@ -457,26 +466,27 @@ class MasterClient:
 
     # -- computers (administration and nodes) ----------------------------------
     def register_computer(self, registration: dict) -> dict:
-        return self._json("POST", "/computers", json_body=registration)
+        return self._json("POST", "/computers", json_body=registration, answer=A.Computer)
 
     def list_computers(self) -> list[dict]:
-        return self._json("GET", "/computers")["computers"]
+        return self._json("GET", "/computers", answer=A.ComputerList)["computers"]
 
     def show_computer(self, computer_id: str) -> dict:
-        return self._json("GET", f"/computers/{quote(computer_id, safe='')}")
+        return self._json("GET", f"/computers/{quote(computer_id, safe='')}",
+                          answer=A.Computer)
 
     def set_computer(self, computer_id: str, changes: dict) -> dict:
         """Admins: change a computer's facts (locality, labels, capabilities)."""
         return self._json("PATCH", f"/computers/{quote(computer_id, safe='')}",
-                          json_body=changes)
+                          json_body=changes, answer=A.Computer)
 
     def supply(self, computer_id: str, url: str, state: str = "available") -> dict:
         return self._json("POST", f"/computers/{quote(computer_id, safe='')}/software",
-                          json_body={"url": url, "state": state})
+                          json_body={"url": url, "state": state}, answer=A.Software)
 
     def unsupply(self, computer_id: str, url: str) -> dict:
         return self._json("DELETE", f"/computers/{quote(computer_id, safe='')}/software/"
-                                    f"{software_hash(url)}")
+                                    f"{software_hash(url)}", answer=A.Software)
 
     def desired_state(self, computer_id: str, etag: str | None = None):
         """Returns (etag, document) or (etag, None) when nothing changed since ``etag``."""
@@ -485,25 +495,28 @@ class MasterClient:
                           headers=headers, expect_304=True)
         if resp.status_code == 304:
             return etag, None
-        return resp.headers.get("ETag"), resp.json()
+        return resp.headers.get("ETag"), A.check(A.DesiredState, resp.json(),
+                                                 "desired state")
 
     def report_software(self, computer_id: str, url: str, status: str, log_tail: str = "",
                         software_types=()) -> dict:
         return self._json(
             "PUT", f"/computers/{quote(computer_id, safe='')}/software/{software_hash(url)}/status",
             json_body={"status": status, "log_tail": log_tail,
-                       "software_types": list(software_types)})
+                       "software_types": list(software_types)}, answer=A.Software)
 
     def report_partition(self, computer_id: str, partition_id: str, report: dict) -> dict:
         return self._json(
             "PUT", f"/computers/{quote(computer_id, safe='')}/partitions/"
-                   f"{quote(partition_id, safe='')}/status", json_body=report)
+                   f"{quote(partition_id, safe='')}/status", json_body=report,
+            answer=A.Instance)
 
     def report_moved(self, computer_id: str, partition_id: str, report: dict) -> dict:
         """A node: a partition whose instance moved away is quarantined, or erased."""
         return self._json(
             "PUT", f"/computers/{quote(computer_id, safe='')}/partitions/"
-                   f"{quote(partition_id, safe='')}/moved", json_body=report)
+                   f"{quote(partition_id, safe='')}/moved", json_body=report,
+            answer=A.Partition)
 
     def declare_lost(self, computer_id: str, reason: str = "", dry_run: bool = False) -> dict:
         """Admins: the computer is lost; what it hosts is placed again elsewhere."""
@@ -511,18 +524,18 @@ class MasterClient:
         if reason:
             body["reason"] = reason
         return self._json("POST", f"/computers/{quote(computer_id, safe='')}/lost",
-                          json_body=body)
+                          json_body=body, answer=A.LostAnswer)
 
     def wipe_computer(self, computer_id: str, partition_id: str | None = None) -> dict:
         """Admins: let the node erase the data kept of instances that moved away."""
         body = {} if partition_id is None else {"partition": partition_id}
         return self._json("POST", f"/computers/{quote(computer_id, safe='')}/wipe",
-                          json_body=body)
+                          json_body=body, answer=A.Computer)
 
     # -- topology -----------------------------------------------------------------
     def topology(self) -> dict:
         """The master's topology files and live state (GET /topology)."""
-        return self._json("GET", "/topology")
+        return self._json("GET", "/topology", answer=A.TopologyView)
 
     # -- placement (explain without writing) -----------------------------------
     def explain(self, reference: str, software_url: str, software_type: str = "default",
@@ -538,7 +551,7 @@ class MasterClient:
             body["requester"] = self.requester
         if parent:
             body["parent"] = parent
-        return self._json("POST", "/placements", json_body=body)
+        return self._json("POST", "/placements", json_body=body, answer=A.PlacementDecision)
 
     # -- federation ---------------------------------------------------------------
     def create_master_token(self, master_name: str, ttl: int | None = None) -> dict:
@@ -547,11 +560,11 @@ class MasterClient:
         body = {"master": master_name}
         if ttl:
             body["ttl"] = ttl
-        return self._json("POST", "/tokens", json_body=body)
+        return self._json("POST", "/tokens", json_body=body, answer=A.Token)
 
     def forward(self, body: dict) -> dict:
         """POST /instances with a whole request body (a delegating master's call)."""
-        return self._json("POST", "/instances", json_body=body)
+        return self._json("POST", "/instances", json_body=body, answer=A.Instance)
 
     def changes(self, since: str | None = None, wait: float = 0.0) -> dict:
         """The instances this master requested here that changed after cursor ``since``
@@ -559,35 +572,37 @@ class MasterClient:
         params = {"wait": f"{wait:g}"}
         if since:
             params["since"] = since
-        return self._json("GET", "/federation/changes", params=params)
+        return self._json("GET", "/federation/changes", params=params, answer=A.Changes)
 
     def summary(self) -> dict:
-        return self._json("GET", "/federation/summary")
+        return self._json("GET", "/federation/summary", answer=A.FederationSummary)
 
     def list_peers(self) -> list[dict]:
-        return self._json("GET", "/peers")["peers"]
+        return self._json("GET", "/peers", answer=A.PeerList)["peers"]
 
     def show_peer(self, name: str) -> dict:
-        return self._json("GET", f"/peers/{quote(name, safe='')}")
+        return self._json("GET", f"/peers/{quote(name, safe='')}", answer=A.Peer)
 
     def add_peer(self, body: dict) -> dict:
-        return self._json("POST", "/peers", json_body=body)
+        return self._json("POST", "/peers", json_body=body, answer=A.Peer)
 
     def update_peer(self, name: str, changes: dict) -> dict:
-        return self._json("PATCH", f"/peers/{quote(name, safe='')}", json_body=changes)
+        return self._json("PATCH", f"/peers/{quote(name, safe='')}", json_body=changes,
+                          answer=A.Peer)
 
     def remove_peer(self, name: str) -> dict:
-        return self._json("DELETE", f"/peers/{quote(name, safe='')}")
+        return self._json("DELETE", f"/peers/{quote(name, safe='')}", answer=A.Peer)
 
     def declare_peer_lost(self, name: str, reason: str = "", dry_run: bool = False) -> dict:
         """Admins: the peer is lost; what it served for us goes elsewhere."""
         body: dict = {"dry_run": dry_run}
         if reason:
             body["reason"] = reason
-        return self._json("POST", f"/peers/{quote(name, safe='')}/lost", json_body=body)
+        return self._json("POST", f"/peers/{quote(name, safe='')}/lost", json_body=body,
+                          answer=A.PeerLostAnswer)
 
     def policy(self) -> dict:
-        return self._json("GET", "/federation/policy")
+        return self._json("GET", "/federation/policy", answer=A.DelegationPolicy)
 
     # -- replication -------------------------------------------------------------
     def invite_replica(self, name: str, ttl: int | None = None) -> dict:
@@ -595,30 +610,34 @@ class MasterClient:
         body = {"name": name}
         if ttl:
             body["ttl"] = ttl
-        return self._json("POST", "/replication/invitations", json_body=body)
+        return self._json("POST", "/replication/invitations", json_body=body,
+                          answer=A.ReplicaToken)
 
     def register_replica(self, name: str, url: str | None, mode: str) -> dict:
         return self._json("PUT", f"/replication/replicas/{quote(name, safe='')}",
-                          json_body={"url": url, "mode": mode})
+                          json_body={"url": url, "mode": mode}, answer=A.Replica)
 
     def replication_transactions(self, after: str, wait: float = 0.0) -> dict:
         """The transactions committed after TID ``after`` (16 hex digits), waiting up to
         ``wait`` seconds for one; asking also confirms ``after`` is held durably."""
         return self._json("GET", "/replication/transactions",
-                          params={"after": after, "wait": f"{wait:g}"})
+                          params={"after": after, "wait": f"{wait:g}"},
+                          answer=A.Transactions)
 
     def replication_ca(self) -> dict:
-        return self._json("GET", "/replication/ca")
+        return self._json("GET", "/replication/ca", answer=A.CAMaterial)
 
     def replication_status(self) -> dict:
-        return self._json("GET", "/replication/status")
+        return self._json("GET", "/replication/status", answer=A.ReplicationStatus)
 
     def promote(self) -> dict:
         """Admins: make this master (a replica) the primary at a new epoch."""
-        return self._json("POST", "/replication/promotion", json_body={})
+        return self._json("POST", "/replication/promotion", json_body={},
+                          answer=A.Promoted)
 
     def set_policy(self, doc: dict) -> dict:
-        return self._json("PUT", "/federation/policy", json_body=doc)
+        return self._json("PUT", "/federation/policy", json_body=doc,
+                          answer=A.DelegationPolicy)
 
 
 def _after(iso_time: str | None, when: float) -> bool:

@@ -123,6 +123,14 @@ def test_a_malformed_cursor_is_refused_before_any_wait(world, since):
     assert took < 2
 
 
+@pytest.mark.parametrize("wait", ["0", "0.25", "1e-05", "1.1125369292536007e-308", "-0.0",
+                                  "2E-1"])
+def test_a_wait_written_as_a_json_number_is_taken(world, wait):
+    status, body, took = changes(world.client("x"), f"wait={wait}")
+    assert status == 200, body
+    assert took < 2
+
+
 @pytest.mark.parametrize("wait", ["-1", "-0.001", f"{MAX_WAIT + 1:g}", f"{MAX_WAIT + 0.5:g}",
                                   "nan", "NaN", "inf", "-inf", "1e400", "soon", "", "0x10",
                                   "1_0", "%201%20", "+1", "1."])

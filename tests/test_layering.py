@@ -30,6 +30,9 @@ ANY_STDLIB = None
 CONTRACT = {
     # pure cores
     "slapfed.core": ((), (), PURE_STDLIB),
+    # the wire types: declared with pydantic (schemas, validation), pure all the same
+    "slapfed.core.wire": (("slapfed.core",), ("pydantic", "pydantic_core"), PURE_STDLIB),
+    "slapfed.core.answers": (("slapfed.core",), ("pydantic",), PURE_STDLIB),
     # SLAP's marshal documents: expat parses a document held in memory (no I/O)
     "slapfed.core.marshal": (("slapfed.core",), (), PURE_STDLIB | {"xml"}),
     "slapfed.placement": (("slapfed.core", "slapfed.topology.locality"), (), PURE_STDLIB),

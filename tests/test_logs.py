@@ -277,7 +277,9 @@ def test_no_access_log_turns_the_access_line_off(master_db, caplog):
 
 def test_openapi_error_schema_describes_the_request_id(api):
     resp = api.get(f"{API}/computers/nope")
-    schema = openapi_document()["components"]["schemas"]["Error"]["properties"]["error"]
+    schemas = openapi_document()["components"]["schemas"]
+    assert schemas["Error"]["properties"]["error"] == {"$ref": "#/components/schemas/ErrorInfo"}
+    schema = schemas["ErrorInfo"]
     assert set(resp.json["error"]) <= set(schema["properties"])
     assert set(schema["required"]) <= set(resp.json["error"])
 

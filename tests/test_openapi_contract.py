@@ -96,3 +96,29 @@ def test_an_optional_choice_may_be_null_as_the_server_takes_it(schema, field):
     from jsonschema import Draft202012Validator
     prop = openapi_document()["components"]["schemas"][schema]["properties"][field]
     assert Draft202012Validator(prop).is_valid(None)
+
+
+def test_every_route_declares_its_operation_and_every_declaration_has_a_route(monkeypatch):
+    from flask import Flask
+    from slapfed.master import openapi
+    app = Flask("routes")
+    app.add_url_rule("/api/v1/undeclared", "nowhere.undeclared", lambda: "")
+    with pytest.raises(LookupError, match="declares no operation"):
+        openapi.generate(app)
+    monkeypatch.setitem(openapi.OPERATIONS, "nowhere.gone", openapi.OPERATIONS["meta.health"])
+    openapi._generate.cache_clear()         # generated once per set of routes
+    try:
+        with pytest.raises(LookupError, match="nowhere.gone"):
+            openapi.generate()
+    finally:
+        openapi._generate.cache_clear()
+
+
+def test_the_schemas_are_the_wire_types_and_answers():
+    from slapfed.core import answers, wire
+    schemas = openapi_document()["components"]["schemas"]
+    assert {t.__name__ for t in wire.BODIES} <= set(schemas)
+    assert {m.__name__ for m in answers.ANSWERS} <= set(schemas)
+    assert schemas["PartitionSpec"]["properties"]["port_base"] == {
+        "maximum": 65535, "minimum": 1, "title": "Port Base", "type": "integer"}
+    assert "\\Z" not in json.dumps(schemas)       # Python's anchor has no meaning there

@@ -205,3 +205,16 @@ def test_gunicorn_refusals_are_the_one_json_error_body():
     err = json.loads(body)["error"]
     assert err["code"] == "uri_too_long" and err["details"] == []
     assert f"X-Request-Id: {err['request_id']}".encode() in head
+
+
+def test_a_replica_outside_the_policy_is_refused_and_writes_nothing(guarded_api, master_db):
+    # the fence watch of a primary calls every replica's URL it records
+    from conftest import last_tid
+    before = last_tid(master_db)
+    for url in ("http://0.0.0.0", "https://10.9.9.9:8470"):
+        _refused(guarded_api.put("/api/v1/replication/replicas/r1",
+                                 json={"url": url, "mode": "async"}))
+    assert last_tid(master_db) == before
+    ok = guarded_api.put("/api/v1/replication/replicas/r1",
+                         json={"url": "https://127.0.0.1:8470", "mode": "async"})
+    assert ok.status_code == 200, ok.get_data(as_text=True)

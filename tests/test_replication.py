@@ -189,3 +189,26 @@ def test_shipped_data_is_base64_of_the_stored_pickle(storages):
     rec = txn["records"][0]
     data, _tid = primary.storage.load(bytes.fromhex(rec["oid"]))
     assert base64.b64decode(rec["data"]) == data
+
+
+@pytest.mark.parametrize("url, status", [
+    ("https://r1.example:8443", 200),
+    ("https://r\u00e9plica.example", 400),        # not ASCII: no header could carry it
+    ("https://r1.example/\x7f", 400),
+    ("https://r1 example", 400),
+], ids=["ascii", "non-ascii", "control", "space"])
+def test_a_replica_url_is_one_every_answer_can_name_in_its_headers(api, master_app, url,
+                                                                   status):
+    from conftest import last_tid
+    db = master_app.extensions["slapfed"].db
+    before = last_tid(db)
+    r = api.put("/api/v1/replication/replicas/r1", json={"url": url, "mode": "async"})
+    assert r.status_code == status, r.get_json()
+    health = api.get("/api/v1/health")
+    assert health.status_code == 200
+    masters = health.headers[rep.MASTERS_HEADER]
+    if status == 200:
+        assert url in masters.split()
+    else:
+        assert r.get_json()["error"]["details"][0]["field"] == "url"
+        assert last_tid(db) == before and url not in masters

@@ -113,7 +113,9 @@ def test_the_topology_view_matches_its_openapi_schema(eu):
     schema = openapi_document()["components"]["schemas"]["TopologyView"]
     view = eu.get(f"{API}/topology").json
     assert set(schema["required"]) == set(view)
-    assert set(schema["properties"]["topology"]["required"]) == set(view["topology"])
+    files = openapi_document()["components"]["schemas"]["TopologyFiles"]
+    assert schema["properties"]["topology"] == {"$ref": "#/components/schemas/TopologyFiles"}
+    assert set(files["required"]) == set(view["topology"])
 
 
 @pytest.mark.parametrize("files, name, words", [

@@ -4,8 +4,9 @@ import pytest
 
 from slapfed.core.errors import InvalidInput
 from slapfed.core.wire import (
-    ComputerRegistration, InstanceRequest, PartitionReport, SoftwareReport, StateChange,
-    Supply, software_hash,
+    ComputerRegistration, InstanceRequest, LostVerdict, MovedReport, PartitionReport, Promotion,
+    ReplicaInvitation, ReplicaRegistration, SoftwareReport, StateChange, Supply, WipeRequest,
+    software_hash,
 )
 
 URL = "/srv/releases/hello/software.cfg"
@@ -40,7 +41,7 @@ def test_instance_request_parses(body, expected):
 
 @pytest.mark.parametrize("body, fields", [
     ({}, {"reference", "software_url"}),
-    ([], {"body", "reference", "software_url"}),
+    ([], {"body"}),          # not an object: nothing else is read
     ({"reference": "", "software_url": "relative/sw.cfg"}, {"reference", "software_url"}),
     ({"reference": "r", "software_url": URL, "colour": "red"}, {"colour"}),
     ({"reference": "r", "software_url": URL, "state": "running"}, {"state"}),
@@ -79,6 +80,52 @@ def test_small_bodies(parser, body, ok):
     else:
         with pytest.raises(InvalidInput):
             parser(body)
+
+
+# -- the bodies of lost computers and peers, and of replication ------------------------
+@pytest.mark.parametrize("parser, body, expected", [
+    (LostVerdict.from_json, {}, LostVerdict("", False)),
+    (LostVerdict.from_json, {"reason": None, "dry_run": None}, LostVerdict("", False)),
+    (LostVerdict.from_json, {"reason": "flooded", "dry_run": True},
+     LostVerdict("flooded", True)),
+    (LostVerdict.from_json, {"dry_run": "yes"}, {"dry_run"}),
+    (LostVerdict.from_json, {"reason": "a\nb", "why": 1}, {"reason", "why"}),
+    (WipeRequest.from_json, {}, WipeRequest(None)),
+    (WipeRequest.from_json, {"partition": "p0"}, WipeRequest("p0")),
+    (WipeRequest.from_json, {"partition": "../p0"}, {"partition"}),
+    (MovedReport.from_json, {"instance_id": "i-1", "state": "erased"},
+     MovedReport("i-1", "erased")),
+    (MovedReport.from_json, {"instance_id": "i-1", "state": "gone"}, {"state"}),
+    (MovedReport.from_json, {}, {"instance_id", "state"}),
+    (ReplicaInvitation.from_json, {"name": "r1", "ttl": 60.0}, ReplicaInvitation("r1", 60)),
+    (ReplicaInvitation.from_json, {"name": "r 1", "ttl": 0}, {"name", "ttl"}),
+    (ReplicaRegistration.from_json, {"url": None, "mode": "async"},
+     ReplicaRegistration("async", None)),
+    (ReplicaRegistration.from_json, {"url": "https://r1:8443", "mode": "sync"},
+     ReplicaRegistration("sync", "https://r1:8443")),
+    (ReplicaRegistration.from_json, {"url": "ftp://r1", "mode": "both"}, {"url", "mode"}),
+    (ReplicaRegistration.from_json, {"url": "http://[", "mode": "sync"}, {"url"}),
+    (ReplicaRegistration.from_json, {"url": "https://r1:99999", "mode": "sync"}, {"url"}),
+    (ReplicaRegistration.from_json, {"url": "https://:8443", "mode": "sync"}, {"url"}),
+    (Promotion.from_json, {}, Promotion()),
+    (Promotion.from_json, {"force": True}, {"force"}),
+], ids=["lost-empty", "lost-nulls", "lost-full", "lost-bad-flag", "lost-bad-reason",
+        "wipe-all", "wipe-one", "wipe-bad-id", "moved-ok", "moved-bad-state",
+        "moved-missing", "invite-ok", "invite-bad", "register-no-url", "register-ok",
+        "register-bad", "register-bad-ipv6", "register-bad-port", "register-no-host",
+        "promote-ok", "promote-unknown"])
+def test_lost_and_replication_bodies(parser, body, expected):
+    if isinstance(expected, set):
+        assert problems_of(parser, body) == expected
+    else:
+        assert parser(body) == expected
+
+
+def test_a_body_without_fields_says_it_has_none():
+    with pytest.raises(InvalidInput) as info:
+        Promotion.from_json({"force": True})
+    assert info.value.details == [{"field": "force",
+                                   "problem": "unknown field (this object has none)"}]
 
 
 # -- ComputerRegistration -------------------------------------------------------------
@@ -178,3 +225,64 @@ def test_software_hash_is_stable_and_short():
     assert software_hash(URL) == software_hash(URL)
     assert software_hash(URL) != software_hash(URL + "x")
     assert len(software_hash(URL)) == 32
+
+
+# -- the declarations behind the parsers (pydantic) ----------------------------------
+@pytest.mark.parametrize("body, field", [
+    ({"reference": "r", "software_url": URL, "parent": "i-1\n"}, "parent"),
+    ({"reference": "r", "software_url": URL, "software_type": "db\n"}, "software_type"),
+    ({"reference": "r\n", "software_url": URL}, "reference"),
+    ({"reference": "r", "software_url": URL, "provenance": ["a\n"]}, "provenance[0]"),
+], ids=["id", "software-type", "text", "master-name"])
+def test_no_pattern_takes_a_trailing_line_break(body, field):
+    assert problems_of(InstanceRequest.from_json, body) == {field}
+
+
+@pytest.mark.parametrize("body, problem", [
+    ({"reference": "r", "software_url": URL, "state": "running"},
+     {"field": "state", "problem": "must be one of started, stopped, destroyed, got 'running'"}),
+    ({"reference": "r" * 201, "software_url": URL},
+     {"field": "reference", "problem": "is 201 characters long, the limit is 200"}),
+    ({"reference": "r", "software_url": URL, "shared": 1},
+     {"field": "shared", "problem": "must be true or false, got 1"}),
+    ({"reference": "r", "software_url": URL, "parameters": {"recipe": "x"}},
+     {"field": "parameters.recipe", "problem": "parameter name 'recipe' is reserved by "
+      "buildout (it would turn the section into a part)"}),
+], ids=["choice", "length", "boolean", "reserved-key"])
+def test_problems_are_worded_for_people(body, problem):
+    with pytest.raises(InvalidInput) as info:
+        InstanceRequest.from_json(body)
+    assert info.value.details == [problem]
+    assert info.value.message == f"invalid request: {problem['field']} {problem['problem']}"
+
+
+def test_unknown_fields_of_nested_bodies_name_what_is_known():
+    with pytest.raises(InvalidInput) as info:
+        ComputerRegistration.from_json({"id": "c1", "partitions": [
+            {"id": "p0", "address": "127.0.0.2", "port_base": 1, "size": 3}]})
+    assert info.value.details == [{"field": "partitions[0].size", "problem": "unknown field "
+                                   "(known: id, address, port_base, port_count, capabilities)"}]
+
+
+def test_a_float_with_no_fraction_is_an_integer_and_a_boolean_is_not():
+    rep = PartitionReport.from_json({**BASE, "revision": 2.0})
+    assert rep.revision == 2 and type(rep.revision) is int
+    assert problems_of(PartitionReport.from_json, {**BASE, "revision": True}) == {"revision"}
+    assert problems_of(PartitionReport.from_json, {**BASE, "revision": 2.5}) == {"revision"}
+
+
+def test_wire_values_stay_frozen_dataclasses():
+    import dataclasses
+    req = InstanceRequest.from_json({"reference": "r", "software_url": URL})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        req.reference = "other"
+    assert dataclasses.replace(req, requester="person/bob").requester == "person/bob"
+
+
+def test_an_answer_that_drifts_from_its_model_is_refused_where_it_is_read():
+    from slapfed.core import answers
+    good = {"status": "ok", "generation": 1, "version": "0.1.0"}
+    assert answers.check(answers.Health, good) is good
+    with pytest.raises(InvalidInput) as info:
+        answers.check(answers.Health, {**good, "colour": "red"})
+    assert info.value.details[0]["field"] == "colour"

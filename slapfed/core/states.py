@@ -51,3 +51,7 @@ ORIGIN_CLI = "cli"             # an admin added it (slapfed peer add)
 ORIGIN_TOPOLOGY = "topology"   # the topology files declare the link
 ORIGIN_CHILD = "child"         # a master one of its instances runs
 PEER_ORIGINS = (ORIGIN_CLI, ORIGIN_TOPOLOGY, ORIGIN_CHILD)
+
+# A delegated instance's forward to its peer (model.federation): queued, forwarded,
+# unreachable (retrying with back-off), refused (retrying), closed (destroyed there).
+FORWARD_STATES = ("queued", "forwarded", "unreachable", "refused", "closed")

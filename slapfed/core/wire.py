@@ -1,28 +1,55 @@
-"""Wire types: the JSON bodies the master accepts, parsed into frozen value objects.
+"""Wire types: the JSON bodies the master accepts, declared once as pydantic dataclasses.
 
-Depends on core.errors and core.states only. Parsing collects *every* problem and
-raises one InvalidInput whose details are ``{"field": ..., "problem": ...}`` items;
-unknown fields are refused, never ignored. Master and node share only these types.
+Depends on pydantic, core.errors, core.cfgvalue, core.sla, core.sharing, core.provenance
+and core.states. Each type is at once the schema of its body (the OpenAPI document is
+generated from these declarations, master.apidoc), its validator and the frozen value
+object the services receive. ``Type.from_json(body)`` (or :func:`parse`) validates a
+decoded body: pydantic collects *every* problem, and they are raised as one
+InvalidInput whose details are ``{"field": ..., "problem": ...}`` items, fields dotted
+(``partitions[0].address``); unknown fields are refused, never ignored. A field given
+as ``null`` is the same as a field left out (its default).
+
+Scalars are checked by pydantic itself (strict types: a string is never a number, a
+boolean never an integer; JSON's one number type makes ``2.0`` the integer 2); the
+small languages of the bodies -- SLA terms (core.sla), instance parameters that become
+buildout options (core.cfgvalue), open_to (core.sharing), provenance chains
+(core.provenance) -- are checked by their own modules and declare their JSON Schema
+beside their validator. Patterns are anchored at both ends and never accept a trailing
+line break (``\\Z`` in Python, ``$`` for pydantic's regex engine and JSON Schema, which
+mean the same there).
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import json
 import math
 import re
-from dataclasses import dataclass, field
-from typing import Any
+import typing
+from dataclasses import asdict, field
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import (
+    BeforeValidator, ConfigDict, Field, Strict, TypeAdapter, ValidationError, WithJsonSchema,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass
+from pydantic_core import PydanticCustomError
 
 from . import cfgvalue
 from .errors import InvalidInput
 from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
-from .sharing import parse_open_to
-from .sla import HOST_KEY, is_capability_name, parse_sla
+from .sharing import EVERYONE, MAX_OPEN_TO, PRINCIPAL_RE, parse_open_to
+from .sla import (
+    ABSOLUTE_KEYS, CAPABILITY_KEY, HOST_KEY, LABEL_PREFIX, MASTER_KEY, MAX_ALTERNATIVES,
+    MAX_REFERENCES_PER_KEY, MAX_VALUE, NAME_RE as SLA_NAME_RE, RELATIVE_KEYS,
+    MAX_REFERENCE as SLA_MAX_REFERENCE, is_capability_name, parse_sla,
+)
 from .states import (
-    LOCALITY_LEVELS, TRUST_LEVELS, MOVED_REPORT_STATES,
-    AVAILABLE, DEFAULT_SOFTWARE_TYPE, PARTITION_REPORT_STATES, REQUESTED_STATES,
-    SOFTWARE_REPORT_STATES, STARTED, SUPPLY_STATES,
+    TRUST_LEVELS, AVAILABLE, DEFAULT_SOFTWARE_TYPE, MOVED_REPORT_STATES,
+    PARTITION_REPORT_STATES, REQUESTED_STATES, SOFTWARE_REPORT_STATES, STARTED,
+    SUPPLY_STATES,
 )
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
@@ -36,6 +63,13 @@ MAX_TEXT = 256
 MAX_LOG_TAIL = 64 * 1024
 MAX_PARAMETERS_BYTES = 256 * 1024
 MAX_CAPABILITIES = 32
+MAX_PEM = 16 * 1024          # a CSR of any accepted key type fits easily
+MAX_HOSTS = 16
+IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master",  # ca.identity
+                  "replica")                                             # .ROLES
+REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise",    # RFC 5280 names,
+                      "affiliation_changed", "superseded",                 # as in ca.authority
+                      "cessation_of_operation", "privilege_withdrawn")
 
 
 def software_hash(url: str) -> str:
@@ -43,191 +77,510 @@ def software_hash(url: str) -> str:
     return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
 
 
-class _Fields:
-    """Reads a JSON object field by field, collecting problems instead of raising."""
-
-    def __init__(self, body: Any, what: str, allowed: tuple[str, ...], prefix: str = ""):
-        self.problems: list[dict] = []
-        self.prefix = prefix
-        if not isinstance(body, dict):
-            self.body = {}
-            self.problem("", f"{what} must be a JSON object, got {type(body).__name__}")
-            return
-        self.body = body
-        for key in body:
-            if key not in allowed:
-                self.problem(key, f"unknown field (known: {', '.join(allowed)})")
-
-    def problem(self, name: str, problem: str) -> None:
-        fname = f"{self.prefix}{name}" if name else (self.prefix.rstrip(".") or "body")
-        self.problems.append({"field": fname, "problem": problem})
-
-    def string(self, name, *, required=False, default=None, max_len=MAX_TEXT, pattern=None,
-               choices=None, allow_empty=False):
-        if name not in self.body or self.body[name] is None:
-            if required:
-                self.problem(name, "is required")
-            return default
-        value = self.body[name]
-        if not isinstance(value, str):
-            self.problem(name, f"must be a string, got {type(value).__name__}")
-            return default
-        if not value and not allow_empty:
-            self.problem(name, "must not be empty")
-            return default
-        if len(value) > max_len:
-            self.problem(name, f"is {len(value)} characters long, the limit is {max_len}")
-            return default
-        problem = cfgvalue.text_problem(value) if max_len <= MAX_URL else None
-        if problem:
-            self.problem(name, problem)
-            return default
-        if choices is not None and value not in choices:
-            self.problem(name, f"must be one of {', '.join(choices)}, got {value!r}")
-            return default
-        if pattern is not None and not pattern.match(value):
-            self.problem(name, f"{value!r} does not match {pattern.pattern}")
-            return default
-        return value
-
-    def boolean(self, name, default=False):
-        if name not in self.body or self.body[name] is None:
-            return default
-        value = self.body[name]
-        if not isinstance(value, bool):
-            self.problem(name, f"must be true or false, got {json.dumps(value)[:40]}")
-            return default
-        return value
-
-    def integer(self, name, *, required=False, default=None, minimum=None, maximum=None):
-        if name not in self.body or self.body[name] is None:
-            if required:
-                self.problem(name, "is required")
-            return default
-        value = self.body[name]
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)      # JSON has one number type: 2.0 is the integer 2
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.problem(name, f"must be an integer, got {json.dumps(value)[:40]}")
-            return default
-        if minimum is not None and value < minimum:
-            self.problem(name, f"must be >= {minimum}, got {value}")
-            return default
-        if maximum is not None and value > maximum:
-            self.problem(name, f"must be <= {maximum}, got {value}")
-            return default
-        return value
-
-    def obj(self, name, default=None):
-        if name not in self.body or self.body[name] is None:
-            return {} if default is None else default
-        value = self.body[name]
-        if not isinstance(value, dict):
-            self.problem(name, f"must be a JSON object, got {type(value).__name__}")
-            return {} if default is None else default
-        return value
-
-    def array(self, name):
-        if name not in self.body or self.body[name] is None:
-            return []
-        value = self.body[name]
-        if not isinstance(value, list):
-            self.problem(name, f"must be a JSON array, got {type(value).__name__}")
-            return []
-        return value
-
-    def raise_if_any(self, what: str) -> None:
-        if self.problems:
-            n = len(self.problems)
-            first = self.problems[0]
-            more = f" (and {n - 1} more)" if n > 1 else ""
-            raise InvalidInput(
-                f"invalid {what}: {first['field']} {first['problem']}{more}", self.problems)
+def ecma(regex: re.Pattern) -> str:
+    """A Python pattern of core (anchored ^...\\Z) as pydantic's and JSON Schema's: the
+    same language there, where ``$`` (no multi-line flag) is the end of the text."""
+    return regex.pattern.replace(r"\Z", "$")
 
 
-def _check_software_url(f: _Fields, name: str, required=True):
-    url = f.string(name, required=required, max_len=MAX_URL)
-    if url is not None and not (url.startswith("/") or URL_RE.match(url)):
-        f.problem(name, f"must be an absolute path or an http(s):// or file:// URL, got {url!r}")
-        return None
-    if url is not None and (any(c.isspace() for c in url) or not cfgvalue.is_plain(url)):
-        f.problem(name, "must be one word of printable characters, without '${' and not "
-                        f"ending in '$' (a node's buildout extends it), got {url!r}")
-        return None
-    return url
+# -- problems: what pydantic found, in slapfed's words ---------------------------------
+def problem(text: str) -> PydanticCustomError:
+    """The error a validator raises for one problem of its own value."""
+    return PydanticCustomError("slapfed_problem", "{problem}", {"problem": text})
 
 
-def _check_parameters(f: _Fields, name: str, options: bool = False) -> dict:
-    """``options``: the keys become buildout option names on a node (instance
-    parameters), so they must be plain identifiers (core.cfgvalue.key_problem)."""
-    return _check_parameter_object(f, name, f.obj(name), options)
+def problems(items: list[dict]) -> PydanticCustomError:
+    """The error a validator raises for several problems found inside its value (each
+    ``field`` relative to it: ``""``, ``".key"`` or ``"[i]"``)."""
+    return PydanticCustomError("slapfed_problems", "{first}",
+                               {"first": items[0]["problem"], "problems": items})
+
+
+# control characters, line/paragraph separators (core.cfgvalue.text_problem)
+NO_CONTROL = "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029]*$"
+_KIND = {dict: "dict", list: "list", str: "str", int: "int", float: "float", bool: "bool",
+         type(None): "NoneType"}
+
+
+def _json_text(value) -> str:
+    return json.dumps(value, default=str)[:40]
+
+
+def _name(loc) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+@functools.lru_cache(maxsize=256)
+def _known(cls, loc) -> tuple[str, ...]:
+    """The fields of the wire type found at ``loc`` inside ``cls``."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = cls.__pydantic_fields__.get(part)
+        nested = _dataclass_in(info.annotation) if info is not None else None
+        if nested is None:
+            break
+        cls = nested
+    return tuple(cls.__pydantic_fields__)
+
+
+def _dataclass_in(hint):
+    if hasattr(hint, "__pydantic_fields__"):
+        return hint
+    for arg in typing.get_args(hint):
+        found = _dataclass_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _kind(value) -> str:
+    return _KIND.get(type(value)) or type(value).__name__
+
+
+def _pattern_problem(cls, loc, value, ctx):
+    if ctx.get("pattern") == NO_CONTROL:
+        return cfgvalue.text_problem(value)
+    return f"{value!r} does not match {ctx.get('pattern')}"
+
+
+def _choices(cls, loc, value, ctx):
+    choices = ctx.get("expected", "").replace("'", "").replace(" or ", ", ")
+    return f"must be one of {choices}, got {value!r}"
+
+
+def _unknown(cls, loc, value, ctx):
+    known = _known(cls, tuple(loc[:-1]))
+    return f"unknown field (known: {', '.join(known)})" if known else \
+        "unknown field (this object has none)"
+
+
+def _required(*_):
+    return "is required"
+
+
+def _object_expected(cls, loc, value, ctx):
+    return f"must be a JSON object, got {_kind(value)}"
+
+
+def _array_expected(cls, loc, value, ctx):
+    return f"must be a JSON array, got {_kind(value)}"
+
+
+def _integer_expected(cls, loc, value, ctx):
+    return f"must be an integer, got {_json_text(value)}"
+
+
+# pydantic's error types -> the problem, in slapfed's words (cls, loc, input, ctx)
+_WORDS = {
+    "slapfed_problem": lambda cls, loc, value, ctx: ctx["problem"],
+    "missing": _required, "missing_keyword_argument": _required,
+    "missing_argument": _required,
+    "extra_forbidden": _unknown, "unexpected_keyword_argument": _unknown,
+    "dataclass_type": _object_expected, "dataclass_args_type": _object_expected,
+    "model_type": _object_expected, "dict_type": _object_expected,
+    "list_type": _array_expected, "tuple_type": _array_expected,
+    "string_type": lambda cls, loc, value, ctx: f"must be a string, got {_kind(value)}",
+    "string_unicode": lambda *_: "must not contain lone surrogates",
+    "string_too_short": lambda *_: "must not be empty",
+    "string_too_long": lambda cls, loc, value, ctx:
+        f"is {len(value)} characters long, the limit is {ctx['max_length']}",
+    "string_pattern_mismatch": _pattern_problem,
+    "literal_error": _choices,
+    "bool_type": lambda cls, loc, value, ctx:
+        f"must be true or false, got {_json_text(value)}",
+    "int_type": _integer_expected, "int_from_float": _integer_expected,
+    "int_parsing": _integer_expected,
+    "greater_than_equal": lambda cls, loc, value, ctx: f"must be >= {ctx['ge']}, got {value}",
+    "less_than_equal": lambda cls, loc, value, ctx: f"must be <= {ctx['le']}, got {value}",
+    "too_long": lambda cls, loc, value, ctx:
+        f"has {ctx.get('actual_length')} items, the limit is {ctx.get('max_length')}",
+}
+
+
+def _describe(cls, err: dict) -> list[dict]:
+    """One pydantic error as slapfed details (``{"field", "problem"}`` items)."""
+    kind, loc, ctx = err["type"], err["loc"], err.get("ctx") or {}
+    name = _name(loc)
+    if kind == "slapfed_problems":
+        return [{"field": (name + p["field"]) if name else (p["field"].lstrip(".") or "body"),
+                 "problem": p["problem"]} for p in ctx["problems"]]
+    words = _WORDS.get(kind)
+    text = words(cls, loc, err.get("input"), ctx) if words else err["msg"]
+    return [{"field": name or "body", "problem": text}]
+
+
+def parse(cls, body: Any):
+    """``body`` (decoded JSON) as wire type ``cls``; InvalidInput listing every problem."""
+    try:
+        return _adapter(cls).validate_python(body)
+    except ValidationError as exc:
+        details = [d for err in exc.errors(include_url=False) for d in _describe(cls, err)]
+    first = details[0]
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    raise InvalidInput(f"invalid {cls.WHAT}: {first['field']} {first['problem']}{more}",
+                       details)
+
+
+_ADAPTERS: dict = {}
+
+
+def _adapter(cls) -> TypeAdapter:
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        adapter = _ADAPTERS[cls] = TypeAdapter(cls)
+    return adapter
+
+
+def json_schemas(types, ref_template: str) -> dict:
+    """{name: JSON Schema} of the wire ``types`` and of everything they refer to."""
+    _, defs = TypeAdapter.json_schemas([(t, "validation", _adapter(t)) for t in types],
+                                       ref_template=ref_template)
+    return defs.get("$defs", {})
+
+
+# -- the field types ---------------------------------------------------------------------
+def _integral(value):
+    """JSON has one number type: 2.0 is the integer 2."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _drop_nulls(cls, data):
+    """A field given as null is a field left out (its default); an unknown one stays,
+    to be refused."""
+    if isinstance(data, dict) and None in data.values():
+        known = cls.__pydantic_fields__
+        return {k: v for k, v in data.items() if v is not None or k not in known}
+    return data
+
+
+def Text(max_len: int = MAX_TEXT, pattern: str | None = NO_CONTROL, min_len: int = 1,
+         **extra):
+    """A string; ``pattern`` (default: no control characters) in pydantic's syntax."""
+    return Annotated[str, Strict(), Field(min_length=min_len, max_length=max_len,
+                                          pattern=pattern, **extra)]
+
+
+def Int(minimum=None, maximum=None, **extra):
+    # the constraints first: then they are the schema's minimum and maximum
+    return Annotated[int, Field(ge=minimum, le=maximum, **extra), BeforeValidator(_integral),
+                     Strict()]
+
+
+Bool = Annotated[bool, Strict()]
+Id = Text(64, ecma(ID_RE))
+MasterName = Text(64, ecma(MASTER_NAME_RE))
+SoftwareType = Text(64, ecma(SOFTWARE_TYPE_RE))
+LogTail = Text(MAX_LOG_TAIL, None, 0)
+
+
+def Choice(values):
+    return Literal[tuple(values)]
+
+
+def _software_url(value):
+    if not isinstance(value, str):
+        return value                      # the string type says what is wrong
+    if value and not (value.startswith("/") or URL_RE.match(value)):
+        raise problem(f"must be an absolute path or an http(s):// or file:// URL, got "
+                      f"{value!r}")
+    if value and (any(c.isspace() for c in value) or not cfgvalue.is_plain(value)):
+        raise problem("must be one word of printable characters, without '${' and not "
+                      f"ending in '$' (a node's buildout extends it), got {value!r}")
+    return value
+
+
+# absolute paths and http(s)/file URLs of visible ASCII, without '$' (no '${', no
+# trailing '$': a node's buildout extends the release); the server also takes other
+# printable characters
+SoftwareUrl = Annotated[
+    str, BeforeValidator(_software_url), Strict(), Field(min_length=1, max_length=MAX_URL,
+                                                         pattern=NO_CONTROL),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": MAX_URL,
+                    "pattern": r"^(?:/[!-#%-~]*|(?:https?|file)://[!-#%-~]+)$",
+                    "description": "absolute path or http(s):// or file:// URL of a "
+                                   "software release (buildout profile)"})]
+HttpsUrl = Text(MAX_URL, ecma(HTTPS_URL_RE))
+
+
+def _pem_certificate(value):
+    if isinstance(value, str) and value and \
+            not value.lstrip().startswith("-----BEGIN CERTIFICATE-----"):
+        raise problem("must be a PEM certificate")
+    return value
+
+
+PemCertificate = Annotated[
+    str, BeforeValidator(_pem_certificate), Strict(), Field(min_length=1, max_length=MAX_PEM),
+    WithJsonSchema({"type": "string", "maxLength": MAX_PEM,
+                    "pattern": r"^\s*-----BEGIN CERTIFICATE-----", "description": "PEM text"})]
+Csr = Text(MAX_PEM, None, description="PEM text of a certificate signing request")
+
+
+def _parameter_object(params, options: bool) -> list[dict]:
+    out = []
+    for key, value in params.items():
+        problem_ = cfgvalue.key_problem(key) if options else (
+            None if PARAMETER_KEY_RE.match(key)
+            else f"parameter name must match {PARAMETER_KEY_RE.pattern}")
+        if problem_:
+            out.append({"field": f".{key}", "problem": f"parameter name {key!r} {problem_}"
+                        if options else problem_})
+        if not (value is None or isinstance(value, (dict, list, str, int, float, bool))):
+            out.append({"field": f".{key}", "problem": "must be a JSON value"})
+    if params and len(json.dumps(params, default=str)) > MAX_PARAMETERS_BYTES:
+        out.append({"field": "", "problem": f"is larger than {MAX_PARAMETERS_BYTES} bytes"})
+    return out
+
+
+def _object(value, what: str = "a JSON object") -> dict:
+    if not isinstance(value, dict):
+        raise problem(f"must be {what}, got {_KIND.get(type(value), type(value).__name__)}")
+    return value
+
+
+def _options(value):
+    found = _parameter_object(_object(value), options=True)
+    if found:
+        raise problems(found)
+    return value
+
+
+def _connection(value):
+    found = _parameter_object(_object(value), options=False)
+    if found:
+        raise problems(found)
+    return value
+
+
+# instance parameters become buildout options on a node: plain identifiers, none ending
+# in '-', not 'recipe' (core.cfgvalue.key_problem)
+OPTION_NAME = r"^[A-Za-z_](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_.])?$"
+Parameters = Annotated[dict, BeforeValidator(_options), WithJsonSchema(
+    {"type": "object", "propertyNames": {"pattern": OPTION_NAME, "not": {"const": "recipe"}},
+     "description": "instance parameters (any JSON values); the names become buildout "
+                    "options on a node"})]
+Connection = Annotated[dict, BeforeValidator(_connection), WithJsonSchema(
+    {"type": "object", "propertyNames": {"pattern": ecma(PARAMETER_KEY_RE)}})]
 
 
 def check_connection(params: Any, name: str = "connection") -> dict:
     """Connection parameters as an instance publishes them (the checks of
     PartitionReport's ``connection``); InvalidInput naming ``name``."""
-    f = _Fields({name: params}, name, (name,))
-    out = _check_parameters(f, name)
-    f.raise_if_any(name)
-    return out
+    try:
+        return _connection(params)
+    except PydanticCustomError as exc:
+        ctx = exc.context or {}
+        details = ([{"field": name + p["field"], "problem": p["problem"]}
+                    for p in ctx["problems"]] if "problems" in ctx
+                   else [{"field": name, "problem": ctx.get("problem", exc.message())}])
+    more = f" (and {len(details) - 1} more)" if len(details) > 1 else ""
+    raise InvalidInput(f"invalid {name}: {details[0]['field']} {details[0]['problem']}{more}",
+                       details)
 
 
-def _check_parameter_object(f: _Fields, name: str, params: dict, options: bool = False) -> dict:
-    for key, value in params.items():
-        problem = cfgvalue.key_problem(key) if options else (
-            None if PARAMETER_KEY_RE.match(key)
-            else f"parameter name must match {PARAMETER_KEY_RE.pattern}")
-        if problem:
-            f.problem(f"{name}.{key}", f"parameter name {key!r} {problem}" if options
-                      else problem)
-        if isinstance(value, (dict, list)) or value is None:
-            continue
-        if not isinstance(value, (str, int, float, bool)):
-            f.problem(f"{name}.{key}", "must be a JSON value")
-    if params and len(json.dumps(params)) > MAX_PARAMETERS_BYTES:
-        f.problem(name, f"is larger than {MAX_PARAMETERS_BYTES} bytes")
-    return params
-
-
-def _check_shared_connections(f: _Fields, name: str) -> dict:
-    """{shared instance id: connection parameters}, each checked like ``connection``."""
-    out = {}
-    for sid, params in f.obj(name).items():
+def _shared_connections(value):
+    found, out = [], {}
+    for sid, params in _object(value).items():
         if not ID_RE.match(sid):
-            f.problem(f"{name}.{sid}", f"instance id must match {ID_RE.pattern}")
+            found.append({"field": f".{sid}", "problem": f"instance id must match "
+                                                         f"{ID_RE.pattern}"})
             continue
         if not isinstance(params, dict):
-            f.problem(f"{name}.{sid}", f"must be a JSON object of connection parameters, "
-                                       f"got {type(params).__name__}")
+            found.append({"field": f".{sid}", "problem": "must be a JSON object of connection "
+                          f"parameters, got {_KIND.get(type(params), type(params).__name__)}"})
             continue
-        before = len(f.problems)
-        _check_parameter_object(f, f"{name}.{sid}", params)
-        if len(f.problems) == before:
+        mine = _parameter_object(params, options=False)
+        found += [{**p, "field": f".{sid}{p['field']}"} for p in mine]
+        if not mine:
             out[sid] = params
+    if found:
+        raise problems(found)
     return out
 
 
-def _check_string_map(f: _Fields, name: str, keys: tuple[str, ...] | None = None) -> dict:
-    raw = f.obj(name)
-    out = {}
-    for key, value in raw.items():
-        if keys is not None and key not in keys:
-            f.problem(f"{name}.{key}", f"unknown {name} key (known: {', '.join(keys)})")
-            continue
+SharedConnections = Annotated[dict, BeforeValidator(_shared_connections), WithJsonSchema(
+    {"type": "object", "propertyNames": {"pattern": ecma(ID_RE)},
+     "additionalProperties": {"type": "object",
+                              "propertyNames": {"pattern": ecma(PARAMETER_KEY_RE)}},
+     "description": "connection parameters the host instance published for its shared "
+                    "instances, by shared instance id; each becomes that shared instance's "
+                    "connection (ids it does not host are ignored)"})]
+
+
+def _labels(value):
+    found, out = [], {}
+    for key, item in _object(value).items():
         if cfgvalue.text_problem(key):
-            f.problem(f"{name}.{key}", f"key {key!r} {cfgvalue.text_problem(key)}")
-            continue
-        if not isinstance(value, str) or not value or len(value) > MAX_TEXT:
-            f.problem(f"{name}.{key}", f"must be a non-empty string of at most {MAX_TEXT} characters")
-            continue
-        if cfgvalue.text_problem(value):
-            f.problem(f"{name}.{key}", cfgvalue.text_problem(value))
-            continue
-        out[key] = value
+            found.append({"field": f".{key}", "problem": f"key {key!r} "
+                                                         f"{cfgvalue.text_problem(key)}"})
+        elif not isinstance(item, str) or not item or len(item) > MAX_TEXT:
+            found.append({"field": f".{key}", "problem": "must be a non-empty string of at "
+                                                         f"most {MAX_TEXT} characters"})
+        elif cfgvalue.text_problem(item):
+            found.append({"field": f".{key}", "problem": cfgvalue.text_problem(item)})
+        else:
+            out[key] = item
+    if found:
+        raise problems(found)
     return out
 
 
-@dataclass(frozen=True)
+Labels = Annotated[dict, BeforeValidator(_labels), WithJsonSchema(
+    {"type": "object", "propertyNames": {"pattern": NO_CONTROL},
+     "additionalProperties": {"type": "string", "minLength": 1, "maxLength": MAX_TEXT,
+                              "pattern": NO_CONTROL}})]
+
+
+def _capabilities(value):
+    """A list of capability names (core.sla.NAME_RE), sorted, without repeats."""
+    if not isinstance(value, (list, tuple)):
+        raise problem(f"must be a JSON array, got "
+                      f"{_KIND.get(type(value), type(value).__name__)}")
+    if len(value) > MAX_CAPABILITIES:
+        raise problem(f"has {len(value)} capabilities, the limit is {MAX_CAPABILITIES}")
+    found = [{"field": f"[{i}]", "problem": f"{cap!r} is not a capability name "
+              "(letters, digits, _ . : - ; at most 64)"}
+             for i, cap in enumerate(value) if not is_capability_name(cap)]
+    if found:
+        raise problems(found)
+    return tuple(sorted(set(value)))
+
+
+Capabilities = Annotated[tuple, BeforeValidator(_capabilities), WithJsonSchema(
+    {"type": "array", "maxItems": MAX_CAPABILITIES,
+     "items": {"type": "string", "pattern": ecma(SLA_NAME_RE)},
+     "description": "capability names; a tagged computer or partition only hosts "
+                    "instances whose SLA asks for one of them"})]
+
+
+def _provenance(value):
+    found, chain = check_chain(value, "")
+    if found:
+        raise problems(found)
+    return chain
+
+
+Provenance = Annotated[tuple, BeforeValidator(_provenance), WithJsonSchema(
+    {"type": "array", "items": {"type": "string", "pattern": ecma(MASTER_NAME_RE)},
+     "description": "masters the request already crossed, root first"})]
+
+
+def _open_to(value):
+    found: list = []
+    out = parse_open_to(list(value) if isinstance(value, tuple) else value, "", found)
+    if found:
+        raise problems(found)
+    return out
+
+
+OPEN_TO_SCHEMA = {
+    "type": "array", "maxItems": MAX_OPEN_TO,
+    "items": {"type": "string", "pattern": f"{PRINCIPAL_RE.pattern}|^[*]$"},
+    "description": "non-shared instances: who else may attach shared instances to this one: "
+                   "[] its owner only (the requester of its tree's root), principals "
+                   f"(person/NAME, master/PEER), or [\"{EVERYONE}\"] everyone; requesting "
+                   "again replaces it, and shared instances no longer allowed are detached"}
+OpenTo = Annotated[tuple, BeforeValidator(_open_to), WithJsonSchema(OPEN_TO_SCHEMA)]
+
+_SLA_REF = {"type": "string", "minLength": 1, "maxLength": SLA_MAX_REFERENCE}
+_SLA_VALUE = {"type": "string", "minLength": 1, "maxLength": MAX_VALUE}
+_SLA_NAME = {**_SLA_VALUE, "pattern": ecma(SLA_NAME_RE)}
+_SLA_REFS = {"oneOf": [_SLA_REF, {"type": "array", "items": _SLA_REF, "minItems": 1,
+                                  "maxItems": MAX_REFERENCES_PER_KEY}],
+             "description": "reference(s) of other instances of the same requester or "
+                            "instance tree"}
+SLA_ALTERNATIVE_SCHEMA = {
+    "type": "object",
+    "description": "Conditions that must all hold: absolute keys, labels as "
+                   f"'{LABEL_PREFIX}KEY', relative keys naming other instances; "
+                   "host_instance (shared requests): the id of the host to attach to, "
+                   "which must be open to the requester. Unknown keys are refused.",
+    "properties": {**{k: _SLA_NAME if k in (CAPABILITY_KEY, MASTER_KEY, HOST_KEY)
+                      else _SLA_VALUE for k in ABSOLUTE_KEYS},
+                   **{k: _SLA_REFS for k in RELATIVE_KEYS}},
+    "patternProperties": {"^" + LABEL_PREFIX.replace(".", "\\.")
+                          + ecma(SLA_NAME_RE)[1:]: _SLA_VALUE},
+    "additionalProperties": False}
+SLA_SCHEMA = {"oneOf": [SLA_ALTERNATIVE_SCHEMA,
+                        {"type": "array", "items": SLA_ALTERNATIVE_SCHEMA, "minItems": 1,
+                         "maxItems": MAX_ALTERNATIVES}],
+              "description": "one alternative, or alternatives tried in order "
+                             "([{\"continent\": \"europe\"}, {}] = Europe, else anywhere)"}
+
+
+def _sla(value, info):
+    found: list = []
+    reference = info.data.get("reference") if info.data else None
+    terms = parse_sla(value, "", reference, found)
+    if found:
+        raise problems(found)
+    return terms.to_json()
+
+
+SlaTerms = Annotated[Any, BeforeValidator(_sla), WithJsonSchema(SLA_SCHEMA)]
+
+
+def _finite(value):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or not math.isfinite(value) or value < 0:
+        raise problem("must be a finite number >= 0")
+    return float(value)
+
+
+Finite = Annotated[float, BeforeValidator(_finite),
+                   WithJsonSchema({"type": "number", "minimum": 0})]
+
+
+def _ip_address(value):
+    if isinstance(value, str):
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise problem(f"{value!r} is not an IP address") from None
+    return value
+
+
+IpAddress = Annotated[str, BeforeValidator(_ip_address), Strict(), WithJsonSchema(
+    {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
+     "description": "an IPv4 or IPv6 address"})]
+
+WIRE = ConfigDict(extra="forbid")
+_NULLS = model_validator(mode="before")(classmethod(_drop_nulls))
+
+
+def wire_type(what: str, **schema):
+    """A frozen pydantic dataclass refusing unknown fields; ``what`` names it in errors;
+    ``schema``: what its JSON Schema says besides its fields (rules across fields)."""
+    def decorate(cls):
+        cls.WHAT = what
+        config = ConfigDict(WIRE, json_schema_extra=schema) if schema else WIRE
+        cls = dataclass(frozen=True, config=config)(cls)
+        cls.from_json = classmethod(parse)
+        return cls
+    return decorate
+
+
+# -- the bodies ------------------------------------------------------------------------
+@wire_type(
+    "request",
+    # open_to is for hosts, host_instance for shared requests
+    **{"if": {"properties": {"shared": {"const": True}}, "required": ["shared"]},
+       "then": {"properties": {"open_to": {"anyOf": [{"type": "null"}, {"maxItems": 0}]}}},
+       "else": {"properties": {"sla": {"not": {"anyOf": [
+           {"type": "object", "required": [HOST_KEY]},
+           {"type": "array", "contains": {"type": "object", "required": [HOST_KEY]}}]}}}},
+       "description": "relative SLA keys must name other existing instances of the "
+                      "requester (or of its tree), never the one requested, and must not "
+                      "contradict each other"})
 class InstanceRequest:
     """``POST /api/v1/instances``: the one verb.
 
@@ -236,46 +589,33 @@ class InstanceRequest:
     (non-shared requests; core.sharing): who else may attach shared instances to this
     one — () the owner only, principals, or ("*",) everyone."""
 
-    reference: str
-    software_url: str
-    software_type: str = DEFAULT_SOFTWARE_TYPE
-    parameters: dict = field(default_factory=dict)
-    sla: dict | list = field(default_factory=dict)
-    state: str = STARTED
-    shared: bool = False
-    requester: str = "anonymous"
-    parent: str | None = None
-    provenance: tuple = ()      # the masters this request crossed, first to last
-    open_to: tuple = ()         # who may attach shared instances to it, besides its owner
+    reference: Text(MAX_REFERENCE)
+    software_url: SoftwareUrl
+    software_type: Optional[SoftwareType] = DEFAULT_SOFTWARE_TYPE
+    parameters: Optional[Parameters] = field(default_factory=dict)
+    sla: Optional[SlaTerms] = field(default_factory=dict)
+    state: Optional[Choice(REQUESTED_STATES)] = STARTED
+    shared: Optional[Bool] = False
+    requester: Optional[Text()] = "anonymous"
+    parent: Optional[Annotated[Id, Field(description="id of the parent instance")]] = None
+    provenance: Optional[Provenance] = ()  # the masters this request crossed, first to last
+    open_to: Optional[OpenTo] = ()        # who may attach shared instances to it, besides its owner
 
     FIELDS = ("reference", "software_url", "software_type", "parameters", "sla", "state",
               "shared", "requester", "parent", "provenance", "open_to")
 
-    @classmethod
-    def from_json(cls, body: Any) -> "InstanceRequest":
-        f = _Fields(body, "request", cls.FIELDS)
-        reference = f.string("reference", required=True, max_len=MAX_REFERENCE)
-        url = _check_software_url(f, "software_url")
-        stype = f.string("software_type", default=DEFAULT_SOFTWARE_TYPE, pattern=SOFTWARE_TYPE_RE)
-        params = _check_parameters(f, "parameters", options=True)
-        terms = parse_sla(f.body.get("sla"), "sla", reference, f.problems)
-        sla = terms.to_json()
-        state = f.string("state", default=STARTED, choices=REQUESTED_STATES)
-        shared = f.boolean("shared")
-        open_to = parse_open_to(f.body.get("open_to"), "open_to", f.problems)
-        if open_to and shared:
-            f.problem("open_to", "only a non-shared instance hosts shared ones; leave "
-                                 "open_to out of a shared request")
-        if not shared and any(alt.host for alt in terms.alternatives):
-            f.problem(f"sla.{HOST_KEY}", "names a host to attach to, which only a shared "
-                                         "request does")
-        requester = f.string("requester", default="anonymous", max_len=MAX_TEXT)
-        parent = f.string("parent", pattern=ID_RE)
-        problems, provenance = check_chain(f.body.get("provenance"))
-        f.problems.extend(problems)
-        f.raise_if_any("request")
-        return cls(reference, url, stype, params, sla, state, shared, requester, parent,
-                   provenance, open_to)
+    _nulls = _NULLS
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.open_to and self.shared:
+            raise problems([{"field": "open_to", "problem": "only a non-shared instance hosts "
+                             "shared ones; leave open_to out of a shared request"}])
+        if not self.shared and any(HOST_KEY in alt for alt in (
+                self.sla if isinstance(self.sla, list) else [self.sla])):
+            raise problems([{"field": f"sla.{HOST_KEY}", "problem": "names a host to attach "
+                             "to, which only a shared request does"}])
+        return self
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.FIELDS}
@@ -288,79 +628,48 @@ class InstanceRequest:
         return parse_sla(self.sla, "sla", self.reference)
 
 
-@dataclass(frozen=True)
+@wire_type("child master registration")
 class ChildMasterRegistration:
     """``PUT /api/v1/instances/<id>/child-master``: the master an instance runs, as it
     registers with the master that placed the instance (its parent)."""
 
-    name: str
-    url: str
-    ca_certificate: str
-    pairing_token: str | None = None   # a one-time token of the child's CA for the parent
+    name: MasterName
+    url: HttpsUrl
+    ca_certificate: PemCertificate
+    pairing_token: Optional[Annotated[Text(256), Field(
+        description="a one-time token of the child's CA for master/<this master>: the "
+                    "parent pairs with the child as a peer (origin child)")]] = None
 
     FIELDS = ("name", "url", "ca_certificate", "pairing_token")
     RECORD = ("name", "url", "ca_certificate")     # what the parent shows of it
-    MAX_PEM = 16 * 1024
-
-    @classmethod
-    def from_json(cls, body: Any) -> "ChildMasterRegistration":
-        f = _Fields(body, "child master registration", cls.FIELDS)
-        name = f.string("name", required=True, pattern=MASTER_NAME_RE)
-        url = f.string("url", required=True, max_len=MAX_URL, pattern=HTTPS_URL_RE)
-        pem = f.string("ca_certificate", required=True, max_len=cls.MAX_PEM)
-        if pem is not None and not pem.lstrip().startswith("-----BEGIN CERTIFICATE-----"):
-            f.problem("ca_certificate", "must be a PEM certificate")
-        token = f.string("pairing_token", max_len=256)
-        f.raise_if_any("child master registration")
-        return cls(name, url, pem, token or None)
+    MAX_PEM = MAX_PEM
 
     def to_json(self) -> dict:
         """The registration as the parent records and shows it (never the token)."""
         return {k: getattr(self, k) for k in self.RECORD}
 
 
-@dataclass(frozen=True)
+@wire_type("state change")
 class StateChange:
     """``PUT /api/v1/instances/<id>/state``."""
 
-    state: str
-
-    @classmethod
-    def from_json(cls, body: Any) -> "StateChange":
-        f = _Fields(body, "state change", ("state",))
-        state = f.string("state", required=True, choices=REQUESTED_STATES)
-        f.raise_if_any("state change")
-        return cls(state)
+    state: Choice(REQUESTED_STATES)
 
 
-def _check_capabilities(f: _Fields, name: str) -> tuple:
-    """A list of capability names (core.sla.NAME_RE), sorted, without repeats."""
-    raw = f.array(name)
-    if len(raw) > MAX_CAPABILITIES:
-        f.problem(name, f"has {len(raw)} capabilities, the limit is {MAX_CAPABILITIES}")
-        return ()
-    out = set()
-    for i, cap in enumerate(raw):
-        if not is_capability_name(cap):
-            f.problem(f"{name}[{i}]", f"{cap!r} is not a capability name "
-                                      "(letters, digits, _ . : - ; at most 64)")
-        else:
-            out.add(cap)
-    return tuple(sorted(out))
-
-
-@dataclass(frozen=True)
+@wire_type("partition")
 class PartitionSpec:
     """A partition as a node declares it; a tagged partition (``capabilities``) only
     hosts instances whose SLA asks for one of its capabilities."""
 
-    id: str
-    address: str
-    port_base: int
-    port_count: int
-    capabilities: tuple = ()
+    id: Id
+    address: IpAddress
+    port_base: Int(1, 65535)
+    port_count: Optional[Int(1, 65535)] = 10
+    capabilities: Optional[Capabilities] = ()
 
     FIELDS = ("id", "address", "port_base", "port_count", "capabilities")
+
+    _nulls = _NULLS
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.FIELDS}
@@ -368,55 +677,39 @@ class PartitionSpec:
         return out
 
 
-@dataclass(frozen=True)
+@wire_type("computer")
 class ComputerRegistration:
     """``POST /api/v1/computers``: a node declares itself and its partitions.
 
     ``capabilities`` tag the whole computer: it then only hosts instances whose SLA
     asks for one of them (``capability=gpu``)."""
 
-    id: str
-    host: str | None = None
-    lan: str | None = None
-    country: str | None = None
-    continent: str | None = None
-    labels: dict = field(default_factory=dict)
-    partitions: tuple[PartitionSpec, ...] = ()
-    capabilities: tuple = ()
+    id: Id
+    host: Optional[Text()] = None
+    lan: Optional[Text()] = None
+    country: Optional[Text()] = None
+    continent: Optional[Text()] = None
+    labels: Optional[Labels] = field(default_factory=dict)
+    partitions: Optional[Annotated[tuple[PartitionSpec, ...], Field(
+        description="each partition id at most once")]] = ()
+    capabilities: Optional[Capabilities] = ()
 
     FIELDS = ("id", "host", "lan", "country", "continent", "labels", "partitions",
               "capabilities")
 
-    @classmethod
-    def from_json(cls, body: Any) -> "ComputerRegistration":
-        f = _Fields(body, "computer", cls.FIELDS)
-        cid = f.string("id", required=True, pattern=ID_RE)
-        loc = {k: f.string(k) for k in LOCALITY_LEVELS}
-        labels = _check_string_map(f, "labels")
-        capabilities = _check_capabilities(f, "capabilities")
-        parts = []
-        seen = set()
-        for i, raw in enumerate(f.array("partitions")):
-            pf = _Fields(raw, "partition", PartitionSpec.FIELDS, prefix=f"partitions[{i}].")
-            pid = pf.string("id", required=True, pattern=ID_RE)
-            address = pf.string("address", required=True)
-            if address is not None:
-                try:
-                    ipaddress.ip_address(address)
-                except ValueError:
-                    pf.problem("address", f"{address!r} is not an IP address")
-            port_base = pf.integer("port_base", required=True, minimum=1, maximum=65535)
-            port_count = pf.integer("port_count", default=10, minimum=1, maximum=65535)
-            part_caps = _check_capabilities(pf, "capabilities")
-            if pid in seen:
-                pf.problem("id", f"partition {pid!r} is declared twice")
-            seen.add(pid)
-            f.problems.extend(pf.problems)
-            if not pf.problems:
-                parts.append(PartitionSpec(pid, address, port_base, port_count, part_caps))
-        f.raise_if_any("computer")
-        return cls(cid, labels=labels, partitions=tuple(parts), capabilities=capabilities,
-                   **loc)
+    _nulls = _NULLS
+
+    @model_validator(mode="after")
+    def _once(self):
+        seen, found = set(), []
+        for i, part in enumerate(self.partitions):
+            if part.id in seen:
+                found.append({"field": f"partitions[{i}].id",
+                              "problem": f"partition {part.id!r} is declared twice"})
+            seen.add(part.id)
+        if found:
+            raise problems(found)
+        return self
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.FIELDS}
@@ -425,178 +718,144 @@ class ComputerRegistration:
         return out
 
 
+@wire_type("computer update", minProperties=1)
+class ComputerFactsBody:
+    """The body of ``PATCH /api/v1/computers/<id>`` (see ComputerUpdate)."""
+
+    host: Optional[Text()] = None
+    lan: Optional[Text()] = None
+    country: Optional[Text()] = None
+    continent: Optional[Text()] = None
+    labels: Optional[Labels] = None
+    capabilities: Optional[Capabilities] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _at_least_one(cls, data):
+        if isinstance(data, dict) and not data:
+            raise problems([{"field": "body", "problem": "give at least one of "
+                             f"{', '.join(ComputerUpdate.FIELDS)}"}])
+        return data
+
+
 @dataclass(frozen=True)
 class ComputerUpdate:
     """``PATCH /api/v1/computers/<id>`` (admins): the computer's facts, which a node may
     not change itself. Only the fields given change; a locality of ``null`` clears it,
-    ``labels`` and ``capabilities`` replace the whole set."""
+    ``labels`` and ``capabilities`` replace the whole set (``null``: none)."""
 
     changes: dict
 
     FIELDS = ("host", "lan", "country", "continent", "labels", "capabilities")
+    BODY = ComputerFactsBody
 
     @classmethod
     def from_json(cls, body: Any) -> "ComputerUpdate":
-        f = _Fields(body, "computer update", cls.FIELDS)
-        changes: dict = {}
-        for name in LOCALITY_LEVELS:
-            if name in f.body:
-                value = f.string(name)
-                if value is not None or f.body[name] is None:
-                    changes[name] = value
-        if "labels" in f.body:
-            changes["labels"] = _check_string_map(f, "labels")
-        if "capabilities" in f.body:
-            changes["capabilities"] = _check_capabilities(f, "capabilities")
-        if not f.problems and not changes:
-            f.problem("body", f"give at least one of {', '.join(cls.FIELDS)}")
-        f.raise_if_any("computer update")
+        facts = parse(ComputerFactsBody, body)
+        changes = {k: getattr(facts, k) for k in cls.FIELDS if k in body}
+        if "labels" in changes and changes["labels"] is None:
+            changes["labels"] = {}
+        if "capabilities" in changes and changes["capabilities"] is None:
+            changes["capabilities"] = ()
         return cls(changes)
 
 
-@dataclass(frozen=True)
+@wire_type("lost verdict")
 class LostVerdict:
-    """``POST /api/v1/computers/<id>/lost`` (admins): the computer is lost; what it hosts
-    is placed again elsewhere. ``reason`` is recorded with the verdict; ``dry_run``
-    answers what would move and writes nothing."""
+    """``POST /api/v1/computers/<id>/lost`` and ``POST /api/v1/peers/<name>/lost``
+    (admins): the computer (the peer) is lost; what it hosts (serves) goes elsewhere.
+    ``reason`` is recorded with the verdict; ``dry_run`` answers what would move and
+    writes nothing."""
 
-    reason: str = ""
-    dry_run: bool = False
+    reason: Optional[Text(MAX_TEXT, NO_CONTROL, 0)] = ""
+    dry_run: Optional[Bool] = False
 
     FIELDS = ("reason", "dry_run")
 
-    @classmethod
-    def from_json(cls, body: Any) -> "LostVerdict":
-        f = _Fields(body, "lost verdict", cls.FIELDS)
-        reason = f.string("reason", default="", allow_empty=True)
-        dry_run = f.boolean("dry_run")
-        f.raise_if_any("lost verdict")
-        return cls(reason or "", dry_run)
+    _nulls = _NULLS
 
 
-@dataclass(frozen=True)
+@wire_type("wipe request")
 class WipeRequest:
     """``POST /api/v1/computers/<id>/wipe`` (admins): let the node erase the data kept of
-    instances that moved away (``partition``: that one only)."""
+    instances that moved away (``partition``: that one only; none: every one)."""
 
-    partition: str | None = None
-
-    @classmethod
-    def from_json(cls, body: Any) -> "WipeRequest":
-        f = _Fields(body, "wipe request", ("partition",))
-        partition = f.string("partition", pattern=ID_RE)
-        f.raise_if_any("wipe request")
-        return cls(partition)
+    partition: Optional[Annotated[Id, Field(description="the partition to wipe; none: "
+                                                          "every one")]] = None
 
 
-@dataclass(frozen=True)
+@wire_type("moved report")
 class MovedReport:
     """``PUT /api/v1/computers/<id>/partitions/<pid>/moved``: the node's word on a
     partition whose instance moved away: quarantined (set aside) or erased."""
 
-    instance_id: str
-    state: str
-
-    @classmethod
-    def from_json(cls, body: Any) -> "MovedReport":
-        f = _Fields(body, "moved report", ("instance_id", "state"))
-        iid = f.string("instance_id", required=True, pattern=ID_RE)
-        state = f.string("state", required=True, choices=MOVED_REPORT_STATES)
-        f.raise_if_any("moved report")
-        return cls(iid, state)
+    instance_id: Annotated[Id, Field(description="the instance that moved away")]
+    state: Choice(MOVED_REPORT_STATES)
 
     def to_json(self) -> dict:
         return {"instance_id": self.instance_id, "state": self.state}
 
 
-@dataclass(frozen=True)
+@wire_type("supply")
 class Supply:
     """``POST /api/v1/computers/<id>/software``: supply (or unsupply) a release."""
 
-    url: str
-    state: str = AVAILABLE
+    url: SoftwareUrl
+    state: Optional[Choice(SUPPLY_STATES)] = AVAILABLE
 
-    @classmethod
-    def from_json(cls, body: Any) -> "Supply":
-        f = _Fields(body, "supply", ("url", "state"))
-        url = _check_software_url(f, "url")
-        state = f.string("state", default=AVAILABLE, choices=SUPPLY_STATES)
-        f.raise_if_any("supply")
-        return cls(url, state)
+    _nulls = _NULLS
 
 
-@dataclass(frozen=True)
+def _types(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(sorted(set(v for v in value if isinstance(v, str)))) \
+            if all(isinstance(v, str) and SOFTWARE_TYPE_RE.match(v) for v in value) else value
+    return value
+
+
+@wire_type("software report")
 class SoftwareReport:
     """``PUT /api/v1/computers/<id>/software/<hash>/status``: the node's install outcome."""
 
-    status: str
-    log_tail: str = ""
-    software_types: tuple[str, ...] = ()
+    status: Choice(SOFTWARE_REPORT_STATES)
+    log_tail: Optional[LogTail] = ""
+    software_types: Optional[Annotated[tuple[SoftwareType, ...],
+                                       BeforeValidator(_types)]] = ()
 
-    @classmethod
-    def from_json(cls, body: Any) -> "SoftwareReport":
-        f = _Fields(body, "software report", ("status", "log_tail", "software_types"))
-        status = f.string("status", required=True, choices=SOFTWARE_REPORT_STATES)
-        log_tail = f.string("log_tail", default="", max_len=MAX_LOG_TAIL, allow_empty=True)
-        types = []
-        for i, t in enumerate(f.array("software_types")):
-            if not isinstance(t, str) or not SOFTWARE_TYPE_RE.match(t):
-                f.problem(f"software_types[{i}]", f"must match {SOFTWARE_TYPE_RE.pattern}")
-            else:
-                types.append(t)
-        f.raise_if_any("software report")
-        return cls(status, log_tail or "", tuple(sorted(set(types))))
+    _nulls = _NULLS
 
 
-@dataclass(frozen=True)
+@wire_type("promise")
 class PromiseResult:
-    name: str
-    ok: bool
-    message: str = ""
+    name: Text()
+    ok: Optional[Bool] = False
+    message: Optional[LogTail] = ""
+
+    _nulls = _NULLS
 
     def to_json(self) -> dict:
         return {"name": self.name, "ok": self.ok, "message": self.message}
 
 
-@dataclass(frozen=True)
+@wire_type("partition report")
 class PartitionReport:
     """``PUT /api/v1/computers/<id>/partitions/<pid>/status``: what the node observed.
 
     ``shared_connections`` (optional): the connection parameters a host instance
     published for each of its shared instances, by shared instance id."""
 
-    instance_id: str
-    revision: int
-    state: str
-    log_tail: str = ""
-    connection: dict = field(default_factory=dict)
-    promises: tuple[PromiseResult, ...] = ()
-    shared_connections: dict = field(default_factory=dict)
+    instance_id: Id
+    revision: Int(0)
+    state: Choice(PARTITION_REPORT_STATES)
+    log_tail: Optional[LogTail] = ""
+    connection: Optional[Connection] = field(default_factory=dict)
+    promises: Optional[tuple[PromiseResult, ...]] = ()
+    shared_connections: Optional[SharedConnections] = field(default_factory=dict)
 
     FIELDS = ("instance_id", "revision", "state", "log_tail", "connection", "promises",
               "shared_connections")
 
-    @classmethod
-    def from_json(cls, body: Any) -> "PartitionReport":
-        f = _Fields(body, "partition report", cls.FIELDS)
-        iid = f.string("instance_id", required=True, pattern=ID_RE)
-        revision = f.integer("revision", required=True, minimum=0)
-        state = f.string("state", required=True, choices=PARTITION_REPORT_STATES)
-        log_tail = f.string("log_tail", default="", max_len=MAX_LOG_TAIL, allow_empty=True)
-        connection = _check_parameters(f, "connection")
-        promises = []
-        for i, raw in enumerate(f.array("promises")):
-            pf = _Fields(raw, "promise", ("name", "ok", "message"), prefix=f"promises[{i}].")
-            name = pf.string("name", required=True)
-            ok = pf.boolean("ok")
-            msg = pf.string("message", default="", max_len=MAX_LOG_TAIL, allow_empty=True)
-            f.problems.extend(pf.problems)
-            if not pf.problems:
-                promises.append(PromiseResult(name, ok, msg or ""))
-        shared_connections = _check_shared_connections(f, "shared_connections")
-        f.raise_if_any("partition report")
-        return cls(iid, revision, state, log_tail or "", connection, tuple(promises),
-                   shared_connections)
+    _nulls = _NULLS
 
     def to_json(self) -> dict:
         out = {k: getattr(self, k) for k in self.FIELDS}
@@ -605,215 +864,202 @@ class PartitionReport:
 
 
 # -- identity and certificates ------------------------------------------------------
-MAX_PEM = 16 * 1024          # a CSR of any accepted key type fits easily
-MAX_HOSTS = 16
-
-
-@dataclass(frozen=True)
+@wire_type("certificate signing request")
 class CertificateSigning:
     """``POST /computers/<cid>/partitions/<pid>/certificate``: a partition's CSR (PEM)."""
 
-    csr: str
-
-    @classmethod
-    def from_json(cls, body: Any) -> "CertificateSigning":
-        f = _Fields(body, "certificate signing request", ("csr",))
-        csr = f.string("csr", required=True, max_len=MAX_PEM)
-        f.raise_if_any("certificate signing request")
-        return cls(csr)
+    csr: Csr
 
 
-@dataclass(frozen=True)
+@wire_type("token redemption")
 class TokenRedemption:
     """``POST /node-certificates``: a node trades its one-time token and CSR for a certificate."""
 
-    token: str
-    csr: str
-
-    @classmethod
-    def from_json(cls, body: Any) -> "TokenRedemption":
-        f = _Fields(body, "token redemption", ("token", "csr"))
-        token = f.string("token", required=True, max_len=256)
-        csr = f.string("csr", required=True, max_len=MAX_PEM)
-        f.raise_if_any("token redemption")
-        return cls(token, csr)
+    token: Text(256)
+    csr: Csr
 
 
-@dataclass(frozen=True)
+@wire_type("certificate")
 class CertificateIssue:
     """``POST /certificates`` (admins): certify a CSR as ``role``/``name``."""
 
-    role: str
-    name: str
-    csr: str
-    days: int | None = None
-    hosts: tuple = ()
+    role: Annotated[Text(32), WithJsonSchema({"type": "string",
+                                              "enum": list(IDENTITY_ROLES)})]
+    name: Text(200)
+    csr: Csr
+    days: Optional[Int(1, 3650)] = None
+    hosts: Optional[Annotated[tuple[Text(253, None), ...],
+                              Field(max_length=MAX_HOSTS)]] = ()
 
-    @classmethod
-    def from_json(cls, body: Any) -> "CertificateIssue":
-        f = _Fields(body, "certificate", ("role", "name", "csr", "days", "hosts"))
-        role = f.string("role", required=True, max_len=32)
-        name = f.string("name", required=True, max_len=200)
-        csr = f.string("csr", required=True, max_len=MAX_PEM)
-        days = f.integer("days", minimum=1, maximum=3650)
-        hosts = f.array("hosts")
-        if len(hosts) > MAX_HOSTS or not all(isinstance(h, str) and 0 < len(h) <= 253
-                                             for h in hosts):
-            f.problem("hosts", f"must be at most {MAX_HOSTS} host names or addresses")
-            hosts = []
-        f.raise_if_any("certificate")
-        return cls(role, name, csr, days, tuple(hosts))
+    _nulls = _NULLS
 
 
-@dataclass(frozen=True)
+@wire_type("token", description="exactly one of computer (a node) and master (a peer)",
+           oneOf=[{"properties": {name: {"type": "string"}}, "required": [name]}
+                  for name in ("computer", "master")])
 class TokenCreation:
     """``POST /tokens`` (admins): a one-time registration token for a computer, or for a
     peer master (``master``: the name it will have here)."""
 
-    computer: str | None
-    ttl: int | None = None
-    master: str | None = None
+    computer: Optional[Id] = None
+    ttl: Optional[Int(1, 30 * 24 * 3600)] = None
+    master: Optional[MasterName] = None
 
-    @classmethod
-    def from_json(cls, body: Any) -> "TokenCreation":
-        f = _Fields(body, "token", ("computer", "master", "ttl"))
-        computer = f.string("computer", pattern=ID_RE)
-        master = f.string("master", pattern=MASTER_NAME_RE)
-        if (computer is None) == (master is None) and not f.problems:
-            f.problem("computer", "give exactly one of computer and master")
-        ttl = f.integer("ttl", minimum=1, maximum=30 * 24 * 3600)
-        f.raise_if_any("token")
-        return cls(computer, ttl, master)
+    @model_validator(mode="after")
+    def _one(self):
+        if (self.computer is None) == (self.master is None):
+            raise problems([{"field": "computer",
+                             "problem": "give exactly one of computer and master"}])
+        return self
 
 
-@dataclass(frozen=True)
+_LINK = ("trust", "cost", "latency_ms", "site")
+
+
+@wire_type("peer")
 class PeerAddition:
     """``POST /peers`` (admins): pair with a peer master — its URL, its CA certificate and
     the one-time token it gave this master — plus what this master knows of the link."""
 
-    name: str
-    url: str
-    ca_certificate: str
-    token: str | None = None
-    trust: str | None = None
-    cost: float | None = None
-    latency_ms: float | None = None
-    site: str | None = None
+    name: MasterName
+    url: Annotated[HttpsUrl, Field(description="https URL of the peer")]
+    ca_certificate: PemCertificate
+    token: Optional[Annotated[Text(), Field(
+        description="the one-time token the peer issued for this master (pairs once)")]] = None
+    trust: Optional[Choice(TRUST_LEVELS)] = None
+    cost: Optional[Finite] = None
+    latency_ms: Optional[Finite] = None
+    site: Optional[Id] = None
 
     FIELDS = ("name", "url", "ca_certificate", "token", "trust", "cost", "latency_ms", "site")
     TRUST = TRUST_LEVELS
 
-    @classmethod
-    def from_json(cls, body: Any) -> "PeerAddition":
-        f = _Fields(body, "peer", cls.FIELDS)
-        name = f.string("name", required=True, pattern=MASTER_NAME_RE)
-        url = f.string("url", required=True, max_len=MAX_URL, pattern=HTTPS_URL_RE)
-        pem = f.string("ca_certificate", required=True, max_len=MAX_PEM)
-        if pem is not None and not pem.lstrip().startswith("-----BEGIN CERTIFICATE-----"):
-            f.problem("ca_certificate", "must be a PEM certificate")
-        token = f.string("token", max_len=MAX_TEXT)
-        link = _link_facts(f)
-        f.raise_if_any("peer")
-        return cls(name, url.rstrip("/"), pem, token, **link)
+    def __post_init__(self):
+        object.__setattr__(self, "url", self.url.rstrip("/"))
 
 
-def _link_facts(f: _Fields) -> dict:
-    """What a master knows of a link to a peer: trust, cost, latency_ms, site (each
-    optional; numbers finite and >= 0)."""
-    out = {"trust": f.string("trust", choices=PeerAddition.TRUST)}
-    for key in ("cost", "latency_ms"):
-        value = f.body.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not math.isfinite(value) or value < 0):
-            f.problem(key, "must be a finite number >= 0")
-            value = None
-        out[key] = None if value is None else float(value)
-    out["site"] = f.string("site", pattern=ID_RE)
-    return out
-
-
-@dataclass(frozen=True)
+@wire_type("peer update", description="at least one field, not null",
+           anyOf=[{"properties": {k: {"not": {"type": "null"}}}, "required": [k]}
+                  for k in _LINK])
 class PeerUpdate:
     """``PATCH /peers/<name>`` (admins): what this master knows of a peer's link; only
     the fields given change."""
 
-    trust: str | None = None
-    cost: float | None = None
-    latency_ms: float | None = None
-    site: str | None = None
+    trust: Optional[Choice(TRUST_LEVELS)] = None
+    cost: Optional[Finite] = None
+    latency_ms: Optional[Finite] = None
+    site: Optional[Id] = None
 
-    FIELDS = ("trust", "cost", "latency_ms", "site")
+    FIELDS = _LINK
 
-    @classmethod
-    def from_json(cls, body: Any) -> "PeerUpdate":
-        f = _Fields(body, "peer update", cls.FIELDS)
-        link = _link_facts(f)
-        if not f.problems and not any(v is not None for v in link.values()):
-            f.problem("trust", f"give at least one of {', '.join(cls.FIELDS)}")
-        f.raise_if_any("peer update")
-        return cls(**link)
+    @model_validator(mode="after")
+    def _some(self):
+        if not any(getattr(self, k) is not None for k in _LINK):
+            raise problems([{"field": "trust",
+                             "problem": f"give at least one of {', '.join(_LINK)}"}])
+        return self
 
     def changes(self) -> dict:
         return {k: getattr(self, k) for k in self.FIELDS if getattr(self, k) is not None}
 
 
-@dataclass(frozen=True)
+@wire_type("revocation")
 class Revocation:
     """``POST /certificates/<serial>/revocation``."""
 
-    reason: str = "unspecified"
+    reason: Optional[Annotated[Text(64), WithJsonSchema(
+        {"type": "string", "enum": list(REVOCATION_REASONS)})]] = "unspecified"
 
-    @classmethod
-    def from_json(cls, body: Any) -> "Revocation":
-        f = _Fields(body, "revocation", ("reason",))
-        reason = f.string("reason", default="unspecified", max_len=64)
-        f.raise_if_any("revocation")
-        return cls(reason)
+    _nulls = _NULLS
 
 
-@dataclass(frozen=True)
+# -- the delegation policy (federation.routing decides with it) ----------------------------
+POLICY_WHEN = ("always", "no-local-fit")
+MAX_POLICY_RULES = 256
+
+
+def _peers(value):
+    """``to``: one peer name or an array of them, in order, each at most once."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not names or not all(
+            isinstance(p, str) and MASTER_NAME_RE.match(p) for p in names):
+        raise problem("must name one or more peer masters, in order")
+    if len(set(names)) != len(names):
+        raise problem("names a peer twice")
+    return tuple(names)
+
+
+Peers = Annotated[tuple, BeforeValidator(_peers), WithJsonSchema(
+    {"oneOf": [{"type": "string", "pattern": ecma(MASTER_NAME_RE)},
+               {"type": "array", "items": {"type": "string", "pattern": ecma(MASTER_NAME_RE)},
+                "minItems": 1, "uniqueItems": True}],
+     "description": "peers, fallbacks after"})]
+
+
+@wire_type("delegation policy")
+class PolicyRule:
+    """A rule of the delegation policy: requests it matches go to ``to`` (in order)."""
+
+    to: Peers
+    release: Optional[Annotated[Text(2048, None), Field(
+        description="glob on the release URL")]] = None
+    software_type: Optional[Text(2048, None)] = None
+    shared: Optional[Bool] = None
+    when: Choice(POLICY_WHEN) = "always"
+    fallback: Optional[Bool] = None
+    description: Optional[Text(2048, None, 0)] = None
+
+
+@wire_type("delegation policy")
+class DelegationPolicy:
+    """``PUT /federation/policy`` (admins) and its answer: what a master delegates to
+    its peers (the same grammar as the policy files)."""
+
+    auto: Annotated[Bool, Field(description="no local fit: delegate to a peer whose "
+                                            "summary fits")] = True
+    rules: Annotated[tuple[PolicyRule, ...], Field(max_length=MAX_POLICY_RULES)] = ()
+
+
+# -- replication (master.replication) ------------------------------------------------------
+@wire_type("replica invitation")
 class ReplicaInvitation:
     """``POST /replication/invitations`` (admins): a one-time token for replica ``name``."""
 
-    name: str
-    ttl: int | None = None
-
-    @classmethod
-    def from_json(cls, body: Any) -> "ReplicaInvitation":
-        f = _Fields(body, "replica invitation", ("name", "ttl"))
-        name = f.string("name", required=True, pattern=MASTER_NAME_RE)
-        ttl = f.integer("ttl", minimum=1, maximum=30 * 24 * 3600)
-        f.raise_if_any("replica invitation")
-        return cls(name, ttl)
+    name: MasterName
+    ttl: Optional[Annotated[Int(1, 30 * 24 * 3600), Field(
+        description="seconds the token is good for")]] = None
 
 
 REPLICA_MODES = ("sync", "async")      # core.replication.MODES
-HTTP_URL_RE = re.compile(r"^https?://\S+\Z")
+# a host name or IPv4 address (no user, no IPv6 literal), a port in range, then visible
+# ASCII: the URL goes out in every answer's Slapfed-Masters header, and nodes follow it
+_PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+HTTP_URL_RE = re.compile(r"^https?://[A-Za-z0-9._~%!$&'()*+,;=-]+(?::" + _PORT
+                         + r")?(?:[/?#][!-~]*)?\Z")
 REPLICA_URL_MAX = 300
+ReplicaUrl = Annotated[Text(REPLICA_URL_MAX, ecma(HTTP_URL_RE)), Field(
+    description="where the replica serves (a host name or IPv4 address: every answer names "
+                "it in its Slapfed-Masters header)")]
 
 
-@dataclass(frozen=True)
+@wire_type("replica registration")
 class ReplicaRegistration:
-    """``PUT /replication/replicas/<name>``: where a replica serves, and its mode."""
+    """``PUT /replication/replicas/<name>``: where a replica serves (none: nowhere a node
+    may follow it), and its mode."""
 
-    url: str | None
-    mode: str
-
-    @classmethod
-    def from_json(cls, body: Any) -> "ReplicaRegistration":
-        f = _Fields(body, "replica registration", ("url", "mode"))
-        url = f.string("url", max_len=REPLICA_URL_MAX, pattern=HTTP_URL_RE)
-        mode = f.string("mode", required=True, choices=REPLICA_MODES)
-        f.raise_if_any("replica registration")
-        return cls(url, mode)
+    mode: Choice(REPLICA_MODES)
+    url: Optional[ReplicaUrl] = None
 
 
-@dataclass(frozen=True)
+@wire_type("promotion")
 class Promotion:
     """``POST /replication/promotion`` (admins): an empty object (nothing to choose)."""
 
-    @classmethod
-    def from_json(cls, body: Any) -> "Promotion":
-        f = _Fields(body, "promotion", ())
-        f.raise_if_any("promotion")
-        return cls()
+
+BODIES = (InstanceRequest, ChildMasterRegistration, StateChange, ComputerRegistration,
+          ComputerFactsBody, Supply, SoftwareReport, PartitionReport, CertificateSigning,
+          TokenRedemption, CertificateIssue, TokenCreation, PeerAddition, PeerUpdate,
+          Revocation, DelegationPolicy, LostVerdict, WipeRequest, MovedReport,
+          ReplicaInvitation, ReplicaRegistration, Promotion)
+__all__ = ["parse", "json_schemas", "software_hash", "asdict", *(t.__name__ for t in BODIES),
+           "ComputerUpdate", "PartitionSpec", "PromiseResult"]

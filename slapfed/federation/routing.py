@@ -20,21 +20,19 @@ peer, or a master a peer reaches (multi-hop).
 from __future__ import annotations
 
 import fnmatch
-import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
 from ..core.errors import InvalidInput
+from ..core import wire
 from ..core.sla import CAPABILITY_KEY, LOCALITY_KEYS, MASTER_KEY, Alternative, Sla
 from ..core.states import DEFAULT_TRUST, DELEGATING_TRUSTS
 
 ALWAYS = "always"
 NO_LOCAL_FIT = "no-local-fit"
 WHEN = (ALWAYS, NO_LOCAL_FIT)
-RULE_KEYS = ("release", "software_type", "shared", "when", "to", "fallback", "description")
-POLICY_KEYS = ("auto", "rules")
-MAX_RULES = 256
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+assert WHEN == wire.POLICY_WHEN, "core.wire.PolicyRule declares these"
+MAX_RULES = wire.MAX_POLICY_RULES
 
 LOCAL = "local"
 DELEGATE = "delegate"
@@ -87,75 +85,15 @@ DEFAULT_POLICY = Policy()
 
 
 def parse_policy(doc) -> Policy:
-    """Validate a policy document; InvalidInput lists every problem. Only an object is a
-    policy (``null`` is not a way to reset it: send ``{}``)."""
-    problems: list[dict] = []
+    """Validate a policy document (core.wire.DelegationPolicy); InvalidInput lists every
+    problem. Only an object is a policy (``null`` is not a way to reset it: send ``{}``)."""
     if not isinstance(doc, dict):
         raise InvalidInput("invalid delegation policy: must be an object with 'rules' and "
                            "'auto'", [{"field": "policy", "problem": "must be an object"}])
-    for key in doc:
-        if key not in POLICY_KEYS:
-            problems.append({"field": key, "problem": f"unknown key (known: "
-                                                      f"{', '.join(POLICY_KEYS)})"})
-    auto = doc.get("auto", True)
-    if not isinstance(auto, bool):
-        problems.append({"field": "auto", "problem": "must be true or false"})
-    raw_rules = doc.get("rules", [])
-    rules = []
-    if not isinstance(raw_rules, list):
-        problems.append({"field": "rules", "problem": "must be an array of rules"})
-        raw_rules = []
-    elif len(raw_rules) > MAX_RULES:
-        problems.append({"field": "rules", "problem": f"has {len(raw_rules)} rules, the "
-                                                      f"limit is {MAX_RULES}"})
-        raw_rules = []
-    for i, raw in enumerate(raw_rules):
-        rule = _rule(i, raw, problems)
-        if rule is not None:
-            rules.append(rule)
-    if problems:
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise InvalidInput(f"invalid delegation policy: {first['field']} {first['problem']}"
-                           f"{more}", problems)
-    return Policy(tuple(rules), auto)
-
-
-def _rule(i: int, raw, problems: list) -> Rule | None:
-    where = f"rules[{i}]"
-    if not isinstance(raw, dict):
-        problems.append({"field": where, "problem": "must be an object"})
-        return None
-    start = len(problems)
-    for key in raw:
-        if key not in RULE_KEYS:
-            problems.append({"field": f"{where}.{key}", "problem": f"unknown key (known: "
-                                                                   f"{', '.join(RULE_KEYS)})"})
-    to = raw.get("to")
-    if isinstance(to, str):
-        to = [to]
-    if not isinstance(to, list) or not to or not all(isinstance(p, str) and NAME_RE.match(p)
-                                                     for p in to):
-        problems.append({"field": f"{where}.to", "problem": "must name one or more peer "
-                                                            "masters, in order"})
-    elif len(set(to)) != len(to):
-        problems.append({"field": f"{where}.to", "problem": "names a peer twice"})
-    for key in ("release", "software_type", "description"):
-        value = raw.get(key)
-        if value is not None and (not isinstance(value, str) or not value or len(value) > 2048):
-            problems.append({"field": f"{where}.{key}", "problem": "must be a non-empty string"})
-    for key in ("shared", "fallback"):
-        value = raw.get(key)
-        if value is not None and not isinstance(value, bool):
-            problems.append({"field": f"{where}.{key}", "problem": "must be true or false"})
-    when = raw.get("when", ALWAYS)
-    if when not in WHEN:
-        problems.append({"field": f"{where}.when", "problem": f"must be one of "
-                                                              f"{', '.join(WHEN)}"})
-    if len(problems) > start:
-        return None
-    return Rule(i, tuple(to), raw.get("release"), raw.get("software_type"), raw.get("shared"),
-                when, raw.get("fallback", True), raw.get("description") or "")
+    body = wire.parse(wire.DelegationPolicy, doc)
+    return Policy(tuple(Rule(i, r.to, r.release, r.software_type, r.shared, r.when,
+                             True if r.fallback is None else r.fallback, r.description or "")
+                        for i, r in enumerate(body.rules)), body.auto)
 
 
 # -- what is known of peers -----------------------------------------------------------

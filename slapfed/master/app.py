@@ -16,7 +16,7 @@ from ..replication.local import read_role
 from ..services import federation
 from ..services.runtime import MasterSettings
 from ..store import open_db
-from . import access, auth, computers, identity, instances, meta, slap, topology
+from . import access, auth, computers, identity, instances, meta, openapi, slap, topology
 from . import federation as federation_routes
 from . import replication as replication_routes
 from .errors import render_error
@@ -68,6 +68,7 @@ def create_app(config: dict | None = None) -> Flask:
             app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
         app.register_blueprint(meta.metrics_blueprint)
         app.register_blueprint(slap.blueprint, url_prefix=slap.SLAP_PREFIX)
+        app.extensions[meta.OPENAPI] = openapi.generate(app)
         auth.install(app, rt)
         federation.declare_peers(rt, rt.topology.declared_peers())
     except BaseException:

@@ -1,6 +1,7 @@
 """Routes about the master itself: health, the OpenAPI document and the metrics.
 
-Depends on Flask, store and the sibling app/openapi modules.
+Depends on Flask, store and the sibling request module. The document is the one
+master.openapi generated from this app's routes when the app was built (master.app).
 """
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from ..metrics import CONTENT_TYPE
 from ..services import read
 from .request import connection, runtime, settings
 from .runtime import EXTENSION
-from .openapi import openapi_document
 
 blueprint = Blueprint("meta", __name__)
 # Outside /api/v1: the Prometheus text format, for scrapers (admins' certificates).
@@ -33,7 +33,10 @@ def health():
 
 @blueprint.get("/openapi.json")
 def openapi():
-    return jsonify(openapi_document())
+    return jsonify(current_app.extensions[OPENAPI])
+
+
+OPENAPI = "slapfed.openapi"      # app.extensions key: the app's OpenAPI document
 
 
 @metrics_blueprint.get("/metrics")

@@ -20,6 +20,7 @@ from ..core import replication as rep
 from ..core.errors import Conflict, InvalidInput
 from ..core.replication import LocalRole
 from ..core.wire import Promotion, ReplicaInvitation, ReplicaRegistration
+from ..peering.peers import check_peer_url
 from ..replication.cafiles import ca_material
 from ..services import replication as svc
 from ..store import backup as bk
@@ -30,7 +31,9 @@ from .request import WRITE_METHODS, json_body, runtime, settings
 blueprint = Blueprint("replication", __name__)
 
 MAX_WAIT = 60.0
-WAIT_RE = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+# decimal seconds, as a JSON number is written (an exponent too: 1e-05); no sign but
+# that of -0.0, no hex, no inf/nan (the range check refuses what overflows)
+WAIT_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
 # Writes a replica or a fenced primary still answers: they change nothing (explain) or
 # are the one write a replica makes (its promotion, which decides by itself).
 ALWAYS_ANSWERED = frozenset({"instances.explain_placement", "replication.promote"})
@@ -73,8 +76,12 @@ def invite():
 
 @blueprint.put("/replication/replicas/<name>")
 def register_replica(name):
-    """A replica says where it serves and in which mode (sync: writes wait for it)."""
+    """A replica says where it serves and in which mode (sync: writes wait for it). Its
+    URL is one this master calls (the fence watch asks it for its epoch): refused
+    (outbound_refused) outside master serve --outbound-allow."""
     body = ReplicaRegistration.from_json(json_body())
+    if body.url is not None:
+        check_peer_url(settings().outbound, body.url)
     view = svc.record_replica(runtime(), name, body.url, body.mode)
     runtime().replication.forget_view()
     return jsonify({"name": name, "url": body.url, "mode": body.mode, "epoch": view.epoch})

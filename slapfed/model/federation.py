@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from persistent import Persistent
 
-from ..core.states import DEFAULT_TRUST, ORIGIN_CLI
+from ..core.states import DEFAULT_TRUST, FORWARD_STATES as _DECLARED, ORIGIN_CLI
 
 # The states of a forward (one delegated instance), as shown to users.
 FWD_QUEUED = "queued"            # recorded; the peer was not called yet
@@ -16,6 +16,7 @@ FWD_UNREACHABLE = "unreachable"  # the peer could not be reached; retrying with 
 FWD_REFUSED = "refused"          # the peer answered with an error; retrying with back-off
 FWD_CLOSED = "closed"            # destroyed at the peer: nothing runs there any more
 FORWARD_STATES = (FWD_QUEUED, FWD_FORWARDED, FWD_UNREACHABLE, FWD_REFUSED, FWD_CLOSED)
+assert FORWARD_STATES == _DECLARED, "core.states.FORWARD_STATES names these states"
 
 # Where a peer was learnt from.
 

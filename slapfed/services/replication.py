@@ -61,8 +61,11 @@ def check_replica(name, url, mode) -> None:
         problems.append({"field": "name", "problem": f"must match {PRINCIPAL_NAME_RE.pattern}"})
     if url is not None and (not isinstance(url, str) or len(url) > URL_MAX
                             or not url.startswith(("https://", "http://"))
+                            or not (url.isascii() and url.isprintable())
                             or any(c.isspace() for c in url)):
-        problems.append({"field": "url", "problem": "must be an http(s) URL without spaces"})
+        # visible ASCII only: every answer carries it in its Slapfed-Masters header
+        problems.append({"field": "url", "problem": "must be an http(s) URL of visible "
+                                                    "ASCII characters"})
     if mode not in MODES:
         problems.append({"field": "mode", "problem": f"must be one of {', '.join(MODES)}"})
     if problems:

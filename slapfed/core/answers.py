@@ -1,0 +1,748 @@
+"""The JSON bodies the master answers, declared once as pydantic models.
+
+Depends on pydantic, core.states, core.leases and core.wire. The master's OpenAPI
+document takes its response schemas from these models (master.openapi); the client
+and the node agent check the answers they read against them (:func:`check`), so that
+an answer the document does not describe fails where it is read, naming the field.
+Every model refuses fields it does not declare: a new field is declared here first.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema
+
+from .errors import InvalidInput
+from .leases import LEASE_STATES
+from .states import (
+    FORWARD_STATES, MOVED_REPORT_STATES, INSTANCE_STATUSES, LOCALITY_LEVELS, PEER_ORIGINS, REQUESTED_STATES,
+    SOFTWARE_STATUSES, SUPPLY_STATES, TRUST_LEVELS,
+)
+from .wire import IDENTITY_ROLES, OPEN_TO_SCHEMA, REPLICA_MODES, SLA_SCHEMA, DelegationPolicy
+
+
+class Answer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def Enum(values):
+    return Literal[tuple(values)]
+
+
+Iso = Optional[Annotated[str, WithJsonSchema({"type": "string", "format": "date-time"})]]
+Obj = dict[str, Any]
+Sla = Annotated[Any, WithJsonSchema(SLA_SCHEMA)]
+Names = list[str]
+
+
+def described(text: str, kind=str):
+    return Annotated[kind, Field(description=text)]
+
+
+class ErrorDetail(BaseModel):
+    """One problem: the field it concerns and what is wrong (some carry more facts)."""
+
+    model_config = ConfigDict(extra="allow")
+    field: Optional[str] = None
+    problem: Optional[str] = None
+
+
+class ErrorInfo(Answer):
+    code: str
+    message: str
+    details: list[ErrorDetail]
+    request_id: Optional[described(
+        "the id of the request this answers, as in the X-Request-Id response header and "
+        "the master's access log")] = None
+
+
+class Error(Answer):
+    error: ErrorInfo
+
+
+MASTER_ROLES = ("primary", "replica", "fenced")     # core.replication.LocalRole.state
+
+
+class Health(Answer):
+    status: Literal["ok"]
+    generation: int
+    version: str
+    name: Optional[str] = None
+    role: Optional[described("what this master is: the primary of its epoch, a read-only "
+                             "replica, or a primary fenced by a larger epoch",
+                             Enum(MASTER_ROLES))] = None
+    epoch: Optional[described("grows by one at each promotion",
+                              Annotated[int, Field(ge=1)])] = None
+
+
+class Lease(Answer):
+    state: described("live: its node called within the lease; expired: it did not, and the "
+                     "computer and its instances show unknown (nothing is destroyed, moved "
+                     "or freed; no new instance goes there); none: its node never called",
+                     Enum(LEASE_STATES))
+    expires_at: described("when the lease runs (or ran) out", Iso)
+    interval: described("the lease, in seconds", float)
+
+
+class MovedPartition(Answer):
+    instance: described("the instance that moved away (its computer was declared lost)")
+    quarantined: described("its node set the instance's data aside (kept)", bool)
+    wipe: described("an admin let the node erase them (slapfed computer wipe)", bool)
+
+
+class Partition(Answer):
+    id: str
+    address: str
+    port_base: int
+    port_count: int
+    instance: described("id of the hosted instance", Optional[str])
+    capabilities: Names
+    moved: described("the data of an instance that moved away, kept here until wiped "
+                     "(the partition is not free meanwhile)", Optional[MovedPartition])
+
+
+class LostMark(Answer):
+    at: Iso
+    reason: str
+
+
+class Software(Answer):
+    url: str
+    hash: str
+    state: Enum(SUPPLY_STATES)
+    status: Enum(SOFTWARE_STATUSES)
+    log_tail: str
+    software_types: Names
+    reported_at: Iso
+    failed_installs: described("failed installs since the last successful one; above 0, "
+                               "placement sends no new instance of it here",
+                               Annotated[int, Field(ge=0)])
+
+
+class Computer(Answer):
+    id: str
+    host: Optional[str]
+    lan: Optional[str]
+    country: Optional[str]
+    continent: Optional[str]
+    labels: dict[str, str]
+    capabilities: Names
+    last_contact: Iso
+    serial: int
+    lease: Lease
+    lost: described("the verdict that it is lost: nothing is placed there, what it hosted "
+                    "moved", Optional[LostMark])
+    partitions: list[Partition]
+    software: list[Software]
+
+
+class ComputerList(Answer):
+    computers: list[Computer]
+
+
+class Move(Answer):
+    instance: str
+    reference: str
+    partition: described("the partition it had on the lost computer (\"\" for a peer)")
+    outcome: Enum(("moved", "not_placed", "destroyed"))
+    to: described("where it went: computer and partition, a host instance, or a peer",
+                  Optional[dict[str, str]])
+    reason: Optional[str]
+
+
+class LostAnswer(Answer):
+    computer: Computer
+    moves: list[Move]
+    dry_run: Optional[described("true: what would move; nothing was written",
+                                bool)] = None
+
+
+class SharedInstanceEntry(Answer):
+    id: str
+    reference: str
+    parameters: Obj
+
+
+class DesiredInstance(Answer):
+    id: str
+    reference: str
+    requester: str
+    software_url: str
+    software_hash: str
+    software_type: str
+    parameters: Obj
+    requested_state: Enum(REQUESTED_STATES)
+    revision: int
+    shared_instances: list[SharedInstanceEntry]
+    provenance: described("masters its request crossed, the last one placed it", Names)
+    restore_from: Optional[described(
+        "the backup location it published before its computer was lost: the node runs "
+        "its restore steps with it before its first start here")] = None
+
+
+class DesiredMoved(Answer):
+    instance: described("the instance that moved away: its services stay stopped, its "
+                        "data set aside")
+    wipe: described("an admin let the node erase its data", bool)
+
+
+class DesiredPartition(Answer):
+    id: str
+    address: str
+    port_base: int
+    port_count: int
+    instance: Optional[DesiredInstance]
+    moved: Optional[described("only on a partition whose instance moved away",
+                              DesiredMoved)] = None
+
+
+class DesiredSoftware(Answer):
+    url: str
+    hash: str
+    state: Enum(SUPPLY_STATES)
+
+
+class DesiredState(Answer):
+    computer: str
+    serial: int
+    software: list[DesiredSoftware]
+    partitions: list[DesiredPartition]
+
+
+class Locality(Answer):
+    host: Optional[str]
+    lan: Optional[str]
+    country: Optional[str]
+    continent: Optional[str]
+
+
+assert tuple(Locality.model_fields) == LOCALITY_LEVELS
+
+
+class ReleaseState(Answer):
+    status: Enum(SOFTWARE_STATUSES)
+    reported_at: Iso
+    failed_installs: int
+    reason: Optional[str]
+
+
+class Placement(Answer):
+    computer: str
+    partition: str
+    address: str
+    port_base: int
+    port_count: int
+    locality: described("the computer's locality", Locality)
+    release: described("the instance's release on that computer, as its node last "
+                       "reported it (reason: the last line of a failed install's log)",
+                       ReleaseState)
+
+
+class Promise(Answer):
+    name: str
+    ok: bool
+    message: str
+
+
+class InstanceStatus(Answer):
+    state: Enum(INSTANCE_STATUSES)
+    revision: described("revision the node last reported on", int)
+    reported_at: Iso
+    log_tail: str
+    reported_state: Optional[described(
+        "only while the state is unknown because its computer's lease ran out: the state "
+        "last reported (shown again once its node calls); log_tail says since when",
+        Enum(INSTANCE_STATUSES))] = None
+    promises: list[Promise]
+
+
+class ChildMaster(Answer):
+    name: str
+    url: str
+    ca_certificate: str
+
+
+class Delegation(Answer):
+    peer: str
+    state: Enum(FORWARD_STATES)
+    reason: str
+    remote_reference: described("origin master, requester and reference: asking again "
+                                "never duplicates")
+    remote_id: Optional[str] = None
+    accepted: Optional[bool] = None
+    attempts: Optional[int] = None
+    next_attempt_at: Iso = None
+    fallbacks: Optional[Names] = None
+    chain: described("masters beyond this one, then the computer", list[Obj])
+    updated_at: Iso = None
+
+
+class Instance(Answer):
+    id: str
+    reference: str
+    requester: str
+    parent: Optional[str]
+    children: Names
+    software_url: str
+    software_hash: str
+    software_type: str
+    parameters: Obj
+    sla: Sla
+    requested_state: Enum(REQUESTED_STATES)
+    shared: bool
+    revision: int
+    placement: Optional[Placement]
+    host_instance: described("shared instances: id of the hosting instance", Optional[str])
+    shared_instances: described("hosts: ids of the shared instances attached", Names)
+    open_to: Annotated[Names, WithJsonSchema({**OPEN_TO_SCHEMA, "default": []})]
+    status: InstanceStatus
+    connection: Obj
+    provenance: described("masters its request crossed, this one last", Names)
+    child_master: described("the master this instance runs, once registered",
+                            Optional[ChildMaster])
+    delegation: described("delegated instances: the peer serving it and the chain beyond",
+                          Optional[Delegation])
+    created_at: Iso
+    updated_at: Iso
+
+
+class InstanceList(Answer):
+    instances: list[Instance]
+
+
+class Refusal(Answer):
+    plugin: str
+    reason: str
+    count: int
+    sample: Optional[described("a few of the computers refused", Names)] = None
+
+
+class Ranked(Answer):
+    computer: str
+    score: float
+    scores: dict[str, float]
+
+
+class PlacementAttempt(Answer):
+    alternative: int
+    sla: str
+    candidates: int
+    feasible: int
+    scored: int
+    refusals: list[Refusal]
+    top: list[Ranked]
+
+
+class Where(Answer):
+    computer: str
+    partition: str
+
+
+class Anchor(Answer):
+    computer: Optional[str]
+    why: Optional[str]
+
+
+class Considered(Answer):
+    peer: str
+    verdict: str
+
+
+class Route(Answer):
+    kind: Literal["local", "delegate"]
+    peers: described("delegate: the peer to call, then the fallbacks in order", Names)
+    reason: str
+    considered: list[Considered]
+
+
+class PlacementDecision(Answer):
+    reference: str
+    requester: str
+    placed: bool
+    computer: Optional[str]
+    partition: Optional[str]
+    alternative: described("index of the SLA alternative that matched", Optional[int])
+    message: str
+    attempts: list[PlacementAttempt]
+    instance: described("id of the existing instance of requester+reference", Optional[str])
+    current: described("where the existing instance runs (a repeated request keeps it "
+                       "there)", Optional[Where])
+    anchors: described("where the instances named by relative keys run", dict[str, Anchor])
+    route: described("where the request would be served: here, or delegated to a peer "
+                     "master", Route)
+
+
+# -- topology --------------------------------------------------------------------------
+class TopoSite(Answer):
+    name: str
+    level: Literal["continent", "country", "lan", "host"]
+    parent: Optional[str]
+    description: str
+
+
+class TopoMaster(Answer):
+    name: str
+    url: Optional[str]
+    site: str
+    description: str
+
+
+class TopoComputer(Answer):
+    id: str
+    site: str
+    master: Optional[str]
+    labels: dict[str, str]
+    capabilities: Names
+    partitions: Optional[int]
+    description: str
+    locality: Locality
+
+
+class TopoLink(Answer):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    from_: str = Field(alias="from")
+    to: str
+    latency_ms: float
+    cost: float
+    trust: Enum(TRUST_LEVELS)
+    description: str
+    invitations: Optional[described("invitation files pairing its ends", Names)] = None
+
+
+class TopologyFiles(Answer):
+    files: Names
+    sites: list[TopoSite]
+    masters: list[TopoMaster]
+    computers: list[TopoComputer]
+    links: list[TopoLink]
+
+
+class LiveComputer(Answer):
+    id: str
+    host: Optional[str]
+    lan: Optional[str]
+    country: Optional[str]
+    continent: Optional[str]
+    labels: dict[str, str]
+    capabilities: Names
+    last_contact: Iso
+    lease: Lease
+    partitions: list[Partition]
+
+
+class LivePlacement(Answer):
+    computer: str
+    partition: str
+    address: str
+
+
+class LiveInstance(Answer):
+    id: str
+    reference: str
+    requester: str
+    parent: Optional[str]
+    children: Names
+    shared: bool
+    host_instance: Optional[str]
+    software_url: str
+    software_type: str
+    requested_state: Enum(REQUESTED_STATES)
+    state: Enum(INSTANCE_STATUSES)
+    reason: described("why the state is unknown (its computer's lease ran out), else null",
+                      Optional[str])
+    placement: Optional[LivePlacement]
+    delegation: Optional[Delegation]
+
+
+class LiveMaster(Answer):
+    name: str
+    url: str
+    instance: str
+    reference: str
+
+
+class LivePeer(Answer):
+    name: str
+    url: str
+    origin: Optional[str] = None
+    trust: Optional[str] = None
+    paired: bool
+    link: Literal["up", "down", "unknown"]
+    last_contact: Iso = None
+    last_error: Optional[str] = None
+    pending_forwards: int
+    forwards: int
+    latency_ms: Optional[float] = None
+    site: Optional[str] = None
+    instance: Optional[str] = None
+
+
+class Live(Answer):
+    master: Optional[str]
+    computers: list[LiveComputer]
+    instances: list[LiveInstance]
+    masters: list[LiveMaster]
+    peers: list[LivePeer]
+
+
+class TopologyView(Answer):
+    master: described("this master's name in the topology files", Optional[str])
+    topology: TopologyFiles
+    live: Live
+
+
+# -- identities and certificates ---------------------------------------------------------
+class Identity(Answer):
+    role: Enum(IDENTITY_ROLES)
+    name: str
+    uri: str
+    computer: Optional[str] = None
+    partition: Optional[str] = None
+
+
+class PresentedCertificate(Answer):
+    serial: str
+    not_before: Iso
+    not_after: Iso
+    fingerprint: str
+
+
+class WhoAmI(Answer):
+    identity: Identity
+    principal: str
+    development_mode: bool
+    certificate: described("the certificate the caller presented; null in development "
+                           "mode", Optional[PresentedCertificate])
+
+
+Pem = described("PEM text")
+
+
+class Certificate(Answer):
+    serial: str
+    identity: Identity
+    not_before: Iso
+    not_after: Iso
+    fingerprint: str
+    hosts: Names
+    revoked: bool
+    revocation: Optional[Obj] = None
+
+
+class IssuedCertificate(Certificate):
+    certificate: Pem
+    ca_certificate: Pem
+
+
+class CertificateList(Answer):
+    certificates: list[Certificate]
+
+
+class Token(Answer):
+    computer: Optional[str] = None
+    master: Optional[str] = None
+    principal: Optional[str] = None
+    token: str
+    ca_certificate: Optional[Pem] = None
+
+
+# -- federation --------------------------------------------------------------------------
+class Orphan(Answer):
+    instance: str
+    remote_reference: str
+    remote_id: Optional[str]
+    at: Iso
+
+
+class Peer(Answer):
+    name: str
+    url: str
+    origin: Optional[Enum(PEER_ORIGINS)] = None
+    paired: bool
+    principal: Optional[str] = None
+    trust: Optional[str] = None
+    cost: Optional[float] = None
+    latency_ms: Optional[float] = None
+    site: Optional[str] = None
+    last_contact: Iso = None
+    last_error: Optional[str] = None
+    last_error_at: Iso = None
+    link: Literal["up", "down", "unknown"]
+    forwards: described("open forwards by state", dict[str, int])
+    pending_forwards: int
+    summary: Optional[Obj] = None
+    added_at: Iso = None
+    instance: Optional[described("child masters: the instance running it")] = None
+    lost: Optional[described("the verdict that it is lost: nothing is delegated there",
+                             LostMark)] = None
+    orphans: Optional[described("instances of ours it may still run since the verdict, "
+                                "to destroy there if it ever comes back",
+                                list[Orphan])] = None
+
+
+class PeerLostAnswer(Answer):
+    peer: Peer
+    moves: list[Move]
+    dry_run: Optional[described("true: what would move; nothing was written",
+                                bool)] = None
+
+
+class PeerList(Answer):
+    peers: list[Peer]
+
+
+class FederationSummary(Answer):
+    name: str
+    localities: list[dict[str, str]]
+    software: Names
+    hosting: list[Names]
+    capabilities: Names
+    free_partitions: int
+    reach: list[Obj]
+
+
+class Changes(Answer):
+    cursor: str
+    instances: list[Instance]
+
+
+# -- replication -------------------------------------------------------------------------
+Tid = Annotated[str, Field(pattern="^[0-9a-f]{16}$")]
+Base64 = Optional[Annotated[str, WithJsonSchema({"type": "string",
+                                                 "contentEncoding": "base64"})]]
+
+
+class ReplicaToken(Answer):
+    name: str
+    principal: str
+    token: str
+    ca_certificate: Pem
+    primary: described("this master's name", Optional[str])
+    epoch: int
+
+
+class Replica(Answer):
+    name: str
+    url: Optional[str]
+    mode: Enum(REPLICA_MODES)
+    epoch: int
+
+
+class ShippedRecord(Answer):
+    oid: Tid
+    data: Base64
+    data_txn: Optional[Tid]
+
+
+class ShippedTransaction(Answer):
+    tid: Tid
+    status: Enum((" ", "p", "u"))
+    user: Base64
+    description: Base64
+    extension: Base64
+    records: list[ShippedRecord]
+
+
+class Transactions(Answer):
+    transactions: list[ShippedTransaction]
+    last_tid: described("the last transaction committed here", Tid)
+    more: described("others follow this batch", bool)
+    behind: described("transactions after this batch (counted up to 10000)",
+                      Annotated[int, Field(ge=0)])
+    behind_bytes: described("their bytes of record data", Annotated[int, Field(ge=0)])
+    epoch: int
+
+
+class CAMaterial(Answer):
+    files: described("{path in the CA directory: text}", dict[str, str])
+
+
+class EpochRecord(Answer):
+    epoch: int
+    primary: str
+    at: described("unix time", float)
+
+
+class ReplicaState(Answer):
+    name: str
+    url: Optional[str]
+    mode: Enum(REPLICA_MODES)
+    confirmed_tid: described("the last transaction it confirmed holding", Optional[Tid])
+    last_seen: described("unix time", Optional[float])
+    lag_seconds: Optional[float]
+    transactions_behind: Optional[int]
+    bytes_behind: Optional[int]
+
+
+class FollowerState(Answer):
+    primary: str
+    name: Optional[str]
+    mode: Enum(REPLICA_MODES)
+    connected: bool
+    last_contact: described("unix time", Optional[float])
+    applied_tid: Optional[Tid]
+    primary_last_tid: Optional[Tid]
+    more: bool
+    transactions_behind: Optional[int]
+    bytes_behind: Optional[int]
+    lag_seconds: Optional[float]
+    last_error: Optional[str]
+    stopped: described("unix time it stopped following", Optional[float])
+
+
+class LastBackup(Answer):
+    repository: str
+    id: Optional[str]
+    time: Iso
+    tid: Optional[str] = None
+    age_seconds: Optional[float]
+
+
+class ReplicationStatus(Answer):
+    role: Enum(MASTER_ROLES)
+    name: Optional[str]
+    epoch: int
+    epochs: list[EpochRecord]
+    primary_url: described("a replica's primary; a primary's own URL", Optional[str])
+    fenced_by: Optional[str]
+    fenced_epoch: Optional[int]
+    sync: described("a replica: it follows in sync mode", bool)
+    last_tid: Tid
+    sync_timeout: described("seconds a write waits for the sync replicas", float)
+    degraded_since: described("unix time the sync replicas stopped confirming (writes "
+                              "no longer wait)", Optional[float])
+    replicas: list[ReplicaState]
+    follower: described("a replica: how it follows its primary", Optional[FollowerState])
+    last_backup: described("with master serve --backup-to: the newest backup",
+                           Optional[LastBackup])
+
+
+class Promoted(Answer):
+    role: Literal["primary"]
+    name: str
+    epoch: int
+    previous_primary: described("the primary it followed", Optional[str])
+
+
+ANSWERS = (Error, Health, Computer, ComputerList, Software, DesiredState, Instance,
+           InstanceList, PlacementDecision, TopologyView, WhoAmI, Certificate,
+           IssuedCertificate, CertificateList, Token, Peer, PeerList, DelegationPolicy,
+           FederationSummary, Changes, LostAnswer, PeerLostAnswer, ReplicaToken, Replica,
+           Transactions, CAMaterial, ReplicationStatus, Promoted)
+_ADAPTERS: dict = {}
+
+
+def check(model: type[BaseModel], data: Any, what: str = "answer") -> Any:
+    """``data`` (an answer read from a master) when ``model`` describes it; InvalidInput
+    naming the fields otherwise. Returns ``data`` itself, untouched."""
+    adapter = _ADAPTERS.get(model)
+    if adapter is None:
+        adapter = _ADAPTERS[model] = TypeAdapter(model)
+    try:
+        adapter.validate_python(data)
+    except ValidationError as exc:
+        details = [{"field": ".".join(str(p) for p in e["loc"]) or "body",
+                    "problem": e["msg"]} for e in exc.errors(include_url=False)]
+        raise InvalidInput(f"the master's {what} does not match its API ({model.__name__}): "
+                           f"{details[0]['field']} {details[0]['problem']}", details) from None
+    return data
