@@ -126,5 +126,33 @@ def parse_pairs(pairs, what: str) -> dict:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
+def invitation_options(url_help: str):
+    """--url, --ttl and --out of a command that writes an invitation (a peer's, a
+    replica's); the command gets them as ``public_url``, ``ttl`` and ``out``."""
+    def apply(command):
+        for option in reversed([
+            click.option("--url", "public_url", default=None, metavar="URL", help=url_help),
+            click.option("--ttl", type=int, default=None, help="Token lifetime in seconds."),
+            click.option("--out", type=click.Path(dir_okay=False), default=None,
+                         help="Write the invitation to this file (mode 0600) instead of "
+                              "stdout."),
+        ]):
+            command = option(command)
+        return command
+    return apply
+
+
+def write_invitation(invitation: dict, out: str | None, what: str) -> None:
+    """The invitation as JSON on stdout, or in ``out`` created 0600 (it holds a token)."""
+    text = json.dumps(invitation, indent=2) + "\n"
+    if not out:
+        click.echo(text, nl=False)
+        return
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    click.echo(f"invitation for {what} written to {out} (the token is single use)")
+
+
 def env_default(name: str, default=None):
     return os.environ.get(name, default)

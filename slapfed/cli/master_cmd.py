@@ -11,7 +11,8 @@ from .. import logs
 from ..core.errors import InvalidInput
 from ..core.leases import DEFAULT_LEASE
 from ..core.provenance import DEFAULT_MAX_DEPTH
-from .common import emit, env_default, error_boundary, json_option
+from .common import (emit, env_default, error_boundary, invitation_options, json_option,
+                     write_invitation)
 from .log_options import log_options
 from .user_cmd import make_client, master_option
 
@@ -340,32 +341,18 @@ def replica():
 
 @replica.command()
 @click.argument("name")
-@click.option("--url", "public_url", default=None, metavar="URL",
-              help="The primary's URL as the replica reaches it (default: --master).")
-@click.option("--ttl", type=int, default=None, help="Token lifetime in seconds.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Write the invitation to this file (mode 0600) instead of stdout.")
+@invitation_options("The primary's URL as the replica reaches it (default: --master).")
 @master_option
 @error_boundary
 def invite(name, public_url, ttl, out, master_url):
     """Invite replica NAME (admins): write an invitation (the primary's URL, its CA
     certificate, a one-time token kept there hashed) for `master serve --replica-of`."""
-    import json
-    import os
     client = make_client(master_url)
     answer = client.invite_replica(name, ttl)
-    invitation = {"primary": answer.get("primary"), "url": public_url or client.url,
-                  "for": name, "principal": answer["principal"], "token": answer["token"],
-                  "ca_certificate": answer["ca_certificate"], "epoch": answer.get("epoch")}
-    text = json.dumps(invitation, indent=2) + "\n"
-    if out:
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        click.echo(f"invitation for replica {name} written to {out} (the token is single "
-                   "use)")
-    else:
-        click.echo(text, nl=False)
+    write_invitation({"primary": answer.get("primary"), "url": public_url or client.url,
+                      "for": name, "principal": answer["principal"],
+                      "token": answer["token"], "ca_certificate": answer["ca_certificate"],
+                      "epoch": answer.get("epoch")}, out, f"replica {name}")
 
 
 @master.command()

@@ -15,7 +15,7 @@ import click
 
 from ..core.errors import InvalidInput
 from ..core.states import TRUST_LEVELS
-from .common import emit, error_boundary, json_option
+from .common import emit, error_boundary, invitation_options, json_option, write_invitation
 from .user_cmd import make_client, master_option
 
 
@@ -26,11 +26,7 @@ def peer():
 
 @peer.command()
 @click.argument("name")
-@click.option("--url", "public_url", default=None, metavar="URL",
-              help="This master's URL as the peer reaches it (default: --master).")
-@click.option("--ttl", type=int, default=None, help="Token lifetime in seconds.")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
-              help="Write the invitation to this file (mode 0600) instead of stdout.")
+@invitation_options("This master's URL as the peer reaches it (default: --master).")
 @master_option
 @error_boundary
 def invite(name, public_url, ttl, out, master_url):
@@ -39,18 +35,9 @@ def invite(name, public_url, ttl, out, master_url):
     client = make_client(master_url)
     answer = client.create_master_token(name, ttl)
     me = client.health().get("name")
-    invitation = {"peer": me, "url": public_url or client.url, "for": name,
-                  "principal": answer["principal"], "token": answer["token"],
-                  "ca_certificate": answer["ca_certificate"]}
-    text = json.dumps(invitation, indent=2) + "\n"
-    if out:
-        import os
-        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        click.echo(f"invitation for {name} written to {out} (the token is single use)")
-    else:
-        click.echo(text, nl=False)
+    write_invitation({"peer": me, "url": public_url or client.url, "for": name,
+                      "principal": answer["principal"], "token": answer["token"],
+                      "ca_certificate": answer["ca_certificate"]}, out, name)
 
 
 def link_options(command):

@@ -59,6 +59,21 @@ MOVED, NOT_PLACED, DESTROYED_HERE = "moved", "not_placed", "destroyed"
 
 
 # -- use cases ------------------------------------------------------------------
+def _write_or_try(rt, use_case, dry_run: bool) -> dict:
+    """Run ``use_case`` in one write transaction; with ``dry_run``, run it the same way
+    and undo it (the answer says what would have happened, marked ``dry_run``)."""
+    if not dry_run:
+        return write(rt, use_case)
+
+    def then_undo(app):
+        raise _DryRun(use_case(app))
+    try:
+        write(rt, then_undo)
+    except _DryRun as done:
+        return {**done.answer, "dry_run": True}
+    raise AssertionError("a dry run's use case returned without its answer")
+
+
 def declare_lost(rt, computer_id: str, reason: str, dry_run: bool = False) -> dict:
     """The verdict: computer ``computer_id`` is lost. Returns {"computer", "moves"}.
 
@@ -75,15 +90,9 @@ def declare_lost(rt, computer_id: str, reason: str, dry_run: bool = False) -> di
         comp.declare_lost(now, reason)
         placement.touch(rt.placement, app, comp)
         moves = [m.to_json() for m in _move_all(rt, app, comp, now)]
-        answer = {"computer": render.computer_json(comp, rt.leases), "moves": moves}
-        if dry_run:
-            raise _DryRun(answer)
-        return answer
+        return {"computer": render.computer_json(comp, rt.leases), "moves": moves}
 
-    try:
-        return write(rt, use_case)
-    except _DryRun as done:
-        return {**done.answer, "dry_run": True}
+    return _write_or_try(rt, use_case, dry_run)
 
 
 def wipe(rt, computer_id: str, partition_id: str | None = None) -> dict:
@@ -213,15 +222,9 @@ def declare_peer_lost(rt, name: str, reason: str, dry_run: bool = False) -> dict
             inst = app.instances.get(fwd.instance_id)
             if inst is not None:
                 moves.append(_rehome(rt, app, inst, name, peer.lost_reason, now).to_json())
-        answer = {"peer": peer_json(app, peer), "moves": moves}
-        if dry_run:
-            raise _DryRun(answer)
-        return answer
+        return {"peer": peer_json(app, peer), "moves": moves}
 
-    try:
-        return write(rt, use_case)
-    except _DryRun as done:
-        return {**done.answer, "dry_run": True}
+    return _write_or_try(rt, use_case, dry_run)
 
 
 # -- steps (no transaction handling below this line) -----------------------------
