@@ -457,17 +457,19 @@ ROOT_FIX = ("put the node root where every user can traverse (each directory abo
             "mode o+x), or pass --single-user")
 
 
-def check_runtime(paths: "Paths", fallback_user: str | None = None) -> None:
+def check_runtime(paths: "Paths", fallback_user: str | None = None,
+                  reach: list | None = None) -> None:
     """Refuse (LayoutError) when partition users could not run the node's runtime: run a
     probe interpreter as ``nobody`` (or ``fallback_user``) with dropped privileges, and
-    name the path that stops it and the fix."""
+    name the path that stops it and the fix. ``reach``: the directories they must reach
+    (by default the node's software, partitions and service logs)."""
     entry = _probe_user(fallback_user)
     if entry is None:
         raise LayoutError("cannot check that partition users can run the node's Python: "
                           "neither nobody nor a partition user exists")
     exe = sys.executable
     real = os.path.realpath(exe)
-    reach = [paths.software, paths.partitions, paths.services_log]
+    reach = reach or [paths.software, paths.partitions, paths.services_log]
     try:
         from .confine import clean_environment
 
