@@ -233,7 +233,8 @@ def test_software_hash_is_stable_and_short():
     ({"reference": "r", "software_url": URL, "software_type": "db\n"}, "software_type"),
     ({"reference": "r\n", "software_url": URL}, "reference"),
     ({"reference": "r", "software_url": URL, "provenance": ["a\n"]}, "provenance[0]"),
-], ids=["id", "software-type", "text", "master-name"])
+    ({"reference": "r", "software_url": URL, "open_to": ["person/bob\n"]}, "open_to[0]"),
+], ids=["id", "software-type", "text", "master-name", "principal"])
 def test_no_pattern_takes_a_trailing_line_break(body, field):
     assert problems_of(InstanceRequest.from_json, body) == {field}
 
