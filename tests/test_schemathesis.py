@@ -47,6 +47,10 @@ ALLOWED_400 = {
     "add_peer": "a URL outside the outbound policy; an unpaired peer without token",
     "register_child_master": "a URL outside the outbound policy",
     "register_replica": "a URL outside the outbound policy",
+    # a cursor is opaque: only the 'next' a master handed out reads back
+    "list_instances": "a cursor this master did not make",
+    "list_computers": "a cursor this master did not make",
+    "show_topology": "a cursor this master did not make",
 }
 
 # Installed as sitecustomize in every master process (its gunicorn workers inherit it):

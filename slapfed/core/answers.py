@@ -138,6 +138,8 @@ class Computer(Answer):
 
 class ComputerList(Answer):
     computers: list[Computer]
+    next: described("the cursor of the next page (give it back as ?cursor=), or null "
+                    "after the last page", Optional[str])
 
 
 class Move(Answer):
@@ -308,6 +310,8 @@ class Instance(Answer):
 
 class InstanceList(Answer):
     instances: list[Instance]
+    next: described("the cursor of the next page (give it back as ?cursor=), or null "
+                    "after the last page", Optional[str])
 
 
 class Refusal(Answer):
@@ -477,18 +481,32 @@ class LivePeer(Answer):
     instance: Optional[str] = None
 
 
+class LiveReplica(Answer):
+    name: str
+    url: Optional[str]
+    mode: Enum(REPLICA_MODES)
+    epoch: described("the epoch of the primary it follows", int)
+
+
 class Live(Answer):
     master: Optional[str]
     computers: list[LiveComputer]
     instances: list[LiveInstance]
     masters: list[LiveMaster]
     peers: list[LivePeer]
+    role: Optional[described("what this master is: primary, replica or fenced",
+                             Enum(MASTER_ROLES))] = None
+    epoch: Optional[described("this master's epoch", Annotated[int, Field(ge=1)])] = None
+    replicas: described("the replicas this master knows of (first page only)",
+                        list[LiveReplica]) = []
 
 
 class TopologyView(Answer):
     master: described("this master's name in the topology files", Optional[str])
     topology: TopologyFiles
     live: Live
+    next: described("the cursor of the next page (give it back as ?cursor=), or null "
+                    "after the last page", Optional[str])
 
 
 # -- identities and certificates ---------------------------------------------------------

@@ -335,6 +335,44 @@ OPERATIONS = {
 }
 
 
+# -- lists that scale: the paging parameters of the list routes (core.paging) ------------
+from dataclasses import replace as _replace  # noqa: E402
+
+from ..core import paging as _paging  # noqa: E402
+
+PAGE_PARAMETERS = (
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": _paging.MAX_LIMIT},
+     "description": f"items per page (default {_paging.DEFAULT_LIMIT}, at most "
+                    f"{_paging.MAX_LIMIT})"},
+    {"name": "cursor", "in": "query", "required": False,
+     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$",
+                "maxLength": _paging.MAX_CURSOR_LENGTH},
+     "description": "the 'next' of the previous page, unchanged (opaque); absent: the "
+                    "first page"})
+_PAGED = ("; paged: `limit` items per page in a stable order, `next` is the cursor of the "
+          "next page or null (400 names a bad limit or cursor)")
+for _endpoint, _extra, _summary in (
+        ("instances.list_instances", (
+            {"name": "all", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+             "description": "1: destroyed instances too (default: left out, unless "
+                            "state is given)"},),
+         "List instances matching every filter given, by id (by reference when a "
+         "requester is given); destroyed ones only with all=1 or state"),
+        ("computers.list_all", (), "List computers, by id"),
+        ("topology.show", (),
+         "The topology files this master was started with (--topology) and its live "
+         "state: computers with locality and partitions, instances with placement, "
+         "computers then instances; peers and replicas (with this master's role and "
+         "epoch) on the first page")):
+    _op = OPERATIONS[_endpoint]
+    OPERATIONS[_endpoint] = _replace(
+        _op, summary=_summary + _PAGED,
+        parameters=tuple(_op.parameters) + PAGE_PARAMETERS + _extra,
+        errors=tuple(dict.fromkeys(tuple(_op.errors) + ("400",))))
+
+
 def _ref(model) -> dict:
     return {"$ref": REF.format(model=model.__name__)}
 

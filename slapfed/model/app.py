@@ -141,6 +141,14 @@ class App(Persistent):
         for _key, iid in self.by_request.items(min=(requester,), max=(requester, _HIGH)):
             yield iid
 
+    def references_of(self, requester: str, after: str | None = None):
+        """(reference, instance id) of one requester's instances in reference order,
+        after reference ``after`` when given (paging)."""
+        low = (requester,) if after is None else (requester, after)
+        for (_r, ref), iid in self.by_request.items(min=low, max=(requester, _HIGH),
+                                                   excludemin=after is not None):
+            yield ref, iid
+
     # -- the release index, used to find hosts of shared instances ---------------
     def index_release(self, instance) -> None:
         if not instance.shared:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..core import claims
+from ..core import claims, paging
 from ..core.errors import Conflict, FactNotOwned, NotFound, ReportRefused
 from ..core.states import (
     AVAILABLE, BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED,
@@ -125,6 +125,24 @@ def list_computers(conn, leases=None) -> list[dict]:
     """Every computer; with the master's ``leases``, each with its lease."""
     return read(conn, lambda app: [render.computer_json(c, leases)
                                    for c in app.computers.values()])
+
+
+def page_computers(conn, leases=None, after: str | None = None,
+                   limit: int = paging.DEFAULT_LIMIT,
+                   keep=None) -> tuple[list[dict], str | None]:
+    """One page of computers in id order, after id ``after``: (computers, the id to
+    resume after or None at the end). ``keep(body)``, when given, says which of them
+    the caller may read."""
+    def query(app):
+        found = (app.computers.items() if after is None
+                 else app.computers.items(min=after, excludemin=True))
+
+        def shown(comp):
+            body = render.computer_json(comp, leases)
+            return body if keep is None or keep(body) else None
+        return paging.take(found, limit, shown)
+
+    return read(conn, query)
 
 
 def show_computer(conn, computer_id: str, leases=None) -> dict:
