@@ -51,6 +51,12 @@ ALLOWED_400 = {
     "list_instances": "a cursor this master did not make",
     "list_computers": "a cursor this master did not make",
     "show_topology": "a cursor this master did not make",
+    # accounting: a report's entries must name the computer's partitions and the
+    # instances they host; start before end; days that exist (no 2026-02-30)
+    "report_usage": "partitions and instances of that computer; start before end",
+    "statement": "a day that does not exist; both owner and peer",
+    "instance_usage": "a day that does not exist; until before since",
+    "set_prices": "two prices for one release and resource; a per of zero",
 }
 
 # Installed as sitecustomize in every master process (its gunicorn workers inherit it):
