@@ -518,14 +518,6 @@ class MasterClient:
                    f"{quote(partition_id, safe='')}/moved", json_body=report,
             answer=A.Partition)
 
-    # -- accounting, node side: one usage report per interval ----------------------
-    def report_usage(self, computer_id: str, report: dict) -> dict:
-        """A node: what its partitions used over one interval (the pinned usage report
-        format). The same report_id again is answered {"accepted": false,
-        "duplicate": true} and changes nothing, so a lost answer is resent safely."""
-        return self._json("POST", f"/computers/{quote(computer_id, safe='')}/usage",
-                          json_body=report, answer=A.UsageAck)
-
     def declare_lost(self, computer_id: str, reason: str = "", dry_run: bool = False) -> dict:
         """Admins: the computer is lost; what it hosts is placed again elsewhere."""
         body: dict = {"dry_run": dry_run}
