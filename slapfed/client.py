@@ -639,6 +639,32 @@ class MasterClient:
         return self._json("PUT", "/federation/policy", json_body=doc,
                           answer=A.DelegationPolicy)
 
+    # -- accounting -------------------------------------------------------------------
+    def report_usage(self, computer_id: str, report: dict) -> dict:
+        """A node: one usage report ({"accepted", "duplicate"}: the same report id again
+        is a duplicate, acknowledged and not counted twice)."""
+        return self._json("POST", f"/computers/{quote(computer_id, safe='')}/usage",
+                          json_body=report, answer=A.UsageAck)
+
+    def statement(self, period: str, owner: str | None = None, peer: str | None = None,
+                  group: str | None = None) -> dict:
+        params = {"period": period, **{k: v for k, v in (("owner", owner), ("peer", peer),
+                                                         ("group", group)) if v}}
+        return self._json("GET", "/statements", params=params, answer=A.Statement)
+
+    def instance_usage(self, instance_id: str, since: str | None = None,
+                       until: str | None = None) -> dict:
+        params = {k: v for k, v in (("since", since), ("until", until)) if v}
+        return self._json("GET", f"/instances/{quote(instance_id, safe='')}/usage",
+                          params=params, answer=A.InstanceUsage)
+
+    def prices(self) -> dict:
+        return self._json("GET", "/accounting/prices", answer=A.PriceListAnswer)
+
+    def set_prices(self, doc: dict) -> dict:
+        return self._json("PUT", "/accounting/prices", json_body=doc,
+                          answer=A.PriceListAnswer)
+
 
 def _after(iso_time: str | None, when: float) -> bool:
     """Is the master's ISO 8601 time ``iso_time`` (…Z) at or after UNIX time ``when``?"""

@@ -746,3 +746,108 @@ def check(model: type[BaseModel], data: Any, what: str = "answer") -> Any:
         raise InvalidInput(f"the master's {what} does not match its API ({model.__name__}): "
                            f"{details[0]['field']} {details[0]['problem']}", details) from None
     return data
+
+
+# -- accounting (core.accounting): usage reports, statements, the price list ---------------
+class UsageAck(Answer):
+    accepted: described("the report was recorded now", bool)
+    duplicate: described("a report of this id was accepted before: nothing was written",
+                         bool)
+
+
+Amount = Optional[Annotated[str, Field(description="a decimal, in the currency")]]
+
+
+class Where(Answer):
+    kind: described("computer: measured here; peer: the instance was delegated to that "
+                    "peer (its usage there)", Literal["computer", "peer"])
+    name: str
+
+
+class UsageQuantityAnswer(Answer):
+    resource: str
+    kind: Literal["counter", "peak", "gauge"]
+    unit: str
+    quantity: float
+    amount: Amount = None
+
+
+class IncidentTotals(Answer):
+    count: int
+    seconds: described("incident time inside the period (an open incident counts until "
+                       "the end of the last report repeating it)", int)
+
+
+class StatementLine(Answer):
+    release: Optional[str] = None
+    software_type: Optional[str] = None
+    where: Optional[Where] = None
+    requester: Optional[str] = None
+    instances: described("instances that reported usage in this group and period", int)
+    usage: list[UsageQuantityAnswer]
+    incidents: IncidentTotals
+    amount: Amount = None
+
+
+class StatementTotals(Answer):
+    usage: list[UsageQuantityAnswer]
+    incidents: IncidentTotals
+    amount: Amount = None
+
+
+class Statement(Answer):
+    owner: described("whose usage: the owner of the instance trees (a person, or "
+                     "master/<peer> for what a peer's delegations used here)", str)
+    period: str
+    start: Iso
+    end: Iso
+    group: list[str]
+    currency: Optional[str] = None
+    lines: list[StatementLine]
+    totals: StatementTotals
+
+
+class UsageDay(Answer):
+    day: str
+    where: Optional[Where] = None
+    usage: list[UsageQuantityAnswer]
+
+
+class UsageIncidentAnswer(Answer):
+    kind: str
+    name: str
+    start: Iso
+    end: Iso
+    detail: str
+    seconds: int
+
+
+class InstanceUsage(Answer):
+    instance_id: str
+    reference: str
+    owner: str
+    requester: str
+    release: str
+    software_type: str
+    destroyed: described("the instance is destroyed (its history stays)", bool)
+    since: str
+    until: str
+    days: list[UsageDay]
+    totals: list[UsageQuantityAnswer]
+    incidents: list[UsageIncidentAnswer]
+
+
+class PriceAnswer(Answer):
+    release: str
+    resource: str
+    price: str
+    per: str
+
+
+class PriceListAnswer(Answer):
+    currency: Optional[str] = None
+    precision: Optional[int] = None
+    prices: list[PriceAnswer]
+
+
+ANSWERS = ANSWERS + (UsageAck, Statement, InstanceUsage, PriceListAnswer)

@@ -40,6 +40,7 @@ class App(Persistent):
     epochs = ()              # ((epoch, primary name, unix time), ...): who held each epoch
     replicas = ()            # ((name, url, mode), ...) sorted by name: the replicas known
                              # to the primary of the current epoch (mode: sync | async)
+    ledger = None            # model.accounting.Ledger: usage, statements, the price list
 
     def create_containers(self) -> None:
         """Create the root containers that do not exist yet (idempotent)."""
@@ -64,6 +65,9 @@ class App(Persistent):
             self.forwards = OOBTree()
             self.open_forwards = OOTreeSet()
             self.forward_refs = OOBTree()
+        if self.ledger is None:
+            from .accounting import Ledger
+            self.ledger = Ledger()
         if self.awaiting_host is None:
             self.awaiting_host = OOTreeSet()
             for inst in self.instances.values():

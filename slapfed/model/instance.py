@@ -38,6 +38,7 @@ class Instance(Persistent):
     revision = 1
     computer_id = None
     partition_id = None
+    last_placement = None    # (computer id, partition id) it left (usage reported late)
     host_id = None           # shared instances: the instance hosting them
     shared_ids = ()          # hosts: ids of the shared instances attached, in id order
     status = EMPTY_STATUS
@@ -107,6 +108,8 @@ class Instance(Persistent):
         self.partition_id = partition_id
 
     def unplace(self) -> None:
+        if self.partition_id is not None:      # usage reports of its last interval there
+            self.last_placement = (self.computer_id, self.partition_id)
         self.computer_id = None
         self.partition_id = None
 
