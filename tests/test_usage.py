@@ -312,3 +312,22 @@ def test_the_spool_drops_its_oldest():
     names = [f"{i:012d}.json" for i in (3, 1, 2, 10)]
     assert spool_overflow(names, 2) == ["000000000001.json", "000000000002.json"]
     assert spool_overflow(names, 10) == []
+
+
+def test_what_the_master_would_refuse_whole_is_filtered_out_on_the_node():
+    n = _node()
+    n.hosting(T0, {"p0": "i1"})
+    n.report("c1", T0)
+    n.lines("p0", parse_lines(
+        b'{"resource": "x-req", "quantity": 1, "shared": "s-mine"}\n'
+        b'{"resource": "x-req", "quantity": 1, "shared": "s-not-mine"}\n'
+        b'{"incident": {"name": "a", "start": "2026-01-01T00:00:00Z"}}\n'
+        b'{"incident": {"name": "a", "start": "2026-01-01T00:00:00Z", '
+        b'"end": "2026-01-01T00:01:00Z"}}\n'
+        b'{"incident": {"name": "future", "start": "2099-01-01T00:00:00Z"}}\n'),
+        shared=frozenset({"s-mine"}))
+    entry = n.report("c1", T0 + 10)["partitions"][0]
+    assert entry["usage"] == [{"resource": "x-req", "quantity": 1.0, "shared": "s-mine"}]
+    assert [(i["name"], i["end"]) for i in entry["incidents"]] == \
+        [("a", "2026-01-01T00:01:00Z")]
+    assert n.bad_lines == 1

@@ -882,17 +882,25 @@ class Agent:
         return self._uids[user]
 
     def usage_partitions(self) -> dict:
-        """{partition: (instance id, uid, directory)} of the partitions hosting an
-        instance; uid None on a single-user node (its partitions' processes cannot be
+        """{partition: (instance id, uid, directory, ids of the shared instances it
+        hosts)} of the partitions hosting an instance; uid None on a single-user node (its partitions' processes cannot be
         told apart: CPU and memory are left out, disk and the usage-file still count)."""
         out = {}
         local = self.local.partitions
+        shared = {}
+        for dp in (self.desired or {}).get("partitions") or ():
+            inst = dp.get("instance") if isinstance(dp, dict) else None
+            if isinstance(inst, dict):
+                shared[(dp.get("id"), inst.get("id"))] = frozenset(
+                    s.get("id") for s in inst.get("shared_instances") or ()
+                    if isinstance(s, dict))
         for p in self.config.partitions:
             rec = local.get(p.id)
             if rec is None or not rec.instance_id or \
                     rec.state in (DESTROYED, ERASED, QUARANTINED):
                 continue
-            out[p.id] = (rec.instance_id, self._uid(p.user), self.paths.partition(p.id).path)
+            out[p.id] = (rec.instance_id, self._uid(p.user), self.paths.partition(p.id).path,
+                         shared.get((p.id, rec.instance_id), frozenset()))
         return out
 
     def usage_reporter(self):

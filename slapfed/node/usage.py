@@ -475,9 +475,15 @@ class NodeMeter:
     def _entry(self, partition: str, meter: Meter, end: float) -> dict:
         own = meter.instance_incidents[:MAX_INCIDENTS]
         meter.instance_incidents = []
+        # one incident per (kind, name, start), the last word kept; none starting after
+        # the report's end (the master refuses such a report whole)
+        incidents: dict = {}
+        for inc in own + self.incidents.take(partition, meter.instance_id):
+            if (parse_iso(inc["start"]) or 0) <= int(end):
+                incidents.pop((inc["kind"], inc["name"], inc["start"]), None)
+                incidents[(inc["kind"], inc["name"], inc["start"])] = inc
         return {"partition": partition, "instance_id": meter.instance_id,
-                "usage": meter.close(end, self.clk_tck),
-                "incidents": own + self.incidents.take(partition, meter.instance_id)}
+                "usage": meter.close(end, self.clk_tck), "incidents": list(incidents.values())}
 
     def hosting(self, t: float, instances: dict) -> None:
         """Which instance each partition hosts now ({partition: instance id}; a partition
@@ -514,14 +520,19 @@ class NodeMeter:
         if meter is not None:
             meter.disk_walked(t, used)
 
-    def lines(self, partition: str, read: FileLines) -> None:
-        """What the partition's usage-file said since the last read."""
+    def lines(self, partition: str, read: FileLines, shared=frozenset()) -> None:
+        """What the partition's usage-file said since the last read; ``shared``: the
+        shared instances its instance hosts (a unit naming another is a bad line: the
+        master would refuse the whole report for it)."""
         self.bad_lines += read.bad
         meter = self.meters.get(partition)
         if meter is None:
             return
-        for resource, shared, quantity in read.units:
-            meter.add_unit(resource, shared, quantity)
+        for resource, sid, quantity in read.units:
+            if sid is not None and sid not in shared:
+                self.bad_lines += 1
+                continue
+            meter.add_unit(resource, sid, quantity)
         room = MAX_INCIDENTS - len(meter.instance_incidents)
         meter.instance_incidents += read.incidents[:max(0, room)]
 

@@ -40,8 +40,8 @@ def sample_period(interval: float) -> float:
 
 class UsageReporter:
     """The node's accounting over one node root. ``partitions()`` says, each time it is
-    called, {partition: (instance id, uid or None, directory)} of the partitions
-    hosting an instance. Thread-safe: the agent's loop feeds promise results in while
+    called, {partition: (instance id, uid or None, directory, shared instance ids)} of
+    the partitions hosting an instance. Thread-safe: the agent's loop feeds promise results in while
     the reporter's thread samples and sends."""
 
     def __init__(self, usage_dir: str, computer: str, partitions, clock=time.time,
@@ -133,17 +133,19 @@ class UsageReporter:
             self.meter.incidents.observe(partition, instance_id, results, self.clock())
 
     def _read_files(self, parts: dict) -> None:
-        for partition, (_instance, _uid, path) in parts.items():
+        for partition, (_instance, _uid, path, shared) in parts.items():
             cursor = self.meter.cursors.get(partition, FileCursor())
             lines, cursor, skipped = read_usage_file(PartitionPaths(path).usage_file, path,
                                                      cursor)
             self.meter.cursors[partition] = cursor
             self.meter.skipped_bytes += skipped
-            if lines.bad or skipped:
+            bad = self.meter.bad_lines
+            self.meter.lines(partition, lines, shared)
+            bad = self.meter.bad_lines - bad
+            if bad or skipped:
                 log.warning("%s: usage-file: %d bad line(s) skipped, %d byte(s) over the "
-                            "backlog cap skipped", partition, lines.bad, skipped,
+                            "backlog cap skipped", partition, bad, skipped,
                             extra={"partition": partition})
-            self.meter.lines(partition, lines)
 
     def cut(self, t: float | None = None) -> str | None:
         """End the current interval: a last sample, the usage-files read, the report
