@@ -457,7 +457,7 @@ E2E_FILES = frozenset({
     "test_netns_partition_node.py", "test_netns_federation.py", "test_fault_soak.py",
     "test_profile_cdn.py", "test_profile_master.py", "test_profile_node.py",
     "test_recipes_buildout.py", "test_recursion_e2e.py", "test_schemathesis.py", "test_shared_hosting_tls.py",
-    "test_slap_e2e.py", "test_slap_slapgrid.py",
+    "test_slap_e2e.py", "test_slap_slapgrid.py", "test_accounting_e2e.py",
     "test_supervisor.py", "test_ui_e2e.py", "test_zeo_orphans.py",
     "test_usage_e2e.py",
 })

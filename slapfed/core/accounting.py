@@ -1,7 +1,8 @@
 """Accounting, pure: resources and how they aggregate, periods, usage entries, statement
 lines, price lists and amounts.
 
-Depends on the standard library only (decimal, datetime). No I/O, no model: the ledger
+Depends on the standard library only (decimal: amounts; dates are computed here, no
+clock is read). No I/O, no model: the ledger
 (model.accounting) stores what :func:`fold` computes, the services read it back and
 :func:`statement` shapes it.
 
@@ -19,10 +20,8 @@ Periods are written ``YYYY-MM`` (a month) or ``YYYY-MM-DD`` (a day).
 """
 from __future__ import annotations
 
-import calendar
 import re
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 COUNTER, PEAK, GAUGE = "counter", "peak", "gauge"
@@ -65,24 +64,61 @@ def unit_of(resource: str) -> str:
     return RESOURCES[resource][1] if resource in RESOURCES else "count"
 
 
-# -- time --------------------------------------------------------------------------------
+# -- time (UTC, proleptic Gregorian calendar, UNIX seconds) ---------------------------------
+def _days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def _civil_from_days(z: int) -> tuple[int, int, int]:
+    z += 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + (3 if mp < 10 else -9)
+    return yoe + era * 400 + (m <= 2), m, d
+
+
+def _month_days(y: int, m: int) -> int:
+    if m == 2:
+        return 29 if (y % 4 == 0 and y % 100 != 0) or y % 400 == 0 else 28
+    return 30 if m in (4, 6, 9, 11) else 31
+
+
+def _date_ok(y: int, m: int, d: int) -> bool:
+    return y >= 1970 and 1 <= m <= 12 and 1 <= d <= _month_days(y, m)
+
+
 def parse_time(text: str) -> int:
     """``2026-12-01T12:00:00Z`` -> UNIX seconds; ValueError when it is not one."""
     if not isinstance(text, str) or not TIMESTAMP_RE.match(text):
         raise ValueError(f"must be a UTC time written YYYY-MM-DDTHH:MM:SSZ, got {text!r}")
-    try:
-        when = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
-    except ValueError:
-        raise ValueError(f"is not a valid date and time: {text!r}") from None
-    return int(when.timestamp())
+    y, m, d = int(text[0:4]), int(text[5:7]), int(text[8:10])
+    hh, mm, ss = int(text[11:13]), int(text[14:16]), int(text[17:19])
+    if not _date_ok(y, m, d) or hh > 23 or mm > 59 or ss > 59:
+        raise ValueError(f"is not a valid date and time: {text!r}")
+    return _days_from_civil(y, m, d) * 86400 + hh * 3600 + mm * 60 + ss
 
 
 def format_time(seconds: int | float) -> str:
-    return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    seconds = int(seconds)
+    days, rest = divmod(seconds, 86400)
+    y, m, d = _civil_from_days(days)
+    return (f"{y:04d}-{m:02d}-{d:02d}T{rest // 3600:02d}:{rest % 3600 // 60:02d}:"
+            f"{rest % 60:02d}Z")
 
 
 def day_of(seconds: int) -> str:
-    return datetime.fromtimestamp(int(seconds), timezone.utc).strftime("%Y-%m-%d")
+    y, m, d = _civil_from_days(int(seconds) // 86400)
+    return f"{y:04d}-{m:02d}-{d:02d}"
 
 
 def month_of(seconds: int) -> str:
@@ -113,21 +149,16 @@ def parse_period(text: str) -> Period:
     m = MONTH_RE.match(text)
     if m:
         year, month = int(m.group(1)), int(m.group(2))
-        if not 1 <= month <= 12 or year < 1970:
+        if not _date_ok(year, month, 1):
             raise ValueError(f"{text!r} is not a month")
-        start = calendar.timegm((year, month, 1, 0, 0, 0))
-        nxt = (year + 1, 1) if month == 12 else (year, month + 1)
-        return Period(text, start, calendar.timegm((*nxt, 1, 0, 0, 0)))
+        start = _days_from_civil(year, month, 1) * 86400
+        return Period(text, start, start + _month_days(year, month) * 86400)
     d = DAY_RE.match(text)
     if d:
-        try:
-            when = datetime(int(d.group(1)), int(d.group(2)), int(d.group(3)),
-                            tzinfo=timezone.utc)
-        except ValueError:
-            raise ValueError(f"{text!r} is not a day") from None
-        if when.year < 1970:
+        year, month, day = int(d.group(1)), int(d.group(2)), int(d.group(3))
+        if not _date_ok(year, month, day):
             raise ValueError(f"{text!r} is not a day")
-        start = int(when.timestamp())
+        start = _days_from_civil(year, month, day) * 86400
         return Period(text, start, start + 86400)
     raise ValueError(f"must be a month YYYY-MM or a day YYYY-MM-DD, got {text!r}")
 

@@ -13,7 +13,7 @@ from flask import Blueprint, g, jsonify, request
 from ..core.wire import PriceListBody, UsageReport
 from ..services import accounting
 from .access import principal
-from .auth import current_identity
+from .auth import statement_owner
 from .request import connection, json_body, runtime
 
 blueprint = Blueprint("accounting", __name__)
@@ -31,18 +31,6 @@ def report_usage(cid):
              extra={"computer": cid, "report_id": report.report_id,
                     "duplicate": answer["duplicate"]})
     return jsonify(answer)
-
-
-def statement_owner() -> str | None:
-    """Whose statement the query asks for: owner=, else master/<peer> for peer=, else
-    the caller's own."""
-    args = request.args
-    if args.get("peer") is not None and args.get("owner") is None:
-        return f"master/{args['peer']}"
-    if args.get("owner") is not None:
-        return args["owner"]
-    identity = current_identity()
-    return None if identity is None else identity.principal
 
 
 @blueprint.get("/statements")

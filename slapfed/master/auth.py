@@ -214,8 +214,19 @@ def _certificate(identity, args):
 
 
 # -- accounting -------------------------------------------------------------------------
+def statement_owner() -> str | None:
+    """Whose statement the query asks for: owner=, else master/<peer> for peer=, else
+    the caller's own."""
+    args = request.args
+    if args.get("peer") is not None and args.get("owner") is None:
+        return f"master/{args['peer']}"
+    if args.get("owner") is not None:
+        return args["owner"]
+    identity = current_identity()
+    return None if identity is None else identity.principal
+
+
 def _statement(identity, args):
-    from .accounting import statement_owner
     owner = statement_owner()
     g.statement_owner = owner
     return policy.StatementFacts(owner or "")

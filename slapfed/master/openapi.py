@@ -335,7 +335,8 @@ OPERATIONS = {
 }
 
 # -- accounting (master.accounting) ------------------------------------------------------
-_DAY = {"type": "string", "pattern": "^[0-9]{4}-[0-9]{2}-[0-9]{2}$"}
+_YEAR_MONTH = "(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])"
+_DAY = {"type": "string", "pattern": f"^{_YEAR_MONTH}-(?:0[1-9]|[12][0-9]|3[01])$"}
 OPERATIONS.update({
     "accounting.report_usage": Op(
         "report_usage",
@@ -354,13 +355,15 @@ OPERATIONS.update({
         "where it ran (and requester), with incidents, and amounts when a price list is "
         "set. A person reads its own, a peer its own, an admin everyone's",
         {"200": (A.Statement, "the statement")}, ("400", "403"), parameters=(
-            {"name": "owner", "in": "query", "required": False, "schema": STR,
+            {"name": "owner", "in": "query", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 200},
              "description": "a principal, e.g. person/alice"},
-            {"name": "peer", "in": "query", "required": False, "schema": STR,
+            {"name": "peer", "in": "query", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 64},
              "description": "a peer master's name (owner master/<peer>)"},
             {"name": "period", "in": "query", "required": True,
-             "schema": {"type": "string",
-                        "pattern": "^[0-9]{4}-[0-9]{2}(?:-[0-9]{2})?$"},
+             "schema": {"type": "string", "pattern":
+                        f"^{_YEAR_MONTH}(?:-(?:0[1-9]|[12][0-9]|3[01]))?$"},
              "description": "a month YYYY-MM or a day YYYY-MM-DD (UTC)"},
             {"name": "group", "in": "query", "required": False, "schema": STR,
              "description": "comma-separated dimensions among release, software_type, "
