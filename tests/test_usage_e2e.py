@@ -79,3 +79,8 @@ def test_the_master_shows_what_the_node_measured(tmp_path_factory):
         later = wait_for(lambda: (lambda t: t if t["cpu_seconds"] >= seen["cpu_seconds"]
                                   else None)(totals()), 10, "the totals again", interval=0.5)
         assert later["x-requests"] == 3                 # reports go on; nothing twice
+        # and the requester reads the same with the CLI
+        shown = json.loads(slapfed_cli("usage", "burner-1", "--json", env=fed["env"]).stdout)
+        cli_totals = {u["resource"]: u["quantity"] for u in shown["totals"]}
+        assert cli_totals["x-requests"] == 3
+        assert cli_totals["cpu_seconds"] >= seen["cpu_seconds"]
