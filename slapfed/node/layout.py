@@ -204,6 +204,8 @@ class Paths:
         # partitions whose instance moved away (their computer was declared lost), set
         # aside here, node-owned, until the master lets the node erase them
         self.quarantine = os.path.join(self.var, "quarantine")
+        # accounting: the usage state and the spool of reports not yet acknowledged
+        self.usage = os.path.join(self.var, "usage")
 
     def software_dir(self, software_hash: str) -> str:
         return os.path.join(self.software, software_hash)
@@ -259,6 +261,9 @@ class PartitionPaths:
         self.services_record = os.path.join(self.private, "services.json")
         # written once the restore steps ran: the data are this partition's own since
         self.restored_marker = os.path.join(self.private, "restored.json")
+        # the instance appends its own units and incidents here, one JSON object a line
+        # (${partition:usage-file}); the node reads it as the tenant's data
+        self.usage_file = os.path.join(path, "var", "usage.jsonl")
 
     def skeleton(self) -> list[str]:
         return [self.services, self.promises, self.restore, self.log, self.run, self.tmp,
