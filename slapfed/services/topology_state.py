@@ -34,7 +34,7 @@ def live_state(conn, leases=None) -> dict:
                 "last_contact": render.iso(last),
                 "partitions": [render.partition_json(p) for p in comp.partitions.values()]}
             if lease is not None:
-                row["lease"] = render.lease_json(lease)
+                row["lease"] = render.lease_json(lease, comp)
             computers.append(row)
         instances, masters = [], []
         for inst in app.instances.values():
