@@ -82,6 +82,12 @@ class Lease(Answer):
                      Enum(LEASE_STATES))
     expires_at: described("when the lease runs (or ran) out", Iso)
     interval: described("the lease, in seconds", float)
+    # the lease's transitions as the master recorded them (one write each; the peers
+    # that delegated instances here learn them through their long poll)
+    ran_out_at: described("when the lease ran out, as recorded once the master saw it "
+                          "(cleared when its node calls again)", Iso) = None
+    back_at: described("when its node was last heard from again after its lease had run "
+                       "out", Iso) = None
 
 
 class MovedPartition(Answer):

@@ -26,7 +26,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
 from .. import logs
-from ..core.errors import InvalidInput
+from ..core.errors import Fenced, InvalidInput, ReadOnly
 from ..core.leases import DEFAULT_LEASE
 from ..core.retention import DEFAULT_RETENTION, purge_period
 from ..core.provenance import DEFAULT_MAX_DEPTH, check_chain
@@ -35,6 +35,7 @@ from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
 from ..ca.keys import generate_key, make_private_dir, write_private_key
 from ..core.outbound import OutboundPolicy
+from ..services.lease_marks import record_ran_out
 from ..services.runtime import DEFAULT_RETRY_MAX, MAX_LONG_POLL, MasterSettings
 from ..metrics import worker_gone
 from .app import EXTENSION, close_app, create_app, runtime_of
@@ -236,9 +237,29 @@ def start_maintenance(app, opts: ServeOptions, storage_uri: str | None):
         data_dir=opts.data_dir, fs_path=fs_path, backup_to=opts.backup_to,
         backup_every=opts.backup_every if opts.backup_to else 0.0,
         pack_every=opts.pack_every, pack_keep=opts.pack_keep,
-        tasks=rebuild_tasks(rt) + retention_tasks(rt, opts.destroyed_retention)))
+        tasks=(lease_tasks(rt) + rebuild_tasks(rt)
+               + retention_tasks(rt, opts.destroyed_retention))))
     app.extensions[MAINTENANCE_EXTENSION] = m.start()
     return m
+
+
+def lease_tasks(rt) -> tuple:
+    """Leases' transitions as maintenance work: every half second, the computers whose
+    lease ran out are recorded so (one write per computer that ran out, none while
+    nothing does), which tells the peers that delegated instances there (their long
+    poll reports an instance whose computer changed). Their node's next call records it
+    back (services.lease_marks). A replica or a fenced primary records nothing: its
+    primary does."""
+    def run():
+        try:
+            out = record_ran_out(rt)
+        except (ReadOnly, Fenced):
+            return
+        for cid in out:
+            log.warning("computer %s: its lease (%g s) ran out; it and what it hosts show "
+                        "unknown until its node calls again", cid, rt.leases.interval,
+                        extra={"computer": cid, "lease": rt.leases.interval})
+    return (Periodic("lease_out", 0.5, run),)
 
 
 def rebuild_tasks(rt) -> tuple:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from persistent import Persistent
 
-from ..core.states import DESTROYED, PENDING, STARTED
+from ..core.states import DESTROYED, PENDING, STARTED, UNKNOWN
 
 EMPTY_STATUS = {"state": PENDING, "revision": 0, "reported_at": None, "log_tail": "",
                 "promises": ()}
@@ -101,6 +101,9 @@ class Instance(Persistent):
     def set_status(self, **changes) -> None:
         status = dict(self.status)
         status.update(changes)
+        if status["state"] != UNKNOWN:
+            # what a peer last reported of a delegated instance it shows unknown
+            status.pop("reported_state", None)
         self.status = status
 
     def place(self, computer_id: str, partition_id: str) -> None:

@@ -4,7 +4,8 @@ Depends on core, model and services.tx/render/instances. Each write use case is 
 transaction (retried on conflict) on the writer of the runtime it is given (``rt``,
 services.runtime.Runtime); reads take a connection (or the runtime). Serials bump exactly when a computer's
 desired-state document changes. Every call of a node (its registration, reports and
-desired-state reads) renews its computer's lease (``rt.leases``), outside the database.
+desired-state reads) renews its computer's lease (``rt.leases``), outside the database;
+when the lease was recorded out, the same transaction records it back (lease_marks).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ..core.states import (
 from ..core.wire import MAX_LOG_TAIL, ComputerRegistration, PartitionReport, \
     SoftwareReport, Supply, software_hash
 from ..model import Computer
-from . import placement, render
+from . import lease_marks, placement, render
 from .instances import host_gone
 from .tx import clock, read, write
 
@@ -91,7 +92,7 @@ def register_computer(rt, reg: ComputerRegistration,
             placement.touch(rt.placement, app, comp)
         comp.last_contact = now
         if node is not None:
-            rt.leases.renew(comp.id)
+            lease_marks.renewed(rt, comp)
         return created, render.computer_json(comp, rt.leases)
 
     return write(rt, use_case)
@@ -196,7 +197,7 @@ def report_software(rt, computer_id: str, h: str, report: SoftwareReport) -> dic
         comp = get_computer(app, computer_id)
         sw = get_software(comp, h)
         _contact(comp, now)
-        rt.leases.renew(comp.id)
+        lease_marks.renewed(rt, comp)
         if report.status == DESTROYED:
             body = render.software_json(sw)
             body.update(status=DESTROYED, log_tail=report.log_tail,
@@ -259,7 +260,7 @@ def report_hosted(rt, computer_id: str, partition_id: str, state: str, log_tail:
         if partition.instance_id is None:
             if state == DESTROYED:
                 if reporter == claims.NODE:
-                    rt.leases.renew(comp.id)
+                    lease_marks.renewed(rt, comp)
                 return None
             raise Conflict(f"partition {partition_id} of computer {computer_id} hosts no "
                            f"instance; there is nothing to report {state} on")
@@ -274,7 +275,7 @@ def report_hosted(rt, computer_id: str, partition_id: str, state: str, log_tail:
                 (state, revision, report.log_tail) and state != DESTROYED:
             # said again (a stock node reports started on every run): nothing new
             if reporter == claims.NODE:
-                rt.leases.renew(comp.id)
+                lease_marks.renewed(rt, comp)
             _contact(comp, clock())
             return render.instance_json(app, inst, rt.leases)
         return _apply_report(rt, app, computer_id, partition_id, report, reporter)
@@ -320,7 +321,7 @@ def _apply_report(rt, app, computer_id: str, partition_id: str, report: Partitio
     now = clock()
     comp = get_computer(app, computer_id)
     if reporter == claims.NODE:
-        rt.leases.renew(comp.id)
+        lease_marks.renewed(rt, comp)
     partition = comp.partitions.get(partition_id)
     if partition is None:
         raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")

@@ -103,7 +103,7 @@ def _computer_row(comp, leases) -> dict:
         "last_contact": render.iso(last),
         "partitions": [render.partition_json(p) for p in comp.partitions.values()]}
     if lease is not None:
-        row["lease"] = render.lease_json(lease)
+        row["lease"] = render.lease_json(lease, comp)
     return row
 
 
