@@ -758,15 +758,24 @@ _ADAPTERS: dict = {}
 
 def check(model: type[BaseModel], data: Any, what: str = "answer") -> Any:
     """``data`` (an answer read from a master) when ``model`` describes it; InvalidInput
-    naming the fields otherwise. Returns ``data`` itself, untouched."""
+    naming the fields otherwise. Returns ``data`` itself, untouched.
+
+    A field the model does not know is tolerated here: a newer master (a peer, a primary
+    upgraded first) may add fields, and whoever reads the answer uses only those it
+    knows. A field missing, of the wrong type or out of its range is refused. (The
+    document itself declares no extra field: the masters' own tests check that a master
+    sends none.)"""
     adapter = _ADAPTERS.get(model)
     if adapter is None:
         adapter = _ADAPTERS[model] = TypeAdapter(model)
     try:
         adapter.validate_python(data)
     except ValidationError as exc:
+        errors = [e for e in exc.errors(include_url=False) if e["type"] != "extra_forbidden"]
+        if not errors:
+            return data
         details = [{"field": ".".join(str(p) for p in e["loc"]) or "body",
-                    "problem": e["msg"]} for e in exc.errors(include_url=False)]
+                    "problem": e["msg"]} for e in errors]
         raise InvalidInput(f"the master's {what} does not match its API ({model.__name__}): "
                            f"{details[0]['field']} {details[0]['problem']}", details) from None
     return data
