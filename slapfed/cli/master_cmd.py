@@ -413,3 +413,33 @@ def status(master_url, as_json):
     its last backup with its age (admins)."""
     doc = make_client(master_url).replication_status()
     emit(doc, as_json, render_status(doc))
+
+
+# -- a former primary rejoining ------------------------------------------------------------
+@master.command()
+@DATA_OPTION
+@click.option("--replica-of", "replica_of", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, exists=True),
+              help="An invitation of the new primary (`slapfed master replica invite NAME` "
+                   "there).")
+@click.option("--sync", is_flag=True, help="Rejoin as a sync replica.")
+@click.option("--dry-run", is_flag=True,
+              help="Say what would be kept and set aside; change no data (the invitation "
+                   "is spent: the identity is made).")
+@json_option
+@error_boundary
+def rejoin(data_dir, replica_of, sync, dry_run, as_json):
+    """Make a stopped former primary (fenced, or replaced while it was down) a replica of
+    the new primary: keep the history both hold, move what only DATA holds (writes the
+    new primary never got) aside into DATA/diverged/TIME/ (never merged), then serve it
+    with `master serve --data DATA --replica-of FILE`."""
+    import os
+
+    from ..replication.rejoin import rejoin as run_rejoin
+    from ..store import parse_storage_uri
+    data_dir = os.path.abspath(data_dir)
+    spec = parse_storage_uri(None, data_dir)
+    result = run_rejoin(data_dir, os.path.abspath(replica_of), spec.path, sync, dry_run)
+    hint = "" if dry_run else (f"\nserve it with: slapfed master serve --data {data_dir} "
+                               f"--replica-of {replica_of}{' --sync' if sync else ''}")
+    emit(result.to_json(), as_json, result.text() + hint)

@@ -42,7 +42,8 @@ from .topology import load_topology
 from ..core import replication as rep
 from ..replication.local import read_role
 from ..replication.runtime import startup_fence_check
-from ..replication.setup import prepare_replica
+from ..replication.rejoin import needs_rejoin, rejoin
+from ..replication.setup import prepare_replica, read_invitation
 from ..services.replication import replication_view
 from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
                                  MaintenanceOptions, Periodic)
@@ -428,6 +429,12 @@ def serve(opts: ServeOptions) -> None:
             storage_uri = zeo.uri
         if opts.replica_of:
             spec = parse_storage_uri(storage_uri, opts.data_dir)
+            if needs_rejoin(opts.data_dir, spec.path, read_invitation(opts.replica_of)["url"]):
+                # a former primary (fenced, or replaced while it was down), or a replica
+                # of another primary: keep the history it shares with this primary, set
+                # the rest aside (DATA/diverged/), never merge it
+                log.warning("%s", rejoin(opts.data_dir, opts.replica_of, spec.path,
+                                         opts.sync).text())
             prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path)
         if read_role(opts.data_dir).role != rep.REPLICA:
             # Create the root containers once, before any worker serves; then let go of

@@ -19,7 +19,7 @@ from ..core.replication import LocalRole
 from ..enrol import enrol
 from ..store import shipping
 from .cafiles import install_ca_material
-from .local import REPLICA_DIR, read_role, role_path, write_role
+from .local import REPLICA_DIR, write_role
 from .runtime import replica_client
 
 log = logging.getLogger("slapfed.replication")
@@ -50,14 +50,9 @@ def read_invitation(path) -> dict:
 def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: str) -> LocalRole:
     """Everything a replica needs before it serves; returns its role. A first start
     needs the primary (the token, the CA); a restart catches up if the primary answers
-    and serves what it has otherwise. Raises InvalidInput (the invitation; a data
-    directory promoted already) and the primary's typed errors on a first start."""
-    recorded = read_role(data_dir)
-    if role_path(data_dir).exists() and recorded.role == rep.PRIMARY:
-        raise InvalidInput(
-            f"{data_dir} was promoted to primary (or fenced as one): it is no replica any "
-            "more; drop --replica-of to serve it as the primary",
-            [{"field": "replica_of", "problem": "the data directory is a primary's"}])
+    and serves what it has otherwise. A data directory holding a primary's history (or
+    another primary's replica) must have rejoined first (replication.rejoin). Raises
+    InvalidInput (the invitation) and the primary's typed errors on a first start."""
     inv = read_invitation(invitation_path)
     ident = Path(data_dir) / REPLICA_DIR
     first = not (ident / "identity.crt").exists()
