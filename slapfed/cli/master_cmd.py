@@ -130,12 +130,16 @@ def _metrics_across_workers(data_dir: str) -> None:
               metavar="SECONDS",
               help="How long a write waits for a sync replica before the primary degrades "
                    "to asynchronous (logged, shown in `master status`).")
+@click.option("--primary-wait", default=0.0, show_default=True,
+              type=click.FloatRange(min=0, max=86400), metavar="SECONDS",
+              help="A new replica (--replica-of) whose primary does not answer yet tries "
+                   "to enrol again for this long (a replica deployed beside its primary).")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
           no_access_log, log_level, log_format, log_file, topology_files, master_name,
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
           pack_every, pack_keep, lease, rebuild_after, outbound_allow, long_poll_max,
-          replica_of, sync, sync_timeout):
+          replica_of, sync, sync_timeout, primary_wait):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
@@ -156,7 +160,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         pack_keep=pack_keep, lease=lease,
                         rebuild_after=rebuild_after,
                         outbound_allow=tuple(outbound_allow), long_poll_max=long_poll_max,
-                        replica_of=replica_of, sync=sync, sync_timeout=sync_timeout)
+                        replica_of=replica_of, sync=sync, sync_timeout=sync_timeout,
+                        primary_wait=primary_wait)
     run_server(opts)
 
 

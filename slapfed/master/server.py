@@ -91,6 +91,7 @@ class ServeOptions:
     replica_of: str | None = None   # an invitation file: serve as a replica of its primary
     sync: bool = False              # a replica whose primary waits for it (sync mode)
     sync_timeout: float = 5.0       # seconds a primary's write waits for a sync replica
+    primary_wait: float = 0.0       # a new replica: seconds to wait for its primary to answer
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -199,6 +200,9 @@ def _maintenance_problems(opts: ServeOptions) -> list[dict]:
 
 def _replica_problems(opts: ServeOptions) -> list[dict]:
     problems = []
+    if opts.primary_wait and not opts.replica_of:
+        problems.append({"field": "primary_wait",
+                         "problem": "is for a replica: give --replica-of"})
     if opts.sync and not opts.replica_of:
         problems.append({"field": "sync", "problem": "is for a replica: give --replica-of"})
     if not (isinstance(opts.sync_timeout, (int, float)) and 0 < opts.sync_timeout <= 3600):
@@ -435,7 +439,8 @@ def serve(opts: ServeOptions) -> None:
                 # the rest aside (DATA/diverged/), never merge it
                 log.warning("%s", rejoin(opts.data_dir, opts.replica_of, spec.path,
                                          opts.sync).text())
-            prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path)
+            prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path,
+                            opts.primary_wait)
         if read_role(opts.data_dir).role != rep.REPLICA:
             # Create the root containers once, before any worker serves; then let go of
             # the storage so that the worker can open it (a FileStorage admits one

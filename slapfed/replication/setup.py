@@ -47,7 +47,8 @@ def read_invitation(path) -> dict:
     return doc
 
 
-def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: str) -> LocalRole:
+def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: str,
+                    primary_wait: float = 0.0) -> LocalRole:
     """Everything a replica needs before it serves; returns its role. A first start
     needs the primary (the token, the CA); a restart catches up if the primary answers
     and serves what it has otherwise. A data directory holding a primary's history (or
@@ -57,7 +58,7 @@ def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: st
     ident = Path(data_dir) / REPLICA_DIR
     first = not (ident / "identity.crt").exists()
     if first:
-        enrol(inv["url"], inv["ca_certificate"], inv["token"], ident)
+        _enrol_waiting(inv, ident, primary_wait)
         log.info("replica %s enrolled at %s", inv["for"], inv["url"])
     role = LocalRole(rep.REPLICA, name=inv["for"], primary_url=inv["url"].rstrip("/"),
                      sync=sync)
@@ -75,6 +76,25 @@ def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: st
         log.warning("replica %s: its primary %s does not answer (%s): serving what it "
                     "has, following once it is back", role.name, role.primary_url, exc)
     return role
+
+
+def _enrol_waiting(inv: dict, ident: Path, wait: float) -> None:
+    """Enrol at the invitation's primary, trying again for up to ``wait`` seconds while
+    it does not answer (a replica deployed beside its primary may start first)."""
+    import time
+    deadline = time.monotonic() + max(0.0, wait)
+    delay = 0.2
+    while True:
+        try:
+            enrol(inv["url"], inv["ca_certificate"], inv["token"], ident)
+            return
+        except (MasterUnreachable, Timeout) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("replica %s: its primary %s does not answer yet (%s): again in "
+                        "%.1fs", inv["for"], inv["url"], exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def catch_up(fs_path: str, client, wait: float = 0.0) -> int:
