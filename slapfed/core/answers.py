@@ -454,11 +454,43 @@ class LiveInstance(Answer):
     delegation: Optional[Delegation]
 
 
+# -- replication in the topology (a child master's replicas; this master's epochs) --------
+class LiveChildReplica(Answer):
+    name: Optional[str]
+    reference: str
+    instance: str
+    url: described("the URL the replica published (null until it has)", Optional[str])
+    mode: Optional[str]
+    computer: Optional[str]
+    state: Enum(INSTANCE_STATUSES)
+
+
+class LiveEpoch(Answer):
+    epoch: int
+    primary: str
+    at: Iso
+
+
+class LiveReplica(Answer):
+    name: str
+    url: Optional[str]
+    mode: Literal["sync", "async"]
+
+
+class LiveReplication(Answer):
+    role: Optional[Literal["primary", "replica", "fenced"]] = None
+    epoch: int
+    epochs: list[LiveEpoch]
+    replicas: list[LiveReplica]
+
+
 class LiveMaster(Answer):
     name: str
     url: str
     instance: str
     reference: str
+    replicas: Optional[described("the replicas its instance requested (replicas=N)",
+                                 list[LiveChildReplica])] = None
 
 
 class LivePeer(Answer):
@@ -483,6 +515,8 @@ class Live(Answer):
     instances: list[LiveInstance]
     masters: list[LiveMaster]
     peers: list[LivePeer]
+    replication: Optional[described("this master's role, epoch, who held each epoch, and "
+                                    "its replicas", LiveReplication)] = None
 
 
 class TopologyView(Answer):

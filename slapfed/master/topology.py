@@ -125,5 +125,7 @@ def complete_facts(computer_id: str, facts: claims.ComputerFacts) -> claims.Comp
 def show():
     mt = master_topology()
     live = live_state(connection(), runtime().leases)
+    # this master's role as its data directory says (primary, replica or fenced)
+    live["replication"]["role"] = runtime().replication.role().state
     return jsonify({"master": mt.name, "topology": mt.topology.to_json(),
                     "live": {"master": mt.name, **live}})

@@ -281,6 +281,8 @@ def build(topology: Topology | None = None, live: dict | None = None,
         _add_master(fg, local_master, url=None, site=None, declared=False, description="")
     if local_master:
         g.nodes[node_id("master", local_master)]["local"] = True
+        if live.get("replication"):       # its role, epoch, epochs and replicas
+            fg.masters.nodes[local_master]["replication"] = dict(live["replication"])
     for ln in topology.links:
         attrs = {"kind": LINK, "latency_ms": ln.latency_ms, "cost": ln.cost,
                  "trust": ln.trust, "description": ln.description}
@@ -294,7 +296,8 @@ def build(topology: Topology | None = None, live: dict | None = None,
         if raw["name"] not in fg.masters:
             _add_master(fg, raw["name"], url=raw.get("url"), site=None, declared=False,
                         description=f"runs in instance {raw.get('reference')}")
-        fg.masters.nodes[raw["name"]].update(parent=local_master, instance=raw.get("instance"))
+        fg.masters.nodes[raw["name"]].update(parent=local_master, instance=raw.get("instance"),
+                                             replicas=list(raw.get("replicas") or ()))
         if local_master:
             g.add_edge(node_id("master", local_master), node_id("master", raw["name"]),
                        kind=PARENT_OF, instance=raw.get("instance"))

@@ -33,7 +33,9 @@ def tree(fed: FederationGraph) -> dict:
                 "local": name == fed.local_master and name != NO_MASTER,
                 "locality": (fed.topology.locality_of(site)
                              if site in fed.topology.sites else None),
-                "sites": [], "computers": []}
+                "sites": [], "computers": [],
+                "replicas": list(attrs.get("replicas") or ()),
+                "replication": attrs.get("replication")}
         _place_computers(fed, node, sorted(by_master.get(name, ())))
         masters.append(node)
     links = [{"from": u, "to": v, **d} for u, v, d in sorted(
@@ -148,6 +150,7 @@ def tree_text(data: dict, all_partitions: bool = False) -> str:
             if m.get("parent"):
                 head += f"  [child of {m['parent']}, instance {m.get('instance')}]"
         lines.append(head)
+        lines.extend(replication_lines(m))
         children = [("site", s) for s in m["sites"]] + [("computer", c)
                                                          for c in m["computers"]]
         if not children:
@@ -167,6 +170,25 @@ def tree_text(data: dict, all_partitions: bool = False) -> str:
         lines.extend(peers_lines(data["peers"], next((m["name"] for m in data["masters"]
                                                       if m.get("local")), None)))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def replication_lines(m: dict) -> list[str]:
+    """A master's epoch and replicas (this master: as its database says; a child master:
+    the replicas its instance requested, where they run)."""
+    lines = []
+    rep = m.get("replication")
+    if rep and (rep.get("replicas") or rep.get("epoch", 1) > 1
+                or rep.get("role") not in (None, "primary")):
+        held = ", ".join(f"{e['epoch']}: {e['primary']}" for e in rep.get("epochs") or ())
+        lines.append(f"   role {rep.get('role') or 'primary'}, epoch {rep['epoch']}"
+                     + (f" (promotions: {held})" if held else ""))
+        for r in rep.get("replicas") or ():
+            lines.append(f"   replica {r['name']}  {r.get('url') or '-'}  [{r['mode']}]")
+    for r in m.get("replicas") or ():
+        lines.append(f"   replica {r.get('name') or r['reference']}  {r.get('url') or '-'}  "
+                     f"[instance {r['instance']} on {r.get('computer') or '-'}, "
+                     f"{r.get('state')}]")
+    return lines
 
 
 def peers_lines(peers: list[dict], local: str | None) -> list[str]:
