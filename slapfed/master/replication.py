@@ -128,12 +128,17 @@ def transactions():
     role = repl.role()
     if role.role != rep.PRIMARY:
         rep.check_writable(role, repl.view().epoch, role.primary_url)
-    repl.acknowledge(current_identity().name, after)
     storage = rt.db.storage
     deadline = time.monotonic() + wait
     committed = rt.writer.committed
+    acknowledged = False
     while True:
-        batch = shipping.read_after(storage, after)
+        batch = shipping.read_after(storage, after)   # ReplicaDiverged: not in its history
+        if not acknowledged:
+            # only a TID of this history confirms anything (a rejoining master asks
+            # about TIDs that may be its own alone)
+            repl.acknowledge(current_identity().name, after)
+            acknowledged = True
         left = deadline - time.monotonic()
         if batch.transactions or left <= 0 or rt.stopping.is_set():
             break

@@ -42,10 +42,12 @@ def live_state(conn, leases=None) -> dict:
         instances, masters = [], []
         for inst in app.instances.values():
             if inst.child_master is not None:
-                masters.append({"name": inst.child_master["name"],
-                                "url": inst.child_master["url"], "instance": inst.id,
-                                "reference": inst.reference,
-                                "replicas": replicas_of(app, inst)})
+                entry = {"name": inst.child_master["name"], "url": inst.child_master["url"],
+                         "instance": inst.id, "reference": inst.reference}
+                replicas = replicas_of(app, inst)
+                if replicas:                       # replicas=N (profiles/master)
+                    entry["replicas"] = replicas
+                masters.append(entry)
             place = render.placement_json(app, inst)
             why = render.unreachable(app, inst, leases)
             instances.append({
