@@ -446,7 +446,7 @@ def pytest_configure(config):
 # tests are marked e2e, so `pytest -m "not e2e"` runs the fast tier alone. A test in
 # another file may carry the marker itself.
 E2E_FILES = frozenset({
-    "test_replication_e2e.py", "test_failover_drill.py",
+    "test_replication_e2e.py", "test_failover_drill.py", "test_replica_rejoin.py", "test_child_master_replicas.py",
     "test_authz_tls.py", "test_backup_e2e.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_master_output.py", "test_cli_tls_refusals.py",
     "test_concurrency.py", "test_demo.py", "test_e2e.py", "test_e2e_cdn.py",
     "test_e2e_injection.py", "test_e2e_lease.py", "test_lease_records.py", "test_federation_lease.py", "test_e2e_lost.py", "test_e2e_placement.py", "test_federation_e2e.py",

@@ -464,11 +464,44 @@ class LiveInstance(Answer):
     delegation: Optional[Delegation]
 
 
+# -- replication in the topology (a child master's replicas; this master's epochs) --------
+class LiveChildReplica(Answer):
+    name: Optional[str]
+    reference: str
+    instance: str
+    url: described("the URL the replica published (null until it has)", Optional[str])
+    mode: Optional[str]
+    computer: Optional[str]
+    state: Enum(INSTANCE_STATUSES)
+
+
+class LiveEpoch(Answer):
+    epoch: int
+    primary: str
+    at: Iso
+
+
+class LiveReplica(Answer):
+    name: str
+    url: Optional[str]
+    mode: Enum(REPLICA_MODES)
+
+
+class LiveReplication(Answer):
+    role: Optional[described("what this master is: primary, replica or fenced",
+                             Enum(MASTER_ROLES))] = None
+    epoch: int
+    epochs: list[LiveEpoch]
+    replicas: list[LiveReplica]
+
+
 class LiveMaster(Answer):
     name: str
     url: str
     instance: str
     reference: str
+    replicas: Optional[described("the replicas its instance requested (replicas=N)",
+                                 list[LiveChildReplica])] = None
 
 
 class LivePeer(Answer):
@@ -487,24 +520,14 @@ class LivePeer(Answer):
     instance: Optional[str] = None
 
 
-class LiveReplica(Answer):
-    name: str
-    url: Optional[str]
-    mode: Enum(REPLICA_MODES)
-    epoch: described("the epoch of the primary it follows", int)
-
-
 class Live(Answer):
     master: Optional[str]
     computers: list[LiveComputer]
     instances: list[LiveInstance]
     masters: list[LiveMaster]
     peers: list[LivePeer]
-    role: Optional[described("what this master is: primary, replica or fenced",
-                             Enum(MASTER_ROLES))] = None
-    epoch: Optional[described("this master's epoch", Annotated[int, Field(ge=1)])] = None
-    replicas: described("the replicas this master knows of (first page only)",
-                        list[LiveReplica]) = []
+    replication: Optional[described("this master's role, epoch, who held each epoch, and "
+                                    "its replicas", LiveReplication)] = None
 
 
 class TopologyView(Answer):
