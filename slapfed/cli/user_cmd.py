@@ -16,7 +16,7 @@ import click
 from ..client import MasterClient
 from ..core import leases, sharing, states
 from ..core.errors import InvalidInput
-from . import completion
+from . import completion, sealed
 from . import config as cfg
 from .common import Exit, InstanceFailed, emit, error_boundary, json_option, parse_pairs
 
@@ -123,7 +123,7 @@ def render_instance(inst: dict) -> str:
         lines += [f"  {k} = {v}" for k, v in sorted(inst["parameters"].items())]
     if inst.get("connection"):
         lines.append("connection:")
-        lines += [f"  {k} = {v}" for k, v in sorted(inst["connection"].items())]
+        lines += [f"  {k} = {connection_text(inst, k)}" for k in sorted(inst["connection"])]
     for p in st.get("promises") or []:
         lines.append(f"promise:    {'ok  ' if p['ok'] else 'FAIL'} {p['name']} {p.get('message', '')}".rstrip())
     if st.get("log_tail") and st["state"] in (states.PENDING, states.UNKNOWN) \
@@ -138,7 +138,14 @@ def render_instance(inst: dict) -> str:
 def render_connection(inst: dict) -> str:
     if not inst.get("connection"):
         return f"{inst['reference']}: {inst['status']['state']} (no connection parameters yet)"
-    return "\n".join(f"{k} = {v}" for k, v in sorted(inst["connection"].items()))
+    return "\n".join(f"{k} = {connection_text(inst, k)}" for k in sorted(inst["connection"]))
+
+
+def connection_text(inst: dict, key: str) -> str:
+    """A connection parameter as shown: a value that stayed sealed says so."""
+    if key in (inst.get("unopened") or {}):
+        return "(sealed; does not open with your key)"
+    return str(inst["connection"][key])
 
 
 def release_phrase(place: dict) -> str | None:
@@ -366,7 +373,9 @@ def request(reference, software_url, software_type, params, params_json, sla, sl
                           state, shared, parent, opening)
     if wait > 0:
         inst = wait_and_check(client, inst, wait, Progress(not as_json))
+    inst, unopened = sealed.open_instance(inst)
     emit(inst, as_json, render_connection(inst) if wait > 0 else render_instance(inst))
+    sealed.report_unopened(inst, unopened, fatal=wait > 0)
 
 
 @click.command(name="list")
@@ -395,8 +404,9 @@ def list_(master_url, requester, everyone, as_json):
 @error_boundary
 def show(reference, master_url, requester, as_json):
     """Show one of your instances by REFERENCE."""
-    inst = make_client(master_url, requester).find(reference)
+    inst, unopened = sealed.open_instance(make_client(master_url, requester).find(reference))
     emit(inst, as_json, render_instance(inst))
+    sealed.report_unopened(inst, unopened)
 
 
 def _state_command(name: str, target: str, doc: str):

@@ -35,9 +35,24 @@ def bounded(req):
     return replace(req, provenance=provenance.extend(chain, s.here, s.max_depth))
 
 
+def caller_recipient(req) -> dict | None:
+    """The caller's own certificate as the recipient of the secrets of the instances it
+    requests ({"certificate", "fingerprint"}): only when it requests for itself, over
+    mutual TLS, with a P-256 key (what values are sealed to); else None."""
+    from ..ca.seal import recipient_from_der
+    from .auth import PEER_CERT_ENVIRON, current_identity, insecure
+
+    identity = current_identity()
+    der = None if insecure() else request.environ.get(PEER_CERT_ENVIRON)
+    if not der or identity is None or identity.principal != req.requester:
+        return None
+    return recipient_from_der(der)
+
+
 @blueprint.post("/instances")
 def request_instance():
-    created, body = services.request_instance(runtime(), bounded(instance_request()))
+    req = bounded(instance_request())
+    created, body = services.request_instance(runtime(), req, caller_recipient(req))
     if body.get("delegation") is not None:
         kick_forwarder()
     log_outcome("requested" if created else "requested again", body)
