@@ -267,3 +267,21 @@ def test_the_publish_recipe_refuses_rather_than_publish_a_secret_in_clear(buildo
     from slapfed.recipe import PublishRecipe
     with pytest.raises(zc.buildout.UserError, match=problem):
         PublishRecipe(buildout, "publish", {"recipe": "slapfed:publish", **options}).install()
+
+
+# -- whose certificate the master keeps (over the Flask app, certificates in the environ) --
+def test_the_master_keeps_the_certificate_of_who_requests_for_itself_only(authz_world):
+    w = authz_world
+    from slapfed.ca.seal import recipient_from_der
+
+    def recipient_of(reference, computer):
+        doc = w.ok(w.call(f"node_{computer[-1]}", "GET",
+                          f"/computers/{computer}/desired-state"))
+        found = [p["instance"] for p in doc["partitions"]
+                 if p["instance"] and p["instance"]["reference"] == reference]
+        return found[0].get("recipient")
+
+    assert recipient_of("a-root", "node-x") == recipient_from_der(w.certs["person_a"])
+    assert recipient_of("a-child", "node-y") == recipient_from_der(w.certs["partition_a"])
+    # a peer master forwarding a delegation is no requester: nothing is sealed to it
+    assert recipient_of("m-root", "node-x") is None
