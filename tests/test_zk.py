@@ -285,3 +285,44 @@ def test_the_master_keeps_the_certificate_of_who_requests_for_itself_only(authz_
     assert recipient_of("a-child", "node-y") == recipient_from_der(w.certs["partition_a"])
     # a peer master forwarding a delegation is no requester: nothing is sealed to it
     assert recipient_of("m-root", "node-x") is None
+
+
+# -- secret parameters: sealed to the partition, opened by its node ----------------------
+def test_secret_parameters_open_with_the_partitions_key_only_for_their_place(alice):
+    from slapfed.node.sealing import open_parameters
+    key, recipient = alice
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    public = seal.recipient_key(recipient["certificate"])
+    params = {"greeting": "hi", "db": seal.seal("s3", public, "parameter/i-1/db")}
+    assert open_parameters("i-1", params, pem, "p0") == ({"greeting": "hi", "db": "s3"}, "")
+    _opened, problem = open_parameters("i-2", params, pem, "p0")     # moved elsewhere
+    assert "secret parameter 'db' does not open with the key of partition p0" in problem
+    _opened, problem = open_parameters("i-1", params, None, "p0")
+    assert "partition p0 has no key" in problem
+
+
+def test_a_request_may_mark_a_secret_parameter_pending_but_not_forge_a_sealed_one():
+    from slapfed.node.sealing import pending_parameters
+    ok = InstanceRequest.from_json({"reference": "w", "software_url": URL,
+                                    "parameters": {"db": sealed.PENDING, "n": "1"}})
+    assert pending_parameters(ok.parameters) == ["db"]
+    with pytest.raises(InvalidInput) as err:
+        InstanceRequest.from_json({"reference": "w", "software_url": URL,
+                                   "parameters": {"db": "slapfed-sealed:1:AAAA"}})
+    assert "parameters.db" in json.dumps(err.value.details)
+
+
+def test_the_instance_answer_names_its_partitions_certificate_once_issued(rt, alice):
+    inst = request(rt, "a", alice[1])
+    assert inst["placement"]["recipient"] is None
+    _key, partition_cert = identity("partition/c1/p000")
+    svc.record_partition_certificate(rt, "c1", inst["placement"]["partition"],
+                                     partition_cert)
+    conn = rt.db.open()
+    try:
+        shown = svc.show_instance(conn, inst["id"])
+    finally:
+        conn.close()
+    assert shown["placement"]["recipient"] == \
+        partition_cert

@@ -37,6 +37,9 @@ parts =
     sleeper
     publish
 
+[parameters]
+db-password = unset
+
 [sleeper]
 recipe = slapfed:service
 path = ${partition:services}/sleeper
@@ -47,7 +50,8 @@ recipe = slapfed:publish
 url = http://${partition:address}:${partition:port-base}/
 password = %(password)s
 api-token = %(token)s
-secret = password api-token
+echo = ${parameters:db-password}
+secret = password api-token echo
 """
 
 
@@ -81,7 +85,8 @@ def cli_json(*args, env):
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("zk")
-    known = {"password": "pw-" + secrets.token_hex(12), "token": "tk-" + secrets.token_hex(12)}
+    known = {"password": "pw-" + secrets.token_hex(12), "token": "tk-" + secrets.token_hex(12),
+             "parameter": "db-" + secrets.token_hex(12)}
     release = base / "release"
     release.mkdir()
     (release / "software.cfg").write_text(SOFTWARE)
@@ -98,8 +103,14 @@ def test_secrets_reach_the_requester_and_no_file_of_the_master_holds_them(world)
     inst = cli_json("request", "zk-1", world["release"], "--wait", "120", env=env)
     assert inst["connection"]["password"] == known["password"]
     assert inst["connection"]["api-token"] == known["token"]
-    assert inst["sealed"] == ["api-token", "password"]
+    assert inst["sealed"] == ["api-token", "echo", "password"]
     assert inst["connection"]["url"].startswith("http://")      # public stays public
+    # a secret parameter: sealed by the CLI to the partition, opened by its node only
+    two = cli_json("request", "zk-2", world["release"], "--secret",
+                   f"db-password={known['parameter']}", "--wait", "120", env=env)
+    assert two["connection"]["echo"] == known["parameter"]
+    assert two["revision"] == 2                 # placed pending first, then sealed
+    assert "(secret, sealed to its partition)" in slapfed_cli("show", "zk-2", env=env).stdout
     shown = cli_json("show", "zk-1", env=env)
     assert shown["connection"] == inst["connection"] and "unopened" not in shown
     text = slapfed_cli("show", "zk-1", env=env).stdout
@@ -108,6 +119,7 @@ def test_secrets_reach_the_requester_and_no_file_of_the_master_holds_them(world)
     # what the master holds and hands out is the sealed text only
     raw = world["client"].find("zk-1")
     assert all(is_sealed(raw["connection"][k]) for k in ("password", "api-token"))
+    assert is_sealed(world["client"].find("zk-2")["parameters"]["db-password"])
 
     base = world["base"]
     slapfed_cli("master", "backup", "--data", str(base / "master"), "--to",

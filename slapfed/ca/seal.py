@@ -74,6 +74,18 @@ def recipient_from_der(der: bytes) -> dict | None:
             "fingerprint": cert.fingerprint(hashes.SHA256()).hex()}
 
 
+def recipient_from_pem(pem: str) -> dict | None:
+    """A certificate (PEM) as the recipient of sealed values (see recipient_from_der)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(
+            serialization.Encoding.DER)
+    except ValueError:
+        return None
+    return recipient_from_der(der)
+
+
 def _check_curve(key) -> None:
     if not isinstance(key, (ec.EllipticCurvePublicKey, ec.EllipticCurvePrivateKey)) \
             or key.curve.name != "secp256r1":

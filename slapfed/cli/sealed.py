@@ -59,6 +59,45 @@ def open_instance(inst: dict) -> tuple[dict, dict]:
     return out, problems
 
 
+SECRET_WAIT = 120.0      # seconds a new instance's partition may take to get its certificate
+
+
+def seal_parameters(client, reference: str, request, secrets: dict, wait: float) -> dict:
+    """Secret parameters sealed to the partition the instance runs in, for (instance id,
+    parameter): the master never sees them. An instance that has no partition with a
+    certificate yet is first requested with the secrets marked pending (``request``:
+    parameters -> instance JSON), so that it is placed and its node has the partition
+    certified without building anything; then the values are sealed to that
+    certificate. Raises InvalidInput (no partition, no certificate in time)."""
+    import time
+
+    from ..ca.seal import recipient_key, seal
+    from ..core.errors import InvalidInput, NotFound
+    from ..core.sealed import PENDING, parameter_context
+
+    try:
+        inst = client.find(reference)
+    except NotFound:
+        inst = None
+    if inst is None or not (inst.get("placement") or {}).get("recipient"):
+        inst = request({k: PENDING for k in secrets})
+    deadline = time.monotonic() + max(wait, SECRET_WAIT)
+    while not (inst.get("placement") or {}).get("recipient"):
+        if inst.get("delegation") or inst.get("shared"):
+            raise InvalidInput(f"{reference!r} runs on no partition of this master: secret "
+                               "parameters cannot be sealed to it",
+                               [{"field": "secret", "problem": "no partition"}])
+        if time.monotonic() > deadline:
+            raise InvalidInput(
+                f"the partition of {reference!r} has no certificate yet (is the master "
+                "served over mutual TLS, and its node running?): secret parameters are "
+                "sealed to it", [{"field": "secret", "problem": "no partition certificate"}])
+        time.sleep(0.2)
+        inst = client.show(inst["id"])
+    key = recipient_key(inst["placement"]["recipient"]["certificate"])
+    return {k: seal(v, key, parameter_context(inst["id"], k)) for k, v in secrets.items()}
+
+
 def report_unopened(inst: dict, problems: dict, fatal: bool = True) -> None:
     """Name on stderr each parameter that did not open, then exit 3 (what could be
     opened was printed) when ``fatal``; else (a request answered before its node

@@ -16,6 +16,7 @@ import click
 from ..client import MasterClient
 from ..core import leases, sharing, states
 from ..core.errors import InvalidInput
+from ..core.sealed import is_sealed
 from . import completion, sealed
 from . import config as cfg
 from .common import Exit, InstanceFailed, emit, error_boundary, json_option, parse_pairs
@@ -120,7 +121,8 @@ def render_instance(inst: dict) -> str:
             for alt in alternatives))
     if inst.get("parameters"):
         lines.append("parameters:")
-        lines += [f"  {k} = {v}" for k, v in sorted(inst["parameters"].items())]
+        lines += [f"  {k} = {'(secret, sealed to its partition)' if is_sealed(v) else v}"
+                  for k, v in sorted(inst["parameters"].items())]
     if inst.get("connection"):
         lines.append("connection:")
         lines += [f"  {k} = {connection_text(inst, k)}" for k in sorted(inst["connection"])]
@@ -347,10 +349,14 @@ def render_decision(d: dict) -> str:
                    "without it closes the instance again (others' are detached).")
 @click.option("--open-to-all", "open_to_all", is_flag=True,
               help="Let everyone attach shared instances to this one.")
+@click.option("--secret", "secret_pairs", multiple=True, metavar="K=V",
+              help="A secret parameter (repeatable): sealed to the partition the instance "
+                   "runs in, so that only its node opens it; the master never sees it. "
+                   "Each request with --secret makes a new revision.")
 @error_boundary
 def request(reference, software_url, software_type, params, params_json, sla, sla_fallbacks,
             state, shared, parent, wait, dry_run, open_to, open_to_all, master_url, requester,
-            as_json):
+            as_json, secret_pairs=()):
     """Ask the master for REFERENCE, an instance of SOFTWARE_URL (a buildout profile).
 
     Asking again with the same REFERENCE updates the same instance. A --shared request
@@ -368,9 +374,19 @@ def request(reference, software_url, software_type, params, params_json, sla, sl
         if not decision["placed"] and route.get("kind") != "delegate":
             sys.exit(int(Exit.CONFLICT))      # as the real request would: no partition fits
         return
-    inst = client.request(reference, absolute_release(software_url), software_type,
-                          parse_params(params, params_json), build_sla(sla, sla_fallbacks),
-                          state, shared, parent, opening)
+    parameters = parse_params(params, params_json)
+
+    def send(extra: dict) -> dict:
+        return client.request(reference, absolute_release(software_url), software_type,
+                              {**parameters, **extra}, build_sla(sla, sla_fallbacks),
+                              state, shared, parent, opening)
+    secrets = parse_pairs(secret_pairs, "--secret")
+    both = sorted(set(secrets) & set(parameters))
+    if both:
+        raise click.BadParameter(f"{', '.join(both)} given both as --param and --secret",
+                                 param_hint="--secret")
+    inst = send(sealed.seal_parameters(client, reference, send, secrets, wait)
+                if secrets else {})
     if wait > 0:
         inst = wait_and_check(client, inst, wait, Progress(not as_json))
     inst, unopened = sealed.open_instance(inst)

@@ -246,6 +246,9 @@ class Placement(Answer):
     release: described("the instance's release on that computer, as its node last "
                        "reported it (reason: the last line of a failed install's log)",
                        ReleaseState)
+    recipient: Optional[described("the partition's own certificate: what secret "
+                                  "parameters are sealed to (null until its node had it "
+                                  "issued)", Recipient)] = None
 
 
 class Promise(Answer):

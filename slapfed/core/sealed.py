@@ -45,6 +45,17 @@ def shape_problem(value) -> str | None:
     return None
 
 
+# A secret parameter the requester will seal once the partition its instance got has a
+# certificate: its node certifies the partition and instantiates nothing meanwhile.
+PENDING = CLAIM + "pending"
+
+
+def parameter_problem(value) -> str | None:
+    """Why an instance parameter that claims to be sealed is not one (the pending
+    marker is allowed); None otherwise."""
+    return None if value == PENDING else shape_problem(value)
+
+
 def connection_context(instance_id: str, key: str) -> str:
     """What a connection parameter is sealed for: one instance, one parameter name."""
     return f"connection/{instance_id}/{key}"

@@ -336,7 +336,7 @@ def _parameter_object(params, options: bool) -> list[dict]:
                         if options else problem_})
         if not (value is None or isinstance(value, (dict, list, str, int, float, bool))):
             out.append({"field": f".{key}", "problem": "must be a JSON value"})
-        elif not options and sealed.shape_problem(value):
+        elif (sealed.parameter_problem if options else sealed.shape_problem)(value):
             # a relay cannot open a sealed value, but refuses one that is not one
             out.append({"field": f".{key}", "problem": sealed.shape_problem(value)})
     if params and len(json.dumps(params, default=str)) > MAX_PARAMETERS_BYTES:

@@ -47,7 +47,9 @@ from .installer import InstallWorker
 from .promises import run_promises, summary
 from .leftovers import stop_leftovers, stop_orphans
 from .restarts import plan_services
-from .sealing import Sealer, recipient_fingerprint, reseal_due
+from .identity import PARTITION_KEY
+from .sealing import (Sealer, open_parameters, pending_parameters, recipient_fingerprint,
+                      reseal_due)
 from .supervisor import (
     OWN, GroupHealth, GroupSync, Supervisor, list_services, program_name,
 )
@@ -539,6 +541,15 @@ class Agent:
         part = self._partition_config(pid)
         prepare_partition_dir(self.paths, part)
         if isinstance(action, Instantiate):
+            pending = pending_parameters(spec.parameters)
+            if pending:
+                # its requester seals them to this partition's certificate: have it
+                # issued, build nothing until the sealed values come
+                self._partition_identity(pid)
+                work.report = False
+                log.debug("partition %s: waiting for secret parameters %s", pid,
+                          ", ".join(pending))
+                return
             sw = self.local.software.get(spec.software_hash)
             if sw is None or sw.status != INSTALLED:
                 work.record = PartitionRecord(
@@ -546,8 +557,18 @@ class Agent:
                     blocked_on=spec.software_hash,
                     log_tail=self._release_failure(spec, sw.log_tail if sw else ""))
                 return
-            res = nb.instantiate(self.paths, part, self.config.computer, spec.to_json(),
-                                 self.runner, identity=self._partition_identity(pid))
+            identity = self._partition_identity(pid)
+            instance = spec.to_json()
+            key_pem = confine.read_bytes(os.path.join(pp.private, PARTITION_KEY), pp.path) \
+                if identity else None
+            instance["parameters"], problem = open_parameters(spec.id, spec.parameters,
+                                                              key_pem, pid)
+            if problem:
+                work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
+                                              spec.software_hash, log_tail=problem)
+                return
+            res = nb.instantiate(self.paths, part, self.config.computer, instance,
+                                 self.runner, identity=identity)
             if not res.ok:
                 work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
                                               spec.software_hash, log_tail=res.log_tail)

@@ -15,7 +15,7 @@ import hashlib
 
 from ..ca import seal
 from ..ca.errors import SealedValueInvalid
-from ..core.sealed import connection_context
+from ..core.sealed import PENDING, connection_context, is_sealed, parameter_context
 from ..core.states import STARTED, STOPPED
 
 MAX_CACHED = 20000          # sealed texts kept (a node of 300 partitions uses ~1000)
@@ -102,6 +102,42 @@ class Sealer:
             self._sealed[slot] = (digest, sealed)
             out[name] = sealed
         return out, withheld
+
+
+def pending_parameters(parameters: dict) -> list[str]:
+    """The secret parameters of an instance not sealed yet (core.sealed.PENDING)."""
+    return sorted(k for k, v in parameters.items() if v == PENDING)
+
+
+def open_parameters(instance_id: str, parameters: dict, key_pem: bytes | None,
+                    partition: str) -> tuple[dict, str]:
+    """(parameters with each value sealed to the partition opened, problem): the problem
+    names every parameter that does not open ('' when all do); nothing is opened
+    without the partition's key."""
+    names = sorted(k for k, v in parameters.items() if is_sealed(v))
+    if not names:
+        return parameters, ""
+    key = None
+    if key_pem:
+        from cryptography.hazmat.primitives import serialization
+        try:
+            key = serialization.load_pem_private_key(key_pem, password=None)
+        except (ValueError, TypeError):
+            key = None
+    opened, problems = dict(parameters), []
+    for name in names:
+        if key is None:
+            problems.append(f"secret parameter {name!r} cannot be opened: partition "
+                            f"{partition} has no key")
+            continue
+        try:
+            opened[name] = seal.open_sealed(parameters[name], key,
+                                            parameter_context(instance_id, name))
+        except SealedValueInvalid as exc:
+            problems.append(f"secret parameter {name!r} does not open with the key of "
+                            f"partition {partition}: {exc.message} (request it again with "
+                            "--secret: it is sealed to the partition the instance has now)")
+    return opened, "\n".join(problems)
 
 
 def _json_text(value) -> str:

@@ -6,6 +6,7 @@ writer, placement state and settings) for writes, a connection for reads; nothin
 knows HTTP and nothing here keeps state of its own between calls.
 """
 from .computers import (
+    record_partition_certificate,
     list_computers, publish_connection, register_computer, report_hosted, report_partition,
     report_software, set_computer_facts, show_computer, supply, unsupply,
 )
@@ -27,4 +28,5 @@ __all__ = [
     "register_child_master", "declare_lost", "wipe_computer", "report_moved",
     "declare_peer_lost",
     "show_instance", "MasterSettings", "Runtime", "app_root", "read", "write",
+    "record_partition_certificate",
 ]

@@ -130,7 +130,8 @@ def placement_json(app, inst) -> dict | None:
             "port_base": p.port_base, "port_count": p.port_count,
             "locality": {"host": comp.host, "lan": comp.lan, "country": comp.country,
                          "continent": comp.continent},
-            "release": release_json(comp, inst.software_hash)}
+            "release": release_json(comp, inst.software_hash),
+            "recipient": None if p.recipient is None else dict(p.recipient)}
 
 
 def status_json(status: dict, unreachable: str | None = None) -> dict:
