@@ -156,6 +156,7 @@ class Agent:
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
         self.sealer = Sealer()          # secrets sealed to requesters' keys (node.sealing)
         self._instances_of: tuple = (None, {})          # (document, {pid: instance})
+        self._resealed: tuple = (None, None)   # (document, partitions) last found in step
 
     # -- following the primary across promotions ---------------------------------------
     def _follow_primary(self, client: MasterClient) -> None:
@@ -741,7 +742,11 @@ class Agent:
         requester's certificate changed (node.sealing.reseal_due): a started one is
         confirmed again (its promises run, then it reports), a stopped one reports at
         once. Returns the partitions concerned."""
+        if self._resealed[0] is self.desired and self._resealed[1] is self.local.partitions:
+            return []            # neither changed since they were found in step
         due = reseal_due(self.desired, self.local.partitions)
+        if not due:
+            self._resealed = (self.desired, self.local.partitions)
         for pid in due:
             rec = self.local.partitions[pid]
             if rec.state == STARTED:
