@@ -43,6 +43,10 @@ cli.add_command(peer)
 cli.add_command(ui)
 for _command in COMMANDS:
     cli.add_command(_command)
+# accounting: usage, statement, accounting prices
+from .accounting_cmd import COMMANDS as ACCOUNTING_COMMANDS  # noqa: E402
+for _command in ACCOUNTING_COMMANDS:
+    cli.add_command(_command)
 
 
 def main():  # console script

@@ -49,6 +49,22 @@ def _metrics_across_workers(data_dir: str) -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory     # slapfed.metrics.MULTIPROC_ENV
 
 
+class DurationType(click.ParamType):
+    """A duration (core.retention.parse_duration): 7d, 12h, 90m, 30s or seconds."""
+
+    name = "duration"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        from ..core.errors import InvalidInput
+        from ..core.retention import parse_duration
+        try:
+            return parse_duration(value)
+        except InvalidInput as exc:
+            self.fail(exc.details[0]["problem"], param, ctx)
+
+
 @master.command()
 @click.option("--data", "data_dir", default=lambda: env_default("SLAPFED_MASTER_DATA",
                                                                 DEFAULT_DATA),
@@ -130,12 +146,17 @@ def _metrics_across_workers(data_dir: str) -> None:
               metavar="SECONDS",
               help="How long a write waits for a sync replica before the primary degrades "
                    "to asynchronous (logged, shown in `master status`).")
+@click.option("--destroyed-retention", "destroyed_retention", default="30d",
+              show_default=True, metavar="DURATION", type=DurationType(),
+              help="Forget a destroyed instance (once its partition is freed) this long "
+                   "after its last change: 7d, 12h, 90m, 30s or seconds; 0 keeps them "
+                   "forever. Until then `slapfed list --all` shows it.")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
           no_access_log, log_level, log_format, log_file, topology_files, master_name,
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
           pack_every, pack_keep, lease, rebuild_after, outbound_allow, long_poll_max,
-          replica_of, sync, sync_timeout):
+          replica_of, sync, sync_timeout, destroyed_retention):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
@@ -156,7 +177,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         pack_keep=pack_keep, lease=lease,
                         rebuild_after=rebuild_after,
                         outbound_allow=tuple(outbound_allow), long_poll_max=long_poll_max,
-                        replica_of=replica_of, sync=sync, sync_timeout=sync_timeout)
+                        replica_of=replica_of, sync=sync, sync_timeout=sync_timeout,
+                        destroyed_retention=destroyed_retention)
     run_server(opts)
 
 

@@ -398,12 +398,17 @@ def request(reference, software_url, software_type, params, params_json, sla, sl
 @master_option
 @requester_option
 @click.option("--everyone", is_flag=True, help="List every requester's instances.")
+@click.option("--all", "include_destroyed", is_flag=True,
+              help="Destroyed instances too (left out by default; the master forgets "
+                   "them after its --destroyed-retention).")
 @json_option
 @error_boundary
-def list_(master_url, requester, everyone, as_json):
-    """List instances (yours, or everyone's with --everyone)."""
+def list_(master_url, requester, everyone, include_destroyed, as_json):
+    """List instances (yours, or everyone's with --everyone); destroyed ones with --all.
+    Every page of the master's list is read."""
     client = make_client(master_url, requester)
-    instances = client.list_instances(requester=None if everyone else client.requester)
+    instances = client.list_instances(requester=None if everyone else client.requester,
+                                      include_destroyed=include_destroyed)
     rows = [f"{'REFERENCE':24} {'REQUESTED':10} {'STATUS':10} {'WHERE':24} SOFTWARE"]
     for i in instances:
         where = where_cell(i)

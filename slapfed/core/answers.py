@@ -82,6 +82,12 @@ class Lease(Answer):
                      Enum(LEASE_STATES))
     expires_at: described("when the lease runs (or ran) out", Iso)
     interval: described("the lease, in seconds", float)
+    # the lease's transitions as the master recorded them (one write each; the peers
+    # that delegated instances here learn them through their long poll)
+    ran_out_at: described("when the lease ran out, as recorded once the master saw it "
+                          "(cleared when its node calls again)", Iso) = None
+    back_at: described("when its node was last heard from again after its lease had run "
+                       "out", Iso) = None
 
 
 class MovedPartition(Answer):
@@ -138,6 +144,8 @@ class Computer(Answer):
 
 class ComputerList(Answer):
     computers: list[Computer]
+    next: described("the cursor of the next page (give it back as ?cursor=), or null "
+                    "after the last page", Optional[str])
 
 
 class Move(Answer):
@@ -321,6 +329,8 @@ class Instance(Answer):
 
 class InstanceList(Answer):
     instances: list[Instance]
+    next: described("the cursor of the next page (give it back as ?cursor=), or null "
+                    "after the last page", Optional[str])
 
 
 class Refusal(Answer):
@@ -490,18 +500,32 @@ class LivePeer(Answer):
     instance: Optional[str] = None
 
 
+class LiveReplica(Answer):
+    name: str
+    url: Optional[str]
+    mode: Enum(REPLICA_MODES)
+    epoch: described("the epoch of the primary it follows", int)
+
+
 class Live(Answer):
     master: Optional[str]
     computers: list[LiveComputer]
     instances: list[LiveInstance]
     masters: list[LiveMaster]
     peers: list[LivePeer]
+    role: Optional[described("what this master is: primary, replica or fenced",
+                             Enum(MASTER_ROLES))] = None
+    epoch: Optional[described("this master's epoch", Annotated[int, Field(ge=1)])] = None
+    replicas: described("the replicas this master knows of (first page only)",
+                        list[LiveReplica]) = []
 
 
 class TopologyView(Answer):
     master: described("this master's name in the topology files", Optional[str])
     topology: TopologyFiles
     live: Live
+    next: described("the cursor of the next page (give it back as ?cursor=), or null "
+                    "after the last page", Optional[str])
 
 
 # -- identities and certificates ---------------------------------------------------------
@@ -747,15 +771,129 @@ _ADAPTERS: dict = {}
 
 def check(model: type[BaseModel], data: Any, what: str = "answer") -> Any:
     """``data`` (an answer read from a master) when ``model`` describes it; InvalidInput
-    naming the fields otherwise. Returns ``data`` itself, untouched."""
+    naming the fields otherwise. Returns ``data`` itself, untouched.
+
+    A field the model does not know is tolerated here: a newer master (a peer, a primary
+    upgraded first) may add fields, and whoever reads the answer uses only those it
+    knows. A field missing, of the wrong type or out of its range is refused. (The
+    document itself declares no extra field: the masters' own tests check that a master
+    sends none.)"""
     adapter = _ADAPTERS.get(model)
     if adapter is None:
         adapter = _ADAPTERS[model] = TypeAdapter(model)
     try:
         adapter.validate_python(data)
     except ValidationError as exc:
+        errors = [e for e in exc.errors(include_url=False) if e["type"] != "extra_forbidden"]
+        if not errors:
+            return data
         details = [{"field": ".".join(str(p) for p in e["loc"]) or "body",
-                    "problem": e["msg"]} for e in exc.errors(include_url=False)]
+                    "problem": e["msg"]} for e in errors]
         raise InvalidInput(f"the master's {what} does not match its API ({model.__name__}): "
                            f"{details[0]['field']} {details[0]['problem']}", details) from None
     return data
+
+
+# -- accounting (core.accounting): usage reports, statements, the price list ---------------
+class UsageAck(Answer):
+    accepted: described("the report was recorded now", bool)
+    duplicate: described("a report of this id was accepted before: nothing was written",
+                         bool)
+
+
+Amount = Optional[Annotated[str, Field(description="a decimal, in the currency")]]
+
+
+class Where(Answer):
+    kind: described("computer: measured here; peer: the instance was delegated to that "
+                    "peer (its usage there)", Literal["computer", "peer"])
+    name: str
+
+
+class UsageQuantityAnswer(Answer):
+    resource: str
+    kind: Literal["counter", "peak", "gauge"]
+    unit: str
+    quantity: float
+    amount: Amount = None
+
+
+class IncidentTotals(Answer):
+    count: int
+    seconds: described("incident time inside the period (an open incident counts until "
+                       "the end of the last report repeating it)", int)
+
+
+class StatementLine(Answer):
+    release: Optional[str] = None
+    software_type: Optional[str] = None
+    where: Optional[Where] = None
+    requester: Optional[str] = None
+    instances: described("instances that reported usage in this group and period", int)
+    usage: list[UsageQuantityAnswer]
+    incidents: IncidentTotals
+    amount: Amount = None
+
+
+class StatementTotals(Answer):
+    usage: list[UsageQuantityAnswer]
+    incidents: IncidentTotals
+    amount: Amount = None
+
+
+class Statement(Answer):
+    owner: described("whose usage: the owner of the instance trees (a person, or "
+                     "master/<peer> for what a peer's delegations used here)", str)
+    period: str
+    start: Iso
+    end: Iso
+    group: list[str]
+    currency: Optional[str] = None
+    lines: list[StatementLine]
+    totals: StatementTotals
+
+
+class UsageDay(Answer):
+    day: str
+    where: Optional[Where] = None
+    usage: list[UsageQuantityAnswer]
+
+
+class UsageIncidentAnswer(Answer):
+    kind: str
+    name: str
+    start: Iso
+    end: Iso
+    detail: str
+    seconds: int
+
+
+class InstanceUsage(Answer):
+    instance_id: str
+    reference: str
+    owner: str
+    requester: str
+    release: str
+    software_type: str
+    destroyed: described("the instance is destroyed (its history stays)", bool)
+    since: str
+    until: str
+    days: list[UsageDay]
+    totals: list[UsageQuantityAnswer]
+    incidents: list[UsageIncidentAnswer]
+
+
+class PriceAnswer(Answer):
+    release: str
+    resource: str
+    price: str
+    per: str
+
+
+class PriceListAnswer(Answer):
+    currency: Optional[str] = None
+    precision: Optional[int] = None
+    prices: list[PriceAnswer]
+
+
+ANSWERS = ANSWERS + (UsageAck, Statement, InstanceUsage, PriceListAnswer)

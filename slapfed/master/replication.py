@@ -33,7 +33,7 @@ blueprint = Blueprint("replication", __name__)
 MAX_WAIT = 60.0
 # decimal seconds, as a JSON number is written (an exponent too: 1e-05); no sign but
 # that of -0.0, no hex, no inf/nan (the range check refuses what overflows)
-WAIT_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+WAIT_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
 # Writes a replica or a fenced primary still answers: they change nothing (explain) or
 # are the one write a replica makes (its promotion, which decides by itself).
 ALWAYS_ANSWERED = frozenset({"instances.explain_placement", "replication.promote"})

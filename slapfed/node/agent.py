@@ -154,6 +154,8 @@ class Agent:
         self.metrics = None       # slapfed.metrics.NodeMetrics, when asked for (run)
         self.installer: InstallWorker | None = None    # None: installs run inline
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
+        self.usage = None         # node.usage_report.UsageReporter, once asked for
+        self._uids: dict = {}
         self.sealer = Sealer()          # secrets sealed to requesters' keys (node.sealing)
         self._instances_of: tuple = (None, {})          # (document, {pid: instance})
         self._resealed: tuple = (None, None)   # (document, partitions) last found in step
@@ -619,6 +621,7 @@ class Agent:
             work.promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
                                          user=part.user)
             self._count_promises(work.promises)
+            self._usage_promises(pid, spec.id, work.promises)
             if summary(work.promises):
                 problems.append(summary(work.promises))
             health = self.sup.health(pid)   # a service may have died meanwhile
@@ -833,6 +836,7 @@ class Agent:
                 promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
                                         user=part.user if part else None)
                 self._count_promises(promises)
+                self._usage_promises(pid, rec.instance_id, promises)
             except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
                 log.warning("health check of %s failed: %s", pid, exc)
                 continue
@@ -868,17 +872,22 @@ class Agent:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, interval: float = 2.0, promise_interval: float = 30.0,
-            parallel_installs: int = 1) -> None:
+            parallel_installs: int = 1, usage_interval: float | None = None) -> None:
         """Loop ``once`` every ``interval`` seconds until SIGTERM/SIGINT; releases install
-        apart, ``parallel_installs`` at most at once (0: inline, holding the loop)."""
+        apart, ``parallel_installs`` at most at once (0: inline, holding the loop); a
+        usage report every ``usage_interval`` seconds (None: none) from a thread of its
+        own (measuring and a master that does not answer never hold the loop)."""
         def stop(signum, frame):
             log.info("signal %d received: stopping after the current step", signum)
             self.stopping = True
 
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         _write_pid(self.paths.agent_pid)
+        usage = None
         try:
             self.start_install_worker(parallel_installs)
+            if usage_interval is not None:
+                usage = self.start_usage(usage_interval)
             self.sweep_orphans()
             self.quarantine_moved()            # before supervisord brings services back
             if any(r.state == STARTED for r in self.local.partitions.values()):
@@ -930,6 +939,9 @@ class Agent:
                 self._sleep(pause - (time.monotonic() - began))
         finally:
             self.stop_install_worker()
+            if usage is not None:
+                self.stopping = True
+                usage.join(30)
             for s, h in old.items():
                 signal.signal(s, h)
             _remove_own_pid(self.paths.agent_pid)
@@ -951,6 +963,104 @@ class Agent:
         if outcomes:
             self.save_state()
         return outcomes
+
+    # -- accounting: usage reports -------------------------------------------------------
+    def _uid(self, user: str | None) -> int | None:
+        if not user:
+            return None
+        if user not in self._uids:
+            try:
+                self._uids[user] = confine.owner_ids(user)[0]
+            except KeyError:
+                return None
+        return self._uids[user]
+
+    def usage_partitions(self) -> dict:
+        """{partition: (instance id, uid, directory, ids of the shared instances it
+        hosts)} of the partitions hosting an instance; uid None on a single-user node (its partitions' processes cannot be
+        told apart: CPU and memory are left out, disk and the usage-file still count)."""
+        out = {}
+        local = self.local.partitions
+        shared = {}
+        for dp in (self.desired or {}).get("partitions") or ():
+            inst = dp.get("instance") if isinstance(dp, dict) else None
+            if isinstance(inst, dict):
+                shared[(dp.get("id"), inst.get("id"))] = frozenset(
+                    s.get("id") for s in inst.get("shared_instances") or ()
+                    if isinstance(s, dict))
+        for p in self.config.partitions:
+            rec = local.get(p.id)
+            if rec is None or not rec.instance_id or \
+                    rec.state in (DESTROYED, ERASED, QUARANTINED):
+                continue
+            out[p.id] = (rec.instance_id, self._uid(p.user), self.paths.partition(p.id).path,
+                         shared.get((p.id, rec.instance_id), frozenset()))
+        return out
+
+    def usage_reporter(self):
+        if self.usage is None:
+            from .usage_report import UsageReporter
+            self.usage = UsageReporter(self.paths.usage, self.config.computer,
+                                       self.usage_partitions, clock=self.clock)
+        return self.usage
+
+    def _usage_promises(self, pid: str, instance_id, promises) -> None:
+        if self.usage is not None:
+            self.usage.promises(pid, instance_id, promises)
+
+    def _usage_client(self):
+        """The client the reporter's thread sends with: its own (a session is not
+        shared between threads), to the master the agent follows now."""
+        from .usage_report import SEND_TIMEOUT
+        if type(self.client) is MasterClient:
+            return MasterClient(self.client.url, timeout=SEND_TIMEOUT,
+                                **self.config.client_options())
+        return self.client
+
+    def report_usage_now(self) -> dict:
+        """End the current usage interval (the first call only starts one), spool its
+        report, send what the spool holds. {"spooled", "sent", "pending"}."""
+        rep = self.usage_reporter()
+        spooled = rep.cut()
+        sent = rep.flush(self._usage_client())
+        return {"spooled": os.path.basename(spooled) if spooled else None, "sent": sent,
+                "pending": rep.pending()}
+
+    def start_usage(self, interval: float):
+        """A thread that samples every partition's usage and reports each ``interval``
+        seconds until the agent stops (then it cuts a last report into the spool)."""
+        import threading
+        from .usage_report import sample_period
+
+        rep = self.usage_reporter()
+        period = sample_period(interval)
+
+        def loop():
+            next_cut = time.monotonic()
+            while not self.stopping:
+                now = time.monotonic()
+                try:
+                    if now >= next_cut:
+                        next_cut = now + interval
+                        rep.cut()
+                        rep.flush(self._usage_client())
+                    else:
+                        rep.sample()
+                        if rep.pending():
+                            rep.flush(self._usage_client())
+                except Exception:      # never let accounting stop: log, carry on
+                    log.exception("usage accounting failed; retrying")
+                end = min(next_cut, time.monotonic() + period)
+                while not self.stopping and time.monotonic() < end:
+                    time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+            try:
+                rep.cut()
+            except Exception:
+                log.exception("usage accounting: the last report could not be spooled")
+
+        thread = threading.Thread(target=loop, name="usage", daemon=True)
+        thread.start()
+        return thread
 
     # -- surviving supervisord ------------------------------------------------------------
     def sweep_orphans(self) -> dict[str, list[int]]:

@@ -20,6 +20,10 @@ from .lost import declare_lost, declare_peer_lost, report_moved, wipe as wipe_co
 from .runtime import MasterSettings, Runtime
 from .tx import app_root, read, write
 
+# paging of the lists (core.paging)
+from .computers import page_computers  # noqa: E402
+from .instances import page_instances, page_order  # noqa: E402
+
 __all__ = [
     "register_computer", "set_computer_facts", "list_computers", "show_computer", "supply",
     "unsupply",
@@ -28,5 +32,6 @@ __all__ = [
     "register_child_master", "declare_lost", "wipe_computer", "report_moved",
     "declare_peer_lost",
     "show_instance", "MasterSettings", "Runtime", "app_root", "read", "write",
+    "page_computers", "page_instances", "page_order",
     "record_partition_certificate",
 ]

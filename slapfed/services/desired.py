@@ -12,7 +12,7 @@ import threading
 
 import transaction
 
-from . import render
+from . import lease_marks, render
 from .computers import CONTACT_INTERVAL, get_computer
 from .tx import app_root, clock, write
 
@@ -104,7 +104,8 @@ def desired_state(rt, computer_id: str, known_serials=(),
     DB); a changed document is rendered by ``renderer`` (e.g. ``rt.renderer``; None:
     rendered here). Renews the computer's lease (``rt.leases``, no database write) unless
     ``renew`` is False (the reader is not its node), and records the node's contact in
-    the database at most every CONTACT_INTERVAL seconds (a write use case of ``rt``).
+    the database at most every CONTACT_INTERVAL seconds (a write use case of ``rt``),
+    and at once when its lease was recorded out (services.lease_marks: it is back).
     Raises NotFound."""
     if conn is None:
         own = rt.db.open()
@@ -119,9 +120,10 @@ def desired_state(rt, computer_id: str, known_serials=(),
         now = clock()
         if renew:
             rt.leases.renew(computer_id)
-        if renew and (comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL):
+        if renew and (comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL
+                      or comp.lease_recorded_out):
             tm.abort()
-            write(rt, lambda app: _record_contact(app, computer_id, now))
+            write(rt, lambda app: _record_contact(rt, app, computer_id, now))
             tm.begin()
             comp = get_computer(app_root(conn), computer_id)
         serial = comp.serial
@@ -139,7 +141,10 @@ def desired_state(rt, computer_id: str, known_serials=(),
     return (serial, None) if serial in known_serials else (serial, body)
 
 
-def _record_contact(app, computer_id: str, now: float) -> None:
+def _record_contact(rt, app, computer_id: str, now: float) -> None:
+    """The node's contact (at most every CONTACT_INTERVAL) and, when its lease was
+    recorded out, its return: one transaction."""
     comp = get_computer(app, computer_id)
     if comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL:
         comp.last_contact = now
+    lease_marks.renewed(rt, comp, now)

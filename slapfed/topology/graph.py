@@ -27,6 +27,7 @@ MANAGES = "manages"           # master -> computer registered with (or declared 
 LOCATED_AT = "located_at"     # master -> the site it runs at
 PARENT_OF = "parent_of"       # master -> a child master one of its instances runs
 LINK = "link"                 # master <-> master (both directions, same attributes)
+REPLICATES = "replicates"     # primary master -> a replica of it (role, epoch on the nodes)
 # Failure domain levels, innermost first.
 DOMAIN_LEVELS = ("computer",) + locality.LEVELS
 UNKNOWN = "(unknown)"
@@ -329,6 +330,26 @@ def build(topology: Topology | None = None, live: dict | None = None,
                 g.add_edge(*key, **attrs)
         fg.masters.add_edge(local_master, name, latency_ms=attrs["latency_ms"],
                             cost=attrs["cost"], trust=trust, state=state, live=True)
+
+    # replication: the local master's role and epoch, and the replicas it knows of
+    if local_master and live.get("role"):
+        here = node_id("master", local_master)
+        g.nodes[here].update(role=live["role"], epoch=live.get("epoch"))
+        fg.masters.nodes[local_master].update(role=live["role"], epoch=live.get("epoch"))
+    for raw in live.get("replicas") or ():
+        name = raw["name"]
+        if name == local_master:
+            continue
+        if name not in fg.masters:
+            _add_master(fg, name, url=raw.get("url"), site=None, declared=False,
+                        description=f"replica of {local_master}")
+        facts = {"role": "replica", "epoch": raw.get("epoch"), "mode": raw.get("mode"),
+                 "primary": local_master}
+        g.nodes[node_id("master", name)].update(facts)
+        fg.masters.nodes[name].update(facts)
+        if local_master:
+            g.add_edge(node_id("master", local_master), node_id("master", name),
+                       kind=REPLICATES, mode=raw.get("mode"), epoch=raw.get("epoch"))
 
     # computers: declared ones, then the registered ones (which win on locality)
     for c in topology.computers.values():

@@ -30,6 +30,8 @@ def tree(fed: FederationGraph) -> dict:
         site = attrs.get("site")
         node = {"kind": "master", "name": name, "url": attrs.get("url"), "site": site,
                 "parent": attrs.get("parent"), "instance": attrs.get("instance"),
+                "role": attrs.get("role"), "epoch": attrs.get("epoch"),
+                "replica_of": attrs.get("primary"), "mode": attrs.get("mode"),
                 "local": name == fed.local_master and name != NO_MASTER,
                 "locality": (fed.topology.locality_of(site)
                              if site in fed.topology.sites else None),
@@ -147,6 +149,11 @@ def tree_text(data: dict, all_partitions: bool = False) -> str:
                 head += "  [this master]"
             if m.get("parent"):
                 head += f"  [child of {m['parent']}, instance {m.get('instance')}]"
+            if m.get("replica_of"):
+                head += (f"  [replica of {m['replica_of']}, {m.get('mode') or 'async'}, "
+                         f"epoch {m.get('epoch')}]")
+            elif m.get("role"):
+                head += f"  [{m['role']}, epoch {m.get('epoch')}]"
         lines.append(head)
         children = [("site", s) for s in m["sites"]] + [("computer", c)
                                                          for c in m["computers"]]
