@@ -171,6 +171,13 @@ class SharedInstanceEntry(Answer):
     parameters: Obj
 
 
+class Recipient(Answer):
+    certificate: described("PEM certificate of the requester: the node seals the "
+                           "instance's secret connection parameters to its key")
+    fingerprint: described("SHA-256 of that certificate (hex): when it changes, the node "
+                           "seals them again")
+
+
 class DesiredInstance(Answer):
     id: str
     reference: str
@@ -186,6 +193,9 @@ class DesiredInstance(Answer):
     restore_from: Optional[described(
         "the backup location it published before its computer was lost: the node runs "
         "its restore steps with it before its first start here")] = None
+    recipient: Optional[described("whom secret connection parameters are sealed to "
+                                  "(absent: nobody known, none is published)",
+                                  Recipient)] = None
 
 
 class DesiredMoved(Answer):
@@ -244,6 +254,9 @@ class Placement(Answer):
     release: described("the instance's release on that computer, as its node last "
                        "reported it (reason: the last line of a failed install's log)",
                        ReleaseState)
+    recipient: Optional[described("the partition's own certificate: what secret "
+                                  "parameters are sealed to (null until its node had it "
+                                  "issued)", Recipient)] = None
 
 
 class Promise(Answer):

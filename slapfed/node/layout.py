@@ -255,6 +255,8 @@ class PartitionPaths:
         self.connection_file = os.path.join(self.private, "connection.json")
         # a host of shared instances publishes theirs here: {shared id: {key: value}}
         self.shared_connection_file = os.path.join(self.private, "shared-connection.json")
+        # the connection parameters the instance declared secret: sealed before they leave
+        self.secret_connection_file = os.path.join(self.private, "secret-connection.json")
         self.buildout_cfg = os.path.join(path, "buildout.cfg")
         self.buildout_log = os.path.join(self.private, "buildout.log")
         # {service: sha256 of its wrapper} when the node last (re)started each service
