@@ -460,6 +460,7 @@ E2E_FILES = frozenset({
     "test_slap_e2e.py", "test_slap_slapgrid.py", "test_accounting_e2e.py",
     "test_supervisor.py", "test_ui_e2e.py", "test_zeo_orphans.py", "test_lists.py",
     "test_usage_e2e.py",
+    "test_cdn_usage_e2e.py",
 })
 
 
