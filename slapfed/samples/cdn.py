@@ -808,8 +808,13 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
                 served[2] = True
                 response.force_close()
                 return response
-            # a client gone raises ConnectionError here: aiohttp ends the connection
-            await response.write(chunk)
+            try:
+                await response.write(chunk)
+            except ConnectionError:
+                # the client left (aiohttp's reset error is also a ClientError: caught
+                # here, it is not taken for the backend failing)
+                response.force_close()
+                return response
             served[0] += len(chunk)
             if ttl > 0 and size <= cache.max_entry:
                 kept.append(chunk)
