@@ -1072,7 +1072,8 @@ __all__ = ["parse", "json_schemas", "software_hash", "asdict", *(t.__name__ for 
 from . import accounting as _acct  # noqa: E402 - the accounting block is self-contained
 
 MAX_USAGE_PARTITIONS = 1024       # and at most the computer's partitions (services)
-MAX_USAGE_ITEMS = 256             # resources (and shared ids) of one partition entry
+MAX_USAGE_ITEMS = 4200            # resources (and shared ids) of one partition entry
+                                  # (the node's MAX_UNITS units and the measured ones)
 MAX_USAGE_INCIDENTS = 64
 MAX_PRICES = 1024
 
