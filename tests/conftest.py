@@ -452,7 +452,7 @@ E2E_FILES = frozenset({
     "test_e2e_injection.py", "test_e2e_lease.py", "test_lease_records.py", "test_federation_lease.py", "test_e2e_lost.py", "test_e2e_placement.py", "test_federation_e2e.py",
     "test_federation_fallback.py", "test_federation_hung.py", "test_federation_lost.py", "test_federation_longpoll.py",
     "test_federation_topology.py", "test_group_commit.py", "test_logs_e2e.py",
-    "test_install_cache.py", "test_logs_node.py", "test_metrics_e2e.py", "test_node_agent.py",
+    "test_install_cache.py", "test_built_cache.py", "test_logs_node.py", "test_metrics_e2e.py", "test_node_agent.py",
     "test_node_external.py", "test_node_isolation.py", "test_node_leftovers.py", "test_node_survive.py",
     "test_netns_partition_node.py", "test_netns_federation.py", "test_fault_soak.py",
     "test_profile_cdn.py", "test_profile_master.py", "test_profile_node.py",
