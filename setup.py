@@ -51,6 +51,7 @@ setup(
             "publish = slapfed.recipe:PublishRecipe",
             "fail = slapfed.recipe:FailRecipe",
             "download = slapfed.recipe:DownloadRecipe",
+            "build = slapfed.recipe:BuildRecipe",
             "master = slapfed.recipe_master:MasterRecipe",
             "master-replica = slapfed.recipe_master:MasterReplicaRecipe",
             "cdn-sites = slapfed.recipe_cdn:CdnSitesRecipe",

@@ -269,3 +269,52 @@ class FailRecipe(_Recipe):
     def install(self):
         message = self.options.get("message", "").strip() or "this part fails on purpose"
         raise zc.buildout.UserError(f"[{self.name}] {message}")
+
+
+class BuildRecipe(_Recipe):
+    """Runs ``command`` (an argv, never given to a shell) in ``location`` (default
+    ``${buildout:parts-directory}/<part>``, made empty first), with optional
+    ``environment`` lines; the part fails when the command does. What it builds is the
+    part: buildout removes ``location`` when the part goes away, and the command runs
+    again only when the part's options change (or ``location`` is gone)."""
+
+    def __init__(self, buildout, name, options):
+        super().__init__(buildout, name, options)
+        options.setdefault("location", os.path.join(
+            buildout["buildout"]["parts-directory"], name))
+
+    def install(self):
+        import subprocess
+
+        location = self.options["location"].strip()
+        argv = command_argv(_required(self.options, self.name, "command"))
+        _no_nul(self.name, "an argument of command", argv)
+        env = dict(os.environ)
+        for line in self.options.get("environment", "").splitlines():
+            key, sep, value = line.strip().partition("=")
+            if not line.strip():
+                continue
+            if not sep or not key.strip().isidentifier():
+                raise zc.buildout.UserError(
+                    f"[{self.name}] environment lines must read NAME=value, got {line!r}")
+            env[key.strip()] = decode(value.strip())
+        if os.path.lexists(location):
+            if os.path.isdir(location) and not os.path.islink(location):
+                shutil.rmtree(location)
+            else:
+                os.remove(location)
+        os.makedirs(location)
+        try:
+            done = subprocess.run(argv, cwd=location, env=env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise zc.buildout.UserError(
+                f"[{self.name}] cannot run {argv[0]}: {exc.strerror}") from None
+        if done.returncode != 0:
+            raise zc.buildout.UserError(
+                f"[{self.name}] {argv[0]} exited with {done.returncode}")
+        return [location]
+
+    def update(self):
+        if not os.path.isdir(self.options["location"].strip()):
+            return self.install()
+        return None

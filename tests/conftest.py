@@ -449,6 +449,7 @@ E2E_FILES = frozenset({
     "test_accounting_e2e.py",
     "test_authz_tls.py",
     "test_backup_e2e.py",
+    "test_built_cache.py",
     "test_ca_tls.py",
     "test_cdn_usage_e2e.py",
     "test_child_master_replicas.py",
