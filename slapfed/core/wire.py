@@ -21,7 +21,6 @@ mean the same there).
 from __future__ import annotations
 
 import functools
-import hashlib
 import ipaddress
 import json
 import math
@@ -52,15 +51,14 @@ from .states import (
     SUPPLY_STATES,
 )
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-SOFTWARE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
-PARAMETER_KEY_RE = re.compile(r"^" + cfgvalue.KEY_RE.pattern + r"\Z")  # + key_problem
+from .fields import (  # noqa: F401 - also read from here; core.fields needs no pydantic
+    ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE, SOFTWARE_TYPE_RE, software_hash,
+)
 HTTPS_URL_RE = re.compile(r"^https://\S+\Z")
 URL_RE = re.compile(r"^(https?|file)://\S+\Z")
 MAX_REFERENCE = 200
 MAX_URL = 2048
 MAX_TEXT = 256
-MAX_LOG_TAIL = 64 * 1024
 MAX_PARAMETERS_BYTES = 256 * 1024
 MAX_CAPABILITIES = 32
 MAX_PEM = 16 * 1024          # a CSR of any accepted key type fits easily
@@ -70,11 +68,6 @@ IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master",  # ca.id
 REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise",    # RFC 5280 names,
                       "affiliation_changed", "superseded",                 # as in ca.authority
                       "cessation_of_operation", "privilege_withdrawn")
-
-
-def software_hash(url: str) -> str:
-    """The key of a software release on disk and in routes: stable for a URL."""
-    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
 
 
 def ecma(regex: re.Pattern) -> str:

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
 from ..core import cfgvalue
-from ..core.wire import ID_RE, SOFTWARE_TYPE_RE
+from ..core.fields import ID_RE, SOFTWARE_TYPE_RE
 from . import confine
 from .layout import InstallSettings, PartitionConfig, Paths
 
