@@ -5,9 +5,11 @@ document takes its response schemas from these models (master.openapi); the clie
 and the node agent check the answers they read against them (:func:`check`), so that
 an answer the document does not describe fails where it is read, naming the field.
 Every model refuses fields it does not declare: a new field is declared here first.
-"""
-from __future__ import annotations
 
+Cheap to import (the CLI checks one answer per command): no ``from __future__ import
+annotations`` here (pydantic would evaluate every annotation string again), and every
+model defers building its validator until it first validates (``defer_build``).
+"""
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema
@@ -22,7 +24,7 @@ from .wire import IDENTITY_ROLES, OPEN_TO_SCHEMA, REPLICA_MODES, SLA_SCHEMA, Del
 
 
 class Answer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def Enum(values):
@@ -42,7 +44,7 @@ def described(text: str, kind=str):
 class ErrorDetail(BaseModel):
     """One problem: the field it concerns and what is wrong (some carry more facts)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     field: Optional[str] = None
     problem: Optional[str] = None
 
@@ -399,7 +401,7 @@ class TopoComputer(Answer):
 
 
 class TopoLink(Answer):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
     from_: str = Field(alias="from")
     to: str
     latency_ms: float

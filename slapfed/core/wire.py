@@ -546,7 +546,7 @@ IpAddress = Annotated[str, BeforeValidator(_ip_address), Strict(), WithJsonSchem
     {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
      "description": "an IPv4 or IPv6 address"})]
 
-WIRE = ConfigDict(extra="forbid")
+WIRE = ConfigDict(extra="forbid", defer_build=True)
 _NULLS = model_validator(mode="before")(classmethod(_drop_nulls))
 
 
@@ -731,7 +731,7 @@ class ComputerFactsBody:
         return data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(defer_build=True))
 class ComputerUpdate:
     """``PATCH /api/v1/computers/<id>`` (admins): the computer's facts, which a node may
     not change itself. Only the fields given change; a locality of ``null`` clears it,
