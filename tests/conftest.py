@@ -447,7 +447,7 @@ def pytest_configure(config):
 # another file may carry the marker itself.
 E2E_FILES = frozenset({
     "test_replication_e2e.py", "test_failover_drill.py",
-    "test_authz_tls.py", "test_backup_e2e.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_master_output.py", "test_cli_tls_refusals.py",
+    "test_authz_tls.py", "test_backup_e2e.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_master_output.py", "test_cli_startup.py", "test_cli_tls_refusals.py",
     "test_concurrency.py", "test_demo.py", "test_e2e.py", "test_e2e_cdn.py",
     "test_e2e_injection.py", "test_e2e_lease.py", "test_e2e_lost.py", "test_e2e_placement.py", "test_federation_e2e.py",
     "test_federation_fallback.py", "test_federation_hung.py", "test_federation_lost.py", "test_federation_longpoll.py",
