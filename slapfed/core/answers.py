@@ -1,6 +1,7 @@
 """The JSON bodies the master answers, declared once as pydantic models.
 
-Depends on pydantic, core.states, core.leases and core.wire. The master's OpenAPI
+Depends on pydantic, core.states, core.leases, core.fields and (for DelegationPolicy,
+on first use) core.wire. The master's OpenAPI
 document takes its response schemas from these models (master.openapi); the client
 and the node agent check the answers they read against them (:func:`check`), so that
 an answer the document does not describe fails where it is read, naming the field.
@@ -20,7 +21,7 @@ from .states import (
     FORWARD_STATES, MOVED_REPORT_STATES, INSTANCE_STATUSES, LOCALITY_LEVELS, PEER_ORIGINS, REQUESTED_STATES,
     SOFTWARE_STATUSES, SUPPLY_STATES, TRUST_LEVELS,
 )
-from .wire import IDENTITY_ROLES, OPEN_TO_SCHEMA, REPLICA_MODES, SLA_SCHEMA, DelegationPolicy
+from .fields import IDENTITY_ROLES, OPEN_TO_SCHEMA, REPLICA_MODES, SLA_SCHEMA
 
 
 class Answer(BaseModel):
@@ -726,11 +727,24 @@ class Promoted(Answer):
     previous_primary: described("the primary it followed", Optional[str])
 
 
-ANSWERS = (Error, Health, Computer, ComputerList, Software, DesiredState, Instance,
-           InstanceList, PlacementDecision, TopologyView, WhoAmI, Certificate,
-           IssuedCertificate, CertificateList, Token, Peer, PeerList, DelegationPolicy,
-           FederationSummary, Changes, LostAnswer, PeerLostAnswer, ReplicaToken, Replica,
-           Transactions, CAMaterial, ReplicationStatus, Promoted)
+_ANSWERS = (Error, Health, Computer, ComputerList, Software, DesiredState, Instance,
+            InstanceList, PlacementDecision, TopologyView, WhoAmI, Certificate,
+            IssuedCertificate, CertificateList, Token, Peer, PeerList, "DelegationPolicy",
+            FederationSummary, Changes, LostAnswer, PeerLostAnswer, ReplicaToken, Replica,
+            Transactions, CAMaterial, ReplicationStatus, Promoted)
+
+
+def __getattr__(name):
+    """``DelegationPolicy`` (a wire type that is also an answer) and ``ANSWERS`` (every
+    answer model) import core.wire, which the CLI's answers never need, when first read."""
+    if name in ("DelegationPolicy", "ANSWERS"):
+        from .wire import DelegationPolicy
+        globals().update(DelegationPolicy=DelegationPolicy, ANSWERS=tuple(
+            DelegationPolicy if m == "DelegationPolicy" else m for m in _ANSWERS))
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _ADAPTERS: dict = {}
 
 
