@@ -140,6 +140,7 @@ class Transport:
         connect, read = timeouts
         sock = self.open_socket(host, port, connect)
         try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as urllib3 does
             sock.settimeout(connect)
             if scheme == "https":
                 sock = self.ssl_context(verify, cert).wrap_socket(sock, server_hostname=host)
