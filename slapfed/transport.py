@@ -138,12 +138,13 @@ class Transport:
     # -- connections -------------------------------------------------------------------
     def _connect(self, scheme, host, port, timeouts, verify, cert):
         connect, read = timeouts
+        ctx = self.ssl_context(verify, cert) if scheme == "https" else None   # files first
         sock = self.open_socket(host, port, connect)
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as urllib3 does
             sock.settimeout(connect)
-            if scheme == "https":
-                sock = self.ssl_context(verify, cert).wrap_socket(sock, server_hostname=host)
+            if ctx is not None:
+                sock = ctx.wrap_socket(sock, server_hostname=host)
             sock.settimeout(read)
         except BaseException:
             sock.close()

@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from slapfed.client import MasterClient
-from slapfed.core.errors import MasterUnreachable
+from slapfed.core.errors import InvalidInput, MasterUnreachable
 from slapfed.transport import TRANSPORT_ERRORS, Transport
 
 
@@ -105,3 +105,28 @@ def test_the_client_maps_no_answer_to_master_unreachable(server):
         port = free.getsockname()[1]
     with pytest.raises(MasterUnreachable, match="cannot reach the master"):
         MasterClient(f"http://127.0.0.1:{port}", timeout=2)._call("GET", "/health")
+
+
+@pytest.mark.parametrize("files, field", [
+    ({"ca": "missing-ca.crt"}, "ca"),
+    ({"cert": "missing.crt", "key": "missing.key"}, "cert"),
+], ids=["ca", "cert"])
+def test_a_tls_file_that_cannot_be_read_is_invalid_input_naming_it(tmp_path, files, field):
+    files = {k: str(tmp_path / v) for k, v in files.items()}
+    with pytest.raises(InvalidInput) as caught:
+        MasterClient("https://127.0.0.1:9", **files).health()   # refused before connecting
+    assert caught.value.details[0]["field"] == field
+    assert files[field] in caught.value.message
+
+
+def test_the_cli_exits_3_for_a_ca_file_that_cannot_be_read(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from slapfed.cli.main import cli
+
+    config = tmp_path / "client.json"
+    config.write_text(json.dumps({"master": "https://127.0.0.1:9",
+                                  "ca": str(tmp_path / "gone.crt")}))
+    monkeypatch.setenv("SLAPFED_CONFIG", str(config))
+    out = CliRunner().invoke(cli, ["whoami"])
+    assert out.exit_code == 3 and "gone.crt" in out.output
