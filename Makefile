@@ -22,8 +22,8 @@ demo: $(STAMP)
 demo-stop: $(STAMP)
 	$(BIN)/slapfed demo stop --dir demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+test:
+	VENV=$(VENV) .ci/test
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

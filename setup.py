@@ -52,6 +52,7 @@ setup(
             "fail = slapfed.recipe:FailRecipe",
             "download = slapfed.recipe:DownloadRecipe",
             "master = slapfed.recipe_master:MasterRecipe",
+            "master-replica = slapfed.recipe_master:MasterReplicaRecipe",
             "cdn-sites = slapfed.recipe_cdn:CdnSitesRecipe",
         ],
     },

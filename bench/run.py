@@ -1,7 +1,7 @@
 """Run every benchmark and print one summary table (`make bench`).
 
 Each bench/bench_*.py is also runnable alone; each writes bench/results/<name>.json.
-Usage: .venv/bin/python bench/run.py [master] [node] [node_survive] [placement] [federation] [backup] [lease] [seal] [replica] [lost]
+Usage: .venv/bin/python bench/run.py [master] [node] [node_survive] [placement] [federation] [backup] [lease] [seal] [replica] [lost] [lists]
        (default: all)
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SUITES = ("master", "node", "node_survive", "placement", "federation", "backup", "lease",
-          "seal", "replica", "lost")
+          "seal", "replica", "lost", "lists")
 
 
 def main(argv: list[str]) -> int:

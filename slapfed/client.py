@@ -400,9 +400,14 @@ class MasterClient:
             body["open_to"] = list(open_to)
         return self._json("POST", "/instances", json_body=body, answer=A.Instance)
 
-    def list_instances(self, **filters) -> list[dict]:
+    def list_instances(self, include_destroyed: bool = False, **filters) -> list[dict]:
+        """Every instance matching ``filters`` (requester, reference, state, status), all
+        pages walked; destroyed ones only with ``include_destroyed`` (or a state)."""
         params = {k: v for k, v in filters.items() if v is not None}
-        return self._json("GET", "/instances", params=params, answer=A.InstanceList)["instances"]
+        if include_destroyed:
+            params["all"] = "1"
+        return [i for page in self.walk("/instances", params, A.InstanceList)
+                for i in page["instances"]]
 
     def show(self, instance_id: str) -> dict:
         return self._json("GET", f"/instances/{quote(instance_id, safe='')}",
@@ -414,6 +419,7 @@ class MasterClient:
         requester = self.requester or self.principal()
         if requester:
             params["requester"] = requester
+        params["all"] = "1"             # a destroyed one may be started again
         found = self._json("GET", "/instances", params=params, answer=A.InstanceList)["instances"]
         if not found:
             from .core.errors import NotFound
@@ -466,7 +472,9 @@ class MasterClient:
         return self._json("POST", "/computers", json_body=registration, answer=A.Computer)
 
     def list_computers(self) -> list[dict]:
-        return self._json("GET", "/computers", answer=A.ComputerList)["computers"]
+        """Every computer the caller may read, all pages walked."""
+        return [c for page in self.walk("/computers", {}, A.ComputerList)
+                for c in page["computers"]]
 
     def show_computer(self, computer_id: str) -> dict:
         return self._json("GET", f"/computers/{quote(computer_id, safe='')}",
@@ -531,8 +539,38 @@ class MasterClient:
 
     # -- topology -----------------------------------------------------------------
     def topology(self) -> dict:
-        """The master's topology files and live state (GET /topology)."""
-        return self._json("GET", "/topology", answer=A.TopologyView)
+        """The master's topology files and live state (GET /topology), all pages walked:
+        the computers, instances and child masters of every page, the rest (files,
+        peers, replicas, role, epoch) as the first page says."""
+        view = None
+        for page in self.walk("/topology", {}, A.TopologyView):
+            if view is None:
+                view = page
+                continue
+            for key in ("computers", "instances", "masters"):
+                view["live"][key].extend(page["live"][key])
+        view["next"] = None
+        return view
+
+    # -- paging (core.paging): every list route answers one page and a cursor ------------
+    PAGE_SIZE = 500
+
+    def walk(self, path: str, params: dict, answer, limit: int | None = None):
+        """The pages of list ``path`` (one answer each), following ``next`` to the end.
+        Raises InvalidInput when a master hands back a cursor it already gave (a walk
+        that would never end)."""
+        params = dict(params, limit=str(limit or self.PAGE_SIZE))
+        seen = set()
+        while True:
+            page = self._json("GET", path, params=params, answer=answer)
+            yield page
+            cursor = page.get("next")
+            if cursor is None:
+                return
+            if cursor in seen:
+                raise InvalidInput(f"{path}: the master gave cursor {cursor[:40]!r} twice")
+            seen.add(cursor)
+            params["cursor"] = cursor
 
     # -- placement (explain without writing) -----------------------------------
     def explain(self, reference: str, software_url: str, software_type: str = "default",
@@ -635,6 +673,32 @@ class MasterClient:
     def set_policy(self, doc: dict) -> dict:
         return self._json("PUT", "/federation/policy", json_body=doc,
                           answer=A.DelegationPolicy)
+
+    # -- accounting -------------------------------------------------------------------
+    def report_usage(self, computer_id: str, report: dict) -> dict:
+        """A node: one usage report ({"accepted", "duplicate"}: the same report id again
+        is a duplicate, acknowledged and not counted twice)."""
+        return self._json("POST", f"/computers/{quote(computer_id, safe='')}/usage",
+                          json_body=report, answer=A.UsageAck)
+
+    def statement(self, period: str, owner: str | None = None, peer: str | None = None,
+                  group: str | None = None) -> dict:
+        params = {"period": period, **{k: v for k, v in (("owner", owner), ("peer", peer),
+                                                         ("group", group)) if v}}
+        return self._json("GET", "/statements", params=params, answer=A.Statement)
+
+    def instance_usage(self, instance_id: str, since: str | None = None,
+                       until: str | None = None) -> dict:
+        params = {k: v for k, v in (("since", since), ("until", until)) if v}
+        return self._json("GET", f"/instances/{quote(instance_id, safe='')}/usage",
+                          params=params, answer=A.InstanceUsage)
+
+    def prices(self) -> dict:
+        return self._json("GET", "/accounting/prices", answer=A.PriceListAnswer)
+
+    def set_prices(self, doc: dict) -> dict:
+        return self._json("PUT", "/accounting/prices", json_body=doc,
+                          answer=A.PriceListAnswer)
 
 
 def _after(iso_time: str | None, when: float) -> bool:

@@ -222,22 +222,45 @@ class PromiseRecipe(ServiceRecipe):
 
 
 class PublishRecipe(_Recipe):
-    """Writes every option but ``recipe`` and ``file`` into the JSON connection file."""
+    """Writes every option but ``recipe``, ``file``, ``secret`` and ``secret-file`` into
+    the JSON connection file.
 
-    SKIP = ("recipe", "file")
+    ``secret`` names (whitespace-separated) the options that are secrets: those go into
+    ``secret-file`` instead (default ``${partition:secret-connection-file}``), which the
+    node seals to the requester's key before anything leaves the partition; the master
+    stores and relays only the sealed text. A node that cannot seal gives no
+    secret-connection-file: the part then fails rather than publish a secret in clear."""
+
+    SKIP = ("recipe", "file", "secret", "secret-file")
+
+    def _partition_file(self, option: str, key: str) -> str:
+        path = self.options.get(option, "").strip()
+        if path:
+            return path
+        try:
+            return self.buildout["partition"][key]
+        except KeyError:
+            raise zc.buildout.UserError(
+                f"[{self.name}] needs {option!r} (or a [partition] {key})") from None
 
     def install(self):
-        path = self.options.get("file", "").strip()
-        if not path:
-            try:
-                path = self.buildout["partition"]["connection-file"]
-            except KeyError:
-                raise zc.buildout.UserError(
-                    f"[{self.name}] needs 'file' (or a [partition] connection-file)") from None
+        path = self._partition_file("file", "connection-file")
         values = {k: decode(v) for k, v in self.options.items()
                   if k not in self.SKIP and not k.startswith("_")}
+        names = self.options.get("secret", "").split()
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise zc.buildout.UserError(
+                f"[{self.name}] secret names options it does not publish: "
+                f"{', '.join(missing)}")
+        if not names:
+            _write(path, json.dumps(values, indent=1, sort_keys=True) + "\n", 0o600)
+            return [path]
+        secret_path = self._partition_file("secret-file", "secret-connection-file")
+        secrets = {n: values.pop(n) for n in names}
+        _write(secret_path, json.dumps(secrets, indent=1, sort_keys=True) + "\n", 0o600)
         _write(path, json.dumps(values, indent=1, sort_keys=True) + "\n", 0o600)
-        return [path]
+        return [path, secret_path]
 
 
 class FailRecipe(_Recipe):

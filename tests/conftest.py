@@ -446,10 +446,10 @@ def pytest_configure(config):
 # tests are marked e2e, so `pytest -m "not e2e"` runs the fast tier alone. A test in
 # another file may carry the marker itself.
 E2E_FILES = frozenset({
-    "test_replication_e2e.py", "test_failover_drill.py",
+    "test_replication_e2e.py", "test_failover_drill.py", "test_replica_rejoin.py", "test_child_master_replicas.py",
     "test_authz_tls.py", "test_backup_e2e.py", "test_ca_tls.py", "test_claims_tls.py", "test_cli_master_output.py", "test_cli_startup.py", "test_cli_tls_refusals.py",
     "test_concurrency.py", "test_demo.py", "test_e2e.py", "test_e2e_cdn.py",
-    "test_e2e_injection.py", "test_e2e_lease.py", "test_e2e_lost.py", "test_e2e_placement.py", "test_federation_e2e.py",
+    "test_e2e_injection.py", "test_e2e_lease.py", "test_lease_records.py", "test_federation_lease.py", "test_e2e_lost.py", "test_e2e_placement.py", "test_federation_e2e.py",
     "test_federation_fallback.py", "test_federation_hung.py", "test_federation_lost.py", "test_federation_longpoll.py",
     "test_federation_topology.py", "test_group_commit.py", "test_logs_e2e.py",
     "test_install_cache.py", "test_logs_node.py", "test_metrics_e2e.py", "test_node_agent.py",
@@ -457,8 +457,9 @@ E2E_FILES = frozenset({
     "test_netns_partition_node.py", "test_netns_federation.py", "test_fault_soak.py",
     "test_profile_cdn.py", "test_profile_master.py", "test_profile_node.py",
     "test_recipes_buildout.py", "test_recursion_e2e.py", "test_schemathesis.py", "test_shared_hosting_tls.py",
-    "test_slap_e2e.py", "test_slap_slapgrid.py",
-    "test_supervisor.py", "test_ui_e2e.py", "test_zeo_orphans.py",
+    "test_slap_e2e.py", "test_slap_slapgrid.py", "test_accounting_e2e.py",
+    "test_supervisor.py", "test_ui_e2e.py", "test_zeo_orphans.py", "test_lists.py",
+    "test_usage_e2e.py", "test_zk_e2e.py",
 })
 
 

@@ -80,7 +80,7 @@ def test_instance_routes(ready):
                                                           "state": "started"}).json
     assert [i["id"] for i in listed["instances"]] == [inst["id"]]
     assert ready.get(f"{API}/instances", query_string={"status": "started"}).json == \
-        {"instances": []}
+        {"instances": [], "next": None}
     stopped = ready.put(f"{API}/instances/{inst['id']}/state", json={"state": "stopped"})
     assert stopped.status_code == 200 and stopped.json["requested_state"] == "stopped"
     gone = ready.delete(f"{API}/instances/{inst['id']}")

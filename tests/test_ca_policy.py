@@ -14,7 +14,7 @@ from slapfed.ca import policy as p
 from slapfed.ca.authority import CertificateAuthority
 from slapfed.ca.keys import generate_key
 from slapfed.ca.policy import (CertificateFacts, ComputerFacts, InstanceFacts,
-                               PartitionFacts, Placement, ReplicaFacts)
+                               PartitionFacts, Placement, ReplicaFacts, StatementFacts)
 from slapfed.core.errors import Forbidden, Unauthenticated
 
 # -- the actors ----------------------------------------------------------------------------
@@ -66,6 +66,11 @@ R = {
     "cert-nodeX": CertificateFacts(ids.computer("node-x")),
     "repl-r": ReplicaFacts("repl-r"),
     "repl-s": ReplicaFacts("repl-s"),
+    # accounting: whose usage a statement reads
+    "usage-alice": StatementFacts("person/alice"),
+    "usage-bob": StatementFacts("person/bob"),
+    "usage-peerM": StatementFacts("master/peer-m"),
+    "usage-peerN": StatementFacts("master/peer-n"),
     "-": None,
 }
 
@@ -73,7 +78,9 @@ R = {
 TENANT = {"alice-root": "alice", "alice-child": "alice", "alice-new": "alice",
           "alice-new-child": "alice", "bob-root": "bob", "bob-child": "bob", "bob-new": "bob",
           "bob-new-child": "bob", "peerM-root": "peerM", "peerM-new": "peerM",
-          "peerN-root": "peerN", "peerN-new": "peerN", "cert-alice": "alice", "cert-bob": "bob"}
+          "peerN-root": "peerN", "peerN-new": "peerN", "cert-alice": "alice", "cert-bob": "bob",
+          "usage-alice": "alice", "usage-bob": "bob", "usage-peerM": "peerM",
+          "usage-peerN": "peerN"}
 ACTOR_TENANT = {"alice": "alice", "bob": "bob", "peerM": "peerM", "partA": "alice",
                 "partB": "bob"}
 
@@ -152,6 +159,20 @@ MATRIX = [
     (p.READ_CA_MATERIAL,      "-",               ("401", "403", "403", "403", "403", "403", "403", "403", "403", "ok")),
     (p.READ_REPLICATION,      "-",               ("401", "403", "403", "ok", "403", "403", "403", "403", "403", "403")),
     (p.PROMOTE,               "-",               ("401", "403", "403", "ok", "403", "403", "403", "403", "403", "403")),
+    # accounting
+    (p.REPORT_USAGE,          "node-x",          ("401", "403", "403", "403", "ok", "403", "403", "403", "403", "403")),
+    (p.REPORT_USAGE,          "node-y",          ("401", "403", "403", "403", "403", "ok", "403", "403", "403", "403")),
+    (p.READ_STATEMENT,        "usage-alice",     ("401", "ok", "403", "ok", "403", "403", "403", "403", "403", "403")),
+    (p.READ_STATEMENT,        "usage-bob",       ("401", "403", "ok", "ok", "403", "403", "403", "403", "403", "403")),
+    (p.READ_STATEMENT,        "usage-peerM",     ("401", "403", "403", "ok", "403", "403", "403", "403", "ok", "403")),
+    (p.READ_STATEMENT,        "usage-peerN",     ("401", "403", "403", "ok", "403", "403", "403", "403", "403", "403")),
+    (p.READ_USAGE,            "alice-root",      ("401", "ok", "403", "ok", "403", "403", "403", "403", "403", "403")),
+    (p.READ_USAGE,            "alice-child",     ("401", "ok", "403", "ok", "403", "403", "403", "403", "403", "403")),
+    (p.READ_USAGE,            "bob-root",        ("401", "403", "ok", "ok", "403", "403", "403", "403", "403", "403")),
+    (p.READ_USAGE,            "peerM-root",      ("401", "403", "403", "ok", "403", "403", "403", "403", "ok", "403")),
+    (p.READ_USAGE,            "peerN-root",      ("401", "403", "403", "ok", "403", "403", "403", "403", "403", "403")),
+    (p.READ_PRICES,           "-",               ("401", "ok", "ok", "ok", "403", "403", "403", "403", "ok", "403")),
+    (p.SET_PRICES,            "-",               ("401", "403", "403", "ok", "403", "403", "403", "403", "403", "403")),
 ]
 
 CASES = [pytest.param(action, res, actor, expected, id=f"{action}-{res}-{actor}")

@@ -49,6 +49,11 @@ def test_a_killed_agent_shows_unknown_within_the_lease_and_nothing_restarts(
                               master_args=("--lease", str(LEASE))) as fed:
         try:
             slapfed_cli("supply", HELLO, "--computer", COMPUTER, env=fed["admin_env"])
+            # the agent's first poll (its start-up may outlast the lease its node format
+            # registration began): until then placement rightly refuses the computer
+            registered = fed["admin"].show_computer(COMPUTER)["lease"]["expires_at"]
+            wait_for(lambda: _lease_renewed_since(fed, registered), 60,
+                     "the agent's first poll", proc=fed["node"])
             inst = json.loads(slapfed_cli("request", "hello-lease", HELLO, "--wait", "120",
                                           "--json", env=fed["env"]).stdout)
             assert inst["status"]["state"] == "started"
@@ -107,6 +112,11 @@ def test_a_killed_agent_shows_unknown_within_the_lease_and_nothing_restarts(
         finally:
             if agent is not None:
                 agent.stop()
+
+
+def _lease_renewed_since(fed, expires_at) -> bool:
+    lease = fed["admin"].show_computer(COMPUTER)["lease"]
+    return lease["state"] == "live" and lease["expires_at"] != expires_at
 
 
 def _stable(path: Path, within: float = 1.0) -> bool:

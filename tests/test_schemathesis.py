@@ -47,6 +47,16 @@ ALLOWED_400 = {
     "add_peer": "a URL outside the outbound policy; an unpaired peer without token",
     "register_child_master": "a URL outside the outbound policy",
     "register_replica": "a URL outside the outbound policy",
+    # a cursor is opaque: only the 'next' a master handed out reads back
+    "list_instances": "a cursor this master did not make",
+    "list_computers": "a cursor this master did not make",
+    "show_topology": "a cursor this master did not make",
+    # accounting: a report's entries must name the computer's partitions and the
+    # instances they host; start before end; days that exist (no 2026-02-30)
+    "report_usage": "partitions and instances of that computer; start before end",
+    "statement": "a day that does not exist; both owner and peer",
+    "instance_usage": "a day that does not exist; until before since",
+    "set_prices": "two prices for one release and resource; a per of zero",
 }
 
 # Installed as sitecustomize in every master process (its gunicorn workers inherit it):

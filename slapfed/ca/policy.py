@@ -52,6 +52,12 @@ FOLLOW_TRANSACTIONS = "follow_transactions"        # GET /replication/transactio
 READ_CA_MATERIAL = "read_ca_material"              # GET /replication/ca
 READ_REPLICATION = "read_replication"              # GET /replication/status
 PROMOTE = "promote"                                # POST /replication/promotion
+# accounting
+REPORT_USAGE = "report_usage"                      # POST /computers/<id>/usage
+READ_STATEMENT = "read_statement"                  # GET /statements
+READ_USAGE = "read_usage"                          # GET /instances/<id>/usage
+READ_PRICES = "read_prices"                        # GET /accounting/prices
+SET_PRICES = "set_prices"                          # PUT /accounting/prices
 
 
 # -- the facts a decision needs --------------------------------------------------------
@@ -90,6 +96,11 @@ class PartitionFacts:
 @dataclass(frozen=True)
 class ReplicaFacts:
     name: str                     # the replica a registration speaks of
+
+
+@dataclass(frozen=True)
+class StatementFacts:
+    owner: str                    # whose usage (a principal: person/alice, master/b)
 
 
 @dataclass(frozen=True)
@@ -149,6 +160,11 @@ def own_partition(identity: Identity, facts: PartitionFacts) -> bool:
 def own_certificate(identity: Identity, facts: CertificateFacts) -> bool:
     """only its own certificates"""
     return facts.identity == identity
+
+
+def own_statement(identity: Identity, facts: StatementFacts) -> bool:
+    """only its own usage (a peer: what its delegations used here)"""
+    return facts.owner == identity.principal
 
 
 def own_replica(identity: Identity, facts: ReplicaFacts) -> bool:
@@ -267,6 +283,19 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          grants={ADMIN: anything}),
     Rule(PROMOTE, "admins only (a replica becomes the primary at a new epoch)",
          grants={ADMIN: anything}),
+    # accounting
+    Rule(REPORT_USAGE, "a node reports the usage of its own computer's partitions only",
+         ComputerFacts, grants={COMPUTER: own_computer}),
+    Rule(READ_STATEMENT, "a person reads its own statements, a peer master what its "
+         "delegations used here, an admin everyone's", StatementFacts,
+         grants={PERSON: own_statement, MASTER: own_statement, ADMIN: anything}),
+    Rule(READ_USAGE, "owners read the usage of their trees (destroyed instances too), an "
+         "admin everything", InstanceFacts,
+         grants=_tree_owners(**{ADMIN: anything})),
+    Rule(READ_PRICES, "people, peers and admins (what statements are priced at)",
+         grants={PERSON: anything, MASTER: anything, ADMIN: anything}),
+    Rule(SET_PRICES, "admins only (the price list statements use)",
+         grants={ADMIN: anything}),
 )}
 
 ACTIONS = tuple(RULES)
@@ -339,6 +368,8 @@ def describe(resource) -> str:
         return f"a certificate of {resource.identity.principal}"
     if isinstance(resource, ReplicaFacts):
         return f"replica {resource.name}"
+    if isinstance(resource, StatementFacts):
+        return f"the usage of {resource.owner}"
     return "this"
 
 

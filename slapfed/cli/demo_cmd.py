@@ -89,7 +89,7 @@ def demo_start(directory, partitions, profiles, timeout):
                  "--partitions", str(partitions), "--root", str(base / "node"),
                  "--host", "demo-host", "--lan", "demo-lan", "--country", "fr",
                  "--continent", "europe", "--token", ca.token_for(COMPUTER, ttl=600),
-                 "--ca", tls["ca"], cwd=base)
+                 "--ca", tls["ca"], *_isolation_flags(base), cwd=base)
         node_started = time.time()
         node = Proc(slapfed_argv("node", "run", "--root", str(base / "node"), "--interval", "1"),
                     base / "node.log")
@@ -188,6 +188,24 @@ def _child_master(client: MasterClient, base: Path, release: Path, timeout: floa
     (base / "child-client.json").write_text(json.dumps({
         "master": conn["url"], "ca": child.verify, "cert": child.cert[0], "key": child.cert[1]},
         indent=2) + "\n")
+
+
+def _isolation_flags(base: Path) -> list:
+    """``--single-user`` (said aloud) when, as root, partition users could not run this
+    runtime or reach the demo directory (a checkout under a 0700 directory): a real node
+    refuses that, but the demo is for trying slapfed out, not for isolating tenants."""
+    import os
+
+    if os.geteuid() != 0:
+        return []
+    from ..node.layout import IsolationUnavailable, check_runtime
+
+    try:
+        check_runtime(None, reach=[str(base)])
+    except IsolationUnavailable as exc:
+        _say(f"single-user node: {exc.message}")
+        return ["--single-user"]
+    return []
 
 
 def _healthy(client: MasterClient) -> bool:

@@ -32,6 +32,10 @@ LAZY_COMMANDS = {
     "computer": ("user_cmd", "computer"),
     "config": ("user_cmd", "config_group"),
     "whoami": ("user_cmd", "whoami"),
+    # accounting: usage, statement, accounting prices
+    "usage": ("accounting_cmd", "usage"),
+    "statement": ("accounting_cmd", "statement"),
+    "accounting": ("accounting_cmd", "accounting"),
 }
 
 

@@ -191,9 +191,22 @@ def _listen_address(ctx, param, value):
     return host, int(port)
 
 
+def _usage_interval(ctx, param, value):
+    if value is not None and 0 < value < 1:
+        raise click.BadParameter(f"{value:g} is below 1 (usage reports are in whole "
+                                 "seconds; 0 turns them off)")
+    return None if not value else value
+
+
 def loop_options(command):
-    """--interval, --promise-interval, --parallel-installs and --metrics-listen of the
-    node loop."""
+    """--interval, --promise-interval, --parallel-installs, --usage-interval and
+    --metrics-listen of the node loop."""
+    command = click.option(
+        "--usage-interval", "usage_interval", type=click.FloatRange(0), default=60.0,
+        show_default=True, callback=_usage_interval,
+        help="Seconds between two usage reports to the master (what each partition "
+             "used: CPU, memory, disk, the instance's own units; kept in ROOT/var/usage "
+             "until the master acknowledges them); 0 sends none.")(command)
     command = click.option(
         "--metrics-listen", "metrics_listen", metavar="HOST:PORT", default=None,
         callback=_listen_address,
@@ -221,15 +234,17 @@ def loop_options(command):
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @log_options
 @error_boundary
-def run_cmd(root, interval, promise_interval, parallel_installs, metrics_listen, runner,
-            buildout_timeout, verbose, quiet, log_level, log_format, log_file):
+def run_cmd(root, interval, promise_interval, parallel_installs, usage_interval,
+            metrics_listen, runner, buildout_timeout, verbose, quiet, log_level, log_format,
+            log_file):
     """Run the node loop until SIGTERM/SIGINT."""
     setup_logging(log_level, log_format, log_file, verbose, quiet)
     _run_loop(_agent(root, runner, buildout_timeout), interval, promise_interval,
-              parallel_installs, metrics_listen)
+              parallel_installs, metrics_listen, usage_interval)
 
 
-def _run_loop(agent, interval, promise_interval, parallel_installs, metrics_listen) -> None:
+def _run_loop(agent, interval, promise_interval, parallel_installs, metrics_listen,
+              usage_interval=None) -> None:
     server = None
     if metrics_listen is not None:
         from ..metrics import NodeMetrics, serve
@@ -244,7 +259,7 @@ def _run_loop(agent, interval, promise_interval, parallel_installs, metrics_list
         logging.getLogger("slapfed.node").info("metrics at http://%s/metrics", address)
     try:
         agent.run(interval=interval, promise_interval=promise_interval,
-                  parallel_installs=parallel_installs)
+                  parallel_installs=parallel_installs, usage_interval=usage_interval)
     finally:
         if server is not None:
             server.shutdown()
@@ -278,8 +293,9 @@ def _register_until_answered(config, log) -> None:
 @click.option("-q", "--quiet", is_flag=True, help="Log warnings and errors only.")
 @log_options
 @error_boundary
-def boot_cmd(interval, promise_interval, parallel_installs, metrics_listen, runner,
-             buildout_timeout, verbose, quiet, log_level, log_format, log_file, **opts):
+def boot_cmd(interval, promise_interval, parallel_installs, usage_interval, metrics_listen,
+             runner, buildout_timeout, verbose, quiet, log_level, log_format, log_file,
+             **opts):
     """Format the node (idempotent; a node already enrolled never presents its token
     again), register it, then run the node loop: one command for a node deployed as a
     service (profiles/node)."""
@@ -287,7 +303,7 @@ def boot_cmd(interval, promise_interval, parallel_installs, metrics_listen, runn
     config = _format(opts, enroll_again=False)
     _register_until_answered(config, logging.getLogger("slapfed.node"))
     _run_loop(_agent(config.root, runner, buildout_timeout), interval, promise_interval,
-              parallel_installs, metrics_listen)
+              parallel_installs, metrics_listen, usage_interval)
 
 
 @node.command("supervisord")
@@ -395,7 +411,13 @@ def once_cmd(root, dry_run, runner, buildout_timeout, verbose, log_level, log_fo
     """Run one cycle (or print its plan with --dry-run). Exit code 8 when a release or
     a partition failed in this cycle."""
     setup_logging(log_level, log_format, log_file, verbose, quiet=not verbose)
-    result = _agent(root, runner, buildout_timeout).once(dry_run=dry_run)
+    agent = _agent(root, runner, buildout_timeout)
+    if not dry_run:
+        agent.usage_reporter()          # the cycle's promise runs open incidents too
+    try:
+        result = agent.once(dry_run=dry_run)
+    finally:
+        usage = None if dry_run else _report_usage(agent)
     lines = []
     if dry_run:
         lines.append("plan (dry run, nothing changed):" if result.plan else
@@ -408,10 +430,26 @@ def once_cmd(root, dry_run, runner, buildout_timeout, verbose, log_level, log_fo
             lines.append(f"  {o.target}: {o.state} ({o.seconds:.3f}s)")
             if o.state == "failed" and o.log_tail:
                 lines += ["    " + line for line in o.log_tail.strip().splitlines()[-10:]]
-    emit(result.to_json(), as_json, "\n".join(lines))
+    data = result.to_json()
+    if usage is not None:
+        data["usage"] = usage
+        lines.append(f"usage: {'report ' + usage['spooled'] if usage['spooled'] else 'interval started'}"
+                     f", {usage['sent']} sent, {len(usage['pending'])} kept for later")
+    emit(data, as_json, "\n".join(lines))
     if any(o.state == "failed" for o in result.outcomes):
         from .common import Exit
         sys.exit(int(Exit.FAILED))
+
+
+def _report_usage(agent):
+    """``node once`` reports what it measured since the last report (the first time it
+    only starts the interval); a failure here never fails the cycle."""
+    from ..core.errors import SlapfedError
+    try:
+        return agent.report_usage_now()
+    except (SlapfedError, OSError) as exc:
+        logging.getLogger("slapfed.node").warning("usage report not made: %s", exc)
+        return None
 
 
 @node.command("status")

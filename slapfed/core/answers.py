@@ -85,6 +85,12 @@ class Lease(Answer):
                      Enum(LEASE_STATES))
     expires_at: described("when the lease runs (or ran) out", Iso)
     interval: described("the lease, in seconds", float)
+    # the lease's transitions as the master recorded them (one write each; the peers
+    # that delegated instances here learn them through their long poll)
+    ran_out_at: described("when the lease ran out, as recorded once the master saw it "
+                          "(cleared when its node calls again)", Iso) = None
+    back_at: described("when its node was last heard from again after its lease had run "
+                       "out", Iso) = None
 
 
 class MovedPartition(Answer):
@@ -141,6 +147,8 @@ class Computer(Answer):
 
 class ComputerList(Answer):
     computers: list[Computer]
+    next: described("the cursor of the next page (give it back as ?cursor=), or null "
+                    "after the last page", Optional[str])
 
 
 class Move(Answer):
@@ -166,6 +174,13 @@ class SharedInstanceEntry(Answer):
     parameters: Obj
 
 
+class Recipient(Answer):
+    certificate: described("PEM certificate of the requester: the node seals the "
+                           "instance's secret connection parameters to its key")
+    fingerprint: described("SHA-256 of that certificate (hex): when it changes, the node "
+                           "seals them again")
+
+
 class DesiredInstance(Answer):
     id: str
     reference: str
@@ -181,6 +196,9 @@ class DesiredInstance(Answer):
     restore_from: Optional[described(
         "the backup location it published before its computer was lost: the node runs "
         "its restore steps with it before its first start here")] = None
+    recipient: Optional[described("whom secret connection parameters are sealed to "
+                                  "(absent: nobody known, none is published)",
+                                  Recipient)] = None
 
 
 class DesiredMoved(Answer):
@@ -239,6 +257,9 @@ class Placement(Answer):
     release: described("the instance's release on that computer, as its node last "
                        "reported it (reason: the last line of a failed install's log)",
                        ReleaseState)
+    recipient: Optional[described("the partition's own certificate: what secret "
+                                  "parameters are sealed to (null until its node had it "
+                                  "issued)", Recipient)] = None
 
 
 class Promise(Answer):
@@ -311,6 +332,8 @@ class Instance(Answer):
 
 class InstanceList(Answer):
     instances: list[Instance]
+    next: described("the cursor of the next page (give it back as ?cursor=), or null "
+                    "after the last page", Optional[str])
 
 
 class Refusal(Answer):
@@ -457,11 +480,44 @@ class LiveInstance(Answer):
     delegation: Optional[Delegation]
 
 
+# -- replication in the topology (a child master's replicas; this master's epochs) --------
+class LiveChildReplica(Answer):
+    name: Optional[str]
+    reference: str
+    instance: str
+    url: described("the URL the replica published (null until it has)", Optional[str])
+    mode: Optional[str]
+    computer: Optional[str]
+    state: Enum(INSTANCE_STATUSES)
+
+
+class LiveEpoch(Answer):
+    epoch: int
+    primary: str
+    at: Iso
+
+
+class LiveReplica(Answer):
+    name: str
+    url: Optional[str]
+    mode: Enum(REPLICA_MODES)
+
+
+class LiveReplication(Answer):
+    role: Optional[described("what this master is: primary, replica or fenced",
+                             Enum(MASTER_ROLES))] = None
+    epoch: int
+    epochs: list[LiveEpoch]
+    replicas: list[LiveReplica]
+
+
 class LiveMaster(Answer):
     name: str
     url: str
     instance: str
     reference: str
+    replicas: Optional[described("the replicas its instance requested (replicas=N)",
+                                 list[LiveChildReplica])] = None
 
 
 class LivePeer(Answer):
@@ -486,12 +542,16 @@ class Live(Answer):
     instances: list[LiveInstance]
     masters: list[LiveMaster]
     peers: list[LivePeer]
+    replication: Optional[described("this master's role, epoch, who held each epoch, and "
+                                    "its replicas", LiveReplication)] = None
 
 
 class TopologyView(Answer):
     master: described("this master's name in the topology files", Optional[str])
     topology: TopologyFiles
     live: Live
+    next: described("the cursor of the next page (give it back as ?cursor=), or null "
+                    "after the last page", Optional[str])
 
 
 # -- identities and certificates ---------------------------------------------------------
@@ -736,7 +796,8 @@ _ANSWERS = (Error, Health, Computer, ComputerList, Software, DesiredState, Insta
 
 def __getattr__(name):
     """``DelegationPolicy`` (a wire type that is also an answer) and ``ANSWERS`` (every
-    answer model) import core.wire, which the CLI's answers never need, when first read."""
+    answer model) import core.wire, which the CLI's answers never need, when first read.
+    A block adding answer models extends ``_ANSWERS``."""
     if name in ("DelegationPolicy", "ANSWERS"):
         from .wire import DelegationPolicy
         globals().update(DelegationPolicy=DelegationPolicy, ANSWERS=tuple(
@@ -750,15 +811,129 @@ _ADAPTERS: dict = {}
 
 def check(model: type[BaseModel], data: Any, what: str = "answer") -> Any:
     """``data`` (an answer read from a master) when ``model`` describes it; InvalidInput
-    naming the fields otherwise. Returns ``data`` itself, untouched."""
+    naming the fields otherwise. Returns ``data`` itself, untouched.
+
+    A field the model does not know is tolerated here: a newer master (a peer, a primary
+    upgraded first) may add fields, and whoever reads the answer uses only those it
+    knows. A field missing, of the wrong type or out of its range is refused. (The
+    document itself declares no extra field: the masters' own tests check that a master
+    sends none.)"""
     adapter = _ADAPTERS.get(model)
     if adapter is None:
         adapter = _ADAPTERS[model] = TypeAdapter(model)
     try:
         adapter.validate_python(data)
     except ValidationError as exc:
+        errors = [e for e in exc.errors(include_url=False) if e["type"] != "extra_forbidden"]
+        if not errors:
+            return data
         details = [{"field": ".".join(str(p) for p in e["loc"]) or "body",
-                    "problem": e["msg"]} for e in exc.errors(include_url=False)]
+                    "problem": e["msg"]} for e in errors]
         raise InvalidInput(f"the master's {what} does not match its API ({model.__name__}): "
                            f"{details[0]['field']} {details[0]['problem']}", details) from None
     return data
+
+
+# -- accounting (core.accounting): usage reports, statements, the price list ---------------
+class UsageAck(Answer):
+    accepted: described("the report was recorded now", bool)
+    duplicate: described("a report of this id was accepted before: nothing was written",
+                         bool)
+
+
+Amount = Optional[Annotated[str, Field(description="a decimal, in the currency")]]
+
+
+class Where(Answer):
+    kind: described("computer: measured here; peer: the instance was delegated to that "
+                    "peer (its usage there)", Literal["computer", "peer"])
+    name: str
+
+
+class UsageQuantityAnswer(Answer):
+    resource: str
+    kind: Literal["counter", "peak", "gauge"]
+    unit: str
+    quantity: float
+    amount: Amount = None
+
+
+class IncidentTotals(Answer):
+    count: int
+    seconds: described("incident time inside the period (an open incident counts until "
+                       "the end of the last report repeating it)", int)
+
+
+class StatementLine(Answer):
+    release: Optional[str] = None
+    software_type: Optional[str] = None
+    where: Optional[Where] = None
+    requester: Optional[str] = None
+    instances: described("instances that reported usage in this group and period", int)
+    usage: list[UsageQuantityAnswer]
+    incidents: IncidentTotals
+    amount: Amount = None
+
+
+class StatementTotals(Answer):
+    usage: list[UsageQuantityAnswer]
+    incidents: IncidentTotals
+    amount: Amount = None
+
+
+class Statement(Answer):
+    owner: described("whose usage: the owner of the instance trees (a person, or "
+                     "master/<peer> for what a peer's delegations used here)", str)
+    period: str
+    start: Iso
+    end: Iso
+    group: list[str]
+    currency: Optional[str] = None
+    lines: list[StatementLine]
+    totals: StatementTotals
+
+
+class UsageDay(Answer):
+    day: str
+    where: Optional[Where] = None
+    usage: list[UsageQuantityAnswer]
+
+
+class UsageIncidentAnswer(Answer):
+    kind: str
+    name: str
+    start: Iso
+    end: Iso
+    detail: str
+    seconds: int
+
+
+class InstanceUsage(Answer):
+    instance_id: str
+    reference: str
+    owner: str
+    requester: str
+    release: str
+    software_type: str
+    destroyed: described("the instance is destroyed (its history stays)", bool)
+    since: str
+    until: str
+    days: list[UsageDay]
+    totals: list[UsageQuantityAnswer]
+    incidents: list[UsageIncidentAnswer]
+
+
+class PriceAnswer(Answer):
+    release: str
+    resource: str
+    price: str
+    per: str
+
+
+class PriceListAnswer(Answer):
+    currency: Optional[str] = None
+    precision: Optional[int] = None
+    prices: list[PriceAnswer]
+
+
+_ANSWERS = _ANSWERS + (UsageAck, Statement, InstanceUsage, PriceListAnswer)

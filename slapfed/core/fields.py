@@ -42,7 +42,7 @@ def ecma(regex: re.Pattern) -> str:
 
 OPEN_TO_SCHEMA = {
     "type": "array", "maxItems": MAX_OPEN_TO,
-    "items": {"type": "string", "pattern": f"{PRINCIPAL_RE.pattern}|^[*]$"},
+    "items": {"type": "string", "pattern": f"{ecma(PRINCIPAL_RE)}|^[*]$"},
     "description": "non-shared instances: who else may attach shared instances to this one: "
                    "[] its owner only (the requester of its tree's root), principals "
                    f"(person/NAME, master/PEER), or [\"{EVERYONE}\"] everyone; requesting "

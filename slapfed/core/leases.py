@@ -40,3 +40,24 @@ def lease_at(now: float, renewed_at: float | None, interval: float) -> Lease:
         return Lease(NONE, None, None, interval)
     expires_at = renewed_at + interval
     return Lease(LIVE if now < expires_at else EXPIRED, renewed_at, expires_at, interval)
+
+
+# -- transitions: what the master records of a lease (one write each) ---------------------
+# A lease running out is not a change of the database; but a peer master that delegated
+# an instance here only learns of what changed there. So the master records, on the
+# computer, when its lease was seen run out and when its node came back: one write per
+# transition, never one per poll.
+RAN_OUT = "ran_out"    # the lease ran out and nothing records it yet: record it
+BACK = "back"          # it is recorded out, and the node was heard from: clear it
+
+
+def transition(recorded_out: bool, lease: Lease) -> str | None:
+    """What to record of a computer's lease seen as ``lease``, its computer recording it
+    out or not (``recorded_out``): RAN_OUT, BACK, or None (nothing: the record already
+    says it). A computer with no lease (never renewed, or its lease table lost) changes
+    nothing: only a renewal proves its node is back."""
+    if lease.state == EXPIRED and not recorded_out:
+        return RAN_OUT
+    if lease.state == LIVE and recorded_out:
+        return BACK
+    return None

@@ -17,7 +17,7 @@ EVERYONE = "*"                 # ``open_to: ["*"]``: any requester may attach
 OWNER_ROLES = ("person", "admin", "master")
 # ``person/bob``, ``master/b``; a bare name is what a development master records.
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}"
-PRINCIPAL_RE = re.compile(rf"^(?:(?:{'|'.join(OWNER_ROLES)})/)?{_NAME}$")
+PRINCIPAL_RE = re.compile(rf"^(?:(?:{'|'.join(OWNER_ROLES)})/)?{_NAME}\Z")
 MAX_OPEN_TO = 64
 
 

@@ -2,9 +2,9 @@
 
 Depends on pydantic, core.errors, core.fields (the patterns, limits and schemas it
 shares with code that must not load pydantic), core.cfgvalue, core.sla, core.sharing,
-core.provenance and core.states. Each type is at once the schema of its body (the OpenAPI document is
-generated from these declarations, master.apidoc), its validator and the frozen value
-object the services receive. ``Type.from_json(body)`` (or :func:`parse`) validates a
+core.provenance and core.states. Each type is at once the schema of its body (the OpenAPI
+document is generated from these declarations, master.apidoc), its validator and the
+frozen value object the services receive. ``Type.from_json(body)`` (or :func:`parse`) validates a
 decoded body: pydantic collects *every* problem, and they are raised as one
 InvalidInput whose details are ``{"field": ..., "problem": ...}`` items, fields dotted
 (``partitions[0].address``); unknown fields are refused, never ignored. A field given
@@ -37,7 +37,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
-from . import cfgvalue
+from . import cfgvalue, sealed
 from .errors import InvalidInput
 from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
 from .sharing import parse_open_to
@@ -319,6 +319,9 @@ def _parameter_object(params, options: bool) -> list[dict]:
                         if options else problem_})
         if not (value is None or isinstance(value, (dict, list, str, int, float, bool))):
             out.append({"field": f".{key}", "problem": "must be a JSON value"})
+        elif (sealed.parameter_problem if options else sealed.shape_problem)(value):
+            # a relay cannot open a sealed value, but refuses one that is not one
+            out.append({"field": f".{key}", "problem": sealed.shape_problem(value)})
     if params and len(json.dumps(params, default=str)) > MAX_PARAMETERS_BYTES:
         out.append({"field": "", "problem": f"is larger than {MAX_PARAMETERS_BYTES} bytes"})
     return out
@@ -1014,3 +1017,112 @@ BODIES = (InstanceRequest, ChildMasterRegistration, StateChange, ComputerRegistr
           ReplicaInvitation, ReplicaRegistration, Promotion)
 __all__ = ["parse", "json_schemas", "software_hash", "asdict", *(t.__name__ for t in BODIES),
            "ComputerUpdate", "PartitionSpec", "PromiseResult"]
+
+
+# -- accounting: usage reports and the price list (core.accounting) -----------------------
+from . import accounting as _acct  # noqa: E402 - the accounting block is self-contained
+
+MAX_USAGE_PARTITIONS = 1024       # and at most the computer's partitions (services)
+MAX_USAGE_ITEMS = 256             # resources (and shared ids) of one partition entry
+MAX_USAGE_INCIDENTS = 64
+MAX_PRICES = 1024
+
+
+def _timestamp(value):
+    if isinstance(value, str):
+        try:
+            _acct.parse_time(value)
+        except ValueError as exc:
+            raise problem(str(exc)) from None
+    return value
+
+
+Timestamp = Annotated[str, BeforeValidator(_timestamp), Strict(), WithJsonSchema(
+    {"type": "string", "pattern": _acct.TIMESTAMP_RE.pattern.replace(r"\Z", "$"),
+     "description": "UTC, seconds precision: YYYY-MM-DDTHH:MM:SSZ"})]
+ResourceName = Annotated[Text(43, _acct.RESOURCE_PATTERN), Field(
+    description="a platform resource, or an instance-defined unit x-<name>")]
+
+
+@wire_type("usage item")
+class UsageQuantity:
+    """One resource measured over the report's interval (core.accounting.RESOURCES)."""
+
+    resource: ResourceName
+    quantity: Finite
+    shared: Optional[Annotated[Id, Field(
+        description="a shared instance hosted by this partition's instance: the units "
+                    "are that shared instance's")]] = None
+
+    _nulls = _NULLS
+
+
+@wire_type("usage incident")
+class UsageIncident:
+    """A failing promise (made by the node) or an incident the instance wrote; the same
+    open incident (end null) is repeated with the same start until it ends."""
+
+    kind: Choice(_acct.INCIDENT_KINDS)
+    name: Text()
+    start: Timestamp
+    end: Optional[Timestamp] = None
+    detail: Optional[Text(_acct.MAX_DETAIL, NO_CONTROL, 0)] = ""
+
+    _nulls = _NULLS
+
+
+@wire_type("usage partition")
+class UsagePartition:
+    partition: Id
+    instance_id: Annotated[Id, Field(description="the instance the desired state gave for "
+                                                 "that partition")]
+    usage: Optional[Annotated[tuple[UsageQuantity, ...],
+                              Field(max_length=MAX_USAGE_ITEMS)]] = ()
+    incidents: Optional[Annotated[tuple[UsageIncident, ...],
+                                  Field(max_length=MAX_USAGE_INCIDENTS)]] = ()
+
+    _nulls = _NULLS
+
+
+@wire_type("usage report", description="start < end; each partition at most once; each "
+                                       "resource (and shared id) at most once per partition")
+class UsageReport:
+    """``POST /api/v1/computers/<cid>/usage``: what a node measured over one interval."""
+
+    report_id: Annotated[Text(128, ecma(_acct.REPORT_ID_RE)), Field(
+        description="<cid>:<sequence or uuid>: the same id again is a duplicate")]
+    start: Timestamp
+    end: Timestamp
+    partitions: Annotated[tuple[UsagePartition, ...], Field(max_length=MAX_USAGE_PARTITIONS)]
+
+
+@wire_type("price")
+class PriceBody:
+    resource: ResourceName
+    price: Annotated[Text(40, r"^[0-9]{1,15}(?:\.[0-9]{1,12})?$"), Field(
+        description="a decimal, in the list's currency, for every `per` units")]
+    release: Optional[Annotated[Text(MAX_URL), Field(
+        description="a software release URL, or * (default) for every release without a "
+                    "price of its own")]] = _acct.ANY_RELEASE
+    per: Optional[Annotated[Text(40, r"^[0-9]{1,15}(?:\.[0-9]{1,12})?$"), Field(
+        description="how many units the price is for (default 1), e.g. 3600 for "
+                    "cpu_seconds priced per CPU hour")]] = "1"
+
+    _nulls = _NULLS
+
+
+@wire_type("price list")
+class PriceListBody:
+    """``PUT /api/v1/accounting/prices`` (admins): the price list statements use."""
+
+    currency: Annotated[Text(3, ecma(_acct.CURRENCY_RE)), Field(
+        description="ISO 4217 code, e.g. EUR")]
+    prices: Annotated[tuple[PriceBody, ...], Field(max_length=MAX_PRICES)]
+    precision: Optional[Int(0, _acct.MAX_PRECISION)] = 2
+
+    _nulls = _NULLS
+
+
+BODIES = BODIES + (UsageReport, PriceListBody)
+__all__ += ["UsageReport", "UsagePartition", "UsageQuantity", "UsageIncident",
+            "PriceListBody", "PriceBody"]

@@ -17,6 +17,7 @@ from ..services import federation
 from ..services.runtime import MasterSettings
 from ..store import open_db
 from . import access, auth, computers, identity, instances, meta, openapi, slap, topology
+from . import accounting
 from . import federation as federation_routes
 from . import replication as replication_routes
 from .errors import render_error
@@ -64,7 +65,7 @@ def create_app(config: dict | None = None) -> Flask:
         rt.topology = topology.load_topology(settings.topology_files, settings.name)
         app.before_request(meta.start_timer)       # first: the guard's time counts too
         for module in (meta, identity, computers, instances, topology, federation_routes,
-                       replication_routes):
+                       replication_routes, accounting):
             app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
         app.register_blueprint(meta.metrics_blueprint)
         app.register_blueprint(slap.blueprint, url_prefix=slap.SLAP_PREFIX)

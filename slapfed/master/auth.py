@@ -213,6 +213,48 @@ def _certificate(identity, args):
     return policy.CertificateFacts(record.identity)
 
 
+# -- accounting -------------------------------------------------------------------------
+def statement_owner() -> str | None:
+    """Whose statement the query asks for: owner=, else master/<peer> for peer=, else
+    the caller's own."""
+    args = request.args
+    if args.get("peer") is not None and args.get("owner") is None:
+        return f"master/{args['peer']}"
+    if args.get("owner") is not None:
+        return args["owner"]
+    identity = current_identity()
+    return None if identity is None else identity.principal
+
+
+def _statement(identity, args):
+    owner = statement_owner()
+    g.statement_owner = owner
+    return policy.StatementFacts(owner or "")
+
+
+def _usage_instance(identity, args):
+    """The instance's facts; from the ledger when the instance record is gone (its usage
+    history outlives it)."""
+    from ..services.accounting import owner_of_usage
+    try:
+        return authz.instance_facts(connection(), args["iid"])
+    except NotFound:
+        found = owner_of_usage(connection(), args["iid"])
+        if found is None:
+            raise
+        return policy.InstanceFacts(requester=found[0], root_requester=found[1],
+                                    id=args["iid"])
+
+
+ACCOUNTING_GUARDS: dict[str, Guard] = {
+    "accounting.report_usage": Guard(policy.REPORT_USAGE, lambda i, a: ComputerFacts(a["cid"])),
+    "accounting.statement": Guard(policy.READ_STATEMENT, _statement),
+    "accounting.instance_usage": Guard(policy.READ_USAGE, _usage_instance),
+    "accounting.show_prices": Guard(policy.READ_PRICES),
+    "accounting.set_prices": Guard(policy.SET_PRICES),
+}
+
+
 # -- SLAP (master.slap): the same actions, facts read from the call's fields -----------
 def _slap_computer(field):
     return lambda identity, args: ComputerFacts(slapform.identifier(field))
@@ -312,6 +354,7 @@ GUARDS: dict[str, Guard] = {
     "replication.ca": Guard(policy.READ_CA_MATERIAL),
     "replication.status": Guard(policy.READ_REPLICATION),
     "replication.promote": Guard(policy.PROMOTE),
+    **ACCOUNTING_GUARDS,
 }
 
 

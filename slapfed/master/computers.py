@@ -10,12 +10,13 @@ from flask import Blueprint, Response, jsonify, request
 
 from .. import logs
 from ..ca.identity import COMPUTER, PARTITION
-from ..core import claims
+from ..core import claims, paging
 from ..core.wire import (ComputerRegistration, ComputerUpdate, LostVerdict, MovedReport,
                          PartitionReport, SoftwareReport, Supply, WipeRequest)
 from .. import services
 from ..services.computers import NodeClaim
 from .access import principal
+from .pages import page_args
 from .request import connection, json_body, runtime
 from .auth import current_identity, insecure, visible_computers
 from .topology import complete_facts, complete_registration, declared_facts
@@ -60,8 +61,13 @@ def set_facts(cid):
 
 @blueprint.get("/computers")
 def list_all():
-    return jsonify({"computers": visible_computers(
-        services.list_computers(connection(), runtime().leases))})
+    """One page of the computers the caller may read, by id, with ``next``: the cursor
+    of the next page, or null (core.paging)."""
+    limit, after = page_args(request.args, "computers")
+    found, last = services.page_computers(connection(), runtime().leases, after, limit,
+                                          keep=lambda body: bool(visible_computers([body])))
+    return jsonify({"computers": found,
+                    "next": None if last is None else paging.make_cursor("computers", last)})
 
 
 @blueprint.get("/computers/<cid>")

@@ -27,7 +27,7 @@ blueprint = Blueprint("federation", __name__)
 MAX_WAIT = 60.0         # what a client may ask (the document's maximum)
 # decimal seconds, as a JSON number is written (an exponent too: 1e-05); no sign but
 # that of -0.0, no hex, no inf/nan (the range check refuses what overflows)
-WAIT_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?$")
+WAIT_RE = re.compile(r"^-?[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?\Z")
 log = logging.getLogger("slapfed.master.federation")
 
 

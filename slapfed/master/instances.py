@@ -10,7 +10,7 @@ from dataclasses import replace
 from flask import Blueprint, jsonify, request
 
 from .. import services
-from ..core import provenance
+from ..core import paging, provenance
 from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 from ..core.wire import ChildMasterRegistration, StateChange
@@ -24,6 +24,9 @@ blueprint = Blueprint("instances", __name__)
 log = logging.getLogger("slapfed.master.instances")
 
 LIST_FILTERS = ("requester", "reference", "state", "status")
+# paging and the destroyed ones (core.paging): page size, cursor, all=1 shows destroyed
+LIST_PAGING = ("limit", "cursor", "all")
+ALL_VALUES = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 def bounded(req):
@@ -35,9 +38,32 @@ def bounded(req):
     return replace(req, provenance=provenance.extend(chain, s.here, s.max_depth))
 
 
+def caller_recipient(req) -> dict | None:
+    """The caller's own certificate as the recipient of the secrets of the instances it
+    requests ({"certificate", "fingerprint"}): only when a person or an administrator
+    requests for itself, or a partition for the instance it hosts, over mutual TLS, with a P-256 key (what values are
+    sealed to); else None. A peer master forwarding a delegation is not the requester:
+    sealing to its key would let that master read them (the requester's certificate
+    travelling with the forward is a later step), so nothing is sealed to it."""
+    from ..ca.identity import ADMIN, PARTITION, PERSON
+    from ..ca.seal import recipient_from_der
+    from .auth import PEER_CERT_ENVIRON, current_identity, insecure
+
+    identity = current_identity()
+    der = None if insecure() else request.environ.get(PEER_CERT_ENVIRON)
+    if not der or identity is None or identity.role not in (PERSON, ADMIN, PARTITION):
+        return None
+    # a partition requests as the instance it hosts (the guard resolved that); the
+    # others as themselves (an admin asking for someone else is not that someone)
+    if identity.role != PARTITION and identity.principal != req.requester:
+        return None
+    return recipient_from_der(der)
+
+
 @blueprint.post("/instances")
 def request_instance():
-    created, body = services.request_instance(runtime(), bounded(instance_request()))
+    req = bounded(instance_request())
+    created, body = services.request_instance(runtime(), req, caller_recipient(req))
     if body.get("delegation") is not None:
         kick_forwarder()
     log_outcome("requested" if created else "requested again", body)
@@ -52,9 +78,13 @@ def explain_placement():
 
 @blueprint.get("/instances")
 def list_instances():
+    """One page of the instances matching every filter, in a stable order (by id; by
+    reference within one requester), with ``next``: the cursor of the next page, or
+    null. Destroyed instances are left out unless ``all=1`` or ``state`` is given."""
     args = request.args
-    problems = [{"field": k, "problem": f"unknown filter (known: {', '.join(LIST_FILTERS)})"}
-                for k in args if k not in LIST_FILTERS]
+    known = LIST_FILTERS + LIST_PAGING
+    problems = [{"field": k, "problem": f"unknown filter (known: {', '.join(known)})"}
+                for k in args if k not in known]
     state, status = args.get("state"), args.get("status")
     if state is not None and state not in REQUESTED_STATES:
         problems.append({"field": "state",
@@ -62,14 +92,28 @@ def list_instances():
     if status is not None and status not in INSTANCE_STATUSES:
         problems.append({"field": "status",
                          "problem": f"must be one of {', '.join(INSTANCE_STATUSES)}"})
+    every = ALL_VALUES.get(args.get("all", "0").lower())
+    if every is None:
+        problems.append({"field": "all", "problem": "must be 1 or 0 (true or false)"})
+    requester = args.get("requester")
+    limit = after = None
+    try:
+        limit = paging.parse_limit(args.get("limit"))
+    except InvalidInput as exc:
+        problems.extend(exc.details)
+    try:
+        after = paging.read_cursor(args.get("cursor"), services.page_order(requester))
+    except InvalidInput as exc:
+        problems.extend(exc.details)
     if problems:
         first = problems[0]
         raise InvalidInput(f"invalid filters: {first['field']} {first['problem']}", problems)
-    found = services.list_instances(connection(), requester=args.get("requester"),
-                                    reference=args.get("reference"), state=state,
-                                    status=status, allow=instance_filter(),
-                                    leases=runtime().leases)
-    return jsonify({"instances": found})
+    found, last = services.page_instances(
+        connection(), requester=requester, reference=args.get("reference"), state=state,
+        status=status, allow=instance_filter(), leases=runtime().leases, after=after,
+        limit=limit, hide_destroyed=not every)
+    return jsonify({"instances": found, "next": None if last is None else
+                    paging.make_cursor(services.page_order(requester), last)})
 
 
 @blueprint.get("/instances/<iid>")

@@ -334,6 +334,96 @@ OPERATIONS = {
         body=wire.Promotion),
 }
 
+# -- accounting (master.accounting) ------------------------------------------------------
+_YEAR_MONTH = "(?:19[7-9][0-9]|[2-9][0-9]{3})-(?:0[1-9]|1[0-2])"
+_DAY = {"type": "string", "pattern": f"^{_YEAR_MONTH}-(?:0[1-9]|[12][0-9]|3[01])$"}
+OPERATIONS.update({
+    "accounting.report_usage": Op(
+        "report_usage",
+        "A node's usage report for one interval (that computer's node only): each "
+        "partition's instance must be (or recently have been) that partition's; a bad "
+        "entry refuses the whole report (400 naming the field), nothing written. The "
+        "report id is kept: the same id again answers accepted false, duplicate true and "
+        "changes nothing. An open incident repeated across reports is merged on "
+        "(instance, kind, name, start)",
+        {"200": (A.UsageAck, "recorded, or a duplicate")}, ("400", "403", "404", "413"),
+        body=wire.UsageReport),
+    "accounting.statement": Op(
+        "statement",
+        "The usage of an owner (default: the caller; peer=P: what peer P's delegations "
+        "used here) over a month or a day, in lines grouped by release, software type, "
+        "where it ran (and requester), with incidents, and amounts when a price list is "
+        "set. A person reads its own, a peer its own, an admin everyone's",
+        {"200": (A.Statement, "the statement")}, ("400", "403"), parameters=(
+            {"name": "owner", "in": "query", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+             "description": "a principal, e.g. person/alice"},
+            {"name": "peer", "in": "query", "required": False,
+             "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+             "description": "a peer master's name (owner master/<peer>)"},
+            {"name": "period", "in": "query", "required": True,
+             "schema": {"type": "string", "pattern":
+                        f"^{_YEAR_MONTH}(?:-(?:0[1-9]|[12][0-9]|3[01]))?$"},
+             "description": "a month YYYY-MM or a day YYYY-MM-DD (UTC)"},
+            {"name": "group", "in": "query", "required": False, "schema": STR,
+             "description": "comma-separated dimensions among release, software_type, "
+                            "where, requester (default release,software_type,where)"})),
+    "accounting.instance_usage": Op(
+        "instance_usage",
+        "One instance's usage per day (and where it ran), totals and incidents; a "
+        "destroyed instance's history stays readable by its owner",
+        {"200": (A.InstanceUsage, "its usage")}, ("400", "404"), parameters=(
+            {"name": "since", "in": "query", "required": False, "schema": _DAY,
+             "description": "first day (default: 29 days ago)"},
+            {"name": "until", "in": "query", "required": False, "schema": _DAY,
+             "description": "last day, inclusive (default: today)"})),
+    "accounting.show_prices": Op(
+        "show_prices", "The price list statements use (none set: no currency, no prices)",
+        {"200": (A.PriceListAnswer, "the price list")}),
+    "accounting.set_prices": Op(
+        "set_prices", "Replace the price list (admins): prices per release (or * for "
+        "every other) and resource, in one currency",
+        {"200": (A.PriceListAnswer, "the price list")}, ("400",), body=wire.PriceListBody),
+})
+
+
+# -- lists that scale: the paging parameters of the list routes (core.paging) ------------
+from dataclasses import replace as _replace  # noqa: E402
+
+from ..core import paging as _paging  # noqa: E402
+
+PAGE_PARAMETERS = (
+    {"name": "limit", "in": "query", "required": False,
+     "schema": {"type": "integer", "minimum": 1, "maximum": _paging.MAX_LIMIT},
+     "description": f"items per page (default {_paging.DEFAULT_LIMIT}, at most "
+                    f"{_paging.MAX_LIMIT})"},
+    {"name": "cursor", "in": "query", "required": False,
+     "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]+$",
+                "maxLength": _paging.MAX_CURSOR_LENGTH},
+     "description": "the 'next' of the previous page, unchanged (opaque); absent: the "
+                    "first page"})
+_PAGED = ("; paged: `limit` items per page in a stable order, `next` is the cursor of the "
+          "next page or null (400 names a bad limit or cursor)")
+for _endpoint, _extra, _summary in (
+        ("instances.list_instances", (
+            {"name": "all", "in": "query", "required": False,
+             "schema": {"type": "string", "enum": ["0", "1", "true", "false"]},
+             "description": "1: destroyed instances too (default: left out, unless "
+                            "state is given)"},),
+         "List instances matching every filter given, by id (by reference when a "
+         "requester is given); destroyed ones only with all=1 or state"),
+        ("computers.list_all", (), "List computers, by id"),
+        ("topology.show", (),
+         "The topology files this master was started with (--topology) and its live "
+         "state: computers with locality and partitions, instances with placement, "
+         "computers then instances; peers and replicas (with this master's role and "
+         "epoch) on the first page")):
+    _op = OPERATIONS[_endpoint]
+    OPERATIONS[_endpoint] = _replace(
+        _op, summary=_summary + _PAGED,
+        parameters=tuple(_op.parameters) + PAGE_PARAMETERS + _extra,
+        errors=tuple(dict.fromkeys(tuple(_op.errors) + ("400",))))
+
 
 def _ref(model) -> dict:
     return {"$ref": REF.format(model=model.__name__)}
@@ -396,9 +486,11 @@ _VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
 def _routes() -> Flask:
     """An app holding the master's routes only (no runtime): what the document reads."""
-    from . import computers, federation, identity, instances, meta, replication, topology
+    from . import accounting, computers, federation, identity, instances, meta, replication
+    from . import topology
     app = Flask("slapfed.master.openapi")
-    for module in (meta, identity, computers, instances, topology, federation, replication):
+    for module in (meta, identity, computers, instances, topology, federation, replication,
+                   accounting):
         app.register_blueprint(module.blueprint, url_prefix=API_PREFIX)
     return app
 

@@ -26,14 +26,16 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.glogging import Logger as GunicornLogger
 
 from .. import logs
-from ..core.errors import InvalidInput
+from ..core.errors import Fenced, InvalidInput, ReadOnly
 from ..core.leases import DEFAULT_LEASE
+from ..core.retention import DEFAULT_RETENTION, purge_period
 from ..core.provenance import DEFAULT_MAX_DEPTH, check_chain
 from ..store import open_db, parse_storage_uri
 from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
 from ..ca.keys import generate_key, make_private_dir, write_private_key
 from ..core.outbound import OutboundPolicy
+from ..services.lease_marks import record_ran_out
 from ..services.runtime import DEFAULT_RETRY_MAX, MAX_LONG_POLL, MasterSettings
 from ..metrics import worker_gone
 from .app import EXTENSION, close_app, create_app, runtime_of
@@ -42,7 +44,8 @@ from .topology import load_topology
 from ..core import replication as rep
 from ..replication.local import read_role
 from ..replication.runtime import startup_fence_check
-from ..replication.setup import prepare_replica
+from ..replication.rejoin import needs_rejoin, rejoin
+from ..replication.setup import prepare_replica, read_invitation
 from ..services.replication import replication_view
 from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
                                  MaintenanceOptions, Periodic)
@@ -99,6 +102,9 @@ class ServeOptions:
     replica_of: str | None = None   # an invitation file: serve as a replica of its primary
     sync: bool = False              # a replica whose primary waits for it (sync mode)
     sync_timeout: float = 5.0       # seconds a primary's write waits for a sync replica
+    destroyed_retention: float = DEFAULT_RETENTION  # destroyed instances are forgotten
+                                    # this long after their last change (0: kept forever)
+    primary_wait: float = 0.0       # a new replica: seconds to wait for its primary to answer
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -183,7 +189,7 @@ class _Logger(GunicornLogger):
 
 def _maintenance_problems(opts: ServeOptions) -> list[dict]:
     problems = []
-    for name in ("backup_every", "pack_every", "pack_keep"):
+    for name in ("backup_every", "pack_every", "pack_keep", "destroyed_retention"):
         value = getattr(opts, name)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             problems.append({"field": name, "problem": "must be a number of seconds >= 0"})
@@ -207,6 +213,9 @@ def _maintenance_problems(opts: ServeOptions) -> list[dict]:
 
 def _replica_problems(opts: ServeOptions) -> list[dict]:
     problems = []
+    if opts.primary_wait and not opts.replica_of:
+        problems.append({"field": "primary_wait",
+                         "problem": "is for a replica: give --replica-of"})
     if opts.sync and not opts.replica_of:
         problems.append({"field": "sync", "problem": "is for a replica: give --replica-of"})
     if not (isinstance(opts.sync_timeout, (int, float)) and 0 < opts.sync_timeout <= 3600):
@@ -242,9 +251,29 @@ def start_maintenance(app, opts: ServeOptions, storage_uri: str | None):
         data_dir=opts.data_dir, fs_path=fs_path, backup_to=opts.backup_to,
         backup_every=opts.backup_every if opts.backup_to else 0.0,
         pack_every=opts.pack_every, pack_keep=opts.pack_keep,
-        tasks=rebuild_tasks(rt)))
+        tasks=(lease_tasks(rt) + rebuild_tasks(rt)
+               + retention_tasks(rt, opts.destroyed_retention))))
     app.extensions[MAINTENANCE_EXTENSION] = m.start()
     return m
+
+
+def lease_tasks(rt) -> tuple:
+    """Leases' transitions as maintenance work: every half second, the computers whose
+    lease ran out are recorded so (one write per computer that ran out, none while
+    nothing does), which tells the peers that delegated instances there (their long
+    poll reports an instance whose computer changed). Their node's next call records it
+    back (services.lease_marks). A replica or a fenced primary records nothing: its
+    primary does."""
+    def run():
+        try:
+            out = record_ran_out(rt)
+        except (ReadOnly, Fenced):
+            return
+        for cid in out:
+            log.warning("computer %s: its lease (%g s) ran out; it and what it hosts show "
+                        "unknown until its node calls again", cid, rt.leases.interval,
+                        extra={"computer": cid, "lease": rt.leases.interval})
+    return (Periodic("lease_out", 0.5, run),)
 
 
 def rebuild_tasks(rt) -> tuple:
@@ -261,6 +290,22 @@ def rebuild_tasks(rt) -> tuple:
                         "(rebuild_after); what it hosted is placed again elsewhere", cid,
                         after, extra={"computer": cid, "rebuild_after": after})
     return (Periodic("rebuild_after", 1.0, run),)
+
+
+def retention_tasks(rt, retention: float) -> tuple:
+    """Forgetting destroyed instances older than ``retention`` seconds as maintenance
+    work (none when it is 0), every tenth of it (between a second and an hour)."""
+    if not retention:
+        return ()
+    from ..services.retention import purge_destroyed  # noqa: PLC0415 (only when on)
+
+    def run():
+        gone = purge_destroyed(rt, retention)
+        if gone:
+            log.info("%d destroyed instance(s) forgotten (destroyed_retention %g s)",
+                     len(gone), retention, extra={"instances": len(gone),
+                                                  "destroyed_retention": retention})
+    return (Periodic("destroyed_retention", purge_period(retention), run),)
 
 
 def stop_maintenance(app) -> None:
@@ -440,7 +485,14 @@ def serve(opts: ServeOptions) -> None:
             storage_uri = zeo.uri
         if opts.replica_of:
             spec = parse_storage_uri(storage_uri, opts.data_dir)
-            prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path)
+            if needs_rejoin(opts.data_dir, spec.path, read_invitation(opts.replica_of)["url"]):
+                # a former primary (fenced, or replaced while it was down), or a replica
+                # of another primary: keep the history it shares with this primary, set
+                # the rest aside (DATA/diverged/), never merge it
+                log.warning("%s", rejoin(opts.data_dir, opts.replica_of, spec.path,
+                                         opts.sync).text())
+            prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path,
+                            opts.primary_wait)
         if read_role(opts.data_dir).role != rep.REPLICA:
             # Create the root containers once, before any worker serves; then let go of
             # the storage so that the worker can open it (a FileStorage admits one

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 
-from ..core import claims
+from ..core import claims, paging
 from ..core.errors import InvalidInput
-from ..services.topology_state import live_state
+from ..services.topology_state import SECTIONS, live_page
 from ..topology import files
+from .pages import page_args
 from .request import connection, runtime
 
 blueprint = Blueprint("topology", __name__)
@@ -123,7 +124,18 @@ def complete_facts(computer_id: str, facts: claims.ComputerFacts) -> claims.Comp
 
 @blueprint.get("/topology")
 def show():
+    """The topology files and one page of the live state: computers then instances,
+    ``limit`` of them together, with ``next`` (the cursor of the next page, or null);
+    peers and replicas come with the first page."""
+    limit, after = page_args(request.args, "topology", parts=2)
+    if after is not None and after[0] not in SECTIONS:
+        raise InvalidInput("invalid cursor: is not a cursor of this master (give back the "
+                           "'next' of the previous page, unchanged)",
+                           [{"field": "cursor", "problem": "is not a cursor of this master"}])
     mt = master_topology()
-    live = live_state(connection(), runtime().leases)
+    live, last = live_page(connection(), runtime().leases, after, limit)
+    if "replication" in live:      # first page: this master's role as its data says
+        live["replication"]["role"] = runtime().replication.role().state
     return jsonify({"master": mt.name, "topology": mt.topology.to_json(),
-                    "live": {"master": mt.name, **live}})
+                    "live": {"master": mt.name, **live},
+                    "next": None if last is None else paging.make_cursor("topology", last)})

@@ -40,6 +40,7 @@ class App(Persistent):
     epochs = ()              # ((epoch, primary name, unix time), ...): who held each epoch
     replicas = ()            # ((name, url, mode), ...) sorted by name: the replicas known
                              # to the primary of the current epoch (mode: sync | async)
+    ledger = None            # model.accounting.Ledger: usage, statements, the price list
 
     def create_containers(self) -> None:
         """Create the root containers that do not exist yet (idempotent)."""
@@ -64,6 +65,9 @@ class App(Persistent):
             self.forwards = OOBTree()
             self.open_forwards = OOTreeSet()
             self.forward_refs = OOBTree()
+        if self.ledger is None:
+            from .accounting import Ledger
+            self.ledger = Ledger()
         if self.awaiting_host is None:
             self.awaiting_host = OOTreeSet()
             for inst in self.instances.values():
@@ -140,6 +144,14 @@ class App(Persistent):
         """Instance ids of one requester, in reference order."""
         for _key, iid in self.by_request.items(min=(requester,), max=(requester, _HIGH)):
             yield iid
+
+    def references_of(self, requester: str, after: str | None = None):
+        """(reference, instance id) of one requester's instances in reference order,
+        after reference ``after`` when given (paging)."""
+        low = (requester,) if after is None else (requester, after)
+        for (_r, ref), iid in self.by_request.items(min=low, max=(requester, _HIGH),
+                                                   excludemin=after is not None):
+            yield ref, iid
 
     # -- the release index, used to find hosts of shared instances ---------------
     def index_release(self, instance) -> None:

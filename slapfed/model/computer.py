@@ -26,6 +26,9 @@ class Partition(Persistent):
     moved_instance = None    # id of the instance that was here
     quarantined = False      # the node confirmed it set that instance's data aside
     wipe = False             # an administrator let the node erase that data
+    # {"certificate" (PEM), "fingerprint"}: the partition's own certificate, as this
+    # master last issued it; what a requester seals secret parameters to (None: none yet)
+    recipient = None
 
     def __init__(self, pid: str, address: str, port_base: int, port_count: int,
                  capabilities: tuple = ()):
@@ -106,6 +109,30 @@ class Computer(Persistent):
             self.lost_at = None
             self.lost_reason = ""
             self.bump_serial()
+
+    # -- the lease's transitions (renewals themselves are kept out of the database) ----
+    lease_out_at = None      # epoch seconds its lease ran out, once the master saw it
+    lease_back_at = None     # epoch seconds its node was heard from after the last one
+
+    @property
+    def lease_recorded_out(self) -> bool:
+        return self.lease_out_at is not None
+
+    def record_lease_out(self, ran_out_at: float) -> bool:
+        """Its lease ran out at ``ran_out_at`` (the lease's end, the same for every
+        process that sees it); False when that is already recorded (nothing written)."""
+        if self.lease_out_at is not None:
+            return False
+        self.lease_out_at = ran_out_at
+        return True
+
+    def record_lease_back(self, now: float) -> bool:
+        """Its node was heard from again; False when its lease was not recorded out."""
+        if self.lease_out_at is None:
+            return False
+        self.lease_out_at = None
+        self.lease_back_at = now
+        return True
 
     def __init__(self, cid: str, now: float):
         self.id = cid

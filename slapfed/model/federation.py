@@ -44,7 +44,9 @@ class Peer(Persistent):
     last_error = None
     last_error_at = None
     added_at = None
-    pairing_token = None       # a one-time token of the peer's not redeemed yet
+    pairing_token = None       # (databases before pending files: a plaintext token)
+    pairing_digest = None      # SHA-256 of the one-time token of the peer's waiting to be
+                               # redeemed; the token is a file (services.federation.pending)
     instance_id = None         # child masters: the instance of this master running it
     lost_at = None             # the verdict "lost": nothing is delegated there any more
     lost_reason = ""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from persistent import Persistent
 
-from ..core.states import DESTROYED, PENDING, STARTED
+from ..core.states import DESTROYED, PENDING, STARTED, UNKNOWN
 
 EMPTY_STATUS = {"state": PENDING, "revision": 0, "reported_at": None, "log_tail": "",
                 "promises": ()}
@@ -38,6 +38,7 @@ class Instance(Persistent):
     revision = 1
     computer_id = None
     partition_id = None
+    last_placement = None    # (computer id, partition id) it left (usage reported late)
     host_id = None           # shared instances: the instance hosting them
     shared_ids = ()          # hosts: ids of the shared instances attached, in id order
     status = EMPTY_STATUS
@@ -51,6 +52,9 @@ class Instance(Persistent):
                              # lost: its new node restores from there before starting it
     open_to = ()             # hosts: who else may attach shared instances (core.sharing);
                              # () = the owner only, ("*",) = everyone
+    recipient = None         # {"certificate" (PEM), "fingerprint"}: the requester's own
+                             # certificate, which its node seals secret connection
+                             # parameters to; None: none known (nothing secret is published)
 
     def __init__(self, iid: str, requester: str, reference: str, software_url: str,
                  software_hash: str, software_type: str, parameters: dict, sla: dict,
@@ -100,6 +104,9 @@ class Instance(Persistent):
     def set_status(self, **changes) -> None:
         status = dict(self.status)
         status.update(changes)
+        if status["state"] != UNKNOWN:
+            # what a peer last reported of a delegated instance it shows unknown
+            status.pop("reported_state", None)
         self.status = status
 
     def place(self, computer_id: str, partition_id: str) -> None:
@@ -107,6 +114,8 @@ class Instance(Persistent):
         self.partition_id = partition_id
 
     def unplace(self) -> None:
+        if self.partition_id is not None:      # usage reports of its last interval there
+            self.last_placement = (self.computer_id, self.partition_id)
         self.computer_id = None
         self.partition_id = None
 

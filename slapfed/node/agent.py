@@ -47,6 +47,9 @@ from .installer import InstallWorker
 from .promises import run_promises, summary
 from .leftovers import stop_leftovers, stop_orphans
 from .restarts import plan_services
+from .identity import PARTITION_KEY
+from .sealing import (Sealer, open_parameters, pending_parameters, recipient_fingerprint,
+                      reseal_due)
 from .supervisor import (
     OWN, GroupHealth, GroupSync, Supervisor, list_services, program_name,
 )
@@ -151,6 +154,11 @@ class Agent:
         self.metrics = None       # slapfed.metrics.NodeMetrics, when asked for (run)
         self.installer: InstallWorker | None = None    # None: installs run inline
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
+        self.usage = None         # node.usage_report.UsageReporter, once asked for
+        self._uids: dict = {}
+        self.sealer = Sealer()          # secrets sealed to requesters' keys (node.sealing)
+        self._instances_of: tuple = (None, {})          # (document, {pid: instance})
+        self._resealed: tuple = (None, None)   # (document, partitions) last found in step
 
     # -- following the primary across promotions ---------------------------------------
     def _follow_primary(self, client: MasterClient) -> None:
@@ -229,6 +237,8 @@ class Agent:
         fetched = self.fetch(persist=not dry_run)
         actions = self.plan()
         outcomes = [] if dry_run or not actions else self.apply(actions)
+        if not dry_run:
+            self.republish()
         return CycleResult(fetched, actions, collected + outcomes,
                            time.monotonic() - started, dry_run)
 
@@ -428,13 +438,18 @@ class Agent:
             log.exception("unexpected error on partition %s", pid)
             work.fail(traceback.format_exc())
         record = self._record(prev, work)
+        body = None
+        if work.moved is None and work.report and work.instance_id is not None:
+            connection, fp = self._seal(pid, work.instance_id, work.connection, work.secret)
+            record = replace(record, sealed_for=fp)
+            body = _partition_report(work.instance_id, work.revision, record.state,
+                                     record.log_tail, connection, work.promises,
+                                     work.shared_connections)
         self.local = replace(self.local, partitions={**self.local.partitions, pid: record})
         if work.moved is not None:
             self._send(("moved", pid), {"instance_id": work.instance_id, "state": work.moved})
-        elif work.report and work.instance_id is not None:
-            self._send(("partition", pid), _partition_report(
-                work.instance_id, work.revision, record.state, record.log_tail,
-                work.connection, work.promises, work.shared_connections))
+        elif body is not None:
+            self._send(("partition", pid), body)
         if record.state == STARTED:
             self.health[pid] = {"ok": True, "checked": self.clock()}
         else:
@@ -513,6 +528,7 @@ class Agent:
             self._wipe_service_logs(pid)
             work.connection = {}
             work.shared_connections = {}
+            work.secret = {}
             work.record = PartitionRecord(action.instance_id, action.revision, DESTROYED)
             self.health.pop(pid, None)
             return
@@ -528,6 +544,15 @@ class Agent:
         part = self._partition_config(pid)
         prepare_partition_dir(self.paths, part)
         if isinstance(action, Instantiate):
+            pending = pending_parameters(spec.parameters)
+            if pending:
+                # its requester seals them to this partition's certificate: have it
+                # issued, build nothing until the sealed values come
+                self._partition_identity(pid)
+                work.report = False
+                log.debug("partition %s: waiting for secret parameters %s", pid,
+                          ", ".join(pending))
+                return
             sw = self.local.software.get(spec.software_hash)
             if sw is None or sw.status != INSTALLED:
                 work.record = PartitionRecord(
@@ -535,8 +560,18 @@ class Agent:
                     blocked_on=spec.software_hash,
                     log_tail=self._release_failure(spec, sw.log_tail if sw else ""))
                 return
-            res = nb.instantiate(self.paths, part, self.config.computer, spec.to_json(),
-                                 self.runner, identity=self._partition_identity(pid))
+            identity = self._partition_identity(pid)
+            instance = spec.to_json()
+            key_pem = confine.read_bytes(os.path.join(pp.private, PARTITION_KEY), pp.path) \
+                if identity else None
+            instance["parameters"], problem = open_parameters(spec.id, spec.parameters,
+                                                              key_pem, pid)
+            if problem:
+                work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
+                                              spec.software_hash, log_tail=problem)
+                return
+            res = nb.instantiate(self.paths, part, self.config.computer, instance,
+                                 self.runner, identity=identity)
             if not res.ok:
                 work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
                                               spec.software_hash, log_tail=res.log_tail)
@@ -549,6 +584,7 @@ class Agent:
                     return
             work.connection = _clean_connection(res.connection)
             work.shared_connections = _clean_shared_connections(res.shared_connections)
+            work.secret = _clean_connection(res.secret_connection)
             work.instantiated = True
             work.record = PartitionRecord(spec.id, spec.revision, STOPPED, spec.digest(),
                                           spec.software_hash)
@@ -561,6 +597,8 @@ class Agent:
                                                                     pp.path))
             work.shared_connections = _clean_shared_connections(
                 nb.read_connection(pp.shared_connection_file, pp.path))
+            work.secret = _clean_connection(nb.read_connection(pp.secret_connection_file,
+                                                               pp.path))
         digest = spec.digest()
         if isinstance(action, Stop):
             self.sup.stop_group(pid)
@@ -583,6 +621,7 @@ class Agent:
             work.promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
                                          user=part.user)
             self._count_promises(work.promises)
+            self._usage_promises(pid, spec.id, work.promises)
             if summary(work.promises):
                 problems.append(summary(work.promises))
             health = self.sup.health(pid)   # a service may have died meanwhile
@@ -677,6 +716,61 @@ class Agent:
         return (f"release {spec.software_url} failed to install on this node; its log "
                 f"tail:\n{tail}")
 
+    # -- sealed connection parameters ---------------------------------------------------
+    def _desired_instance(self, pid: str) -> dict | None:
+        """The instance the last desired state puts on ``pid`` (None: none)."""
+        doc, index = self._instances_of
+        if doc is not self.desired:
+            index = {e.get("id"): e.get("instance")
+                     for e in (self.desired or {}).get("partitions") or ()}
+            self._instances_of = (self.desired, index)
+        return index.get(pid)
+
+    def _seal(self, pid: str, instance_id: str, public: dict, secret: dict):
+        """(connection to report, recipient fingerprint): the secrets sealed to the
+        requester the desired state names for ``instance_id``; one that cannot be is
+        withheld (never sent in clear) and the node's log says why."""
+        inst = self._desired_instance(pid)
+        recipient = inst.get("recipient") if inst and inst.get("id") == instance_id else None
+        fp = recipient_fingerprint(inst) if recipient is not None else None
+        connection, withheld = self.sealer.connection(instance_id, public, secret, recipient)
+        for name, why in sorted(withheld.items()):
+            log.warning("partition %s (instance %s): secret connection parameter %r "
+                        "withheld: %s", pid, instance_id, name, why,
+                        extra={"partition": pid, "instance": instance_id})
+        return connection, fp
+
+    def republish(self) -> list[str]:
+        """Publish again the connection parameters of applied partitions whose
+        requester's certificate changed (node.sealing.reseal_due): a started one is
+        confirmed again (its promises run, then it reports), a stopped one reports at
+        once. Returns the partitions concerned."""
+        if self._resealed[0] is self.desired and self._resealed[1] is self.local.partitions:
+            return []            # neither changed since they were found in step
+        due = reseal_due(self.desired, self.local.partitions)
+        if not due:
+            self._resealed = (self.desired, self.local.partitions)
+        for pid in due:
+            rec = self.local.partitions[pid]
+            if rec.state == STARTED:
+                if pid not in self.confirm:
+                    self.confirm[pid] = self.clock() + CONFIRM_GRACE
+                continue
+            pp = self.paths.partition(pid)
+            connection, fp = self._seal(
+                pid, rec.instance_id,
+                _clean_connection(nb.read_connection(pp.connection_file, pp.path)),
+                _clean_connection(nb.read_connection(pp.secret_connection_file, pp.path)))
+            self.local = replace(self.local, partitions={
+                **self.local.partitions, pid: replace(rec, sealed_for=fp)})
+            self._send(("partition", pid), _partition_report(
+                rec.instance_id, rec.revision, rec.state, rec.log_tail, connection, [],
+                _clean_shared_connections(nb.read_connection(pp.shared_connection_file,
+                                                             pp.path))))
+        if due:
+            self.save_state()
+        return due
+
     # -- reports -----------------------------------------------------------------------
     def _send(self, key: tuple, body: dict) -> None:
         """Report now; keep the report in the outbox when the master is unreachable."""
@@ -742,6 +836,7 @@ class Agent:
                 promises = run_promises(pp.promises, self.promise_timeout, cwd=pp.path,
                                         user=part.user if part else None)
                 self._count_promises(promises)
+                self._usage_promises(pid, rec.instance_id, promises)
             except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
                 log.warning("health check of %s failed: %s", pid, exc)
                 continue
@@ -757,14 +852,17 @@ class Agent:
             if ok == was_ok and not confirming:
                 continue
             tail = "\n".join(problems)
+            connection, fp = self._seal(
+                pid, rec.instance_id,
+                _clean_connection(nb.read_connection(pp.connection_file, pp.path)),
+                _clean_connection(nb.read_connection(pp.secret_connection_file, pp.path)))
             new = replace(rec, state=STARTED if ok else FAILED, log_tail=tail,
-                          attempts=0 if ok else 1, last_attempt=self.clock())
+                          attempts=0 if ok else 1, last_attempt=self.clock(), sealed_for=fp)
             self.local = replace(self.local, partitions={**self.local.partitions, pid: new})
             log.warning("%s: health changed to %s%s", pid, "ok" if ok else "failed",
                         f"\n{tail}" if tail else "")
             self._send(("partition", pid), _partition_report(
-                rec.instance_id, rec.revision, new.state, tail,
-                _clean_connection(nb.read_connection(pp.connection_file, pp.path)), promises,
+                rec.instance_id, rec.revision, new.state, tail, connection, promises,
                 _clean_shared_connections(nb.read_connection(pp.shared_connection_file,
                                                              pp.path))))
             reported.append(pid)
@@ -774,17 +872,22 @@ class Agent:
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, interval: float = 2.0, promise_interval: float = 30.0,
-            parallel_installs: int = 1) -> None:
+            parallel_installs: int = 1, usage_interval: float | None = None) -> None:
         """Loop ``once`` every ``interval`` seconds until SIGTERM/SIGINT; releases install
-        apart, ``parallel_installs`` at most at once (0: inline, holding the loop)."""
+        apart, ``parallel_installs`` at most at once (0: inline, holding the loop); a
+        usage report every ``usage_interval`` seconds (None: none) from a thread of its
+        own (measuring and a master that does not answer never hold the loop)."""
         def stop(signum, frame):
             log.info("signal %d received: stopping after the current step", signum)
             self.stopping = True
 
         old = {s: signal.signal(s, stop) for s in (signal.SIGTERM, signal.SIGINT)}
         _write_pid(self.paths.agent_pid)
+        usage = None
         try:
             self.start_install_worker(parallel_installs)
+            if usage_interval is not None:
+                usage = self.start_usage(usage_interval)
             self.sweep_orphans()
             self.quarantine_moved()            # before supervisord brings services back
             if any(r.state == STARTED for r in self.local.partitions.values()):
@@ -836,6 +939,9 @@ class Agent:
                 self._sleep(pause - (time.monotonic() - began))
         finally:
             self.stop_install_worker()
+            if usage is not None:
+                self.stopping = True
+                usage.join(30)
             for s, h in old.items():
                 signal.signal(s, h)
             _remove_own_pid(self.paths.agent_pid)
@@ -857,6 +963,104 @@ class Agent:
         if outcomes:
             self.save_state()
         return outcomes
+
+    # -- accounting: usage reports -------------------------------------------------------
+    def _uid(self, user: str | None) -> int | None:
+        if not user:
+            return None
+        if user not in self._uids:
+            try:
+                self._uids[user] = confine.owner_ids(user)[0]
+            except KeyError:
+                return None
+        return self._uids[user]
+
+    def usage_partitions(self) -> dict:
+        """{partition: (instance id, uid, directory, ids of the shared instances it
+        hosts)} of the partitions hosting an instance; uid None on a single-user node (its partitions' processes cannot be
+        told apart: CPU and memory are left out, disk and the usage-file still count)."""
+        out = {}
+        local = self.local.partitions
+        shared = {}
+        for dp in (self.desired or {}).get("partitions") or ():
+            inst = dp.get("instance") if isinstance(dp, dict) else None
+            if isinstance(inst, dict):
+                shared[(dp.get("id"), inst.get("id"))] = frozenset(
+                    s.get("id") for s in inst.get("shared_instances") or ()
+                    if isinstance(s, dict))
+        for p in self.config.partitions:
+            rec = local.get(p.id)
+            if rec is None or not rec.instance_id or \
+                    rec.state in (DESTROYED, ERASED, QUARANTINED):
+                continue
+            out[p.id] = (rec.instance_id, self._uid(p.user), self.paths.partition(p.id).path,
+                         shared.get((p.id, rec.instance_id), frozenset()))
+        return out
+
+    def usage_reporter(self):
+        if self.usage is None:
+            from .usage_report import UsageReporter
+            self.usage = UsageReporter(self.paths.usage, self.config.computer,
+                                       self.usage_partitions, clock=self.clock)
+        return self.usage
+
+    def _usage_promises(self, pid: str, instance_id, promises) -> None:
+        if self.usage is not None:
+            self.usage.promises(pid, instance_id, promises)
+
+    def _usage_client(self):
+        """The client the reporter's thread sends with: its own (a session is not
+        shared between threads), to the master the agent follows now."""
+        from .usage_report import SEND_TIMEOUT
+        if type(self.client) is MasterClient:
+            return MasterClient(self.client.url, timeout=SEND_TIMEOUT,
+                                **self.config.client_options())
+        return self.client
+
+    def report_usage_now(self) -> dict:
+        """End the current usage interval (the first call only starts one), spool its
+        report, send what the spool holds. {"spooled", "sent", "pending"}."""
+        rep = self.usage_reporter()
+        spooled = rep.cut()
+        sent = rep.flush(self._usage_client())
+        return {"spooled": os.path.basename(spooled) if spooled else None, "sent": sent,
+                "pending": rep.pending()}
+
+    def start_usage(self, interval: float):
+        """A thread that samples every partition's usage and reports each ``interval``
+        seconds until the agent stops (then it cuts a last report into the spool)."""
+        import threading
+        from .usage_report import sample_period
+
+        rep = self.usage_reporter()
+        period = sample_period(interval)
+
+        def loop():
+            next_cut = time.monotonic()
+            while not self.stopping:
+                now = time.monotonic()
+                try:
+                    if now >= next_cut:
+                        next_cut = now + interval
+                        rep.cut()
+                        rep.flush(self._usage_client())
+                    else:
+                        rep.sample()
+                        if rep.pending():
+                            rep.flush(self._usage_client())
+                except Exception:      # never let accounting stop: log, carry on
+                    log.exception("usage accounting failed; retrying")
+                end = min(next_cut, time.monotonic() + period)
+                while not self.stopping and time.monotonic() < end:
+                    time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+            try:
+                rep.cut()
+            except Exception:
+                log.exception("usage accounting: the last report could not be spooled")
+
+        thread = threading.Thread(target=loop, name="usage", daemon=True)
+        thread.start()
+        return thread
 
     # -- surviving supervisord ------------------------------------------------------------
     def sweep_orphans(self) -> dict[str, list[int]]:
@@ -999,6 +1203,7 @@ class _Work:
         self.record: PartitionRecord | None = None
         self.connection: dict = {}
         self.shared_connections: dict = {}
+        self.secret: dict = {}             # declared secret: sealed before it leaves
         self.promises: list = []
         self.instantiated = False
         self.moved: str | None = None      # QUARANTINED or ERASED: report that instead

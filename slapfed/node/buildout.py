@@ -72,6 +72,7 @@ class InstanceResult:
     seconds: float = 0.0
     connection: dict = field(default_factory=dict)
     shared_connections: dict = field(default_factory=dict)
+    secret_connection: dict = field(default_factory=dict)   # to seal before it leaves
 
 
 def log_tail(path: str, size: int = TAIL_BYTES, base: str | None = None) -> str:
@@ -239,7 +240,9 @@ def partition_section(paths: Paths, partition: PartitionConfig, computer: str,
         "tmp": pp.tmp,
         "connection-file": pp.connection_file,
         "shared-connection-file": pp.shared_connection_file,
+        "secret-connection-file": pp.secret_connection_file,
         "parameters-file": parameters_file(paths, partition),
+        "usage-file": pp.usage_file,
         "python": sys.executable,
         "user": partition.user or "",
         "shared-instances": json.dumps(instance.get("shared_instances") or [],
@@ -826,4 +829,5 @@ def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instanc
             result.seconds)
     return InstanceResult(True, "", time.monotonic() - started,
                           read_connection(pp.connection_file, pp.path),
-                          read_connection(pp.shared_connection_file, pp.path))
+                          read_connection(pp.shared_connection_file, pp.path),
+                          read_connection(pp.secret_connection_file, pp.path))

@@ -180,6 +180,37 @@ def read_bytes(path: str, base: str | None = None, limit: int = MAX_READ) -> byt
         os.close(fd)
 
 
+def read_span(path: str, base: str | None, start_for, limit: int = MAX_READ):
+    """Read regular file ``path`` from an offset on (the way read_bytes opens it: no
+    symlink, nothing but a regular file): ``start_for(dev, ino, size)`` says where to
+    start, knowing which file it is and how long. Returns (data (at most ``limit``
+    bytes), dev, ino, size, start), or None when there is no such regular file."""
+    try:
+        top, parts, name = _split(base, path)
+        dfd = _open_dir(top, parts, trusted_base_link=base is None)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                     dir_fd=dfd)
+    except OSError:
+        return None
+    finally:
+        os.close(dfd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        start = max(0, min(int(start_for(st.st_dev, st.st_ino, st.st_size)), st.st_size))
+        data = os.pread(fd, min(limit, st.st_size - start), start) if st.st_size > start \
+            else b""
+        return data, st.st_dev, st.st_ino, st.st_size, start
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+
+
 def write_bytes(path: str, data: bytes, base: str | None = None, mode: int = 0o600,
                 owner: tuple[int, int] | None = None, dir_mode: int = 0o700) -> None:
     """Write ``path`` atomically (a new temporary file renamed over it): a symlink or

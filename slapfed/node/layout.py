@@ -203,6 +203,8 @@ class Paths:
         # partitions whose instance moved away (their computer was declared lost), set
         # aside here, node-owned, until the master lets the node erase them
         self.quarantine = os.path.join(self.var, "quarantine")
+        # accounting: the usage state and the spool of reports not yet acknowledged
+        self.usage = os.path.join(self.var, "usage")
 
     def software_dir(self, software_hash: str) -> str:
         return os.path.join(self.software, software_hash)
@@ -252,12 +254,17 @@ class PartitionPaths:
         self.connection_file = os.path.join(self.private, "connection.json")
         # a host of shared instances publishes theirs here: {shared id: {key: value}}
         self.shared_connection_file = os.path.join(self.private, "shared-connection.json")
+        # the connection parameters the instance declared secret: sealed before they leave
+        self.secret_connection_file = os.path.join(self.private, "secret-connection.json")
         self.buildout_cfg = os.path.join(path, "buildout.cfg")
         self.buildout_log = os.path.join(self.private, "buildout.log")
         # {service: sha256 of its wrapper} when the node last (re)started each service
         self.services_record = os.path.join(self.private, "services.json")
         # written once the restore steps ran: the data are this partition's own since
         self.restored_marker = os.path.join(self.private, "restored.json")
+        # the instance appends its own units and incidents here, one JSON object a line
+        # (${partition:usage-file}); the node reads it as the tenant's data
+        self.usage_file = os.path.join(path, "var", "usage.jsonl")
 
     def skeleton(self) -> list[str]:
         return [self.services, self.promises, self.restore, self.log, self.run, self.tmp,
@@ -456,17 +463,19 @@ ROOT_FIX = ("put the node root where every user can traverse (each directory abo
             "mode o+x), or pass --single-user")
 
 
-def check_runtime(paths: "Paths", fallback_user: str | None = None) -> None:
+def check_runtime(paths: "Paths", fallback_user: str | None = None,
+                  reach: list | None = None) -> None:
     """Refuse (LayoutError) when partition users could not run the node's runtime: run a
     probe interpreter as ``nobody`` (or ``fallback_user``) with dropped privileges, and
-    name the path that stops it and the fix."""
+    name the path that stops it and the fix. ``reach``: the directories they must reach
+    (by default the node's software, partitions and service logs)."""
     entry = _probe_user(fallback_user)
     if entry is None:
         raise LayoutError("cannot check that partition users can run the node's Python: "
                           "neither nobody nor a partition user exists")
     exe = sys.executable
     real = os.path.realpath(exe)
-    reach = [paths.software, paths.partitions, paths.services_log]
+    reach = reach or [paths.software, paths.partitions, paths.services_log]
     try:
         from .confine import clean_environment
 

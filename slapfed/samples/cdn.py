@@ -37,7 +37,7 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 HEALTH_PATH = "/.well-known/slapfed-cdn"
-SITE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+SITE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
                        r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
 DEFAULT_TTL = 60.0

@@ -6,6 +6,7 @@ writer, placement state and settings) for writes, a connection for reads; nothin
 knows HTTP and nothing here keeps state of its own between calls.
 """
 from .computers import (
+    record_partition_certificate,
     list_computers, publish_connection, register_computer, report_hosted, report_partition,
     report_software, set_computer_facts, show_computer, supply, unsupply,
 )
@@ -19,6 +20,10 @@ from .lost import declare_lost, declare_peer_lost, report_moved, wipe as wipe_co
 from .runtime import MasterSettings, Runtime
 from .tx import app_root, read, write
 
+# paging of the lists (core.paging)
+from .computers import page_computers  # noqa: E402
+from .instances import page_instances, page_order  # noqa: E402
+
 __all__ = [
     "register_computer", "set_computer_facts", "list_computers", "show_computer", "supply",
     "unsupply",
@@ -27,4 +32,6 @@ __all__ = [
     "register_child_master", "declare_lost", "wipe_computer", "report_moved",
     "declare_peer_lost",
     "show_instance", "MasterSettings", "Runtime", "app_root", "read", "write",
+    "page_computers", "page_instances", "page_order",
+    "record_partition_certificate",
 ]

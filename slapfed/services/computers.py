@@ -4,13 +4,14 @@ Depends on core, model and services.tx/render/instances. Each write use case is 
 transaction (retried on conflict) on the writer of the runtime it is given (``rt``,
 services.runtime.Runtime); reads take a connection (or the runtime). Serials bump exactly when a computer's
 desired-state document changes. Every call of a node (its registration, reports and
-desired-state reads) renews its computer's lease (``rt.leases``), outside the database.
+desired-state reads) renews its computer's lease (``rt.leases``), outside the database;
+when the lease was recorded out, the same transaction records it back (lease_marks).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from ..core import claims
+from ..core import claims, paging
 from ..core.errors import Conflict, FactNotOwned, NotFound, ReportRefused
 from ..core.states import (
     AVAILABLE, BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED,
@@ -18,7 +19,7 @@ from ..core.states import (
 from ..core.wire import MAX_LOG_TAIL, ComputerRegistration, PartitionReport, \
     SoftwareReport, Supply, software_hash
 from ..model import Computer
-from . import placement, render
+from . import lease_marks, placement, render
 from .instances import host_gone
 from .tx import clock, read, write
 
@@ -91,7 +92,7 @@ def register_computer(rt, reg: ComputerRegistration,
             placement.touch(rt.placement, app, comp)
         comp.last_contact = now
         if node is not None:
-            rt.leases.renew(comp.id)
+            lease_marks.renewed(rt, comp)
         return created, render.computer_json(comp, rt.leases)
 
     return write(rt, use_case)
@@ -125,6 +126,24 @@ def list_computers(conn, leases=None) -> list[dict]:
     """Every computer; with the master's ``leases``, each with its lease."""
     return read(conn, lambda app: [render.computer_json(c, leases)
                                    for c in app.computers.values()])
+
+
+def page_computers(conn, leases=None, after: str | None = None,
+                   limit: int = paging.DEFAULT_LIMIT,
+                   keep=None) -> tuple[list[dict], str | None]:
+    """One page of computers in id order, after id ``after``: (computers, the id to
+    resume after or None at the end). ``keep(body)``, when given, says which of them
+    the caller may read."""
+    def query(app):
+        found = (app.computers.items() if after is None
+                 else app.computers.items(min=after, excludemin=True))
+
+        def shown(comp):
+            body = render.computer_json(comp, leases)
+            return body if keep is None or keep(body) else None
+        return paging.take(found, limit, shown)
+
+    return read(conn, query)
 
 
 def show_computer(conn, computer_id: str, leases=None) -> dict:
@@ -178,7 +197,7 @@ def report_software(rt, computer_id: str, h: str, report: SoftwareReport) -> dic
         comp = get_computer(app, computer_id)
         sw = get_software(comp, h)
         _contact(comp, now)
-        rt.leases.renew(comp.id)
+        lease_marks.renewed(rt, comp)
         if report.status == DESTROYED:
             body = render.software_json(sw)
             body.update(status=DESTROYED, log_tail=report.log_tail,
@@ -241,7 +260,7 @@ def report_hosted(rt, computer_id: str, partition_id: str, state: str, log_tail:
         if partition.instance_id is None:
             if state == DESTROYED:
                 if reporter == claims.NODE:
-                    rt.leases.renew(comp.id)
+                    lease_marks.renewed(rt, comp)
                 return None
             raise Conflict(f"partition {partition_id} of computer {computer_id} hosts no "
                            f"instance; there is nothing to report {state} on")
@@ -256,7 +275,7 @@ def report_hosted(rt, computer_id: str, partition_id: str, state: str, log_tail:
                 (state, revision, report.log_tail) and state != DESTROYED:
             # said again (a stock node reports started on every run): nothing new
             if reporter == claims.NODE:
-                rt.leases.renew(comp.id)
+                lease_marks.renewed(rt, comp)
             _contact(comp, clock())
             return render.instance_json(app, inst, rt.leases)
         return _apply_report(rt, app, computer_id, partition_id, report, reporter)
@@ -297,12 +316,26 @@ def publish_connection(rt, computer_id: str, partition_id: str, connection: dict
     return write(rt, use_case)
 
 
+def record_partition_certificate(rt, computer_id: str, partition_id: str,
+                                 recipient: dict) -> None:
+    """Keep the certificate just issued to a partition ({"certificate", "fingerprint"}):
+    its instance's requester seals secret parameters to it. Raises NotFound."""
+    def use_case(app):
+        partition = get_computer(app, computer_id).partitions.get(partition_id)
+        if partition is None:
+            raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
+        if partition.recipient != recipient:
+            partition.recipient = dict(recipient)
+
+    write(rt, use_case)
+
+
 def _apply_report(rt, app, computer_id: str, partition_id: str, report: PartitionReport,
                   reporter: str) -> dict:
     now = clock()
     comp = get_computer(app, computer_id)
     if reporter == claims.NODE:
-        rt.leases.renew(comp.id)
+        lease_marks.renewed(rt, comp)
     partition = comp.partitions.get(partition_id)
     if partition is None:
         raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")

@@ -12,7 +12,7 @@ import threading
 
 import transaction
 
-from . import render
+from . import lease_marks, render
 from .computers import CONTACT_INTERVAL, get_computer
 from .tx import app_root, clock, write
 
@@ -38,7 +38,8 @@ class DesiredStateRenderer:
         self._conn = None
         self._lock = threading.Lock()
         self._documents: dict[str, tuple[int, bytes]] = {}
-        # (computer, partition) -> (partition facts, instance id, revision, encoded entry)
+        # (computer, partition) -> (partition facts, instance id, (revision, recipient),
+        # encoded entry)
         self._partitions: dict[tuple, tuple] = {}
 
     def cached(self, computer_id: str, serial: int) -> bytes | None:
@@ -75,7 +76,8 @@ class DesiredStateRenderer:
             iid = p.instance_id
             inst = None if iid is None else instances[iid]
             facts = (p.address, p.port_base, p.port_count, p.moved_instance, p.wipe)
-            revision = 0 if inst is None else inst.revision
+            # the recipient changes without a revision (a renewed certificate)
+            revision = (0, None) if inst is None else (inst.revision, inst.recipient)
             key = (cid, p.id)
             hit = cache.get(key)
             if hit is not None and hit[0] == facts and hit[1] == iid and hit[2] == revision:
@@ -102,7 +104,8 @@ def desired_state(rt, computer_id: str, known_serials=(),
     DB); a changed document is rendered by ``renderer`` (e.g. ``rt.renderer``; None:
     rendered here). Renews the computer's lease (``rt.leases``, no database write) unless
     ``renew`` is False (the reader is not its node), and records the node's contact in
-    the database at most every CONTACT_INTERVAL seconds (a write use case of ``rt``).
+    the database at most every CONTACT_INTERVAL seconds (a write use case of ``rt``),
+    and at once when its lease was recorded out (services.lease_marks: it is back).
     Raises NotFound."""
     if conn is None:
         own = rt.db.open()
@@ -117,9 +120,10 @@ def desired_state(rt, computer_id: str, known_serials=(),
         now = clock()
         if renew:
             rt.leases.renew(computer_id)
-        if renew and (comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL):
+        if renew and (comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL
+                      or comp.lease_recorded_out):
             tm.abort()
-            write(rt, lambda app: _record_contact(app, computer_id, now))
+            write(rt, lambda app: _record_contact(rt, app, computer_id, now))
             tm.begin()
             comp = get_computer(app_root(conn), computer_id)
         serial = comp.serial
@@ -137,7 +141,10 @@ def desired_state(rt, computer_id: str, known_serials=(),
     return (serial, None) if serial in known_serials else (serial, body)
 
 
-def _record_contact(app, computer_id: str, now: float) -> None:
+def _record_contact(rt, app, computer_id: str, now: float) -> None:
+    """The node's contact (at most every CONTACT_INTERVAL) and, when its lease was
+    recorded out, its return: one transaction."""
     comp = get_computer(app, computer_id)
     if comp.last_contact is None or now - comp.last_contact >= CONTACT_INTERVAL:
         comp.last_contact = now
+    lease_marks.renewed(rt, comp, now)

@@ -7,7 +7,7 @@ error aborts it and nothing is written.
 """
 from __future__ import annotations
 
-from ..core import sharing
+from ..core import paging, sharing
 from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, UnknownSoftwareType
 from ..core.sla import HOST_KEY
 from ..core.states import DESTROYED, FAILED, PENDING, STARTED
@@ -27,14 +27,20 @@ HOSTABLE_STATUSES = (PENDING, STARTED)
 
 
 # -- use cases ------------------------------------------------------------------
-def request_instance(rt, req: InstanceRequest) -> tuple[bool, dict]:
+def request_instance(rt, req: InstanceRequest,
+                     recipient: dict | None = None) -> tuple[bool, dict]:
     """Find or create the instance of (requester, reference) and converge it.
 
-    Returns (created, instance JSON). Raises InvalidInput (unknown parent),
-    UnknownSoftwareType, NoCapacity, Conflict. It runs on the writer connection, whose
-    cache is never invalidated by this process; a repeated request that changes
-    nothing modifies nothing, so its share of the group commit costs no write."""
+    ``recipient`` ({"certificate", "fingerprint"}): the requester's own certificate, the
+    key its instances' secret connection parameters are sealed to (see
+    _adopt_recipient). Returns (created, instance JSON). Raises InvalidInput (unknown
+    parent), UnknownSoftwareType, NoCapacity, Conflict. It runs on the writer
+    connection, whose cache is never invalidated by this process; a repeated request
+    that changes nothing modifies nothing, so its share of the group commit costs no
+    write."""
     def use_case(app):
+        if recipient is not None:
+            _adopt_recipient(app, req.requester, req.reference, recipient)
         unchanged = _render_if_unchanged(app, req, rt.leases)
         if unchanged is not None:
             return False, unchanged
@@ -42,6 +48,8 @@ def request_instance(rt, req: InstanceRequest) -> tuple[bool, dict]:
         inst = app.find_instance(req.requester, req.reference)
         if inst is None:
             inst = _create(rt, app, req, now)
+            if recipient is not None:
+                inst.recipient = dict(recipient)
             created = True
         else:
             _update(rt, app, inst, req, now)
@@ -144,28 +152,62 @@ def list_instances(conn, requester: str | None = None, reference: str | None = N
     the master's ``leases``), by requester then reference when a requester is given;
     ``allow(app, inst)``, when given, keeps only what the caller may read."""
     def query(app):
-        if requester is not None and reference is not None:
-            inst = app.find_instance(requester, reference)
-            found = [] if inst is None else [inst]
-        elif requester is not None:
-            found = (app.instances[iid] for iid in app.instance_ids_of(requester))
-        else:
-            found = app.instances.values()
-        out = []
-        for inst in found:
-            if reference is not None and inst.reference != reference:
-                continue
-            if state is not None and inst.requested_state != state:
-                continue
-            if allow is not None and not allow(app, inst):
-                continue
-            body = render.instance_json(app, inst, leases)
-            if status is not None and body["status"]["state"] != status:
-                continue
-            out.append(body)
-        return out
+        return [body for _key, body in _matching(app, requester, reference, state, status,
+                                                 allow, leases, None, False)]
 
     return read(conn, query)
+
+
+def page_instances(conn, requester: str | None = None, reference: str | None = None,
+                   state: str | None = None, status: str | None = None,
+                   allow=None, leases=None, after: str | None = None,
+                   limit: int = paging.DEFAULT_LIMIT,
+                   hide_destroyed: bool = True) -> tuple[list[dict], str | None]:
+    """One page of list_instances: (instances, the key to resume after or None at the
+    end). The order is by id, or by reference when a requester is given (its index);
+    ``after`` resumes after that key. ``hide_destroyed`` leaves out instances whose
+    requested state is destroyed (unless ``state`` asks for some)."""
+    def query(app):
+        return paging.take(_matching(app, requester, reference, state, status, allow,
+                                     leases, after, hide_destroyed and state is None),
+                           limit)
+
+    return read(conn, query)
+
+
+def page_order(requester: str | None) -> str:
+    """The name of the order a list of instances is walked in (its cursors' kind)."""
+    return "instances-by-reference" if requester is not None else "instances"
+
+
+def _matching(app, requester, reference, state, status, allow, leases, after,
+              hide_destroyed):
+    """(key, instance JSON) of the instances matching the filters, in key order
+    (id; reference within one requester), after key ``after``."""
+    if requester is not None and reference is not None:
+        inst = app.find_instance(requester, reference)
+        found = [] if inst is None or (after is not None and reference <= after) \
+            else [(reference, inst)]
+    elif requester is not None:
+        found = ((ref, app.instances[iid]) for ref, iid in app.references_of(requester,
+                                                                             after))
+    elif after is not None:
+        found = app.instances.items(min=after, excludemin=True)
+    else:
+        found = app.instances.items()
+    for key, inst in found:
+        if reference is not None and inst.reference != reference:
+            continue
+        if state is not None and inst.requested_state != state:
+            continue
+        if hide_destroyed and inst.requested_state == DESTROYED:
+            continue
+        if allow is not None and not allow(app, inst):
+            continue
+        body = render.instance_json(app, inst, leases)
+        if status is not None and body["status"]["state"] != status:
+            continue
+        yield key, body
 
 
 # -- steps (no transaction handling below this line) -----------------------------
@@ -198,6 +240,28 @@ def _create(rt, app, req: InstanceRequest, now: float):
         parent.add_child(inst.id)
     _converge(rt, app, inst, now)
     return inst
+
+
+def _adopt_recipient(app, requester: str, reference: str, recipient: dict) -> None:
+    """The requester's certificate becomes the one its instances' secrets are sealed to.
+    All of a requester's instances hold the same one, so one of them (the one asked
+    for, else the first) tells whether it changed; when it did (a renewed certificate,
+    or instances from before sealing), every instance of the requester takes it and
+    the computers hosting them get a new desired state: no revision, nothing is built
+    again, their nodes seal the secrets again."""
+    fp = recipient["fingerprint"]
+    probe = app.find_instance(requester, reference)
+    if probe is None:
+        first = next(iter(app.instance_ids_of(requester)), None)
+        probe = None if first is None else app.instances[first]
+    if probe is None or (probe.recipient or {}).get("fingerprint") == fp:
+        return
+    for iid in app.instance_ids_of(requester):
+        inst = app.instances[iid]
+        if (inst.recipient or {}).get("fingerprint") != fp:
+            inst.recipient = dict(recipient)
+            if inst.placed:
+                app.computers[inst.computer_id].bump_serial()
 
 
 def _render_if_unchanged(app, req: InstanceRequest, leases=None) -> dict | None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, SlapfedError
 from ..core.sla import parse_sla
 from ..core.states import DESTROYED, ERASED, FAILED, PENDING
-from . import placement, render
+from . import lease_marks, placement, render
 from .computers import get_computer
 from .federation.peers import open_forwards_of, peer_json
 from .instances import _converge, host_gone
@@ -133,7 +133,7 @@ def report_moved(rt, computer_id: str, partition_id: str, instance_id: str,
     host that instance, or its erasure was not allowed)."""
     def use_case(app):
         comp = get_computer(app, computer_id)
-        rt.leases.renew(comp.id)
+        lease_marks.renewed(rt, comp)
         part = comp.partitions.get(partition_id)
         if part is None:
             raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")

@@ -66,12 +66,16 @@ def fresher(*times):
     return max(known) if known else None
 
 
-def lease_json(lease) -> dict | None:
-    """A computer's lease (core.leases.Lease) in its wire shape; None without one."""
+def lease_json(lease, comp=None) -> dict | None:
+    """A computer's lease (core.leases.Lease) in its wire shape, with the transitions
+    the computer ``comp`` records (services.lease_marks); None without a lease."""
     if lease is None:
         return None
-    return {"state": lease.state, "expires_at": iso(lease.expires_at),
+    body = {"state": lease.state, "expires_at": iso(lease.expires_at),
             "interval": lease.interval}
+    if comp is not None:
+        body.update(ran_out_at=iso(comp.lease_out_at), back_at=iso(comp.lease_back_at))
+    return body
 
 
 def unreachable_reason(comp_id: str, last_contact: float | None, lease) -> str:
@@ -90,7 +94,7 @@ def computer_json(comp, leases=None) -> dict:
             "partitions": [partition_json(p) for p in comp.partitions.values()],
             "software": [software_json(sw) for sw in comp.software.values()]}
     if lease is not None:
-        body["lease"] = lease_json(lease)
+        body["lease"] = lease_json(lease, comp)
     return body
 
 
@@ -130,7 +134,8 @@ def placement_json(app, inst) -> dict | None:
             "port_base": p.port_base, "port_count": p.port_count,
             "locality": {"host": comp.host, "lan": comp.lan, "country": comp.country,
                          "continent": comp.continent},
-            "release": release_json(comp, inst.software_hash)}
+            "release": release_json(comp, inst.software_hash),
+            "recipient": None if p.recipient is None else dict(p.recipient)}
 
 
 def status_json(status: dict, unreachable: str | None = None) -> dict:
@@ -142,6 +147,9 @@ def status_json(status: dict, unreachable: str | None = None) -> dict:
     if unreachable is not None:
         body.update(state=UNKNOWN, reported_state=status["state"],
                     log_tail=f"{unreachable}; last reported {status['state']}")
+    elif status["state"] == UNKNOWN and status.get("reported_state"):
+        # delegated: the peer shows it unknown (its computer's lease ran out there)
+        body["reported_state"] = status["reported_state"]
     return body
 
 
@@ -194,6 +202,9 @@ def desired_instance_json(app, inst) -> dict:
     out = _desired_instance(inst, shared)
     if inst.restore_from:
         out["restore_from"] = inst.restore_from
+    if inst.recipient is not None:
+        # who the node seals the instance's secret connection parameters to
+        out["recipient"] = dict(inst.recipient)
     return out
 
 

@@ -53,8 +53,13 @@ def evolve5(root) -> None:
     root[ROOT_KEY].create_containers()
 
 
+def evolve6(root) -> None:
+    """Accounting: the usage ledger (empty: usage is recorded from now on)."""
+    root[ROOT_KEY].create_containers()
+
+
 # Index i holds the step reaching generation i + 1. Append, never reorder.
-EVOLVE_STEPS = (evolve1, evolve2, evolve3, evolve4, evolve5)
+EVOLVE_STEPS = (evolve1, evolve2, evolve3, evolve4, evolve5, evolve6)
 LATEST_GENERATION = len(EVOLVE_STEPS)
 
 

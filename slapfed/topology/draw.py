@@ -54,6 +54,7 @@ LINK_STYLE = {"full": (3.2, False, "#1e1b4b"), "delegate": (1.9, False, "#0284c7
               "observe": (1.4, True, "#64748b")}
 DOWN = "#dc2626"
 PARENT = "#9333ea"
+REPLICA = "#0d9488"          # a primary to its replicas (dashed, with an arrowhead)
 BACKGROUND = "#ffffff"
 INK = "#0f172a"
 MUTED = "#64748b"
@@ -232,8 +233,9 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
         _measure(root)
     masters = sorted(fed.masters.nodes)
     parents = _parent_edges(fed)
+    replicas = _replica_edges(fed)
     n_links = fed.masters.number_of_edges() + sum(
-        1 for u, v in parents if not fed.masters.has_edge(u, v))
+        1 for u, v in parents if not fed.masters.has_edge(u, v)) + len(replicas)
     arc_room = 0 if not n_links else 54 + min(120, 14 * n_links)
     top = MARGIN + 44 + arc_room
     row_y = {r: top + i * ROW_H for i, r in enumerate(rows)}
@@ -273,6 +275,12 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
                 sb = boxes.get(g.node_id(fed.topology.sites[site].level, site))
                 target = sb.cx if sb else None
             wanted.append([target if target is not None else math.inf, w, name, attrs])
+        # a replica stands right after its primary
+        where = {t[2]: t[0] for t in wanted}
+        for t in wanted:
+            primary = t[3].get("primary")
+            if t[3].get("role") == "replica" and where.get(primary, math.inf) != math.inf:
+                t[0] = where[primary] + 1e-3
         wanted.sort(key=lambda t: (t[0], t[2]))
         cursor = MARGIN + LEFT
         placed = []
@@ -295,6 +303,8 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
     width = max([b.x + b.w for b in boxes.values()] + [MARGIN + LEFT + 360]) + MARGIN
     # links: arcs above the masters, higher for masters further apart
     taken: list = [(b.x, b.y, b.x + b.w, b.y + b.h) for b in master_boxes]
+    title_bottom = MARGIN + 22          # the title's baseline (MARGIN + 16) and descent
+    band = (title_bottom + 2, (row_y["master"] if "master" in row_y else top) - 2)
     def span_of(e):
         return abs(boxes[g.node_id("master", e[0])].cx - boxes[g.node_id("master", e[1])].cx)
 
@@ -303,10 +313,13 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
     links = {tuple(sorted((u, v))): dict(a) for u, v, a in fed.masters.edges(data=True)}
     for u, v in parents:
         links.setdefault(tuple(sorted((u, v))), {"parent_only": True})
+    for (u, v), mode in replicas.items():
+        links.setdefault(tuple(sorted((u, v))), {"replica": mode, "primary": u})
     edges = sorted(((u, v, a) for (u, v), a in links.items()),
                    key=lambda e: (span_of(e), e[0], e[1]))
     for rank, (u, v, attrs) in enumerate(edges):
-        src, dst = _direction(fed, parents, u, v, attrs)
+        src, dst = ((attrs["primary"], v if u == attrs["primary"] else u)
+                    if "replica" in attrs else _direction(fed, parents, u, v, attrs))
         bu, bv = boxes[g.node_id("master", src)], boxes[g.node_id("master", dst)]
         span = abs(bv.cx - bu.cx)
         lift = 26 + (arc_room - 40) * (rank + 1) / len(edges)
@@ -315,7 +328,10 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
         pts = ((bu.cx, y0), (bu.cx + step, y0 - lift * 1.33),
                (bv.cx - step, y0 - lift * 1.33), (bv.cx, y0))
         parent = (src, dst) in parents
-        if attrs.get("parent_only"):
+        if "replica" in attrs:
+            lw, dashed, colour = 1.8, True, REPLICA
+            label = f"replica · {attrs['replica'] or 'async'}"
+        elif attrs.get("parent_only"):
             lw, dashed, colour = 1.8, True, PARENT
             label = "parent of"
         else:
@@ -331,9 +347,11 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
                 label += " · up"
         curve = Curve(pts, colour, lw, dashed, label,
                       label_colour=DOWN if attrs.get("state") == "down" else INK,
-                      arrow=_directed(fed, parents, u, v, attrs))
-        curve.label_at = _free_spot(curve, taken)
+                      arrow="replica" in attrs or _directed(fed, parents, u, v, attrs))
+        curve.label_at = _free_spot(curve, taken, band)
         curves.append(curve)
+    if taken:
+        width = max(width, max(r[2] for r in taken) + MARGIN)
 
     bottom = (row_y[rows[-1]] + BOX_H) if rows else top
     scene = Scene(width, bottom + 90, list(boxes.values()), curves)
@@ -356,6 +374,12 @@ def _parent_edges(fed: g.FederationGraph) -> set:
     """(parent, child) of every master that runs in an instance of another."""
     return {(a["parent"], name) for name, a in fed.masters.nodes(data=True)
             if a.get("parent") and a["parent"] in fed.masters}
+
+
+def _replica_edges(fed: g.FederationGraph) -> dict:
+    """{(primary, replica): mode} of the replicas the live state names."""
+    return {(fed.graph.nodes[u]["name"], fed.graph.nodes[v]["name"]): a.get("mode")
+            for u, v, a in fed.graph.edges(data=True) if a["kind"] == g.REPLICATES}
 
 
 def _directed(fed, parents, u, v, attrs) -> bool:
@@ -388,23 +412,43 @@ def _arrowhead(points, size: float = 9.0) -> list:
             (bx + uy * size * 0.45, by - ux * size * 0.45)]
 
 
-def _free_spot(curve: Curve, taken: list) -> tuple[float, float]:
-    """A point on the curve where its label overlaps no label placed before (and no
-    master box); the middle when possible. Records the label's rectangle in ``taken``."""
+LABEL_TS = tuple(sorted((round(0.5 + d, 2) for d in
+                         [i * 0.04 for i in range(-10, 11)]), key=lambda t: abs(t - 0.5)))
+LABEL_STEP = 22.0            # how far a label moves off its curve when the curve is full
+
+
+def _free_spot(curve: Curve, taken: list, bounds: tuple | None = None,
+               ) -> tuple[float, float]:
+    """A point where the curve's label overlaps no label placed before, no master box
+    and no title (``taken``): on the curve, the middle first; else moved up or down off
+    it in steps, within ``bounds`` (top, bottom) of the labels' band; else right of
+    everything. Records the label's rectangle in ``taken``."""
     tw = text_width(curve.label, SUB_SIZE) + 10
-    best = None
-    for t in (0.5, 0.42, 0.58, 0.34, 0.66, 0.26, 0.74, 0.18, 0.82):
-        x, y = _bezier(curve.points, t)
-        rect = (x - tw / 2 - 3, y - 11, x + tw / 2 + 3, y + 10)
-        if not any(rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3]
-                   for r in taken):
-            best = (x, y, rect)
-            break
-    if best is None:
-        x, y = _bezier(curve.points, 0.5)
-        best = (x, y, (x - tw / 2, y - 11, x + tw / 2, y + 10))
-    taken.append(best[2])
-    return best[0], best[1]
+    top, bottom = bounds if bounds is not None else (-math.inf, math.inf)
+
+    def rect_at(x, y):
+        return (x - tw / 2 - 3, y - 11, x + tw / 2 + 3, y + 10)
+
+    def free(rect):
+        return rect[1] >= top and rect[3] <= bottom and not any(
+            rect[0] < r[2] and r[0] < rect[2] and rect[1] < r[3] and r[1] < rect[3]
+            for r in taken)
+
+    points = [_bezier(curve.points, t) for t in LABEL_TS]
+    span = max(1, int((bottom - top) // LABEL_STEP) if math.isfinite(bottom - top) else 8)
+    for k in range(span + 1):
+        for dy in ((0.0,) if k == 0 else (-k * LABEL_STEP, k * LABEL_STEP)):
+            for x, y in points:
+                rect = rect_at(x, y + dy)
+                if free(rect):
+                    taken.append(rect)
+                    return x, y + dy
+    # nowhere along or near the curve: beyond the right end of everything placed
+    x = max(r[2] for r in taken) + tw / 2 + 8 if taken else _bezier(curve.points, 0.5)[0]
+    y = _bezier(curve.points, 0.5)[1]
+    rect = rect_at(x, y)
+    taken.append(rect)
+    return x, y
 
 
 def _master_sub(attrs: dict) -> str:
@@ -413,6 +457,10 @@ def _master_sub(attrs: dict) -> str:
         parts.append(f"at {attrs['site']}")
     if attrs.get("local"):
         parts.append("this master")
+    if attrs.get("role") == "replica":
+        parts.append(f"replica · epoch {attrs.get('epoch')}")
+    elif attrs.get("role") and attrs.get("local"):
+        parts.append(f"{attrs['role']} · epoch {attrs.get('epoch')}")
     return " · ".join(parts) or (attrs.get("url") or "")
 
 
@@ -530,6 +578,7 @@ def _legend(scene: Scene, y: float, hues: dict) -> None:
     entries = [(trust, *LINK_STYLE[trust], False) for trust in reversed(TRUST_LEVELS)]
     entries += [("link down", 1.9, False, DOWN, False),
                 ("parent → child master", 1.8, True, PARENT, True),
+                ("primary → replica", 1.8, True, REPLICA, True),
                 ("delegates to", 1.9, False, LINK_STYLE["delegate"][2], True)]
     for label, lw, dashed, colour, arrow in entries:
         scene.curves.append(Curve(((x, y + 10), (x + 10, y + 10), (x + 20, y + 10),

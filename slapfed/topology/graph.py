@@ -27,6 +27,7 @@ MANAGES = "manages"           # master -> computer registered with (or declared 
 LOCATED_AT = "located_at"     # master -> the site it runs at
 PARENT_OF = "parent_of"       # master -> a child master one of its instances runs
 LINK = "link"                 # master <-> master (both directions, same attributes)
+REPLICATES = "replicates"     # primary master -> a replica of it (role, epoch on the nodes)
 # Failure domain levels, innermost first.
 DOMAIN_LEVELS = ("computer",) + locality.LEVELS
 UNKNOWN = "(unknown)"
@@ -281,6 +282,8 @@ def build(topology: Topology | None = None, live: dict | None = None,
         _add_master(fg, local_master, url=None, site=None, declared=False, description="")
     if local_master:
         g.nodes[node_id("master", local_master)]["local"] = True
+        if live.get("replication"):       # its role, epoch, epochs and replicas
+            fg.masters.nodes[local_master]["replication"] = dict(live["replication"])
     for ln in topology.links:
         attrs = {"kind": LINK, "latency_ms": ln.latency_ms, "cost": ln.cost,
                  "trust": ln.trust, "description": ln.description}
@@ -294,7 +297,8 @@ def build(topology: Topology | None = None, live: dict | None = None,
         if raw["name"] not in fg.masters:
             _add_master(fg, raw["name"], url=raw.get("url"), site=None, declared=False,
                         description=f"runs in instance {raw.get('reference')}")
-        fg.masters.nodes[raw["name"]].update(parent=local_master, instance=raw.get("instance"))
+        fg.masters.nodes[raw["name"]].update(parent=local_master, instance=raw.get("instance"),
+                                             replicas=list(raw.get("replicas") or ()))
         if local_master:
             g.add_edge(node_id("master", local_master), node_id("master", raw["name"]),
                        kind=PARENT_OF, instance=raw.get("instance"))
@@ -329,6 +333,28 @@ def build(topology: Topology | None = None, live: dict | None = None,
                 g.add_edge(*key, **attrs)
         fg.masters.add_edge(local_master, name, latency_ms=attrs["latency_ms"],
                             cost=attrs["cost"], trust=trust, state=state, live=True)
+
+    # replication: the local master's role and epoch, and the replicas it knows of
+    replication = live.get("replication") or {}
+    epoch = replication.get("epoch")
+    if local_master and replication.get("role"):
+        here = node_id("master", local_master)
+        g.nodes[here].update(role=replication["role"], epoch=epoch)
+        fg.masters.nodes[local_master].update(role=replication["role"], epoch=epoch)
+    for raw in replication.get("replicas") or ():
+        name = raw["name"]
+        if name == local_master:
+            continue
+        if name not in fg.masters:
+            _add_master(fg, name, url=raw.get("url"), site=None, declared=False,
+                        description=f"replica of {local_master}")
+        facts = {"role": "replica", "epoch": epoch, "mode": raw.get("mode"),
+                 "primary": local_master}
+        g.nodes[node_id("master", name)].update(facts)
+        fg.masters.nodes[name].update(facts)
+        if local_master:
+            g.add_edge(node_id("master", local_master), node_id("master", name),
+                       kind=REPLICATES, mode=raw.get("mode"), epoch=epoch)
 
     # computers: declared ones, then the registered ones (which win on locality)
     for c in topology.computers.values():

@@ -79,8 +79,9 @@ def gather(client: MasterClient, previous: Snapshot | None, refused: dict,
         if snap.who is None:
             snap.who = client.whoami()
         # every instance the master lets the user read: their trees (children that
-        # their instances requested too), everything for an admin
-        snap.instances = client.list_instances()
+        # their instances requested too), everything for an admin; destroyed ones too
+        # (shown last) until the master forgets them; every page of the list
+        snap.instances = client.list_instances(include_destroyed=True)
         for key, method in OPTIONAL.items():
             if key in refused:
                 snap.notes[key] = refused[key]

@@ -284,6 +284,12 @@ def _apply_remote(app, inst, fwd, remote: dict, now: float) -> int:
     new_status = dict(inst.status)
     new_status.update(state=state, log_tail=status.get("log_tail") or "",
                       promises=tuple(dict(p) for p in status.get("promises") or ()))
+    # unknown at the peer because the computer serving it is not heard from there (its
+    # lease ran out): what was last reported, as the peer shows it (its log_tail says
+    # since when); gone once the peer shows a state again
+    new_status.pop("reported_state", None)
+    if state == UNKNOWN and status.get("reported_state"):
+        new_status["reported_state"] = status["reported_state"]
     if converged:
         new_status["revision"] = inst.revision
     if new_status != inst.status:

@@ -63,21 +63,32 @@ def summary(conn, settings, asker: str | None = None) -> dict:
     return read(conn, query)
 
 
-def changes(conn, requester: str, since: str | None) -> tuple[str, list[dict]]:
+def changes(conn, requester: str, since: str | None,
+            leases=None) -> tuple[str, list[dict]]:
     """Instances of ``requester`` committed after cursor ``since`` (a transaction id,
-    hex; None = all), and the new cursor. The cursor is the newest serial seen, so a
-    commit after this read is never missed."""
+    hex; None = all), and the new cursor. An instance is reported when it or the
+    computer it runs on was committed after the cursor: a computer records its lease's
+    transitions (it ran out, its node came back: services.lease_marks), and the
+    instances it serves are then reported, rendered with ``leases`` (the master's lease
+    table: ``unknown`` while their computer's lease is out). The cursor is the newest
+    serial seen, so a commit after this read is never missed."""
     floor = bytes.fromhex(since) if since else b""
 
     def query(app):
         newest = floor
         out = []
+        computers: dict[str, bytes] = {}      # computer id -> its serial, read once
         for iid in app.instance_ids_of(requester):
             inst = app.instances[iid]
             inst._p_activate()
             serial = inst._p_serial
+            cid = render.serving_computer(app, inst)
+            if cid is not None:
+                if cid not in computers:
+                    computers[cid] = _serial_of(app.computers.get(cid))
+                serial = max(serial, computers[cid])
             if serial > floor:
-                out.append(render.instance_json(app, inst))
+                out.append(render.instance_json(app, inst, leases))
             if serial > newest:
                 newest = serial
         return newest.hex(), out
@@ -85,18 +96,27 @@ def changes(conn, requester: str, since: str | None) -> tuple[str, list[dict]]:
     return read(conn, query)
 
 
+def _serial_of(obj) -> bytes:
+    if obj is None:
+        return b""
+    obj._p_activate()
+    return obj._p_serial
+
+
 def wait_changes(rt, requester: str, since: str | None, wait: float,
                  stopping: threading.Event | None = None, poll: float = 0.1,
                  conn=None) -> tuple[str, list[dict]]:
-    """``changes`` (read on ``conn``, else on the runtime's DB), waiting up to ``wait``
-    seconds for one (a long poll woken by the commits of the runtime's writer). Once
+    """``changes`` (read on ``conn``, else on the runtime's DB; rendered with the
+    runtime's leases), waiting up to ``wait`` seconds for one (a long poll woken by the
+    commits of the runtime's writer, and reading again every ``poll`` seconds for those
+    of other processes: a lease recorded out by another worker's maintenance). Once
     ``stopping`` is set (the master shuts down) it answers at once with what it has,
     without reading again: the database may be closing."""
     deadline = time.monotonic() + max(0.0, wait)
     source = rt if conn is None else conn
     committed = rt.writer.committed
     while True:
-        cursor, items = changes(source, requester, since)
+        cursor, items = changes(source, requester, since, rt.leases)
         left = deadline - time.monotonic()
         if items or left <= 0 or (stopping is not None and stopping.is_set()):
             return cursor, items

@@ -12,6 +12,7 @@ from ...core.states import (ORIGIN_CHILD, ORIGIN_CLI, ORIGIN_TOPOLOGY, TRUST_DEL
 from ...model import Peer
 from ...model.federation import FWD_QUEUED, FWD_REFUSED, FWD_UNREACHABLE
 from .. import render
+from . import pending
 from ..tx import clock, read, write
 
 
@@ -76,10 +77,10 @@ def save_peer(rt, name: str, url: str, ca_certificate: str, *, credentials: str 
             peer = app.peers[name] = Peer(name, url, ca_certificate, now)
         changes = {"url": url, "ca_certificate": ca_certificate, "origin": origin}
         if credentials is not None:
-            changes["credentials"] = credentials
-            changes["pairing_token"] = None
+            changes.update(credentials=credentials, pairing_token=None, pairing_digest=None)
         if pairing_token is not None and peer.credentials is None:
-            changes["pairing_token"] = pairing_token
+            changes.update(pairing_token=None, pairing_digest=pending.stash(
+                rt.settings.data_dir, name, pairing_token))
         for key, value in (("principal", principal), ("trust", trust), ("cost", cost),
                            ("latency_ms", latency_ms), ("site", site)):
             if value is not None:
@@ -118,7 +119,8 @@ def declare_peers(rt, declared: list[dict]) -> None:
                        if d.get(k) is not None}
             if d.get("token") and not peer.paired:
                 changes.update(url=d["url"], ca_certificate=d["ca_certificate"],
-                               pairing_token=d["token"])
+                               pairing_token=None, pairing_digest=pending.stash(
+                                   rt.settings.data_dir, name, d["token"]))
             peer.update(**changes)
 
     write(rt, use_case)
@@ -158,7 +160,9 @@ def remove_peer(rt, name: str) -> dict:
         del app.peers[name]
         return out
 
-    return write(rt, use_case)
+    out = write(rt, use_case)
+    pending.drop(rt.settings.data_dir, name)
+    return out
 
 
 def _peer(app, name: str):
@@ -174,11 +178,20 @@ def peer_credentials(conn) -> dict:
                                    if p.credentials})
 
 
-def pending_pairings(conn) -> list[tuple[str, str, str, str]]:
-    """(name, url, ca_certificate, token) of peers waiting to be paired (child masters)."""
-    return read(conn, lambda app: [(p.name, p.url, p.ca_certificate, p.pairing_token)
-                                   for p in app.peers.values()
-                                   if p.credentials is None and p.pairing_token])
+def pending_pairings(rt) -> list[tuple[str, str, str, str]]:
+    """(name, url, ca_certificate, token) of peers waiting to be paired (child masters,
+    invitations): the tokens are read from their files in the data directory."""
+    data_dir = rt.settings.data_dir
+    waiting = read(rt, lambda app: [(p.name, p.url, p.ca_certificate, p.pairing_token,
+                                     p.pairing_digest) for p in app.peers.values()
+                                    if p.credentials is None
+                                    and (p.pairing_digest or p.pairing_token)])
+    out = []
+    for name, url, ca_pem, legacy, wanted in waiting:
+        token = legacy or pending.take(data_dir, name, wanted)
+        if token:
+            out.append((name, url, ca_pem, token))
+    return out
 
 
 def adopt_child(settings, app, inst, reg, now: float) -> None:
@@ -205,8 +218,9 @@ def adopt_child(settings, app, inst, reg, now: float) -> None:
         # the child moved or was rebuilt: what was paired before no longer holds
         peer.url, peer.ca_certificate = reg.url, reg.ca_certificate
         peer.credentials = None
-    if peer.credentials is None and peer.pairing_token != reg.pairing_token:
-        peer.pairing_token = reg.pairing_token
+    if peer.credentials is None and peer.pairing_digest != pending.digest(reg.pairing_token):
+        peer.pairing_digest = pending.stash(settings.data_dir, reg.name, reg.pairing_token)
+        peer.pairing_token = None
 
 
 def forget_child(app, inst) -> None:
@@ -225,13 +239,18 @@ def complete_pairing(rt, name: str, token: str, credentials: str, principal: str
     def use_case(app):
         now = clock()
         peer = app.peers.get(name)
-        if peer is None or peer.pairing_token != token:
+        if peer is None or not (token == peer.pairing_token or
+                                pending.digest(token) == peer.pairing_digest):
             return False
-        peer.credentials, peer.principal, peer.pairing_token = credentials, principal, None
+        peer.credentials, peer.principal = credentials, principal
+        peer.pairing_token = peer.pairing_digest = None
         peer.summary, peer.summary_at = summary, now
         peer.contact(now)
         return True
-    return write(rt, use_case)
+    done = write(rt, use_case)
+    if done:
+        pending.drop(rt.settings.data_dir, name)
+    return done
 
 
 def record_pairing_failure(rt, name: str, reason: str) -> None:
