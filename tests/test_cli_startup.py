@@ -109,16 +109,15 @@ def loaded(modules: Modules, names) -> list[str]:
 
 
 def test_node_once_with_nothing_to_do_loads_neither_pydantic_nor_heavy_modules(world):
-    """The wire types never; pydantic only for the answer to a usage report, when one
-    falls due in that cycle."""
+    """The wire types never; pydantic only for the answer to its usage report."""
     run(world["base"], world["env"], "node", "once", "--root", str(world["root"]))  # fetch
     out, modules = run(world["base"], world["env"], "node", "once", "--root",
                        str(world["root"]))
     assert out.startswith("nothing to do")
     heavy = loaded(modules, HEAVY + ("slapfed.core.wire",))
     assert not heavy, "\n".join(heavy)
-    # pydantic only to check an answer, when the cycle sent something after all (a usage
-    # report falls due now and then): never for the node's own work
+    # pydantic only to check the answer to the usage report `node once` sends about what
+    # it measured since the previous run (accounting): never for the node's own work
     if "pydantic" in modules:
         assert "in report_usage" in modules.first["pydantic"], "\n".join(
             loaded(modules, PYDANTIC))
