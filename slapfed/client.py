@@ -1,13 +1,14 @@
 """HTTP client of the master's /api/v1: used by the CLI, the node agent and benchmarks.
 
-Depends on core (errors, wire, answers) and requests. Every method returns decoded JSON,
-checked against the answer's model (core.answers: the schemas of the master's OpenAPI
-document; an answer that does not match raises InvalidInput naming the field), or
-raises a typed SlapfedError rebuilt from the master's canonical error body;
-MasterUnreachable when no answer came at all. Over HTTPS the master is verified against
-the CA certificate given (``ca``) and the client proves itself with ``cert``/``key``;
-``verify`` and ``cert`` are passed on every call (this machine's REQUESTS_CA_BUNDLE would
-otherwise override a session setting).
+Depends on core (errors, fields, outbound, replication; answers -- pydantic -- imported
+the first time an answer is checked) and slapfed.transport (http.client: kept-alive
+connections, no requests). Every method returns decoded JSON, checked against the
+answer's model (core.answers: the schemas of the master's OpenAPI document; an answer
+that does not match raises InvalidInput naming the field), or raises a typed
+SlapfedError rebuilt from the master's canonical error body; MasterUnreachable when no
+answer came at all. Over HTTPS the master is verified against the CA certificate given
+(``ca``; none given: certifi's bundle, as requests would) and the client proves itself
+with ``cert``/``key``; no environment variable (REQUESTS_CA_BUNDLE, proxies) changes that.
 
 A master refuses a certificate it does not trust (another CA's, an expired one) at the TLS
 handshake, before any HTTP: the client reads why from the TLS alert the master sent and
@@ -19,21 +20,33 @@ see the connection closed instead, and then asks ``/health`` once to learn the v
 from __future__ import annotations
 
 import errno
+import importlib
+import json
 import logging
 import socket
 import ssl
 import time
 from urllib.parse import quote, urlsplit
 
-import requests
-from requests.adapters import HTTPAdapter
-
 from .ca import errors as ca_errors
-from .core import answers as A, replication as rep
+from .core import replication as rep
 from .core.errors import (Fenced, InvalidInput, MasterUnreachable, NoMasterGiven, ReadOnly,
                           SlapfedError, Timeout, Unauthenticated)
+from .core.fields import software_hash
 from .core.outbound import ANY, OutboundPolicy
-from .core.wire import software_hash
+from .transport import TRANSPORT_ERRORS, Transport, UnusableTLSFiles
+
+
+class _Answers:
+    """core.answers, imported (pydantic and every answer model with it) on first use:
+    ``A.Instance`` in a call's arguments costs nothing until a call is made."""
+
+    def __getattr__(self, name):
+        module = importlib.import_module(".core.answers", __package__)
+        return getattr(module, name)
+
+
+A = _Answers()
 
 API = "/api/v1"
 log = logging.getLogger("slapfed.client")
@@ -65,8 +78,8 @@ _CUT_OFF = (ssl.SSLError, ConnectionResetError, BrokenPipeError)
 
 
 def _causes(exc: BaseException):
-    """``exc`` and every exception it wraps (requests and urllib3 nest them as causes,
-    ``reason`` attributes and arguments)."""
+    """``exc`` and every exception it wraps (as causes, contexts, ``reason`` attributes
+    and arguments)."""
     todo, seen = [exc], set()
     while todo:
         e = todo.pop()
@@ -149,37 +162,11 @@ def _open_allowed(policy: OutboundPolicy, host: str, port: int, timeout, source_
     raise err
 
 
-class _OutboundAdapter(HTTPAdapter):
-    """requests' adapter whose connections open through ``_open_allowed``."""
-
-    def __init__(self, policy: OutboundPolicy, **kwargs):
-        self.policy = policy
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args, **kwargs):
-        super().init_poolmanager(*args, **kwargs)
-        from urllib3.connection import HTTPConnection, HTTPSConnection
-        from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-        from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
-        policy = self.policy
-
-        def _new_conn(conn):
-            try:
-                return _open_allowed(policy, conn._dns_host, conn.port, conn.timeout,
-                                     conn.source_address, conn.socket_options)
-            except socket.timeout as exc:
-                raise ConnectTimeoutError(conn, f"Connection to {conn.host} timed out. "
-                                                f"(connect timeout={conn.timeout})") from exc
-            except OSError as exc:
-                raise NewConnectionError(conn, "Failed to establish a new connection: "
-                                               f"{exc}") from exc
-
-        http = type("OutboundHTTPConnection", (HTTPConnection,), {"_new_conn": _new_conn})
-        https = type("OutboundHTTPSConnection", (HTTPSConnection,), {"_new_conn": _new_conn})
-        self.poolmanager.pool_classes_by_scheme = {
-            "http": type("OutboundHTTPPool", (HTTPConnectionPool,), {"ConnectionCls": http}),
-            "https": type("OutboundHTTPSPool", (HTTPSConnectionPool,),
-                          {"ConnectionCls": https})}
+def _outbound_opener(policy: OutboundPolicy):
+    """The transport's socket opener connecting only where ``policy`` allows."""
+    def open_socket(host: str, port: int, timeout) -> socket.socket:
+        return _open_allowed(policy, host, port, timeout, None, None)
+    return open_socket
 
 
 def _cut_off(exc: BaseException) -> bool:
@@ -211,12 +198,9 @@ class MasterClient:
         self.verify = ca if ca else True
         self.cert = (cert, key) if cert and key else (cert or None)
         self._principal = None
-        self.session = requests.Session()
-        self.session.trust_env = False  # this machine sets REQUESTS_CA_BUNDLE; be explicit
         self.outbound = outbound
-        if outbound.restricted:
-            for prefix in ("https://", "http://"):
-                self.session.mount(prefix, _OutboundAdapter(outbound))
+        # Kept-alive connections to the master (``session.close()`` closes them).
+        self.session = Transport(_outbound_opener(outbound) if outbound.restricted else None)
         # Failover (enable_failover): the masters of the current epoch and the highest
         # epoch seen, learned from every answer's Slapfed-Epoch / Slapfed-Masters headers.
         self.failover = False
@@ -270,7 +254,7 @@ class MasterClient:
                 resp = self.session.get(url + API + "/health", timeout=(1.0, 2.0),
                                         verify=self.verify, cert=self.cert)
                 health = resp.json() if resp.status_code == 200 else None
-            except (requests.RequestException, ValueError):
+            except (*TRANSPORT_ERRORS, ValueError, UnusableTLSFiles):
                 continue
             if rep.acceptable(health, self.highest_epoch):
                 if url != self.url:
@@ -302,14 +286,27 @@ class MasterClient:
     def _call_once(self, method: str, path: str, json_body=None, params=None, headers=None,
                    expect_304=False):
         url = self.url + API + path
+        body = None
         if json_body is not None:
             headers = {**JSON_HEADERS, **(headers or {})}
+            try:
+                body = json.dumps(json_body, allow_nan=False).encode("utf-8")
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput(f"the body of {method} {path} cannot be sent as JSON: "
+                                   f"{exc}", [{"field": "body", "problem": str(exc)}]) from None
         try:
-            resp = self.session.request(method, url, json=json_body, params=params,
+            resp = self.session.request(method, url, body=body, params=params,
                                         headers=headers, timeout=self.timeouts(),
                                         verify=self.verify, cert=self.cert)
-        except requests.RequestException as exc:
+        except TRANSPORT_ERRORS as exc:
             raise self._unreachable(exc, probe=json_body is not None) from None
+        except UnusableTLSFiles as exc:
+            raise InvalidInput(f"cannot use the TLS file {exc.path} to reach the master at "
+                               f"{self.url}: {exc.reason}",
+                               [{"field": exc.field, "problem": str(exc)}]) from None
+        except ValueError as exc:     # not an http(s) URL
+            raise InvalidInput(f"master URL {self.url!r}: {exc}",
+                               [{"field": "master", "problem": str(exc)}]) from None
         if self.failover:
             self._learn(resp)
         if expect_304 and resp.status_code == 304:
@@ -332,7 +329,7 @@ class MasterClient:
             try:        # a write cut off before the alert was read: ask without a body
                 self.session.get(self.url + API + "/health", timeout=self.timeouts(),
                                  verify=self.verify, cert=self.cert).close()
-            except requests.RequestException as again:
+            except TRANSPORT_ERRORS as again:
                 refusal = tls_refusal(again)
         if refusal is not None:
             klass, reason = refusal

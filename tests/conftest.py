@@ -455,6 +455,7 @@ E2E_FILES = frozenset({
     "test_child_master_replicas.py",
     "test_claims_tls.py",
     "test_cli_master_output.py",
+    "test_cli_startup.py",
     "test_cli_tls_refusals.py",
     "test_concurrency.py",
     "test_demo.py",

@@ -58,7 +58,9 @@ CONTRACT = {
                           "slapfed.federation"),
                          ("ZODB", "transaction", "BTrees", "persistent"), ANY_STDLIB),
     # adapters
-    "slapfed.client": (("slapfed.core", "slapfed.ca"), ("requests", "urllib3"), ANY_STDLIB),
+    "slapfed.client": (("slapfed.core", "slapfed.ca", "slapfed.transport"), (), ANY_STDLIB),
+    # HTTP/1.1 for the client: the standard library (and certifi's CA bundle) only
+    "slapfed.transport": (("slapfed",), ("certifi",), ANY_STDLIB),
     "slapfed.enrol": (("slapfed.core", "slapfed.ca", "slapfed.client"), ("cryptography",),
                       ANY_STDLIB),
     "slapfed.peering": (("slapfed.core", "slapfed.services", "slapfed.client",
@@ -89,9 +91,9 @@ CONTRACT = {
     # the command line
     "slapfed.cli": (("slapfed", "slapfed.core", "slapfed.ca", "slapfed.client", "slapfed.enrol",
                      "slapfed.master", "slapfed.node", "slapfed.procs", "slapfed.store",
-                     "slapfed.replication",
+                     "slapfed.replication", "slapfed.transport",
                      "slapfed.topology", "slapfed.logs", "slapfed.metrics", "slapfed.ui"),
-                    ("click", "requests"), ANY_STDLIB),
+                    ("click",), ANY_STDLIB),
     "slapfed": ((), (), PURE_STDLIB),
 }
 

@@ -1,23 +1,66 @@
 """Entry point of the ``slapfed`` command: the root group and the user-facing verbs.
 
-Depends on every layer below the CLI; subcommand groups live in sibling modules.
+Depends on click and, only once a command is chosen, on the sibling module that holds
+it (subcommand groups live in sibling modules): parsing ``slapfed node once`` imports
+node_cmd alone, never the master, the topology or the demo.
 """
 from __future__ import annotations
+
+import importlib
 
 import click
 
 from .. import __version__
-from .master_cmd import master
-from .node_cmd import node
-from .user_cmd import COMMANDS
-from .demo_cmd import demo
-from .topology_cmd import topology
-from .ca_cmd import ca
-from .peer_cmd import peer
-from .ui_cmd import ui
+
+# Every subcommand: its name -> (module of slapfed.cli, attribute). A module is imported
+# when its command is run (or listed by --help / shell completion), not before.
+LAZY_COMMANDS = {
+    "master": ("master_cmd", "master"),
+    "node": ("node_cmd", "node"),
+    "demo": ("demo_cmd", "demo"),
+    "topology": ("topology_cmd", "topology"),
+    "ca": ("ca_cmd", "ca"),
+    "peer": ("peer_cmd", "peer"),
+    "ui": ("ui_cmd", "ui"),
+    "request": ("user_cmd", "request"),
+    "list": ("user_cmd", "list_"),
+    "show": ("user_cmd", "show"),
+    "start": ("user_cmd", "start"),
+    "stop": ("user_cmd", "stop"),
+    "destroy": ("user_cmd", "destroy"),
+    "supply": ("user_cmd", "supply"),
+    "computer": ("user_cmd", "computer"),
+    "config": ("user_cmd", "config_group"),
+    "whoami": ("user_cmd", "whoami"),
+    # accounting: usage, statement, accounting prices
+    "usage": ("accounting_cmd", "usage"),
+    "statement": ("accounting_cmd", "statement"),
+    "accounting": ("accounting_cmd", "accounting"),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose subcommands are imported when first asked for by name; a
+    command added with ``add_command`` is used as it is."""
+
+    def __init__(self, *args, lazy: dict[str, tuple[str, str]] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy = dict(lazy or {})
+
+    def list_commands(self, ctx):
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in self.lazy:
+            module, attribute = self.lazy[cmd_name]
+            command = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
+            self.commands[cmd_name] = command
+        return command
+
+
+@click.group(cls=LazyGroup, lazy=LAZY_COMMANDS,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="slapfed")
 def cli():
     """slapfed: a federated, recursive cloud orchestrator. One verb: request.
@@ -32,21 +75,6 @@ def cli():
       eval "$(_SLAPFED_COMPLETE=bash_source slapfed)"
     (zsh: zsh_source in ~/.zshrc; fish: fish_source > ~/.config/fish/completions/slapfed.fish)
     """
-
-
-cli.add_command(master)
-cli.add_command(node)
-cli.add_command(demo)
-cli.add_command(topology)
-cli.add_command(ca)
-cli.add_command(peer)
-cli.add_command(ui)
-for _command in COMMANDS:
-    cli.add_command(_command)
-# accounting: usage, statement, accounting prices
-from .accounting_cmd import COMMANDS as ACCOUNTING_COMMANDS  # noqa: E402
-for _command in ACCOUNTING_COMMANDS:
-    cli.add_command(_command)
 
 
 def main():  # console script

@@ -319,12 +319,10 @@ def health(url, ca_file, wait, as_json):
     CA certificate (a promise of profiles/master). Exit 6 when it does not answer."""
     import time
 
-    import requests
-
     from ..core.errors import MasterUnreachable
+    from ..transport import TRANSPORT_ERRORS, Transport, UnusableTLSFiles
     deadline = time.monotonic() + max(wait, 0.0)
-    session = requests.Session()
-    session.trust_env = False          # REQUESTS_CA_BUNDLE must not override the CA
+    session = Transport()              # verified against --ca only, whatever the environment
     while True:
         try:
             resp = session.get(url.rstrip("/") + "/api/v1/health", verify=ca_file, timeout=5)
@@ -334,7 +332,7 @@ def health(url, ca_file, wait, as_json):
                                     f"{body.get('generation')})")
                 return
             problem = f"HTTP {resp.status_code}"
-        except (requests.RequestException, ValueError) as exc:
+        except (*TRANSPORT_ERRORS, UnusableTLSFiles, ValueError) as exc:
             problem = str(exc)
         if time.monotonic() >= deadline:
             raise MasterUnreachable(f"master {url} does not answer its health check: {problem}")

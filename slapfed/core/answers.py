@@ -1,13 +1,16 @@
 """The JSON bodies the master answers, declared once as pydantic models.
 
-Depends on pydantic, core.states, core.leases and core.wire. The master's OpenAPI
+Depends on pydantic, core.states, core.leases, core.fields and (for DelegationPolicy,
+on first use) core.wire. The master's OpenAPI
 document takes its response schemas from these models (master.openapi); the client
 and the node agent check the answers they read against them (:func:`check`), so that
 an answer the document does not describe fails where it is read, naming the field.
 Every model refuses fields it does not declare: a new field is declared here first.
-"""
-from __future__ import annotations
 
+Cheap to import (the CLI checks one answer per command): no ``from __future__ import
+annotations`` here (pydantic would evaluate every annotation string again), and every
+model defers building its validator until it first validates (``defer_build``).
+"""
 from typing import Annotated, Any, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, WithJsonSchema
@@ -18,11 +21,11 @@ from .states import (
     FORWARD_STATES, MOVED_REPORT_STATES, INSTANCE_STATUSES, LOCALITY_LEVELS, PEER_ORIGINS, REQUESTED_STATES,
     SOFTWARE_STATUSES, SUPPLY_STATES, TRUST_LEVELS,
 )
-from .wire import IDENTITY_ROLES, OPEN_TO_SCHEMA, REPLICA_MODES, SLA_SCHEMA, DelegationPolicy
+from .fields import IDENTITY_ROLES, OPEN_TO_SCHEMA, REPLICA_MODES, SLA_SCHEMA
 
 
 class Answer(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 def Enum(values):
@@ -42,7 +45,7 @@ def described(text: str, kind=str):
 class ErrorDetail(BaseModel):
     """One problem: the field it concerns and what is wrong (some carry more facts)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", defer_build=True)
     field: Optional[str] = None
     problem: Optional[str] = None
 
@@ -422,7 +425,7 @@ class TopoComputer(Answer):
 
 
 class TopoLink(Answer):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
     from_: str = Field(alias="from")
     to: str
     latency_ms: float
@@ -784,11 +787,25 @@ class Promoted(Answer):
     previous_primary: described("the primary it followed", Optional[str])
 
 
-ANSWERS = (Error, Health, Computer, ComputerList, Software, DesiredState, Instance,
-           InstanceList, PlacementDecision, TopologyView, WhoAmI, Certificate,
-           IssuedCertificate, CertificateList, Token, Peer, PeerList, DelegationPolicy,
-           FederationSummary, Changes, LostAnswer, PeerLostAnswer, ReplicaToken, Replica,
-           Transactions, CAMaterial, ReplicationStatus, Promoted)
+_ANSWERS = (Error, Health, Computer, ComputerList, Software, DesiredState, Instance,
+            InstanceList, PlacementDecision, TopologyView, WhoAmI, Certificate,
+            IssuedCertificate, CertificateList, Token, Peer, PeerList, "DelegationPolicy",
+            FederationSummary, Changes, LostAnswer, PeerLostAnswer, ReplicaToken, Replica,
+            Transactions, CAMaterial, ReplicationStatus, Promoted)
+
+
+def __getattr__(name):
+    """``DelegationPolicy`` (a wire type that is also an answer) and ``ANSWERS`` (every
+    answer model) import core.wire, which the CLI's answers never need, when first read.
+    A block adding answer models extends ``_ANSWERS``."""
+    if name in ("DelegationPolicy", "ANSWERS"):
+        from .wire import DelegationPolicy
+        globals().update(DelegationPolicy=DelegationPolicy, ANSWERS=tuple(
+            DelegationPolicy if m == "DelegationPolicy" else m for m in _ANSWERS))
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _ADAPTERS: dict = {}
 
 
@@ -919,4 +936,4 @@ class PriceListAnswer(Answer):
     prices: list[PriceAnswer]
 
 
-ANSWERS = ANSWERS + (UsageAck, Statement, InstanceUsage, PriceListAnswer)
+_ANSWERS = _ANSWERS + (UsageAck, Statement, InstanceUsage, PriceListAnswer)

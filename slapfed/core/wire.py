@@ -1,9 +1,10 @@
 """Wire types: the JSON bodies the master accepts, declared once as pydantic dataclasses.
 
-Depends on pydantic, core.errors, core.cfgvalue, core.sla, core.sharing, core.provenance
-and core.states. Each type is at once the schema of its body (the OpenAPI document is
-generated from these declarations, master.apidoc), its validator and the frozen value
-object the services receive. ``Type.from_json(body)`` (or :func:`parse`) validates a
+Depends on pydantic, core.errors, core.fields (the patterns, limits and schemas it
+shares with code that must not load pydantic), core.cfgvalue, core.sla, core.sharing,
+core.provenance and core.states. Each type is at once the schema of its body (the OpenAPI
+document is generated from these declarations, master.apidoc), its validator and the
+frozen value object the services receive. ``Type.from_json(body)`` (or :func:`parse`) validates a
 decoded body: pydantic collects *every* problem, and they are raised as one
 InvalidInput whose details are ``{"field": ..., "problem": ...}`` items, fields dotted
 (``partitions[0].address``); unknown fields are refused, never ignored. A field given
@@ -21,7 +22,6 @@ mean the same there).
 from __future__ import annotations
 
 import functools
-import hashlib
 import ipaddress
 import json
 import math
@@ -40,47 +40,30 @@ from pydantic_core import PydanticCustomError
 from . import cfgvalue, sealed
 from .errors import InvalidInput
 from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
-from .sharing import EVERYONE, MAX_OPEN_TO, PRINCIPAL_RE, parse_open_to
-from .sla import (
-    ABSOLUTE_KEYS, CAPABILITY_KEY, HOST_KEY, LABEL_PREFIX, MASTER_KEY, MAX_ALTERNATIVES,
-    MAX_REFERENCES_PER_KEY, MAX_VALUE, NAME_RE as SLA_NAME_RE, RELATIVE_KEYS,
-    MAX_REFERENCE as SLA_MAX_REFERENCE, is_capability_name, parse_sla,
-)
+from .sharing import parse_open_to
+from .sla import HOST_KEY, MAX_ALTERNATIVES, NAME_RE as SLA_NAME_RE, is_capability_name, parse_sla
 from .states import (
     TRUST_LEVELS, AVAILABLE, DEFAULT_SOFTWARE_TYPE, MOVED_REPORT_STATES,
     PARTITION_REPORT_STATES, REQUESTED_STATES, SOFTWARE_REPORT_STATES, STARTED,
     SUPPLY_STATES,
 )
 
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
-SOFTWARE_TYPE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
-PARAMETER_KEY_RE = re.compile(r"^" + cfgvalue.KEY_RE.pattern + r"\Z")  # + key_problem
+from .fields import (  # noqa: F401 - also read from here; core.fields needs no pydantic
+    ID_RE, IDENTITY_ROLES, MAX_LOG_TAIL, OPEN_TO_SCHEMA, PARAMETER_KEY_RE, REPLICA_MODES,
+    SLA_ALTERNATIVE_SCHEMA, SLA_SCHEMA, SOFTWARE_TYPE_RE, ecma, software_hash,
+)
 HTTPS_URL_RE = re.compile(r"^https://\S+\Z")
 URL_RE = re.compile(r"^(https?|file)://\S+\Z")
 MAX_REFERENCE = 200
 MAX_URL = 2048
 MAX_TEXT = 256
-MAX_LOG_TAIL = 64 * 1024
 MAX_PARAMETERS_BYTES = 256 * 1024
 MAX_CAPABILITIES = 32
 MAX_PEM = 16 * 1024          # a CSR of any accepted key type fits easily
 MAX_HOSTS = 16
-IDENTITY_ROLES = ("person", "admin", "computer", "partition", "master",  # ca.identity
-                  "replica")                                             # .ROLES
 REVOCATION_REASONS = ("unspecified", "key_compromise", "ca_compromise",    # RFC 5280 names,
                       "affiliation_changed", "superseded",                 # as in ca.authority
                       "cessation_of_operation", "privilege_withdrawn")
-
-
-def software_hash(url: str) -> str:
-    """The key of a software release on disk and in routes: stable for a URL."""
-    return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
-
-
-def ecma(regex: re.Pattern) -> str:
-    """A Python pattern of core (anchored ^...\\Z) as pydantic's and JSON Schema's: the
-    same language there, where ``$`` (no multi-line flag) is the end of the text."""
-    return regex.pattern.replace(r"\Z", "$")
 
 
 # -- problems: what pydantic found, in slapfed's words ---------------------------------
@@ -485,39 +468,8 @@ def _open_to(value):
     return out
 
 
-OPEN_TO_SCHEMA = {
-    "type": "array", "maxItems": MAX_OPEN_TO,
-    "items": {"type": "string", "pattern": f"{ecma(PRINCIPAL_RE)}|^[*]$"},
-    "description": "non-shared instances: who else may attach shared instances to this one: "
-                   "[] its owner only (the requester of its tree's root), principals "
-                   f"(person/NAME, master/PEER), or [\"{EVERYONE}\"] everyone; requesting "
-                   "again replaces it, and shared instances no longer allowed are detached"}
 OpenTo = Annotated[tuple, BeforeValidator(_open_to), WithJsonSchema(OPEN_TO_SCHEMA)]
 
-_SLA_REF = {"type": "string", "minLength": 1, "maxLength": SLA_MAX_REFERENCE}
-_SLA_VALUE = {"type": "string", "minLength": 1, "maxLength": MAX_VALUE}
-_SLA_NAME = {**_SLA_VALUE, "pattern": ecma(SLA_NAME_RE)}
-_SLA_REFS = {"oneOf": [_SLA_REF, {"type": "array", "items": _SLA_REF, "minItems": 1,
-                                  "maxItems": MAX_REFERENCES_PER_KEY}],
-             "description": "reference(s) of other instances of the same requester or "
-                            "instance tree"}
-SLA_ALTERNATIVE_SCHEMA = {
-    "type": "object",
-    "description": "Conditions that must all hold: absolute keys, labels as "
-                   f"'{LABEL_PREFIX}KEY', relative keys naming other instances; "
-                   "host_instance (shared requests): the id of the host to attach to, "
-                   "which must be open to the requester. Unknown keys are refused.",
-    "properties": {**{k: _SLA_NAME if k in (CAPABILITY_KEY, MASTER_KEY, HOST_KEY)
-                      else _SLA_VALUE for k in ABSOLUTE_KEYS},
-                   **{k: _SLA_REFS for k in RELATIVE_KEYS}},
-    "patternProperties": {"^" + LABEL_PREFIX.replace(".", "\\.")
-                          + ecma(SLA_NAME_RE)[1:]: _SLA_VALUE},
-    "additionalProperties": False}
-SLA_SCHEMA = {"oneOf": [SLA_ALTERNATIVE_SCHEMA,
-                        {"type": "array", "items": SLA_ALTERNATIVE_SCHEMA, "minItems": 1,
-                         "maxItems": MAX_ALTERNATIVES}],
-              "description": "one alternative, or alternatives tried in order "
-                             "([{\"continent\": \"europe\"}, {}] = Europe, else anywhere)"}
 
 
 def _sla(value, info):
@@ -556,7 +508,7 @@ IpAddress = Annotated[str, BeforeValidator(_ip_address), Strict(), WithJsonSchem
     {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}],
      "description": "an IPv4 or IPv6 address"})]
 
-WIRE = ConfigDict(extra="forbid")
+WIRE = ConfigDict(extra="forbid", defer_build=True)
 _NULLS = model_validator(mode="before")(classmethod(_drop_nulls))
 
 
@@ -741,7 +693,7 @@ class ComputerFactsBody:
         return data
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=ConfigDict(defer_build=True))
 class ComputerUpdate:
     """``PATCH /api/v1/computers/<id>`` (admins): the computer's facts, which a node may
     not change itself. Only the fields given change; a locality of ``null`` clears it,
@@ -1033,7 +985,6 @@ class ReplicaInvitation:
         description="seconds the token is good for")]] = None
 
 
-REPLICA_MODES = ("sync", "async")      # core.replication.MODES
 # a host name or IPv4 address (no user, no IPv6 literal), a port in range, then visible
 # ASCII: the URL goes out in every answer's Slapfed-Masters header, and nodes follow it
 _PORT = r"(?:[0-9]{1,4}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"

@@ -58,8 +58,17 @@ SERVER_CERT = "master.crt"
 LOOPBACK_NAMES = ("localhost",)
 URL_FILE = "master.url"
 PID_FILE = "master.pid"
+HEARTBEAT_DIR = "/dev/shm"      # the workers' liveness files (tmpfs), where there is one
 
 log = logging.getLogger("slapfed.master.server")
+
+
+def heartbeat_dir(candidate: str = HEARTBEAT_DIR) -> str | None:
+    """Where gunicorn's workers keep their liveness file: ``candidate`` when it is a
+    directory this user may create files in, else None (the temporary directory)."""
+    if os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
+        return candidate
+    return None
 
 
 @dataclass
@@ -348,6 +357,9 @@ class MasterApplication(BaseApplication):
             # gunicorn's control socket lives at one path per user: several masters
             # on one machine would fight over it, and nothing here uses it.
             "control_socket_disable": True,
+            # Each worker tells the arbiter it is alive by touching a file, once per turn
+            # of its event loop: on tmpfs that costs no disk metadata write.
+            "worker_tmp_dir": heartbeat_dir(),
             "when_ready": self._when_ready,
             "post_worker_init": self._post_worker_init,
             "worker_int": self._worker_int,

@@ -34,7 +34,7 @@ from ..core.errors import (Conflict, Fenced, MasterUnreachable, NotFound, ReadOn
                            SlapfedError)
 from ..core.states import (BUILDING, DESTROYED, ERASED, FAILED, INSTALLED, QUARANTINED,
                            STARTED, STOPPED)
-from ..core.wire import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
+from ..core.fields import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
 from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
 from .plan import (

@@ -41,7 +41,7 @@ from urllib.parse import unquote, urlparse
 
 from ..core import builtcache as core_builtcache
 from ..core import cfgvalue
-from ..core.wire import ID_RE, SOFTWARE_TYPE_RE
+from ..core.fields import ID_RE, SOFTWARE_TYPE_RE
 from . import builtcache, confine
 from .layout import InstallSettings, PartitionConfig, Paths
 

@@ -1,7 +1,8 @@
 """The node's identities: its own key and certificate (from a one-time token) in <root>/etc, and
 one key and certificate per partition, generated in the partition and certified by the master.
 
-Depends on ca.keys (key generation, CSRs), the master client and node.confine. Private
+Depends on ca.keys (key generation, CSRs; imported, with cryptography, only when a key
+or a CSR is made), the master client and node.confine. Private
 keys are written 0600 where they are used and never sent anywhere: only CSRs leave. A
 partition's files are written by the node (root) into a directory its user controls:
 never through a symlink, owned by that user (``owner``), the key 0600.
@@ -11,9 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 
-from cryptography.hazmat.primitives import serialization
-
-from ..ca.keys import csr_for, generate_key, write_private_key
 from ..client import MasterClient
 from ..core.errors import InvalidInput
 from . import confine
@@ -26,10 +24,15 @@ PARTITION_CERT = "partition.crt"
 
 
 def _csr_pem(key) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    from ..ca.keys import csr_for
     return csr_for(key).public_bytes(serialization.Encoding.PEM).decode()
 
 
 def _fresh_key(path: str):
+    from ..ca.keys import generate_key, write_private_key
+
     if os.path.exists(path):
         os.unlink(path)
     key = generate_key()
@@ -73,6 +76,10 @@ def partition_identity(private_dir: str, client: MasterClient, computer: str,
     cert_pem = confine.read_bytes(paths["cert"], base)
     if key_pem and cert_pem:
         return paths
+    from cryptography.hazmat.primitives import serialization
+
+    from ..ca.keys import generate_key
+
     key = None
     if key_pem:
         try:

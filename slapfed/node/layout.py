@@ -16,7 +16,6 @@ import sys
 from dataclasses import asdict, dataclass, field
 
 from ..core.errors import InvalidInput, NotFound, SlapfedError
-from ..core.wire import ComputerRegistration
 
 CONFIG_NAME = "node.json"
 DEFAULT_PORT_BASE = 10000
@@ -570,6 +569,8 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
     (``check``). ``users`` (the former --users) only confirms the default.
 
     Raises InvalidInput for bad arguments, LayoutError for filesystem/user problems."""
+    from ..core.wire import ComputerRegistration      # pydantic: only when formatting
+
     root = os.path.abspath(root)
     reg = ComputerRegistration.from_json(
         {"id": computer, "host": host, "lan": lan, "country": country,

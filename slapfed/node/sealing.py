@@ -2,7 +2,7 @@
 to its requester's key before a report leaves the partition; and which partitions must
 publish again because their requester's certificate changed.
 
-Depends on ca.seal, core.sealed and node.plan's records. ``reseal_due`` is pure. The
+Depends on ca.seal (imported on first use), core.sealed and node.plan's records. ``reseal_due`` is pure. The
 Sealer keeps, in memory only, the sealed text of each (instance, parameter, recipient)
 with a digest of the value it holds, so that an unchanged secret is sent as the same
 text (the master writes nothing) and costs no sealing; a changed value or recipient is
@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import hashlib
 
-from ..ca import seal
 from ..ca.errors import SealedValueInvalid
 from ..core.sealed import PENDING, connection_context, is_sealed, parameter_context
 from ..core.states import STARTED, STOPPED
 
 MAX_CACHED = 20000          # sealed texts kept (a node of 300 partitions uses ~1000)
+
+
+def _seal():
+    """ca.seal (and cryptography with it), imported when a value is first sealed or
+    opened: a node cycle with nothing to seal does not load them."""
+    from ..ca import seal
+    return seal
 
 
 def recipient_fingerprint(instance: dict | None) -> str | None:
@@ -56,8 +62,8 @@ class Sealer:
         fp = recipient["fingerprint"]
         key = self._keys.get(fp)
         if key is None:
-            key = seal.recipient_key(recipient["certificate"])
-            if seal.fingerprint(recipient["certificate"]) != fp:
+            key = _seal().recipient_key(recipient["certificate"])
+            if _seal().fingerprint(recipient["certificate"]) != fp:
                 raise SealedValueInvalid("the recipient's fingerprint is not its "
                                          "certificate's", [{"field": "recipient",
                                                             "problem": "fingerprint"}])
@@ -93,7 +99,7 @@ class Sealer:
                 out[name] = hit[1]
                 continue
             try:
-                sealed = seal.seal(text, key, connection_context(instance_id, name))
+                sealed = _seal().seal(text, key, connection_context(instance_id, name))
             except (SealedValueInvalid, UnicodeEncodeError) as exc:
                 withheld[name] = getattr(exc, "message", str(exc))
                 continue
@@ -131,7 +137,7 @@ def open_parameters(instance_id: str, parameters: dict, key_pem: bytes | None,
                             f"{partition} has no key")
             continue
         try:
-            opened[name] = seal.open_sealed(parameters[name], key,
+            opened[name] = _seal().open_sealed(parameters[name], key,
                                             parameter_context(instance_id, name))
         except SealedValueInvalid as exc:
             problems.append(f"secret parameter {name!r} does not open with the key of "

@@ -20,7 +20,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
-from ..core.wire import ID_RE
+from ..core.fields import ID_RE
 
 # -- caps on what a tenant's usage-file may make the node hold or send ------------------
 MAX_LINE = 4096                 # bytes of one usage-file line (longer: skipped, counted)

@@ -1,0 +1,123 @@
+"""CLI start-up: wall time of ``slapfed node once`` with nothing to do and of a repeated
+``slapfed request``, each a fresh interpreter, against a real master over mutual TLS.
+
+Setup: one master (mTLS), a node formatted and enrolled with a token (one partition,
+nothing supplied to it: its cycle has nothing to do), a second computer registered by
+the admin with a release supplied, and one instance requested there; then each command
+runs N times (default 20), the two kinds interleaved. ``--compare DIR`` also runs the
+same commands with the slapfed package found in DIR (e.g. ``git archive main | tar -x -C
+DIR``) first on the path, interleaved with this tree's runs, so both sides see the same
+load: a before/after in one run. Every run must exit 0. Reported per command: the median,
+min and max wall time, and the median CPU time (user + system) of the command's process,
+which other load on the machine disturbs less than the wall time.
+
+Run: .venv/bin/python bench/bench_startup.py [N] [--compare DIR]
+(writes bench/results/startup.json).
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import save, start_master  # noqa: E402
+
+HERE = Path(__file__).resolve().parent.parent
+RELEASE = "http://releases.invalid/bench/startup.cfg"
+NODE = "bench-node"
+HOST = "bench-req"
+
+
+def _argv(*args: str) -> list[str]:
+    return [sys.executable, "-m", "slapfed.cli.main", *args]
+
+
+def _env(tree: Path, config: Path) -> dict:
+    env = dict(os.environ, SLAPFED_CONFIG=str(config), PYTHONPATH=str(tree))
+    env.pop("SLAPFED_MASTER", None)
+    return env
+
+
+def _run(argv, env, cwd) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    done = subprocess.run(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+    seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {done.returncode}:\n{done.stdout}\n"
+                         f"{done.stderr}")
+    return seconds, cpu
+
+
+def main(argv=None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    compare = None
+    if "--compare" in argv:
+        i = argv.index("--compare")
+        compare = Path(argv[i + 1]).resolve()
+        del argv[i:i + 2]
+    n = int(argv[0]) if argv else 20
+    trees = {"this": HERE} | ({"compare": compare} if compare else {})
+    with tempfile.TemporaryDirectory(prefix="slapfed-bench-startup-") as d:
+        tmp = Path(d)
+        proc, url, creds = start_master(tmp / "master", tls=True)
+        try:
+            admin = creds["admin"].client(url)
+            person = creds["person"]
+            config = tmp / "client.json"
+            config.write_text(json.dumps({"master": url, "ca": person.ca,
+                                          "cert": person.cert, "key": person.key}))
+            token = admin.create_token(NODE)["token"]
+            root = tmp / "node"
+            env = _env(HERE, config)
+            _run(_argv("node", "format", "--master", url, "--computer", NODE,
+                       "--partitions", "1", "--root", str(root), "--single-user",
+                       "--token", token, "--ca", person.ca), env, tmp)
+            admin.register_computer({"id": HOST, "partitions": [
+                {"id": "p0", "address": "127.100.0.1", "port_base": 10000,
+                 "port_count": 10}]})
+            admin.supply(HOST, RELEASE)
+            commands = {
+                "node_once": ("node", "once", "--root", str(root)),
+                "request": ("request", "bench-inst", RELEASE, "--sla",
+                            f"computer_guid={HOST}"),
+            }
+            for args in commands.values():        # first runs: enrolment, placement
+                _run(_argv(*args), env, tmp)
+            times: dict = {tree: {cmd: [] for cmd in commands} for tree in trees}
+            for i in range(n):
+                order = list(trees) if i % 2 == 0 else list(reversed(trees))
+                for tree in order:
+                    for cmd, args in commands.items():
+                        times[tree][cmd].append(
+                            _run(_argv(*args), _env(trees[tree], config), tmp))
+        finally:
+            proc.stop()
+    summary = {tree: {cmd: {"median_ms": round(statistics.median(w for w, _ in v) * 1e3, 1),
+                            "min_ms": round(min(w for w, _ in v) * 1e3, 1),
+                            "max_ms": round(max(w for w, _ in v) * 1e3, 1),
+                            "cpu_median_ms": round(statistics.median(c for _, c in v) * 1e3,
+                                                   1)}
+                      for cmd, v in per.items()}
+               for tree, per in times.items()}
+    results = {"runs": n, "load_average": os.getloadavg(), "cpus": os.cpu_count(), "trees": {k: str(v) for k, v in trees.items()},
+               "summary": summary}
+    path = save("startup", results)
+    print(json.dumps(summary, indent=2))
+    print(f"written to {path}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
