@@ -440,20 +440,31 @@ def once_cmd(root, dry_run, runner, buildout_timeout, verbose, log_level, log_fo
     data = result.to_json()
     if usage is not None:
         data["usage"] = usage
-        lines.append(f"usage: {'report ' + usage['spooled'] if usage['spooled'] else 'interval started'}"
-                     f", {usage['sent']} sent, {len(usage['pending'])} kept for later")
+        if usage["spooled"]:
+            said = f"report {usage['spooled']}"
+        elif usage.get("due_in") is not None:
+            said = f"next report due in {usage['due_in']:g}s"
+        else:
+            said = "interval started"
+        lines.append(f"usage: {said}, {usage['sent']} sent, {len(usage['pending'])} kept "
+                     "for later")
     emit(data, as_json, "\n".join(lines))
     if any(o.state == "failed" for o in result.outcomes):
         from .common import Exit
         sys.exit(int(Exit.FAILED))
 
 
+ONCE_USAGE_INTERVAL = 60.0   # node once: seconds between two usage reports (run's default)
+
+
 def _report_usage(agent):
-    """``node once`` reports what it measured since the last report (the first time it
-    only starts the interval); a failure here never fails the cycle."""
+    """``node once`` reports what it measured since the last report once that report is
+    ONCE_USAGE_INTERVAL seconds old (the first time it only starts the interval; in
+    between it samples and sends only what is spooled); a failure here never fails the
+    cycle."""
     from ..core.errors import SlapfedError
     try:
-        return agent.report_usage_now()
+        return agent.report_usage_now(due_after=ONCE_USAGE_INTERVAL)
     except (SlapfedError, OSError) as exc:
         logging.getLogger("slapfed.node").warning("usage report not made: %s", exc)
         return None

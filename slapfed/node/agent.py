@@ -1017,14 +1017,28 @@ class Agent:
                                 **self.config.client_options())
         return self.client
 
-    def report_usage_now(self) -> dict:
+    def report_usage_now(self, due_after: float = 0.0) -> dict:
         """End the current usage interval (the first call only starts one), spool its
-        report, send what the spool holds. {"spooled", "sent", "pending"}."""
+        report, send what the spool holds. {"spooled", "sent", "pending", "due_in"}.
+
+        With ``due_after``, an interval younger than that many seconds is not ended: the
+        partitions are sampled (the state kept for the next call) and only what the
+        spool already holds is sent, so that a ``node once`` run often (from cron, say)
+        makes one report per interval, not one per run."""
         rep = self.usage_reporter()
+        last_end = rep.meter.last_end
+        if due_after and last_end is not None and rep.clock() - last_end < due_after:
+            with rep.lock:
+                rep.sample()
+                rep.save()
+            pending = rep.pending()
+            sent = rep.flush(self._usage_client()) if pending else 0
+            return {"spooled": None, "sent": sent, "pending": rep.pending(),
+                    "due_in": round(last_end + due_after - rep.clock(), 1)}
         spooled = rep.cut()
         sent = rep.flush(self._usage_client())
         return {"spooled": os.path.basename(spooled) if spooled else None, "sent": sent,
-                "pending": rep.pending()}
+                "pending": rep.pending(), "due_in": None}
 
     def start_usage(self, interval: float):
         """A thread that samples every partition's usage and reports each ``interval``
