@@ -42,7 +42,7 @@ from urllib.parse import unquote, urlparse
 from ..core import builtcache as core_builtcache
 from ..core import cfgvalue
 from ..core.fields import ID_RE, SOFTWARE_TYPE_RE
-from . import builtcache, confine
+from . import confine
 from .layout import InstallSettings, PartitionConfig, Paths
 
 TAIL_BYTES = 4096
@@ -754,6 +754,7 @@ def install_software(paths: Paths, url: str, software_hash: str, runner,
     cfg = os.path.join(sdir, "buildout.cfg")
     key, entry_facts, cache_note = _cache_key(url, location, sdir, settings)
     if key:
+        from . import builtcache            # tarfile and friends: only with a cache
         outcome = builtcache.unpack(settings.shared_cache, key, sdir, entry_facts)
         if outcome.hit:
             with open(cfg, "w", encoding="utf-8") as fh:
@@ -783,6 +784,7 @@ def install_software(paths: Paths, url: str, software_hash: str, runner,
                                f"(expected {sdir}/instance-<type>.cfg)", started)
         return SoftwareResult(False, tail, (), time.monotonic() - started, cache_note)
     if key:
+        from . import builtcache
         try:
             cache_note = "built; " + builtcache.publish(
                 settings.shared_cache, key, sdir, entry_facts, time.monotonic() - started)
@@ -801,6 +803,7 @@ def _cache_key(url: str, location: str, sdir: str, settings: InstallSettings):
     (None, None, why not); (None, None, '') without a cache."""
     if not settings.shared_cache:
         return None, None, ""
+    from . import builtcache
     try:
         keyed = render_software_cfg(url, sdir, InstallSettings(False, settings.download_cache))
         entry_facts = builtcache.facts(url, location, sdir, keyed)
