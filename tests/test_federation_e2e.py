@@ -239,7 +239,7 @@ def test_two_hops_there_and_back_and_destroyed_at_the_far_end(world):
     alice.destroy(done["id"])
     wait_instance(alice, "far", lambda i: i["status"]["state"] == "destroyed",
                   what="far destroyed at a")
-    far_c = c.admin.list_instances()
+    far_c = c.admin.list_instances(include_destroyed=True)
     far_c = [i for i in far_c if i["reference"] == at_c[0]["reference"]][0]
     assert far_c["status"]["state"] == "destroyed" and far_c["placement"] is None
     assert elapsed < 60
