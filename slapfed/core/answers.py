@@ -875,3 +875,49 @@ class PriceListAnswer(Answer):
 
 
 ANSWERS = ANSWERS + (UsageAck, Statement, InstanceUsage, PriceListAnswer)
+
+
+# -- usage across delegation: a peer's usage feed (GET /federation/usage) ------------------
+class FeedQuantity(Answer):
+    resource: str
+    quantity: float
+
+
+class FeedIncident(Answer):
+    kind: str
+    name: str
+    start: Iso
+    end: Iso = None
+    detail: str = ""
+
+
+class FeedEntry(Answer):
+    seq: described("its place in the feed: 1, 2, 3... (the cursor)", int)
+    id: described("stable: the computer, report and instance that measured it, or the "
+                  "peer and entry it was relayed from", str)
+    instance_id: described("the instance here", str)
+    reference: str
+    root: described("the instance is the one the peer requested (not one made under it)",
+                    bool)
+    root_reference: described("the reference the peer requested the tree's root under",
+                              str)
+    release: str
+    software_type: str
+    where: Where
+    start: Iso
+    end: Iso
+    usage: list[FeedQuantity]
+    incidents: list[FeedIncident]
+
+
+class UsageFeed(Answer):
+    master: described("this master's name", str)
+    owner: described("whose feed: the calling peer (master/<name>)", str)
+    cursor: described("ask again with since=cursor", int)
+    last: described("the feed's newest sequence (less than the asker's cursor: the feed "
+                    "went back, read it again from 0)", int)
+    more: described("more entries follow the cursor", bool)
+    entries: list[FeedEntry]
+
+
+ANSWERS = ANSWERS + (UsageFeed,)

@@ -66,3 +66,26 @@ def set_prices():
     log.info("price list set by %s: %d price(s) in %s", principal(), len(answer["prices"]),
              answer["currency"], extra={"prices": len(answer["prices"])})
     return jsonify(answer)
+
+
+@blueprint.get("/federation/usage")
+def usage_feed():
+    """A peer master pulls the usage of the instances it requested here: the entries of
+    its feed after ``since`` (the cursor of its previous answer; 0: from the start), at
+    most ``limit``. Reads only: the peer records what it got, and its cursor, itself."""
+    since, limit = accounting.parse_feed_query(_single(request.args))
+    from .auth import current_identity
+    identity = current_identity()
+    owner = identity.principal if identity is not None else ""
+    return jsonify(accounting.usage_feed(connection(), runtime().settings.here, owner,
+                                         since, limit))
+
+
+def _single(args) -> dict:
+    """The query's parameters, each given once (InvalidInput naming one given twice)."""
+    from ..core.errors import InvalidInput
+    twice = [k for k in args if len(args.getlist(k)) > 1]
+    if twice:
+        raise InvalidInput(f"invalid usage feed query: {twice[0]} given more than once",
+                           [{"field": k, "problem": "given more than once"} for k in twice])
+    return args.to_dict()

@@ -94,6 +94,7 @@ class ServeOptions:
     sync_timeout: float = 5.0       # seconds a primary's write waits for a sync replica
     destroyed_retention: float = DEFAULT_RETENTION  # destroyed instances are forgotten
                                     # this long after their last change (0: kept forever)
+    peer_usage_interval: float = 60.0   # seconds between two pulls of a peer's usage feed
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -372,7 +373,8 @@ class MasterApplication(BaseApplication):
                            "OUTBOUND_ALLOW": tuple(self.opts.outbound_allow),
                            "LONG_POLL_MAX": self.opts.long_poll_max,
                            "REPLICATION": True,
-                           "SYNC_TIMEOUT": self.opts.sync_timeout})
+                           "SYNC_TIMEOUT": self.opts.sync_timeout,
+                           "PEER_USAGE_INTERVAL": self.opts.peer_usage_interval})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):
