@@ -459,7 +459,7 @@ E2E_FILES = frozenset({
     "test_recipes_buildout.py", "test_recursion_e2e.py", "test_schemathesis.py", "test_shared_hosting_tls.py",
     "test_slap_e2e.py", "test_slap_slapgrid.py", "test_accounting_e2e.py",
     "test_supervisor.py", "test_ui_e2e.py", "test_zeo_orphans.py", "test_lists.py",
-    "test_usage_e2e.py",
+    "test_usage_e2e.py", "test_usage_feed_e2e.py",
 })
 
 
