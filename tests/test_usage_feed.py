@@ -145,6 +145,13 @@ def test_pulling_again_or_an_answer_recorded_twice_counts_nothing_twice(pair_ab)
     assert pull(a, b)[-1]["recorded"] == 0
     assert totals(a.statement("person/alice")) == {"cpu_seconds": 5.0}
     assert accounting.peer_feed_cursor(a.rt, "b") == 5
+    # the peer's list shows how far its feed is recorded
+    from slapfed.core import answers as A
+    (peer,) = [A.check(A.Peer, p) for p in fed.list_peers(a.rt)]
+    assert {k: peer["usage"][k] for k in ("cursor", "head", "recorded", "skipped")} == {
+        "cursor": 5, "head": 5, "recorded": 5, "skipped": 0}
+    from slapfed.cli.peer_cmd import render_peers
+    assert "usage: 5 entries recorded (feed at 5 of 5" in render_peers([peer])
 
 
 def test_a_feed_that_went_back_is_read_again_without_counting_twice(pair_ab):

@@ -578,6 +578,15 @@ class Orphan(Answer):
     at: Iso
 
 
+class PeerUsage(Answer):
+    cursor: described("the last entry of its feed recorded here", int)
+    head: described("its feed's newest entry when it last answered", int)
+    recorded: int
+    skipped: described("entries refused (invalid, or of no instance delegated there)", int)
+    last_problem: str
+    pulled_at: Iso = None
+
+
 class Peer(Answer):
     name: str
     url: str
@@ -602,6 +611,8 @@ class Peer(Answer):
     orphans: Optional[described("instances of ours it may still run since the verdict, "
                                 "to destroy there if it ever comes back",
                                 list[Orphan])] = None
+    usage: Optional[described("its usage feed as recorded here (what our delegations "
+                              "used there): none read yet when absent", PeerUsage)] = None
 
 
 class PeerLostAnswer(Answer):
