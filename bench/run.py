@@ -1,7 +1,7 @@
 """Run every benchmark and print one summary table (`make bench`).
 
 Each bench/bench_*.py is also runnable alone; each writes bench/results/<name>.json.
-Usage: .venv/bin/python bench/run.py [master] [node] [node_survive] [placement] [federation] [backup] [lease] [seal] [replica] [lost] [lists]
+Usage: .venv/bin/python bench/run.py [master] [node] [node_survive] [placement] [federation] [backup] [lease] [seal] [replica] [lost] [lists] [cdn_usage] [built_cache] [statement] [usage_node] [zk]
        (default: all)
 """
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SUITES = ("master", "node", "node_survive", "placement", "federation", "backup", "lease",
-          "seal", "replica", "lost", "lists")
+          "seal", "replica", "lost", "lists", "cdn_usage", "built_cache", "statement",
+          "usage_node", "zk")
 
 
 def main(argv: list[str]) -> int:

@@ -222,22 +222,45 @@ class PromiseRecipe(ServiceRecipe):
 
 
 class PublishRecipe(_Recipe):
-    """Writes every option but ``recipe`` and ``file`` into the JSON connection file."""
+    """Writes every option but ``recipe``, ``file``, ``secret`` and ``secret-file`` into
+    the JSON connection file.
 
-    SKIP = ("recipe", "file")
+    ``secret`` names (whitespace-separated) the options that are secrets: those go into
+    ``secret-file`` instead (default ``${partition:secret-connection-file}``), which the
+    node seals to the requester's key before anything leaves the partition; the master
+    stores and relays only the sealed text. A node that cannot seal gives no
+    secret-connection-file: the part then fails rather than publish a secret in clear."""
+
+    SKIP = ("recipe", "file", "secret", "secret-file")
+
+    def _partition_file(self, option: str, key: str) -> str:
+        path = self.options.get(option, "").strip()
+        if path:
+            return path
+        try:
+            return self.buildout["partition"][key]
+        except KeyError:
+            raise zc.buildout.UserError(
+                f"[{self.name}] needs {option!r} (or a [partition] {key})") from None
 
     def install(self):
-        path = self.options.get("file", "").strip()
-        if not path:
-            try:
-                path = self.buildout["partition"]["connection-file"]
-            except KeyError:
-                raise zc.buildout.UserError(
-                    f"[{self.name}] needs 'file' (or a [partition] connection-file)") from None
+        path = self._partition_file("file", "connection-file")
         values = {k: decode(v) for k, v in self.options.items()
                   if k not in self.SKIP and not k.startswith("_")}
+        names = self.options.get("secret", "").split()
+        missing = [n for n in names if n not in values]
+        if missing:
+            raise zc.buildout.UserError(
+                f"[{self.name}] secret names options it does not publish: "
+                f"{', '.join(missing)}")
+        if not names:
+            _write(path, json.dumps(values, indent=1, sort_keys=True) + "\n", 0o600)
+            return [path]
+        secret_path = self._partition_file("secret-file", "secret-connection-file")
+        secrets = {n: values.pop(n) for n in names}
+        _write(secret_path, json.dumps(secrets, indent=1, sort_keys=True) + "\n", 0o600)
         _write(path, json.dumps(values, indent=1, sort_keys=True) + "\n", 0o600)
-        return [path]
+        return [path, secret_path]
 
 
 class FailRecipe(_Recipe):
@@ -246,3 +269,52 @@ class FailRecipe(_Recipe):
     def install(self):
         message = self.options.get("message", "").strip() or "this part fails on purpose"
         raise zc.buildout.UserError(f"[{self.name}] {message}")
+
+
+class BuildRecipe(_Recipe):
+    """Runs ``command`` (an argv, never given to a shell) in ``location`` (default
+    ``${buildout:parts-directory}/<part>``, made empty first), with optional
+    ``environment`` lines; the part fails when the command does. What it builds is the
+    part: buildout removes ``location`` when the part goes away, and the command runs
+    again only when the part's options change (or ``location`` is gone)."""
+
+    def __init__(self, buildout, name, options):
+        super().__init__(buildout, name, options)
+        options.setdefault("location", os.path.join(
+            buildout["buildout"]["parts-directory"], name))
+
+    def install(self):
+        import subprocess
+
+        location = self.options["location"].strip()
+        argv = command_argv(_required(self.options, self.name, "command"))
+        _no_nul(self.name, "an argument of command", argv)
+        env = dict(os.environ)
+        for line in self.options.get("environment", "").splitlines():
+            key, sep, value = line.strip().partition("=")
+            if not line.strip():
+                continue
+            if not sep or not key.strip().isidentifier():
+                raise zc.buildout.UserError(
+                    f"[{self.name}] environment lines must read NAME=value, got {line!r}")
+            env[key.strip()] = decode(value.strip())
+        if os.path.lexists(location):
+            if os.path.isdir(location) and not os.path.islink(location):
+                shutil.rmtree(location)
+            else:
+                os.remove(location)
+        os.makedirs(location)
+        try:
+            done = subprocess.run(argv, cwd=location, env=env, stdin=subprocess.DEVNULL)
+        except OSError as exc:
+            raise zc.buildout.UserError(
+                f"[{self.name}] cannot run {argv[0]}: {exc.strerror}") from None
+        if done.returncode != 0:
+            raise zc.buildout.UserError(
+                f"[{self.name}] {argv[0]} exited with {done.returncode}")
+        return [location]
+
+    def update(self):
+        if not os.path.isdir(self.options["location"].strip()):
+            return self.install()
+        return None

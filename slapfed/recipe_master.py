@@ -20,6 +20,11 @@ ADMIN_TOKEN_TTL = 15 * 60          # default life of the requester's token (admi
 MAX_ADMIN_TOKEN_TTL = 24 * 3600
 PAIRING_TOKEN_TTL = 3600           # the parent's pairing token (it redeems it at once)
 STORAGES = ("zeo", "file")
+MAX_REPLICAS = 4                   # replicas=N: 0..4 replicas of a child master
+REPLICA_MODES = ("sync", "async")
+REPLICA_TYPE = "replica"           # the software type of a replica (instance-replica.cfg)
+REPLICA_TOKEN_TTL = 24 * 3600      # a replica's one-time token (it enrols once, at start)
+REPLICA_PORT_OFFSET = 1            # a replica serves on port-base + 1, as the primary
 OWNER = "owner"                    # the admin identity the requester enrols as
 LOCALITY = ("continent", "country", "lan", "host")
 
@@ -71,7 +76,10 @@ class MasterRecipe:
                           "a master name")
         for key in LOCALITY:
             _checked(name, key, options.get(key, "").strip(), ID_RE, "a site name")
-        storage = options.get("storage", "zeo").strip() or "zeo"
+        replicas = options.get("replicas", "").strip() or "0"
+        # a master with replicas serves its own FileStorage (its replicas follow it)
+        storage = options.get("storage", "").strip() or (
+            "file" if replicas.isdigit() and int(replicas) else "zeo")
         if storage not in STORAGES:
             raise zc.buildout.UserError(f"[{name}] storage must be one of "
                                         f"{', '.join(STORAGES)}, got {storage!r}")
@@ -99,6 +107,19 @@ class MasterRecipe:
             raise zc.buildout.UserError(f"[{name}] admin-token-ttl must be 60.."
                                         f"{MAX_ADMIN_TOKEN_TTL} seconds, got {ttl!r}")
         options["admin-token-ttl"] = ttl
+        if not replicas.isdigit() or int(replicas) > MAX_REPLICAS:
+            raise zc.buildout.UserError(f"[{name}] replicas must be 0..{MAX_REPLICAS}, got "
+                                        f"{replicas!r}")
+        options["replicas"] = replicas
+        mode = options.get("replica-mode", "").strip() or "sync"
+        if mode not in REPLICA_MODES:
+            raise zc.buildout.UserError(f"[{name}] replica-mode must be one of "
+                                        f"{', '.join(REPLICA_MODES)}, got {mode!r}")
+        options["replica-mode"] = mode
+        if int(replicas) and storage != "file":
+            # a replica follows a FileStorage served by the master itself
+            raise zc.buildout.UserError(f"[{name}] replicas need storage = file (a "
+                                        "replica follows the primary's own FileStorage)")
         locality = {k: options.get(k, "").strip() for k in LOCALITY}
         if topology_text(master, locality):
             extra.append(f"--topology\n{os.path.join(data, 'topology.toml')}")
@@ -134,6 +155,7 @@ class MasterRecipe:
                       "storage": o["storage-uri"]}
         if _truthy(o.get("register-with-parent", "")):
             self.register_with_parent(ca)
+        connection.update(self.request_replicas(ca))
         path = _required(o, self.name, "connection-file")
         _write(path, json.dumps(connection, indent=1, sort_keys=True) + "\n", 0o600)
         created.append(path)
@@ -181,6 +203,152 @@ class MasterRecipe:
             raise zc.buildout.UserError(
                 f"[{self.name}] could not register master {self.options['name']} with its "
                 f"parent {facts['master-url']}: {exc.message}") from None
+
+    # -- replicas=N ----------------------------------------------------------------------
+    def replica_invitation(self, ca, name: str) -> str:
+        """The invitation of replica ``name`` (what `slapfed master replica invite`
+        writes, as one line of JSON), kept in DATA/replicas/NAME.json (0600) and handed
+        out again unchanged, so that the replica's parameters stay the same from one run
+        to the next; minted anew only while the replica has not enrolled and the token
+        it holds has run out."""
+        import time
+        from .ca import identity as ids
+        who = ids.replica(name)
+        path = os.path.join(self.options["data"], "replicas", f"{name}.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read().strip()
+            fresh = time.time() - os.path.getmtime(path) < REPLICA_TOKEN_TTL - 600
+            if text and (fresh or ca.holds_valid_certificate(who)):
+                return text
+        except FileNotFoundError:
+            pass
+        text = json.dumps({"primary": self.options["name"], "url": self.options["url"],
+                           "for": name, "principal": who.principal,
+                           "token": ca.enrolment_token(who, REPLICA_TOKEN_TTL),
+                           "ca_certificate": ca.certificate_pem, "epoch": None},
+                          sort_keys=True)
+        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        _write(path, text + "\n", 0o600)
+        return text
+
+    def request_replicas(self, ca) -> dict:
+        """replicas=N: request N instances of this release's ``replica`` software type as
+        children of this instance, at the master that placed it (as the partition), each
+        on another host than the primary and the replicas before it
+        (different_host: the same computer never counts as another host); each gets its
+        invitation as a parameter, and the same invitation is published here
+        (``replica-K-invitation``). Replicas beyond N that were requested before are
+        destroyed. Returns the connection parameters to publish."""
+        count = int(self.options.get("replicas", "0") or 0)
+        data = self.options["data"]
+        known = sorted(n[:-5] for n in os.listdir(os.path.join(data, "replicas"))
+                       if n.endswith(".json")) if os.path.isdir(
+                           os.path.join(data, "replicas")) else []
+        if not count and not known:
+            return {}
+        part = self.buildout["partition"]
+        facts = {k: part.get(k, "").strip() for k in ("cert", "key", "ca", "master-url",
+                                                      "instance-id", "reference",
+                                                      "software-url")}
+        missing = sorted(k for k, v in facts.items() if not v)
+        if missing:
+            raise zc.buildout.UserError(
+                f"[{self.name}] replicas need the partition's own identity and facts "
+                f"([partition] {', '.join(missing)}): enrol the node with a token")
+        from .client import MasterClient
+        from .core.errors import SlapfedError
+        client = MasterClient(facts["master-url"], ca=facts["ca"], cert=facts["cert"],
+                              key=facts["key"], timeout=15)
+        published = {"replicas": str(count)}
+        before = [facts["reference"]]
+        try:
+            for k in range(1, MAX_REPLICAS + 1):
+                name = f"{self.options['name']}-replica-{k}"
+                reference = f"{facts['reference']}-replica-{k}"
+                if k > count:
+                    if name in known:
+                        client.request(reference, facts["software-url"], REPLICA_TYPE,
+                                       state="destroyed", parent=facts["instance-id"])
+                    continue
+                invitation = self.replica_invitation(ca, name)
+                # SEALED: the invitation (its one-time token trades for a replica/NAME
+                # certificate, and a replica reads the CA's key) travels as a plain
+                # parameter for now; it becomes a sealed secret parameter, addressed to
+                # the replica's partition, once the master seals parameters.
+                client.request(reference, facts["software-url"], REPLICA_TYPE,
+                               parameters={"name": name, "invitation": invitation,
+                                           "mode": self.options["replica-mode"]},
+                               sla={"different_host": list(before)},
+                               parent=facts["instance-id"])
+                published[f"replica-{k}-invitation"] = invitation
+                published[f"replica-{k}"] = reference
+                before.append(reference)
+        except SlapfedError as exc:
+            raise zc.buildout.UserError(
+                f"[{self.name}] could not request the replicas of master "
+                f"{self.options['name']} at {facts['master-url']}: {exc.message}") from None
+        return published
+
+    def update(self):
+        return self.install()
+
+
+class MasterReplicaRecipe:
+    """A replica of a child master (software type ``replica``). Options: ``data``,
+    ``name``, ``invitation`` (the one-line JSON its primary published), ``mode`` (sync or
+    async), ``address``, ``port-base``, ``connection-file``. Writes the invitation
+    (0600) and its primary's CA certificate into DATA; computes ``url``,
+    ``master-port``, ``invitation-file``, ``ca-file`` and ``extra-args``."""
+
+    def __init__(self, buildout, name, options):
+        self.buildout, self.name, self.options = buildout, name, options
+        from .ca.identity import PRINCIPAL_NAME_RE
+        _checked(name, "name", _required(options, name, "name"), PRINCIPAL_NAME_RE,
+                 "a replica name")
+        mode = options.get("mode", "").strip() or "sync"
+        if mode not in REPLICA_MODES:
+            raise zc.buildout.UserError(f"[{name}] mode must be one of "
+                                        f"{', '.join(REPLICA_MODES)}, got {mode!r}")
+        try:
+            inv = json.loads(_required(options, name, "invitation"))
+        except ValueError:
+            raise zc.buildout.UserError(f"[{name}] invitation must be the JSON its primary "
+                                        "published") from None
+        wanted = ("url", "token", "ca_certificate", "for")
+        if not isinstance(inv, dict) or any(not isinstance(inv.get(k), str) or not inv[k]
+                                            for k in wanted):
+            raise zc.buildout.UserError(f"[{name}] invitation lacks one of "
+                                        f"{', '.join(wanted)}")
+        if inv["for"] != options["name"]:
+            raise zc.buildout.UserError(f"[{name}] the invitation is for {inv['for']!r}, "
+                                        f"not {options['name']!r}")
+        self.invitation = inv
+        address = _required(options, name, "address")
+        try:
+            base = int(_required(options, name, "port-base"))
+        except ValueError:
+            raise zc.buildout.UserError(f"[{name}] port-base must be an integer") from None
+        data = _required(options, name, "data")
+        host = f"[{address}]" if ":" in address else address
+        options["master-port"] = str(base + REPLICA_PORT_OFFSET)
+        options["url"] = f"https://{host}:{base + REPLICA_PORT_OFFSET}"
+        options["invitation-file"] = os.path.join(data, "invitation.json")
+        options["ca-file"] = os.path.join(data, "primary-ca.crt")
+        options["extra-args"] = "--sync" if mode == "sync" else ""
+        options["mode"] = mode
+
+    def install(self):
+        o, inv = self.options, self.invitation
+        os.makedirs(o["data"], mode=0o700, exist_ok=True)
+        _write(o["invitation-file"], json.dumps(inv) + "\n", 0o600)
+        _write(o["ca-file"], inv["ca_certificate"], 0o644)
+        connection = {"name": o["name"], "url": o["url"], "role": "replica",
+                      "primary": inv["url"], "mode": o["mode"],
+                      "ca-certificate": inv["ca_certificate"]}
+        path = _required(o, self.name, "connection-file")
+        _write(path, json.dumps(connection, indent=1, sort_keys=True) + "\n", 0o600)
+        return [o["invitation-file"], o["ca-file"], path]
 
     def update(self):
         return self.install()

@@ -149,6 +149,18 @@ def valid_bodies(w) -> dict:
         "computers.wipe": {},
         "computers.report_moved": {"instance_id": inst["id"], "state": "quarantined"},
         "federation.declare_peer_lost": {"reason": "fuzz", "dry_run": True},
+        "accounting.report_usage": {
+            "report_id": "c1:fz.1", "start": "2026-12-01T12:00:00Z",
+            "end": "2026-12-01T12:01:00Z",
+            "partitions": [{"partition": inst["placement"]["partition"],
+                            "instance_id": inst["id"],
+                            "usage": [{"resource": "cpu_seconds", "quantity": 1.5},
+                                      {"resource": "x-requests", "quantity": 3}],
+                            "incidents": [{"kind": "promise", "name": "p",
+                                           "start": "2026-12-01T12:00:10Z", "end": None,
+                                           "detail": "down"}]}]},
+        "accounting.set_prices": {"currency": "EUR", "precision": 2, "prices": [
+            {"resource": "cpu_seconds", "price": "0.01", "per": "3600"}]},
     }
 
 

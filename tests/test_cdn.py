@@ -233,7 +233,8 @@ class Front:
     """slapfed.samples.cdn's app served on 127.0.0.1 (a port chosen at bind time) by an
     event loop in a thread; ``clock`` is the proxy's, so tests can move time."""
 
-    def __init__(self, sites: dict, ttl: float = 60.0, table=None, reload_interval=0.5):
+    def __init__(self, sites: dict, ttl: float = 60.0, table=None, reload_interval=0.5,
+                 **usage):
         from aiohttp import web
 
         self.now = NOW
@@ -242,7 +243,7 @@ class Front:
         self.thread.start()
         self.cache = cdn.ResponseCache()
         app = cdn.make_app(sites, ttl, self.cache, clock=lambda: self.now, timeout=5,
-                           table=table, reload_interval=reload_interval)
+                           table=table, reload_interval=reload_interval, **usage)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
 
         async def start():
@@ -262,6 +263,8 @@ class Front:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(30)
 
     def stop(self):
+        if self.loop.is_closed():
+            return                       # stopped already
         try:
             self._run(self.runner.cleanup())
         finally:
@@ -461,3 +464,277 @@ def test_the_front_process_reloads_its_table_on_sighup(origins, tmp_path):
         assert "site table" in (tmp_path / "front.log").read_text()
     finally:
         stop_process(proc)
+
+
+# -- accounting per site ----------------------------------------------------------------
+def test_the_instance_id_pattern_is_the_wire_one():
+    from slapfed.core.wire import ID_RE
+    assert cdn.ID_RE.pattern == ID_RE.pattern
+
+
+@pytest.mark.parametrize("served, counts, dropped", [
+    ([("i-a", 10, False, False)], {"i-a": [1, 10, 0, 0]}, 0),
+    ([("i-a", 10, False, False), ("i-a", 5, True, False), ("i-b", 120, False, True)],
+     {"i-a": [2, 15, 1, 0], "i-b": [1, 120, 0, 1]}, 0),
+    ([("i-a", 1, False, False), ("i-b", 1, False, False), ("i-c", 1, False, False),
+      ("i-a", 1, True, False)], {"i-a": [2, 2, 1, 0], "i-b": [1, 1, 0, 0]}, 1),
+    ([("", 5, False, False), ("not an id", 5, False, False)], {}, 2),
+], ids=["one-request", "per-site-sums", "bounded-ids", "sites-without-an-id"])
+def test_site_usage_counts_per_shared_instance(served, counts, dropped):
+    usage = cdn.SiteUsage(limit=2)
+    for request in served:
+        usage.record(*request)
+    assert usage.counts == counts and usage.dropped == dropped
+    assert usage.take() == counts and usage.counts == {}
+
+
+def test_counts_given_back_add_to_new_ones_within_the_bound():
+    usage = cdn.SiteUsage(limit=2)
+    usage.record("i-a", 10, True, False)
+    taken = usage.take()
+    usage.record("i-b", 3, False, False)
+    usage.record("i-a", 4, False, False)
+    usage.give_back(taken)
+    assert usage.counts == {"i-a": [2, 14, 1, 0], "i-b": [1, 3, 0, 0]}
+    usage.give_back({"i-c": [4, 40, 0, 0]})             # one site more than the bound
+    assert "i-c" not in usage.counts and usage.dropped == 4
+
+
+def test_usage_lines_are_lines_the_node_takes():
+    from slapfed.node.usage import parse_lines
+    lines = cdn.usage_lines({"i-b": [2, 300, 0, 1], "i-a": [1, 0, 0, 0],
+                             "not an id": [5, 5, 5, 5]})
+    assert [(sid, i) for sid, i, _ in lines] == [("i-a", 0), ("i-b", 0), ("i-b", 1),
+                                                 ("i-b", 3)]
+    assert lines[0][2] == b'{"resource": "x-requests", "quantity": 1, "shared": "i-a"}\n'
+    read = parse_lines(b"".join(line for _, _, line in lines))
+    assert read.bad == 0 and sorted(read.units) == [
+        ("x-bytes-served", "i-b", 300.0), ("x-requests", "i-a", 1.0),
+        ("x-requests", "i-b", 2.0), ("x-upstream-errors", "i-b", 1.0)]
+
+
+@pytest.mark.parametrize("where, left, torn", [
+    ("nothing", [3, 120, 0, 0], False),
+    ("inside-the-first", [3, 120, 0, 0], True),
+    ("after-the-first", [0, 120, 0, 0], False),
+    ("inside-the-second", [0, 120, 0, 0], True),
+    ("everything", None, False),
+])
+def test_a_write_cut_short_gives_back_the_lines_not_written_whole(where, left, torn):
+    lines = cdn.usage_lines({"i-a": [3, 120, 0, 0]})
+    first, second = (len(line) for _, _, line in lines)
+    written = {"nothing": 0, "inside-the-first": 5, "after-the-first": first,
+               "inside-the-second": first + 1, "everything": first + second}[where]
+    assert cdn.unwritten(lines, written) == ({"i-a": left} if left else {}, torn)
+
+
+def read_usage(path) -> tuple[dict, int, int]:
+    """The usage-file as the node reads it: ({(resource, shared): summed quantity},
+    lines, bad lines); every line is complete."""
+    from slapfed.node.usage import parse_lines
+    data = path.read_bytes() if path.exists() else b""
+    read = parse_lines(data)
+    assert read.consumed == len(data)
+    sums: dict = {}
+    for resource, sid, quantity in read.units:
+        sums[(resource, sid)] = sums.get((resource, sid), 0) + quantity
+    return sums, data.count(b"\n"), read.bad
+
+
+def wait_until(predicate, what: str, timeout: float = 10.0):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"waited {timeout}s for {what}"
+        time.sleep(0.01)
+
+
+@pytest.fixture
+def counting_front(origins, tmp_path):
+    """The proxy over sites a (i-a), b (i-b, domain www.b.example) and down (i-d),
+    flushing its counts to tmp_path/usage.jsonl every 0.2 s."""
+    one, two = origins("one"), origins("two")
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    made = []
+    try:
+        sites, _ = cdn.build_sites([
+            shared("i-a", "a", backend=one.url),
+            shared("i-b", "b", backend=two.url, domain="www.b.example"),
+            shared("i-d", "down", backend=f"http://127.0.0.1:{closed.getsockname()[1]}/"),
+        ], FRONT)
+        log = cdn.UsageLog(str(tmp_path / "usage.jsonl"), cdn.SiteUsage())
+        made.append(Front(sites, usage_log=log, usage_flush=0.2))
+        yield made[0], log, tmp_path / "usage.jsonl"
+    finally:
+        for f in made:
+            f.stop()
+        closed.close()
+
+
+def test_each_site_s_requests_and_bytes_reach_the_usage_file_in_batches(counting_front):
+    """Requests of every kind to three sites: the lines the front appends sum, per shared
+    instance, to exactly the requests it served, the body bytes the client received,
+    its cache hits and the backend failures; requests of no site count for none."""
+    proxy, log, path = counting_front
+    sent = {"i-a": [0, 0, 0, 0], "i-b": [0, 0, 0, 0], "i-d": [0, 0, 0, 0]}
+
+    def call(sid, url, **kw):
+        status, headers, body = fetch(url, **kw)
+        c = sent[sid]
+        c[0] += 1
+        c[1] += len(body)
+        c[2] += headers.get("X-Cache") == "HIT"
+        c[3] += status in (502, 504)
+        return status
+
+    for _ in range(40):                                   # a burst: one miss, then hits
+        assert call("i-a", proxy.url + "a/page") == 200
+    wait_until(lambda: read_usage(path)[0], "a first batch")
+    for n in range(3):
+        assert call("i-a", proxy.url + "a/x/private") == 200     # no-store: never a hit
+        assert call("i-a", proxy.url + "a/form", method="POST", data=b"n=%d" % n) == 201
+        assert call("i-b", proxy.url + "p", host="www.b.example") == 200
+        assert call("i-b", proxy.url + "b/q?n=1") == 200
+        assert call("i-d", proxy.url + "down/page") == 502
+    assert call("i-a", proxy.url + "a/page", method="HEAD") == 200     # a hit, no body
+    assert fetch(proxy.url + "nowhere/page")[0] == 404               # no site: not counted
+    assert fetch(proxy.url + ".well-known/slapfed-cdn")[0] == 200
+    proxy.stop()                                           # its last flush
+    sums, lines, bad = read_usage(path)
+    for sid, (requests, body_bytes, hits, errors) in sent.items():
+        assert sums.get(("x-requests", sid)) == requests, sid
+        assert sums.get(("x-bytes-served", sid)) == body_bytes, sid
+        assert sums.get(("x-cache-hits", sid), 0) == hits, sid
+        assert sums.get(("x-upstream-errors", sid), 0) == errors, sid
+    assert sent["i-a"][:3] == [47, sent["i-a"][1], 40] and sent["i-d"][3] == 3
+    assert {sid for _, sid in sums} == set(sent) and bad == 0
+    assert lines < 40 and log.lines == lines and log.error is None   # batches, not requests
+
+
+@pytest.mark.parametrize("failure", ["missing-directory", "full-disk", "a-symlink"])
+def test_a_usage_file_that_cannot_be_written_fails_no_request_and_loses_no_count(
+        failure, origins, tmp_path):
+    one = origins("one")
+    sites, _ = cdn.build_sites([shared("i-a", "a", backend=one.url)], FRONT)
+    var, elsewhere = tmp_path / "var", tmp_path / "elsewhere"
+    target = var / "usage.jsonl"
+    if failure == "full-disk":
+        if not os.path.exists("/dev/full"):
+            pytest.skip("no /dev/full here")
+        var.mkdir()
+    elif failure == "a-symlink":
+        var.mkdir()
+        target.symlink_to(elsewhere)
+    log = cdn.UsageLog("/dev/full" if failure == "full-disk" else str(target),
+                       cdn.SiteUsage())
+    proxy = Front(sites, usage_log=log, usage_flush=0.05)
+    try:
+        for _ in range(5):
+            assert fetch(proxy.url + "a/page")[0] == 200
+        wait_until(lambda: log.error is not None, "a failed flush")
+        assert log.error.startswith("cannot append to ") and log.usage.counts["i-a"][0] == 5
+        assert fetch(proxy.url + "a/page")[0] == 200
+        # writable again: what was counted meanwhile arrives with the next flush
+        if failure == "missing-directory":
+            var.mkdir()
+        elif failure == "full-disk":
+            log.path = str(target)
+        else:
+            target.unlink()
+        assert fetch(proxy.url + "a/page")[0] == 200
+        wait_until(lambda: log.error is None, "a flush that works again")
+    finally:
+        proxy.stop()
+    sums, _, bad = read_usage(target)
+    assert sums[("x-requests", "i-a")] == 7 and sums[("x-cache-hits", "i-a")] == 6
+    assert bad == 0 and not elsewhere.exists()
+
+
+def start_front(tmp_path, table, *args, **popen):
+    """The real slapfed-cdn-front process on a free port: (process, its URL)."""
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    popen.setdefault("stdout", open(tmp_path / "front.log", "ab"))
+    proc = subprocess.Popen([sys.executable, "-m", "slapfed.samples.cdn", "--address",
+                             "127.0.0.1", "--port", str(port), "--table", str(table), *args],
+                            stderr=subprocess.STDOUT, **popen)
+    url = f"http://127.0.0.1:{port}/"
+    if cdn.check(url + ".well-known/slapfed-cdn", 20) != 0:
+        proc.kill()
+        proc.wait()
+        raise AssertionError(f"the front did not start: exit {proc.poll()}")
+    return proc, url
+
+
+def stop_front(proc) -> int:
+    import signal
+    import subprocess
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise
+    return proc.returncode
+
+
+def test_the_front_process_writes_what_it_counted_when_it_stops(origins, tmp_path):
+    """Flushing only once an hour, the real front still leaves every request counted:
+    SIGTERM (how supervisord stops it) makes it write its counts before it exits."""
+    one = origins("one")
+    table, usage = tmp_path / "sites.json", tmp_path / "usage.jsonl"
+    write_table(table, {"a": cdn.Site("a", one.url, "i-a")})
+    proc, url = start_front(tmp_path, table, "--usage-file", str(usage),
+                            "--usage-flush", "3600")
+    try:
+        received = sum(len(fetch(url + "a/page")[2]) for _ in range(9))
+        assert not usage.exists()
+    finally:
+        assert stop_front(proc) == 0
+    sums, lines, bad = read_usage(usage)
+    assert sums == {("x-requests", "i-a"): 9, ("x-bytes-served", "i-a"): received,
+                    ("x-cache-hits", "i-a"): 8}
+    assert (lines, bad) == (3, 0)
+
+
+def test_a_write_cut_short_by_a_full_file_is_mended_and_nothing_counts_twice(origins,
+                                                                             tmp_path):
+    """The real front with its file size limit (RLIMIT_FSIZE) at 150 bytes, less than
+    one batch: the first write is cut short, the next ones fail; once the limit is lifted
+    the front ends the cut line and writes what was not written whole: read as the node
+    reads it, one bad line and exactly every request."""
+    import resource
+    import subprocess
+
+    one, two = origins("one"), origins("two")
+    table, usage = tmp_path / "sites.json", tmp_path / "usage.jsonl"
+    write_table(table, {"a": cdn.Site("a", one.url, "i-a"), "b": cdn.Site("b", two.url, "i-b")})
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (150, resource.RLIM_INFINITY))
+
+    proc, url = start_front(tmp_path, table, "--usage-file", str(usage), "--usage-flush",
+                            "0.1", preexec_fn=small_files, stdout=subprocess.DEVNULL)
+    try:
+        received = {"i-a": 0, "i-b": 0}
+        for n in range(6):
+            received["i-a"] += len(fetch(url + "a/page")[2])
+            received["i-b"] += len(fetch(url + f"b/page{n % 2}")[2])
+        wait_until(lambda: usage.exists() and usage.stat().st_size == 150, "a cut write")
+        received["i-a"] += len(fetch(url + "a/more")[2])
+        resource.prlimit(proc.pid, resource.RLIMIT_FSIZE,
+                         (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    finally:
+        assert stop_front(proc) == 0
+    sums, _, bad = read_usage(usage)
+    assert bad == 1
+    assert sums[("x-requests", "i-a")] == 7 and sums[("x-requests", "i-b")] == 6
+    assert sums[("x-bytes-served", "i-a")] == received["i-a"]
+    assert sums[("x-bytes-served", "i-b")] == received["i-b"]
+    assert sums[("x-cache-hits", "i-a")] == 5 and sums[("x-cache-hits", "i-b")] == 4

@@ -1,6 +1,7 @@
 """End to end, a bounded fault soak: three federated masters over mutual TLS (``--lease``
 short), four real node agents running hello, clients that keep requesting instances and
-stopping/starting them while faults are injected for a bounded window:
+stopping/starting them while faults are injected for a bounded window (ROUNDS rounds of
+the same faults, back to back: about two minutes and a half):
 
 - master a in the root network namespace with two nodes (europe); master b and its node
   in one namespace (north-america), master c and its node in another (asia), each joined
@@ -40,14 +41,16 @@ LEASE = 3.0           # every master's --lease
 POLL = 0.3            # every node's --interval
 SITES = {"a": ("europe", "fr", "par"), "b": ("north-america", "us", "nyc"),
          "c": ("asia", "jp", "tyo")}
-# the fault window (seconds from its start): what happens when
+# one round of faults (seconds from the round's start): what happens when
 KILL_AT, RESTART_AT = 4.0, 16.0           # a's first node agent killed, then back
 CUT_AT, HEAL_AT = 10.0, 22.0              # the a-b link: every packet dropped, then carried
 IMPAIR_AT, CLEAR_AT = 26.0, 46.0          # the a-c and a-b links: loss and delay each way
 LOSS, DELAY_MS = 10.0, 50.0               # on a-c
 LOSS_B, DELAY_MS_B = 5.0, 20.0            # on a-b
 KILL2_AT, RESTART2_AT = 32.0, 40.0        # a's other node agent killed, then back
-WINDOW = 50.0                             # the clients act from 0 to here, faults inside
+ROUND = 46.0                              # a round lasts until its links are clear
+ROUNDS = 3                                # rounds, back to back
+WINDOW = ROUNDS * ROUND + 4.0             # the clients act from 0 to here, faults inside
 PACE = 0.7            # a worker's pause between two actions
 WORKERS = 2
 # instances each worker keeps at each target (a has 2 x 4 partitions, b and c 3 each)
@@ -241,7 +244,7 @@ def test_fault_soak_loses_nothing_duplicates_nothing_and_converges(netns, tmp_pa
             for n, link in links.items():
                 lossy[n] = (link.dropped, link.carried)
                 link.impair(loss=0, delay_ms=0)
-        schedule = sorted([
+        one_round = [
             (KILL_AT, "kill -9 a-node1's agent", victim.kill),
             (RESTART_AT, "a-node1's agent started again", victim.run),
             (CUT_AT, "a-b link cut", links["b"].cut),
@@ -251,7 +254,10 @@ def test_fault_soak_loses_nothing_duplicates_nothing_and_converges(netns, tmp_pa
             (KILL2_AT, "kill -9 a-node2's agent", victim2.kill),
             (RESTART2_AT, "a-node2's agent started again", victim2.run),
             (CLEAR_AT, "a-b and a-c links clear", clear),
-        ], key=lambda f: f[0])
+        ]
+        assert max(at for at, _, _ in one_round) <= ROUND
+        schedule = sorted([(r * ROUND + at, what, do) for r in range(ROUNDS)
+                           for at, what, do in one_round], key=lambda f: f[0])
         t0 = time.monotonic()
         for w in (*workers, watcher):
             w.start()

@@ -46,6 +46,7 @@ def federation():
 
 
 ANCHORS = {"db-1": Anchor("db-1", "a1"), "us-1": Anchor("us-1", "u1"),
+           "z-1": Anchor("z-1", "z1"),                    # on the computer of no locality
            "nowhere": Anchor("nowhere", None, "is not placed")}
 EVERY = {"a1", "a2", "a3", "b1", "d1", "u1", "m1", "z1"}        # fit an SLA-free request
 
@@ -74,6 +75,8 @@ def ask(sla, reference="web-1", near=(), snap=None, **kw):
     ({"different_country": "db-1"}, {"d1", "u1", "m1", "z1"}),
     ({"different_continent": "db-1"}, {"u1", "z1"}),
     ({"different_host": ["db-1", "us-1"]}, EVERY - {"a1", "a3", "u1"}),
+    ({"different_host": "z-1"}, EVERY - {"z1"}),      # one computer is one host, known or not
+    ({"different_continent": "z-1"}, EVERY - {"z1"}),
     ({"continent": "europe", "different_lan": "db-1"}, {"b1", "d1", "m1"}),
     ({"same_country": "db-1", "different_lan": "db-1", "label.disk": "hdd"}, {"b1"}),
     ({"continent": "europe", "capability": "gpu"}, set()),
@@ -82,6 +85,7 @@ def ask(sla, reference="web-1", near=(), snap=None, **kw):
         "capability-computer", "capability-partition", "same_host", "same_lan",
         "same_country", "same_continent", "different_host", "different_lan",
         "different_country", "different_continent", "different_host-two-references",
+        "different_host-of-unknown-locality", "different_continent-of-unknown-locality",
         "continent+different_lan", "same_country+different_lan+label",
         "europe-gpu-impossible", "contradiction-by-data"])
 def test_every_key_keeps_exactly_the_computers_it_names(sla, feasible):

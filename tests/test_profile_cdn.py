@@ -70,6 +70,8 @@ def test_instance_without_shared_instances_serves_an_empty_table(cdn_node, runne
     front = open(os.path.join(pp.services, "front")).read()
     assert "--cache-ttl=5" in front and "--port=10000" in front
     assert "cdn-sites.json" in front
+    assert f"--usage-file={pp.usage_file}" in front     # the front counts per site there
+    assert "--usage-flush=5" in front
     promise = open(os.path.join(pp.promises, "front")).read()
     assert f"--check={FRONT}.well-known/slapfed-cdn" in promise
     assert "--table=" in promise and "cdn-sites.json" in promise

@@ -377,7 +377,10 @@ def test_a_childs_trust_follows_who_owns_the_tree(master_runtime, master_factori
     ({"host": "h", "lan": "l", "country": "c", "continent": "k"}, "https://127.0.0.5:2001",
      "zeo://127.0.0.5:2000", "--topology\n/d/topology.toml"),
     ({"host": "h"}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
-], ids=["defaults", "file", "ancestry", "site", "partial-site-ignored"])
+    ({"replicas": "2"}, "https://127.0.0.5:2001", "file", ""),
+    ({"replicas": "0", "storage": ""}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
+], ids=["defaults", "file", "ancestry", "site", "partial-site-ignored",
+        "replicas-serve-their-own-filestorage", "no-replicas-zeo"])
 def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url, storage,
                                                                       extra):
     from slapfed.recipe_master import MasterRecipe
@@ -393,13 +396,74 @@ def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url
     ({"port-base": "x"}, "port-base must be an integer"),
     ({"admin-token-ttl": "10"}, "admin-token-ttl must be 60..86400 seconds"),
     ({"admin-token-ttl": "a week"}, "admin-token-ttl must be 60..86400 seconds"),
-], ids=["no-name", "bad-storage", "bad-port", "token-ttl-too-short", "token-ttl-not-a-number"])
+    ({"replicas": "5"}, "replicas must be 0..4"),
+    ({"replicas": "-1"}, "replicas must be 0..4"),
+    ({"replicas": "1", "replica-mode": "eventually"}, "replica-mode must be one of sync, async"),
+    ({"replicas": "1", "storage": "zeo"}, "replicas need storage = file"),
+], ids=["no-name", "bad-storage", "bad-port", "token-ttl-too-short", "token-ttl-not-a-number",
+        "too-many-replicas", "negative-replicas", "bad-replica-mode", "replicas-over-zeo"])
 def test_the_master_recipe_refuses_bad_parameters(given, words):
     import zc.buildout
     from slapfed.recipe_master import MasterRecipe
     options = {"name": "m", "address": "127.0.0.5", "port-base": "2000", "data": "/d", **given}
     with pytest.raises(zc.buildout.UserError, match=words):
         MasterRecipe({}, "master-setup", options)
+
+
+INVITATION = {"url": "https://127.0.0.5:2001", "token": "t", "for": "m-replica-1",
+              "ca_certificate": PEM}
+
+
+@pytest.mark.parametrize("given, words", [
+    ({"invitation": ""}, "'invitation' is required"),
+    ({"invitation": "{not json"}, "invitation must be the JSON its primary published"),
+    ({"invitation": __import__("json").dumps({**INVITATION, "token": ""})},
+     "invitation lacks one of"),
+    ({"invitation": __import__("json").dumps({**INVITATION, "for": "other"})},
+     "the invitation is for 'other'"),
+    ({"mode": "later"}, "mode must be one of sync, async"),
+    ({"name": "bad name"}, "name must be a replica name"),
+], ids=["no-invitation", "not-json", "no-token", "someone-elses", "bad-mode", "bad-name"])
+def test_the_replica_recipe_refuses_a_bad_invitation_or_mode(given, words):
+    import json
+    import zc.buildout
+    from slapfed.recipe_master import MasterReplicaRecipe
+    options = {"name": "m-replica-1", "address": "127.0.0.6", "port-base": "3000",
+               "data": "/d", "invitation": json.dumps(INVITATION), **given}
+    with pytest.raises(zc.buildout.UserError, match=words):
+        MasterReplicaRecipe({}, "replica-setup", options)
+
+
+def test_the_replica_recipe_writes_its_invitation_privately_and_serves_as_a_sync_replica(
+        tmp_path):
+    import json
+    from slapfed.recipe_master import MasterReplicaRecipe
+    options = {"name": "m-replica-1", "address": "127.0.0.6", "port-base": "3000",
+               "data": str(tmp_path / "srv"), "invitation": json.dumps(INVITATION),
+               "connection-file": str(tmp_path / "connection.json")}
+    MasterReplicaRecipe({}, "replica-setup", options).install()
+    assert options["url"] == "https://127.0.0.6:3001" and options["extra-args"] == "--sync"
+    written = tmp_path / "srv" / "invitation.json"
+    assert json.loads(written.read_text()) == INVITATION
+    assert written.stat().st_mode & 0o777 == 0o600
+    published = json.loads((tmp_path / "connection.json").read_text())
+    assert published == {"name": "m-replica-1", "url": "https://127.0.0.6:3001",
+                         "role": "replica", "primary": INVITATION["url"], "mode": "sync",
+                         "ca-certificate": PEM}
+
+
+def test_a_replica_invitation_is_kept_and_handed_out_unchanged(tmp_path):
+    import json
+    from slapfed.ca import identity as ids
+    recipe, ca = _recipe_with_ca(tmp_path, replicas="1")
+    first = recipe.replica_invitation(ca, "m-replica-1")
+    assert recipe.replica_invitation(ca, "m-replica-1") == first     # parameters unchanged
+    doc = json.loads(first)
+    assert doc["for"] == "m-replica-1" and doc["url"] == "https://127.0.0.5:2001"
+    assert doc["principal"] == ids.replica("m-replica-1").principal
+    kept = tmp_path / "replicas" / "m-replica-1.json"
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert ca.redeem(doc["token"], _csr_pem())       # a live one-time token of this CA
 
 
 def _recipe_with_ca(tmp_path, **given):

@@ -212,3 +212,17 @@ def test_a_replica_url_is_one_every_answer_can_name_in_its_headers(api, master_a
     else:
         assert r.get_json()["error"]["details"][0]["field"] == "url"
         assert last_tid(db) == before and url not in masters
+
+
+def test_asking_after_a_tid_outside_the_history_confirms_nothing(api, master_app):
+    """A rejoining master asks about TIDs only it may hold: such a question is refused
+    (replica_diverged) and confirms nothing a sync write could count on."""
+    from conftest import last_tid
+    rt = master_app.extensions["slapfed"]
+    mine = last_tid(rt.db)
+    r = api.get("/api/v1/replication/transactions", query_string={"after": "7f" * 8})
+    assert r.status_code == 409 and r.get_json()["error"]["code"] == "replica_diverged"
+    assert rt.replication.acks() == {}
+    r = api.get("/api/v1/replication/transactions", query_string={"after": mine.hex()})
+    assert r.status_code == 200
+    assert [tid for tid, _ in rt.replication.acks().values()] == [mine]

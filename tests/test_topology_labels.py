@@ -77,11 +77,10 @@ def busy_live() -> dict:
             "masters": [{"name": f"eu-child-{i}", "url": f"https://child-{i}:8443",
                          "instance": f"i-par-1-b-{i}", "reference": f"child-master-{i}"}
                         for i in range(3)],
-            "peers": peers, "role": "primary", "epoch": 3,
-            "replicas": [{"name": "eu-replica-1", "url": "https://r1:8443", "mode": "sync",
-                          "epoch": 3},
-                         {"name": "eu-replica-2", "url": "https://r2:8443",
-                          "mode": "async", "epoch": 3}]}
+            "peers": peers,
+            "replication": {"role": "primary", "epoch": 3, "epochs": [], "replicas": [
+                {"name": "eu-replica-1", "url": "https://r1:8443", "mode": "sync"},
+                {"name": "eu-replica-2", "url": "https://r2:8443", "mode": "async"}]}}
 
 
 @pytest.mark.parametrize("live, all_partitions", [
@@ -136,8 +135,7 @@ def test_topology_show_names_replicas_with_role_and_epoch():
 def test_a_live_state_without_replication_facts_draws_as_before():
     """An answer of a master that says nothing of replication (older, or a test's)."""
     live = busy_live()
-    for key in ("role", "epoch", "replicas"):
-        live.pop(key)
+    live.pop("replication")
     fed = graph.build(files.load([INTER]), live)
     assert not any(a.get("role") for _, a in fed.graph.nodes(data=True))
     scene = draw.layout(fed)

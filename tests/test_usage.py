@@ -283,6 +283,19 @@ def test_usage_file_lines_and_incidents_go_into_the_next_report():
         [("promise", None)]
 
 
+def test_units_beyond_the_cap_are_counted_as_dropped_and_the_rest_reported():
+    from slapfed.node.usage import FileLines, MAX_UNITS
+    n = _node()
+    n.hosting(T0, {"p0": "i1"})
+    n.report("c1", T0)
+    sites = [f"i-s{k}" for k in range(MAX_UNITS + 3)]
+    n.lines("p0", FileLines(units=[("x-requests", sid, 1.0) for sid in sites]),
+            frozenset(sites))
+    assert n.dropped_units == 3
+    usage = n.report("c1", T0 + 10)["partitions"][0]["usage"]
+    assert len(usage) == MAX_UNITS and all(u["quantity"] == 1.0 for u in usage)
+
+
 def test_the_state_survives_json():
     n = _node()
     n.hosting(T0, {"p0": "i1"})

@@ -285,5 +285,18 @@ def test_an_answer_that_drifts_from_its_model_is_refused_where_it_is_read():
     good = {"status": "ok", "generation": 1, "version": "0.1.0"}
     assert answers.check(answers.Health, good) is good
     with pytest.raises(InvalidInput) as info:
-        answers.check(answers.Health, {**good, "colour": "red"})
-    assert info.value.details[0]["field"] == "colour"
+        answers.check(answers.Health, {**good, "generation": "one"})
+    assert info.value.details[0]["field"] == "generation"
+    with pytest.raises(InvalidInput) as info:
+        answers.check(answers.Health, {"status": "ok", "version": "0.1.0"})
+    assert info.value.details[0]["field"] == "generation"
+
+
+def test_a_newer_masters_added_fields_are_tolerated_but_not_its_wrong_ones():
+    from slapfed.core import answers
+    good = {"status": "ok", "generation": 1, "version": "0.1.0"}
+    newer = {**good, "colour": "red", "zone": {"a": 1}}
+    assert answers.check(answers.Health, newer) is newer
+    with pytest.raises(InvalidInput) as info:
+        answers.check(answers.Health, {**newer, "generation": None})
+    assert [d["field"] for d in info.value.details] == ["generation"]

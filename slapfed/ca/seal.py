@@ -23,19 +23,12 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.hpke import AEAD, KDF, KEM, Suite
 
+from ..core.sealed import MAX_PLAINTEXT, MAX_SEALED, PREFIX, is_sealed  # noqa: F401
 from .errors import SealedValueInvalid
 
-PREFIX = "slapfed-sealed:1:"
 SUITE = Suite(KEM.P256, KDF.HKDF_SHA256, AEAD.AES_128_GCM)
 INFO = b"slapfed sealed value v1\x00"
-MAX_PLAINTEXT = 64 * 1024          # bytes of one secret (a certificate, a key, a token...)
-# the encapsulated key (65 bytes) and the tag (16), base64 and the prefix around them
-MAX_SEALED = len(PREFIX) + (MAX_PLAINTEXT + 65 + 16) * 4 // 3 + 4
 MAX_CONTEXT = 512
-
-
-def is_sealed(value) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
 
 
 def recipient_key(certificate_pem: str | bytes) -> ec.EllipticCurvePublicKey:
@@ -50,6 +43,47 @@ def recipient_key(certificate_pem: str | bytes) -> ec.EllipticCurvePublicKey:
             from None
     _check_curve(key)
     return key
+
+
+def fingerprint(certificate_pem: str | bytes) -> str:
+    """The SHA-256 of a certificate (hex, as ca.authority gives it): which key a value
+    was sealed to, told apart without the certificate."""
+    from cryptography.hazmat.primitives import hashes
+
+    data = certificate_pem.encode() if isinstance(certificate_pem, str) else certificate_pem
+    try:
+        return x509.load_pem_x509_certificate(data).fingerprint(hashes.SHA256()).hex()
+    except ValueError:
+        raise SealedValueInvalid("the recipient is not a PEM certificate",
+                                 [{"field": "recipient", "problem": "not a certificate"}]) \
+            from None
+
+
+def recipient_from_der(der: bytes) -> dict | None:
+    """A TLS peer's certificate (DER) as the recipient of sealed values,
+    {"certificate" (PEM), "fingerprint"}; None when it holds no P-256 key (nothing can
+    be sealed to it) or does not parse."""
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    try:
+        cert = x509.load_der_x509_certificate(bytes(der))
+        _check_curve(cert.public_key())
+    except (ValueError, SealedValueInvalid):
+        return None
+    return {"certificate": cert.public_bytes(serialization.Encoding.PEM).decode("ascii"),
+            "fingerprint": cert.fingerprint(hashes.SHA256()).hex()}
+
+
+def recipient_from_pem(pem: str) -> dict | None:
+    """A certificate (PEM) as the recipient of sealed values (see recipient_from_der)."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        der = x509.load_pem_x509_certificate(pem.encode()).public_bytes(
+            serialization.Encoding.DER)
+    except ValueError:
+        return None
+    return recipient_from_der(der)
 
 
 def _check_curve(key) -> None:

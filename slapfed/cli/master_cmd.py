@@ -151,6 +151,10 @@ class DurationType(click.ParamType):
               help="Forget a destroyed instance (once its partition is freed) this long "
                    "after its last change: 7d, 12h, 90m, 30s or seconds; 0 keeps them "
                    "forever. Until then `slapfed list --all` shows it.")
+@click.option("--primary-wait", default=0.0, show_default=True,
+              type=click.FloatRange(min=0, max=86400), metavar="SECONDS",
+              help="A new replica (--replica-of) whose primary does not answer yet tries "
+                   "to enrol again for this long (a replica deployed beside its primary).")
 @click.option("--peer-usage-interval", "peer_usage_interval", default=60.0,
               show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help="Pull each peer's usage feed (what this master's delegations used "
@@ -161,7 +165,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
           no_access_log, log_level, log_format, log_file, topology_files, master_name,
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
           pack_every, pack_keep, lease, rebuild_after, outbound_allow, long_poll_max,
-          replica_of, sync, sync_timeout, destroyed_retention, peer_usage_interval):
+          replica_of, sync, sync_timeout, destroyed_retention, primary_wait,
+          peer_usage_interval):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
@@ -183,7 +188,7 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         rebuild_after=rebuild_after,
                         outbound_allow=tuple(outbound_allow), long_poll_max=long_poll_max,
                         replica_of=replica_of, sync=sync, sync_timeout=sync_timeout,
-                        destroyed_retention=destroyed_retention,
+                        destroyed_retention=destroyed_retention, primary_wait=primary_wait,
                         peer_usage_interval=peer_usage_interval)
     run_server(opts)
 
@@ -441,3 +446,33 @@ def status(master_url, as_json):
     its last backup with its age (admins)."""
     doc = make_client(master_url).replication_status()
     emit(doc, as_json, render_status(doc))
+
+
+# -- a former primary rejoining ------------------------------------------------------------
+@master.command()
+@DATA_OPTION
+@click.option("--replica-of", "replica_of", required=True, metavar="FILE",
+              type=click.Path(dir_okay=False, exists=True),
+              help="An invitation of the new primary (`slapfed master replica invite NAME` "
+                   "there).")
+@click.option("--sync", is_flag=True, help="Rejoin as a sync replica.")
+@click.option("--dry-run", is_flag=True,
+              help="Say what would be kept and set aside; change no data (the invitation "
+                   "is spent: the identity is made).")
+@json_option
+@error_boundary
+def rejoin(data_dir, replica_of, sync, dry_run, as_json):
+    """Make a stopped former primary (fenced, or replaced while it was down) a replica of
+    the new primary: keep the history both hold, move what only DATA holds (writes the
+    new primary never got) aside into DATA/diverged/TIME/ (never merged), then serve it
+    with `master serve --data DATA --replica-of FILE`."""
+    import os
+
+    from ..replication.rejoin import rejoin as run_rejoin
+    from ..store import parse_storage_uri
+    data_dir = os.path.abspath(data_dir)
+    spec = parse_storage_uri(None, data_dir)
+    result = run_rejoin(data_dir, os.path.abspath(replica_of), spec.path, sync, dry_run)
+    hint = "" if dry_run else (f"\nserve it with: slapfed master serve --data {data_dir} "
+                               f"--replica-of {replica_of}{' --sync' if sync else ''}")
+    emit(result.to_json(), as_json, result.text() + hint)

@@ -79,6 +79,12 @@ def _format_options(func):
                           "ROOT/var/cache/download; '' for the default again). Several "
                           "nodes may share one: a release installed once then installs "
                           "offline from it. Kept in node.json."),
+        click.option("--shared-cache", "shared_cache", default=None, metavar="DIR",
+                     type=click.Path(file_okay=False),
+                     help="A cache of built releases, possibly shared by several nodes: a "
+                          "release installed once is unpacked from it instead of built, "
+                          "on a node whose software directory has the same path ('' for "
+                          "none). Kept in node.json."),
         click.option("--supervisord", "supervisord", default=None,
                      type=click.Choice(["own", "external"]),
                      help="own (the default): the agent starts the node's supervisord; "
@@ -123,7 +129,8 @@ def _format(opts: dict, enroll_again: bool):
         address_base=_blank_to_none(opts["address_base"]), port_base=opts["port_base"],
         port_count=opts["port_count"], users=opts["users"] or None,
         single_user=opts["single_user"], supervisord=opts["supervisord"],
-        online=opts["online"], download_cache=opts["download_cache"])
+        online=opts["online"], download_cache=opts["download_cache"],
+        shared_cache=opts["shared_cache"])
     if not config.isolated and config.partitions:
         logging.getLogger("slapfed.node").warning(
             "node %s: %s", config.computer, config.isolation_text())

@@ -16,7 +16,8 @@ import click
 from ..client import MasterClient
 from ..core import leases, sharing, states
 from ..core.errors import InvalidInput
-from . import completion
+from ..core.sealed import is_sealed
+from . import completion, sealed
 from . import config as cfg
 from .common import Exit, InstanceFailed, emit, error_boundary, json_option, parse_pairs
 
@@ -120,10 +121,11 @@ def render_instance(inst: dict) -> str:
             for alt in alternatives))
     if inst.get("parameters"):
         lines.append("parameters:")
-        lines += [f"  {k} = {v}" for k, v in sorted(inst["parameters"].items())]
+        lines += [f"  {k} = {'(secret, sealed to its partition)' if is_sealed(v) else v}"
+                  for k, v in sorted(inst["parameters"].items())]
     if inst.get("connection"):
         lines.append("connection:")
-        lines += [f"  {k} = {v}" for k, v in sorted(inst["connection"].items())]
+        lines += [f"  {k} = {connection_text(inst, k)}" for k in sorted(inst["connection"])]
     for p in st.get("promises") or []:
         lines.append(f"promise:    {'ok  ' if p['ok'] else 'FAIL'} {p['name']} {p.get('message', '')}".rstrip())
     if st.get("log_tail") and st["state"] in (states.PENDING, states.UNKNOWN) \
@@ -138,7 +140,14 @@ def render_instance(inst: dict) -> str:
 def render_connection(inst: dict) -> str:
     if not inst.get("connection"):
         return f"{inst['reference']}: {inst['status']['state']} (no connection parameters yet)"
-    return "\n".join(f"{k} = {v}" for k, v in sorted(inst["connection"].items()))
+    return "\n".join(f"{k} = {connection_text(inst, k)}" for k in sorted(inst["connection"]))
+
+
+def connection_text(inst: dict, key: str) -> str:
+    """A connection parameter as shown: a value that stayed sealed says so."""
+    if key in (inst.get("unopened") or {}):
+        return "(sealed; does not open with your key)"
+    return str(inst["connection"][key])
 
 
 def release_phrase(place: dict) -> str | None:
@@ -340,10 +349,14 @@ def render_decision(d: dict) -> str:
                    "without it closes the instance again (others' are detached).")
 @click.option("--open-to-all", "open_to_all", is_flag=True,
               help="Let everyone attach shared instances to this one.")
+@click.option("--secret", "secret_pairs", multiple=True, metavar="K=V",
+              help="A secret parameter (repeatable): sealed to the partition the instance "
+                   "runs in, so that only its node opens it; the master never sees it. "
+                   "Each request with --secret makes a new revision.")
 @error_boundary
 def request(reference, software_url, software_type, params, params_json, sla, sla_fallbacks,
             state, shared, parent, wait, dry_run, open_to, open_to_all, master_url, requester,
-            as_json):
+            as_json, secret_pairs=()):
     """Ask the master for REFERENCE, an instance of SOFTWARE_URL (a buildout profile).
 
     Asking again with the same REFERENCE updates the same instance. A --shared request
@@ -361,12 +374,24 @@ def request(reference, software_url, software_type, params, params_json, sla, sl
         if not decision["placed"] and route.get("kind") != "delegate":
             sys.exit(int(Exit.CONFLICT))      # as the real request would: no partition fits
         return
-    inst = client.request(reference, absolute_release(software_url), software_type,
-                          parse_params(params, params_json), build_sla(sla, sla_fallbacks),
-                          state, shared, parent, opening)
+    parameters = parse_params(params, params_json)
+
+    def send(extra: dict) -> dict:
+        return client.request(reference, absolute_release(software_url), software_type,
+                              {**parameters, **extra}, build_sla(sla, sla_fallbacks),
+                              state, shared, parent, opening)
+    secrets = parse_pairs(secret_pairs, "--secret")
+    both = sorted(set(secrets) & set(parameters))
+    if both:
+        raise click.BadParameter(f"{', '.join(both)} given both as --param and --secret",
+                                 param_hint="--secret")
+    inst = send(sealed.seal_parameters(client, reference, send, secrets, wait)
+                if secrets else {})
     if wait > 0:
         inst = wait_and_check(client, inst, wait, Progress(not as_json))
+    inst, unopened = sealed.open_instance(inst)
     emit(inst, as_json, render_connection(inst) if wait > 0 else render_instance(inst))
+    sealed.report_unopened(inst, unopened, fatal=wait > 0)
 
 
 @click.command(name="list")
@@ -400,8 +425,9 @@ def list_(master_url, requester, everyone, include_destroyed, as_json):
 @error_boundary
 def show(reference, master_url, requester, as_json):
     """Show one of your instances by REFERENCE."""
-    inst = make_client(master_url, requester).find(reference)
+    inst, unopened = sealed.open_instance(make_client(master_url, requester).find(reference))
     emit(inst, as_json, render_instance(inst))
+    sealed.report_unopened(inst, unopened)
 
 
 def _state_command(name: str, target: str, doc: str):

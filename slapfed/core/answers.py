@@ -171,6 +171,13 @@ class SharedInstanceEntry(Answer):
     parameters: Obj
 
 
+class Recipient(Answer):
+    certificate: described("PEM certificate of the requester: the node seals the "
+                           "instance's secret connection parameters to its key")
+    fingerprint: described("SHA-256 of that certificate (hex): when it changes, the node "
+                           "seals them again")
+
+
 class DesiredInstance(Answer):
     id: str
     reference: str
@@ -186,6 +193,9 @@ class DesiredInstance(Answer):
     restore_from: Optional[described(
         "the backup location it published before its computer was lost: the node runs "
         "its restore steps with it before its first start here")] = None
+    recipient: Optional[described("whom secret connection parameters are sealed to "
+                                  "(absent: nobody known, none is published)",
+                                  Recipient)] = None
 
 
 class DesiredMoved(Answer):
@@ -244,6 +254,9 @@ class Placement(Answer):
     release: described("the instance's release on that computer, as its node last "
                        "reported it (reason: the last line of a failed install's log)",
                        ReleaseState)
+    recipient: Optional[described("the partition's own certificate: what secret "
+                                  "parameters are sealed to (null until its node had it "
+                                  "issued)", Recipient)] = None
 
 
 class Promise(Answer):
@@ -464,11 +477,44 @@ class LiveInstance(Answer):
     delegation: Optional[Delegation]
 
 
+# -- replication in the topology (a child master's replicas; this master's epochs) --------
+class LiveChildReplica(Answer):
+    name: Optional[str]
+    reference: str
+    instance: str
+    url: described("the URL the replica published (null until it has)", Optional[str])
+    mode: Optional[str]
+    computer: Optional[str]
+    state: Enum(INSTANCE_STATUSES)
+
+
+class LiveEpoch(Answer):
+    epoch: int
+    primary: str
+    at: Iso
+
+
+class LiveReplica(Answer):
+    name: str
+    url: Optional[str]
+    mode: Enum(REPLICA_MODES)
+
+
+class LiveReplication(Answer):
+    role: Optional[described("what this master is: primary, replica or fenced",
+                             Enum(MASTER_ROLES))] = None
+    epoch: int
+    epochs: list[LiveEpoch]
+    replicas: list[LiveReplica]
+
+
 class LiveMaster(Answer):
     name: str
     url: str
     instance: str
     reference: str
+    replicas: Optional[described("the replicas its instance requested (replicas=N)",
+                                 list[LiveChildReplica])] = None
 
 
 class LivePeer(Answer):
@@ -487,24 +533,14 @@ class LivePeer(Answer):
     instance: Optional[str] = None
 
 
-class LiveReplica(Answer):
-    name: str
-    url: Optional[str]
-    mode: Enum(REPLICA_MODES)
-    epoch: described("the epoch of the primary it follows", int)
-
-
 class Live(Answer):
     master: Optional[str]
     computers: list[LiveComputer]
     instances: list[LiveInstance]
     masters: list[LiveMaster]
     peers: list[LivePeer]
-    role: Optional[described("what this master is: primary, replica or fenced",
-                             Enum(MASTER_ROLES))] = None
-    epoch: Optional[described("this master's epoch", Annotated[int, Field(ge=1)])] = None
-    replicas: described("the replicas this master knows of (first page only)",
-                        list[LiveReplica]) = []
+    replication: Optional[described("this master's role, epoch, who held each epoch, and "
+                                    "its replicas", LiveReplication)] = None
 
 
 class TopologyView(Answer):
@@ -769,15 +805,24 @@ _ADAPTERS: dict = {}
 
 def check(model: type[BaseModel], data: Any, what: str = "answer") -> Any:
     """``data`` (an answer read from a master) when ``model`` describes it; InvalidInput
-    naming the fields otherwise. Returns ``data`` itself, untouched."""
+    naming the fields otherwise. Returns ``data`` itself, untouched.
+
+    A field the model does not know is tolerated here: a newer master (a peer, a primary
+    upgraded first) may add fields, and whoever reads the answer uses only those it
+    knows. A field missing, of the wrong type or out of its range is refused. (The
+    document itself declares no extra field: the masters' own tests check that a master
+    sends none.)"""
     adapter = _ADAPTERS.get(model)
     if adapter is None:
         adapter = _ADAPTERS[model] = TypeAdapter(model)
     try:
         adapter.validate_python(data)
     except ValidationError as exc:
+        errors = [e for e in exc.errors(include_url=False) if e["type"] != "extra_forbidden"]
+        if not errors:
+            return data
         details = [{"field": ".".join(str(p) for p in e["loc"]) or "body",
-                    "problem": e["msg"]} for e in exc.errors(include_url=False)]
+                    "problem": e["msg"]} for e in errors]
         raise InvalidInput(f"the master's {what} does not match its API ({model.__name__}): "
                            f"{details[0]['field']} {details[0]['problem']}", details) from None
     return data

@@ -125,3 +125,39 @@ def parse_epoch(value) -> int | None:
     except (TypeError, ValueError):
         return None
     return epoch if 0 < epoch < 2 ** 62 else None
+
+
+# -- a former primary rejoining -----------------------------------------------------------
+def common_prefix(local_tids, held) -> int:
+    """The index in ``local_tids`` (a data directory's TIDs, oldest first) of the last
+    one the new primary also holds, -1 when it holds none. ``held(tid)`` asks the
+    primary. Its history holds a prefix of ours (a replica got ours in order, then added
+    its own), so "held" is true up to some index and false after it: a binary search
+    asks about log2(n) TIDs."""
+    lo, hi = -1, len(local_tids) - 1          # held(local_tids[lo]) is known true (or lo=-1)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if held(local_tids[mid]):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
+
+
+def rejoin_refusal(local: LocalRole, my_epoch: int, primary_health) -> str | None:
+    """Why a data directory playing ``local`` at ``my_epoch`` may not rejoin as a replica
+    of the master answering ``primary_health`` (None: it may). A former primary rejoins
+    only the primary of a larger epoch: never one it could still be ahead of."""
+    if local.role != PRIMARY:
+        return None
+    if not isinstance(primary_health, dict):
+        return "the invitation's master does not answer"
+    their = primary_health.get("epoch")
+    if primary_health.get("role", PRIMARY) != PRIMARY:
+        return (f"the invitation's master is not a primary (it answers as "
+                f"{primary_health.get('role')})")
+    if not isinstance(their, int) or isinstance(their, bool) or their <= my_epoch:
+        return (f"this data directory is a primary at epoch {my_epoch} and the invitation's "
+                f"master is at epoch {their}: only a primary promoted after it (a larger "
+                "epoch) may take it back as a replica")
+    return None

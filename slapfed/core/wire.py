@@ -37,7 +37,7 @@ from pydantic import (
 from pydantic.dataclasses import dataclass
 from pydantic_core import PydanticCustomError
 
-from . import cfgvalue
+from . import cfgvalue, sealed
 from .errors import InvalidInput
 from .provenance import NAME_RE as MASTER_NAME_RE, check_chain
 from .sharing import EVERYONE, MAX_OPEN_TO, PRINCIPAL_RE, parse_open_to
@@ -336,6 +336,9 @@ def _parameter_object(params, options: bool) -> list[dict]:
                         if options else problem_})
         if not (value is None or isinstance(value, (dict, list, str, int, float, bool))):
             out.append({"field": f".{key}", "problem": "must be a JSON value"})
+        elif (sealed.parameter_problem if options else sealed.shape_problem)(value):
+            # a relay cannot open a sealed value, but refuses one that is not one
+            out.append({"field": f".{key}", "problem": sealed.shape_problem(value)})
     if params and len(json.dumps(params, default=str)) > MAX_PARAMETERS_BYTES:
         out.append({"field": "", "problem": f"is larger than {MAX_PARAMETERS_BYTES} bytes"})
     return out
@@ -1069,7 +1072,8 @@ __all__ = ["parse", "json_schemas", "software_hash", "asdict", *(t.__name__ for 
 from . import accounting as _acct  # noqa: E402 - the accounting block is self-contained
 
 MAX_USAGE_PARTITIONS = 1024       # and at most the computer's partitions (services)
-MAX_USAGE_ITEMS = 256             # resources (and shared ids) of one partition entry
+MAX_USAGE_ITEMS = 4200            # resources (and shared ids) of one partition entry
+                                  # (the node's MAX_UNITS units and the measured ones)
 MAX_USAGE_INCIDENTS = 64
 MAX_PRICES = 1024
 

@@ -13,7 +13,9 @@ from ..ca import identity as ids
 from ..ca.authority import DEFAULT_DAYS, CertificateRecord, load_certificate
 from ..core.wire import (CertificateIssue, CertificateSigning, Revocation, TokenCreation,
                          TokenRedemption)
-from .request import json_body
+from .. import services
+from ..ca.seal import recipient_from_pem
+from .request import json_body, runtime
 from .auth import PEER_CERT_ENVIRON, authority, current_identity, insecure
 
 blueprint = Blueprint("identity", __name__)
@@ -58,6 +60,9 @@ def certify_partition(cid, pid):
     """A node has the key its partition generated certified as that partition."""
     body = CertificateSigning.from_json(json_body())
     record = authority().issue(ids.partition(cid, pid), body.csr)
+    recipient = recipient_from_pem(record.certificate_pem)
+    if recipient is not None:      # the key secret parameters are sealed to
+        services.record_partition_certificate(runtime(), cid, pid, recipient)
     return jsonify(_issued(record)), 201
 
 

@@ -38,9 +38,32 @@ def bounded(req):
     return replace(req, provenance=provenance.extend(chain, s.here, s.max_depth))
 
 
+def caller_recipient(req) -> dict | None:
+    """The caller's own certificate as the recipient of the secrets of the instances it
+    requests ({"certificate", "fingerprint"}): only when a person or an administrator
+    requests for itself, or a partition for the instance it hosts, over mutual TLS, with a P-256 key (what values are
+    sealed to); else None. A peer master forwarding a delegation is not the requester:
+    sealing to its key would let that master read them (the requester's certificate
+    travelling with the forward is a later step), so nothing is sealed to it."""
+    from ..ca.identity import ADMIN, PARTITION, PERSON
+    from ..ca.seal import recipient_from_der
+    from .auth import PEER_CERT_ENVIRON, current_identity, insecure
+
+    identity = current_identity()
+    der = None if insecure() else request.environ.get(PEER_CERT_ENVIRON)
+    if not der or identity is None or identity.role not in (PERSON, ADMIN, PARTITION):
+        return None
+    # a partition requests as the instance it hosts (the guard resolved that); the
+    # others as themselves (an admin asking for someone else is not that someone)
+    if identity.role != PARTITION and identity.principal != req.requester:
+        return None
+    return recipient_from_der(der)
+
+
 @blueprint.post("/instances")
 def request_instance():
-    created, body = services.request_instance(runtime(), bounded(instance_request()))
+    req = bounded(instance_request())
+    created, body = services.request_instance(runtime(), req, caller_recipient(req))
     if body.get("delegation") is not None:
         kick_forwarder()
     log_outcome("requested" if created else "requested again", body)

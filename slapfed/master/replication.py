@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request
 
 from ..ca import identity as ids
 from ..core import replication as rep
@@ -23,6 +23,7 @@ from ..core.wire import Promotion, ReplicaInvitation, ReplicaRegistration
 from ..peering.peers import check_peer_url
 from ..replication.cafiles import ca_material
 from ..services import replication as svc
+from ..services import tx
 from ..store import backup as bk
 from ..store import shipping
 from .auth import authority, current_identity
@@ -57,7 +58,13 @@ def install(app, rt) -> None:
                 pass
         return response
 
+    def name_the_action():
+        who = getattr(getattr(g, "identity", None), "principal", None)
+        tx.ACTION.set(f"{request.method} {request.path[:200]}"
+                      + (f" by {who}" if who else ""))
+
     app.before_request(refuse_writes)
+    app.before_request(name_the_action)
     app.after_request(epoch_headers)
 
 
@@ -121,12 +128,17 @@ def transactions():
     role = repl.role()
     if role.role != rep.PRIMARY:
         rep.check_writable(role, repl.view().epoch, role.primary_url)
-    repl.acknowledge(current_identity().name, after)
     storage = rt.db.storage
     deadline = time.monotonic() + wait
     committed = rt.writer.committed
+    acknowledged = False
     while True:
-        batch = shipping.read_after(storage, after)
+        batch = shipping.read_after(storage, after)   # ReplicaDiverged: not in its history
+        if not acknowledged:
+            # only a TID of this history confirms anything (a rejoining master asks
+            # about TIDs that may be its own alone)
+            repl.acknowledge(current_identity().name, after)
+            acknowledged = True
         left = deadline - time.monotonic()
         if batch.transactions or left <= 0 or rt.stopping.is_set():
             break

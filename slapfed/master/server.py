@@ -44,7 +44,8 @@ from .topology import load_topology
 from ..core import replication as rep
 from ..replication.local import read_role
 from ..replication.runtime import startup_fence_check
-from ..replication.setup import prepare_replica
+from ..replication.rejoin import needs_rejoin, rejoin
+from ..replication.setup import prepare_replica, read_invitation
 from ..services.replication import replication_view
 from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
                                  MaintenanceOptions, Periodic)
@@ -94,6 +95,7 @@ class ServeOptions:
     sync_timeout: float = 5.0       # seconds a primary's write waits for a sync replica
     destroyed_retention: float = DEFAULT_RETENTION  # destroyed instances are forgotten
                                     # this long after their last change (0: kept forever)
+    primary_wait: float = 0.0       # a new replica: seconds to wait for its primary to answer
     peer_usage_interval: float = 60.0   # seconds between two pulls of a peer's usage feed
 
 
@@ -203,6 +205,9 @@ def _maintenance_problems(opts: ServeOptions) -> list[dict]:
 
 def _replica_problems(opts: ServeOptions) -> list[dict]:
     problems = []
+    if opts.primary_wait and not opts.replica_of:
+        problems.append({"field": "primary_wait",
+                         "problem": "is for a replica: give --replica-of"})
     if opts.sync and not opts.replica_of:
         problems.append({"field": "sync", "problem": "is for a replica: give --replica-of"})
     if not (isinstance(opts.sync_timeout, (int, float)) and 0 < opts.sync_timeout <= 3600):
@@ -470,7 +475,14 @@ def serve(opts: ServeOptions) -> None:
             storage_uri = zeo.uri
         if opts.replica_of:
             spec = parse_storage_uri(storage_uri, opts.data_dir)
-            prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path)
+            if needs_rejoin(opts.data_dir, spec.path, read_invitation(opts.replica_of)["url"]):
+                # a former primary (fenced, or replaced while it was down), or a replica
+                # of another primary: keep the history it shares with this primary, set
+                # the rest aside (DATA/diverged/), never merge it
+                log.warning("%s", rejoin(opts.data_dir, opts.replica_of, spec.path,
+                                         opts.sync).text())
+            prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path,
+                            opts.primary_wait)
         if read_role(opts.data_dir).role != rep.REPLICA:
             # Create the root containers once, before any worker serves; then let go of
             # the storage so that the worker can open it (a FileStorage admits one

@@ -133,14 +133,9 @@ def show():
                            "'next' of the previous page, unchanged)",
                            [{"field": "cursor", "problem": "is not a cursor of this master"}])
     mt = master_topology()
-    rt = runtime()
-    live, last = live_page(connection(), rt.leases, after, limit)
-    repl = rt.replication
-    view = repl.view()
-    live.update(role=repl.role().state, epoch=view.epoch,
-                replicas=[] if after is not None else [
-                    {"name": r.name, "url": r.url, "mode": r.mode, "epoch": view.epoch}
-                    for r in view.replicas])
+    live, last = live_page(connection(), runtime().leases, after, limit)
+    if "replication" in live:      # first page: this master's role as its data says
+        live["replication"]["role"] = runtime().replication.role().state
     return jsonify({"master": mt.name, "topology": mt.topology.to_json(),
                     "live": {"master": mt.name, **live},
                     "next": None if last is None else paging.make_cursor("topology", last)})

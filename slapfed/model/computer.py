@@ -26,6 +26,9 @@ class Partition(Persistent):
     moved_instance = None    # id of the instance that was here
     quarantined = False      # the node confirmed it set that instance's data aside
     wipe = False             # an administrator let the node erase that data
+    # {"certificate" (PEM), "fingerprint"}: the partition's own certificate, as this
+    # master last issued it; what a requester seals secret parameters to (None: none yet)
+    recipient = None
 
     def __init__(self, pid: str, address: str, port_base: int, port_count: int,
                  capabilities: tuple = ()):

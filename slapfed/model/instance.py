@@ -52,6 +52,9 @@ class Instance(Persistent):
                              # lost: its new node restores from there before starting it
     open_to = ()             # hosts: who else may attach shared instances (core.sharing);
                              # () = the owner only, ("*",) = everyone
+    recipient = None         # {"certificate" (PEM), "fingerprint"}: the requester's own
+                             # certificate, which its node seals secret connection
+                             # parameters to; None: none known (nothing secret is published)
 
     def __init__(self, iid: str, requester: str, reference: str, software_url: str,
                  software_hash: str, software_type: str, parameters: dict, sla: dict,

@@ -47,6 +47,9 @@ from .installer import InstallWorker
 from .promises import run_promises, summary
 from .leftovers import stop_leftovers, stop_orphans
 from .restarts import plan_services
+from .identity import PARTITION_KEY
+from .sealing import (Sealer, open_parameters, pending_parameters, recipient_fingerprint,
+                      reseal_due)
 from .supervisor import (
     OWN, GroupHealth, GroupSync, Supervisor, list_services, program_name,
 )
@@ -153,6 +156,9 @@ class Agent:
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
         self.usage = None         # node.usage_report.UsageReporter, once asked for
         self._uids: dict = {}
+        self.sealer = Sealer()          # secrets sealed to requesters' keys (node.sealing)
+        self._instances_of: tuple = (None, {})          # (document, {pid: instance})
+        self._resealed: tuple = (None, None)   # (document, partitions) last found in step
 
     # -- following the primary across promotions ---------------------------------------
     def _follow_primary(self, client: MasterClient) -> None:
@@ -231,6 +237,8 @@ class Agent:
         fetched = self.fetch(persist=not dry_run)
         actions = self.plan()
         outcomes = [] if dry_run or not actions else self.apply(actions)
+        if not dry_run:
+            self.republish()
         return CycleResult(fetched, actions, collected + outcomes,
                            time.monotonic() - started, dry_run)
 
@@ -430,13 +438,18 @@ class Agent:
             log.exception("unexpected error on partition %s", pid)
             work.fail(traceback.format_exc())
         record = self._record(prev, work)
+        body = None
+        if work.moved is None and work.report and work.instance_id is not None:
+            connection, fp = self._seal(pid, work.instance_id, work.connection, work.secret)
+            record = replace(record, sealed_for=fp)
+            body = _partition_report(work.instance_id, work.revision, record.state,
+                                     record.log_tail, connection, work.promises,
+                                     work.shared_connections)
         self.local = replace(self.local, partitions={**self.local.partitions, pid: record})
         if work.moved is not None:
             self._send(("moved", pid), {"instance_id": work.instance_id, "state": work.moved})
-        elif work.report and work.instance_id is not None:
-            self._send(("partition", pid), _partition_report(
-                work.instance_id, work.revision, record.state, record.log_tail,
-                work.connection, work.promises, work.shared_connections))
+        elif body is not None:
+            self._send(("partition", pid), body)
         if record.state == STARTED:
             self.health[pid] = {"ok": True, "checked": self.clock()}
         else:
@@ -515,6 +528,7 @@ class Agent:
             self._wipe_service_logs(pid)
             work.connection = {}
             work.shared_connections = {}
+            work.secret = {}
             work.record = PartitionRecord(action.instance_id, action.revision, DESTROYED)
             self.health.pop(pid, None)
             return
@@ -530,6 +544,15 @@ class Agent:
         part = self._partition_config(pid)
         prepare_partition_dir(self.paths, part)
         if isinstance(action, Instantiate):
+            pending = pending_parameters(spec.parameters)
+            if pending:
+                # its requester seals them to this partition's certificate: have it
+                # issued, build nothing until the sealed values come
+                self._partition_identity(pid)
+                work.report = False
+                log.debug("partition %s: waiting for secret parameters %s", pid,
+                          ", ".join(pending))
+                return
             sw = self.local.software.get(spec.software_hash)
             if sw is None or sw.status != INSTALLED:
                 work.record = PartitionRecord(
@@ -537,8 +560,18 @@ class Agent:
                     blocked_on=spec.software_hash,
                     log_tail=self._release_failure(spec, sw.log_tail if sw else ""))
                 return
-            res = nb.instantiate(self.paths, part, self.config.computer, spec.to_json(),
-                                 self.runner, identity=self._partition_identity(pid))
+            identity = self._partition_identity(pid)
+            instance = spec.to_json()
+            key_pem = confine.read_bytes(os.path.join(pp.private, PARTITION_KEY), pp.path) \
+                if identity else None
+            instance["parameters"], problem = open_parameters(spec.id, spec.parameters,
+                                                              key_pem, pid)
+            if problem:
+                work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
+                                              spec.software_hash, log_tail=problem)
+                return
+            res = nb.instantiate(self.paths, part, self.config.computer, instance,
+                                 self.runner, identity=identity)
             if not res.ok:
                 work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
                                               spec.software_hash, log_tail=res.log_tail)
@@ -551,6 +584,7 @@ class Agent:
                     return
             work.connection = _clean_connection(res.connection)
             work.shared_connections = _clean_shared_connections(res.shared_connections)
+            work.secret = _clean_connection(res.secret_connection)
             work.instantiated = True
             work.record = PartitionRecord(spec.id, spec.revision, STOPPED, spec.digest(),
                                           spec.software_hash)
@@ -563,6 +597,8 @@ class Agent:
                                                                     pp.path))
             work.shared_connections = _clean_shared_connections(
                 nb.read_connection(pp.shared_connection_file, pp.path))
+            work.secret = _clean_connection(nb.read_connection(pp.secret_connection_file,
+                                                               pp.path))
         digest = spec.digest()
         if isinstance(action, Stop):
             self.sup.stop_group(pid)
@@ -680,6 +716,61 @@ class Agent:
         return (f"release {spec.software_url} failed to install on this node; its log "
                 f"tail:\n{tail}")
 
+    # -- sealed connection parameters ---------------------------------------------------
+    def _desired_instance(self, pid: str) -> dict | None:
+        """The instance the last desired state puts on ``pid`` (None: none)."""
+        doc, index = self._instances_of
+        if doc is not self.desired:
+            index = {e.get("id"): e.get("instance")
+                     for e in (self.desired or {}).get("partitions") or ()}
+            self._instances_of = (self.desired, index)
+        return index.get(pid)
+
+    def _seal(self, pid: str, instance_id: str, public: dict, secret: dict):
+        """(connection to report, recipient fingerprint): the secrets sealed to the
+        requester the desired state names for ``instance_id``; one that cannot be is
+        withheld (never sent in clear) and the node's log says why."""
+        inst = self._desired_instance(pid)
+        recipient = inst.get("recipient") if inst and inst.get("id") == instance_id else None
+        fp = recipient_fingerprint(inst) if recipient is not None else None
+        connection, withheld = self.sealer.connection(instance_id, public, secret, recipient)
+        for name, why in sorted(withheld.items()):
+            log.warning("partition %s (instance %s): secret connection parameter %r "
+                        "withheld: %s", pid, instance_id, name, why,
+                        extra={"partition": pid, "instance": instance_id})
+        return connection, fp
+
+    def republish(self) -> list[str]:
+        """Publish again the connection parameters of applied partitions whose
+        requester's certificate changed (node.sealing.reseal_due): a started one is
+        confirmed again (its promises run, then it reports), a stopped one reports at
+        once. Returns the partitions concerned."""
+        if self._resealed[0] is self.desired and self._resealed[1] is self.local.partitions:
+            return []            # neither changed since they were found in step
+        due = reseal_due(self.desired, self.local.partitions)
+        if not due:
+            self._resealed = (self.desired, self.local.partitions)
+        for pid in due:
+            rec = self.local.partitions[pid]
+            if rec.state == STARTED:
+                if pid not in self.confirm:
+                    self.confirm[pid] = self.clock() + CONFIRM_GRACE
+                continue
+            pp = self.paths.partition(pid)
+            connection, fp = self._seal(
+                pid, rec.instance_id,
+                _clean_connection(nb.read_connection(pp.connection_file, pp.path)),
+                _clean_connection(nb.read_connection(pp.secret_connection_file, pp.path)))
+            self.local = replace(self.local, partitions={
+                **self.local.partitions, pid: replace(rec, sealed_for=fp)})
+            self._send(("partition", pid), _partition_report(
+                rec.instance_id, rec.revision, rec.state, rec.log_tail, connection, [],
+                _clean_shared_connections(nb.read_connection(pp.shared_connection_file,
+                                                             pp.path))))
+        if due:
+            self.save_state()
+        return due
+
     # -- reports -----------------------------------------------------------------------
     def _send(self, key: tuple, body: dict) -> None:
         """Report now; keep the report in the outbox when the master is unreachable."""
@@ -761,14 +852,17 @@ class Agent:
             if ok == was_ok and not confirming:
                 continue
             tail = "\n".join(problems)
+            connection, fp = self._seal(
+                pid, rec.instance_id,
+                _clean_connection(nb.read_connection(pp.connection_file, pp.path)),
+                _clean_connection(nb.read_connection(pp.secret_connection_file, pp.path)))
             new = replace(rec, state=STARTED if ok else FAILED, log_tail=tail,
-                          attempts=0 if ok else 1, last_attempt=self.clock())
+                          attempts=0 if ok else 1, last_attempt=self.clock(), sealed_for=fp)
             self.local = replace(self.local, partitions={**self.local.partitions, pid: new})
             log.warning("%s: health changed to %s%s", pid, "ok" if ok else "failed",
                         f"\n{tail}" if tail else "")
             self._send(("partition", pid), _partition_report(
-                rec.instance_id, rec.revision, new.state, tail,
-                _clean_connection(nb.read_connection(pp.connection_file, pp.path)), promises,
+                rec.instance_id, rec.revision, new.state, tail, connection, promises,
                 _clean_shared_connections(nb.read_connection(pp.shared_connection_file,
                                                              pp.path))))
             reported.append(pid)
@@ -1109,6 +1203,7 @@ class _Work:
         self.record: PartitionRecord | None = None
         self.connection: dict = {}
         self.shared_connections: dict = {}
+        self.secret: dict = {}             # declared secret: sealed before it leaves
         self.promises: list = []
         self.instantiated = False
         self.moved: str | None = None      # QUARANTINED or ERASED: report that instead

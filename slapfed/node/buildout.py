@@ -39,9 +39,10 @@ import traceback
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
+from ..core import builtcache as core_builtcache
 from ..core import cfgvalue
 from ..core.wire import ID_RE, SOFTWARE_TYPE_RE
-from . import confine
+from . import builtcache, confine
 from .layout import InstallSettings, PartitionConfig, Paths
 
 TAIL_BYTES = 4096
@@ -63,6 +64,7 @@ class SoftwareResult:
     log_tail: str
     software_types: tuple[str, ...] = ()
     seconds: float = 0.0
+    cache: str = ""       # what the shared cache of built releases did ('' without one)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,7 @@ class InstanceResult:
     seconds: float = 0.0
     connection: dict = field(default_factory=dict)
     shared_connections: dict = field(default_factory=dict)
+    secret_connection: dict = field(default_factory=dict)   # to seal before it leaves
 
 
 def log_tail(path: str, size: int = TAIL_BYTES, base: str | None = None) -> str:
@@ -239,6 +242,7 @@ def partition_section(paths: Paths, partition: PartitionConfig, computer: str,
         "tmp": pp.tmp,
         "connection-file": pp.connection_file,
         "shared-connection-file": pp.shared_connection_file,
+        "secret-connection-file": pp.secret_connection_file,
         "parameters-file": parameters_file(paths, partition),
         "usage-file": pp.usage_file,
         "python": sys.executable,
@@ -723,7 +727,9 @@ def _fail(log_path: str, message: str, started: float, base: str | None = None,
 def install_software(paths: Paths, url: str, software_hash: str, runner,
                      settings: InstallSettings = OFFLINE) -> SoftwareResult:
     """Install a release into <root>/software/<hash>/ (idempotent; buildout decides),
-    online or not and with a download cache as ``settings`` say."""
+    online or not and with a download cache as ``settings`` say. With a shared cache of
+    built releases (``settings.shared_cache``), a sound entry for this very install is
+    unpacked instead of building, and a successful build fills the entry."""
     started = time.monotonic()
     sdir = paths.software_dir(software_hash)
     os.makedirs(sdir, exist_ok=True)
@@ -746,18 +752,63 @@ def install_software(paths: Paths, url: str, software_hash: str, runner,
         tail = _fail(log_path, f"release {url!r} refused: {exc}", started)
         return SoftwareResult(False, tail, (), time.monotonic() - started)
     cfg = os.path.join(sdir, "buildout.cfg")
+    key, entry_facts, cache_note = _cache_key(url, location, sdir, settings)
+    if key:
+        outcome = builtcache.unpack(settings.shared_cache, key, sdir, entry_facts)
+        if outcome.hit:
+            with open(cfg, "w", encoding="utf-8") as fh:
+                fh.write(text)             # this node's own (online or not)
+            types = software_types(sdir)
+            if types:
+                with open(log_path, "w", encoding="utf-8") as fh:
+                    fh.write(f"slapfed: installed from the shared cache of built releases: "
+                             f"{outcome.note}\n")
+                return SoftwareResult(True, "", types, time.monotonic() - started,
+                                      "unpacked: " + outcome.note)
+            cache_note = "unpacked entry provides no instance profile; built again"
+        else:
+            cache_note = outcome.note
     with open(cfg, "w", encoding="utf-8") as fh:
         fh.write(text)
     result = runner.run(cfg, sdir, log_path, umask=SOFTWARE_UMASK)
+    if cache_note:
+        _log_note(log_path)(f"slapfed: shared cache of built releases: {cache_note}\n")
     if not result.ok:
         return SoftwareResult(False, result.log_tail or _fail(
-            log_path, f"buildout exited with {result.code}", started), (), result.seconds)
+            log_path, f"buildout exited with {result.code}", started), (), result.seconds,
+            cache_note)
     types = software_types(sdir)
     if not types:
         tail = _fail(log_path, f"release {url} installed but provides no instance profile "
                                f"(expected {sdir}/instance-<type>.cfg)", started)
-        return SoftwareResult(False, tail, (), time.monotonic() - started)
-    return SoftwareResult(True, "", types, time.monotonic() - started)
+        return SoftwareResult(False, tail, (), time.monotonic() - started, cache_note)
+    if key:
+        try:
+            cache_note = "built; " + builtcache.publish(
+                settings.shared_cache, key, sdir, entry_facts, time.monotonic() - started)
+        except builtcache.NotCacheable as exc:
+            cache_note = f"built; not stored: {exc}"
+        except OSError as exc:       # a full or read-only cache never fails an install
+            cache_note = f"built; not stored: {exc}"
+            logging.getLogger("slapfed.node").warning(
+                "built-part cache: cannot store release %s: %s", url, exc)
+        _log_note(log_path)(f"slapfed: shared cache of built releases: {cache_note}\n")
+    return SoftwareResult(True, "", types, time.monotonic() - started, cache_note)
+
+
+def _cache_key(url: str, location: str, sdir: str, settings: InstallSettings):
+    """(key, facts, '') of this install in the shared cache of built releases, or
+    (None, None, why not); (None, None, '') without a cache."""
+    if not settings.shared_cache:
+        return None, None, ""
+    try:
+        keyed = render_software_cfg(url, sdir, InstallSettings(False, settings.download_cache))
+        entry_facts = builtcache.facts(url, location, sdir, keyed)
+    except builtcache.NotCacheable as exc:
+        return None, None, f"not used: {exc}"
+    except UnsafeConfig as exc:
+        return None, None, f"not used: {exc}"
+    return core_builtcache.entry_key(entry_facts), entry_facts, ""
 
 
 def read_connection(path: str, base: str | None = None) -> dict:
@@ -827,4 +878,5 @@ def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instanc
             result.seconds)
     return InstanceResult(True, "", time.monotonic() - started,
                           read_connection(pp.connection_file, pp.path),
-                          read_connection(pp.shared_connection_file, pp.path))
+                          read_connection(pp.shared_connection_file, pp.path),
+                          read_connection(pp.secret_connection_file, pp.path))

@@ -59,6 +59,9 @@ class InstallSettings:
 
     online: bool = False
     download_cache: str | None = None
+    # a directory of built releases (possibly shared by several nodes): see
+    # slapfed.node.builtcache; None: none
+    shared_cache: str | None = None
 
 
 @dataclass
@@ -77,10 +80,11 @@ class NodeConfig:
     supervisord: str = "own"   # "external": run in the foreground by `slapfed node supervisord`
     online: bool = False       # release installs may download (buildout offline = false)
     download_cache: str | None = None   # None: ROOT/var/cache/download
+    shared_cache: str | None = None     # built releases (slapfed.node.builtcache); None: none
 
     def install_settings(self) -> InstallSettings:
         return InstallSettings(self.online, self.download_cache or
-                               Paths(self.root).download_cache)
+                               Paths(self.root).download_cache, self.shared_cache)
 
     def client_options(self) -> dict:
         """MasterClient keyword arguments for this node's identity (none over plain HTTP)."""
@@ -255,6 +259,8 @@ class PartitionPaths:
         self.connection_file = os.path.join(self.private, "connection.json")
         # a host of shared instances publishes theirs here: {shared id: {key: value}}
         self.shared_connection_file = os.path.join(self.private, "shared-connection.json")
+        # the connection parameters the instance declared secret: sealed before they leave
+        self.secret_connection_file = os.path.join(self.private, "secret-connection.json")
         self.buildout_cfg = os.path.join(path, "buildout.cfg")
         self.buildout_log = os.path.join(self.private, "buildout.log")
         # {service: sha256 of its wrapper} when the node last (re)started each service
@@ -550,10 +556,12 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
                 port_count: int = DEFAULT_PORT_COUNT, users: bool | None = None,
                 single_user: bool = False, supervisord: str | None = None,
                 check: bool = True, online: bool | None = None,
-                download_cache: str | None = None) -> NodeConfig:
+                download_cache: str | None = None,
+                shared_cache: str | None = None) -> NodeConfig:
     """Create (or extend) the node root and write node.json. Does not talk to the master.
-    ``supervisord`` ("own" or "external"), ``online`` and ``download_cache`` are kept
-    from an existing node.json when None.
+    ``supervisord`` ("own" or "external"), ``online``, ``download_cache`` and
+    ``shared_cache`` are kept from an existing node.json when None ('' for either cache:
+    the default again, none for the shared cache).
 
     A node formatted by root gives each partition its own unix user (created with
     useradd), its directory 0700 owned by that user, unless ``single_user``; a node
@@ -578,6 +586,9 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
     reset_cache = download_cache == ""          # '' asks for the default again
     if download_cache:
         download_cache = os.path.abspath(download_cache)
+    reset_shared = shared_cache == ""
+    if shared_cache:
+        shared_cache = os.path.abspath(shared_cache)
     if os.path.exists(config_path(root)):
         old = load_config(root)
         tls = dict(old.tls)
@@ -585,6 +596,8 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
         online = old.online if online is None else online
         if download_cache is None and not reset_cache:
             download_cache = old.download_cache
+        if shared_cache is None and not reset_shared:
+            shared_cache = old.shared_cache
         if old.computer != computer:
             raise LayoutError(f"{root} is already formatted for computer {old.computer!r}, "
                               f"not {computer!r}")
@@ -607,7 +620,8 @@ def format_node(root: str, master: str, computer: str, partitions: int, *,
         country=reg.country, continent=reg.continent, labels=dict(reg.labels),
         capabilities=list(reg.capabilities), partitions=plan_partitions(existing, partitions, computer, address_base, port_base,
                                    port_count, isolate), tls=tls, supervisord=mode,
-        online=bool(online), download_cache=download_cache or None)
+        online=bool(online), download_cache=download_cache or None,
+        shared_cache=shared_cache or None)
     paths = Paths(root)
     try:
         if not os.path.isdir(root):

@@ -64,6 +64,8 @@ class PartitionRecord:
     last_attempt: float = 0.0
     blocked_on: str | None = None     # failed because this release failed
     log_tail: str = ""
+    sealed_for: str | None = None     # fingerprint of the recipient its secrets were last
+                                      # sealed to (node.sealing; None: none given)
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,8 @@ from ..core.wire import ID_RE
 MAX_LINE = 4096                 # bytes of one usage-file line (longer: skipped, counted)
 MAX_LINES = 10_000              # lines read from one usage-file per report
 MAX_READ = 1 << 20              # bytes read from one usage-file per report
-MAX_UNITS = 64                  # distinct (resource, shared) per partition per report
+MAX_UNITS = 4096                # distinct (resource, shared) per partition per report
+                                # (a CDN front: 4 units for each of 1,024 sites)
 MAX_INCIDENTS = 32              # incidents per partition per report (each kind)
 MAX_DETAIL = 1024               # characters of an incident's detail
 MAX_QUANTITY = 1e18             # a quantity above this is a bad line
@@ -463,6 +464,7 @@ class NodeMeter:
     cursors: dict = field(default_factory=dict)         # partition -> FileCursor
     bad_lines: int = 0                 # usage-file lines skipped, since this state began
     skipped_bytes: int = 0             # usage-file backlog skipped over the caps
+    dropped_units: int = 0             # units over MAX_UNITS of a partition's report
     clk_tck: int = 100
 
     def _leave(self, partition: str, t: float) -> None:
@@ -533,6 +535,8 @@ class NodeMeter:
                 self.bad_lines += 1
                 continue
             meter.add_unit(resource, sid, quantity)
+        self.dropped_units += meter.dropped_units
+        meter.dropped_units = 0
         room = MAX_INCIDENTS - len(meter.instance_incidents)
         meter.instance_incidents += read.incidents[:max(0, room)]
 

@@ -139,13 +139,17 @@ class UsageReporter:
                                                      cursor)
             self.meter.cursors[partition] = cursor
             self.meter.skipped_bytes += skipped
-            bad = self.meter.bad_lines
+            bad, dropped = self.meter.bad_lines, self.meter.dropped_units
             self.meter.lines(partition, lines, shared)
-            bad = self.meter.bad_lines - bad
+            bad, dropped = self.meter.bad_lines - bad, self.meter.dropped_units - dropped
             if bad or skipped:
                 log.warning("%s: usage-file: %d bad line(s) skipped, %d byte(s) over the "
                             "backlog cap skipped", partition, bad, skipped,
                             extra={"partition": partition})
+            if dropped:
+                log.warning("%s: usage-file: %d unit(s) dropped: more than %d distinct "
+                            "units (resource, shared instance) in one report", partition,
+                            dropped, MAX_UNITS, extra={"partition": partition})
 
     def cut(self, t: float | None = None) -> str | None:
         """End the current interval: a last sample, the usage-files read, the report

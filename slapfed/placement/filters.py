@@ -180,6 +180,8 @@ class _RelativeTerm(Term):
     def fits(self, view):
         if self.anchor is None:
             return False
+        if self.rel.mode == DIFFERENT and view.id == self.anchor.id:
+            return False          # the anchor's own computer is on its host, known or not
         same = shares(view.locality, self.anchor.locality, self.rel.level)
         return same if self.rel.mode == SAME else not same
 
@@ -192,7 +194,9 @@ class _RelativeTerm(Term):
             near = near | snapshot.at_level(level, getattr(self.anchor, level))
         if self.rel.mode == SAME:
             return _keep(ids, near)
-        return _drop(snapshot, ids, near)
+        # different_*: never the anchor's own computer, even when its locality is unknown
+        # (unknown never counts as "same", but one computer is one host)
+        return _drop(snapshot, ids, near | {self.anchor.id})
 
 
 class RelativeFilter(Filter):

@@ -19,7 +19,7 @@ from ..core.replication import LocalRole
 from ..enrol import enrol
 from ..store import shipping
 from .cafiles import install_ca_material
-from .local import REPLICA_DIR, read_role, role_path, write_role
+from .local import REPLICA_DIR, write_role
 from .runtime import replica_client
 
 log = logging.getLogger("slapfed.replication")
@@ -47,22 +47,18 @@ def read_invitation(path) -> dict:
     return doc
 
 
-def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: str) -> LocalRole:
+def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: str,
+                    primary_wait: float = 0.0) -> LocalRole:
     """Everything a replica needs before it serves; returns its role. A first start
     needs the primary (the token, the CA); a restart catches up if the primary answers
-    and serves what it has otherwise. Raises InvalidInput (the invitation; a data
-    directory promoted already) and the primary's typed errors on a first start."""
-    recorded = read_role(data_dir)
-    if role_path(data_dir).exists() and recorded.role == rep.PRIMARY:
-        raise InvalidInput(
-            f"{data_dir} was promoted to primary (or fenced as one): it is no replica any "
-            "more; drop --replica-of to serve it as the primary",
-            [{"field": "replica_of", "problem": "the data directory is a primary's"}])
+    and serves what it has otherwise. A data directory holding a primary's history (or
+    another primary's replica) must have rejoined first (replication.rejoin). Raises
+    InvalidInput (the invitation) and the primary's typed errors on a first start."""
     inv = read_invitation(invitation_path)
     ident = Path(data_dir) / REPLICA_DIR
     first = not (ident / "identity.crt").exists()
     if first:
-        enrol(inv["url"], inv["ca_certificate"], inv["token"], ident)
+        _enrol_waiting(inv, ident, primary_wait)
         log.info("replica %s enrolled at %s", inv["for"], inv["url"])
     role = LocalRole(rep.REPLICA, name=inv["for"], primary_url=inv["url"].rstrip("/"),
                      sync=sync)
@@ -80,6 +76,25 @@ def prepare_replica(data_dir: str, invitation_path: str, sync: bool, fs_path: st
         log.warning("replica %s: its primary %s does not answer (%s): serving what it "
                     "has, following once it is back", role.name, role.primary_url, exc)
     return role
+
+
+def _enrol_waiting(inv: dict, ident: Path, wait: float) -> None:
+    """Enrol at the invitation's primary, trying again for up to ``wait`` seconds while
+    it does not answer (a replica deployed beside its primary may start first)."""
+    import time
+    deadline = time.monotonic() + max(0.0, wait)
+    delay = 0.2
+    while True:
+        try:
+            enrol(inv["url"], inv["ca_certificate"], inv["token"], ident)
+            return
+        except (MasterUnreachable, Timeout) as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("replica %s: its primary %s does not answer yet (%s): again in "
+                        "%.1fs", inv["for"], inv["url"], exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def catch_up(fs_path: str, client, wait: float = 0.0) -> int:

@@ -7,7 +7,8 @@ it follows, and the aiohttp adapter, imported lazily so the recipe and the tests
 pure half need no event loop.
 Depends on the standard library, and on aiohttp in ``make_app``/``serve`` only.
 
-``slapfed-cdn-front --address A --port P --table FILE [--cache-ttl S]`` serves;
+``slapfed-cdn-front --address A --port P --table FILE [--cache-ttl S] [--usage-file F]``
+serves (with --usage-file, counting per site: see SiteUsage and UsageLog);
 ``slapfed-cdn-front --check URL [--table FILE] [--wait S]`` is the promise (exit 0 =
 healthy; with --table, only once the front serves that file's table).
 The front follows its table file while it runs: it looks at the file's identity (inode,
@@ -387,6 +388,110 @@ class ResponseCache:
         return len(doomed)
 
 
+# -- accounting per site ---------------------------------------------------------------
+# What the front counts per site, keyed by the site's shared instance id, and appends to
+# its partition's usage-file as {"resource", "quantity", "shared"} lines: the node sums
+# them per interval, the master accounts them to that shared instance and its owner.
+USAGE_RESOURCES = ("x-requests", "x-bytes-served", "x-cache-hits", "x-upstream-errors")
+REQUESTS, BYTES, HITS, UPSTREAM_ERRORS = range(4)
+DEFAULT_USAGE_FLUSH = 5.0
+MAX_ACCOUNTED = 10_000          # shared instances counted between two flushes
+# slapfed.core.wire.ID_RE (an instance id), not imported: wire brings pydantic, a third of
+# a second at every start of the front and of its promise (a test keeps them equal)
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")
+
+
+def accountable(instance_id: str) -> bool:
+    """Whether units may name this shared instance (the node takes only ids)."""
+    return bool(instance_id) and ID_RE.match(instance_id) is not None
+
+
+class SiteUsage:
+    """Counters per shared instance id since the last flush: requests served (each
+    request routed to the site, whatever its answer), response body bytes sent, cache
+    hits, and upstream errors (502/504 answers, answers cut because the backend failed).
+
+    Memory is bounded: at most ``limit`` ids at once (a site table is far smaller);
+    a request of one more id is not counted and ``dropped`` says how many were not.
+    A site without an accountable id (an older table) is not counted either."""
+
+    __slots__ = ("counts", "limit", "dropped")
+
+    def __init__(self, limit: int = MAX_ACCOUNTED):
+        self.counts: dict[str, list[int]] = {}
+        self.limit = limit
+        self.dropped = 0
+
+    def _counter(self, instance_id: str) -> list[int] | None:
+        c = self.counts.get(instance_id)
+        if c is None:
+            if len(self.counts) >= self.limit or not accountable(instance_id):
+                return None
+            c = self.counts[instance_id] = [0, 0, 0, 0]
+        return c
+
+    def record(self, instance_id: str, body_bytes: int, hit: bool,
+               upstream_error: bool) -> None:
+        """One request served for the site of ``instance_id``."""
+        c = self._counter(instance_id)
+        if c is None:
+            self.dropped += 1
+            return
+        c[REQUESTS] += 1
+        c[BYTES] += body_bytes
+        c[HITS] += hit
+        c[UPSTREAM_ERRORS] += upstream_error
+
+    def take(self) -> dict:
+        """The counts since the last take ({id: [requests, bytes, hits, errors]}); the
+        counters start again from nothing."""
+        counts, self.counts = self.counts, {}
+        return counts
+
+    def give_back(self, counts: dict) -> None:
+        """Counts a flush could not write, added back for the next one (so nothing is
+        lost while the usage-file cannot be written, within the same bound)."""
+        for sid, values in counts.items():
+            c = self._counter(sid)
+            if c is None:
+                self.dropped += values[REQUESTS]
+                continue
+            for i, v in enumerate(values):
+                c[i] += v
+
+
+def usage_lines(counts: dict) -> list[tuple[str, int, bytes]]:
+    """The usage-file lines of ``counts`` (what SiteUsage.take gave): (id, resource
+    index, line), by id then resource; a zero quantity gives no line."""
+    out = []
+    for sid in sorted(counts):
+        if not accountable(sid):
+            continue
+        for i, quantity in enumerate(counts[sid]):
+            if quantity:
+                line = json.dumps({"resource": USAGE_RESOURCES[i], "quantity": quantity,
+                                   "shared": sid}, separators=(", ", ": "))
+                out.append((sid, i, line.encode() + b"\n"))
+    return out
+
+
+def unwritten(lines: list[tuple[str, int, bytes]], written: int) -> tuple[dict, bool]:
+    """After a write of the concatenated ``lines`` stopped at byte ``written`` (a full
+    disk): (the counts of the lines not written whole, to write again; whether a line
+    was cut, so the next write first ends it with a line break: the node then skips
+    that partial line as bad, and its units come again in full)."""
+    counts: dict[str, list[int]] = {}
+    offset = 0
+    torn = False
+    for sid, i, line in lines:
+        end = offset + len(line)
+        if end > written:
+            torn = torn or offset < written
+            counts.setdefault(sid, [0, 0, 0, 0])[i] += json.loads(line)["quantity"]
+        offset = end
+    return counts, torn
+
+
 def forward_headers(headers) -> list:
     """(name, value) pairs minus hop-by-hop headers and those Connection names."""
     named = {t.strip().lower() for v in _values(headers, "connection") for t in v.split(",")}
@@ -453,6 +558,71 @@ class TableFile:
         return sites
 
 
+# -- the usage-file --------------------------------------------------------------------
+class UsageLog:
+    """Appends what ``usage`` counted to the partition's usage-file, one batch per
+    ``flush``: every line of a batch in one write on a descriptor opened with O_APPEND
+    (never following a symlink), so a batch lands whole after whatever else was
+    appended. A write that fails (a full disk, a file or directory that is missing or
+    not writable) never fails a request: its counts are given back to ``usage`` and go
+    with the next flush; a write cut short keeps the lines written whole, ends the cut
+    one at the next write (the node skips it as a bad line) and writes its units again.
+    Each kind of failure is logged once until a write succeeds."""
+
+    def __init__(self, path: str, usage: SiteUsage):
+        self.path = path
+        self.usage = usage
+        self.torn = False         # the last write cut a line: end it first
+        self.error: str | None = None
+        self.lines = 0            # lines written since the start
+        self.dropped_logged = 0
+
+    def flush(self) -> bool:
+        """Write what was counted since the last flush; False when it could not be
+        written (it stays counted)."""
+        if self.usage.dropped != self.dropped_logged:
+            log.warning("usage: %d request(s) not counted (more than %d sites at once, or "
+                        "a site without a shared instance id)",
+                        self.usage.dropped - self.dropped_logged, self.usage.limit)
+            self.dropped_logged = self.usage.dropped
+        counts = self.usage.take()
+        lines = usage_lines(counts)
+        if not lines:
+            return True
+        lead = b"\n" if self.torn else b""
+        data = lead + b"".join(line for _, _, line in lines)
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
+                         | os.O_CLOEXEC, 0o600)
+            try:
+                written = os.write(fd, data)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.usage.give_back(counts)
+            self._failed(f"cannot append to {self.path}: {exc.strerror or exc}")
+            return False
+        if written < len(lead):
+            self.usage.give_back(counts)
+            self._failed(f"cannot append to {self.path}: the write was cut short")
+            return False
+        rest, self.torn = unwritten(lines, written - len(lead))
+        self.lines += len(lines) - sum(1 for c in rest.values() for q in c if q)
+        if rest:
+            self.usage.give_back(rest)
+            self._failed(f"cannot append to {self.path}: the write was cut short")
+            return False
+        if self.error is not None:
+            log.info("usage: %s again", self.path)
+            self.error = None
+        return True
+
+    def _failed(self, why: str) -> None:
+        if why != self.error:
+            log.warning("usage: %s; the counts are kept for the next flush", why)
+        self.error = why
+
+
 # -- the aiohttp adapter ---------------------------------------------------------------
 # Request headers the proxy sets itself rather than passing on.
 OWN_REQUEST_HEADERS = frozenset(("host", "x-forwarded-for", "x-forwarded-host",
@@ -463,14 +633,18 @@ RECOMPUTED_ON_HIT = frozenset(("content-length", "age", "x-cache"))
 
 def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache | None = None,
              clock=time.time, timeout: float = 30.0, table: TableFile | None = None,
-             reload_interval: float = DEFAULT_RELOAD_INTERVAL, sighup: bool = False):
+             reload_interval: float = DEFAULT_RELOAD_INTERVAL, sighup: bool = False,
+             usage: SiteUsage | None = None, usage_log: "UsageLog | None" = None,
+             usage_flush: float = DEFAULT_USAGE_FLUSH):
     """The aiohttp application proxying to ``sites`` ({name: Site}) with one ``cache``.
 
     GET responses are stored (HEAD is answered from them too); every other method, and
     whatever the cache policy refuses, goes to the backend each time. With ``table``
     (the file ``sites`` were loaded from), the sites follow the file: it is polled every
     ``reload_interval`` seconds, at each health request, and on SIGHUP with ``sighup``
-    (which needs the main thread)."""
+    (which needs the main thread). Every request routed to a site is counted in
+    ``usage`` (a SiteUsage), or in ``usage_log``'s: then the counts are appended to its
+    file every ``usage_flush`` seconds, and once more when the app is cleaned up."""
     import asyncio
     import contextlib
 
@@ -480,6 +654,8 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
 
     current = {"sites": dict(sites), "routes": Routes(sites)}
     cache = cache if cache is not None else ResponseCache()
+    if usage_log is not None:
+        usage = usage_log.usage
     session_key = web.AppKey("session", aiohttp.ClientSession)
 
     def reload(force: bool = False) -> None:
@@ -520,6 +696,22 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+    async def flush_usage(app):
+        async def flusher():
+            while True:
+                await asyncio.sleep(usage_flush)
+                try:
+                    usage_log.flush()
+                except Exception:  # the front keeps serving whatever goes wrong here
+                    log.exception("usage: flushing to %s failed", usage_log.path)
+
+        task = asyncio.get_running_loop().create_task(flusher())
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        usage_log.flush()      # after the last request: the app is being cleaned up
+
     async def client_session(app):
         async with aiohttp.ClientSession(
                 auto_decompress=False, trust_env=False,
@@ -547,6 +739,15 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
                 f"and path {request.path!r}: a site is reached at /<site>/ or by its "
                 "host name"))
         site, path = found
+        served = [0, False, False]      # body bytes sent, a cache hit, an upstream error
+        if usage is None:
+            return await serve_site(request, site, path, served)
+        try:
+            return await serve_site(request, site, path, served)
+        finally:
+            usage.record(site.instance_id, served[0], served[1], served[2])
+
+    async def serve_site(request, site: Site, path: str, served: list):
         req_headers = list(request.headers.items())
         key = ("GET", site.name, path)
         if request.method in CACHEABLE_METHODS and request_may_use_cache(req_headers):
@@ -555,19 +756,23 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
                 headers = [(k, v) for k, v in entry.headers
                            if k.lower() not in RECOMPUTED_ON_HIT]
                 headers += [("X-Cache", "HIT"), ("Age", str(int(clock() - entry.stored_at)))]
+                served[0], served[1] = 0 if request.method == "HEAD" else len(entry.body), True
                 return web.Response(status=entry.status, headers=headers, body=entry.body)
         try:
-            return await forward(request, site, path, req_headers, key)
+            return await forward(request, site, path, req_headers, key, served)
         except asyncio.TimeoutError:
-            return answer(504, "backend_timeout",
-                          f"site {site.name!r}: its backend {site.backend} did not answer "
-                          f"within {timeout:g}s")
+            failed = answer(504, "backend_timeout",
+                            f"site {site.name!r}: its backend {site.backend} did not answer "
+                            f"within {timeout:g}s")
         except aiohttp.ClientError as exc:
-            return answer(502, "backend_unreachable",
-                          f"site {site.name!r}: its backend {site.backend} cannot be "
-                          f"reached: {exc or type(exc).__name__}")
+            failed = answer(502, "backend_unreachable",
+                            f"site {site.name!r}: its backend {site.backend} cannot be "
+                            f"reached: {exc or type(exc).__name__}")
+        served[0], served[2] = len(failed.body), True
+        return failed
 
-    async def forward(request, site: Site, path: str, req_headers: list, key: tuple):
+    async def forward(request, site: Site, path: str, req_headers: list, key: tuple,
+                      served: list):
         drop = OWN_REQUEST_HEADERS | (set() if request.body_exists else {"content-length"})
         headers = [(k, v) for k, v in forward_headers(req_headers) if k.lower() not in drop]
         prior = request.headers.get("X-Forwarded-For")
@@ -579,9 +784,10 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
         async with request.app[session_key].request(
                 request.method, url, headers=headers, allow_redirects=False,
                 data=request.content if request.body_exists else None) as upstream:
-            return await relay(request, upstream, req_headers, key, site)
+            return await relay(request, upstream, req_headers, key, site, served)
 
-    async def relay(request, upstream, req_headers: list, key: tuple, site: Site):
+    async def relay(request, upstream, req_headers: list, key: tuple, site: Site,
+                    served: list):
         resp_headers = forward_headers(list(upstream.headers.items()))
         received = clock()        # the entry's age counts from here, not from the store
         ttl = response_ttl(request.method, upstream.status, req_headers, resp_headers,
@@ -590,17 +796,29 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
                                       headers=resp_headers + [("X-Cache", "MISS")])
         await response.prepare(request)
         kept, size = [], 0
-        try:
-            async for chunk in upstream.content.iter_any():
+        chunks = upstream.content.iter_any().__aiter__()
+        while True:
+            try:
+                chunk = await chunks.__anext__()
+            except StopAsyncIteration:
+                break
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                # headers are gone already: cut the connection so the client sees a
+                # truncated answer, and store nothing
+                served[2] = True
+                response.force_close()
+                return response
+            try:
                 await response.write(chunk)
-                if ttl > 0 and size <= cache.max_entry:
-                    kept.append(chunk)
-                    size += len(chunk)
-        except (aiohttp.ClientError, asyncio.TimeoutError):
-            # headers are gone already: cut the connection so the client sees a
-            # truncated answer, and store nothing
-            response.force_close()
-            return response
+            except ConnectionError:
+                # the client left (aiohttp's reset error is also a ClientError: caught
+                # here, it is not taken for the backend failing)
+                response.force_close()
+                return response
+            served[0] += len(chunk)
+            if ttl > 0 and size <= cache.max_entry:
+                kept.append(chunk)
+                size += len(chunk)
         # stored before the client sees the end of the answer, so its next request hits;
         # not when a new table changed the site's route meanwhile
         still = current["sites"].get(site.name)
@@ -615,6 +833,8 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
     app.cleanup_ctx.append(client_session)
     if table is not None:
         app.cleanup_ctx.append(watch_table)
+    if usage_log is not None:
+        app.cleanup_ctx.append(flush_usage)
     app.router.add_route("*", "/{tail:.*}", handle)
     return app
 
@@ -629,16 +849,20 @@ def load_table(path: str) -> tuple[TableFile, dict]:
 
 
 def serve(address: str, port: int, table_path: str, default_ttl: float, cache_bytes: int,
-          reload_interval: float = DEFAULT_RELOAD_INTERVAL) -> None:
+          reload_interval: float = DEFAULT_RELOAD_INTERVAL, usage_file: str | None = None,
+          usage_flush: float = DEFAULT_USAGE_FLUSH) -> None:
     from aiohttp import web
 
     logging.basicConfig(level=logging.INFO, stream=sys.stdout,
                         format="%(asctime)s %(name)s %(message)s")
     table, sites = load_table(table_path)
     app = make_app(sites, default_ttl, ResponseCache(cache_bytes), table=table,
-                   reload_interval=reload_interval, sighup=True)
+                   reload_interval=reload_interval, sighup=True, usage_flush=usage_flush,
+                   usage_log=UsageLog(usage_file, SiteUsage()) if usage_file else None)
     print(f"cdn: serving {len(sites)} site(s) ({', '.join(sorted(sites)) or 'none'}) on "
-          f"http://{address}:{port}/, following {table_path}", flush=True)
+          f"http://{address}:{port}/, following {table_path}"
+          + (f", counting usage per site into {usage_file} every {usage_flush:g}s"
+             if usage_file else ""), flush=True)
     web.run_app(app, host=address, port=port, print=None, shutdown_timeout=2.0)
 
 
@@ -704,6 +928,12 @@ def main(argv=None) -> int:
                         help="memory for stored responses")
     parser.add_argument("--reload-interval", type=float, default=DEFAULT_RELOAD_INTERVAL,
                         help="seconds between two looks at the table file")
+    parser.add_argument("--usage-file",
+                        help="append each site's requests, bytes served, cache hits and "
+                             "upstream errors to this file (${partition:usage-file}), "
+                             "by shared instance id")
+    parser.add_argument("--usage-flush", type=float, default=DEFAULT_USAGE_FLUSH,
+                        help="seconds between two appends to --usage-file")
     parser.add_argument("--check", metavar="URL",
                         help="health check mode: GET URL (with --table: until the front "
                              "serves that table)")
@@ -716,8 +946,10 @@ def main(argv=None) -> int:
         parser.error("--table is required to serve")
     if args.reload_interval <= 0:
         parser.error("--reload-interval must be positive")
+    if not args.usage_flush > 0:
+        parser.error("--usage-flush must be positive")
     serve(args.address, args.port, args.table, args.cache_ttl, args.cache_bytes,
-          args.reload_interval)
+          args.reload_interval, args.usage_file, args.usage_flush)
     return 0
 
 

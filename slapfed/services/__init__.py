@@ -6,6 +6,7 @@ writer, placement state and settings) for writes, a connection for reads; nothin
 knows HTTP and nothing here keeps state of its own between calls.
 """
 from .computers import (
+    record_partition_certificate,
     list_computers, publish_connection, register_computer, report_hosted, report_partition,
     report_software, set_computer_facts, show_computer, supply, unsupply,
 )
@@ -32,4 +33,5 @@ __all__ = [
     "declare_peer_lost",
     "show_instance", "MasterSettings", "Runtime", "app_root", "read", "write",
     "page_computers", "page_instances", "page_order",
+    "record_partition_certificate",
 ]

@@ -316,6 +316,20 @@ def publish_connection(rt, computer_id: str, partition_id: str, connection: dict
     return write(rt, use_case)
 
 
+def record_partition_certificate(rt, computer_id: str, partition_id: str,
+                                 recipient: dict) -> None:
+    """Keep the certificate just issued to a partition ({"certificate", "fingerprint"}):
+    its instance's requester seals secret parameters to it. Raises NotFound."""
+    def use_case(app):
+        partition = get_computer(app, computer_id).partitions.get(partition_id)
+        if partition is None:
+            raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
+        if partition.recipient != recipient:
+            partition.recipient = dict(recipient)
+
+    write(rt, use_case)
+
+
 def _apply_report(rt, app, computer_id: str, partition_id: str, report: PartitionReport,
                   reporter: str) -> dict:
     now = clock()

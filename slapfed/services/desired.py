@@ -38,7 +38,8 @@ class DesiredStateRenderer:
         self._conn = None
         self._lock = threading.Lock()
         self._documents: dict[str, tuple[int, bytes]] = {}
-        # (computer, partition) -> (partition facts, instance id, revision, encoded entry)
+        # (computer, partition) -> (partition facts, instance id, (revision, recipient),
+        # encoded entry)
         self._partitions: dict[tuple, tuple] = {}
 
     def cached(self, computer_id: str, serial: int) -> bytes | None:
@@ -75,7 +76,8 @@ class DesiredStateRenderer:
             iid = p.instance_id
             inst = None if iid is None else instances[iid]
             facts = (p.address, p.port_base, p.port_count, p.moved_instance, p.wipe)
-            revision = 0 if inst is None else inst.revision
+            # the recipient changes without a revision (a renewed certificate)
+            revision = (0, None) if inst is None else (inst.revision, inst.recipient)
             key = (cid, p.id)
             hit = cache.get(key)
             if hit is not None and hit[0] == facts and hit[1] == iid and hit[2] == revision:

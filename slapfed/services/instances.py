@@ -27,14 +27,20 @@ HOSTABLE_STATUSES = (PENDING, STARTED)
 
 
 # -- use cases ------------------------------------------------------------------
-def request_instance(rt, req: InstanceRequest) -> tuple[bool, dict]:
+def request_instance(rt, req: InstanceRequest,
+                     recipient: dict | None = None) -> tuple[bool, dict]:
     """Find or create the instance of (requester, reference) and converge it.
 
-    Returns (created, instance JSON). Raises InvalidInput (unknown parent),
-    UnknownSoftwareType, NoCapacity, Conflict. It runs on the writer connection, whose
-    cache is never invalidated by this process; a repeated request that changes
-    nothing modifies nothing, so its share of the group commit costs no write."""
+    ``recipient`` ({"certificate", "fingerprint"}): the requester's own certificate, the
+    key its instances' secret connection parameters are sealed to (see
+    _adopt_recipient). Returns (created, instance JSON). Raises InvalidInput (unknown
+    parent), UnknownSoftwareType, NoCapacity, Conflict. It runs on the writer
+    connection, whose cache is never invalidated by this process; a repeated request
+    that changes nothing modifies nothing, so its share of the group commit costs no
+    write."""
     def use_case(app):
+        if recipient is not None:
+            _adopt_recipient(app, req.requester, req.reference, recipient)
         unchanged = _render_if_unchanged(app, req, rt.leases)
         if unchanged is not None:
             return False, unchanged
@@ -42,6 +48,8 @@ def request_instance(rt, req: InstanceRequest) -> tuple[bool, dict]:
         inst = app.find_instance(req.requester, req.reference)
         if inst is None:
             inst = _create(rt, app, req, now)
+            if recipient is not None:
+                inst.recipient = dict(recipient)
             created = True
         else:
             _update(rt, app, inst, req, now)
@@ -232,6 +240,28 @@ def _create(rt, app, req: InstanceRequest, now: float):
         parent.add_child(inst.id)
     _converge(rt, app, inst, now)
     return inst
+
+
+def _adopt_recipient(app, requester: str, reference: str, recipient: dict) -> None:
+    """The requester's certificate becomes the one its instances' secrets are sealed to.
+    All of a requester's instances hold the same one, so one of them (the one asked
+    for, else the first) tells whether it changed; when it did (a renewed certificate,
+    or instances from before sealing), every instance of the requester takes it and
+    the computers hosting them get a new desired state: no revision, nothing is built
+    again, their nodes seal the secrets again."""
+    fp = recipient["fingerprint"]
+    probe = app.find_instance(requester, reference)
+    if probe is None:
+        first = next(iter(app.instance_ids_of(requester)), None)
+        probe = None if first is None else app.instances[first]
+    if probe is None or (probe.recipient or {}).get("fingerprint") == fp:
+        return
+    for iid in app.instance_ids_of(requester):
+        inst = app.instances[iid]
+        if (inst.recipient or {}).get("fingerprint") != fp:
+            inst.recipient = dict(recipient)
+            if inst.placed:
+                app.computers[inst.computer_id].bump_serial()
 
 
 def _render_if_unchanged(app, req: InstanceRequest, leases=None) -> dict | None:

@@ -134,7 +134,8 @@ def placement_json(app, inst) -> dict | None:
             "port_base": p.port_base, "port_count": p.port_count,
             "locality": {"host": comp.host, "lan": comp.lan, "country": comp.country,
                          "continent": comp.continent},
-            "release": release_json(comp, inst.software_hash)}
+            "release": release_json(comp, inst.software_hash),
+            "recipient": None if p.recipient is None else dict(p.recipient)}
 
 
 def status_json(status: dict, unreachable: str | None = None) -> dict:
@@ -201,6 +202,9 @@ def desired_instance_json(app, inst) -> dict:
     out = _desired_instance(inst, shared)
     if inst.restore_from:
         out["restore_from"] = inst.restore_from
+    if inst.recipient is not None:
+        # who the node seals the instance's secret connection parameters to
+        out["recipient"] = dict(inst.recipient)
     return out
 
 

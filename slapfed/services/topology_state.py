@@ -7,12 +7,15 @@ GET /api/v1/topology) that slapfed.topology.graph builds on.
 from __future__ import annotations
 
 from ..core import paging
-from ..core.states import UNKNOWN
+from ..core.states import DESTROYED, UNKNOWN
 from . import render
 from .federation import forward_counts, peer_json
 from .tx import read
 
 # What the topology shows of each peer (its link's state), not its credentials' details.
+# The software type of a child master's replica (profiles/master, replicas=N): such a
+# child of a child master's instance, of the same release, is shown as its replica.
+REPLICA_TYPE = "replica"
 PEER_FIELDS = ("name", "url", "origin", "trust", "paired", "link", "last_contact",
                "last_error", "pending_forwards", "latency_ms", "site", "instance")
 
@@ -64,9 +67,13 @@ def live_page(conn, leases=None, after: list | None = None,
             for inst, row in rows:
                 instances.append(row)
                 if inst.child_master is not None:
-                    masters.append({"name": inst.child_master["name"],
-                                    "url": inst.child_master["url"], "instance": inst.id,
-                                    "reference": inst.reference})
+                    entry = {"name": inst.child_master["name"],
+                             "url": inst.child_master["url"], "instance": inst.id,
+                             "reference": inst.reference}
+                    replicas = replicas_of(app, inst)
+                    if replicas:                   # replicas=N (profiles/master)
+                        entry["replicas"] = replicas
+                    masters.append(entry)
         elif nxt is None and _any(app.instances):
             nxt = [INSTANCES, ""]          # the page is full: the instances come next
         if after is None:
@@ -75,8 +82,11 @@ def live_page(conn, leases=None, after: list | None = None,
                 doc = peer_json(app, peer, counts)
                 peers.append({**{k: doc[k] for k in PEER_FIELDS},
                               "forwards": sum(doc["forwards"].values())})
-        return {"computers": computers, "instances": instances, "masters": masters,
-                "peers": peers}, nxt
+        out = {"computers": computers, "instances": instances, "masters": masters,
+               "peers": peers}
+        if after is None:
+            out["replication"] = replication_json(app)
+        return out, nxt
 
     return read(conn, query)
 
@@ -121,3 +131,30 @@ def _instance_row(app, inst, leases) -> dict:
             "computer": place["computer"], "partition": place["partition"],
             "address": place["address"]},
         "delegation": render.delegation_json(app, inst)}
+
+
+def replication_json(app) -> dict:
+    """This master's epoch, who held each epoch, and the replicas it knows of."""
+    return {"epoch": app.epoch,
+            "epochs": [{"epoch": e, "primary": n, "at": render.iso(t)} for e, n, t in app.epochs],
+            "replicas": [{"name": n, "url": u, "mode": m} for n, u, m in app.replicas]}
+
+
+def replicas_of(app, inst) -> list[dict]:
+    """The replicas a child master's instance requested (its children of the replica
+    software type of the same release), with where each runs and what it publishes
+    (its URL, its role as it was deployed)."""
+    out = []
+    for cid in inst.children:
+        child = app.instances.get(cid)
+        if (child is None or child.software_type != REPLICA_TYPE
+                or child.software_url != inst.software_url
+                or child.requested_state == DESTROYED):
+            continue
+        place = render.placement_json(app, child)
+        out.append({"name": child.parameters.get("name"), "reference": child.reference,
+                    "instance": child.id, "url": (child.connection or {}).get("url"),
+                    "mode": child.parameters.get("mode"),
+                    "computer": None if place is None else place["computer"],
+                    "state": child.status["state"]})
+    return sorted(out, key=lambda r: (r["reference"] or ""))

@@ -12,6 +12,7 @@ import random
 import threading
 import time
 from collections import deque
+from contextvars import ContextVar
 
 import transaction
 from ZODB.Connection import Connection
@@ -22,6 +23,10 @@ from ..core.errors import Conflict, StorageError
 from ..model import ROOT_KEY
 
 MAX_ATTEMPTS = 20
+# What asked for the writes of this context (the web layer sets "PUT /api/v1/... by
+# admin/root" per request): the note of a write that brings none of its own, so that a
+# transaction says where it came from (a rejoining primary's set-aside list shows it).
+ACTION: ContextVar[str | None] = ContextVar("slapfed_action", default=None)
 
 
 def clock() -> float:
@@ -194,7 +199,7 @@ def write(rt, use_case, note: str | None = None, attempts: int = MAX_ATTEMPTS,
     check = getattr(rt, "check_writable", None)
     if check is not None:
         check(promoting)
-    result, tid = rt.writer.submit_with_tid(use_case, note, attempts)
+    result, tid = rt.writer.submit_with_tid(use_case, note or ACTION.get(), attempts)
     committed = getattr(rt, "committed", None)
     if wait_replicas and committed is not None and tid is not None:
         committed(tid)

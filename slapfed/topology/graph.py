@@ -282,6 +282,8 @@ def build(topology: Topology | None = None, live: dict | None = None,
         _add_master(fg, local_master, url=None, site=None, declared=False, description="")
     if local_master:
         g.nodes[node_id("master", local_master)]["local"] = True
+        if live.get("replication"):       # its role, epoch, epochs and replicas
+            fg.masters.nodes[local_master]["replication"] = dict(live["replication"])
     for ln in topology.links:
         attrs = {"kind": LINK, "latency_ms": ln.latency_ms, "cost": ln.cost,
                  "trust": ln.trust, "description": ln.description}
@@ -295,7 +297,8 @@ def build(topology: Topology | None = None, live: dict | None = None,
         if raw["name"] not in fg.masters:
             _add_master(fg, raw["name"], url=raw.get("url"), site=None, declared=False,
                         description=f"runs in instance {raw.get('reference')}")
-        fg.masters.nodes[raw["name"]].update(parent=local_master, instance=raw.get("instance"))
+        fg.masters.nodes[raw["name"]].update(parent=local_master, instance=raw.get("instance"),
+                                             replicas=list(raw.get("replicas") or ()))
         if local_master:
             g.add_edge(node_id("master", local_master), node_id("master", raw["name"]),
                        kind=PARENT_OF, instance=raw.get("instance"))
@@ -332,24 +335,26 @@ def build(topology: Topology | None = None, live: dict | None = None,
                             cost=attrs["cost"], trust=trust, state=state, live=True)
 
     # replication: the local master's role and epoch, and the replicas it knows of
-    if local_master and live.get("role"):
+    replication = live.get("replication") or {}
+    epoch = replication.get("epoch")
+    if local_master and replication.get("role"):
         here = node_id("master", local_master)
-        g.nodes[here].update(role=live["role"], epoch=live.get("epoch"))
-        fg.masters.nodes[local_master].update(role=live["role"], epoch=live.get("epoch"))
-    for raw in live.get("replicas") or ():
+        g.nodes[here].update(role=replication["role"], epoch=epoch)
+        fg.masters.nodes[local_master].update(role=replication["role"], epoch=epoch)
+    for raw in replication.get("replicas") or ():
         name = raw["name"]
         if name == local_master:
             continue
         if name not in fg.masters:
             _add_master(fg, name, url=raw.get("url"), site=None, declared=False,
                         description=f"replica of {local_master}")
-        facts = {"role": "replica", "epoch": raw.get("epoch"), "mode": raw.get("mode"),
+        facts = {"role": "replica", "epoch": epoch, "mode": raw.get("mode"),
                  "primary": local_master}
         g.nodes[node_id("master", name)].update(facts)
         fg.masters.nodes[name].update(facts)
         if local_master:
             g.add_edge(node_id("master", local_master), node_id("master", name),
-                       kind=REPLICATES, mode=raw.get("mode"), epoch=raw.get("epoch"))
+                       kind=REPLICATES, mode=raw.get("mode"), epoch=epoch)
 
     # computers: declared ones, then the registered ones (which win on locality)
     for c in topology.computers.values():

@@ -35,7 +35,9 @@ def tree(fed: FederationGraph) -> dict:
                 "local": name == fed.local_master and name != NO_MASTER,
                 "locality": (fed.topology.locality_of(site)
                              if site in fed.topology.sites else None),
-                "sites": [], "computers": []}
+                "sites": [], "computers": [],
+                "replicas": list(attrs.get("replicas") or ()),
+                "replication": attrs.get("replication")}
         _place_computers(fed, node, sorted(by_master.get(name, ())))
         masters.append(node)
     links = [{"from": u, "to": v, **d} for u, v, d in sorted(
@@ -152,9 +154,10 @@ def tree_text(data: dict, all_partitions: bool = False) -> str:
             if m.get("replica_of"):
                 head += (f"  [replica of {m['replica_of']}, {m.get('mode') or 'async'}, "
                          f"epoch {m.get('epoch')}]")
-            elif m.get("role"):
+            elif m.get("role") and _replicated(m):
                 head += f"  [{m['role']}, epoch {m.get('epoch')}]"
         lines.append(head)
+        lines.extend(replication_lines(m))
         children = [("site", s) for s in m["sites"]] + [("computer", c)
                                                          for c in m["computers"]]
         if not children:
@@ -174,6 +177,31 @@ def tree_text(data: dict, all_partitions: bool = False) -> str:
         lines.extend(peers_lines(data["peers"], next((m["name"] for m in data["masters"]
                                                       if m.get("local")), None)))
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _replicated(m: dict) -> bool:
+    """Whether a master's role and epoch are worth saying: it has replicas, was promoted
+    or is not a plain primary (a lone primary at epoch 1 is every master's default)."""
+    rep = m.get("replication") or {}
+    return bool(rep.get("replicas") or (m.get("epoch") or 1) > 1
+                or m.get("role") not in (None, "primary"))
+
+
+def replication_lines(m: dict) -> list[str]:
+    """A master's epoch and replicas (this master: as its database says; a child master:
+    the replicas its instance requested, where they run)."""
+    lines = []
+    rep = m.get("replication")
+    # (this master's role and epoch are in its heading, its replicas are masters of
+    # their own below it: only the history of the epochs is said here)
+    if rep and rep.get("epochs"):
+        held = ", ".join(f"{e['epoch']}: {e['primary']}" for e in rep["epochs"])
+        lines.append(f"   promotions: {held}")
+    for r in m.get("replicas") or ():
+        lines.append(f"   replica {r.get('name') or r['reference']}  {r.get('url') or '-'}  "
+                     f"[instance {r['instance']} on {r.get('computer') or '-'}, "
+                     f"{r.get('state')}]")
+    return lines
 
 
 def peers_lines(peers: list[dict], local: str | None) -> list[str]:
