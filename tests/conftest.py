@@ -502,6 +502,7 @@ E2E_FILES = frozenset({
     "test_ui_e2e.py",
     "test_usage_e2e.py",
     "test_usage_feed_e2e.py",
+    "test_usage_feed_nodes_e2e.py",
     "test_zeo_orphans.py",
     "test_zk_e2e.py",
 })
