@@ -205,6 +205,18 @@ def test_hostile_or_unknown_entries_are_skipped_counted_and_the_rest_recorded(pa
     assert state["skipped"] == 3 and "start" in state["last_problem"]
 
 
+def test_a_peer_answering_more_than_a_page_is_recorded_a_page_at_a_time(pair_ab):
+    a, b = pair_ab["a"], pair_ab["b"]
+    _local, remote = pair_ab["delegate"]("web")
+    b.post("/computers/c1/usage", report("c1:1", remote, 0, [("cpu_seconds", 1.0)]), 200)
+    good = accounting.usage_feed(b.rt, "b", "master/a", 0, 500)["entries"][0]
+    many = [dict(good, seq=i, id=f"e{i}") for i in range(1, acct.MAX_FEED_LIMIT + 11)]
+    done = accounting.record_peer_usage(a.rt, "b", {"entries": many[::-1], "more": False,
+                                                    "last": len(many), "cursor": len(many)})
+    assert (done["recorded"], done["cursor"], done["more"]) == (
+        acct.MAX_FEED_LIMIT, acct.MAX_FEED_LIMIT, True)
+
+
 def test_children_made_at_b_are_counted_as_their_own_instances(pair_ab):
     """b's delegated instance requests a child there: a records it under its own id
     (LOCAL@b/REMOTE), so gauges add up per instance, as b's statement does."""

@@ -463,7 +463,7 @@ class Forwarder:
         """One pull and its record; whether to pull again at once."""
         cursor = accounting.peer_feed_cursor(self.rt, name)
         answer = client.usage_feed(cursor, USAGE_LIMIT)
-        if not answer["entries"] and answer["last"] == cursor:
+        if not answer["entries"] and answer["last"] >= cursor:
             return False                              # nothing new: nothing written
         done = accounting.record_peer_usage(self.rt, name, answer)
         if done["recorded"] or done["skipped"]:

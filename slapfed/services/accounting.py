@@ -445,7 +445,11 @@ def record_peer_usage(rt, peer: str, answer: dict) -> dict:
     that is invalid or of no instance delegated there is skipped and counted. Entries of
     an instance that a peer master requested here are relayed to that master's feed.
     Returns {recorded, skipped, cursor, more}."""
-    entries = sorted(answer.get("entries") or (), key=lambda e: e.get("seq") or 0)
+    # at most a page of the largest size asked (a peer answering more: the rest is asked
+    # again from the cursor), in sequence order
+    entries = sorted(answer.get("entries") or (),
+                     key=lambda e: e.get("seq") if isinstance(e.get("seq"), int) else 0)
+    entries = entries[:acct.MAX_FEED_LIMIT]
     head = int(answer.get("last") or 0)
 
     def use_case(app):
@@ -492,7 +496,7 @@ def record_peer_usage(rt, peer: str, answer: dict) -> dict:
             state.last_problem = problem
         state.pulled_at = int(clock())
         return {"recorded": recorded, "skipped": skipped, "cursor": cursor,
-                "more": bool(answer.get("more")), "problem": problem}
+                "more": bool(answer.get("more")) or cursor < head, "problem": problem}
 
     return write(rt, use_case)
 
