@@ -217,6 +217,32 @@ def test_a_peer_answering_more_than_a_page_is_recorded_a_page_at_a_time(pair_ab)
         acct.MAX_FEED_LIMIT, acct.MAX_FEED_LIMIT, True)
 
 
+def test_acknowledged_entries_are_trimmed_once_old_and_a_gap_is_said(pair_ab):
+    a, b = pair_ab["a"], pair_ab["b"]
+    _local, remote = pair_ab["delegate"]("web")
+    for i in range(4):
+        b.post("/computers/c1/usage", report(f"c1:{i}", remote, i, [("cpu_seconds", 1.0)]), 200)
+    pull(a, b)
+    # asking after 3: entries 1..3 are acknowledged; kept while younger than the keep
+    assert accounting.acknowledge_feed(b.rt, "master/a", 3) == 0
+    assert accounting.usage_feed(b.rt, "b", "master/a", 0, 500)["first"] == 1
+    assert accounting.acknowledge_feed(b.rt, "master/a", 3) == 0     # known: no write
+    assert accounting.acknowledge_feed(b.rt, "master/a", 4, keep=-1) == 4
+    answer = accounting.usage_feed(b.rt, "b", "master/a", 0, 500)
+    assert (answer["first"], answer["last"], answer["entries"]) == (5, 4, [])
+    # the origin restored to before its last pulls: what was trimmed is lost, and said
+    b.post("/computers/c1/usage", report("c1:9", remote, 9, [("cpu_seconds", 1.0)]), 200)
+    state = a.db.open()
+    try:
+        state.root()["slapfed"].ledger.peer_cursors["b"].cursor = 1
+        state.transaction_manager.commit()
+    finally:
+        state.close()
+    done = pull(a, b)[0]
+    assert done["recorded"] == 1 and "entries 2 to 4 were trimmed at b" in done["problem"]
+    assert totals(a.statement("person/alice")) == {"cpu_seconds": 5.0}
+
+
 def test_children_made_at_b_are_counted_as_their_own_instances(pair_ab):
     """b's delegated instance requests a child there: a records it under its own id
     (LOCAL@b/REMOTE), so gauges add up per instance, as b's statement does."""

@@ -506,6 +506,8 @@ PEER_PREFIX = "master/"
 MAX_FEED_LIMIT = 1000
 DEFAULT_FEED_LIMIT = 500
 MAX_ENTRY_ID = 400
+FEED_KEEP = 7 * 86400          # an entry the peer recorded is kept this long, then trimmed
+TRIM_BATCH = 5000              # entries trimmed at most per acknowledgement
 
 
 def peer_of_owner(owner: str | None) -> str | None:

@@ -973,6 +973,9 @@ class UsageFeed(Answer):
     last: described("the feed's newest sequence (less than the asker's cursor: the feed "
                     "went back, read it again from 0)", int)
     more: described("more entries follow the cursor", bool)
+    first: described("the oldest entry still kept: entries the asker recorded are "
+                     "trimmed after a while (a cursor before it lost what lies between)",
+                     int)
     entries: list[FeedEntry]
 
 

@@ -389,7 +389,8 @@ OPERATIONS.update({
         "A peer master pulls the usage of the instances it requested here (its own feed: "
         "one entry per instance and interval, numbered in the order recorded), after "
         "cursor `since`; it records each entry once, with the cursor, and asks again with "
-        "the answer's cursor while `more`",
+        "the answer's cursor while `more`. Asking after `since` acknowledges every entry "
+        "up to it: those are trimmed 7 days later",
         {"200": (A.UsageFeed, "entries after the cursor")}, ("400", "401", "403"),
         parameters=(
             {"name": "since", "in": "query", "required": False,

@@ -97,9 +97,28 @@ class UsageFeed(Persistent):
     ``last`` (one is retried), so a reader never sees sequence n+1 without n."""
 
     last = 0
+    acked = 0                 # the peer recorded every entry up to this one (it said so
+                              # by asking after it)
 
     def __init__(self):
         self.entries = LOBTree()
+
+    @property
+    def first(self) -> int:
+        """The oldest sequence still kept (last + 1 when none is)."""
+        return self.entries.minKey() if len(self.entries) else self.last + 1
+
+    def trim(self, before: int, limit: int) -> int:
+        """Forget at most ``limit`` of the acknowledged entries recorded before UNIX time
+        ``before`` (oldest first); returns how many."""
+        old = []
+        for seq, doc in self.entries.items(max=self.acked):
+            if doc.get("at", 0) >= before or len(old) >= limit:
+                break
+            old.append(seq)
+        for seq in old:
+            del self.entries[seq]
+        return len(old)
 
     def append(self, doc: dict) -> int:
         seq = self.last + 1

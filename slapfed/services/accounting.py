@@ -5,6 +5,12 @@ Depends on core (accounting, errors, wire), model.accounting and services.tx. In
 is ONE write transaction: every partition entry is checked first (a bad one raises
 InvalidInput naming its field, and nothing is written), then the report id is kept and
 the entries folded into the ledger (model.accounting.Ledger). Reads never write.
+
+Across delegation: what the instances a peer master requested here use is appended to
+that peer's feed in the same transaction (``_feed_peers``); the peer reads it
+(``usage_feed``), acknowledges it by asking after it (``acknowledge_feed``: trimmed a
+week later), and records it against the instance it delegated (``record_peer_usage``,
+one transaction with its cursor), relaying it to its own origin in turn.
 """
 from __future__ import annotations
 
@@ -354,7 +360,7 @@ def _feed_peers(app, ledger, where_kind: str, where: str, source_id: str, start:
             groups.setdefault(iid, (facts, [], []))[2].append(item)
     for iid, (facts, items, incs) in groups.items():
         root = facts["tree_root"]
-        ledger.feed(facts["owner"], create=True).append({
+        ledger.feed(facts["owner"], create=True).append({"at": int(clock()),
             "id": acct.feed_entry_id(where_kind, where, source_id, iid),
             "instance_id": iid, "reference": facts["reference"], "root": iid == root,
             "root_reference": _root_reference(app, ledger, root) or facts["reference"],
@@ -397,13 +403,27 @@ def usage_feed(conn, here: str, owner: str, since: int, limit: int) -> dict:
         entries = [] if feed is None else feed.after(since, limit)
         cursor = entries[-1]["seq"] if entries else max(since, 0) if since <= last else last
         return {"master": here, "owner": owner, "cursor": cursor, "last": last,
+                "first": last + 1 if feed is None else feed.first,
                 "more": bool(entries) and cursor < last,
                 "entries": [_feed_json(e) for e in entries]}
     return read(conn, query)
 
 
 def _feed_json(doc: dict) -> dict:
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in doc.items()}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in doc.items() if k != "at"}
+
+
+def acknowledge_feed(rt, owner: str, cursor: int, keep: float = acct.FEED_KEEP) -> int:
+    """The peer ``owner`` asked after ``cursor``: it recorded every entry up to there.
+    Entries it recorded more than ``keep`` seconds ago are trimmed (a few thousand at a
+    time). Writes nothing when that is known already; returns how many were trimmed."""
+    def use_case(app):
+        feed = app.ledger.feed(owner)
+        if feed is None or cursor <= feed.acked:
+            return 0
+        feed.acked = min(cursor, feed.last)
+        return feed.trim(int(clock() - keep), acct.TRIM_BATCH)
+    return write(rt, use_case)
 
 
 def peer_feed_cursor(conn, peer: str) -> int:
@@ -463,6 +483,13 @@ def record_peer_usage(rt, peer: str, answer: dict) -> dict:
             # start; the entry ids keep what was recorded from being counted twice
             cursor = 0
             problem = f"the feed went back from {state.cursor} to {head}: read again"
+        first = answer.get("first")
+        if isinstance(first, int) and cursor + 1 < first <= head:
+            # this master's cursor went back (its database restored) past what the peer
+            # already trimmed: those entries are gone; say so, go on from what is kept
+            problem = (f"entries {cursor + 1} to {first - 1} were trimmed at {peer} "
+                       "before being recorded here")
+            skipped += first - 1 - cursor
         for doc in entries:
             seq = doc.get("seq")
             if not isinstance(seq, int) or seq <= cursor:
