@@ -700,6 +700,15 @@ class MasterClient:
         return self._json("PUT", "/accounting/prices", json_body=doc,
                           answer=A.PriceListAnswer)
 
+    # -- usage across delegation -------------------------------------------------------
+    def usage_feed(self, since: int = 0, limit: int | None = None) -> dict:
+        """A peer master: the usage of the instances it requested here, after cursor
+        ``since`` (GET /federation/usage)."""
+        params = {"since": str(int(since))}
+        if limit:
+            params["limit"] = str(int(limit))
+        return self._json("GET", "/federation/usage", params=params, answer=A.UsageFeed)
+
 
 def _after(iso_time: str | None, when: float) -> bool:
     """Is the master's ISO 8601 time ``iso_time`` (…Z) at or after UNIX time ``when``?"""

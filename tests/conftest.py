@@ -502,6 +502,8 @@ E2E_FILES = frozenset({
     "test_supervisor.py",
     "test_ui_e2e.py",
     "test_usage_e2e.py",
+    "test_usage_feed_e2e.py",
+    "test_usage_feed_nodes_e2e.py",
     "test_zeo_orphans.py",
     "test_zk_e2e.py",
 })

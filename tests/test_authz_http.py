@@ -215,6 +215,7 @@ CASES = [
     ("show-prices", lambda w: ("GET", "/accounting/prices", None),
      {"person_a", "person_b", "admin", "peer"}),
     ("set-prices", lambda w: ("PUT", "/accounting/prices", PRICES), {"admin"}),
+    ("usage-feed", lambda w: ("GET", "/federation/usage?since=0", None), {"peer"}),
     ("revoke-a-certificate", lambda w: ("POST",
                                         f"/certificates/{w.serials['person_a']}/revocation",
                                         {}), {"admin", "person_a"}),

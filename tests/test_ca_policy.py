@@ -173,6 +173,8 @@ MATRIX = [
     (p.READ_USAGE,            "peerN-root",      ("401", "403", "403", "ok", "403", "403", "403", "403", "403", "403")),
     (p.READ_PRICES,           "-",               ("401", "ok", "ok", "ok", "403", "403", "403", "403", "ok", "403")),
     (p.SET_PRICES,            "-",               ("401", "403", "403", "ok", "403", "403", "403", "403", "403", "403")),
+    # usage across delegation: a peer pulls its own feed
+    (p.READ_PEER_USAGE,       "-",               ("401", "403", "403", "403", "403", "403", "403", "403", "ok", "403")),
 ]
 
 CASES = [pytest.param(action, res, actor, expected, id=f"{action}-{res}-{actor}")

@@ -235,7 +235,8 @@ def test_schemathesis_mutual_tls(tmp_path):
             tmp_path / "as-peer", url, "--tls-verify", str(peer.ca_path),
             "--request-cert", str(peer.cert_path), "--request-cert-key", str(peer.key_path),
             "--include-operation-id", "federation_changes",
-            "--include-operation-id", "federation_summary")
+            "--include-operation-id", "federation_summary",
+            "--include-operation-id", "usage_feed")
         (tmp_path / "revoking").mkdir()
         revoking_lines, _, _ = _schemathesis(
             tmp_path / "revoking", url, *as_admin, "--include-operation-id", "list_certificates",
@@ -244,6 +245,7 @@ def test_schemathesis_mutual_tls(tmp_path):
         stop_process(proc)
     peer_statuses = _statuses(peer_lines)
     assert peer_statuses["GET /federation/changes"][200], peer_statuses
+    assert peer_statuses["GET /federation/usage"][200], peer_statuses
     statuses = _statuses(lines)
     # past authentication: (nearly) every operation answered something else than 401
     authenticated = [op for op, seen in statuses.items() if set(seen) - {401}]

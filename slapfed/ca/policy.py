@@ -58,6 +58,7 @@ READ_STATEMENT = "read_statement"                  # GET /statements
 READ_USAGE = "read_usage"                          # GET /instances/<id>/usage
 READ_PRICES = "read_prices"                        # GET /accounting/prices
 SET_PRICES = "set_prices"                          # PUT /accounting/prices
+READ_PEER_USAGE = "read_peer_usage"                # GET /federation/usage (a peer's feed)
 
 
 # -- the facts a decision needs --------------------------------------------------------
@@ -296,6 +297,8 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          grants={PERSON: anything, MASTER: anything, ADMIN: anything}),
     Rule(SET_PRICES, "admins only (the price list statements use)",
          grants={ADMIN: anything}),
+    Rule(READ_PEER_USAGE, "peer masters, each answered with the usage of the instances it "
+         "requested here only (its own feed)", grants={MASTER: anything}),
 )}
 
 ACTIONS = tuple(RULES)

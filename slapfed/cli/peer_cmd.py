@@ -102,6 +102,14 @@ def render_peers(peers: list[dict]) -> str:
                     f"{p['url']}")
         if p.get("last_error"):
             rows.append(f"  error: {p['last_error']}")
+        usage = p.get("usage")
+        if usage:
+            rows.append(f"  usage: {usage['recorded']} entr"
+                        f"{'y' if usage['recorded'] == 1 else 'ies'} recorded (feed at "
+                        f"{usage['cursor']} of {usage['head']}, last read "
+                        f"{usage['pulled_at'] or '-'})"
+                        + (f", {usage['skipped']} skipped: {usage['last_problem']}"
+                           if usage["skipped"] else ""))
         if p.get("lost"):
             rows.append(f"  lost since {p['lost']['at']}: {p['lost']['reason']}; "
                         f"{len(p.get('orphans') or ())} orphan(s) to destroy there if it "

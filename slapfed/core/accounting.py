@@ -496,3 +496,84 @@ def _sort_key(key: tuple) -> tuple:
 def overlap(start: int, end: int, period_start: int, period_end: int) -> int:
     """Seconds of [start, end) inside [period_start, period_end)."""
     return max(0, min(end, period_end) - max(start, period_start))
+
+
+# -- usage across delegation: the per-peer feed ---------------------------------------------
+# A peer master requests here as ``master/<name>``: what its instances use here is
+# appended to that owner's feed (one entry per instance and interval), which the peer
+# pulls (GET /federation/usage) and records against the instance it delegated.
+PEER_PREFIX = "master/"
+MAX_FEED_LIMIT = 1000
+DEFAULT_FEED_LIMIT = 500
+MAX_ENTRY_ID = 400
+FEED_KEEP = 7 * 86400          # an entry the peer recorded is kept this long, then trimmed
+TRIM_BATCH = 5000              # entries trimmed at most per acknowledgement
+
+
+def peer_of_owner(owner: str | None) -> str | None:
+    """The peer master an owner is (``master/b`` -> ``b``); None for anyone else."""
+    if isinstance(owner, str) and owner.startswith(PEER_PREFIX) and len(owner) > 7:
+        return owner[len(PEER_PREFIX):]
+    return None
+
+
+def feed_entry_id(where_kind: str, where: str, report_id: str, instance_id: str) -> str:
+    """The stable id of a feed entry: the computer, its report and the instance (measured
+    here), or the peer and its own entry id (relayed from a peer)."""
+    if where_kind == WHERE_PEER:
+        return f"{where}>{report_id}"
+    return f"{where}:{report_id}:{instance_id}"
+
+
+def relayed_instance_id(local: str, peer: str, remote: str, root: bool) -> str:
+    """The id under which an instance of a delegated tree is recorded here: the local
+    instance for the tree's root (the one delegated), ``LOCAL@PEER/REMOTE`` for the
+    instances the peer made under it (children, each with its own gauges)."""
+    return local if root else f"{local}@{peer}/{remote}"
+
+
+def _finite(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and value == value and value not in (float("inf"), float("-inf")))
+
+
+def feed_entry_problems(doc: dict) -> list[str]:
+    """What is wrong with one entry of a peer's feed (it is the peer's data: checked as
+    a report from a node would be); [] when it can be recorded."""
+    out = []
+    try:
+        start, end = parse_time(doc.get("start")), parse_time(doc.get("end"))
+        if start >= end:
+            out.append("end must be after start")
+    except ValueError as exc:
+        out.append(f"start/end {exc}")
+    if not isinstance(doc.get("id"), str) or not 0 < len(doc["id"]) <= MAX_ENTRY_ID:
+        out.append("id must be a string of 1 to 400 characters")
+    for name in ("instance_id", "reference", "root_reference", "release", "software_type"):
+        if not isinstance(doc.get(name), str) or not doc[name] or len(doc[name]) > 2048:
+            out.append(f"{name} must be a non-empty string")
+    seen = set()
+    for u in doc.get("usage") or ():
+        resource = u.get("resource") if isinstance(u, dict) else None
+        try:
+            kind_of(resource)
+        except (KeyError, TypeError):
+            out.append(f"unknown resource {resource!r}")
+            continue
+        if resource in seen:
+            out.append(f"{resource} is given twice")
+        seen.add(resource)
+        if not _finite(u.get("quantity")) or u["quantity"] < 0:
+            out.append(f"{resource}: quantity must be a finite number >= 0")
+    for inc in doc.get("incidents") or ():
+        if not isinstance(inc, dict) or inc.get("kind") not in INCIDENT_KINDS \
+                or not isinstance(inc.get("name"), str) or not inc["name"]:
+            out.append("an incident needs a kind (promise, instance) and a name")
+            continue
+        try:
+            s = parse_time(inc.get("start"))
+            if inc.get("end") is not None and parse_time(inc["end"]) < s:
+                out.append(f"incident {inc['name']}: end before start")
+        except ValueError as exc:
+            out.append(f"incident {inc['name']}: {exc}")
+    return out

@@ -617,6 +617,15 @@ class Orphan(Answer):
     at: Iso
 
 
+class PeerUsage(Answer):
+    cursor: described("the last entry of its feed recorded here", int)
+    head: described("its feed's newest entry when it last answered", int)
+    recorded: int
+    skipped: described("entries refused (invalid, or of no instance delegated there)", int)
+    last_problem: str
+    pulled_at: Iso = None
+
+
 class Peer(Answer):
     name: str
     url: str
@@ -641,6 +650,8 @@ class Peer(Answer):
     orphans: Optional[described("instances of ours it may still run since the verdict, "
                                 "to destroy there if it ever comes back",
                                 list[Orphan])] = None
+    usage: Optional[described("its usage feed as recorded here (what our delegations "
+                              "used there): none read yet when absent", PeerUsage)] = None
 
 
 class PeerLostAnswer(Answer):
@@ -937,3 +948,52 @@ class PriceListAnswer(Answer):
 
 
 _ANSWERS = _ANSWERS + (UsageAck, Statement, InstanceUsage, PriceListAnswer)
+
+
+# -- usage across delegation: a peer's usage feed (GET /federation/usage) ------------------
+class FeedQuantity(Answer):
+    resource: str
+    quantity: float
+
+
+class FeedIncident(Answer):
+    kind: str
+    name: str
+    start: Iso
+    end: Iso = None
+    detail: str = ""
+
+
+class FeedEntry(Answer):
+    seq: described("its place in the feed: 1, 2, 3... (the cursor)", int)
+    id: described("stable: the computer, report and instance that measured it, or the "
+                  "peer and entry it was relayed from", str)
+    instance_id: described("the instance here", str)
+    reference: str
+    root: described("the instance is the one the peer requested (not one made under it)",
+                    bool)
+    root_reference: described("the reference the peer requested the tree's root under",
+                              str)
+    release: str
+    software_type: str
+    where: Where
+    start: Iso
+    end: Iso
+    usage: list[FeedQuantity]
+    incidents: list[FeedIncident]
+
+
+class UsageFeed(Answer):
+    master: described("this master's name", str)
+    owner: described("whose feed: the calling peer (master/<name>)", str)
+    cursor: described("ask again with since=cursor", int)
+    last: described("the feed's newest sequence (less than the asker's cursor: the feed "
+                    "went back, read it again from 0)", int)
+    more: described("more entries follow the cursor", bool)
+    first: described("the oldest entry still kept: entries the asker recorded are "
+                     "trimmed after a while (a cursor before it lost what lies between)",
+                     int)
+    entries: list[FeedEntry]
+
+
+_ANSWERS = _ANSWERS + (UsageFeed,)

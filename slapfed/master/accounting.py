@@ -10,6 +10,7 @@ import logging
 
 from flask import Blueprint, g, jsonify, request
 
+from ..core.errors import SlapfedError
 from ..core.wire import PriceListBody, UsageReport
 from ..services import accounting
 from .access import principal
@@ -66,3 +67,36 @@ def set_prices():
     log.info("price list set by %s: %d price(s) in %s", principal(), len(answer["prices"]),
              answer["currency"], extra={"prices": len(answer["prices"])})
     return jsonify(answer)
+
+
+@blueprint.get("/federation/usage")
+def usage_feed():
+    """A peer master pulls the usage of the instances it requested here: the entries of
+    its feed after ``since`` (the cursor of its previous answer; 0: from the start), at
+    most ``limit``. The peer records what it got, and its cursor, itself; its asking
+    after ``since`` acknowledges the entries up to it."""
+    since, limit = accounting.parse_feed_query(_single(request.args))
+    from .auth import current_identity
+    identity = current_identity()
+    owner = identity.principal if identity is not None else ""
+    answer = accounting.usage_feed(connection(), runtime().settings.here, owner, since,
+                                   limit)
+    if since > 0 and owner:
+        # asking after ``since`` says the peer recorded every entry up to it: those are
+        # trimmed once old enough (services.accounting.acknowledge_feed)
+        try:
+            accounting.acknowledge_feed(runtime(), owner, since)
+        except SlapfedError as exc:      # best effort (a read-only replica): asked again
+            log.info("usage feed of %s: acknowledgement of %d not recorded: %s", owner,
+                     since, exc.message, extra={"owner": owner, "error": exc.code})
+    return jsonify(answer)
+
+
+def _single(args) -> dict:
+    """The query's parameters, each given once (InvalidInput naming one given twice)."""
+    from ..core.errors import InvalidInput
+    twice = [k for k in args if len(args.getlist(k)) > 1]
+    if twice:
+        raise InvalidInput(f"invalid usage feed query: {twice[0]} given more than once",
+                           [{"field": k, "problem": "given more than once"} for k in twice])
+    return args.to_dict()

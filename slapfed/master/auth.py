@@ -252,6 +252,7 @@ ACCOUNTING_GUARDS: dict[str, Guard] = {
     "accounting.instance_usage": Guard(policy.READ_USAGE, _usage_instance),
     "accounting.show_prices": Guard(policy.READ_PRICES),
     "accounting.set_prices": Guard(policy.SET_PRICES),
+    "accounting.usage_feed": Guard(policy.READ_PEER_USAGE),
 }
 
 

@@ -384,6 +384,21 @@ OPERATIONS.update({
         "set_prices", "Replace the price list (admins): prices per release (or * for "
         "every other) and resource, in one currency",
         {"200": (A.PriceListAnswer, "the price list")}, ("400",), body=wire.PriceListBody),
+    "accounting.usage_feed": Op(
+        "usage_feed",
+        "A peer master pulls the usage of the instances it requested here (its own feed: "
+        "one entry per instance and interval, numbered in the order recorded), after "
+        "cursor `since`; it records each entry once, with the cursor, and asks again with "
+        "the answer's cursor while `more`. Asking after `since` acknowledges every entry "
+        "up to it: those are trimmed 7 days later",
+        {"200": (A.UsageFeed, "entries after the cursor")}, ("400", "401", "403"),
+        parameters=(
+            {"name": "since", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 0, "maximum": 2 ** 62},
+             "description": "the cursor of the previous answer (default 0: from the start)"},
+            {"name": "limit", "in": "query", "required": False,
+             "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+             "description": "entries at most (default 500)"})),
 })
 
 

@@ -105,6 +105,7 @@ class ServeOptions:
     destroyed_retention: float = DEFAULT_RETENTION  # destroyed instances are forgotten
                                     # this long after their last change (0: kept forever)
     primary_wait: float = 0.0       # a new replica: seconds to wait for its primary to answer
+    peer_usage_interval: float = 60.0   # seconds between two pulls of a peer's usage feed
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -389,7 +390,8 @@ class MasterApplication(BaseApplication):
                            "OUTBOUND_ALLOW": tuple(self.opts.outbound_allow),
                            "LONG_POLL_MAX": self.opts.long_poll_max,
                            "REPLICATION": True,
-                           "SYNC_TIMEOUT": self.opts.sync_timeout})
+                           "SYNC_TIMEOUT": self.opts.sync_timeout,
+                           "PEER_USAGE_INTERVAL": self.opts.peer_usage_interval})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):

@@ -20,9 +20,20 @@ Keys are tuples of strings (and ints where said), never None:
   how many instances reported in that group (``members``: the same keys + instance id);
 - ``incidents``: (instance id, kind, name, start) -> IncidentRecord (merged on that key);
 - ``incidents_by_owner``: set of (owner, start, instance id, kind, name).
+
+Usage across delegation (README "Accounting"):
+
+- ``feeds``: owner ``master/<peer>`` -> UsageFeed: what this master recorded for the
+  instances that peer requested here, one entry per (instance, interval), appended in
+  the transaction that recorded it, numbered 1, 2, 3... (the peer's cursor);
+- ``peer_cursors``: peer name -> PeerFeedState: the last entry of that peer's feed
+  recorded here (committed with the entries it covers), and what was skipped;
+- ``peer_entries``: (peer, entry id) -> sequence: the entries of each peer recorded here
+  (a feed that went back, a restored peer, never counts one twice).
 """
 from __future__ import annotations
 
+from BTrees.LOBTree import LOBTree
 from BTrees.OOBTree import OOBTree, OOTreeSet
 from persistent import Persistent
 
@@ -79,8 +90,68 @@ class IncidentRecord(Persistent):
         return self.end if self.end is not None else (self.seen_until or self.start)
 
 
+class UsageFeed(Persistent):
+    """The usage entries recorded for one peer master's instances, in the order they were
+    committed: ``entries`` sequence -> entry (a JSON object), ``last`` the newest
+    sequence. Sequences are never reused: two transactions appending conflict on
+    ``last`` (one is retried), so a reader never sees sequence n+1 without n."""
+
+    last = 0
+    acked = 0                 # the peer recorded every entry up to this one (it said so
+                              # by asking after it)
+
+    def __init__(self):
+        self.entries = LOBTree()
+
+    @property
+    def first(self) -> int:
+        """The oldest sequence still kept (last + 1 when none is)."""
+        return self.entries.minKey() if len(self.entries) else self.last + 1
+
+    def trim(self, before: int, limit: int) -> int:
+        """Forget at most ``limit`` of the acknowledged entries recorded before UNIX time
+        ``before`` (oldest first); returns how many."""
+        old = []
+        for seq, doc in self.entries.items(max=self.acked):
+            if doc.get("at", 0) >= before or len(old) >= limit:
+                break
+            old.append(seq)
+        for seq in old:
+            del self.entries[seq]
+        return len(old)
+
+    def append(self, doc: dict) -> int:
+        seq = self.last + 1
+        self.entries[seq] = dict(doc, seq=seq)
+        self.last = seq
+        return seq
+
+    def after(self, since: int, limit: int) -> list[dict]:
+        """At most ``limit`` entries after sequence ``since``, in order."""
+        out = []
+        for doc in self.entries.values(min=since + 1, excludemin=False):
+            out.append(doc)
+            if len(out) >= limit:
+                break
+        return out
+
+
+class PeerFeedState(Persistent):
+    """How far this master has recorded a peer's usage feed."""
+
+    cursor = 0                # the last sequence recorded (0: none yet)
+    head = 0                  # the peer's newest sequence, as it last said
+    recorded = 0              # entries recorded
+    skipped = 0               # entries refused (invalid, or of no instance delegated there)
+    last_problem = ""
+    pulled_at = None
+
+
 class Ledger(Persistent):
     prices = None             # the price list (core.accounting.PriceList.to_json()) or None
+    feeds = None              # created by the first write that needs them (older ledgers)
+    peer_cursors = None
+    peer_entries = None
 
     def __init__(self):
         self.subjects = OOBTree()
@@ -155,6 +226,36 @@ class Ledger(Persistent):
             rec.detail = detail
         if rec.seen_until is None or seen_until > rec.seen_until:
             rec.seen_until = seen_until
+
+    # -- usage across delegation --------------------------------------------------------
+    def feed(self, owner: str, create: bool = False) -> UsageFeed | None:
+        """The feed of a peer's instances (owner ``master/<peer>``); made when ``create``
+        (write transactions only)."""
+        if self.feeds is None:
+            if not create:
+                return None
+            self.feeds = OOBTree()
+        feed = self.feeds.get(owner)
+        if feed is None and create:
+            feed = self.feeds[owner] = UsageFeed()
+        return feed
+
+    def peer_state(self, peer: str, create: bool = False) -> PeerFeedState | None:
+        if self.peer_cursors is None:
+            if not create:
+                return None
+            self.peer_cursors = OOBTree()
+            self.peer_entries = OOBTree()
+        state = self.peer_cursors.get(peer)
+        if state is None and create:
+            state = self.peer_cursors[peer] = PeerFeedState()
+        return state
+
+    def has_peer_entry(self, peer: str, entry_id: str) -> bool:
+        return self.peer_entries is not None and (peer, entry_id) in self.peer_entries
+
+    def accept_peer_entry(self, peer: str, entry_id: str, seq: int) -> None:
+        self.peer_entries[(peer, entry_id)] = seq
 
     # -- reading --------------------------------------------------------------------------
     def rollup_rows(self, owner: str, period: str):

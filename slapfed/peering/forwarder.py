@@ -15,7 +15,12 @@ workers). Its threads:
   nothing (hung, stopped) is down, and its instances ``unknown``, within
   PROBE_INTERVAL + PROBE_TIMEOUT seconds, not at the end of the long poll;
 - every ``summary_interval`` the peers' summaries are read again, and child masters
-  waiting to be paired are paired.
+  waiting to be paired are paired;
+- one usage puller per paired peer: every ``peer_usage_interval`` seconds (and soon
+  after the long poll reported a change) it pulls the peer's usage feed
+  (``/federation/usage``) from the cursor recorded here, and records each answer with its
+  cursor in one transaction (services.accounting.record_peer_usage); a failing peer is
+  retried with the same back-off, never holding up the others.
 
 Nothing here decides routing or destroys anything: a peer being unreachable only
 delays.
@@ -31,6 +36,7 @@ from concurrent.futures import ThreadPoolExecutor
 from ..core.errors import MasterUnreachable, SlapfedError
 from ..locks import try_exclusive_lock
 from ..logs import redact_url
+from ..services import accounting
 from ..services import federation as fed
 from .peers import client_for, pair
 
@@ -48,6 +54,7 @@ POLL_MARGIN = 3.0
 # A peer being long-polled is asked /health this often, answering within PROBE_TIMEOUT.
 PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
+USAGE_LIMIT = 500              # entries per pull of a peer's usage feed
 
 
 def _reason(exc: Exception) -> str:
@@ -87,6 +94,9 @@ class Forwarder:
         self._probing: set[str] = set()
         self._hung: set[str] = set()           # peers a probe found not answering
         self._lock_fd = None
+        self.usage_interval = getattr(rt.settings, "peer_usage_interval", 0.0)
+        self._pullers: dict[str, threading.Thread] = {}
+        self._usage_kicks: dict[str, threading.Event] = {}
 
     # -- life -------------------------------------------------------------------------
     def start(self) -> bool:
@@ -107,8 +117,11 @@ class Forwarder:
         blocked on an unreachable storage is a daemon: it does not hold the process)."""
         self._stop.set()
         self._wake.set()
+        for kick in list(self._usage_kicks.values()):
+            kick.set()
         deadline = time.monotonic() + timeout
-        for t in list(self._threads) + list(self._watchers.values()):
+        for t in (list(self._threads) + list(self._watchers.values())
+                  + list(self._pullers.values())):
             t.join(max(0.0, deadline - time.monotonic()))
         self._pool.shutdown(wait=False, cancel_futures=True)
         if self._lock_fd is not None:
@@ -189,6 +202,13 @@ class Forwarder:
                 t = threading.Thread(target=self._watch, args=(name,),
                                      name=f"slapfed-watch-{name}", daemon=True)
                 self._watchers[name] = t
+                t.start()
+            if self.usage_interval > 0 and (name not in self._pullers
+                                            or not self._pullers[name].is_alive()):
+                self._usage_kicks.setdefault(name, threading.Event())
+                t = threading.Thread(target=self._pull_usage, args=(name,),
+                                     name=f"slapfed-usage-{name}", daemon=True)
+                self._pullers[name] = t
                 t.start()
             if now - self._summaries_at.get(name, -1e9) >= self.summary_interval:
                 self._summaries_at[name] = now
@@ -312,6 +332,7 @@ class Forwarder:
         try:
             if answer.get("instances"):
                 fed.apply_changes(self.rt, name, answer["instances"])
+                self.kick_usage(name)
             elif since is None:
                 fed.apply_changes(self.rt, name, [])      # records the contact
             if hung:
@@ -386,3 +407,71 @@ class Forwarder:
         fed.peer_back(self.rt, name)
         fed.apply_changes(self.rt, name, answer.get("instances") or [])
         self._wake.set()
+
+    # -- usage flowing back: each peer's usage feed -------------------------------------
+    def kick_usage(self, name: str) -> None:
+        """Pull peer ``name``'s usage feed now (something of ours changed there)."""
+        kick = self._usage_kicks.get(name)
+        if kick is not None:
+            kick.set()
+
+    def _pull_usage(self, name: str) -> None:
+        """Pull peer ``name``'s usage feed until stopped: at once while it says more
+        follows, then every usage_interval seconds (or when kicked); after a failure,
+        again after the back-off. The cursor is read from the ledger at every pull: an
+        answer lost, or this process killed before it committed, is asked again."""
+        kick = self._usage_kicks.setdefault(name, threading.Event())
+        client, client_of, failures = None, None, 0
+        try:
+            while not self._stop.is_set():
+                peer = self._peers.get(name)
+                if peer is None:
+                    return
+                if client_of != peer:
+                    if client is not None:
+                        client.session.close()
+                    client = client_for(peer[1], peer[0], self.timeout, CONNECT_TIMEOUT,
+                                        self.outbound)
+                    client_of = peer
+                kick.clear()
+                try:
+                    again = self._pull_once(name, client)
+                except SlapfedError as exc:
+                    failures += 1
+                    log.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                            "peer %s: usage feed not read: %s", name, _reason(exc),
+                            extra={"peer": name, "error": exc.code})
+                    self._stop.wait(fed.backoff(self.rt.settings, failures))
+                    continue
+                except Exception:  # noqa: BLE001 - the puller must outlive any one failure
+                    failures += 1
+                    log.exception("pulling the usage feed of peer %s failed", name)
+                    self._stop.wait(fed.backoff(self.rt.settings, failures))
+                    continue
+                if failures:
+                    log.info("peer %s: usage feed read again after %d failed call(s)",
+                             name, failures, extra={"peer": name})
+                    failures = 0
+                if again:
+                    continue
+                kick.wait(self.usage_interval)
+        finally:
+            if client is not None:
+                client.session.close()
+
+    def _pull_once(self, name: str, client) -> bool:
+        """One pull and its record; whether to pull again at once."""
+        cursor = accounting.peer_feed_cursor(self.rt, name)
+        answer = client.usage_feed(cursor, USAGE_LIMIT)
+        if not answer["entries"] and answer["last"] >= cursor:
+            return False                              # nothing new: nothing written
+        done = accounting.record_peer_usage(self.rt, name, answer)
+        if done["recorded"] or done["skipped"]:
+            log.log(logging.WARNING if done["skipped"] else logging.DEBUG,
+                    "peer %s: %d usage entr%s recorded, %d skipped, cursor %d%s", name,
+                    done["recorded"], "y" if done["recorded"] == 1 else "ies",
+                    done["skipped"], done["cursor"],
+                    f" ({done['problem']})" if done["problem"] else "",
+                    extra={"peer": name, "recorded": done["recorded"],
+                           "skipped": done["skipped"]})
+        return bool(done["more"]) or answer["last"] < cursor

@@ -5,6 +5,12 @@ Depends on core (accounting, errors, wire), model.accounting and services.tx. In
 is ONE write transaction: every partition entry is checked first (a bad one raises
 InvalidInput naming its field, and nothing is written), then the report id is kept and
 the entries folded into the ledger (model.accounting.Ledger). Reads never write.
+
+Across delegation: what the instances a peer master requested here use is appended to
+that peer's feed in the same transaction (``_feed_peers``); the peer reads it
+(``usage_feed``), acknowledges it by asking after it (``acknowledge_feed``: trimmed a
+week later), and records it against the instance it delegated (``record_peer_usage``,
+one transaction with its cursor), relaying it to its own origin in turn.
 """
 from __future__ import annotations
 
@@ -147,6 +153,13 @@ def ingest(rt, computer_id: str, report: UsageReport) -> dict:
             ledger.record_incident(iid, inc.kind, inc.name, acct.parse_time(inc.start),
                                    None if inc.end is None else acct.parse_time(inc.end),
                                    inc.detail or "", facts["owner"], dims, end)
+        _feed_peers(app, ledger, acct.WHERE_COMPUTER, computer_id, report.report_id,
+                    report.start, report.end,
+                    [(e.instance_id, subjects[e.instance_id][0],
+                      {"resource": e.resource, "quantity": e.quantity}) for e in entries],
+                    [(iid, facts, {"kind": inc.kind, "name": inc.name, "start": inc.start,
+                                   "end": inc.end, "detail": inc.detail or ""})
+                     for iid, facts, inc in incidents])
         return {"accepted": True, "duplicate": False}
 
     return write(rt, use_case)
@@ -316,3 +329,244 @@ def set_prices(rt, body: PriceListBody) -> dict:
 def show_prices(conn) -> dict:
     doc = read(conn, lambda app: app.ledger.prices)
     return doc or {"currency": None, "precision": None, "prices": []}
+
+
+# -- usage across delegation ---------------------------------------------------------------
+# What a peer's instances use here is appended to that peer's feed in the transaction that
+# records it (_feed_peers); the peer pulls it (usage_feed) and records each entry against
+# the instance it delegated (record_peer_usage), with the last sequence recorded kept in
+# the same transaction: an answer lost, a crash, a retry never lose or count one twice.
+def _root_reference(app, ledger, tree_root: str) -> str | None:
+    inst = app.instances.get(tree_root)
+    if inst is not None:
+        return inst.reference
+    subject = ledger.subjects.get(tree_root)
+    return None if subject is None else subject.reference
+
+
+def _feed_peers(app, ledger, where_kind: str, where: str, source_id: str, start: str,
+                end: str, usage, incidents) -> int:
+    """Append, to the feed of each peer master owning one of these instances, one entry
+    per instance: ``usage`` (instance id, facts, {resource, quantity}) and ``incidents``
+    (instance id, facts, incident JSON) of one interval [start, end], measured at
+    (where_kind, where) under ``source_id`` (a report id, or a peer's entry id). Returns
+    how many entries were appended."""
+    groups: dict = {}
+    for iid, facts, item in usage:
+        if acct.peer_of_owner(facts["owner"]) is not None:
+            groups.setdefault(iid, (facts, [], []))[1].append(item)
+    for iid, facts, item in incidents:
+        if acct.peer_of_owner(facts["owner"]) is not None:
+            groups.setdefault(iid, (facts, [], []))[2].append(item)
+    for iid, (facts, items, incs) in groups.items():
+        root = facts["tree_root"]
+        ledger.feed(facts["owner"], create=True).append({"at": int(clock()),
+            "id": acct.feed_entry_id(where_kind, where, source_id, iid),
+            "instance_id": iid, "reference": facts["reference"], "root": iid == root,
+            "root_reference": _root_reference(app, ledger, root) or facts["reference"],
+            "release": facts["release"], "software_type": facts["software_type"],
+            "where": {"kind": where_kind, "name": where}, "start": start, "end": end,
+            "usage": items, "incidents": incs})
+    return len(groups)
+
+
+def parse_feed_query(args: dict) -> tuple[int, int]:
+    """(since, limit) of GET /federation/usage; InvalidInput naming every bad one."""
+    problems = [{"field": k, "problem": "unknown parameter (known: since, limit)"}
+                for k in args if k not in ("since", "limit")]
+    values = {}
+    for name, default, low, high in (("since", 0, 0, 2 ** 62),
+                                     ("limit", acct.DEFAULT_FEED_LIMIT, 1,
+                                      acct.MAX_FEED_LIMIT)):
+        raw = args.get(name)
+        if raw is None:
+            values[name] = default
+            continue
+        if not (isinstance(raw, str) and raw.isascii() and raw.isdigit() and len(raw) <= 19
+                and low <= int(raw) <= high):
+            problems.append({"field": name, "problem": f"must be an integer in {low}..{high}"})
+            continue
+        values[name] = int(raw)
+    if problems:
+        first = problems[0]
+        raise InvalidInput(f"invalid usage feed query: {first['field']} {first['problem']}",
+                           problems)
+    return values["since"], values["limit"]
+
+
+def usage_feed(conn, here: str, owner: str, since: int, limit: int) -> dict:
+    """The entries of ``owner``'s feed after sequence ``since`` (at most ``limit``), the
+    cursor to ask with next, the feed's newest sequence and whether more follow."""
+    def query(app):
+        feed = app.ledger.feed(owner)
+        last = 0 if feed is None else feed.last
+        entries = [] if feed is None else feed.after(since, limit)
+        cursor = entries[-1]["seq"] if entries else max(since, 0) if since <= last else last
+        return {"master": here, "owner": owner, "cursor": cursor, "last": last,
+                "first": last + 1 if feed is None else feed.first,
+                "more": bool(entries) and cursor < last,
+                "entries": [_feed_json(e) for e in entries]}
+    return read(conn, query)
+
+
+def _feed_json(doc: dict) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in doc.items() if k != "at"}
+
+
+def acknowledge_feed(rt, owner: str, cursor: int, keep: float = acct.FEED_KEEP) -> int:
+    """The peer ``owner`` asked after ``cursor``: it recorded every entry up to there.
+    Entries it recorded more than ``keep`` seconds ago are trimmed (a few thousand at a
+    time). Writes nothing when that is known already; returns how many were trimmed."""
+    def use_case(app):
+        feed = app.ledger.feed(owner)
+        if feed is None or cursor <= feed.acked:
+            return 0
+        feed.acked = min(cursor, feed.last)
+        return feed.trim(int(clock() - keep), acct.TRIM_BATCH)
+    return write(rt, use_case)
+
+
+def peer_feed_cursor(conn, peer: str) -> int:
+    """The last sequence of ``peer``'s usage feed recorded here (0: none)."""
+    def query(app):
+        state = app.ledger.peer_state(peer)
+        return 0 if state is None else state.cursor
+    return read(conn, query)
+
+
+def peer_feed_state(conn, peer: str) -> dict | None:
+    def query(app):
+        st = app.ledger.peer_state(peer)
+        if st is None:
+            return None
+        return {"cursor": st.cursor, "head": st.head, "recorded": st.recorded,
+                "skipped": st.skipped, "last_problem": st.last_problem,
+                "pulled_at": st.pulled_at}
+    return read(conn, query)
+
+
+def _local_of(app, peer: str, root_reference: str) -> str | None:
+    """The instance here a peer's delegated tree belongs to: the forward table's
+    (peer, remote reference), else an orphan recorded when that peer was declared lost."""
+    iid = app.forward_refs.get((peer, root_reference)) if app.forward_refs else None
+    if iid is not None:
+        return iid
+    p = app.peers.get(peer)
+    for orphan in (p.orphans if p is not None else ()):
+        if orphan.get("remote_reference") == root_reference:
+            return orphan.get("instance")
+    return None
+
+
+def record_peer_usage(rt, peer: str, answer: dict) -> dict:
+    """Record one answer of ``peer``'s usage feed (GET /federation/usage there) in ONE
+    transaction: each entry after the cursor recorded here, not recorded before (by its
+    id), against the instance delegated there (where = peer), then the cursor. An entry
+    that is invalid or of no instance delegated there is skipped and counted. Entries of
+    an instance that a peer master requested here are relayed to that master's feed.
+    Returns {recorded, skipped, cursor, more}."""
+    # at most a page of the largest size asked (a peer answering more: the rest is asked
+    # again from the cursor), in sequence order
+    entries = sorted(answer.get("entries") or (),
+                     key=lambda e: e.get("seq") if isinstance(e.get("seq"), int) else 0)
+    entries = entries[:acct.MAX_FEED_LIMIT]
+    head = int(answer.get("last") or 0)
+
+    def use_case(app):
+        ledger = app.ledger
+        state = ledger.peer_state(peer, create=True)
+        cursor = state.cursor
+        recorded = skipped = 0
+        problem = ""
+        if head < cursor:
+            # the peer's feed went back (its database restored): read it again from the
+            # start; the entry ids keep what was recorded from being counted twice
+            cursor = 0
+            problem = f"the feed went back from {state.cursor} to {head}: read again"
+        first = answer.get("first")
+        if isinstance(first, int) and cursor + 1 < first <= head:
+            # this master's cursor went back (its database restored) past what the peer
+            # already trimmed: those entries are gone; say so, go on from what is kept
+            problem = (f"entries {cursor + 1} to {first - 1} were trimmed at {peer} "
+                       "before being recorded here")
+            skipped += first - 1 - cursor
+        for doc in entries:
+            seq = doc.get("seq")
+            if not isinstance(seq, int) or seq <= cursor:
+                continue
+            cursor = seq
+            if ledger.has_peer_entry(peer, doc.get("id")):
+                continue
+            problems = acct.feed_entry_problems(doc)
+            local = None if problems else _local_of(app, peer, doc["root_reference"])
+            if not problems and local is None:
+                problems = [f"no instance here is delegated to {peer} as "
+                            f"{doc['root_reference']!r}"]
+            facts = None if problems else _subject_facts(app, ledger, local, "", None)
+            if not problems and facts is None:
+                problems = [f"instance {local} is not known here any more"]
+            if problems:
+                skipped += 1
+                problem = f"entry {seq} ({str(doc.get('id'))[:100]}): {problems[0]}"
+                continue
+            ledger.accept_peer_entry(peer, doc["id"], seq)
+            _record_remote(app, ledger, peer, local, facts, doc)
+            recorded += 1
+        state.cursor = cursor
+        if state.head != head:
+            state.head = head
+        if recorded:
+            state.recorded += recorded
+        if skipped:
+            state.skipped += skipped
+        if problem and state.last_problem != problem:
+            state.last_problem = problem
+        state.pulled_at = int(clock())
+        return {"recorded": recorded, "skipped": skipped, "cursor": cursor,
+                "more": bool(answer.get("more")) or cursor < head, "problem": problem}
+
+    return write(rt, use_case)
+
+
+def _record_remote(app, ledger, peer: str, local: str, facts: dict, doc: dict) -> None:
+    """One peer feed entry into the ledger, against ``local`` (or the instance recorded
+    under it for a child the peer made), where = (peer, ``peer``)."""
+    start, end = acct.parse_time(doc["start"]), acct.parse_time(doc["end"])
+    target = acct.relayed_instance_id(local, peer, doc["instance_id"], bool(doc.get("root")))
+    if target == local:
+        tfacts = facts
+    else:
+        tfacts = {"reference": doc["reference"], "requester": local, "owner": facts["owner"],
+                  "tree_root": facts["tree_root"], "release": doc["release"],
+                  "software_type": doc["software_type"]}
+    subject = ledger.subject(target)
+    subject.update(where_kind=acct.WHERE_PEER, where=peer, **tfacts)
+    day = acct.day_of(start)
+    if subject.first_day is None or day < subject.first_day:
+        subject.first_day = day
+    if subject.last_day is None or day > subject.last_day:
+        subject.last_day = day
+    usage = []
+    for u in doc.get("usage") or ():
+        ledger.record(acct.UsageEntry(
+            instance_id=target, reference=tfacts["reference"], tree_root=tfacts["tree_root"],
+            requester=tfacts["requester"], owner=tfacts["owner"], release=tfacts["release"],
+            software_type=tfacts["software_type"], where_kind=acct.WHERE_PEER, where=peer,
+            resource=u["resource"], quantity=float(u["quantity"]), start=start, end=end,
+            report_id=doc["id"]))
+        usage.append((target, tfacts, {"resource": u["resource"],
+                                       "quantity": float(u["quantity"])}))
+    dims = (tfacts["release"], tfacts["software_type"], (acct.WHERE_PEER, peer),
+            tfacts["requester"])
+    incs = []
+    for inc in doc.get("incidents") or ():
+        ledger.record_incident(target, inc["kind"], inc["name"], acct.parse_time(inc["start"]),
+                               None if inc.get("end") is None else acct.parse_time(inc["end"]),
+                               str(inc.get("detail") or "")[:acct.MAX_DETAIL],
+                               tfacts["owner"], dims, end)
+        incs.append((target, tfacts, {"kind": inc["kind"], "name": inc["name"],
+                                      "start": inc["start"], "end": inc.get("end"),
+                                      "detail": str(inc.get("detail") or "")[:acct.MAX_DETAIL]}))
+    # a delegation served here for another peer: relay it there, once
+    _feed_peers(app, ledger, acct.WHERE_PEER, peer, doc["id"], doc["start"], doc["end"],
+                usage, incs)

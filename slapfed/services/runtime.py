@@ -27,6 +27,7 @@ from .tx import Writer
 DEFAULT_MAX_CONTENT_LENGTH = 4 * 1024 * 1024   # bytes of a request body
 DEFAULT_RETRY_MAX = 30.0        # seconds: the longest back-off between two calls to a peer
 DEFAULT_POLL_WAIT = 20.0        # seconds a long poll of a peer waits there
+DEFAULT_USAGE_PULL = 60.0       # seconds between two pulls of a peer's usage feed
 MAX_LONG_POLL = 60.0            # seconds a long poll here may wait (GET /federation/changes)
 DEFAULT_SYNC_TIMEOUT = 5.0      # seconds a write waits for a sync replica, then degrades
 
@@ -113,6 +114,7 @@ class MasterSettings:
     long_poll_max: float = MAX_LONG_POLL    # longest a long poll here waits (seconds)
     replication: bool = False           # run the replica's follower / the fence watcher here
     sync_timeout: float = DEFAULT_SYNC_TIMEOUT   # seconds a write waits for a sync replica
+    peer_usage_interval: float = DEFAULT_USAGE_PULL  # pull each peer's usage feed (0: never)
 
     @property
     def here(self) -> str:
@@ -142,6 +144,8 @@ class MasterSettings:
         "LONG_POLL_MAX": ("long_poll_max", _long_poll_max),
         "REPLICATION": ("replication", bool),
         "SYNC_TIMEOUT": ("sync_timeout", _sync_timeout),
+        "PEER_USAGE_INTERVAL": ("peer_usage_interval",
+                                lambda v: DEFAULT_USAGE_PULL if v is None else float(v)),
     })
 
     @classmethod

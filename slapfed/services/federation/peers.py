@@ -50,7 +50,19 @@ def peer_json(app, peer, counts: dict | None = None) -> dict:
             "lost": None if not peer.lost else {"at": render.iso(peer.lost_at),
                                                 "reason": peer.lost_reason},
             "orphans": [dict(o) for o in peer.orphans],
-            "added_at": render.iso(peer.added_at)}
+            "added_at": render.iso(peer.added_at),
+            **_usage_json(app, peer.name)}
+
+
+def _usage_json(app, name: str) -> dict:
+    """How far its usage feed is recorded here (services.accounting.record_peer_usage)."""
+    ledger = app.ledger
+    state = ledger.peer_state(name) if ledger is not None else None
+    if state is None:
+        return {}
+    return {"usage": {"cursor": state.cursor, "head": state.head, "recorded": state.recorded,
+                      "skipped": state.skipped, "last_problem": state.last_problem,
+                      "pulled_at": render.iso(state.pulled_at)}}
 
 
 def open_forwards_of(app, peer_name: str):
