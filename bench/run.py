@@ -1,7 +1,7 @@
 """Run every benchmark and print one summary table (`make bench`).
 
 Each bench/bench_*.py is also runnable alone; each writes bench/results/<name>.json.
-Usage: .venv/bin/python bench/run.py [master] [node] [node_survive] [placement] [federation] [backup] [lease] [seal] [replica] [lost] [lists] [cdn_usage] [built_cache] [statement] [usage_node] [zk]
+Usage: .venv/bin/python bench/run.py [master] [node] [node_survive] [placement] [federation] [backup] [lease] [seal] [replica] [lost] [lists] [cdn_usage] [built_cache] [statement] [usage_node] [zk] [usage_feed]
        (default: all)
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 SUITES = ("master", "node", "node_survive", "placement", "federation", "backup", "lease",
           "seal", "replica", "lost", "lists", "cdn_usage", "built_cache", "statement",
-          "usage_node", "zk")
+          "usage_node", "zk", "usage_feed")
 
 
 def main(argv: list[str]) -> int:
