@@ -109,6 +109,10 @@ def test_a_partition_over_tls_may_not_report_its_started_instance_destroyed(worl
     assert issued.status_code == 201, issued.text
     world["certs"]["partition"] = _identity_files(world["base"] / "partition", key,
                                                   issued.json()["certificate"])
+    # what the refused reports must leave as it is (the certificate is the partition's
+    # recipient of sealed values from now on)
+    inst = call("alice", "GET", f"/instances/{inst['id']}").json()
+    assert inst["placement"]["recipient"]["certificate"] == issued.json()["certificate"]
     report = {"instance_id": inst["id"], "revision": inst["revision"], "state": "destroyed"}
     for who in ("partition", "node"):
         resp = call(who, "PUT", f"/computers/{cid}/partitions/{pid}/status", report)

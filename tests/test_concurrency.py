@@ -54,7 +54,8 @@ def _hammer(url: str) -> list[dict]:
 
 def _check_bijection(url: str, answers: list[dict]) -> None:
     s = _session()
-    instances = s.get(f"{url}/api/v1/instances", timeout=60).json()["instances"]
+    instances = s.get(f"{url}/api/v1/instances", params={"limit": 1000},
+                      timeout=60).json()["instances"]
     computer = s.get(f"{url}/api/v1/computers/c1", timeout=60).json()
     assert len(instances) == INSTANCES
     by_id = {i["id"]: i for i in instances}

@@ -107,6 +107,8 @@ def test_request_runs_a_service_through_its_whole_life(federation):
 
     # the CLI reads with --json
     listed = json.loads(cli("list", "--json", env=env).stdout)["instances"]
+    assert {i["reference"] for i in listed} >= {"hello-b"}      # destroyed ones left out
+    listed = json.loads(cli("list", "--all", "--json", env=env).stdout)["instances"]
     assert {i["reference"] for i in listed} >= {"hello-a", "hello-b"}
 
 
