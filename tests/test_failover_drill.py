@@ -144,8 +144,14 @@ def test_drill_lose_the_primary_promote_the_sync_replica(master_set, tmp_path):
 
     # the node kept its service and follows the new primary; the next request is served
     assert service_pid(root, partition) == service
-    masters = json.loads((root / "var" / "masters.json").read_text())
-    assert masters["url"] == replica_url and masters["epoch"] == 2
+
+    def following() -> bool:      # the node notices at its next call of the old primary
+        try:
+            masters = json.loads((root / "var" / "masters.json").read_text())
+        except (OSError, ValueError):
+            return False
+        return masters["url"] == replica_url and masters["epoch"] == 2
+    wait_for(following, 30, "the node to follow the new primary", proc=node_proc)
     alice = MasterClient(replica_url, **alice_tls)
     second = alice.request("hello-2", HELLO)
     wait_for(lambda: (alice.show(second["id"])["status"] or {}).get("state") == "started",
