@@ -11,7 +11,6 @@ from flask import Blueprint, jsonify, request
 
 from .. import services
 from ..core import paging, provenance
-from ..core.errors import InvalidInput
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
 from ..core.wire import ChildMasterRegistration, StateChange
 from ..peering.peers import check_peer_url
@@ -19,6 +18,7 @@ from .access import principal
 from .request import connection, json_body, runtime, settings
 from .auth import instance_filter, instance_request
 from .federation import kick_forwarder
+from .pages import page_args
 
 blueprint = Blueprint("instances", __name__)
 log = logging.getLogger("slapfed.master.instances")
@@ -82,9 +82,7 @@ def list_instances():
     reference within one requester), with ``next``: the cursor of the next page, or
     null. Destroyed instances are left out unless ``all=1`` or ``state`` is given."""
     args = request.args
-    known = LIST_FILTERS + LIST_PAGING
-    problems = [{"field": k, "problem": f"unknown filter (known: {', '.join(known)})"}
-                for k in args if k not in known]
+    problems = []
     state, status = args.get("state"), args.get("status")
     if state is not None and state not in REQUESTED_STATES:
         problems.append({"field": "state",
@@ -96,18 +94,8 @@ def list_instances():
     if every is None:
         problems.append({"field": "all", "problem": "must be 1 or 0 (true or false)"})
     requester = args.get("requester")
-    limit = after = None
-    try:
-        limit = paging.parse_limit(args.get("limit"))
-    except InvalidInput as exc:
-        problems.extend(exc.details)
-    try:
-        after = paging.read_cursor(args.get("cursor"), services.page_order(requester))
-    except InvalidInput as exc:
-        problems.extend(exc.details)
-    if problems:
-        first = problems[0]
-        raise InvalidInput(f"invalid filters: {first['field']} {first['problem']}", problems)
+    limit, after = page_args(args, services.page_order(requester),
+                             known=LIST_FILTERS + LIST_PAGING, extra=problems, noun="filter")
     found, last = services.page_instances(
         connection(), requester=requester, reference=args.get("reference"), state=state,
         status=status, allow=instance_filter(), leases=runtime().leases, after=after,

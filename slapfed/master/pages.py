@@ -9,11 +9,14 @@ from ..core import paging
 from ..core.errors import InvalidInput
 
 
-def page_args(args, kind: str, parts: int = 1, known=("limit", "cursor")):
+def page_args(args, kind: str, parts: int = 1, known=("limit", "cursor"),
+              extra: list | tuple = (), noun: str = "parameter"):
     """(limit, key to resume after) of a list request; InvalidInput naming every bad or
-    unknown parameter."""
-    problems = [{"field": k, "problem": f"unknown parameter (known: {', '.join(known)})"}
+    unknown parameter (after the unknown ones, ``extra``: the problems the route found
+    in its own filters)."""
+    problems = [{"field": k, "problem": f"unknown {noun} (known: {', '.join(known)})"}
                 for k in args if k not in known]
+    problems.extend(extra)
     limit = after = None
     try:
         limit = paging.parse_limit(args.get("limit"))
@@ -25,6 +28,6 @@ def page_args(args, kind: str, parts: int = 1, known=("limit", "cursor")):
         problems.extend(exc.details)
     if problems:
         first = problems[0]
-        raise InvalidInput(f"invalid parameters: {first['field']} {first['problem']}",
+        raise InvalidInput(f"invalid {noun}s: {first['field']} {first['problem']}",
                            problems)
     return limit, after

@@ -145,9 +145,9 @@ def _split(base: str | None, path: str):
     return base, parts[:-1], parts[-1]
 
 
-def read_bytes(path: str, base: str | None = None, limit: int = MAX_READ) -> bytes | None:
-    """The content of regular file ``path`` (at most ``limit`` bytes: the last ones), or
-    None when it is absent, not a regular file, or reached through a symlink."""
+def _open_regular(path: str, base: str | None):
+    """(fd, stat) of regular file ``path`` opened read-only without following a symlink
+    on the way or at the end, or None; the caller closes fd."""
     try:
         top, parts, name = _split(base, path)
         dfd = _open_dir(top, parts, trusted_base_link=base is None)
@@ -162,8 +162,23 @@ def read_bytes(path: str, base: str | None = None, limit: int = MAX_READ) -> byt
         os.close(dfd)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
+    except OSError:
+        os.close(fd)
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return fd, st
+
+
+def read_bytes(path: str, base: str | None = None, limit: int = MAX_READ) -> bytes | None:
+    """The content of regular file ``path`` (at most ``limit`` bytes: the last ones), or
+    None when it is absent, not a regular file, or reached through a symlink."""
+    opened = _open_regular(path, base)
+    if opened is None:
+        return None
+    fd, st = opened
+    try:
         if st.st_size > limit:
             os.lseek(fd, st.st_size - limit, os.SEEK_SET)
         chunks, left = [], limit
@@ -185,22 +200,11 @@ def read_span(path: str, base: str | None, start_for, limit: int = MAX_READ):
     symlink, nothing but a regular file): ``start_for(dev, ino, size)`` says where to
     start, knowing which file it is and how long. Returns (data (at most ``limit``
     bytes), dev, ino, size, start), or None when there is no such regular file."""
-    try:
-        top, parts, name = _split(base, path)
-        dfd = _open_dir(top, parts, trusted_base_link=base is None)
-    except OSError:
+    opened = _open_regular(path, base)
+    if opened is None:
         return None
+    fd, st = opened
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
-                     dir_fd=dfd)
-    except OSError:
-        return None
-    finally:
-        os.close(dfd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            return None
         start = max(0, min(int(start_for(st.st_dev, st.st_ino, st.st_size)), st.st_size))
         data = os.pread(fd, min(limit, st.st_size - start), start) if st.st_size > start \
             else b""
