@@ -62,8 +62,12 @@ def _serve_again(data: Path, *extra: str):
     url_file.unlink(missing_ok=True)
     proc = Proc(slapfed_argv("master", "serve", "--data", str(data), "--listen",
                              "127.0.0.1:0", *extra), data.parent / f"{data.name}-again.log")
-    wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30, "master URL",
-             proc=proc)
+    try:
+        wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30,
+                 "master URL", proc=proc)
+    except BaseException:
+        proc.stop()           # never left behind when it does not come up
+        raise
     return proc, url_file.read_text().strip()
 
 
