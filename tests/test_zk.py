@@ -326,3 +326,27 @@ def test_the_instance_answer_names_its_partitions_certificate_once_issued(rt, al
         conn.close()
     assert shown["placement"]["recipient"] == \
         partition_cert
+
+
+def test_an_opened_secret_parameter_reaches_buildout_through_the_one_encoder(alice):
+    """The master never sees a secret parameter, so it cannot refuse a hostile one: once
+    the node opens it, it is a value like any other, written by the encoder."""
+    from slapfed.core import cfgvalue
+    from slapfed.node import buildout as nb
+    from slapfed.node.layout import PartitionConfig, Paths
+    from slapfed.node.sealing import open_parameters
+    key, recipient = alice
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    hostile = "s3\r\n[x]\nrecipe = evil\n${buildout:directory}"
+    sealed_value = seal.seal(hostile, seal.recipient_key(recipient["certificate"]),
+                             "parameter/i1/db")
+    opened, problem = open_parameters("i1", {"db": sealed_value}, pem, "p0")
+    assert (opened, problem) == ({"db": hostile}, "")
+    inst = {"id": "i1", "reference": "web-1", "software_url": "/srv/r/software.cfg",
+            "software_hash": "0123456789abcdef0123456789abcdef", "software_type": "default",
+            "revision": 1, "parameters": opened, "shared_instances": []}
+    text = nb.render_instance_cfg("/p.cfg", Paths("/n"), PartitionConfig(
+        "p0", "127.31.0.1", 10000, 10), "c1", inst, "/s")
+    assert f"\ndb = {cfgvalue.encode(hostile)}\n" in text
+    assert "[x]" not in text and "evil" not in text and "${buildout:directory}" not in text
