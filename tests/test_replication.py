@@ -260,3 +260,22 @@ def test_serve_promote_makes_a_replicas_data_directory_the_primary_of_a_new_epoc
         assert [r.name for r in view.replicas] == ["r2"]
     else:
         assert view.epoch == 1 and len(view.replicas) == 2
+
+
+def test_an_enrolment_that_failed_leaves_no_identity_so_it_can_be_tried_again(tmp_path):
+    """A new replica enrols while its primary (just rebuilt) is not answering yet: each
+    failed attempt leaves no key behind, or the next one would refuse the directory."""
+    import socket
+
+    from slapfed.ca.authority import CertificateAuthority
+    from slapfed.core.errors import MasterUnreachable
+    from slapfed.enrol import enrol
+    ca = CertificateAuthority.init(tmp_path / "ca", "test CA")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]            # closed once left: nobody answers there
+    for _attempt in range(2):
+        with pytest.raises(MasterUnreachable):
+            enrol(f"https://127.0.0.1:{port}", ca.certificate_pem, "token", tmp_path / "id")
+        assert not (tmp_path / "id" / "identity.key").exists()
+        assert not (tmp_path / "id" / "identity.crt").exists()
