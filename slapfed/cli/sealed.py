@@ -79,12 +79,13 @@ def seal_parameters(client, reference: str, request, secrets: dict, wait: float)
         inst = client.find(reference)
     except NotFound:
         inst = None
-    if inst is None or not (inst.get("placement") or {}).get("recipient"):
+    if inst is None or not partition_recipient(inst):
         inst = request({k: PENDING for k in secrets})
     deadline = time.monotonic() + max(wait, SECRET_WAIT)
-    while not (inst.get("placement") or {}).get("recipient"):
-        if inst.get("delegation") or inst.get("shared"):
-            raise InvalidInput(f"{reference!r} runs on no partition of this master: secret "
+    while not partition_recipient(inst):
+        end = ((inst.get("delegation") or {}).get("chain") or [{}])[-1]
+        if inst.get("shared") or (isinstance(end, dict) and end.get("host_instance")):
+            raise InvalidInput(f"{reference!r} runs on no partition of its own: secret "
                                "parameters cannot be sealed to it",
                                [{"field": "secret", "problem": "no partition"}])
         if time.monotonic() > deadline:
@@ -94,8 +95,19 @@ def seal_parameters(client, reference: str, request, secrets: dict, wait: float)
                 "sealed to it", [{"field": "secret", "problem": "no partition certificate"}])
         time.sleep(0.2)
         inst = client.show(inst["id"])
-    key = recipient_key(inst["placement"]["recipient"]["certificate"])
+    key = recipient_key(partition_recipient(inst)["certificate"])
     return {k: seal(v, key, parameter_context(inst["id"], k)) for k, v in secrets.items()}
+
+
+def partition_recipient(inst: dict) -> dict | None:
+    """The certificate of the partition an instance runs in: its placement's here; for
+    a delegated instance, the one the far master reported at the end of the chain
+    (the node there opens the values for this instance's id, core.sealed.bound_instance)."""
+    rec = (inst.get("placement") or {}).get("recipient")
+    if not rec and inst.get("delegation"):
+        chain = inst["delegation"].get("chain") or [{}]
+        rec = chain[-1].get("recipient") if isinstance(chain[-1], dict) else None
+    return rec if isinstance(rec, dict) and rec.get("certificate") else None
 
 
 def report_unopened(inst: dict, problems: dict, fatal: bool = True) -> None:

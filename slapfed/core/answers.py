@@ -180,6 +180,9 @@ class Recipient(Answer):
                            "instance's secret connection parameters to its key")
     fingerprint: described("SHA-256 of that certificate (hex): when it changes, the node "
                            "seals them again")
+    instance: Optional[described(
+        "an instance delegated here: its id at the master its requester asked, which its "
+        "secrets are bound to (absent: its own id)")] = None
 
 
 class DesiredInstance(Answer):

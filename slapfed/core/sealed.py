@@ -64,3 +64,17 @@ def connection_context(instance_id: str, key: str) -> str:
 def parameter_context(instance_id: str, key: str) -> str:
     """What a secret instance parameter is sealed for (to the partition's key)."""
     return f"parameter/{instance_id}/{key}"
+
+
+# -- sealing through delegation --------------------------------------------------------
+# A delegated instance has one id at each master of its chain; its requester opens its
+# values (and seals its secret parameters) at the master it asked, the origin, with the
+# id the instance has there. The recipient a forward carries names that id
+# (``instance``), and every master down the chain passes it on unchanged: the node that
+# finally runs the instance binds its secrets to it.
+def bound_instance(instance: dict | None, instance_id: str) -> str:
+    """The instance id the secrets of a desired instance are bound to: the id at the
+    origin its recipient names (a delegated instance), else its own ``instance_id``."""
+    rec = (instance or {}).get("recipient")
+    bound = rec.get("instance") if isinstance(rec, dict) else None
+    return bound if isinstance(bound, str) and bound else instance_id

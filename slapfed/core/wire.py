@@ -524,6 +524,29 @@ def wire_type(what: str, **schema):
     return decorate
 
 
+# -- sealing through delegation: the recipient a forwarded request carries ------------
+FINGERPRINT_RE = re.compile(r"^[0-9a-f]{64}\Z")
+
+
+@wire_type("recipient")
+class ForwardedRecipient:
+    """Whom the secrets of a delegated instance are sealed to: the certificate of the
+    requester at the master it asked (the origin), its SHA-256 and the id the instance
+    has there (what the values are bound to). Only a peer master forwarding a delegation
+    names one, and only the one it was given (master.instances.forwarded_recipient)."""
+
+    certificate: PemCertificate
+    fingerprint: Annotated[Text(64, ecma(FINGERPRINT_RE)), Field(
+        description="SHA-256 of the certificate (lowercase hex)")]
+    instance: Annotated[Id, Field(description="the instance's id at the origin master: "
+                                              "its secrets are bound to it")]
+
+    FIELDS = ("certificate", "fingerprint", "instance")
+
+    def to_json(self) -> dict:
+        return {k: getattr(self, k) for k in self.FIELDS}
+
+
 # -- the bodies ------------------------------------------------------------------------
 @wire_type(
     "request",
@@ -555,9 +578,13 @@ class InstanceRequest:
     parent: Optional[Annotated[Id, Field(description="id of the parent instance")]] = None
     provenance: Optional[Provenance] = ()  # the masters this request crossed, first to last
     open_to: Optional[OpenTo] = ()        # who may attach shared instances to it, besides its owner
+    recipient: Optional[Annotated[ForwardedRecipient, Field(
+        description="a peer master forwarding a delegation: whom the instance's secrets "
+                    "are sealed to (the requester at the origin); refused from anyone "
+                    "else")]] = None
 
     FIELDS = ("reference", "software_url", "software_type", "parameters", "sla", "state",
-              "shared", "requester", "parent", "provenance", "open_to")
+              "shared", "requester", "parent", "provenance", "open_to", "recipient")
 
     _nulls = _NULLS
 
@@ -576,6 +603,10 @@ class InstanceRequest:
         out = {k: getattr(self, k) for k in self.FIELDS}
         out["provenance"] = list(self.provenance)
         out["open_to"] = list(self.open_to)
+        if self.recipient is None:
+            del out["recipient"]
+        else:
+            out["recipient"] = self.recipient.to_json()
         return out
 
     def sla_terms(self):

@@ -43,8 +43,8 @@ def caller_recipient(req) -> dict | None:
     requests ({"certificate", "fingerprint"}): only when a person or an administrator
     requests for itself, or a partition for the instance it hosts, over mutual TLS, with a P-256 key (what values are
     sealed to); else None. A peer master forwarding a delegation is not the requester:
-    sealing to its key would let that master read them (the requester's certificate
-    travelling with the forward is a later step), so nothing is sealed to it."""
+    sealing to its key would let that master read them, so nothing is sealed to it (the
+    requester's certificate travels with the forward: forwarded_recipient)."""
     from ..ca.identity import ADMIN, PARTITION, PERSON
     from ..ca.seal import recipient_from_der
     from .auth import PEER_CERT_ENVIRON, current_identity, insecure
@@ -60,10 +60,49 @@ def caller_recipient(req) -> dict | None:
     return recipient_from_der(der)
 
 
+# -- sealing through delegation -----------------------------------------------------------
+def forwarded_recipient(req) -> dict | None:
+    """The recipient a forwarded request names ({"certificate", "fingerprint",
+    "instance"}), checked; None when it names none.
+
+    Sealing to a key gives its holder the secret, so only a peer master, forwarding a
+    delegation over mutual TLS, may name one: it applies to that one instance, which
+    the peer itself requests here (its requester is the peer), so the worst a peer can
+    do with it is expose the secrets of the delegations it relays (which it serves, or
+    could withhold, anyway); it never reaches anyone else's instances. Anyone else
+    naming a recipient is refused: a person's or a partition's is its own certificate.
+    The certificate must hold a P-256 key and match the fingerprint given."""
+    from ..ca.identity import MASTER
+    from ..ca.seal import recipient_from_pem
+    from ..core.errors import InvalidInput
+    from .auth import current_identity, insecure
+
+    if req.recipient is None:
+        return None
+    identity = current_identity()
+    if insecure() or identity is None or identity.role != MASTER:
+        raise InvalidInput(
+            "invalid request: only a peer master forwarding a delegation names a "
+            "recipient (yours is the certificate you call with)",
+            [{"field": "recipient", "problem": "only a peer master may name one"}])
+    rec = recipient_from_pem(req.recipient.certificate)
+    if rec is None:
+        raise InvalidInput("invalid request: the recipient is not a certificate holding a "
+                           "P-256 key", [{"field": "recipient.certificate",
+                                          "problem": "not a P-256 certificate"}])
+    if rec["fingerprint"] != req.recipient.fingerprint:
+        raise InvalidInput("invalid request: the recipient's fingerprint is not its "
+                           "certificate's", [{"field": "recipient.fingerprint",
+                                              "problem": "does not match the certificate"}])
+    return {**rec, "instance": req.recipient.instance}
+
+
 @blueprint.post("/instances")
 def request_instance():
     req = bounded(instance_request())
-    created, body = services.request_instance(runtime(), req, caller_recipient(req))
+    forwarded = forwarded_recipient(req)
+    created, body = services.request_instance(runtime(), req, caller_recipient(req),
+                                              forwarded=forwarded)
     if body.get("delegation") is not None:
         kick_forwarder()
     log_outcome("requested" if created else "requested again", body)

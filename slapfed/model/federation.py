@@ -109,6 +109,9 @@ class Forward(Persistent):
     chain = ()
     created_at = None
     updated_at = None
+    # fingerprint of the recipient the peer last accepted with the instance (sealing
+    # through delegation): a renewed certificate at the origin pushes it again
+    pushed_recipient = None
 
     def __init__(self, instance_id: str, peer: str, fallbacks: tuple, remote_reference: str,
                  now: float):

@@ -35,6 +35,7 @@ from ..core.errors import (Conflict, Fenced, MasterUnreachable, NotFound, ReadOn
 from ..core.states import (BUILDING, DESTROYED, ERASED, FAILED, INSTALLED, QUARANTINED,
                            STARTED, STOPPED)
 from ..core.fields import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
+from ..core.sealed import bound_instance
 from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
 from .plan import (
@@ -564,8 +565,8 @@ class Agent:
             instance = spec.to_json()
             key_pem = confine.read_bytes(os.path.join(pp.private, PARTITION_KEY), pp.path) \
                 if identity else None
-            instance["parameters"], problem = open_parameters(spec.id, spec.parameters,
-                                                              key_pem, pid)
+            instance["parameters"], problem = open_parameters(
+                self._bound_instance(pid, spec.id), spec.parameters, key_pem, pid)
             if problem:
                 work.record = PartitionRecord(spec.id, spec.revision, FAILED, None,
                                               spec.software_hash, log_tail=problem)
@@ -726,6 +727,13 @@ class Agent:
             self._instances_of = (self.desired, index)
         return index.get(pid)
 
+    def _bound_instance(self, pid: str, instance_id: str) -> str:
+        """The instance id ``instance_id``'s secrets are bound to (core.sealed): the
+        origin's id when the instance was delegated here, else its own."""
+        inst = self._desired_instance(pid)
+        return bound_instance(inst, instance_id) if inst and inst.get("id") == instance_id \
+            else instance_id
+
     def _seal(self, pid: str, instance_id: str, public: dict, secret: dict):
         """(connection to report, recipient fingerprint): the secrets sealed to the
         requester the desired state names for ``instance_id``; one that cannot be is
@@ -733,7 +741,8 @@ class Agent:
         inst = self._desired_instance(pid)
         recipient = inst.get("recipient") if inst and inst.get("id") == instance_id else None
         fp = recipient_fingerprint(inst) if recipient is not None else None
-        connection, withheld = self.sealer.connection(instance_id, public, secret, recipient)
+        connection, withheld = self.sealer.connection(self._bound_instance(pid, instance_id),
+                                                      public, secret, recipient)
         for name, why in sorted(withheld.items()):
             log.warning("partition %s (instance %s): secret connection parameter %r "
                         "withheld: %s", pid, instance_id, name, why,

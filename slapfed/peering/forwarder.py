@@ -182,7 +182,8 @@ class Forwarder:
                             extra={"instance": push.instance_id, "peer": push.peer,
                                    "error": exc.code})
                 return
-            fed.record_accepted(self.rt, push.instance_id, push.peer, push.revision, answer)
+            fed.record_accepted(self.rt, push.instance_id, push.peer, push.revision, answer,
+                                push.recipient)
             log.info("instance %s (revision %s) forwarded to peer %s: accepted",
                      push.instance_id, push.revision, push.peer,
                      extra={"instance": push.instance_id, "peer": push.peer})

@@ -326,6 +326,12 @@ def record_partition_certificate(rt, computer_id: str, partition_id: str,
             raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
         if partition.recipient != recipient:
             partition.recipient = dict(recipient)
+            inst = None if partition.instance_id is None else \
+                app.instances.get(partition.instance_id)
+            if inst is not None:
+                # its instance shows the certificate: a peer that delegated it here
+                # reads it in the change feed (and its requester seals to it)
+                inst.touch(clock())
 
     write(rt, use_case)
 

@@ -27,20 +27,24 @@ HOSTABLE_STATUSES = (PENDING, STARTED)
 
 
 # -- use cases ------------------------------------------------------------------
-def request_instance(rt, req: InstanceRequest,
-                     recipient: dict | None = None) -> tuple[bool, dict]:
+def request_instance(rt, req: InstanceRequest, recipient: dict | None = None,
+                     forwarded: dict | None = None) -> tuple[bool, dict]:
     """Find or create the instance of (requester, reference) and converge it.
 
     ``recipient`` ({"certificate", "fingerprint"}): the requester's own certificate, the
     key its instances' secret connection parameters are sealed to (see
-    _adopt_recipient). Returns (created, instance JSON). Raises InvalidInput (unknown
-    parent), UnknownSoftwareType, NoCapacity, Conflict. It runs on the writer
-    connection, whose cache is never invalidated by this process; a repeated request
-    that changes nothing modifies nothing, so its share of the group commit costs no
-    write."""
+    _adopt_recipient). ``forwarded`` ({"certificate", "fingerprint", "instance"}): the
+    recipient a peer master forwarding a delegation names, checked by the route; it is
+    this one instance's (see _adopt_forwarded). Returns (created, instance JSON).
+    Raises InvalidInput (unknown parent), UnknownSoftwareType, NoCapacity, Conflict. It
+    runs on the writer connection, whose cache is never invalidated by this process; a
+    repeated request that changes nothing modifies nothing, so its share of the group
+    commit costs no write."""
     def use_case(app):
         if recipient is not None:
             _adopt_recipient(app, req.requester, req.reference, recipient)
+        if forwarded is not None:
+            _adopt_forwarded(app, app.find_instance(req.requester, req.reference), forwarded)
         unchanged = _render_if_unchanged(app, req, rt.leases)
         if unchanged is not None:
             return False, unchanged
@@ -50,6 +54,7 @@ def request_instance(rt, req: InstanceRequest,
             inst = _create(rt, app, req, now)
             if recipient is not None:
                 inst.recipient = dict(recipient)
+            _adopt_forwarded(app, inst, forwarded)
             created = True
         else:
             _update(rt, app, inst, req, now)
@@ -262,6 +267,21 @@ def _adopt_recipient(app, requester: str, reference: str, recipient: dict) -> No
             inst.recipient = dict(recipient)
             if inst.placed:
                 app.computers[inst.computer_id].bump_serial()
+
+
+# -- sealing through delegation -----------------------------------------------------------
+def _adopt_forwarded(app, inst, forwarded: dict | None) -> None:
+    """The recipient a forwarding peer named becomes ``inst``'s own: unlike a
+    requester's certificate (_adopt_recipient), it is not shared by the requester's
+    other instances (a peer forwards for many requesters). A change (a renewed
+    certificate at the origin) gives the computer hosting it a new desired state (its
+    node seals again, nothing is rebuilt); a delegated instance is pushed again to its
+    own peer with it (services.federation.forwards: the forward's pushed_recipient)."""
+    if inst is None or forwarded is None or inst.recipient == forwarded:
+        return
+    inst.recipient = dict(forwarded)
+    if inst.placed:
+        app.computers[inst.computer_id].bump_serial()
 
 
 def _render_if_unchanged(app, req: InstanceRequest, leases=None) -> dict | None:

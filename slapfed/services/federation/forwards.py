@@ -7,8 +7,10 @@ HTTP here: the forwarder (slapfed.peering.forwarder) calls the peers.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 
+from ...core.sealed import shape_problem
 from ...core.sla import MASTER_KEY, RELATIVE_KEYS
 from ...core.states import DESTROYED, PENDING, UNKNOWN
 from ...federation import routing
@@ -17,6 +19,8 @@ from ...model.federation import (FWD_CLOSED, FWD_FORWARDED, FWD_QUEUED, FWD_REFU
                                  FWD_UNREACHABLE)
 from ..tx import clock, read, write
 from .peers import open_forwards_of
+
+log = logging.getLogger("slapfed.federation")
 
 MAX_REMOTE_REFERENCE = 200
 # A peer's contact (and the time of an unchanged summary) is recorded at most this often:
@@ -104,6 +108,7 @@ class Push:
     revision: int
     contacted: bool
     body: dict
+    recipient: str | None = None     # fingerprint of the recipient the body names
 
 
 def due_pushes(rt, now: float | None = None, limit: int = 256) -> tuple[list[Push], float | None]:
@@ -116,7 +121,8 @@ def due_pushes(rt, now: float | None = None, limit: int = 256) -> tuple[list[Pus
         for iid in app.open_forwards:
             fwd = app.forwards[iid]
             inst = app.instances.get(iid)
-            if inst is None or (fwd.accepted and fwd.pushed_revision >= inst.revision):
+            if inst is None or (fwd.accepted and fwd.pushed_revision >= inst.revision
+                                and fwd.pushed_recipient == _fingerprint(inst)):
                 continue
             if fwd.next_attempt_at > t:
                 next_at = fwd.next_attempt_at if next_at is None else min(next_at,
@@ -124,17 +130,38 @@ def due_pushes(rt, now: float | None = None, limit: int = 256) -> tuple[list[Pus
                 continue
             if len(due) < limit:
                 due.append(Push(iid, fwd.peer, inst.revision, fwd.contacted,
-                                _push_body(inst, fwd, here)))
+                                _push_body(inst, fwd, here), _fingerprint(inst)))
         return due, next_at
 
     return read(rt, query)
 
 
 def _push_body(inst, fwd, here: str) -> dict:
-    return {"reference": fwd.remote_reference, "software_url": inst.software_url,
+    body = {"reference": fwd.remote_reference, "software_url": inst.software_url,
             "software_type": inst.software_type, "parameters": dict(inst.parameters),
             "sla": forwarded_sla(inst.sla, here), "state": inst.requested_state,
             "shared": inst.shared, "provenance": list(inst.provenance)}
+    recipient = forwarded_recipient(inst)
+    if recipient is not None:
+        body["recipient"] = recipient
+    return body
+
+
+# -- sealing through delegation -----------------------------------------------------------
+def forwarded_recipient(inst) -> dict | None:
+    """The recipient a forward of ``inst`` carries: its requester's certificate, bound
+    to the instance's id here when this master is the origin; the one a peer forwarded
+    here, unchanged, when it is relayed further (never this master's own, nor another)."""
+    rec = inst.recipient
+    if not isinstance(rec, dict) or not rec.get("certificate") or not rec.get("fingerprint"):
+        return None
+    return {"certificate": rec["certificate"], "fingerprint": rec["fingerprint"],
+            "instance": rec.get("instance") or inst.id}
+
+
+def _fingerprint(inst) -> str | None:
+    rec = inst.recipient
+    return rec.get("fingerprint") if isinstance(rec, dict) else None
 
 
 def mark_contacted(rt, instance_id: str, peer: str) -> None:
@@ -146,8 +173,10 @@ def mark_contacted(rt, instance_id: str, peer: str) -> None:
     write(rt, use_case)
 
 
-def record_accepted(rt, instance_id: str, peer: str, revision: int, remote: dict) -> None:
-    """The peer accepted revision ``revision``; apply what it answered."""
+def record_accepted(rt, instance_id: str, peer: str, revision: int, remote: dict,
+                    recipient: str | None = None) -> None:
+    """The peer accepted revision ``revision`` (with the recipient of fingerprint
+    ``recipient``); apply what it answered."""
     def use_case(app):
         now = clock()
         fwd = app.forwards.get(instance_id)
@@ -156,7 +185,7 @@ def record_accepted(rt, instance_id: str, peer: str, revision: int, remote: dict
             return
         fwd.set(now, accepted=True, contacted=True, attempts=0, next_attempt_at=0.0,
                 pushed_revision=max(fwd.pushed_revision, revision), state=FWD_FORWARDED,
-                reason=f"accepted by {peer}", fallbacks=())
+                reason=f"accepted by {peer}", fallbacks=(), pushed_recipient=recipient)
         _contact(app, peer, now)
         _apply_remote(app, inst, fwd, remote, now)
     write(rt, use_case)
@@ -296,7 +325,7 @@ def _apply_remote(app, inst, fwd, remote: dict, now: float) -> int:
         new_status["reported_at"] = now
         inst.status = new_status
         changes += 1
-    connection = remote.get("connection") or {}
+    connection = relayed_connection(fwd.peer, inst.id, remote.get("connection"))
     if connection != inst.connection:
         inst.connection = dict(connection)
         changes += 1
@@ -312,6 +341,26 @@ def _apply_remote(app, inst, fwd, remote: dict, now: float) -> int:
     return 1 if changes else 0
 
 
+def relayed_connection(peer: str, instance_id: str, connection) -> dict:
+    """The connection parameters a peer reports for a delegated instance, as this master
+    keeps and relays them: sealed values stay the sealed text (nobody on the chain can
+    open them), and a value that claims to be sealed but is not of the shape is left
+    out, logged with the peer and parameter it came from (core.sealed.shape_problem):
+    it would not open anywhere, and nothing else of the instance is held up by it."""
+    if not isinstance(connection, dict):
+        return {}
+    out = {}
+    for key, value in connection.items():
+        why = shape_problem(value)
+        if why is None:
+            out[key] = value
+            continue
+        log.warning("peer %s reported connection parameter %r of instance %s as a %s: "
+                    "left out", peer, key, instance_id, why,
+                    extra={"peer": peer, "instance": instance_id, "parameter": key})
+    return out
+
+
 def _chain_of(peer: str, remote: dict) -> tuple:
     hop = {"master": peer}
     delegation = remote.get("delegation")
@@ -320,8 +369,13 @@ def _chain_of(peer: str, remote: dict) -> tuple:
     place = remote.get("placement")
     if place:
         loc = place.get("locality") or {}
-        return (hop, {"computer": place.get("computer"), "partition": place.get("partition"),
-                      **{k: v for k, v in loc.items() if v}})
+        end = {"computer": place.get("computer"), "partition": place.get("partition"),
+               **{k: v for k, v in loc.items() if v}}
+        if isinstance(place.get("recipient"), dict):
+            # the partition's certificate: the requester at the origin seals secret
+            # parameters to it (slapfed request --secret through delegation)
+            end["recipient"] = dict(place["recipient"])
+        return (hop, end)
     host = remote.get("host_instance")
     if host:
         return (hop, {"host_instance": host})
