@@ -506,6 +506,8 @@ E2E_FILES = frozenset({
     "test_usage_feed_nodes_e2e.py",
     "test_zeo_orphans.py",
     "test_zk_e2e.py",
+    # zero knowledge in recursion
+    "test_zk_recursion_e2e.py",
 })
 
 
