@@ -129,3 +129,24 @@ def test_request_refuses_a_secret_file_given_badly_before_calling_a_master(tmp_p
                                     *[a.format(path=path) for a in args]])
     assert done.exit_code == 2, done.output
     assert words in done.output
+
+
+@pytest.mark.parametrize("args, words", [
+    ([], "either --token or --token-file"),
+    (["--token", "t", "--token-file", "{path}"], "either --token or --token-file"),
+    (["--token-file", "{missing}"], "token: cannot read"),
+], ids=["neither", "both", "unreadable"])
+def test_config_enrol_takes_its_token_from_exactly_one_place(tmp_path, monkeypatch, args,
+                                                             words):
+    from slapfed.cli.main import cli
+    path, ca = tmp_path / "t", tmp_path / "ca.crt"
+    path.write_text("t\n")
+    ca.write_text("not used")
+    monkeypatch.setenv("SLAPFED_CONFIG", str(tmp_path / "none.json"))
+    done = CliRunner().invoke(cli, ["config", "enrol", "--master", "https://127.0.0.1:9",
+                                    "--ca", str(ca), "--out", str(tmp_path / "id"),
+                                    *[a.format(path=path, missing=tmp_path / "no")
+                                      for a in args]])
+    assert done.exit_code == 2, done.output
+    assert words in done.output
+    assert not (tmp_path / "id").exists()
