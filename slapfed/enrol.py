@@ -32,7 +32,14 @@ def enrol(url: str, ca_pem: str, token: str, out_dir,
     key = generate_key()
     write_private_key(key_path, key)
     csr = csr_for(key).public_bytes(serialization.Encoding.PEM).decode()
-    answer = MasterClient(url, ca=str(ca_path), outbound=outbound).redeem_token(token, csr)
+    try:
+        answer = MasterClient(url, ca=str(ca_path), outbound=outbound).redeem_token(token,
+                                                                                csr)
+    except BaseException:
+        # nothing certified that key: leave no identity behind, so that enrolling again
+        # (a replica waiting for its primary to answer) can work
+        key_path.unlink(missing_ok=True)
+        raise
     Path(cert_path).write_text(answer["certificate"])
     return MasterClient(url, ca=str(ca_path), cert=str(cert_path), key=str(key_path),
                         outbound=outbound)

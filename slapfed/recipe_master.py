@@ -129,6 +129,11 @@ class MasterRecipe:
             # a replica follows a FileStorage served by the master itself
             raise zc.buildout.UserError(f"[{name}] replicas need storage = file (a "
                                         "replica follows the primary's own FileStorage)")
+        if int(replicas):
+            # -- rebuilt from a replica: when the parent master gave this instance the
+            # partition of its replica (its computer was lost), the data directory holds
+            # that replica; it becomes the primary, at a new epoch, as the master starts
+            extra.append("--promote")
         locality = {k: options.get(k, "").strip() for k in LOCALITY}
         if topology_text(master, locality):
             extra.append(f"--topology\n{os.path.join(data, 'topology.toml')}")

@@ -453,6 +453,7 @@ E2E_FILES = frozenset({
     "test_ca_tls.py",
     "test_cdn_usage_e2e.py",
     "test_child_master_replicas.py",
+    "test_child_rebuild_drill.py",
     "test_claims_tls.py",
     "test_cli_master_output.py",
     "test_cli_startup.py",

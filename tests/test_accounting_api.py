@@ -271,6 +271,6 @@ def test_each_reads_its_own_usage_and_an_admin_everyone(authz_world):
                   ).status_code == 403
     assert w.call("person_a", "GET", "/statements?period=2026-11&peer=peer-1"
                   ).status_code == 403
-    assert w.call("peer", "GET", f"/instances/{w.a_root['id']}/usage").status_code == 403
+    assert w.call("peer", "GET", f"/instances/{w.a_root['id']}/usage").status_code == 404
     assert w.ok(w.call("person_a", "GET", f"/instances/{w.a_child['id']}/usage"
                        "?since=2026-11-01&until=2026-11-30"))["totals"][0]["quantity"] == 2

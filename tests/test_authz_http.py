@@ -241,6 +241,15 @@ def test_authorization_matrix(authz_world, actor, build, allowed):
     elif actor in AuthzWorld.REFUSED_CERTS:
         assert resp.status_code == 401, (resp.status_code, error)
         assert error["code"] == AuthzWorld.REFUSED_CERTS[actor]
+    elif resp.status_code == 404 and path.startswith("/instances/"):
+        # an instance the actor may not even read is answered as a missing one
+        iid = path.split("/")[2]
+        absent = authz_world.call(actor, method, path.replace(iid, "i-0000000000000000"),
+                                  body)
+        other = (absent.json or {}).get("error")
+        assert absent.status_code == 404 and other["code"] == error["code"] == "not_found"
+        assert error["message"].replace(iid, "ID") == \
+            other["message"].replace("i-0000000000000000", "ID")
     else:
         assert resp.status_code == 403, (resp.status_code, error)
         assert error["code"] == "forbidden" and set(error) == {"code", "message", "details",

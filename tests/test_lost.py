@@ -2,6 +2,7 @@
 moved reports as use cases over a real FileStorage."""
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -503,3 +504,92 @@ def test_the_keeper_samples_backup_and_restore(tmp_path):
     assert hello.restore(str(where), str(target)) == 0
     assert target.read_text() == "precious"
     assert hello.restore(str(tmp_path / "none"), str(tmp_path / "c" / "x")) == 0  # nothing
+
+
+# -- a child master rebuilt from its replica ---------------------------------------------
+def _child_master(rt, *, replica_state=STARTED, replica_published=None, registered=False):
+    """A child master's primary on c1 that published one replica, requested by its
+    partition as a child instance and placed on c2 (different_host), reported as the
+    replica says (``replica_state``, ``replica_published``). Returns (primary, replica)."""
+    from dataclasses import replace
+    primary = _request(rt, "child-1", sla=[{"computer_guid": "c1"}],
+                       parameters={"name": "child-1", "replicas": "1"})
+    _created, replica = svc.request_instance(rt, replace(InstanceRequest.from_json(
+        {"reference": "child-1-replica-1", "software_url": URL, "software_type": "default",
+         "parameters": {"name": "child-1-replica-1", "invitation": "{}"},
+         "sla": [{"computer_guid": "c2"}], "parent": primary["id"]}),
+        requester=primary["id"]))
+    _report(rt, replica, replica_state, replica_published if replica_published is not None
+            else {"role": "replica", "url": "https://c2:10001", "mode": "sync"})
+    published = {"url": "https://c1:10001", "ca-certificate": "PEM", "replicas": "1",
+                 "replica-1": "child-1-replica-1"}
+    if registered:
+        published = {"url": "https://c1:10001", "ca-certificate": "PEM"}
+    _report(rt, primary, connection=published)
+    if registered:
+        def use_case(app):
+            app.instances[primary["id"]].child_master = {"name": "child-1"}
+        from slapfed.services.tx import write
+        write(rt, use_case)
+    return primary, replica
+
+
+def test_a_lost_child_master_takes_over_its_replicas_partition_data_included(world):
+    rt = world
+    primary, replica = _child_master(rt)
+    where = replica["placement"]
+    answer = svc.declare_lost(rt, "c1", "disk gone")
+    [move] = answer["moves"]
+    assert move["outcome"] == "rebuilt" and move["instance"] == primary["id"]
+    assert move["to"] == {"computer": where["computer"], "partition": where["partition"],
+                          "from": "child-1-replica-1"}
+    rebuilt = svc.show_instance(rt, primary["id"], rt.leases)
+    assert rebuilt["placement"] == where and rebuilt["status"]["state"] == PENDING
+    assert "rebuilt from its replica child-1-replica-1" in rebuilt["status"]["log_tail"]
+    assert rebuilt["connection"] == {}                 # published again by its new node
+    # the replica's node keeps the data and starts the primary's profile over them
+    doc = json.loads(svc.desired_state(rt, "c2")[1])
+    [entry] = [p for p in doc["partitions"] if p["id"] == where["partition"]]
+    assert entry["instance"]["id"] == primary["id"]
+    assert entry["instance"]["takes_over"] == replica["id"]
+    # the replica gave its partition up; it waits for the new invitation of its primary
+    gave_up = svc.show_instance(rt, replica["id"], rt.leases)
+    assert gave_up["placement"] is None and gave_up["status"]["state"] == PENDING
+    assert "promoted" in gave_up["status"]["log_tail"]
+    # ... which requests it again (as itself, from its new partition): a new replica, on
+    # another host than its primary's new one, the lost computer excluded
+    from dataclasses import replace
+    _created, again = svc.request_instance(rt, replace(InstanceRequest.from_json(
+        {"reference": "child-1-replica-1", "software_url": URL,
+         "parameters": {"name": "child-1-replica-1", "invitation": "{\"new\": 1}"},
+         "sla": {"different_host": ["child-1"]}, "parent": primary["id"]}),
+        requester=primary["id"]))
+    assert again["id"] == replica["id"] and again["placement"]["computer"] == "c3"
+
+
+@pytest.mark.parametrize("setup, says", [
+    ({"replica_state": FAILED}, "child-1-replica-1 is failed, not started"),
+    ({"replica_published": {"url": "https://c2:1"}}, "published no replica URL"),
+    ({"registered": True}, "it has none"),
+    ({"lease_out": True}, "computer c2 is silent"),
+], ids=["replica-not-started", "not-a-replica", "registered-without-replicas",
+        "replicas-computer-silent"])
+def test_a_child_master_with_no_replica_to_rebuild_from_is_not_placed_again_empty(
+        world, setup, says):
+    rt = world
+    lease_out = setup.pop("lease_out", False)
+    primary, replica = _child_master(rt, **setup)
+    if lease_out:
+        rt.leases._table["c2"] = time.time() - 100
+    before = last_tid(rt.db)
+    dry = svc.declare_lost(rt, "c1", "disk gone", dry_run=True)
+    assert last_tid(rt.db) == before                        # a dry run writes nothing
+    answer = svc.declare_lost(rt, "c1", "disk gone")
+    for a in (dry, answer):
+        [move] = a["moves"]
+        assert move["outcome"] == "not_placed" and says in move["reason"], move
+        assert "not placed again empty" in move["reason"]
+    shown = svc.show_instance(rt, primary["id"], rt.leases)
+    assert shown["placement"] is None and shown["status"]["state"] == FAILED
+    assert svc.show_instance(rt, replica["id"], rt.leases)["placement"] == \
+        replica["placement"]                                # the replica is left alone

@@ -90,6 +90,15 @@ CASES = [
     ("partition reassigned to another instance: wipe the old one first",
      doc(inst("i2")), LocalState(INSTALLED_HELLO, {"part0": applied(I1)}),
      [("Destroy", "part0"), ("Instantiate", "part0"), ("Start", "part0")]),
+    ("partition taken over by an instance (a child master rebuilt from its replica): "
+     "its data are kept, the new instance is instantiated over them",
+     doc({**inst("i2"), "takes_over": "i1"}),
+     LocalState(INSTALLED_HELLO, {"part0": applied(I1)}),
+     [("Instantiate", "part0"), ("Start", "part0")]),
+    ("takes_over naming another instance than the one there: wipe as ever",
+     doc({**inst("i3"), "takes_over": "i2"}),
+     LocalState(INSTALLED_HELLO, {"part0": applied(I1)}),
+     [("Destroy", "part0"), ("Instantiate", "part0"), ("Start", "part0")]),
     ("failed buildout, backoff not elapsed: no action",
      doc(I1), LocalState(INSTALLED_HELLO, {"part0": applied(
          I1, state=FAILED, attempts=1, last_attempt=NOW - 5)}), []),

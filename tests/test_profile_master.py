@@ -384,10 +384,11 @@ def test_a_childs_trust_follows_who_owns_the_tree(master_runtime, master_factori
     ({"host": "h", "lan": "l", "country": "c", "continent": "k"}, "https://127.0.0.5:2001",
      "zeo://127.0.0.5:2000", "--topology\n/d/topology.toml"),
     ({"host": "h"}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
-    ({"replicas": "2"}, "https://127.0.0.5:2001", "file", ""),
+    ({"replicas": "2"}, "https://127.0.0.5:2001", "file", "--promote"),
     ({"replicas": "0", "storage": ""}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
 ], ids=["defaults", "file", "ancestry", "site", "partial-site-ignored",
-        "replicas-serve-their-own-filestorage", "no-replicas-zeo"])
+        "replicas-serve-their-own-filestorage-and-promote-a-replica-taken-over",
+        "no-replicas-zeo"])
 def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url, storage,
                                                                       extra):
     from slapfed.recipe_master import MasterRecipe

@@ -226,3 +226,56 @@ def test_asking_after_a_tid_outside_the_history_confirms_nothing(api, master_app
     r = api.get("/api/v1/replication/transactions", query_string={"after": mine.hex()})
     assert r.status_code == 200
     assert [tid for tid, _ in rt.replication.acks().values()] == [mine]
+
+
+@pytest.mark.parametrize("role, epoch, role_after", [
+    (LocalRole(rep.REPLICA, name="r1", primary_url="https://old:1", sync=True), 2,
+     LocalRole(rep.PRIMARY, name="r1")),
+    (LocalRole(), None, LocalRole()),
+    (LocalRole(fenced_epoch=3, fenced_by="https://new:1"), None,
+     LocalRole(fenced_epoch=3, fenced_by="https://new:1")),
+], ids=["replica-becomes-the-primary", "primary-serves-as-it-is", "fenced-stays-fenced"])
+def test_serve_promote_makes_a_replicas_data_directory_the_primary_of_a_new_epoch(
+        tmp_path, role, epoch, role_after):
+    """`master serve --promote` (a child master rebuilt in its replica's partition):
+    the replica's name holds the new epoch and leaves the replicas it knew of."""
+    from slapfed.replication.setup import promote_in_place
+    from slapfed.services import replication as svc
+    from slapfed.services.tx import app_root
+    from slapfed.store import open_db
+    db = open_db("file", str(tmp_path))
+    with db.transaction() as conn:
+        app_root(conn).replicas = (("r1", "https://r1:1", "sync"), ("r2", None, "async"))
+    db.close()
+    write_role(tmp_path, role)
+    assert promote_in_place(str(tmp_path), "file") == epoch
+    assert read_role(tmp_path) == role_after
+    db = open_db("file", str(tmp_path))
+    try:
+        view = svc.replication_view(db)
+    finally:
+        db.close()
+    if epoch:
+        assert view.epoch == 2 and [(e, n) for e, n, _t in view.epochs] == [(2, "r1")]
+        assert [r.name for r in view.replicas] == ["r2"]
+    else:
+        assert view.epoch == 1 and len(view.replicas) == 2
+
+
+def test_an_enrolment_that_failed_leaves_no_identity_so_it_can_be_tried_again(tmp_path):
+    """A new replica enrols while its primary (just rebuilt) is not answering yet: each
+    failed attempt leaves no key behind, or the next one would refuse the directory."""
+    import socket
+
+    from slapfed.ca.authority import CertificateAuthority
+    from slapfed.core.errors import MasterUnreachable
+    from slapfed.enrol import enrol
+    ca = CertificateAuthority.init(tmp_path / "ca", "test CA")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]            # closed once left: nobody answers there
+    for _attempt in range(2):
+        with pytest.raises(MasterUnreachable):
+            enrol(f"https://127.0.0.1:{port}", ca.certificate_pem, "token", tmp_path / "id")
+        assert not (tmp_path / "id" / "identity.key").exists()
+        assert not (tmp_path / "id" / "identity.crt").exists()

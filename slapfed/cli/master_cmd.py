@@ -155,6 +155,11 @@ class DurationType(click.ParamType):
               type=click.FloatRange(min=0, max=86400), metavar="SECONDS",
               help="A new replica (--replica-of) whose primary does not answer yet tries "
                    "to enrol again for this long (a replica deployed beside its primary).")
+@click.option("--promote", is_flag=True,
+              help="If DATA holds a replica, make it the primary of a new epoch before "
+                   "serving (as `master promote` does to a running replica); a primary's "
+                   "DATA serves as it is. A child master's partition that took over its "
+                   "replica's (it was rebuilt from it) starts so.")
 @click.option("--peer-usage-interval", "peer_usage_interval", default=60.0,
               show_default=True, type=click.FloatRange(min=0), metavar="SECONDS",
               help="Pull each peer's usage feed (what this master's delegations used "
@@ -166,7 +171,7 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
           pack_every, pack_keep, lease, rebuild_after, outbound_allow, long_poll_max,
           replica_of, sync, sync_timeout, destroyed_retention, primary_wait,
-          peer_usage_interval):
+          promote, peer_usage_interval):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
@@ -189,7 +194,7 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         outbound_allow=tuple(outbound_allow), long_poll_max=long_poll_max,
                         replica_of=replica_of, sync=sync, sync_timeout=sync_timeout,
                         destroyed_retention=destroyed_retention, primary_wait=primary_wait,
-                        peer_usage_interval=peer_usage_interval)
+                        peer_usage_interval=peer_usage_interval, promote=promote)
     run_server(opts)
 
 

@@ -621,8 +621,9 @@ def computer_set(computer_id, host, lan, country, continent, labels, no_labels, 
 def computer_lost(computer_id, reason, dry_run, master_url, as_json):
     """Declare a computer lost (admins): nothing is placed there any more, and each
     instance it hosts is placed again elsewhere under its own SLA, keeping its id and
-    reference. Its old partitions keep their data (the node sets them aside if it ever
-    comes back) until `slapfed computer wipe`."""
+    reference; a child master is rebuilt from its replica (same CA, its replica's URL),
+    never placed again empty. Its old partitions keep their data (the node sets them
+    aside if it ever comes back) until `slapfed computer wipe`."""
     answer = make_client(master_url).declare_lost(computer_id, reason, dry_run)
     lines = [f"computer {computer_id} {'would be' if dry_run else 'is'} lost"
              + (f" ({answer['computer']['lost']['reason']})"
@@ -632,7 +633,9 @@ def computer_lost(computer_id, reason, dry_run, master_url, as_json):
         where = (f"{to['computer']}/{to['partition']}" if "computer" in to
                  else f"peer {to['peer']}" if "peer" in to else "")
         text = {"moved": f"-> {where}", "destroyed": "destroyed (nothing to wait for)",
-                "not_placed": f"NOT PLACED: {m.get('reason')}"}[m["outcome"]]
+                "not_placed": f"NOT PLACED: {m.get('reason')}",
+                "rebuilt": f"rebuilt from its replica {to.get('from')} -> {where} (promoted "
+                           "there; a new replica follows)"}[m["outcome"]]
         lines.append(f"  {m['reference']} ({m['instance']}) from {m['partition']}: {text}")
     if not answer["moves"]:
         lines.append("  it hosted no instance")

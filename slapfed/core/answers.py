@@ -155,8 +155,9 @@ class Move(Answer):
     instance: str
     reference: str
     partition: described("the partition it had on the lost computer (\"\" for a peer)")
-    outcome: Enum(("moved", "not_placed", "destroyed"))
-    to: described("where it went: computer and partition, a host instance, or a peer",
+    outcome: Enum(("moved", "not_placed", "destroyed", "rebuilt"))
+    to: described("where it went: computer and partition, a host instance, or a peer; "
+                  "rebuilt (a child master): the partition of its replica (``from``)",
                   Optional[dict[str, str]])
     reason: Optional[str]
 
@@ -196,6 +197,9 @@ class DesiredInstance(Answer):
     restore_from: Optional[described(
         "the backup location it published before its computer was lost: the node runs "
         "its restore steps with it before its first start here")] = None
+    takes_over: Optional[described(
+        "the instance whose partition it took over, data included (a child master "
+        "rebuilt from its replica): the node keeps that data, never wipes it")] = None
     recipient: Optional[described("whom secret connection parameters are sealed to "
                                   "(absent: nobody known, none is published)",
                                   Recipient)] = None

@@ -26,7 +26,7 @@ from ..ca import policy
 from ..ca.authority import CertificateAuthority
 from ..ca.errors import CANotInitialized
 from ..ca.policy import ComputerFacts, PartitionFacts, ReplicaFacts
-from ..core.errors import InternalError, InvalidInput, NotFound, SlapfedError
+from ..core.errors import Forbidden, InternalError, InvalidInput, NotFound, SlapfedError
 from ..core.wire import ComputerRegistration, InstanceRequest, TokenCreation
 from ..services import authz
 from ..services.tx import read
@@ -152,9 +152,22 @@ def _guard_request() -> None:
     g.identity = identity
     policy.admit(identity, guard.action)
     if guard.load is not None:
-        policy.authorize(identity, guard.action, guard.load(identity, request.view_args or {}))
+        facts = guard.load(identity, request.view_args or {})
+        try:
+            policy.authorize(identity, guard.action, facts)
+        except Forbidden:
+            _hide_unreadable_instance(identity, facts)
+            raise
     elif not rule.public:
         policy.authorize(identity, guard.action)
+
+
+def _hide_unreadable_instance(identity, facts) -> None:
+    """An instance the caller may not even read is answered as one that does not exist
+    (404, the same words), so that a refusal never tells whether an id is in use."""
+    if isinstance(facts, policy.InstanceFacts) and facts.id is not None \
+            and not policy.can(identity, policy.READ_INSTANCE, facts):
+        raise NotFound(f"no instance with id {facts.id!r}")
 
 
 # -- loaders ----------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from ..core import replication as rep
 from ..replication.local import read_role
 from ..replication.runtime import startup_fence_check
 from ..replication.rejoin import needs_rejoin, rejoin
-from ..replication.setup import prepare_replica, read_invitation
+from ..replication.setup import prepare_replica, promote_in_place, read_invitation
 from ..services.replication import replication_view
 from ..store.maintenance import (DEFAULT_PACK_EVERY, DEFAULT_PACK_KEEP, Maintenance,
                                  MaintenanceOptions, Periodic)
@@ -106,6 +106,7 @@ class ServeOptions:
                                     # this long after their last change (0: kept forever)
     primary_wait: float = 0.0       # a new replica: seconds to wait for its primary to answer
     peer_usage_interval: float = 60.0   # seconds between two pulls of a peer's usage feed
+    promote: bool = False           # a replica's data directory becomes the primary's
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -219,6 +220,9 @@ def _replica_problems(opts: ServeOptions) -> list[dict]:
                          "problem": "is for a replica: give --replica-of"})
     if opts.sync and not opts.replica_of:
         problems.append({"field": "sync", "problem": "is for a replica: give --replica-of"})
+    if opts.promote and opts.replica_of:
+        problems.append({"field": "promote", "problem": (
+            "makes DATA the primary; --replica-of makes it a replica: give one")})
     if not (isinstance(opts.sync_timeout, (int, float)) and 0 < opts.sync_timeout <= 3600):
         problems.append({"field": "sync_timeout",
                          "problem": "must be a number of seconds in (0, 3600]"})
@@ -495,6 +499,10 @@ def serve(opts: ServeOptions) -> None:
                                          opts.sync).text())
             prepare_replica(opts.data_dir, opts.replica_of, opts.sync, spec.path,
                             opts.primary_wait)
+        if opts.promote:
+            # a partition that took over its replica's data (a child master rebuilt from
+            # it): that replica becomes the primary, at a new epoch, before serving
+            promote_in_place(opts.data_dir, storage_uri)
         if read_role(opts.data_dir).role != rep.REPLICA:
             # Create the root containers once, before any worker serves; then let go of
             # the storage so that the worker can open it (a FileStorage admits one

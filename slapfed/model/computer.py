@@ -245,6 +245,16 @@ class Computer(Persistent):
         self.bump_serial()
         return iid
 
+    def hand_over(self, pid: str, from_iid: str, to_iid: str) -> None:
+        """The partition of instance ``from_iid`` now hosts ``to_iid``, keeping its data
+        (a child master's primary takes over its replica's partition). ValueError when
+        the partition does not host ``from_iid``."""
+        partition = self.partitions[pid]
+        if partition.instance_id != from_iid:
+            raise ValueError(f"partition {pid} hosts {partition.instance_id}, not {from_iid}")
+        partition.instance_id = to_iid
+        self.bump_serial()
+
     def moved_partition_ids(self) -> tuple:
         return tuple(pid for pid, p in self.partitions.items()
                      if p.moved_instance is not None)

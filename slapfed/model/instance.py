@@ -50,6 +50,9 @@ class Instance(Persistent):
     delegated = False        # served by a peer master (its row is in App.forwards)
     restore_from = None      # the backup location it published before its computer was
                              # lost: its new node restores from there before starting it
+    takes_over = None        # id of the instance whose partition (and data) it took over
+                             # (a child master rebuilt from its replica): its node keeps
+                             # that data rather than wiping the partition
     open_to = ()             # hosts: who else may attach shared instances (core.sharing);
                              # () = the owner only, ("*",) = everyone
     recipient = None         # {"certificate" (PEM), "fingerprint"}: the requester's own

@@ -13,7 +13,9 @@ Rules (the whole policy lives here):
   installed);
 - a partition whose release failed is reported failed with the release's log tail,
   once per revision (and again after each retry of the release);
-- a partition that now holds another instance (or none) is wiped first;
+- a partition that now holds another instance (or none) is wiped first, unless the new
+  one takes over the previous one's data (``takes_over``: a child master rebuilt from
+  its replica, in the replica's partition);
 - but a partition whose instance moved away (its computer was declared lost, the
   document says ``moved``) is never wiped: its services are stopped and its directory
   set aside in the quarantine, kept, until the master lets the node erase it (``wipe``).
@@ -138,6 +140,8 @@ class InstanceSpec:
     # where the instance's data were backed up before its computer was lost: the node
     # runs its restore steps with it before the first start on a new partition
     restore_from: str | None = field(default=None, compare=False)
+    # the instance whose partition, data included, this one took over (never wiped)
+    takes_over: str | None = field(default=None, compare=False)
 
     @classmethod
     def from_json(cls, raw: dict) -> "InstanceSpec":
@@ -151,6 +155,8 @@ class InstanceSpec:
             shared_instances=list(raw.get("shared_instances") or []),
             provenance=tuple(raw.get("provenance") or ()),
             restore_from=raw.get("restore_from") if isinstance(raw.get("restore_from"), str)
+            else None,
+            takes_over=raw.get("takes_over") if isinstance(raw.get("takes_over"), str)
             else None)
 
     def digest(self) -> str:
@@ -438,7 +444,9 @@ def _plan_partition(pid, slot, spec, rec, local, pending_install, retried, now, 
         return out
 
     same = rec is not None and rec.instance_id == spec.id
-    if not same and _live(rec):  # reassigned: wipe the previous tenant first
+    taking_over = rec is not None and spec.takes_over is not None \
+        and rec.instance_id == spec.takes_over
+    if not same and _live(rec) and not taking_over:  # reassigned: wipe the previous tenant
         out.append(Destroy(pid, rec.instance_id, rec.revision, report=False))
         rec = None
 

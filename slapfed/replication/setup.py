@@ -19,7 +19,7 @@ from ..core.replication import LocalRole
 from ..enrol import enrol
 from ..store import shipping
 from .cafiles import install_ca_material
-from .local import REPLICA_DIR, write_role
+from .local import REPLICA_DIR, read_role, write_role
 from .runtime import replica_client
 
 log = logging.getLogger("slapfed.replication")
@@ -114,3 +114,37 @@ def catch_up(fs_path: str, client, wait: float = 0.0) -> int:
             count += len(answer["transactions"])
     finally:
         storage.close()
+
+
+def promote_in_place(data_dir: str, storage_uri: str | None) -> int | None:
+    """`master serve --promote`, before the master serves: a data directory holding a
+    replica (its master stopped) becomes the primary of a new epoch, recorded in its
+    database under the replica's name (which leaves its own replicas), as `master
+    promote` does to a running replica. Returns the new epoch; None when the directory
+    holds a primary (fenced or not: a fenced one stays fenced) and nothing changed.
+    A crash between the two records only promotes it again at the next start (epochs
+    only grow). Raises StorageError."""
+    import time
+    from types import SimpleNamespace
+
+    from ..services import replication as svc
+    from ..services.tx import Writer
+    from ..store import open_db
+    role = read_role(data_dir)
+    if role.role != rep.REPLICA or role.fenced_epoch is not None:
+        return None
+    db = open_db(storage_uri, data_dir, evolve_schema=False)
+    try:
+        writer = Writer(db)
+        try:
+            view = svc.promote(SimpleNamespace(writer=writer), role.name or "replica",
+                               time.time())
+        finally:
+            writer.close()
+    finally:
+        db.close()
+    write_role(data_dir, LocalRole(rep.PRIMARY, name=role.name))
+    log.warning("replica %s promoted in place: the primary at epoch %d (it followed %s)",
+                role.name, view.epoch, role.primary_url,
+                extra={"epoch": view.epoch, "replica": role.name})
+    return view.epoch

@@ -6,16 +6,20 @@ an administrator's verdict (or the master's ``rebuild_after`` policy, see
 ``declare_expired_lost``). A lost computer gets nothing placed on it; each instance it
 hosted is placed again elsewhere under its own SLA, keeping its id and reference; its
 old partition is recorded as moved, its data left where it is until an administrator
-wipes it (the node sets it aside meanwhile: node.plan's Quarantine). One write
-transaction per use case.
+wipes it (the node sets it aside meanwhile: node.plan's Quarantine). A child master
+(an instance that published replicas) is not placed again empty: it is rebuilt from a
+replica, whose partition (data, CA, address and port) it takes over; one without a
+replica to rebuild from is not placed again, and says so. One write transaction per use
+case.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, SlapfedError
 from ..core.sla import parse_sla
-from ..core.states import DESTROYED, ERASED, FAILED, PENDING
+from ..core.states import DESTROYED, ERASED, FAILED, PENDING, STARTED
 from . import lease_marks, placement, render
 from .computers import get_computer
 from .federation.peers import open_forwards_of, peer_json
@@ -26,6 +30,18 @@ from .tx import clock, write
 NOT_REBUILT = ("computer {cid} was declared lost ({why}) and no other partition fits "
                "{ref}: {problem}; request it again once one does")
 REBUILT = "moved from computer {cid} (declared lost: {why}) to {where}"
+# A child master rebuilt from its replica, and that replica (see _rebuild_from_replica).
+FROM_REPLICA = ("rebuilt from its replica {rep} after computer {cid} was declared lost "
+                "({why}): it takes over {where}, the replica's data, CA, address and "
+                "port, and its node promotes that replica to the primary (a new epoch) "
+                "as it starts the master there")
+REPLICA_TAKEN = ("promoted: its partition {where} now serves its primary {ref} (computer "
+                 "{cid} was declared lost); it is placed again, as a new replica, once "
+                 "{ref} requests it with a new invitation")
+NO_REPLICA = ("child master {ref} ran on computer {cid}, declared lost ({why}), and no "
+              "replica can take over ({problems}): it is not placed again empty, which "
+              "would make a new CA that its nodes and clients do not trust; restore it "
+              "from a backup, or request it again to start it anew, empty")
 
 
 class _DryRun(SlapfedError):
@@ -56,6 +72,14 @@ class Move:
 
 
 MOVED, NOT_PLACED, DESTROYED_HERE = "moved", "not_placed", "destroyed"
+REBUILT_FROM_REPLICA = "rebuilt"
+
+# What a child master publishes of its replicas (profiles/master, replicas=N): for each,
+# replica-K = the reference of the instance it requested for it; and what that replica
+# instance publishes of itself (role, url).
+REPLICA_KEY = re.compile(r"replica-([0-9]{1,2})\Z")
+REPLICA_ROLE = "replica"
+SYNC_MODE = "sync"
 
 
 # -- use cases ------------------------------------------------------------------
@@ -282,8 +306,12 @@ def _anchors_first(hosted: list) -> list:
 
 
 def _move(rt, app, comp, pid: str, inst, now: float) -> Move:
+    source, problems, master = None, [], is_child_master(inst)
+    if inst.requested_state != DESTROYED and master:
+        source, problems = replica_to_rebuild_from(rt, app, comp, inst)
     comp.move_out(pid)
     inst.unplace()
+    inst.takes_over = None
     backup = inst.connection.get("backup")
     if isinstance(backup, str) and backup:
         inst.restore_from = backup  # where its data were backed up: restored from there
@@ -298,6 +326,14 @@ def _move(rt, app, comp, pid: str, inst, now: float) -> Move:
         inst.set_status(state=DESTROYED, revision=inst.revision, log_tail="", promises=())
         inst.touch(now)
         return Move(inst.id, inst.reference, pid, DESTROYED_HERE)
+    if source is not None:
+        return _rebuild_from_replica(rt, app, comp, pid, inst, source, why, now)
+    if master:
+        text = NO_REPLICA.format(ref=inst.reference, cid=comp.id, why=why,
+                                 problems="; ".join(problems) or "it has none")
+        inst.set_status(state=FAILED, revision=inst.revision, log_tail=text, promises=())
+        inst.touch(now)
+        return Move(inst.id, inst.reference, pid, NOT_PLACED, reason=text)
     try:
         _converge(rt, app, inst, now)
     except (NoCapacity, InvalidInput) as exc:
@@ -319,3 +355,84 @@ def _move(rt, app, comp, pid: str, inst, now: float) -> Move:
         return Move(inst.id, inst.reference, pid, MOVED, to=to,
                     reason="delegated to a peer")
     return Move(inst.id, inst.reference, pid, NOT_PLACED, reason=inst.status["log_tail"])
+
+
+# -- a child master rebuilt from its replica ----------------------------------------
+def is_child_master(inst) -> bool:
+    """Whether the instance runs a master whose data matter beyond its partition: one
+    that registered with this master, or that published replicas."""
+    return inst.child_master is not None or "replicas" in inst.connection
+
+
+def replicas_of(app, inst) -> list:
+    """The replica instances a child master published (``replica-K``: the reference it
+    requested replica K under, as itself), in the order of K."""
+    found = []
+    for key, ref in inst.connection.items():
+        m = REPLICA_KEY.match(key)
+        if m and isinstance(ref, str):
+            rep = app.find_instance(inst.id, ref)
+            if rep is not None:
+                found.append((int(m.group(1)), rep))
+    return [rep for _k, rep in sorted(found, key=lambda kr: kr[0])]
+
+
+def replica_refusal(rt, app, comp, rep) -> str | None:
+    """Why replica instance ``rep`` cannot take over from its primary on the lost
+    computer ``comp`` (None: it can)."""
+    if rep.requested_state == DESTROYED:
+        return f"{rep.reference} is being destroyed"
+    if not rep.placed:
+        return f"{rep.reference} has no partition"
+    if rep.computer_id == comp.id:
+        return f"{rep.reference} ran on {comp.id} too"
+    host = app.computers.get(rep.computer_id)
+    if host is None or host.lost:
+        return f"{rep.reference}'s computer {rep.computer_id} is lost too"
+    if rt.leases.lease(host.id).expired:
+        return f"{rep.reference}'s computer {host.id} is silent (its lease ran out)"
+    state = rep.status.get("state")
+    if state != STARTED:
+        return f"{rep.reference} is {state}, not started"
+    if rep.connection.get("role") != REPLICA_ROLE or not rep.connection.get("url"):
+        return f"{rep.reference} published no replica URL"
+    return None
+
+
+def replica_to_rebuild_from(rt, app, comp, inst) -> tuple:
+    """(the replica instance to rebuild ``inst`` from, or None; why each other one
+    cannot): the first started replica on a live computer, a sync one first (it held
+    every acknowledged write)."""
+    usable, problems = [], []
+    for rep in replicas_of(app, inst):
+        why = replica_refusal(rt, app, comp, rep)
+        (problems.append(why) if why else usable.append(rep))
+    usable.sort(key=lambda r: r.connection.get("mode") != SYNC_MODE)   # stable: K order
+    return (usable[0] if usable else None), problems
+
+
+def _rebuild_from_replica(rt, app, comp, pid: str, inst, rep, why: str,
+                          now: float) -> Move:
+    """``inst`` (unplaced from the lost computer) takes over the partition of its replica
+    ``rep``, data included: that partition's node keeps the data (``takes_over``) and
+    starts the primary's profile there, which promotes the replica (a new epoch) and
+    publishes the same CA and that partition's URL; the master's nodes and clients
+    follow it through the masters they learned. ``rep`` gives its partition up and is
+    placed again when ``inst`` requests it with a new invitation."""
+    host = app.computers[rep.computer_id]
+    where = f"{host.id}/{rep.partition_id}"
+    host.hand_over(rep.partition_id, rep.id, inst.id)
+    inst.place(host.id, rep.partition_id)
+    inst.takes_over = rep.id
+    inst.set_status(state=PENDING, log_tail=FROM_REPLICA.format(
+        rep=rep.reference, cid=comp.id, why=why, where=where), promises=())
+    inst.touch(now)
+    rep.unplace()
+    rep.connection = {}
+    rep.set_status(state=PENDING, log_tail=REPLICA_TAKEN.format(
+        where=where, ref=inst.reference, cid=comp.id), promises=())
+    rep.touch(now)
+    placement.touch(rt.placement, app, host)
+    return Move(inst.id, inst.reference, pid, REBUILT_FROM_REPLICA,
+                to={"computer": host.id, "partition": inst.partition_id,
+                    "from": rep.reference})
