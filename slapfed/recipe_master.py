@@ -32,7 +32,7 @@ REPLICA_PORT_OFFSET = 1            # a replica serves on port-base + 1, as the p
 OWNER = "owner"                    # the admin identity the requester enrols as
 LOCALITY = ("continent", "country", "lan", "host")
 SEALED_SUFFIX = ".sealed.json"     # DATA/replicas/NAME.sealed.json: its sealed invitation
-REPLICA_SEAL_WAIT = 120.0          # seconds a replica's partition may take to be certified
+REPLICA_SEAL_WAIT = 30.0           # seconds a replica's partition may take to be certified
 
 
 def _truthy(value: str) -> bool:
@@ -328,7 +328,7 @@ class MasterRecipe:
         return published, secret
 
     # -- sealed invitations: each replica's invitation sealed to its partition ----------
-    def sealed_invitation(self, client, name: str, invitation: str, send) -> str:
+    def sealed_invitation(self, client, name: str, invitation: str, send) -> str | None:
         """Request replica ``name`` (``send``: parameters -> instance) with its
         invitation sealed to the certificate of the partition it runs in, as
         ``request --secret`` does: placed first with the invitation pending (its node
@@ -337,7 +337,10 @@ class MasterRecipe:
         with the instance, the recipient and a digest of the invitation, and sent again
         unchanged while all three are the same: a run of this buildout then changes
         nothing at the parent (no new revision, the replica is not rebuilt). The master
-        holding the instance only ever sees the sealed text."""
+        holding the instance only ever sees the sealed text. A partition whose node does
+        not have it certified within REPLICA_SEAL_WAIT (that node is down) is left
+        pending, and None returned: this master starts all the same, and a later run
+        seals the invitation."""
         import hashlib
         from .core.errors import NotFound
         from .sealed_values import seal_to_partition
@@ -360,8 +363,20 @@ class MasterRecipe:
                     isinstance(kept.get("sealed"), str):
                 send({"invitation": kept["sealed"]})
                 return kept["sealed"]
-        sealed, inst = seal_to_partition(client, inst, send, {"invitation": invitation},
-                                         REPLICA_SEAL_WAIT, f"replica {name}")
+        from .core.errors import InvalidInput
+        try:
+            sealed, inst = seal_to_partition(client, inst, send, {"invitation": invitation},
+                                             REPLICA_SEAL_WAIT, f"replica {name}")
+        except InvalidInput as exc:
+            if [d.get("problem") for d in exc.details] != ["no partition certificate"]:
+                raise
+            # its node does not answer (yet): this master still starts; the replica
+            # waits, its invitation pending, until a later run of this buildout seals it
+            import logging
+            logging.getLogger(self.name).warning(
+                "[%s] replica %s: %s; it waits with its invitation pending", self.name,
+                name, exc.message)
+            return None
         send(sealed)
         _write(path, json.dumps({"instance": inst["id"], "digest": digest,
                                  "fingerprint": inst["placement"]["recipient"]["fingerprint"],
