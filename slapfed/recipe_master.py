@@ -3,7 +3,10 @@
 Depends on zc.buildout, slapfed.recipe (file helpers) and slapfed.ca (the authority).
 It creates the master's CA once (idempotent), writes its topology file, the ZEO service,
 and publishes url, CA certificate and a short-lived one-time enrolment token for the
-requester (until the requester has enrolled).
+requester (until the requester has enrolled). The credentials it publishes (the token,
+the replicas' invitations) go to the partition's secret connection file, which the node
+seals to the requester's certificate: a master only relays their sealed text. The
+invitation each replica gets as a parameter is sealed to that replica's partition.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import re
 
 import zc.buildout
 
+from .core.cfgvalue import decode
 from .core.provenance import DEFAULT_MASTER_NAME
 from .recipe import WRAPPER_MODE, _required, _write, render_wrapper
 
@@ -27,6 +31,8 @@ REPLICA_TOKEN_TTL = 24 * 3600      # a replica's one-time token (it enrols once,
 REPLICA_PORT_OFFSET = 1            # a replica serves on port-base + 1, as the primary
 OWNER = "owner"                    # the admin identity the requester enrols as
 LOCALITY = ("continent", "country", "lan", "host")
+SEALED_SUFFIX = ".sealed.json"     # DATA/replicas/NAME.sealed.json: its sealed invitation
+REPLICA_SEAL_WAIT = 30.0           # seconds a replica's partition may take to be certified
 
 
 def _truthy(value: str) -> bool:
@@ -65,8 +71,11 @@ class MasterRecipe:
     ``country``/``continent``, ``provenance`` (the masters above, space separated),
     ``max-depth``, ``register-with-parent`` (registers this master with the master that
     placed the partition, as the partition), ``admin-token-ttl`` (seconds the published
-    admin-token lives, default 900). Computes, for other parts: ``url``, ``zeo-port``, ``master-port``,
-    ``storage-uri``, ``extra-args`` (one serve argument per line)."""
+    admin-token lives, default 900), ``replicas``, ``replica-mode``,
+    ``secret-connection-file`` (where the secrets published go, sealed by the node; default
+    ``${partition:secret-connection-file}``). Computes, for other parts: ``url``,
+    ``zeo-port``, ``master-port``, ``storage-uri``, ``extra-args`` (one serve argument per
+    line)."""
 
     def __init__(self, buildout, name, options):
         self.buildout, self.name, self.options = buildout, name, options
@@ -155,16 +164,38 @@ class MasterRecipe:
                     f"{o['address']}:{o['zeo-port']}", "-f", os.path.join(zeo_dir, "master.fs")]
             _write(wrapper, render_wrapper(argv, {}), WRAPPER_MODE)
             created.append(wrapper)
+        # -- sealed publication: credentials go to the secret connection file ------------
+        secret_path = self.secret_connection_file()
         connection = {"name": o["name"], "url": o["url"], "ca-certificate": ca.certificate_pem,
-                      "admin-token": self.admin_token(ca), "admin": ids.admin(OWNER).principal,
-                      "storage": o["storage-uri"]}
+                      "admin": ids.admin(OWNER).principal, "storage": o["storage-uri"]}
+        secret = {"admin-token": self.admin_token(ca)}
         if _truthy(o.get("register-with-parent", "")):
             self.register_with_parent(ca)
-        connection.update(self.request_replicas(ca))
+        public, sealed = self.request_replicas(ca)
+        connection.update(public)
+        secret.update(sealed)
         path = _required(o, self.name, "connection-file")
+        _write(secret_path, json.dumps(secret, indent=1, sort_keys=True) + "\n", 0o600)
         _write(path, json.dumps(connection, indent=1, sort_keys=True) + "\n", 0o600)
-        created.append(path)
+        created += [path, secret_path]
         return created
+
+    def secret_connection_file(self) -> str:
+        """Where the published secrets go: the node seals that file's values to the
+        requester's certificate. A node that cannot seal gives none: the part fails
+        rather than publish a credential in clear."""
+        path = self.options.get("secret-connection-file", "").strip()
+        if not path:
+            try:
+                path = self.buildout["partition"]["secret-connection-file"].strip()
+            except KeyError:
+                path = ""
+        if not path:
+            raise zc.buildout.UserError(
+                f"[{self.name}] needs a secret-connection-file (or a [partition] "
+                "secret-connection-file): the admin-token and the replicas' invitations "
+                "are only published sealed, by a node that seals")
+        return path
 
     def admin_token(self, ca: "CertificateAuthority") -> str:
         """The one-time token published for the requester: it trades it with a CSR of a
@@ -237,21 +268,22 @@ class MasterRecipe:
         _write(path, text + "\n", 0o600)
         return text
 
-    def request_replicas(self, ca) -> dict:
+    def request_replicas(self, ca) -> tuple[dict, dict]:
         """replicas=N: request N instances of this release's ``replica`` software type as
         children of this instance, at the master that placed it (as the partition), each
         on another host than the primary and the replicas before it
         (different_host: the same computer never counts as another host); each gets its
-        invitation as a parameter, and the same invitation is published here
-        (``replica-K-invitation``). Replicas beyond N that were requested before are
-        destroyed. Returns the connection parameters to publish."""
+        invitation as a secret parameter, sealed to the replica's partition
+        (``sealed_invitation``), and the same invitation is published, sealed to the
+        requester (``replica-K-invitation``). Replicas beyond N that were requested
+        before are destroyed. Returns (public, secret) connection parameters."""
         count = int(self.options.get("replicas", "0") or 0)
         data = self.options["data"]
         known = sorted(n[:-5] for n in os.listdir(os.path.join(data, "replicas"))
-                       if n.endswith(".json")) if os.path.isdir(
-                           os.path.join(data, "replicas")) else []
+                       if n.endswith(".json") and not n.endswith(SEALED_SUFFIX)
+                       ) if os.path.isdir(os.path.join(data, "replicas")) else []
         if not count and not known:
-            return {}
+            return {}, {}
         part = self.buildout["partition"]
         facts = {k: part.get(k, "").strip() for k in ("cert", "key", "ca", "master-url",
                                                       "instance-id", "reference",
@@ -265,7 +297,7 @@ class MasterRecipe:
         from .core.errors import SlapfedError
         client = MasterClient(facts["master-url"], ca=facts["ca"], cert=facts["cert"],
                               key=facts["key"], timeout=15)
-        published = {"replicas": str(count)}
+        published, secret = {"replicas": str(count)}, {}
         before = [facts["reference"]]
         try:
             for k in range(1, MAX_REPLICAS + 1):
@@ -277,23 +309,80 @@ class MasterRecipe:
                                        state="destroyed", parent=facts["instance-id"])
                     continue
                 invitation = self.replica_invitation(ca, name)
-                # SEALED: the invitation (its one-time token trades for a replica/NAME
-                # certificate, and a replica reads the CA's key) travels as a plain
-                # parameter for now; it becomes a sealed secret parameter, addressed to
-                # the replica's partition, once the master seals parameters.
-                client.request(reference, facts["software-url"], REPLICA_TYPE,
-                               parameters={"name": name, "invitation": invitation,
-                                           "mode": self.options["replica-mode"]},
-                               sla={"different_host": list(before)},
-                               parent=facts["instance-id"])
-                published[f"replica-{k}-invitation"] = invitation
+                sla = {"different_host": list(before)}
+
+                def send(extra, reference=reference, name=name, sla=sla):
+                    return client.request(reference, facts["software-url"], REPLICA_TYPE,
+                                          parameters={"name": name,
+                                                      "mode": self.options["replica-mode"],
+                                                      **extra},
+                                          sla=sla, parent=facts["instance-id"])
+                self.sealed_invitation(client, name, invitation, send)
+                secret[f"replica-{k}-invitation"] = invitation
                 published[f"replica-{k}"] = reference
                 before.append(reference)
         except SlapfedError as exc:
             raise zc.buildout.UserError(
                 f"[{self.name}] could not request the replicas of master "
                 f"{self.options['name']} at {facts['master-url']}: {exc.message}") from None
-        return published
+        return published, secret
+
+    # -- sealed invitations: each replica's invitation sealed to its partition ----------
+    def sealed_invitation(self, client, name: str, invitation: str, send) -> str | None:
+        """Request replica ``name`` (``send``: parameters -> instance) with its
+        invitation sealed to the certificate of the partition it runs in, as
+        ``request --secret`` does: placed first with the invitation pending (its node
+        has the partition certified and builds nothing), then sealed to that
+        certificate. The sealed text is kept in DATA/replicas/NAME.sealed.json (0600)
+        with the instance, the recipient and a digest of the invitation, and sent again
+        unchanged while all three are the same: a run of this buildout then changes
+        nothing at the parent (no new revision, the replica is not rebuilt). The master
+        holding the instance only ever sees the sealed text. A partition whose node does
+        not have it certified within REPLICA_SEAL_WAIT (that node is down) is left
+        pending, and None returned: this master starts all the same, and a later run
+        seals the invitation."""
+        import hashlib
+        from .core.errors import NotFound
+        from .sealed_values import seal_to_partition
+        path = os.path.join(self.options["data"], "replicas", f"{name}{SEALED_SUFFIX}")
+        digest = hashlib.sha256(invitation.encode("utf-8")).hexdigest()
+        try:
+            with open(path, encoding="utf-8") as f:
+                kept = json.load(f)
+        except (OSError, ValueError):
+            kept = None
+        inst = None
+        if isinstance(kept, dict) and isinstance(kept.get("instance"), str):
+            try:
+                inst = client.show(kept["instance"])
+            except NotFound:
+                inst = None
+            recipient = ((inst or {}).get("placement") or {}).get("recipient") or {}
+            if inst is not None and kept.get("digest") == digest and \
+                    kept.get("fingerprint") == recipient.get("fingerprint") and \
+                    isinstance(kept.get("sealed"), str):
+                send({"invitation": kept["sealed"]})
+                return kept["sealed"]
+        from .core.errors import InvalidInput
+        try:
+            sealed, inst = seal_to_partition(client, inst, send, {"invitation": invitation},
+                                             REPLICA_SEAL_WAIT, f"replica {name}")
+        except InvalidInput as exc:
+            if [d.get("problem") for d in exc.details] != ["no partition certificate"]:
+                raise
+            # its node does not answer (yet): this master still starts; the replica
+            # waits, its invitation pending, until a later run of this buildout seals it
+            import logging
+            logging.getLogger(self.name).warning(
+                "[%s] replica %s: %s; it waits with its invitation pending", self.name,
+                name, exc.message)
+            return None
+        send(sealed)
+        _write(path, json.dumps({"instance": inst["id"], "digest": digest,
+                                 "fingerprint": inst["placement"]["recipient"]["fingerprint"],
+                                 "sealed": sealed["invitation"]}, sort_keys=True) + "\n",
+               0o600)
+        return sealed["invitation"]
 
     def update(self):
         return self.install()
@@ -301,7 +390,8 @@ class MasterRecipe:
 
 class MasterReplicaRecipe:
     """A replica of a child master (software type ``replica``). Options: ``data``,
-    ``name``, ``invitation`` (the one-line JSON its primary published), ``mode`` (sync or
+    ``name``, ``invitation`` (the one-line JSON its primary published, a secret parameter
+    the node opened; read through cfgvalue.decode), ``mode`` (sync or
     async), ``address``, ``port-base``, ``connection-file``. Writes the invitation
     (0600) and its primary's CA certificate into DATA; computes ``url``,
     ``master-port``, ``invitation-file``, ``ca-file`` and ``extra-args``."""
@@ -315,8 +405,10 @@ class MasterReplicaRecipe:
         if mode not in REPLICA_MODES:
             raise zc.buildout.UserError(f"[{name}] mode must be one of "
                                         f"{', '.join(REPLICA_MODES)}, got {mode!r}")
+        # the invitation comes as a secret parameter: the node opened it and wrote it
+        # through the buildout encoder (slapfed.core.cfgvalue), which it may have encoded
         try:
-            inv = json.loads(_required(options, name, "invitation"))
+            inv = json.loads(decode(_required(options, name, "invitation")))
         except ValueError:
             raise zc.buildout.UserError(f"[{name}] invitation must be the JSON its primary "
                                         "published") from None

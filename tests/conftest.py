@@ -507,8 +507,8 @@ E2E_FILES = frozenset({
     "test_usage_feed_nodes_e2e.py",
     "test_zeo_orphans.py",
     "test_zk_e2e.py",
-    # sealing through delegation
     "test_zk_delegation_e2e.py",
+    "test_zk_recursion_e2e.py",
 })
 
 

@@ -22,7 +22,9 @@ import pytest
 from conftest import computer_body, slapfed_cli
 from slapfed.client import MasterClient
 from slapfed.enrol import enrol
+from slapfed.core.sealed import is_sealed
 from slapfed.procs import wait_for
+from slapfed.sealed_values import opened_connection
 from test_failover_drill import WRITER, acks
 
 pytestmark = pytest.mark.timeout(240)
@@ -68,7 +70,8 @@ def test_a_child_master_with_a_replica_survives_losing_its_primarys_computer(
                                         "register-with-parent": "true"})
     done = admin.wait_ready(primary["id"], 150)
     assert done["status"]["state"] == "started", done["status"]
-    conn = done["connection"]
+    conn = opened_connection(done, ms.tls["key"])      # the credentials, sealed to us
+    assert is_sealed(done["connection"]["admin-token"])
     assert conn["replicas"] == "1" and conn["replica-1"] == "child-1-replica-1"
 
     # the replica: a child instance of the primary, on the other computer, paired by the
@@ -81,7 +84,10 @@ def test_a_child_master_with_a_replica_survives_losing_its_primarys_computer(
     assert replica["status"]["state"] == "started", replica["status"]
     assert replica["parent"] == primary["id"] and replica["software_type"] == "replica"
     assert replica["placement"]["computer"] != done["placement"]["computer"]
-    assert replica["parameters"]["invitation"] == conn["replica-1-invitation"]
+    # its invitation reached it sealed to its partition: the parent holds no clear copy
+    assert is_sealed(replica["parameters"]["invitation"])
+    assert is_sealed(done["connection"]["replica-1-invitation"])
+    assert conn["replica-1-invitation"] not in json.dumps(admin.show(replica["id"]))
     assert "different_host" in json.dumps(replica["sla"]) and "child-1" in json.dumps(
         replica["sla"])
     replica_url = replica["connection"]["url"]

@@ -27,6 +27,7 @@ from slapfed.client import MasterClient
 from slapfed.enrol import enrol
 from slapfed.node.layout import Paths
 from slapfed.procs import Proc, pid_alive, wait_for
+from slapfed.sealed_values import opened_connection
 from test_child_master_replicas import instance, pids_under
 from test_failover_drill import WRITER, acks, service_pid
 
@@ -58,7 +59,7 @@ def test_a_parent_rebuilds_a_lost_child_master_from_its_replica_in_one_command(
                                         "register-with-parent": "true"})
     done = admin.wait_ready(primary["id"], 150)
     assert done["status"]["state"] == "started", done["status"]
-    conn = done["connection"]
+    conn = opened_connection(done, ms.tls["key"])      # its admin-token is sealed to us
     wait_for(lambda: any(i["reference"] == "child-1-replica-1"
                          for i in admin.list_instances()), 60, "the replica's request")
     replica = admin.wait_ready(instance(admin, "child-1-replica-1")["id"], 120)

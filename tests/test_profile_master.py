@@ -234,8 +234,15 @@ def test_a_master_requests_a_child_master_that_serves_and_goes_away(root_federat
     text = report.tree_text(report.tree(graph.build(EMPTY, live)))
     assert f"master child-1  {conn['url']}  [child of root, instance {inst['id']}]" in text
 
+    # the token is sealed to the requester: the parent relays only its sealed text
+    from slapfed.core.sealed import is_sealed
+    from slapfed.sealed_values import opened_connection
+    assert is_sealed(conn["admin-token"])
+    assert alice.show(inst["id"])["connection"]["admin-token"] == conn["admin-token"]
+    opened = opened_connection(done, alice.cert[1])
+    assert opened["admin-token"] and not is_sealed(opened["admin-token"])
     # the requester enrols with its one-time token and calls the child over mutual TLS
-    ca, cert, key = _enrol(conn, fed["base"] / "child-admin")
+    ca, cert, key = _enrol(opened, fed["base"] / "child-admin")
     child = MasterClient(conn["url"], ca=ca, cert=cert, key=key)
     assert child.health()
     assert child.whoami()["principal"] == "admin/owner"

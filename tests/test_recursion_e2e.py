@@ -15,6 +15,7 @@ from slapfed.ca.authority import CertificateAuthority
 from slapfed.client import MasterClient
 from slapfed.enrol import enrol as slapfed_enrol
 from slapfed.procs import Proc, pid_alive, slapfed_argv, wait_for
+from slapfed.sealed_values import opened_connection
 
 REPO = Path(__file__).resolve().parents[1]
 MASTER = str(REPO / "profiles" / "master" / "software.cfg")
@@ -25,8 +26,10 @@ ROOT_NODE = "root-node"
 pytestmark = pytest.mark.timeout(900)
 
 
-def enrol(connection: dict, where: Path) -> MasterClient:
-    """A client of a child master, as its owner, from its published one-time token."""
+def enrol(parent: MasterClient, inst: dict, where: Path) -> MasterClient:
+    """A client of a child master, as its owner, from its published one-time token (sealed
+    to the requester: opened with the key of ``parent``'s client)."""
+    connection = opened_connection(inst, parent.cert[1])
     return slapfed_enrol(connection["url"], connection["ca-certificate"],
                          connection["admin-token"], where)
 
@@ -88,7 +91,7 @@ def level(parent: MasterClient, host_computer: str, name: str, octet: int, base:
                           sla={"computer_guid": host_computer})
     done = parent.wait_ready(inst["id"], 180)
     assert done["status"]["state"] == "started", done["status"]
-    child = enrol(done["connection"], base / f"{name}-owner")
+    child = enrol(parent, done, base / f"{name}-owner")
     assert child.whoami()["principal"] == "admin/owner"
 
     computer = f"{name}-node"

@@ -10,7 +10,7 @@ from test_zk import identity
 from conftest import computer_body, instance_body
 from slapfed import services as svc
 from slapfed.ca import seal
-from slapfed.cli.sealed import partition_recipient
+from slapfed.sealed_values import partition_recipient
 from slapfed.core import sealed
 from slapfed.core.errors import InvalidInput
 from slapfed.core.wire import InstanceRequest, Supply, ComputerRegistration

@@ -179,7 +179,9 @@ def _child_master(client: MasterClient, base: Path, release: Path, timeout: floa
         wait_for(lambda: _healthy(child), 30, "the child master to answer")
         how = "kept the identity an earlier run enrolled"
     else:
-        child = enrol(conn["url"], conn["ca-certificate"], conn["admin-token"], owner)
+        from ..sealed_values import opened_connection
+        token = opened_connection(inst, client.cert[1])["admin-token"]   # sealed to us
+        child = enrol(conn["url"], conn["ca-certificate"], token, owner)
         how = "enrolled with its one-time token"
     who = child.whoami()["principal"]
     chain = " -> ".join(inst["provenance"] + [conn["name"]])

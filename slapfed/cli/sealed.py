@@ -1,6 +1,6 @@
 """Opening, on the requester's side, the connection parameters a node sealed to its key.
 
-Depends on ca.seal, core.sealed and cli.config (the client's key: ``key`` of the client
+Depends on sealed_values (ca.seal), core.sealed and cli.config (the client's key: ``key`` of the client
 config, the one its certificate proves). A master only ever holds the sealed text; the
 CLI opens each value for (instance id, parameter name), so a value moved to another
 instance or parameter does not open. A value that does not open (another key, altered,
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from ..core.sealed import connection_context, is_sealed
+from ..core.sealed import is_sealed
 from . import config as cfg
 from .common import Exit
 
@@ -34,80 +34,30 @@ def _private_key():
 
 
 def open_instance(inst: dict) -> tuple[dict, dict]:
-    """(instance with its sealed connection parameters opened, {parameter: why it does
-    not open}). ``sealed`` in the result lists the parameters that were sealed."""
+    """(instance with its sealed connection parameters opened with the client's key,
+    {parameter: why it does not open}). ``sealed`` in the result lists the parameters
+    that were sealed."""
     conn = inst.get("connection") or {}
-    names = sorted(k for k, v in conn.items() if is_sealed(v))
-    if not names:
+    if not any(is_sealed(v) for v in conn.values()):
         return inst, {}
-    from ..ca.errors import SealedValueInvalid
-    from ..ca.seal import open_sealed
-
+    from ..sealed_values import open_connection
     key, why = _private_key()
-    opened, problems = dict(conn), {}
-    for name in names:
-        if key is None:
-            problems[name] = why
-            continue
-        try:
-            opened[name] = open_sealed(conn[name], key, connection_context(inst["id"], name))
-        except SealedValueInvalid as exc:
-            problems[name] = exc.message
-    out = {**inst, "connection": opened, "sealed": names}
-    if problems:
-        out["unopened"] = problems
-    return out, problems
-
-
-SECRET_WAIT = 120.0      # seconds a new instance's partition may take to get its certificate
+    return open_connection(inst, key, why or "")
 
 
 def seal_parameters(client, reference: str, request, secrets: dict, wait: float) -> dict:
-    """Secret parameters sealed to the partition the instance runs in, for (instance id,
-    parameter): the master never sees them. An instance that has no partition with a
-    certificate yet is first requested with the secrets marked pending (``request``:
-    parameters -> instance JSON), so that it is placed and its node has the partition
-    certified without building anything; then the values are sealed to that
-    certificate. Raises InvalidInput (no partition, no certificate in time)."""
-    import time
-
-    from ..ca.seal import recipient_key, seal
-    from ..core.errors import InvalidInput, NotFound
-    from ..core.sealed import PENDING, parameter_context
+    """Secret parameters sealed to the partition the instance REFERENCE runs in
+    (sealed_values.seal_to_partition: placed first, its secrets pending, when it has no
+    partition certificate yet). Raises InvalidInput."""
+    from ..core.errors import NotFound
+    from ..sealed_values import SECRET_WAIT, seal_to_partition
 
     try:
         inst = client.find(reference)
     except NotFound:
         inst = None
-    if inst is None or not partition_recipient(inst):
-        inst = request({k: PENDING for k in secrets})
-    deadline = time.monotonic() + max(wait, SECRET_WAIT)
-    while not partition_recipient(inst):
-        end = ((inst.get("delegation") or {}).get("chain") or [{}])[-1]
-        if inst.get("shared") or (isinstance(end, dict) and end.get("host_instance")):
-            raise InvalidInput(f"{reference!r} runs on no partition of its own: secret "
-                               "parameters cannot be sealed to it",
-                               [{"field": "secret", "problem": "no partition"}])
-        if time.monotonic() > deadline:
-            raise InvalidInput(
-                f"the partition of {reference!r} has no certificate yet (is the master "
-                "served over mutual TLS, and its node running?): secret parameters are "
-                "sealed to it", [{"field": "secret", "problem": "no partition certificate"}])
-        time.sleep(0.2)
-        inst = client.show(inst["id"])
-    key = recipient_key(partition_recipient(inst)["certificate"])
-    return {k: seal(v, key, parameter_context(inst["id"], k)) for k, v in secrets.items()}
-
-
-def partition_recipient(inst: dict) -> dict | None:
-    """The certificate of the partition an instance runs in: its placement's here; for
-    a delegated instance, the one the far master reported at the end of the chain
-    (the node there opens the values for this instance's id, core.sealed.bound_instance)."""
-    rec = (inst.get("placement") or {}).get("recipient")
-    if not rec and inst.get("delegation"):
-        chain = inst["delegation"].get("chain") or [{}]
-        rec = chain[-1].get("recipient") if isinstance(chain[-1], dict) else None
-    return rec if isinstance(rec, dict) and rec.get("certificate") else None
+    return seal_to_partition(client, inst, request, secrets, max(wait, SECRET_WAIT),
+                             repr(reference))[0]
 
 
 def report_unopened(inst: dict, problems: dict, fatal: bool = True) -> None:

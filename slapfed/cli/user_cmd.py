@@ -334,6 +334,35 @@ def render_decision(d: dict) -> str:
     return "\n".join(lines)
 
 
+# -- --secret-file: a secret parameter read from a file (never in argv) ----------------
+def read_secret_files(pairs, hint: str = "--secret-file") -> dict:
+    """``K=PATH`` options into {K: the text of PATH, one final newline dropped}; a file
+    that cannot be read, is not UTF-8 text or is larger than a secret may be is a usage
+    error naming the option and the file."""
+    from ..core.sealed import MAX_PLAINTEXT
+    out = {}
+    for key, path in parse_pairs(pairs, hint).items():
+        try:
+            with open(path, "rb") as fh:
+                data = fh.read(MAX_PLAINTEXT + 3)
+        except OSError as exc:
+            raise click.BadParameter(f"{key}: cannot read {path}: {exc.strerror}",
+                                     param_hint=hint) from None
+        if data.endswith(b"\r\n"):
+            data = data[:-2]
+        elif data.endswith(b"\n"):
+            data = data[:-1]
+        if len(data) > MAX_PLAINTEXT:
+            raise click.BadParameter(f"{key}: {path} holds more than {MAX_PLAINTEXT} bytes "
+                                     "(the most a secret may be)", param_hint=hint)
+        try:
+            out[key] = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise click.BadParameter(f"{key}: {path} is not UTF-8 text",
+                                     param_hint=hint) from None
+    return out
+
+
 @click.command()
 @request_options
 @click.option("--wait", type=float, default=0.0, metavar="SECONDS",
@@ -353,10 +382,14 @@ def render_decision(d: dict) -> str:
               help="A secret parameter (repeatable): sealed to the partition the instance "
                    "runs in, so that only its node opens it; the master never sees it. "
                    "Each request with --secret makes a new revision.")
+@click.option("--secret-file", "secret_files", multiple=True, metavar="K=PATH",
+              help="A secret parameter read from the file PATH (repeatable; a final "
+                   "newline is dropped), so that it never shows in the process list; "
+                   "sealed as --secret is.")
 @error_boundary
 def request(reference, software_url, software_type, params, params_json, sla, sla_fallbacks,
             state, shared, parent, wait, dry_run, open_to, open_to_all, master_url, requester,
-            as_json, secret_pairs=()):
+            as_json, secret_pairs=(), secret_files=()):
     """Ask the master for REFERENCE, an instance of SOFTWARE_URL (a buildout profile).
 
     Asking again with the same REFERENCE updates the same instance. A --shared request
@@ -381,6 +414,12 @@ def request(reference, software_url, software_type, params, params_json, sla, sl
                               {**parameters, **extra}, build_sla(sla, sla_fallbacks),
                               state, shared, parent, opening)
     secrets = parse_pairs(secret_pairs, "--secret")
+    from_files = read_secret_files(secret_files)
+    twice = sorted(set(secrets) & set(from_files))
+    if twice:
+        raise click.BadParameter(f"{', '.join(twice)} given both as --secret and "
+                                 "--secret-file", param_hint="--secret-file")
+    secrets.update(from_files)
     both = sorted(set(secrets) & set(parameters))
     if both:
         raise click.BadParameter(f"{', '.join(both)} given both as --param and --secret",
@@ -650,13 +689,21 @@ def config_set(master_url, requester, identity_dir):
 @click.option("--ca", "ca_file", metavar="FILE", required=True,
               type=click.Path(exists=True, dir_okay=False),
               help="The master's CA certificate (PEM), e.g. a child master's ca-certificate.")
-@click.option("--token", required=True, help="The one-time token the master gave you.")
+@click.option("--token", help="The one-time token the master gave you (e.g. a child "
+              "master's admin-token, as `slapfed show` opens it).")
+@click.option("--token-file", "token_file", metavar="FILE",
+              help="Read the token from FILE instead (a final newline is dropped), so that "
+                   "it never shows in the process list.")
 @click.option("--out", "out_dir", metavar="DIR", required=True, type=click.Path(file_okay=False),
               help="Where to make your key and keep your certificate.")
 @error_boundary
-def config_enrol(master_url, ca_file, token, out_dir):
+def config_enrol(master_url, ca_file, token, out_dir, token_file=None):
     """Trade a one-time token for an identity (the key is made here) and record it."""
     from ..enrol import enrol
+    if (token is None) == (token_file is None):
+        raise click.UsageError("give the token with either --token or --token-file")
+    if token_file is not None:
+        token = read_secret_files([f"token={token_file}"], "--token-file")["token"].strip()
 
     with open(ca_file, encoding="utf-8") as fh:
         client = enrol(master_url, fh.read(), token, out_dir)
