@@ -49,6 +49,9 @@ def test_an_async_replica_follows_its_primary_and_refuses_writes(master_set, tmp
     seen = primary.replication_status()["replicas"]
     assert [(r["name"], r["mode"], r["transactions_behind"]) for r in seen] == \
         [("r1", "async", 0)]
+    # the topology carries the lag too, and `topology show` says it
+    shown = primary.topology()["live"]["replication"]["replicas"]
+    assert [(r["name"], r["lag_seconds"]) for r in shown] == [("r1", 0.0)]
 
     # every write is refused with read_only, naming the primary; nothing is written
     before = last_tid(replica)
@@ -71,6 +74,10 @@ def test_an_async_replica_follows_its_primary_and_refuses_writes(master_set, tmp
     text = slapfed_cli("master", "status", env=env).stdout
     assert "role: primary   epoch: 1" in text and "r1 " in text and "last backup: " in text
     assert "ago) in" in text
+    tree = slapfed_cli("topology", "show", "--master", master_set.urls["primary"],
+                       env=env).stdout
+    # (these masters have no name, so the replica is not known as the primary's own)
+    assert "[replica, epoch 1, lag 0.00 s]" in tree, tree
 
 
 def test_a_restarted_replica_resumes_from_its_last_transaction(master_set):

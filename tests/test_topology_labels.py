@@ -79,7 +79,8 @@ def busy_live() -> dict:
                         for i in range(3)],
             "peers": peers,
             "replication": {"role": "primary", "epoch": 3, "epochs": [], "replicas": [
-                {"name": "eu-replica-1", "url": "https://r1:8443", "mode": "sync"},
+                {"name": "eu-replica-1", "url": "https://r1:8443", "mode": "sync",
+                 "lag_seconds": 0.04},
                 {"name": "eu-replica-2", "url": "https://r2:8443", "mode": "async"}]}}
 
 
@@ -116,7 +117,7 @@ def test_replicas_are_drawn_beside_their_primary_with_role_and_epoch():
     assert masters["eu-replica-1"].subtitle == "replica · epoch 3"
     assert masters["eu"].x < masters["eu-replica-1"].x < masters["eu-replica-2"].x
     text = draw.svg(scene)
-    assert "replica · sync" in text and "replica · async" in text
+    assert "replica · sync · lag 0.04 s" in text and "replica · async<" in text
     assert f'stroke="{draw.REPLICA}"' in text
 
 
@@ -129,7 +130,9 @@ def test_topology_show_names_replicas_with_role_and_epoch():
     text = report.tree_text(data)
     assert "master eu  https://eu.federation.example" in text
     assert "[primary, epoch 3]" in text
-    assert "master eu-replica-1  https://r1:8443  [replica of eu, sync, epoch 3]" in text
+    assert ("master eu-replica-1  https://r1:8443  [replica of eu, sync, epoch 3, lag 0.04 s]"
+            in text)
+    assert "master eu-replica-2  https://r2:8443  [replica of eu, async, epoch 3]" in text
 
 
 def test_a_live_state_without_replication_facts_draws_as_before():

@@ -508,6 +508,9 @@ class LiveReplica(Answer):
     name: str
     url: Optional[str]
     mode: Enum(REPLICA_MODES)
+    lag_seconds: described("how far the replica is behind this primary, in seconds, as "
+                           "its last confirmation says (null: not known yet)",
+                           Optional[float]) = None
 
 
 class LiveReplication(Answer):

@@ -136,6 +136,9 @@ def show():
     live, last = live_page(connection(), runtime().leases, after, limit)
     if "replication" in live:      # first page: this master's role as its data says
         live["replication"]["role"] = runtime().replication.role().state
+        lags = runtime().replication.lags()
+        for r in live["replication"]["replicas"]:
+            r["lag_seconds"] = lags.get(r["name"])
     return jsonify({"master": mt.name, "topology": mt.topology.to_json(),
                     "live": {"master": mt.name, **live},
                     "next": None if last is None else paging.make_cursor("topology", last)})

@@ -218,6 +218,20 @@ class Replication:
             self._lock_fd = None
 
     # -- status -----------------------------------------------------------------------
+    def lags(self) -> dict:
+        """Each replica's lag in seconds, as this primary's acknowledgements say (None:
+        not known yet, or this master is no primary). Cheap: no storage is read beyond
+        the last transaction id, unlike ``status``."""
+        if self.role().role != rep.PRIMARY:
+            return {}
+        last_time = shipping.tid_time(self.rt.db.lastTransaction() or z64)
+        out = {}
+        for name, (tid, _seen) in self.acks().items():
+            lag = None if tid is None else rep.lag_seconds(last_time,
+                                                           shipping.tid_time(tid))
+            out[name] = None if lag is None or lag == float("inf") else round(lag, 3)
+        return out
+
     def status(self) -> dict:
         role, view = self.role(), self.view()
         last = self.rt.db.lastTransaction() or z64

@@ -313,8 +313,8 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
     links = {tuple(sorted((u, v))): dict(a) for u, v, a in fed.masters.edges(data=True)}
     for u, v in parents:
         links.setdefault(tuple(sorted((u, v))), {"parent_only": True})
-    for (u, v), mode in replicas.items():
-        links.setdefault(tuple(sorted((u, v))), {"replica": mode, "primary": u})
+    for (u, v), (mode, lag) in replicas.items():
+        links.setdefault(tuple(sorted((u, v))), {"replica": mode, "primary": u, "lag": lag})
     edges = sorted(((u, v, a) for (u, v), a in links.items()),
                    key=lambda e: (span_of(e), e[0], e[1]))
     for rank, (u, v, attrs) in enumerate(edges):
@@ -331,6 +331,8 @@ def layout(fed: g.FederationGraph, all_partitions: bool = False) -> Scene:
         if "replica" in attrs:
             lw, dashed, colour = 1.8, True, REPLICA
             label = f"replica · {attrs['replica'] or 'async'}"
+            if attrs.get("lag") is not None:
+                label += f" · lag {attrs['lag']:.2f} s"
         elif attrs.get("parent_only"):
             lw, dashed, colour = 1.8, True, PARENT
             label = "parent of"
@@ -377,8 +379,10 @@ def _parent_edges(fed: g.FederationGraph) -> set:
 
 
 def _replica_edges(fed: g.FederationGraph) -> dict:
-    """{(primary, replica): mode} of the replicas the live state names."""
-    return {(fed.graph.nodes[u]["name"], fed.graph.nodes[v]["name"]): a.get("mode")
+    """{(primary, replica): (mode, lag in seconds or None)} of the replicas the live
+    state names."""
+    return {(fed.graph.nodes[u]["name"], fed.graph.nodes[v]["name"]):
+            (a.get("mode"), a.get("lag_seconds"))
             for u, v, a in fed.graph.edges(data=True) if a["kind"] == g.REPLICATES}
 
 

@@ -349,12 +349,13 @@ def build(topology: Topology | None = None, live: dict | None = None,
             _add_master(fg, name, url=raw.get("url"), site=None, declared=False,
                         description=f"replica of {local_master}")
         facts = {"role": "replica", "epoch": epoch, "mode": raw.get("mode"),
-                 "primary": local_master}
+                 "primary": local_master, "lag_seconds": raw.get("lag_seconds")}
         g.nodes[node_id("master", name)].update(facts)
         fg.masters.nodes[name].update(facts)
         if local_master:
             g.add_edge(node_id("master", local_master), node_id("master", name),
-                       kind=REPLICATES, mode=raw.get("mode"), epoch=epoch)
+                       kind=REPLICATES, mode=raw.get("mode"), epoch=epoch,
+                       lag_seconds=raw.get("lag_seconds"))
 
     # computers: declared ones, then the registered ones (which win on locality)
     for c in topology.computers.values():

@@ -32,6 +32,7 @@ def tree(fed: FederationGraph) -> dict:
                 "parent": attrs.get("parent"), "instance": attrs.get("instance"),
                 "role": attrs.get("role"), "epoch": attrs.get("epoch"),
                 "replica_of": attrs.get("primary"), "mode": attrs.get("mode"),
+                "lag_seconds": attrs.get("lag_seconds"),
                 "local": name == fed.local_master and name != NO_MASTER,
                 "locality": (fed.topology.locality_of(site)
                              if site in fed.topology.sites else None),
@@ -153,9 +154,10 @@ def tree_text(data: dict, all_partitions: bool = False) -> str:
                 head += f"  [child of {m['parent']}, instance {m.get('instance')}]"
             if m.get("replica_of"):
                 head += (f"  [replica of {m['replica_of']}, {m.get('mode') or 'async'}, "
-                         f"epoch {m.get('epoch')}]")
+                         f"epoch {m.get('epoch')}{lag_text(m.get('lag_seconds'))}]")
             elif m.get("role") and _replicated(m):
-                head += f"  [{m['role']}, epoch {m.get('epoch')}]"
+                head += (f"  [{m['role']}, epoch {m.get('epoch')}"
+                         f"{lag_text(m.get('lag_seconds'))}]")
         lines.append(head)
         lines.extend(replication_lines(m))
         children = [("site", s) for s in m["sites"]] + [("computer", c)
@@ -185,6 +187,11 @@ def _replicated(m: dict) -> bool:
     rep = m.get("replication") or {}
     return bool(rep.get("replicas") or (m.get("epoch") or 1) > 1
                 or m.get("role") not in (None, "primary"))
+
+
+def lag_text(lag) -> str:
+    """``, lag 0.02 s`` when a replica's lag is known, else nothing."""
+    return "" if lag is None else f", lag {lag:.2f} s"
 
 
 def replication_lines(m: dict) -> list[str]:
