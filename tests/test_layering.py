@@ -74,10 +74,12 @@ CONTRACT = {
                      ("supervisor", "zc", "cryptography"), ANY_STDLIB),
     "slapfed.samples": (("slapfed.core",), ("aiohttp", "yarl"), ANY_STDLIB),
     "slapfed.recipe": (("slapfed.core",), ("zc",), ANY_STDLIB),
+    # sealing and opening secrets as a client of a master (the CLI, a master's recipe)
+    "slapfed.sealed_values": (("slapfed.core", "slapfed.ca"), (), ANY_STDLIB),
     "slapfed.recipe_cdn": (("slapfed.core", "slapfed.recipe", "slapfed.samples"), ("zc",),
                            ANY_STDLIB),
     "slapfed.recipe_master": (("slapfed.core", "slapfed.ca", "slapfed.client",
-                               "slapfed.recipe"), ("zc",), ANY_STDLIB),
+                               "slapfed.recipe", "slapfed.sealed_values"), ("zc",), ANY_STDLIB),
     # the web layer (master and node never import each other)
     "slapfed.master": (("slapfed", "slapfed.core", "slapfed.ca", "slapfed.topology",
                         "slapfed.model", "slapfed.store", "slapfed.services",
@@ -92,7 +94,8 @@ CONTRACT = {
     "slapfed.cli": (("slapfed", "slapfed.core", "slapfed.ca", "slapfed.client", "slapfed.enrol",
                      "slapfed.master", "slapfed.node", "slapfed.procs", "slapfed.store",
                      "slapfed.replication", "slapfed.transport",
-                     "slapfed.topology", "slapfed.logs", "slapfed.metrics", "slapfed.ui"),
+                     "slapfed.topology", "slapfed.logs", "slapfed.metrics", "slapfed.ui",
+                     "slapfed.sealed_values"),
                     ("click",), ANY_STDLIB),
     "slapfed": ((), (), PURE_STDLIB),
 }
