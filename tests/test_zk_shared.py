@@ -2,10 +2,11 @@
 instance's own requester in its host's desired state (and follows a renewed
 certificate), the host's node seals each shared instance's secrets to that requester
 for that shared instance's id (withheld without one), the master stores only the sealed
-text."""
+text, and the cdn-sites recipe puts the values its release declared secret apart."""
 import json
 
 import pytest
+import zc.buildout
 from test_zk import identity
 
 from slapfed import services as svc
@@ -169,3 +170,44 @@ def test_the_master_stores_a_site_s_sealed_value_and_refuses_a_malformed_one(rt,
     assert seal.open_sealed(shown["connection"]["purge-key"], bob_key,
                             sealed.connection_context(site["id"], "purge-key")) == "hunter2"
     assert shown["connection"]["url"] == "http://f/site/"
+
+
+# -- the cdn-sites recipe puts declared secrets apart ------------------------------------
+def _sites_recipe(tmp_path, shared, partition=None, **options):
+    from slapfed.recipe_cdn import CdnSitesRecipe
+    part = {"shared-instances": json.dumps(shared),
+            "shared-connection-file": str(tmp_path / "shared.json"),
+            "secret-shared-connection-file": str(tmp_path / "secret-shared.json")}
+    if partition is not None:
+        part = partition
+    return CdnSitesRecipe({"partition": part}, "sites", {
+        "recipe": "slapfed:cdn-sites", "table": str(tmp_path / "table.json"),
+        "url": "http://f/", "purge-keys": str(tmp_path / "keys.json"), **options})
+
+
+def _site(sid, name, **params):
+    return {"id": sid, "reference": name, "parameters": {"backend": "http://b/", **params}}
+
+
+def test_the_sites_recipe_seals_nothing_itself_and_keeps_each_site_s_key(tmp_path):
+    shared = [_site("i-a", "a"), _site("i-b", "b")]
+    _sites_recipe(tmp_path, shared, secret="purge-key").install()
+    public = json.loads((tmp_path / "shared.json").read_text())
+    secret = json.loads((tmp_path / "secret-shared.json").read_text())
+    assert public["i-a"] == {"url": "http://f/a/", "site": "a", "backend": "http://b/"}
+    assert set(secret) == {"i-a", "i-b"} and secret["i-a"]["purge-key"] != \
+        secret["i-b"]["purge-key"]
+    assert (tmp_path / "secret-shared.json").stat().st_mode & 0o077 == 0
+    assert secret["i-a"]["purge-key"] not in (tmp_path / "table.json").read_text()
+    # a new site: the others keep their key
+    _sites_recipe(tmp_path, shared + [_site("i-c", "c")], secret="purge-key").install()
+    again = json.loads((tmp_path / "secret-shared.json").read_text())
+    assert again["i-a"] == secret["i-a"] and set(again) == {"i-a", "i-b", "i-c"}
+
+
+def test_the_sites_recipe_refuses_rather_than_publish_a_site_s_secret_in_clear(tmp_path):
+    partition = {"shared-instances": json.dumps([_site("i-a", "a")]),
+                 "shared-connection-file": str(tmp_path / "shared.json")}
+    with pytest.raises(zc.buildout.UserError, match="secret-shared-connection-file"):
+        _sites_recipe(tmp_path, [], partition, secret="purge-key").install()
+    assert not (tmp_path / "shared.json").exists() and not (tmp_path / "table.json").exists()
