@@ -7,10 +7,20 @@ proxy's base URL), ``shared-instances`` (default ``${partition:shared-instances}
 ``shared-connection-file`` (default ``${partition:shared-connection-file}``), the JSON
 object {shared instance id: connection parameters} the node reports to the master.
 ``shared-instances`` may arrive encoded (slapfed.core.cfgvalue): it is decoded.
+``purge-keys`` (optional): a file (0600) of {shared instance id: purge key}; each served
+site gets one (kept across instantiations) and publishes it as ``purge-key``.
+``secret`` names (whitespace-separated) the per-site values that are secrets, as
+slapfed:publish's ``secret`` does for the partition's own: those go, per shared
+instance, into ``secret-shared-connection-file`` (default
+``${partition:secret-shared-connection-file}``), and the node seals each to the
+certificate of that shared instance's requester (never the host's) before it leaves
+the partition. A node that gives no such file makes the part fail rather than publish a
+secret in clear.
 """
 from __future__ import annotations
 
 import json
+import secrets
 
 import zc.buildout
 
@@ -27,6 +37,8 @@ class CdnSitesRecipe(_Recipe):
         # Read now: buildout runs every constructor before it uninstalls a part whose
         # options changed (and with it, the table), so this is the table in place.
         self.previous = self._previous_owners(_required(options, name, "table"))
+        keys_path = options.get("purge-keys", "").strip()
+        self.previous_keys = self._read_keys(keys_path) if keys_path else {}
 
     def _option_or_partition(self, key: str) -> str:
         value = self.options.get(key, "").strip()
@@ -46,7 +58,17 @@ class CdnSitesRecipe(_Recipe):
         except (OSError, ValueError):
             return {}
 
+    @staticmethod
+    def _read_keys(path: str) -> dict:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
     def install(self):
+        secret = self.options.get("secret", "").split()
         table = _required(self.options, self.name, "table")
         url = _required(self.options, self.name, "url")
         if not url.endswith("/"):
@@ -61,10 +83,28 @@ class CdnSitesRecipe(_Recipe):
             raise zc.buildout.UserError(
                 f"[{self.name}] shared-instances must be a JSON list, got "
                 f"{type(shared).__name__}")
-        sites, connections = cdn.build_sites(shared, url, self.previous)
+        keys_path = self.options.get("purge-keys", "").strip()
+        keys = None
+        if keys_path:
+            keys = cdn.purge_keys(shared, self.previous_keys,
+                                  lambda: secrets.token_urlsafe(24))
+        # before anything is written: a node that cannot seal gets no site at all
+        secret_file = self._option_or_partition("secret-shared-connection-file") \
+            if secret else None
+        sites, connections = cdn.build_sites(shared, url, self.previous, keys)
+        hidden = {sid: {k: conn.pop(k) for k in secret if k in conn}
+                  for sid, conn in connections.items()}
         connection_file = self._option_or_partition("shared-connection-file")
+        written = [table, connection_file]
+        if keys_path:
+            _write(keys_path, json.dumps(keys, indent=1, sort_keys=True) + "\n", 0o600)
+            written.append(keys_path)
+        if secret_file:
+            _write(secret_file, json.dumps({s: v for s, v in hidden.items() if v}, indent=1,
+                                           sort_keys=True) + "\n", 0o600)
+            written.append(secret_file)
         _write(table, json.dumps(cdn.table_json(sites), indent=1, sort_keys=True) + "\n",
                0o644)
         _write(connection_file, json.dumps(connections, indent=1, sort_keys=True) + "\n",
                0o600)
-        return [table, connection_file]
+        return written

@@ -738,3 +738,45 @@ def test_a_write_cut_short_by_a_full_file_is_mended_and_nothing_counts_twice(ori
     assert sums[("x-bytes-served", "i-a")] == received["i-a"]
     assert sums[("x-bytes-served", "i-b")] == received["i-b"]
     assert sums[("x-cache-hits", "i-a")] == 5 and sums[("x-cache-hits", "i-b")] == 4
+
+
+# -- a site's purge key ------------------------------------------------------------------
+def test_each_served_site_gets_a_purge_key_kept_across_tables_and_only_its_digest_in_it():
+    made = iter(["k-new-1", "k-new-2"])
+    entries = [shared("i-a", "a", backend="http://b1/"), shared("i-b", "b"),
+               shared("i-c", "c", backend="http://b3/")]
+    keys = cdn.purge_keys(entries, {"i-a": "k-old", "i-gone": "k-gone"}, lambda: next(made))
+    assert keys == {"i-a": "k-old", "i-b": "k-new-1", "i-c": "k-new-2"}
+    sites, conns = cdn.build_sites(entries, FRONT, keys=keys)
+    assert conns["i-a"]["purge-key"] == "k-old" and conns["i-c"]["purge-key"] == "k-new-2"
+    assert "purge-key" not in conns["i-b"]             # refused: no site, no key
+    table = json.dumps(cdn.table_json(sites))
+    assert "k-old" not in table and "k-new-2" not in table
+    again = cdn.sites_from_json(json.loads(table))
+    assert again["a"].purges_with("k-old") and not again["a"].purges_with("k-new-2")
+    assert not again["a"].purges_with(None) and not again["a"].purges_with("")
+    assert cdn.stale_sites(again, cdn.build_sites(entries, FRONT)[0]) == set()
+
+
+def test_a_purge_drops_the_site_s_cache_for_the_holder_of_its_key_only(origins):
+    one = origins("one")
+    sites, conns = cdn.build_sites([shared("i-a", "a", backend=one.url),
+                                    shared("i-b", "b", backend=one.url)], FRONT,
+                                   keys={"i-a": "key-a", "i-b": "key-b"})
+    proxy = Front(sites)
+    try:
+        purge = proxy.url + cdn.PURGE_PATH.lstrip("/")
+        assert fetch(proxy.url + "a/p")[1]["X-Cache"] == "MISS"
+        assert fetch(proxy.url + "b/p")[1]["X-Cache"] == "MISS"
+        for name, key in (("a", "key-b"), ("a", None), ("nosuch", "key-a")):
+            status, _h, body = fetch(purge + name, method="POST", data=b"",
+                                     headers={cdn.PURGE_HEADER: key} if key else {})
+            assert status == 403 and json.loads(body)["error"]["code"] == "forbidden"
+        assert fetch(proxy.url + "a/p")[1]["X-Cache"] == "HIT"
+        status, _h, body = fetch(purge + "a", method="POST", data=b"",
+                                 headers={cdn.PURGE_HEADER: "key-a"})
+        assert status == 200 and json.loads(body) == {"site": "a", "purged": 1}
+        assert fetch(proxy.url + "a/p")[1]["X-Cache"] == "MISS"
+        assert fetch(proxy.url + "b/p")[1]["X-Cache"] == "HIT"       # b's cache stays
+    finally:
+        proxy.stop()

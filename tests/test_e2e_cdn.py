@@ -2,7 +2,10 @@
 TLS, a real node process enrolled with a one-time token, real buildout runs, a real
 supervisord running slapfed-cdn-front, and origins started by the test; two shared
 requests become two sites of one front, each with its own URL, and the front (its
-process, its cache) lives through sites coming and going."""
+process, its cache) lives through sites coming and going. A site of another tenant
+(bob's, on alice's front) gets its purge key sealed to bob: he opens it with `slapfed
+show` and purges his site with it; alice's key does not open it; neither the master's
+FileStorage nor its log holds it."""
 import json
 import subprocess
 from pathlib import Path
@@ -10,6 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import http_fetch, mtls_master_and_node, slapfed_cli
 
+from slapfed.core.sealed import is_sealed
 from slapfed.procs import slapfed_argv
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,8 +75,12 @@ def test_shared_requests_become_sites_of_one_front(federation, origins):
     broken = client.find("site-c")
     assert a["host_instance"] == b["host_instance"] == front["id"]
     # each shared instance has its own connection parameters, published by the front
-    a, b = client.show(a["id"]), client.show(b["id"])
-    assert a["connection"] == {"url": front_url + "a/", "site": "a", "backend": one.url}
+    opened_a, a, b = a, client.show(a["id"]), client.show(b["id"])
+    public = {k: v for k, v in a["connection"].items() if k != "purge-key"}
+    assert public == {"url": front_url + "a/", "site": "a", "backend": one.url}
+    # its purge key: sealed by the node to the site's requester, opened by her CLI
+    assert is_sealed(a["connection"]["purge-key"])
+    assert opened_a["connection"]["purge-key"] and not is_sealed(opened_a["connection"]["purge-key"])
     assert b["connection"]["url"] == front_url + "b/"
     broken = client.show(broken["id"])
     assert "'backend' is required" in broken["connection"]["error"]
@@ -102,3 +110,48 @@ def test_shared_requests_become_sites_of_one_front(federation, origins):
     assert client.show(b["id"])["connection"]["url"] == front_url + "b/"
     health = json.loads(http_fetch(front_url + ".well-known/slapfed-cdn")[2])
     assert health["pid"] == front_pid and health["sites"] == 1
+
+
+def test_a_tenant_s_site_secret_is_sealed_to_him_not_to_the_front_s_owner(federation,
+                                                                       origins):
+    from test_cdn_usage_e2e import person
+    from test_zk_e2e import scan
+
+    from slapfed.sealed_values import open_connection, read_key
+
+    fed, alice_env = federation, federation["env"]
+    cli("supply", CDN, "--computer", COMPUTER, env=fed["admin_env"])
+    front = request(alice_env, "cdn-front", "--open-to", "person/bob")
+    bob_env, bob = person(fed, "bob")
+    origin = origins("bob")
+    site = request(bob_env, "bob-site", "--shared", "--param", "site=z", "--param",
+                   f"backend={origin.url}")
+    assert site["host_instance"] == front["id"]
+    shown = json.loads(cli("show", "bob-site", "--json", env=bob_env).stdout)
+    key = shown["connection"]["purge-key"]
+    assert shown["sealed"] == ["purge-key"] and not is_sealed(key) and len(key) >= 24
+    assert "purge-key = " + key in cli("show", "bob-site", env=bob_env).stdout
+
+    # what the master holds is the sealed text; the front's owner's key does not open it
+    raw = bob.show(site["id"])
+    assert is_sealed(raw["connection"]["purge-key"])
+    _out, problems = open_connection(raw, read_key(str(fed["base"] / "alice" / "identity.key")))
+    assert set(problems) == {"purge-key"}
+
+    # the key does what it is for: bob purges his site at the front
+    url = site["connection"]["url"]
+    assert http_fetch(url + "p")[1]["X-Cache"] == "MISS"
+    assert http_fetch(url + "p")[1]["X-Cache"] == "HIT"
+    purge = front["connection"]["url"] + ".well-known/slapfed-cdn/purge/z"
+    assert http_fetch(purge, "POST", data=b"", headers={"X-Purge-Key": "guess"})[0] == 403
+    status, _, body = http_fetch(purge, "POST", data=b"", headers={"X-Purge-Key": key})
+    assert status == 200 and json.loads(body)["purged"] == 1
+    assert http_fetch(url + "p")[1]["X-Cache"] == "MISS"
+
+    base = fed["base"]
+    assert list((base / "master").rglob("*.fs")), "the FileStorage is where it was looked for"
+    assert scan([base / "master", base / "master.log"], [key]) == []
+    root = fed["root"]
+    assert scan([root / "var" / "state.json", root / "var" / "desired.json",
+                 base / "node.log"], [key]) == []
+    assert scan([root], [key]) != []              # where it is: the front's partition

@@ -49,8 +49,8 @@ from .promises import run_promises, summary
 from .leftovers import stop_leftovers, stop_orphans
 from .restarts import plan_services
 from .identity import PARTITION_KEY
-from .sealing import (Sealer, open_parameters, pending_parameters, recipient_fingerprint,
-                      reseal_due)
+from .sealing import (Sealer, open_parameters, pending_parameters, reseal_due, seal_shared,
+                      sealing_mark, shared_recipients)
 from .supervisor import (
     OWN, GroupHealth, GroupSync, Supervisor, list_services, program_name,
 )
@@ -445,7 +445,9 @@ class Agent:
             record = replace(record, sealed_for=fp)
             body = _partition_report(work.instance_id, work.revision, record.state,
                                      record.log_tail, connection, work.promises,
-                                     work.shared_connections)
+                                     self._seal_shared(pid, work.instance_id,
+                                                       work.shared_connections,
+                                                       work.secret_shared))
         self.local = replace(self.local, partitions={**self.local.partitions, pid: record})
         if work.moved is not None:
             self._send(("moved", pid), {"instance_id": work.instance_id, "state": work.moved})
@@ -530,6 +532,7 @@ class Agent:
             work.connection = {}
             work.shared_connections = {}
             work.secret = {}
+            work.secret_shared = {}
             work.record = PartitionRecord(action.instance_id, action.revision, DESTROYED)
             self.health.pop(pid, None)
             return
@@ -586,6 +589,7 @@ class Agent:
             work.connection = _clean_connection(res.connection)
             work.shared_connections = _clean_shared_connections(res.shared_connections)
             work.secret = _clean_connection(res.secret_connection)
+            work.secret_shared = _clean_shared_connections(res.secret_shared_connections)
             work.instantiated = True
             work.record = PartitionRecord(spec.id, spec.revision, STOPPED, spec.digest(),
                                           spec.software_hash)
@@ -600,6 +604,7 @@ class Agent:
                 nb.read_connection(pp.shared_connection_file, pp.path))
             work.secret = _clean_connection(nb.read_connection(pp.secret_connection_file,
                                                                pp.path))
+            work.secret_shared = self._secret_shared(pp)
         digest = spec.digest()
         if isinstance(action, Stop):
             self.sup.stop_group(pid)
@@ -739,8 +744,9 @@ class Agent:
         requester the desired state names for ``instance_id``; one that cannot be is
         withheld (never sent in clear) and the node's log says why."""
         inst = self._desired_instance(pid)
-        recipient = inst.get("recipient") if inst and inst.get("id") == instance_id else None
-        fp = recipient_fingerprint(inst) if recipient is not None else None
+        mine = inst is not None and inst.get("id") == instance_id
+        recipient = inst.get("recipient") if mine else None
+        fp = sealing_mark(inst) if mine else None
         connection, withheld = self.sealer.connection(self._bound_instance(pid, instance_id),
                                                       public, secret, recipient)
         for name, why in sorted(withheld.items()):
@@ -748,6 +754,29 @@ class Agent:
                         "withheld: %s", pid, instance_id, name, why,
                         extra={"partition": pid, "instance": instance_id})
         return connection, fp
+
+    # values a host publishes for its shared instances: each shared instance's secrets
+    # are sealed to its own requester (node.sealing.seal_shared), never the host's
+    def _secret_shared(self, pp) -> dict:
+        return _clean_shared_connections(nb.read_connection(pp.secret_shared_connection_file,
+                                                            pp.path))
+
+    def _seal_shared(self, pid: str, instance_id: str, public: dict, secret: dict) -> dict:
+        """The shared connections to report for host ``instance_id`` on ``pid``: the
+        secrets of each shared instance sealed to the recipient the desired state names
+        for it; one that cannot be is withheld and the node's log says why."""
+        if not secret:
+            return public
+        inst = self._desired_instance(pid)
+        recipients = shared_recipients(inst) if inst and inst.get("id") == instance_id \
+            else {}
+        out, withheld = seal_shared(self.sealer, public, secret, recipients)
+        for sid, names in sorted(withheld.items()):
+            for name, why in sorted(names.items()):
+                log.warning("partition %s (instance %s): secret connection parameter %r of "
+                            "shared instance %s withheld: %s", pid, instance_id, name, sid,
+                            why, extra={"partition": pid, "instance": instance_id})
+        return out
 
     def republish(self) -> list[str]:
         """Publish again the connection parameters of applied partitions whose
@@ -774,8 +803,9 @@ class Agent:
                 **self.local.partitions, pid: replace(rec, sealed_for=fp)})
             self._send(("partition", pid), _partition_report(
                 rec.instance_id, rec.revision, rec.state, rec.log_tail, connection, [],
-                _clean_shared_connections(nb.read_connection(pp.shared_connection_file,
-                                                             pp.path))))
+                self._seal_shared(pid, rec.instance_id, _clean_shared_connections(
+                    nb.read_connection(pp.shared_connection_file, pp.path)),
+                    self._secret_shared(pp))))
         if due:
             self.save_state()
         return due
@@ -872,8 +902,9 @@ class Agent:
                         f"\n{tail}" if tail else "")
             self._send(("partition", pid), _partition_report(
                 rec.instance_id, rec.revision, new.state, tail, connection, promises,
-                _clean_shared_connections(nb.read_connection(pp.shared_connection_file,
-                                                             pp.path))))
+                self._seal_shared(pid, rec.instance_id, _clean_shared_connections(
+                    nb.read_connection(pp.shared_connection_file, pp.path)),
+                    self._secret_shared(pp))))
             reported.append(pid)
         if checked_any:
             self.save_state()
@@ -1227,6 +1258,7 @@ class _Work:
         self.connection: dict = {}
         self.shared_connections: dict = {}
         self.secret: dict = {}             # declared secret: sealed before it leaves
+        self.secret_shared: dict = {}      # the same, per shared instance served
         self.promises: list = []
         self.instantiated = False
         self.moved: str | None = None      # QUARANTINED or ERASED: report that instead

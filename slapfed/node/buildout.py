@@ -75,6 +75,7 @@ class InstanceResult:
     connection: dict = field(default_factory=dict)
     shared_connections: dict = field(default_factory=dict)
     secret_connection: dict = field(default_factory=dict)   # to seal before it leaves
+    secret_shared_connections: dict = field(default_factory=dict)   # {shared id: {..}}, same
 
 
 def log_tail(path: str, size: int = TAIL_BYTES, base: str | None = None) -> str:
@@ -243,6 +244,7 @@ def partition_section(paths: Paths, partition: PartitionConfig, computer: str,
         "connection-file": pp.connection_file,
         "shared-connection-file": pp.shared_connection_file,
         "secret-connection-file": pp.secret_connection_file,
+        "secret-shared-connection-file": pp.secret_shared_connection_file,
         "parameters-file": parameters_file(paths, partition),
         "usage-file": pp.usage_file,
         "python": sys.executable,
@@ -882,4 +884,5 @@ def instantiate(paths: Paths, partition: PartitionConfig, computer: str, instanc
     return InstanceResult(True, "", time.monotonic() - started,
                           read_connection(pp.connection_file, pp.path),
                           read_connection(pp.shared_connection_file, pp.path),
-                          read_connection(pp.secret_connection_file, pp.path))
+                          read_connection(pp.secret_connection_file, pp.path),
+                          read_connection(pp.secret_shared_connection_file, pp.path))

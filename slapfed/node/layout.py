@@ -260,6 +260,10 @@ class PartitionPaths:
         self.shared_connection_file = os.path.join(self.private, "shared-connection.json")
         # the connection parameters the instance declared secret: sealed before they leave
         self.secret_connection_file = os.path.join(self.private, "secret-connection.json")
+        # a host's secret values for its shared instances ({shared id: {key: value}}):
+        # each sealed to that shared instance's requester before it leaves
+        self.secret_shared_connection_file = os.path.join(self.private,
+                                                          "secret-shared-connection.json")
         self.buildout_cfg = os.path.join(path, "buildout.cfg")
         self.buildout_log = os.path.join(self.private, "buildout.log")
         # {service: sha256 of its wrapper} when the node last (re)started each service

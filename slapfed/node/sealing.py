@@ -14,7 +14,8 @@ from __future__ import annotations
 import hashlib
 
 from ..ca.errors import SealedValueInvalid
-from ..core.sealed import PENDING, connection_context, is_sealed, parameter_context
+from ..core.sealed import (PENDING, bound_instance, connection_context, is_sealed,
+                           parameter_context)
 from ..core.states import STARTED, STOPPED
 
 MAX_CACHED = 20000          # sealed texts kept (a node of 300 partitions uses ~1000)
@@ -48,7 +49,7 @@ def reseal_due(desired: dict | None, partitions: dict) -> list[str]:
         if rec is None or rec.instance_id != inst.get("id") or \
                 rec.revision != inst.get("revision") or rec.state not in (STARTED, STOPPED):
             continue
-        if rec.sealed_for != recipient_fingerprint(inst):
+        if rec.sealed_for != sealing_mark(inst):
             due.append(entry["id"])
     return due
 
@@ -144,6 +145,51 @@ def open_parameters(instance_id: str, parameters: dict, key_pem: bytes | None,
                             f"partition {partition}: {exc.message} (request it again with "
                             "--secret: it is sealed to the partition the instance has now)")
     return opened, "\n".join(problems)
+
+
+# -- values a host publishes for its shared instances ----------------------------------
+# A host's partition publishes connection parameters for each shared instance it serves
+# ({shared id: {key: value}}); those its release declared secret are sealed to THAT
+# shared instance's requester (the desired instance's ``shared_recipients``), for (its
+# id, or the origin's when it was delegated here; the parameter name), never to the
+# host's requester. One without a recipient is withheld.
+def shared_recipients(instance: dict | None) -> dict:
+    """{shared instance id: recipient} the desired host instance names."""
+    recs = (instance or {}).get("shared_recipients")
+    return {sid: rec for sid, rec in recs.items()
+            if isinstance(sid, str) and isinstance(rec, dict)} if isinstance(recs, dict) else {}
+
+
+def sealing_mark(instance: dict | None) -> str | None:
+    """What a partition's report was sealed for: its requester's fingerprint, and for a
+    host of shared instances, each shared requester's too (one changes: publish again).
+    Without shared recipients, the fingerprint alone."""
+    fp = recipient_fingerprint(instance)
+    shared = shared_recipients(instance)
+    if not shared:
+        return fp
+    text = "\n".join(f"{sid} {recipient_fingerprint({'recipient': rec})}"
+                      for sid, rec in sorted(shared.items()))
+    return f"{fp or '-'}+{hashlib.sha256(text.encode()).hexdigest()[:32]}"
+
+
+def seal_shared(sealer: Sealer, public: dict, secret: dict,
+                recipients: dict) -> tuple[dict, dict]:
+    """({shared id: connection to report}, {shared id: {parameter: why withheld}}): each
+    shared instance's public values as they are, its secret ones sealed to its own
+    recipient (``recipients``: {shared id: recipient}) for (its bound id, parameter)."""
+    out = {sid: dict(conn) for sid, conn in public.items()}
+    withheld = {}
+    for sid, values in sorted(secret.items()):
+        if not values:
+            continue
+        rec = recipients.get(sid)
+        conn, why = sealer.connection(bound_instance({"recipient": rec}, sid),
+                                      out.get(sid, {}), values, rec)
+        out[sid] = conn
+        if why:
+            withheld[sid] = why
+    return out, withheld
 
 
 def _json_text(value) -> str:

@@ -11,6 +11,10 @@ Depends on the standard library, and on aiohttp in ``make_app``/``serve`` only.
 serves (with --usage-file, counting per site: see SiteUsage and UsageLog);
 ``slapfed-cdn-front --check URL [--table FILE] [--wait S]`` is the promise (exit 0 =
 healthy; with --table, only once the front serves that file's table).
+A site may have a purge key (the host makes one per site and publishes it, sealed, to
+the site's owner only): ``POST /.well-known/slapfed-cdn/purge/<site>`` with header
+``X-Purge-Key: <key>`` drops the site's cached responses. The table holds only the key's
+SHA-256 digest.
 The front follows its table file while it runs: it looks at the file's identity (inode,
 size, modification time) every ``--reload-interval`` seconds (0.5), when asked for its
 health, and on SIGHUP, and loads it when it changed. A new table keeps the cached
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -38,6 +43,8 @@ from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit
 
 HEALTH_PATH = "/.well-known/slapfed-cdn"
+PURGE_PATH = HEALTH_PATH + "/purge/"
+PURGE_HEADER = "X-Purge-Key"
 SITE_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 DOMAIN_RE = re.compile(r"^(?=.{1,253}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
                        r"(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$")
@@ -62,14 +69,34 @@ class Site:
     instance_id: str
     reference: str = ""
     domain: str | None = None
+    purge_digest: str | None = None      # SHA-256 (hex) of the site's purge key
 
     @property
     def hosts(self) -> tuple[str, ...]:
         return (self.name,) + ((self.domain,) if self.domain else ())
 
     def to_json(self) -> dict:
-        return {"backend": self.backend, "instance": self.instance_id,
-                "reference": self.reference, "domain": self.domain}
+        out = {"backend": self.backend, "instance": self.instance_id,
+               "reference": self.reference, "domain": self.domain}
+        if self.purge_digest:
+            out["purge_digest"] = self.purge_digest
+        return out
+
+    def purges_with(self, key: str | None) -> bool:
+        """Whether ``key`` is this site's purge key (a site without one has none)."""
+        if not self.purge_digest or not key:
+            return False
+        given = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+        return hmac.compare_digest(given, self.purge_digest)
+
+
+def purge_keys(shared_instances: list, previous: dict | None, make) -> dict:
+    """{shared instance id: purge key}: the one each shared instance had (``previous``),
+    else a new one from ``make()``; the keys of instances gone are forgotten."""
+    previous = previous or {}
+    ids = sorted({str(e.get("id", "")) for e in shared_instances if isinstance(e, dict)})
+    return {sid: previous[sid] if isinstance(previous.get(sid), str) and previous[sid]
+            else make() for sid in ids if sid}
 
 
 @dataclass(frozen=True)
@@ -130,15 +157,18 @@ def _backend_problem(backend) -> str | None:
 
 
 def build_sites(shared_instances: list, front_url: str,
-                previous: dict | None = None) -> tuple[dict, dict]:
+                previous: dict | None = None, keys: dict | None = None) -> tuple[dict, dict]:
     """The site table and each shared instance's connection parameters.
 
     ``shared_instances``: ``[{"id", "reference", "parameters"}]`` as the node passes
     them; ``front_url``: the proxy's base URL (ending with /); ``previous``: {site name:
     instance id} of the table in place, so that a site keeps the shared instance that
     had it (a newcomer asking for a taken name or domain gets an error, never the site).
-    Others are served in id order. Returns ({name: Site}, {instance id: connection}).
+    Others are served in id order. ``keys``: {instance id: purge key} (see purge_keys):
+    a served site's connection gets its ``purge-key``, the table only its digest.
+    Returns ({name: Site}, {instance id: connection}).
     """
+    keys = keys or {}
     previous = previous or {}
     claims = [_claim(e) for e in shared_instances if isinstance(e, dict)]
     claims.sort(key=lambda c: (previous.get(c.site) != c.instance_id, c.instance_id))
@@ -157,13 +187,16 @@ def build_sites(shared_instances: list, front_url: str,
         if error is not None:
             connections[c.instance_id] = {"error": error, **({"site": c.site} if c.site else {})}
             continue
-        site = Site(c.site, c.backend, c.instance_id, c.reference, c.domain)
+        key = keys.get(c.instance_id)
+        digest = hashlib.sha256(key.encode()).hexdigest() if key else None
+        site = Site(c.site, c.backend, c.instance_id, c.reference, c.domain, digest)
         sites[site.name] = site
         for h in site.hosts:
             owner_of[h] = site.name
         connections[c.instance_id] = {"url": f"{front_url}{site.name}/", "site": site.name,
                                       "backend": site.backend,
-                                      **({"domain": site.domain} if site.domain else {})}
+                                      **({"domain": site.domain} if site.domain else {}),
+                                      **({"purge-key": key} if key else {})}
     return sites, connections
 
 
@@ -180,8 +213,10 @@ def sites_from_json(data) -> dict:
         if not SITE_RE.match(name) or not isinstance(raw, dict) \
                 or _backend_problem(raw.get("backend")):
             raise ValueError(f"site {name!r} of the table is malformed")
+        digest = raw.get("purge_digest")
         out[name] = Site(name, raw["backend"], str(raw.get("instance") or ""),
-                         str(raw.get("reference") or ""), raw.get("domain") or None)
+                         str(raw.get("reference") or ""), raw.get("domain") or None,
+                         digest if isinstance(digest, str) and digest else None)
     return out
 
 
@@ -732,6 +767,8 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
             if table is not None and table.error:
                 body["table_error"] = table.error
             return web.json_response(body)
+        if request.path.startswith(PURGE_PATH) and request.method == "POST":
+            return purge(request.path[len(PURGE_PATH):], request.headers.get(PURGE_HEADER))
         found = current["routes"].route(request.headers.get("Host"), request.raw_path)
         if found is None:
             return answer(404, "unknown_site", (
@@ -746,6 +783,16 @@ def make_app(sites: dict, default_ttl: float = DEFAULT_TTL, cache: ResponseCache
             return await serve_site(request, site, path, served)
         finally:
             usage.record(site.instance_id, served[0], served[1], served[2])
+
+    def purge(name: str, key: str | None):
+        """Drop a site's cached responses, for whoever holds its purge key."""
+        site = current["sites"].get(name)
+        if site is None or not site.purges_with(key):
+            return answer(403, "forbidden", f"no site {name!r} with that {PURGE_HEADER} "
+                          "(a site's purge key is in its connection parameters)")
+        dropped = cache.drop_sites({name})
+        log.info("site %s: %d cached response(s) purged", name, dropped)
+        return web.json_response({"site": name, "purged": dropped})
 
     async def serve_site(request, site: Site, path: str, served: list):
         req_headers = list(request.headers.items())

@@ -78,6 +78,8 @@ class DesiredStateRenderer:
             facts = (p.address, p.port_base, p.port_count, p.moved_instance, p.wipe)
             # the recipient changes without a revision (a renewed certificate)
             revision = (0, None) if inst is None else (inst.revision, inst.recipient)
+            if inst is not None and inst.shared_ids:     # so do its shared instances'
+                revision += (render.shared_recipients_key(app, inst),)
             key = (cid, p.id)
             hit = cache.get(key)
             if hit is not None and hit[0] == facts and hit[1] == iid and hit[2] == revision:

@@ -265,8 +265,7 @@ def _adopt_recipient(app, requester: str, reference: str, recipient: dict) -> No
         inst = app.instances[iid]
         if (inst.recipient or {}).get("fingerprint") != fp:
             inst.recipient = dict(recipient)
-            if inst.placed:
-                app.computers[inst.computer_id].bump_serial()
+            _recipient_changed(app, inst)
 
 
 # -- sealing through delegation -----------------------------------------------------------
@@ -280,8 +279,19 @@ def _adopt_forwarded(app, inst, forwarded: dict | None) -> None:
     if inst is None or forwarded is None or inst.recipient == forwarded:
         return
     inst.recipient = dict(forwarded)
+    _recipient_changed(app, inst)
+
+
+def _recipient_changed(app, inst) -> None:
+    """The computer whose node seals ``inst``'s secrets gets a new desired state: its
+    own, or its host's for a shared instance (the host's node seals the values it
+    publishes for it)."""
     if inst.placed:
         app.computers[inst.computer_id].bump_serial()
+    elif inst.attached:
+        host = app.instances.get(inst.host_id)
+        if host is not None and host.placed:
+            app.computers[host.computer_id].bump_serial()
 
 
 def _render_if_unchanged(app, req: InstanceRequest, leases=None) -> dict | None:

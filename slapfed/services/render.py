@@ -195,10 +195,12 @@ def delegation_json(app, inst) -> dict | None:
 
 def desired_instance_json(app, inst) -> dict:
     instances = app.instances
-    shared = []
+    shared, shared_recipients = [], {}
     for sid in inst.shared_ids:
         s = instances[sid]
         shared.append({"id": s.id, "reference": s.reference, "parameters": s.parameters})
+        if s.recipient is not None:
+            shared_recipients[s.id] = dict(s.recipient)
     out = _desired_instance(inst, shared)
     if inst.restore_from:
         out["restore_from"] = inst.restore_from
@@ -207,7 +209,19 @@ def desired_instance_json(app, inst) -> dict:
     if inst.recipient is not None:
         # who the node seals the instance's secret connection parameters to
         out["recipient"] = dict(inst.recipient)
+    if shared_recipients:
+        # who the node seals each shared instance's secrets to: its own requester (kept
+        # apart from shared_instances, which the partition's buildout sees)
+        out["shared_recipients"] = shared_recipients
     return out
+
+
+def shared_recipients_key(app, inst) -> tuple:
+    """What of a host's shared instances' recipients its desired entry shows (they change
+    without a revision of the host): (shared id, fingerprint) of each."""
+    instances = app.instances
+    return tuple((sid, (instances[sid].recipient or {}).get("fingerprint"))
+                 for sid in inst.shared_ids)
 
 
 def _desired_instance(inst, shared) -> dict:
