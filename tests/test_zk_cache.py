@@ -103,18 +103,23 @@ def test_a_corrupt_or_foreign_cache_is_ignored_once_and_sealing_goes_on(where, a
     assert len(warned) == 1, [r.getMessage() for r in warned]
 
 
-def test_a_malformed_entry_is_dropped_the_others_kept(where, alice, caplog):
-    _s, first = sealed_by(where, alice[1])
+def test_a_malformed_or_altered_entry_is_sealed_again(where, alice, caplog):
+    _s, first = sealed_by(where, alice[1], {**SECRETS, "other": "x"})
     store = where[0]
     raw = json.load(open(store))
     bad = {e[1]: e for e in raw["entries"]}
-    bad["pin"][4] = "slapfed-sealed:1:AAAA"          # not the shape of a sealed value
+    bad["pin"][4] = "not sealed"                      # not a sealed value
     bad["token"][3] = "zz"                            # not a digest
+    text = bad["password"][4]                         # altered on disk: sealed again
+    bad["password"][4] = text[:40] + ("B" if text[40] != "B" else "C") + text[41:]
     json.dump(raw, open(store, "w"))
     with caplog.at_level(logging.WARNING, logger="slapfed.node"):
-        _s, again = sealed_by(where, alice[1])
-    assert again["password"] == first["password"]
-    assert again["pin"] != first["pin"] and again["token"] != first["token"]
+        _s, again = sealed_by(where, alice[1], {**SECRETS, "other": "x"})
+    assert all(again[k] != first[k] for k in SECRETS)
+    assert again["other"] == first["other"]                     # the sound entry kept
+    from slapfed.ca import seal
+    assert seal.open_sealed(again["password"], alice[0], "connection/i-1/password") == \
+        "hunter2"
     assert any("2 malformed entries" in r.getMessage() for r in caplog.records)
 
 

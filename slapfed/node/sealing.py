@@ -5,7 +5,7 @@ publish again because their requester's certificate changed.
 Depends on ca.seal (imported on first use), core.sealed, node.layout (atomic writes) and
 node.plan's records. ``reseal_due`` is pure. The Sealer keeps the sealed text of each
 (instance, parameter) with the recipient it was sealed to and a keyed digest of the
-value it holds, so that an unchanged secret is sent as the same text (the master writes
+value it holds (and of the text itself), so that an unchanged secret is sent as the same text (the master writes
 nothing) and costs no sealing; a changed value or recipient is sealed afresh. A secret
 is never sent in clear: without a usable recipient it is withheld and the reason is
 returned.
@@ -16,8 +16,9 @@ renewed certificate costs a sealing. The file holds ciphertext, which is no secr
 digests, which could be: a plain hash of a short password is brute-forced offline. Each
 digest is therefore a MAC (keyed BLAKE2b, RFC 7693: as strong as an HMAC-SHA256 here and
 a few times cheaper), under a random key of the node's own (<root>/var/sealing.key,
-0600), of (instance, parameter, value): without the key the file says nothing of the
-values, not even that two of them are equal. A missing, unreadable
+0600), of (instance, parameter, recipient, value, sealed text): without the key the file
+says nothing of the values, not even that two of them are equal, and a text altered on
+disk no longer matches (it is sealed again rather than sent). A missing, unreadable
 or altered file (or key) only means sealing afresh: the cache starts empty.
 """
 from __future__ import annotations
@@ -31,8 +32,8 @@ import os
 import re
 
 from ..ca.errors import SealedValueInvalid
-from ..core.sealed import (PENDING, connection_context, is_sealed, parameter_context,
-                           shape_problem)
+from ..core.sealed import (MAX_SEALED, PENDING, connection_context, is_sealed,
+                           parameter_context)
 from ..core.states import STARTED, STOPPED
 
 MAX_CACHED = 20000          # sealed texts kept (a node of 300 partitions uses ~1000)
@@ -143,8 +144,10 @@ class Sealer:
         return hashlib.blake2b(b"key id", key=self._mac_key, digest_size=16,
                                person=b"slapfed-sealing").hexdigest()
 
-    def _digest(self, instance_id: str, name: str, text: str) -> bytes:
-        msg = "\0".join((instance_id, name, text)).encode("utf-8", "surrogatepass")
+    def _digest(self, instance_id: str, name: str, fp: str, value: str,
+                sealed: str) -> bytes:
+        msg = "\0".join((instance_id, name, fp, sealed, value)).encode("utf-8",
+                                                                   "surrogatepass")
         return hashlib.blake2b(msg, key=self._mac_key, digest_size=32,
                                person=b"slapfed-sealing").digest()
 
@@ -168,7 +171,7 @@ class Sealer:
             if not (isinstance(entry, list) and len(entry) == 5
                     and all(isinstance(x, str) for x in entry)
                     and _HEX64.match(entry[3]) and is_sealed(entry[4])
-                    and shape_problem(entry[4]) is None):
+                    and len(entry[4]) <= MAX_SEALED):
                 dropped += 1
                 continue
             iid, name, fp, digest, text = entry
@@ -238,10 +241,10 @@ class Sealer:
         key = None
         for name, value in secret.items():
             text = value if isinstance(value, str) else _json_text(value)
-            digest = self._digest(instance_id, name, text)
             slot = (instance_id, name)
             hit = self._sealed.get(slot)
-            if hit is not None and hit[0] == fp and hmac.compare_digest(hit[1], digest):
+            if hit is not None and hit[0] == fp and hmac.compare_digest(
+                    hit[1], self._digest(instance_id, name, fp, text, hit[2])):
                 out[name] = hit[2]
                 continue
             try:
@@ -251,7 +254,7 @@ class Sealer:
             except (SealedValueInvalid, UnicodeEncodeError) as exc:
                 withheld[name] = getattr(exc, "message", str(exc))
                 continue
-            self._put(slot, (fp, digest, sealed))
+            self._put(slot, (fp, self._digest(instance_id, name, fp, text, sealed), sealed))
             out[name] = sealed
         return out, withheld
 
