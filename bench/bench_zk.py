@@ -16,7 +16,10 @@ kept too, under "median": on a shared machine they carry the others' load):
   in full only when the desired or local state changed; its full cost is given too);
 - a cycle where every partition reports (what a node does after a restart, or when
   all its requesters renewed their certificates): 300 real PUTs of partition reports,
-  their connections plain (today) / S secrets each sealed cold / sealed, unchanged;
+  their connections plain / S secrets each sealed cold (a restart when the cache was
+  kept in memory only) / sealed, unchanged (the cache in memory) / after a restart,
+  the cache read back from its file (node.sealing: what an agent does now) / after
+  every requester's certificate was renewed (all sealed afresh; the file written);
 - the desired state's growth: the requester's certificate in each instance.
 """
 from __future__ import annotations
@@ -129,8 +132,23 @@ def bench(partitions: int, secrets: int, rounds: int) -> dict:
                 finally:
                     agent.republish = saved
 
+            # the agent's cache kept across restarts: a warm one, saved, as a restarted
+            # agent finds it; "restarted" loads it; "renewed" loads it, then every
+            # requester's certificate is a new one (all sealed afresh)
+            store = (str(tmp / "sealed.json"), str(tmp / "sealing.key"))
+            renewed_recipients = []
+            for _ in range(rounds):
+                k_ = ec.generate_private_key(ec.SECP256R1())
+                pem_ = certificate(k_)
+                renewed_recipients.append({"certificate": pem_,
+                                           "fingerprint": seal.fingerprint(pem_)})
+
             def reports(mode: str):
-                sealer = Sealer() if mode == "sealed_cold" else warm_cycle
+                sealer = {"sealed_cold": Sealer, "sealed_restarted": lambda: Sealer(*store),
+                          "sealed_renewed": lambda: Sealer(*store)}.get(
+                              mode, lambda: warm_cycle)()
+                to = renewed_recipients[len(cycle_rows["reports_sealed_renewed_ms"])] \
+                    if mode == "sealed_renewed" else recipient
                 for e in entries:
                     inst = e["instance"]
                     public = {"address": e["address"], "note": "v0"}
@@ -139,27 +157,38 @@ def bench(partitions: int, secrets: int, rounds: int) -> dict:
                     else:
                         conn, withheld = sealer.connection(
                             inst["id"], public, {f"secret-{s}": secret for s in range(secrets)},
-                            recipient)
+                            to)
                         assert not withheld
                     client.report_partition("zk", e["id"], _partition_report(
                         inst["id"], inst["revision"], STARTED, "", conn, [], {}))
+                if mode == "sealed_renewed":
+                    sealer.save()
+                    Path(store[0]).write_bytes(cache_bytes)   # as before, for the next round
+                elif mode == "sealed_restarted":
+                    sealer.save()             # a no-op: nothing was sealed
 
             warm_cycle = Sealer()
-            reports("sealed_cold")       # the master holds sealed texts already
-            for e in entries:            # warm the cache the unchanged cycle uses
-                warm_cycle.connection(e["instance"]["id"], {}, {f"secret-{s}": secret
-                                                                 for s in range(secrets)},
-                                      recipient)
             cycle_rows = {"idle_cycle_ms": [], "idle_cycle_without_check_ms": [],
                           "reseal_check_ms": [], "reports_plain_ms": [],
                           "reports_sealed_cold_ms": [], "reports_sealed_unchanged_ms": [],
+                          "reports_sealed_restarted_ms": [], "reports_sealed_renewed_ms": [],
                           "sealing_only_cold_ms": []}
+            reports("sealed_cold")       # the master holds sealed texts already
+            saved_cache = Sealer(*store)
+            for sealer_ in (warm_cycle, saved_cache):   # warm the caches the cycles use
+                for e in entries:
+                    sealer_.connection(e["instance"]["id"], {}, {
+                        f"secret-{s}": secret for s in range(secrets)}, recipient)
+            saved_cache.save()
+            cache_bytes = Path(store[0]).read_bytes()
+            out["cache_file_bytes"] = len(cache_bytes)
             for _ in range(rounds):
                 cycle_rows["idle_cycle_ms"].append(1e3 * per_op(idle_cycle, 20))
                 cycle_rows["idle_cycle_without_check_ms"].append(
                     1e3 * per_op(idle_cycle_without_check, 20))
                 cycle_rows["reseal_check_ms"].append(1e3 * per_op(check_only, 10))
-                for mode in ("plain", "sealed_cold", "sealed_unchanged"):
+                for mode in ("plain", "sealed_cold", "sealed_unchanged", "sealed_restarted",
+                             "sealed_renewed"):
                     t0 = time.perf_counter()
                     reports(mode)
                     cycle_rows[f"reports_{mode}_ms"].append(1e3 * (time.perf_counter() - t0))
@@ -189,6 +218,10 @@ def bench(partitions: int, secrets: int, rounds: int) -> dict:
     out["report_cycle_sealed_cold_vs_plain_pct"] = round(
         100 * (med["reports_sealed_cold_ms"] - med["reports_plain_ms"])
         / med["reports_plain_ms"], 2)
+    for mode in ("restarted", "renewed"):
+        out[f"report_cycle_sealed_{mode}_vs_plain_pct"] = round(
+            100 * (med[f"reports_sealed_{mode}_ms"] - med["reports_plain_ms"])
+            / med["reports_plain_ms"], 2)
     out["report_cycle_sealed_unchanged_vs_plain_pct"] = round(
         100 * (med["reports_sealed_unchanged_ms"] - med["reports_plain_ms"])
         / med["reports_plain_ms"], 2)
@@ -219,6 +252,21 @@ def main(argv=None) -> dict:
           f"({result['report_cycle_sealed_unchanged_vs_plain_pct']:+}%); sealing alone "
           f"{result['sealing_only_cold_ms']:.0f} ms "
           f"({result['sealing_share_of_report_cycle_pct']}% of the plain cycle)")
+    m = result["median"]
+    print(f"medians (fastest): idle cycle {m['idle_cycle_ms']:.2f} "
+          f"({result['idle_cycle_ms']:.2f}) ms; {n} reports plain "
+          f"{m['reports_plain_ms']:.0f} ({result['reports_plain_ms']:.0f}), sealed "
+          f"unchanged {m['reports_sealed_unchanged_ms']:.0f} "
+          f"({result['reports_sealed_unchanged_ms']:.0f}); after an agent restart: before "
+          f"(cache in memory only) {m['reports_sealed_cold_ms']:.0f} "
+          f"({result['reports_sealed_cold_ms']:.0f}), now (cache on disk) "
+          f"{m['reports_sealed_restarted_ms']:.0f} "
+          f"({result['reports_sealed_restarted_ms']:.0f} ms, "
+          f"{result['report_cycle_sealed_restarted_vs_plain_pct']:+}%); after a "
+          f"certificate renewal {m['reports_sealed_renewed_ms']:.0f} "
+          f"({result['reports_sealed_renewed_ms']:.0f} ms, "
+          f"{result['report_cycle_sealed_renewed_vs_plain_pct']:+}%); cache file "
+          f"{result['cache_file_bytes']} bytes")
     print(f"desired state: +{result['desired_state_bytes_added_per_instance']} bytes per "
           "instance (the requester's certificate)")
     save("zk", result)

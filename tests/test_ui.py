@@ -410,3 +410,66 @@ def test_slapfed_ui_refuses_other_addresses_than_loopback(args, says, monkeypatc
     done = CliRunner().invoke(cli, ["ui", *args])
     assert done.exit_code == 3, done.output
     assert says in done.output
+
+
+# -- secrets sealed to the user: opened here, shown in the details only -----------------
+def _sealed_world(tmp_path):
+    """(client key file, an instance with a value sealed to it, one sealed to someone
+    else, and a public URL)."""
+    from cryptography.hazmat.primitives import serialization
+    from test_zk import identity
+
+    from slapfed.ca import seal
+
+    mine, me = identity()
+    _theirs, them = identity("person/bob")
+    key_file = tmp_path / "identity.key"
+    key_file.write_bytes(mine.private_bytes(serialization.Encoding.PEM,
+                                            serialization.PrivateFormat.PKCS8,
+                                            serialization.NoEncryption()))
+
+    def to(who, value, name):
+        return seal.seal(value, seal.recipient_key(who["certificate"]),
+                         f"connection/i-1/{name}")
+    inst = _inst(placement=PLACED, connection={
+        "url": "http://10.0.0.2:8080/", "password": to(me, "<hunter2>", "password"),
+        "admin": to(me, "https://admin:pw@10.0.0.2/", "admin"),
+        "other": to(them, "not yours", "other")})
+    return str(key_file), inst
+
+
+def test_the_opener_opens_what_is_sealed_to_the_user_once_per_text(tmp_path, monkeypatch):
+    from slapfed.ca import seal
+
+    key_file, inst = _sealed_world(tmp_path)
+    opener = server.Opener(key_file)
+    out = opener(inst)
+    assert out["connection"]["password"] == "<hunter2>"
+    assert out["connection"]["url"] == "http://10.0.0.2:8080/"
+    assert out["sealed"] == ["admin", "other", "password"]
+    assert set(out["unopened"]) == {"other"} and "does not open" in out["unopened"]["other"]
+    assert inst["connection"]["password"].startswith("slapfed-sealed:1:")  # not changed
+    calls, real = [], seal.open_sealed
+    monkeypatch.setattr(seal, "open_sealed", lambda *a: calls.append(a) or real(*a))
+    assert opener(inst) == out and calls == []          # the next poll opens nothing
+    # moved to another instance, a value does not open there
+    moved = opener({**inst, "id": "i-2"})
+    assert set(moved["unopened"]) == {"admin", "other", "password"} and len(calls) == 3
+    # without a key nothing opens, and the reason says so
+    none = server.Opener(None)(inst)
+    assert set(none["unopened"]) == {"admin", "other", "password"}
+    assert "no key" in none["unopened"]["password"]
+
+
+def test_an_opened_secret_shows_in_the_details_only_escaped_never_linked(tmp_path, app_of):
+    key_file, inst = _sealed_world(tmp_path)
+    dash, c = app_of(FakeClient([inst]))
+    dash.opener = server.Opener(key_file)
+    page = _get(c, f"/?token={TOKEN}").get_data(as_text=True)
+    main_row, details = page.split('<tr class="more">', 1)
+    assert "hunter2" not in main_row and "secret, in details" in main_row
+    assert "sealed, does not open" in main_row
+    assert "<code class=\"secret-value\">&lt;hunter2&gt;</code>" in details
+    assert "https://admin:pw@10.0.0.2/" in details and 'href="https://admin' not in page
+    assert 'href="http://10.0.0.2:8080/"' in main_row              # public: a link
+    assert "not yours" not in page and "does not open with your key" in details

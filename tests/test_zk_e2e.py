@@ -7,7 +7,9 @@ stored and named by the CLI as not opening; a renewed certificate gets the value
 sealed again by the node, without a new revision."""
 import base64
 import json
+import os
 import secrets
+import stat
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,7 @@ from slapfed.ca.authority import CertificateAuthority
 from slapfed.client import MasterClient
 from slapfed.core.errors import InvalidInput
 from slapfed.core.sealed import PREFIX, is_sealed
-from slapfed.procs import wait_for
+from slapfed.procs import Proc, wait_for
 
 COMPUTER = "zk-node"
 pytestmark = pytest.mark.timeout(600)
@@ -95,7 +97,10 @@ def world(tmp_path_factory):
         slapfed_cli("supply", str(release / "software.cfg"), "--computer", COMPUTER,
                     env=fed["admin_env"])
         fed.update(known=known, release=str(release / "software.cfg"))
-        yield fed
+        try:
+            yield fed
+        finally:
+            fed["node"].stop()       # the agent a test restarted (the first: the harness)
 
 
 def test_secrets_reach_the_requester_and_no_file_of_the_master_holds_them(world):
@@ -113,6 +118,9 @@ def test_secrets_reach_the_requester_and_no_file_of_the_master_holds_them(world)
     assert "(secret, sealed to its partition)" in slapfed_cli("show", "zk-2", env=env).stdout
     shown = cli_json("show", "zk-1", env=env)
     assert shown["connection"] == inst["connection"] and "unopened" not in shown
+    listed = {i["reference"]: i for i in cli_json("list", env=env)["instances"]}
+    assert listed["zk-1"]["connection"] == inst["connection"]      # opened there too
+    assert listed["zk-2"]["sealed"] == ["api-token", "echo", "password"]
     text = slapfed_cli("show", "zk-1", env=env).stdout
     assert f"password = {known['password']}" in text
 
@@ -131,7 +139,7 @@ def test_secrets_reach_the_requester_and_no_file_of_the_master_holds_them(world)
     # nor does what the node keeps outside the partition (its state, outbox, logs)
     root = world["root"]
     assert scan([root / "var" / "state.json", root / "var" / "desired.json",
-                 base / "node.log"], list(known.values())) == []
+                 root / "var" / "sealed.json", base / "node.log"], list(known.values())) == []
     # the scan does find a value where one is (the partition's own file)
     assert scan([root], [known["password"]]) != []
 
@@ -202,3 +210,27 @@ def test_a_renewed_certificate_gets_the_values_sealed_again(world):
     # and the old key no longer opens them
     assert slapfed_cli("show", "zk-1", env=world["env"], check=False).returncode == 3
     assert Path(world["root"]).exists()
+
+
+def test_a_restarted_agent_sends_the_same_sealed_texts_without_sealing_again(world):
+    """The node's sealing cache outlives the agent (var/sealed.json, 0600, no secret in
+    it): after a restart every started partition is confirmed to the master again, with
+    the very texts it had (a fresh sealing would give other ones), and no new revision."""
+    env = world["env"]
+    if not _exists(world):
+        cli_json("request", "zk-1", world["release"], "--wait", "120", env=env)
+    cache = Path(world["root"]) / "var" / "sealed.json"
+    wait_for(cache.exists, 30, "the node's sealing cache")
+    assert stat.S_IMODE(os.lstat(cache).st_mode) == 0o600
+    before = world["client"].find("zk-1")
+    old = world["node"]
+    old.stop()
+    world["node"] = Proc(old.argv, old.log)
+
+    def confirmed():
+        now = world["client"].find("zk-1")
+        return now["status"]["reported_at"] != before["status"]["reported_at"] and now
+    after = wait_for(confirmed, 60, "the restarted agent confirming zk-1")
+    assert after["connection"] == before["connection"]            # byte for byte
+    assert after["revision"] == before["revision"]
+    assert after["status"]["state"] == "started"

@@ -444,10 +444,15 @@ def request(reference, software_url, software_type, params, params_json, sla, sl
 @error_boundary
 def list_(master_url, requester, everyone, include_destroyed, as_json):
     """List instances (yours, or everyone's with --everyone); destroyed ones with --all.
-    Every page of the master's list is read."""
+    Every page of the master's list is read. With --json, the connection parameters
+    sealed to you are opened with your key, as `show --json` does (``sealed`` names
+    them); one that does not open (sealed to someone else, altered) stays sealed and is
+    named with its reason under ``unopened``."""
     client = make_client(master_url, requester)
     instances = client.list_instances(requester=None if everyone else client.requester,
                                       include_destroyed=include_destroyed)
+    if as_json:        # (cryptography is loaded only when a value is sealed)
+        instances = [sealed.open_instance(i)[0] for i in instances]
     rows = [f"{'REFERENCE':24} {'REQUESTED':10} {'STATUS':10} {'WHERE':24} SOFTWARE"]
     for i in instances:
         where = where_cell(i)

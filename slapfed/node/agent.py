@@ -157,7 +157,8 @@ class Agent:
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
         self.usage = None         # node.usage_report.UsageReporter, once asked for
         self._uids: dict = {}
-        self.sealer = Sealer()          # secrets sealed to requesters' keys (node.sealing)
+        # secrets sealed to requesters' keys (node.sealing), the cache kept across restarts
+        self.sealer = Sealer(self.paths.sealed_cache, self.paths.sealing_key)
         self._instances_of: tuple = (None, {})          # (document, {pid: instance})
         self._resealed: tuple = (None, None)   # (document, partitions) last found in step
 
@@ -240,6 +241,7 @@ class Agent:
         outcomes = [] if dry_run or not actions else self.apply(actions)
         if not dry_run:
             self.republish()
+            self.sealer.save()            # what this cycle sealed, for the next start
         return CycleResult(fetched, actions, collected + outcomes,
                            time.monotonic() - started, dry_run)
 
@@ -908,6 +910,8 @@ class Agent:
             reported.append(pid)
         if checked_any:
             self.save_state()
+        if reported:
+            self.sealer.save()
         return reported
 
     # -- the loop ------------------------------------------------------------------------
@@ -979,6 +983,7 @@ class Agent:
                 self._sleep(pause - (time.monotonic() - began))
         finally:
             self.stop_install_worker()
+            self.sealer.save()
             if usage is not None:
                 self.stopping = True
                 usage.join(30)

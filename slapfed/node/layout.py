@@ -209,6 +209,10 @@ class Paths:
         self.quarantine = os.path.join(self.var, "quarantine")
         # accounting: the usage state and the spool of reports not yet acknowledged
         self.usage = os.path.join(self.var, "usage")
+        # the sealing cache (node.sealing): sealed texts and keyed digests of the secrets
+        # they hold, and the node-local key of those digests; both 0600, node-owned
+        self.sealed_cache = os.path.join(self.var, "sealed.json")
+        self.sealing_key = os.path.join(self.var, "sealing.key")
 
     def software_dir(self, software_hash: str) -> str:
         return os.path.join(self.software, software_hash)

@@ -9,7 +9,10 @@ while a page is open, renders each section of the page, and wakes the pages' eve
 streams (Server-Sent Events) when a section changed: a page replaces that section in
 place, without reloading. Buttons post to /action, which calls the same client
 methods as ``slapfed start|stop|destroy``: the dashboard can do nothing its user
-cannot, since the master decides on the user's certificate.
+cannot, since the master decides on the user's certificate. The connection parameters
+sealed to the user are opened here with the user's key (Opener), as ``slapfed show``
+opens them, and shown in the instance's details: the master still only ever sees the
+sealed text, and the opened values go to this run's pages (loopback, token) only.
 """
 from __future__ import annotations
 
@@ -66,11 +69,76 @@ class Snapshot:
     error: str | None = None             # the master did not answer at all
 
 
+class Opener:
+    """Opens, in this process, the connection parameters sealed to the dashboard's user,
+    with the key of the user's client config (``key_path``; None: nothing opens), as
+    ``slapfed show`` does: each for (instance id, parameter), so a value moved elsewhere
+    does not open. What it opened is kept in memory only, per sealed text, so that a
+    poll opens only what changed; it goes to this user's pages and nowhere else."""
+
+    MAX_KEPT = 20000
+
+    def __init__(self, key_path: str | None):
+        self.key_path = key_path
+        self._key, self._why = None, None
+        self._opened: dict[tuple, tuple] = {}   # (iid, name, text) -> (value, problem)
+
+    def _private_key(self):
+        if self._key is None and self._why is None:
+            if not self.key_path:
+                self._why = "no key in the client config (slapfed config set --identity DIR)"
+            else:
+                from ..sealed_values import read_key
+                try:
+                    self._key = read_key(self.key_path)
+                except (OSError, ValueError, TypeError) as exc:
+                    self._why = f"cannot read the client key {self.key_path}: {exc}"
+        return self._key
+
+    def __call__(self, inst: dict) -> dict:
+        """``inst`` with its sealed connection parameters opened (``sealed`` names them;
+        ``unopened``: {parameter: why}), or as it is when none is sealed."""
+        from ..core.sealed import connection_context, is_sealed
+
+        conn = inst.get("connection") or {}
+        names = sorted(k for k, v in conn.items() if is_sealed(v))
+        if not names:
+            return inst
+        opened, problems = dict(conn), {}
+        for name in names:
+            slot = (inst.get("id"), name, conn[name])
+            if slot not in self._opened:
+                key = self._private_key()
+                if key is None:
+                    found = (None, self._why)
+                else:
+                    from ..ca.errors import SealedValueInvalid
+                    from ..ca.seal import open_sealed
+                    try:
+                        found = (open_sealed(conn[name], key,
+                                             connection_context(inst["id"], name)), None)
+                    except SealedValueInvalid as exc:
+                        found = (None, exc.message)
+                if len(self._opened) >= self.MAX_KEPT:
+                    self._opened.clear()
+                self._opened[slot] = found
+            value, problem = self._opened[slot]
+            if problem is None:
+                opened[name] = value
+            else:
+                problems[name] = problem
+        out = {**inst, "connection": opened, "sealed": names}
+        if problems:
+            out["unopened"] = problems
+        return out
+
+
 def gather(client: MasterClient, previous: Snapshot | None, refused: dict,
-           now: float) -> Snapshot:
+           now: float, opener=None) -> Snapshot:
     """One poll. ``refused`` (read and updated): optional reads the master refused this
     user, with why; they are not asked again in this run (a certificate's role does not
-    change). An unreachable master keeps the previous answers, marked by ``error``."""
+    change). An unreachable master keeps the previous answers, marked by ``error``.
+    ``opener`` (an Opener): the user's sealed connection parameters opened."""
     snap = Snapshot(at=now, master=previous.master if previous else client.url,
                     url=client.url, who=previous.who if previous else None)
     try:
@@ -82,6 +150,8 @@ def gather(client: MasterClient, previous: Snapshot | None, refused: dict,
         # their instances requested too), everything for an admin; destroyed ones too
         # (shown last) until the master forgets them; every page of the list
         snap.instances = client.list_instances(include_destroyed=True)
+        if opener is not None:
+            snap.instances = [opener(i) for i in snap.instances]
         for key, method in OPTIONAL.items():
             if key in refused:
                 snap.notes[key] = refused[key]
@@ -125,8 +195,10 @@ class Dashboard:
     """The latest rendered sections, a version that grows when one changes, and the
     poller that keeps them up to date."""
 
-    def __init__(self, client: MasterClient, interval: float = 2.0, clock=time.time):
+    def __init__(self, client: MasterClient, interval: float = 2.0, clock=time.time,
+                 opener: Opener | None = None):
         self.client = client
+        self.opener = opener
         self.interval = interval
         self.clock = clock
         self.snapshot: Snapshot | None = None
@@ -143,7 +215,8 @@ class Dashboard:
     # -- polling ------------------------------------------------------------------------
     def refresh(self) -> None:
         with self._lock:
-            snap = gather(self.client, self.snapshot, self.refused, self.clock())
+            snap = gather(self.client, self.snapshot, self.refused, self.clock(),
+                          self.opener)
             sections = render_sections(snap, self.interval)
             with self._changed:
                 self.snapshot = snap
@@ -313,7 +386,10 @@ class Server:
 
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.token = token or guard.new_token()
-        self.dashboard = Dashboard(client, interval)
+        # the values sealed to the user open here, with the user's key
+        cert = getattr(client, "cert", None)
+        self.dashboard = Dashboard(client, interval, opener=Opener(
+            cert[1] if isinstance(cert, tuple) else None))
         self._app_allowed: frozenset[str] = frozenset()
         app = create_app(self.dashboard, self.token, self._allowed_hosts)
         self.httpd = make_server(host, port, app, threaded=True)

@@ -91,15 +91,23 @@ def chain(inst: dict, here: str) -> list[str]:
     return [here, "not placed yet"]
 
 
-def connection_items(connection: dict | None) -> list[dict]:
+def connection_items(connection: dict | None, sealed=(), unopened=None) -> list[dict]:
     """Connection parameters in key order; a value that is an http(s) URL gets a link
-    (no other scheme: a value is data from the instance, not a place to send anyone)."""
+    (no other scheme: a value is data from the instance, not a place to send anyone).
+    ``sealed``: the parameters that were sealed to the user (opened by the dashboard,
+    server.Opener); such a value is marked ``secret`` and never linked (the page shows it
+    in the instance's details only); ``unopened``: {parameter: why it stayed sealed}."""
     out = []
+    sealed, unopened = set(sealed or ()), unopened or {}
     for key, value in sorted((connection or {}).items()):
         text = value if isinstance(value, str) else repr(value)
-        href = text if urlsplit(text).scheme in ("http", "https") and " " not in text \
-            else None
-        out.append({"key": key, "value": text, "href": href})
+        secret = key in sealed
+        href = text if not secret and urlsplit(text).scheme in ("http", "https") \
+            and " " not in text else None
+        item = {"key": key, "value": text, "href": href, "secret": secret}
+        if key in unopened:
+            item.update(value=None, problem=str(unopened[key]))
+        out.append(item)
     return out
 
 
@@ -124,7 +132,8 @@ def instance_row(inst: dict, now: float, here: str, you: str | None = None) -> d
         "requested": requested, "state": state, "settled": settled,
         "reported": age(status.get("reported_at"), now),
         "chain": chain(inst, here), "delegated": bool(inst.get("delegation")),
-        "connection": connection_items(inst.get("connection")),
+        "connection": connection_items(inst.get("connection"), inst.get("sealed"),
+                                       inst.get("unopened")),
         "promises": [{"name": p.get("name"), "ok": bool(p.get("ok")),
                       "message": p.get("message") or ""} for p in status.get("promises") or ()],
         "log_tail": tail, "shared": bool(inst.get("shared")),
