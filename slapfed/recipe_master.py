@@ -308,6 +308,7 @@ class MasterRecipe:
                         client.request(reference, facts["software-url"], REPLICA_TYPE,
                                        state="destroyed", parent=facts["instance-id"])
                     continue
+                self.forget_moved_replica(client, ca, name)
                 invitation = self.replica_invitation(ca, name)
                 sla = {"different_host": list(before)}
 
@@ -326,6 +327,55 @@ class MasterRecipe:
                 f"[{self.name}] could not request the replicas of master "
                 f"{self.options['name']} at {facts['master-url']}: {exc.message}") from None
         return published, secret
+
+    # -- a replica whose computer was lost: a new identity where it runs now -----------
+    def forget_moved_replica(self, client, ca, name: str) -> bool:
+        """When replica ``name`` no longer runs in the partition its invitation was
+        sealed to (its computer was declared lost and its parent master placed it
+        elsewhere: ``slapfed computer lost``), the identity it held there is ended: every
+        certificate of ``replica/NAME`` is revoked at this master's CA (a lost machine
+        that comes back can neither read the transaction stream nor register again) and
+        its unused tokens are withdrawn; its invitation and the sealed text are
+        forgotten, so a new invitation, with a new one-time token, is minted and sealed
+        to the new partition. Returns whether it moved."""
+        from .ca import identity as ids
+        from .core.errors import NotFound
+        folder = os.path.join(self.options["data"], "replicas")
+        sealed_path = os.path.join(folder, f"{name}{SEALED_SUFFIX}")
+        try:
+            with open(sealed_path, encoding="utf-8") as f:
+                kept = json.load(f)
+        except (OSError, ValueError):
+            return False
+        if not isinstance(kept, dict) or not isinstance(kept.get("instance"), str) or \
+                not isinstance(kept.get("partition"), list):
+            return False                    # sealed before placements were kept
+        try:
+            inst = client.show(kept["instance"])
+        except NotFound:
+            return False                    # requested again anew: nothing held
+        where = inst.get("placement") or {}
+        now = [where.get("computer"), where.get("partition")]
+        if now == kept["partition"]:
+            return False
+        who = ids.replica(name)
+        revoked = [r.serial for r in ca.list() if r.identity == who and r.revoked is None]
+        for serial in revoked:
+            ca.revoke(serial, "superseded")
+        ca.withdraw_tokens(who)
+        for path in (sealed_path, os.path.join(folder, f"{name}.json")):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        import logging
+        logging.getLogger(self.name).warning(
+            "[%s] replica %s moved from %s to %s: %d certificate(s) of %s revoked; it "
+            "gets a new invitation, sealed to its new partition", self.name, name,
+            "/".join(map(str, kept["partition"])),
+            "/".join(map(str, now)) if now[0] else "nowhere yet", len(revoked),
+            who.principal)
+        return True
 
     # -- sealed invitations: each replica's invitation sealed to its partition ----------
     def sealed_invitation(self, client, name: str, invitation: str, send) -> str | None:
@@ -362,6 +412,11 @@ class MasterRecipe:
                     kept.get("fingerprint") == recipient.get("fingerprint") and \
                     isinstance(kept.get("sealed"), str):
                 send({"invitation": kept["sealed"]})
+                if "partition" not in kept:     # kept before placements were: add it
+                    place = inst.get("placement") or {}
+                    _write(path, json.dumps({**kept, "partition": [
+                        place.get("computer"), place.get("partition")]},
+                        sort_keys=True) + "\n", 0o600)
                 return kept["sealed"]
         from .core.errors import InvalidInput
         try:
@@ -380,6 +435,8 @@ class MasterRecipe:
         send(sealed)
         _write(path, json.dumps({"instance": inst["id"], "digest": digest,
                                  "fingerprint": inst["placement"]["recipient"]["fingerprint"],
+                                 "partition": [inst["placement"]["computer"],
+                                               inst["placement"]["partition"]],
                                  "sealed": sealed["invitation"]}, sort_keys=True) + "\n",
                0o600)
         return sealed["invitation"]

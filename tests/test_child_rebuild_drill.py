@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -39,9 +40,12 @@ HELLO = str(REPO / "profiles" / "hello" / "software.cfg")
 RTO_TARGET = 30.0       # command -> first write acknowledged by the rebuilt child
 
 
-def test_a_parent_rebuilds_a_lost_child_master_from_its_replica_in_one_command(
-        master_set, tmp_path):
-    ms = master_set
+def _child_master_with_a_replica(ms, tmp_path):
+    """The drills' set-up: a parent master "root" with three real nodes (node-a, node-b,
+    node-c), each supplied the master release; a child master child-1 requested with
+    replicas=1 (sync) on node-a, its replica placed on node-b or node-c, both started;
+    its owner enrolled with the admin-token sealed to the parent's admin, and the
+    replica registered at the child."""
     ms.start("parent", "--name", "root")
     admin = ms.admin("parent")
     roots = {c: ms.node("parent", c, partitions=1, address_octet=octet)
@@ -64,17 +68,31 @@ def test_a_parent_rebuilds_a_lost_child_master_from_its_replica_in_one_command(
                          for i in admin.list_instances()), 60, "the replica's request")
     replica = admin.wait_ready(instance(admin, "child-1-replica-1")["id"], 120)
     assert replica["status"]["state"] == "started", replica["status"]
-    replica_url = replica["connection"]["url"]
     replica_at = replica["placement"]
-    spare = ({"node-b", "node-c"} - {replica_at["computer"]}).pop()
 
-    # the child's owner, a node of the child's own running a service, a ledger to write to
+    # the child's owner
     owner_dir = tmp_path / "owner"
     owner = enrol(conn["url"], conn["ca-certificate"], conn["admin-token"], owner_dir)
     tls = {"ca": str(owner_dir / "ca.crt"), "cert": str(owner_dir / "identity.crt"),
            "key": str(owner_dir / "identity.key")}
     wait_for(lambda: [(r["name"], r["mode"]) for r in owner.replication_status()["replicas"]]
              == [("child-1-replica-1", "sync")], 30, "the replica to register")
+    return SimpleNamespace(
+        admin=admin, roots=roots, env=env, primary=primary, done=done, conn=conn,
+        replica=replica, replica_url=replica["connection"]["url"], replica_at=replica_at,
+        spare=({"node-b", "node-c"} - {replica_at["computer"]}).pop(), owner=owner,
+        owner_dir=owner_dir, tls=tls)
+
+
+def test_a_parent_rebuilds_a_lost_child_master_from_its_replica_in_one_command(
+        master_set, tmp_path):
+    ms = master_set
+    c = _child_master_with_a_replica(ms, tmp_path)
+    admin, roots, env, primary, done, conn = c.admin, c.roots, c.env, c.primary, c.done, c.conn
+    replica_url, replica_at, spare, owner, tls = (c.replica_url, c.replica_at, c.spare,
+                                                  c.owner, c.tls)
+
+    # a node of the child's own running a service, a ledger to write to
     child_root = tmp_path / "child-node"
     slapfed_cli("node", "format", "--master", conn["url"], "--computer", "child-node",
                 "--partitions", "2", "--root", str(child_root),
@@ -181,3 +199,137 @@ def test_a_parent_rebuilds_a_lost_child_master_from_its_replica_in_one_command(
           f"{rto:.2f}s after the command; a new replica following "
           f"{replicated - commanded:.1f}s after it")
     assert rto <= RTO_TARGET, rto
+
+
+REPLICA_TARGET = 60.0   # command -> the new replica follows the primary
+SYNC_TIMEOUT = 5.0      # the child primary's --sync-timeout (master serve's default)
+
+
+def test_losing_a_child_masters_replica_computer_gives_it_a_new_replica_that_follows(
+        master_set, tmp_path):
+    """Drill 4: the computer lost runs the child master's replica, not its primary. One
+    command at the parent (`computer lost`) places the replica again on the third node;
+    the child's primary, told that its replica moved, revokes the old replica's
+    certificate and hands the new one a new invitation sealed to its new partition; the
+    new replica enrols, copies the primary's history from the start and follows it. The
+    primary served writes all along (degraded for at most its --sync-timeout) and is in
+    sync again once the new replica holds every write."""
+    from slapfed.ca.authority import CertificateAuthority
+    from slapfed.core.errors import SlapfedError
+    from slapfed.replication.runtime import replica_client
+    ms = master_set
+    c = _child_master_with_a_replica(ms, tmp_path)
+    admin, owner, conn = c.admin, c.owner, c.conn
+    lost_computer = c.replica_at["computer"]
+    lost_root = c.roots[lost_computer]
+    old_part = Paths(str(lost_root)).partition(c.replica_at["partition"]).path
+    # what a lost machine keeps on its disk: the replica's identity at the primary
+    kept_identity = tmp_path / "lost-machine"
+    shutil.copytree(os.path.join(old_part, "srv", "master", "replica"),
+                    kept_identity / "replica")
+    old_identity = replica_client(str(kept_identity), conn["url"], timeout=5)
+    assert old_identity.replication_transactions("00" * 8)["transactions"]
+    owner.register_computer(computer_body("ledger", partitions=1))
+
+    stop_file = tmp_path / "writers.stop"
+    ack_files = [tmp_path / f"writer-{w}.acks" for w in range(2)]
+    writers = [subprocess.Popen(
+        [sys.executable, "-c", WRITER, json.dumps(
+            [c.tls, conn["url"], conn["url"], str(ack_files[w]), str(stop_file), f"w{w}"])],
+        stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"writer-{w}.log", "wb"))
+        for w in range(2)]
+    try:
+        wait_for(lambda: len(acks(ack_files)) >= 20, 30, "the writers to write")
+        # the replica's computer is lost: everything it runs killed (-9), its data deleted
+        victims = pids_under(lost_root)
+        assert victims
+        for pid in victims:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        ms.procs.pop(f"node-{lost_computer}").popen.wait(10)
+        wait_for(lambda: not pids_under(lost_root), 10, "the lost node's processes")
+        shutil.rmtree(old_part)
+
+        # the one command, at the parent
+        commanded = time.time()
+        lost = json.loads(slapfed_cli("computer", "lost", lost_computer, "--reason", "drill",
+                                      "--json", env=c.env).stdout)
+        answered = time.time()
+        [move] = lost["moves"]
+        assert move["outcome"] == "moved" and move["instance"] == c.replica["id"], move
+        assert move["to"]["computer"] == c.spare
+
+        # a new replica on the third node, enrolled with a new invitation, following
+        def serving():
+            shown = admin.show(c.replica["id"])
+            return shown if shown["status"]["state"] == "started" and \
+                shown["status"]["revision"] == shown["revision"] and \
+                shown["connection"].get("url") else None
+        again = wait_for(serving, REPLICA_TARGET, "the replica to serve again")
+        assert again["placement"]["computer"] == c.spare
+        new_url = again["connection"]["url"]
+        assert new_url != c.replica_url, again
+
+        def following():
+            [r] = owner.replication_status()["replicas"]
+            return (r["name"], r["mode"], r["url"]) == ("child-1-replica-1", "sync", new_url) \
+                and r["lag_seconds"] is not None
+        wait_for(following, REPLICA_TARGET, "the new replica to follow the primary")
+        followed = time.time()
+        count = len(acks(ack_files))
+        wait_for(lambda: len(acks(ack_files)) >= count + 10, 30,
+                 "writes once the new replica follows")
+    finally:
+        stop_file.write_text("")
+        for w in writers:
+            try:
+                w.wait(20)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait(5)
+
+    # the primary served every write, never stalled longer than its --sync-timeout
+    written = sorted(acks(ack_files))
+    assert {a[2] for a in written} == {conn["url"]}
+    stalls = [b[0] - a[0] for a, b in zip(written, written[1:])]
+    assert max(stalls) <= SYNC_TIMEOUT + 2.0, max(stalls)
+
+    # in sync again: the new replica holds every transaction, every acknowledged write
+    def caught_up():
+        doc = owner.replication_status()
+        [r] = doc["replicas"]
+        return doc["degraded_since"] is None and r["transactions_behind"] == 0
+    wait_for(caught_up, 30, "the new replica to hold every transaction")
+    held = {s["url"] for s in MasterClient(new_url, **c.tls).show_computer("ledger")["software"]}
+    acknowledged = {a[1] for a in written}
+    assert acknowledged <= held, sorted(acknowledged - held)[:5]
+
+    # the lost machine's replica identity is revoked at the child: it reads nothing more
+    with pytest.raises(SlapfedError) as refused:
+        old_identity.replication_transactions("00" * 8)
+    assert refused.value.code == "certificate_revoked", refused.value
+    ca_dir = Paths(str(c.roots["node-a"])).partition(
+        c.done["placement"]["partition"]).path + "/srv/master/ca"
+    records = [r for r in CertificateAuthority(ca_dir).list()
+               if r.identity.principal.endswith("child-1-replica-1")]
+    assert [bool(r.revoked) for r in records] == [True, False], records
+    assert records[0].revoked["reason"] == "superseded"
+
+    # master status at the child shows the new replica with its lag
+    owner_env = dict(os.environ, SLAPFED_CONFIG=str(tmp_path / "owner.json"))
+    owner_env.pop("SLAPFED_MASTER", None)
+    slapfed_cli("config", "set", "--master", conn["url"], "--identity", str(c.owner_dir),
+                env=owner_env)
+    status = json.loads(slapfed_cli("master", "status", "--json", env=owner_env).stdout)
+    [r] = status["replicas"]
+    assert (r["name"], r["url"], r["mode"]) == ("child-1-replica-1", new_url, "sync")
+    assert r["lag_seconds"] is not None and r["transactions_behind"] == 0
+    text = slapfed_cli("master", "status", env=owner_env).stdout
+    assert new_url in text and c.replica_url not in text
+    print(f"\nchild master's replica lost: `computer lost` answered in "
+          f"{answered - commanded:.2f}s; the new replica followed the primary "
+          f"{followed - commanded:.1f}s after the command; longest stall of a write "
+          f"{max(stalls):.2f}s")
+    assert followed - commanded <= REPLICA_TARGET

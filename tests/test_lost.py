@@ -593,3 +593,42 @@ def test_a_child_master_with_no_replica_to_rebuild_from_is_not_placed_again_empt
     assert shown["placement"] is None and shown["status"]["state"] == FAILED
     assert svc.show_instance(rt, replica["id"], rt.leases)["placement"] == \
         replica["placement"]                                # the replica is left alone
+
+
+def test_a_moved_child_gets_its_secrets_pending_and_its_parent_runs_its_buildout_again(
+        world):
+    """The replica of a child master (a child instance with a secret parameter sealed to
+    its partition) on a lost computer: placed again with that parameter pending (its new
+    partition cannot open it), and its parent gets a new revision and a new
+    children_moved count in its node's document, so that its buildout runs again and
+    seals a new invitation to the new partition."""
+    from dataclasses import replace
+    from slapfed.core.sealed import PENDING as SECRET_PENDING
+    from slapfed.core.sealed import PREFIX
+    rt = world
+    parent = _on(rt, "c1", "child-1", parameters={"name": "child-1"})
+    sealed = PREFIX + "A" * 120
+    _created, child = svc.request_instance(rt, replace(InstanceRequest.from_json(
+        {"reference": "child-1-replica-1", "software_url": URL,
+         "parameters": {"name": "child-1-replica-1", "invitation": sealed},
+         "sla": [{"computer_guid": "c2"}, {"computer_guid": "c3"}],
+         "parent": parent["id"]}),
+        requester=parent["id"]))
+    child = _report(rt, child, connection={"role": "replica", "url": "https://c2:1"})
+    before = svc.show_instance(rt, parent["id"], rt.leases)
+    [move] = svc.declare_lost(rt, "c2", "fan died")["moves"]
+    assert move["outcome"] == "moved" and move["to"]["computer"] == "c3"
+    moved = svc.show_instance(rt, child["id"], rt.leases)
+    assert moved["parameters"] == {"name": "child-1-replica-1", "invitation": SECRET_PENDING}
+    assert "its secret parameters (invitation) were sealed to its old partition" in \
+        moved["status"]["log_tail"] and "its requester child-1" in moved["status"]["log_tail"]
+    told = svc.show_instance(rt, parent["id"], rt.leases)
+    assert told["revision"] == before["revision"] + 1
+    doc = json.loads(svc.desired_state(rt, "c1")[1])
+    [entry] = [p["instance"] for p in doc["partitions"]
+               if p["instance"] and p["instance"]["id"] == parent["id"]]
+    assert entry["children_moved"] == 1 and entry["revision"] == told["revision"]
+    # an instance without a parent here moves alone, its plain parameters unchanged
+    web = _on(rt, "c3", "web-1", parameters={"greeting": "hi"}, then=[{}])
+    svc.declare_lost(rt, "c3", "flood")
+    assert svc.show_instance(rt, web["id"], rt.leases)["parameters"] == {"greeting": "hi"}

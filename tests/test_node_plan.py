@@ -353,3 +353,25 @@ def test_service_plan_describes_itself():
 
     assert ServicePlan(("c",), ("b",), ("a",)).describe() == "restart b; start c; keep a"
     assert ServicePlan().describe() == "no services"
+
+
+@pytest.mark.parametrize("moved, bogus, runs", [
+    (0, None, False),        # a new revision alone: only started again
+    (1, None, True),         # a child it requested moved: its buildout runs again
+    (0, "1", False),         # a count that is not a number counts as none
+    (0, True, False),
+], ids=["revision-only", "child-moved", "text-count", "bool-count"])
+def test_a_moved_child_runs_its_parents_buildout_again(moved, bogus, runs):
+    before = inst(revision=1)
+    local = LocalState(software=INSTALLED_HELLO, partitions={"part0": applied(before)})
+    after = inst(revision=2)
+    if moved:
+        after["children_moved"] = moved
+    if bogus is not None:
+        after["children_moved"] = bogus
+    acts = names(plan(doc(after), local, NOW, BACKOFF))
+    assert (("Instantiate", "part0") in acts) is runs
+    assert ("Start", "part0") in acts
+    # an instance whose children never moved keeps the digest it always had
+    assert InstanceSpec.from_json(before).digest() == \
+        InstanceSpec.from_json({**before, "children_moved": 0}).digest()

@@ -572,3 +572,55 @@ def test_the_master_wrapper_changes_with_its_topology_file_and_the_zeo_one_does_
     assert moved["master"] != first["master"] and moved["zeo"] == first["zeo"]
     topology = os.path.join(paths.partition("part0").path, "srv", "master", "topology.toml")
     assert '"h2"' in open(topology).read()
+
+
+class _Placements:
+    """Stands for the parent master: show() answers the replica instance placed where
+    ``where`` says (None: not found)."""
+
+    def __init__(self, where):
+        self.where = where
+
+    def show(self, iid):
+        from slapfed.core.errors import NotFound
+        if self.where is None:
+            raise NotFound(f"no instance {iid}")
+        computer, partition = self.where
+        return {"id": iid, "placement": {"computer": computer, "partition": partition}
+                if computer else None}
+
+
+@pytest.mark.parametrize("kept_at, now_at, moved", [
+    (["node-b", "part0"], ("node-b", "part0"), False),
+    (["node-b", "part0"], ("node-c", "part0"), True),
+    (["node-b", "part0"], (None, None), True),          # not placed again (yet)
+    (None, ("node-c", "part0"), False),                 # kept before placements were
+    (["node-b", "part0"], None, False),                 # the instance is gone
+], ids=["same-partition", "moved", "unplaced", "no-placement-kept", "no-instance"])
+def test_a_replica_that_moved_loses_its_certificate_and_gets_a_new_invitation(
+        tmp_path, kept_at, now_at, moved):
+    import json
+    from slapfed.ca import identity as ids
+    from slapfed.recipe_master import SEALED_SUFFIX
+    recipe, ca = _recipe_with_ca(tmp_path, replicas="1")
+    name = "m-replica-1"
+    first = recipe.replica_invitation(ca, name)
+    ca.redeem(json.loads(first)["token"], _csr_pem())            # it enrolled
+    spare = ca.enrolment_token(ids.replica(name), 600)           # and a token lies around
+    kept = {"instance": "i-1", "digest": "d", "fingerprint": "f", "sealed": "s"}
+    if kept_at is not None:
+        kept["partition"] = kept_at
+    sealed = tmp_path / "replicas" / f"{name}{SEALED_SUFFIX}"
+    sealed.write_text(json.dumps(kept))
+    assert recipe.forget_moved_replica(_Placements(now_at), ca, name) is moved
+    assert ca.holds_valid_certificate(ids.replica(name)) is not moved
+    assert sealed.exists() is not moved
+    again = recipe.replica_invitation(ca, name)
+    assert (again != first) is moved
+    if moved:
+        [old] = [r for r in ca.list() if r.identity == ids.replica(name)]
+        assert old.revoked["reason"] == "superseded"
+        from slapfed.ca import errors as ca_errors
+        with pytest.raises(ca_errors.InvalidToken):             # withdrawn (then superseded)
+            ca.redeem(spare, _csr_pem())
+        assert ca.redeem(json.loads(again)["token"], _csr_pem())    # the new one enrols

@@ -203,6 +203,9 @@ class DesiredInstance(Answer):
     takes_over: Optional[described(
         "the instance whose partition it took over, data included (a child master "
         "rebuilt from its replica): the node keeps that data, never wipes it")] = None
+    children_moved: Optional[described(
+        "how many times an instance it requested moved to another partition (its "
+        "computer was lost): each time, the node runs its buildout again", int)] = None
     recipient: Optional[described("whom secret connection parameters are sealed to "
                                   "(absent: nobody known, none is published)",
                                   Recipient)] = None

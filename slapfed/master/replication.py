@@ -89,8 +89,13 @@ def register_replica(name):
     body = ReplicaRegistration.from_json(json_body())
     if body.url is not None:
         check_peer_url(settings().outbound, body.url)
+    before = {r.name: r.url for r in svc.replication_view(runtime()).replicas}
     view = svc.record_replica(runtime(), name, body.url, body.mode)
     runtime().replication.forget_view()
+    if name in before and before[name] != body.url:
+        # another replica under that name (its computer was lost, it runs elsewhere
+        # now): what the one before confirmed says nothing of what this one holds
+        runtime().replication.forget_acks(name)
     return jsonify({"name": name, "url": body.url, "mode": body.mode, "epoch": view.epoch})
 
 

@@ -53,6 +53,10 @@ class Instance(Persistent):
     takes_over = None        # id of the instance whose partition (and data) it took over
                              # (a child master rebuilt from its replica): its node keeps
                              # that data rather than wiping the partition
+    children_moved = 0       # how many times an instance it requested moved to another
+                             # partition (its computer was lost): its node runs its
+                             # buildout again each time, to hand that child what it needs
+                             # there (a child master's replica: a new invitation)
     open_to = ()             # hosts: who else may attach shared instances (core.sharing);
                              # () = the owner only, ("*",) = everyone
     recipient = None         # {"certificate" (PEM), "fingerprint"}: the requester's own

@@ -142,6 +142,9 @@ class InstanceSpec:
     restore_from: str | None = field(default=None, compare=False)
     # the instance whose partition, data included, this one took over (never wiped)
     takes_over: str | None = field(default=None, compare=False)
+    # how many times an instance it requested moved (a lost computer): a new count runs
+    # its buildout again, though its parameters are the same
+    children_moved: int = 0
 
     @classmethod
     def from_json(cls, raw: dict) -> "InstanceSpec":
@@ -157,14 +160,17 @@ class InstanceSpec:
             restore_from=raw.get("restore_from") if isinstance(raw.get("restore_from"), str)
             else None,
             takes_over=raw.get("takes_over") if isinstance(raw.get("takes_over"), str)
-            else None)
+            else None,
+            children_moved=raw["children_moved"] if isinstance(raw.get("children_moved"), int)
+            and not isinstance(raw.get("children_moved"), bool) else 0)
 
     def digest(self) -> str:
         """Identifies what a buildout run depends on (not the requested state)."""
-        payload = json.dumps([self.id, self.reference, self.software_url, self.software_type,
-                              self.parameters, self.shared_instances, self.provenance],
-                             sort_keys=True,
-                             default=str)
+        facts = [self.id, self.reference, self.software_url, self.software_type,
+                 self.parameters, self.shared_instances, self.provenance]
+        if self.children_moved:             # (absent when 0: digests made before hold)
+            facts.append(self.children_moved)
+        payload = json.dumps(facts, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict:

@@ -151,6 +151,12 @@ class Replication:
         with self._cond:
             return dict(self._acks)
 
+    def forget_acks(self, name: str) -> None:
+        """Replica ``name`` is another one now (it registered at another URL): it has
+        confirmed nothing yet; its lag is known again at its first request."""
+        with self._cond:
+            self._acks.pop(name, None)
+
     def committed(self, tid: bytes) -> None:
         """Hold a write's answer until a sync replica confirms ``tid`` (bounded: see the
         module's doc)."""

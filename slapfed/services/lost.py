@@ -18,12 +18,14 @@ import re
 from dataclasses import dataclass
 
 from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, SlapfedError
+from ..core.sealed import PENDING as SECRET_PENDING
+from ..core.sealed import is_sealed
 from ..core.sla import parse_sla
 from ..core.states import DESTROYED, ERASED, FAILED, PENDING, STARTED
 from . import lease_marks, placement, render
 from .computers import get_computer
 from .federation.peers import open_forwards_of, peer_json
-from .instances import _converge, host_gone
+from .instances import _converge, _document_changed, host_gone
 from .tx import clock, write
 
 # Where an instance that could not be placed again says why.
@@ -38,6 +40,9 @@ FROM_REPLICA = ("rebuilt from its replica {rep} after computer {cid} was declare
 REPLICA_TAKEN = ("promoted: its partition {where} now serves its primary {ref} (computer "
                  "{cid} was declared lost); it is placed again, as a new replica, once "
                  "{ref} requests it with a new invitation")
+# A moved instance whose secret parameters were sealed to its old partition.
+RESEAL = ("; its secret parameters ({names}) were sealed to its old partition: they "
+          "wait for {who} to seal them to the new one")
 NO_REPLICA = ("child master {ref} ran on computer {cid}, declared lost ({why}), and no "
               "replica can take over ({problems}): it is not placed again empty, which "
               "would make a new CA that its nodes and clients do not trust; restore it "
@@ -344,9 +349,15 @@ def _move(rt, app, comp, pid: str, inst, now: float) -> Move:
         return Move(inst.id, inst.reference, pid, NOT_PLACED, reason=text)
     if inst.placed:
         where = {"computer": inst.computer_id, "partition": inst.partition_id}
-        inst.set_status(state=PENDING, log_tail=REBUILT.format(
-            cid=comp.id, why=why, where=f"{inst.computer_id}/{inst.partition_id}"),
-            promises=())
+        resealed = _secrets_pending(inst)
+        parent = _tell_parent(app, inst, now)
+        text = REBUILT.format(cid=comp.id, why=why,
+                              where=f"{inst.computer_id}/{inst.partition_id}")
+        if resealed:
+            text += RESEAL.format(names=", ".join(resealed),
+                                  who=f"its requester {parent.reference}"
+                                  if parent is not None else "its requester")
+        inst.set_status(state=PENDING, log_tail=text, promises=())
         inst.touch(now)
         return Move(inst.id, inst.reference, pid, MOVED, to=where)
     if inst.delegated:
@@ -355,6 +366,33 @@ def _move(rt, app, comp, pid: str, inst, now: float) -> Move:
         return Move(inst.id, inst.reference, pid, MOVED, to=to,
                     reason="delegated to a peer")
     return Move(inst.id, inst.reference, pid, NOT_PLACED, reason=inst.status["log_tail"])
+
+
+def _secrets_pending(inst) -> list[str]:
+    """A moved instance's secret parameters were sealed to the partition it left, whose
+    key its new partition does not hold: each becomes pending (core.sealed.PENDING), so
+    that its new node has the new partition certified and builds nothing until its
+    requester seals them again (``request --secret``; a recipe that requested it, when
+    its buildout runs again: ``_tell_parent``). Returns their names."""
+    names = sorted(k for k, v in inst.parameters.items() if is_sealed(v))
+    if names:
+        inst.parameters = {k: SECRET_PENDING if k in names else v
+                           for k, v in inst.parameters.items()}
+    return names
+
+
+def _tell_parent(app, inst, now: float):
+    """The instance that requested ``inst`` (its parent, here) gets a new revision, so
+    that its node runs its buildout again: whatever it handed ``inst`` for the partition
+    it ran in (a child master's replica: its invitation, sealed to that partition) it
+    hands again for the new one. Returns that parent (None: no parent here)."""
+    parent = app.instances.get(inst.parent) if inst.parent else None
+    if parent is None or parent.requested_state == DESTROYED:
+        return parent
+    parent.children_moved += 1
+    parent.bump_revision(now)
+    _document_changed(app, parent, now)
+    return parent
 
 
 # -- a child master rebuilt from its replica ----------------------------------------

@@ -206,6 +206,8 @@ def desired_instance_json(app, inst) -> dict:
         out["restore_from"] = inst.restore_from
     if inst.takes_over:
         out["takes_over"] = inst.takes_over
+    if inst.children_moved:
+        out["children_moved"] = inst.children_moved
     if inst.recipient is not None:
         # who the node seals the instance's secret connection parameters to
         out["recipient"] = dict(inst.recipient)
