@@ -17,8 +17,8 @@ trees are not written to), filled by the first runs, even when the environment s
 PYTHONDONTWRITEBYTECODE (then every run would compile every module of slapfed again:
 ~100 ms more, not what a user sees). The floor is measured the same way: ``python -c
 pass`` with this venv's site (its .pth files, the editable install's finder) and
-``python -I -S -c pass`` (no site at all). Then one run of each command per tree with
-``-X importtime`` gives the breakdown: the import time (self times, summed) of
+``python -I -S -c pass`` (no site at all). Then five runs of each command per tree with
+``-X importtime`` give the breakdown (medians): the import time (self times, summed) of
 slapfed's modules, click, pydantic, cryptography, the standard library, and of what
 site imports before the command starts.
 
@@ -78,10 +78,18 @@ def _group(module: str) -> str:
     return "stdlib" if top in sys.stdlib_module_names or top.startswith("_") else "other"
 
 
-def breakdown(argv, env, cwd) -> dict:
-    """Milliseconds of import time (self times) by group for one run of ``argv`` (a
-    python command line): "site" for what site imported before the command, then
-    slapfed, click, pydantic, cryptography, stdlib, other; "total" their sum."""
+def breakdown(argv, env, cwd, runs: int = 5) -> dict:
+    """Milliseconds of import time (self times) by group, the median of ``runs`` runs of
+    ``argv`` (a python command line): "site" for what site imported before the command,
+    then slapfed, click, pydantic, cryptography, stdlib, other; "total" their sum."""
+    each = [_imports_once(argv, env, cwd) for _ in range(runs)]
+    groups = sorted({g for one in each for g in one})
+    out = {g: round(statistics.median(one.get(g, 0.0) for one in each), 1) for g in groups}
+    out["total"] = round(statistics.median(sum(one.values()) for one in each), 1)
+    return out
+
+
+def _imports_once(argv, env, cwd) -> dict:
     done = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], env=env, cwd=cwd,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                           timeout=120)
@@ -97,8 +105,6 @@ def breakdown(argv, env, cwd) -> dict:
         out[group] = out.get(group, 0) + int(m.group(1)) / 1e3
         if m.group(3) == "site" and not m.group(2):
             in_site = False
-    out = {k: round(v, 1) for k, v in sorted(out.items())}
-    out["total"] = round(sum(out.values()), 1)
     return out
 
 

@@ -29,11 +29,11 @@ HEAVY = ("networkx", "requests", "urllib3", "cryptography", "flask", "werkzeug",
 # models as data), and the master validates the bodies (core.wire).
 PYDANTIC = ("pydantic", "pydantic_core", "annotated_types", "slapfed.core.answers",
             "slapfed.core.wire")
-# What only a cycle with something to do needs: release installs (their worker, the
-# shared cache of built releases and its archives), promises, leftovers, restarts,
+# What only a cycle with something to do needs: buildout (rendering, its runners),
+# release installs (their worker, the shared cache of built releases and its archives), promises, leftovers, restarts,
 # supervisord's XML-RPC client (no supervisord runs on a node with nothing to run),
 # sealing to a requester's key.
-CYCLE_AT_WORK = ("slapfed.node.installer", "slapfed.node.builtcache",
+CYCLE_AT_WORK = ("slapfed.node.buildout", "slapfed.node.installer", "slapfed.node.builtcache",
                  "slapfed.core.builtcache", "tarfile", "slapfed.node.promises",
                  "slapfed.node.leftovers", "slapfed.node.restarts", "xmlrpc",
                  "slapfed.ca.seal", "slapfed.node.zygote",

@@ -35,7 +35,6 @@ from ..core.errors import (Conflict, Fenced, MasterUnreachable, NotFound, ReadOn
 from ..core.states import (BUILDING, DESTROYED, ERASED, FAILED, INSTALLED, QUARANTINED,
                            STARTED, STOPPED)
 from ..core.fields import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
-from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
 from .plan import (
     Backoff, Destroy, Erase, InstallSoftware, Instantiate, LocalState, PartitionRecord, Plan,
@@ -51,6 +50,18 @@ from .supervisor import (
 )
 
 log = logging.getLogger("slapfed.node")
+
+
+class _Buildout:
+    """slapfed.node.buildout (the renderers and the runners), imported at first use: a
+    cycle with nothing to do renders and runs nothing."""
+
+    def __getattr__(self, name):
+        from . import buildout
+        return getattr(buildout, name)
+
+
+nb = _Buildout()
 # After the agent starts, each started partition is confirmed to the master once its
 # health check passes (polled every CONFIRM_POLL s), or reported failing after
 # CONFIRM_GRACE s: a status from before the restart is never left standing as current.
@@ -93,7 +104,8 @@ class CycleResult:
                 "seconds": round(self.seconds, 4)}
 
 
-def _tail(text: str, size: int = nb.TAIL_BYTES) -> str:
+def _tail(text: str, size: int | None = None) -> str:
+    size = nb.TAIL_BYTES if size is None else size
     return text if len(text) <= size else "..." + text[-size:]
 
 
@@ -125,14 +137,18 @@ class Agent:
 
     def __init__(self, root: str, client: MasterClient | None = None, runner=None,
                  supervisor: Supervisor | None = None, backoff: Backoff = Backoff(),
-                 clock=time.time, promise_timeout: float = 20.0, settle: float = 0.1):
+                 clock=time.time, promise_timeout: float = 20.0, settle: float = 0.1,
+                 make_runner=None):
+        """``runner``: how buildout runs (node.buildout's runners); without one,
+        ``make_runner()`` (default: a fork runner) makes it when it is first needed."""
         self.config: NodeConfig = load_config(root)
         self.paths = Paths(self.config.root)
         if client is None:
             client = MasterClient(self.config.master, **self.config.client_options())
             self._follow_primary(client)
         self.client = client
-        self.runner = runner or nb.make_runner("fork")
+        self._runner = runner
+        self._make_runner = make_runner or (lambda: nb.make_runner("fork"))
         # an isolated node's services never inherit root's environment, only its clean part
         self.sup = supervisor or Supervisor(
             self.paths, f"slapfed-{self.config.computer}", mode=self.config.supervisord,
@@ -155,6 +171,16 @@ class Agent:
         self.sealer = Sealer()          # secrets sealed to requesters' keys (node.sealing)
         self._instances_of: tuple = (None, {})          # (document, {pid: instance})
         self._resealed: tuple = (None, None)   # (document, partitions) last found in step
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            self._runner = self._make_runner()
+        return self._runner
+
+    @runner.setter
+    def runner(self, value) -> None:
+        self._runner = value
 
     # -- following the primary across promotions ---------------------------------------
     def _follow_primary(self, client: MasterClient) -> None:
