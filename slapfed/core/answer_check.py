@@ -48,14 +48,6 @@ def check(name: str, data, what: str = "answer"):
     return data
 
 
-def problems(name: str, data) -> list[tuple[tuple, str]]:
-    """(location, message) of each problem of ``data`` as answer ``name`` (compiled
-    models only); empty when it matches."""
-    errors: list = []
-    _check(ANSWERS[name], data, (), errors)
-    return errors
-
-
 def _check(schema: dict, value, loc: tuple, errors: list) -> None:
     kind = schema["type"]
     if kind == "model":
