@@ -106,7 +106,7 @@ def _pydantic(name, data):
 
 @pytest.mark.parametrize("name", sorted(m.__name__ for m in answers.ANSWERS
                                          if m.__name__ in answer_schemas.ANSWERS))
-@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=20, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_the_check_refuses_what_pydantic_refuses_with_the_same_words(name, data):
     answer = data.draw(_values(answer_schemas.ANSWERS[name]))
