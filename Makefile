@@ -8,7 +8,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo demo-stop test bench clean
+.PHONY: demo demo-stop test bench clean answer-schemas
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -30,3 +30,9 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) demo build dist *.egg-info
+
+# slapfed/core/answer_schemas.py: the answer models as data (the client checks answers
+# with it, without importing pydantic); tests/test_answer_check.py keeps it up to date
+answer-schemas: $(STAMP)
+	$(BIN)/python -c 'from slapfed.core.answers import compiled_source; text = compiled_source(); \
+	open("slapfed/core/answer_schemas.py", "w").write(text)'

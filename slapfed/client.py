@@ -1,10 +1,11 @@
 """HTTP client of the master's /api/v1: used by the CLI, the node agent and benchmarks.
 
-Depends on core (errors, fields, outbound, replication; answers -- pydantic -- imported
-the first time an answer is checked) and slapfed.transport (http.client: kept-alive
-connections, no requests). Every method returns decoded JSON, checked against the
-answer's model (core.answers: the schemas of the master's OpenAPI document; an answer
-that does not match raises InvalidInput naming the field), or raises a typed
+Depends on core (errors, fields, outbound, replication, answer_check: the answer models
+as data, no pydantic) and slapfed.transport (http.client: kept-alive connections, no
+requests). Every method returns decoded JSON, checked against the answer's model
+(core.answers, the schemas of the master's OpenAPI document, applied by
+core.answer_check as pydantic would; an answer that does not match raises InvalidInput
+naming the field), or raises a typed
 SlapfedError rebuilt from the master's canonical error body; MasterUnreachable when no
 answer came at all. Over HTTPS the master is verified against the CA certificate given
 (``ca``; none given: certifi's bundle, as requests would) and the client proves itself
@@ -20,7 +21,6 @@ see the connection closed instead, and then asks ``/health`` once to learn the v
 from __future__ import annotations
 
 import errno
-import importlib
 import json
 import logging
 import socket
@@ -38,12 +38,18 @@ from .transport import TRANSPORT_ERRORS, Transport, UnusableTLSFiles
 
 
 class _Answers:
-    """core.answers, imported (pydantic and every answer model with it) on first use:
-    ``A.Instance`` in a call's arguments costs nothing until a call is made."""
+    """The answer models of core.answers by name (``A.Instance`` is "Instance"), checked
+    by core.answer_check: the models as data, without importing pydantic (a model that
+    is not data is checked by pydantic, imported then). Imported at the first check (a
+    node's cycle with nothing to do reads no answer: the master says 304)."""
+
+    @staticmethod
+    def check(name: str, data, what: str = "answer"):
+        from .core import answer_check
+        return answer_check.check(name, data, what)
 
     def __getattr__(self, name):
-        module = importlib.import_module(".core.answers", __package__)
-        return getattr(module, name)
+        return name
 
 
 A = _Answers()

@@ -25,8 +25,20 @@ HEAVY = ("networkx", "requests", "urllib3", "cryptography", "flask", "werkzeug",
          "slapfed.ca.authority", "slapfed.ca.keys", "slapfed.ui", "slapfed.cli.master_cmd",
          "slapfed.cli.demo_cmd", "slapfed.cli.topology_cmd", "slapfed.cli.ca_cmd",
          "slapfed.cli.peer_cmd", "slapfed.cli.ui_cmd")
-# A cycle with nothing to do checks no answer (the desired state is unchanged: 304).
-PYDANTIC = ("pydantic", "pydantic_core", "slapfed.core.answers")
+# Neither command imports pydantic: answers are checked by core.answer_check (the
+# models as data), and the master validates the bodies (core.wire).
+PYDANTIC = ("pydantic", "pydantic_core", "annotated_types", "slapfed.core.answers",
+            "slapfed.core.wire")
+# What only a cycle with something to do needs: buildout (rendering, its runners),
+# release installs (their worker, the shared cache of built releases and its archives), promises, leftovers, restarts,
+# supervisord's XML-RPC client (no supervisord runs on a node with nothing to run),
+# sealing to a requester's key.
+CYCLE_AT_WORK = ("slapfed.node.buildout", "slapfed.node.installer", "slapfed.node.builtcache",
+                 "slapfed.core.builtcache", "tarfile", "slapfed.node.promises",
+                 "slapfed.node.leftovers", "slapfed.node.restarts", "xmlrpc",
+                 "slapfed.ca.seal", "slapfed.node.zygote",
+                 # no answer to check: the desired state is unchanged (304)
+                 "slapfed.core.answer_check", "slapfed.core.answer_schemas")
 
 # Runs the real entry point, then writes the names of every module loaded to argv[1],
 # and where each top-level package was first imported from (to name the culprit).
@@ -114,25 +126,62 @@ def test_node_once_with_nothing_to_do_loads_neither_pydantic_nor_heavy_modules(w
     out, modules = run(world["base"], world["env"], "node", "once", "--root",
                        str(world["root"]))
     assert out.startswith("nothing to do")
-    heavy = loaded(modules, HEAVY + ("slapfed.core.wire",))
+    heavy = loaded(modules, HEAVY + PYDANTIC + CYCLE_AT_WORK)
     assert not heavy, "\n".join(heavy)
-    # a usage report is due once a minute, not at every run: this one only sampled, and
-    # pydantic (to check a report's answer) was not loaded at all
+    # a usage report is due once a minute, not at every run: this one only sampled
     assert "usage: next report due in" in out, out
-    assert "pydantic" not in modules, "\n".join(loaded(modules, PYDANTIC))
     assert "slapfed.cli.node_cmd" in modules and "slapfed.cli.user_cmd" not in modules
+    assert {"slapfed.node.agent", "slapfed.node.plan", "slapfed.node.usage_report"} <= modules
 
 
-def test_request_loads_only_the_client_and_the_answer_models(world):
-    """The answer models, not the wire types (the master validates the body)."""
+def test_request_loads_only_the_client_and_the_answer_check(world):
+    """The answer models as data, neither pydantic nor the wire types (the master
+    validates the body); nothing of the node."""
     args = ("request", "startup-1", RELEASE, "--sla", f"computer_guid={HOST}", "--json")
     for _ in range(2):                       # placed, then asked again (an update)
         out, modules = run(world["base"], world["env"], *args)
         assert json.loads(out)["placement"]["computer"] == HOST
-        heavy = loaded(modules, HEAVY + ("slapfed.core.wire",))   # bodies: the master's
+        heavy = loaded(modules, HEAVY + PYDANTIC + ("slapfed.node",))
         assert not heavy, "\n".join(heavy)
-        assert "slapfed.core.answers" in modules       # the answer is checked
+        assert "slapfed.core.answer_check" in modules       # the answer is checked
         assert "slapfed.cli.node_cmd" not in modules
+
+
+def test_request_still_refuses_an_answer_its_model_does_not_describe(world, tmp_path):
+    """The check is made: a master answering what the Instance model does not describe
+    (here a fake one on loopback, plain HTTP) makes the command fail naming the field."""
+    import http.server
+    import threading
+
+    class Drifted(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):                              # noqa: N802 (the stdlib's name)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"id": 42, "reference": "r"}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drifted)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        env = dict(world["env"], SLAPFED_MASTER=f"http://127.0.0.1:{server.server_port}")
+        env.pop("SLAPFED_CONFIG")
+        done = subprocess.run([sys.executable, "-m", "slapfed.cli.main", "request", "r",
+                               RELEASE, "--json"], capture_output=True, text=True, env=env,
+                              cwd=tmp_path, timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+    assert done.returncode == 3, done.stdout + done.stderr          # invalid input
+    said = done.stdout + done.stderr
+    assert "does not match its API (Instance)" in said and "id" in said, said
 
 
 def test_help_still_lists_every_command_and_loads_them(world):

@@ -167,9 +167,12 @@ def format_cmd(no_register, as_json, **opts):
 
 def _agent(root, runner="fork", timeout=None):
     from ..node.agent import Agent
-    from ..node.buildout import DEFAULT_TIMEOUT, make_runner
 
-    return Agent(root, runner=make_runner(runner, timeout or DEFAULT_TIMEOUT))
+    def make_runner():          # at the first build (node.buildout: only then)
+        from ..node.buildout import DEFAULT_TIMEOUT, make_runner
+        return make_runner(runner, timeout or DEFAULT_TIMEOUT)
+
+    return Agent(root, make_runner=make_runner)
 
 
 runner_option = click.option("--runner", type=click.Choice(["fork", "subprocess"]),

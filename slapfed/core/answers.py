@@ -1010,3 +1010,107 @@ class UsageFeed(Answer):
 
 
 _ANSWERS = _ANSWERS + (UsageFeed,)
+
+
+# -- the models as data, for the client's check without pydantic (core.answer_check) -------
+class NotData(Exception):
+    """A model's validation schema holds more than core.answer_check applies."""
+
+
+# core schema type -> the keys it may carry, all applied by core.answer_check
+_DATA_KEYS = {"str": {"pattern"}, "int": {"ge", "gt", "le", "lt"},
+              "float": {"ge", "gt", "le", "lt"}, "bool": set(), "any": set(),
+              "literal": {"expected"}, "nullable": {"schema"}, "list": {"items_schema"},
+              "dict": {"keys_schema", "values_schema"}}
+_MODEL_CONFIG = {"extra_fields_behavior", "title", "validate_by_alias", "validate_by_name"}
+
+
+def _as_data(schema: dict, refs: dict, models: dict) -> dict:
+    """``schema`` (a pydantic core schema) in core.answer_check's terms, each model
+    put in ``models`` by name; NotData for anything it does not apply."""
+    kind = schema["type"]
+    if kind == "definitions":
+        refs.update((d["ref"], d) for d in schema["definitions"])
+        return _as_data(schema["schema"], refs, models)
+    if kind == "definition-ref":
+        return _as_data(refs[schema["schema_ref"]], refs, models)
+    if kind == "model":
+        fields, config = schema["schema"], schema.get("config", {})
+        if fields["type"] != "model-fields" or fields.get("computed_fields") or \
+                schema.get("custom_init") or schema.get("root_model") or \
+                set(config) - _MODEL_CONFIG or \
+                set(fields) - {"type", "fields", "model_name", "computed_fields"}:
+            raise NotData(f"model {schema['cls'].__name__}")
+        name = fields["model_name"]
+        keys = models.setdefault(None, {})      # class -> its key (two may share a name)
+        key = keys.get(schema["cls"])
+        if key is None:
+            taken = {k for k in models if k is not None}
+            key = keys[schema["cls"]] = next(k for k in (name, *(f"{name}#{i}" for i in
+                                                                  range(2, 99)))
+                                             if k not in taken)
+            models[key] = None                  # a model inside itself: a reference
+            compiled = []
+            for field_name, field in fields["fields"].items():
+                alias = field.get("validation_alias", field_name)
+                # the names it is read under (populate_by_name: its alias, then its name)
+                keys = list(dict.fromkeys(
+                    ([alias] if config.get("validate_by_alias", True) else []) +
+                    ([field_name] if config.get("validate_by_name") or
+                     "validation_alias" not in field else [])))
+                if field["type"] != "model-field" or not isinstance(alias, str) or \
+                        set(field) - {"type", "schema", "metadata", "validation_alias",
+                                      "serialization_alias"}:
+                    raise NotData(f"{name}.{field_name}")
+                inner = field["schema"]
+                required = inner["type"] != "default"
+                if not required:
+                    if set(inner) - {"type", "schema", "default", "default_factory"}:
+                        raise NotData(f"{name}.{field_name}")
+                    inner = inner["schema"]
+                compiled.append([keys, _as_data(inner, refs, models), required])
+            models[key] = {"name": name, "fields": compiled}
+        return {"type": "model", "name": key}
+    extra = set(schema) - _DATA_KEYS.get(kind, {"?"}) - {"type", "metadata"}
+    if kind not in _DATA_KEYS or extra or "ref" in schema:
+        raise NotData(f"a {kind} schema ({', '.join(sorted(extra))})")
+    out = {"type": kind}
+    for key in sorted(_DATA_KEYS[kind] & set(schema)):
+        value = schema[key]
+        out[key] = _as_data(value, refs, models) if isinstance(value, dict) else \
+            list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def compiled_answers() -> tuple[dict, dict]:
+    """({model name: schema}, {model key: its fields}) for core.answer_schemas: every
+    model of this module whose validation is data (the others are checked by pydantic;
+    a wire type among the answers has validator functions)."""
+    answers, models = {}, {}
+    for model in [m for m in globals().values() if isinstance(m, type) and
+                  issubclass(m, BaseModel) and m.__module__ == __name__ and
+                  m not in (BaseModel, Answer)]:
+        model.model_rebuild(force=True)
+        found = {**models, None: dict(models.get(None, {}))}    # kept if it is data
+        try:
+            answers[model.__name__] = _as_data(model.__pydantic_core_schema__, {}, found)
+        except NotData:
+            continue
+        models = found
+    models.pop(None, None)
+    return answers, models
+
+
+def compiled_source() -> str:
+    """The text of slapfed/core/answer_schemas.py (``make answer-schemas`` writes it)."""
+    answers, models = compiled_answers()
+    lines = ['"""The answer models of core.answers as data, for core.answer_check.',
+             "",
+             "Generated by core.answers.compiled_source() (make answer-schemas); do not edit:",
+             "tests/test_answer_check.py fails when the models and this file differ.",
+             '"""', "", "MODELS = {"]
+    lines += [f"    {name!r}: {fields!r}," for name, fields in sorted(models.items())]
+    lines += ["}", "", "ANSWERS = {"]
+    lines += [f"    {name!r}: {schema!r}," for name, schema in sorted(answers.items())]
+    lines += ["}", ""]
+    return "\n".join(lines)

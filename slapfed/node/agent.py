@@ -1,7 +1,8 @@
 """The node loop: fetch the desired state, plan, apply one partition at a time, report.
 
 Depends on core, slapfed.client and the node adapters (layout, plan, restarts, buildout,
-supervisor, promises, installer, leftovers). One thread applies the partitions' actions;
+supervisor, promises, installer, leftovers; those a cycle with nothing to do never uses
+are imported where they are used, so that ``slapfed node once`` starts light). One thread applies the partitions' actions;
 in ``run`` release installs go to an install worker (node.installer: their own threads,
 their own runners) so that a build never holds up the partitions whose release is
 installed; those waiting for a release are planned again once the loop has collected
@@ -19,7 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -36,7 +36,6 @@ from ..core.states import (BUILDING, DESTROYED, ERASED, FAILED, INSTALLED, QUARA
                            STARTED, STOPPED)
 from ..core.fields import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
 from ..core.sealed import bound_instance
-from . import buildout as nb
 from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
 from .plan import (
     Backoff, Destroy, Erase, InstallSoftware, Instantiate, LocalState, PartitionRecord, Plan,
@@ -44,10 +43,6 @@ from .plan import (
     RemoveSoftware, ReportFailed, SoftwareRecord, Start, Stop, by_partition, plan,
     split_on_installs,
 )
-from .installer import InstallWorker
-from .promises import run_promises, summary
-from .leftovers import stop_leftovers, stop_orphans
-from .restarts import plan_services
 from .identity import PARTITION_KEY
 from .sealing import (Sealer, open_parameters, pending_parameters, reseal_due, seal_shared,
                       sealing_mark, shared_recipients)
@@ -56,6 +51,18 @@ from .supervisor import (
 )
 
 log = logging.getLogger("slapfed.node")
+
+
+class _Buildout:
+    """slapfed.node.buildout (the renderers and the runners), imported at first use: a
+    cycle with nothing to do renders and runs nothing."""
+
+    def __getattr__(self, name):
+        from . import buildout
+        return getattr(buildout, name)
+
+
+nb = _Buildout()
 # After the agent starts, each started partition is confirmed to the master once its
 # health check passes (polled every CONFIRM_POLL s), or reported failing after
 # CONFIRM_GRACE s: a status from before the restart is never left standing as current.
@@ -98,7 +105,8 @@ class CycleResult:
                 "seconds": round(self.seconds, 4)}
 
 
-def _tail(text: str, size: int = nb.TAIL_BYTES) -> str:
+def _tail(text: str, size: int | None = None) -> str:
+    size = nb.TAIL_BYTES if size is None else size
     return text if len(text) <= size else "..." + text[-size:]
 
 
@@ -130,14 +138,18 @@ class Agent:
 
     def __init__(self, root: str, client: MasterClient | None = None, runner=None,
                  supervisor: Supervisor | None = None, backoff: Backoff = Backoff(),
-                 clock=time.time, promise_timeout: float = 20.0, settle: float = 0.1):
+                 clock=time.time, promise_timeout: float = 20.0, settle: float = 0.1,
+                 make_runner=None):
+        """``runner``: how buildout runs (node.buildout's runners); without one,
+        ``make_runner()`` (default: a fork runner) makes it when it is first needed."""
         self.config: NodeConfig = load_config(root)
         self.paths = Paths(self.config.root)
         if client is None:
             client = MasterClient(self.config.master, **self.config.client_options())
             self._follow_primary(client)
         self.client = client
-        self.runner = runner or nb.make_runner("fork")
+        self._runner = runner
+        self._make_runner = make_runner or (lambda: nb.make_runner("fork"))
         # an isolated node's services never inherit root's environment, only its clean part
         self.sup = supervisor or Supervisor(
             self.paths, f"slapfed-{self.config.computer}", mode=self.config.supervisord,
@@ -153,7 +165,7 @@ class Agent:
         # pid -> deadline (clock) after which a failing check is reported anyway
         self.confirm: dict[str, float] = {}
         self.metrics = None       # slapfed.metrics.NodeMetrics, when asked for (run)
-        self.installer: InstallWorker | None = None    # None: installs run inline
+        self.installer = None     # node.installer.InstallWorker; None: installs run inline
         self._waiting: dict[str, str] = {}              # partition -> release it waits for
         self.usage = None         # node.usage_report.UsageReporter, once asked for
         self._uids: dict = {}
@@ -161,6 +173,16 @@ class Agent:
         self.sealer = Sealer(self.paths.sealed_cache, self.paths.sealing_key)
         self._instances_of: tuple = (None, {})          # (document, {pid: instance})
         self._resealed: tuple = (None, None)   # (document, partitions) last found in step
+
+    @property
+    def runner(self):
+        if self._runner is None:
+            self._runner = self._make_runner()
+        return self._runner
+
+    @runner.setter
+    def runner(self, value) -> None:
+        self._runner = value
 
     # -- following the primary across promotions ---------------------------------------
     def _follow_primary(self, client: MasterClient) -> None:
@@ -305,6 +327,7 @@ class Agent:
     def start_install_worker(self, workers: int = 1) -> None:
         """Run installs apart from now on (``workers`` at most at once), each worker
         with its own runner of the kind this agent uses."""
+        from .installer import InstallWorker
         if self.installer is None and workers > 0:
             kind = type(self.runner)
             timeout = getattr(self.runner, "timeout", nb.DEFAULT_TIMEOUT)
@@ -318,6 +341,7 @@ class Agent:
 
     # -- releases ----------------------------------------------------------------------
     def _apply_software(self, action) -> Outcome:
+        import shutil
         started = time.monotonic()
         h, url = action.software_hash, action.url
         if isinstance(action, InstallSoftware):
@@ -508,6 +532,9 @@ class Agent:
         return {**files, "master-url": self.config.master}
 
     def _do(self, action, work: "_Work") -> None:
+        import shutil
+        from .leftovers import stop_leftovers
+        from .promises import run_promises, summary
         pid = work.pid
         pp = self.paths.partition(pid)
         if isinstance(action, Quarantine):
@@ -647,6 +674,7 @@ class Agent:
         restore steps its profile declares (etc/restore/*) with the backup location the
         instance published before (``spec.restore_from``, one argument, never a shell).
         Returns the problem ('' when restored, or when the profile declares none)."""
+        from .promises import run_promises, summary
         steps = list_services(pp.restore)
         if not steps:
             return ""
@@ -665,6 +693,7 @@ class Agent:
         """Stop the services of an instance that moved away and set its partition
         directory and service logs aside under var/quarantine (node-only, kept); the
         partition directory is left empty for whoever the master gives it to next."""
+        from .leftovers import stop_leftovers
         work.target(action.instance_id, action.revision, False)
         self.sup.remove_group(pid)
         part = self.config.partition(pid)
@@ -690,6 +719,7 @@ class Agent:
     def _start_services(self, pid: str, pp, sync: GroupSync, settle: float) -> GroupHealth:
         """Start what does not run, restart what runs another wrapper than the one it was
         started with, leave the rest alone; then record the wrappers' digests."""
+        from .restarts import plan_services
         current = service_digests(sync.services, pp.path)
         programs = {name: program_name(pid, name) for name, _ in sync.services}
         states = self.sup.group_states(pid, sync.programs)
@@ -707,6 +737,7 @@ class Agent:
     def _wipe_service_logs(self, pid: str) -> None:
         """What supervisord kept of a destroyed instance's output: the next instance of
         the partition (same unix user) must not read it."""
+        import shutil
         logs = self.paths.service_log_dir(pid)
         try:
             names = os.listdir(logs)
@@ -853,6 +884,7 @@ class Agent:
         """Re-run promises (and look at the processes) of started partitions whose last
         check is older than ``interval``; report only those whose health changed.
         Spends at most about ``budget`` seconds. Returns the partitions reported."""
+        from .promises import run_promises, summary
         started = time.monotonic()
         now = self.clock()
         reported = []
@@ -1126,6 +1158,7 @@ class Agent:
         """Stop, by PID, what partitions run outside the node's supervisord (the services
         of a supervisord that was killed live on, orphaned, and hold their ports); a
         running supervisord's own processes are spared. Logged; {partition: PIDs}."""
+        from .leftovers import stop_orphans
         sup_pid = self.sup.pid() if self.sup.running() else None
         stopped = stop_orphans(
             [(p.id, self.paths.partition(p.id).path, p.user) for p in self.config.partitions],

@@ -33,13 +33,11 @@ import re
 import select
 import signal
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlparse
 
-from ..core import builtcache as core_builtcache
 from ..core import cfgvalue
 from ..core.fields import ID_RE, SOFTWARE_TYPE_RE
 from . import confine
@@ -607,6 +605,8 @@ class ForkRunner:
         logging afterwards, so that forked children start with everything loaded."""
         if self.warm:
             return
+        import tempfile
+
         import zc.buildout.buildout  # noqa: F401  (the import is the point)
 
         root = logging.getLogger()
@@ -805,6 +805,7 @@ def _cache_key(url: str, location: str, sdir: str, settings: InstallSettings):
     (None, None, why not); (None, None, '') without a cache."""
     if not settings.shared_cache:
         return None, None, ""
+    from ..core import builtcache as core_builtcache
     from . import builtcache
     try:
         keyed = render_software_cfg(url, sdir, InstallSettings(False, settings.download_cache))

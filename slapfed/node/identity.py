@@ -10,7 +10,6 @@ never through a symlink, owned by that user (``owner``), the key 0600.
 from __future__ import annotations
 
 import os
-import shutil
 
 from ..client import MasterClient
 from ..core.errors import InvalidInput
@@ -45,6 +44,7 @@ def enroll(etc: str, master: str, token: str, ca_file: str) -> dict:
     ``master`` (verified against ``ca_file``), keep the CA certificate beside them.
     Returns the node config's ``tls`` entry (absolute paths). Raises the client's errors
     (InvalidToken, TokenExpired, MasterUnreachable) and InvalidInput (no CA file)."""
+    import shutil
     if not ca_file or not os.path.isfile(ca_file):
         raise InvalidInput(f"--ca {ca_file!r}: the master's CA certificate is needed to "
                            f"verify the master", [{"field": "ca", "problem": "no such file"}])

@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import pwd
-import shutil
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
@@ -293,6 +292,7 @@ class PartitionPaths:
 
     def wipe(self) -> None:
         """Remove everything inside the partition directory, keeping the directory."""
+        import shutil
         if not os.path.isdir(self.path):
             os.makedirs(self.path, exist_ok=True)
             return

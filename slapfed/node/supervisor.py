@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import xmlrpc.client
 from dataclasses import dataclass
 
 from ..core.errors import SlapfedError
@@ -195,6 +194,8 @@ class Supervisor:
     def server(self):
         """The XML-RPC proxy (its namespaces: supervisor, system, slapfed)."""
         if self._proxy is None:
+            import xmlrpc.client
+
             from supervisor.xmlrpc import SupervisorTransport
 
             transport = SupervisorTransport(None, None, "unix://" + self.paths.supervisord_sock)
@@ -213,6 +214,7 @@ class Supervisor:
     def running(self) -> bool:
         if not os.path.exists(self.paths.supervisord_sock):
             return False
+        import xmlrpc.client        # here: a node with no supervisord never needs it
         try:
             return self.rpc.getState()["statename"] == "RUNNING"
         except (OSError, socket.error, xmlrpc.client.Error):
@@ -275,6 +277,7 @@ class Supervisor:
         pid = self.pid()
         was_running = self.running()
         if was_running:
+            import xmlrpc.client
             try:
                 self.rpc.shutdown()
             except (OSError, xmlrpc.client.Error):
@@ -290,6 +293,7 @@ class Supervisor:
 
     # -- groups -----------------------------------------------------------------------
     def _call(self, what: str, method: str, *args, tolerate=(), namespace="supervisor"):
+        import xmlrpc.client
         try:
             return getattr(getattr(self.server, namespace), method)(*args)
         except xmlrpc.client.Fault as fault:
@@ -337,6 +341,7 @@ class Supervisor:
     def _update_in_place(self, pid: str) -> list | None:
         """Apply a changed group file to the running group program by program; the
         programs created or replaced, or None when it must be replaced whole."""
+        import xmlrpc.client
         try:
             diff = self.server.slapfed.diffGroup(pid)
         except xmlrpc.client.Fault as fault:
@@ -356,6 +361,7 @@ class Supervisor:
         """Have supervisord re-read the group's file only; 'added', 'changed',
         'unchanged', 'removed' or 'absent'. A supervisord started without the slapfed
         namespace re-reads its whole configuration instead."""
+        import xmlrpc.client
         try:
             return self.server.slapfed.loadGroupFile(pid, self.paths.group_conf(pid))
         except xmlrpc.client.Fault as fault:
