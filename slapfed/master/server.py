@@ -42,6 +42,7 @@ from ..metrics import worker_gone
 from .app import EXTENSION, close_app, create_app, runtime_of
 from .auth import open_authority
 from .topology import load_topology
+from .worker import MasterWorker
 from ..core import replication as rep
 from ..replication.local import read_role
 from ..replication.runtime import startup_fence_check
@@ -342,7 +343,7 @@ class MasterApplication(BaseApplication):
         settings = {
             "bind": [f"{_host_for_bind(opts.host)}:{opts.port}"],
             "workers": opts.workers,
-            "worker_class": "gthread",
+            "worker_class": MasterWorker,   # gthread, less work per connection
             "threads": opts.threads,
             "preload_app": False,           # the DB is opened in each worker
             "accesslog": None,              # master.access logs each request
