@@ -1,6 +1,10 @@
-"""SLAP side by side: a stock slapproxy (slapos.core 1.26.1) and a slapfed master (both
-plain HTTP on loopback: slapproxy has no TLS; slapfed in development mode), driven by the
-stock slapos.slap client, in alternating runs on fresh databases.
+"""SLAP side by side: a stock slapproxy (slapos.core 1.26.1, plain HTTP: it has no TLS) and
+a slapfed master, plain HTTP in development mode (``slapfed``) and over mutual TLS
+(``slapfed-tls``: person and admin certificates from its CA), all driven by the stock
+slapos.slap client, in alternating runs on fresh databases. The stock client opens a new
+connection for every call (a new requests session each time), so over TLS every call
+costs a full handshake: ``slapfed-tls`` measures that case against slapproxy over plain
+HTTP.
 
 Workload per run: register one computer of N partitions (loadComputerConfigurationFromXML),
 supply one release, M requests of distinct instances pinned to that computer from 1, 4
@@ -9,20 +13,29 @@ after the requests), READS times unchanged, then once after one instance changed
 new parameter). Reported per server and client count: request throughput, p50/p99
 latency, partitions given twice (two instances answered with the same partition),
 full-information read times (first, unchanged p50 and the server's CPU per unchanged
-read, after a change) and size, and the server's CPU time (its whole process tree,
-from /proc) over the request phase.
+read, after a change) and size, the server's CPU time (its whole process tree, from
+/proc, before and after) over the request phase and per request, and the clients' own
+CPU per request (getrusage in each client process: on a 2-core machine the stock
+client's cost bounds the throughput).
 
-Run: .venv/bin/python bench/bench_slap.py [N] [M] [rounds] [clients] [servers]   (defaults
-500 500 2 1,4,16 slapproxy,slapfed; at N = 5000 slapproxy's registration outlasts the stock
-client's 60 s timeout, so give slapfed alone; needs
-slapos.core and slapos.libnetworkcache, which `slapos proxy start` imports; writes
-bench/results/slap.json).
+``--compare DIR`` also runs the slapfed kinds from the slapfed package found in DIR (e.g.
+``git archive main | tar -x -C DIR``) as ``slapfed@before`` and ``slapfed-tls@before``,
+alternating with this tree's: a before/after in the same run.
+
+Run: .venv/bin/python bench/bench_slap.py [N] [M] [rounds] [clients] [servers]
+[client] [--compare DIR]   (defaults 500 500 2 1,4,16 slapproxy,slapfed,slapfed-tls
+stock; client ``lean`` makes the same requestComputerPartition calls, still one new
+connection each, from a client that builds its TLS context once; at N = 5000
+slapproxy's registration outlasts the stock client's 60 s timeout, so give slapfed
+alone; needs slapos.core and slapos.libnetworkcache, which `slapos proxy start` imports;
+writes bench/results/slap.json, or slap-lean.json).
 """
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
 import os
+import resource
 import shutil
 import socket
 import statistics
@@ -39,6 +52,8 @@ from slapfed.procs import Proc, wait_for  # noqa: E402
 RELEASE = "http://releases.invalid/bench/software.cfg"
 COMPUTER = "bench-comp"
 CLIENTS = (1, 4, 16)
+SERVERS = ("slapproxy", "slapfed", "slapfed-tls")
+BEFORE = "@before"
 READS = 20
 
 
@@ -56,12 +71,14 @@ def layout(n: int) -> dict:
 SLAP_LAYOUT_MAX = 1000
 
 
-def _register_natively(slap_url: str, n: int) -> None:
+def _register_natively(slap_url: str, n: int, creds=None) -> None:
     from slapfed.client import MasterClient
     parts = [{"id": p["reference"], "address": p["address_list"][0]["addr"],
               "port_base": 10000, "port_count": 10} for p in layout(n)["partition_list"]]
-    MasterClient(slap_url.removesuffix("/slap/"), timeout=300).register_computer(
-        {"id": COMPUTER, "partitions": parts})
+    base = slap_url.removesuffix("/slap/")
+    client = (MasterClient(base, timeout=300) if creds is None
+              else creds.client(base, timeout=300))
+    client.register_computer({"id": COMPUTER, "partitions": parts})
 
 
 def _free_port() -> int:
@@ -90,9 +107,30 @@ def start_slapproxy(tmp: Path):
     return proc, url + "/"
 
 
-def start_slapfed(tmp: Path):
-    proc, url = start_master(tmp / "master")
-    return proc, url + "/slap/"
+def start_slapfed(tmp: Path, tls: bool = False, tree: Path | None = None):
+    """(proc, SLAP URL, {"admin": Creds, "person": Creds} over TLS, else None)."""
+    if tls:
+        proc, url, creds = start_master(tmp / "master", tls=True, tree=tree)
+        return proc, url + "/slap/", creds
+    proc, url = start_master(tmp / "master", tree=tree)
+    return proc, url + "/slap/", None
+
+
+def _slap(url: str, creds=None):
+    """A stock slapos.slap connection; over TLS with that certificate and key (slapos.slap
+    1.26.1 never verifies the server, and refuses to be given a CA file)."""
+    from slapos import slap as slap_lib
+    conn = slap_lib.slap()
+    if creds is None:
+        conn.initializeConnection(url)
+    else:
+        conn.initializeConnection(url, key_file=creds.key, cert_file=creds.cert)
+    return conn
+
+
+def _cpu_self() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def tree_cpu_seconds(pid: int) -> float:
@@ -121,14 +159,12 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def _requester(args):
-    url, refs, start_at = args
-    from slapos import slap as slap_lib
-    conn = slap_lib.slap()
-    conn.initializeConnection(url)
-    order = conn.registerOpenOrder()
+    url, refs, start_at, creds = args
+    order = _slap(url, creds).registerOpenOrder()
     while time.time() < start_at:
         time.sleep(0.001)
     lat, given, errors = [], [], 0
+    cpu0 = _cpu_self()
     for ref in refs:
         t0 = time.perf_counter()
         try:
@@ -138,19 +174,76 @@ def _requester(args):
         except Exception:  # noqa: BLE001 - counted and reported, the run goes on
             errors += 1
         lat.append(time.perf_counter() - t0)
-    return lat, given, errors
+    return lat, given, errors, _cpu_self() - cpu0
 
 
-def one_run(kind: str, tmp: Path, n: int, m: int, clients: int) -> dict:
-    from slapos import slap as slap_lib
+def _lean_requester(args):
+    """The stock client's requestComputerPartition call (same form fields), made with a
+    lean client: one TLS context built once (as a client that cares would), but still a
+    new connection, hence a full handshake, for every call. It measures what a new
+    connection costs the server without the stock client's own cost (it loads the
+    system's CA bundle into a new context on every call)."""
+    import http.client
+    import ssl
+    from urllib.parse import urlencode, urlsplit
     from slapos.util import dumps
-    proc, url = (start_slapproxy if kind == "slapproxy" else start_slapfed)(tmp)
-    try:
-        conn = slap_lib.slap()
-        conn.initializeConnection(url)
+    url, refs, start_at, creds = args
+    parts = urlsplit(url)
+    ctx = None
+    if parts.scheme == "https":
+        ctx = ssl.create_default_context(cafile=creds.ca)
+        ctx.load_cert_chain(creds.cert, creds.key)
+    path = parts.path + "requestComputerPartition"
+    while time.time() < start_at:
+        time.sleep(0.001)
+    lat, given, errors = [], [], 0
+    cpu0 = _cpu_self()
+    for ref in refs:
         t0 = time.perf_counter()
-        if kind == "slapfed" and n > SLAP_LAYOUT_MAX:
-            _register_natively(url, n)
+        body = urlencode({"software_release": RELEASE, "partition_reference": ref,
+                          "partition_parameter_xml": dumps({"n": ref}),
+                          "filter_xml": dumps({"computer_guid": COMPUTER}),
+                          "software_type": "RootSoftwareInstance", "state": dumps(None),
+                          "shared_xml": dumps(False)})
+        conn = (http.client.HTTPSConnection(parts.hostname, parts.port, context=ctx)
+                if ctx is not None else http.client.HTTPConnection(parts.hostname, parts.port))
+        try:
+            conn.request("POST", path, body, {
+                "Content-Type": "application/x-www-form-urlencoded", "Connection": "close"})
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status == 200:
+                given.append(ref)
+            else:
+                errors += 1
+        except OSError:
+            errors += 1
+        finally:
+            conn.close()
+        lat.append(time.perf_counter() - t0)
+    return lat, given, errors, _cpu_self() - cpu0
+
+
+CLIENT_KINDS = {"stock": _requester, "lean": _lean_requester}
+
+
+def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
+            compare: Path | None = None, client: str = "stock") -> dict:
+    from slapos.util import dumps
+    base, _, before = kind.partition("@")
+    creds = None
+    if base == "slapproxy":
+        proc, url = start_slapproxy(tmp)
+    else:
+        proc, url, creds = start_slapfed(tmp, tls=base == "slapfed-tls",
+                                         tree=compare if before else None)
+    admin = None if creds is None else creds["admin"]
+    person = None if creds is None else creds["person"]
+    try:
+        conn = _slap(url, admin)
+        t0 = time.perf_counter()
+        if base != "slapproxy" and n > SLAP_LAYOUT_MAX:
+            _register_natively(url, n, admin)
         else:
             conn.registerComputer(COMPUTER).updateConfiguration(dumps(layout(n)))
         register_s = time.perf_counter() - t0
@@ -161,14 +254,16 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int) -> dict:
         start_at = time.time() + 1.0
         with mp.Pool(clients) as pool:
             t0 = time.time()
-            results = pool.map(_requester, [(url, s, start_at) for s in shares])
+            results = pool.map(CLIENT_KINDS[client],
+                               [(url, s, start_at, person) for s in shares])
             wall = time.time() - max(t0, start_at)
         cpu = tree_cpu_seconds(proc.pid) - cpu0
         lat = [x for r in results for x in r[0]]
         given = [x for r in results for x in r[1]]
         errors = sum(r[2] for r in results)
+        client_cpu = sum(r[3] for r in results)
         helper = conn._connection_helper
-        order = conn.registerOpenOrder()
+        order = _slap(url, person).registerOpenOrder()
 
         def full_read():
             t0 = time.perf_counter()
@@ -181,11 +276,14 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int) -> dict:
         order.request(RELEASE, refs[0], partition_parameter_kw={"n": "changed"},
                       filter_kw={"computer_guid": COMPUTER})
         changed, _ = full_read()
-        return {"server": kind, "clients": clients, "partitions": n, "requests": m,
+        return {"server": kind, "client": client, "clients": clients, "partitions": n,
+                "requests": m,
                 "register_s": round(register_s, 3),
                 "requests_per_s": round(m / wall, 1), **summary_ms(lat),
                 "errors": errors, "given_twice": len(given) - len(set(given)),
                 "server_cpu_s": round(cpu, 2),
+                "server_cpu_ms_per_request": round(cpu * 1e3 / m, 3),
+                "client_cpu_ms_per_request": round(client_cpu * 1e3 / m, 3),
                 "full_info_first_ms": round(first * 1e3, 1),
                 "full_info_next_p50_ms": round(statistics.median(reads) * 1e3, 1),
                 "full_info_next_cpu_ms": round(cpu_per_read * 1e3, 1),
@@ -195,44 +293,85 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int) -> dict:
         proc.stop()
 
 
+METRICS = ("requests_per_s", "p50_ms", "p99_ms", "given_twice", "server_cpu_s",
+           "server_cpu_ms_per_request", "client_cpu_ms_per_request", "full_info_first_ms",
+           "full_info_next_p50_ms", "full_info_next_cpu_ms", "full_info_after_change_ms",
+           "full_info_bytes", "errors")
+# (figure, True when larger is better): slapproxy's figure over slapfed's, or the reverse
+RATIOS = {"requests_per_s": True, "server_cpu_s": False, "full_info_first_ms": False,
+          "full_info_next_p50_ms": False, "full_info_next_cpu_ms": False,
+          "full_info_after_change_ms": False}
+
+
+def ratios(row: dict, kind: str, against: str = "slapproxy") -> dict:
+    """How many times better ``kind`` does than ``against`` on each figure of RATIOS
+    (throughput: kind / against; times and CPU: against / kind)."""
+    out = {}
+    mine, theirs = row.get(kind), row.get(against)
+    if not mine or not theirs:
+        return out
+    for key, larger_better in RATIOS.items():
+        a, b = (mine[key], theirs[key]) if larger_better else (theirs[key], mine[key])
+        out[key] = round(a / b, 2) if b else None
+    return out
+
+
+def summarize(runs: list[dict], kinds, clients_counts) -> dict:
+    summary = {}
+    for clients in clients_counts:
+        row = {}
+        for kind in kinds:
+            mine = [x for x in runs if x["server"] == kind and x["clients"] == clients]
+            if mine:
+                row[kind] = {k: round(statistics.median(x[k] for x in mine), 3)
+                             for k in METRICS}
+        for kind in kinds:
+            if kind != "slapproxy" and "slapproxy" in row and kind in row:
+                row[f"{kind} vs slapproxy (times better)"] = ratios(row, kind)
+            if kind.endswith(BEFORE) and kind.removesuffix(BEFORE) in row:
+                row[f"{kind.removesuffix(BEFORE)} vs {kind} (times better)"] = ratios(
+                    row, kind.removesuffix(BEFORE), kind)
+        summary[f"{clients}_clients"] = row
+    return summary
+
+
 def main(argv=None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
+    compare = None
+    if "--compare" in argv:
+        i = argv.index("--compare")
+        compare = Path(argv[i + 1]).resolve()
+        del argv[i:i + 2]
     n = int(argv[0]) if len(argv) > 0 else 500
     m = int(argv[1]) if len(argv) > 1 else 500
     rounds = int(argv[2]) if len(argv) > 2 else 2
     clients_counts = tuple(int(c) for c in argv[3].split(",")) if len(argv) > 3 else CLIENTS
-    servers = tuple(argv[4].split(",")) if len(argv) > 4 else ("slapproxy", "slapfed")
+    servers = tuple(argv[4].split(",")) if len(argv) > 4 else SERVERS
+    client = argv[5] if len(argv) > 5 else "stock"
+    if client not in CLIENT_KINDS:
+        raise SystemExit(f"client {client!r} is not one of {', '.join(CLIENT_KINDS)}")
+    kinds = list(servers)
+    if compare is not None:
+        kinds += [k + BEFORE for k in servers if k != "slapproxy"]
     runs = []
     with tempfile.TemporaryDirectory(prefix="slapfed-bench-slap-") as d:
         for r in range(rounds):
             for clients in clients_counts:
-                # alternate which server goes first, so drift (other load) hits both
-                order = ("slapproxy", "slapfed") if (r + clients) % 2 else ("slapfed", "slapproxy")
-                for kind in (k for k in order if k in servers):
+                # alternate the order, so drift (other load) hits every kind alike
+                order = kinds if (r + clients) % 2 else list(reversed(kinds))
+                for kind in order:
                     tmp = Path(d) / f"{kind}-{r}-{clients}"
                     tmp.mkdir()
-                    run = one_run(kind, tmp, n, m, clients)
+                    run = one_run(kind, tmp, n, m, clients, compare, client)
                     runs.append(run)
-                    print(json.dumps(run))
+                    print(json.dumps(run), flush=True)
                     shutil.rmtree(tmp, ignore_errors=True)
-    summary = {}
-    for clients in clients_counts:
-        row = {}
-        for kind in servers:
-            mine = [x for x in runs if x["server"] == kind and x["clients"] == clients]
-            row[kind] = {k: round(statistics.median(x[k] for x in mine), 3)
-                         for k in ("requests_per_s", "p50_ms", "p99_ms", "given_twice",
-                                   "server_cpu_s", "full_info_first_ms",
-                                   "full_info_next_p50_ms", "full_info_next_cpu_ms",
-                                   "full_info_after_change_ms", "full_info_bytes",
-                                   "errors")}
-        if len(servers) == 2:
-            row["throughput_ratio_slapfed_over_slapproxy"] = round(
-                row["slapfed"]["requests_per_s"] / row["slapproxy"]["requests_per_s"], 2)
-        summary[f"{clients}_clients"] = row
-    results = {"partitions": n, "requests": m, "rounds": rounds, "summary": summary,
+    summary = summarize(runs, kinds, clients_counts)
+    results = {"partitions": n, "requests": m, "rounds": rounds, "client": client,
+               "load_average": os.getloadavg(),
+               "compare": str(compare) if compare else None, "summary": summary,
                "runs": runs}
-    path = save("slap", results)
+    path = save("slap" if client == "stock" else f"slap-{client}", results)
     print(json.dumps(summary, indent=2))
     print(f"written to {path}")
     return results

@@ -5,6 +5,7 @@ Benchmarks are scripts, not tests: they print figures and write bench/results/*.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from pathlib import Path
@@ -31,14 +32,18 @@ class Creds:
         return ctx
 
 
-def start_master(data: Path, *extra: str, tls: bool = False):
+def start_master(data: Path, *extra: str, tls: bool = False, tree: Path | None = None):
     """A master process on 127.0.0.1 (port chosen at run time). Plain HTTP (development
     mode) returns (proc, url); with ``tls`` it serves HTTPS with client certificates and
-    returns (proc, url, {"admin": Creds, "person": Creds})."""
+    returns (proc, url, {"admin": Creds, "person": Creds}). ``tree``: serve the slapfed
+    package found in that directory (another checkout, for a before/after comparison)
+    instead of this one."""
     url_file = data / "master.url"
     mode = () if tls else ("--insecure-http",)
+    where = {} if tree is None else {
+        "cwd": str(data.parent), "env": dict(os.environ, PYTHONPATH=str(tree))}
     proc = Proc(slapfed_argv("master", "serve", "--data", str(data), "--listen", "127.0.0.1:0",
-                             *mode, *extra), data.parent / f"{data.name}.log")
+                             *mode, *extra), data.parent / f"{data.name}.log", **where)
     wait_for(lambda: url_file.exists() and url_file.read_text().strip(), 30, "master URL", proc=proc)
     url = url_file.read_text().strip()
     if not tls:

@@ -371,3 +371,35 @@ def test_unknown_computer_and_instance_are_not_found(rt):
         svc.show_instance(rt, "i-nope")
     with pytest.raises(errors.NotFound):
         svc.supply(rt, "nope", Supply(URL))
+
+
+# -- a request answered in an adapter's own terms (SLAP), in the same one write --------
+def _answered(rt, keep_state, **extra):
+    req = InstanceRequest.from_json({"reference": "web-1", "software_url": URL, **extra})
+    return svc.request_instance_answered(
+        rt, req, keep_state=keep_state,
+        answer=lambda app, inst: (inst.requested_state, inst.partition_id))
+
+
+@pytest.mark.parametrize("keep_state, asked, kept", [
+    (True, STARTED, STOPPED),      # no state given: the instance keeps its own
+    (False, STARTED, STARTED),     # a state given: it is applied
+])
+def test_answered_request_keeps_the_state_only_when_none_was_given(rt, master_db, keep_state,
+                                                                   asked, kept):
+    request(rt, state=STOPPED)
+    before = master_db.storage.lastTransaction()
+    created, body, (state, partition) = _answered(rt, keep_state, state=asked)
+    assert not created and body["requested_state"] == kept and state == kept
+    assert partition == body["placement"]["partition"]
+    # kept: nothing changed, nothing written
+    assert (master_db.storage.lastTransaction() == before) == (kept == STOPPED)
+
+
+def test_answered_request_of_a_new_instance_answers_from_the_same_write(rt, master_db):
+    before = master_db.storage.lastTransaction()
+    created, body, (state, partition) = _answered(rt, True, state=STARTED)
+    assert created and state == STARTED and partition == body["placement"]["partition"]
+    assert master_db.storage.lastTransaction() != before
+    assert svc.request_instance_answered(rt, InstanceRequest.from_json(
+        {"reference": "web-2", "software_url": URL}))[2] is None     # no answer asked

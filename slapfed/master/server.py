@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import ssl
+import threading
 from dataclasses import dataclass
 
 import gunicorn.util
@@ -41,6 +42,7 @@ from ..metrics import worker_gone
 from .app import EXTENSION, close_app, create_app, runtime_of
 from .auth import open_authority
 from .topology import load_topology
+from .worker import MasterWorker
 from ..core import replication as rep
 from ..replication.local import read_role
 from ..replication.runtime import startup_fence_check
@@ -345,7 +347,7 @@ class MasterApplication(BaseApplication):
         settings = {
             "bind": [f"{_host_for_bind(opts.host)}:{opts.port}"],
             "workers": opts.workers,
-            "worker_class": "gthread",
+            "worker_class": MasterWorker,   # gthread, less work per connection
             "threads": opts.threads,
             "preload_app": False,           # the DB is opened in each worker
             "accesslog": None,              # master.access logs each request
@@ -375,7 +377,7 @@ class MasterApplication(BaseApplication):
         if self.tls is not None:
             settings.update(certfile=self.tls.certfile, keyfile=self.tls.keyfile,
                             ca_certs=self.tls.ca_certs, cert_reqs=ssl.CERT_OPTIONAL,
-                            ssl_context=_tls12_or_later)
+                            ssl_context=ServerContext())
         for key, value in settings.items():
             self.cfg.set(key, value)
 
@@ -575,10 +577,43 @@ def prepare_tls(opts: ServeOptions) -> ServerTLS:
     return ServerTLS(str(cert_path), str(key_path), str(ca.directory / "ca.crt"))
 
 
-def _tls12_or_later(config, default_factory):
-    context = default_factory()
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    return context
+class ServerContext:
+    """gunicorn's ``ssl_context`` hook: the worker's one server SSLContext.
+
+    gunicorn asks the hook for a context on every new connection; building one each time
+    reads and parses the key, certificate and CA files again (about 1 ms of CPU), and a
+    fresh context also has fresh session-ticket keys, so no ticket it issued could ever
+    resume a session. Here the context is built once per process (the arbiter never
+    wraps a socket: each worker builds its own after the fork) and then shared by every
+    connection of that worker (SSLContext.wrap_socket is thread-safe). TLS 1.2 at least.
+
+    TLS 1.3 session tickets: ``tickets`` per full handshake (default 0). The stock SLAP
+    client (a new requests session per call), slapfed's CLI (a new process per command)
+    and the node keep no TLS session between connections, so a ticket is never used:
+    sending none saves their encryption and about 0.5 kB per handshake. The files are
+    read when the worker first wraps a socket; a server certificate is issued at each
+    start (prepare_tls), so a running worker never needs to read them again."""
+
+    def __init__(self, tickets: int = 0):
+        self.tickets = tickets
+        self._lock = threading.Lock()
+        self._built: tuple[int, ssl.SSLContext] | None = None
+
+    def __call__(self, config, default_factory) -> ssl.SSLContext:
+        built = self._built
+        if built is not None and built[0] == os.getpid():
+            return built[1]
+        with self._lock:
+            built = self._built
+            if built is None or built[0] != os.getpid():
+                built = self._built = (os.getpid(), self.build(default_factory))
+        return built[1]
+
+    def build(self, default_factory) -> ssl.SSLContext:
+        context = default_factory()
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.num_tickets = self.tickets
+        return context
 
 
 def _storage_label(uri: str | None) -> str:

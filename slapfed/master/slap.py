@@ -13,8 +13,6 @@ stock client reads as "not ready, ask again".
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 import logging
 import time
 
@@ -78,26 +76,19 @@ def request_computer_partition():
     if req is None:       # development mode: no guard ran, the caller is who it says
         req, _facts = authz.resolve_request(connection, current_identity(),
                                             slap_req.request, None)
-    if not slap_req.state_given:
-        kept = read(connection(), lambda app: _requested_state(app, req))
-        if kept is not None:
-            req = replace(req, state=kept)
-    created, body = services.request_instance(runtime(), bounded(req))
+    # one write: without a state the instance keeps its own; the SLAP answer is read
+    # in the same transaction, as the instance stands once requested
+    created, body, answer = services.request_instance_answered(
+        runtime(), bounded(req), keep_state=not slap_req.state_given,
+        answer=slap_render.request_answer)
     if body.get("delegation") is not None:
         kick_forwarder()
     log_outcome("requested over SLAP" if created else "requested again over SLAP", body)
-    answer = read(connection(),
-                  lambda app: slap_render.request_answer(app, app.instances[body["id"]]))
     if answer is None:
         return Response(f"instance {body['reference']!r} is not placed yet "
                         f"({(body.get('status') or {}).get('state')}); ask again",
                         status=NOT_READY, mimetype="text/plain")
     return _xml(answer)
-
-
-def _requested_state(app, req):
-    inst = app.find_instance(req.requester, req.reference)
-    return None if inst is None else inst.requested_state
 
 
 @blueprint.post("/supplySupply")

@@ -23,6 +23,8 @@ from .tx import app_root, read, write
 # paging of the lists (core.paging)
 from .computers import page_computers  # noqa: E402
 from .instances import page_instances, page_order  # noqa: E402
+# a request answered in the adapter's own terms (SLAP), in the same one write
+from .instances import request_instance_answered  # noqa: E402
 
 __all__ = [
     "register_computer", "set_computer_facts", "list_computers", "show_computer", "supply",
@@ -34,4 +36,5 @@ __all__ = [
     "show_instance", "MasterSettings", "Runtime", "app_root", "read", "write",
     "page_computers", "page_instances", "page_order",
     "record_partition_certificate",
+    "request_instance_answered",
 ]

@@ -7,6 +7,8 @@ error aborts it and nothing is written.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..core import paging, sharing
 from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, UnknownSoftwareType
 from ..core.sla import HOST_KEY
@@ -40,26 +42,49 @@ def request_instance(rt, req: InstanceRequest, recipient: dict | None = None,
     runs on the writer connection, whose cache is never invalidated by this process; a
     repeated request that changes nothing modifies nothing, so its share of the group
     commit costs no write."""
+    created, body, _answer = request_instance_answered(rt, req, recipient, forwarded)
+    return created, body
+
+
+def request_instance_answered(rt, req: InstanceRequest, recipient: dict | None = None,
+                              forwarded: dict | None = None, keep_state: bool = False,
+                              answer=None) -> tuple[bool, dict, object]:
+    """``request_instance`` for an adapter that answers in its own terms (SLAP): the
+    same one write, and (created, instance JSON, ``answer(app, inst)``) where ``answer``
+    reads the instance as it stands once the use case ran, in the same transaction (no
+    second read after the commit; None without ``answer``). ``keep_state``: an
+    existing instance keeps its requested state (the request gave none); a new one
+    gets ``req.state``."""
     def use_case(app):
+        asked = req
+        if keep_state:
+            existing = app.find_instance(req.requester, req.reference)
+            if existing is not None and existing.requested_state != req.state:
+                asked = replace(req, state=existing.requested_state)
         if recipient is not None:
-            _adopt_recipient(app, req.requester, req.reference, recipient)
+            _adopt_recipient(app, asked.requester, asked.reference, recipient)
         if forwarded is not None:
-            _adopt_forwarded(app, app.find_instance(req.requester, req.reference), forwarded)
-        unchanged = _render_if_unchanged(app, req, rt.leases)
+            _adopt_forwarded(app, app.find_instance(asked.requester, asked.reference),
+                             forwarded)
+        unchanged = _render_if_unchanged(app, asked, rt.leases)
         if unchanged is not None:
-            return False, unchanged
-        now = clock()
-        inst = app.find_instance(req.requester, req.reference)
-        if inst is None:
-            inst = _create(rt, app, req, now)
-            if recipient is not None:
-                inst.recipient = dict(recipient)
-            _adopt_forwarded(app, inst, forwarded)
-            created = True
+            created, body = False, unchanged
+            inst = app.find_instance(asked.requester, asked.reference) \
+                if answer is not None else None
         else:
-            _update(rt, app, inst, req, now)
-            created = False
-        return created, render.instance_json(app, inst, rt.leases)
+            now = clock()
+            inst = app.find_instance(asked.requester, asked.reference)
+            if inst is None:
+                inst = _create(rt, app, asked, now)
+                if recipient is not None:
+                    inst.recipient = dict(recipient)
+                _adopt_forwarded(app, inst, forwarded)
+                created = True
+            else:
+                _update(rt, app, inst, asked, now)
+                created = False
+            body = render.instance_json(app, inst, rt.leases)
+        return created, body, (answer(app, inst) if answer is not None else None)
 
     return write(rt, use_case)
 
