@@ -87,7 +87,9 @@ CONTRACT = {
                         "slapfed.metrics"),
                        ("flask", "werkzeug", "gunicorn"), ANY_STDLIB),
     # the operator's dashboard: a local web server calling the master as its user
-    "slapfed.ui": (("slapfed.client", "slapfed.core", "slapfed.topology"),
+    # (it opens the values sealed to its user with the user's key, as the CLI does)
+    "slapfed.ui": (("slapfed.client", "slapfed.core", "slapfed.topology", "slapfed.ca",
+                    "slapfed.sealed_values"),
                    ("flask", "werkzeug", "jinja2"), ANY_STDLIB),
     "slapfed.ui.guard": (("slapfed.core",), (), ANY_STDLIB),
     # the command line
