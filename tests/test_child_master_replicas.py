@@ -12,8 +12,6 @@ replica and the epochs."""
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -25,7 +23,7 @@ from slapfed.enrol import enrol
 from slapfed.core.sealed import is_sealed
 from slapfed.procs import wait_for
 from slapfed.sealed_values import opened_connection
-from test_failover_drill import WRITER, acks
+from test_failover_drill import acks, writing
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -113,20 +111,13 @@ def test_a_child_master_with_a_replica_survives_losing_its_primarys_computer(
              == [("child-1-replica-1", "sync")], 30, "the replica to register")
     owner.register_computer(computer_body("ledger", partitions=1))
 
-    # client processes write to the child all along
-    stop_file = tmp_path / "writers.stop"
-    ack_files = [tmp_path / f"writer-{w}.acks" for w in range(2)]
-    writers = [subprocess.Popen(
-        [sys.executable, "-c", WRITER, json.dumps(
-            [tls, conn["url"], replica_url, str(ack_files[w]), str(stop_file), f"w{w}"])],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"writer-{w}.log", "wb"))
-        for w in range(2)]
     lost = done["placement"]["computer"]
     env = dict(os.environ, SLAPFED_CONFIG=str(tmp_path / "owner.json"))
     env.pop("SLAPFED_MASTER", None)
     slapfed_cli("config", "set", "--master", replica_url, "--identity", str(owner_dir),
                 env=env)
-    try:
+    # client processes write to the child all along
+    with writing(tmp_path, tls, conn["url"], replica_url, 2) as ack_files:
         wait_for(lambda: len(acks(ack_files)) >= 20, 30, "the writers to write")
         # the primary's computer is lost: everything of its node killed (-9)
         killed = time.time()
@@ -155,14 +146,6 @@ def test_a_child_master_with_a_replica_survives_losing_its_primarys_computer(
         assert rto <= RTO_TARGET, rto
         wait_for(lambda: len([a for a in acks(ack_files) if a[2] == replica_url]) >= 5, 30,
                  "writes on the promoted replica")
-    finally:
-        stop_file.write_text("")
-        for w in writers:
-            try:
-                w.wait(20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait(5)
 
     # nothing acknowledged is lost (sync: the replica held each write before its answer)
     new = MasterClient(replica_url, **tls)

@@ -15,8 +15,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +28,7 @@ from slapfed.node.layout import Paths
 from slapfed.procs import Proc, pid_alive, wait_for
 from slapfed.sealed_values import opened_connection
 from test_child_master_replicas import instance, pids_under
-from test_failover_drill import WRITER, acks, service_pid
+from test_failover_drill import acks, service_pid, writing
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -113,14 +111,7 @@ def test_a_parent_rebuilds_a_lost_child_master_from_its_replica_in_one_command(
              "the child's node to learn the child's replica")
     owner.register_computer(computer_body("ledger", partitions=1))
 
-    stop_file = tmp_path / "writers.stop"
-    ack_files = [tmp_path / f"writer-{w}.acks" for w in range(2)]
-    writers = [subprocess.Popen(
-        [sys.executable, "-c", WRITER, json.dumps(
-            [tls, conn["url"], replica_url, str(ack_files[w]), str(stop_file), f"w{w}"])],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"writer-{w}.log", "wb"))
-        for w in range(2)]
-    try:
+    with writing(tmp_path, tls, conn["url"], replica_url, 2) as ack_files:
         wait_for(lambda: len(acks(ack_files)) >= 20, 30, "the writers to write")
         # node-a is lost: everything it runs killed (-9), the primary's data deleted
         victims = pids_under(roots["node-a"])
@@ -149,14 +140,6 @@ def test_a_parent_rebuilds_a_lost_child_master_from_its_replica_in_one_command(
         rto = min(a[0] for a in acks(ack_files) if a[2] == replica_url) - commanded
         wait_for(lambda: len([a for a in acks(ack_files) if a[2] == replica_url]) >= 5, 30,
                  "writes on the rebuilt child master")
-    finally:
-        stop_file.write_text("")
-        for w in writers:
-            try:
-                w.wait(20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait(5)
 
     # the child answers at its published URL, with the same CA, as the primary of epoch 2
     rebuilt = admin.wait_ready(primary["id"], 60)
@@ -231,14 +214,7 @@ def test_losing_a_child_masters_replica_computer_gives_it_a_new_replica_that_fol
     assert old_identity.replication_transactions("00" * 8)["transactions"]
     owner.register_computer(computer_body("ledger", partitions=1))
 
-    stop_file = tmp_path / "writers.stop"
-    ack_files = [tmp_path / f"writer-{w}.acks" for w in range(2)]
-    writers = [subprocess.Popen(
-        [sys.executable, "-c", WRITER, json.dumps(
-            [c.tls, conn["url"], conn["url"], str(ack_files[w]), str(stop_file), f"w{w}"])],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"writer-{w}.log", "wb"))
-        for w in range(2)]
-    try:
+    with writing(tmp_path, c.tls, conn["url"], conn["url"], 2) as ack_files:
         wait_for(lambda: len(acks(ack_files)) >= 20, 30, "the writers to write")
         # the replica's computer is lost: everything it runs killed (-9), its data deleted
         victims = pids_under(lost_root)
@@ -281,14 +257,6 @@ def test_losing_a_child_masters_replica_computer_gives_it_a_new_replica_that_fol
         count = len(acks(ack_files))
         wait_for(lambda: len(acks(ack_files)) >= count + 10, 30,
                  "writes once the new replica follows")
-    finally:
-        stop_file.write_text("")
-        for w in writers:
-            try:
-                w.wait(20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait(5)
 
     # the primary served every write, never stalled longer than its --sync-timeout
     written = sorted(acks(ack_files))

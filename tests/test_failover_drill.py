@@ -7,6 +7,7 @@ write is there, the node's service kept its PID and the node follows the new pri
 the next request is served, and the recovery time (kill -> first acknowledged write on
 the new primary) is measured. The old primary, restarted on a copy of its data made
 before the kill, is fenced: it refuses writes, and the node never follows it."""
+import contextlib
 import json
 import os
 import shutil
@@ -68,6 +69,33 @@ def service_pid(root: Path, pid: str) -> int | None:
     return info["pid"] if info["statename"] == "RUNNING" else None
 
 
+@contextlib.contextmanager
+def writing(tmp_path: Path, tls: dict, primary_url: str, other_url: str, count: int):
+    """``count`` client processes (WRITER) requesting at ``primary_url`` (and at
+    ``other_url`` once it stops answering) all along the block; yields the files of their
+    acknowledged writes. They are stopped at the end (a stop file, then by PID), also
+    when the block fails."""
+    stop_file = tmp_path / "writers.stop"
+    ack_files = [tmp_path / f"writer-{w}.acks" for w in range(count)]
+    writers = []
+    try:
+        for w in range(count):
+            with open(tmp_path / f"writer-{w}.log", "wb") as log:
+                writers.append(subprocess.Popen(
+                    [sys.executable, "-c", WRITER, json.dumps(
+                        [tls, primary_url, other_url, str(ack_files[w]), str(stop_file),
+                         f"w{w}"])], stdout=subprocess.DEVNULL, stderr=log))
+        yield ack_files
+    finally:
+        stop_file.write_text("")
+        for w in writers:
+            try:
+                w.wait(20)
+            except subprocess.TimeoutExpired:
+                w.kill()
+                w.wait(5)
+
+
 def acks(paths) -> list:
     out = []
     for p in paths:
@@ -97,14 +125,7 @@ def test_drill_lose_the_primary_promote_the_sync_replica(master_set, tmp_path):
     service = wait_for(lambda: service_pid(root, partition), 30, "hello's service")
 
     # client processes write all along
-    stop_file = tmp_path / "writers.stop"
-    ack_files = [tmp_path / f"writer-{w}.acks" for w in range(WRITERS)]
-    writers = [subprocess.Popen(
-        [sys.executable, "-c", WRITER, json.dumps(
-            [ms.tls, primary_url, replica_url, str(ack_files[w]), str(stop_file), f"w{w}"])],
-        stdout=subprocess.DEVNULL, stderr=open(tmp_path / f"writer-{w}.log", "wb"))
-        for w in range(WRITERS)]
-    try:
+    with writing(tmp_path, ms.tls, primary_url, replica_url, WRITERS) as ack_files:
         wait_for(lambda: len(acks(ack_files)) >= 20, 30, "the writers to write")
         # a copy of the primary's data made before the kill (a backup, then a restore)
         slapfed_cli("master", "backup", "--data", str(tmp_path / "primary"),
@@ -127,14 +148,6 @@ def test_drill_lose_the_primary_promote_the_sync_replica(master_set, tmp_path):
         assert rto <= RTO_TARGET, rto
         wait_for(lambda: len([a for a in acks(ack_files) if a[2] == replica_url]) >= 10, 30,
                  "writes on the new primary")
-    finally:
-        stop_file.write_text("")
-        for w in writers:
-            try:
-                w.wait(20)
-            except subprocess.TimeoutExpired:
-                w.kill()
-                w.wait(5)
 
     new = ms.admin("r1")
     # every acknowledged write is there (the sync replica had each before its answer)

@@ -19,6 +19,7 @@ from test_federation_e2e import Master, pair, started, wait_instance
 from test_netns_partition_node import get
 
 from slapfed.ca import identity as ids
+from slapfed.core.errors import MasterUnreachable
 from slapfed.peering.forwarder import PROBE_INTERVAL, PROBE_TIMEOUT
 from slapfed.procs import wait_for
 
@@ -33,8 +34,15 @@ def link_of(a: Master, peer: str) -> str:
     return {p["name"]: p for p in a.admin.list_peers()}[peer]["link"]
 
 
-def held_by_b(b: Master) -> list[dict]:
-    return [i for i in b.admin.list_instances(requester="master/a")]
+def held_by_b(b: Master, tries: int = 4) -> list[dict]:
+    """What b holds for a, read by the test across the link (lossy in some tests: a
+    handshake may time out there, so the observer asks again; the masters do too)."""
+    for attempt in range(1, tries + 1):
+        try:
+            return list(b.admin.list_instances(requester="master/a"))
+        except MasterUnreachable:
+            if attempt == tries:
+                raise
 
 
 def _counts(link) -> str:
