@@ -485,3 +485,27 @@ def test_only_services_whose_wrapper_changed_restart(node, master, services_rele
     client.change_state(inst["id"], "started")
     settle(again)
     assert set(service_pids(again, part)) == {"one", "two"}
+
+
+def test_a_partition_waiting_for_its_secret_parameters_starts_and_reports_nothing(
+        node, master):
+    """Its requester seals them once the partition has a certificate: until they come,
+    the node builds nothing, starts nothing and says nothing (it is not running this
+    revision), rather than report it started with no service."""
+    from slapfed.core.sealed import PENDING
+    client = master["client"]
+    client.supply("c1", HELLO)
+    running = client.request("hello-a", HELLO, parameters={"greeting": "one"})
+    settle(node)
+    waiting = client.request("hello-s", HELLO, parameters={"greeting": "s", "db": PENDING})
+    for _ in range(3):
+        result = node.once()
+        assert {a.partition for a in result.plan} == {waiting["placement"]["partition"]}
+    shown = client.show(waiting["id"])
+    assert shown["status"]["state"] == "pending" and shown["status"]["reported_at"] is None
+    assert service_pids(node, waiting["placement"]["partition"]) == {}
+    assert client.show(running["id"])["status"]["state"] == "started"
+    # the values come (here: plain): it is built and started at once
+    client.request("hello-s", HELLO, parameters={"greeting": "s", "db": "now"})
+    settle(node)
+    assert client.show(waiting["id"])["status"]["state"] == "started"

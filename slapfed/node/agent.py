@@ -459,6 +459,10 @@ class Agent:
                 self._count(action, work, time.monotonic() - began)
                 if work.record is not None and work.record.state == FAILED:
                     break
+                if work.waiting:
+                    # its secret parameters are still to come: start nothing and report
+                    # nothing (it is not running this revision), as it was until then
+                    break
         except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
             work.fail(f"slapfed: {type(exc).__name__}: {exc}")
         except Exception:  # an agent bug must not stop the loop: report it with its traceback
@@ -583,6 +587,7 @@ class Agent:
                 # issued, build nothing until the sealed values come
                 self._partition_identity(pid)
                 work.report = False
+                work.waiting = True           # nothing more of this block runs
                 log.debug("partition %s: waiting for secret parameters %s", pid,
                           ", ".join(pending))
                 return
@@ -1300,6 +1305,7 @@ class _Work:
         self.promises: list = []
         self.instantiated = False
         self.moved: str | None = None      # QUARANTINED or ERASED: report that instead
+        self.waiting = False               # its secret parameters are still pending
 
     def target(self, instance_id, revision, report) -> None:
         self.instance_id, self.revision, self.report = instance_id, revision, report
