@@ -342,3 +342,22 @@ def test_evolve5_indexes_shared_instances_stored_waiting(tmp_path):
         conn.close()
     finally:
         db.close()
+
+
+# -- what a peer is told of the hosts here ------------------------------------------------
+def test_the_summary_tells_a_peer_only_of_hosts_it_may_attach_to(rt):
+    """A peer learns from the summary where it may send shared requests: a host closed
+    to it is not listed, so the summary does not reveal it either."""
+    from slapfed.services import federation as fed
+    host(rt, ALICE, "closed", software_url=OTHER_URL)
+    host(rt, ALICE, "open-to-b", open_to=[PEER])
+
+    def hosting(asker):
+        return sorted(tuple(h) for h in fed.summary(rt, rt.settings, asker)["hosting"])
+    assert hosting("b") == [(URL, "default")]
+    assert hosting("c") == []                          # opened to b, not to c
+    assert hosting(None) == [(URL, "default"), (OTHER_URL, "default")]   # an admin
+    host(rt, "master/c", "c-own", software_url=OTHER_URL)    # one c itself requested
+    assert hosting("c") == [(OTHER_URL, "default")]
+    host(rt, ALICE, "everyone", software_url=OTHER_URL, open_to=["*"])
+    assert hosting("b") == [(URL, "default"), (OTHER_URL, "default")]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
+from ...core import sharing
 from ...core.errors import InvalidInput
 from ...core.states import DESTROYED
 from .. import render
@@ -40,7 +41,8 @@ def summary(conn, settings, asker: str | None = None) -> dict:
         hosting = set()
         for h, stype, iid in app.hosts_by_release.keys():
             inst = app.instances.get(iid)
-            if inst is not None and inst.placed and inst.requested_state != DESTROYED:
+            if inst is not None and inst.placed and inst.requested_state != DESTROYED \
+                    and _open_to_peer(inst, asker):
                 hosting.add((inst.software_url, stype))
         reach = []
         for peer in app.peers.values():
@@ -61,6 +63,16 @@ def summary(conn, settings, asker: str | None = None) -> dict:
                 "reach": [r for r in reach if r["hops"] < s.max_depth]}
 
     return read(conn, query)
+
+
+def _open_to_peer(host, asker: str | None) -> bool:
+    """Whether the peer ``asker`` may attach shared instances to ``host``, so that the
+    summary may tell it the host exists: opened to it (or to everyone), or requested by
+    it. A host closed to the asker is not listed (an admin, asker None, sees all)."""
+    if asker is None:
+        return True
+    peer = f"{sharing.PEER_ROLE}/{asker}"
+    return sharing.EVERYONE in host.open_to or peer in host.open_to or host.owner == peer
 
 
 def changes(conn, requester: str, since: str | None,
