@@ -9,12 +9,11 @@ certificate at a gets the values sealed again at c, with no new revision; a seal
 altered on its way up is named by the CLI as not opening, and nothing else breaks."""
 import json
 import os
-import secrets
 
 import pytest
 from conftest import slapfed_cli
 from test_federation_e2e import Master, pair, wait_instance
-from test_zk_e2e import INSTANCE, SOFTWARE, scan
+from test_zk_e2e import cli_json, scan, secret_release
 
 from slapfed.ca import identity as ids
 from slapfed.client import MasterClient
@@ -45,19 +44,10 @@ def cli_env(base, url: str, identity_dir, name: str) -> dict:
     return env
 
 
-def cli_json(*args, env):
-    return json.loads(slapfed_cli(*args, "--json", env=env).stdout)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     base = tmp_path_factory.mktemp("zkdeleg")
-    known = {"password": "pw-" + secrets.token_hex(12), "token": "tk-" + secrets.token_hex(12),
-             "parameter": "db-" + secrets.token_hex(12)}
-    release = base / "release"
-    release.mkdir()
-    (release / "software.cfg").write_text(SOFTWARE)
-    (release / "instance-default.cfg").write_text(INSTANCE % known)
+    release, known = secret_release(base)
     masters = {n: Master(base, n, 0) for n in "abc"}
     try:
         for m in masters.values():

@@ -84,15 +84,21 @@ def cli_json(*args, env):
     return json.loads(slapfed_cli(*args, "--json", env=env).stdout)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    base = tmp_path_factory.mktemp("zk")
+def secret_release(base) -> tuple:
+    """(the directory of a release that publishes fresh known secrets, those values)."""
     known = {"password": "pw-" + secrets.token_hex(12), "token": "tk-" + secrets.token_hex(12),
              "parameter": "db-" + secrets.token_hex(12)}
     release = base / "release"
     release.mkdir()
     (release / "software.cfg").write_text(SOFTWARE)
     (release / "instance-default.cfg").write_text(INSTANCE % known)
+    return release, known
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    base = tmp_path_factory.mktemp("zk")
+    release, known = secret_release(base)
     with mtls_master_and_node(base, COMPUTER, partitions=2, address_octet=207) as fed:
         slapfed_cli("supply", str(release / "software.cfg"), "--computer", COMPUTER,
                     env=fed["admin_env"])

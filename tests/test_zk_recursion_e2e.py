@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import extra_node, mtls_master_and_node, slapfed_cli
-from test_zk_e2e import scan
+from test_zk_e2e import cli_json, scan
 
 from slapfed.client import MasterClient
 from slapfed.core.sealed import is_sealed
@@ -26,10 +26,6 @@ NODE = str(REPO / "profiles" / "node" / "software.cfg")
 HOST, OTHER = "zkr-a", "zkr-b"
 
 pytestmark = pytest.mark.timeout(400)
-
-
-def cli_json(*args, env):
-    return json.loads(slapfed_cli(*args, "--json", env=env).stdout)
 
 
 def storage_files(*dirs) -> list[Path]:
