@@ -48,6 +48,20 @@ def pids_under(path) -> list[int]:
     return found
 
 
+def kill_computer(ms, computer: str, root) -> None:
+    """A computer lost: every process its node root runs (agent, supervisord, services,
+    masters) killed -9 by PID, the node agent reaped, none left."""
+    victims = pids_under(root)
+    assert victims
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    ms.procs.pop(f"node-{computer}").popen.wait(10)
+    wait_for(lambda: not pids_under(root), 10, f"{computer}'s processes")
+
+
 def instance(admin, reference):
     [found] = [i for i in admin.list_instances() if i["reference"] == reference]
     return admin.show(found["id"])
@@ -121,15 +135,7 @@ def test_a_child_master_with_a_replica_survives_losing_its_primarys_computer(
         wait_for(lambda: len(acks(ack_files)) >= 20, 30, "the writers to write")
         # the primary's computer is lost: everything of its node killed (-9)
         killed = time.time()
-        victims = pids_under(roots[lost])
-        assert victims
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        ms.procs.pop(f"node-{lost}").popen.wait(10)
-        wait_for(lambda: not pids_under(roots[lost]), 10, "the lost computer's processes")
+        kill_computer(ms, lost, roots[lost])
         # one command
         dead_at = time.time()
         promoted = json.loads(slapfed_cli("master", "promote", "--master", replica_url,

@@ -14,7 +14,6 @@ from the command to the child's first acknowledged write is measured."""
 import json
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +26,7 @@ from slapfed.enrol import enrol
 from slapfed.node.layout import Paths
 from slapfed.procs import Proc, pid_alive, wait_for
 from slapfed.sealed_values import opened_connection
-from test_child_master_replicas import instance, pids_under
+from test_child_master_replicas import instance, kill_computer
 from test_failover_drill import acks, service_pid, writing
 
 pytestmark = pytest.mark.timeout(300)
@@ -114,15 +113,7 @@ def test_a_parent_rebuilds_a_lost_child_master_from_its_replica_in_one_command(
     with writing(tmp_path, tls, conn["url"], replica_url, 2) as ack_files:
         wait_for(lambda: len(acks(ack_files)) >= 20, 30, "the writers to write")
         # node-a is lost: everything it runs killed (-9), the primary's data deleted
-        victims = pids_under(roots["node-a"])
-        assert victims
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        ms.procs.pop("node-node-a").popen.wait(10)
-        wait_for(lambda: not pids_under(roots["node-a"]), 10, "node-a's processes")
+        kill_computer(ms, "node-a", roots["node-a"])
         shutil.rmtree(Paths(str(roots["node-a"])).partition(
             done["placement"]["partition"]).path)
 
@@ -217,15 +208,7 @@ def test_losing_a_child_masters_replica_computer_gives_it_a_new_replica_that_fol
     with writing(tmp_path, c.tls, conn["url"], conn["url"], 2) as ack_files:
         wait_for(lambda: len(acks(ack_files)) >= 20, 30, "the writers to write")
         # the replica's computer is lost: everything it runs killed (-9), its data deleted
-        victims = pids_under(lost_root)
-        assert victims
-        for pid in victims:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        ms.procs.pop(f"node-{lost_computer}").popen.wait(10)
-        wait_for(lambda: not pids_under(lost_root), 10, "the lost node's processes")
+        kill_computer(ms, lost_computer, lost_root)
         shutil.rmtree(old_part)
 
         # the one command, at the parent
