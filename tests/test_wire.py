@@ -280,6 +280,21 @@ def test_wire_values_stay_frozen_dataclasses():
     assert dataclasses.replace(req, requester="person/bob").requester == "person/bob"
 
 
+def test_evolve_copies_a_checked_value_with_fields_the_master_computed():
+    import dataclasses
+    from slapfed.core.wire import evolve
+    req = InstanceRequest.from_json({"reference": "r", "software_url": URL,
+                                     "parameters": {"a": "1"}})
+    moved = evolve(req, requester="person/bob", provenance=("root", "eu"))
+    assert (moved.requester, moved.provenance) == ("person/bob", ("root", "eu"))
+    assert (req.requester, req.provenance) == ("anonymous", ())     # the original is kept
+    assert moved == dataclasses.replace(req, requester="person/bob", provenance=("root", "eu"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        moved.requester = "person/eve"
+    with pytest.raises(TypeError, match="requestor"):
+        evolve(req, requestor="person/bob")
+
+
 def test_an_answer_that_drifts_from_its_model_is_refused_where_it_is_read():
     from slapfed.core import answers
     good = {"status": "ok", "generation": 1, "version": "0.1.0"}

@@ -243,7 +243,10 @@ def _next_id(counter: list) -> str:
 
 
 def _encode(value, out: list, counter: list) -> None:
-    if value is None:
+    if type(value) is str:    # the most common by far: first, escaped only when it must be
+        special = "&" in value or "<" in value or ">" in value
+        out.append(f"<string>{escape(escape(value)) if special else value}</string>")
+    elif value is None:
         out.append("<none/>")
     elif value is True or value is False:
         out.append(f"<bool>{int(value)}</bool>")

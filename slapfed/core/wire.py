@@ -21,6 +21,7 @@ mean the same there).
 """
 from __future__ import annotations
 
+import copy
 import functools
 import ipaddress
 import json
@@ -522,6 +523,20 @@ def wire_type(what: str, **schema):
         cls.from_json = classmethod(parse)
         return cls
     return decorate
+
+
+def evolve(obj, **changes):
+    """A copy of the validated wire object ``obj`` with ``changes``: values the master
+    computed itself (the caller's principal, an id read from its database, the
+    provenance chain it extended), so they are not validated again, which
+    ``dataclasses.replace`` would do at the cost of a whole new validation. A name that
+    is not a field raises TypeError, as ``replace`` does."""
+    unknown = set(changes) - set(obj.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"{type(obj).__name__} has no field {sorted(unknown)[0]!r}")
+    new = copy.copy(obj)
+    new.__dict__.update(changes)
+    return new
 
 
 # -- sealing through delegation: the recipient a forwarded request carries ------------

@@ -5,14 +5,13 @@ Depends on Flask, core (wire, errors, states) and services.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 from flask import Blueprint, jsonify, request
 
 from .. import services
 from ..core import paging, provenance
 from ..core.states import INSTANCE_STATUSES, REQUESTED_STATES
-from ..core.wire import ChildMasterRegistration, StateChange
+from ..core.wire import ChildMasterRegistration, StateChange, evolve
 from ..peering.peers import check_peer_url
 from .access import principal
 from .request import connection, json_body, runtime, settings
@@ -35,7 +34,7 @@ def bounded(req):
     root first). Raises RecursionRefused (too deep: ``MAX_DEPTH``; or a loop)."""
     s = settings()
     chain = req.provenance or s.ancestry
-    return replace(req, provenance=provenance.extend(chain, s.here, s.max_depth))
+    return evolve(req, provenance=provenance.extend(chain, s.here, s.max_depth))
 
 
 def caller_recipient(req) -> dict | None:

@@ -5,12 +5,10 @@ itself (ca.policy does) and writes nothing.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ..ca.identity import PARTITION, Identity
 from ..ca.policy import InstanceFacts, Placement
 from ..core.errors import Forbidden, NotFound
-from ..core.wire import InstanceRequest
+from ..core.wire import InstanceRequest, evolve
 from .tx import read
 
 
@@ -63,7 +61,7 @@ def resolve_request(conn, identity: Identity, req: InstanceRequest,
         if body_requester is not None and body_requester != requester:
             raise Forbidden(f"requester {body_requester!r} is not who the certificate "
                             f"speaks for ({requester}); leave the requester out")
-        resolved = replace(req, requester=requester, parent=None)
+        resolved = evolve(req, requester=requester, parent=None)
         return resolved, InstanceFacts(requester=requester, root_requester=requester,
                                        parent=None, parent_placement=None)
 
@@ -80,7 +78,7 @@ def resolve_request(conn, identity: Identity, req: InstanceRequest,
         if body_requester is not None and body_requester != requester:
             raise Forbidden(f"requester {body_requester!r} is not who the certificate "
                             f"speaks for ({requester}); leave the requester out")
-        resolved = replace(req, requester=requester, parent=parent_id)
+        resolved = evolve(req, requester=requester, parent=parent_id)
         existing = app.find_instance(requester, req.reference)
         if existing is not None:
             return resolved, facts_of(app, existing)

@@ -7,13 +7,11 @@ error aborts it and nothing is written.
 """
 from __future__ import annotations
 
-from dataclasses import replace
-
 from ..core import paging, sharing
 from ..core.errors import Conflict, InvalidInput, NoCapacity, NotFound, UnknownSoftwareType
 from ..core.sla import HOST_KEY
 from ..core.states import DESTROYED, FAILED, PENDING, STARTED
-from ..core.wire import InstanceRequest, software_hash
+from ..core.wire import InstanceRequest, evolve, software_hash
 from ..model import Instance
 from ..placement import Context
 from ..placement.filters import FILTERS
@@ -60,7 +58,7 @@ def request_instance_answered(rt, req: InstanceRequest, recipient: dict | None =
         if keep_state:
             existing = app.find_instance(req.requester, req.reference)
             if existing is not None and existing.requested_state != req.state:
-                asked = replace(req, state=existing.requested_state)
+                asked = evolve(req, state=existing.requested_state)
         if recipient is not None:
             _adopt_recipient(app, asked.requester, asked.reference, recipient)
         if forwarded is not None:
