@@ -242,14 +242,40 @@ def _next_id(counter: list) -> str:
     return f"i{counter[0]}"
 
 
+def _string(value: str) -> str:
+    if "&" in value or "<" in value or ">" in value:
+        value = escape(escape(value))
+    return f"<string>{value}</string>"
+
+
 def _encode(value, out: list, counter: list) -> None:
-    if type(value) is str:    # the most common by far: first, escaped only when it must be
-        special = "&" in value or "<" in value or ">" in value
-        out.append(f"<string>{escape(escape(value)) if special else value}</string>")
+    # strings are most of any document: written in place in lists and dictionaries,
+    # without a call per item, and escaped only when they must be
+    kind = type(value)
+    if kind is str:
+        out.append(_string(value))
     elif value is None:
         out.append("<none/>")
     elif value is True or value is False:
         out.append(f"<bool>{int(value)}</bool>")
+    elif kind is dict or (kind is not list and isinstance(value, dict)):
+        out.append(f'<dictionary id="{_next_id(counter)}">')
+        keys = list(value)
+        if all(type(k) is str for k in keys):
+            keys.sort()                     # what _sort_key orders them by, faster
+        else:
+            keys.sort(key=_sort_key)
+        for key in keys:
+            item = value[key]
+            if type(key) is str:
+                if type(item) is str:
+                    out.append(f"{_string(key)}{_string(item)}")
+                    continue
+                out.append(_string(key))
+            else:
+                _encode(key, out, counter)
+            _encode(item, out, counter)
+        out.append("</dictionary>")
     elif isinstance(value, int):
         out.append(f"<int>{value}</int>" if -10 ** 24 < value < 10 ** 24
                    else f"<long>{value}</long>")
@@ -259,27 +285,20 @@ def _encode(value, out: list, counter: list) -> None:
         out.append(f"<string>{escape(escape(value))}</string>")
     elif isinstance(value, bytes):
         out.append(f"<string>{escape(escape(value.decode('utf-8')))}</string>")
-    elif isinstance(value, list):
-        out.append(f'<list id="{_next_id(counter)}">')
+    elif isinstance(value, (list, tuple)):
+        out.append(f'<list id="{_next_id(counter)}">' if isinstance(value, list)
+                   else "<tuple>")
         for item in value:
-            _encode(item, out, counter)
-        out.append("</list>")
-    elif isinstance(value, tuple):
-        out.append("<tuple>")
-        for item in value:
-            _encode(item, out, counter)
-        out.append("</tuple>")
+            if type(item) is str:
+                out.append(_string(item))
+            else:
+                _encode(item, out, counter)
+        out.append("</list>" if isinstance(value, list) else "</tuple>")
     elif isinstance(value, (set, frozenset)):
         out.append(f'<set id="{_next_id(counter)}">')
         for item in sorted(value, key=repr):
             _encode(item, out, counter)
         out.append("</set>")
-    elif isinstance(value, dict):
-        out.append(f'<dictionary id="{_next_id(counter)}">')
-        for key in sorted(value, key=_sort_key):
-            _encode(key, out, counter)
-            _encode(value[key], out, counter)
-        out.append("</dictionary>")
     elif isinstance(value, SlapObject):
         out.append(f'<object id="{_next_id(counter)}" module="{CLIENT_MODULE}" '
                    f'class="{value.cls}">')          # both checked: plain names
