@@ -109,3 +109,20 @@ def test_a_hostile_document_is_refused_naming_the_field(doc, problem):
         marshal.loads(doc, "filter_xml")
     assert info.value.details[0]["field"] == "filter_xml"
     assert problem in info.value.details[0]["problem"]
+
+
+def test_the_encoded_bytes_stay_what_they_were():
+    """The exact document for keys of two types, nested values, escapes, a set and an
+    object: what nodes cache and compare must not drift with the encoder's speed-ups."""
+    value = {"b": "x<y", "a": ["1", 2, None, True, ("t", 2.5)], 3: {"z": "", "y": {}},
+             "s": {2, 1}, "o": SlapObject("SoftwareInstance", ("r",), {"_x": "&"})}
+    assert marshal.dumps(value).decode() == (
+        '<marshal><dictionary id="i1"><int>3</int><dictionary id="i2"><string>y</string>'
+        '<dictionary id="i3"></dictionary><string>z</string><string></string></dictionary>'
+        '<string>a</string><list id="i4"><string>1</string><int>2</int><none/><bool>1</bool>'
+        '<tuple><string>t</string><float>2.5</float></tuple></list><string>b</string>'
+        '<string>x&amp;lt;y</string><string>o</string><object id="i5" '
+        'module="slapos.slap.slap" class="SoftwareInstance"><tuple><string>r</string></tuple>'
+        '<dictionary id="i6"><string>_x</string><string>&amp;amp;</string></dictionary>'
+        '</object><string>s</string><set id="i7"><int>1</int><int>2</int></set></dictionary>'
+        '</marshal>')
