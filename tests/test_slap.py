@@ -142,6 +142,45 @@ def test_an_unchanged_full_information_read_is_the_cached_document(slap, master_
     assert rt.slap_renderer.cached(COMPUTER, serial) is not None and api_serial == serial
 
 
+def test_a_large_full_information_travels_gzip_compressed_to_the_stock_client(
+        master_app, serve_app):
+    """A document past GZIP_MIN_BYTES goes compressed to a client that takes gzip (the
+    stock client does), compressed once per serial; the stock client reads the same
+    partitions; a client that takes no gzip gets the plain bytes."""
+    import http.client
+    import zlib
+    from urllib.parse import urlsplit
+    from slapfed.master import runtime_of
+    from slapfed.services.desired import GZIP_MIN_BYTES
+    url = serve_app(master_app) + "/slap/"
+    conn = slap_lib.slap()
+    conn.initializeConnection(url)
+    conn.registerComputer("big").updateConfiguration(dumps(layout("big", 60, octet=9)))
+    conn.registerSupply().supply(SR, "big")
+    conn.registerOpenOrder().request(SR, "i1", filter_kw={"computer_guid": "big"})
+    assert len(partitions(conn, "big")) == 60        # through the stock client, decoded
+
+    def raw(encoding):
+        where = urlsplit(url)
+        http_conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+        try:
+            http_conn.request("GET", where.path + "getFullComputerInformation?computer_id=big",
+                              headers={"Accept-Encoding": encoding})
+            answer = http_conn.getresponse()
+            return answer.getheader("Content-Encoding"), answer.getheader("Vary"), answer.read()
+        finally:
+            http_conn.close()
+    plain_coding, vary, plain = raw("identity")
+    packed_coding, _, packed = raw("gzip, deflate")
+    assert (plain_coding, vary, packed_coding) == (None, "Accept-Encoding", "gzip")
+    assert len(plain) > GZIP_MIN_BYTES and len(packed) < len(plain) / 5
+    assert zlib.decompress(packed, 16 + zlib.MAX_WBITS) == plain
+    renderer = runtime_of(master_app).slap_renderer
+    kept = renderer._gzipped["big"]
+    assert raw("gzip")[2] == packed and renderer._gzipped["big"] is kept   # once per serial
+    assert raw("gzip;q=0")[0] is None                 # refused by its quality: plain
+
+
 # -- hostile calls: a clear error, nothing written ------------------------------------
 def form(**fields):
     base = {"software_release": SR, "partition_reference": "r1", "software_type": "default",

@@ -37,6 +37,11 @@ def connection():
     return conn
 
 
+def accepts_gzip() -> bool:
+    """Whether the caller takes a gzip-encoded answer (Accept-Encoding, with q-values)."""
+    return request.accept_encodings["gzip"] > 0
+
+
 def close_connection(_exc=None) -> None:
     conn = g.pop("zodb_connection", None)
     if conn is not None and conn.opened is not None:   # None: the DB closed it already

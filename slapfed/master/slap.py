@@ -35,7 +35,7 @@ from .auth import authority, current_identity, insecure
 from .computers import register_proposed
 from .federation import kick_forwarder
 from .instances import bounded, log_outcome
-from .request import connection, runtime
+from .request import accepts_gzip, connection, runtime
 
 blueprint = Blueprint("slap", __name__)
 SLAP_PREFIX = "/slap"
@@ -104,9 +104,14 @@ def _full_information(field: str = "computer_id") -> Response:
     identity = current_identity()
     renew = insecure() or identity is None or identity.role == COMPUTER
     rt = runtime()
-    _serial, body = services.desired_state(rt, cid, (), rt.slap_renderer, conn=connection(),
-                                           renew=renew)
-    return Response(body, mimetype=XML_MEDIA_TYPE)
+    serial, body = services.desired_state(rt, cid, (), rt.slap_renderer, conn=connection(),
+                                          renew=renew)
+    # what stays the same is compressed once and served compressed to who takes it
+    packed = rt.slap_renderer.compressed(cid, serial, body) if accepts_gzip() else None
+    if packed is None:
+        return Response(body, mimetype=XML_MEDIA_TYPE, headers={"Vary": "Accept-Encoding"})
+    return Response(packed, mimetype=XML_MEDIA_TYPE,
+                    headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
 
 
 @blueprint.get("/getFullComputerInformation")

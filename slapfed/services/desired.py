@@ -9,12 +9,26 @@ instance's revision is unchanged; the bytes are kept per (computer, serial).
 from __future__ import annotations
 
 import threading
+import zlib
 
 import transaction
 
 from . import lease_marks, render
 from .computers import CONTACT_INTERVAL, get_computer
 from .tx import app_root, clock, write
+
+
+# A document at least this long is also kept gzip-compressed, for the clients that take
+# it so (the stock SLAP client does): a 5,000-partition SLAP document of 9.6 MB becomes
+# about 0.35 MB. Level 3: nearly level 6's ratio at half its time.
+GZIP_MIN_BYTES = 16 * 1024
+GZIP_LEVEL = 3
+
+
+def gzip_bytes(body: bytes, level: int = GZIP_LEVEL) -> bytes:
+    """``body`` as a gzip stream (no file name, no time: the same bytes every time)."""
+    packer = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return packer.compress(body) + packer.flush()
 
 
 def _native_partition_text(app, comp, p, inst) -> str:
@@ -41,6 +55,19 @@ class DesiredStateRenderer:
         # (computer, partition) -> (partition facts, instance id, (revision, recipient),
         # encoded entry)
         self._partitions: dict[tuple, tuple] = {}
+        self._gzipped: dict[str, tuple[int, bytes]] = {}
+
+    def compressed(self, computer_id: str, serial: int, body: bytes) -> bytes | None:
+        """``body`` (the computer's document at ``serial``, as ``document`` gave it)
+        gzip-compressed, once per serial; None when it is too short to be worth it."""
+        if len(body) < GZIP_MIN_BYTES:
+            return None
+        entry = self._gzipped.get(computer_id)
+        if entry is not None and entry[0] == serial:
+            return entry[1]
+        packed = gzip_bytes(body)
+        self._gzipped[computer_id] = (serial, packed)
+        return packed
 
     def cached(self, computer_id: str, serial: int) -> bytes | None:
         entry = self._documents.get(computer_id)
