@@ -35,6 +35,8 @@ setup(
         "test": ["pytest>=8", "pytest-timeout", "hypothesis>=6", "jsonschema>=4.18",
                  "schemathesis>=4",
                  "slapos.core==1.26.1",    # the stock SLAP client, for tests/test_slap*.py
+                 # `slapos proxy start` imports it (bench/bench_slap.py's slapproxy)
+                 "slapos.libnetworkcache==0.30",
                  # drives Debian's chromium in tests/test_ui_e2e.py (never downloads one)
                  "playwright>=1.40"],
     },

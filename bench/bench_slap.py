@@ -10,28 +10,38 @@ Workload per run: register one computer of N partitions (loadComputerConfigurati
 supply one release, M requests of distinct instances pinned to that computer from 1, 4
 or 16 client processes, then read the full computer information: once (the first read
 after the requests), READS times unchanged, then once after one instance changed (a
-new parameter). Reported per server and client count: request throughput, p50/p99
-latency, partitions given twice (two instances answered with the same partition),
-full-information read times (first, unchanged p50 and the server's CPU per unchanged
-read, after a change) and size, the server's CPU time (its whole process tree, from
-/proc, before and after) over the request phase and per request, and the clients' own
-CPU per request (getrusage in each client process: on a 2-core machine the stock
-client's cost bounds the throughput).
+new parameter; READS is 20 unless ``--reads K`` says otherwise). Reported per server
+and client count: request throughput, p50/p99 latency, partitions given twice (two
+instances answered with the same partition), full-information read times (first,
+unchanged p50 and the server's CPU per unchanged read, after a change) and size, the
+server's CPU time (its whole process tree, from /proc, before and after) over the
+request phase and per request, and the clients' own CPU per request (getrusage in each
+client process: on a 2-core machine the stock client's cost bounds the throughput).
 
 ``--compare DIR`` also runs the slapfed kinds from the slapfed package found in DIR (e.g.
 ``git archive main | tar -x -C DIR``) as ``slapfed@before`` and ``slapfed-tls@before``,
 alternating with this tree's: a before/after in the same run.
 
+The registering connection (also the one that reads the full information) waits up to
+REGISTER_TIMEOUT for an answer instead of the stock client's 60 s, for every server:
+slapproxy registers a computer in one loadComputerConfigurationFromXML call, linear in N
+(one insert per partition and one per address, about 1.2 ms per partition: 5.7-6.2 s for
+5,000 at load 1-4 on 2 cores), so the load of a shared machine never decides whether
+slapproxy's figures exist.
+
 Run: .venv/bin/python bench/bench_slap.py [N] [M] [rounds] [clients] [servers]
-[client] [--compare DIR]   (defaults 500 500 2 1,4,16 slapproxy,slapfed,slapfed-tls
-stock; client ``lean`` makes the same requestComputerPartition calls, still one new
-connection each, from a client that builds its TLS context once; at N = 5000
-slapproxy's registration outlasts the stock client's 60 s timeout, so give slapfed
-alone; needs slapos.core and slapos.libnetworkcache, which `slapos proxy start` imports;
-writes bench/results/slap.json, or slap-lean.json).
+[client] [--compare DIR] [--reads K]   (defaults 500 500 2 1,4,16
+slapproxy,slapfed,slapfed-tls stock, 20 reads; client ``lean`` makes the same
+requestComputerPartition calls, still one new connection each, from a client that builds
+its TLS context once; at N = 5000 an unchanged slapproxy read takes about 3.5 s, 20 of
+them over a minute per run, which ``--reads 5`` shortens; needs slapos.core and
+slapos.libnetworkcache, which `slapos proxy start` imports (both in setup.py's test
+extras): without them it stops at once, naming the missing package; writes
+bench/results/slap.json, or slap-lean.json).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing as mp
 import os
@@ -55,6 +65,11 @@ CLIENTS = (1, 4, 16)
 SERVERS = ("slapproxy", "slapfed", "slapfed-tls")
 BEFORE = "@before"
 READS = 20
+REGISTER_TIMEOUT = 3600  # seconds; slapos.slap's own default is 60
+# what `slapos proxy start` and the stock client import: without slapos.libnetworkcache,
+# `slapos` does not know its proxy command and refuses `--cfg` as an invalid option
+NEEDS = {"slapos.slap": "slapos.core", "slapos.libnetworkcache": "slapos.libnetworkcache"}
+PROXY_ONLY = {"slapos.libnetworkcache"}
 
 
 def layout(n: int) -> dict:
@@ -116,15 +131,28 @@ def start_slapfed(tmp: Path, tls: bool = False, tree: Path | None = None):
     return proc, url + "/slap/", None
 
 
-def _slap(url: str, creds=None):
+def missing_packages(servers=SERVERS) -> list[str]:
+    """The distributions of NEEDS that running ``servers`` needs and are not installed."""
+    def found(module):
+        try:
+            return importlib.util.find_spec(module) is not None
+        except (ModuleNotFoundError, ValueError):
+            return False
+    return [dist for module, dist in NEEDS.items()
+            if ("slapproxy" in servers or module not in PROXY_ONLY) and not found(module)]
+
+
+def _slap(url: str, creds=None, timeout: float | None = None):
     """A stock slapos.slap connection; over TLS with that certificate and key (slapos.slap
-    1.26.1 never verifies the server, and refuses to be given a CA file)."""
+    1.26.1 never verifies the server, and refuses to be given a CA file); ``timeout``
+    replaces the client's default of 60 s."""
     from slapos import slap as slap_lib
     conn = slap_lib.slap()
+    extra = {} if timeout is None else {"timeout": timeout}
     if creds is None:
-        conn.initializeConnection(url)
+        conn.initializeConnection(url, **extra)
     else:
-        conn.initializeConnection(url, key_file=creds.key, cert_file=creds.cert)
+        conn.initializeConnection(url, key_file=creds.key, cert_file=creds.cert, **extra)
     return conn
 
 
@@ -228,7 +256,7 @@ CLIENT_KINDS = {"stock": _requester, "lean": _lean_requester}
 
 
 def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
-            compare: Path | None = None, client: str = "stock") -> dict:
+            compare: Path | None = None, client: str = "stock", reads: int = READS) -> dict:
     from slapos.util import dumps
     base, _, before = kind.partition("@")
     creds = None
@@ -240,7 +268,7 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
     admin = None if creds is None else creds["admin"]
     person = None if creds is None else creds["person"]
     try:
-        conn = _slap(url, admin)
+        conn = _slap(url, admin, timeout=REGISTER_TIMEOUT)
         t0 = time.perf_counter()
         if base != "slapproxy" and n > SLAP_LAYOUT_MAX:
             _register_natively(url, n, admin)
@@ -271,8 +299,8 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
             return time.perf_counter() - t0, len(body)
         first, size = full_read()
         cpu_reads0 = tree_cpu_seconds(proc.pid)
-        reads = [full_read()[0] for _ in range(READS)]
-        cpu_per_read = (tree_cpu_seconds(proc.pid) - cpu_reads0) / READS
+        unchanged = [full_read()[0] for _ in range(reads)]
+        cpu_per_read = (tree_cpu_seconds(proc.pid) - cpu_reads0) / reads
         order.request(RELEASE, refs[0], partition_parameter_kw={"n": "changed"},
                       filter_kw={"computer_guid": COMPUTER})
         changed, _ = full_read()
@@ -285,7 +313,7 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
                 "server_cpu_ms_per_request": round(cpu * 1e3 / m, 3),
                 "client_cpu_ms_per_request": round(client_cpu * 1e3 / m, 3),
                 "full_info_first_ms": round(first * 1e3, 1),
-                "full_info_next_p50_ms": round(statistics.median(reads) * 1e3, 1),
+                "full_info_next_p50_ms": round(statistics.median(unchanged) * 1e3, 1),
                 "full_info_next_cpu_ms": round(cpu_per_read * 1e3, 1),
                 "full_info_after_change_ms": round(changed * 1e3, 1),
                 "full_info_bytes": size}
@@ -342,12 +370,25 @@ def main(argv=None) -> dict:
         i = argv.index("--compare")
         compare = Path(argv[i + 1]).resolve()
         del argv[i:i + 2]
+    reads = READS
+    if "--reads" in argv:
+        i = argv.index("--reads")
+        reads = int(argv[i + 1])
+        del argv[i:i + 2]
+        if reads < 1:
+            raise SystemExit("--reads must be at least 1")
     n = int(argv[0]) if len(argv) > 0 else 500
     m = int(argv[1]) if len(argv) > 1 else 500
     rounds = int(argv[2]) if len(argv) > 2 else 2
     clients_counts = tuple(int(c) for c in argv[3].split(",")) if len(argv) > 3 else CLIENTS
     servers = tuple(argv[4].split(",")) if len(argv) > 4 else SERVERS
     client = argv[5] if len(argv) > 5 else "stock"
+    missing = missing_packages(servers)
+    if missing:
+        pip = Path(sys.executable).parent / "pip"
+        raise SystemExit(f"bench_slap needs {' and '.join(missing)} (the stock slapos.slap "
+                         f"client and `slapos proxy start`), not installed here: "
+                         f"{pip} install {' '.join(missing)}")
     if client not in CLIENT_KINDS:
         raise SystemExit(f"client {client!r} is not one of {', '.join(CLIENT_KINDS)}")
     kinds = list(servers)
@@ -362,12 +403,13 @@ def main(argv=None) -> dict:
                 for kind in order:
                     tmp = Path(d) / f"{kind}-{r}-{clients}"
                     tmp.mkdir()
-                    run = one_run(kind, tmp, n, m, clients, compare, client)
+                    run = one_run(kind, tmp, n, m, clients, compare, client, reads)
                     runs.append(run)
                     print(json.dumps(run), flush=True)
                     shutil.rmtree(tmp, ignore_errors=True)
     summary = summarize(runs, kinds, clients_counts)
     results = {"partitions": n, "requests": m, "rounds": rounds, "client": client,
+               "reads": reads,
                "load_average": os.getloadavg(),
                "compare": str(compare) if compare else None, "summary": summary,
                "runs": runs}
