@@ -15,8 +15,10 @@ and client count: request throughput, p50/p99 latency, partitions given twice (t
 instances answered with the same partition), full-information read times (first,
 unchanged p50 and the server's CPU per unchanged read, after a change) and size, the
 server's CPU time (its whole process tree, from /proc, before and after) over the
-request phase and per request, and the clients' own CPU per request (getrusage in each
-client process: on a 2-core machine the stock client's cost bounds the throughput).
+request phase and per request, and over the whole workload (``workload_cpu_s``: from
+the registration to the last read; ``--reads 3`` makes it five reads in all), and the
+clients' own CPU per request (getrusage in each client process: on a 2-core machine the
+stock client's cost bounds the throughput).
 
 ``--compare DIR`` also runs the slapfed kinds from the slapfed package found in DIR (e.g.
 ``git archive main | tar -x -C DIR``) as ``slapfed@before`` and ``slapfed-tls@before``,
@@ -33,11 +35,13 @@ Run: .venv/bin/python bench/bench_slap.py [N] [M] [rounds] [clients] [servers]
 [client] [--compare DIR] [--reads K]   (defaults 500 500 2 1,4,16
 slapproxy,slapfed,slapfed-tls stock, 20 reads; client ``lean`` makes the same
 requestComputerPartition calls, still one new connection each, from a client that builds
-its TLS context once; at N = 5000 an unchanged slapproxy read takes about 3.5 s, 20 of
+its TLS context once; client ``native`` makes the same requests through slapfed's own
+API (POST /api/v1/instances, JSON) from that lean client, slapfed servers only, to
+show what SLAP adds to a native request; at N = 5000 an unchanged slapproxy read takes about 3.5 s, 20 of
 them over a minute per run, which ``--reads 5`` shortens; needs slapos.core and
 slapos.libnetworkcache, which `slapos proxy start` imports (both in setup.py's test
 extras): without them it stops at once, naming the missing package; writes
-bench/results/slap.json, or slap-lean.json).
+bench/results/slap.json, or slap-lean.json / slap-native.json).
 """
 from __future__ import annotations
 
@@ -252,7 +256,57 @@ def _lean_requester(args):
     return lat, given, errors, _cpu_self() - cpu0
 
 
-CLIENT_KINDS = {"stock": _requester, "lean": _lean_requester}
+def _native_requester(args):
+    """The same requests through slapfed's native API (POST /api/v1/instances, JSON), from
+    the lean client (one TLS context, a new connection per call): side by side with
+    ``lean`` it shows what SLAP's forms and marshalling add to a native request."""
+    import http.client
+    import ssl
+    from urllib.parse import urlsplit
+    url, refs, start_at, creds = args
+    parts = urlsplit(url)
+    ctx = None
+    if parts.scheme == "https":
+        ctx = ssl.create_default_context(cafile=creds.ca)
+        ctx.load_cert_chain(creds.cert, creds.key)
+    path = parts.path.removesuffix("slap/") + "api/v1/instances"
+    while time.time() < start_at:
+        time.sleep(0.001)
+    lat, given, errors = [], [], 0
+    cpu0 = _cpu_self()
+    for ref in refs:
+        t0 = time.perf_counter()
+        body = json.dumps({"reference": ref, "software_url": RELEASE,
+                           "software_type": "RootSoftwareInstance", "parameters": {"n": ref},
+                           "sla": {"computer_guid": COMPUTER}})
+        conn = (http.client.HTTPSConnection(parts.hostname, parts.port, context=ctx)
+                if ctx is not None else http.client.HTTPConnection(parts.hostname, parts.port))
+        try:
+            conn.request("POST", path, body, {"Content-Type": "application/json",
+                                              "Connection": "close"})
+            answer = conn.getresponse()
+            answer.read()
+            if answer.status in (200, 201):
+                given.append(ref)
+            else:
+                errors += 1
+        except OSError:
+            errors += 1
+        finally:
+            conn.close()
+        lat.append(time.perf_counter() - t0)
+    return lat, given, errors, _cpu_self() - cpu0
+
+
+def _change_natively(url: str, ref: str, creds=None) -> None:
+    from slapfed.client import MasterClient
+    base = url.removesuffix("/slap/")
+    client = MasterClient(base) if creds is None else creds.client(base)
+    client.request(ref, RELEASE, "RootSoftwareInstance", parameters={"n": "changed"},
+                   sla={"computer_guid": COMPUTER})
+
+
+CLIENT_KINDS = {"stock": _requester, "lean": _lean_requester, "native": _native_requester}
 
 
 def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
@@ -269,6 +323,7 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
     person = None if creds is None else creds["person"]
     try:
         conn = _slap(url, admin, timeout=REGISTER_TIMEOUT)
+        cpu_workload0 = tree_cpu_seconds(proc.pid)
         t0 = time.perf_counter()
         if base != "slapproxy" and n > SLAP_LAYOUT_MAX:
             _register_natively(url, n, admin)
@@ -301,15 +356,20 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
         cpu_reads0 = tree_cpu_seconds(proc.pid)
         unchanged = [full_read()[0] for _ in range(reads)]
         cpu_per_read = (tree_cpu_seconds(proc.pid) - cpu_reads0) / reads
-        order.request(RELEASE, refs[0], partition_parameter_kw={"n": "changed"},
-                      filter_kw={"computer_guid": COMPUTER})
+        if client == "native":      # the instance is the native requester's: ask the same way
+            _change_natively(url, refs[0], person)
+        else:
+            order.request(RELEASE, refs[0], partition_parameter_kw={"n": "changed"},
+                          filter_kw={"computer_guid": COMPUTER})
         changed, _ = full_read()
+        workload_cpu = tree_cpu_seconds(proc.pid) - cpu_workload0
         return {"server": kind, "client": client, "clients": clients, "partitions": n,
                 "requests": m,
                 "register_s": round(register_s, 3),
                 "requests_per_s": round(m / wall, 1), **summary_ms(lat),
                 "errors": errors, "given_twice": len(given) - len(set(given)),
                 "server_cpu_s": round(cpu, 2),
+                "workload_cpu_s": round(workload_cpu, 2),
                 "server_cpu_ms_per_request": round(cpu * 1e3 / m, 3),
                 "client_cpu_ms_per_request": round(client_cpu * 1e3 / m, 3),
                 "full_info_first_ms": round(first * 1e3, 1),
@@ -322,12 +382,12 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
 
 
 METRICS = ("requests_per_s", "p50_ms", "p99_ms", "given_twice", "server_cpu_s",
-           "server_cpu_ms_per_request", "client_cpu_ms_per_request", "full_info_first_ms",
+           "workload_cpu_s", "server_cpu_ms_per_request", "client_cpu_ms_per_request", "full_info_first_ms",
            "full_info_next_p50_ms", "full_info_next_cpu_ms", "full_info_after_change_ms",
            "full_info_bytes", "errors")
 # (figure, True when larger is better): slapproxy's figure over slapfed's, or the reverse
-RATIOS = {"requests_per_s": True, "server_cpu_s": False, "full_info_first_ms": False,
-          "full_info_next_p50_ms": False, "full_info_next_cpu_ms": False,
+RATIOS = {"requests_per_s": True, "server_cpu_s": False, "workload_cpu_s": False,
+          "full_info_first_ms": False, "full_info_next_p50_ms": False, "full_info_next_cpu_ms": False,
           "full_info_after_change_ms": False}
 
 
@@ -389,6 +449,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"bench_slap needs {' and '.join(missing)} (the stock slapos.slap "
                          f"client and `slapos proxy start`), not installed here: "
                          f"{pip} install {' '.join(missing)}")
+    if client == "native" and "slapproxy" in servers:
+        raise SystemExit("client 'native' speaks slapfed's own API: give slapfed servers only")
     if client not in CLIENT_KINDS:
         raise SystemExit(f"client {client!r} is not one of {', '.join(CLIENT_KINDS)}")
     kinds = list(servers)

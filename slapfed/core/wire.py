@@ -21,7 +21,6 @@ mean the same there).
 """
 from __future__ import annotations
 
-import copy
 import functools
 import ipaddress
 import json
@@ -534,8 +533,8 @@ def evolve(obj, **changes):
     unknown = set(changes) - set(obj.__dataclass_fields__)
     if unknown:
         raise TypeError(f"{type(obj).__name__} has no field {sorted(unknown)[0]!r}")
-    new = copy.copy(obj)
-    new.__dict__.update(changes)
+    new = object.__new__(type(obj))
+    new.__dict__.update(obj.__dict__, **changes)
     return new
 
 
