@@ -12,9 +12,9 @@ import os
 import pwd
 import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
 
 from ..core.errors import InvalidInput, NotFound, SlapfedError
+from ..core.record import Factory, MutableRecord, Record
 
 CONFIG_NAME = "node.json"
 DEFAULT_PORT_BASE = 10000
@@ -35,8 +35,7 @@ class IsolationUnavailable(LayoutError):
     code = "isolation_unavailable"
 
 
-@dataclass(frozen=True)
-class PartitionConfig:
+class PartitionConfig(Record):
     id: str
     address: str
     port_base: int
@@ -48,8 +47,7 @@ class PartitionConfig:
                 "port_count": self.port_count}
 
 
-@dataclass(frozen=True)
-class InstallSettings:
+class InstallSettings(Record):
     """How a node installs releases: ``online`` lets buildout download what a release
     needs (sources, patches, eggs); ``download_cache`` (a directory, possibly shared by
     several nodes) keeps every download, so that a release installed once installs again
@@ -62,8 +60,7 @@ class InstallSettings:
     shared_cache: str | None = None
 
 
-@dataclass
-class NodeConfig:
+class NodeConfig(MutableRecord):
     root: str
     master: str
     computer: str
@@ -71,10 +68,10 @@ class NodeConfig:
     lan: str | None = None
     country: str | None = None
     continent: str | None = None
-    labels: dict = field(default_factory=dict)
-    partitions: list[PartitionConfig] = field(default_factory=list)
-    capabilities: list = field(default_factory=list)
-    tls: dict = field(default_factory=dict)   # {"ca", "cert", "key"}: the node's identity files
+    labels: dict = Factory(dict)
+    partitions: list[PartitionConfig] = Factory(list)
+    capabilities: list = Factory(list)
+    tls: dict = Factory(dict)   # {"ca", "cert", "key"}: the node's identity files
     supervisord: str = "own"   # "external": run in the foreground by `slapfed node supervisord`
     online: bool = False       # release installs may download (buildout offline = false)
     download_cache: str | None = None   # None: ROOT/var/cache/download
@@ -102,8 +99,10 @@ class NodeConfig:
         return None
 
     def to_json(self) -> dict:
-        out = asdict(self)
+        out = self.as_dict()             # (the containers copied, as asdict did)
         out.pop("root")
+        out.update(labels=dict(self.labels), capabilities=list(self.capabilities),
+                   tls=dict(self.tls), partitions=[p.as_dict() for p in self.partitions])
         return out
 
     @property

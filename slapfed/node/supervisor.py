@@ -20,9 +20,9 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 
 from ..core.errors import SlapfedError
+from ..core.record import Record
 from ..procs import pid_alive, stop_pid
 from .layout import Paths
 
@@ -47,8 +47,7 @@ class SupervisorError(SlapfedError):
     http_status = 500
 
 
-@dataclass(frozen=True)
-class GroupSync:
+class GroupSync(Record):
     """What ``sync_group`` left: the partition's services ((name, path) pairs), their
     programs (same order), and the programs it has just created or replaced (they run,
     or are about to run, the current wrappers)."""
@@ -58,8 +57,7 @@ class GroupSync:
     created: list
 
 
-@dataclass(frozen=True)
-class GroupHealth:
+class GroupHealth(Record):
     ok: bool
     states: dict            # program name -> state name
     message: str = ""

@@ -18,9 +18,9 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
 
 from ..core.fields import ID_RE
+from ..core.record import Factory, MutableRecord, Record
 
 # -- caps on what a tenant's usage-file may make the node hold or send ------------------
 MAX_LINE = 4096                 # bytes of one usage-file line (longer: skipped, counted)
@@ -63,8 +63,7 @@ def parse_iso(text) -> int | None:
 # -- CPU: per-process counters to per-uid deltas -----------------------------------------
 
 
-@dataclass(frozen=True)
-class Proc:
+class Proc(Record):
     """One process of a partition user at one sample: its own CPU ticks (utime+stime),
     those of its reaped children (cutime+cstime), its resident bytes."""
 
@@ -135,8 +134,7 @@ def rss_by_uid(procs: dict) -> dict[int, int]:
 # -- one partition's interval --------------------------------------------------------------
 
 
-@dataclass
-class Meter:
+class Meter(MutableRecord):
     """What one partition's instance used since the last report. ``rss_at``/``rss`` and
     ``disk_at``/``disk`` are the last points seen (kept across reports: the integrals
     continue from them); ``disk`` None until a walk of the partition completed."""
@@ -151,8 +149,8 @@ class Meter:
     disk_at: float | None = None
     disk: int | None = None
     measured_cpu: bool = False     # a sample of the processes happened this interval
-    units: dict = field(default_factory=dict)        # (resource, shared) -> quantity
-    instance_incidents: list = field(default_factory=list)
+    units: dict = Factory(dict)        # (resource, shared) -> quantity
+    instance_incidents: list = Factory(list)
     dropped_units: int = 0
 
     def processes(self, t: float, ticks: int, rss: int) -> None:
@@ -234,14 +232,13 @@ class Meter:
 # -- the instance's usage-file ------------------------------------------------------------
 
 
-@dataclass
-class FileLines:
+class FileLines(MutableRecord):
     """What one read of a usage-file gave: units and incidents of the good lines, how
     many lines were bad, and how many bytes were consumed (complete lines only; a
     partial last line waits for its end, unless it is already too long)."""
 
-    units: list = field(default_factory=list)        # (resource, shared, quantity)
-    incidents: list = field(default_factory=list)
+    units: list = Factory(list)        # (resource, shared, quantity)
+    incidents: list = Factory(list)
     bad: int = 0
     consumed: int = 0
 
@@ -325,8 +322,7 @@ def parse_lines(data: bytes, max_lines: int = MAX_LINES, max_line: int = MAX_LIN
     return out
 
 
-@dataclass(frozen=True)
-class FileCursor:
+class FileCursor(Record):
     """Where the node stopped reading a usage-file: the file (device, inode) and the
     offset in it."""
 
@@ -348,16 +344,15 @@ class FileCursor:
 # -- promise incidents ----------------------------------------------------------------------
 
 
-@dataclass
-class Incidents:
+class Incidents(MutableRecord):
     """Promise incidents of the node's partitions, from the results of promise runs:
     a promise failing opens one (start: the first failing check), its next pass closes
     it (end: that check); an incident opened stays in every report until it ends.
     ``open``: {(partition, instance, name): incident}; ``closed``: ended since the last
     report (reported once, then forgotten)."""
 
-    open: dict = field(default_factory=dict)
-    closed: list = field(default_factory=list)
+    open: dict = Factory(dict)
+    closed: list = Factory(list)
 
     def observe(self, partition: str, instance_id: str, results: list, t: float) -> None:
         """One promise run of ``partition`` (hosting ``instance_id``) at ``t``. A promise
@@ -447,8 +442,7 @@ def spool_overflow(names: list[str], limit: int) -> list[str]:
 # -- the whole node: every partition's meter between two reports ---------------------------
 
 
-@dataclass
-class NodeMeter:
+class NodeMeter(MutableRecord):
     """The node's accounting state between reports (persisted by the reporter as JSON):
     the last process sample, each partition's meter, the entries of instances that left
     their partition since the last report, the promise incidents, the usage-file
@@ -458,10 +452,10 @@ class NodeMeter:
     seq: int = 1                       # the sequence number of the next report
     last_end: int | None = None        # end of the last report (start of the next)
     procs: dict | None = None          # {(pid, start): Proc} of the last sample
-    meters: dict = field(default_factory=dict)          # partition -> Meter
-    finished: list = field(default_factory=list)        # entries of instances gone
-    incidents: Incidents = field(default_factory=Incidents)
-    cursors: dict = field(default_factory=dict)         # partition -> FileCursor
+    meters: dict = Factory(dict)          # partition -> Meter
+    finished: list = Factory(list)        # entries of instances gone
+    incidents: Incidents = Factory(Incidents)
+    cursors: dict = Factory(dict)         # partition -> FileCursor
     bad_lines: int = 0                 # usage-file lines skipped, since this state began
     skipped_bytes: int = 0             # usage-file backlog skipped over the caps
     dropped_units: int = 0             # units over MAX_UNITS of a partition's report
