@@ -77,6 +77,18 @@ def _default_cafile() -> str | None:
     return certifi.where()
 
 
+def _plain_name(host: str):
+    """``host`` as the bytes its IDNA encoding gives, when that is plain ASCII (an address
+    or an ASCII name whose labels the codec accepts): the socket and TLS layers then
+    skip the codec, whose import (stringprep, unicodedata) costs a command's start-up
+    more than its connection. Anything else is left to the codec, as it was."""
+    if host.isascii():
+        labels = host.split(".")
+        if all(0 < len(label) < 64 for label in labels[:-1]) and len(labels[-1]) < 64:
+            return host.encode("ascii")
+    return host
+
+
 def _dropped(sock) -> bool:
     """Did the peer close (or send unasked bytes on) an idle kept-alive connection?"""
     try:
@@ -93,7 +105,8 @@ class Transport:
 
     def __init__(self, open_socket=None):
         self.open_socket = open_socket or (
-            lambda host, port, timeout: socket.create_connection((host, port), timeout))
+            lambda host, port, timeout: socket.create_connection((_plain_name(host), port),
+                                                                 timeout))
         self._lock = threading.Lock()
         self._idle: dict[tuple, list[http.client.HTTPConnection]] = {}
         self._contexts: dict[tuple, ssl.SSLContext] = {}
@@ -144,7 +157,7 @@ class Transport:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)   # as urllib3 does
             sock.settimeout(connect)
             if ctx is not None:
-                sock = ctx.wrap_socket(sock, server_hostname=host)
+                sock = ctx.wrap_socket(sock, server_hostname=_plain_name(host))
             sock.settimeout(read)
         except BaseException:
             sock.close()

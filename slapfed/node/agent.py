@@ -20,8 +20,6 @@ import hashlib
 import json
 import logging
 import os
-import signal
-import subprocess
 import time
 import traceback
 
@@ -63,6 +61,14 @@ class _Buildout:
 
 
 nb = _Buildout()
+
+
+def _subprocess_error() -> type:
+    """subprocess.SubprocessError, imported when an ``except`` clause looks at what was
+    raised (only the runners, which import subprocess, raise it)."""
+    from subprocess import SubprocessError
+    return SubprocessError
+
 # After the agent starts, each started partition is confirmed to the master once its
 # health check passes (polled every CONFIRM_POLL s), or reported failing after
 # CONFIRM_GRACE s: a status from before the restart is never left standing as current.
@@ -348,7 +354,7 @@ class Agent:
             try:
                 res = nb.install_software(self.paths, url, h, self.runner,
                                           self.config.install_settings())
-            except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+            except (SlapfedError, OSError, _subprocess_error()) as exc:
                 return self._software_done(action, None, f"slapfed: {exc}",
                                            time.monotonic() - started)
             except Exception:  # an agent bug must not stop the loop: report its traceback
@@ -461,7 +467,7 @@ class Agent:
                     # its secret parameters are still to come: start nothing and report
                     # nothing (it is not running this revision), as it was until then
                     break
-        except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+        except (SlapfedError, OSError, _subprocess_error()) as exc:
             work.fail(f"slapfed: {type(exc).__name__}: {exc}")
         except Exception:  # an agent bug must not stop the loop: report it with its traceback
             log.exception("unexpected error on partition %s", pid)
@@ -913,7 +919,7 @@ class Agent:
                                         user=part.user if part else None)
                 self._count_promises(promises)
                 self._usage_promises(pid, rec.instance_id, promises)
-            except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+            except (SlapfedError, OSError, _subprocess_error()) as exc:
                 log.warning("health check of %s failed: %s", pid, exc)
                 continue
             problems = ([] if health.ok else [health.message]) + \
@@ -956,6 +962,8 @@ class Agent:
         apart, ``parallel_installs`` at most at once (0: inline, holding the loop); a
         usage report every ``usage_interval`` seconds (None: none) from a thread of its
         own (measuring and a master that does not answer never hold the loop)."""
+        import signal
+
         def stop(signum, frame):
             log.info("signal %d received: stopping after the current step", signum)
             self.stopping = True

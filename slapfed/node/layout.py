@@ -10,7 +10,6 @@ import ipaddress
 import json
 import os
 import pwd
-import subprocess
 import sys
 
 from ..core.errors import InvalidInput, NotFound, SlapfedError
@@ -345,6 +344,8 @@ def ensure_user(name: str, home: str) -> None:
         pass
     cmd = ["useradd", "--system", "--no-create-home", "--home-dir", home,
            "--shell", "/usr/sbin/nologin", name]
+    import subprocess
+
     delay = 0.05
     for attempt in range(8):
         try:
@@ -487,6 +488,8 @@ def check_runtime(paths: "Paths", fallback_user: str | None = None,
     exe = sys.executable
     real = os.path.realpath(exe)
     reach = reach or [paths.software, paths.partitions, paths.services_log]
+    import subprocess
+
     try:
         from .confine import clean_environment
 
