@@ -43,9 +43,11 @@ CYCLE_AT_WORK = ("slapfed.node.buildout", "slapfed.node.installer", "slapfed.nod
 # Neither command declares a dataclass (core.record's records instead: a dataclass costs
 # a millisecond to declare), needs IDNA for an ASCII host name, completes a shell word,
 # starts or signals a process, nor loads http.client and the email package (the
-# transport writes and reads its HTTP/1.1 messages itself).
+# transport writes and reads its HTTP/1.1 messages itself), nor makes a digest or a
+# random token.
 NOT_AT_START = ("dataclasses", "encodings.idna", "stringprep", "unicodedata",
-                "click.shell_completion", "subprocess", "signal", "http.client", "email")
+                "click.shell_completion", "subprocess", "signal", "http.client", "email",
+                "hashlib", "hmac", "secrets", "random")
 
 # Runs the real entry point, then writes the names of every module loaded to argv[1],
 # and where each top-level package was first imported from (to name the culprit).

@@ -16,7 +16,6 @@ last started them (digests kept in the partition's .slapfed/services.json).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -1234,6 +1233,8 @@ def service_digests(services: list, base: str | None = None) -> dict:
     """{service name: sha256 of its wrapper's content} of (name, path) pairs; a wrapper
     that cannot be read (or is not a regular file below ``base``, the partition's
     directory) gets "" (it never matches a recorded digest)."""
+    import hashlib
+
     out = {}
     for name, path in services:
         data = confine.read_bytes(path, base)

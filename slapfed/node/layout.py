@@ -5,7 +5,6 @@ existing partitions keep their address and ports, new ones are appended.
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
@@ -173,6 +172,7 @@ def _socket_path(wanted: str) -> str:
     """<root>/var/supervisord.sock, or a name in the temp dir when that path is too long."""
     if len(wanted.encode()) <= MAX_SOCKET_PATH:
         return wanted
+    import hashlib
     import tempfile
 
     digest = hashlib.sha256(wanted.encode()).hexdigest()[:16]
@@ -307,6 +307,8 @@ class PartitionPaths:
 
 def default_address_base(computer: str) -> str:
     """127.X.Y.1 with X, Y from a hash of the computer id: two nodes on one host differ."""
+    import hashlib
+
     digest = hashlib.sha256(computer.encode()).digest()
     x = 1 + digest[0] % 254          # never 127.0.x.x (the usual 127.0.0.1 lives there)
     y = digest[1] % 200              # leaves room to grow into the next /24 blocks
@@ -331,6 +333,8 @@ def partition_address(base: str, index: int) -> str:
 
 
 def partition_user(computer: str, index: int) -> str:
+    import hashlib
+
     short = hashlib.sha256(computer.encode()).hexdigest()[:6]
     return f"slapfed-{short}-{index}"
 

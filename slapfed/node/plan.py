@@ -1,8 +1,8 @@
 """The node's pure planner: desired state (from the master) + local state -> actions.
 
-Depends on core.states only (plus hashlib/json for a digest). No I/O, no clock: the
-caller passes ``now``. The agent applies the actions in order, one partition at a
-time; ``--dry-run`` prints them.
+Depends on core.states only (plus hashlib, imported when a digest is made, and json).
+No I/O, no clock: the caller passes ``now``. The agent applies the actions in order,
+one partition at a time; ``--dry-run`` prints them.
 
 Rules (the whole policy lives here):
 - a release is installed when supplied (state available) or used by a live instance;
@@ -26,7 +26,6 @@ the agent can run installs apart and never hold other partitions up.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from typing import Any, ClassVar, Iterable
@@ -163,6 +162,8 @@ class InstanceSpec(Record):
 
     def digest(self) -> str:
         """Identifies what a buildout run depends on (not the requested state)."""
+        import hashlib
+
         facts = [self.id, self.reference, self.software_url, self.software_type,
                  self.parameters, self.shared_instances, self.provenance]
         if self.children_moved:             # (absent when 0: digests made before hold)
