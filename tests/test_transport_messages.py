@@ -27,6 +27,7 @@ class _Capture:
     ("PUT", "/p", "::1", 80, {"If-None-Match": '"abc"'}, None),       # Content-Length: 0
     ("DELETE", "/p", "h", 8080, {"Host": "other", "accept-encoding": "gzip"}, None),
     ("POST", "/p", "h", 1, {"Content-Length": "2"}, b"{}"),
+    ("GET", "/p", "h", 1, {"X-Folded": "a\r\n b", "X-Int": 3, "X-Bytes": b"v"}, None),
 ])
 def test_a_request_is_written_as_http_client_writes_it(method, target, host, port,
                                                        headers, body):
@@ -43,6 +44,11 @@ def test_a_request_is_written_as_http_client_writes_it(method, target, host, por
     ("G\nET", "/", {}),
     ("GET", "/", {"X": "a\r\nInjected: c"}),      # a value would start a header
     ("GET", "/", {"X:Y": "a"}),
+    ("GET", "/", {" X": "a"}),
+    ("GET", "/", {"": "a"}),
+    ("GET", "/", {"X\nY": "a"}),
+    ("GET", "/", {"X": "a\rb"}),
+    ("GET", "/\x7f", {}),
     ("GET", "/é", {}),                            # not ASCII
 ])
 def test_what_could_split_the_message_is_refused_before_sending(method, target, headers):

@@ -31,17 +31,19 @@ MAX_UNITS = 4096                # distinct (resource, shared) per partition per 
 MAX_INCIDENTS = 32              # incidents per partition per report (each kind)
 MAX_DETAIL = 1024               # characters of an incident's detail
 MAX_QUANTITY = 1e18             # a quantity above this is a bad line
-UNIT_RE = re.compile(r"x-[a-z0-9_-]{1,40}\Z")
-INCIDENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/@-]{0,127}\Z")
-REPORT_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
-ISO_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
-CONTROL_RE = re.compile("[\u0000-\u001f\u007f-\u009f\u2028\u2029]+")
+# Patterns, compiled at their first use (re keeps them): a node's cycle that reads no
+# usage file does not pay for compiling them.
+UNIT_RE = r"x-[a-z0-9_-]{1,40}\Z"
+INCIDENT_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9 ._:/@-]{0,127}\Z"
+REPORT_ID_RE = r"[A-Za-z0-9._:-]{1,128}\Z"
+ISO_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z"
+CONTROL_RE = "[\u0000-\u001f\u007f-\u009f\u2028\u2029]+"
 
 
 def one_line(text: str, limit: int = MAX_DETAIL) -> str:
     """``text`` with every run of control characters (newlines too) made one space, at
     most ``limit`` characters (the master takes no control character in a detail)."""
-    return CONTROL_RE.sub(" ", text).strip()[:limit]
+    return re.sub(CONTROL_RE, " ", text).strip()[:limit]
 
 
 def iso(t: float) -> str:
@@ -51,7 +53,7 @@ def iso(t: float) -> str:
 
 def parse_iso(text) -> int | None:
     """Seconds since the epoch of a ``YYYY-MM-DDTHH:MM:SSZ`` string, or None."""
-    if not isinstance(text, str) or not ISO_RE.match(text):
+    if not isinstance(text, str) or not re.match(ISO_RE, text):
         return None
     try:
         import calendar
@@ -256,7 +258,7 @@ def _incident(raw) -> dict | None:
     if not isinstance(raw, dict):
         return None
     name, detail = raw.get("name"), raw.get("detail", "")
-    if not isinstance(name, str) or not INCIDENT_NAME_RE.match(name):
+    if not isinstance(name, str) or not re.match(INCIDENT_NAME_RE, name):
         return None
     start = parse_iso(raw.get("start"))
     end = raw.get("end")
@@ -287,7 +289,7 @@ def parse_line(line: bytes):
         return None
     resource, shared = raw["resource"], raw.get("shared")
     quantity = _quantity(raw["quantity"])
-    if not isinstance(resource, str) or not UNIT_RE.match(resource) or quantity is None:
+    if not isinstance(resource, str) or not re.match(UNIT_RE, resource) or quantity is None:
         return None
     if shared is not None and (not isinstance(shared, str) or not ID_RE.match(shared)):
         return None
@@ -417,7 +419,7 @@ def report_id(computer: str, token: str, seq: int) -> str:
     """"<computer>:<token>.<seq>": the token (made once per node state) keeps a node whose
     usage state was lost from reusing the ids of reports it sent before."""
     rid = f"{computer}:{token}.{seq}"
-    if not REPORT_ID_RE.match(rid):        # a long computer id: keep the id within 128
+    if not re.match(REPORT_ID_RE, rid):        # a long computer id: keep the id within 128
         rid = f"{computer[:128 - len(token) - 24]}:{token}.{seq}"
     return rid
 
