@@ -8,8 +8,8 @@ gives the default) and behaves like a ``@dataclass(frozen=True)``: keyword or
 positional construction, equality and hash on the fields (of the same class only), a
 ``Name(field=value, ...)`` repr, no assignment. ``Factory(callable)`` gives a default
 made anew for every instance (``field(default_factory=...)``); a field named in
-``_not_compared`` takes no part in equality nor hash, one in ``_not_hashed`` only none
-in the hash. ``replace(**changes)`` is ``dataclasses.replace``; ``as_dict()`` the
+``_not_compared`` takes no part in equality nor hash, one in ``_not_hashed`` no part in
+the hash only. ``replace(**changes)`` is ``dataclasses.replace``; ``as_dict()`` the
 fields as a flat dict (values as they are). The fields live in the instance's
 ``__dict__``, so ``vars()`` works. Annotations of ``ClassVar`` are not fields.
 ``MutableRecord``: the same, fields assignable (a ``@dataclass`` not frozen).
