@@ -1,7 +1,7 @@
 """HTTP client of the master's /api/v1: used by the CLI, the node agent and benchmarks.
 
 Depends on core (errors, fields, outbound, replication, answer_check: the answer models
-as data, no pydantic) and slapfed.transport (http.client: kept-alive connections, no
+as data, no pydantic) and slapfed.transport (its own HTTP/1.1: kept-alive connections, no
 requests). Every method returns decoded JSON, checked against the answer's model
 (core.answers, the schemas of the master's OpenAPI document, applied by
 core.answer_check as pydantic would; an answer that does not match raises InvalidInput

@@ -1,13 +1,12 @@
 """Background processes started by slapfed itself (demo, benchmarks, tests): start with a
 log file, wait for readiness, stop by PID (SIGTERM, then SIGKILL) — never by name.
 
-Depends on the standard library only.
+Depends on the standard library only (signal and subprocess imported when used: a
+node's cycle with nothing to do starts and stops nothing).
 """
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,6 +19,8 @@ class Proc:
         self.argv = argv
         self.log = Path(log)
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        import subprocess
+
         with open(self.log, "ab") as out:
             self.popen = subprocess.Popen(
                 argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -47,6 +48,8 @@ class Proc:
 def stop_group(pgid: int, grace: float = 5.0) -> None:
     """SIGTERM, then SIGKILL, the processes left in group ``pgid`` (one we started with
     its own session, so its id is our child's PID)."""
+    import signal
+
     for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
             os.killpg(pgid, sig)
@@ -87,6 +90,8 @@ def stop_pid(pid: int, timeout: float = 10.0, popen: subprocess.Popen | None = N
     Returns the exit code when ``popen`` is given, else None."""
     def gone() -> bool:
         return popen.poll() is not None if popen is not None else not pid_alive(pid)
+
+    import signal
 
     for sig, grace in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
         if gone():

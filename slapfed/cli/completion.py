@@ -7,11 +7,10 @@ quick and quiet: one listing with a short timeout, and no completion at all, not
 printed, on any error (no master configured, master down, refused, not an identity).
 The master is taken from ``--master`` when given before the word being completed, and the
 requester from ``--as``, as the command itself would; else from the environment and the
-client config file.
+client config file. click.shell_completion is imported only when completing (a command
+run does not need it).
 """
 from __future__ import annotations
-
-from click.shell_completion import CompletionItem
 
 from ..client import MasterClient
 from . import config as cfg
@@ -37,6 +36,8 @@ def caller_instances(params: dict, timeout: float | None = None) -> list[dict]:
 
 
 def _items(ctx, incomplete: str, key: str, describe) -> list[CompletionItem]:
+    from click.shell_completion import CompletionItem
+
     try:
         instances = caller_instances(ctx.params if ctx is not None else {})
         seen, items = set(), []

@@ -8,7 +8,6 @@ certificate carries). The file is JSON:
 """
 from __future__ import annotations
 
-import getpass
 import json
 import os
 from pathlib import Path
@@ -68,8 +67,12 @@ def resolve_master(flag: str | None) -> str | None:
 
 
 def resolve_requester(flag: str | None) -> str:
-    return (flag or os.environ.get(ENV_REQUESTER) or read_config().get("requester")
-            or getpass.getuser())
+    chosen = flag or os.environ.get(ENV_REQUESTER) or read_config().get("requester")
+    if chosen:
+        return chosen
+    import getpass          # (only then: it imports termios)
+
+    return getpass.getuser()
 
 
 def resolve_tls() -> dict:

@@ -6,11 +6,15 @@ node_cmd alone, never the master, the topology or the demo.
 """
 from __future__ import annotations
 
+import gc
 import importlib
 
-import click
+if __name__ == "__main__":      # python -m slapfed.cli.main: as main() does, from here on
+    gc.disable()
 
-from .. import __version__
+import click  # noqa: E402
+
+from .. import __version__  # noqa: E402
 
 # Every subcommand: its name -> (module of slapfed.cli, attribute). A module is imported
 # when its command is run (or listed by --help / shell completion), not before.
@@ -56,6 +60,7 @@ class LazyGroup(click.Group):
             module, attribute = self.lazy[cmd_name]
             command = getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
             self.commands[cmd_name] = command
+        _started()
         return command
 
 
@@ -77,7 +82,26 @@ def cli():
     """
 
 
+def _started() -> None:
+    """The command's module is imported: what start-up made (modules, classes, functions,
+    none of them garbage) is frozen out of every later collection, and the collector,
+    off until now, is on again before the command runs. Start-up allocates tens of
+    thousands of objects: a dozen collections scanning them all, for nothing, cost a
+    one-shot command (``node once``, ``request``) about 7 ms. Nothing happens when the
+    process did not start through main() (click's test runner, a library)."""
+    if not gc.isenabled() and _STARTING:
+        gc.freeze()
+        gc.enable()
+
+
+_STARTING = __name__ == "__main__"
+
+
 def main():  # console script
+    global _STARTING
+    if gc.isenabled():
+        gc.disable()
+        _STARTING = True
     cli(prog_name="slapfed")
 
 

@@ -9,7 +9,6 @@ import ID_RE`` works).
 """
 from __future__ import annotations
 
-import hashlib
 import re
 
 from . import cfgvalue
@@ -31,6 +30,8 @@ REPLICA_MODES = ("sync", "async")      # core.replication.MODES
 
 def software_hash(url: str) -> str:
     """The key of a software release on disk and in routes: stable for a URL."""
+    import hashlib
+
     return hashlib.sha256(url.encode("utf-8")).hexdigest()[:32]
 
 

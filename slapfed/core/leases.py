@@ -8,7 +8,7 @@ known to have stopped.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from .record import Record
 
 LIVE = "live"          # renewed less than ``interval`` seconds ago
 EXPIRED = "expired"    # not renewed for ``interval`` seconds: its node is not heard from
@@ -18,8 +18,7 @@ LEASE_STATES = (LIVE, EXPIRED, NONE)
 DEFAULT_LEASE = 30.0   # seconds; a node polls every 2 s by default
 
 
-@dataclass(frozen=True)
-class Lease:
+class Lease(Record):
     """A computer's lease at one moment: ``state``, when it was last renewed and when it
     runs (or ran) out (epoch seconds; None without a renewal)."""
 

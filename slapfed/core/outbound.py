@@ -10,16 +10,15 @@ allowed ones). No networks given: every address is allowed (the policy is off).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
 from .errors import InvalidInput, OutboundRefused
+from .record import Record
 
 OPTION = "--outbound-allow"
 FIELD = "outbound_allow"
 
 
-@dataclass(frozen=True)
-class OutboundPolicy:
+class OutboundPolicy(Record):
     """``networks``: the CIDRs a master may connect to; empty: any address."""
 
     networks: tuple = ()

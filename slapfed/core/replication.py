@@ -5,9 +5,9 @@ Depends on core.errors only: no clock (times are given), no I/O.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 from .errors import Fenced, ReadOnly
+from .record import Record
 
 PRIMARY = "primary"
 REPLICA = "replica"
@@ -22,8 +22,7 @@ MASTERS_HEADER = "Slapfed-Masters"      # every answer: the masters of that epoc
 ROLE_HEADER = "Slapfed-Role"            # every answer: primary | replica | fenced
 
 
-@dataclass(frozen=True)
-class LocalRole:
+class LocalRole(Record):
     """What a data directory is: a primary (possibly fenced by a larger epoch it saw) or
     a replica of ``primary_url`` known there as ``name``."""
 

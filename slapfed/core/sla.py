@@ -21,10 +21,10 @@ objects tried in order, ``[{"continent": "europe"}, {}]`` = "Europe, else anywhe
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 from .errors import InvalidInput
+from .record import Record
 from .states import LOCALITY_LEVELS
 
 # Nested sites, innermost first (the same order as topology.locality.LEVELS).
@@ -49,8 +49,7 @@ MAX_ALTERNATIVES = 8
 MAX_REFERENCES_PER_KEY = 16
 
 
-@dataclass(frozen=True)
-class Relative:
+class Relative(Record):
     """``same_lan(db-1)``: the candidate must (not) share ``level`` with ``reference``."""
 
     mode: str          # SAME or DIFFERENT
@@ -65,8 +64,7 @@ class Relative:
         return f"{self.key}({self.reference})"
 
 
-@dataclass(frozen=True)
-class Alternative:
+class Alternative(Record):
     """One set of conditions that must all hold; an empty one means "anywhere"."""
 
     absolute: tuple = ()      # ((key, value), ...) in ABSOLUTE_KEYS order
@@ -108,8 +106,7 @@ class Alternative:
         return ", ".join(parts) or "anywhere"
 
 
-@dataclass(frozen=True)
-class Sla:
+class Sla(Record):
     """Ordered alternatives; placement tries them in order and keeps the first that fits."""
 
     alternatives: tuple = (Alternative(),)

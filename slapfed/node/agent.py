@@ -16,15 +16,11 @@ last started them (digests kept in the partition's .slapfed/services.json).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
-import signal
-import subprocess
 import time
 import traceback
-from dataclasses import dataclass, field, replace
 
 from ..client import MasterClient
 from . import confine
@@ -35,6 +31,7 @@ from ..core.errors import (Conflict, Fenced, MasterUnreachable, NotFound, ReadOn
 from ..core.states import (BUILDING, DESTROYED, ERASED, FAILED, INSTALLED, QUARANTINED,
                            STARTED, STOPPED)
 from ..core.fields import ID_RE, MAX_LOG_TAIL, PARAMETER_KEY_RE
+from ..core.record import Factory, MutableRecord
 from ..core.sealed import bound_instance
 from .layout import NodeConfig, Paths, atomic_write_json, load_config, prepare_partition_dir
 from .plan import (
@@ -63,6 +60,14 @@ class _Buildout:
 
 
 nb = _Buildout()
+
+
+def _subprocess_error() -> type:
+    """subprocess.SubprocessError, imported when an ``except`` clause looks at what was
+    raised (only the runners, which import subprocess, raise it)."""
+    from subprocess import SubprocessError
+    return SubprocessError
+
 # After the agent starts, each started partition is confirmed to the master once its
 # health check passes (polled every CONFIRM_POLL s), or reported failing after
 # CONFIRM_GRACE s: a status from before the restart is never left standing as current.
@@ -75,23 +80,21 @@ class PartitionUnknown(SlapfedError):
     http_status = 500
 
 
-@dataclass
-class Outcome:
+class Outcome(MutableRecord):
     """What applying one block of actions gave (one release or one partition)."""
 
     target: str
     state: str
     seconds: float
     log_tail: str = ""
-    actions: list = field(default_factory=list)
+    actions: list = Factory(list)
 
     def to_json(self) -> dict:
         return {"target": self.target, "state": self.state, "seconds": round(self.seconds, 4),
                 "log_tail": self.log_tail, "actions": self.actions}
 
 
-@dataclass
-class CycleResult:
+class CycleResult(MutableRecord):
     fetched: bool                    # the master sent a new document (not a 304)
     plan: Plan
     outcomes: list
@@ -350,7 +353,7 @@ class Agent:
             try:
                 res = nb.install_software(self.paths, url, h, self.runner,
                                           self.config.install_settings())
-            except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+            except (SlapfedError, OSError, _subprocess_error()) as exc:
                 return self._software_done(action, None, f"slapfed: {exc}",
                                            time.monotonic() - started)
             except Exception:  # an agent bug must not stop the loop: report its traceback
@@ -428,7 +431,7 @@ class Agent:
             self.metrics.actions.labels(type(action).__name__.lower(), result).inc()
             if isinstance(action, InstallSoftware):
                 self.metrics.buildouts.labels("release", result).observe(seconds)
-        self.local = replace(self.local, software={**self.local.software, h: rec})
+        self.local = self.local.replace(software={**self.local.software, h: rec})
         self._send(("software", h), {"url": url, "status": rec.status,
                                      "log_tail": _tail(rec.log_tail, MAX_LOG_TAIL),
                                      "software_types": list(rec.software_types)})
@@ -463,7 +466,7 @@ class Agent:
                     # its secret parameters are still to come: start nothing and report
                     # nothing (it is not running this revision), as it was until then
                     break
-        except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+        except (SlapfedError, OSError, _subprocess_error()) as exc:
             work.fail(f"slapfed: {type(exc).__name__}: {exc}")
         except Exception:  # an agent bug must not stop the loop: report it with its traceback
             log.exception("unexpected error on partition %s", pid)
@@ -472,13 +475,13 @@ class Agent:
         body = None
         if work.moved is None and work.report and work.instance_id is not None:
             connection, fp = self._seal(pid, work.instance_id, work.connection, work.secret)
-            record = replace(record, sealed_for=fp)
+            record = record.replace(sealed_for=fp)
             body = _partition_report(work.instance_id, work.revision, record.state,
                                      record.log_tail, connection, work.promises,
                                      self._seal_shared(pid, work.instance_id,
                                                        work.shared_connections,
                                                        work.secret_shared))
-        self.local = replace(self.local, partitions={**self.local.partitions, pid: record})
+        self.local = self.local.replace(partitions={**self.local.partitions, pid: record})
         if work.moved is not None:
             self._send(("moved", pid), {"instance_id": work.instance_id, "state": work.moved})
         elif body is not None:
@@ -511,9 +514,9 @@ class Agent:
             same = prev is not None and prev.instance_id == rec.instance_id \
                 and prev.revision == rec.revision and prev.state == FAILED
             attempts = (prev.attempts if same else 0) + 1
-            rec = replace(rec, attempts=attempts, last_attempt=self.clock())
+            rec = rec.replace(attempts=attempts, last_attempt=self.clock())
         else:
-            rec = replace(rec, attempts=0, last_attempt=self.clock())
+            rec = rec.replace(attempts=0, last_attempt=self.clock())
         return rec
 
     def _partition_config(self, pid: str):
@@ -837,8 +840,8 @@ class Agent:
                 pid, rec.instance_id,
                 _clean_connection(nb.read_connection(pp.connection_file, pp.path)),
                 _clean_connection(nb.read_connection(pp.secret_connection_file, pp.path)))
-            self.local = replace(self.local, partitions={
-                **self.local.partitions, pid: replace(rec, sealed_for=fp)})
+            self.local = self.local.replace(partitions={
+                **self.local.partitions, pid: rec.replace(sealed_for=fp)})
             self._send(("partition", pid), _partition_report(
                 rec.instance_id, rec.revision, rec.state, rec.log_tail, connection, [],
                 self._seal_shared(pid, rec.instance_id, _clean_shared_connections(
@@ -915,7 +918,7 @@ class Agent:
                                         user=part.user if part else None)
                 self._count_promises(promises)
                 self._usage_promises(pid, rec.instance_id, promises)
-            except (SlapfedError, OSError, subprocess.SubprocessError) as exc:
+            except (SlapfedError, OSError, _subprocess_error()) as exc:
                 log.warning("health check of %s failed: %s", pid, exc)
                 continue
             problems = ([] if health.ok else [health.message]) + \
@@ -934,9 +937,9 @@ class Agent:
                 pid, rec.instance_id,
                 _clean_connection(nb.read_connection(pp.connection_file, pp.path)),
                 _clean_connection(nb.read_connection(pp.secret_connection_file, pp.path)))
-            new = replace(rec, state=STARTED if ok else FAILED, log_tail=tail,
+            new = rec.replace(state=STARTED if ok else FAILED, log_tail=tail,
                           attempts=0 if ok else 1, last_attempt=self.clock(), sealed_for=fp)
-            self.local = replace(self.local, partitions={**self.local.partitions, pid: new})
+            self.local = self.local.replace(partitions={**self.local.partitions, pid: new})
             log.warning("%s: health changed to %s%s", pid, "ok" if ok else "failed",
                         f"\n{tail}" if tail else "")
             self._send(("partition", pid), _partition_report(
@@ -958,6 +961,8 @@ class Agent:
         apart, ``parallel_installs`` at most at once (0: inline, holding the loop); a
         usage report every ``usage_interval`` seconds (None: none) from a thread of its
         own (measuring and a master that does not answer never hold the loop)."""
+        import signal
+
         def stop(signum, frame):
             log.info("signal %d received: stopping after the current step", signum)
             self.stopping = True
@@ -1228,6 +1233,8 @@ def service_digests(services: list, base: str | None = None) -> dict:
     """{service name: sha256 of its wrapper's content} of (name, path) pairs; a wrapper
     that cannot be read (or is not a regular file below ``base``, the partition's
     directory) gets "" (it never matches a recorded digest)."""
+    import hashlib
+
     out = {}
     for name, path in services:
         data = confine.read_bytes(path, base)

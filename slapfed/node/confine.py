@@ -17,7 +17,8 @@ from __future__ import annotations
 import os
 import pwd
 import stat
-from dataclasses import dataclass
+
+from ..core.record import Record
 
 MAX_READ = 4 * 1024 * 1024        # bytes the node reads of any file a partition wrote
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -27,8 +28,7 @@ class UnsafePath(OSError):
     """A path that is not where it should be (outside its base, or through a symlink)."""
 
 
-@dataclass(frozen=True)
-class Credentials:
+class Credentials(Record):
     """The unix identity of a partition user: name, uid, gid, supplementary groups."""
 
     name: str

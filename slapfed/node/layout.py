@@ -5,16 +5,14 @@ existing partitions keep their address and ports, new ones are appended.
 """
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import os
 import pwd
-import subprocess
 import sys
-from dataclasses import asdict, dataclass, field
 
 from ..core.errors import InvalidInput, NotFound, SlapfedError
+from ..core.record import Factory, MutableRecord, Record
 
 CONFIG_NAME = "node.json"
 DEFAULT_PORT_BASE = 10000
@@ -35,8 +33,7 @@ class IsolationUnavailable(LayoutError):
     code = "isolation_unavailable"
 
 
-@dataclass(frozen=True)
-class PartitionConfig:
+class PartitionConfig(Record):
     id: str
     address: str
     port_base: int
@@ -48,8 +45,7 @@ class PartitionConfig:
                 "port_count": self.port_count}
 
 
-@dataclass(frozen=True)
-class InstallSettings:
+class InstallSettings(Record):
     """How a node installs releases: ``online`` lets buildout download what a release
     needs (sources, patches, eggs); ``download_cache`` (a directory, possibly shared by
     several nodes) keeps every download, so that a release installed once installs again
@@ -62,8 +58,7 @@ class InstallSettings:
     shared_cache: str | None = None
 
 
-@dataclass
-class NodeConfig:
+class NodeConfig(MutableRecord):
     root: str
     master: str
     computer: str
@@ -71,10 +66,10 @@ class NodeConfig:
     lan: str | None = None
     country: str | None = None
     continent: str | None = None
-    labels: dict = field(default_factory=dict)
-    partitions: list[PartitionConfig] = field(default_factory=list)
-    capabilities: list = field(default_factory=list)
-    tls: dict = field(default_factory=dict)   # {"ca", "cert", "key"}: the node's identity files
+    labels: dict = Factory(dict)
+    partitions: list[PartitionConfig] = Factory(list)
+    capabilities: list = Factory(list)
+    tls: dict = Factory(dict)   # {"ca", "cert", "key"}: the node's identity files
     supervisord: str = "own"   # "external": run in the foreground by `slapfed node supervisord`
     online: bool = False       # release installs may download (buildout offline = false)
     download_cache: str | None = None   # None: ROOT/var/cache/download
@@ -102,8 +97,10 @@ class NodeConfig:
         return None
 
     def to_json(self) -> dict:
-        out = asdict(self)
+        out = self.as_dict()             # (the containers copied, as asdict did)
         out.pop("root")
+        out.update(labels=dict(self.labels), capabilities=list(self.capabilities),
+                   tls=dict(self.tls), partitions=[p.as_dict() for p in self.partitions])
         return out
 
     @property
@@ -175,6 +172,7 @@ def _socket_path(wanted: str) -> str:
     """<root>/var/supervisord.sock, or a name in the temp dir when that path is too long."""
     if len(wanted.encode()) <= MAX_SOCKET_PATH:
         return wanted
+    import hashlib
     import tempfile
 
     digest = hashlib.sha256(wanted.encode()).hexdigest()[:16]
@@ -309,6 +307,8 @@ class PartitionPaths:
 
 def default_address_base(computer: str) -> str:
     """127.X.Y.1 with X, Y from a hash of the computer id: two nodes on one host differ."""
+    import hashlib
+
     digest = hashlib.sha256(computer.encode()).digest()
     x = 1 + digest[0] % 254          # never 127.0.x.x (the usual 127.0.0.1 lives there)
     y = digest[1] % 200              # leaves room to grow into the next /24 blocks
@@ -333,6 +333,8 @@ def partition_address(base: str, index: int) -> str:
 
 
 def partition_user(computer: str, index: int) -> str:
+    import hashlib
+
     short = hashlib.sha256(computer.encode()).hexdigest()[:6]
     return f"slapfed-{short}-{index}"
 
@@ -346,6 +348,8 @@ def ensure_user(name: str, home: str) -> None:
         pass
     cmd = ["useradd", "--system", "--no-create-home", "--home-dir", home,
            "--shell", "/usr/sbin/nologin", name]
+    import subprocess
+
     delay = 0.05
     for attempt in range(8):
         try:
@@ -488,6 +492,8 @@ def check_runtime(paths: "Paths", fallback_user: str | None = None,
     exe = sys.executable
     real = os.path.realpath(exe)
     reach = reach or [paths.software, paths.partitions, paths.services_log]
+    import subprocess
+
     try:
         from .confine import clean_environment
 

@@ -1,8 +1,8 @@
 """The node's pure planner: desired state (from the master) + local state -> actions.
 
-Depends on core.states only (plus hashlib/json for a digest). No I/O, no clock: the
-caller passes ``now``. The agent applies the actions in order, one partition at a
-time; ``--dry-run`` prints them.
+Depends on core.states only (plus hashlib, imported when a digest is made, and json).
+No I/O, no clock: the caller passes ``now``. The agent applies the actions in order,
+one partition at a time; ``--dry-run`` prints them.
 
 Rules (the whole policy lives here):
 - a release is installed when supplied (state available) or used by a live instance;
@@ -26,22 +26,20 @@ the agent can run installs apart and never hold other partitions up.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any, ClassVar, Iterable
 
 from ..core.states import (
     AVAILABLE, DEFAULT_SOFTWARE_TYPE, DESTROYED, ERASED, FAILED, INSTALLED, QUARANTINED,
     STARTED, STOPPED,
 )
+from ..core.record import Factory, Record
 
 # -- local state ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SoftwareRecord:
+class SoftwareRecord(Record):
     """What the node knows of one release it tried to install."""
 
     url: str
@@ -52,8 +50,7 @@ class SoftwareRecord:
     software_types: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class PartitionRecord:
+class PartitionRecord(Record):
     """What the node last applied to one partition (and what it observed)."""
 
     instance_id: str | None = None
@@ -70,10 +67,9 @@ class PartitionRecord:
                                       # sealed to (node.sealing; None: none given)
 
 
-@dataclass(frozen=True)
-class LocalState:
-    software: dict = field(default_factory=dict)       # hash -> SoftwareRecord
-    partitions: dict = field(default_factory=dict)     # pid -> PartitionRecord
+class LocalState(Record):
+    software: dict = Factory(dict)       # hash -> SoftwareRecord
+    partitions: dict = Factory(dict)     # pid -> PartitionRecord
 
     def to_json(self) -> dict:
         # vars() rather than asdict(): the records hold only flat values (asdict is slow)
@@ -95,8 +91,7 @@ class LocalState:
         return cls(software, partitions)
 
 
-@dataclass(frozen=True)
-class Backoff:
+class Backoff(Record):
     """Delay before retrying after ``attempts`` consecutive failures."""
 
     base: float = 10.0
@@ -115,8 +110,7 @@ class Backoff:
 # -- desired state, as read from the master's document -------------------------------
 
 
-@dataclass(frozen=True)
-class Slot:
+class Slot(Record):
     """A partition as the master sees it."""
 
     id: str
@@ -125,8 +119,10 @@ class Slot:
     port_count: int
 
 
-@dataclass(frozen=True, eq=True)
-class InstanceSpec:
+class InstanceSpec(Record):
+    _not_compared = ("restore_from", "takes_over")
+    _not_hashed = ("parameters", "shared_instances")     # (dicts and lists)
+
     id: str
     reference: str
     software_url: str
@@ -134,14 +130,14 @@ class InstanceSpec:
     software_type: str
     requested_state: str
     revision: int
-    parameters: Any = field(default_factory=dict, compare=True, hash=False)
-    shared_instances: Any = field(default_factory=list, compare=True, hash=False)
+    parameters: Any = Factory(dict)
+    shared_instances: Any = Factory(list)
     provenance: tuple = ()          # the masters the request crossed, root first
     # where the instance's data were backed up before its computer was lost: the node
     # runs its restore steps with it before the first start on a new partition
-    restore_from: str | None = field(default=None, compare=False)
+    restore_from: str | None = None
     # the instance whose partition, data included, this one took over (never wiped)
-    takes_over: str | None = field(default=None, compare=False)
+    takes_over: str | None = None
     # how many times an instance it requested moved (a lost computer): a new count runs
     # its buildout again, though its parameters are the same
     children_moved: int = 0
@@ -166,6 +162,8 @@ class InstanceSpec:
 
     def digest(self) -> str:
         """Identifies what a buildout run depends on (not the requested state)."""
+        import hashlib
+
         facts = [self.id, self.reference, self.software_url, self.software_type,
                  self.parameters, self.shared_instances, self.provenance]
         if self.children_moved:             # (absent when 0: digests made before hold)
@@ -184,18 +182,17 @@ class InstanceSpec:
 # -- actions --------------------------------------------------------------------------
 
 
-class Action:
+class Action(Record):
     """Base of the value objects a plan is made of; ``partition`` is None for releases."""
 
     def to_json(self) -> dict:
         out = {"action": type(self).__name__}
         for k, v in self.__dict__.items():
-            out[k] = v.to_json() if hasattr(v, "to_json") else asdict(v) if is_dataclass(v) \
-                else v
+            out[k] = v.to_json() if hasattr(v, "to_json") else v.as_dict() \
+                if isinstance(v, Record) else v
         return out
 
 
-@dataclass(frozen=True)
 class InstallSoftware(Action):
     partition: ClassVar[None] = None
     software_hash: str
@@ -205,7 +202,6 @@ class InstallSoftware(Action):
         return f"install release {self.url} ({self.software_hash})"
 
 
-@dataclass(frozen=True)
 class RemoveSoftware(Action):
     partition: ClassVar[None] = None
     software_hash: str
@@ -215,7 +211,6 @@ class RemoveSoftware(Action):
         return f"remove release {self.url} ({self.software_hash})"
 
 
-@dataclass(frozen=True)
 class Destroy(Action):
     """Stop the partition's services, remove its group, wipe its directory.
 
@@ -231,7 +226,6 @@ class Destroy(Action):
         return f"{self.partition}: destroy {self.instance_id}{why}"
 
 
-@dataclass(frozen=True)
 class Quarantine(Action):
     """The partition's instance moved away: stop its services and set its directory
     aside (kept, never deleted); the partition is left empty."""
@@ -244,7 +238,6 @@ class Quarantine(Action):
         return f"{self.partition}: quarantine {self.instance_id} (it moved to another computer)"
 
 
-@dataclass(frozen=True)
 class Erase(Action):
     """Erase the quarantined data of an instance that moved away (an administrator
     allowed it); the master then frees the partition."""
@@ -256,7 +249,6 @@ class Erase(Action):
         return f"{self.partition}: erase the quarantined data of {self.instance_id}"
 
 
-@dataclass(frozen=True)
 class Instantiate(Action):
     partition: str
     slot: Slot
@@ -268,7 +260,6 @@ class Instantiate(Action):
                 f" type {i.software_type} of {i.software_url}")
 
 
-@dataclass(frozen=True)
 class Start(Action):
     partition: str
     instance: InstanceSpec
@@ -277,7 +268,6 @@ class Start(Action):
         return f"{self.partition}: start {self.instance.id} revision {self.instance.revision}"
 
 
-@dataclass(frozen=True)
 class Stop(Action):
     partition: str
     instance: InstanceSpec
@@ -286,7 +276,6 @@ class Stop(Action):
         return f"{self.partition}: stop {self.instance.id} revision {self.instance.revision}"
 
 
-@dataclass(frozen=True)
 class ReportFailed(Action):
     """Nothing to run: tell the master this revision failed (its release failed)."""
 
@@ -301,8 +290,7 @@ class ReportFailed(Action):
                 f"failed to install)")
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(Record):
     actions: tuple = ()
 
     def __bool__(self) -> bool:

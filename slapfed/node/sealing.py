@@ -24,8 +24,6 @@ or altered file (or key) only means sealing afresh: the cache starts empty.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -141,11 +139,15 @@ class Sealer:
 
     def _key_id(self) -> str:
         """Names the digest key in the file (a cache made under another key is dropped)."""
+        import hashlib
+
         return hashlib.blake2b(b"key id", key=self._mac_key, digest_size=16,
                                person=b"slapfed-sealing").hexdigest()
 
     def _digest(self, instance_id: str, name: str, fp: str, value: str,
                 sealed: str) -> bytes:
+        import hashlib
+
         msg = "\0".join((instance_id, name, fp, sealed, value)).encode("utf-8",
                                                                    "surrogatepass")
         return hashlib.blake2b(msg, key=self._mac_key, digest_size=32,
@@ -228,6 +230,8 @@ class Sealer:
         """(connection to report, {parameter: why withheld}): ``public`` as it is, each
         value of ``secret`` sealed to ``recipient`` for (instance, parameter); a
         secret that cannot be sealed is left out, never sent in clear."""
+        import hmac
+
         if not secret:
             return public, {}
         out = {k: v for k, v in public.items() if k not in secret}
@@ -312,6 +316,8 @@ def sealing_mark(instance: dict | None) -> str | None:
     """What a partition's report was sealed for: its requester's fingerprint, and for a
     host of shared instances, each shared requester's too (one changes: publish again).
     Without shared recipients, the fingerprint alone."""
+    import hashlib
+
     fp = recipient_fingerprint(instance)
     shared = shared_recipients(instance)
     if not shared:

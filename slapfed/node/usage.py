@@ -18,9 +18,9 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
 
 from ..core.fields import ID_RE
+from ..core.record import Factory, MutableRecord, Record
 
 # -- caps on what a tenant's usage-file may make the node hold or send ------------------
 MAX_LINE = 4096                 # bytes of one usage-file line (longer: skipped, counted)
@@ -31,17 +31,19 @@ MAX_UNITS = 4096                # distinct (resource, shared) per partition per 
 MAX_INCIDENTS = 32              # incidents per partition per report (each kind)
 MAX_DETAIL = 1024               # characters of an incident's detail
 MAX_QUANTITY = 1e18             # a quantity above this is a bad line
-UNIT_RE = re.compile(r"x-[a-z0-9_-]{1,40}\Z")
-INCIDENT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:/@-]{0,127}\Z")
-REPORT_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
-ISO_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z")
-CONTROL_RE = re.compile("[\u0000-\u001f\u007f-\u009f\u2028\u2029]+")
+# Patterns, compiled at their first use (re keeps them): a node's cycle that reads no
+# usage file does not pay for compiling them.
+UNIT_RE = r"x-[a-z0-9_-]{1,40}\Z"
+INCIDENT_NAME_RE = r"[A-Za-z0-9][A-Za-z0-9 ._:/@-]{0,127}\Z"
+REPORT_ID_RE = r"[A-Za-z0-9._:-]{1,128}\Z"
+ISO_RE = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\Z"
+CONTROL_RE = "[\u0000-\u001f\u007f-\u009f\u2028\u2029]+"
 
 
 def one_line(text: str, limit: int = MAX_DETAIL) -> str:
     """``text`` with every run of control characters (newlines too) made one space, at
     most ``limit`` characters (the master takes no control character in a detail)."""
-    return CONTROL_RE.sub(" ", text).strip()[:limit]
+    return re.sub(CONTROL_RE, " ", text).strip()[:limit]
 
 
 def iso(t: float) -> str:
@@ -51,7 +53,7 @@ def iso(t: float) -> str:
 
 def parse_iso(text) -> int | None:
     """Seconds since the epoch of a ``YYYY-MM-DDTHH:MM:SSZ`` string, or None."""
-    if not isinstance(text, str) or not ISO_RE.match(text):
+    if not isinstance(text, str) or not re.match(ISO_RE, text):
         return None
     try:
         import calendar
@@ -63,8 +65,7 @@ def parse_iso(text) -> int | None:
 # -- CPU: per-process counters to per-uid deltas -----------------------------------------
 
 
-@dataclass(frozen=True)
-class Proc:
+class Proc(Record):
     """One process of a partition user at one sample: its own CPU ticks (utime+stime),
     those of its reaped children (cutime+cstime), its resident bytes."""
 
@@ -135,8 +136,7 @@ def rss_by_uid(procs: dict) -> dict[int, int]:
 # -- one partition's interval --------------------------------------------------------------
 
 
-@dataclass
-class Meter:
+class Meter(MutableRecord):
     """What one partition's instance used since the last report. ``rss_at``/``rss`` and
     ``disk_at``/``disk`` are the last points seen (kept across reports: the integrals
     continue from them); ``disk`` None until a walk of the partition completed."""
@@ -151,8 +151,8 @@ class Meter:
     disk_at: float | None = None
     disk: int | None = None
     measured_cpu: bool = False     # a sample of the processes happened this interval
-    units: dict = field(default_factory=dict)        # (resource, shared) -> quantity
-    instance_incidents: list = field(default_factory=list)
+    units: dict = Factory(dict)        # (resource, shared) -> quantity
+    instance_incidents: list = Factory(list)
     dropped_units: int = 0
 
     def processes(self, t: float, ticks: int, rss: int) -> None:
@@ -234,14 +234,13 @@ class Meter:
 # -- the instance's usage-file ------------------------------------------------------------
 
 
-@dataclass
-class FileLines:
+class FileLines(MutableRecord):
     """What one read of a usage-file gave: units and incidents of the good lines, how
     many lines were bad, and how many bytes were consumed (complete lines only; a
     partial last line waits for its end, unless it is already too long)."""
 
-    units: list = field(default_factory=list)        # (resource, shared, quantity)
-    incidents: list = field(default_factory=list)
+    units: list = Factory(list)        # (resource, shared, quantity)
+    incidents: list = Factory(list)
     bad: int = 0
     consumed: int = 0
 
@@ -259,7 +258,7 @@ def _incident(raw) -> dict | None:
     if not isinstance(raw, dict):
         return None
     name, detail = raw.get("name"), raw.get("detail", "")
-    if not isinstance(name, str) or not INCIDENT_NAME_RE.match(name):
+    if not isinstance(name, str) or not re.match(INCIDENT_NAME_RE, name):
         return None
     start = parse_iso(raw.get("start"))
     end = raw.get("end")
@@ -290,7 +289,7 @@ def parse_line(line: bytes):
         return None
     resource, shared = raw["resource"], raw.get("shared")
     quantity = _quantity(raw["quantity"])
-    if not isinstance(resource, str) or not UNIT_RE.match(resource) or quantity is None:
+    if not isinstance(resource, str) or not re.match(UNIT_RE, resource) or quantity is None:
         return None
     if shared is not None and (not isinstance(shared, str) or not ID_RE.match(shared)):
         return None
@@ -325,8 +324,7 @@ def parse_lines(data: bytes, max_lines: int = MAX_LINES, max_line: int = MAX_LIN
     return out
 
 
-@dataclass(frozen=True)
-class FileCursor:
+class FileCursor(Record):
     """Where the node stopped reading a usage-file: the file (device, inode) and the
     offset in it."""
 
@@ -348,16 +346,15 @@ class FileCursor:
 # -- promise incidents ----------------------------------------------------------------------
 
 
-@dataclass
-class Incidents:
+class Incidents(MutableRecord):
     """Promise incidents of the node's partitions, from the results of promise runs:
     a promise failing opens one (start: the first failing check), its next pass closes
     it (end: that check); an incident opened stays in every report until it ends.
     ``open``: {(partition, instance, name): incident}; ``closed``: ended since the last
     report (reported once, then forgotten)."""
 
-    open: dict = field(default_factory=dict)
-    closed: list = field(default_factory=list)
+    open: dict = Factory(dict)
+    closed: list = Factory(list)
 
     def observe(self, partition: str, instance_id: str, results: list, t: float) -> None:
         """One promise run of ``partition`` (hosting ``instance_id``) at ``t``. A promise
@@ -422,7 +419,7 @@ def report_id(computer: str, token: str, seq: int) -> str:
     """"<computer>:<token>.<seq>": the token (made once per node state) keeps a node whose
     usage state was lost from reusing the ids of reports it sent before."""
     rid = f"{computer}:{token}.{seq}"
-    if not REPORT_ID_RE.match(rid):        # a long computer id: keep the id within 128
+    if not re.match(REPORT_ID_RE, rid):        # a long computer id: keep the id within 128
         rid = f"{computer[:128 - len(token) - 24]}:{token}.{seq}"
     return rid
 
@@ -447,8 +444,7 @@ def spool_overflow(names: list[str], limit: int) -> list[str]:
 # -- the whole node: every partition's meter between two reports ---------------------------
 
 
-@dataclass
-class NodeMeter:
+class NodeMeter(MutableRecord):
     """The node's accounting state between reports (persisted by the reporter as JSON):
     the last process sample, each partition's meter, the entries of instances that left
     their partition since the last report, the promise incidents, the usage-file
@@ -458,10 +454,10 @@ class NodeMeter:
     seq: int = 1                       # the sequence number of the next report
     last_end: int | None = None        # end of the last report (start of the next)
     procs: dict | None = None          # {(pid, start): Proc} of the last sample
-    meters: dict = field(default_factory=dict)          # partition -> Meter
-    finished: list = field(default_factory=list)        # entries of instances gone
-    incidents: Incidents = field(default_factory=Incidents)
-    cursors: dict = field(default_factory=dict)         # partition -> FileCursor
+    meters: dict = Factory(dict)          # partition -> Meter
+    finished: list = Factory(list)        # entries of instances gone
+    incidents: Incidents = Factory(Incidents)
+    cursors: dict = Factory(dict)         # partition -> FileCursor
     bad_lines: int = 0                 # usage-file lines skipped, since this state began
     skipped_bytes: int = 0             # usage-file backlog skipped over the caps
     dropped_units: int = 0             # units over MAX_UNITS of a partition's report

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import threading
 import time
 
@@ -69,11 +68,11 @@ class UsageReporter:
             with open(self.state_file, encoding="utf-8") as fh:
                 meter = NodeMeter.from_json(json.load(fh))
         except FileNotFoundError:
-            meter = NodeMeter(secrets.token_hex(6), clk_tck=CLK_TCK)
+            meter = NodeMeter(os.urandom(6).hex(), clk_tck=CLK_TCK)   # (secrets.token_hex)
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             log.warning("usage state %s unreadable (%s): accounting starts afresh from now "
                         "(under a new report id token)", self.state_file, exc)
-            meter = NodeMeter(secrets.token_hex(6), clk_tck=CLK_TCK)
+            meter = NodeMeter(os.urandom(6).hex(), clk_tck=CLK_TCK)   # (secrets.token_hex)
         return self._reconcile(meter)
 
     def _reconcile(self, meter: NodeMeter) -> NodeMeter:
