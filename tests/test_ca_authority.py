@@ -159,9 +159,12 @@ def test_hosts_make_a_server_certificate(authority):
     ({"days": 3651}, "1..3650"),
     ({"days": 3600}, "outlive its CA"),
     ({"hosts": ["bad host"]}, "neither an IP address"),
+    ({"hosts": ["b\u00fccher.example"]}, "neither an IP address"),
+    ({"hosts": ["tab\there"]}, "neither an IP address"),
     ({"not_before": NOW, "not_after": NOW - dt.timedelta(days=1)}, "before it starts"),
     ({"not_after": dt.datetime(2031, 1, 1)}, "time zone"),
-], ids=["zero-days", "too-many-days", "outlives-ca", "bad-host", "inverted-window", "naive-time"])
+], ids=["zero-days", "too-many-days", "outlives-ca", "bad-host", "non-ascii-host",
+                        "control-in-host", "inverted-window", "naive-time"])
 def test_issue_refuses_bad_validity_and_hosts(authority, clock, kwargs, fragment):
     clock.advance(days=365)
     with pytest.raises(InvalidInput, match=fragment):

@@ -171,7 +171,10 @@ def _host_name(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
-        if not host or any(c in host for c in "/ :@") or len(host) > 253:
+        # a DNS name in a certificate is ASCII (an internationalised one in its
+        # xn-- form): anything else is refused here, not by the X.509 library
+        if (not host or not host.isascii() or not host.isprintable()
+                or any(c in host for c in "/ :@") or len(host) > 253):
             raise InvalidInput(f"{host!r} is neither an IP address nor a DNS name",
                                [{"field": "hosts", "problem": f"{host!r} is not a host"}]) from None
         return x509.DNSName(host)
