@@ -32,13 +32,16 @@ slapproxy registers a computer in one loadComputerConfigurationFromXML call, lin
 slapproxy's figures exist.
 
 Run: .venv/bin/python bench/bench_slap.py [N] [M] [rounds] [clients] [servers]
-[client] [--compare DIR] [--reads K]   (defaults 500 500 2 1,4,16
+[client] [--compare DIR] [--reads K] [--plain-reads]   (defaults 500 500 2 1,4,16
 slapproxy,slapfed,slapfed-tls stock, 20 reads; client ``lean`` makes the same
 requestComputerPartition calls, still one new connection each, from a client that builds
 its TLS context once; client ``native`` makes the same requests through slapfed's own
 API (POST /api/v1/instances, JSON) from that lean client, slapfed servers only, to
 show what SLAP adds to a native request; at N = 5000 an unchanged slapproxy read takes about 3.5 s, 20 of
-them over a minute per run, which ``--reads 5`` shortens; needs slapos.core and
+them over a minute per run, which ``--reads 5`` shortens; the full-information reads
+take gzip as the stock client does (slapfed compresses a document of 16 KiB or more),
+``--plain-reads`` asks for plain bytes instead (on loopback, where moving bytes costs
+little, compression shows only its cost); needs slapos.core and
 slapos.libnetworkcache, which `slapos proxy start` imports (both in setup.py's test
 extras): without them it stops at once, naming the missing package; writes
 bench/results/slap.json, or slap-lean.json / slap-native.json).
@@ -310,7 +313,8 @@ CLIENT_KINDS = {"stock": _requester, "lean": _lean_requester, "native": _native_
 
 
 def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
-            compare: Path | None = None, client: str = "stock", reads: int = READS) -> dict:
+            compare: Path | None = None, client: str = "stock", reads: int = READS,
+            plain_reads: bool = False) -> dict:
     from slapos.util import dumps
     base, _, before = kind.partition("@")
     creds = None
@@ -348,9 +352,13 @@ def one_run(kind: str, tmp: Path, n: int, m: int, clients: int,
         helper = conn._connection_helper
         order = _slap(url, person).registerOpenOrder()
 
+        # the stock client takes gzip (requests asks for it); --plain-reads asks for none
+        read_headers = {"Accept-Encoding": "identity"} if plain_reads else None
+
         def full_read():
             t0 = time.perf_counter()
-            body = helper.GET("getFullComputerInformation", params={"computer_id": COMPUTER})
+            body = helper.GET("getFullComputerInformation", params={"computer_id": COMPUTER},
+                              headers=read_headers)
             return time.perf_counter() - t0, len(body)
         first, size = full_read()
         cpu_reads0 = tree_cpu_seconds(proc.pid)
@@ -430,6 +438,9 @@ def main(argv=None) -> dict:
         i = argv.index("--compare")
         compare = Path(argv[i + 1]).resolve()
         del argv[i:i + 2]
+    plain_reads = "--plain-reads" in argv
+    if plain_reads:
+        argv.remove("--plain-reads")
     reads = READS
     if "--reads" in argv:
         i = argv.index("--reads")
@@ -465,13 +476,13 @@ def main(argv=None) -> dict:
                 for kind in order:
                     tmp = Path(d) / f"{kind}-{r}-{clients}"
                     tmp.mkdir()
-                    run = one_run(kind, tmp, n, m, clients, compare, client, reads)
+                    run = one_run(kind, tmp, n, m, clients, compare, client, reads, plain_reads)
                     runs.append(run)
                     print(json.dumps(run), flush=True)
                     shutil.rmtree(tmp, ignore_errors=True)
     summary = summarize(runs, kinds, clients_counts)
     results = {"partitions": n, "requests": m, "rounds": rounds, "client": client,
-               "reads": reads,
+               "reads": reads, "plain_reads": plain_reads,
                "load_average": os.getloadavg(),
                "compare": str(compare) if compare else None, "summary": summary,
                "runs": runs}
