@@ -212,57 +212,10 @@ def _requester(args):
     return lat, given, errors, _cpu_self() - cpu0
 
 
-def _lean_requester(args):
-    """The stock client's requestComputerPartition call (same form fields), made with a
-    lean client: one TLS context built once (as a client that cares would), but still a
-    new connection, hence a full handshake, for every call. It measures what a new
-    connection costs the server without the stock client's own cost (it loads the
-    system's CA bundle into a new context on every call)."""
-    import http.client
-    import ssl
-    from urllib.parse import urlencode, urlsplit
-    from slapos.util import dumps
-    url, refs, start_at, creds = args
-    parts = urlsplit(url)
-    ctx = None
-    if parts.scheme == "https":
-        ctx = ssl.create_default_context(cafile=creds.ca)
-        ctx.load_cert_chain(creds.cert, creds.key)
-    path = parts.path + "requestComputerPartition"
-    while time.time() < start_at:
-        time.sleep(0.001)
-    lat, given, errors = [], [], 0
-    cpu0 = _cpu_self()
-    for ref in refs:
-        t0 = time.perf_counter()
-        body = urlencode({"software_release": RELEASE, "partition_reference": ref,
-                          "partition_parameter_xml": dumps({"n": ref}),
-                          "filter_xml": dumps({"computer_guid": COMPUTER}),
-                          "software_type": "RootSoftwareInstance", "state": dumps(None),
-                          "shared_xml": dumps(False)})
-        conn = (http.client.HTTPSConnection(parts.hostname, parts.port, context=ctx)
-                if ctx is not None else http.client.HTTPConnection(parts.hostname, parts.port))
-        try:
-            conn.request("POST", path, body, {
-                "Content-Type": "application/x-www-form-urlencoded", "Connection": "close"})
-            answer = conn.getresponse()
-            answer.read()
-            if answer.status == 200:
-                given.append(ref)
-            else:
-                errors += 1
-        except OSError:
-            errors += 1
-        finally:
-            conn.close()
-        lat.append(time.perf_counter() - t0)
-    return lat, given, errors, _cpu_self() - cpu0
-
-
-def _native_requester(args):
-    """The same requests through slapfed's native API (POST /api/v1/instances, JSON), from
-    the lean client (one TLS context, a new connection per call): side by side with
-    ``lean`` it shows what SLAP's forms and marshalling add to a native request."""
+def _one_connection_per_call(args, path_of, body_of, content_type: str, ok=(200,)):
+    """``refs`` requested with one new connection per call, hence a full handshake over
+    TLS, from a client that builds its TLS context once (as a client that cares would):
+    ``path_of(url path)`` is where, ``body_of(ref)`` what is posted."""
     import http.client
     import ssl
     from urllib.parse import urlsplit
@@ -272,24 +225,22 @@ def _native_requester(args):
     if parts.scheme == "https":
         ctx = ssl.create_default_context(cafile=creds.ca)
         ctx.load_cert_chain(creds.cert, creds.key)
-    path = parts.path.removesuffix("slap/") + "api/v1/instances"
+    path = path_of(parts.path)
     while time.time() < start_at:
         time.sleep(0.001)
     lat, given, errors = [], [], 0
     cpu0 = _cpu_self()
     for ref in refs:
         t0 = time.perf_counter()
-        body = json.dumps({"reference": ref, "software_url": RELEASE,
-                           "software_type": "RootSoftwareInstance", "parameters": {"n": ref},
-                           "sla": {"computer_guid": COMPUTER}})
+        body = body_of(ref)
         conn = (http.client.HTTPSConnection(parts.hostname, parts.port, context=ctx)
                 if ctx is not None else http.client.HTTPConnection(parts.hostname, parts.port))
         try:
-            conn.request("POST", path, body, {"Content-Type": "application/json",
+            conn.request("POST", path, body, {"Content-Type": content_type,
                                               "Connection": "close"})
             answer = conn.getresponse()
             answer.read()
-            if answer.status in (200, 201):
+            if answer.status in ok:
                 given.append(ref)
             else:
                 errors += 1
@@ -299,6 +250,35 @@ def _native_requester(args):
             conn.close()
         lat.append(time.perf_counter() - t0)
     return lat, given, errors, _cpu_self() - cpu0
+
+
+def _lean_requester(args):
+    """The stock client's requestComputerPartition call (same form fields) from a lean
+    client (see _one_connection_per_call): what a new connection costs the server
+    without the stock client's own cost (it loads the system's CA bundle into a new
+    context on every call)."""
+    from urllib.parse import urlencode
+    from slapos.util import dumps
+    return _one_connection_per_call(
+        args, lambda path: path + "requestComputerPartition",
+        lambda ref: urlencode({"software_release": RELEASE, "partition_reference": ref,
+                               "partition_parameter_xml": dumps({"n": ref}),
+                               "filter_xml": dumps({"computer_guid": COMPUTER}),
+                               "software_type": "RootSoftwareInstance",
+                               "state": dumps(None), "shared_xml": dumps(False)}),
+        "application/x-www-form-urlencoded")
+
+
+def _native_requester(args):
+    """The same requests through slapfed's native API (POST /api/v1/instances, JSON), from
+    the same lean client: side by side with ``lean`` it shows what SLAP's forms and
+    marshalling add to a native request."""
+    return _one_connection_per_call(
+        args, lambda path: path.removesuffix("slap/") + "api/v1/instances",
+        lambda ref: json.dumps({"reference": ref, "software_url": RELEASE,
+                                "software_type": "RootSoftwareInstance",
+                                "parameters": {"n": ref}, "sla": {"computer_guid": COMPUTER}}),
+        "application/json", ok=(200, 201))
 
 
 def _change_natively(url: str, ref: str, creds=None) -> None:
