@@ -501,7 +501,10 @@ class MasterClient:
 
     def desired_state(self, computer_id: str, etag: str | None = None):
         """Returns (etag, document) or (etag, None) when nothing changed since ``etag``."""
-        headers = {"If-None-Match": etag} if etag else None
+        # a large document comes gzip-compressed (the transport decodes it, bounded)
+        headers = {"Accept-Encoding": "gzip"}
+        if etag:
+            headers["If-None-Match"] = etag
         resp = self._call("GET", f"/computers/{quote(computer_id, safe='')}/desired-state",
                           headers=headers, expect_304=True)
         if resp.status_code == 304:

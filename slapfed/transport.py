@@ -265,6 +265,27 @@ def _read_answer(sock, method: str) -> tuple[int, Headers, bytes, bool]:
     return status, headers, body, will_close
 
 
+# The most a gzip-encoded answer may decompress to (a desired state of thousands of
+# partitions is a few MB): a larger one is refused, never held in memory.
+MAX_DECODED = 256 * 1024 * 1024
+
+
+def _gunzip(data: bytes, limit: int = MAX_DECODED) -> bytes:
+    """A gzip-encoded body, decoded; HTTPError when it is not gzip or would exceed
+    ``limit`` bytes."""
+    import zlib
+    unpacker = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = unpacker.decompress(data, limit)
+    except zlib.error as exc:
+        raise HTTPError(f"the answer says gzip but does not decode: {exc}") from None
+    if unpacker.unconsumed_tail:
+        raise HTTPError(f"the answer decompresses to more than {limit} bytes")
+    if not unpacker.eof:
+        raise IncompleteRead("the gzip-encoded answer stops short")
+    return out
+
+
 class _Connection:
     """One open connection to the master (``sock`` is None once closed)."""
 
@@ -490,6 +511,8 @@ class Transport:
             conn.close()
         else:
             self._give_back(pool_key, conn)
+        if content and (headers.get("content-encoding") or "").strip().lower() == "gzip":
+            content = _gunzip(content)
         return Response(status, headers, content)
 
     def get(self, url: str, **kw) -> Response:

@@ -100,6 +100,37 @@ def test_partition_report_route(ready):
     assert "i-other" in err["message"]
 
 
+def test_a_large_desired_state_goes_gzip_compressed_to_the_node_and_back(
+        master_app, serve_app):
+    """A node's client takes gzip: a document past GZIP_MIN_BYTES comes compressed with
+    a weak ETag (the same serial in another coding), decoded by the transport to the
+    document a plain read gives; the weak ETag sent back gets 304."""
+    import http.client
+    import json as _json
+    from urllib.parse import urlsplit
+    from conftest import computer_body
+    from slapfed.client import MasterClient
+    from slapfed.services.desired import GZIP_MIN_BYTES
+    url = serve_app(master_app)
+    client = MasterClient(url)
+    client.register_computer(computer_body("big", partitions=300))
+    etag, doc = client.desired_state("big")
+    assert etag.startswith('W/"') and len(doc["partitions"]) == 300
+    assert client.desired_state("big", etag) == (etag, None)        # 304
+
+    where = urlsplit(url)
+    plain_conn = http.client.HTTPConnection(where.hostname, where.port, timeout=10)
+    try:
+        plain_conn.request("GET", f"{API}/computers/big/desired-state")
+        plain = plain_conn.getresponse()
+        body = plain.read()
+        assert plain.getheader("Content-Encoding") is None
+        assert plain.getheader("ETag") == etag.removeprefix("W/")
+        assert len(body) > GZIP_MIN_BYTES and _json.loads(body) == doc
+    finally:
+        plain_conn.close()
+
+
 def test_desired_state_and_304(ready):
     inst = new_instance(ready)
     r = ready.get(f"{API}/computers/c1/desired-state")

@@ -117,3 +117,22 @@ def _as_we_read(data: bytes):
 @pytest.mark.parametrize("answer", ANSWERS, ids=range(len(ANSWERS)))
 def test_an_answer_is_read_as_http_client_reads_it(answer):
     assert _as_we_read(answer) == _as_http_client_reads(answer)
+
+
+def test_a_gzip_encoded_answer_is_decoded_within_a_bound():
+    """What the master compresses (a large desired state) comes out decoded; a body
+    that is not gzip, stops short or decodes past the bound is refused, never held."""
+    import zlib
+    from slapfed.transport import HTTPError, IncompleteRead, _gunzip
+
+    def gz(data):
+        packer = zlib.compressobj(3, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+        return packer.compress(data) + packer.flush()
+    doc = b'{"partitions": [' + b'{"id": "p"},' * 5000 + b"{}]}"
+    assert _gunzip(gz(doc)) == doc
+    with pytest.raises(HTTPError, match="does not decode"):
+        _gunzip(b"not gzip at all")
+    with pytest.raises(IncompleteRead):
+        _gunzip(gz(doc)[:-20])
+    with pytest.raises(HTTPError, match="more than 1000 bytes"):
+        _gunzip(gz(b"0" * 10_000_000), limit=1000)     # 10 MB from about 10 kB
