@@ -17,7 +17,7 @@ from .. import services
 from ..services.computers import NodeClaim
 from .access import principal
 from .pages import page_args
-from .request import accepts_gzip, connection, json_body, runtime
+from .request import connection, document_response, json_body, runtime
 from .auth import current_identity, insecure, visible_computers
 from .topology import complete_facts, complete_registration, declared_facts
 
@@ -159,15 +159,7 @@ def desired_state(cid):
     etag = f'"{serial}"'
     if body is None:
         return Response(status=304, headers={"ETag": etag, "Vary": "Accept-Encoding"})
-    # a large document goes compressed to a node that takes it (compressed once per
-    # serial); its ETag is then weak, the same serial in another coding
-    packed = rt.renderer.compressed(cid, serial, body) if accepts_gzip() else None
-    if packed is None:
-        return Response(body, status=200, mimetype="application/json",
-                        headers={"ETag": etag, "Vary": "Accept-Encoding"})
-    return Response(packed, status=200, mimetype="application/json",
-                    headers={"ETag": "W/" + etag, "Content-Encoding": "gzip",
-                             "Vary": "Accept-Encoding"})
+    return document_response(rt.renderer, cid, serial, body, "application/json", etag)
 
 
 class _AnySerial:

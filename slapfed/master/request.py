@@ -6,7 +6,7 @@ Depends on Flask, core (bodies, errors) and master.runtime.
 """
 from __future__ import annotations
 
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
 
 from ..core import bodies, errors
 from ..core.bodies import printable
@@ -40,6 +40,21 @@ def connection():
 def accepts_gzip() -> bool:
     """Whether the caller takes a gzip-encoded answer (Accept-Encoding, with q-values)."""
     return request.accept_encodings["gzip"] > 0
+
+
+def document_response(renderer, computer_id: str, serial: int, body: bytes, mimetype: str,
+                      etag: str | None = None) -> Response:
+    """A rendered node document (services.desired): gzip-compressed once per serial by
+    ``renderer`` when it is large and the caller takes gzip, else as it is. ``etag``
+    (quoted) becomes weak on the compressed answer: the same serial in another coding."""
+    headers = {"Vary": "Accept-Encoding"}
+    packed = renderer.compressed(computer_id, serial, body) if accepts_gzip() else None
+    if packed is not None:
+        body = packed
+        headers["Content-Encoding"] = "gzip"
+    if etag is not None:
+        headers["ETag"] = etag if packed is None else "W/" + etag
+    return Response(body, status=200, mimetype=mimetype, headers=headers)
 
 
 def close_connection(_exc=None) -> None:

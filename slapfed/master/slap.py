@@ -35,7 +35,7 @@ from .auth import authority, current_identity, insecure
 from .computers import register_proposed
 from .federation import kick_forwarder
 from .instances import bounded, log_outcome
-from .request import accepts_gzip, connection, runtime
+from .request import connection, document_response, runtime
 
 blueprint = Blueprint("slap", __name__)
 SLAP_PREFIX = "/slap"
@@ -106,12 +106,7 @@ def _full_information(field: str = "computer_id") -> Response:
     rt = runtime()
     serial, body = services.desired_state(rt, cid, (), rt.slap_renderer, conn=connection(),
                                           renew=renew)
-    # what stays the same is compressed once and served compressed to who takes it
-    packed = rt.slap_renderer.compressed(cid, serial, body) if accepts_gzip() else None
-    if packed is None:
-        return Response(body, mimetype=XML_MEDIA_TYPE, headers={"Vary": "Accept-Encoding"})
-    return Response(packed, mimetype=XML_MEDIA_TYPE,
-                    headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+    return document_response(rt.slap_renderer, cid, serial, body, XML_MEDIA_TYPE)
 
 
 @blueprint.get("/getFullComputerInformation")
