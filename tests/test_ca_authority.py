@@ -161,10 +161,14 @@ def test_hosts_make_a_server_certificate(authority):
     ({"hosts": ["bad host"]}, "neither an IP address"),
     ({"hosts": ["b\u00fccher.example"]}, "neither an IP address"),
     ({"hosts": ["tab\there"]}, "neither an IP address"),
+    ({"hosts": ["a\r\nb.example"]}, "neither an IP address"),
+    ({"hosts": ["${part:name}.example"]}, "neither an IP address"),
+    ({"hosts": ["[x]"]}, "neither an IP address"),
     ({"not_before": NOW, "not_after": NOW - dt.timedelta(days=1)}, "before it starts"),
     ({"not_after": dt.datetime(2031, 1, 1)}, "time zone"),
 ], ids=["zero-days", "too-many-days", "outlives-ca", "bad-host", "non-ascii-host",
-                        "control-in-host", "inverted-window", "naive-time"])
+                        "control-in-host", "crlf-in-host", "substitution-in-host",
+                        "section-as-host", "inverted-window", "naive-time"])
 def test_issue_refuses_bad_validity_and_hosts(authority, clock, kwargs, fragment):
     clock.advance(days=365)
     with pytest.raises(InvalidInput, match=fragment):

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,14 +168,17 @@ def hosts_of(cert: x509.Certificate) -> list[str]:
             + [str(v) for v in san.get_values_for_type(x509.IPAddress)])
 
 
+_DNS_NAME = re.compile(r"(\*\.)?[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\Z")
+
+
 def _host_name(host: str) -> x509.GeneralName:
     try:
         return x509.IPAddress(ipaddress.ip_address(host))
     except ValueError:
-        # a DNS name in a certificate is ASCII (an internationalised one in its
-        # xn-- form): anything else is refused here, not by the X.509 library
-        if (not host or not host.isascii() or not host.isprintable()
-                or any(c in host for c in "/ :@") or len(host) > 253):
+        # a DNS name in a certificate is letters, digits, '-', '_', '.' and a leading
+        # '*.' (an internationalised one in its xn-- form): anything else (spaces,
+        # CR/LF, '${', brackets, non-ASCII) is refused here, not by the X.509 library
+        if not _DNS_NAME.match(host) or len(host) > 253:
             raise InvalidInput(f"{host!r} is neither an IP address nor a DNS name",
                                [{"field": "hosts", "problem": f"{host!r} is not a host"}]) from None
         return x509.DNSName(host)
