@@ -4,6 +4,12 @@ slapfed's own CA: a node formats its computer and reads it, an admin supplies, a
 requests, the node publishes connection parameters as an instance would, the person sees
 them, destroys, and the partition is freed. Then the same in development mode over HTTP.
 """
+import shutil
+import ssl
+import subprocess
+import urllib.error
+import urllib.request
+
 import pytest
 import requests
 
@@ -116,3 +122,50 @@ def test_stock_slap_client_in_development_mode(master_server):
     assert url.startswith("http://")
     conn = connect(url)
     lifecycle(conn, conn, conn)
+
+
+def _hashed_ca_dir(ca_cert, into):
+    """A CA directory as OpenSSL reads one lazily: the certificate under its subject hash."""
+    subject_hash = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(ca_cert)],
+                                  capture_output=True, text=True, check=True).stdout.strip()
+    into.mkdir()
+    shutil.copy(ca_cert, into / f"{subject_hash}.0")
+    return into
+
+
+def test_stock_slap_client_with_the_ca_store_read_as_a_directory(master_server, tmp_path,
+                                                                 monkeypatch):
+    """README's environment for stock tools (SSL_CERT_FILE naming no file, SSL_CERT_DIR the
+    system's hashed directory): a new TLS context loads no certificate up front (the stock
+    client builds one per call and, not verifying the master, never uses the bundle), the
+    stock client still speaks mutual TLS, and a download that does verify still does,
+    through a certificate looked up in the directory on demand."""
+    data = tmp_path / "master"
+    url = master_server(data=data, secure=True)
+    ca = CertificateAuthority(data / "ca")
+    trusted = _hashed_ca_dir(data / "ca" / "ca.crt", tmp_path / "certs")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "no-bundle.pem"))
+    monkeypatch.setenv("SSL_CERT_DIR", str(trusted))
+    fresh = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    fresh.load_default_certs()
+    assert fresh.cert_store_stats()["x509"] == 0
+
+    made = {who: ca.issue_with_new_key(identity, tmp_path / who)
+            for who, identity in (("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
+                                  ("alice", ids.person("alice")))}
+    node, admin, alice = (connect(url, made[w]) for w in ("node", "root", "alice"))
+    lifecycle(node, admin, alice)
+
+    # a client that verifies with the default store (urllib, as buildout downloads) finds
+    # the master's CA in the directory, and fails against a directory without it
+    def fetch_instances():
+        context = ssl.create_default_context()
+        context.load_cert_chain(made["alice"].cert_path, made["alice"].key_path)
+        with urllib.request.urlopen(f"{url}/api/v1/instances", timeout=10,
+                                    context=context) as answer:
+            return answer.status
+    assert fetch_instances() == 200
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "alice"))
+    with pytest.raises(urllib.error.URLError) as info:
+        fetch_instances()
+    assert isinstance(info.value.reason, ssl.SSLCertVerificationError)
