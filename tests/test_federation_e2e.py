@@ -245,6 +245,52 @@ def test_two_hops_there_and_back_and_destroyed_at_the_far_end(world):
     assert elapsed < 60
 
 
+def test_a_stock_slap_request_at_a_is_answered_from_two_hops_away(world):
+    """slapos.slap's stock client over mutual TLS at a, with an SLA only c satisfies: the
+    request is delegated a -> b -> c like a native one; a answers 408 (not ready) until
+    the chain reaches c's partition, then the far computer, partition, address and the
+    connection parameters relayed back."""
+    slap_lib = pytest.importorskip("slapos.slap")
+    from slapos.slap import ResourceNotReady
+    a, c = world["m"]["a"], world["m"]["c"]
+    d = world["base"] / "a-alice"           # alice's identity at a (the world fixture's)
+    conn = slap_lib.slap()
+    conn.initializeConnection(a.url + "/slap/", key_file=str(d / "identity.key"),
+                              cert_file=str(d / "identity.crt"))
+    order = conn.registerOpenOrder()
+
+    def ask():
+        return order.request(HELLO, "far-slap", partition_parameter_kw={"greeting": "annyeong"},
+                             filter_kw={"continent": "asia"})
+    first = ask()                    # created, delegated, not placed anywhere yet: 408
+    with pytest.raises(ResourceNotReady):
+        first.getId()
+    inst = world["alice"].find("far-slap")
+    assert inst["delegation"]["peer"] == "b" and inst["requester"] == "person/alice"
+    answers = []
+
+    def answered():
+        part = ask()
+        answers.append(part)
+        return (getattr(part, "_partition_id", None)
+                and part.getConnectionParameterDict().get("url"))
+    wait_for(answered, 90, "a's SLAP answer from c")
+    part = answers[-1]
+    end = world["alice"].find("far-slap")["delegation"]["chain"][-1]
+    at_c = [i for i in c.admin.list_instances() if i["reference"].endswith(":far-slap")]
+    assert len(at_c) == 1
+    assert (part.slap_computer_id, part.getId()) == ("c-node", end["partition"])
+    assert part.getId() == at_c[0]["placement"]["partition"]
+    assert part.ip_list == [(end["partition"], at_c[0]["placement"]["address"])]
+    assert part.getInstanceParameterDict()["slap_computer_id"] == "c-node"
+    assert part.getInstanceGuid() == inst["id"]
+    url = part.getConnectionParameterDict()["url"]
+    assert "annyeong" in str(requests.get(url, timeout=5).json())
+    order.request(HELLO, "far-slap", state="destroyed")
+    wait_instance(world["alice"], "far-slap",
+                  lambda i: i["status"]["state"] == "destroyed", what="far-slap destroyed")
+
+
 def test_a_shared_cdn_request_at_a_is_served_by_bs_front(world, origins):
     a, b = world["m"]["a"], world["m"]["b"]
     alice = world["alice"]

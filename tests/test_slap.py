@@ -443,3 +443,38 @@ def test_a_request_without_a_state_keeps_the_requested_one(slap):
     order.request(SR, "paused", filter_kw={"computer_guid": COMPUTER}, state="stopped")
     assert order.request(SR, "paused", filter_kw={"computer_guid": COMPUTER}).getState() == \
         "stopped"
+
+
+def test_a_delegated_instance_is_answered_from_the_end_of_its_chain():
+    """Pure: request_answer of a delegated instance waits (None, so 408) until the chain
+    the peers reported ends at a computer and a partition given as strings; then those,
+    the far address and the relayed connection parameters. What a peer sent is data."""
+    from types import SimpleNamespace as NS
+
+    from slapfed.core import marshal as slap_marshal
+    from slapfed.services.slap_render import request_answer
+    inst = NS(id="i-1", reference="far", parent=None, delegated=True, partition_id=None,
+              shared=False, requested_state="started", parameters={"k": "v"},
+              connection={"url": "http://x/<b>"}, software_url="http://sr/software.cfg",
+              software_type="default", created_at=1.0, revision=2)
+    fwd = NS(chain=())
+    app = NS(forwards={"i-1": fwd}, instances={"i-1": inst})
+    assert request_answer(app, inst) is None
+    for end in ({"master": "b"}, {"computer": "c-node"}, {"computer": 7, "partition": "p"},
+                {"computer": "c-node", "partition": ["p"]}):
+        fwd.chain = ({"master": "b"}, end)
+        assert request_answer(app, inst) is None, end
+    fwd.chain = ({"master": "b"}, {"computer": "c-node", "partition": "slappart1",
+                                   "address": "10.0.0.7", "continent": "asia"})
+    answer = request_answer(app, inst)
+    attrs = answer.attributes
+    assert attrs["slap_computer_id"] == "c-node"
+    assert attrs["slap_computer_partition_id"] == "slappart1"
+    assert attrs["ip_list"] == [("slappart1", "10.0.0.7")]
+    assert attrs["_connection_dict"] == {"url": "http://x/<b>"}
+    assert attrs["_parameter_dict"]["slap_computer_partition_id"] == "slappart1"
+    assert b"http://x/<b>" not in slap_marshal.dumps(answer)     # text, escaped
+    fwd.chain = ({"master": "b"}, {"computer": "c-node", "partition": "slappart1",
+                                   "address": {"not": "an address"}})
+    no_address = request_answer(app, inst)
+    assert no_address.attributes["ip_list"] == []

@@ -71,16 +71,20 @@ def shared_entry(shared) -> dict:
 
 def parameter_dict(app, comp_id: str, p, inst) -> dict:
     """The instance's parameters and the reserved keys a stock node and recipes read."""
+    return _parameters(app, inst, comp_id, p.id, [(p.id, p.address)],
+                       [shared_entry(app.instances[sid]) for sid in inst.shared_ids
+                        if sid in app.instances])
+
+
+def _parameters(app, inst, comp_id: str, partition_id: str, ip_list: list,
+                shared: list) -> dict:
     params = slap_texts(inst.parameters)
-    root = root_of(app, inst)
     params.update(
         timestamp=timestamp(inst), slap_software_type=inst.software_type,
-        instance_title=inst.reference, root_instance_title=root.reference,
-        slap_computer_id=comp_id, slap_computer_partition_id=p.id,
+        instance_title=inst.reference, root_instance_title=root_of(app, inst).reference,
+        slap_computer_id=comp_id, slap_computer_partition_id=partition_id,
         slap_software_release_url=inst.software_url,
-        ip_list=[(p.id, p.address)], full_ip_list=[], full_address_list=[],
-        slave_instance_list=[shared_entry(app.instances[sid]) for sid in inst.shared_ids
-                             if sid in app.instances])
+        ip_list=ip_list, full_ip_list=[], full_address_list=[], slave_instance_list=shared)
     return params
 
 
@@ -131,7 +135,10 @@ def computer_document(app, comp, serial: int, fragments) -> bytes:
 def request_answer(app, inst) -> SlapObject | None:
     """The answer to requestComputerPartition: a SoftwareInstance carrying everything a
     stock client reads of it without asking again; None while the instance has no
-    partition (or host) yet (the caller answers 408)."""
+    partition (or host) yet (the caller answers 408). A delegated instance is answered
+    once the peer reports where it is served (``delegated_answer``)."""
+    if inst.delegated and inst.partition_id is None:
+        return delegated_answer(app, inst)
     serving = inst
     if inst.shared:
         serving = app.instances.get(inst.host_id) if inst.host_id else None
@@ -152,4 +159,26 @@ def request_answer(app, inst) -> SlapObject | None:
         "slap_computer_id": comp.id, "slap_computer_partition_id": p.id,
         "slap_software_release_url": inst.software_url,
         "slap_software_type": inst.software_type, "ip_list": [(p.id, p.address)],
+        "full_ip_list": []})
+
+
+def delegated_answer(app, inst) -> SlapObject | None:
+    """The answer for an instance a peer serves: the computer and partition at the end
+    of its delegation chain (as the peers reported them, many hops away maybe) and the
+    connection parameters relayed back; None until the chain ends at a partition."""
+    fwd = app.forwards.get(inst.id)
+    end = fwd.chain[-1] if fwd is not None and fwd.chain else {}
+    computer, partition = end.get("computer"), end.get("partition")
+    if not isinstance(computer, str) or not isinstance(partition, str):
+        return None
+    address = end.get("address")
+    ip_list = [(partition, address)] if isinstance(address, str) else []
+    return SlapObject("SoftwareInstance", (), {
+        "_instance_guid": inst.id, "_requested_state": inst.requested_state,
+        "_parameter_dict": _parameters(app, inst, computer, partition, ip_list, []),
+        "_connection_dict": slap_texts(inst.connection),
+        "_software_release_document": software_release(inst.software_url, computer),
+        "slap_computer_id": computer, "slap_computer_partition_id": partition,
+        "slap_software_release_url": inst.software_url,
+        "slap_software_type": inst.software_type, "ip_list": ip_list,
         "full_ip_list": []})

@@ -371,6 +371,8 @@ def _chain_of(peer: str, remote: dict) -> tuple:
         loc = place.get("locality") or {}
         end = {"computer": place.get("computer"), "partition": place.get("partition"),
                **{k: v for k, v in loc.items() if v}}
+        if isinstance(place.get("address"), str):
+            end["address"] = place["address"]       # a SLAP answer's ip_list at the origin
         if isinstance(place.get("recipient"), dict):
             # the partition's certificate: the requester at the origin seals secret
             # parameters to it (slapfed request --secret through delegation)
