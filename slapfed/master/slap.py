@@ -7,10 +7,10 @@ Depends on Flask, core (marshal, wire, states, claims), services (the same use c
 auth guards them with ca.policy's table, instances/computers share their helpers).
 Every call is placed, delegated, authorized, recorded and logged exactly as its native
 twin; answers are marshal documents the stock client's whitelisting decoder accepts,
-or short texts it ignores. A delegated instance is answered from the end of its
-delegation chain once the peers report its partition. Errors keep the one JSON error body and its statuses (the
+or short texts it ignores. Errors keep the one JSON error body and its statuses (the
 client reads only the status); a request not placed yet is answered 408, which the
-stock client reads as "not ready, ask again".
+stock client reads as "not ready, ask again"; a delegated one is answered from the end
+of its delegation chain once the peers report its partition.
 """
 from __future__ import annotations
 
