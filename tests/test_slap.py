@@ -12,6 +12,7 @@ from slapos.util import dumps, loads as slap_loads  # noqa: E402
 
 SR = "http://releases.invalid/hello/software.cfg"
 COMPUTER = "comp-1"
+TREES_QUERY = 'portal_type:"Instance Tree" AND validation_state:validated'
 
 
 def layout(cid=COMPUTER, partitions=3, octet=7):
@@ -274,9 +275,50 @@ def test_a_layout_without_addresses_names_the_partition(slap_api, master_db):
 
 
 def test_unknown_slap_calls_are_404_which_the_stock_client_tolerates(slap_api):
-    assert slap_api.get("/slap/getHateoasUrl").status_code == 404
+    assert slap_api.post("/slap/softwareInstanceRename",
+                         data={"computer_id": COMPUTER}).status_code == 404
     assert slap_api.post("/slap/updateComputerPartitionRelatedInstanceList",
                          data={"computer_id": COMPUTER}).status_code == 404
+
+
+BAD_SEARCHES = [
+    pytest.param({"query": 'portal_type:"Compute Node"'}, "query", id="other-query"),
+    pytest.param({"query": TREES_QUERY + ' AND title:="a" OR title:="b"'}, "query",
+                 id="injected-or"),
+    pytest.param({"query": TREES_QUERY + ' AND title:="a\\"b"'}, "query", id="escaped-quote"),
+    pytest.param({"query": TREES_QUERY + ' AND title:="' + "x" * 300 + '"'}, "query",
+                 id="long-title"),
+    pytest.param({"query": [TREES_QUERY, TREES_QUERY]}, "query", id="twice"),
+    pytest.param({"query": TREES_QUERY, "limit": "0"}, "limit", id="limit-0"),
+    pytest.param({"query": TREES_QUERY, "limit": "1001"}, "limit", id="limit-big"),
+    pytest.param({"query": TREES_QUERY, "limit": "-1"}, "limit", id="limit-negative"),
+]
+
+
+@pytest.mark.parametrize("args,field", BAD_SEARCHES)
+def test_a_hateoas_search_the_stock_client_never_writes_is_refused(slap_api, args, field):
+    resp = slap_api.get("/slap/hateoas/search", query_string=args)
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert resp.json["error"]["details"][0]["field"] == field
+
+
+def test_hateoas_search_by_title_and_limit(slap_api):
+    for ref in ("a-1", "a-2", "a-3"):
+        assert slap_api.post("/slap/requestComputerPartition", data=form(
+            partition_reference=ref)).status_code == 200
+    def rows(**args):
+        resp = slap_api.get("/slap/hateoas/search", query_string=args)
+        assert resp.status_code == 200, resp.get_data(as_text=True)
+        return [r["title"] for r in resp.json["_embedded"]["contents"]]
+    assert rows(query=TREES_QUERY + ' AND title:="a-2"') == ["a-2"]
+    assert len(rows(query=TREES_QUERY, limit="2")) == 2
+    assert sorted(rows(query=TREES_QUERY)) == ["a-1", "a-2", "a-3"]
+    nodes = 'portal_type:"Compute Node" AND validation_state:validated'
+    assert rows(query=nodes) == [COMPUTER]
+    assert rows(query=nodes + f' AND reference:="{COMPUTER}"') == [COMPUTER]
+    assert rows(query=nodes + ' AND title:="nope"') == []
+    root = slap_api.get("/slap/hateoas/").json["_links"]
+    assert root["raw_search"]["href"].endswith("/slap/hateoas/search{?query,select_list*,limit}")
 
 
 # -- who may call what: the same policy table as /api/v1 ----------------------------------
@@ -284,6 +326,8 @@ NODE_ONLY = frozenset({"node_x"})
 NODE_OR_ADMIN = frozenset({"node_x", "admin"})
 NODE_OR_PARTITION = frozenset({"node_x", "partition_a"})
 OWNERS = frozenset({"person_a", "person_b", "admin", "peer", "partition_a", "partition_b"})
+PARTIES = OWNERS | {"node_x", "node_y"}          # every authenticated party but a replica
+AUTHENTICATED = PARTIES | {"replica"}
 
 
 def _a_part(w):
@@ -333,6 +377,10 @@ SLAP_CASES = [
         _hdr(*_a_part(w))), NODE_OR_PARTITION),
     ("bang", lambda w: ("POST", "softwareInstanceBang", {**_ids(w), "message": "x"},
                         _hdr(*_a_part(w))), NODE_OR_PARTITION),
+    ("hateoas-url", lambda w: ("GET", "getHateoasUrl", {}, {}), AUTHENTICATED),
+    ("hateoas-root", lambda w: ("GET", "hateoas/", {}, {}), AUTHENTICATED),
+    ("hateoas-search", lambda w: ("GET", "hateoas/search", {"query": TREES_QUERY}, {}),
+     PARTIES),
 ]
 
 

@@ -4,11 +4,15 @@ slapfed's own CA: a node formats its computer and reads it, an admin supplies, a
 requests, the node publishes connection parameters as an instance would, the person sees
 them, destroys, and the partition is freed. Then the same in development mode over HTTP.
 """
+import json
+import os
 import shutil
 import ssl
 import subprocess
+import sys
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 import requests
@@ -169,3 +173,66 @@ def test_stock_slap_client_with_the_ca_store_read_as_a_directory(master_server, 
     with pytest.raises(urllib.error.URLError) as info:
         fetch_instances()
     assert isinstance(info.value.reason, ssl.SSLCertVerificationError)
+
+
+RUN_SLAPOS = Path(__file__).resolve().parent / "slapos_node" / "run_slapos.py"
+
+
+def _stock_cli(url, files, *args):
+    """``slapos ARGS`` (the stock CLI) with a client configuration for ``files``."""
+    cfg = files.cert_path.parent / "slapos-client.cfg"
+    cfg.write_text(f"[slapos]\nmaster_url = {url}/slap/\n[slapconsole]\n"
+                   f"cert_file = {files.cert_path}\nkey_file = {files.key_path}\n")
+    done = subprocess.run([sys.executable, str(RUN_SLAPOS), *args, "--cfg", str(cfg)],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "SSL_CERT_FILE": "/nonexistent/no-bundle"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout + done.stderr
+
+
+def test_stock_service_and_computer_list_over_mutual_tls(master_server, tmp_path):
+    """`slapos service list` and `slapos computer list`, the stock CLI's commands, read
+    slapfed through its HATEOAS navigator: each person sees the trees it requested (not
+    the children, not another person's, not destroyed ones), an admin every computer, a
+    person none. A search the stock client never writes is refused, naming the query."""
+    data = tmp_path / "master"
+    url = master_server(data=data, secure=True)
+    ca = CertificateAuthority(data / "ca")
+    made = {who: ca.issue_with_new_key(identity, tmp_path / who)
+            for who, identity in (("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
+                                  ("alice", ids.person("alice")), ("bob", ids.person("bob")))}
+    node, admin, alice, bob = (connect(url, made[w]) for w in ("node", "root", "alice", "bob"))
+    node.registerComputer(COMPUTER).updateConfiguration(dumps(layout(6)))
+    admin.registerSupply().supply(SR, COMPUTER)
+    admin.registerSupply().supply(SR + "?v=2", COMPUTER)
+    alice.registerOpenOrder().request(SR, "web-1", filter_kw={"computer_guid": COMPUTER})
+    alice.registerOpenOrder().request(SR + "?v=2", "db-1", filter_kw={"computer_guid": COMPUTER})
+    gone = alice.registerOpenOrder().request(SR, "old", filter_kw={"computer_guid": COMPUTER})
+    alice.registerOpenOrder().request(SR, "old", state="destroyed")
+    bob.registerOpenOrder().request(SR, "bobs", filter_kw={"computer_guid": COMPUTER})
+    # inside web-1's partition, a child: part of alice's tree, not a tree of its own
+    web = [p for p in node_partitions(node).values()
+           if getattr(p, "_instance_guid", None) and p.getInstanceParameterDict().get(
+               "instance_title") == "web-1"][0]
+    inside = node.registerComputerPartition(COMPUTER, web.getId())
+    inside.request(SR, "default", "web-1-child", filter_kw={"computer_guid": COMPUTER})
+    assert gone.getId()
+
+    listed = _stock_cli(url, made["alice"], "service", "list")
+    services_seen = json.loads(listed[listed.index("{"):listed.rindex("}") + 1])
+    assert services_seen == {"web-1": SR, "db-1": SR + "?v=2"}
+    listed = _stock_cli(url, made["bob"], "service", "list")
+    assert json.loads(listed[listed.index("{"):listed.rindex("}") + 1]) == {"bobs": SR}
+    assert f"{COMPUTER}" in _stock_cli(url, made["root"], "computer", "list")
+    assert "No existing computer." in _stock_cli(url, made["alice"], "computer", "list")
+
+    pair = (str(made["alice"].cert_path), str(made["alice"].key_path))
+    base = requests.get(f"{url}/slap/getHateoasUrl", cert=pair, verify=False, timeout=10).text
+    assert base == f"{url}/slap/hateoas/"
+    for query in ('portal_type:"Software Instance"', 'portal_type:"Instance Tree" AND '
+                  'validation_state:validated AND title:="x" OR 1=1'):
+        answer = requests.get(base + "search", params={"query": query}, cert=pair,
+                              verify=False, timeout=10)
+        assert answer.status_code == 400 and answer.json()["error"]["details"][0]["field"] \
+            == "query", answer.text
+    assert requests.get(base, verify=False, timeout=10).status_code == 401   # anonymous

@@ -314,6 +314,11 @@ SLAP_GUARDS: dict[str, Guard] = {
                                                      _slap_partition),
     "slap.load_computer_configuration_from_xml": Guard(policy.REGISTER_COMPUTER,
                                                        _slap_registration),
+    # the navigator of `slapos service list` / `computer list`: who asks, then the
+    # instances and computers it may read (filtered per item, as on /api/v1)
+    "slap.get_hateoas_url": Guard(policy.WHOAMI),
+    "slap.hateoas_root": Guard(policy.WHOAMI),
+    "slap.hateoas_search": Guard(policy.LIST_INSTANCES),
     **{f"slap.{name}": Guard(policy.REPORT_SOFTWARE, _slap_computer("computer_id"))
        for name in _SLAP_NODE_SOFTWARE},
     **{f"slap.{name}": Guard(policy.REPORT_PARTITION, _slap_partition)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response, g, jsonify, url_for
 
 from .. import services
 from ..ca import identity as ids
@@ -30,7 +30,7 @@ from ..core.wire import SoftwareReport, software_hash
 from ..services import authz, slap_render
 from ..services.computers import get_computer
 from ..services.tx import read
-from . import slapform
+from . import auth, slapform
 from .access import principal
 from .auth import authority, current_identity, insecure
 from .computers import register_proposed
@@ -272,3 +272,62 @@ def use_computer():
     """Usage reports (``slapos node report``): accepted; slapfed keeps no usage yet."""
     slapform.identifier("computer_id")
     return _done()
+
+
+# -- HATEOAS: what `slapos service list` and `slapos computer list` read ---------------
+HATEOAS_PATH = "/hateoas/"
+
+
+def _hateoas_base() -> str:
+    """The navigator's base URL, as the caller reached this master."""
+    return url_for("slap.hateoas_root", _external=True)
+
+
+@blueprint.get("/getHateoasUrl")
+def get_hateoas_url():
+    """Where the stock client's navigator starts (it asks once per process)."""
+    return _done(_hateoas_base())
+
+
+@blueprint.get(HATEOAS_PATH)
+def hateoas_root():
+    """The root document: the search and traverse URI templates and who is asking."""
+    base = _hateoas_base()
+    return jsonify({"_links": {
+        "self": {"href": base},
+        "raw_search": {"href": base + "search{?query,select_list*,limit}"},
+        "traverse": {"href": base + "traverse{?relative_url,view}"},
+        "me": {"href": f"urn:jio:get:{principal()}"}}})
+
+
+@blueprint.get(HATEOAS_PATH + "search")
+def hateoas_search():
+    """The caller's instance trees (its root instances, shared ones included, destroyed
+    ones left out; in development mode everyone's) or the computers it may read, as
+    the rows the stock client turns into ``slapos service list`` / ``computer list``."""
+    search = slapform.hateoas_search()
+    if search.kind == "instance_tree":
+        identity = current_identity()
+        requester = None if insecure() or identity is None else identity.principal
+        readable = auth.instance_filter()
+        found, _next = services.page_instances(
+            connection(), requester=requester, reference=search.title,
+            allow=lambda app, inst: inst.parent is None and (readable is None
+                                                             or readable(app, inst)),
+            leases=runtime().leases, limit=search.limit)
+        rows = [{"title": i["reference"], "url_string": i["software_url"],
+                 "relative_url": f"instance_tree/{i['id']}", "portal_type": "Instance Tree"}
+                for i in found]
+    else:
+        wanted = {v for v in (search.title, search.reference) if v is not None}
+        if len(wanted) > 1:         # a computer's title is its reference: both or none
+            found = []
+        else:
+            found, _next = services.page_computers(
+                connection(), runtime().leases, limit=search.limit,
+                keep=lambda body: (not wanted or body["id"] in wanted)
+                and bool(auth.visible_computers([body])))
+        rows = [{"title": c["id"], "reference": c["id"],
+                 "relative_url": f"compute_node/{c['id']}", "portal_type": "Compute Node"}
+                for c in found]
+    return jsonify({"_embedded": {"contents": rows}})

@@ -322,3 +322,49 @@ def _first_address(addresses) -> str | None:
             continue
     valid.sort(key=lambda a: a.version)
     return str(valid[0]) if valid else None
+
+
+# -- the HATEOAS search the stock `slapos service list` / `slapos computer list` make ---
+_QUOTED = r'"([^"\\\x00-\x1f]{1,256})"'
+HATEOAS_QUERIES = {
+    "instance_tree": re.compile(r'portal_type:"Instance Tree" AND validation_state:validated'
+                                rf"(?: AND title:={_QUOTED})?\Z"),
+    "compute_node": re.compile(r'portal_type:"Compute Node" AND validation_state:validated'
+                               rf"(?: AND title:={_QUOTED})?(?: AND reference:={_QUOTED})?\Z"),
+}
+HATEOAS_MAX_LIMIT = 1000
+HATEOAS_DEFAULT_LIMIT = 40            # what the stock navigator asks when it asks nothing
+
+
+@dataclass(frozen=True)
+class HateoasSearch:
+    kind: str                          # a key of HATEOAS_QUERIES
+    title: str | None
+    reference: str | None
+    limit: int
+
+
+def hateoas_search() -> HateoasSearch:
+    """The query, its select_list ignored (rows carry the fields the stock client reads)
+    and its limit (at most HATEOAS_MAX_LIMIT). Only the exact queries the stock client
+    writes are understood; any other is an InvalidInput naming ``query``."""
+    args = request.args
+    query = args.get("query", "")
+    if len(args.getlist("query")) != 1 or len(query) > 1024:
+        raise InvalidInput("invalid SLAP search: give one query of at most 1024 characters",
+                           [{"field": "query", "problem": "one value, at most 1024 characters"}])
+    for kind, pattern in HATEOAS_QUERIES.items():
+        found = pattern.match(query)
+        if found:
+            break
+    else:
+        raise InvalidInput(
+            "invalid SLAP search: only the queries of `slapos service list` and `slapos "
+            f"computer list` are answered, not {query[:120]!r}",
+            [{"field": "query", "problem": "is not an Instance Tree or Compute Node query"}])
+    raw = args.get("limit", str(HATEOAS_DEFAULT_LIMIT))
+    if not raw.isdigit() or not 1 <= int(raw) <= HATEOAS_MAX_LIMIT:
+        raise InvalidInput(f"invalid SLAP search: limit must be 1 to {HATEOAS_MAX_LIMIT}",
+                           [{"field": "limit", "problem": f"must be 1 to {HATEOAS_MAX_LIMIT}"}])
+    groups = found.groups()
+    return HateoasSearch(kind, groups[0], groups[1] if len(groups) > 1 else None, int(raw))
