@@ -415,7 +415,8 @@ def test_every_slap_route_is_in_the_matrix(authz_world):
     reports = {"slap.building_software_release", "slap.software_release_error",
                "slap.destroyed_software_release", "slap.stopped_computer_partition",
                "slap.destroyed_computer_partition", "slap.software_instance_error",
-               "slap.get_computer_information"}    # same guards as a case above
+               "slap.get_computer_information",
+               "slap.hateoas_traverse"}    # same guards as a case above
     assert covered | reports == set(SLAP_GUARDS)
 
 
@@ -526,3 +527,32 @@ def test_a_delegated_instance_is_answered_from_the_end_of_its_chain():
                                    "address": {"not": "an address"}})
     no_address = request_answer(app, inst)
     assert no_address.attributes["ip_list"] == []
+
+
+def test_a_hateoas_traverse_shows_only_what_the_caller_may_read(authz_world):
+    """person_a reads its own tree, person_b gets 404 with the same words as for an id
+    not in use; a node reads its own computer, not another; a bad key or view is 400
+    naming its field."""
+    w = authz_world
+
+    def traverse(actor, key, view="slaposjs_view"):
+        return w.client.get("/slap/hateoas/traverse",
+                            query_string={"relative_url": key, "view": view},
+                            environ_base={"slapfed.peer_certificate": w.certs[actor]})
+    tree = f"instance_tree/{w.a_root['id']}"
+    mine = traverse("person_a", tree)
+    assert mine.status_code == 200
+    fields = mine.json["_embedded"]["_view"]
+    assert fields["my_title"]["default"] == w.a_root["reference"]
+    assert mine.json["_links"]["type"]["name"] == "Instance Tree"
+    theirs, unknown = traverse("person_b", tree), traverse("person_b", "instance_tree/i-0")
+    assert theirs.status_code == unknown.status_code == 404
+    assert theirs.json["error"]["message"].replace(w.a_root["id"], "X") == \
+        unknown.json["error"]["message"].replace("i-0", "X")
+    assert traverse("node_x", "compute_node/node-x").status_code == 200
+    assert traverse("node_x", "compute_node/node-y").status_code == 404
+    for key, view, field in (("instance_tree/../x", "slaposjs_view", "relative_url"),
+                             ("person/alice", "slaposjs_view", "relative_url"),
+                             (tree, "other_view", "view")):
+        bad = traverse("person_a", key, view)
+        assert bad.status_code == 400 and bad.json["error"]["details"][0]["field"] == field

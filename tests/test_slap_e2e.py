@@ -202,10 +202,14 @@ def test_stock_service_and_computer_list_over_mutual_tls(master_server, tmp_path
             for who, identity in (("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
                                   ("alice", ids.person("alice")), ("bob", ids.person("bob")))}
     node, admin, alice, bob = (connect(url, made[w]) for w in ("node", "root", "alice", "bob"))
+    # releases named by local paths: the stock CLI looks for SR.json next to one (and
+    # finds none) instead of downloading it
+    SR = str(tmp_path / "release" / "software.cfg")
     node.registerComputer(COMPUTER).updateConfiguration(dumps(layout(6)))
     admin.registerSupply().supply(SR, COMPUTER)
     admin.registerSupply().supply(SR + "?v=2", COMPUTER)
-    alice.registerOpenOrder().request(SR, "web-1", filter_kw={"computer_guid": COMPUTER})
+    alice.registerOpenOrder().request(SR, "web-1", partition_parameter_kw={"port": "8080"},
+                                      filter_kw={"computer_guid": COMPUTER})
     alice.registerOpenOrder().request(SR + "?v=2", "db-1", filter_kw={"computer_guid": COMPUTER})
     gone = alice.registerOpenOrder().request(SR, "old", filter_kw={"computer_guid": COMPUTER})
     alice.registerOpenOrder().request(SR, "old", state="destroyed")
@@ -223,7 +227,25 @@ def test_stock_service_and_computer_list_over_mutual_tls(master_server, tmp_path
     assert services_seen == {"web-1": SR, "db-1": SR + "?v=2"}
     listed = _stock_cli(url, made["bob"], "service", "list")
     assert json.loads(listed[listed.index("{"):listed.rindex("}") + 1]) == {"bobs": SR}
+    # slapos service info: the tree's root as the stock CLI prints it
+    web_1 = [p for p in node_partitions(node).values() if getattr(p, "_instance_guid", None)
+             and p.getInstanceParameterDict().get("instance_title") == "web-1"][0]
+    node.registerComputerPartition(COMPUTER, web_1.getId()).setConnectionDict(
+        {"url": "http://127.0.9.1:8080/", "note": "<&>"})
+    shown = _stock_cli(url, made["alice"], "service", "info", "web-1")
+    info = json.loads(shown[shown.index("{"):shown.rindex("}") + 1])
+    assert info == {"software-url": SR, "software-type": "default", "shared": False,
+                    "requested-state": "start_requested",
+                    "instance-parameters": {"port": "8080"},
+                    "connection-parameters": {"url": "http://127.0.9.1:8080/", "note": "<&>"},
+                    "status": "none"}          # not reported by a node yet
+    refused = subprocess.run(
+        [sys.executable, str(RUN_SLAPOS), "service", "info", "bobs", "--cfg",
+         str(made["alice"].cert_path.parent / "slapos-client.cfg")],
+        capture_output=True, text=True, timeout=120)
+    assert "bobs" in refused.stdout + refused.stderr and refused.returncode != 0
     assert f"{COMPUTER}" in _stock_cli(url, made["root"], "computer", "list")
+    assert COMPUTER in _stock_cli(url, made["root"], "computer", "info", COMPUTER)
     assert "No existing computer." in _stock_cli(url, made["alice"], "computer", "list")
 
     pair = (str(made["alice"].cert_path), str(made["alice"].key_path))

@@ -319,6 +319,7 @@ SLAP_GUARDS: dict[str, Guard] = {
     "slap.get_hateoas_url": Guard(policy.WHOAMI),
     "slap.hateoas_root": Guard(policy.WHOAMI),
     "slap.hateoas_search": Guard(policy.LIST_INSTANCES),
+    "slap.hateoas_traverse": Guard(policy.LIST_INSTANCES),   # then read_* per document
     **{f"slap.{name}": Guard(policy.REPORT_SOFTWARE, _slap_computer("computer_id"))
        for name in _SLAP_NODE_SOFTWARE},
     **{f"slap.{name}": Guard(policy.REPORT_PARTITION, _slap_partition)

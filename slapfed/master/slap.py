@@ -20,7 +20,7 @@ import time
 from flask import Blueprint, Response, g, jsonify, url_for
 
 from .. import services
-from ..ca import identity as ids
+from ..ca import identity as ids, policy
 from ..ca.identity import COMPUTER
 from ..ca.keys import generate_key, private_key_pem
 from ..core import claims, marshal
@@ -331,3 +331,66 @@ def hateoas_search():
                  "relative_url": f"compute_node/{c['id']}", "portal_type": "Compute Node"}
                 for c in found]
     return jsonify({"_embedded": {"contents": rows}})
+
+
+# SlapOS' words for a requested state, as `slapos service info` prints them
+SLAP_STATES = {STARTED: "start_requested", STOPPED: "stop_requested",
+               DESTROYED: "destroy_requested"}
+
+
+def _form_document(portal_type: str, fields: dict) -> dict:
+    """A document as the stock navigator reads one: its type and a form view whose
+    ``my_*`` fields carry the values (jIO's ERP5 storage layout)."""
+    view = {"form_id": {"key": "form_id", "default": portal_type.replace(" ", "") + "_view"}}
+    for name, value in fields.items():
+        view[f"my_{name}"] = {"type": "StringField", "key": f"field_my_{name}",
+                              "default": value}
+    return {"_links": {"type": {"name": portal_type}}, "_embedded": {"_view": view}}
+
+
+def _instance_xml(params: dict) -> str:
+    """Parameters in SlapOS' instance XML (``<instance><parameter id=K>V</parameter>``),
+    which the stock client reads back as a dict of strings."""
+    from xml.sax.saxutils import escape, quoteattr
+    body = "".join(f"<parameter id={quoteattr(k)}>{escape(v)}</parameter>"
+                   for k, v in sorted(slap_render.slap_texts(params).items()))
+    return f"<?xml version='1.0' encoding='utf-8'?><instance>{body}</instance>"
+
+
+def _news(status: dict) -> dict:
+    """What `slapos service info` turns into a colour: #access when the instance runs as
+    asked with no failing promise, #error when it failed, nothing while pending."""
+    state = status.get("state")
+    failing = [p for p in status.get("promises") or () if not p.get("ok", True)]
+    if state == FAILED or failing:
+        return {"instance": [{"text": f"#error {state}: {status.get('log_tail', '')[-200:]}"}]}
+    if state in (STARTED, STOPPED):
+        return {"instance": [{"text": f"#access instance {state}"}]}
+    return {"instance": []}
+
+
+@blueprint.get(HATEOAS_PATH + "traverse")
+def hateoas_traverse():
+    """One instance tree (its root instance: release, type, state, parameters,
+    connection parameters, status) or computer, for `slapos service info` / `computer
+    info`; what the caller may not read is answered as missing."""
+    kind, key = slapform.hateoas_document()
+    identity = current_identity()
+    if kind == "instance_tree":
+        facts = authz.instance_facts(connection(), key)
+        if not insecure() and not policy.can(identity, policy.READ_INSTANCE, facts):
+            raise NotFound(f"no instance with id {key!r}")
+        inst = services.show_instance(connection(), key, runtime().leases)
+        connection_list = [{"connection_key": k, "connection_value": v} for k, v in
+                           sorted(slap_render.slap_texts(inst["connection"]).items())]
+        return jsonify(_form_document("Instance Tree", {
+            "title": inst["reference"], "url_string": inst["software_url"],
+            "source_reference": inst["software_type"], "root_slave": inst["shared"],
+            "slap_state": SLAP_STATES.get(inst["requested_state"], inst["requested_state"]),
+            "text_content": _instance_xml(inst["parameters"]),
+            "connection_parameter_list": connection_list, "news": _news(inst["status"])}))
+    if not insecure() and not policy.can(identity, policy.READ_COMPUTER,
+                                         policy.ComputerFacts(key)):
+        raise NotFound(f"no computer {key!r}")
+    comp = services.show_computer(connection(), key, runtime().leases)
+    return jsonify(_form_document("Compute Node", {"title": comp["id"], "reference": comp["id"]}))

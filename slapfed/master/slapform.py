@@ -368,3 +368,24 @@ def hateoas_search() -> HateoasSearch:
                            [{"field": "limit", "problem": f"must be 1 to {HATEOAS_MAX_LIMIT}"}])
     groups = found.groups()
     return HateoasSearch(kind, groups[0], groups[1] if len(groups) > 1 else None, int(raw))
+
+
+HATEOAS_KEY_RE = re.compile(r"(instance_tree|compute_node)/([A-Za-z0-9][A-Za-z0-9_.-]{0,63})\Z")
+HATEOAS_VIEW = "slaposjs_view"        # the one view the stock navigator asks for
+
+
+def hateoas_document() -> tuple[str, str]:
+    """(kind, id) of a traverse: ``relative_url`` as search rows give it
+    (``instance_tree/ID`` or ``compute_node/ID``) and ``view`` HATEOAS_VIEW."""
+    args = request.args
+    key, view = args.get("relative_url", ""), args.get("view", HATEOAS_VIEW)
+    found = HATEOAS_KEY_RE.match(key) if len(args.getlist("relative_url")) == 1 else None
+    if found is None:
+        raise InvalidInput(
+            "invalid SLAP traverse: relative_url must be instance_tree/ID or "
+            f"compute_node/ID, not {key[:80]!r}",
+            [{"field": "relative_url", "problem": "must be instance_tree/ID or compute_node/ID"}])
+    if view != HATEOAS_VIEW:
+        raise InvalidInput(f"invalid SLAP traverse: the only view is {HATEOAS_VIEW}",
+                           [{"field": "view", "problem": f"must be {HATEOAS_VIEW}"}])
+    return found.group(1), found.group(2)
