@@ -239,6 +239,12 @@ def test_stock_service_and_computer_list_over_mutual_tls(master_server, tmp_path
                     "instance-parameters": {"port": "8080"},
                     "connection-parameters": {"url": "http://127.0.9.1:8080/", "note": "<&>"},
                     "status": "none"}          # not reported by a node yet
+    # the node reports web-1 started at its revision: green; a failing promise: red
+    web_1.started()
+    info = _stock_cli(url, made["alice"], "service", "info", "web-1")
+    assert '"status": "green"' in info
+    node.registerComputerPartition(COMPUTER, web_1.getId()).error("boom: the port is taken")
+    assert '"status": "red"' in _stock_cli(url, made["alice"], "service", "info", "web-1")
     refused = subprocess.run(
         [sys.executable, str(RUN_SLAPOS), "service", "info", "bobs", "--cfg",
          str(made["alice"].cert_path.parent / "slapos-client.cfg")],

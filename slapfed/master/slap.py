@@ -357,14 +357,17 @@ def _instance_xml(params: dict) -> str:
     return f"<?xml version='1.0' encoding='utf-8'?><instance>{body}</instance>"
 
 
-def _news(status: dict) -> dict:
-    """What `slapos service info` turns into a colour: #access when the instance runs as
-    asked with no failing promise, #error when it failed, nothing while pending."""
+def _news(inst: dict) -> dict:
+    """What `slapos service info` turns into a colour: #access when the node reports the
+    instance's current revision in the state asked for, with no failing promise; #error
+    when it failed or a promise fails; nothing otherwise (pending, converging)."""
+    status = inst["status"]
     state = status.get("state")
     failing = [p for p in status.get("promises") or () if not p.get("ok", True)]
     if state == FAILED or failing:
         return {"instance": [{"text": f"#error {state}: {status.get('log_tail', '')[-200:]}"}]}
-    if state in (STARTED, STOPPED):
+    if state == inst["requested_state"] in (STARTED, STOPPED) \
+            and status.get("revision") == inst["revision"]:
         return {"instance": [{"text": f"#access instance {state}"}]}
     return {"instance": []}
 
@@ -388,7 +391,7 @@ def hateoas_traverse():
             "source_reference": inst["software_type"], "root_slave": inst["shared"],
             "slap_state": SLAP_STATES.get(inst["requested_state"], inst["requested_state"]),
             "text_content": _instance_xml(inst["parameters"]),
-            "connection_parameter_list": connection_list, "news": _news(inst["status"])}))
+            "connection_parameter_list": connection_list, "news": _news(inst)}))
     if not insecure() and not policy.can(identity, policy.READ_COMPUTER,
                                          policy.ComputerFacts(key)):
         raise NotFound(f"no computer {key!r}")
