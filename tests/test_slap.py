@@ -119,6 +119,30 @@ def test_a_shared_request_waits_408_for_a_host_then_gets_its_own_parameters(slap
     assert site.getConnectionParameterDict() == {"url": "https://a.example/"}
 
 
+def test_slapos_node_bang_redeploys_every_live_instance_of_the_computer(slap, api):
+    """computerBang (``slapos node bang``): one new revision for each instance the
+    computer hosts, none for a destroyed one; the node sees new timestamps."""
+    order = slap.registerOpenOrder()
+    for ref in ("b-1", "b-2", "b-gone"):
+        order.request(SR, ref, filter_kw={"computer_guid": COMPUTER})
+    order.request(SR, "b-gone", state="destroyed")
+
+    def revisions():
+        return {i["reference"]: i["revision"]
+                for i in api.get("/api/v1/instances?all=1").json["instances"]}
+    before = revisions()
+    stamps = {p.getId(): p.getInstanceParameterDict().get("timestamp")
+              for p in partitions(slap).values() if getattr(p, "_instance_guid", None)}
+    slap.registerComputer(COMPUTER).bang("disk replaced")
+    after = revisions()
+    assert {r: after[r] - before[r] for r in before} == {"b-1": 1, "b-2": 1, "b-gone": 0}
+    again = {p.getId(): p.getInstanceParameterDict().get("timestamp")
+             for p in partitions(slap).values() if getattr(p, "_instance_guid", None)}
+    assert sum(again[k] != stamps[k] for k in stamps) == 2
+    with pytest.raises(NotFoundError):          # an unknown computer: 404, nothing written
+        slap.registerComputer("no-such-computer").bang("x")
+
+
 def test_node_reports_of_software_are_recorded(slap, api):
     slap.registerComputer(COMPUTER).getSoftwareReleaseList()[0].building()
     assert api.get(f"/api/v1/computers/{COMPUTER}").json["software"][0]["status"] == \
@@ -377,6 +401,8 @@ SLAP_CASES = [
         _hdr(*_a_part(w))), NODE_OR_PARTITION),
     ("bang", lambda w: ("POST", "softwareInstanceBang", {**_ids(w), "message": "x"},
                         _hdr(*_a_part(w))), NODE_OR_PARTITION),
+    ("computer-bang", lambda w: ("POST", "computerBang", {"computer_id": "node-x",
+                                                          "message": "x"}, {}), NODE_ONLY),
     ("hateoas-url", lambda w: ("GET", "getHateoasUrl", {}, {}), AUTHENTICATED),
     ("hateoas-root", lambda w: ("GET", "hateoas/", {}, {}), AUTHENTICATED),
     ("hateoas-search", lambda w: ("GET", "hateoas/search", {"query": TREES_QUERY}, {}),

@@ -296,7 +296,7 @@ def _slap_speaker(identity, development):
 
 _SLAP_NODE_SOFTWARE = ("building_software_release", "available_software_release",
                        "software_release_error", "destroyed_software_release",
-                       "use_computer")
+                       "use_computer", "computer_bang")
 _SLAP_NODE_PARTITION = ("started_computer_partition", "stopped_computer_partition",
                         "destroyed_computer_partition", "software_instance_error",
                         "software_instance_bang", "set_computer_partition_connection_xml")

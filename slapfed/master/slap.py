@@ -256,6 +256,17 @@ def software_instance_bang():
     return _done()
 
 
+@blueprint.post("/computerBang")
+def computer_bang():
+    """``slapos node bang``: every instance on the computer gets a new revision."""
+    cid = slapform.identifier("computer_id")
+    message = slapform.text("message", required=False, default="")
+    banged = services.bang_computer(runtime(), cid)
+    log.info("computer %s banged by %s: %d instances redeployed (%s)", cid, principal(),
+             banged, message[:200], extra={"computer": cid})
+    return _done()
+
+
 @blueprint.post("/setComputerPartitionConnectionXml")
 def set_computer_partition_connection_xml():
     """An instance publishes its connection parameters (or a shared instance's)."""

@@ -141,6 +141,28 @@ def bang(rt, instance_id: str) -> dict:
     return write(rt, use_case)
 
 
+def bang_computer(rt, computer_id: str) -> int:
+    """Something broke on a whole computer (SLAP's computerBang, ``slapos node bang``):
+    every instance it hosts and is not destroyed gets a new revision, in one
+    transaction, so that its node deploys them all again. The number banged; raises
+    NotFound."""
+    from .computers import get_computer
+
+    def use_case(app):
+        now, banged = clock(), 0
+        comp = get_computer(app, computer_id)
+        for p in comp.partitions.values():
+            inst = None if p.instance_id is None else app.instances.get(p.instance_id)
+            if inst is not None and inst.requested_state != DESTROYED:
+                inst.bump_revision(now)
+                banged += 1
+        if banged:
+            comp.bump_serial()
+        return banged
+
+    return write(rt, use_case)
+
+
 def destroy_instance(rt, instance_id: str) -> dict:
     """Request destruction; the partition is freed when the node reports it destroyed."""
     return change_state(rt, instance_id, DESTROYED)
