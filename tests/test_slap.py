@@ -143,6 +143,35 @@ def test_slapos_node_bang_redeploys_every_live_instance_of_the_computer(slap, ap
         slap.registerComputer("no-such-computer").bang("x")
 
 
+def test_children_a_partition_no_longer_requests_are_destroyed(slap, api):
+    """updateComputerPartitionRelatedInstanceList, as slapgrid sends it after a
+    deployment: the parent's children not in the list are destroyed (once), the others
+    and other trees untouched; a bad list is 400 naming its field and writes nothing."""
+    order = slap.registerOpenOrder()
+    parent = order.request(SR, "stack", filter_kw={"computer_guid": COMPUTER})
+    inside = slap.registerComputerPartition(COMPUTER, parent.getId())
+    for ref in ("front", "db"):
+        inside.request(SR, "default", ref, filter_kw={"computer_guid": COMPUTER})
+
+    def states():
+        return {i["reference"]: i["requested_state"]
+                for i in api.get("/api/v1/instances?all=1").json["instances"]}
+    assert set(states().values()) == {"started"}
+    inside.setComputerPartitionRelatedInstanceList(["front", "db"])
+    assert set(states().values()) == {"started"}
+    inside.setComputerPartitionRelatedInstanceList(["front"])
+    assert states() == {"stack": "started", "front": "started", "db": "destroyed"}
+    for bad in ({"not": "a list"}, [1, 2], ["x" * 300], ["ok"] * 1001):
+        resp = api.post("/slap/updateComputerPartitionRelatedInstanceList", data={
+            "computer_id": COMPUTER, "computer_partition_id": parent.getId(),
+            "instance_reference_xml": dumps(bad)})
+        assert resp.status_code == 400, resp.get_data(as_text=True)
+        assert resp.json["error"]["details"][0]["field"] == "instance_reference_xml"
+    assert states()["front"] == "started"
+    inside.setComputerPartitionRelatedInstanceList([])
+    assert states() == {"stack": "started", "front": "destroyed", "db": "destroyed"}
+
+
 def test_node_reports_of_software_are_recorded(slap, api):
     slap.registerComputer(COMPUTER).getSoftwareReleaseList()[0].building()
     assert api.get(f"/api/v1/computers/{COMPUTER}").json["software"][0]["status"] == \
@@ -301,8 +330,8 @@ def test_a_layout_without_addresses_names_the_partition(slap_api, master_db):
 def test_unknown_slap_calls_are_404_which_the_stock_client_tolerates(slap_api):
     assert slap_api.post("/slap/softwareInstanceRename",
                          data={"computer_id": COMPUTER}).status_code == 404
-    assert slap_api.post("/slap/updateComputerPartitionRelatedInstanceList",
-                         data={"computer_id": COMPUTER}).status_code == 404
+    assert slap_api.get("/slap/getSoftwareReleaseListFromSoftwareProduct",
+                        query_string={"software_product_reference": "x"}).status_code == 404
 
 
 BAD_SEARCHES = [
@@ -401,6 +430,9 @@ SLAP_CASES = [
         _hdr(*_a_part(w))), NODE_OR_PARTITION),
     ("bang", lambda w: ("POST", "softwareInstanceBang", {**_ids(w), "message": "x"},
                         _hdr(*_a_part(w))), NODE_OR_PARTITION),
+    ("related-instances", lambda w: ("POST", "updateComputerPartitionRelatedInstanceList",
+                                     {**_ids(w), "instance_reference_xml": dumps([])},
+                                     _hdr(*_a_part(w))), NODE_OR_PARTITION),
     ("computer-bang", lambda w: ("POST", "computerBang", {"computer_id": "node-x",
                                                           "message": "x"}, {}), NODE_ONLY),
     ("hateoas-url", lambda w: ("GET", "getHateoasUrl", {}, {}), AUTHENTICATED),

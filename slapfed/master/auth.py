@@ -299,7 +299,8 @@ _SLAP_NODE_SOFTWARE = ("building_software_release", "available_software_release"
                        "use_computer", "computer_bang")
 _SLAP_NODE_PARTITION = ("started_computer_partition", "stopped_computer_partition",
                         "destroyed_computer_partition", "software_instance_error",
-                        "software_instance_bang", "set_computer_partition_connection_xml")
+                        "software_instance_bang", "set_computer_partition_connection_xml",
+                        "update_computer_partition_related_instance_list")
 SLAP_GUARDS: dict[str, Guard] = {
     "slap.request_computer_partition": Guard(policy.REQUEST_INSTANCE, _slap_instance_request,
                                              _slap_speaker),

@@ -267,6 +267,21 @@ def computer_bang():
     return _done()
 
 
+@blueprint.post("/updateComputerPartitionRelatedInstanceList")
+def update_computer_partition_related_instance_list():
+    """After a deployment, what the partition still requests: its other children are
+    destroyed (SlapOS' garbage collection of instances a profile no longer asks for)."""
+    cid = slapform.identifier("computer_id")
+    pid = slapform.identifier("computer_partition_id")
+    gone = services.keep_only_requested_children(runtime(), cid, pid,
+                                                 slapform.related_references())
+    if gone:
+        kick_forwarder()            # a delegated child is destroyed at its peer too
+        log.info("partition %s of %s no longer requests %d instances: destroyed %s", pid,
+                 cid, len(gone), ", ".join(gone), extra={"computer": cid})
+    return _done()
+
+
 @blueprint.post("/setComputerPartitionConnectionXml")
 def set_computer_partition_connection_xml():
     """An instance publishes its connection parameters (or a shared instance's)."""

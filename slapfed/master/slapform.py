@@ -261,6 +261,23 @@ def connection() -> dict:
                             "connection_xml")
 
 
+MAX_RELATED = 1000                    # references one partition may say it still requests
+
+
+def related_references() -> frozenset[str]:
+    """updateComputerPartitionRelatedInstanceList's ``instance_reference_xml``: the
+    references the partition's last deployment requested (a list of strings)."""
+    value = document("instance_reference_xml")
+    if not isinstance(value, (list, tuple)) or len(value) > MAX_RELATED \
+            or not all(isinstance(v, str) and 0 < len(v) <= 256 for v in value):
+        raise InvalidInput(
+            "invalid instance_reference_xml: must be a list of at most "
+            f"{MAX_RELATED} references (texts of 1 to 256 characters)",
+            [{"field": "instance_reference_xml",
+              "problem": f"must be a list of at most {MAX_RELATED} texts of 1-256 characters"}])
+    return frozenset(value)
+
+
 def computer_registration() -> ComputerRegistration:
     """loadComputerConfigurationFromXML's computer (``slapos node format``): its
     reference, and each partition's reference and first address (IPv4 first)."""

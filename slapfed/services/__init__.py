@@ -12,7 +12,7 @@ from .computers import (
 )
 from .desired import DesiredStateRenderer, desired_state
 from .instances import (
-    bang, bang_computer, change_state, destroy_instance, explain_request, list_instances, register_child_master,
+    bang, bang_computer, change_state, keep_only_requested_children, destroy_instance, explain_request, list_instances, register_child_master,
     request_instance,
     show_instance,
 )
@@ -29,7 +29,7 @@ from .instances import request_instance_answered  # noqa: E402
 __all__ = [
     "register_computer", "set_computer_facts", "list_computers", "show_computer", "supply",
     "unsupply",
-    "report_software", "report_partition", "report_hosted", "publish_connection", "bang", "bang_computer", "desired_state", "DesiredStateRenderer",
+    "report_software", "report_partition", "report_hosted", "publish_connection", "bang", "bang_computer", "keep_only_requested_children", "desired_state", "DesiredStateRenderer",
     "request_instance", "explain_request", "change_state", "destroy_instance", "list_instances",
     "register_child_master", "declare_lost", "wipe_computer", "report_moved",
     "declare_peer_lost",
