@@ -6,13 +6,13 @@ writer, placement state and settings) for writes, a connection for reads; nothin
 knows HTTP and nothing here keeps state of its own between calls.
 """
 from .computers import (
-    record_partition_certificate,
+    bang_computer, keep_only_requested_children, record_partition_certificate,
     list_computers, publish_connection, register_computer, report_hosted, report_partition,
     report_software, set_computer_facts, show_computer, supply, unsupply,
 )
 from .desired import DesiredStateRenderer, desired_state
 from .instances import (
-    bang, bang_computer, change_state, keep_only_requested_children, destroy_instance, explain_request, list_instances, register_child_master,
+    bang, change_state, destroy_instance, explain_request, list_instances, register_child_master,
     request_instance,
     show_instance,
 )
@@ -29,7 +29,8 @@ from .instances import request_instance_answered  # noqa: E402
 __all__ = [
     "register_computer", "set_computer_facts", "list_computers", "show_computer", "supply",
     "unsupply",
-    "report_software", "report_partition", "report_hosted", "publish_connection", "bang", "bang_computer", "keep_only_requested_children", "desired_state", "DesiredStateRenderer",
+    "report_software", "report_partition", "report_hosted", "publish_connection", "bang",
+    "bang_computer", "keep_only_requested_children", "desired_state", "DesiredStateRenderer",
     "request_instance", "explain_request", "change_state", "destroy_instance", "list_instances",
     "register_child_master", "declare_lost", "wipe_computer", "report_moved",
     "declare_peer_lost",

@@ -20,7 +20,7 @@ from ..core.wire import MAX_LOG_TAIL, ComputerRegistration, PartitionReport, \
     SoftwareReport, Supply, software_hash
 from ..model import Computer
 from . import lease_marks, placement, render
-from .instances import host_gone
+from .instances import _converge, _document_changed, host_gone
 from .tx import clock, read, write
 
 # A node's contact is recorded at most this often by reads and unchanged reports, so that
@@ -377,6 +377,53 @@ def _apply_report(rt, app, computer_id: str, partition_id: str, report: Partitio
 
 
 # -- steps ------------------------------------------------------------------------
+def bang_computer(rt, computer_id: str) -> int:
+    """Something broke on a whole computer (SLAP's computerBang, ``slapos node bang``):
+    every instance it hosts and is not destroyed gets a new revision, in one
+    transaction, so that its node deploys them all again. The number banged; raises
+    NotFound."""
+    def use_case(app):
+        now, banged = clock(), 0
+        comp = get_computer(app, computer_id)
+        for p in comp.partitions.values():
+            inst = None if p.instance_id is None else app.instances.get(p.instance_id)
+            if inst is not None and inst.requested_state != DESTROYED:
+                inst.bump_revision(now)
+                banged += 1
+        if banged:
+            comp.bump_serial()
+        return banged
+
+    return write(rt, use_case)
+
+
+def keep_only_requested_children(rt, computer_id: str, partition_id: str,
+                                 references) -> list[str]:
+    """SLAP's updateComputerPartitionRelatedInstanceList: the instance on that partition
+    last requested only ``references``; each of its children named otherwise is
+    destroyed (as change_state would), in one transaction. The ids destroyed; raises
+    NotFound when no instance lives there."""
+    def use_case(app):
+        p = get_computer(app, computer_id).partitions.get(partition_id)
+        inst = None if p is None or p.instance_id is None else app.instances.get(p.instance_id)
+        if inst is None:
+            raise NotFound(f"no instance on partition {partition_id!r} of {computer_id!r}")
+        now, gone = clock(), []
+        for cid in inst.children:
+            child = app.instances.get(cid)
+            if child is None or child.reference in references \
+                    or child.requested_state == DESTROYED:
+                continue
+            child.requested_state = DESTROYED
+            child.bump_revision(now)
+            _document_changed(app, child, now)
+            _converge(rt, app, child, now)
+            gone.append(child.id)
+        return gone
+
+    return write(rt, use_case)
+
+
 def get_computer(app, computer_id: str):
     comp = app.computers.get(computer_id)
     if comp is None:
