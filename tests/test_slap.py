@@ -374,6 +374,25 @@ def test_hateoas_search_by_title_and_limit(slap_api):
     assert root["raw_search"]["href"].endswith("/slap/hateoas/search{?query,select_list*,limit}")
 
 
+def test_service_info_gives_hostile_parameters_back_as_they_were_sent(slap_api):
+    """The parameters `slapos service info` reads come in SlapOS' instance XML: CR/LF,
+    ${...}, [x], markup and quotes come back through the stock client's xml2dict exactly,
+    and nothing of them becomes an element or an attribute."""
+    from slapos.util import xml2dict
+    hostile = {"crlf": "one\r\ntwo\rthree", "buildout": "${slap-connection:key}",
+               "section": "[x]\nrecipe = evil", "markup": "</parameter><parameter id=\"x\">1",
+               "quotes": "'\"&<>", "unicode": "é\u2028ü"}
+    assert slap_api.post("/slap/requestComputerPartition", data=form(
+        partition_reference="hostile", partition_parameter_xml=dumps(hostile))).status_code == 200
+    tree = slap_api.get("/slap/hateoas/search", query_string={
+        "query": TREES_QUERY + ' AND title:="hostile"'}).json["_embedded"]["contents"][0]
+    doc = slap_api.get("/slap/hateoas/traverse", query_string={
+        "relative_url": tree["relative_url"], "view": "slaposjs_view"}).json
+    text = doc["_embedded"]["_view"]["my_text_content"]["default"]
+    assert xml2dict(text) == hostile
+    assert text.count("<parameter ") == len(hostile)
+
+
 # -- who may call what: the same policy table as /api/v1 ----------------------------------
 NODE_ONLY = frozenset({"node_x"})
 NODE_OR_ADMIN = frozenset({"node_x", "admin"})

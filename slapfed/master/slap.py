@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from xml.sax.saxutils import escape, quoteattr
 
 from flask import Blueprint, Response, g, jsonify, url_for
 
@@ -377,8 +378,8 @@ def _form_document(portal_type: str, fields: dict) -> dict:
 def _instance_xml(params: dict) -> str:
     """Parameters in SlapOS' instance XML (``<instance><parameter id=K>V</parameter>``),
     which the stock client reads back as a dict of strings."""
-    from xml.sax.saxutils import escape, quoteattr
-    body = "".join(f"<parameter id={quoteattr(k)}>{escape(v)}</parameter>"
+    # a CR is written as a reference: XML readers turn a literal one into a line feed
+    body = "".join(f"<parameter id={quoteattr(k)}>{escape(v, {chr(13): '&#13;'})}</parameter>"
                    for k, v in sorted(slap_render.slap_texts(params).items()))
     return f"<?xml version='1.0' encoding='utf-8'?><instance>{body}</instance>"
 

@@ -20,7 +20,7 @@ from ..core.wire import MAX_LOG_TAIL, ComputerRegistration, PartitionReport, \
     SoftwareReport, Supply, software_hash
 from ..model import Computer
 from . import lease_marks, placement, render
-from .instances import _converge, _document_changed, host_gone
+from .instances import _set_requested_state, host_gone
 from .tx import clock, read, write
 
 # A node's contact is recorded at most this often by reads and unchanged reports, so that
@@ -401,7 +401,7 @@ def keep_only_requested_children(rt, computer_id: str, partition_id: str,
                                  references) -> list[str]:
     """SLAP's updateComputerPartitionRelatedInstanceList: the instance on that partition
     last requested only ``references``; each of its children named otherwise is
-    destroyed (as change_state would), in one transaction. The ids destroyed; raises
+    destroyed as change_state does, in one transaction. The ids destroyed; raises
     NotFound when no instance lives there."""
     def use_case(app):
         p = get_computer(app, computer_id).partitions.get(partition_id)
@@ -414,10 +414,7 @@ def keep_only_requested_children(rt, computer_id: str, partition_id: str,
             if child is None or child.reference in references \
                     or child.requested_state == DESTROYED:
                 continue
-            child.requested_state = DESTROYED
-            child.bump_revision(now)
-            _document_changed(app, child, now)
-            _converge(rt, app, child, now)
+            _set_requested_state(rt, app, child, DESTROYED, now)
             gone.append(child.id)
         return gone
 

@@ -92,16 +92,21 @@ def change_state(rt, instance_id: str, state: str) -> dict:
 
     Raises NotFound, NoCapacity."""
     def use_case(app):
-        now = clock()
         inst = _get(app, instance_id)
-        if inst.requested_state != state:
-            inst.requested_state = state
-            inst.bump_revision(now)
-            _document_changed(app, inst, now)
-        _converge(rt, app, inst, now)
+        _set_requested_state(rt, app, inst, state, clock())
         return render.instance_json(app, inst, rt.leases)
 
     return write(rt, use_case)
+
+
+def _set_requested_state(rt, app, inst, state: str, now: float) -> None:
+    """Inside a use case: ``inst`` asked to be ``state`` (a new revision when that is a
+    change), then placed, attached, delegated or released to match."""
+    if inst.requested_state != state:
+        inst.requested_state = state
+        inst.bump_revision(now)
+        _document_changed(app, inst, now)
+    _converge(rt, app, inst, now)
 
 
 def register_child_master(rt, instance_id: str, reg) -> dict:

@@ -152,13 +152,19 @@ def request_answer(app, inst) -> SlapObject | None:
                       instance_title=inst.reference)
     else:
         params = parameter_dict(app, comp.id, p, inst)
+    return _software_instance(inst, comp.id, p.id, [(p.id, p.address)], params)
+
+
+def _software_instance(inst, computer_id: str, partition_id: str, ip_list: list,
+                       params: dict) -> SlapObject:
+    """A request's answer: the instance as served on that computer's partition."""
     return SlapObject("SoftwareInstance", (), {
         "_instance_guid": inst.id, "_requested_state": inst.requested_state,
         "_parameter_dict": params, "_connection_dict": slap_texts(inst.connection),
-        "_software_release_document": software_release(inst.software_url, comp.id),
-        "slap_computer_id": comp.id, "slap_computer_partition_id": p.id,
+        "_software_release_document": software_release(inst.software_url, computer_id),
+        "slap_computer_id": computer_id, "slap_computer_partition_id": partition_id,
         "slap_software_release_url": inst.software_url,
-        "slap_software_type": inst.software_type, "ip_list": [(p.id, p.address)],
+        "slap_software_type": inst.software_type, "ip_list": ip_list,
         "full_ip_list": []})
 
 
@@ -173,12 +179,5 @@ def delegated_answer(app, inst) -> SlapObject | None:
         return None
     address = end.get("address")
     ip_list = [(partition, address)] if isinstance(address, str) else []
-    return SlapObject("SoftwareInstance", (), {
-        "_instance_guid": inst.id, "_requested_state": inst.requested_state,
-        "_parameter_dict": _parameters(app, inst, computer, partition, ip_list, []),
-        "_connection_dict": slap_texts(inst.connection),
-        "_software_release_document": software_release(inst.software_url, computer),
-        "slap_computer_id": computer, "slap_computer_partition_id": partition,
-        "slap_software_release_url": inst.software_url,
-        "slap_software_type": inst.software_type, "ip_list": ip_list,
-        "full_ip_list": []})
+    return _software_instance(inst, computer, partition, ip_list,
+                              _parameters(app, inst, computer, partition, ip_list, []))
