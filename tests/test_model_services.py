@@ -13,6 +13,7 @@ from slapfed.core.wire import (
     software_hash,
 )
 from slapfed.services import computers as computer_svc
+from slapfed.services import slap_render
 
 URL = "/srv/releases/hello/software.cfg"
 OTHER_URL = "/srv/releases/other/software.cfg"
@@ -343,6 +344,80 @@ def test_desired_state_is_unchanged_until_serial_moves(rt, master_db):
         assert s2 == s + 1 and json.loads(body2) == desired(rt)
     finally:
         renderer.close()
+
+
+def _loads_counted(db, monkeypatch):
+    """How many objects ``db``'s connections load from its storage from now on."""
+    count = [0]
+    load_before = db.storage.loadBefore
+
+    def counting(oid, tid):
+        count[0] += 1
+        return load_before(oid, tid)
+    monkeypatch.setattr(db.storage, "loadBefore", counting)
+    return count
+
+
+@pytest.mark.parametrize("kind", ["native", "slap"])
+def test_documents_are_rendered_on_the_writers_warm_connection(
+        master_runtime, master_factories, master_db, monkeypatch, kind):
+    """What this process wrote is in its writer's cache: rendering a document of many
+    changed partitions loads none of them from the storage again, and gives the bytes
+    a renderer on a connection of its own gives."""
+    rt = master_runtime
+    svc.register_computer(rt, ComputerRegistration.from_json(
+        master_factories.computer("c1", 60, lan="lan-a")))
+    svc.supply(rt, "c1", Supply(URL))
+    for i in range(50):
+        request(rt, reference=f"web-{i}", parameters={"n": str(i)})
+    renderer = rt.renderer if kind == "native" else rt.slap_renderer
+    now = serial(rt)
+    loads = _loads_counted(master_db, monkeypatch)
+    at, body = renderer.document("c1", now)
+    assert loads[0] == 0
+    own = (svc.DesiredStateRenderer(master_db) if kind == "native" else
+           svc.DesiredStateRenderer(master_db, slap_render.partition_fragment,
+                                    slap_render.computer_document))
+    try:
+        assert own.document("c1", at) == (at, body)
+        assert loads[0] > 0              # one of its own loads what the writes changed
+        for i in (3, 7):                 # then what changes is rendered again, warm
+            svc.change_state(rt, svc.list_instances(rt, reference=f"web-{i}")[0]["id"],
+                             STOPPED)
+            now = serial(rt)
+            loads[0] = 0
+            at, body = renderer.document("c1", now)
+            assert loads[0] == 0
+            assert own.document("c1", at) == (at, body)
+    finally:
+        own.close()
+
+
+def test_under_zeo_a_document_is_rendered_on_the_renderers_own_connection(
+        tmp_path, master_factories):
+    """Only a storage this process alone writes (FileStorage, MappingStorage) renders
+    through the writer; under ZEO the writer is not held while what other processes
+    changed is loaded, and a document shows another process's writes."""
+    from conftest import make_runtime
+    from slapfed.store import open_db
+    from slapfed.store.zeo import start_zeo_server
+    server = start_zeo_server(str(tmp_path))
+    try:
+        one, two = (make_runtime(open_db(server.uri, None)) for _ in range(2))
+        try:
+            assert two.renderer._read != two.writer.read
+            svc.register_computer(one, ComputerRegistration.from_json(
+                master_factories.computer("c1", 4, lan="lan-a")))
+            svc.supply(one, "c1", Supply(URL))
+            request(one, reference="web-1")
+            at, body = two.renderer.document("c1", serial(one))
+            assert json.loads(body) == desired(one)
+        finally:
+            for rt in (one, two):
+                rt.close()
+                rt.db.close()
+    finally:
+        server.stop()
 
 
 def test_contact_is_recorded_at_most_every_contact_interval(rt, master_db, monkeypatch):

@@ -44,10 +44,14 @@ class DesiredStateRenderer:
     (services.render), services.slap_render gives the SLAP one. Both are functions of
     what bumps the computer's serial (entries: of the hosted instance's revision)."""
 
-    def __init__(self, db, partition_text=None, assemble=None):
+    def __init__(self, db, partition_text=None, assemble=None, read=None):
         self._db = db
         self._partition_text = partition_text or _native_partition_text
         self._assemble = assemble or render.desired_state_bytes
+        # ``read(reader)``: runs ``reader(app)`` where the objects are likely loaded
+        # already (services.tx.Writer.read: the writer's warm connection); by default
+        # on this renderer's own connection, which loads whatever others changed
+        self._read = read or self._read_own
         self._tm = transaction.TransactionManager()
         self._conn = None
         self._lock = threading.Lock()
@@ -79,21 +83,28 @@ class DesiredStateRenderer:
         if body is not None:
             return serial, body
         with self._lock:
-            if self._conn is None:
-                self._conn = self._db.open(self._tm)
-            self._tm.begin()
-            try:
-                app = app_root(self._conn)
-                comp = get_computer(app, computer_id)
-                current = comp.serial
-                body = self.cached(computer_id, current)
-                if body is None:
-                    body = self._assemble(app, comp, current,
-                                          self._partition_texts(app, comp))
-                    self._documents[computer_id] = (current, body)
-                return current, body
-            finally:
-                self._tm.abort()
+            body = self.cached(computer_id, serial)     # rendered while this one waited
+            if body is not None:
+                return serial, body
+            return self._read(lambda app: self._render(app, computer_id))
+
+    def _render(self, app, computer_id: str) -> tuple[int, bytes]:
+        comp = get_computer(app, computer_id)
+        current = comp.serial
+        body = self.cached(computer_id, current)
+        if body is None:
+            body = self._assemble(app, comp, current, self._partition_texts(app, comp))
+            self._documents[computer_id] = (current, body)
+        return current, body
+
+    def _read_own(self, reader):
+        if self._conn is None:
+            self._conn = self._db.open(self._tm)
+        self._tm.begin()
+        try:
+            return reader(app_root(self._conn))
+        finally:
+            self._tm.abort()
 
     def _partition_texts(self, app, comp):
         instances = app.instances

@@ -12,6 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from ZODB.FileStorage import FileStorage
+from ZODB.MappingStorage import MappingStorage
+
 from ..core.errors import InvalidInput
 from ..core.leases import DEFAULT_LEASE
 from ..core.outbound import ANY as ANY_ADDRESS, OutboundPolicy
@@ -176,9 +179,15 @@ class Runtime:
         self.writer = Writer(db)
         self.placement = PlacementState(self.settings.placement, self.settings.here,
                                         self.leases)
-        self.renderer = DesiredStateRenderer(db)
+        # One process owns a FileStorage: its writer's cache holds every object written,
+        # so documents are rendered there, without loading what the writes changed.
+        # Under ZEO other processes write too, and a renderer keeps its own connection
+        # rather than hold the writer while it loads their changes.
+        read = (self.writer.read if isinstance(db.storage, (FileStorage, MappingStorage))
+                else None)
+        self.renderer = DesiredStateRenderer(db, read=read)
         self.slap_renderer = DesiredStateRenderer(db, slap_render.partition_fragment,
-                                                  slap_render.computer_document)
+                                                  slap_render.computer_document, read=read)
 
     def close(self) -> None:
         self.renderer.close()

@@ -91,6 +91,18 @@ class Writer:
         with self.committed:
             self.committed.notify_all()
 
+    def read(self, reader):
+        """``reader(app)`` on this writer's connection between two batches: its cache is
+        warm with everything this process wrote, so what a large read touches need not
+        be loaded from the storage again. Nothing is committed (the reader must not
+        modify anything: what it did is aborted); writes wait while it runs."""
+        with self.lock:
+            self.tm.begin()
+            try:
+                return reader(app_root(self.conn))
+            finally:
+                self.tm.abort()
+
     def submit(self, use_case, note: str | None, attempts: int):
         """The use case's result, once committed (see ``submit_with_tid``)."""
         return self.submit_with_tid(use_case, note, attempts)[0]
