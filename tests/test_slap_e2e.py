@@ -264,3 +264,52 @@ def test_stock_service_and_computer_list_over_mutual_tls(master_server, tmp_path
         assert answer.status_code == 400 and answer.json()["error"]["details"][0]["field"] \
             == "query", answer.text
     assert requests.get(base, verify=False, timeout=10).status_code == 401   # anonymous
+
+
+def test_a_child_publishing_redeploys_the_partition_that_requested_it(master_server, tmp_path):
+    """SlapOS bangs the requester: the child's partition publishes through the stock
+    client and the parent's entry in the node's document gets a new timestamp (a new
+    revision: slapgrid deploys it again and its buildout reads the values); the child's
+    stays. The parent requesting its child again as before, and either publishing what it
+    published already, changes nothing: they converge."""
+    data = tmp_path / "master"
+    url = master_server(data=data, secure=True)
+    ca = CertificateAuthority(data / "ca")
+    made = {who: ca.issue_with_new_key(identity, tmp_path / who)
+            for who, identity in (("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
+                                  ("alice", ids.person("alice")))}
+    node, admin, alice = (connect(url, made[w]) for w in ("node", "root", "alice"))
+    node.registerComputer(COMPUTER).updateConfiguration(dumps(layout()))
+    admin.registerSupply().supply(SR, COMPUTER)
+    parent_pid = alice.registerOpenOrder().request(
+        SR, "parent", filter_kw={"computer_guid": COMPUTER}).getId()
+    inside_parent = node.registerComputerPartition(COMPUTER, parent_pid)
+
+    def ask_child():
+        return inside_parent.request(SR, "default", "child", partition_parameter_kw={"a": "1"},
+                                     filter_kw={"computer_guid": COMPUTER})
+    child_pid = ask_child().getId()
+    assert child_pid != parent_pid
+
+    def timestamps():
+        return {pid: p.getInstanceParameterDict()["timestamp"]
+                for pid, p in node_partitions(node).items() if pid in (parent_pid, child_pid)}
+    before = timestamps()
+    node.registerComputerPartition(COMPUTER, child_pid).setConnectionDict(
+        {"url": "http://127.0.9.2:8080/"})
+    after = timestamps()
+    assert after[child_pid] == before[child_pid]
+    assert after[parent_pid] != before[parent_pid]
+    created, revision = before[parent_pid].split(".")
+    assert after[parent_pid] == f"{created}.{int(revision) + 1}"
+
+    # the parent's buildout runs again: it reads the child's values and publishes its own
+    again = ask_child()
+    assert again.getConnectionParameterDict() == {"url": "http://127.0.9.2:8080/"}
+    inside_parent.setConnectionDict({"backend": "http://127.0.9.2:8080/"})
+    node.registerComputerPartition(COMPUTER, child_pid).setConnectionDict(
+        {"url": "http://127.0.9.2:8080/"})
+    assert timestamps() == after
+    seen = alice.registerOpenOrder().request(SR, "parent",
+                                             filter_kw={"computer_guid": COMPUTER})
+    assert seen.getConnectionParameterDict() == {"backend": "http://127.0.9.2:8080/"}

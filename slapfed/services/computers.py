@@ -20,6 +20,7 @@ from ..core.wire import MAX_LOG_TAIL, ComputerRegistration, PartitionReport, \
     SoftwareReport, Supply, software_hash
 from ..model import Computer
 from . import lease_marks, placement, render
+from .publishing import publish
 from .instances import _set_requested_state, host_gone
 from .tx import clock, read, write
 
@@ -235,7 +236,8 @@ def report_partition(rt, computer_id: str, partition_id: str,
     a partition claiming its own destruction); a refused report writes nothing. A
     destroyed report of an instance whose requested state is destroyed frees the
     partition. ``shared_connections`` become the connection parameters of the shared
-    instances the host holds."""
+    instances the host holds. A connection that changed (the instance's own, or a shared
+    instance's) redeploys the instance that requested it, as publish_connection does."""
     def use_case(app):
         return _apply_report(rt, app, computer_id, partition_id, report, reporter)
 
@@ -287,7 +289,9 @@ def publish_connection(rt, computer_id: str, partition_id: str, connection: dict
                        shared_id: str | None = None) -> dict:
     """The instance a partition hosts publishes its connection parameters, or those of
     one of the shared instances it holds (``shared_id``); an unchanged value writes
-    nothing. Raises NotFound (no such partition, or the instance holds no such shared
+    nothing. A changed one redeploys, in the same transaction, the instance that
+    requested the one published for, when a partition here runs it (services.publishing).
+    Raises NotFound (no such partition, or the instance holds no such shared
     instance) and Conflict (the partition hosts no instance, or it is destroyed)."""
     def use_case(app):
         comp = get_computer(app, computer_id)
@@ -308,9 +312,7 @@ def publish_connection(rt, computer_id: str, partition_id: str, connection: dict
         if target.requested_state == DESTROYED:
             raise Conflict(f"instance {target.reference!r} is being destroyed; it publishes "
                            "nothing more")
-        if target.connection != connection:
-            target.connection = dict(connection)
-            target.touch(clock())
+        publish(app, target, connection, clock())
         return render.instance_json(app, target, rt.leases)
 
     return write(rt, use_case)
@@ -365,10 +367,11 @@ def _apply_report(rt, app, computer_id: str, partition_id: str, report: Partitio
     inst.set_status(state=report.state, revision=report.revision, reported_at=now,
                     log_tail=report.log_tail,
                     promises=tuple(p.to_json() for p in report.promises))
+    redeployed: set = set()          # one new revision per requester, however many publish
     if report.connection:
-        inst.connection = dict(report.connection)
+        publish(app, inst, report.connection, now, redeployed)
     if report.shared_connections:
-        _publish_shared(app, inst, report.shared_connections, now)
+        _publish_shared(app, inst, report.shared_connections, now, redeployed)
     if report.state == DESTROYED and inst.requested_state == DESTROYED:
         _free(rt, app, comp, inst, now)
     elif report.revision == inst.revision and report.state in (STARTED, STOPPED, FAILED):
@@ -476,16 +479,15 @@ def _relay_to_shared(app, host, state: str, now: float) -> None:
                               log_tail=log_tail, promises=())
 
 
-def _publish_shared(app, host, connections: dict, now: float) -> None:
+def _publish_shared(app, host, connections: dict, now: float, redeployed: set) -> None:
     """Give each shared instance attached to ``host`` the connection parameters the host
     published for it; ids the host does not hold are ignored, and an unchanged value
-    is not written again."""
+    is not written again. A changed one redeploys the shared instance's requester when
+    a partition here runs it (as SlapOS redeploys the partition that requested it)."""
     for sid in host.shared_ids:
         params = connections.get(sid)
         if params is None:
             continue
         shared = app.instances[sid]
-        if shared.requested_state == DESTROYED or shared.connection == params:
-            continue
-        shared.connection = dict(params)
-        shared.touch(now)
+        if shared.requested_state != DESTROYED:
+            publish(app, shared, params, now, redeployed)

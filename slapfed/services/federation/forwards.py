@@ -1,8 +1,8 @@
 """The forward table's state machine: delegating an instance, and the use cases the
 forwarder records each peer's answer with (accepted, failed, unreachable, back).
 
-Depends on core, model, federation.routing (its Route) and services (tx, peers); no
-HTTP here: the forwarder (slapfed.peering.forwarder) calls the peers.
+Depends on core, model, federation.routing (its Route) and services (tx, peers,
+publishing); no HTTP here: the forwarder (slapfed.peering.forwarder) calls the peers.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from ...federation import routing
 from ...model import Forward
 from ...model.federation import (FWD_CLOSED, FWD_FORWARDED, FWD_QUEUED, FWD_REFUSED,
                                  FWD_UNREACHABLE)
+from ..publishing import publish
 from ..tx import clock, read, write
 from .peers import open_forwards_of
 
@@ -187,7 +188,7 @@ def record_accepted(rt, instance_id: str, peer: str, revision: int, remote: dict
                 pushed_revision=max(fwd.pushed_revision, revision), state=FWD_FORWARDED,
                 reason=f"accepted by {peer}", fallbacks=(), pushed_recipient=recipient)
         _contact(app, peer, now)
-        _apply_remote(app, inst, fwd, remote, now)
+        _apply_remote(app, inst, fwd, remote, now, set())
     write(rt, use_case)
 
 
@@ -251,18 +252,20 @@ def peer_back(rt, peer: str) -> None:
 
 def apply_changes(rt, peer: str, items: list[dict]) -> int:
     """Apply the instances a peer reported changed (its long-poll answer); returns how
-    many local instances changed."""
+    many local instances changed. A relayed connection that changed redeploys the local
+    instance that requested it (services.publishing), once however many of its
+    children changed."""
     def use_case(app):
         now = clock()
         _contact(app, peer, now)
-        changed = 0
+        changed, redeployed = 0, set()
         for remote in items:
             iid = app.forward_refs.get((peer, remote.get("reference")))
             fwd = None if iid is None else app.forwards.get(iid)
             inst = None if iid is None else app.instances.get(iid)
             if fwd is None or inst is None or fwd.peer != peer:
                 continue
-            changed += _apply_remote(app, inst, fwd, remote, now)
+            changed += _apply_remote(app, inst, fwd, remote, now, redeployed)
         return changed
     return write(rt, use_case)
 
@@ -297,8 +300,11 @@ def _peer_failed(app, peer: str, reason: str, now: float) -> None:
         p.failed(reason, now)
 
 
-def _apply_remote(app, inst, fwd, remote: dict, now: float) -> int:
-    """Mirror the peer's view of the instance here: status, connection, chain."""
+def _apply_remote(app, inst, fwd, remote: dict, now: float, redeployed: set) -> int:
+    """Mirror the peer's view of the instance here: status, connection, chain. The
+    connection is published here as the instance's own (services.publishing): a change
+    redeploys the local instance that requested it (``redeployed``: those already
+    redeployed by the use case)."""
     status = remote.get("status") or {}
     state = status.get("state", PENDING)
     converged = (status.get("revision") == remote.get("revision")
@@ -326,8 +332,7 @@ def _apply_remote(app, inst, fwd, remote: dict, now: float) -> int:
         inst.status = new_status
         changes += 1
     connection = relayed_connection(fwd.peer, inst.id, remote.get("connection"))
-    if connection != inst.connection:
-        inst.connection = dict(connection)
+    if publish(app, inst, connection, now, redeployed):
         changes += 1
     if converged and state == DESTROYED and inst.requested_state == DESTROYED:
         fwd.set(now, state=FWD_CLOSED, reason=f"destroyed at {fwd.peer}")
