@@ -306,7 +306,10 @@ def test_a_shared_cdn_request_at_a_is_served_by_bs_front(world, origins):
     assert inst["delegation"]["peer"] == "b" and "rule 1" in inst["delegation"]["reason"]
     done = wait_instance(alice, "shop", started, what="shop's site published back at a")
     assert done["connection"]["url"] == front["connection"]["url"] + "shop/"
-    assert done["delegation"]["chain"][-1] == {"host_instance": front["id"]}
+    assert done["delegation"]["chain"][-1] == {
+        "host_instance": front["id"], "computer": "b-node",
+        "partition": front["placement"]["partition"],
+        "address": front["placement"]["address"]}
     status, headers, body = http_fetch(done["connection"]["url"] + "page")
     assert status == 200 and headers["X-Cache"] == "MISS" and b"shop" in body
     status, headers, _ = http_fetch(done["connection"]["url"] + "page")
@@ -314,6 +317,45 @@ def test_a_shared_cdn_request_at_a_is_served_by_bs_front(world, origins):
     # at b it is one shared instance of a's, attached to the front
     at_b = [i for i in instances_at(b, "master/a") if i["reference"] == "a:person/alice:shop"]
     assert len(at_b) == 1 and at_b[0]["host_instance"] == front["id"]
+    assert at_b[0]["host_placement"] == {"computer": "b-node",
+                                         "partition": front["placement"]["partition"],
+                                         "address": front["placement"]["address"]}
+    # the stock client at a asks for a shared instance only b serves: 408 until b's front
+    # publishes it, then the far front's computer and partition and the relayed URL
+    slap_lib = pytest.importorskip("slapos.slap")
+    from slapos.slap import ResourceNotReady
+    d = world["base"] / "a-alice"
+    conn = slap_lib.slap()
+    conn.initializeConnection(a.url + "/slap/", key_file=str(d / "identity.key"),
+                              cert_file=str(d / "identity.crt"))
+    order = conn.registerOpenOrder()
+
+    def ask():
+        return order.request(CDN, "shop-slap", shared=True,
+                             partition_parameter_kw={"site": "shop-slap",
+                                                     "backend": shop.url})
+    with pytest.raises(ResourceNotReady):
+        ask().getId()
+    answers = []
+
+    def answered():
+        try:
+            part = ask()
+            part.getId()
+        except ResourceNotReady:
+            return False
+        answers.append(part)
+        return part.getConnectionParameterDict().get("url")
+    wait_for(answered, 90, "a's SLAP answer for the shared instance b serves")
+    part = answers[-1]
+    assert (part.slap_computer_id, part.getId()) == ("b-node",
+                                                     front["placement"]["partition"])
+    assert part.getConnectionParameterDict()["url"] == front["connection"]["url"] + \
+        "shop-slap/"
+    assert part.getInstanceParameterDict()["site"] == "shop-slap"
+    assert alice.find("shop-slap")["delegation"]["peer"] == "b"
+    status, _headers, body = http_fetch(part.getConnectionParameterDict()["url"] + "page")
+    assert status == 200 and b"shop" in body
 
 
 def test_peer_outage_then_convergence_without_duplicates(world):

@@ -606,6 +606,40 @@ def test_a_delegated_instance_is_answered_from_the_end_of_its_chain():
     assert no_address.attributes["ip_list"] == []
 
 
+def test_a_delegated_shared_instance_is_answered_at_its_far_hosts_partition():
+    """Pure: a shared instance a peer serves waits (408) until the chain ends at its far
+    host's computer and partition; then its own parameters and the connection its far
+    host published for it. The chain takes from the peer's host_placement only strings."""
+    from types import SimpleNamespace as NS
+
+    from slapfed.services.federation.forwards import _chain_of
+    from slapfed.services.slap_render import request_answer
+    inst = NS(id="i-s", reference="front", parent=None, delegated=True, partition_id=None,
+              host_id=None, shared=True, requested_state="started",
+              parameters={"domain": "a.example"}, connection={"url": "https://a.example"},
+              software_url="http://sr/software.cfg", software_type="default",
+              created_at=1.0, revision=3)
+    fwd = NS(chain=_chain_of("b", {"host_instance": "i-far"}))
+    app = NS(forwards={"i-s": fwd}, instances={"i-s": inst})
+    assert fwd.chain == ({"master": "b"}, {"host_instance": "i-far"})
+    assert request_answer(app, inst) is None
+    fwd.chain = _chain_of("b", {"host_instance": "i-far", "host_placement": {
+        "computer": "c-node", "partition": ["slappart2"], "address": "10.0.0.9"}})
+    assert request_answer(app, inst) is None            # a partition that is not text
+    fwd.chain = _chain_of("b", {"host_instance": "i-far", "host_placement": {
+        "computer": "c-node", "partition": "slappart2", "address": "10.0.0.9",
+        "extra": "${x}"}})
+    assert fwd.chain[-1] == {"host_instance": "i-far", "computer": "c-node",
+                             "partition": "slappart2", "address": "10.0.0.9"}
+    attrs = request_answer(app, inst).attributes
+    assert (attrs["slap_computer_id"], attrs["slap_computer_partition_id"]) == (
+        "c-node", "slappart2")
+    assert attrs["_connection_dict"] == {"url": "https://a.example"}
+    params = attrs["_parameter_dict"]
+    assert params["domain"] == "a.example" and params["instance_title"] == "front"
+    assert "slave_instance_list" not in params       # a shared instance's own answer
+
+
 def test_a_hateoas_traverse_shows_only_what_the_caller_may_read(authz_world):
     """person_a reads its own tree, person_b gets 404 with the same words as for an id
     not in use; a node reads its own computer, not another; a bad key or view is 400

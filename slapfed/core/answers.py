@@ -311,6 +311,12 @@ class Delegation(Answer):
     updated_at: Iso = None
 
 
+class LivePlacement(Answer):
+    computer: str
+    partition: str
+    address: str
+
+
 class Instance(Answer):
     id: str
     reference: str
@@ -327,6 +333,9 @@ class Instance(Answer):
     revision: int
     placement: Optional[Placement]
     host_instance: described("shared instances: id of the hosting instance", Optional[str])
+    host_placement: Optional[described(
+        "shared instances: where the hosting instance runs (what a SLAP client is "
+        "answered for it), null until it is placed", LivePlacement)] = None
     shared_instances: described("hosts: ids of the shared instances attached", Names)
     open_to: Annotated[Names, WithJsonSchema({**OPEN_TO_SCHEMA, "default": []})]
     status: InstanceStatus
@@ -464,12 +473,6 @@ class LiveComputer(Answer):
     last_contact: Iso
     lease: Lease
     partitions: list[Partition]
-
-
-class LivePlacement(Answer):
-    computer: str
-    partition: str
-    address: str
 
 
 class LiveInstance(Answer):

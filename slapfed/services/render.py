@@ -138,6 +138,15 @@ def placement_json(app, inst) -> dict | None:
             "recipient": None if p.recipient is None else dict(p.recipient)}
 
 
+def host_placement_json(app, inst) -> dict | None:
+    """A shared instance's host, where it runs: computer, partition and address."""
+    host = app.instances.get(inst.host_id) if inst.shared and inst.host_id else None
+    if host is None or host.partition_id is None:
+        return None
+    p = app.computers[host.computer_id].partitions[host.partition_id]
+    return {"computer": host.computer_id, "partition": p.id, "address": p.address}
+
+
 def status_json(status: dict, unreachable: str | None = None) -> dict:
     """An instance's status; ``unreachable`` (why its computer is not heard from) shows
     it ``unknown`` with that reason, and what was last reported in ``reported_state``."""
@@ -168,6 +177,7 @@ def instance_json(app, inst, leases=None) -> dict:
             "sla": sla_json(inst.sla), "requested_state": inst.requested_state,
             "shared": inst.shared, "revision": inst.revision,
             "placement": placement_json(app, inst), "host_instance": inst.host_id,
+            "host_placement": host_placement_json(app, inst),
             "shared_instances": list(inst.shared_ids), "open_to": list(inst.open_to),
             "status": status_json(inst.status, unreachable(app, inst, leases)),
             "connection": dict(inst.connection),

@@ -147,12 +147,18 @@ def request_answer(app, inst) -> SlapObject | None:
     comp = app.computers[serving.computer_id]
     p = comp.partitions[serving.partition_id]
     if inst.shared:
-        params = slap_texts(inst.parameters)
-        params.update(timestamp=timestamp(inst), slap_software_type=inst.software_type,
-                      instance_title=inst.reference)
+        params = shared_parameters(inst)
     else:
         params = parameter_dict(app, comp.id, p, inst)
     return _software_instance(inst, comp.id, p.id, [(p.id, p.address)], params)
+
+
+def shared_parameters(inst) -> dict:
+    """What a shared instance's answer carries: its parameters and reserved keys."""
+    params = slap_texts(inst.parameters)
+    params.update(timestamp=timestamp(inst), slap_software_type=inst.software_type,
+                  instance_title=inst.reference)
+    return params
 
 
 def _software_instance(inst, computer_id: str, partition_id: str, ip_list: list,
@@ -171,7 +177,8 @@ def _software_instance(inst, computer_id: str, partition_id: str, ip_list: list,
 def delegated_answer(app, inst) -> SlapObject | None:
     """The answer for an instance a peer serves: the computer and partition at the end
     of its delegation chain (as the peers reported them, many hops away maybe) and the
-    connection parameters relayed back; None until the chain ends at a partition."""
+    connection parameters relayed back; None until the chain ends at a partition (for
+    a shared instance: at its host's partition, which the far master reports)."""
     fwd = app.forwards.get(inst.id)
     end = fwd.chain[-1] if fwd is not None and fwd.chain else {}
     computer, partition = end.get("computer"), end.get("partition")
@@ -179,5 +186,6 @@ def delegated_answer(app, inst) -> SlapObject | None:
         return None
     address = end.get("address")
     ip_list = [(partition, address)] if isinstance(address, str) else []
-    return _software_instance(inst, computer, partition, ip_list,
-                              _parameters(app, inst, computer, partition, ip_list, []))
+    params = (shared_parameters(inst) if inst.shared else
+              _parameters(app, inst, computer, partition, ip_list, []))
+    return _software_instance(inst, computer, partition, ip_list, params)

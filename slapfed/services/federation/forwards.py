@@ -385,6 +385,12 @@ def _chain_of(peer: str, remote: dict) -> tuple:
         return (hop, end)
     host = remote.get("host_instance")
     if host:
-        return (hop, {"host_instance": host})
+        end = {"host_instance": host}
+        where = remote.get("host_placement")
+        if isinstance(where, dict):
+            # where the far host runs: a SLAP answer for the shared instance at the origin
+            end.update((k, where[k]) for k in ("computer", "partition", "address")
+                       if isinstance(where.get(k), str))
+        return (hop, end)
     return (hop,)
 
