@@ -328,7 +328,7 @@ def test_a_layout_without_addresses_names_the_partition(slap_api, master_db):
 
 
 def test_unknown_slap_calls_are_404_which_the_stock_client_tolerates(slap_api):
-    assert slap_api.post("/slap/softwareInstanceRename",
+    assert slap_api.post("/slap/revokeComputerCertificate",
                          data={"computer_id": COMPUTER}).status_code == 404
     assert slap_api.get("/slap/getSoftwareReleaseListFromSoftwareProduct",
                         query_string={"software_product_reference": "x"}).status_code == 404
@@ -452,6 +452,8 @@ SLAP_CASES = [
     ("related-instances", lambda w: ("POST", "updateComputerPartitionRelatedInstanceList",
                                      {**_ids(w), "instance_reference_xml": dumps([])},
                                      _hdr(*_a_part(w))), NODE_OR_PARTITION),
+    ("rename", lambda w: ("POST", "softwareInstanceRename", {**_ids(w), "new_name": "a-new"},
+                          _hdr(*_a_part(w))), NODE_OR_PARTITION),
     ("computer-bang", lambda w: ("POST", "computerBang", {"computer_id": "node-x",
                                                           "message": "x"}, {}), NODE_ONLY),
     ("hateoas-url", lambda w: ("GET", "getHateoasUrl", {}, {}), AUTHENTICATED),

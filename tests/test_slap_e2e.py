@@ -46,6 +46,19 @@ def connect(url, files=None):
     return conn
 
 
+def secure_master(master_server, tmp_path, *people):
+    """A master over mutual TLS (its data under tmp_path/master) and certificates from its
+    CA for its node (COMPUTER), its admin root, alice and ``people``: (url, data
+    directory, CA, {name: issued files})."""
+    data = tmp_path / "master"
+    url = master_server(data=data, secure=True)
+    ca = CertificateAuthority(data / "ca")
+    who = [("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
+           ("alice", ids.person("alice"))] + [(name, ids.person(name)) for name in people]
+    return url, data, ca, {name: ca.issue_with_new_key(identity, tmp_path / name)
+                           for name, identity in who}
+
+
 def node_partitions(node):
     return {p.getId(): p for p in node.registerComputer(COMPUTER).getComputerPartitionList()}
 
@@ -94,12 +107,7 @@ def lifecycle(node, admin, person):
 
 
 def test_stock_slap_client_over_mutual_tls(master_server, tmp_path):
-    data = tmp_path / "master"
-    url = master_server(data=data, secure=True)
-    ca = CertificateAuthority(data / "ca")
-    made = {who: ca.issue_with_new_key(identity, tmp_path / who)
-            for who, identity in (("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
-                                  ("alice", ids.person("alice")))}
+    url, data, ca, made = secure_master(master_server, tmp_path)
     node, admin, alice = (connect(url, made[w]) for w in ("node", "root", "alice"))
     lifecycle(node, admin, alice)
 
@@ -195,12 +203,7 @@ def test_stock_service_and_computer_list_over_mutual_tls(master_server, tmp_path
     slapfed through its HATEOAS navigator: each person sees the trees it requested (not
     the children, not another person's, not destroyed ones), an admin every computer, a
     person none. A search the stock client never writes is refused, naming the query."""
-    data = tmp_path / "master"
-    url = master_server(data=data, secure=True)
-    ca = CertificateAuthority(data / "ca")
-    made = {who: ca.issue_with_new_key(identity, tmp_path / who)
-            for who, identity in (("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
-                                  ("alice", ids.person("alice")), ("bob", ids.person("bob")))}
+    url, data, ca, made = secure_master(master_server, tmp_path, "bob")
     node, admin, alice, bob = (connect(url, made[w]) for w in ("node", "root", "alice", "bob"))
     # releases named by local paths: the stock CLI looks for SR.json next to one (and
     # finds none) instead of downloading it
@@ -272,12 +275,7 @@ def test_a_child_publishing_redeploys_the_partition_that_requested_it(master_ser
     revision: slapgrid deploys it again and its buildout reads the values); the child's
     stays. The parent requesting its child again as before, and either publishing what it
     published already, changes nothing: they converge."""
-    data = tmp_path / "master"
-    url = master_server(data=data, secure=True)
-    ca = CertificateAuthority(data / "ca")
-    made = {who: ca.issue_with_new_key(identity, tmp_path / who)
-            for who, identity in (("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
-                                  ("alice", ids.person("alice")))}
+    url, data, ca, made = secure_master(master_server, tmp_path)
     node, admin, alice = (connect(url, made[w]) for w in ("node", "root", "alice"))
     node.registerComputer(COMPUTER).updateConfiguration(dumps(layout()))
     admin.registerSupply().supply(SR, COMPUTER)
@@ -313,3 +311,59 @@ def test_a_child_publishing_redeploys_the_partition_that_requested_it(master_ser
     seen = alice.registerOpenOrder().request(SR, "parent",
                                              filter_kw={"computer_guid": COMPUTER})
     assert seen.getConnectionParameterDict() == {"backend": "http://127.0.9.2:8080/"}
+
+
+def test_stock_client_renames_a_root_over_mutual_tls(master_server, tmp_path):
+    """softwareInstanceRename as a stock instance calls it (the node's certificate, the
+    X-SlapPartition header naming its partition): alice's root, with a child on another
+    partition, renames itself. `slapfed list` and the native API show the new name, the
+    node's full information the new titles on both partitions, requesting the new name
+    answers the same instance; the old name is free, and asked for again it is a new
+    instance, as in SlapOS (resilient stacks rely on it at takeover)."""
+    from conftest import slapfed_cli
+    url, data, ca, made = secure_master(master_server, tmp_path)
+    node, admin, alice = (connect(url, made[w]) for w in ("node", "root", "alice"))
+    node.registerComputer(COMPUTER).updateConfiguration(dumps(layout(3)))
+    admin.registerSupply().supply(SR, COMPUTER)
+    order = alice.registerOpenOrder()
+    root = order.request(SR, "stack", filter_kw={"computer_guid": COMPUTER})
+    inside = node.registerComputerPartition(COMPUTER, root.getId())
+    child = inside.request(SR, "default", "stack-db", filter_kw={"computer_guid": COMPUTER})
+
+    def seen_by_node():
+        return {p.getId(): (p.getInstanceParameterDict()["instance_title"],
+                            p.getInstanceParameterDict()["root_instance_title"])
+                for p in node_partitions(node).values() if getattr(p, "_instance_guid", None)}
+    assert seen_by_node() == {root.getId(): ("stack", "stack"),
+                              child.getId(): ("stack-db", "stack")}
+
+    inside.rename("stack-renamed")
+
+    assert seen_by_node() == {root.getId(): ("stack-renamed", "stack-renamed"),
+                              child.getId(): ("stack-db", "stack-renamed")}
+    config = tmp_path / "alice-client.json"
+    config.write_text(json.dumps({"master": url, "ca": str(data / "ca" / "ca.crt"),
+                                  "cert": str(made["alice"].cert_path),
+                                  "key": str(made["alice"].key_path)}))
+    env = {**os.environ, "SLAPFED_CONFIG": str(config)}
+    listed = json.loads(slapfed_cli("list", "--json", env=env).stdout)["instances"]
+    assert {i["reference"]: i["id"] for i in listed} == {
+        "stack-renamed": root.getInstanceGuid(), "stack-db": child.getInstanceGuid()}
+    pair = (str(made["alice"].cert_path), str(made["alice"].key_path))
+    tree = requests.get(f"{url}/api/v1/instances", params={"requester": root.getInstanceGuid()},
+                        cert=pair, verify=str(data / "ca" / "ca.crt"), timeout=10).json()
+    assert [i["reference"] for i in tree["instances"]] == ["stack-db"]
+
+    again = order.request(SR, "stack-renamed", filter_kw={"computer_guid": COMPUTER})
+    assert (again.getInstanceGuid(), again.getId()) == (root.getInstanceGuid(), root.getId())
+    fresh = order.request(SR, "stack", filter_kw={"computer_guid": COMPUTER})
+    assert fresh.getInstanceGuid() != root.getInstanceGuid()
+    assert fresh.getId() not in (root.getId(), child.getId())
+    listed = json.loads(slapfed_cli("list", "--json", env=env).stdout)["instances"]
+    assert sorted(i["reference"] for i in listed) == ["stack", "stack-db", "stack-renamed"]
+    # a node may not speak for another computer's partition to rename it
+    other = ca.issue_with_new_key(ids.computer("slap-node-2"), tmp_path / "node-2")
+    with pytest.raises(requests.HTTPError) as info:
+        connect(url, other).registerComputerPartition(COMPUTER, root.getId()).rename("mine")
+    assert info.value.response.status_code == 403
+    assert seen_by_node()[root.getId()] == ("stack-renamed", "stack-renamed")

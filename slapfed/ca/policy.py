@@ -30,6 +30,7 @@ UNSUPPLY_SOFTWARE = "unsupply_software"            # DELETE /computers/<id>/soft
 READ_DESIRED_STATE = "read_desired_state"          # GET /computers/<id>/desired-state
 REPORT_SOFTWARE = "report_software"                # PUT /computers/<id>/software/<hash>/status
 REPORT_PARTITION = "report_partition"              # PUT /computers/<id>/partitions/<pid>/status
+RENAME_INSTANCE = "rename_instance"                # SLAP softwareInstanceRename
 DECLARE_LOST = "declare_computer_lost"              # POST /computers/<id>/lost
 DECLARE_PEER_LOST = "declare_peer_lost"            # POST /peers/<name>/lost
 WIPE_COMPUTER = "wipe_computer"                    # POST /computers/<id>/wipe
@@ -246,6 +247,9 @@ RULES: dict[str, Rule] = {r.action: r for r in (
          "publish its connection parameters); the state claimed must fit the state "
          "requested, and only the node claims destroyed (core.claims)", PartitionFacts,
          grants={COMPUTER: partition_of_own_computer, PARTITION: own_partition}),
+    Rule(RENAME_INSTANCE, "a partition renames the instance it hosts, or a shared instance "
+         "of the same owner attached to it (its node speaks for it with X-SlapPartition)",
+         PartitionFacts, grants={PARTITION: own_partition}),
     Rule(DECLARE_LOST, "admins only (the verdict that moves what a computer hosts)",
          ComputerFacts, grants={ADMIN: anything}),
     Rule(DECLARE_PEER_LOST, "admins only (the verdict that moves what a peer serves for "

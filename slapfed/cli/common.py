@@ -55,6 +55,7 @@ EXIT_BY_CODE = {
     errors.Forbidden.code: Exit.FORBIDDEN,
     errors.FactNotOwned.code: Exit.FORBIDDEN,
     errors.ReportRefused.code: Exit.CONFLICT,
+    errors.ReferenceTaken.code: Exit.CONFLICT,
     errors.ReadOnly.code: Exit.CONFLICT,          # a replica: write to the primary
     errors.Fenced.code: Exit.CONFLICT,            # a demoted primary: write to the new one
     errors.ReplicaDiverged.code: Exit.CONFLICT,

@@ -116,6 +116,15 @@ class ReportRefused(Conflict):
     http_status = 409
 
 
+class ReferenceTaken(Conflict):
+    """A rename (SLAP's softwareInstanceRename) to a reference another live instance of
+    the same requester already has; ``details`` name the field and the instance holding
+    it. Nothing is written."""
+
+    code = "reference_taken"
+    http_status = 409
+
+
 class ReadOnly(Conflict):
     """This master is a replica: it serves reads and refuses every write; ``details`` name
     the primary that takes them (its URL when known)."""
@@ -229,7 +238,7 @@ ERROR_CLASSES: dict[str, type[SlapfedError]] = {
     for k in (
         SlapfedError, InvalidInput, OutboundRefused, NotFound, Conflict, NoCapacity, RecursionRefused,
         UnknownSoftwareType,
-        Unauthenticated, Forbidden, FactNotOwned, ReportRefused, ReadOnly, Fenced,
+        Unauthenticated, Forbidden, FactNotOwned, ReportRefused, ReferenceTaken, ReadOnly, Fenced,
         ReplicaDiverged, MethodNotAllowed,
         PayloadTooLarge, UnsupportedMediaType, UriTooLong, HeaderFieldsTooLarge,
         MasterStopping, StorageError, BackupCorrupt, NoMasterGiven,

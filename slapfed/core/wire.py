@@ -260,6 +260,8 @@ def Int(minimum=None, maximum=None, **extra):
 
 Bool = Annotated[bool, Strict()]
 Id = Text(64, ecma(ID_RE))
+# what names an instance within its requester's: a request's, a rename's
+Reference = Text(MAX_REFERENCE)
 MasterName = Text(64, ecma(MASTER_NAME_RE))
 SoftwareType = Text(64, ecma(SOFTWARE_TYPE_RE))
 LogTail = Text(MAX_LOG_TAIL, None, 0)
@@ -581,7 +583,7 @@ class InstanceRequest:
     (non-shared requests; core.sharing): who else may attach shared instances to this
     one — () the owner only, principals, or ("*",) everyone."""
 
-    reference: Text(MAX_REFERENCE)
+    reference: Reference
     software_url: SoftwareUrl
     software_type: Optional[SoftwareType] = DEFAULT_SOFTWARE_TYPE
     parameters: Optional[Parameters] = field(default_factory=dict)
@@ -626,6 +628,14 @@ class InstanceRequest:
     def sla_terms(self):
         """The parsed SLA (core.sla.Sla); InvalidInput when it was built invalid."""
         return parse_sla(self.sla, "sla", self.reference)
+
+
+@wire_type("rename")
+class InstanceRename:
+    """An instance's new reference (SLAP's softwareInstanceRename), checked as a
+    request's reference is: the name its requester asks for it by from then on."""
+
+    reference: Reference
 
 
 @wire_type("child master registration")

@@ -315,6 +315,9 @@ SLAP_GUARDS: dict[str, Guard] = {
                                                      _slap_partition),
     "slap.load_computer_configuration_from_xml": Guard(policy.REGISTER_COMPUTER,
                                                        _slap_registration),
+    # an instance renames itself (or a shared instance it hosts): its node speaks for it
+    "slap.software_instance_rename": Guard(policy.RENAME_INSTANCE, _slap_partition,
+                                           _slap_speaker),
     # the navigator of `slapos service list` / `computer list`: who asks, then the
     # instances and computers it may read (filtered per item, as on /api/v1)
     "slap.get_hateoas_url": Guard(policy.WHOAMI),

@@ -257,6 +257,24 @@ def software_instance_bang():
     return _done()
 
 
+@blueprint.post("/softwareInstanceRename")
+def software_instance_rename():
+    """The instance on the partition takes another name (or, with ``slave_reference``,
+    the shared instance of that id attached to it): the same instance, which its
+    requester asks for by the new name from then on; the old one is free (SlapOS'
+    resilient stacks swap names so at takeover). Same name: nothing is written."""
+    cid = slapform.identifier("computer_id")
+    pid = slapform.identifier("computer_partition_id")
+    new_name = slapform.new_name()
+    shared = slapform.optional_identifier("slave_reference")
+    old, body = services.rename_hosted(runtime(), cid, pid, new_name, shared)
+    if old != body["reference"]:
+        log.info("instance %s renamed from %r to %r by %s", body["id"], old[:200],
+                 body["reference"][:200], principal(),
+                 extra={"computer": cid, "partition": pid, "instance": body["id"]})
+    return _done()
+
+
 @blueprint.post("/computerBang")
 def computer_bang():
     """``slapos node bang``: every instance on the computer gets a new revision."""

@@ -20,7 +20,9 @@ from ..core import marshal
 from ..core.errors import Forbidden, InvalidInput, UnsupportedMediaType
 from ..core.sla import HOST_KEY
 from ..core.states import DEFAULT_SOFTWARE_TYPE, REQUESTED_STATES, STARTED
-from ..core.wire import ComputerRegistration, InstanceRequest, Supply, check_connection
+from ..core.wire import (
+    ComputerRegistration, InstanceRename, InstanceRequest, Supply, check_connection,
+)
 from ..services.slap_render import slap_texts
 
 FORM_MEDIA_TYPE = "application/x-www-form-urlencoded"
@@ -102,6 +104,11 @@ def identifier(name: str) -> str:
         raise InvalidInput(f"invalid SLAP call: {name} {value[:64]!r} is not an id",
                            [{"field": name, "problem": f"must match {ids.ID_RE.pattern}"}])
     return value
+
+
+def optional_identifier(name: str) -> str | None:
+    """An id field the caller may leave out (or send as the stock client's ``None``)."""
+    return None if text(name, required=False) is None else identifier(name)
 
 
 def refuse_browsers() -> None:
@@ -259,6 +266,15 @@ def connection() -> dict:
                            [{"field": "connection_xml", "problem": "must be a dictionary"}])
     return check_connection(slap_texts(_json_values(value, "connection_xml")),
                             "connection_xml")
+
+
+def new_name() -> str:
+    """softwareInstanceRename's ``new_name``: checked as a request's reference is (core.wire
+    InstanceRename), every problem named ``new_name``."""
+    try:
+        return InstanceRename.from_json({"reference": text("new_name")}).reference
+    except InvalidInput as exc:
+        raise _renamed(exc, {"reference": "new_name"}) from None
 
 
 MAX_RELATED = 1000                    # references one partition may say it still requests

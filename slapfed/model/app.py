@@ -136,6 +136,16 @@ class App(Persistent):
         self.by_request[key] = instance.id
         self.index_release(instance)
 
+    def rename_instance(self, instance, reference: str) -> None:
+        """Give ``instance`` another reference: indexed under (its requester,
+        ``reference``) instead. The caller checked the key: free, or held by an instance
+        it lets go of (a destroyed one, which keeps its record, reached by id)."""
+        old = (instance.requester, instance.reference)
+        if self.by_request.get(old) == instance.id:
+            del self.by_request[old]
+        self.by_request[(instance.requester, reference)] = instance.id
+        instance.reference = reference
+
     def find_instance(self, requester: str, reference: str):
         iid = self.by_request.get((requester, reference))
         return None if iid is None else self.instances[iid]

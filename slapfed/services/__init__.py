@@ -17,6 +17,7 @@ from .instances import (
     show_instance,
 )
 from .lost import declare_lost, declare_peer_lost, report_moved, wipe as wipe_computer
+from .rename import rename_hosted, rename_instance
 from .runtime import MasterSettings, Runtime
 from .tx import app_root, read, write
 
@@ -38,4 +39,5 @@ __all__ = [
     "page_computers", "page_instances", "page_order",
     "record_partition_certificate",
     "request_instance_answered",
+    "rename_hosted", "rename_instance",
 ]

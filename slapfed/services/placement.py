@@ -143,6 +143,35 @@ def find_related(app, requester: str, parent_id: str | None, reference: str):
     return None
 
 
+def instances_naming(app, inst) -> list:
+    """The live instances (other than ``inst``) whose SLA names ``inst`` by its reference,
+    i.e. whose relative keys find_related resolves to it: among its requester's
+    instances and its instance tree (where find_related looks)."""
+    root = inst
+    for _ in range(MAX_TREE_DEPTH):
+        up = app.instances.get(root.parent) if root.parent is not None else None
+        if up is None:
+            break
+        root = up
+    candidates = dict.fromkeys(app.instance_ids_of(inst.requester))
+    queue, seen = [root], 0
+    while queue and seen < MAX_TREE_SIZE:
+        node = queue.pop(0)
+        seen += 1
+        candidates[node.id] = None
+        queue.extend(app.instances[c] for c in node.children if c in app.instances)
+    out = []
+    for iid in candidates:
+        other = app.instances.get(iid)
+        if other is None or other.id == inst.id or not other.sla \
+                or other.requested_state == DESTROYED:
+            continue
+        if inst.reference in parse_sla(other.sla, "sla", problems=[]).references and \
+                find_related(app, other.requester, other.parent, inst.reference) is inst:
+            out.append(other)
+    return out
+
+
 def where_runs(app, inst) -> tuple[str | None, str]:
     """(computer id, why not) of an instance: its own partition's computer, or for a
     shared instance its host's."""
