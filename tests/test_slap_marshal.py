@@ -126,3 +126,38 @@ def test_the_encoded_bytes_stay_what_they_were():
         '<dictionary id="i6"><string>_x</string><string>&amp;amp;</string></dictionary>'
         '</object><string>s</string><set id="i7"><int>1</int><int>2</int></set></dictionary>'
         '</marshal>')
+
+
+def _entry_world(parameters, software_url, requested_state, shared_parameters):
+    from types import SimpleNamespace as NS
+    root = NS(id="i-root", parent=None, reference="stack & <co>")
+    shared = NS(id="i-s<1>", reference="front&", software_type="default",
+                parameters=shared_parameters)
+    inst = NS(id="i-a&b", parent="i-root", reference="db <1>", software_type="mariadb",
+              software_url=software_url, requested_state=requested_state,
+              parameters=parameters, shared_ids=("i-s<1>", "i-gone"), created_at=12.5,
+              revision=4)
+    app = NS(instances={"i-root": root, "i-s<1>": shared, "i-a&b": inst})
+    return app, NS(id="node&1"), NS(id="slappart<3>", address="10.0.0.3"), inst
+
+
+@pytest.mark.parametrize("parameters,url,state,shared", [
+    pytest.param({"k": "v"}, "http://sr/software.cfg", "started", {}, id="plain"),
+    pytest.param({"a": ["x", {"deep": [1]}], "z": {"n": None}}, "http://sr/s.cfg?a=1&b=<2>",
+                 "stopped", {"l": [1, [2]]}, id="nested-values-shift-the-ids"),
+    pytest.param({"timestamp": "mine", "ip_list": "mine", "&": "<"}, None, "destroyed",
+                 {"x": {"y": "z"}}, id="reserved-keys-no-release"),
+])
+def test_a_partition_entry_is_the_bytes_of_its_object(parameters, url, state, shared):
+    """slap_render.partition_fragment writes its frame itself and encodes a release once
+    per computer and id: the bytes stay those of the generic encoder, escapes and ids
+    included, and the stock client decodes them to the partition it encodes."""
+    from slapfed.services import slap_render
+    app, comp, p, inst = _entry_world(parameters, url, state, shared)
+    fast = slap_render.partition_fragment(app, comp, p, inst)
+    assert fast == marshal.encode_fragment(slap_render.partition_object(app, comp.id, p, inst))
+    assert slap_render.partition_fragment(app, comp, p, inst) == fast     # cached release
+    decoded = slapos_util.loads(f"<marshal>{fast}</marshal>".encode())
+    assert decoded._partition_id == "slappart<3>" and decoded._instance_guid == "i-a&b"
+    assert decoded._parameter_dict["slave_instance_list"][0]["slave_title"] == "front&"
+    assert decoded._requested_state == state

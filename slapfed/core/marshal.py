@@ -314,6 +314,11 @@ def _sort_key(key):
         (type(key).__name__, repr(key))
 
 
+def string_element(value: str) -> str:
+    """``<string>`` of ``value``, escaped as every string of a document is."""
+    return _string(value)
+
+
 def encode_fragment(value, counter: list | None = None) -> str:
     """The marshal XML of one value without the ``<marshal>`` wrapper (to assemble a
     large document from cached parts); ``counter`` numbers the ids."""

@@ -10,6 +10,7 @@ out of them and served live by registerComputerPartition and request answers.
 """
 from __future__ import annotations
 
+import functools
 import json
 
 from ..core import marshal
@@ -112,8 +113,39 @@ def partition_object(app, comp_id: str, p, inst, connection: bool = False) -> Sl
 
 
 def partition_fragment(app, comp, p, inst) -> str:
-    """One partition of a computer's full information, encoded (cached per revision)."""
-    return marshal.encode_fragment(partition_object(app, comp.id, p, inst))
+    """One partition of a computer's full information, encoded (cached per revision):
+    the bytes ``marshal.encode_fragment(partition_object(...))`` writes, the frame
+    written at once and the release's document encoded once per computer and position
+    (a computer's entries differ in their ids and parameters only)."""
+    if inst is None:
+        return marshal.encode_fragment(partition_object(app, comp.id, p, inst))
+    cid, pid = marshal.string_element(comp.id), marshal.string_element(p.id)
+    counter = [3]            # i1 the object, i2 its dictionary, i3 the _filter_dict
+    params = marshal.encode_fragment(parameter_dict(app, comp.id, p, inst), counter)
+    if inst.software_url is None:
+        release = "<none/>"
+    else:
+        release, counter[0] = _release_fragment(inst.software_url, comp.id, counter[0])
+    return ('<object id="i1" module="slapos.slap.slap" class="ComputerPartition">'
+            f'<tuple>{cid}{pid}<none/></tuple><dictionary id="i2">'
+            f'<string>_computer_id</string>{cid}'
+            '<string>_filter_dict</string><dictionary id="i3"></dictionary>'
+            f'<string>_instance_guid</string>{marshal.string_element(inst.id)}'
+            f'<string>_parameter_dict</string>{params}'
+            f'<string>_partition_id</string>{pid}'
+            '<string>_request_dict</string><none/>'
+            f'<string>_requested_state</string>{marshal.string_element(inst.requested_state)}'
+            f'<string>_software_release_document</string>{release}'
+            '</dictionary></object>')
+
+
+@functools.lru_cache(maxsize=4096)
+def _release_fragment(url: str, computer_id: str, last_id: int) -> tuple[str, int]:
+    """The encoded SoftwareRelease of a partition entry whose ids reached ``last_id``,
+    and the last id it used."""
+    counter = [last_id]
+    text = marshal.encode_fragment(software_release(url, computer_id), counter)
+    return text, counter[0]
 
 
 def computer_document(app, comp, serial: int, fragments) -> bytes:
