@@ -589,7 +589,10 @@ def test_a_delegated_instance_is_answered_from_the_end_of_its_chain():
     app = NS(forwards={"i-1": fwd}, instances={"i-1": inst})
     assert request_answer(app, inst) is None
     for end in ({"master": "b"}, {"computer": "c-node"}, {"computer": 7, "partition": "p"},
-                {"computer": "c-node", "partition": ["p"]}):
+                {"computer": "c-node", "partition": ["p"]},
+                {"computer": "c-node\n[buildout]", "partition": "p"},
+                {"computer": "c-node", "partition": "${slap-connection:key-file}"},
+                {"computer": "", "partition": "p"}, {"computer": "c" * 65, "partition": "p"}):
         fwd.chain = ({"master": "b"}, end)
         assert request_answer(app, inst) is None, end
     fwd.chain = ({"master": "b"}, {"computer": "c-node", "partition": "slappart1",
@@ -602,10 +605,13 @@ def test_a_delegated_instance_is_answered_from_the_end_of_its_chain():
     assert attrs["_connection_dict"] == {"url": "http://x/<b>"}
     assert attrs["_parameter_dict"]["slap_computer_partition_id"] == "slappart1"
     assert b"http://x/<b>" not in slap_marshal.dumps(answer)     # text, escaped
+    for address in ({"not": "an address"}, "10.0.0.7\n[x]", "not-an-ip", "1" * 100):
+        fwd.chain = ({"master": "b"}, {"computer": "c-node", "partition": "slappart1",
+                                       "address": address})
+        assert request_answer(app, inst).attributes["ip_list"] == [], address
     fwd.chain = ({"master": "b"}, {"computer": "c-node", "partition": "slappart1",
-                                   "address": {"not": "an address"}})
-    no_address = request_answer(app, inst)
-    assert no_address.attributes["ip_list"] == []
+                                   "address": "2001:db8::7"})
+    assert request_answer(app, inst).attributes["ip_list"] == [("slappart1", "2001:db8::7")]
 
 
 def test_a_delegated_shared_instance_is_answered_at_its_far_hosts_partition():

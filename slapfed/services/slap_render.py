@@ -11,9 +11,11 @@ out of them and served live by registerComputerPartition and request answers.
 from __future__ import annotations
 
 import functools
+import ipaddress
 import json
 
 from ..core import marshal
+from ..core.fields import ID_RE
 from ..core.marshal import SlapObject
 from ..core.states import DESTROYED
 
@@ -214,10 +216,26 @@ def delegated_answer(app, inst) -> SlapObject | None:
     fwd = app.forwards.get(inst.id)
     end = fwd.chain[-1] if fwd is not None and fwd.chain else {}
     computer, partition = end.get("computer"), end.get("partition")
-    if not isinstance(computer, str) or not isinstance(partition, str):
+    # what the peers reported is data, which a stock requester's buildout may read: ids
+    # as slapfed's own, an address that is one
+    if not _is_id(computer) or not _is_id(partition):
         return None
-    address = end.get("address")
-    ip_list = [(partition, address)] if isinstance(address, str) else []
+    address = _address(end.get("address"))
+    ip_list = [(partition, address)] if address is not None else []
     params = (shared_parameters(inst) if inst.shared else
               _parameters(app, inst, computer, partition, ip_list, []))
     return _software_instance(inst, computer, partition, ip_list, params)
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, str) and ID_RE.match(value) is not None
+
+
+def _address(value) -> str | None:
+    """``value`` as an IP address's text, or None when it is not one."""
+    if not isinstance(value, str) or len(value) > 64:
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        return None
