@@ -4,6 +4,7 @@
 # Factories and fixtures for the master's tests (store, services, API, servers).
 # Everything runs on a real FileStorage in tmp_path; servers bind 127.0.0.1 with ports
 # chosen at run time, and every process started is stopped by PID even on failure.
+import contextlib
 import os
 import signal
 import subprocess
@@ -54,6 +55,26 @@ def make_runtime(db, **settings):
     renderer) over ``db``, with these MasterSettings; close it before the DB."""
     from slapfed.services.runtime import MasterSettings, Runtime
     return Runtime(db, MasterSettings(**settings))
+
+
+@contextlib.contextmanager
+def zeo_runtimes(directory, count: int = 2):
+    """``count`` runtimes, each over its own DB on one real ZEO server storing in
+    ``directory`` (as many master processes would be); all closed, and the server
+    stopped, on the way out."""
+    from slapfed.store import open_db
+    from slapfed.store.zeo import start_zeo_server
+    server = start_zeo_server(str(directory))
+    runtimes = []
+    try:
+        for _ in range(count):
+            runtimes.append(make_runtime(open_db(server.uri, None)))
+        yield runtimes
+    finally:
+        for rt in runtimes:
+            rt.close()
+            rt.db.close()
+        server.stop()
 
 
 @pytest.fixture

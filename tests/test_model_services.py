@@ -398,26 +398,15 @@ def test_under_zeo_a_document_is_rendered_on_the_renderers_own_connection(
     """Only a storage this process alone writes (FileStorage, MappingStorage) renders
     through the writer; under ZEO the writer is not held while what other processes
     changed is loaded, and a document shows another process's writes."""
-    from conftest import make_runtime
-    from slapfed.store import open_db
-    from slapfed.store.zeo import start_zeo_server
-    server = start_zeo_server(str(tmp_path))
-    try:
-        one, two = (make_runtime(open_db(server.uri, None)) for _ in range(2))
-        try:
-            assert two.renderer._read != two.writer.read
-            svc.register_computer(one, ComputerRegistration.from_json(
-                master_factories.computer("c1", 4, lan="lan-a")))
-            svc.supply(one, "c1", Supply(URL))
-            request(one, reference="web-1")
-            at, body = two.renderer.document("c1", serial(one))
-            assert json.loads(body) == desired(one)
-        finally:
-            for rt in (one, two):
-                rt.close()
-                rt.db.close()
-    finally:
-        server.stop()
+    from conftest import zeo_runtimes
+    with zeo_runtimes(tmp_path) as (one, two):
+        assert two.renderer._read != two.writer.read
+        svc.register_computer(one, ComputerRegistration.from_json(
+            master_factories.computer("c1", 4, lan="lan-a")))
+        svc.supply(one, "c1", Supply(URL))
+        request(one, reference="web-1")
+        _at, body = two.renderer.document("c1", serial(one))
+        assert json.loads(body) == desired(one)
 
 
 def test_contact_is_recorded_at_most_every_contact_interval(rt, master_db, monkeypatch):

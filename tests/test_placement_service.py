@@ -173,28 +173,18 @@ def test_a_stale_snapshot_never_double_allocates(master_db, master_runtime):
 
 
 def test_two_processes_share_a_zeo_storage_without_double_allocation(tmp_path):
-    from slapfed.store.zeo import start_zeo_server
-    server = start_zeo_server(str(tmp_path))
-    try:
-        dbs = open_db(server.uri, None), open_db(server.uri, None)
-        one, two = make_runtime(dbs[0]), make_runtime(dbs[1])    # two processes' runtimes
-        try:
-            register(one, "c", "l", "europe", partitions=4)
-            request(one, "a")
-            request(two, "b")                 # two's snapshot is built after a
-            request(one, "c")                 # one's snapshot is stale: rebuilt
-            request(two, "d")
-            with pytest.raises(NoCapacity):
-                request(one, "e")
-            placed = [i["placement"]["partition"] for i in services.list_instances(two)]
-            assert sorted(placed) == ["p0", "p1", "p2", "p3"]
-            assert one.placement.rebuilds >= 2
-        finally:
-            for rt in (one, two):
-                rt.close()
-                rt.db.close()
-    finally:
-        server.stop()
+    from conftest import zeo_runtimes
+    with zeo_runtimes(tmp_path) as (one, two):     # two processes' runtimes
+        register(one, "c", "l", "europe", partitions=4)
+        request(one, "a")
+        request(two, "b")                 # two's snapshot is built after a
+        request(one, "c")                 # one's snapshot is stale: rebuilt
+        request(two, "d")
+        with pytest.raises(NoCapacity):
+            request(one, "e")
+        placed = [i["placement"]["partition"] for i in services.list_instances(two)]
+        assert sorted(placed) == ["p0", "p1", "p2", "p3"]
+        assert one.placement.rebuilds >= 2
 
 
 def test_software_type_check_reads_the_supply_index(fed):

@@ -294,21 +294,10 @@ def publish_connection(rt, computer_id: str, partition_id: str, connection: dict
     Raises NotFound (no such partition, or the instance holds no such shared
     instance) and Conflict (the partition hosts no instance, or it is destroyed)."""
     def use_case(app):
-        comp = get_computer(app, computer_id)
-        partition = comp.partitions.get(partition_id)
-        if partition is None:
-            raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
-        if partition.instance_id is None:
-            raise Conflict(f"partition {partition_id} of computer {computer_id} hosts no "
-                           "instance; it has no connection parameters to publish")
-        inst = app.instances[partition.instance_id]
-        target = inst
-        if shared_id is not None:
-            if shared_id not in inst.shared_ids:
-                raise NotFound(f"instance {inst.reference!r} (partition {partition_id}) "
-                               f"holds no shared instance {shared_id!r}",
-                               [{"field": "slave_reference", "problem": "not held here"}])
-            target = app.instances[shared_id]
+        inst, shared = hosted(app, computer_id, partition_id, shared_id, Conflict(
+            f"partition {partition_id} of computer {computer_id} hosts no instance; it "
+            "has no connection parameters to publish"))
+        target = inst if shared is None else shared
         if target.requested_state == DESTROYED:
             raise Conflict(f"instance {target.reference!r} is being destroyed; it publishes "
                            "nothing more")
@@ -316,6 +305,29 @@ def publish_connection(rt, computer_id: str, partition_id: str, connection: dict
         return render.instance_json(app, target, rt.leases)
 
     return write(rt, use_case)
+
+
+def hosted(app, computer_id: str, partition_id: str, shared_id: str | None,
+           nothing_hosted: Exception) -> tuple:
+    """(the instance partition ``partition_id`` of ``computer_id`` hosts, the shared
+    instance ``shared_id`` attached to it or None when not asked): what a partition's
+    SLAP calls act on. Raises NotFound (no such computer or partition, no such shared
+    instance attached there: field ``slave_reference``) and ``nothing_hosted`` when the
+    partition hosts no instance."""
+    comp = get_computer(app, computer_id)
+    partition = comp.partitions.get(partition_id)
+    if partition is None:
+        raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
+    if partition.instance_id is None:
+        raise nothing_hosted
+    inst = app.instances[partition.instance_id]
+    if shared_id is None:
+        return inst, None
+    if shared_id not in inst.shared_ids:
+        raise NotFound(f"instance {inst.reference!r} (partition {partition_id}) holds no "
+                       f"shared instance {shared_id!r}",
+                       [{"field": "slave_reference", "problem": "not held here"}])
+    return inst, app.instances[shared_id]
 
 
 def record_partition_certificate(rt, computer_id: str, partition_id: str,

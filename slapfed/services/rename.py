@@ -21,7 +21,7 @@ from ..core.errors import Conflict, Forbidden, NotFound, ReferenceTaken
 from ..core.sla import parse_sla
 from ..core.states import DESTROYED
 from . import placement, render
-from .computers import get_computer
+from .computers import hosted
 from .instances import _document_changed, _get
 from .slap_render import root_of
 from .tx import clock, write
@@ -48,20 +48,10 @@ def rename_hosted(rt, computer_id: str, partition_id: str, reference: str,
     ``slave_reference``), Forbidden (a shared instance of another owner), and what
     rename_instance raises."""
     def use_case(app):
-        comp = get_computer(app, computer_id)
-        p = comp.partitions.get(partition_id)
-        if p is None:
-            raise NotFound(f"computer {computer_id} has no partition {partition_id!r}")
-        if p.instance_id is None:
-            raise NotFound(f"partition {partition_id} of computer {computer_id} hosts no "
-                           "instance: there is nothing to rename")
-        inst = app.instances[p.instance_id]
-        if shared_id is not None:
-            if shared_id not in inst.shared_ids:
-                raise NotFound(f"instance {inst.reference!r} (partition {partition_id}) "
-                               f"holds no shared instance {shared_id!r}",
-                               [{"field": "slave_reference", "problem": "not held here"}])
-            shared = app.instances[shared_id]
+        inst, shared = hosted(app, computer_id, partition_id, shared_id, NotFound(
+            f"partition {partition_id} of computer {computer_id} hosts no instance: "
+            "there is nothing to rename"))
+        if shared is not None:
             if shared.owner != inst.owner:
                 raise Forbidden(f"shared instance {shared_id} attached to {inst.reference!r} "
                                 "belongs to another owner: a host renames only its own "
