@@ -97,6 +97,7 @@ MATRIX = [
     (p.REQUEST_INSTANCE,      "bob-new-child",   ("401", "403", "ok", "403", "403", "403", "403", "ok", "403", "403")),
     (p.REQUEST_INSTANCE,      "peerM-new",       ("401", "403", "403", "403", "403", "403", "403", "403", "ok", "403")),
     (p.REQUEST_INSTANCE,      "peerN-new",       ("401", "403", "403", "403", "403", "403", "403", "403", "403", "403")),
+    (p.READ_PRODUCTS,         "-",               ("401", "ok", "ok", "ok", "403", "403", "ok", "ok", "ok", "403")),
     (p.LIST_INSTANCES,        "-",               ("401", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "ok", "403")),
     (p.READ_INSTANCE,         "alice-root",      ("401", "ok", "403", "ok", "ok", "403", "ok", "403", "403", "403")),
     (p.READ_INSTANCE,         "alice-child",     ("401", "ok", "403", "ok", "403", "ok", "ok", "403", "403", "403")),

@@ -330,8 +330,8 @@ def test_a_layout_without_addresses_names_the_partition(slap_api, master_db):
 def test_unknown_slap_calls_are_404_which_the_stock_client_tolerates(slap_api):
     assert slap_api.post("/slap/revokeComputerCertificate",
                          data={"computer_id": COMPUTER}).status_code == 404
-    assert slap_api.get("/slap/getSoftwareReleaseListFromSoftwareProduct",
-                        query_string={"software_product_reference": "x"}).status_code == 404
+    assert slap_api.get("/slap/getComputerStatus",
+                        query_string={"computer_id": COMPUTER}).status_code == 404
 
 
 BAD_SEARCHES = [
@@ -423,6 +423,11 @@ SLAP_CASES = [
     ("partition-request", lambda w: ("POST", "requestComputerPartition", form(
         software_release=AUTHZ_URL, partition_reference="slap-child",
         filter_xml=dumps({"computer_guid": "node-z"}), **_ids(w)), _hdr(*_a_part(w))),
+     NODE_OR_PARTITION),
+    ("product", lambda w: ("GET", "getSoftwareReleaseListFromSoftwareProduct",
+                           {"software_product_reference": "kvm"}, {}), OWNERS),
+    ("partition-product", lambda w: ("GET", "getSoftwareReleaseListFromSoftwareProduct",
+                                     {"software_release_url": AUTHZ_URL}, _hdr(*_a_part(w))),
      NODE_OR_PARTITION),
     ("supply", lambda w: ("POST", "supplySupply", {"url": "/srv/other.cfg",
                                                    "computer_id": "node-x"}, {}),

@@ -46,12 +46,12 @@ def connect(url, files=None):
     return conn
 
 
-def secure_master(master_server, tmp_path, *people):
-    """A master over mutual TLS (its data under tmp_path/master) and certificates from its
-    CA for its node (COMPUTER), its admin root, alice and ``people``: (url, data
-    directory, CA, {name: issued files})."""
+def secure_master(master_server, tmp_path, *people, serve_args=()):
+    """A master over mutual TLS (its data under tmp_path/master, ``serve_args`` added to
+    its command line) and certificates from its CA for its node (COMPUTER), its admin
+    root, alice and ``people``: (url, data directory, CA, {name: issued files})."""
     data = tmp_path / "master"
-    url = master_server(data=data, secure=True)
+    url = master_server(*serve_args, data=data, secure=True)
     ca = CertificateAuthority(data / "ca")
     who = [("node", ids.computer(COMPUTER)), ("root", ids.admin("root")),
            ("alice", ids.person("alice"))] + [(name, ids.person(name)) for name in people]
@@ -267,6 +267,34 @@ def test_stock_service_and_computer_list_over_mutual_tls(master_server, tmp_path
         assert answer.status_code == 400 and answer.json()["error"]["details"][0]["field"] \
             == "query", answer.text
     assert requests.get(base, verify=False, timeout=10).status_code == 401   # anonymous
+
+
+def test_stock_client_and_cli_request_a_product_alias(master_server, tmp_path):
+    """`master serve --product hello=SR`: the stock library finds hello's release (and
+    none for an unknown product), and `slapos request REF product.hello` asks for an
+    instance of that release, as SlapOS' product aliases do. Anonymous lookups: 401."""
+    # a release named by a local path: the stock CLI reads no SR.json over the network
+    release = str(tmp_path / "release" / "software.cfg")
+    url, data, ca, made = secure_master(master_server, tmp_path,
+                                        serve_args=("--product", f"hello={release}"))
+    node, admin, alice = (connect(url, made[w]) for w in ("node", "root", "alice"))
+    assert alice.getSoftwareReleaseListFromSoftwareProduct("hello") == [release]
+    assert alice.getSoftwareReleaseListFromSoftwareProduct("kvm") == []
+    assert alice.getSoftwareReleaseListFromSoftwareProduct(
+        software_release_url=release) == [release]
+    with pytest.raises(requests.HTTPError) as info:
+        connect(url).getSoftwareReleaseListFromSoftwareProduct("hello")
+    assert info.value.response.status_code == 401
+
+    node.registerComputer(COMPUTER).updateConfiguration(dumps(layout()))
+    admin.registerSupply().supply(release, COMPUTER)
+    said = _stock_cli(url, made["alice"], "request", "web-p", "product.hello",
+                      "--node", f"computer_guid={COMPUTER}")
+    assert "Instance requested" in said, said
+    resp = requests.get(f"{url}/api/v1/instances", timeout=10, verify=str(data / "ca" / "ca.crt"),
+                        cert=(str(made["alice"].cert_path), str(made["alice"].key_path)))
+    assert [(i["reference"], i["software_url"]) for i in resp.json()["instances"]] == \
+        [("web-p", release)]
 
 
 def test_a_child_publishing_redeploys_the_partition_that_requested_it(master_server, tmp_path):

@@ -31,6 +31,7 @@ READ_DESIRED_STATE = "read_desired_state"          # GET /computers/<id>/desired
 REPORT_SOFTWARE = "report_software"                # PUT /computers/<id>/software/<hash>/status
 REPORT_PARTITION = "report_partition"              # PUT /computers/<id>/partitions/<pid>/status
 RENAME_INSTANCE = "rename_instance"                # SLAP softwareInstanceRename
+READ_PRODUCTS = "read_products"                    # SLAP getSoftwareReleaseListFromSoftwareProduct
 DECLARE_LOST = "declare_computer_lost"              # POST /computers/<id>/lost
 DECLARE_PEER_LOST = "declare_peer_lost"            # POST /peers/<name>/lost
 WIPE_COMPUTER = "wipe_computer"                    # POST /computers/<id>/wipe
@@ -214,6 +215,9 @@ RULES: dict[str, Rule] = {r.action: r for r in (
     Rule(REQUEST_INSTANCE, "people, admins and peers in their own trees; a partition adds "
          "children to its own instance", InstanceFacts,
          grants=_tree_owners(**{PARTITION: own_child})),
+    Rule(READ_PRODUCTS, "whoever may request an instance: people, admins, peers and "
+         "partitions (what SlapOS' product.NAME stands for, before any request)",
+         grants={PERSON: anything, ADMIN: anything, MASTER: anything, PARTITION: anything}),
     Rule(LIST_INSTANCES, "every authenticated party but a replica; each item is then "
          "filtered by read_instance", grants=_every_party()),
     Rule(READ_INSTANCE, "owners read their trees, a partition its instance and children, a "

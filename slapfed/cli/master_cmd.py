@@ -165,13 +165,17 @@ class DurationType(click.ParamType):
               help="Pull each peer's usage feed (what this master's delegations used "
                    "there) this often, and soon after the peer reports a change; 0: "
                    "never.")
+@click.option("--product", "products", multiple=True, metavar="NAME=URL",
+              help="SlapOS' product alias: `slapos request REF product.NAME` asks for the "
+                   "release URL (getSoftwareReleaseListFromSoftwareProduct); repeatable, "
+                   "one URL per NAME. NAME is an id, URL a release a request may name.")
 @error_boundary
 def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_file,
           no_access_log, log_level, log_format, log_file, topology_files, master_name,
           insecure_http, max_depth, ancestry, peer_retry_max, backup_to, backup_every,
           pack_every, pack_keep, lease, rebuild_after, outbound_allow, long_poll_max,
           replica_of, sync, sync_timeout, destroyed_retention, primary_wait,
-          promote, peer_usage_interval):
+          promote, peer_usage_interval, products):
     """Serve the master API with gunicorn until SIGTERM or Ctrl-C: HTTPS with client
     certificates from DATA/ca (created on first start), or plain HTTP on loopback with
     --insecure-http. Logs to stderr (--log-file), with one access line per request."""
@@ -194,7 +198,8 @@ def serve(data_dir, listen, storage, start_zeo, workers, threads, access_log_fil
                         outbound_allow=tuple(outbound_allow), long_poll_max=long_poll_max,
                         replica_of=replica_of, sync=sync, sync_timeout=sync_timeout,
                         destroyed_retention=destroyed_retention, primary_wait=primary_wait,
-                        peer_usage_interval=peer_usage_interval, promote=promote)
+                        peer_usage_interval=peer_usage_interval, promote=promote,
+                        products=tuple(products))
     run_server(opts)
 
 

@@ -816,6 +816,23 @@ class Supply:
     _nulls = _NULLS
 
 
+@wire_type("product alias")
+class ProductAlias:
+    """``master serve --product NAME=URL``: SlapOS' ``product.NAME`` stands for the release
+    ``url`` (core.products); ``name`` is an id, ``url`` a release a request may name."""
+
+    name: Id
+    url: SoftwareUrl
+
+
+@wire_type("software release")
+class SoftwareRelease:
+    """A release named by its URL alone, checked as a request's ``software_url`` (what
+    SLAP's ``getSoftwareReleaseListFromSoftwareProduct`` asks the products of)."""
+
+    url: SoftwareUrl
+
+
 def _types(value):
     if isinstance(value, (list, tuple)):
         return tuple(sorted(set(v for v in value if isinstance(v, str)))) \
@@ -1071,7 +1088,8 @@ BODIES = (InstanceRequest, ChildMasterRegistration, StateChange, ComputerRegistr
           Revocation, DelegationPolicy, LostVerdict, WipeRequest, MovedReport,
           ReplicaInvitation, ReplicaRegistration, Promotion)
 __all__ = ["parse", "json_schemas", "software_hash", "asdict", *(t.__name__ for t in BODIES),
-           "ComputerUpdate", "PartitionSpec", "PromiseResult"]
+           "ComputerUpdate", "PartitionSpec", "PromiseResult", "ProductAlias",
+           "SoftwareRelease"]
 
 
 # -- accounting: usage reports and the price list (core.accounting) -----------------------

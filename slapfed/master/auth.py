@@ -304,6 +304,9 @@ _SLAP_NODE_PARTITION = ("started_computer_partition", "stopped_computer_partitio
 SLAP_GUARDS: dict[str, Guard] = {
     "slap.request_computer_partition": Guard(policy.REQUEST_INSTANCE, _slap_instance_request,
                                              _slap_speaker),
+    # product aliases: whoever may request an instance (a node for one of its partitions)
+    "slap.get_software_release_list_from_software_product": Guard(
+        policy.READ_PRODUCTS, speaks_for=_slap_speaker),
     "slap.supply_supply": Guard(policy.SUPPLY_SOFTWARE, _slap_computer("computer_id")),
     "slap.get_full_computer_information": Guard(policy.READ_DESIRED_STATE,
                                                 _slap_computer("computer_id")),

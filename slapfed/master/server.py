@@ -36,6 +36,7 @@ from ..store.zeo import start_zeo_server
 from ..ca import identity as ids
 from ..ca.keys import generate_key, make_private_dir, write_private_key
 from ..core.outbound import OutboundPolicy
+from ..core.products import Products
 from ..services.lease_marks import record_ran_out
 from ..services.runtime import DEFAULT_RETRY_MAX, MAX_LONG_POLL, MasterSettings
 from ..metrics import worker_gone
@@ -109,6 +110,7 @@ class ServeOptions:
     primary_wait: float = 0.0       # a new replica: seconds to wait for its primary to answer
     peer_usage_interval: float = 60.0   # seconds between two pulls of a peer's usage feed
     promote: bool = False           # a replica's data directory becomes the primary's
+    products: tuple = ()            # NAME=URL: SlapOS' product aliases (core.products)
 
 
 def check_options(opts: ServeOptions) -> None:
@@ -143,10 +145,12 @@ def check_options(opts: ServeOptions) -> None:
             f"plain HTTP is only served on loopback, not on {opts.host}; drop "
             "--insecure-http to serve HTTPS with client certificates")})
     problems.extend(_maintenance_problems(opts))
-    try:
-        OutboundPolicy.parse(opts.outbound_allow)
-    except InvalidInput as exc:
-        problems.extend(exc.details)
+    for parse, values in ((OutboundPolicy.parse, opts.outbound_allow),
+                          (Products.parse, opts.products)):
+        try:
+            parse(values)
+        except InvalidInput as exc:
+            problems.extend(exc.details)
     if isinstance(opts.long_poll_max, bool) \
             or not isinstance(opts.long_poll_max, (int, float)) \
             or not 0 <= opts.long_poll_max <= MAX_LONG_POLL:
@@ -397,7 +401,8 @@ class MasterApplication(BaseApplication):
                            "LONG_POLL_MAX": self.opts.long_poll_max,
                            "REPLICATION": True,
                            "SYNC_TIMEOUT": self.opts.sync_timeout,
-                           "PEER_USAGE_INTERVAL": self.opts.peer_usage_interval})
+                           "PEER_USAGE_INTERVAL": self.opts.peer_usage_interval,
+                           "PRODUCTS": tuple(self.opts.products)})
 
     # -- hooks ----------------------------------------------------------------
     def _when_ready(self, server):

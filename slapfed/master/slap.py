@@ -100,6 +100,16 @@ def supply_supply():
     return _done()
 
 
+@blueprint.get("/getSoftwareReleaseListFromSoftwareProduct")
+def get_software_release_list_from_software_product():
+    """SlapOS' product aliases (master serve --product): a product's release, or the
+    releases of the product a release belongs to, best first; [] when there is none."""
+    name, url = slapform.product_query()
+    products = runtime().settings.products
+    return _xml(products.releases_of(name) if name is not None
+                else products.releases_like(url))
+
+
 # -- nodes: what to do ----------------------------------------------------------------
 def _full_information(field: str = "computer_id") -> Response:
     cid = slapform.identifier(field)

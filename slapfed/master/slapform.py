@@ -21,7 +21,8 @@ from ..core.errors import Forbidden, InvalidInput, UnsupportedMediaType
 from ..core.sla import HOST_KEY
 from ..core.states import DEFAULT_SOFTWARE_TYPE, REQUESTED_STATES, STARTED
 from ..core.wire import (
-    ComputerRegistration, InstanceRename, InstanceRequest, Supply, check_connection,
+    ComputerRegistration, InstanceRename, InstanceRequest, SoftwareRelease, Supply,
+    check_connection,
 )
 from ..services.slap_render import slap_texts
 
@@ -275,6 +276,28 @@ def new_name() -> str:
         return InstanceRename.from_json({"reference": text("new_name")}).reference
     except InvalidInput as exc:
         raise _renamed(exc, {"reference": "new_name"}) from None
+
+
+PRODUCT_FIELDS = ("software_product_reference", "software_release_url")
+
+
+def product_query() -> tuple[str | None, str | None]:
+    """getSoftwareReleaseListFromSoftwareProduct: (product name, None) or (None, release
+    URL), exactly one given; the name checked as an id, the URL as a request's release."""
+    name = text(PRODUCT_FIELDS[0], required=False)
+    url = text(PRODUCT_FIELDS[1], required=False)
+    if (name is None) == (url is None):
+        said = "not both" if name is not None else "one of them"
+        raise InvalidInput(f"invalid SLAP call: give {PRODUCT_FIELDS[0]} or "
+                           f"{PRODUCT_FIELDS[1]}, {said}",
+                           [{"field": f, "problem": f"exactly one of {', '.join(PRODUCT_FIELDS)}"
+                                                    " must be given"} for f in PRODUCT_FIELDS])
+    if name is not None:
+        return identifier(PRODUCT_FIELDS[0]), None
+    try:
+        return None, SoftwareRelease.from_json({"url": url}).url
+    except InvalidInput as exc:
+        raise _renamed(exc, {"url": PRODUCT_FIELDS[1]}) from None
 
 
 MAX_RELATED = 1000                    # references one partition may say it still requests

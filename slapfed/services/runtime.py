@@ -18,6 +18,7 @@ from ZODB.MappingStorage import MappingStorage
 from ..core.errors import InvalidInput
 from ..core.leases import DEFAULT_LEASE
 from ..core.outbound import ANY as ANY_ADDRESS, OutboundPolicy
+from ..core.products import NO_PRODUCTS, Products
 from ..core.provenance import DEFAULT_MASTER_NAME, DEFAULT_MAX_DEPTH
 from ..placement import DEFAULT as DEFAULT_PIPELINE
 from ..placement import PipelineConfig
@@ -118,6 +119,7 @@ class MasterSettings:
     replication: bool = False           # run the replica's follower / the fence watcher here
     sync_timeout: float = DEFAULT_SYNC_TIMEOUT   # seconds a write waits for a sync replica
     peer_usage_interval: float = DEFAULT_USAGE_PULL  # pull each peer's usage feed (0: never)
+    products: Products = NO_PRODUCTS    # SlapOS' product aliases (core.products)
 
     @property
     def here(self) -> str:
@@ -149,6 +151,7 @@ class MasterSettings:
         "SYNC_TIMEOUT": ("sync_timeout", _sync_timeout),
         "PEER_USAGE_INTERVAL": ("peer_usage_interval",
                                 lambda v: DEFAULT_USAGE_PULL if v is None else float(v)),
+        "PRODUCTS": ("products", Products.parse),
     })
 
     @classmethod
