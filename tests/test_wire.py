@@ -128,6 +128,12 @@ def test_a_body_without_fields_says_it_has_none():
                                    "problem": "unknown field (this object has none)"}]
 
 
+def test_an_empty_software_url_is_said_in_words():
+    with pytest.raises(InvalidInput) as info:
+        InstanceRequest.from_json({"reference": "a", "software_url": ""})
+    assert info.value.details == [{"field": "software_url", "problem": "must not be empty"}]
+
+
 # -- ComputerRegistration -------------------------------------------------------------
 def test_computer_registration_parses_partitions():
     reg = ComputerRegistration.from_json({

@@ -182,6 +182,9 @@ _WORDS = {
     "int_parsing": _integer_expected,
     "greater_than_equal": lambda cls, loc, value, ctx: f"must be >= {ctx['ge']}, got {value}",
     "less_than_equal": lambda cls, loc, value, ctx: f"must be <= {ctx['le']}, got {value}",
+    "too_short": lambda cls, loc, value, ctx: "must not be empty"
+        if ctx.get("min_length", 1) <= 1 else
+        f"has {ctx.get('actual_length')} items, at least {ctx.get('min_length')} are needed",
     "too_long": lambda cls, loc, value, ctx:
         f"has {ctx.get('actual_length')} items, the limit is {ctx.get('max_length')}",
 }
