@@ -11,30 +11,27 @@ from __future__ import annotations
 
 import ipaddress
 
-from .errors import InvalidInput, OutboundRefused
-from .record import Record
+from .errors import OutboundRefused
+from .record import OptionRecord
 
 OPTION = "--outbound-allow"
 FIELD = "outbound_allow"
 
 
-class OutboundPolicy(Record):
-    """``networks``: the CIDRs a master may connect to; empty: any address."""
+class OutboundPolicy(OptionRecord):
+    """``networks``: the CIDRs a master may connect to; empty: any address. Parsed from
+    ``--outbound-allow`` values, each one CIDR or a comma-separated list of them
+    (``127.0.0.0/8,::1``; a bare address is its /32 or /128): InvalidInput names every
+    entry that is not a network."""
 
     networks: tuple = ()
+    OPTION = OPTION
 
     @classmethod
-    def parse(cls, values) -> "OutboundPolicy":
-        """From ``--outbound-allow`` values, each one CIDR or a comma-separated list of
-        them (``127.0.0.0/8,::1``; a bare address is its /32 or /128). Raises
-        InvalidInput naming every entry that is not a network."""
-        if isinstance(values, OutboundPolicy):
-            return values
-        if isinstance(values, str):
-            values = [values]
+    def _from_values(cls, values: list) -> tuple:
         networks, problems = [], []
-        for value in values or ():
-            for part in str(value).split(","):
+        for value in values:
+            for part in value.split(","):
                 if not part.strip():
                     continue
                 try:
@@ -43,9 +40,7 @@ class OutboundPolicy(Record):
                     problems.append({"field": FIELD, "problem": (
                         f"{part.strip()!r} is not an IP network (CIDR such as 10.1.0.0/16 "
                         "or fd00::/8, or an address)")})
-        if problems:
-            raise InvalidInput(f"invalid {OPTION}: {problems[0]['problem']}", problems)
-        return cls(tuple(dict.fromkeys(networks)))
+        return (tuple(dict.fromkeys(networks)),), problems
 
     @property
     def restricted(self) -> bool:

@@ -9,33 +9,30 @@ Depends on core (errors, record, wire: a name is checked as an id, a URL as a re
 from __future__ import annotations
 
 from .errors import InvalidInput
-from .record import Record
+from .record import OptionRecord
 from .wire import ProductAlias
 
 OPTION = "--product"
 FIELD = "product"
 
 
-class Products(Record):
-    """``aliases``: (name, url) pairs in the order given, names unique; empty: none."""
+class Products(OptionRecord):
+    """``aliases``: (name, url) pairs in the order given, names unique; empty: none.
+    Parsed from ``--product`` values, each ``NAME=URL`` (the URL may hold ``=``):
+    InvalidInput names ``product`` for every value that is not a NAME=URL pair, a name
+    that is not an id, a URL a request could not name, or a name given twice."""
 
     aliases: tuple = ()
+    OPTION = OPTION
 
     @classmethod
-    def parse(cls, values) -> "Products":
-        """From ``--product`` values, each ``NAME=URL`` (the URL may hold ``=``). Raises
-        InvalidInput naming ``product`` for every value that is not a NAME=URL pair, a
-        name that is not an id, a URL a request could not name, or a name given twice."""
-        if isinstance(values, Products):
-            return values
-        if isinstance(values, str):
-            values = [values]
+    def _from_values(cls, values: list) -> tuple:
         aliases, problems, seen = [], [], set()
-        for value in values or ():
-            name, sep, url = str(value).partition("=")
+        for value in values:
+            name, sep, url = value.partition("=")
             if not sep:
                 problems.append({"field": FIELD, "problem": (
-                    f"{str(value)[:80]!r} is not NAME=URL (such as "
+                    f"{value[:80]!r} is not NAME=URL (such as "
                     "kvm=https://example.org/kvm/software.cfg)")})
                 continue
             try:
@@ -51,9 +48,7 @@ class Products(Record):
                 continue
             seen.add(alias.name)
             aliases.append((alias.name, alias.url))
-        if problems:
-            raise InvalidInput(f"invalid {OPTION}: {problems[0]['problem']}", problems)
-        return cls(tuple(aliases))
+        return (tuple(aliases),), problems
 
     def releases_of(self, name: str) -> list[str]:
         """The releases of product ``name``, best first: its URL, or [] (no such product)."""

@@ -18,6 +18,8 @@ Depends on nothing.
 """
 from __future__ import annotations
 
+from .errors import InvalidInput
+
 _MISSING = object()
 
 
@@ -138,3 +140,30 @@ class MutableRecord(Record):
     __setattr__ = object.__setattr__
     __delattr__ = object.__delattr__
     __hash__ = None
+
+
+
+class OptionRecord(Record):
+    """A record parsed from the values of a repeatable command-line option ``OPTION``
+    (core.outbound, core.products): ``parse`` takes them as given (one string is one
+    value, None none, a record of the class itself as it is) and raises one InvalidInput
+    listing every problem; a subclass gives ``_from_values(values) -> (the record's
+    fields, problems)``, each problem a detail naming its option's field."""
+
+    __slots__ = ()
+    OPTION = ""
+
+    @classmethod
+    def parse(cls, values):
+        if isinstance(values, cls):
+            return values
+        if isinstance(values, str):
+            values = [values]
+        fields, problems = cls._from_values([str(v) for v in values or ()])
+        if problems:
+            raise InvalidInput(f"invalid {cls.OPTION}: {problems[0]['problem']}", problems)
+        return cls(*fields)
+
+    @classmethod
+    def _from_values(cls, values: list) -> tuple:
+        raise NotImplementedError
