@@ -156,7 +156,7 @@ def test_a_partition_entry_is_the_bytes_of_its_object(parameters, url, state, sh
     app, comp, p, inst = _entry_world(parameters, url, state, shared)
     fast = slap_render.partition_fragment(app, comp, p, inst)
     assert fast == marshal.encode_fragment(slap_render.partition_object(app, comp.id, p, inst))
-    assert slap_render.partition_fragment(app, comp, p, inst) == fast     # cached release
+    assert slap_render.partition_fragment(app, comp, p, inst) == fast     # the same again
     decoded = slapos_util.loads(f"<marshal>{fast}</marshal>".encode())
     assert decoded._partition_id == "slappart<3>" and decoded._instance_guid == "i-a&b"
     assert decoded._parameter_dict["slave_instance_list"][0]["slave_title"] == "front&"

@@ -18,13 +18,11 @@ from ..core.states import AVAILABLE, DESTROYED
 from ..placement import Anchor, ComputerView, PipelineConfig, PlacementRequest, build, decide
 from ..placement.pipeline import DEFAULT
 from ..placement.snapshot import FREE_SAMPLE
+from .trees import tree_instances, tree_root
 
 # How often a stale choice (its partition taken under the snapshot) is decided again
 # before the whole snapshot is rebuilt.
 RETRIES = 3
-# Bounds of the instance-tree search for relative references.
-MAX_TREE_DEPTH = 64
-MAX_TREE_SIZE = 10_000
 
 class PlacementState:
     """What a runtime's writer keeps for placement: the snapshot and the configuration."""
@@ -125,41 +123,19 @@ def find_related(app, requester: str, parent_id: str | None, reference: str):
     inst = app.find_instance(requester, reference)
     if inst is not None or parent_id is None:
         return inst
-    root = app.instances.get(parent_id)
-    for _ in range(MAX_TREE_DEPTH):
-        if root is None or root.parent is None:
-            break
-        up = app.instances.get(root.parent)
-        if up is None:
-            break
-        root = up
-    queue, seen = [root] if root is not None else [], 0
-    while queue and seen < MAX_TREE_SIZE:
-        node = queue.pop(0)
-        seen += 1
-        if node.reference == reference:
-            return node
-        queue.extend(app.instances[c] for c in node.children if c in app.instances)
-    return None
+    parent = app.instances.get(parent_id)
+    if parent is None:
+        return None
+    return next((node for node in tree_instances(app, tree_root(app, parent))
+                 if node.reference == reference), None)
 
 
 def instances_naming(app, inst) -> list:
     """The live instances (other than ``inst``) whose SLA names ``inst`` by its reference,
     i.e. whose relative keys find_related resolves to it: among its requester's
     instances and its instance tree (where find_related looks)."""
-    root = inst
-    for _ in range(MAX_TREE_DEPTH):
-        up = app.instances.get(root.parent) if root.parent is not None else None
-        if up is None:
-            break
-        root = up
     candidates = dict.fromkeys(app.instance_ids_of(inst.requester))
-    queue, seen = [root], 0
-    while queue and seen < MAX_TREE_SIZE:
-        node = queue.pop(0)
-        seen += 1
-        candidates[node.id] = None
-        queue.extend(app.instances[c] for c in node.children if c in app.instances)
+    candidates.update((node.id, None) for node in tree_instances(app, tree_root(app, inst)))
     out = []
     for iid in candidates:
         other = app.instances.get(iid)

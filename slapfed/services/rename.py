@@ -3,7 +3,7 @@ call at takeover): the same instance under another reference within its requeste
 one write transaction.
 
 Depends on core, model objects (through their attributes) and services (tx, computers,
-instances, placement, render, slap_render). What shows the name follows it: the renamed
+instances, placement, render, trees). What shows the name follows it: the renamed
 instance gets a new revision (its partition shows ``instance_title``; a shared one's host
 shows its ``slave_title``, so the host gets one too), and when it is the root of its tree
 so does every descendant with a partition (each shows ``root_instance_title``), with the
@@ -23,7 +23,7 @@ from ..core.states import DESTROYED
 from . import placement, render
 from .computers import hosted
 from .instances import _document_changed, _get
-from .slap_render import root_of
+from .trees import tree_instances, tree_root
 from .tx import clock, write
 
 
@@ -112,16 +112,9 @@ def _show_new_name(app, inst, now: float) -> None:
     else:                        # reference, which stays: nothing is pushed again
         inst.bump_revision(now)
         _document_changed(app, inst, now)
-    if root_of(app, inst) is not inst:
+    if tree_root(app, inst) is not inst:
         return
-    queue, seen = list(inst.children), {inst.id}
-    while queue:
-        iid = queue.pop()
-        node = app.instances.get(iid)
-        if node is None or iid in seen:
-            continue
-        seen.add(iid)
-        queue.extend(node.children)
-        if node.placed:          # its partition shows root_instance_title
+    for node in tree_instances(app, inst, limit=None):
+        if node is not inst and node.placed:     # its partition shows root_instance_title
             node.bump_revision(now)
             _document_changed(app, node, now)

@@ -10,7 +10,6 @@ out of them and served live by registerComputerPartition and request answers.
 """
 from __future__ import annotations
 
-import functools
 import ipaddress
 import json
 
@@ -18,6 +17,7 @@ from ..core import marshal
 from ..core.fields import ID_RE
 from ..core.marshal import SlapObject
 from ..core.states import DESTROYED
+from .trees import tree_root
 
 FREE_STATE = DESTROYED      # a free partition: nothing to deploy, nothing to keep
 
@@ -43,16 +43,6 @@ def timestamp(inst) -> str:
     """What makes a stock node deploy a partition again when it changes: the instance's
     creation (a new instance on the same partition) and its revision."""
     return f"{int((inst.created_at or 0) * 1000)}.{inst.revision}"
-
-
-def root_of(app, inst):
-    seen = 0
-    while inst.parent is not None and seen < 64:
-        parent = app.instances.get(inst.parent)
-        if parent is None:
-            break
-        inst, seen = parent, seen + 1
-    return inst
 
 
 def software_release(url: str | None, computer_id: str, state: str = "available"):
@@ -84,7 +74,7 @@ def _parameters(app, inst, comp_id: str, partition_id: str, ip_list: list,
     params = slap_texts(inst.parameters)
     params.update(
         timestamp=timestamp(inst), slap_software_type=inst.software_type,
-        instance_title=inst.reference, root_instance_title=root_of(app, inst).reference,
+        instance_title=inst.reference, root_instance_title=tree_root(app, inst).reference,
         slap_computer_id=comp_id, slap_computer_partition_id=partition_id,
         slap_software_release_url=inst.software_url,
         ip_list=ip_list, full_ip_list=[], full_address_list=[], slave_instance_list=shared)
@@ -117,8 +107,8 @@ def partition_object(app, comp_id: str, p, inst, connection: bool = False) -> Sl
 def partition_fragment(app, comp, p, inst) -> str:
     """One partition of a computer's full information, encoded (cached per revision):
     the bytes ``marshal.encode_fragment(partition_object(...))`` writes, the frame
-    written at once and the release's document encoded once per computer and position
-    (a computer's entries differ in their ids and parameters only)."""
+    written at once, the release's document too; only the parameters go through the
+    generic encoder."""
     if inst is None:
         return marshal.encode_fragment(partition_object(app, comp.id, p, inst))
     cid, pid = marshal.string_element(comp.id), marshal.string_element(p.id)
@@ -141,13 +131,17 @@ def partition_fragment(app, comp, p, inst) -> str:
             '</dictionary></object>')
 
 
-@functools.lru_cache(maxsize=4096)
 def _release_fragment(url: str, computer_id: str, last_id: int) -> tuple[str, int]:
-    """The encoded SoftwareRelease of a partition entry whose ids reached ``last_id``,
-    and the last id it used."""
-    counter = [last_id]
-    text = marshal.encode_fragment(software_release(url, computer_id), counter)
-    return text, counter[0]
+    """The encoded SoftwareRelease (``software_release(url, computer_id)``) of a partition
+    entry whose ids reached ``last_id``, and the last id it used."""
+    url, cid = marshal.string_element(url), marshal.string_element(computer_id)
+    return ('<object id="i%d" module="slapos.slap.slap" class="SoftwareRelease">'
+            f'<tuple>{url}{cid}</tuple><dictionary id="i%d">'
+            f'<string>_computer_guid</string>{cid}'
+            '<string>_requested_state</string><string>available</string>'
+            '<string>_software_instance_list</string><list id="i%d"></list>'
+            f'<string>_software_release</string>{url}</dictionary></object>'
+            % (last_id + 1, last_id + 2, last_id + 3)), last_id + 3
 
 
 def computer_document(app, comp, serial: int, fragments) -> bytes:
