@@ -35,6 +35,8 @@ CONTRACT = {
     "slapfed.core.answers": (("slapfed.core",), ("pydantic",), PURE_STDLIB),
     # SLAP's marshal documents: expat parses a document held in memory (no I/O)
     "slapfed.core.marshal": (("slapfed.core",), (), PURE_STDLIB | {"xml"}),
+    # SlapOS usage journals (useComputer): expat parses a document held in memory
+    "slapfed.core.slap_usage": (("slapfed.core",), (), PURE_STDLIB | {"xml"}),
     "slapfed.core.accounting": (("slapfed.core",), (), PURE_STDLIB | {"decimal"}),
     "slapfed.placement": (("slapfed.core", "slapfed.topology.locality"), (), PURE_STDLIB),
     "slapfed.federation": (("slapfed.core",), (), PURE_STDLIB),

@@ -1,6 +1,7 @@
 """A stock SlapOS node (slapos.core 1.26.1's slapgrid: ``slapos node software``,
 ``instance`` and ``report``) against a real slapfed master over mutual TLS, with its
-computer certificate from slapfed's CA, on the trivial release tests/slapos_node/.
+computer certificate from slapfed's CA, on the trivial release tests/slapos_node/ (whose
+instance reports usage as SlapOS instances do: recorded against it).
 
 What a stock node needs, and this test provides: run as root (slapgrid then drops to the
 owner of the software root and of each partition directory, which must not be root:
@@ -106,6 +107,13 @@ def test_a_stock_slapgrid_installs_instantiates_and_destroys(master_server, tmp_
         assert ids.identity_of(cert) == ids.partition(COMPUTER, "slappart0")
         shown = admin("/instances?reference=grid-1")["instances"][0]
         assert shown["status"]["state"] == "started"
+
+        # the instance's usage script reports; the node sends the journal (useComputer)
+        slapos(cfg, "report")
+        usage = admin(f"/instances/{shown['id']}/usage")
+        assert [(u["resource"], u["quantity"]) for u in usage["totals"]] == \
+            [("x-cpu-consumption", 12.5)]
+        assert usage["days"][0]["where"] == {"kind": "computer", "name": COMPUTER}
 
         order.request(RELEASE, "grid-1", state="destroyed")
         slapos(cfg, "instance", "--all")

@@ -28,7 +28,7 @@ from ..core import claims, marshal
 from ..core.errors import NotFound
 from ..core.states import BUILDING, DESTROYED, FAILED, INSTALLED, STARTED, STOPPED
 from ..core.wire import SoftwareReport, software_hash
-from ..services import authz, slap_render
+from ..services import accounting, authz, slap_render
 from ..services.computers import get_computer
 from ..services.tx import read
 from . import auth, slapform
@@ -324,8 +324,15 @@ def set_computer_partition_connection_xml():
 
 @blueprint.post("/useComputer")
 def use_computer():
-    """Usage reports (``slapos node report``): accepted; slapfed keeps no usage yet."""
-    slapform.identifier("computer_id")
+    """A usage journal (``slapos node report``), recorded as the node's usage report
+    (services.accounting.ingest_journal): priced and billed as a native one."""
+    cid = slapform.identifier("computer_id")
+    journal = slapform.text("use_string", required=False) or ""
+    answer = accounting.ingest_journal(runtime(), cid, journal)
+    if answer["movements"]:
+        log.info("computer %s usage journal: %s (%d movement(s))", cid,
+                 "accepted" if answer["accepted"] else "duplicate", answer["movements"],
+                 extra={"computer": cid, "duplicate": answer["duplicate"]})
     return _done()
 
 

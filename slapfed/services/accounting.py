@@ -1,10 +1,10 @@
-"""Use cases of accounting: ingest a node's usage report, statements, an instance's
-usage, the price list.
+"""Use cases of accounting: ingest a node's usage report (native, or a SlapOS journal),
+statements, an instance's usage, the price list.
 
-Depends on core (accounting, errors, wire), model.accounting and services.tx. Ingestion
-is ONE write transaction: every partition entry is checked first (a bad one raises
-InvalidInput naming its field, and nothing is written), then the report id is kept and
-the entries folded into the ledger (model.accounting.Ledger). Reads never write.
+Depends on core (accounting, slap_usage, errors, wire), model.accounting and services.tx.
+Ingestion is ONE write transaction: every partition entry is checked first (a bad one
+raises InvalidInput naming its field, and nothing is written), then the report id is kept
+and the entries folded into the ledger (model.accounting.Ledger). Reads never write.
 
 Across delegation: what the instances a peer master requested here use is appended to
 that peer's feed in the same transaction (``_feed_peers``); the peer reads it
@@ -14,7 +14,7 @@ one transaction with its cursor), relaying it to its own origin in turn.
 """
 from __future__ import annotations
 
-from ..core import accounting as acct
+from ..core import accounting as acct, slap_usage
 from ..core.errors import InvalidInput, NotFound
 from ..core.states import DESTROYED
 from ..core.wire import PriceListBody, UsageReport
@@ -80,7 +80,11 @@ def ingest(rt, computer_id: str, report: UsageReport) -> dict:
     problems = acct.report_problems(start, end, report.partitions)
     if problems:
         raise _invalid(problems)
+    return write(rt, _ingest_use_case(computer_id, report, start, end))
 
+
+def _ingest_use_case(computer_id: str, report: UsageReport, start: int, end: int):
+    """The use case of ``ingest``: ``report`` checked across its fields already."""
     def use_case(app):
         ledger = app.ledger
         if ledger.has_report(computer_id, report.report_id):
@@ -162,7 +166,51 @@ def ingest(rt, computer_id: str, report: UsageReport) -> dict:
                      for iid, facts, inc in incidents])
         return {"accepted": True, "duplicate": False}
 
-    return write(rt, use_case)
+    return use_case
+
+
+def ingest_journal(rt, computer_id: str, data: str, at: int | None = None) -> dict:
+    """Record a SlapOS usage journal (SLAP's useComputer, core.slap_usage) as a usage
+    report of its node, in ONE write: each movement's partition must be one of the
+    computer's and host an instance, which the usage is recorded against (an
+    InvalidInput naming the movement otherwise, and nothing written). A journal gives no
+    interval: it is recorded over the second before ``at`` (now), its arrival. The same
+    journal again is a duplicate. A journal without movements writes nothing."""
+    found = slap_usage.movements(data)
+    answer = {"accepted": False, "duplicate": False, "movements": len(found)}
+    if not found:
+        return answer
+    usage = slap_usage.per_partition(found)
+    first = {}
+    for m in found:
+        first.setdefault(m.partition, m.index)
+    end = int(clock() if at is None else at)
+    stamps = {"start": acct.format_time(end - 1), "end": acct.format_time(end)}
+    rid = slap_usage.report_id(computer_id, data)
+
+    def use_case(app):
+        comp = app.computers.get(computer_id)
+        if comp is None:
+            raise NotFound(f"no computer with id {computer_id!r}")
+        partitions = []
+        for pid, quantities in usage.items():
+            part = comp.partitions.get(pid)
+            if part is None or part.instance_id is None:
+                problem = (f"movement {first[pid]} names {pid[:64]!r}, which is not a "
+                           f"partition of computer {computer_id}" if part is None else
+                           f"movement {first[pid]} names partition {pid} of computer "
+                           f"{computer_id}, which hosts no instance")
+                raise InvalidInput(f"invalid usage journal: {slap_usage.FIELD} {problem}",
+                                   [{"field": slap_usage.FIELD, "problem": problem}])
+            partitions.append({"partition": pid, "instance_id": part.instance_id,
+                               "usage": [{"resource": r, "quantity": q}
+                                         for r, q in sorted(quantities.items())]})
+        report = UsageReport.from_json({"report_id": rid, **stamps,
+                                        "partitions": partitions})
+        return _ingest_use_case(computer_id, report, end - 1, end)(app)
+
+    answer.update(write(rt, use_case))
+    return answer
 
 
 def _invalid(problems: list[dict]) -> InvalidInput:
