@@ -64,6 +64,27 @@ def _checked(name: str, option: str, value: str, pattern, what: str) -> str:
     return value
 
 
+def _products(name: str, options) -> list[str]:
+    """The ``products`` option (NAME=URL pairs, whitespace separated, as core.products
+    reads ``master serve --product``), each checked there; a UserError names every bad
+    one. A URL that buildout would read as a substitution (``$``) is refused too."""
+    raw = decode(options.get("products", "").strip())
+    values = raw.split()
+    if not values:
+        return []
+    from .core.errors import InvalidInput
+    from .core.products import Products
+    problems = [f"{v[:80]!r} holds a '$'" for v in values if "$" in v]
+    try:
+        Products.parse(values)
+    except InvalidInput as exc:
+        problems.extend(d["problem"] for d in exc.details)
+    if problems:
+        raise zc.buildout.UserError(f"[{name}] products must be NAME=URL pairs: "
+                                    + "; ".join(problems[:5]))
+    return values
+
+
 class MasterRecipe:
     """Options: ``data`` (the master's data directory), ``name``, ``address``,
     ``port-base``, ``storage`` (zeo or file), ``runzeo`` (the runzeo script), ``services``
@@ -73,7 +94,8 @@ class MasterRecipe:
     placed the partition, as the partition), ``admin-token-ttl`` (seconds the published
     admin-token lives, default 900), ``replicas``, ``replica-mode``,
     ``secret-connection-file`` (where the secrets published go, sealed by the node; default
-    ``${partition:secret-connection-file}``). Computes, for other parts: ``url``,
+    ``${partition:secret-connection-file}``), ``products`` (SlapOS' product aliases,
+    NAME=URL pairs separated by whitespace: ``master serve --product``). Computes, for other parts: ``url``,
     ``zeo-port``, ``master-port``, ``storage-uri``, ``extra-args`` (one serve argument per
     line)."""
 
@@ -134,6 +156,7 @@ class MasterRecipe:
             # partition of its replica (its computer was lost), the data directory holds
             # that replica; it becomes the primary, at a new epoch, as the master starts
             extra.append("--promote")
+        extra.extend(f"--product\n{alias}" for alias in _products(name, options))
         locality = {k: options.get(k, "").strip() for k in LOCALITY}
         if topology_text(master, locality):
             extra.append(f"--topology\n{os.path.join(data, 'topology.toml')}")

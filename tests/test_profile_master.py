@@ -116,6 +116,7 @@ def test_an_instance_stored_before_recursion_has_an_empty_chain():
 MASTER_RELEASE = str(__import__("pathlib").Path(__file__).resolve().parents[1]
                      / "profiles" / "master" / "software.cfg")
 E2E_COMPUTER = "rec-node"
+HELLO_RELEASE = "https://releases.example/hello/software.cfg"   # a product alias only
 
 
 def _has_master_recipe() -> bool:
@@ -213,7 +214,8 @@ def test_a_master_requests_a_child_master_that_serves_and_goes_away(root_federat
     alice = fed["alice"]
     inst = alice.request("child-1", MASTER_RELEASE,
                          parameters={"name": "child-1", "max-depth": "2",
-                                     "register-with-parent": "true"})
+                                     "register-with-parent": "true",
+                                     "products": f"hello={HELLO_RELEASE}"})
     done = alice.wait_ready(inst["id"], 120)
     assert done["status"]["state"] == "started", done["status"]
     assert done["provenance"] == ["root"]
@@ -248,11 +250,17 @@ def test_a_master_requests_a_child_master_that_serves_and_goes_away(root_federat
     assert child.whoami()["principal"] == "admin/owner"
     with pytest.raises(NoCapacity):
         child.request("web-1", "/srv/releases/hello/software.cfg")
+    # the product aliases the requester gave: what `slapos request REF product.hello` asks
+    import requests
+    from slapos.util import loads as slap_loads
+    answer = requests.get(conn["url"] + "/slap/getSoftwareReleaseListFromSoftwareProduct",
+                          params={"software_product_reference": "hello"}, verify=ca,
+                          cert=(cert, key), timeout=10)
+    assert answer.status_code == 200 and slap_loads(answer.content) == [HELLO_RELEASE]
     listed = child.list_instances()
     assert listed == [] or all(i["provenance"] == ["root", "child-1"] for i in listed)
 
     # bounded: the child (max-depth 2, below root) refuses a deeper chain and a loop
-    import requests
     for chain, problem in ((["a", "b"], "too_deep"), (["child-1"], "loop")):
         resp = requests.post(conn["url"] + "/api/v1/instances",
                              json={"reference": "deep", "provenance": chain,
@@ -386,9 +394,12 @@ def test_a_childs_trust_follows_who_owns_the_tree(master_runtime, master_factori
     ({"host": "h"}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
     ({"replicas": "2"}, "https://127.0.0.5:2001", "file", "--promote"),
     ({"replicas": "0", "storage": ""}, "https://127.0.0.5:2001", "zeo://127.0.0.5:2000", ""),
+    ({"products": " kvm=https://example.org/kvm/software.cfg\n  re6st=http://x/r.cfg?a=1 "},
+     "https://127.0.0.5:2001", "zeo://127.0.0.5:2000",
+     "--product\nkvm=https://example.org/kvm/software.cfg\n--product\nre6st=http://x/r.cfg?a=1"),
 ], ids=["defaults", "file", "ancestry", "site", "partial-site-ignored",
         "replicas-serve-their-own-filestorage-and-promote-a-replica-taken-over",
-        "no-replicas-zeo"])
+        "no-replicas-zeo", "products"])
 def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url, storage,
                                                                       extra):
     from slapfed.recipe_master import MasterRecipe
@@ -408,8 +419,14 @@ def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url
     ({"replicas": "-1"}, "replicas must be 0..4"),
     ({"replicas": "1", "replica-mode": "eventually"}, "replica-mode must be one of sync, async"),
     ({"replicas": "1", "storage": "zeo"}, "replicas need storage = file"),
+    ({"products": "kvm"}, "products must be NAME=URL pairs: 'kvm' is not NAME=URL"),
+    ({"products": "../x=http://a/b.cfg"}, "products must be NAME=URL pairs: '../x'"),
+    ({"products": "kvm=http://a/b.cfg kvm=http://a/c.cfg"}, "'kvm' is given more than once"),
+    ({"products": "kvm=http://a/${buildout:directory}.cfg"}, "holds a '\\$'"),
 ], ids=["no-name", "bad-storage", "bad-port", "token-ttl-too-short", "token-ttl-not-a-number",
-        "too-many-replicas", "negative-replicas", "bad-replica-mode", "replicas-over-zeo"])
+        "too-many-replicas", "negative-replicas", "bad-replica-mode", "replicas-over-zeo",
+        "product-not-a-pair", "product-name-not-an-id", "product-twice",
+        "product-url-substitution"])
 def test_the_master_recipe_refuses_bad_parameters(given, words):
     import zc.buildout
     from slapfed.recipe_master import MasterRecipe
