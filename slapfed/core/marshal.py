@@ -52,10 +52,13 @@ class SlapObject:
 
 
 # -- decoding ----------------------------------------------------------------------------
-class _Refused(Exception):
+class Refused(Exception):
+    """A document refused while it is parsed: ``problem`` says why."""
+
     def __init__(self, problem: str):
         super().__init__(problem)
         self.problem = problem
+
 
 
 class _Decoder:
@@ -72,22 +75,22 @@ class _Decoder:
     def start(self, tag, attrs):
         self.nodes += 1
         if self.nodes > self.max_nodes:
-            raise _Refused(f"has more than {self.max_nodes} elements")
+            raise Refused(f"has more than {self.max_nodes} elements")
         if len(self.stack) >= self.max_depth:
-            raise _Refused(f"is nested deeper than {self.max_depth} levels")
+            raise Refused(f"is nested deeper than {self.max_depth} levels")
         if tag not in ELEMENTS:
             what = "an object (a class to build)" if tag in ("object", "instance") else \
                 f"element <{tag[:40]}>"
-            raise _Refused(f"holds {what}, which is not accepted here (known: "
+            raise Refused(f"holds {what}, which is not accepted here (known: "
                            f"{', '.join(ELEMENTS)})")
         if tag == "marshal":
             if self.stack or self.seen_root:
-                raise _Refused("has <marshal> inside a document")
+                raise Refused("has <marshal> inside a document")
             self.seen_root = True
         elif not self.stack:
-            raise _Refused(f"must start with <marshal>, not <{tag}>")
+            raise Refused(f"must start with <marshal>, not <{tag}>")
         elif self.stack[-1][0] in _SCALARS:
-            raise _Refused(f"has <{tag}> inside <{self.stack[-1][0]}>")
+            raise Refused(f"has <{tag}> inside <{self.stack[-1][0]}>")
         self.stack.append([tag, [], attrs.get("id")])
 
     def text(self, data):
@@ -97,9 +100,9 @@ class _Decoder:
         if frame[0] in _SCALARS:
             frame[1].append(data)
             if sum(map(len, frame[1])) > MAX_TEXT:
-                raise _Refused(f"has a text longer than {MAX_TEXT} characters")
+                raise Refused(f"has a text longer than {MAX_TEXT} characters")
         elif data.strip():
-            raise _Refused(f"has text inside <{frame[0]}>")
+            raise Refused(f"has text inside <{frame[0]}>")
 
     def end(self, tag):
         frame = self.stack.pop()
@@ -115,16 +118,16 @@ class _Decoder:
         tag, parts, _id = frame
         if tag == "marshal":
             if len(parts) != 1:
-                raise _Refused(f"<marshal> must hold exactly one value, found {len(parts)}")
+                raise Refused(f"<marshal> must hold exactly one value, found {len(parts)}")
             return parts[0]
         if tag in _SCALARS:
             return _scalar(tag, "".join(parts))
         if tag == "reference":
             if parts:
-                raise _Refused("<reference> must be empty")
+                raise Refused("<reference> must be empty")
             ref = _id
             if ref not in self.complete:
-                raise _Refused(f"refers to {str(ref)[:40]!r}, which is not a complete list "
+                raise Refused(f"refers to {str(ref)[:40]!r}, which is not a complete list "
                                "or dictionary before it")
             return self.complete[ref]
         if tag == "list":
@@ -135,13 +138,13 @@ class _Decoder:
             try:
                 return set(parts)
             except TypeError:
-                raise _Refused("a <set> holds a value that cannot be in a set") from None
+                raise Refused("a <set> holds a value that cannot be in a set") from None
         if len(parts) % 2:
-            raise _Refused("a <dictionary> holds an odd number of children (key, value, ...)")
+            raise Refused("a <dictionary> holds an odd number of children (key, value, ...)")
         out = {}
         for key, value in zip(parts[::2], parts[1::2]):
             if not isinstance(key, (str, int, float, bool, type(None), tuple)):
-                raise _Refused(f"a <dictionary> key is a {type(key).__name__}")
+                raise Refused(f"a <dictionary> key is a {type(key).__name__}")
             out[key] = value
         return out
 
@@ -154,25 +157,48 @@ def _scalar(tag: str, text: str):
         return unescape(text)       # the format escapes a string's text once more
     if tag == "none":
         if text.strip():
-            raise _Refused("<none> must be empty")
+            raise Refused("<none> must be empty")
         return None
     if tag == "bool":
         value = text.strip()
         if value not in ("0", "1"):
-            raise _Refused(f"<bool> must be 0 or 1, not {value[:20]!r}")
+            raise Refused(f"<bool> must be 0 or 1, not {value[:20]!r}")
         return value == "1"
     if tag in ("int", "long"):
         value = text.strip()
         if len(value) > 64:
-            raise _Refused(f"<{tag}> has more than 64 digits")
+            raise Refused(f"<{tag}> has more than 64 digits")
         try:
             return int(value)
         except ValueError:
-            raise _Refused(f"<{tag}> {value[:20]!r} is not an integer") from None
+            raise Refused(f"<{tag}> {value[:20]!r} is not an integer") from None
     try:
         return float(text.strip()[:64])
     except ValueError:
-        raise _Refused(f"<float> {text.strip()[:20]!r} is not a number") from None
+        raise Refused(f"<float> {text.strip()[:20]!r} is not a number") from None
+
+
+def data_only_parser(start, end, text):
+    """An expat parser of UTF-8 documents that reads data only: a DOCTYPE or any entity
+    declaration raises Refused as it is met, processing instructions are skipped;
+    ``start(name, attributes)``, ``end(name)`` and ``text(data)`` get the rest (each run
+    of text at once)."""
+    parser = expat.ParserCreate("utf-8")
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+
+    def refuse(*_args):
+        raise Refused("declares a DOCTYPE or entities, which are not accepted")
+
+    parser.StartDoctypeDeclHandler = refuse
+    parser.EntityDeclHandler = refuse
+    parser.UnparsedEntityDeclHandler = refuse
+    parser.ExternalEntityRefHandler = refuse
+    parser.ProcessingInstructionHandler = lambda *a: None
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.buffer_text = True
+    return parser
 
 
 def loads(data: bytes | str, name: str = "body", *, max_bytes: int = MAX_BYTES,
@@ -184,24 +210,10 @@ def loads(data: bytes | str, name: str = "body", *, max_bytes: int = MAX_BYTES,
     if len(data) > max_bytes:
         raise _invalid(name, f"is {len(data)} bytes long, the limit is {max_bytes}")
     decoder = _Decoder(max_depth, max_nodes)
-    parser = expat.ParserCreate("utf-8")
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-
-    def refuse(*_args):
-        raise _Refused("declares a DOCTYPE or entities, which are not accepted")
-
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.UnparsedEntityDeclHandler = refuse
-    parser.ExternalEntityRefHandler = refuse
-    parser.ProcessingInstructionHandler = lambda *a: None
-    parser.StartElementHandler = decoder.start
-    parser.EndElementHandler = decoder.end
-    parser.CharacterDataHandler = decoder.text
-    parser.buffer_text = True
+    parser = data_only_parser(decoder.start, decoder.end, decoder.text)
     try:
         parser.Parse(data, True)
-    except _Refused as exc:
+    except Refused as exc:
         raise _invalid(name, exc.problem) from None
     except expat.ExpatError as exc:
         raise _invalid(name, f"is not well-formed XML ({expat.errors.messages.get(exc.code, exc)}"

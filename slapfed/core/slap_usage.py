@@ -1,8 +1,8 @@
 """SlapOS usage journals (what ``slapos node report`` sends to ``useComputer``): a
 bounded, data-only reader, and the names slapfed records their resources under.
 
-Depends on core.errors, core.accounting and the standard library's expat binding only
-(pure: no I/O).
+Depends on core.errors, core.accounting and core.marshal's data-only expat parser (pure:
+no I/O).
 
 A journal is ``<journal>`` around ``<transaction>`` elements, each with ``<movement>``
 elements; a movement names a ``resource``, the partition it was measured on
@@ -31,6 +31,7 @@ from xml.parsers import expat
 
 from .accounting import CUSTOM_RE, RESOURCES
 from .errors import InvalidInput
+from .marshal import Refused, data_only_parser
 
 FIELD = "use_string"            # the form field of useComputer that carries the journal
 MAX_BYTES = 1024 * 1024
@@ -66,12 +67,6 @@ def resource_name(text: str) -> str:
     return CUSTOM_PREFIX + slug
 
 
-class _Refused(Exception):
-    def __init__(self, problem: str):
-        super().__init__(problem)
-        self.problem = problem
-
-
 class _Reader:
     """Collects the movements from expat events, checking every limit as it goes."""
 
@@ -85,14 +80,14 @@ class _Reader:
     def start(self, name, _attrs):
         self.nodes += 1
         if self.nodes > MAX_NODES:
-            raise _Refused(f"has more than {MAX_NODES} elements")
+            raise Refused(f"has more than {MAX_NODES} elements")
         if len(self.path) >= MAX_DEPTH:
-            raise _Refused(f"is nested deeper than {MAX_DEPTH} elements")
+            raise Refused(f"is nested deeper than {MAX_DEPTH} elements")
         if not self.path and name != "journal":
-            raise _Refused(f"is a <{name[:40]}>, not a <journal>")
+            raise Refused(f"is a <{name[:40]}>, not a <journal>")
         if name == "movement" and self.path[-1:] == ["transaction"]:
             if len(self.movements) >= MAX_MOVEMENTS:
-                raise _Refused(f"has more than {MAX_MOVEMENTS} movements")
+                raise Refused(f"has more than {MAX_MOVEMENTS} movements")
             self.movements.append({})
         elif self.path[-1:] == ["movement"] and name in _WANTED:
             self.field, self.text = name, []
@@ -103,7 +98,7 @@ class _Reader:
         if self.field == name and self.path[-1:] == ["movement"]:
             movement = self.movements[-1]
             if name in movement:
-                raise _Refused(f"movement {len(self.movements) - 1} gives <{name}> twice")
+                raise Refused(f"movement {len(self.movements) - 1} gives <{name}> twice")
             movement[name] = "".join(self.text).strip()
             self.field = None
 
@@ -111,7 +106,7 @@ class _Reader:
         if self.field is not None:
             self.text.append(data)
             if sum(len(t) for t in self.text) > MAX_TEXT:
-                raise _Refused(f"movement {len(self.movements) - 1} has a <{self.field}> "
+                raise Refused(f"movement {len(self.movements) - 1} has a <{self.field}> "
                                f"longer than {MAX_TEXT} characters")
 
 
@@ -126,21 +121,10 @@ def movements(data: bytes | str) -> list[Movement]:
     if len(raw) > MAX_BYTES:
         raise _invalid(f"is longer than {MAX_BYTES} bytes")
     reader = _Reader()
-    parser = expat.ParserCreate("utf-8")
-    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
-
-    def refuse(*_args):
-        raise _Refused("declares a DOCTYPE or entities, which are not accepted")
-
-    parser.StartDoctypeDeclHandler = refuse
-    parser.EntityDeclHandler = refuse
-    parser.ExternalEntityRefHandler = refuse
-    parser.StartElementHandler = reader.start
-    parser.EndElementHandler = reader.end
-    parser.CharacterDataHandler = reader.chars
+    parser = data_only_parser(reader.start, reader.end, reader.chars)
     try:
         parser.Parse(raw, True)
-    except _Refused as exc:
+    except Refused as exc:
         raise _invalid(exc.problem) from None
     except expat.ExpatError as exc:
         raise _invalid(f"is not well-formed XML ({expat.errors.messages.get(exc.code, exc)}"
