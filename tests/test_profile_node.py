@@ -43,6 +43,19 @@ def read_pid(path: Path) -> int | None:
         return None
 
 
+def log_tails(base: Path, lines: int = 25) -> str:
+    """The last lines of every log under ``base`` (the master's, the outer node's, the
+    nested node's and its partitions'), for a failure's message."""
+    out = []
+    for path in sorted(base.rglob("*.log")):
+        try:
+            tail = path.read_text(errors="replace").splitlines()[-lines:]
+        except OSError:
+            continue
+        out.append(f"--- {path.relative_to(base)}\n" + "\n".join(tail))
+    return "\n".join(out)
+
+
 def nested_pid_files(base: Path) -> list[Path]:
     """supervisord pid files of every node root under ``base`` (outer and nested)."""
     return sorted(base.rglob("supervisord.pid"))
@@ -133,9 +146,12 @@ def _nested_node_lifecycle(fed, nested_address_base: str):
 
     # a service placed on the nested computer answers
     cli("supply", HELLO, "--computer", nested, env=env)
-    hello = json.loads(cli("request", "hello-nested", HELLO, "--sla",
-                           f"computer_guid={nested}", "--wait", "90", "--json",
-                           env=env).stdout)
+    try:
+        hello = json.loads(cli("request", "hello-nested", HELLO, "--sla",
+                               f"computer_guid={nested}", "--wait", "90", "--json",
+                               env=env).stdout)
+    except AssertionError as exc:    # what the nodes said, for a run that timed out
+        raise AssertionError(f"{exc}\n{log_tails(base)}") from None
     assert hello["placement"]["computer"] == nested
     answer = get(hello["connection"]["url"])
     hello_pid = answer["pid"]
