@@ -95,9 +95,9 @@ class MasterRecipe:
     admin-token lives, default 900), ``replicas``, ``replica-mode``,
     ``secret-connection-file`` (where the secrets published go, sealed by the node; default
     ``${partition:secret-connection-file}``), ``products`` (SlapOS' product aliases,
-    NAME=URL pairs separated by whitespace: ``master serve --product``). Computes, for other parts: ``url``,
-    ``zeo-port``, ``master-port``, ``storage-uri``, ``extra-args`` (one serve argument per
-    line)."""
+    NAME=URL pairs separated by whitespace: ``master serve --product``). Computes, for
+    other parts: ``url``, ``zeo-port``, ``master-port``, ``storage-uri``, ``extra-args``
+    (one serve argument per line)."""
 
     def __init__(self, buildout, name, options):
         self.buildout, self.name, self.options = buildout, name, options

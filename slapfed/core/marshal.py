@@ -60,7 +60,6 @@ class Refused(Exception):
         self.problem = problem
 
 
-
 class _Decoder:
     """Builds the value from expat events, checking every limit as it goes."""
 

@@ -110,7 +110,8 @@ class _Reader:
                                f"longer than {MAX_TEXT} characters")
 
 
-def _invalid(problem: str) -> InvalidInput:
+def invalid(problem: str) -> InvalidInput:
+    """The one error of a bad journal: ``problem`` names what, under FIELD."""
     return InvalidInput(f"invalid usage journal: {FIELD} {problem}",
                         [{"field": FIELD, "problem": problem}])
 
@@ -119,27 +120,27 @@ def movements(data: bytes | str) -> list[Movement]:
     """The movements of a journal, in order; InvalidInput for anything else."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if len(raw) > MAX_BYTES:
-        raise _invalid(f"is longer than {MAX_BYTES} bytes")
+        raise invalid(f"is longer than {MAX_BYTES} bytes")
     reader = _Reader()
     parser = data_only_parser(reader.start, reader.end, reader.chars)
     try:
         parser.Parse(raw, True)
     except Refused as exc:
-        raise _invalid(exc.problem) from None
+        raise invalid(exc.problem) from None
     except expat.ExpatError as exc:
-        raise _invalid(f"is not well-formed XML ({expat.errors.messages.get(exc.code, exc)}"
+        raise invalid(f"is not well-formed XML ({expat.errors.messages.get(exc.code, exc)}"
                        f", line {exc.lineno})") from None
     out = []
     for i, found in enumerate(reader.movements):
         missing = [f for f in _WANTED if not found.get(f)]
         if missing:
-            raise _invalid(f"movement {i} has no <{missing[0]}>")
+            raise invalid(f"movement {i} has no <{missing[0]}>")
         try:
             quantity = float(found["quantity"])
         except ValueError:
             quantity = math.nan
         if not math.isfinite(quantity) or quantity < 0:
-            raise _invalid(f"movement {i} has a quantity that is not a finite number of "
+            raise invalid(f"movement {i} has a quantity that is not a finite number of "
                            f"at least 0: {found['quantity'][:40]!r}")
         out.append(Movement(i, found["resource"], found["reference"], quantity))
     return out

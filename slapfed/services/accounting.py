@@ -200,8 +200,7 @@ def ingest_journal(rt, computer_id: str, data: str, at: int | None = None) -> di
                            f"partition of computer {computer_id}" if part is None else
                            f"movement {first[pid]} names partition {pid} of computer "
                            f"{computer_id}, which hosts no instance")
-                raise InvalidInput(f"invalid usage journal: {slap_usage.FIELD} {problem}",
-                                   [{"field": slap_usage.FIELD, "problem": problem}])
+                raise slap_usage.invalid(problem)
             partitions.append({"partition": pid, "instance_id": part.instance_id,
                                "usage": [{"resource": r, "quantity": q}
                                          for r, q in sorted(quantities.items())]})
