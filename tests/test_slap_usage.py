@@ -142,6 +142,21 @@ def test_a_stock_nodes_journal_is_recorded_against_the_partitions_instance_once(
     assert ("x-cpu-consumption", 50.0) in _usage(api, iid)
 
 
+def test_a_journal_sent_again_after_its_partition_was_freed_is_still_a_duplicate(
+        usage_world, api, master_db):
+    conn, pid, iid = usage_world
+    sent = journal(movement(reference=pid))
+    conn.registerComputer(COMPUTER).reportUsage(sent)
+    part = conn.registerComputerPartition(COMPUTER, pid)
+    conn.registerOpenOrder().request(SR, "web-1", state="destroyed")
+    part.stopped()
+    part.destroyed()                                    # the partition hosts nothing now
+    before = last_tid(master_db)
+    resp = api.post("/slap/useComputer", data={"computer_id": COMPUTER, "use_string": sent})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert last_tid(master_db) == before and _usage(api, iid) == {("x-cpu-consumption", 42.5)}
+
+
 def test_an_empty_journal_is_accepted_and_writes_nothing(usage_world, master_db):
     conn, _pid, _iid = usage_world
     before = last_tid(master_db)

@@ -189,6 +189,8 @@ def ingest_journal(rt, computer_id: str, data: str, at: int | None = None) -> di
     rid = slap_usage.report_id(computer_id, data)
 
     def use_case(app):
+        if app.ledger.has_report(computer_id, rid):     # a retry, whatever moved since
+            return {"accepted": False, "duplicate": True}
         comp = app.computers.get(computer_id)
         if comp is None:
             raise NotFound(f"no computer with id {computer_id!r}")
