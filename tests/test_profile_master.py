@@ -6,6 +6,7 @@ start real processes and stop them by PID.
 import json
 import pytest
 
+from slapfed.core.cfgvalue import encode
 from slapfed.core import errors, provenance
 from slapfed.core.wire import InstanceRequest
 
@@ -397,9 +398,14 @@ def test_a_childs_trust_follows_who_owns_the_tree(master_runtime, master_factori
     ({"products": " kvm=https://example.org/kvm/software.cfg\n  re6st=http://x/r.cfg?a=1 "},
      "https://127.0.0.5:2001", "zeo://127.0.0.5:2000",
      "--product\nkvm=https://example.org/kvm/software.cfg\n--product\nre6st=http://x/r.cfg?a=1"),
+    # what the node hands a profile for a value with line breaks: encoded (core.cfgvalue);
+    # each line's pair is one argument, none reaches buildout or a shell
+    ({"products": encode("kvm=https://example.org/kvm/software.cfg\r\nre6st=http://x/r.cfg")},
+     "https://127.0.0.5:2001", "zeo://127.0.0.5:2000",
+     "--product\nkvm=https://example.org/kvm/software.cfg\n--product\nre6st=http://x/r.cfg"),
 ], ids=["defaults", "file", "ancestry", "site", "partial-site-ignored",
         "replicas-serve-their-own-filestorage-and-promote-a-replica-taken-over",
-        "no-replicas-zeo", "products"])
+        "no-replicas-zeo", "products", "products-encoded-with-line-breaks"])
 def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url, storage,
                                                                       extra):
     from slapfed.recipe_master import MasterRecipe
@@ -423,10 +429,12 @@ def test_the_master_recipe_computes_ports_storage_and_serve_arguments(given, url
     ({"products": "../x=http://a/b.cfg"}, "products must be NAME=URL pairs: '../x'"),
     ({"products": "kvm=http://a/b.cfg kvm=http://a/c.cfg"}, "'kvm' is given more than once"),
     ({"products": "kvm=http://a/${buildout:directory}.cfg"}, "holds a '\\$'"),
+    ({"products": "kvm=http://a/b.cfg\r\n[x]\nrecipe = os"}, "'\\[x\\]' is not NAME=URL"),
+    ({"products": "[x]=http://a/b.cfg"}, "products must be NAME=URL pairs: '\\[x\\]'"),
 ], ids=["no-name", "bad-storage", "bad-port", "token-ttl-too-short", "token-ttl-not-a-number",
         "too-many-replicas", "negative-replicas", "bad-replica-mode", "replicas-over-zeo",
         "product-not-a-pair", "product-name-not-an-id", "product-twice",
-        "product-url-substitution"])
+        "product-url-substitution", "product-lines-and-a-section", "product-name-a-section"])
 def test_the_master_recipe_refuses_bad_parameters(given, words):
     import zc.buildout
     from slapfed.recipe_master import MasterRecipe

@@ -50,6 +50,7 @@ def test_movements_are_read_and_added_up_per_partition_and_resource():
     ("memory_peak_bytes", "memory_peak_bytes"),          # slapfed's own names as given
     ("x-requests", "x-requests"),
     ("***", "x-unnamed"),
+    ("${buildout:directory}\r\n[x]", "x-buildout-directory-x"),   # data, nothing more
 ])
 def test_a_slapos_resource_is_recorded_under_a_name_slapfed_accepts(given, recorded):
     assert slap_usage.resource_name(given) == recorded
@@ -169,6 +170,8 @@ def test_an_empty_journal_is_accepted_and_writes_nothing(usage_world, master_db)
      "movement 1 names partition {free} of computer comp-1, which hosts no instance"),
     (lambda pid: journal(movement(reference="../../etc")),
      "movement 0 names '../../etc', which is not a partition of computer comp-1"),
+    (lambda pid: journal(movement(reference="${buildout:x}\r\n[part]")),
+     "movement 0 names '${{buildout:x}}\\n[part]', which is not a partition"),  # XML: CRLF→LF
     (lambda pid: journal(movement(reference=pid, quantity="-3")), "at least 0"),
     (lambda pid: '<!DOCTYPE j [<!ENTITY a "a">]><journal/>', "DOCTYPE"),
 ])
